@@ -32,3 +32,7 @@ class RasterReadError(OpsError, OSError):
 
 class GeometryError(OpsError, ValueError):
     """An output grid, footprint or window is inconsistent."""
+
+
+class RasterWriteError(OpsError, OSError):
+    """A raster product cannot be written at the named destination."""
