@@ -1,0 +1,564 @@
+"""Digital elevation models: read, mosaic, fill, convert to ellipsoidal heights, sample.
+
+A :class:`Dem` is a grid of heights above the WGS84 ellipsoid at the nodes
+of a regular, axis-aligned grid in some CRS, sampled bilinearly (the node
+model and the compiled sampler live in :mod:`ops.geoid`). It is built by
+
+1. **Reading tiles.** SRTM ``.hgt`` files are read here directly: a square
+   of n x n big-endian int16 (n = 1201 for 3", 3601 for 1"), north row
+   first, -32768 for voids. SRTM is *pixel-is-point*: the file named
+   ``N44E005`` has its node [0, 0] at exactly (5 E, 45 N) and its last node at
+   (6 E, 44 N), so neighbouring tiles share their edge rows/columns. GDAL's
+   SRTMHGT driver (the independent check in the tests) reports the same grid
+   with its corner half a node further out. Every other format is read
+   through rasterio, band 1; GDAL already turns ``AREA_OR_POINT=Point``
+   GeoTIFFs into corner geotransforms, so node (i, j) is at the centre of
+   pixel (i, j) for every source.
+2. **Mosaicking.** All tiles must share one CRS, one node spacing and one
+   node lattice (offsets a whole number of nodes apart); anything else is
+   refused with the files named (reproject them first, e.g. with gdalwarp).
+   Valid values of later tiles overwrite earlier ones (shared SRTM edges hold
+   equal values). Nodes no tile covers are *gaps*: sampling there is a
+   coverage error, never filled. With ``bounds_lonlat`` only the nodes inside
+   that box, plus a margin of :data:`MARGIN_NODES`, are read.
+3. **Filling holes.** Nodata nodes inside a tile are *holes*. They are filled
+   by Laplace (harmonic) interpolation: each hole node equals the mean of its
+   4-neighbours that exist, solved exactly as one sparse linear system whose
+   known values are the valid nodes around each hole. This reproduces planes
+   exactly, is smooth, and costs O(hole nodes). ``holes_filled`` counts them.
+   A hole component that touches no valid node stays NaN (``holes_left``).
+4. **Geoid.** With a geoid, the undulation N(lon, lat) of each node is added
+   (h = H + N); the grid then holds ellipsoidal heights, so sampling and
+   min/max need no further correction. Without one, heights are taken as
+   already ellipsoidal.
+
+Heights are stored as float32 (0.5 mm steps at 8 km) and sampled in float64.
+Coverage of a point follows the node model: inside the grid's pixel footprint,
+edge nodes held constant over the outer half pixel.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyproj
+import rasterio
+import rasterio.errors
+import scipy.ndimage
+import scipy.sparse
+import scipy.sparse.linalg
+from numpy.typing import ArrayLike, NDArray
+from rasterio.crs import CRS
+from rasterio.windows import Window as RioWindow
+
+from ops.errors import DemCoverageError, DemError, RasterReadError
+from ops.geoid import (
+    FLAG_NAN_NODE,
+    FLAG_OUTSIDE,
+    WRAP_NEAREST,
+    WRAP_NONE,
+    FloatArray,
+    Geoid,
+    describe_box,
+    sample_bilinear,
+)
+
+#: Extra nodes read around a requested box, so that bilinear stencils and
+#: hole filling near the box's edge have their neighbours.
+MARGIN_NODES = 2
+#: File name endings taken as DEM tiles in a folder.
+TILE_SUFFIXES = (".hgt", ".tif", ".tiff", ".vrt")
+HGT_NODATA = -32768
+_HGT_NAME = re.compile(r"^([NS])(\d{1,2})([EW])(\d{1,3})", re.IGNORECASE)
+_WGS84 = pyproj.CRS.from_epsg(4326)
+_ROWS_PER_CHUNK = 512
+
+Transform6 = tuple[float, float, float, float, float, float]
+LonLatBox = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True, slots=True)
+class _Tile:
+    """Where one tile's nodes are and how to read them."""
+
+    path: Path
+    crs: CRS
+    transform: Transform6
+    height: int
+    width: int
+    is_hgt: bool
+
+
+def _probe_hgt(path: Path) -> _Tile:
+    m = _HGT_NAME.match(path.stem)
+    if m is None:
+        raise DemError(
+            f"SRTM file {path}: name {path.name!r} does not start like N44E005; "
+            "expected [NS]lat[EW]lon naming the south-west corner"
+        )
+    lat = int(m.group(2)) * (1 if m.group(1).upper() == "N" else -1)
+    lon = int(m.group(4)) * (1 if m.group(3).upper() == "E" else -1)
+    size = path.stat().st_size
+    n = math.isqrt(size // 2)
+    if n < 2 or 2 * n * n != size:
+        raise DemError(
+            f"SRTM file {path}: {size} bytes is not a square of int16 "
+            "(expected 2*1201*1201 for 3\" or 2*3601*3601 for 1\")"
+        )
+    step = 1.0 / (n - 1)
+    transform = (step, 0.0, lon - step / 2, 0.0, -step, lat + 1 + step / 2)
+    return _Tile(path, CRS.from_epsg(4326), transform, n, n, True)
+
+
+def _probe(path: Path) -> _Tile:
+    if not path.is_file():
+        raise RasterReadError(f"DEM file not found: {path} (expected an SRTM .hgt or a GeoTIFF)")
+    if path.suffix.lower() == ".hgt":
+        return _probe_hgt(path)
+    try:
+        with rasterio.open(path) as ds:
+            if ds.crs is None:
+                raise DemError(f"DEM {path} has no CRS; expected a georeferenced raster")
+            t = tuple(float(v) for v in tuple(ds.transform)[:6])
+            if t[1] != 0 or t[3] != 0 or t[0] <= 0 or t[4] >= 0:
+                raise DemError(
+                    f"DEM {path}: geotransform {t}; expected north-up, unrotated "
+                    "(a > 0, b = d = 0, e < 0)"
+                )
+            return _Tile(path, ds.crs, (t[0], t[1], t[2], t[3], t[4], t[5]),
+                         ds.height, ds.width, False)
+    except rasterio.errors.RasterioIOError as exc:
+        raise RasterReadError(f"cannot read DEM {path}: {exc}") from exc
+
+
+def _read(tile: _Tile, r0: int, r1: int, c0: int, c1: int) -> NDArray[np.float32]:
+    """Nodes [r0:r1, c0:c1] of a tile as float32, NaN where nodata."""
+    if tile.is_hgt:
+        raw = np.memmap(tile.path, dtype=">i2", mode="r", shape=(tile.height, tile.width))
+        block = np.array(raw[r0:r1, c0:c1])
+        out = block.astype(np.float32)
+        out[block == HGT_NODATA] = np.nan
+        return out
+    try:
+        with rasterio.open(tile.path) as ds:
+            data = ds.read(1, window=RioWindow(c0, r0, c1 - c0, r1 - r0), masked=True)
+            scale, offset = float(ds.scales[0]), float(ds.offsets[0])
+    except rasterio.errors.RasterioIOError as exc:
+        raise RasterReadError(f"cannot read DEM {tile.path}: {exc}") from exc
+    out = data.astype(np.float32).filled(np.nan)
+    if (scale, offset) != (1.0, 0.0):
+        out = (out * np.float32(scale) + np.float32(offset)).astype(np.float32)
+    return np.asarray(out, dtype=np.float32)
+
+
+def _list_sources(source: str | Path | Sequence[str | Path]) -> tuple[list[Path], str]:
+    if isinstance(source, (str, Path)):
+        p = Path(source)
+        if p.is_dir():
+            files = sorted(f for f in p.iterdir() if f.suffix.lower() in TILE_SUFFIXES)
+            if not files:
+                raise RasterReadError(
+                    f"no DEM tiles in folder {p}: expected files ending in {', '.join(TILE_SUFFIXES)}"
+                )
+            return files, str(p)
+        return [p], str(p)
+    files = [Path(s) for s in source]
+    if not files:
+        raise DemError("Dem.open: empty list of DEM files; expected at least one path")
+    names = ", ".join(str(f) for f in files[:3])
+    return files, names + (f" (+{len(files) - 3} more)" if len(files) > 3 else "")
+
+
+def _native_box(crs: CRS, box: LonLatBox) -> tuple[float, float, float, float]:
+    """The box in the DEM's CRS (densified edges, so it encloses the lon/lat box)."""
+    lon_min, lat_min, lon_max, lat_max = box
+    if _is_wgs84(crs):
+        return box
+    t = pyproj.Transformer.from_crs(_WGS84, pyproj.CRS.from_user_input(crs.to_wkt()),
+                                    always_xy=True)
+    xmin, ymin, xmax, ymax = t.transform_bounds(lon_min, lat_min, lon_max, lat_max, densify_pts=21)
+    return float(xmin), float(ymin), float(xmax), float(ymax)
+
+
+def _is_wgs84(crs: CRS | str) -> bool:
+    return _is_wgs84_text(crs if isinstance(crs, str) else crs.to_wkt())
+
+
+@functools.lru_cache(maxsize=64)
+def _is_wgs84_text(crs: str) -> bool:
+    return bool(pyproj.CRS.from_user_input(crs).equals(_WGS84, ignore_axis_order=True))
+
+
+def _check_box(box: Sequence[float], what: str) -> LonLatBox:
+    lon_min, lat_min, lon_max, lat_max = (float(v) for v in box)
+    if not (lon_min <= lon_max and lat_min <= lat_max) or not all(
+        math.isfinite(v) for v in (lon_min, lat_min, lon_max, lat_max)
+    ):
+        raise DemError(
+            f"{what} = {tuple(box)}; expected finite (lon_min, lat_min, lon_max, lat_max) "
+            "with min <= max"
+        )
+    return lon_min, lat_min, lon_max, lat_max
+
+
+def fill_holes_laplace(heights: NDArray[np.float32], holes: NDArray[np.bool_],
+                       usable: NDArray[np.bool_]) -> int:
+    """Fill ``heights[holes]`` in place by Laplace interpolation; returns how many were filled.
+
+    Nodes outside ``usable`` (gaps) take no part. Hole components touching no
+    valid node are left NaN.
+    """
+    n = int(holes.sum())
+    if n == 0:
+        return 0
+    n_rows, n_cols = heights.shape
+    index = np.full(heights.shape, -1, dtype=np.int64)
+    hr, hc = np.nonzero(holes)
+    index[hr, hc] = np.arange(n)
+    diag = np.zeros(n)
+    rhs = np.zeros(n)
+    touches = np.zeros(n, dtype=bool)
+    off_i: list[NDArray[np.int64]] = []
+    off_j: list[NDArray[np.int64]] = []
+    for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+        nr, nc = hr + dr, hc + dc
+        k = np.nonzero((nr >= 0) & (nr < n_rows) & (nc >= 0) & (nc < n_cols))[0]
+        nr, nc = nr[k], nc[k]
+        keep = usable[nr, nc]
+        k, nr, nc = k[keep], nr[keep], nc[keep]
+        np.add.at(diag, k, 1.0)
+        is_hole = holes[nr, nc]
+        off_i.append(k[is_hole])
+        off_j.append(index[nr[is_hole], nc[is_hole]])
+        kv = k[~is_hole]
+        np.add.at(rhs, kv, heights[nr[~is_hole], nc[~is_hole]].astype(np.float64))
+        touches[kv] = True
+    # Only components connected to a valid node have a unique solution.
+    labels, _ = scipy.ndimage.label(holes)
+    comp = labels[hr, hc]
+    solvable = np.zeros(comp.max() + 1, dtype=bool)
+    solvable[comp[touches]] = True
+    ok = solvable[comp]
+    ii = np.concatenate([np.arange(n), *off_i])
+    jj = np.concatenate([np.arange(n), *off_j])
+    vv = np.concatenate([np.where(ok, diag, 1.0), -np.ones(sum(len(a) for a in off_i))])
+    keep_entry = ok[ii] & ok[jj] | (ii == jj)
+    a = scipy.sparse.csr_matrix((vv[keep_entry], (ii[keep_entry], jj[keep_entry])), shape=(n, n))
+    solution = scipy.sparse.linalg.spsolve(a.tocsc(), np.where(ok, rhs, 0.0))
+    heights[hr[ok], hc[ok]] = solution[ok].astype(np.float32)
+    return int(ok.sum())
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Dem:
+    """Ellipsoidal (or as-given) heights at grid nodes, sampled bilinearly.
+
+    ``heights_m[i, j]`` is the height at the centre of pixel (i, j) of
+    ``transform`` (rasterio order, pixel corners) in ``crs``; NaN marks holes
+    left unfilled and gaps (``gap_mask``) no tile covered.
+    """
+
+    heights_m: NDArray[np.float32]
+    transform: Transform6
+    crs: str
+    source: str
+    holes_filled: int = 0
+    holes_left: int = 0
+    geoid_source: str | None = None
+    gap_mask: NDArray[np.bool_] | None = None
+
+    def __post_init__(self) -> None:
+        if self.heights_m.ndim != 2 or min(self.heights_m.shape) < 1:
+            raise DemError(f"DEM {self.source}: heights shape {self.heights_m.shape}, expected 2-D")
+        a, b, _, d, e, _ = self.transform
+        if b != 0 or d != 0 or a <= 0 or e >= 0:
+            raise DemError(
+                f"DEM {self.source}: transform {self.transform}; expected north-up, unrotated "
+                "(a > 0, b = d = 0, e < 0)"
+            )
+
+    # ------------------------------------------------------------------ build
+    @classmethod
+    def open(
+        cls,
+        source: str | Path | Sequence[str | Path],
+        *,
+        geoid: Geoid | str | Path | None = None,
+        bounds_lonlat: Sequence[float] | None = None,
+        fill_holes: bool = True,
+    ) -> Dem:
+        """Read a DEM file, a folder of tiles or a list of files into one mosaic.
+
+        ``geoid``: heights in the files are above this geoid (SRTM: EGM96);
+        None takes them as ellipsoidal. ``bounds_lonlat`` (lon_min, lat_min,
+        lon_max, lat_max) reads only that area plus a margin, and raises
+        DemCoverageError when the tiles do not cover all of it.
+        """
+        paths, name = _list_sources(source)
+        tiles = [_probe(p) for p in paths]
+        ref = tiles[0]
+        for t in tiles[1:]:
+            if t.crs != ref.crs:
+                raise DemError(
+                    f"DEM tiles in different CRSs: {ref.path} is {ref.crs}, {t.path} is {t.crs}; "
+                    "expected one CRS (reproject the tiles first)"
+                )
+            if not np.allclose((t.transform[0], t.transform[4]), (ref.transform[0], ref.transform[4]),
+                               rtol=1e-9, atol=0):
+                raise DemError(
+                    f"DEM tiles with different node spacing: {ref.path} has "
+                    f"{ref.transform[0]} x {ref.transform[4]}, {t.path} has "
+                    f"{t.transform[0]} x {t.transform[4]}; expected one resolution"
+                )
+        a, _, c, _, e, f = ref.transform
+        offsets = []
+        for t in tiles:
+            col_off, row_off = (t.transform[2] - c) / a, (t.transform[5] - f) / e
+            if abs(col_off - round(col_off)) > 1e-3 or abs(row_off - round(row_off)) > 1e-3:
+                raise DemError(
+                    f"DEM tile {t.path} is offset by ({row_off:.4f}, {col_off:.4f}) nodes from "
+                    f"{ref.path}; expected tiles on one node lattice (whole-node offsets)"
+                )
+            offsets.append((round(row_off), round(col_off)))
+        r_lo = min(o[0] for o in offsets)
+        c_lo = min(o[1] for o in offsets)
+        r_hi = max(o[0] + t.height for o, t in zip(offsets, tiles))
+        c_hi = max(o[1] + t.width for o, t in zip(offsets, tiles))
+        x0, y0 = c + a / 2, f + e / 2  # node [0, 0] of the reference tile
+        box: LonLatBox | None = None
+        if bounds_lonlat is not None:
+            box = _check_box(bounds_lonlat, "bounds_lonlat")
+            if ref.crs.is_geographic:
+                shift = 360.0 * round(((box[0] + box[2]) / 2 - (x0 + a * (c_lo + c_hi) / 2)) / 360)
+                box = (box[0] - shift, box[1], box[2] - shift, box[3])
+            xmin, ymin, xmax, ymax = _native_box(ref.crs, box)
+            r_lo = max(r_lo, math.floor((ymax - y0) / e) - MARGIN_NODES)
+            r_hi = min(r_hi, math.ceil((ymin - y0) / e) + 1 + MARGIN_NODES)
+            c_lo = max(c_lo, math.floor((xmin - x0) / a) - MARGIN_NODES)
+            c_hi = min(c_hi, math.ceil((xmax - x0) / a) + 1 + MARGIN_NODES)
+            if r_hi <= r_lo or c_hi <= c_lo:
+                raise DemCoverageError(
+                    f"DEM {name} does not cover the requested area lon [{box[0]}, {box[2]}], "
+                    f"lat [{box[1]}, {box[3]}] at all; expected tiles covering it"
+                )
+        heights: NDArray[np.float32] = np.full((r_hi - r_lo, c_hi - c_lo), np.nan, dtype=np.float32)
+        covered = np.zeros(heights.shape, dtype=bool)
+        for (ro, co), t in zip(offsets, tiles):
+            r0, r1 = max(ro, r_lo), min(ro + t.height, r_hi)
+            c0, c1 = max(co, c_lo), min(co + t.width, c_hi)
+            if r1 <= r0 or c1 <= c0:
+                continue
+            block = _read(t, r0 - ro, r1 - ro, c0 - co, c1 - co)
+            dst = heights[r0 - r_lo:r1 - r_lo, c0 - c_lo:c1 - c_lo]
+            valid = ~np.isnan(block)
+            dst[valid] = block[valid]
+            covered[r0 - r_lo:r1 - r_lo, c0 - c_lo:c1 - c_lo] = True
+        holes = covered & np.isnan(heights)
+        if holes.sum() == covered.sum():
+            raise DemError(f"DEM {name} holds only nodata in the area read; expected heights")
+        filled = fill_holes_laplace(heights, holes, covered) if fill_holes else 0
+        transform: Transform6 = (a, 0.0, c + a * c_lo, 0.0, e, f + e * r_lo)
+        dem = cls.from_array(
+            heights, transform, ref.crs.to_string(), source=name, geoid=geoid, fill_holes=False
+        )
+        dem = cls(dem.heights_m, dem.transform, dem.crs, name, filled, int(holes.sum()) - filled,
+                  dem.geoid_source, None if covered.all() else ~covered)
+        if box is not None:
+            dem._box_nodes(box)
+        return dem
+
+    @classmethod
+    def from_array(
+        cls,
+        heights: ArrayLike,
+        transform: Sequence[float],
+        crs: str | CRS,
+        *,
+        source: str = "<array>",
+        geoid: Geoid | str | Path | None = None,
+        fill_holes: bool = True,
+    ) -> Dem:
+        """A DEM from a height array (NaN = hole) and its corner transform (a, b, c, d, e, f)."""
+        grid = np.array(heights, dtype=np.float32)
+        if grid.ndim != 2:
+            raise DemError(f"DEM {source}: heights shape {grid.shape}, expected 2-D")
+        t6 = tuple(float(v) for v in tuple(transform)[:6])
+        if len(t6) != 6:
+            raise DemError(f"DEM {source}: transform {transform!r}, expected 6 numbers")
+        crs_text = crs.to_string() if isinstance(crs, CRS) else str(crs)
+        holes = np.isnan(grid)
+        filled = fill_holes_laplace(grid, holes, np.ones_like(holes)) if fill_holes else 0
+        geo = Geoid.open(geoid) if isinstance(geoid, (str, Path)) else geoid
+        dem = cls(grid, (t6[0], t6[1], t6[2], t6[3], t6[4], t6[5]), crs_text, source, filled,
+                  int(holes.sum()) - filled, None if geo is None else geo.source)
+        if geo is not None:
+            dem._add_undulation(geo)
+        grid.flags.writeable = False
+        return dem
+
+    def _add_undulation(self, geoid: Geoid) -> None:
+        """h = H + N at every node, in row chunks (bounded memory)."""
+        n_rows, n_cols = self.heights_m.shape
+        cols = np.arange(n_cols, dtype=np.float64)
+        for r0 in range(0, n_rows, _ROWS_PER_CHUNK):
+            rows = np.arange(r0, min(r0 + _ROWS_PER_CHUNK, n_rows), dtype=np.float64)
+            x, y = self.node_xy(rows[:, None], cols[None, :])
+            lon, lat = self._to_lonlat(x, y)
+            block = self.heights_m[r0:r0 + rows.size]
+            block += geoid.undulation(lon, lat).astype(np.float32)
+
+    # ----------------------------------------------------------- geometry
+    @property
+    def is_lonlat(self) -> bool:
+        """True when the grid's CRS is WGS84 longitude/latitude."""
+        return _is_wgs84(self.crs)
+
+    def node_xy(self, rows: ArrayLike, cols: ArrayLike) -> tuple[FloatArray, FloatArray]:
+        """CRS coordinates of nodes (fractional indices allowed)."""
+        a, _, c, _, e, f = self.transform
+        r = np.asarray(rows, dtype=np.float64)
+        k = np.asarray(cols, dtype=np.float64)
+        return a * (k + 0.5) + c, e * (r + 0.5) + f
+
+    def _to_lonlat(self, x: FloatArray, y: FloatArray) -> tuple[FloatArray, FloatArray]:
+        if self.is_lonlat:
+            return np.broadcast_arrays(x, y)  # type: ignore[return-value]
+        t = pyproj.Transformer.from_crs(pyproj.CRS.from_user_input(self.crs), _WGS84,
+                                        always_xy=True)
+        xb, yb = np.broadcast_arrays(x, y)
+        lon, lat = t.transform(xb, yb)
+        return np.asarray(lon, np.float64), np.asarray(lat, np.float64)
+
+    def _to_native(self, lon: ArrayLike, lat: ArrayLike) -> tuple[FloatArray, FloatArray]:
+        lo, la = np.broadcast_arrays(np.asarray(lon, np.float64), np.asarray(lat, np.float64))
+        if self.is_lonlat:
+            return lo, la
+        t = pyproj.Transformer.from_crs(_WGS84, pyproj.CRS.from_user_input(self.crs),
+                                        always_xy=True)
+        x, y = t.transform(lo, la)
+        return np.asarray(x, np.float64), np.asarray(y, np.float64)
+
+    @property
+    def bounds_native(self) -> tuple[float, float, float, float]:
+        """(left, bottom, right, top) of the pixel footprint in the DEM's CRS."""
+        a, _, c, _, e, f = self.transform
+        n_rows, n_cols = self.heights_m.shape
+        return c, f + e * n_rows, c + a * n_cols, f
+
+    @property
+    def bounds_lonlat(self) -> LonLatBox:
+        """(lon_min, lat_min, lon_max, lat_max) enclosing the pixel footprint."""
+        left, bottom, right, top = self.bounds_native
+        if self.is_lonlat:
+            return left, bottom, right, top
+        t = pyproj.Transformer.from_crs(pyproj.CRS.from_user_input(self.crs), _WGS84,
+                                        always_xy=True)
+        b = t.transform_bounds(left, bottom, right, top, densify_pts=21)
+        return float(b[0]), float(b[1]), float(b[2]), float(b[3])
+
+    def _center_lon(self) -> float:
+        left, _, right, _ = self.bounds_native
+        return (left + right) / 2
+
+    # ----------------------------------------------------------- sampling
+    def heights(self, lon: ArrayLike, lat: ArrayLike) -> FloatArray:
+        """Bilinear heights (metres; ellipsoidal when a geoid was given) at (lon, lat) degrees.
+
+        NaN coordinates give NaN. Raises DemCoverageError for points outside
+        the DEM or beside a gap, DemError for points on an unfilled hole.
+        """
+        x, y = self._to_native(lon, lat)
+        a, _, c, _, e, f = self.transform
+        s = sample_bilinear(
+            self.heights_m, (c + a / 2, f + e / 2), (a, e), x, y,
+            wrap_mode=WRAP_NEAREST if self.is_lonlat else WRAP_NONE, wrap_ref=self._center_lon(),
+        )
+        if s.n_bad:
+            lo, la = np.broadcast_arrays(np.asarray(lon, np.float64), np.asarray(lat, np.float64))
+            nan_node = s.flags == FLAG_NAN_NODE
+            in_gap = np.zeros(nan_node.shape, dtype=bool)
+            if self.gap_mask is not None and nan_node.any():
+                in_gap[nan_node] = self._stencil_touches(self.gap_mask, x[nan_node], y[nan_node])
+            outside = (s.flags == FLAG_OUTSIDE) | in_gap
+            if outside.any():
+                raise DemCoverageError(
+                    f"DEM {self.source} (covering {self._extent_text()}) does not cover "
+                    f"{describe_box(lo[outside], la[outside])}; expected points inside the DEM "
+                    "(open it with tiles covering that area)"
+                )
+            raise DemError(
+                f"DEM {self.source} has a nodata hole at {describe_box(lo[nan_node], la[nan_node])}"
+                f"; first at lon {lo[nan_node][0]:.6f}, lat {la[nan_node][0]:.6f}. Open it with "
+                "fill_holes=True to interpolate holes"
+            )
+        return s.values
+
+    def _stencil_touches(self, mask: NDArray[np.bool_], x: FloatArray, y: FloatArray
+                         ) -> NDArray[np.bool_]:
+        """Whether a weighted node of each point's bilinear stencil is in ``mask``."""
+        a, _, c, _, e, f = self.transform
+        n_rows, n_cols = mask.shape
+        r = np.clip((y - (f + e / 2)) / e, 0, n_rows - 1)
+        k = np.clip((x - (c + a / 2)) / a, 0, n_cols - 1)
+        hit = np.zeros(r.shape, dtype=bool)
+        for rr in (np.floor(r), np.ceil(r)):
+            for kk in (np.floor(k), np.ceil(k)):
+                hit |= mask[rr.astype(np.int64), kk.astype(np.int64)]
+        return hit
+
+    def _box_nodes(self, box: LonLatBox) -> tuple[slice, slice]:
+        """Node slices whose bilinear stencils reach into the lon/lat box; raises if uncovered."""
+        if self.is_lonlat:
+            shift = 360.0 * round(((box[0] + box[2]) / 2 - self._center_lon()) / 360)
+            xmin, ymin, xmax, ymax = box[0] - shift, box[1], box[2] - shift, box[3]
+        else:
+            xmin, ymin, xmax, ymax = _native_box(CRS.from_user_input(self.crs), box)
+        a, _, c, _, e, f = self.transform
+        n_rows, n_cols = self.heights_m.shape
+        r_lo, r_hi = (ymax - (f + e / 2)) / e, (ymin - (f + e / 2)) / e
+        c_lo, c_hi = (xmin - (c + a / 2)) / a, (xmax - (c + a / 2)) / a
+        eps = 1e-6
+        if r_lo < -0.5 - eps or c_lo < -0.5 - eps or r_hi > n_rows - 0.5 + eps or (
+            c_hi > n_cols - 0.5 + eps
+        ):
+            raise DemCoverageError(
+                f"DEM {self.source} (covering {self._extent_text()}) does not cover the area "
+                f"lon [{box[0]}, {box[2]}], lat [{box[1]}, {box[3]}]; expected a DEM covering it"
+            )
+        rows = slice(max(math.floor(r_lo), 0), min(math.ceil(r_hi), n_rows - 1) + 1)
+        cols = slice(max(math.floor(c_lo), 0), min(math.ceil(c_hi), n_cols - 1) + 1)
+        if self.gap_mask is not None and self.gap_mask[rows, cols].any():
+            raise DemCoverageError(
+                f"DEM {self.source} has no tile for part of the area lon [{box[0]}, {box[2]}], "
+                f"lat [{box[1]}, {box[3]}]; expected tiles covering it"
+            )
+        return rows, cols
+
+    def min_max(self, lon_min: float, lat_min: float, lon_max: float, lat_max: float
+                ) -> tuple[float, float]:
+        """(hmin, hmax) over every node whose stencil reaches into the footprint box.
+
+        Conservative: every bilinear height inside the box lies in this range.
+        """
+        box = _check_box((lon_min, lat_min, lon_max, lat_max), "min_max footprint")
+        rows, cols = self._box_nodes(box)
+        block = self.heights_m[rows, cols]
+        if np.isnan(block).any():
+            i, j = np.argwhere(np.isnan(block))[0]
+            x, y = self.node_xy(rows.start + i, cols.start + j)
+            lon, lat = self._to_lonlat(np.atleast_1d(x), np.atleast_1d(y))
+            raise DemError(
+                f"DEM {self.source} has a nodata hole in the footprint {box}, e.g. at lon "
+                f"{float(lon[0]):.6f}, lat {float(lat[0]):.6f}; open it with fill_holes=True"
+            )
+        return float(block.min()), float(block.max())
+
+    def _extent_text(self) -> str:
+        b = self.bounds_lonlat
+        return f"lon [{b[0]:.6f}, {b[2]:.6f}], lat [{b[1]:.6f}, {b[3]:.6f}]"

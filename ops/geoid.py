@@ -1,0 +1,353 @@
+"""Geoid undulation grids, and the bilinear node-grid sampler DEMs share.
+
+A geoid grid gives the undulation N (metres) of a geoid above the WGS84
+ellipsoid at the nodes of a regular longitude/latitude grid. A height H above
+the geoid (what SRTM stores) becomes an ellipsoidal height h = H + N, which is
+what RPC models expect.
+
+Grid model (shared with :mod:`ops.dem`): a 2-D array ``values[i, j]`` holds
+the quantity at node (x0 + j*dx, y0 + i*dy), i.e. integer indices are pixel
+centres. A point (x, y) has fractional indices ``col = (x - x0)/dx`` and
+``row = (y - y0)/dy`` and its value is the bilinear blend of the four
+surrounding nodes::
+
+    v = (1-fr)(1-fc) v[i, j] + (1-fr) fc v[i, j+1] + fr (1-fc) v[i+1, j] + fr fc v[i+1, j+1]
+
+with i = floor(row), fr = row - i (likewise j, fc). A point is covered when it
+lies inside the grid's pixel footprint, ``-0.5 <= row <= rows - 0.5``; in the
+outer half pixel the fractional index is clamped to the edge nodes (constant
+extrapolation across the border). Nodes with zero weight are never read, so a
+point exactly on a valid node beside a hole still samples.
+
+Longitudes: a grid spanning 360 degrees is periodic. Its first column is
+appended after the last one, so that a point east of the last node blends it
+with the first (with the EGM96 ``.gtx`` nodes at -180 .. 179.75, 179.9 E
+blends 179.75 E with 180 E = -180 E). Longitudes are first brought into the
+grid's 360-degree range, so 0..360 and -180..180 inputs both work (NGA's test
+point at 359.9995 E lands at -0.0005 E).
+
+File formats read by :meth:`Geoid.open`:
+
+* ``.gtx`` (NOAA/PROJ vertical grid): a 40-byte big-endian header of four
+  float64 (south latitude, west longitude, latitude step, longitude step, all
+  in degrees, the first two being the south-west *node*) and two int32 (rows,
+  columns), then rows x columns big-endian float32 from south to north, west
+  to east; -88.8888 marks missing values. Read here directly (GDAL's reading
+  of the same file is the independent check in the tests).
+* anything GDAL reads in a geographic CRS (GeoTIFF...), band 1, through
+  rasterio.
+
+Sampling is compiled with numba: one pass over the points, no temporaries.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import rasterio.errors
+from numba import njit
+from numpy.typing import ArrayLike, NDArray
+
+from ops.errors import DemCoverageError, DemError, RasterReadError
+
+FloatArray = NDArray[np.float64]
+
+#: Tolerance, in pixels, on the footprint test (round-off at the edges).
+EDGE_EPS_PX = 1e-6
+
+#: Sampling flags written by the kernel for each point.
+FLAG_OK = 0
+FLAG_OUTSIDE = 1
+FLAG_NAN_NODE = 2
+
+#: Longitude handling: as given; brought to within 180 degrees of a centre;
+#: brought into [x0, x0 + 360) of a periodic grid.
+WRAP_NONE = 0
+WRAP_NEAREST = 1
+WRAP_PERIODIC = 2
+
+GTX_HEADER = struct.Struct(">4d2i")
+GTX_NODATA = -88.8888
+
+
+@njit(cache=True, nogil=True)
+def _sample_kernel(
+    values: NDArray[np.float32],
+    x0: float,
+    dx: float,
+    y0: float,
+    dy: float,
+    xs: FloatArray,
+    ys: FloatArray,
+    wrap_mode: int,
+    wrap_ref: float,
+    out: FloatArray,
+    flags: NDArray[np.uint8],
+) -> int:
+    n_rows, n_cols = values.shape
+    bad = 0
+    for k in range(xs.size):
+        x = xs[k]
+        y = ys[k]
+        flags[k] = 0
+        if math.isnan(x) or math.isnan(y):
+            out[k] = math.nan
+            continue
+        if wrap_mode == 1:
+            x = x - 360.0 * math.floor((x - wrap_ref) / 360.0 + 0.5)
+        elif wrap_mode == 2:
+            x = wrap_ref + (x - wrap_ref) % 360.0
+        r = (y - y0) / dy
+        c = (x - x0) / dx
+        if not (
+            -0.5 - 1e-6 <= r <= n_rows - 0.5 + 1e-6 and -0.5 - 1e-6 <= c <= n_cols - 0.5 + 1e-6
+        ):
+            out[k] = math.nan
+            flags[k] = 1
+            bad += 1
+            continue
+        r = min(max(r, 0.0), n_rows - 1.0)
+        c = min(max(c, 0.0), n_cols - 1.0)
+        i = min(math.floor(r), max(n_rows - 2, 0))
+        j = min(math.floor(c), max(n_cols - 2, 0))
+        fr = r - i
+        fc = c - j
+        i1 = min(i + 1, n_rows - 1)
+        j1 = min(j + 1, n_cols - 1)
+        acc = 0.0
+        w = (1.0 - fr) * (1.0 - fc)
+        if w > 0.0:
+            acc += w * values[i, j]
+        w = (1.0 - fr) * fc
+        if w > 0.0:
+            acc += w * values[i, j1]
+        w = fr * (1.0 - fc)
+        if w > 0.0:
+            acc += w * values[i1, j]
+        w = fr * fc
+        if w > 0.0:
+            acc += w * values[i1, j1]
+        out[k] = acc
+        if math.isnan(acc):
+            flags[k] = 2
+            bad += 1
+    return bad
+
+
+@dataclass(frozen=True, slots=True)
+class GridSample:
+    """Values sampled at points, with a per-point flag (FLAG_OK/OUTSIDE/NAN_NODE)."""
+
+    values: FloatArray
+    flags: NDArray[np.uint8]
+    n_bad: int
+
+
+def sample_bilinear(
+    values: NDArray[np.float32],
+    node0_xy: tuple[float, float],
+    step_xy: tuple[float, float],
+    x: ArrayLike,
+    y: ArrayLike,
+    *,
+    wrap_mode: int = WRAP_NONE,
+    wrap_ref: float = 0.0,
+) -> GridSample:
+    """Bilinear values of a node grid at points (x, y), shaped like broadcast(x, y).
+
+    ``node0_xy`` is the (x, y) of node [0, 0] (a pixel centre) and ``step_xy``
+    the signed node spacing (dx, dy). NaN coordinates give NaN with FLAG_OK;
+    points outside the grid's footprint, or whose weighted nodes include a
+    NaN, give NaN and are flagged (see the module docstring).
+    """
+    xa, ya = np.broadcast_arrays(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
+    shape = xa.shape
+    xs = np.ascontiguousarray(xa, dtype=np.float64).reshape(-1)
+    ys = np.ascontiguousarray(ya, dtype=np.float64).reshape(-1)
+    grid = np.ascontiguousarray(values, dtype=np.float32)
+    out = np.empty(xs.size, dtype=np.float64)
+    flags = np.empty(xs.size, dtype=np.uint8)
+    n_bad = _sample_kernel(
+        grid,
+        float(node0_xy[0]),
+        float(step_xy[0]),
+        float(node0_xy[1]),
+        float(step_xy[1]),
+        xs,
+        ys,
+        int(wrap_mode),
+        float(wrap_ref),
+        out,
+        flags,
+    )
+    return GridSample(out.reshape(shape), flags.reshape(shape), int(n_bad))
+
+
+def describe_box(lon: FloatArray, lat: FloatArray) -> str:
+    """'lon [a, b], lat [c, d] (n points)' for the finite points given."""
+    return (
+        f"lon [{np.nanmin(lon):.6f}, {np.nanmax(lon):.6f}], "
+        f"lat [{np.nanmin(lat):.6f}, {np.nanmax(lat):.6f}] ({lon.size} point(s))"
+    )
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Geoid:
+    """Geoid undulation (metres above WGS84) on a regular lon/lat node grid.
+
+    ``undulation_grid_m[i, j]`` is the undulation at longitude
+    ``lon0_deg + j*dlon_deg`` and latitude ``lat0_deg + i*dlat_deg``; for a
+    periodic grid the first column is repeated once more after the last.
+    """
+
+    undulation_grid_m: NDArray[np.float32]
+    lon0_deg: float
+    lat0_deg: float
+    dlon_deg: float
+    dlat_deg: float
+    periodic: bool
+    source: str
+
+    def __post_init__(self) -> None:
+        grid = self.undulation_grid_m
+        if grid.ndim != 2 or min(grid.shape) < 1:
+            raise DemError(f"geoid {self.source}: grid shape {grid.shape}, expected 2-D, non-empty")
+        if not (self.dlon_deg > 0 and self.dlat_deg != 0):
+            raise DemError(
+                f"geoid {self.source}: steps dlon={self.dlon_deg}, dlat={self.dlat_deg}; "
+                "expected dlon > 0 (west to east) and dlat != 0"
+            )
+
+    @classmethod
+    def from_array(
+        cls,
+        undulation_m: ArrayLike,
+        *,
+        lon0_deg: float,
+        lat0_deg: float,
+        dlon_deg: float,
+        dlat_deg: float,
+        source: str = "<array>",
+    ) -> Geoid:
+        """A geoid from node values; row i at lat0 + i*dlat, column j at lon0 + j*dlon."""
+        grid = np.asarray(undulation_m, dtype=np.float32)
+        if grid.ndim != 2 or min(grid.shape) < 1:
+            raise DemError(f"geoid {source}: grid shape {grid.shape}, expected 2-D, non-empty")
+        span_deg = grid.shape[1] * float(dlon_deg)
+        periodic = span_deg >= 360.0 - 1e-6 * abs(float(dlon_deg))
+        if periodic and abs(span_deg - 360.0) <= 1e-6 * abs(float(dlon_deg)):
+            # Exactly 360 degrees of nodes: close the ring with the first column.
+            grid = np.concatenate([grid, grid[:, :1]], axis=1)
+        return cls(
+            np.ascontiguousarray(grid),
+            float(lon0_deg),
+            float(lat0_deg),
+            float(dlon_deg),
+            float(dlat_deg),
+            bool(periodic),
+            source,
+        )
+
+    @classmethod
+    def open(cls, path: str | Path) -> Geoid:
+        """Read a ``.gtx`` grid, or any geographic raster GDAL reads (band 1)."""
+        p = Path(path)
+        if not p.is_file():
+            raise RasterReadError(
+                f"geoid grid not found: {p} (expected an EGM96 .gtx or a geographic GeoTIFF)"
+            )
+        if p.suffix.lower() == ".gtx":
+            return cls._open_gtx(p)
+        return cls._open_gdal(p)
+
+    @classmethod
+    def _open_gtx(cls, path: Path) -> Geoid:
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise RasterReadError(f"cannot read geoid grid {path}: {exc}") from exc
+        if len(raw) < GTX_HEADER.size:
+            raise DemError(f"geoid grid {path}: {len(raw)} bytes, shorter than the 40-byte header")
+        lat0, lon0, dlat, dlon, rows, cols = GTX_HEADER.unpack_from(raw)
+        expected = GTX_HEADER.size + 4 * rows * cols
+        if rows < 1 or cols < 1 or len(raw) != expected:
+            raise DemError(
+                f"geoid grid {path}: header says {rows} x {cols} nodes ({expected} bytes), "
+                f"file has {len(raw)} bytes; expected a .gtx file"
+            )
+        grid = np.frombuffer(raw, dtype=">f4", offset=GTX_HEADER.size).reshape(rows, cols)
+        grid = grid.astype(np.float32)
+        grid[np.isclose(grid, GTX_NODATA, atol=1e-3)] = np.nan
+        return cls.from_array(
+            grid, lon0_deg=lon0, lat0_deg=lat0, dlon_deg=dlon, dlat_deg=dlat, source=str(path)
+        )
+
+    @classmethod
+    def _open_gdal(cls, path: Path) -> Geoid:
+        try:
+            with rasterio.open(path) as ds:
+                if ds.crs is None or not ds.crs.is_geographic:
+                    raise DemError(
+                        f"geoid grid {path}: CRS {ds.crs}, expected a geographic (lon/lat) CRS"
+                    )
+                a, b, c, d, e, f = tuple(ds.transform)[:6]
+                if b != 0 or d != 0:
+                    raise DemError(f"geoid grid {path}: rotated geotransform {ds.transform}")
+                grid = ds.read(1, masked=True).astype(np.float32).filled(np.nan)
+        except rasterio.errors.RasterioIOError as exc:
+            raise RasterReadError(f"cannot read geoid grid {path}: {exc}") from exc
+        if a < 0:  # east-to-west columns: flip into the west-to-east order sampled here
+            grid = grid[:, ::-1]
+            c, a = c + a * grid.shape[1], -a
+        return cls.from_array(
+            grid,
+            lon0_deg=c + a / 2,
+            lat0_deg=f + e / 2,
+            dlon_deg=a,
+            dlat_deg=e,
+            source=str(path),
+        )
+
+    def undulation(self, lon: ArrayLike, lat: ArrayLike) -> FloatArray:
+        """Geoid height above the WGS84 ellipsoid (metres, bilinear) at (lon, lat) degrees.
+
+        Raises DemCoverageError naming the grid and the out-of-coverage box for
+        points the grid does not cover, or whose nodes are missing values.
+        """
+        s = sample_bilinear(
+            self.undulation_grid_m,
+            (self.lon0_deg, self.lat0_deg),
+            (self.dlon_deg, self.dlat_deg),
+            lon,
+            lat,
+            wrap_mode=WRAP_PERIODIC if self.periodic else WRAP_NEAREST,
+            wrap_ref=self.lon0_deg if self.periodic else self.center_lon_deg,
+        )
+        if s.n_bad:
+            lon_a, lat_a = np.broadcast_arrays(np.asarray(lon, float), np.asarray(lat, float))
+            bad = s.flags != FLAG_OK
+            raise DemCoverageError(
+                f"geoid grid {self.source} (covering {self._extent_text()}) has no value at "
+                f"{describe_box(lon_a[bad], lat_a[bad])}; expected points inside the grid"
+            )
+        return s.values
+
+    @property
+    def center_lon_deg(self) -> float:
+        """Longitude of the middle of the node grid."""
+        return float(self.lon0_deg + self.dlon_deg * (self.undulation_grid_m.shape[1] - 1) / 2)
+
+    def _extent_text(self) -> str:
+        rows, cols = self.undulation_grid_m.shape
+        lats = sorted((self.lat0_deg, self.lat0_deg + (rows - 1) * self.dlat_deg))
+        if self.periodic:
+            return f"all longitudes, node latitudes [{lats[0]}, {lats[1]}]"
+        return (
+            f"node longitudes [{self.lon0_deg}, {self.lon0_deg + (cols - 1) * self.dlon_deg}], "
+            f"node latitudes [{lats[0]}, {lats[1]}]"
+        )
