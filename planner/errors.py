@@ -9,3 +9,23 @@ class PlannerError(Exception):
 
 class GridError(PlannerError, ValueError):
     """A geobox, tile grid or window is invalid."""
+
+
+class CampaignError(PlannerError, ValueError):
+    """A campaign file is malformed: a key is missing, unknown or has a bad value."""
+
+
+class DagError(PlannerError, ValueError):
+    """The task graph is not a DAG (a cycle) or an input has no producer (dangling)."""
+
+
+class CatalogError(PlannerError, ValueError):
+    """A price catalog or calibration table is malformed, or lacks a type or region."""
+
+
+class InfeasiblePlanError(PlannerError, ValueError):
+    """No placement satisfies the campaign; the message names the binding constraint."""
+
+
+class SolverError(PlannerError, RuntimeError):
+    """The LP solver failed or returned a status other than optimal or infeasible."""
