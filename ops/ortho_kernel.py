@@ -1,0 +1,183 @@
+"""The compiled per-pixel loop of the ortho: sparse-grid mapping, DEM height, resampling.
+
+Inputs for one output tile (see :mod:`ops.ortho` for how they are built):
+
+* ``U, V`` of shape (nk, nl): at the global sparse-grid nodes (row
+  ``(k0 + k) * step``, col ``(l0 + l) * step`` of the output geobox), the
+  DEM's fractional node coordinates (column, row; integer = DEM node).
+* ``R, C`` of shape (levels, nk, nl): the exact sensor (row, col) of each node
+  projected at the global height levels ``h0 + j * dh``.
+* ``dem``: the DEM node heights the ``U, V`` refer to.
+
+For an output pixel at global (gr, gc) the loop computes
+
+1. the bilinear weights of its sparse-grid cell, from integer arithmetic
+   on (gr, gc) and a division by ``step``: they depend on the global pixel
+   only, never on the tile, so tiles assembled equal the image processed
+   at once, bit for bit;
+2. ``h = bilinear(dem, u, v)`` (ellipsoidal: :class:`ops.dem.Dem` has the
+   geoid folded in), with u, v interpolated in the cell: the DEM is sampled
+   exactly at every pixel (its cell edges and building steps are not
+   smoothed by the sparse grid; only the smooth map projection is);
+3. the sensor point: the cell-interpolated (row, col) at the two levels
+   around ``h``, blended linearly in ``h`` (the RPC is nearly linear in
+   height; the levels are spaced so that the error stays far below 0.01 px);
+4. the resampled value: bilinear (2x2) or bicubic (4x4 Keys, a = -0.5, as
+   GDAL's ``cubic``). Taps beyond the image edge are clamped to it; a point
+   outside the image's extent (-0.5 .. size - 0.5) or touching a source
+   nodata value gives the output nodata. Integer products are rounded
+   half-up and clipped to the dtype's range.
+
+A tap inside the image but outside the window that was read would mean the
+input-window declaration was wrong: the loop reports it through ``flag``
+instead of reading garbage, and the caller raises.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numba
+import numpy as np
+
+CUBIC_A = -0.5
+
+
+@numba.njit(cache=True, inline="always")
+def _keys(t: float) -> float:
+    t = abs(t)
+    if t < 1.0:
+        return ((CUBIC_A + 2.0) * t - (CUBIC_A + 3.0)) * t * t + 1.0
+    if t < 2.0:
+        return ((CUBIC_A * t - 5.0 * CUBIC_A) * t + 8.0 * CUBIC_A) * t - 4.0 * CUBIC_A
+    return 0.0
+
+
+@numba.njit(cache=True, inline="always")
+def _sensor_point(
+    gr: int, gc: int, step: int, k0: int, l0: int,
+    U: Any, V: Any, R: Any, C: Any, dem: Any, h0: float, dh: float,
+) -> tuple[float, float]:
+    """Sensor (row, col) of global output pixel (gr, gc); NaN where the height is."""
+    kk = gr // step
+    ll = gc // step
+    fr = (gr - kk * step) / step
+    fc = (gc - ll * step) / step
+    k = kk - k0
+    m = ll - l0
+    w00 = (1.0 - fr) * (1.0 - fc)
+    w01 = (1.0 - fr) * fc
+    w10 = fr * (1.0 - fc)
+    w11 = fr * fc
+    u = w00 * U[k, m] + w01 * U[k, m + 1] + w10 * U[k + 1, m] + w11 * U[k + 1, m + 1]
+    v = w00 * V[k, m] + w01 * V[k, m + 1] + w10 * V[k + 1, m] + w11 * V[k + 1, m + 1]
+    dem_h, dem_w = dem.shape
+    v = min(max(v, 0.0), dem_h - 1.0)
+    u = min(max(u, 0.0), dem_w - 1.0)
+    di = max(min(math.floor(v), dem_h - 2), 0)
+    dj = max(min(math.floor(u), dem_w - 2), 0)
+    fv = v - di
+    fu = u - dj
+    di1 = min(di + 1, dem_h - 1)
+    dj1 = min(dj + 1, dem_w - 1)
+    h = (
+        (1.0 - fv) * ((1.0 - fu) * dem[di, dj] + fu * dem[di, dj1])
+        + fv * ((1.0 - fu) * dem[di1, dj] + fu * dem[di1, dj1])
+    )
+    t = (h - h0) / dh
+    if not math.isfinite(t):
+        return math.nan, math.nan
+    a = min(max(math.floor(t), 0), R.shape[0] - 2)
+    b = a + 1
+    s = t - a
+    r_a = w00 * R[a, k, m] + w01 * R[a, k, m + 1] + w10 * R[a, k + 1, m] + w11 * R[a, k + 1, m + 1]
+    r_b = w00 * R[b, k, m] + w01 * R[b, k, m + 1] + w10 * R[b, k + 1, m] + w11 * R[b, k + 1, m + 1]
+    c_a = w00 * C[a, k, m] + w01 * C[a, k, m + 1] + w10 * C[a, k + 1, m] + w11 * C[a, k + 1, m + 1]
+    c_b = w00 * C[b, k, m] + w01 * C[b, k, m + 1] + w10 * C[b, k + 1, m] + w11 * C[b, k + 1, m + 1]
+    return r_a + s * (r_b - r_a), c_a + s * (c_b - c_a)
+
+
+@numba.njit(cache=True, parallel=True)
+def sensor_loop(
+    rows_out: Any, cols_out: Any, win_r0: int, win_c0: int, step: int, k0: int, l0: int,
+    U: Any, V: Any, R: Any, C: Any, dem: Any, h0: float, dh: float,
+) -> None:
+    """The mapping alone: sensor (row, col) of every pixel of a window."""
+    out_h, out_w = rows_out.shape
+    for i in numba.prange(out_h):
+        for j in range(out_w):
+            y, x = _sensor_point(win_r0 + i, win_c0 + j, step, k0, l0, U, V, R, C, dem, h0, dh)
+            rows_out[i, j] = y
+            cols_out[i, j] = x
+
+
+@numba.njit(cache=True, parallel=True)
+def ortho_loop(
+    out: Any, src: Any, src_r0: int, src_c0: int, img_h: int, img_w: int,
+    win_r0: int, win_c0: int, step: int, k0: int, l0: int,
+    U: Any, V: Any, R: Any, C: Any, dem: Any, h0: float, dh: float,
+    radius: int, src_nodata: float, has_src_nodata: bool, out_nodata: float,
+    is_int: bool, lo: float, hi: float, flag: Any,
+) -> None:
+    """Mapping and resampling of every pixel of a window into ``out`` (bands, rows, cols)."""
+    n_bands, out_h, out_w = out.shape
+    src_h, src_w = src.shape[1], src.shape[2]
+    first = 0 if radius == 1 else -1
+    taps = 2 * radius
+    for i in numba.prange(out_h):
+        wy = np.empty(4)
+        wx = np.empty(4)
+        for j in range(out_w):
+            y, x = _sensor_point(win_r0 + i, win_c0 + j, step, k0, l0, U, V, R, C, dem, h0, dh)
+            if not (-0.5 <= y <= img_h - 0.5 and -0.5 <= x <= img_w - 0.5):
+                for b in range(n_bands):
+                    out[b, i, j] = out_nodata
+                continue
+            y0 = math.floor(y)
+            x0 = math.floor(x)
+            fy = y - y0
+            fx = x - x0
+            if radius == 1:
+                wy[0] = 1.0 - fy
+                wy[1] = fy
+                wx[0] = 1.0 - fx
+                wx[1] = fx
+            else:
+                for d in range(4):
+                    wy[d] = _keys(fy - (d - 1))
+                    wx[d] = _keys(fx - (d - 1))
+            for b in range(n_bands):
+                acc = 0.0
+                bad = False
+                for dy in range(taps):
+                    if wy[dy] == 0.0:
+                        continue
+                    ty = min(max(y0 + first + dy, 0), img_h - 1) - src_r0
+                    if ty < 0 or ty >= src_h:
+                        flag[0] = 1
+                        bad = True
+                        break
+                    row_acc = 0.0
+                    for dx in range(taps):
+                        if wx[dx] == 0.0:
+                            continue  # never read: a NaN there must not leak in
+                        tx = min(max(x0 + first + dx, 0), img_w - 1) - src_c0
+                        if tx < 0 or tx >= src_w:
+                            flag[0] = 1
+                            bad = True
+                            break
+                        val = float(src[b, ty, tx])
+                        if math.isnan(val) or (has_src_nodata and val == src_nodata):
+                            bad = True
+                            break
+                        row_acc += wx[dx] * val
+                    if bad:
+                        break
+                    acc += wy[dy] * row_acc
+                if bad:
+                    out[b, i, j] = out_nodata
+                elif is_int:
+                    out[b, i, j] = min(max(math.floor(acc + 0.5), lo), hi)
+                else:
+                    out[b, i, j] = acc
