@@ -170,8 +170,8 @@ def image_shape(spec: FixtureSpec, data: Path, model: RpcModel) -> tuple[int, in
     if path.suffix.lower() == ".json":
         meta = json.loads(path.read_text())
         return int(meta["height"]), int(meta["width"])
-    return (int(round(model.line_off + model.line_scale)) + 1,
-            int(round(model.samp_off + model.samp_scale)) + 1)
+    return (round(model.line_off + model.line_scale) + 1,
+            round(model.samp_off + model.samp_scale) + 1)
 
 
 def grid_points(

@@ -311,10 +311,15 @@ class RpcModel:
             bad = np.flatnonzero(np.isinf(row))
             if bad.size:
                 i = int(bad[0])
+                lon_i, lat_i, h_i = float(lon_f[i]), float(lat_f[i]), float(h_f[i])
+                terms = rpc00b_terms(*self.normalise(lon_i, lat_i, h_i, check=False))
+                dens = {name: float(np.dot(getattr(self, name), np.array(terms)))
+                        for name in ("line_den", "samp_den")}
+                name = min(dens, key=lambda k: abs(dens[k]))
                 raise RpcDomainError(
-                    f"{self.source}: an RPC denominator (line_den or samp_den) vanishes at "
-                    f"lon={lon_f[i]!r}, lat={lat_f[i]!r}, h={h_f[i]!r} ({bad.size} points); "
-                    f"expected |denominator| >= {DENOMINATOR_EPS}"
+                    f"{self.source}: RPC denominator {name} = {dens[name]:.3g} vanishes at "
+                    f"lon={lon_i!r}, lat={lat_i!r}, h={h_i!r} ({bad.size} points); "
+                    f"expected |{name}| >= {DENOMINATOR_EPS}"
                 )
         return row.reshape(shape), col.reshape(shape)
 
@@ -361,8 +366,9 @@ class RpcModel:
             if bad.size:
                 i = int(bad[0])
                 raise RpcDomainError(
-                    f"{self.source}: localisation did not converge at row={row_f[i]!r}, "
-                    f"col={col_f[i]!r}, h={h_f[i]!r} ({bad.size} points); expected image "
+                    f"{self.source}: localisation did not converge at row={float(row_f[i])!r}, "
+                    f"col={float(col_f[i])!r}, h={float(h_f[i])!r} ({bad.size} points); "
+                    "expected image "
                     "points inside the model's validity box"
                 )
             self._check_range("lon", lon, self.lon_off, self.lon_scale)
