@@ -124,6 +124,10 @@ def _localize_kernel(
     """Newton on normalised (L, P); start from the affine fit ``a`` (2 x 4 over
     [1, row_n, col_n, H]); non-converged points get NaN."""
     for i in numba.prange(row.size):
+        if not (np.isfinite(row[i]) and np.isfinite(col[i]) and np.isfinite(h[i])):
+            lon[i] = np.nan
+            lat[i] = np.nan
+            continue
         H = (h[i] - p[4]) / p[5]
         rn = (row[i] - p[6]) / p[7]
         cn = (col[i] - p[8]) / p[9]
@@ -263,7 +267,10 @@ class RpcModel:
     def _check_range(self, name: str, values: FloatArray, off: float, scale: float) -> None:
         if not values.size:
             return
-        lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
+        # fmin/fmax skip NaN (nodata) without the all-NaN warning of nanmin
+        lo, hi = float(np.fmin.reduce(values)), float(np.fmax.reduce(values))
+        if not np.isfinite(lo):
+            return
         worst = lo if abs(lo - off) > abs(hi - off) else hi
         if abs(worst - off) > VALIDITY_LIMIT * abs(scale):
             raise RpcDomainError(
@@ -300,6 +307,7 @@ class RpcModel:
 
         With ``check``, points far outside the validity box and vanishing
         denominators raise RpcDomainError; without, the latter give inf.
+        NaN in (nodata) gives NaN out.
         """
         shape, (lon_f, lat_f, h_f) = _flat([lon, lat, h])
         if check:
@@ -348,11 +356,12 @@ class RpcModel:
         Newton iteration on the forward model, to 1e-9 pixel. With ``check``,
         image points or heights far outside the model's box, and points where
         Newton fails, raise RpcDomainError; without, failures give NaN.
+        NaN in (nodata) gives NaN out.
         """
         shape, (row_f, col_f, h_f) = _flat([row, col, h])
         if check:
-            self._check_range("row", row_f + self.row_origin, self.line_off, self.line_scale)
-            self._check_range("col", col_f + self.col_origin, self.samp_off, self.samp_scale)
+            self._check_range("row", row_f, self.line_off - self.row_origin, self.line_scale)
+            self._check_range("col", col_f, self.samp_off - self.col_origin, self.samp_scale)
             self._check_range("h", h_f, self.height_off, self.height_scale)
         lon = np.empty_like(row_f)
         lat = np.empty_like(row_f)
