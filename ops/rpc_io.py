@@ -372,13 +372,8 @@ def read_rpc(path: PathLike) -> RpcModel:
 
 
 def _sidecars(image: Path) -> list[Path]:
-    stem = image.with_suffix("")
-    names = [
-        stem.with_suffix(".geom"), stem.with_suffix(".GEOM"),
-        stem.with_suffix(".RPB"), stem.with_suffix(".rpb"),
-        Path(f"{stem}_RPC.TXT"), Path(f"{stem}_rpc.txt"),
-    ]
-    return names
+    names = (".geom", ".GEOM", ".RPB", ".rpb", "_RPC.TXT", "_rpc.txt")
+    return [image.parent / (image.stem + name) for name in names]
 
 
 def find_rpc(image_path: PathLike) -> RpcModel:
@@ -386,8 +381,10 @@ def find_rpc(image_path: PathLike) -> RpcModel:
 
     Looked for, in order: GDAL's RPC metadata of the image (which includes
     ``.RPB``/``_RPC.TXT``/DigitalGlobe ``.XML`` sidecars GDAL reads itself);
-    same-stem ``.geom``, ``.RPB``, ``_RPC.TXT``; a single DIMAP ``RPC_*.XML``
-    in the folder. The image's crop origin is attached in every case.
+    same-stem ``.geom``, ``.RPB``, ``_RPC.TXT``; a DIMAP ``RPC_<core>.XML`` in
+    the folder whose ``<core>`` is part of the image's name (as in DIMAP's
+    ``IMG_<core>_R1C1``; exactly one must match). The image's crop origin is
+    attached in every case.
     """
     image = Path(image_path)
     model, origin = _from_image(image)

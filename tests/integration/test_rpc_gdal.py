@@ -168,6 +168,19 @@ def test_geom_sidecar_with_crop_geotransform(tmp_path: Path, shared_data: Path) 
     assert _max_diff(crop, find_rpc(shared_data / "ventoux/left_image.tif"), (500, 500)) < 1e-9
 
 
+def test_find_rpc_matches_a_dimap_xml_by_product_name(tmp_path: Path,
+                                                      shared_data: Path) -> None:
+    xml = shared_data / "ventoux/RPC_PHR1B_P_201308051042194_SEN_690908101-001.XML"
+    (tmp_path / xml.name).symlink_to(xml)
+    image = _tiff(tmp_path / "PHR1B_P_201308051042194_SEN_690908101-001.crop.tif",
+                  Affine(1, 0, 5000, 0, 1, 5000))
+    crop = find_rpc(image)
+    assert crop.source == str(tmp_path / xml.name)
+    assert (crop.row_origin, crop.col_origin) == (5000.0, 5000.0)
+    left = find_rpc(shared_data / "ventoux/left_image.tif")
+    assert _max_diff(crop, left, (500, 500)) <= TOLERANCE_PX
+
+
 def test_image_without_rpc_is_a_clear_error(tmp_path: Path) -> None:
     image = _tiff(tmp_path / "bare.tif")
     with pytest.raises(RpcFormatError, match=r"bare\.tif: image holds no RPC"):
