@@ -357,3 +357,30 @@ def test_rasterio_rpc_round_trip_folds_the_origin() -> None:
     back = RpcModel.from_rasterio(rpc, source="tags")
     lon, lat, h = _random_ground(MODEL, 50)
     np.testing.assert_allclose(back.project(lon, lat, h), crop.project(lon, lat, h), atol=1e-9)
+
+
+_finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
+_scale = st.floats(1e-6, 1e5, allow_nan=False)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    offsets=st.lists(_finite, min_size=5, max_size=5),
+    scales=st.lists(_scale, min_size=5, max_size=5),
+    coeffs=st.lists(st.floats(-1e3, 1e3, allow_nan=False), min_size=80, max_size=80),
+)
+def test_writers_round_trip_any_model_exactly(
+    tmp_path_factory: pytest.TempPathFactory, offsets: list[float], scales: list[float],
+    coeffs: list[float],
+) -> None:
+    dens = [[1.0, *coeffs[20 * k + 1: 20 * k + 20]] for k in range(4)]
+    model = RpcModel(
+        line_off=offsets[0], samp_off=offsets[1], lat_off=offsets[2], lon_off=offsets[3],
+        height_off=offsets[4], line_scale=scales[0], samp_scale=scales[1],
+        lat_scale=scales[2], lon_scale=scales[3], height_scale=scales[4],
+        line_num=tuple(coeffs[0:20]), line_den=tuple(dens[1]),
+        samp_num=tuple(coeffs[40:60]), samp_den=tuple(dens[3]),
+    )
+    folder = tmp_path_factory.mktemp("rt")
+    assert _fields(read_rpc(write_geom(model, folder / "m.geom"))) == _fields(model)
+    assert _fields(read_rpc(write_rpb(model, folder / "m.RPB"))) == _fields(model)
