@@ -42,6 +42,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,7 +123,11 @@ def _probe(path: Path) -> _Tile:
     if path.suffix.lower() == ".hgt":
         return _probe_hgt(path)
     try:
-        with rasterio.open(path) as ds:
+        with warnings.catch_warnings():
+            # An ungeoreferenced file is refused below, with its name.
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            ds = rasterio.open(path)
+        with ds:
             if ds.crs is None:
                 raise DemError(f"DEM {path} has no CRS; expected a georeferenced raster")
             t = tuple(float(v) for v in tuple(ds.transform)[:6])
@@ -211,48 +216,56 @@ def fill_holes_laplace(heights: NDArray[np.float32], holes: NDArray[np.bool_],
                        usable: NDArray[np.bool_]) -> int:
     """Fill ``heights[holes]`` in place by Laplace interpolation; returns how many were filled.
 
-    Nodes outside ``usable`` (gaps) take no part. Hole components touching no
-    valid node are left NaN.
+    Each 4-connected hole component is solved on its own bounding box. Nodes
+    outside ``usable`` (gaps) take no part; components touching no valid node
+    are left NaN.
     """
-    n = int(holes.sum())
-    if n == 0:
-        return 0
+    labels, n_components = scipy.ndimage.label(holes)
     n_rows, n_cols = heights.shape
-    index = np.full(heights.shape, -1, dtype=np.int64)
-    hr, hc = np.nonzero(holes)
+    filled = 0
+    for k, found in enumerate(scipy.ndimage.find_objects(labels), start=1):
+        if found is None or k > n_components:
+            continue
+        rs = slice(max(found[0].start - 1, 0), min(found[0].stop + 1, n_rows))
+        cs = slice(max(found[1].start - 1, 0), min(found[1].stop + 1, n_cols))
+        filled += _fill_component(heights[rs, cs], labels[rs, cs] == k, usable[rs, cs])
+    return filled
+
+
+def _fill_component(block: NDArray[np.float32], hole: NDArray[np.bool_],
+                    usable: NDArray[np.bool_]) -> int:
+    """Solve deg(p) h(p) - sum of hole neighbours = sum of valid neighbours, in place."""
+    n_rows, n_cols = block.shape
+    hr, hc = np.nonzero(hole)
+    n = hr.size
+    index = np.full(block.shape, -1, dtype=np.int64)
     index[hr, hc] = np.arange(n)
+    valid = usable & ~hole & ~np.isnan(block)
     diag = np.zeros(n)
     rhs = np.zeros(n)
-    touches = np.zeros(n, dtype=bool)
     off_i: list[NDArray[np.int64]] = []
     off_j: list[NDArray[np.int64]] = []
+    touches = False
     for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1)):
         nr, nc = hr + dr, hc + dc
         k = np.nonzero((nr >= 0) & (nr < n_rows) & (nc >= 0) & (nc < n_cols))[0]
         nr, nc = nr[k], nc[k]
-        keep = usable[nr, nc]
-        k, nr, nc = k[keep], nr[keep], nc[keep]
-        np.add.at(diag, k, 1.0)
-        is_hole = holes[nr, nc]
+        is_hole = hole[nr, nc]
+        is_valid = valid[nr, nc]
+        diag += np.bincount(k[is_hole | is_valid], minlength=n)
         off_i.append(k[is_hole])
         off_j.append(index[nr[is_hole], nc[is_hole]])
-        kv = k[~is_hole]
-        np.add.at(rhs, kv, heights[nr[~is_hole], nc[~is_hole]].astype(np.float64))
-        touches[kv] = True
-    # Only components connected to a valid node have a unique solution.
-    labels, _ = scipy.ndimage.label(holes)
-    comp = labels[hr, hc]
-    solvable = np.zeros(comp.max() + 1, dtype=bool)
-    solvable[comp[touches]] = True
-    ok = solvable[comp]
+        rhs += np.bincount(k[is_valid], weights=block[nr[is_valid], nc[is_valid]], minlength=n)
+        touches = touches or bool(is_valid.any())
+    if not touches:
+        return 0  # no valid neighbour: the system is singular
     ii = np.concatenate([np.arange(n), *off_i])
     jj = np.concatenate([np.arange(n), *off_j])
-    vv = np.concatenate([np.where(ok, diag, 1.0), -np.ones(sum(len(a) for a in off_i))])
-    keep_entry = ok[ii] & ok[jj] | (ii == jj)
-    a = scipy.sparse.csr_matrix((vv[keep_entry], (ii[keep_entry], jj[keep_entry])), shape=(n, n))
-    solution = scipy.sparse.linalg.spsolve(a.tocsc(), np.where(ok, rhs, 0.0))
-    heights[hr[ok], hc[ok]] = solution[ok].astype(np.float32)
-    return int(ok.sum())
+    vv = np.concatenate([diag, -np.ones(ii.size - n)])
+    a = scipy.sparse.csc_matrix((vv, (ii, jj)), shape=(n, n))
+    solution = scipy.sparse.linalg.spsolve(a, rhs, permc_spec="MMD_AT_PLUS_A")
+    block[hr, hc] = np.atleast_1d(solution).astype(np.float32)
+    return int(n)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -367,8 +380,11 @@ class Dem:
         dem = cls.from_array(
             heights, transform, ref.crs.to_string(), source=name, geoid=geoid, fill_holes=False
         )
+        gaps = None if covered.all() else ~covered
+        if gaps is not None:
+            gaps.flags.writeable = False
         dem = cls(dem.heights_m, dem.transform, dem.crs, name, filled, int(holes.sum()) - filled,
-                  dem.geoid_source, None if covered.all() else ~covered)
+                  dem.geoid_source, gaps)
         if box is not None:
             dem._box_nodes(box)
         return dem

@@ -8,12 +8,14 @@ exactly, and so does Laplace hole filling inside a hole).
 from __future__ import annotations
 
 import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pyproj
 import pytest
 import rasterio
+import rasterio.errors
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
@@ -323,6 +325,16 @@ def test_file_errors_name_the_file(tmp_path: Path) -> None:
         Dem.open(tmp_path / "junk.tif")
     with pytest.raises(DemError, match="empty list"):
         Dem.open([])
+
+
+def test_ungeoreferenced_tiff_is_refused(tmp_path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        with rasterio.open(tmp_path / "plain.tif", "w", driver="GTiff", height=3, width=3,
+                           count=1, dtype="float32") as ds:
+            ds.write(np.zeros((3, 3), np.float32), 1)
+    with pytest.raises(DemError, match=r"plain\.tif has no CRS"):
+        Dem.open(tmp_path / "plain.tif")
 
 
 def test_all_nodata_is_refused(tmp_path: Path) -> None:
