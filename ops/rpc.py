@@ -391,6 +391,32 @@ class RpcModel:
             self._check_range("lat", lat, self.lat_off, self.lat_scale)
         return lon.reshape(shape), lat.reshape(shape)
 
+    def ground_bounds(
+        self, height: int, width: int, h_range: tuple[float, float] | None = None,
+        n_per_edge: int = 21,
+    ) -> tuple[float, float, float, float]:
+        """(lon_min, lat_min, lon_max, lat_max) seen by a height x width file.
+
+        The file's outer edges (pixel corners, -0.5 to size - 0.5) are
+        localised at both ends of ``h_range`` (default: the model's height
+        range); RPCs are smooth, so the border bounds the interior.
+        """
+        if height <= 0 or width <= 0 or n_per_edge < 2:
+            raise RpcDomainError(
+                f"{self.source}: ground_bounds of a {height} x {width} file with "
+                f"{n_per_edge} points per edge; expected positive sizes and >= 2 points"
+            )
+        lo_h, hi_h = self.height_range if h_range is None else h_range
+        rows = np.linspace(-0.5, height - 0.5, n_per_edge)
+        cols = np.linspace(-0.5, width - 0.5, n_per_edge)
+        edge_r = np.concatenate([rows, rows, np.full_like(cols, -0.5),
+                                 np.full_like(cols, height - 0.5)])
+        edge_c = np.concatenate([np.full_like(rows, -0.5), np.full_like(rows, width - 0.5),
+                                 cols, cols])
+        hs = np.array([lo_h, hi_h])[:, None]
+        lon, lat = self.localize(edge_r[None, :], edge_c[None, :], hs)
+        return (float(lon.min()), float(lat.min()), float(lon.max()), float(lat.max()))
+
     # ------------------------------------------------------------- rasterio
     def to_rasterio(self) -> Any:
         """A ``rasterio.rpc.RPC`` for the file itself (crop origin folded in).

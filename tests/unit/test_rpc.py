@@ -153,6 +153,22 @@ def test_localize_recovers_ground_points_in_bulk() -> None:
     assert np.all(np.abs(lon3 - lon[:10]) > 1e-6)
 
 
+def test_ground_bounds_contain_every_pixel_at_every_height() -> None:
+    crop = MODEL.with_origin(5000.0, 20500.0)
+    west, south, east, north = crop.ground_bounds(801, 800)
+    assert west < east and south < north
+    rng = np.random.default_rng(5)
+    rows, cols = rng.uniform(-0.5, 800.5, 2000), rng.uniform(-0.5, 799.5, 2000)
+    hs = rng.uniform(*MODEL.height_range, 2000)
+    lon, lat = crop.localize(rows, cols, hs)
+    assert np.all((lon >= west) & (lon <= east) & (lat >= south) & (lat <= north))
+    # a pixel outside the crop localises outside the bounds
+    lon_out, _ = crop.localize(400.0, 2000.0, MODEL.height_off)
+    assert not west <= float(lon_out) <= east
+    with pytest.raises(RpcDomainError, match="0 x 800"):
+        crop.ground_bounds(0, 800)
+
+
 # ------------------------------------------------------------------ errors
 def test_point_far_outside_the_box_names_file_key_and_value() -> None:
     with pytest.raises(RpcDomainError, match=r"synthetic\.geom: lat = 45\.0") as info:
