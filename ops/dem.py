@@ -483,11 +483,13 @@ class Dem:
         return (left + right) / 2
 
     # ----------------------------------------------------------- sampling
-    def heights(self, lon: ArrayLike, lat: ArrayLike) -> FloatArray:
+    def heights(self, lon: ArrayLike, lat: ArrayLike, *, strict: bool = True) -> FloatArray:
         """Bilinear heights (metres; ellipsoidal when a geoid was given) at (lon, lat) degrees.
 
         NaN coordinates give NaN. Raises DemCoverageError for points outside
-        the DEM or beside a gap, DemError for points on an unfilled hole.
+        the DEM or beside a gap, DemError for points on an unfilled hole; with
+        ``strict=False`` those points get NaN instead (for iterative callers
+        that probe beyond the DEM and mask afterwards).
         """
         x, y = self._to_native(lon, lat)
         a, _, c, _, e, f = self.transform
@@ -495,7 +497,7 @@ class Dem:
             self.heights_m, (c + a / 2, f + e / 2), (a, e), x, y,
             wrap_mode=WRAP_NEAREST if self.is_lonlat else WRAP_NONE, wrap_ref=self._center_lon(),
         )
-        if s.n_bad:
+        if s.n_bad and strict:
             lo, la = np.broadcast_arrays(np.asarray(lon, np.float64), np.asarray(lat, np.float64))
             nan_node = s.flags == FLAG_NAN_NODE
             in_gap = np.zeros(nan_node.shape, dtype=bool)

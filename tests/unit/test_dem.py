@@ -117,6 +117,8 @@ def test_point_outside_raises_coverage_error_naming_dem_and_box() -> None:
                          source="tiny-dem")
     with pytest.raises(DemCoverageError, match=r"tiny-dem.*lon \[3\.200000, 5\.000000\]"):
         dem.heights([1.0, 3.2, 5.0], [1.0, 1.0, 2.0])
+    lenient = dem.heights([1.0, 3.2, 5.0], [1.0, 1.0, 2.0], strict=False)
+    assert lenient[0] == 1.0 and np.isnan(lenient[1:]).all()
 
 
 def test_longitudes_wrap_for_geographic_dem() -> None:
@@ -163,6 +165,7 @@ def test_unfilled_hole_raises_naming_location_but_neighbour_node_samples() -> No
     with pytest.raises(DemError, match=r"holey has a nodata hole.*lon 2\.200000, lat 2\.400000") as ei:
         dem.heights([1.5, 2.2], [2.5, 2.4])
     assert not isinstance(ei.value, DemCoverageError)
+    assert np.isnan(dem.heights([1.5, 2.2], [2.5, 2.4], strict=False)).tolist() == [False, True]
     with pytest.raises(DemError, match="hole in the footprint"):
         dem.min_max(2.0, 2.0, 3.0, 3.0)
     assert dem.min_max(0.0, 0.0, 1.0, 1.0) == (10.0, 10.0)
