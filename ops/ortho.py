@@ -71,10 +71,14 @@ WINDOW_SAFETY_PX = 1.0
 class DemLike(Protocol):
     """What :meth:`HeightModel.from_dem` reads of an ``ops.dem.Dem``."""
 
-    heights_m: NDArray[np.float32]
-    transform: tuple[float, float, float, float, float, float]
-    crs: str
-    source: str
+    @property
+    def heights_m(self) -> NDArray[np.float32]: ...
+    @property
+    def transform(self) -> tuple[float, float, float, float, float, float]: ...
+    @property
+    def crs(self) -> str: ...
+    @property
+    def source(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True, eq=False)

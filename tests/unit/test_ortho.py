@@ -1,0 +1,204 @@
+"""The ortho kernel: exact tiling, mapping accuracy, resampling against references.
+
+The scene: the real Ventoux RPC (500 x 500 crop) over a synthetic UTM DEM
+with a smooth hill and flat-roofed "buildings" (height steps the sparse grid
+must not smooth), and a random smooth texture as the raw image.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.ndimage
+
+from ops.crs import lonlat_transformer
+from ops.dem import Dem
+from ops.errors import DemCoverageError, GeometryError
+from ops.ortho import (
+    HeightModel,
+    OrthoPlan,
+    declare_tile_input,
+    default_geobox,
+    exact_sensor_coords,
+    interpolated_sensor_coords,
+    mapping_error_px,
+    ortho_tile,
+    plan_ortho,
+)
+from ops.ortho_kernel import CUBIC_A
+from ops.rpc import RpcModel
+from ops.rpc_io import find_rpc
+from planner.grid import TileGrid, Window
+
+pytestmark = pytest.mark.unit
+
+SHAPE = (500, 500)
+
+
+@pytest.fixture(scope="module")
+def rpc(shared_data: Path) -> RpcModel:
+    return find_rpc(shared_data / "ventoux" / "left_image.tif")
+
+
+def _stepped_dem(rpc: RpcModel, margin_m: float = 150.0) -> Dem:
+    """2 m UTM DEM around the crop: hill + 12 m buildings, heights near the RPC's offset."""
+    lon, lat = rpc.localize(np.array([0, 0, 499, 499.0]), np.array([0, 499, 0, 499.0]),
+                            np.full(4, rpc.height_off))
+    x, y = lonlat_transformer("EPSG:32631", inverse=True).transform(lon, lat)
+    x0, y1 = float(np.min(x)) - margin_m, float(np.max(y)) + margin_m
+    n_rows = int((y1 - float(np.min(y)) + margin_m) / 2.0) + 1
+    n_cols = int((float(np.max(x)) + margin_m - x0) / 2.0) + 1
+    ii, jj = np.mgrid[0:n_rows, 0:n_cols].astype(np.float64)
+    h = rpc.height_off + 40.0 * np.sin(ii / 37.0) * np.cos(jj / 23.0) + 0.3 * ii
+    rng = np.random.default_rng(7)
+    for _ in range(25):
+        i, j = rng.integers(0, n_rows - 12), rng.integers(0, n_cols - 12)
+        h[i : i + rng.integers(4, 12), j : j + rng.integers(4, 12)] += 12.0
+    return Dem.from_array(h, (2.0, 0.0, x0, 0.0, -2.0, y1), "EPSG:32631", source="<stepped>")
+
+
+@pytest.fixture(scope="module")
+def heights(rpc: RpcModel) -> HeightModel:
+    return HeightModel.from_dem(_stepped_dem(rpc))
+
+
+def _texture(dtype: str, bands: int = 1, seed: int = 3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(size=(bands, *SHAPE))
+    smooth = scipy.ndimage.gaussian_filter(noise, sigma=(0, 1.5, 1.5))
+    scaled = 1000.0 + 400.0 * smooth / smooth.std()
+    return np.asarray(scaled, dtype=dtype)
+
+
+def _plan(rpc: RpcModel, heights: HeightModel, **kw: object) -> OrthoPlan:
+    geobox = default_geobox(rpc, SHAPE, heights, gsd_m=0.7)
+    return plan_ortho(rpc, heights, geobox, SHAPE, **kw)  # type: ignore[arg-type]
+
+
+def _whole(plan: OrthoPlan, image: np.ndarray) -> np.ndarray:
+    window = Window(0, 0, plan.geobox.height, plan.geobox.width)
+    return ortho_tile(plan, window, image, Window(0, 0, *SHAPE))
+
+
+@pytest.mark.parametrize(("resampling", "dtype"), [("bilinear", "uint16"), ("bicubic", "float32")])
+def test_tiles_assemble_to_the_whole_image_exactly(
+    rpc: RpcModel, heights: HeightModel, resampling: str, dtype: str
+) -> None:
+    image = _texture(dtype, bands=2)
+    plan = _plan(rpc, heights, band_count=2, dtype=dtype, resampling=resampling)
+    assert plan.grid_step_px > 1  # the sparse grid is in use, so tiling is a real test
+    whole = _whole(plan, image)
+    assembled = np.full_like(whole, 123)
+    grid = TileGrid(plan.geobox, 37, 53)
+    for idx in grid.tiles():
+        window = grid.window(idx)
+        src_window = declare_tile_input(plan, window)
+        block = None if src_window is None else image[(slice(None), *src_window.slices())]
+        assembled[(slice(None), *window.slices())] = ortho_tile(plan, window, block, src_window)
+    np.testing.assert_array_equal(assembled, whole)
+    assert np.isfinite(whole).mean() > 0.3 if dtype == "float32" else (whole != 0).mean() > 0.3
+
+
+def test_mapping_meets_the_tolerance_over_building_steps(
+    rpc: RpcModel, heights: HeightModel
+) -> None:
+    plan = _plan(rpc, heights)
+    window = Window(plan.geobox.height // 2 - 60, plan.geobox.width // 2 - 60, 120, 120)
+    assert mapping_error_px(plan, [window], plan.grid_step_px) <= 0.01
+    # The DEM steps are honoured pixel by pixel: a coarse mapping of the heights
+    # alone would be off by several pixels at the building edges.
+    er, ec = exact_sensor_coords(plan, window)
+    ir, ic = interpolated_sensor_coords(plan, window)
+    assert np.max(np.hypot(er - ir, ec - ic)) <= 0.01
+
+
+def _keys(t: np.ndarray) -> np.ndarray:
+    t = np.abs(t)
+    a = CUBIC_A
+    near = ((a + 2) * t - (a + 3)) * t * t + 1
+    far = ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+    return np.where(t < 1, near, np.where(t < 2, far, 0.0))
+
+
+def _reference_resample(image: np.ndarray, rows: np.ndarray, cols: np.ndarray, cubic: bool
+                        ) -> np.ndarray:
+    """Plain numpy bilinear / Keys cubic with edge clamping, at float coordinates."""
+    if not cubic:
+        return np.asarray(scipy.ndimage.map_coordinates(
+            image.astype(np.float64), [rows, cols], order=1, mode="nearest"))
+    y0, x0 = np.floor(rows).astype(int), np.floor(cols).astype(int)
+    fy, fx = rows - y0, cols - x0
+    out = np.zeros(rows.shape)
+    h, w = image.shape
+    for dy in range(-1, 3):
+        for dx in range(-1, 3):
+            tap = image[np.clip(y0 + dy, 0, h - 1), np.clip(x0 + dx, 0, w - 1)]
+            out += _keys(fy - dy) * _keys(fx - dx) * tap
+    return out
+
+
+@pytest.mark.parametrize("resampling", ["bilinear", "bicubic"])
+def test_resampling_matches_a_numpy_reference(
+    rpc: RpcModel, heights: HeightModel, resampling: str
+) -> None:
+    image = _texture("float64")
+    plan = _plan(rpc, heights, dtype="float64", resampling=resampling)
+    ours = _whole(plan, image)[0]
+    full = Window(0, 0, plan.geobox.height, plan.geobox.width)
+    rows, cols = exact_sensor_coords(plan, full)
+    inside = (rows >= 2) & (rows <= SHAPE[0] - 3) & (cols >= 2) & (cols <= SHAPE[1] - 3)
+    ref = _reference_resample(image[0], rows[inside], cols[inside], resampling == "bicubic")
+    slope = max(np.abs(np.diff(image[0], axis=0)).max(), np.abs(np.diff(image[0], axis=1)).max())
+    # Only the mapping differs (<= 0.01 px on each axis); cubic amplifies slopes by <= 1.25.
+    assert np.max(np.abs(ours[inside] - ref)) <= 0.01 * 2 * 1.25 * slope + 1e-9
+    assert np.isnan(ours[~inside & ((rows < -0.5) | (cols > SHAPE[1] - 0.5))]).all()
+
+
+def test_integer_output_is_rounded_and_saturated(rpc: RpcModel, heights: HeightModel) -> None:
+    checker = ((np.indices(SHAPE).sum(axis=0) // 3) % 2 * 255).astype(np.uint8)[None]
+    as_float = _whole(_plan(rpc, heights, dtype="float64", resampling="bicubic"),
+                      checker.astype(np.float64))
+    as_uint8 = _whole(_plan(rpc, heights, dtype="uint8", resampling="bicubic", nodata=0),
+                      checker)
+    valid = np.isfinite(as_float)
+    assert as_float[valid].max() > 255.5 and as_float[valid].min() < -0.5  # cubic overshoots
+    expected = np.clip(np.floor(as_float[valid] + 0.5), 0, 255)
+    np.testing.assert_array_equal(as_uint8[valid], expected)
+
+
+def test_source_nodata_propagates(rpc: RpcModel, heights: HeightModel) -> None:
+    image = _texture("int16")
+    image[0, 200:260, 200:260] = -9999
+    plan = _plan(rpc, heights, dtype="int16", src_nodata=-9999.0)
+    out = _whole(plan, image)[0]
+    assert plan.nodata == -9999.0
+    rows, cols = exact_sensor_coords(plan, Window(0, 0, *plan.geobox.shape))
+    hole = (rows > 201) & (rows < 258) & (cols > 201) & (cols < 258)
+    assert hole.any() and (out[hole] == -9999).all()
+    assert (out[(rows > 100) & (rows < 150) & (cols > 100) & (cols < 150)] != -9999).all()
+
+
+def test_a_too_small_input_window_is_reported(rpc: RpcModel, heights: HeightModel) -> None:
+    plan = _plan(rpc, heights)
+    window = Window(plan.geobox.height // 2, plan.geobox.width // 2, 64, 64)
+    rows, cols = exact_sensor_coords(plan, window)
+    needed = Window.bounding(rows, cols)  # the taps' span, before any margin
+    short = Window(needed.row_off + 2, needed.col_off + 2, needed.height - 4, needed.width - 4)
+    image = _texture("float32")
+    with pytest.raises(GeometryError, match="outside the declared input window"):
+        ortho_tile(plan, window, image[(slice(None), *short.slices())], short)
+
+
+def test_default_grid_is_utm_at_the_sensor_gsd(rpc: RpcModel, heights: HeightModel) -> None:
+    geobox = default_geobox(rpc, SHAPE, heights)
+    assert geobox.crs == "EPSG:32631"
+    assert 0.45 <= geobox.resolution[0] <= 0.6
+    assert geobox.transform[2] % geobox.resolution[0] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_dem_missing_the_footprint_is_refused(rpc: RpcModel) -> None:
+    small = HeightModel.from_dem(_stepped_dem(rpc, margin_m=-50.0))
+    with pytest.raises(DemCoverageError, match="<stepped>.*footprint"):
+        default_geobox(rpc, SHAPE, small)
