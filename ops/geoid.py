@@ -282,7 +282,7 @@ class Geoid:
             )
         grid = np.frombuffer(raw, dtype=">f4", offset=GTX_HEADER.size).reshape(rows, cols)
         grid = grid.astype(np.float32)
-        grid[np.isclose(grid, GTX_NODATA, atol=1e-3)] = np.nan
+        grid[grid == np.float32(GTX_NODATA)] = np.nan  # exact, as GDAL and PROJ do
         return cls.from_array(
             grid, lon0_deg=lon0, lat0_deg=lat0, dlon_deg=dlon, dlat_deg=dlat, source=str(path)
         )

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyproj
 import pytest
 import rasterio
 import scipy.ndimage
@@ -76,6 +77,37 @@ def test_gtx_reader_agrees_with_gdal_node_for_node(shared_data: Path, geoid: Geo
     # continuity across the antimeridian: the ring closes
     edge = geoid.undulation(np.array([179.875, 180.0, -180.125 + 360.0]), 10.0)
     assert abs(edge[0] - edge[1]) < 0.5 and edge[2] == pytest.approx(edge[0])
+
+
+def proj_vgridshift(gtx: Path) -> pyproj.Transformer:
+    """PROJ's own bilinear reading of a vertical grid: an independent implementation."""
+    return pyproj.Transformer.from_pipeline(
+        "+proj=pipeline +step +proj=unitconvert +xy_in=deg +xy_out=rad "
+        f"+step +proj=vgridshift +grids={gtx} +multiplier=1 "
+        "+step +proj=unitconvert +xy_in=rad +xy_out=deg"
+    )
+
+
+def test_geoid_matches_proj_vgridshift_worldwide(shared_data: Path, geoid: Geoid) -> None:
+    gtx = shared_data / "ventoux" / "geoid" / "egm96_15.gtx"
+    rng = np.random.default_rng(7)
+    lon = np.r_[rng.uniform(-180, 180, 50_000), 179.9, 179.875, -179.95, -0.0005]
+    lat = np.r_[rng.uniform(-89.9, 89.9, 50_000), 10.0, -33.3, 60.0, 38.6254730]
+    _, _, z = proj_vgridshift(gtx).transform(lon, lat, np.zeros_like(lon))
+    np.testing.assert_allclose(geoid.undulation(lon, lat), z, rtol=0, atol=1e-6)
+
+
+def test_srtm_plus_geoid_matches_proj(shared_data: Path, geoid: Geoid) -> None:
+    gtx = shared_data / "ventoux" / "geoid" / "egm96_15.gtx"
+    path = shared_data / "ventoux" / "srtm" / "N44E005.hgt"
+    box = (5.4, 44.3, 5.7, 44.6)
+    raw = Dem.open(path, bounds_lonlat=box)
+    ellipsoidal = Dem.open(path, bounds_lonlat=box, geoid=gtx)
+    rows, cols = np.mgrid[0:raw.heights_m.shape[0], 0:raw.heights_m.shape[1]]
+    lon, lat = raw.node_xy(rows, cols)
+    _, _, h = proj_vgridshift(gtx).transform(lon, lat, raw.heights_m.astype(np.float64))
+    # float32 storage: 1/8 mm steps at 2000 m
+    np.testing.assert_allclose(ellipsoidal.heights_m, h, rtol=0, atol=5e-4)
 
 
 def test_ventoux_geoid_is_about_50_m(geoid: Geoid) -> None:

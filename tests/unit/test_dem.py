@@ -396,6 +396,15 @@ def test_regional_geotiff_geoid_and_its_coverage(tmp_path: Path) -> None:
         geoid.undulation(7.0, 44.5)
 
 
+def test_gtx_nodata_is_exactly_minus_88_8888(tmp_path: Path) -> None:
+    grid = np.full((3, 4), -88.888, dtype=np.float32)  # a real value close to the marker
+    grid[1, 2] = -88.8888
+    geoid = Geoid.open(write_gtx(tmp_path / "g.gtx", grid, 40.0, 5.0, 1.0, 1.0))
+    assert geoid.undulation(5.0, 40.0) == pytest.approx(-88.888)
+    with pytest.raises(DemCoverageError, match="has no value at lon"):
+        geoid.undulation(7.0, 41.0)
+
+
 def test_geoid_file_errors(tmp_path: Path) -> None:
     with pytest.raises(RasterReadError, match="missing.gtx"):
         Geoid.open(tmp_path / "missing.gtx")
