@@ -49,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 import pyproj
+import pyproj.exceptions
 import rasterio
 import rasterio.errors
 import scipy.ndimage
@@ -408,6 +409,10 @@ class Dem:
         if len(t6) != 6:
             raise DemError(f"DEM {source}: transform {transform!r}, expected 6 numbers")
         crs_text = crs.to_string() if isinstance(crs, CRS) else str(crs)
+        try:
+            pyproj.CRS.from_user_input(crs_text)
+        except pyproj.exceptions.CRSError as exc:
+            raise DemError(f"DEM {source}: CRS {crs_text!r} is not understood ({exc})") from exc
         holes = np.isnan(grid)
         filled = fill_holes_laplace(grid, holes, np.ones_like(holes)) if fill_holes else 0
         geo = Geoid.open(geoid) if isinstance(geoid, (str, Path)) else geoid

@@ -340,6 +340,15 @@ def test_ungeoreferenced_tiff_is_refused(tmp_path: Path) -> None:
         Dem.open(tmp_path / "plain.tif")
 
 
+def test_bad_array_inputs_are_refused() -> None:
+    with pytest.raises(DemError, match="'EPSG:99999999' is not understood"):
+        Dem.from_array(np.ones((2, 2)), (1.0, 0, 0.0, 0, -1.0, 2.0), "EPSG:99999999")
+    with pytest.raises(DemError, match="expected north-up"):
+        Dem.from_array(np.ones((2, 2)), (1.0, 0, 0.0, 0, 1.0, 2.0), "EPSG:4326")
+    with pytest.raises(DemError, match="expected 2-D"):
+        Dem.from_array(np.ones(4), (1.0, 0, 0.0, 0, -1.0, 2.0), "EPSG:4326")
+
+
 def test_all_nodata_is_refused(tmp_path: Path) -> None:
     path = write_hgt(tmp_path, "N44E005", np.full((11, 11), -32768, np.int16))
     with pytest.raises(DemError, match="only nodata"):
