@@ -130,6 +130,22 @@ def test_hgt_reader_agrees_with_gdal_srtmhgt(shared_data: Path) -> None:
     assert dem.heights(6.0, 44.0) == ref[-1, -1]
 
 
+@pytest.mark.parametrize(("name", "n"), [("S12W077", 1201), ("N00E179", 3601), ("s01w001", 1201)])
+def test_hgt_naming_and_sizes_agree_with_gdal(tmp_path: Path, name: str, n: int) -> None:
+    """Hemispheres (S/W are negative) and 1" tiles, on files GDAL's SRTMHGT driver reads."""
+    values = np.random.default_rng(8).integers(-400, 8000, (n, n)).astype(np.int16)
+    values[5, 7] = -32768
+    path = tmp_path / f"{name}.hgt"
+    values.astype(">i2").tofile(path)
+    dem = Dem.open(path, fill_holes=False)
+    with rasterio.open(path) as ds:
+        assert ds.driver == "SRTMHGT"
+        gdal_transform = tuple(ds.transform)[:6]
+        ref = ds.read(1, masked=True).astype(np.float64).filled(np.nan)
+    assert dem.transform == pytest.approx(gdal_transform, abs=1e-12)
+    np.testing.assert_array_equal(dem.heights_m, ref.astype(np.float32))
+
+
 def test_ventoux_voids_filled_within_their_rims(shared_data: Path) -> None:
     path = shared_data / "ventoux" / "srtm" / "N44E005.hgt"
     raw = Dem.open(path, fill_holes=False).heights_m
