@@ -36,3 +36,7 @@ class GeometryError(OpsError, ValueError):
 
 class RasterWriteError(OpsError, OSError):
     """A raster product cannot be written at the named destination."""
+
+
+class StereoError(OpsError, ValueError):
+    """A stereo pair cannot give a surface: no overlap, no texture, incompatible views."""

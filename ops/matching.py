@@ -1,0 +1,221 @@
+"""Dense matching of a rectified pair: semi-global matching, consistency, confidence.
+
+The matcher is OpenCV's ``StereoSGBM`` (Hirschmüller, "Stereo processing by
+semiglobal matching and mutual information", IEEE PAMI 2008), in its
+three-way mode (``MODE_SGBM_3WAY``: paths from the left, the right and above,
+the fastest variant and multi-threaded). Its pixel cost is Birchfield-Tomasi
+on a horizontally Sobel-filtered, clipped image (``preFilterCap``), which
+ignores an additive radiometric offset between the views; the block sum
+over ``block_size``² pixels and the smoothness penalties ``P1`` (disparity
+steps of 1) and ``P2`` (larger jumps) follow OpenCV's recommendation
+(8 and 32 times the block area).
+
+Post-processing, all inside OpenCV's implementation except the last two:
+
+* sub-pixel disparities by a parabola through the costs at d-1, d, d+1
+  (returned in 1/16 pixel);
+* a uniqueness test (best cost ``uniqueness_ratio`` % better than the second);
+* the left-right consistency check (``disp12MaxDiff``): the disparity of the
+  right pixel the left pixel lands on, computed from the same cost volume,
+  must agree within ``lr_max_diff_px``;
+* speckle removal: connected blobs of fewer than ``speckle_window_px``
+  pixels differing from their surroundings are dropped;
+* a texture mask: pixels whose left neighbourhood has a standard deviation
+  below ``min_texture_std`` grey levels carry no information and are
+  invalidated (SGM would otherwise propagate a plausible but invented
+  surface across them);
+* a confidence: the normalised cross-correlation of the two
+  ``ncc_window_px``² neighbourhoods the final disparity pairs up (1 is a
+  perfect match), used as a quality band and to drop matches below
+  ``min_ncc``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from ops.errors import StereoError
+
+FloatArray = NDArray[np.float64]
+Float32Array = NDArray[np.float32]
+BoolArray = NDArray[np.bool_]
+
+
+@dataclass(frozen=True, slots=True)
+class MatchingConfig:
+    """Parameters of the matcher (see the module docstring)."""
+
+    block_size: int = 5
+    p1_factor: int = 8
+    p2_factor: int = 32
+    uniqueness_ratio: int = 10
+    speckle_window_px: int = 50
+    speckle_range_px: int = 2
+    lr_max_diff_px: int = 1
+    pre_filter_cap: int = 63
+    min_texture_std: float = 1.5
+    ncc_window_px: int = 5
+    min_ncc: float = 0.3
+
+    def __post_init__(self) -> None:
+        if self.block_size < 1 or self.block_size % 2 == 0:
+            raise StereoError(f"matching block_size {self.block_size}, expected an odd size >= 1")
+        if self.ncc_window_px < 3 or self.ncc_window_px % 2 == 0:
+            raise StereoError(
+                f"matching ncc_window_px {self.ncc_window_px}, expected an odd size >= 3"
+            )
+        if not -1.0 <= self.min_ncc < 1.0:
+            raise StereoError(f"matching min_ncc {self.min_ncc}, expected in [-1, 1)")
+
+
+@dataclass(frozen=True, slots=True)
+class DisparityMap:
+    """Column disparities (NaN where unmatched) and the NCC confidence of each match."""
+
+    disparity_px: Float32Array
+    confidence: Float32Array
+
+    @property
+    def valid(self) -> BoolArray:
+        return np.isfinite(self.disparity_px)
+
+
+def to_grey_levels(
+    image: Float32Array, low: float, high: float
+) -> tuple[NDArray[np.uint8], BoolArray]:
+    """Map [low, high] to 0..255 (8-bit, as SGBM needs); NaN pixels give the mask.
+
+    The square root (gamma 1/2) spreads the dark end: shadows keep enough
+    grey levels to match, and photon noise becomes about uniform over the range.
+    """
+    valid = np.isfinite(image)
+    unit = np.clip((np.where(valid, image, low) - low) / max(high - low, 1e-12), 0.0, 1.0)
+    return np.rint(255.0 * np.sqrt(unit)).astype(np.uint8), valid
+
+
+def local_std(image: NDArray[np.uint8], window_px: int) -> Float32Array:
+    """Standard deviation over a ``window_px``² neighbourhood of each pixel."""
+    f = image.astype(np.float32)
+    k = (window_px, window_px)
+    mean = cv2.boxFilter(f, -1, k, borderType=cv2.BORDER_REFLECT)
+    mean_sq = cv2.boxFilter(f * f, -1, k, borderType=cv2.BORDER_REFLECT)
+    out: Float32Array = np.asarray(np.sqrt(np.maximum(mean_sq - mean * mean, 0.0)), np.float32)
+    return out
+
+
+def ncc(left: Float32Array, right: Float32Array, window_px: int) -> Float32Array:
+    """Normalised cross-correlation of co-located ``window_px``² neighbourhoods."""
+    k = (window_px, window_px)
+
+    def box(a: Float32Array) -> Float32Array:
+        return np.asarray(cv2.boxFilter(a, -1, k, borderType=cv2.BORDER_REFLECT), np.float32)
+
+    ml, mr = box(left), box(right)
+    cov = box(left * right) - ml * mr
+    var_l = box(left * left) - ml * ml
+    var_r = box(right * right) - mr * mr
+    denom = np.sqrt(np.maximum(var_l * var_r, 1e-12))
+    return np.asarray(np.clip(cov / denom, -1.0, 1.0), np.float32)
+
+
+def estimate_row_shift(
+    left: NDArray[np.uint8],
+    right: NDArray[np.uint8],
+    disparity_min_px: float,
+    disparity_max_px: float,
+    *,
+    ratio: float = 0.75,
+    min_matches: int = 20,
+) -> tuple[float, int]:
+    """Median row offset (right minus left) of SIFT matches of a rectified pair.
+
+    The RPCs of two views carry independent pointing errors of a fraction of
+    a pixel to a few pixels; in a rectified pair they appear as a row offset
+    that the row-wise matcher cannot absorb (s2p's "pointing correction", de
+    Franchis et al. 2014). Matches are SIFT (Lowe 2004) with the ratio test
+    and a column offset inside the disparity range. Returns (offset, number of
+    matches); the offset is 0 with fewer than ``min_matches`` matches.
+    """
+    sift = cv2.SIFT_create()  # type: ignore[attr-defined]
+    kp_l, des_l = sift.detectAndCompute(left, None)
+    kp_r, des_r = sift.detectAndCompute(right, None)
+    if des_l is None or des_r is None or len(kp_l) < 2 or len(kp_r) < 2:
+        return 0.0, 0
+    pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(des_l, des_r, k=2)
+    dy: list[float] = []
+    for pair in pairs:
+        if len(pair) < 2 or pair[0].distance >= ratio * pair[1].distance:
+            continue
+        pl, pr = kp_l[pair[0].queryIdx].pt, kp_r[pair[0].trainIdx].pt
+        if disparity_min_px - 1 <= pl[0] - pr[0] <= disparity_max_px + 1 and abs(pr[1] - pl[1]) < 8:
+            dy.append(pr[1] - pl[1])
+    if len(dy) < min_matches:
+        return 0.0, len(dy)
+    return float(np.median(dy)), len(dy)
+
+
+def match(
+    left: NDArray[np.uint8],
+    right: NDArray[np.uint8],
+    valid_left: BoolArray,
+    valid_right: BoolArray,
+    disparity_min_px: float,
+    disparity_max_px: float,
+    config: MatchingConfig,
+) -> DisparityMap:
+    """Disparities d with left(i, j) ~ right(i, j - d), d in [min, max] (pixels)."""
+    if left.shape != right.shape:
+        raise StereoError(
+            f"rectified images of shapes {left.shape} and {right.shape}, expected equal shapes"
+        )
+    if not disparity_max_px >= disparity_min_px:
+        raise StereoError(
+            f"disparity range [{disparity_min_px}, {disparity_max_px}] px is empty; expected "
+            "min <= max"
+        )
+    d0 = math.floor(disparity_min_px)
+    n_disp = 16 * math.ceil((math.ceil(disparity_max_px) - d0 + 1) / 16)
+    bs = config.block_size
+    sgbm = cv2.StereoSGBM_create(  # type: ignore[attr-defined]
+        minDisparity=d0,
+        numDisparities=n_disp,
+        blockSize=bs,
+        P1=config.p1_factor * bs * bs,
+        P2=config.p2_factor * bs * bs,
+        disp12MaxDiff=config.lr_max_diff_px,
+        preFilterCap=config.pre_filter_cap,
+        uniquenessRatio=config.uniqueness_ratio,
+        speckleWindowSize=config.speckle_window_px,
+        speckleRange=config.speckle_range_px * 16,
+        mode=cv2.STEREO_SGBM_MODE_SGBM_3WAY,
+    )
+    raw = sgbm.compute(left, right)
+    disparity = raw.astype(np.float32) / 16.0
+    ok = (raw > (d0 - 1) * 16) & valid_left
+    ok &= local_std(left, config.ncc_window_px) >= config.min_texture_std
+    disparity[~ok] = np.nan
+
+    # Warp the right image (and its mask) onto the left through the disparities.
+    grid = np.indices(left.shape, dtype=np.float32)
+    rows: Float32Array = np.ascontiguousarray(grid[0])
+    cols: Float32Array = np.ascontiguousarray(grid[1])
+    map_x = (cols - np.where(ok, disparity, 0.0)).astype(np.float32)
+    right_f = right.astype(np.float32)
+    warped = np.asarray(
+        cv2.remap(right_f, map_x, rows, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE),
+        np.float32,
+    )
+    warped_valid = np.asarray(cv2.remap(
+        valid_right.astype(np.float32), map_x, rows, cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT, borderValue=0.0,
+    ))
+    confidence = ncc(left.astype(np.float32), warped, config.ncc_window_px)
+    ok &= (warped_valid > 0.999) & (confidence >= config.min_ncc)
+    disparity[~ok] = np.nan
+    confidence[~ok] = np.nan
+    return DisparityMap(disparity, confidence)

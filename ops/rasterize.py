@@ -1,0 +1,84 @@
+"""Rasterisation of triangulated points onto a map grid (the DSM's cells).
+
+Each point falls in the cell whose footprint holds its (x, y). A cell's
+height is the **mean** of its points' heights (matching already removed the
+outliers; with the matching step close to the cell size a cell holds 0 to 3
+points, where a median would add nothing but cost), weighted equally; the
+**count** band holds how many points it got and the **confidence** band
+their mean matching confidence (NCC).
+
+Because the matching grid is rotated against the map grid and points move
+with their height (slopes facing away from a view stretch its samples),
+some cells get no point although their neighbours do. As CARS does with its
+rasterisation radius of one cell, such an empty cell takes the mean of the
+points of its 3 x 3 neighbourhood when at least ``MIN_NEIGHBOURS`` of its
+8 neighbours hold points (its count stays 0, which marks it); larger holes
+stay nodata. Callers rasterise onto the tile grown by one cell and keep the
+core, so a tile fills exactly the cells the whole product would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from planner.grid import GeoBox
+
+FloatArray = NDArray[np.float64]
+Float32Array = NDArray[np.float32]
+
+#: Valid 8-neighbours needed to fill an empty cell.
+MIN_NEIGHBOURS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class DsmRaster:
+    """Per-cell height (NaN = nodata), point count and mean confidence."""
+
+    height_m: Float32Array
+    count: NDArray[np.uint16]
+    confidence: Float32Array
+
+
+def rasterize_points(
+    geobox: GeoBox, x: ArrayLike, y: ArrayLike, h_m: ArrayLike, confidence: ArrayLike
+) -> DsmRaster:
+    """Mean height, count and mean confidence of the points in each cell of ``geobox``."""
+    rows, cols = geobox.rowcol(x, y)
+    r = np.floor(rows + 0.5)
+    c = np.floor(cols + 0.5)
+    h = np.asarray(h_m, dtype=np.float64)
+    conf = np.asarray(confidence, dtype=np.float64)
+    keep = (r >= 0) & (r < geobox.height) & (c >= 0) & (c < geobox.width) & np.isfinite(h)
+    cells = (r[keep] * geobox.width + c[keep]).astype(np.int64)
+    n_cells = geobox.height * geobox.width
+    count = np.bincount(cells, minlength=n_cells)
+    total = np.bincount(cells, weights=h[keep], minlength=n_cells)
+    conf_total = np.bincount(cells, weights=np.nan_to_num(conf[keep]), minlength=n_cells)
+    shape = geobox.shape
+    count2: FloatArray = count.reshape(shape).astype(np.float64)
+    total2: FloatArray = total.reshape(shape).astype(np.float64)
+    conf2: FloatArray = conf_total.reshape(shape).astype(np.float64)
+    # 3 x 3 neighbourhood sums (zero padding: outside the grid holds no point).
+    n3 = _box3(count2)
+    occupied3 = _box3((count2 > 0).astype(np.float64))
+    fill = (count2 == 0) & (occupied3 >= MIN_NEIGHBOURS)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        height = np.where(count2 > 0, total2 / count2, np.nan)
+        mean_conf = np.where(count2 > 0, conf2 / count2, np.nan)
+        height[fill] = _box3(total2)[fill] / n3[fill]
+        mean_conf[fill] = _box3(conf2)[fill] / n3[fill]
+    return DsmRaster(
+        height.astype(np.float32),
+        np.minimum(count2, np.iinfo(np.uint16).max).astype(np.uint16),
+        mean_conf.astype(np.float32),
+    )
+
+
+def _box3(a: FloatArray) -> FloatArray:
+    """Sum over each cell's 3 x 3 neighbourhood, zero outside the array."""
+    p = np.pad(a, 1)
+    rows = p[:-2] + p[1:-1] + p[2:]
+    return rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]

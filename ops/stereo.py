@@ -1,0 +1,548 @@
+"""The stereo operation: a digital surface model from two RPC images, tile by tile.
+
+Method (the choice and why)
+---------------------------
+1. **Rectification in ground geometry** (:mod:`ops.epipolar`): both images
+   are resampled (bicubic) onto one rotated map grid on the initial DEM,
+   whose columns follow the epipolar direction, so that matches differ only
+   by a column disparity proportional to the height above the DEM. This is
+   the local epipolar resampling of CARS and s2p (sample the left image,
+   localise at two heights, project into the right one) made global: the
+   grid depends on the pair only, so a tile's rectified images are exact
+   sub-windows of the whole product's and tiles assemble into the whole.
+   Resampling on the DEM also removes most of the terrain's parallax, which
+   keeps the disparity search short and the two images alike.
+2. **Semi-global matching** (:mod:`ops.matching`): OpenCV's ``StereoSGBM``
+   (Hirschmüller 2008) over the tile's disparity range, derived from the
+   DEM's minimum and maximum over the tile plus ``height_margin_*_m``;
+   uniqueness, left-right consistency, speckle filtering, a texture mask
+   and an NCC confidence. SGM is the matcher of CARS, s2p and most
+   production pipelines; OpenCV's implementation is fast on 2 cores.
+3. **Triangulation** (:mod:`ops.triangulation`): each match goes back to
+   its exact raw-image coordinates (kept from step 1) and the two RPC lines
+   of sight are intersected in the least-squares sense; the ray distance
+   rejects matches that break the epipolar geometry.
+4. **Rasterisation** (:mod:`ops.rasterize`): mean height of the points per
+   map cell, point count and mean confidence bands, one-cell gaps filled.
+   Heights are above the WGS84 ellipsoid, or above a geoid on request.
+
+Tiling contract: for an output tile, :func:`declare_stereo_inputs` computes
+(from the DEM only) the matching-frame window the tile needs (the tile, plus
+the planimetric shift of the highest and lowest possible points along the
+left line of sight, plus ``context_px`` of matching context, plus the
+disparity range along columns) and from it the raw-image windows of both
+views; :func:`compute_dsm_tile` then needs only those pixels. Tiles differ
+from the whole product only where SGM's aggregation paths, cut at the tile's
+context border, change a decision: the tests bound that difference.
+
+Bad input is refused by :func:`check_pair` and :func:`plan_stereo` with the
+reason: views that do not overlap, a uniform (texture-free) image, a
+base-to-height ratio too small for stereo, views of different missions or
+taken further apart in time than ``max_days_apart``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+import rasterio
+from numpy.typing import ArrayLike, NDArray
+
+from ops.crs import lonlat_transformer, round_gsd_m, sensor_gsd_m, utm_crs
+from ops.epipolar import MatchingFrame, SensorMaps, build_frame, sensor_maps
+from ops.errors import RasterReadError, StereoError
+from ops.footprint import declare_input_window, geobox_lonlat, lonlat_bounds
+from ops.matching import MatchingConfig, estimate_row_shift, match, to_grey_levels
+from ops.rasterize import rasterize_points
+from ops.rpc import RpcModel
+from ops.rpc_io import find_rpc
+from planner.grid import GeoBox, TileGrid, Window
+
+FloatArray = NDArray[np.float64]
+Float32Array = NDArray[np.float32]
+
+#: Pixels read beyond the resampling points (bicubic support plus rounding).
+RESAMPLING_MARGIN_PX = 3.0
+#: Points per side of the grid used to find the overlap of the two views.
+OVERLAP_SAMPLES = 65
+#: Longest side (px) of the decimated read used for the grey-level stretch.
+STRETCH_SAMPLE_PX = 512
+#: Side (output cells) of the central sample the pointing correction is measured on.
+POINTING_SAMPLE_PX = 768
+
+
+class Terrain(Protocol):
+    """The initial DEM: heights (above the ellipsoid) and min/max over a lon/lat box."""
+
+    def heights(self, lon: ArrayLike, lat: ArrayLike) -> FloatArray: ...
+
+    def min_max(
+        self, lon_min: float, lat_min: float, lon_max: float, lat_max: float
+    ) -> tuple[float, float]: ...
+
+
+class Undulation(Protocol):
+    """A geoid: undulation N (m) so that h_ellipsoid = H_geoid + N."""
+
+    def undulation(self, lon: ArrayLike, lat: ArrayLike) -> FloatArray: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StereoConfig:
+    """Parameters of the stereo operation (see the module docstring)."""
+
+    height_margin_below_m: float = 50.0
+    height_margin_above_m: float = 120.0
+    context_px: int = 24
+    max_ray_distance_m: float = 2.0
+    max_days_apart: float = 60.0
+    matching: MatchingConfig = field(default_factory=MatchingConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("height_margin_below_m", "height_margin_above_m", "max_ray_distance_m",
+                     "max_days_apart"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise StereoError(f"stereo {name} = {value!r}, expected a finite value >= 0")
+        if self.context_px < 0:
+            raise StereoError(f"stereo context_px = {self.context_px}, expected >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class StereoView:
+    """One image of the pair: path, RPC, shape, grey-level stretch and acquisition tags."""
+
+    path: str
+    rpc: RpcModel
+    shape: tuple[int, int]
+    grey_range: tuple[float, float]
+    mission: str | None = None
+    acquired: str | None = None
+
+
+def _tag(tags: dict[str, str], *names: str) -> str | None:
+    for name in names:
+        value = tags.get(name)
+        if value:
+            return value.strip()
+    return None
+
+
+def open_view(path: str | Path, rpc: RpcModel | None = None) -> StereoView:
+    """Read what the stereo operation needs about an image (not its pixels).
+
+    The grey-level stretch (0.1 and 99.9 percentiles of a decimated read) is
+    global, so that every tile converts to 8 bits the same way. Raises
+    StereoError for a uniform image.
+    """
+    model = find_rpc(path) if rpc is None else rpc
+    try:
+        with rasterio.open(path) as src:
+            shape = (src.height, src.width)
+            factor = max(1, math.ceil(max(shape) / STRETCH_SAMPLE_PX))
+            sample = src.read(
+                1, out_shape=(max(1, shape[0] // factor), max(1, shape[1] // factor))
+            ).astype(np.float64)
+            nodata = src.nodata
+            tags = src.tags()
+    except rasterio.errors.RasterioError as exc:
+        raise RasterReadError(f"{path}: cannot read the image ({exc})") from exc
+    values = sample[np.isfinite(sample)]
+    if nodata is not None:
+        values = values[values != nodata]
+    if values.size == 0:
+        raise StereoError(f"{path}: the image holds no valid pixel; expected a textured image")
+    low, high = (float(v) for v in np.percentile(values, [0.1, 99.9]))
+    if not high > low:
+        raise StereoError(
+            f"{path}: the image is uniform (99.8% of pixels within {low}..{high}); expected "
+            "texture to match, there is no surface to measure"
+        )
+    mission = _tag(tags, "MISSION")
+    if mission is not None:
+        mission += _tag(tags, "MISSION_INDEX") or ""
+    acquired = _tag(tags, "IMAGING_DATE", "ACQUISITION_DATE")
+    if acquired is not None:
+        time = _tag(tags, "IMAGING_TIME")
+        acquired = f"{acquired}T{time.rstrip('Z')}" if time else acquired
+    return StereoView(str(path), model, shape, (low, high), mission, acquired)
+
+
+def check_pair(left: StereoView, right: StereoView, config: StereoConfig) -> None:
+    """Refuse views from different missions or dates too far apart (when tagged)."""
+    if left.mission and right.mission and left.mission != right.mission:
+        raise StereoError(
+            f"{left.path} is from {left.mission}, {right.path} from {right.mission}; expected "
+            "two views of one sensor (matching across sensors is not supported)"
+        )
+    if left.acquired and right.acquired:
+        try:
+            t_l = dt.datetime.fromisoformat(left.acquired)
+            t_r = dt.datetime.fromisoformat(right.acquired)
+        except ValueError:
+            return
+        days = abs((t_l - t_r).total_seconds()) / 86400.0
+        if days > config.max_days_apart:
+            raise StereoError(
+                f"{left.path} ({left.acquired}) and {right.path} ({right.acquired}) are "
+                f"{days:.0f} days apart; expected at most {config.max_days_apart:g} (the ground "
+                "changes between them; raise max_days_apart to force)"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class StereoPlan:
+    """Everything fixed for the whole product: views, output grid, matching frame."""
+
+    left: StereoView
+    right: StereoView
+    geobox: GeoBox
+    frame: MatchingFrame
+    config: StereoConfig
+    right_row_shift_px: float = 0.0
+    n_tie_points: int = 0
+
+
+def _overlap_lonlat(left: StereoView, right: StereoView, h: float) -> tuple[FloatArray, FloatArray]:
+    """Ground points (at height h) of a grid over the left image that the right one sees."""
+    n = OVERLAP_SAMPLES
+    rows, cols = np.meshgrid(
+        np.linspace(-0.5, left.shape[0] - 0.5, n), np.linspace(-0.5, left.shape[1] - 0.5, n),
+        indexing="ij",
+    )
+    lon, lat = left.rpc.localize(rows.ravel(), cols.ravel(), np.full(n * n, h), check=False)
+    ok = np.isfinite(lon) & np.isfinite(lat)
+    r_r, c_r = right.rpc.project(lon[ok], lat[ok], np.full(int(ok.sum()), h), check=False)
+    inside = (r_r >= -0.5) & (r_r <= right.shape[0] - 0.5) & (c_r >= -0.5) & (
+        c_r <= right.shape[1] - 0.5
+    )
+    return lon[ok][inside], lat[ok][inside]
+
+
+def plan_stereo(
+    left: StereoView,
+    right: StereoView,
+    dem: Terrain,
+    *,
+    crs: str | None = None,
+    gsd_m: float | None = None,
+    config: StereoConfig | None = None,
+) -> StereoPlan:
+    """The output grid (the overlap of the views) and the matching frame of a pair."""
+    cfg = StereoConfig() if config is None else config
+    check_pair(left, right, cfg)
+    h0 = left.rpc.height_off
+    lon, lat = _overlap_lonlat(left, right, h0)
+    if lon.size < 4:
+        raise StereoError(
+            f"{left.path} and {right.path} do not overlap on the ground (at {h0:g} m); "
+            "expected two views of the same area"
+        )
+    lon_c, lat_c = float(np.median(lon)), float(np.median(lat))
+    h_c = float(np.asarray(dem.heights(np.array([lon_c]), np.array([lat_c])))[0])
+    lon, lat = _overlap_lonlat(left, right, h_c)
+    if lon.size < 4:
+        raise StereoError(
+            f"{left.path} and {right.path} do not overlap on the ground (at {h_c:g} m); "
+            "expected two views of the same area"
+        )
+    out_crs = crs or utm_crs(lon_c, lat_c)
+    if gsd_m is None:
+        gsd_m = round_gsd_m(
+            0.5 * (sensor_gsd_m(left.rpc, lon_c, lat_c, h_c)
+                   + sensor_gsd_m(right.rpc, lon_c, lat_c, h_c))
+        )
+    if not (math.isfinite(gsd_m) and gsd_m > 0):
+        raise StereoError(f"gsd {gsd_m!r} m, expected a positive number of metres")
+    x, y = lonlat_transformer(out_crs, inverse=True).transform(lon, lat)
+    geobox = GeoBox.from_bounds(
+        out_crs, float(np.min(x)), float(np.min(y)), float(np.max(x)), float(np.max(y)), gsd_m
+    )
+    frame = build_frame(left.rpc, right.rpc, lon_c, lat_c, h_c, out_crs, gsd_m)
+    plan = StereoPlan(left, right, geobox, frame, cfg)
+    shift, n_ties = _pointing_correction(plan, dem)
+    return dataclasses.replace(plan, right_row_shift_px=shift, n_tie_points=n_ties)
+
+
+def _pointing_correction(plan: StereoPlan, dem: Terrain) -> tuple[float, int]:
+    """Row offset between the rectified views, from SIFT ties in a central sample."""
+    g = plan.geobox
+    size = min(POINTING_SAMPLE_PX, g.height, g.width)
+    sample = g.window_geobox(
+        Window((g.height - size) // 2, (g.width - size) // 2, size, size)
+    )
+    inputs = declare_stereo_inputs(plan, sample, dem)
+    if inputs.left_window is None or inputs.right_window is None:
+        return 0.0, 0
+    pair = rectify(
+        plan, inputs, read_window_band(plan.left.path, inputs.left_window),
+        read_window_band(plan.right.path, inputs.right_window), dem,
+    )
+    return estimate_row_shift(pair.grey_l, pair.grey_r, *inputs.disparity_range_px)
+
+
+def overlap_mask(plan: StereoPlan, dem: Terrain, geobox: GeoBox | None = None) -> NDArray[np.bool_]:
+    """Cells of the output grid (or ``geobox``) whose ground, on the DEM, both views see."""
+    box = plan.geobox if geobox is None else geobox
+    rows, cols = np.mgrid[0 : box.height, 0 : box.width]
+    x, y = box.xy(rows, cols)
+    lon, lat = lonlat_transformer(box.crs).transform(x, y)
+    h = dem.heights(lon, lat)
+    seen = np.ones(box.shape, dtype=bool)
+    for view in (plan.left, plan.right):
+        r, c = view.rpc.project(lon, lat, h, check=False)
+        seen &= (r >= -0.5) & (r <= view.shape[0] - 0.5) & (c >= -0.5) & (
+            c <= view.shape[1] - 0.5
+        )
+    return seen
+
+
+@dataclass(frozen=True, slots=True)
+class StereoTileInputs:
+    """What a DSM tile needs: frame window, raw windows of both views, ranges."""
+
+    tile: GeoBox
+    frame_window: Window
+    left_window: Window | None
+    right_window: Window | None
+    height_range_m: tuple[float, float]
+    disparity_range_px: tuple[float, float]
+
+    @property
+    def empty(self) -> bool:
+        return self.left_window is None or self.right_window is None
+
+
+def _dem_range(dem: Terrain, geobox: GeoBox) -> tuple[float, float]:
+    lon, lat = geobox_lonlat(geobox)
+    return dem.min_max(*lonlat_bounds(lon, lat, pad_deg=1e-5))
+
+
+def declare_stereo_inputs(plan: StereoPlan, tile: GeoBox, dem: Terrain) -> StereoTileInputs:
+    """The frame and raw-image windows an output tile needs (from the DEM only)."""
+    cfg, frame = plan.config, plan.frame
+    shift_m_per_m = math.hypot(*frame.left_shift_m_per_m)
+    k = frame.disparity_px_per_m
+    hmin, hmax = _dem_range(dem, tile)
+    window = frame.window_covering(tile, 0.0)
+    for _ in range(2):
+        # The DEM range over the matching window bounds heights and disparities there.
+        h_lo, h_hi = hmin - cfg.height_margin_below_m, hmax + cfg.height_margin_above_m
+        rel_lo, rel_hi = h_lo - hmax, h_hi - hmin
+        pad_m = max(abs(rel_lo), abs(rel_hi)) * shift_m_per_m + cfg.context_px * frame.step_m
+        window = frame.window_covering(tile, pad_m)
+        hmin, hmax = _dem_range(dem, frame.geobox(window))
+    d_lo, d_hi = rel_lo * k, rel_hi * k
+    extra = math.ceil(max(abs(d_lo), abs(d_hi))) + 2
+    ext = Window(window.row_off, window.col_off - extra, window.height, window.width + 2 * extra)
+    ext_box = frame.geobox(ext)
+    heights = (hmin - 1.0, hmax + 1.0)
+    left_w = declare_input_window(
+        plan.left.rpc, heights, ext_box, plan.left.shape, RESAMPLING_MARGIN_PX
+    )
+    right_w = declare_input_window(
+        plan.right.rpc, heights, ext_box, plan.right.shape, RESAMPLING_MARGIN_PX
+    )
+    return StereoTileInputs(tile, ext, left_w, right_w, (h_lo, h_hi), (d_lo, d_hi))
+
+
+@dataclass(frozen=True, slots=True)
+class DsmTile:
+    """A DSM tile: heights (NaN = nodata), point counts, confidence, and why it is empty."""
+
+    height_m: Float32Array
+    count: NDArray[np.uint16]
+    confidence: Float32Array
+    n_matches: int
+    reason: str | None = None
+
+    @property
+    def valid_fraction(self) -> float:
+        return float(np.isfinite(self.height_m).mean())
+
+
+def _empty_tile(tile: GeoBox, reason: str) -> DsmTile:
+    shape = tile.shape
+    return DsmTile(
+        np.full(shape, np.nan, np.float32), np.zeros(shape, np.uint16),
+        np.full(shape, np.nan, np.float32), 0, reason,
+    )
+
+
+def _resample(
+    pixels: NDArray[np.generic], window: Window, rows: FloatArray, cols: FloatArray
+) -> Float32Array:
+    """Bicubic resampling of a raw window at image (rows, cols); NaN outside it."""
+    image = np.asarray(pixels, dtype=np.float32)
+    if image.ndim == 3:
+        image = image[0]
+    map_x = (cols - window.col_off).astype(np.float32)
+    map_y = (rows - window.row_off).astype(np.float32)
+    out = cv2.remap(
+        image, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT,
+        borderValue=float("nan"),
+    )
+    inside = (map_x >= 0) & (map_x <= image.shape[1] - 1) & (map_y >= 0) & (
+        map_y <= image.shape[0] - 1
+    )
+    return np.where(inside, out, np.float32(np.nan)).astype(np.float32)
+
+
+def _interp_columns(values: FloatArray, rows: NDArray[np.intp], cols: FloatArray) -> FloatArray:
+    """Linear interpolation of ``values[rows, cols]`` along fractional columns."""
+    c0 = np.clip(np.floor(cols).astype(np.intp), 0, values.shape[1] - 2)
+    frac = cols - c0
+    return values[rows, c0] * (1.0 - frac) + values[rows, c0 + 1] * frac
+
+
+@dataclass(frozen=True, slots=True)
+class RectifiedPair:
+    """Both views resampled on a frame window: 8-bit grey levels, validity, sensor maps."""
+
+    grey_l: NDArray[np.uint8]
+    grey_r: NDArray[np.uint8]
+    valid_l: NDArray[np.bool_]
+    valid_r: NDArray[np.bool_]
+    maps: SensorMaps
+
+
+def rectify(
+    plan: StereoPlan,
+    inputs: StereoTileInputs,
+    left_pixels: NDArray[np.generic],
+    right_pixels: NDArray[np.generic],
+    dem: Terrain,
+) -> RectifiedPair:
+    """Resample both views' declared windows onto the tile's frame window."""
+    if inputs.left_window is None or inputs.right_window is None:
+        raise StereoError(f"tile {inputs.tile} sees nothing of one view; nothing to rectify")
+    maps = sensor_maps(
+        plan.frame, inputs.frame_window, plan.left.rpc, plan.right.rpc, dem,
+        plan.right_row_shift_px,
+    )
+    rect_l = _resample(left_pixels, inputs.left_window, maps.rows_l, maps.cols_l)
+    rect_r = _resample(right_pixels, inputs.right_window, maps.rows_r, maps.cols_r)
+    grey_l, valid_l = to_grey_levels(rect_l, *plan.left.grey_range)
+    grey_r, valid_r = to_grey_levels(rect_r, *plan.right.grey_range)
+    return RectifiedPair(grey_l, grey_r, valid_l, valid_r, maps)
+
+
+def compute_dsm_tile(
+    plan: StereoPlan,
+    inputs: StereoTileInputs,
+    left_pixels: NDArray[np.generic] | None,
+    right_pixels: NDArray[np.generic] | None,
+    dem: Terrain,
+    geoid: Undulation | None = None,
+) -> DsmTile:
+    """The DSM of one tile from the declared raw windows of both views."""
+    tile = inputs.tile
+    if inputs.left_window is None or inputs.right_window is None or left_pixels is None or (
+        right_pixels is None
+    ):
+        return _empty_tile(tile, "the tile is outside one of the images")
+    frame, cfg = plan.frame, plan.config
+    pair = rectify(plan, inputs, left_pixels, right_pixels, dem)
+    maps = pair.maps
+    if not pair.valid_l.any() or not pair.valid_r.any():
+        return _empty_tile(tile, "the tile is outside the overlap of the images")
+    disp = match(
+        pair.grey_l, pair.grey_r, pair.valid_l, pair.valid_r, *inputs.disparity_range_px,
+        cfg.matching,
+    )
+    ii, jj = np.nonzero(disp.valid)
+    if ii.size == 0:
+        return _empty_tile(tile, "no pixel matched (no texture, or no correlation)")
+    d = disp.disparity_px[ii, jj].astype(np.float64)
+    cols_right = jj - d
+    rows_r = _interp_columns(maps.rows_r, ii, cols_right)
+    cols_r = _interp_columns(maps.cols_r, ii, cols_right)
+    h_est = maps.h_ref_m[ii, jj] + d / frame.disparity_px_per_m
+    points = _triangulate(plan, maps.rows_l[ii, jj], maps.cols_l[ii, jj], rows_r, cols_r, h_est)
+    lon, lat, h, ray = points
+    keep = np.isfinite(h) & (ray <= cfg.max_ray_distance_m)
+    if geoid is not None and keep.any():
+        h = h - np.asarray(geoid.undulation(lon, lat), dtype=np.float64)
+    x, y = lonlat_transformer(frame.crs, inverse=True).transform(lon[keep], lat[keep])
+    grown = tile.window_geobox(Window(-1, -1, tile.height + 2, tile.width + 2))
+    raster = rasterize_points(grown, x, y, h[keep], disp.confidence[ii, jj][keep])
+    core = (slice(1, tile.height + 1), slice(1, tile.width + 1))
+    height = raster.height_m[core]
+    reason = None if np.isfinite(height).any() else "matches found, none on this tile"
+    return DsmTile(
+        np.ascontiguousarray(height), np.ascontiguousarray(raster.count[core]),
+        np.ascontiguousarray(raster.confidence[core]), int(keep.sum()), reason,
+    )
+
+
+def _triangulate(
+    plan: StereoPlan, rows_l: FloatArray, cols_l: FloatArray, rows_r: FloatArray,
+    cols_r: FloatArray, h_est: FloatArray,
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    from ops.triangulation import triangulate
+
+    pts = triangulate(plan.left.rpc, plan.right.rpc, rows_l, cols_l, rows_r, cols_r, h_est)
+    return pts.lon, pts.lat, pts.h_m, pts.ray_distance_m
+
+
+def read_window_band(path: str, window: Window) -> NDArray[np.generic]:
+    """Band 1 of a raster in a window (the raw-image read of a stereo tile)."""
+    from ops.raster_io import read_window
+
+    band: NDArray[np.generic] = read_window(path, window)[0]
+    return band
+
+
+def run_dsm_tile(
+    plan: StereoPlan, tile: GeoBox, dem: Terrain, geoid: Undulation | None = None
+) -> DsmTile:
+    """Declare, read and compute one tile (what a worker runs)."""
+    inputs = declare_stereo_inputs(plan, tile, dem)
+    if inputs.left_window is None or inputs.right_window is None:
+        return _empty_tile(tile, "the tile is outside one of the images")
+    left_pixels = read_window_band(plan.left.path, inputs.left_window)
+    right_pixels = read_window_band(plan.right.path, inputs.right_window)
+    return compute_dsm_tile(plan, inputs, left_pixels, right_pixels, dem, geoid)
+
+
+def iter_dsm_tiles(
+    plan: StereoPlan,
+    dem: Terrain,
+    *,
+    tile_px: int = 512,
+    geoid: Undulation | None = None,
+    on_tile: Callable[[int, int], None] | None = None,
+) -> Iterator[tuple[Window, DsmTile]]:
+    """Every tile of the product's grid with its DSM, row-major."""
+    grid = TileGrid(plan.geobox, tile_px, tile_px)
+    n = len(grid)
+    for k, idx in enumerate(grid.tiles()):
+        tile = run_dsm_tile(plan, grid.tile_geobox(idx), dem, geoid)
+        if on_tile is not None:
+            on_tile(k + 1, n)
+        yield grid.window(idx), tile
+
+
+def assemble_dsm(plan: StereoPlan, dem: Terrain, *, tile_px: int = 512,
+                 geoid: Undulation | None = None) -> DsmTile:
+    """The whole product in memory (tests, small scenes)."""
+    shape = plan.geobox.shape
+    height = np.full(shape, np.nan, np.float32)
+    count = np.zeros(shape, np.uint16)
+    conf = np.full(shape, np.nan, np.float32)
+    n = 0
+    for window, tile in iter_dsm_tiles(plan, dem, tile_px=tile_px, geoid=geoid):
+        height[window.slices()] = tile.height_m
+        count[window.slices()] = tile.count
+        conf[window.slices()] = tile.confidence
+        n += tile.n_matches
+    reason = None if np.isfinite(height).any() else "no pixel matched anywhere"
+    return DsmTile(height, count, conf, n, reason)
