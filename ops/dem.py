@@ -23,10 +23,12 @@ model and the compiled sampler live in :mod:`ops.geoid`). It is built by
    that box, plus a margin of :data:`MARGIN_NODES`, are read.
 3. **Filling holes.** Nodata nodes inside a tile are *holes*. They are filled
    by Laplace (harmonic) interpolation: each hole node equals the mean of its
-   4-neighbours that exist, solved exactly as one sparse linear system whose
-   known values are the valid nodes around each hole. This reproduces planes
-   exactly, is smooth, and costs O(hole nodes). ``holes_filled`` counts them.
-   A hole component that touches no valid node stays NaN (``holes_left``).
+   4-neighbours that exist, solved exactly as one sparse linear system per
+   4-connected hole, whose known values are the valid nodes on its rim. This
+   reproduces planes exactly, never leaves the rim's height range (maximum
+   principle), and is cheap for SRTM voids (4822 in the Ventoux tile: 0.1 s);
+   one 1000 x 1000-node hole takes ~15 s (sparse LU). ``holes_filled`` counts
+   them; a hole touching no valid node stays NaN (``holes_left``).
 4. **Geoid.** With a geoid, the undulation N(lon, lat) of each node is added
    (h = H + N); the grid then holds ellipsoidal heights, so sampling and
    min/max need no further correction. Without one, heights are taken as
