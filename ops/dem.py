@@ -18,7 +18,9 @@ model and the compiled sampler live in :mod:`ops.geoid`). It is built by
    node lattice (offsets a whole number of nodes apart); anything else is
    refused with the files named (reproject them first, e.g. with gdalwarp).
    Valid values of later tiles overwrite earlier ones (shared SRTM edges hold
-   equal values). Nodes no tile covers are *gaps*: sampling there is a
+   equal values). Geographic tiles are shifted by 360 degrees where that puts
+   them beside the first one, so a mosaic may run past 180 E (sampling
+   wraps longitudes). Nodes no tile covers are *gaps*: sampling there is a
    coverage error, never filled. With ``bounds_lonlat`` only the nodes inside
    that box, plus a margin of :data:`MARGIN_NODES`, are read.
 3. **Filling holes.** Nodata nodes inside a tile are *holes*. They are filled
@@ -335,7 +337,10 @@ class Dem:
         a, _, c, _, e, f = ref.transform
         offsets = []
         for t in tiles:
-            col_off, row_off = (t.transform[2] - c) / a, (t.transform[5] - f) / e
+            x_west = t.transform[2]
+            if ref.crs.is_geographic:  # across the antimeridian: keep tiles side by side
+                x_west -= 360.0 * round((x_west - c) / 360.0)
+            col_off, row_off = (x_west - c) / a, (t.transform[5] - f) / e
             if abs(col_off - round(col_off)) > 1e-3 or abs(row_off - round(row_off)) > 1e-3:
                 raise DemError(
                     f"DEM tile {t.path} is offset by ({row_off:.4f}, {col_off:.4f}) nodes from "

@@ -264,6 +264,16 @@ def test_bounds_lonlat_reads_only_the_area_plus_margin(tmp_path: Path) -> None:
     np.testing.assert_allclose(part.heights(lon, lat), full.heights(lon, lat), rtol=0, atol=1e-9)
 
 
+def test_tiles_across_the_antimeridian_mosaic_side_by_side(tmp_path: Path) -> None:
+    west = write_hgt(tmp_path, "N10W180", np.full((11, 11), 2, np.int16))
+    east = write_hgt(tmp_path, "N10E179", np.full((11, 11), 1, np.int16))
+    # both tiles hold the node column on the antimeridian; the later one wins
+    dem = Dem.open([east, west])
+    assert dem.heights_m.shape == (11, 21)
+    np.testing.assert_array_equal(dem.heights([179.5, -179.5, 180.5, 180.0], [10.5] * 4),
+                                  [1.0, 2.0, 2.0, 2.0])
+
+
 def test_missing_tile_is_a_gap_not_a_hole(tmp_path: Path) -> None:
     for lat, lon in ((44, 5), (44, 6), (45, 5)):  # N45E006 missing
         write_hgt(tmp_path, f"N{lat:02d}E{lon:03d}", plane_tile(lat, lon))
