@@ -280,12 +280,12 @@ def _make_fields(spec: SceneSpec) -> tuple[ScalarField, ScalarField, np.random.G
     cell = spec.texture_cell
     texture = ScalarField(
         array=fractal_noise(xrng, 1024, beta=1.0),
-        mean=0.35,
+        mean=0.4,
         angle_rad=(0.0, 0.61, 1.27),
         cell_m=(cell, 3.1 * cell, 9.7 * cell),
         off_u=tuple(float(v) for v in xrng.uniform(0, 1024, 3)),
         off_v=tuple(float(v) for v in xrng.uniform(0, 1024, 3)),
-        weight=(0.09, 0.07, 0.06),
+        weight=(0.14, 0.10, 0.08),
     )
     return terrain, texture, np.random.default_rng(rest_seq)
 
@@ -513,6 +513,17 @@ def truth_heights(scene: SyntheticScene, geobox: GeoBoxLike) -> FloatArray:
     """True height above the ellipsoid at the pixel centres of any map grid (NaN off the DEM)."""
     x, y = _geobox_utm(scene, geobox)
     return dem_bilinear(scene.dem_path, x, y).reshape(geobox.height, geobox.width)
+
+
+def truth_heights_at(scene: SyntheticScene, x: FloatArray, y: FloatArray) -> FloatArray:
+    """True heights at scattered points of the scene's UTM CRS (NaN off the DEM)."""
+    xa, ya = np.broadcast_arrays(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
+    return dem_bilinear(scene.dem_path, xa.ravel(), ya.ravel()).reshape(xa.shape)
+
+
+def truth_values_at(scene: SyntheticScene, x: FloatArray, y: FloatArray) -> FloatArray:
+    """Noise-free image values (gain x reflectance) at scattered points of the UTM CRS."""
+    return scene.spec.gain * scene.texture.sample(x, y)
 
 
 def intersect_rays(

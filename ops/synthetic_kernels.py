@@ -8,13 +8,14 @@
 * ``march_rays``: the first intersection of each line of sight with the
   bilinear DEM. The sight line of image point (r, c) is the straight segment
   between its ground points at a bottom and a top height, each bilinearly
-  interpolated from a coarse node grid of exact inverse-RPC results. The march
+  interpolated from a coarse node grid of exact inverse-RPC results. The walk
   starts at the highest DEM value within the ray's horizontal reach (a
-  dilated-max grid), steps down by half a DEM cell of horizontal travel until
-  the ray is at or below the surface, then refines the bracket with the
-  Illinois (modified regula falsi) method to 1e-6 m. Stepping from the top
-  down finds the first surface hit, so building walls occlude what lies
-  behind them.
+  dilated-max grid) and visits, top down, every DEM cell the ray's horizontal
+  trace crosses (Amanatides-Woo traversal). Inside a cell the bilinear surface
+  along the segment is a quadratic in the ray parameter, so the first crossing
+  is solved in closed form: no step size, no missed grazing hits. Going from
+  the top down finds the first surface hit, so building walls occlude what
+  lies behind them.
 """
 
 from __future__ import annotations
@@ -115,6 +116,48 @@ def _node_interp(grid: FloatArray, gr: float, gc: float) -> float:
 
 
 @njit(cache=True)
+def _first_root_in_cell(
+    dem: FloatArray, i: int, j: int, r0: float, c0: float, ar: float, ac: float,
+    h_hi: float, dh: float, s0: float, s1: float,
+) -> float:
+    """Smallest s in [s0, s1] where h(s) - bilinear(s) <= 0 inside cell (i, j); -1 if none.
+
+    Along the ray, h = h_hi - dh s, row index r0 + ar s, col index c0 + ac s; the bilinear
+    surface restricted to the segment is a quadratic in s, solved in closed form.
+    """
+    z00, z01, z10, z11 = dem[i, j], dem[i, j + 1], dem[i + 1, j], dem[i + 1, j + 1]
+    p = z01 - z00
+    q = z10 - z00
+    w = z00 - z01 - z10 + z11
+    u0 = c0 - j
+    v0 = r0 - i
+    a = -w * ac * ar
+    b = -dh - (p * ac + q * ar + w * (u0 * ar + v0 * ac))
+    c = h_hi - (z00 + p * u0 + q * v0 + w * u0 * v0)
+    tol = 1e-12
+    if c + s0 * (b + a * s0) <= 0.0:
+        return s0
+    best = -1.0
+    if abs(a) < 1e-14 * (abs(b) + 1e-300):
+        if b != 0.0:
+            root = -c / b
+            if s0 - tol <= root <= s1 + tol:
+                best = root
+    else:
+        disc = b * b - 4.0 * a * c
+        if disc >= 0.0:
+            sq = math.sqrt(disc)
+            qq = -0.5 * (b + sq) if b >= 0.0 else -0.5 * (b - sq)
+            roots = (qq / a, c / qq if qq != 0.0 else math.inf)
+            for root in roots:
+                if s0 - tol <= root <= s1 + tol and (best < 0.0 or root < best):
+                    best = root
+    if best >= 0.0:
+        return min(max(best, s0), s1)
+    return -1.0
+
+
+@njit(cache=True)
 def march_rays(
     rows: FloatArray,
     cols: FloatArray,
@@ -133,7 +176,6 @@ def march_rays(
     dem_left: float,
     dem_top: float,
     dem_res: float,
-    max_step_m: float,
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """First intersection (x, y, h) of each image point's sight line with the DEM window.
 
@@ -141,83 +183,73 @@ def march_rays(
     of any ray over [h_bottom, h_top] plus two cells. NaN where the ray leaves the window.
     """
     n = rows.shape[0]
+    n_r, n_c = dem.shape
     out_x = np.full(n, math.nan)
     out_y = np.full(n, math.nan)
     out_h = np.full(n, math.nan)
-    dh = h_top - h_bottom
-    for i in range(n):
-        gr = (rows[i] - node_row0) / node_step
-        gc = (cols[i] - node_col0) / node_step
+    dh_all = h_top - h_bottom
+    for k in range(n):
+        gr = (rows[k] - node_row0) / node_step
+        gc = (cols[k] - node_col0) / node_step
         xa = _node_interp(bottom_x, gr, gc)
         ya = _node_interp(bottom_y, gr, gc)
         dx = _node_interp(top_x, gr, gc) - xa
         dy = _node_interp(top_y, gr, gc) - ya
-        # fractional DEM indices at height h: linear in h
+        # fractional DEM indices, linear in height
         fc_a = (xa - dem_left) / dem_res - 0.5
         fr_a = (dem_top - ya) / dem_res - 0.5
-        dfc = dx / dem_res / dh
-        dfr = -dy / dem_res / dh
+        dfc = dx / dem_res / dh_all
+        dfr = -dy / dem_res / dh_all
         hm = 0.5 * (h_bottom + h_top)
         im = round(fr_a + dfr * (hm - h_bottom))
         jm = round(fc_a + dfc * (hm - h_bottom))
-        if im < 0 or jm < 0 or im >= dem.shape[0] or jm >= dem.shape[1]:
+        if im < 0 or jm < 0 or im >= n_r or jm >= n_c:
             continue
         hi = min(dem_max[im, jm] + 1e-6, h_top)
         lo = max(dem_min[im, jm] - 1e-6, h_bottom)
         if not (hi > lo):
             continue
-        reach = math.sqrt(dfc * dfc + dfr * dfr)  # DEM cells per metre of height
-        step = max_step_m if reach * max_step_m <= 0.5 else 0.5 / reach
-        h = hi
-        f = h - _bilinear_one(dem, fr_a + dfr * (h - h_bottom), fc_a + dfc * (h - h_bottom))
-        if not f > 0.0:
-            continue
-        found = False
-        a = lo
-        fa = 0.0
+        # walk the cells crossed from height hi (s = 0) down to lo (s = 1)
+        dh = hi - lo
+        r0 = fr_a + dfr * (hi - h_bottom)
+        c0 = fc_a + dfc * (hi - h_bottom)
+        ar = -dfr * dh
+        ac = -dfc * dh
+        i = math.floor(r0)
+        j = math.floor(c0)
+        if ar < 0.0 and r0 == i:
+            i -= 1
+        if ac < 0.0 and c0 == j:
+            j -= 1
+        di = 1 if ar > 0.0 else -1
+        dj = 1 if ac > 0.0 else -1
+        inf = math.inf
+        s_r = ((i + 1 - r0) / ar if ar > 0.0 else (i - r0) / ar) if ar != 0.0 else inf
+        s_c = ((j + 1 - c0) / ac if ac > 0.0 else (j - c0) / ac) if ac != 0.0 else inf
+        ds_r = 1.0 / abs(ar) if ar != 0.0 else inf
+        ds_c = 1.0 / abs(ac) if ac != 0.0 else inf
+        s = 0.0
+        hit = -1.0
         while True:
-            hn = max(h - step, lo)
-            fn = hn - _bilinear_one(
-                dem, fr_a + dfr * (hn - h_bottom), fc_a + dfc * (hn - h_bottom)
-            )
-            if math.isnan(fn):
+            if i < 0 or j < 0 or i > n_r - 2 or j > n_c - 2:
                 break
-            if fn <= 0.0:
-                a, fa, found = hn, fn, True
+            s_end = min(s_r, s_c, 1.0)
+            hit = _first_root_in_cell(dem, i, j, r0, c0, ar, ac, hi, dh, s, s_end)
+            if hit >= 0.0 or s_end >= 1.0:
                 break
-            if hn <= lo:
-                break
-            h, f = hn, fn
-        if not found:
-            continue
-        # Illinois on [a, h]: fa <= 0 < f
-        b, fb = h, f
-        side = 0
-        m = a
-        for _ in range(100):
-            if b - a < 1e-6 or fa == 0.0:
-                m = a if fa == 0.0 else m
-                break
-            m = (a * fb - b * fa) / (fb - fa)
-            fm = m - _bilinear_one(
-                dem, fr_a + dfr * (m - h_bottom), fc_a + dfc * (m - h_bottom)
-            )
-            if math.isnan(fm):
-                break
-            if fm > 0.0:
-                b, fb = m, fm
-                if side == 1:
-                    fa *= 0.5
-                side = 1
+            if s_r < s_c:
+                i += di
+                s = s_r
+                s_r += ds_r
             else:
-                a, fa = m, fm
-                if side == -1:
-                    fb *= 0.5
-                side = -1
-            if abs(fm) < 1e-9:
-                break
-        t = (m - h_bottom) / dh
-        out_x[i] = xa + dx * t
-        out_y[i] = ya + dy * t
-        out_h[i] = m
+                j += dj
+                s = s_c
+                s_c += ds_c
+        if hit < 0.0:
+            continue
+        h = hi - dh * hit
+        t = (h - h_bottom) / dh_all
+        out_x[k] = xa + dx * t
+        out_y[k] = ya + dy * t
+        out_h[k] = h
     return out_x, out_y, out_h

@@ -44,7 +44,6 @@ FloatArray = NDArray[np.float64]
 BLOCK_ROWS = 256
 BLOCK_COLS = 1024
 NODE_STEP_PX = 32
-MAX_MARCH_STEP_M = 2.0
 
 
 def fractal_noise(rng: np.random.Generator, n: int, *, beta: float) -> FloatArray:
@@ -202,7 +201,6 @@ def _march(
         np.ascontiguousarray(rows, dtype=np.float64), np.ascontiguousarray(cols, dtype=np.float64),
         nodes.row0, nodes.col0, float(NODE_STEP_PX), bx, by, tx, ty,
         h_range[0], h_range[1], win.heights, dmax, dmin, win.left, win.top, win.res,
-        MAX_MARCH_STEP_M,
     )
 
 
