@@ -1,0 +1,169 @@
+"""The stereo kernel on a synthetic pair with exact ground truth.
+
+Scene: 400 x 400 px at 0.5 m, B/H 0.25, fractal relief and buildings, noise
+added to the images. The initial DEM is the true one sampled every 30 m (an
+SRTM-like DEM: no building, smoothed relief), so the matcher has to find
+the buildings and the fine relief itself.
+
+Checks: accuracy against the true DEM (NMAD <= 0.5 m) and coverage (>= 90 %
+of the cells both views see); tiles assembled equal the DSM computed whole
+(tolerance below); the per-tile input windows hold every pixel the tile
+reads; bad pairs are refused with the reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from ops.dem import Dem
+from ops.errors import StereoError
+from ops.stereo import (
+    StereoPlan,
+    assemble_dsm,
+    declare_stereo_inputs,
+    open_view,
+    overlap_mask,
+    plan_stereo,
+    rectify,
+    sensor_maps,
+)
+from ops.stereo_eval import nmad
+from ops.synthetic import SceneSpec, SyntheticScene, generate_scene, truth_heights
+from planner.grid import GeoBox, TileGrid
+
+pytestmark = pytest.mark.integration
+
+SPEC = SceneSpec(width=400, height=400, noise_sigma=0.004, seed=7)
+
+#: Tiles vs whole: share of cells valid in both that agree within TILE_TOLERANCE_M.
+TILE_TOLERANCE_M = 0.5
+TILE_AGREEMENT = 0.97
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory: pytest.TempPathFactory) -> SyntheticScene:
+    return generate_scene(SPEC, tmp_path_factory.mktemp("stereo_scene"))
+
+
+@pytest.fixture(scope="module")
+def coarse_dem(scene: SyntheticScene) -> Dem:
+    """The true DEM sampled every 30 m over the scene plus 300 m."""
+    x0, y0, x1, y1 = scene.footprint_utm
+    box = GeoBox.from_bounds(scene.crs, x0 - 300, y0 - 300, x1 + 300, y1 + 300, 30.0)
+    h = truth_heights(scene, box)
+    h = np.where(np.isfinite(h), h, np.nanmean(h))
+    return Dem.from_array(h, box.transform, scene.crs, source="coarse truth")
+
+
+@pytest.fixture(scope="module")
+def plan(scene: SyntheticScene, coarse_dem: Dem) -> StereoPlan:
+    left, right = (open_view(p) for p in scene.view_paths)
+    return plan_stereo(left, right, coarse_dem)
+
+
+@pytest.fixture(scope="module")
+def whole(plan: StereoPlan, coarse_dem: Dem) -> np.ndarray:
+    return assemble_dsm(plan, coarse_dem, tile_px=100_000).height_m
+
+
+def test_accuracy_and_coverage_against_the_true_dem(
+    scene: SyntheticScene, plan: StereoPlan, coarse_dem: Dem, whole: np.ndarray
+) -> None:
+    truth = truth_heights(scene, plan.geobox)
+    seen = overlap_mask(plan, coarse_dem)
+    assert seen.sum() > 0.5 * seen.size
+    measured = np.isfinite(whole) & seen
+    assert measured.sum() / seen.sum() >= 0.90
+    err = (whole - truth)[measured]
+    assert nmad(err) <= 0.5
+    assert abs(float(np.median(err))) < 0.2
+    # the buildings, absent from the initial DEM, are measured
+    coarse = _dem_on(coarse_dem, plan.geobox)
+    buildings = measured & (truth - coarse > 3.0)
+    assert buildings.sum() > 1000
+    assert (np.abs(whole - truth)[buildings] < 1.0).mean() >= 0.8
+
+
+def _dem_on(dem: Dem, box: GeoBox) -> np.ndarray:
+    from ops.crs import lonlat_transformer
+
+    rows, cols = np.mgrid[0 : box.height, 0 : box.width]
+    x, y = box.xy(rows, cols)
+    lon, lat = lonlat_transformer(box.crs).transform(x, y)
+    return dem.heights(lon, lat)
+
+
+def test_tiles_assemble_into_the_whole(
+    plan: StereoPlan, coarse_dem: Dem, whole: np.ndarray
+) -> None:
+    tiled = assemble_dsm(plan, coarse_dem, tile_px=160).height_m
+    both = np.isfinite(tiled) & np.isfinite(whole)
+    either = np.isfinite(tiled) | np.isfinite(whole)
+    assert both.sum() >= 0.97 * either.sum()
+    close = np.abs(tiled - whole)[both] <= TILE_TOLERANCE_M
+    assert close.mean() >= TILE_AGREEMENT
+
+
+def test_declared_windows_hold_every_pixel_a_tile_reads(
+    plan: StereoPlan, coarse_dem: Dem
+) -> None:
+    grid = TileGrid(plan.geobox, 200, 200)
+    for idx in grid.tiles():
+        inputs = declare_stereo_inputs(plan, grid.tile_geobox(idx), coarse_dem)
+        assert inputs.left_window is not None and inputs.right_window is not None
+        maps = sensor_maps(plan.frame, inputs.frame_window, plan.left.rpc, plan.right.rpc,
+                           coarse_dem, plan.right_row_shift_px)
+        for view, window, rows, cols in (
+            (plan.left, inputs.left_window, maps.rows_l, maps.cols_l),
+            (plan.right, inputs.right_window, maps.rows_r, maps.cols_r),
+        ):
+            in_image = (rows >= 0) & (rows <= view.shape[0] - 1) & (cols >= 0) & (
+                cols <= view.shape[1] - 1
+            )
+            # every in-image sample plus its bicubic support (clipped to the image)
+            # lies in the window
+            for dr in (-2, 2):
+                r = np.clip(rows[in_image] + dr, 0, view.shape[0] - 1)
+                c = np.clip(cols[in_image] + dr, 0, view.shape[1] - 1)
+                assert window.contains(r, c).all()
+
+
+def test_rectified_views_agree(plan: StereoPlan, coarse_dem: Dem) -> None:
+    """On the rectified grid the views differ by column disparities only: rows line up."""
+    from ops.matching import estimate_row_shift
+    from ops.stereo import read_window_band
+
+    inputs = declare_stereo_inputs(plan, plan.geobox, coarse_dem)
+    assert inputs.left_window is not None and inputs.right_window is not None
+    pair = rectify(plan, inputs, read_window_band(plan.left.path, inputs.left_window),
+                   read_window_band(plan.right.path, inputs.right_window), coarse_dem)
+    shift, n = estimate_row_shift(pair.grey_l, pair.grey_r, *inputs.disparity_range_px)
+    assert n > 50
+    assert abs(shift) < 0.1
+
+
+def test_no_overlap_is_refused(scene: SyntheticScene, coarse_dem: Dem) -> None:
+    left = open_view(scene.view_paths[0])
+    moved = dataclasses.replace(left.rpc, lon_off=left.rpc.lon_off + 0.05)
+    right = open_view(scene.view_paths[1], rpc=moved)
+    with pytest.raises(StereoError, match="do not overlap"):
+        plan_stereo(left, right, coarse_dem)
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_uniform_image_is_refused(scene: SyntheticScene, tmp_path: Path) -> None:
+    src = scene.view_paths[1]
+    dst = tmp_path / "flat.tif"
+    with rasterio.open(src) as s:
+        profile = s.profile
+        rpcs = s.rpcs
+    with rasterio.open(dst, "w", **profile) as d:
+        d.write(np.full((profile["height"], profile["width"]), 0.4, profile["dtype"]), 1)
+        d.rpcs = rpcs
+    with pytest.raises(StereoError, match="uniform"):
+        open_view(dst)

@@ -1,0 +1,174 @@
+"""Pieces of the stereo kernel on small arrays: matching, pointing, rasterisation, triangulation.
+
+The triangulation checks use the exact RPCs of a tiny synthetic pair (the
+generator's fitted models), projecting known ground points into both views
+and asking for them back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ops.epipolar import build_frame
+from ops.errors import StereoError
+from ops.matching import MatchingConfig, estimate_row_shift, match, to_grey_levels
+from ops.rasterize import rasterize_points
+from ops.stereo import StereoConfig, StereoView, check_pair
+from ops.stereo_eval import agreement, nmad
+from ops.synthetic import SceneSpec, SyntheticScene, generate_scene
+from ops.triangulation import triangulate
+from planner.grid import GeoBox
+
+pytestmark = pytest.mark.unit
+
+
+def _texture(shape: tuple[int, int], seed: int = 1) -> np.ndarray:
+    """Band-limited random texture (box-blurred noise), float in about [0, 1]."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    noise = rng.random(shape).astype(np.float32)
+    return np.asarray(cv2.GaussianBlur(noise, (0, 0), 1.2), np.float32)
+
+
+def _shift_columns(image: np.ndarray, shift_px: float) -> np.ndarray:
+    """right(i, j) = image(i, j + shift): a left pixel j appears at j - shift."""
+    import cv2
+
+    rows, cols = np.indices(image.shape, dtype=np.float32)
+    return np.asarray(
+        cv2.remap(image, cols + np.float32(shift_px), rows, cv2.INTER_CUBIC,
+                  borderMode=cv2.BORDER_REFLECT),
+        np.float32,
+    )
+
+
+def test_match_recovers_a_constant_subpixel_disparity() -> None:
+    left_f = _texture((160, 200))
+    right_f = _shift_columns(left_f, 3.25)  # left(j) = right(j - 3.25): disparity +3.25
+    lo, hi = float(left_f.min()), float(left_f.max())
+    left, valid_l = to_grey_levels(left_f, lo, hi)
+    right, valid_r = to_grey_levels(right_f, lo, hi)
+    disp = match(left, right, valid_l, valid_r, -8, 8, MatchingConfig())
+    inner = disp.disparity_px[10:-10, 20:-20]
+    assert np.isfinite(inner).mean() > 0.95
+    assert abs(float(np.nanmedian(inner)) - 3.25) < 0.1
+    assert float(np.nanmedian(disp.confidence)) > 0.9
+
+
+def test_match_refuses_a_uniform_image() -> None:
+    flat = np.full((80, 120), 0.5, np.float32)
+    grey, valid = to_grey_levels(flat, 0.0, 1.0)
+    disp = match(grey, grey, valid, valid, -4, 4, MatchingConfig())
+    assert not disp.valid.any()
+
+
+def test_match_rejects_an_empty_disparity_range() -> None:
+    grey = np.zeros((20, 20), np.uint8)
+    ok = np.ones((20, 20), bool)
+    with pytest.raises(StereoError, match="disparity range"):
+        match(grey, grey, ok, ok, 3, 1, MatchingConfig())
+
+
+def test_row_shift_of_a_rectified_pair_is_measured() -> None:
+    import cv2
+
+    left_f = _texture((300, 300), seed=4)
+    rows, cols = np.indices(left_f.shape, dtype=np.float32)
+    # right(i, j) = left(i - 0.6, j + 2): features move down 0.6 rows and left 2 columns.
+    right_f = cv2.remap(left_f, cols + 2.0, rows - 0.6, cv2.INTER_CUBIC,
+                        borderMode=cv2.BORDER_REFLECT)
+    left, _ = to_grey_levels(left_f, float(left_f.min()), float(left_f.max()))
+    right, _ = to_grey_levels(np.asarray(right_f, np.float32), float(left_f.min()),
+                              float(left_f.max()))
+    shift, n = estimate_row_shift(left, right, -5, 5)
+    assert n >= 20
+    assert abs(shift - 0.6) < 0.1
+
+
+def test_rasterize_means_counts_and_fills_single_gaps() -> None:
+    box = GeoBox("EPSG:32631", (1.0, 0.0, 0.0, 0.0, -1.0, 5.0), 5, 5)
+    rows, cols = np.mgrid[0:5, 0:5]
+    keep = ~((rows == 2) & (cols == 2))  # an empty centre cell
+    x, y = box.xy(rows[keep], cols[keep])
+    h = (rows + cols)[keep].astype(float)
+    # a second point in cell (0, 0), 2 m higher: the cell holds their mean
+    x = np.append(x, 0.4)
+    y = np.append(y, 4.6)
+    h = np.append(h, 2.0)
+    conf = np.ones_like(h)
+    out = rasterize_points(box, x, y, h, conf)
+    assert out.count[0, 0] == 2 and out.height_m[0, 0] == pytest.approx(1.0)
+    assert out.count[2, 2] == 0
+    # filled from its 3 x 3 neighbourhood: mean of (r + c) over the 8 neighbours = 4
+    assert out.height_m[2, 2] == pytest.approx(4.0)
+    assert np.isfinite(out.height_m).all()
+
+
+def test_rasterize_leaves_large_holes_empty() -> None:
+    box = GeoBox("EPSG:32631", (1.0, 0.0, 0.0, 0.0, -1.0, 9.0), 9, 9)
+    x, y = box.xy(np.array([0, 0]), np.array([0, 1]))
+    out = rasterize_points(box, x, y, np.array([1.0, 2.0]), np.ones(2))
+    assert np.isfinite(out.height_m).sum() == 2
+
+
+def test_nmad_and_agreement() -> None:
+    rng = np.random.default_rng(0)
+    e = rng.normal(0.3, 2.0, 200_000)
+    assert nmad(e) == pytest.approx(2.0, rel=0.02)
+    a = agreement(e + 10.0, np.full_like(e, 10.0))
+    assert a.median_m == pytest.approx(0.3, abs=0.03)
+    with pytest.raises(StereoError):
+        nmad(np.array([np.nan]))
+
+
+@pytest.fixture(scope="module")
+def pair_scene(tmp_path_factory: pytest.TempPathFactory) -> SyntheticScene:
+    spec = SceneSpec(width=64, height=64, building_fraction=0.0, seed=2)
+    return generate_scene(spec, tmp_path_factory.mktemp("tri"))
+
+
+def test_triangulation_returns_the_ground_points(pair_scene: SyntheticScene) -> None:
+    left, right = pair_scene.rpcs
+    lon0, lat0, lon1, lat1 = pair_scene.footprint_lonlat
+    rng = np.random.default_rng(5)
+    n = 500
+    lon = rng.uniform(lon0, lon1, n) * 0.5 + 0.25 * (lon0 + lon1)
+    lat = rng.uniform(lat0, lat1, n) * 0.5 + 0.25 * (lat0 + lat1)
+    h = rng.uniform(pair_scene.dem_min_m - 5, pair_scene.dem_max_m + 5, n)
+    rl, cl = left.project(lon, lat, h)
+    rr, cr = right.project(lon, lat, h)
+    pts = triangulate(left, right, rl, cl, rr, cr, h + rng.uniform(-5, 5, n))
+    assert np.max(np.abs(pts.h_m - h)) < 1e-3
+    assert np.max(np.abs(pts.lon - lon)) < 1e-8 and np.max(np.abs(pts.lat - lat)) < 1e-8
+    assert np.max(pts.ray_distance_m) < 1e-3
+    # the views differ by pitch (along rows): a match one column off the
+    # epipolar line shows in the ray distance
+    off = triangulate(left, right, rl, cl, rr, cr + 1.0, h)
+    assert np.min(off.ray_distance_m) > 0.1
+
+
+def test_frame_refuses_a_pair_without_base(pair_scene: SyntheticScene) -> None:
+    left, right = pair_scene.rpcs
+    lon = 0.5 * (pair_scene.footprint_lonlat[0] + pair_scene.footprint_lonlat[2])
+    lat = 0.5 * (pair_scene.footprint_lonlat[1] + pair_scene.footprint_lonlat[3])
+    h = 0.5 * (pair_scene.dem_min_m + pair_scene.dem_max_m)
+    frame = build_frame(left, right, lon, lat, h, pair_scene.crs, 0.5)
+    assert frame.base_to_height == pytest.approx(pair_scene.b_over_h(), rel=0.05)
+    with pytest.raises(StereoError, match="base-to-height"):
+        build_frame(left, left, lon, lat, h, pair_scene.crs, 0.5)
+
+
+def test_check_pair_refuses_other_sensors_and_distant_dates(pair_scene: SyntheticScene) -> None:
+    left = pair_scene.rpcs[0]
+    a = StereoView(str(Path("a.tif")), left, (64, 64), (0.0, 1.0), "PHR1A", "2013-02-08T08:36:01")
+    cfg = StereoConfig()
+    check_pair(a, dataclasses.replace(a, acquired="2013-02-08T08:36:09"), cfg)
+    with pytest.raises(StereoError, match="PHR1B"):
+        check_pair(a, dataclasses.replace(a, mission="PHR1B"), cfg)
+    with pytest.raises(StereoError, match="days apart"):
+        check_pair(a, dataclasses.replace(a, acquired="2014-06-01T10:00:00"), cfg)
