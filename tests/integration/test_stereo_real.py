@@ -1,0 +1,135 @@
+"""The stereo kernel on the real Pléiades Gizeh pair, and the ``dsm`` command.
+
+Gizeh (2013-02-08, two views 8 s apart, B/H about 0.085) with its SRTM 1"
+DEM (heights above EGM96, turned ellipsoidal with the EGM96 grid of the
+Ventoux folder). Checks, at 0.6 m as CARS's reference run:
+
+* coverage: >= 85 % of the cells both views see are measured (CARS: ~91 %);
+* the Great Pyramid: its apex (9 x 9 median) stands 140 m +- 20 m above
+  the plateau (median of the DSM);
+* agreement with SRTM after averaging into its 30 m cells: median
+  difference within 5 m, NMAD below 10 m (SRTM smooths the pyramid and
+  the buildings, so it cannot be closer);
+* self-consistency: both views resampled through the DSM correlate better
+  than through SRTM.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import scipy.ndimage as ndi
+from click.testing import CliRunner
+
+from ops.crs import lonlat_transformer
+from ops.dem import Dem
+from ops.geoid import Geoid
+from ops.stereo import DsmTile, StereoPlan, assemble_dsm, open_view, overlap_mask, plan_stereo
+from ops.stereo_eval import agreement, block_mean, self_consistency_ncc
+from planner.grid import GeoBox
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def gizeh(shared_data: Path) -> tuple[StereoPlan, Dem, Geoid]:
+    geoid = Geoid.open(shared_data / "ventoux" / "geoid" / "egm96_15.gtx")
+    dem = Dem.open(shared_data / "gizeh" / "srtm_dir", geoid=geoid)
+    left = open_view(shared_data / "gizeh" / "img1.tif")
+    right = open_view(shared_data / "gizeh" / "img2.tif")
+    return plan_stereo(left, right, dem, gsd_m=0.6), dem, geoid
+
+
+@pytest.fixture(scope="module")
+def dsm(gizeh: tuple[StereoPlan, Dem, Geoid]) -> DsmTile:
+    plan, dem, _ = gizeh
+    return assemble_dsm(plan, dem, tile_px=4096)
+
+
+def test_pair_geometry(gizeh: tuple[StereoPlan, Dem, Geoid]) -> None:
+    plan, _, _ = gizeh
+    assert plan.left.mission == "PHR1B" and plan.left.acquired == "2013-02-08T08:36:09.1"
+    assert 0.07 < plan.frame.base_to_height < 0.10
+    # the two RPCs disagree by about half a pixel across the epipolar lines
+    assert plan.n_tie_points > 500
+    assert 0.2 < plan.right_row_shift_px < 0.8
+
+
+def test_coverage_and_pyramid(gizeh: tuple[StereoPlan, Dem, Geoid], dsm: DsmTile) -> None:
+    plan, dem, geoid = gizeh
+    seen = overlap_mask(plan, dem)
+    h = dsm.height_m
+    assert (np.isfinite(h) & seen).sum() / seen.sum() >= 0.85
+    plateau = float(np.nanmedian(h))
+    apex = float(ndi.median_filter(np.nan_to_num(h, nan=-1e4), 9).max())
+    assert 120.0 <= apex - plateau <= 160.0
+    # plateau about 60 m above EGM96 (CARS: pyramid base near 60 m)
+    n = float(geoid.undulation(np.array([31.13]), np.array([29.98]))[0])
+    assert 50.0 < plateau - n < 70.0
+
+
+def test_agreement_with_srtm(gizeh: tuple[StereoPlan, Dem, Geoid], dsm: DsmTile) -> None:
+    plan, dem, _ = gizeh
+    srtm_box = GeoBox(dem.crs, dem.transform, *dem.heights_m.shape)
+    coarse = block_mean(dsm.height_m, plan.geobox, srtm_box)
+    a = agreement(coarse, dem.heights_m)
+    assert a.n_cells > 100
+    assert abs(a.median_m) < 5.0 and a.nmad_m < 10.0
+
+
+def test_self_consistency_beats_srtm(
+    gizeh: tuple[StereoPlan, Dem, Geoid], dsm: DsmTile
+) -> None:
+    plan, dem, _ = gizeh
+    with rasterio.open(plan.left.path) as src:
+        left = src.read(1)
+    with rasterio.open(plan.right.path) as src:
+        right = src.read(1)
+    h = dsm.height_m
+    ncc_dsm = self_consistency_ncc(h, plan.geobox, plan.left.rpc, left, plan.right.rpc, right)
+    rows, cols = np.mgrid[0 : h.shape[0], 0 : h.shape[1]]
+    x, y = plan.geobox.xy(rows, cols)
+    lon, lat = lonlat_transformer(plan.geobox.crs).transform(x, y)
+    srtm = np.where(np.isfinite(h), dem.heights(lon, lat), np.nan)
+    ncc_srtm = self_consistency_ncc(
+        srtm, plan.geobox, plan.left.rpc, left, plan.right.rpc, right
+    )
+    assert ncc_dsm > 0.98
+    assert ncc_dsm > ncc_srtm + 0.01
+
+
+def test_dsm_command_writes_a_cog(shared_data: Path, tmp_path: Path) -> None:
+    from scheduler.cmd_dsm import dsm as dsm_command
+
+    g = shared_data / "gizeh"
+    out = tmp_path / "dsm.tif"
+    result = CliRunner().invoke(dsm_command, [
+        str(g / "img1.tif"), str(g / "img2.tif"), "--dem", str(g / "srtm_dir"),
+        "--geoid", str(shared_data / "ventoux" / "geoid" / "egm96_15.gtx"),
+        "--heights", "geoid", "--gsd", "1.2", "--tile-size", "256", "-q", "-o", str(out),
+    ])
+    assert result.exit_code == 0, result.output
+    with rasterio.open(out) as src:
+        assert src.count == 3 and src.dtypes[0] == "float32" and src.nodata == -32768.0
+        assert src.res == (1.2, 1.2) and src.crs.to_epsg() == 32636
+        assert src.descriptions[0] == "height (m)"
+        h = src.read(1, masked=True)
+    assert h.count() > 0.5 * h.size
+    assert 50.0 < float(np.ma.median(h)) < 70.0  # plateau, above EGM96
+
+
+def test_dsm_command_refuses_a_non_overlapping_pair(shared_data: Path, tmp_path: Path) -> None:
+    from scheduler.cmd_dsm import dsm as dsm_command
+
+    g, v = shared_data / "gizeh", shared_data / "ventoux"
+    out = tmp_path / "dsm.tif"
+    result = CliRunner().invoke(dsm_command, [
+        str(g / "img1.tif"), str(v / "right_image.tif"), "--dem", str(g / "srtm_dir"),
+        "-q", "-o", str(out),
+    ])
+    assert result.exit_code != 0
+    assert "2013-02-08" in result.output or "overlap" in result.output or "cover" in result.output
+    assert not out.exists()
