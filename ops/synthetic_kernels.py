@@ -41,18 +41,18 @@ def _keys(t: float) -> float:
 
 @njit(cache=True)
 def _cubic_periodic(arr: FloatArray, u: float, v: float) -> float:
-    n_r, n_c = arr.shape
-    iu, iv = math.floor(u), math.floor(v)
-    fu, fv = u - iu, v - iv
-    wu = (_keys(fu + 1.0), _keys(fu), _keys(1.0 - fu), _keys(2.0 - fu))
-    wv = (_keys(fv + 1.0), _keys(fv), _keys(1.0 - fv), _keys(2.0 - fv))
+    """Keys cubic convolution of a periodic array whose sides are powers of two."""
+    mask_r, mask_c = arr.shape[0] - 1, arr.shape[1] - 1
+    fu_i, fv_i = math.floor(u), math.floor(v)
+    fu, fv = u - fu_i, v - fv_i
+    iu, iv = int(fu_i), int(fv_i)
+    wu0, wu1, wu2, wu3 = _keys(fu + 1.0), _keys(fu), _keys(1.0 - fu), _keys(2.0 - fu)
+    c0, c1, c2, c3 = (iu - 1) & mask_c, iu & mask_c, (iu + 1) & mask_c, (iu + 2) & mask_c
     total = 0.0
     for a in range(4):
-        rr = (iv - 1 + a) % n_r
-        acc = 0.0
-        for b in range(4):
-            acc += wu[b] * arr[rr, (iu - 1 + b) % n_c]
-        total += wv[a] * acc
+        rr = (iv - 1 + a) & mask_r
+        acc = wu0 * arr[rr, c0] + wu1 * arr[rr, c1] + wu2 * arr[rr, c2] + wu3 * arr[rr, c3]
+        total += _keys(fv + 1.0 - a) * acc
     return total
 
 

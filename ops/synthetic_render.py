@@ -34,7 +34,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window as RioWindow
 from scipy.ndimage import maximum_filter, minimum_filter
 
-from ops.errors import RasterReadError
+from ops.errors import GeometryError, RasterReadError
 from ops.rpc import RpcModel
 from ops.rpc_fit import localize_rpc
 from ops.synthetic_kernels import bilinear, march_rays, octave_sum
@@ -48,7 +48,10 @@ NODE_STEP_PX = 32
 
 def fractal_noise(rng: np.random.Generator, n: int, *, beta: float) -> FloatArray:
     """A periodic n x n array, power spectrum ~ f^-beta, band-limited below 1/4 cycle per
-    cell, zero mean, scaled so max |value| = 1."""
+    cell, zero mean, scaled so max |value| = 1. ``n`` must be a power of two (the
+    sampler wraps indices with a bit mask)."""
+    if n < 8 or n & (n - 1):
+        raise GeometryError(f"fractal_noise: n = {n}, expected a power of two >= 8")
     white = rng.standard_normal((n, n))
     fy = np.fft.fftfreq(n)[:, None]
     fx = np.fft.rfftfreq(n)[None, :]
@@ -72,6 +75,20 @@ class ScalarField:
     off_u: tuple[float, ...]
     off_v: tuple[float, ...]
     weight: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        n_r, n_c = self.array.shape
+        if n_r & (n_r - 1) or n_c & (n_c - 1):
+            raise GeometryError(
+                f"ScalarField array shape {self.array.shape}, expected powers of two"
+            )
+        sizes = {len(self.angle_rad), len(self.cell_m), len(self.off_u), len(self.off_v),
+                 len(self.weight)}
+        if len(sizes) != 1:
+            raise GeometryError(
+                "ScalarField angle_rad, cell_m, off_u, off_v and weight must have one "
+                f"entry per octave; got lengths {sorted(sizes)}"
+            )
 
     def sample(self, x: Any, y: Any) -> FloatArray:
         """The field at UTM points (any shape; the result has that shape)."""

@@ -32,6 +32,7 @@ from ops.synthetic import (
     truth_ortho,
     truth_values_at,
 )
+from ops.synthetic_render import ScalarField, fractal_noise
 from planner.grid import GeoBox
 
 pytestmark = pytest.mark.unit
@@ -105,6 +106,24 @@ def test_fit_rpc_refuses_an_empty_box() -> None:
     with pytest.raises(GeometryError, match="h_range"):
         fit_rpc(cam.project, lon_range=(1.4, 1.5), lat_range=(43.5, 43.7), h_range=(10, 10),
                 height=100, width=100)
+
+
+# ------------------------------------------------------------------- fields
+def test_field_interpolates_its_nodes_and_is_periodic() -> None:
+    rng = np.random.default_rng(9)
+    field = ScalarField(array=fractal_noise(rng, 64, beta=2.0), mean=5.0, angle_rad=(0.0,),
+                        cell_m=(2.0,), off_u=(0.0,), off_v=(0.0,), weight=(3.0,))
+    assert float(np.max(np.abs(field.array))) == pytest.approx(1.0)
+    rows, cols = np.meshgrid(np.arange(-3, 70), np.arange(-5, 66), indexing="ij")
+    values = field.sample(2.0 * cols, 2.0 * rows)
+    np.testing.assert_allclose(values, 5.0 + 3.0 * field.array[rows % 64, cols % 64], atol=1e-12)
+    x, y = rng.uniform(-500, 500, 100), rng.uniform(-500, 500, 100)
+    np.testing.assert_allclose(field.sample(x + 128.0, y - 256.0), field.sample(x, y), atol=1e-9)
+    # continuous: a micro-step moves the value by a micro-amount
+    assert float(np.max(np.abs(field.sample(x + 1e-6, y) - field.sample(x, y)))) < 1e-4
+    with pytest.raises(GeometryError, match="powers of two"):
+        ScalarField(array=np.zeros((48, 64)), mean=0.0, angle_rad=(0.0,), cell_m=(1.0,),
+                    off_u=(0.0,), off_v=(0.0,), weight=(1.0,))
 
 
 # --------------------------------------------------------------------- spec
