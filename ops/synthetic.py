@@ -526,6 +526,32 @@ def truth_values_at(scene: SyntheticScene, x: FloatArray, y: FloatArray) -> Floa
     return scene.spec.gain * scene.texture.sample(x, y)
 
 
+def truth_visibility(scene: SyntheticScene, view: int, geobox: GeoBoxLike) -> NDArray[np.bool_]:
+    """Whether each true ground point under the grid's pixel centres is seen by ``view``:
+    inside the image and not hidden (by a building or relief) from the camera."""
+    if not 0 <= view < len(scene.rpcs):
+        raise GeometryError(f"view {view} is not one of the scene's {len(scene.rpcs)} views")
+    x, y = _geobox_utm(scene, geobox)
+    seen = np.zeros(x.shape, dtype=bool)
+    to_lonlat = Transformer.from_crs(scene.crs, "EPSG:4326", always_xy=True)
+    chunk = 1 << 20
+    for start in range(0, x.size, chunk):
+        xs, ys = x[start:start + chunk], y[start:start + chunk]
+        h = dem_bilinear(scene.dem_path, xs, ys)
+        lon, lat = to_lonlat.transform(xs, ys)
+        rows, cols = scene.rpcs[view].project(lon, lat, np.nan_to_num(h), check=False)
+        inside = (np.isfinite(h) & (rows >= -0.5) & (rows <= scene.spec.height - 0.5)
+                  & (cols >= -0.5) & (cols <= scene.spec.width - 0.5))
+        if not inside.any():
+            continue
+        hx, hy, hh = intersect_rays(scene, view, rows[inside], cols[inside])
+        hit = np.hypot(hx - xs[inside], hy - ys[inside]) + np.abs(hh - h[inside]) < 1e-3
+        part = np.zeros(xs.shape, dtype=bool)
+        part[np.flatnonzero(inside)[hit]] = True
+        seen[start:start + chunk] = part
+    return seen.reshape(geobox.height, geobox.width)
+
+
 def intersect_rays(
     scene: SyntheticScene, view: int, rows: FloatArray, cols: FloatArray
 ) -> tuple[FloatArray, FloatArray, FloatArray]:

@@ -31,6 +31,7 @@ from ops.synthetic import (
     truth_heights_at,
     truth_ortho,
     truth_values_at,
+    truth_visibility,
 )
 from ops.synthetic_render import ScalarField, fractal_noise
 from planner.grid import GeoBox
@@ -259,6 +260,38 @@ def test_buildings_hide_ground_from_one_view(scene: SyntheticScene) -> None:
         assert np.all(hh[~seen] > h[~seen])
         hidden.append(~seen)
     assert np.any(hidden[0] & ~hidden[1]) and np.any(hidden[1] & ~hidden[0])
+
+
+def test_truth_visibility_marks_hidden_and_outside_ground(scene: SyntheticScene) -> None:
+    left, bottom, right, top = scene.footprint_utm
+    box = GeoBox.from_bounds(scene.crs, left - 20, bottom - 20, right + 20, top + 20, 1.0)
+    masks = [truth_visibility(scene, view, box) for view in range(2)]
+    x, y = box.xy(*np.indices(box.shape))
+    h = truth_heights_at(scene, x, y)
+    for view, mask in enumerate(masks):
+        assert 0.4 < mask.mean() < 0.9  # the margin is outside, buildings hide some
+        assert not mask[0].any() and not mask[:, 0].any()
+        # a seen point projects into the image where the image shows its reflectance
+        lon, lat = _lonlat(scene, x[mask], y[mask])
+        rows, cols = scene.rpcs[view].project(lon, lat, h[mask])
+        _, _, hh = intersect_rays(scene, view, rows, cols)
+        np.testing.assert_allclose(hh, h[mask], atol=1e-3)
+    assert np.any(masks[0] & ~masks[1]) and np.any(masks[1] & ~masks[0])
+
+
+def test_gdal_reads_the_same_camera_from_the_tiff_tags(scene: SyntheticScene) -> None:
+    from rasterio.transform import RPCTransformer
+
+    rng = np.random.default_rng(10)
+    rows, cols = rng.uniform(0, 319, 50), rng.uniform(0, 319, 50)
+    h = rng.uniform(scene.dem_min_m, scene.dem_max_m, 50)
+    for path, rpc in zip(scene.view_paths, scene.rpcs):
+        lon, lat = localize_rpc(rpc, rows, cols, h)
+        with rasterio.open(path) as src, RPCTransformer(src.rpcs) as gdal:
+            g_rows, g_cols = gdal.rowcol(lon, lat, zs=h, op=lambda v: v)
+        # GDAL's pixel coordinates put centres at +0.5
+        np.testing.assert_allclose(np.asarray(g_rows) - 0.5, rows, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(g_cols) - 0.5, cols, atol=1e-6)
 
 
 def test_images_hold_the_true_reflectance_at_the_hit(scene: SyntheticScene) -> None:
