@@ -1,0 +1,380 @@
+"""Depth-first dispatch of a task graph onto a pool of Ray actors, losing no task.
+
+The loop, around a :class:`~scheduler.runtime.state.DispatchState`:
+
+1. While an actor has a free slot (``tasks_per_actor`` calls queued on it)
+   and the bytes-in-flight bound allows, take the next READY task in
+   priority order and call ``actor.run(fn, *input_refs)`` with two returns:
+   a small :class:`~scheduler.runtime.actors.TaskStatus` the driver reads,
+   and the value, which stays in the object store as an ObjectRef for its
+   consumers. Locality: the actor chosen is the free one on the node that
+   holds the most bytes of the task's inputs (ties: the least busy).
+2. Wait for any status. ``ok`` -> the result is HELD (its ObjectRef kept) or,
+   for a task without consumers, fetched as the run's result. Inputs whose
+   last consumer finished are RELEASED: their ObjectRefs are dropped and Ray
+   frees them. A failed status (the function raised) is final for that task
+   and its descendants; the rest goes on.
+3. A Ray error instead of a status is a *system* failure: the actor or its
+   node died, or an input object was lost with its node. The pool re-reads
+   the cluster's nodes, forgets actors on dead nodes and starts actors on
+   new ones; every HELD result that lived on a dead node is declared lost
+   and, with the released inputs it needs, recomputed from the DAG (not from
+   the start of the campaign). The failed task is requeued, up to
+   ``max_attempts`` runs.
+
+The pool keeps one actor per ``cpus_per_actor`` CPUs on every alive node
+(pinned with a hard node-affinity strategy, no Ray restarts: the dispatcher
+does its own recovery). A node's custom resources (``"c7g.large:spot"``)
+name its instance type and market; a task with ``resources`` runs only on
+actors of nodes that have them when such actors exist.
+
+:func:`run_serial` drives the same state in-process without Ray, for tests
+and tiny runs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from scheduler.runtime.actors import TaskContext, TaskStatus, TileWorker, execute
+from scheduler.runtime.errors import GraphError, RuntimeFailure
+from scheduler.runtime.state import DispatchState, Failure, TaskGraph, TaskState
+
+STANDARD_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A snapshot for progress bars: tasks and products done, elapsed time."""
+
+    tasks_done: int
+    tasks_total: int
+    products_done: int
+    products_total: int
+    elapsed_s: float
+    bytes_in_flight: int
+    retries: int
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchOptions:
+    """Bounds and policies of one dispatch run."""
+
+    max_bytes_in_flight: int = 1 << 30
+    tasks_per_actor: int = 2
+    cpus_per_actor: float = 1.0
+    max_attempts: int = 6
+    no_worker_timeout_s: float = 120.0
+    scratch_root: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.tasks_per_actor < 1:
+            raise GraphError(f"tasks_per_actor = {self.tasks_per_actor}, expected >= 1")
+        if self.cpus_per_actor <= 0:
+            raise GraphError(f"cpus_per_actor = {self.cpus_per_actor}, expected > 0")
+        if self.max_attempts < 1:
+            raise GraphError(f"max_attempts = {self.max_attempts}, expected >= 1")
+
+
+@dataclass(frozen=True, slots=True)
+class RunReport:
+    """What a dispatch run did: results of sink tasks, failures, effort and memory."""
+
+    results: Mapping[str, object]
+    failures: tuple[Failure, ...]
+    task_runs: int
+    retries: int
+    recomputed: int
+    peak_bytes_in_flight: int
+    wall_s: float
+    runs_by_key: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+def _progress(state: DispatchState, products_total: int, products_done: int, start: float,
+              retries: int) -> Progress:
+    done = state.count(TaskState.HELD, TaskState.RELEASED)
+    return Progress(done, len(state.state), products_done, products_total,
+                    time.perf_counter() - start, state.bytes_in_flight, retries)
+
+
+def run_serial(
+    graph: TaskGraph,
+    options: DispatchOptions | None = None,
+    progress: ProgressFn | None = None,
+    ctx: TaskContext | None = None,
+) -> RunReport:
+    """Run the graph in this process, in priority order, with the same bookkeeping."""
+    options = options or DispatchOptions()
+    ctx = ctx or TaskContext(node_id="local")
+    state = DispatchState(graph, options.max_bytes_in_flight)
+    values: dict[str, object] = {}
+    results: dict[str, object] = {}
+    start = time.perf_counter()
+    sinks = set(graph.sinks())
+    while not state.finished:
+        key = state.take()
+        if key is None:
+            raise GraphError("no task is ready but the graph is not finished (inconsistent state)")
+        task = graph.tasks[key]
+        state.start(key)
+        status, value = execute(task.fn, ctx, *(values[d] for d in task.deps))
+        if status.ok:
+            if key in sinks:
+                results[key] = value
+            else:
+                values[key] = value
+            state.complete(key, status.nbytes)
+        else:
+            state.fail(key, status.error)
+        for k in state.dropped:
+            values.pop(k, None)
+        state.dropped.clear()
+        if progress is not None:
+            progress(_progress(state, len(sinks), len(results), start, 0))
+    runs = sum(state.runs.values())
+    return RunReport(results, tuple(state.failures), runs, 0, 0, state.peak_bytes_in_flight,
+                     time.perf_counter() - start, dict(state.runs))
+
+
+@dataclass(slots=True)
+class _Slot:
+    handle: Any
+    node_id: str
+    resources: frozenset[str]
+    running: int = 0
+
+
+class ActorPool:
+    """One :class:`TileWorker` per ``cpus_per_actor`` CPUs on each alive node."""
+
+    def __init__(self, options: DispatchOptions) -> None:
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        self._ray = ray
+        self._affinity = NodeAffinitySchedulingStrategy
+        self.options = options
+        self._remote = ray.remote(TileWorker)
+        self.slots: list[_Slot] = []
+        self.dead_nodes: set[str] = set()
+
+    def sync(self) -> set[str]:
+        """Re-read the cluster: drop actors of dead nodes, start actors on new ones.
+
+        Returns the ids of nodes found dead since the last call.
+        """
+        alive: dict[str, Mapping[str, float]] = {}
+        newly_dead: set[str] = set()
+        for node in self._ray.nodes():  # type: ignore[no-untyped-call]
+            node_id = node["NodeID"]
+            if node["Alive"]:
+                alive[node_id] = node.get("Resources", {})
+            elif node_id not in self.dead_nodes:
+                self.dead_nodes.add(node_id)
+                newly_dead.add(node_id)
+        kept = [s for s in self.slots if s.node_id in alive]
+        newly_dead |= {s.node_id for s in self.slots if s.node_id not in alive}
+        self.dead_nodes |= newly_dead
+        have = {s.node_id for s in kept}
+        for node_id, res in alive.items():
+            if node_id in have:
+                continue
+            count = int(res.get("CPU", 0.0) // self.options.cpus_per_actor)
+            tags = frozenset(
+                k for k in res
+                if k not in STANDARD_RESOURCES and not k.startswith("node:")
+                and not k.startswith("accelerator_type:")
+            )
+            for _ in range(count):
+                handle = self._remote.options(
+                    num_cpus=self.options.cpus_per_actor,
+                    max_restarts=0,
+                    scheduling_strategy=self._affinity(node_id=node_id, soft=False),
+                ).remote(self.options.scratch_root)
+                kept.append(_Slot(handle, node_id, tags))
+        self.slots = kept
+        return newly_dead
+
+    def replace(self, slot: _Slot) -> None:
+        """Forget a dead actor; :meth:`sync` starts a new one if its node is alive."""
+        if slot in self.slots:
+            self.slots.remove(slot)
+            if not any(s.node_id == slot.node_id for s in self.slots):
+                return
+            handle = self._remote.options(
+                num_cpus=self.options.cpus_per_actor,
+                max_restarts=0,
+                scheduling_strategy=self._affinity(node_id=slot.node_id, soft=False),
+            ).remote(self.options.scratch_root)
+            self.slots.append(_Slot(handle, slot.node_id, slot.resources))
+
+    def free(self) -> list[_Slot]:
+        return [s for s in self.slots if s.running < self.options.tasks_per_actor]
+
+    def shutdown(self) -> None:
+        for slot in self.slots:
+            self._ray.kill(slot.handle)
+        self.slots = []
+
+
+class Dispatcher:
+    """Runs a :class:`TaskGraph` on the connected Ray cluster (see the module docstring)."""
+
+    def __init__(self, options: DispatchOptions | None = None) -> None:
+        self.options = options or DispatchOptions()
+
+    def run(
+        self,
+        graph: TaskGraph,
+        progress: ProgressFn | None = None,
+        on_result: Callable[[str, object], None] | None = None,
+    ) -> RunReport:
+        import ray
+        from ray.exceptions import RayActorError, RayError
+
+        opts = self.options
+        state = DispatchState(graph, opts.max_bytes_in_flight)
+        pool = ActorPool(opts)
+        pool.sync()
+        sinks = set(graph.sinks())
+        held: dict[str, Any] = {}
+        where: dict[str, str] = {}
+        results: dict[str, object] = {}
+        inflight: dict[Any, tuple[str, _Slot, Any]] = {}
+        retries = 0
+        recomputed = 0
+        start = time.perf_counter()
+        no_worker_since: float | None = None
+
+        def forget_dropped() -> None:
+            for k in state.dropped:
+                held.pop(k, None)
+                where.pop(k, None)
+            state.dropped.clear()
+
+        def recover() -> None:
+            nonlocal recomputed
+            pool.sync()
+            dead = pool.dead_nodes
+            for k in [k for k, n in where.items() if n in dead]:
+                if state.state[k] is TaskState.HELD:
+                    recomputed += len(state.lose(k))
+            forget_dropped()
+
+        try:
+            while not state.finished:
+                free = pool.free()
+                while free:
+                    key = state.take()
+                    if key is None:
+                        break
+                    task = graph.tasks[key]
+                    slot = self._pick(task.deps, task.resources, free, where, state)
+                    state.start(key)
+                    status_ref, value_ref = slot.handle.run.options(num_returns=2).remote(
+                        task.fn, *(held[d] for d in task.deps)
+                    )
+                    slot.running += 1
+                    inflight[status_ref] = (key, slot, value_ref)
+                    if slot.running >= opts.tasks_per_actor:
+                        free.remove(slot)
+                if not inflight:
+                    if state.finished:
+                        break
+                    if not pool.slots:
+                        now = time.perf_counter()
+                        no_worker_since = no_worker_since or now
+                        if now - no_worker_since > opts.no_worker_timeout_s:
+                            raise RuntimeFailure(
+                                f"no worker node with >= {opts.cpus_per_actor} CPU joined the "
+                                f"cluster within {opts.no_worker_timeout_s:.0f} s; "
+                                f"{len(state.state) - state.count(TaskState.RELEASED)} tasks left"
+                            )
+                        time.sleep(0.5)
+                        pool.sync()
+                        continue
+                    counts = {st.value: state.count(st) for st in TaskState}
+                    raise GraphError(
+                        f"no task is ready or running but the graph is not finished: {counts}, "
+                        f"{state.bytes_in_flight} bytes in flight, {len(pool.slots)} actors"
+                    )
+                no_worker_since = None
+                ready, _ = ray.wait(list(inflight), num_returns=1, timeout=5.0)
+                if not ready:
+                    continue
+                ready, _ = ray.wait(list(inflight), num_returns=len(inflight), timeout=0)
+                for ref in ready:
+                    key, slot, value_ref = inflight.pop(ref)
+                    slot.running -= 1
+                    try:
+                        status: TaskStatus = ray.get(ref)
+                        value = ray.get(value_ref) if (status.ok and key in sinks) else None
+                    except RayError as exc:
+                        retries += 1
+                        _discard(value_ref)
+                        if isinstance(exc, RayActorError):
+                            pool.replace(slot)
+                        if state.runs[key] >= opts.max_attempts:
+                            state.fail(key, f"lost {state.runs[key]} times, last: {exc!r:.300}")
+                        else:
+                            state.lose(key)
+                        forget_dropped()
+                        recover()
+                        continue
+                    if not status.ok:
+                        state.fail(key, status.error)
+                    elif key in sinks:
+                        results[key] = value
+                        state.complete(key, status.nbytes)
+                        if on_result is not None:
+                            on_result(key, value)
+                    else:
+                        state.complete(key, status.nbytes)
+                        if state.state[key] is TaskState.HELD:
+                            held[key] = value_ref
+                            where[key] = status.node_id
+                    forget_dropped()
+                if progress is not None:
+                    progress(_progress(state, len(sinks), len(results), start, retries))
+        finally:
+            pool.shutdown()
+        return RunReport(results, tuple(state.failures), sum(state.runs.values()), retries,
+                         recomputed, state.peak_bytes_in_flight, time.perf_counter() - start,
+                         dict(state.runs))
+
+    @staticmethod
+    def _pick(deps: tuple[str, ...], resources: tuple[str, ...], free: list[_Slot],
+              where: Mapping[str, str], state: DispatchState) -> _Slot:
+        candidates = free
+        if resources:
+            matching = [s for s in free if s.resources.issuperset(resources)]
+            candidates = matching or free
+        if not deps:
+            return min(candidates, key=lambda s: s.running)
+        local: dict[str, int] = {}
+        for d in deps:
+            node = where.get(d)
+            if node is not None:
+                local[node] = local.get(node, 0) + state.bytes_of.get(d, 0)
+        return max(candidates, key=lambda s: (local.get(s.node_id, 0), -s.running))
+
+
+def _discard(ref: Any) -> None:
+    """Read an errored ObjectRef so Ray does not log it as an unhandled error."""
+    import ray
+    from ray.exceptions import RayError
+
+    try:
+        ray.get(ref, timeout=0)
+    except (RayError, TimeoutError):
+        pass

@@ -1,0 +1,124 @@
+"""Task functions of the flow: picklable callables ``fn(ctx, *inputs)`` around plain ops calls.
+
+Each is a frozen dataclass holding only small, picklable parameters (paths,
+windows, a store value); the heavy, scene-wide state travels as task
+*inputs* (ObjectRefs shared by every tile of a scene) or lives in the
+worker's cache (the ortho plan per scene, keyed by its product key).
+
+* :class:`OrthoPlanTask` -> :class:`ops.ortho.OrthoPlan` for a scene (RPC,
+  DEM read around the footprint, grid step and height levels);
+* :class:`OrthoTileTask` (plan) -> the (bands, rows, cols) tile: it declares
+  its input window (:func:`ops.ortho.declare_tile_input`), reads exactly
+  that window, resamples;
+* :class:`WriteCogTask` (tiles...) -> :class:`ProductRecord`: the tiles into a
+  scratch COG in the worker's scratch folder, then an atomic store
+  publication of the COG and of its STAC item.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ops.dem import Dem
+from ops.errors import DemCoverageError
+from ops.ortho import HeightModel, OrthoPlan, declare_tile_input, ortho_tile, plan_ortho
+from ops.raster_io import CogWriter, raster_info, read_window
+from ops.rpc_io import find_rpc
+from planner.grid import GeoBox, Window
+from scheduler.runtime.actors import TaskContext
+from scheduler.runtime.manifest import ProductRecord
+from scheduler.runtime.stac import item_bytes, make_item, stac_key
+from scheduler.runtime.store import LocalStore, S3Store, sha256_file
+
+
+def open_dem(dem: str, geoid: str | None, box: tuple[float, float, float, float]) -> Dem:
+    """The DEM around a scene's footprint box, or the whole DEM when it covers less.
+
+    The box comes from the RPC's whole height range, far wider than the
+    terrain's; a DEM cut to the scene (synthetic scenes, user crops) does not
+    cover it, and the ortho plan checks coverage at the terrain's real heights.
+    """
+    try:
+        return Dem.open(dem, geoid=geoid, bounds_lonlat=box)
+    except DemCoverageError:
+        return Dem.open(dem, geoid=geoid)
+
+
+@dataclass(frozen=True, slots=True)
+class OrthoPlanTask:
+    """Plan the ortho of one scene on the output grid ``geobox``."""
+
+    image: str
+    dem: str
+    geoid: str | None
+    dem_box: tuple[float, float, float, float]
+    geobox: GeoBox
+    resampling: str = "bicubic"
+
+    def __call__(self, ctx: TaskContext) -> OrthoPlan:
+        info = raster_info(self.image)
+        rpc = find_rpc(self.image)
+        dem = open_dem(self.dem, self.geoid, self.dem_box)
+        heights = HeightModel.from_dem(dem)
+        return plan_ortho(rpc, heights, self.geobox, info.shape, band_count=info.count,
+                          dtype=info.dtype, src_nodata=info.nodata, resampling=self.resampling)
+
+
+@dataclass(frozen=True, slots=True)
+class OrthoTileTask:
+    """One output tile of a scene's ortho, reading only its declared input window."""
+
+    image: str
+    window: Window
+
+    def __call__(self, ctx: TaskContext, plan: OrthoPlan) -> NDArray[np.generic]:
+        src_window = declare_tile_input(plan, self.window)
+        block = None if src_window is None else read_window(self.image, src_window)
+        return ortho_tile(plan, self.window, block, src_window)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteCogTask:
+    """Assemble the tiles of a product into a COG and publish it with its STAC item."""
+
+    store: LocalStore | S3Store
+    object_key: str
+    product_key: str
+    op: str
+    label: str
+    geobox: GeoBox
+    windows: tuple[Window, ...]
+    count: int
+    dtype: str
+    nodata: float | None
+    datetime_iso: str = "1970-01-01T00:00:00+00:00"
+
+    def __call__(self, ctx: TaskContext, *tiles: NDArray[np.generic]) -> ProductRecord:
+        scratch = Path(ctx.scratch_dir) / f"{uuid.uuid4().hex}.tif"
+        try:
+            with CogWriter(scratch, self.geobox, count=self.count, dtype=self.dtype,
+                           nodata=self.nodata) as out:
+                for window, tile in zip(self.windows, tiles, strict=True):
+                    out.write(window, tile)
+            digest = sha256_file(scratch)
+            nbytes = scratch.stat().st_size
+            self.store.put_file(self.object_key, scratch)
+        finally:
+            scratch.unlink(missing_ok=True)
+        item_key = stac_key(self.object_key)
+        item = make_item(
+            Path(self.object_key).stem, Path(self.object_key).name, self.geobox,
+            dtype=self.dtype, nodata=self.nodata,
+            datetime=dt.datetime.fromisoformat(self.datetime_iso),
+            properties={"eochain:product_key": self.product_key, "eochain:op": self.op,
+                        "eochain:sha256": digest},
+        )
+        self.store.put_bytes(item_key, item_bytes(item))
+        return ProductRecord(self.product_key, self.object_key, self.store.uri(self.object_key),
+                             self.op, self.label, digest, nbytes, item_key)
