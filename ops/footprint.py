@@ -130,10 +130,9 @@ def declare_input_window(
         raise GeometryError(f"margin {margin_px} px, expected >= 0")
     lon, lat = geobox_lonlat(tile_geobox, spacing_px)
     hmin, hmax = tile_height_range(dem, lon, lat)
-    rows_lo, cols_lo = rpc.project(lon, lat, np.full_like(lon, hmin), check=False)
-    rows_hi, cols_hi = rpc.project(lon, lat, np.full_like(lon, hmax), check=False)
-    rows = np.concatenate([rows_lo, rows_hi])
-    cols = np.concatenate([cols_lo, cols_hi])
+    n = lon.size
+    rows, cols = rpc.project(np.tile(lon, 2), np.tile(lat, 2),
+                             np.repeat([hmin, hmax], n), check=False)
     if not (np.all(np.isfinite(rows)) and np.all(np.isfinite(cols))):
         raise GeometryError(
             f"{rpc.source}: the RPC gives non-finite image points for the tile {tile_geobox}"

@@ -253,11 +253,11 @@ def node_grid(plan: OrthoPlan, window: Window, step: int | None = None) -> NodeG
     lon, lat = (np.asarray(v, dtype=np.float64)
                 for v in lonlat_transformer(plan.geobox.crs).transform(x, y))
     U, V = plan.heights.node_coords(lon, lat)
-    R = np.empty((plan.n_levels, *lon.shape))
-    C = np.empty_like(R)
-    for j, h in enumerate(plan.levels_m):
-        R[j], C[j] = plan.rpc.project(lon, lat, np.full(lon.shape, h), check=False)
-    return NodeGrid(k0, l0, U, V, R, C)
+    # One call for every level: each RPC call has a fixed cost (a parallel region).
+    levels = np.broadcast_to(plan.levels_m[:, None, None], (plan.n_levels, *lon.shape))
+    R, C = plan.rpc.project(np.broadcast_to(lon, levels.shape), np.broadcast_to(lat, levels.shape),
+                            levels, check=False)
+    return NodeGrid(k0, l0, U, V, np.ascontiguousarray(R), np.ascontiguousarray(C))
 
 
 def exact_sensor_coords(plan: OrthoPlan, window: Window) -> tuple[FloatArray, FloatArray]:
@@ -552,3 +552,14 @@ def orthorectify(
                 progress(1)
     return OrthoReport(str(dest), plan.geobox, len(jobs), tiles_read, pixels_read,
                        plan.grid_step_px, plan.n_levels)
+
+
+def orthorectify_array(
+    image: str | Path, plan: OrthoPlan, *, tile_px: int = 1024
+) -> NDArray[np.generic]:
+    """Orthorectify tile by tile into an in-memory (bands, rows, cols) array (benchmarks, tests)."""
+    out = np.empty((plan.band_count, *plan.geobox.shape), dtype=plan.dtype)
+    for window, src_window in tile_jobs(plan, tile_px):
+        block = None if src_window is None else read_window(image, src_window)
+        out[(slice(None), *window.slices())] = ortho_tile(plan, window, block, src_window)
+    return out

@@ -55,23 +55,32 @@ def _keys(t: float) -> float:
 
 
 @numba.njit(cache=True, inline="always")
-def _sensor_point(
-    gr: int, gc: int, step: int, k0: int, l0: int,
-    U: Any, V: Any, R: Any, C: Any, dem: Any, h0: float, dh: float,
-) -> tuple[float, float]:
-    """Sensor (row, col) of global output pixel (gr, gc); NaN where the height is."""
+def _prep_row(gr: int, step: int, k0: int, U: Any, V: Any, R: Any, C: Any, rb: Any) -> None:
+    """Blend the two node rows around global output row ``gr`` into ``rb``.
+
+    ``rb`` rows: 0 = U, 1 = V, 2 + L = R[L], 2 + levels + L = C[L]; columns = nodes.
+    Each value depends on (gr, node column) only, never on the tile.
+    """
     kk = gr // step
-    ll = gc // step
     fr = (gr - kk * step) / step
-    fc = (gc - ll * step) / step
     k = kk - k0
-    m = ll - l0
-    w00 = (1.0 - fr) * (1.0 - fc)
-    w01 = (1.0 - fr) * fc
-    w10 = fr * (1.0 - fc)
-    w11 = fr * fc
-    u = w00 * U[k, m] + w01 * U[k, m + 1] + w10 * U[k + 1, m] + w11 * U[k + 1, m + 1]
-    v = w00 * V[k, m] + w01 * V[k, m + 1] + w10 * V[k + 1, m] + w11 * V[k + 1, m + 1]
+    n_levels = R.shape[0]
+    for m in range(U.shape[1]):
+        rb[0, m] = (1.0 - fr) * U[k, m] + fr * U[k + 1, m]
+        rb[1, m] = (1.0 - fr) * V[k, m] + fr * V[k + 1, m]
+        for lev in range(n_levels):
+            rb[2 + lev, m] = (1.0 - fr) * R[lev, k, m] + fr * R[lev, k + 1, m]
+            rb[2 + n_levels + lev, m] = (1.0 - fr) * C[lev, k, m] + fr * C[lev, k + 1, m]
+
+
+@numba.njit(cache=True, inline="always")
+def _sensor_point(
+    m: int, f: float, rb: Any, n_levels: int, dem: Any, h0: float, inv_dh: float,
+) -> tuple[float, float]:
+    """Sensor (row, col) at fraction ``f`` between node columns m and m+1 of a prepared row."""
+    g = 1.0 - f
+    u = g * rb[0, m] + f * rb[0, m + 1]
+    v = g * rb[1, m] + f * rb[1, m + 1]
     dem_h, dem_w = dem.shape
     v = min(max(v, 0.0), dem_h - 1.0)
     u = min(max(u, 0.0), dem_w - 1.0)
@@ -85,17 +94,27 @@ def _sensor_point(
         (1.0 - fv) * ((1.0 - fu) * dem[di, dj] + fu * dem[di, dj1])
         + fv * ((1.0 - fu) * dem[di1, dj] + fu * dem[di1, dj1])
     )
-    t = (h - h0) / dh
+    t = (h - h0) * inv_dh
     if not math.isfinite(t):
         return math.nan, math.nan
-    a = min(max(math.floor(t), 0), R.shape[0] - 2)
-    b = a + 1
+    a = min(max(math.floor(t), 0), n_levels - 2)
     s = t - a
-    r_a = w00 * R[a, k, m] + w01 * R[a, k, m + 1] + w10 * R[a, k + 1, m] + w11 * R[a, k + 1, m + 1]
-    r_b = w00 * R[b, k, m] + w01 * R[b, k, m + 1] + w10 * R[b, k + 1, m] + w11 * R[b, k + 1, m + 1]
-    c_a = w00 * C[a, k, m] + w01 * C[a, k, m + 1] + w10 * C[a, k + 1, m] + w11 * C[a, k + 1, m + 1]
-    c_b = w00 * C[b, k, m] + w01 * C[b, k, m + 1] + w10 * C[b, k + 1, m] + w11 * C[b, k + 1, m + 1]
+    ra = 2 + a
+    ca = 2 + n_levels + a
+    r_a = g * rb[ra, m] + f * rb[ra, m + 1]
+    r_b = g * rb[ra + 1, m] + f * rb[ra + 1, m + 1]
+    c_a = g * rb[ca, m] + f * rb[ca, m + 1]
+    c_b = g * rb[ca + 1, m] + f * rb[ca + 1, m + 1]
     return r_a + s * (r_b - r_a), c_a + s * (c_b - c_a)
+
+
+@numba.njit(cache=True)
+def _fractions(step: int) -> Any:
+    """q / step for q = 0 .. step-1: the column fractions inside a grid cell."""
+    out = np.empty(step)
+    for q in range(step):
+        out[q] = q / step
+    return out
 
 
 @numba.njit(cache=True, parallel=True)
@@ -105,11 +124,22 @@ def sensor_loop(
 ) -> None:
     """The mapping alone: sensor (row, col) of every pixel of a window."""
     out_h, out_w = rows_out.shape
+    n_levels = R.shape[0]
+    fractions = _fractions(step)
+    inv_dh = 1.0 / dh
     for i in numba.prange(out_h):
+        rb = np.empty((2 + 2 * n_levels, U.shape[1]))
+        _prep_row(win_r0 + i, step, k0, U, V, R, C, rb)
+        ll = win_c0 // step
+        q = win_c0 - ll * step
         for j in range(out_w):
-            y, x = _sensor_point(win_r0 + i, win_c0 + j, step, k0, l0, U, V, R, C, dem, h0, dh)
+            y, x = _sensor_point(ll - l0, fractions[q], rb, n_levels, dem, h0, inv_dh)
             rows_out[i, j] = y
             cols_out[i, j] = x
+            q += 1
+            if q == step:
+                q = 0
+                ll += 1
 
 
 @numba.njit(cache=True, parallel=True)
@@ -125,11 +155,22 @@ def ortho_loop(
     src_h, src_w = src.shape[1], src.shape[2]
     first = 0 if radius == 1 else -1
     taps = 2 * radius
+    n_levels = R.shape[0]
+    fractions = _fractions(step)
+    inv_dh = 1.0 / dh
     for i in numba.prange(out_h):
         wy = np.empty(4)
         wx = np.empty(4)
+        rb = np.empty((2 + 2 * n_levels, U.shape[1]))
+        _prep_row(win_r0 + i, step, k0, U, V, R, C, rb)
+        ll = win_c0 // step
+        q = win_c0 - ll * step
         for j in range(out_w):
-            y, x = _sensor_point(win_r0 + i, win_c0 + j, step, k0, l0, U, V, R, C, dem, h0, dh)
+            y, x = _sensor_point(ll - l0, fractions[q], rb, n_levels, dem, h0, inv_dh)
+            q += 1
+            if q == step:
+                q = 0
+                ll += 1
             if not (-0.5 <= y <= img_h - 0.5 and -0.5 <= x <= img_w - 0.5):
                 for b in range(n_bands):
                     out[b, i, j] = out_nodata
