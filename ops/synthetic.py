@@ -5,7 +5,7 @@ A scene is made of four things, each exactly defined everywhere:
 * **Terrain** (``dem.tif``): UTM, float32, heights above the WGS84 ellipsoid,
   no nodata. Fractal relief (a periodic power-law noise array, sampled by
   cubic convolution at two scales) plus flat-roofed rectangular buildings,
-  one chance per ``building_cell_m`` cell. The *true height* at any point is
+  one chance per ``building_cell_m`` cell (:mod:`ops.synthetic_terrain`). The *true height* at any point is
   the DEM file's values interpolated bilinearly (pixel centres at integer
   indices), so truth is the file, not the generator.
 * **Reflectance**: a band-limited texture, the weighted sum of a periodic
@@ -40,22 +40,15 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-import rasterio
 from numpy.typing import NDArray
 from pyproj import Transformer
-from rasterio.windows import Window as RioWindow
 
 from ops.errors import GeometryError, RasterReadError
 from ops.pushbroom import LocalFrame, PushbroomCamera, make_camera
 from ops.rpc import RpcModel
 from ops.rpc_fit import fit_rpc
-from ops.synthetic_render import (
-    ScalarField,
-    dem_bilinear,
-    fractal_noise,
-    intersect_rays_utm,
-    render_view,
-)
+from ops.synthetic_render import ScalarField, dem_bilinear, intersect_rays_utm, render_view
+from ops.synthetic_terrain import make_buildings, make_fields, write_dem
 
 FloatArray = NDArray[np.float64]
 
@@ -63,7 +56,6 @@ SCENE_JSON = "scene.json"
 FIELDS_NPZ = "fields.npz"
 DEM_TIF = "dem.tif"
 _DTYPE_GAIN = {"float32": 1.0, "uint16": 4000.0}
-_DEM_TILE = 512
 
 
 class GeoBoxLike(Protocol):
@@ -264,84 +256,6 @@ def utm_crs_for(lon: float, lat: float) -> str:
 
 
 # ----------------------------------------------------------------- building
-def _make_fields(spec: SceneSpec) -> tuple[ScalarField, ScalarField, np.random.Generator]:
-    terrain_seq, texture_seq, rest_seq = np.random.SeedSequence(spec.seed).spawn(3)
-    trng, xrng = np.random.default_rng(terrain_seq), np.random.default_rng(texture_seq)
-    half = 0.5 * spec.relief_m
-    terrain = ScalarField(
-        array=fractal_noise(trng, 512, beta=3.2),
-        mean=spec.base_height_m,
-        angle_rad=(0.0, 0.7),
-        cell_m=(24.0, 3.3),
-        off_u=tuple(float(v) for v in trng.uniform(0, 512, 2)),
-        off_v=tuple(float(v) for v in trng.uniform(0, 512, 2)),
-        weight=(half * 0.96, half * 0.04),
-    )
-    cell = spec.texture_cell
-    texture = ScalarField(
-        array=fractal_noise(xrng, 1024, beta=1.0),
-        mean=0.4,
-        angle_rad=(0.0, 0.61, 1.27),
-        cell_m=(cell, 3.1 * cell, 9.7 * cell),
-        off_u=tuple(float(v) for v in xrng.uniform(0, 1024, 3)),
-        off_v=tuple(float(v) for v in xrng.uniform(0, 1024, 3)),
-        weight=(0.14, 0.10, 0.08),
-    )
-    return terrain, texture, np.random.default_rng(rest_seq)
-
-
-@dataclass(frozen=True, slots=True)
-class _Buildings:
-    """Building parameters on a grid of cells: origin, cell size, per-cell arrays."""
-
-    x0: float
-    y0: float
-    cell_m: float
-    present: NDArray[np.bool_]
-    left: FloatArray
-    right: FloatArray
-    bottom: FloatArray
-    top: FloatArray
-    roof_m: FloatArray
-
-    def apply(self, x: FloatArray, y: FloatArray, ground: FloatArray) -> FloatArray:
-        i = np.floor((y - self.y0) / self.cell_m).astype(np.int64)
-        j = np.floor((x - self.x0) / self.cell_m).astype(np.int64)
-        ok = (i >= 0) & (j >= 0) & (i < self.present.shape[0]) & (j < self.present.shape[1])
-        i, j = np.where(ok, i, 0), np.where(ok, j, 0)
-        inside = (
-            ok & self.present[i, j] & (x >= self.left[i, j]) & (x <= self.right[i, j])
-            & (y >= self.bottom[i, j]) & (y <= self.top[i, j])
-        )
-        return np.where(inside, np.maximum(ground, self.roof_m[i, j]), ground)
-
-
-def _make_buildings(
-    spec: SceneSpec, rng: np.random.Generator, bounds: tuple[float, float, float, float],
-    terrain: ScalarField,
-) -> _Buildings:
-    left, bottom, right, top = bounds
-    cell = spec.building_cell_m
-    x0, y0 = math.floor(left / cell) * cell, math.floor(bottom / cell) * cell
-    n_r, n_c = math.ceil((top - y0) / cell), math.ceil((right - x0) / cell)
-    shape = (n_r, n_c)
-    margin = 4.0
-    width = rng.uniform(8.0, 0.75 * cell - margin, shape)
-    depth = rng.uniform(8.0, 0.75 * cell - margin, shape)
-    cx = x0 + (np.arange(n_c)[None, :] + 0.0) * cell + margin + width / 2 + rng.uniform(
-        0.0, 1.0, shape) * (cell - 2 * margin - width)
-    cy = y0 + (np.arange(n_r)[:, None] + 0.0) * cell + margin + depth / 2 + rng.uniform(
-        0.0, 1.0, shape) * (cell - 2 * margin - depth)
-    lo, hi = spec.building_height_m
-    ground = terrain.sample(cx.ravel(), cy.ravel()).reshape(shape)
-    return _Buildings(
-        x0=x0, y0=y0, cell_m=cell,
-        present=rng.uniform(0.0, 1.0, shape) < spec.building_fraction,
-        left=cx - width / 2, right=cx + width / 2, bottom=cy - depth / 2, top=cy + depth / 2,
-        roof_m=ground + rng.uniform(lo, hi, shape),
-    )
-
-
 def _footprint(
     cams: Sequence[PushbroomCamera], h_range: tuple[float, float]
 ) -> tuple[FloatArray, FloatArray]:
@@ -356,32 +270,6 @@ def _footprint(
             lons.append(lon)
             lats.append(lat)
     return np.concatenate(lons), np.concatenate(lats)
-
-
-def _write_dem(
-    path: Path, crs: str, transform: tuple[float, ...], height: int, width: int,
-    terrain: ScalarField, buildings: _Buildings,
-) -> tuple[float, float]:
-    a, _, c, _, e, f = transform
-    profile = {
-        "driver": "GTiff", "width": width, "height": height, "count": 1, "dtype": "float32",
-        "crs": crs, "transform": rasterio.Affine(*transform), "nodata": None,
-        "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate",
-        "predictor": 3,
-    }
-    lo, hi = math.inf, -math.inf
-    with rasterio.Env(GDAL_CACHEMAX=64), rasterio.open(path, "w", **profile) as dst:
-        dst.update_tags(HEIGHT_REFERENCE="WGS84 ellipsoid", UNITS="m")
-        dst.set_band_description(1, "height above the WGS84 ellipsoid (m)")
-        for r0 in range(0, height, _DEM_TILE):
-            for c0 in range(0, width, _DEM_TILE):
-                nr, nc = min(_DEM_TILE, height - r0), min(_DEM_TILE, width - c0)
-                cols, rows = np.meshgrid(np.arange(c0, c0 + nc) + 0.5, np.arange(r0, r0 + nr) + 0.5)
-                x, y = (a * cols + c).ravel(), (e * rows + f).ravel()
-                z = buildings.apply(x, y, terrain.sample(x, y)).astype(np.float32)
-                lo, hi = min(lo, float(z.min())), max(hi, float(z.max()))
-                dst.write(z.reshape(nr, nc), 1, window=RioWindow(c0, r0, nc, nr))
-    return lo, hi
 
 
 def _iter_views(spec: SceneSpec, frame: LocalFrame) -> Iterator[PushbroomCamera]:
@@ -399,7 +287,10 @@ def generate_scene(spec: SceneSpec, out_dir: str | Path) -> SyntheticScene:
     root.mkdir(parents=True, exist_ok=True)
     crs = utm_crs_for(spec.centre_lon, spec.centre_lat)
     to_utm = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
-    terrain, texture, rng = _make_fields(spec)
+    terrain, texture, rng = make_fields(
+        spec.seed, base_height_m=spec.base_height_m, relief_m=spec.relief_m,
+        texture_cell_m=spec.texture_cell,
+    )
     frame = LocalFrame(spec.centre_lon, spec.centre_lat, spec.base_height_m)
     cams = tuple(_iter_views(spec, frame))
 
@@ -416,10 +307,13 @@ def generate_scene(spec: SceneSpec, out_dir: str | Path) -> SyntheticScene:
     width = math.ceil((float(np.max(x)) + pad - left) / res)
     height = math.ceil((top - float(np.min(y)) + pad) / res)
     dem_transform = (res, 0.0, left, 0.0, -res, top)
-    buildings = _make_buildings(spec, rng, (left, top - height * res, left + width * res, top),
-                                terrain)
+    buildings = make_buildings(
+        rng, (left, top - height * res, left + width * res, top), terrain,
+        cell_m=spec.building_cell_m, fraction=spec.building_fraction,
+        height_range_m=spec.building_height_m,
+    )
     dem_path = root / DEM_TIF
-    dem_min, dem_max = _write_dem(dem_path, crs, dem_transform, height, width, terrain,
+    dem_min, dem_max = write_dem(dem_path, crs, dem_transform, height, width, terrain,
                                   buildings)
 
     h_fit = (dem_min - 10.0, dem_max + 10.0)
