@@ -58,6 +58,8 @@ FloatArray = NDArray[np.float64]
 
 #: Height step (m) used to measure the parallax vector at the scene centre.
 PARALLAX_PROBE_M = 50.0
+#: Spacing (frame pixels) of the lattice where the sensor maps are computed exactly.
+MAP_NODE_STEP_PX = 8
 #: Below this base-to-height ratio the pair has no usable stereo (a single view twice).
 MIN_BASE_TO_HEIGHT = 0.01
 
@@ -109,13 +111,6 @@ class MatchingFrame:
         ys = np.array([bottom - pad_m, bottom - pad_m, top + pad_m, top + pad_m])
         rows, cols = GeoBox(self.crs, self.transform, 1, 1).rowcol(xs, ys)
         return Window.bounding(rows, cols, margin_px=1.0)
-
-    def ground_points(
-        self, window: Window, row_shift_px: float = 0.0
-    ) -> tuple[FloatArray, FloatArray]:
-        """Map (x, y) of the window's frame pixel centres (moved by ``row_shift_px`` rows)."""
-        rows, cols = np.mgrid[0 : window.height, 0 : window.width]
-        return self.geobox(window).xy(rows + row_shift_px, cols)
 
 
 def build_frame(
@@ -169,12 +164,10 @@ class SensorMaps:
     """Raw-image coordinates of every frame pixel of a window, on the reference surface.
 
     ``rows_l``/``cols_l`` (and ``_r``) have the window's shape; ``h_ref_m`` is
-    the reference height, ``lon``/``lat`` the ground point.
+    the reference (DEM) height under each frame pixel.
     """
 
     window: Window
-    lon: FloatArray
-    lat: FloatArray
     h_ref_m: FloatArray
     rows_l: FloatArray
     cols_l: FloatArray
@@ -182,14 +175,42 @@ class SensorMaps:
     cols_r: FloatArray
 
 
-def _ground(
-    frame: MatchingFrame, window: Window, dem: HeightSurface, row_shift_px: float
+def _nodes(start: int, count: int, step: int) -> NDArray[np.int64]:
+    """Multiples of ``step`` covering ``start .. start + count - 1`` (global node lattice)."""
+    first = (start // step) * step
+    last = -(-(start + count - 1) // step) * step
+    return np.arange(first, last + step, step, dtype=np.int64)
+
+
+def _exact_at_nodes(
+    frame: MatchingFrame, rows: NDArray[np.int64], cols: NDArray[np.int64], rpc: RpcModel,
+    dem: HeightSurface, row_shift_px: float,
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
-    x, y = frame.ground_points(window, row_shift_px)
+    rr, cc = np.meshgrid(rows.astype(np.float64) + row_shift_px, cols.astype(np.float64),
+                         indexing="ij")
+    x, y = GeoBox(frame.crs, frame.transform, 1, 1).xy(rr, cc)
     lon, lat = lonlat_transformer(frame.crs).transform(x, y)
     lon = np.asarray(lon, dtype=np.float64)
     lat = np.asarray(lat, dtype=np.float64)
-    return lon, lat, np.asarray(dem.heights(lon, lat), dtype=np.float64)
+    h = np.asarray(dem.heights(lon, lat), dtype=np.float64)
+    r, c = rpc.project(lon, lat, h, check=False)
+    return h, r, c
+
+
+def _interpolate(
+    values: FloatArray, node_rows: NDArray[np.int64], node_cols: NDArray[np.int64],
+    window: Window, step: int,
+) -> FloatArray:
+    """Bilinear interpolation of node values onto every pixel of the window (separable)."""
+    fr = (np.arange(window.row_off, window.row_stop) - node_rows[0]) / step
+    fc = (np.arange(window.col_off, window.col_stop) - node_cols[0]) / step
+    i0 = np.minimum(fr.astype(np.int64), len(node_rows) - 2)
+    j0 = np.minimum(fc.astype(np.int64), len(node_cols) - 2)
+    wr = (fr - i0)[:, None]
+    wc = (fc - j0)[None, :]
+    along = values[:, j0] * (1.0 - wc) + values[:, j0 + 1] * wc
+    out: FloatArray = along[i0] * (1.0 - wr) + along[i0 + 1] * wr
+    return out
 
 
 def sensor_maps(
@@ -199,18 +220,31 @@ def sensor_maps(
     right: RpcModel,
     dem: HeightSurface,
     right_row_shift_px: float = 0.0,
+    node_step_px: int = MAP_NODE_STEP_PX,
 ) -> SensorMaps:
     """Project every frame pixel of ``window``, on the DEM, into both raw images.
+
+    The projection is exact at the nodes of a global lattice every
+    ``node_step_px`` frame pixels and bilinear in between (the ground-to-image
+    mapping is smooth; the lattice is global so that any tile gets the same
+    values as the whole). Only the rectification uses the interpolated
+    values as an approximation: triangulation starts from the raw-image
+    coordinates themselves, so it stays exact.
 
     ``right_row_shift_px`` is the pointing correction: the right image is
     sampled that many frame rows further, which cancels the row offset
     between the views that their RPC errors leave.
     """
-    lon, lat, h = _ground(frame, window, dem, 0.0)
-    rows_l, cols_l = left.project(lon, lat, h, check=False)
-    if right_row_shift_px:
-        lon_r, lat_r, h_r = _ground(frame, window, dem, right_row_shift_px)
-    else:
-        lon_r, lat_r, h_r = lon, lat, h
-    rows_r, cols_r = right.project(lon_r, lat_r, h_r, check=False)
-    return SensorMaps(window, lon, lat, h, rows_l, cols_l, rows_r, cols_r)
+    step = max(1, int(node_step_px))
+    rows = _nodes(window.row_off, window.height, step)
+    cols = _nodes(window.col_off, window.width, step)
+    if len(rows) < 2:
+        rows = np.array([rows[0], rows[0] + step])
+    if len(cols) < 2:
+        cols = np.array([cols[0], cols[0] + step])
+    h_l, r_l, c_l = _exact_at_nodes(frame, rows, cols, left, dem, 0.0)
+    _, r_r, c_r = _exact_at_nodes(frame, rows, cols, right, dem, right_row_shift_px)
+    return SensorMaps(
+        window,
+        *(_interpolate(v, rows, cols, window, step) for v in (h_l, r_l, c_l, r_r, c_r)),
+    )

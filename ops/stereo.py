@@ -76,7 +76,7 @@ OVERLAP_SAMPLES = 65
 #: Longest side (px) of the decimated read used for the grey-level stretch.
 STRETCH_SAMPLE_PX = 512
 #: Side (output cells) of the central sample the pointing correction is measured on.
-POINTING_SAMPLE_PX = 768
+POINTING_SAMPLE_PX = 512
 
 
 class Terrain(Protocol):
@@ -286,7 +286,12 @@ def _pointing_correction(plan: StereoPlan, dem: Terrain) -> tuple[float, int]:
         plan, inputs, read_window_band(plan.left.path, inputs.left_window),
         read_window_band(plan.right.path, inputs.right_window), dem,
     )
-    return estimate_row_shift(pair.grey_l, pair.grey_r, *inputs.disparity_range_px)
+    # Tie points only in the sample itself (the frame window adds matching context).
+    core = plan.frame.window_covering(sample, 0.0)
+    ext = inputs.frame_window
+    r0, c0 = max(core.row_off - ext.row_off, 0), max(core.col_off - ext.col_off, 0)
+    crop = (slice(r0, r0 + core.height), slice(c0, c0 + core.width))
+    return estimate_row_shift(pair.grey_l[crop], pair.grey_r[crop], *inputs.disparity_range_px)
 
 
 def overlap_mask(plan: StereoPlan, dem: Terrain, geobox: GeoBox | None = None) -> NDArray[np.bool_]:
