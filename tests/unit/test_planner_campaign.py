@@ -104,7 +104,7 @@ def test_survey_generates_overlapping_pairs() -> None:
 
 
 def test_stac_item_collection(tmp_path: Path) -> None:
-    items = {"type": "FeatureCollection", "features": [
+    items: dict[str, Any] = {"type": "FeatureCollection", "features": [
         {"id": f"s{i}", "bbox": [5.0, 44.0, 5.25, 44.18],
          "properties": {"proj:shape": [40000, 40000]},
          "assets": {"image": {"href": f"s3://b/s{i}.tif"}}} for i in range(2)]}

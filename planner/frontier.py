@@ -1,0 +1,259 @@
+"""From a campaign's DAG to a placement problem, its cost/makespan Pareto frontier, and a choice.
+
+The LP of :mod:`planner.placement` is solved for one makespan at a time. The
+frontier sweeps makespans geometrically between
+
+- ``T_min``: the shortest makespan the limits allow (bisection on the LP
+  relaxation's feasibility, from the critical path up), and
+- ``T_flat``: the shortest makespan already as cheap as the deadline's plan
+  (bisection on the relaxation's cost): beyond it cost no longer falls,
+
+and keeps the non-dominated integer plans. The campaign's objective then picks
+one: ``cheapest`` (least cost within the deadline, the faster on a 0.1 % tie),
+``fastest`` (least makespan within the budget) or ``weighted`` (least
+``cost + weight_usd_per_h * makespan``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import networkx as nx
+import pulp
+
+from planner.campaign import Campaign
+from planner.catalog import Offer, PriceCatalog
+from planner.dag import TaskCost
+from planner.errors import CampaignError, InfeasiblePlanError
+from planner.placement import (
+    PlacementPlan,
+    PlacementProblem,
+    Stage,
+    _build,
+    _solve,
+    coefficients,
+    solve_placement,
+)
+
+
+@dataclass
+class _StageSum:
+    n: int = 0
+    threads: int = 1
+    mem_gib: float = 0.0
+    bytes: float = 0.0
+    cpu: dict[str, float] | None = None
+
+
+def summarise_stages(graph: nx.DiGraph) -> tuple[Stage, ...]:
+    """Per operation: task count, mean CPU-s per family, max threads and memory, mean bytes.
+
+    Bytes moved per task are its raw input, the outputs it reads from other
+    tasks and its own output: what crosses regions when it runs away from the data.
+    """
+    by_cost: dict[tuple[str, int], tuple[TaskCost, list[int]]] = {}
+    nodes = graph._node
+    pred = graph._pred
+    sums: dict[str, _StageSum] = {}
+    for key in graph:
+        cost: TaskCost = nodes[key]["cost"]
+        slot = by_cost.get((key[0], id(cost)))
+        if slot is None:
+            by_cost[key[0], id(cost)] = (cost, [1])
+        else:
+            slot[1][0] += 1
+        if pred[key]:
+            acc = sums.setdefault(key[0], _StageSum())
+            acc.bytes += sum(d["bytes"] for d in pred[key].values())
+    for (op, _), (cost, count_box) in by_cost.items():
+        count = count_box[0]
+        acc = sums.setdefault(op, _StageSum())
+        acc.n += count
+        acc.cpu = acc.cpu or {}
+        for fam, v in cost.cpu_s.items():
+            acc.cpu[fam] = acc.cpu.get(fam, 0.0) + v * count
+        acc.threads = max(acc.threads, cost.threads)
+        acc.mem_gib = max(acc.mem_gib, cost.peak_mem_gib)
+        acc.bytes += (cost.input_bytes + cost.output_bytes) * count
+    out = []
+    for op in graph.graph.get("operations", sorted(sums)):
+        got = sums.get(op)
+        if got is None or got.n == 0:
+            continue
+        cpu = {f: v / got.n for f, v in (got.cpu or {}).items()}
+        out.append(Stage(op, got.n, cpu, got.threads, got.mem_gib, got.bytes / got.n))
+    return tuple(out)
+
+
+def build_problem(graph: nx.DiGraph, campaign: Campaign, catalog: PriceCatalog,
+                  *, deadline_h: float | None = None, budget_usd: float | None = None,
+                  stages: Sequence[Stage] | None = None) -> PlacementProblem:
+    """The placement problem of a campaign's DAG on the offers its compute section allows."""
+    cc = campaign.compute
+    offers = tuple(catalog.offers(cc.regions, cc.families, cc.markets))
+    if not offers:
+        raise CampaignError(f"{campaign.source}: compute allows no priced offer (regions "
+                            f"{list(cc.regions)}, families {list(cc.families)}, markets "
+                            f"{list(cc.markets)})")
+    stages = tuple(stages) if stages is not None else summarise_stages(graph)
+    base = PlacementProblem(stages, offers, cc.startup_s, 0.0,
+                            campaign.quotas.max_instances_per_type,
+                            {"spot": campaign.quotas.spot_vcpus,
+                             "on-demand": campaign.quotas.on_demand_vcpus},
+                            {r: catalog.transfer_usd_per_gb(campaign.data_region, r)
+                             for r in cc.regions},
+                            budget_usd)
+    fastest = fastest_family(base)
+    cp = critical_path_by_op(graph, {s.name: s.cpu_s[fastest[s.name]] / s.threads
+                                     for s in stages if s.name in fastest})
+    return PlacementProblem(stages, offers, cc.startup_s, cp, base.max_instances_per_type,
+                            base.vcpu_quota, base.transfer_usd_per_gb, budget_usd)
+
+
+def fastest_family(problem: PlacementProblem) -> dict[str, str]:
+    """Per stage, the allowed family with the shortest task that fits in memory."""
+    out: dict[str, str] = {}
+    for s in problem.stages:
+        fits = [o for o in problem.offers if coefficients(s, o, problem).slots > 0]
+        if fits:
+            best = min(fits, key=lambda o: s.cpu_s.get(o.instance.family, math.inf))
+            out[s.name] = best.instance.family
+    return out
+
+
+def critical_path_by_op(graph: nx.DiGraph, task_s: dict[str, float]) -> float:
+    """Longest chain of tasks, each lasting its operation's mean task time ``task_s``.
+
+    Uses the node's own cost scaled by its share of the mean so that big
+    tiles count more than edge tiles.
+    """
+    finish: dict[object, float] = {}
+    pred = graph._pred
+    nodes = graph._node
+    mean: dict[str, float] = {}
+    count: dict[str, int] = {}
+    for key in graph:
+        cost = nodes[key]["cost"]
+        ref = next(iter(cost.cpu_s.values()))
+        mean[key[0]] = mean.get(key[0], 0.0) + ref
+        count[key[0]] = count.get(key[0], 0) + 1
+    for op in mean:
+        mean[op] /= count[op]
+    best = 0.0
+    for key in nx.topological_sort(graph):
+        start = max((finish[p] for p in pred[key]), default=0.0)
+        cost = nodes[key]["cost"]
+        share = next(iter(cost.cpu_s.values())) / mean[key[0]] if mean[key[0]] else 1.0
+        end = start + task_s.get(key[0], 0.0) * share
+        finish[key] = end
+        best = max(best, end)
+    return best
+
+
+def _relaxed(problem: PlacementProblem, makespan_h: float) -> float | None:
+    """Cost of the LP relaxation at ``makespan_h``, or None when infeasible."""
+    model = _build(problem, makespan_h, integer=False)
+    status, _ = _solve(model, False, 1e-6)
+    if status != "Optimal":
+        return None
+    return float(pulp.value(model.prob.objective) or 0.0)
+
+
+def shortest_makespan_h(problem: PlacementProblem, upper_h: float, *, rel_tol: float = 0.01
+                        ) -> float:
+    """The least makespan the limits allow (bisection), or an error naming the binding limit."""
+    floor_h = (problem.critical_path_s + problem.startup_s) / 3600
+    if upper_h < floor_h or _relaxed(problem, upper_h) is None:
+        solve_placement(problem, upper_h)  # raises InfeasiblePlanError with the diagnosis
+    lo, hi = floor_h, upper_h
+    if _relaxed(problem, lo * (1 + 1e-9)) is not None:
+        return lo * (1 + 1e-9)
+    while hi - lo > rel_tol * hi:
+        mid = 0.5 * (lo + hi)
+        if _relaxed(problem, mid) is None:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+@dataclass(frozen=True, slots=True)
+class Frontier:
+    points: tuple[PlacementPlan, ...]  # fastest first, cost strictly decreasing
+    shortest_h: float
+    flat_h: float
+
+
+def pareto_frontier(problem: PlacementProblem, deadline_h: float, *, n_points: int = 12
+                    ) -> Frontier:
+    """Non-dominated (cost, makespan) integer plans between T_min and T_flat (module doc)."""
+    t_min = shortest_makespan_h(problem, deadline_h)
+    cheapest = _relaxed(problem, deadline_h)
+    if cheapest is None:  # pragma: no cover - shortest_makespan_h raised already
+        raise InfeasiblePlanError(f"no plan within {deadline_h:.2f} h")
+    lo, hi = t_min, deadline_h
+    if (_relaxed(problem, t_min) or math.inf) <= cheapest * 1.0005:
+        hi = t_min
+    while hi - lo > 0.005 * hi:
+        mid = 0.5 * (lo + hi)
+        c = _relaxed(problem, mid)
+        if c is not None and c <= cheapest * 1.0005:
+            hi = mid
+        else:
+            lo = mid
+    t_flat = hi
+    if t_flat <= t_min * 1.0001:
+        grid = [t_min, deadline_h] if deadline_h > t_min else [t_min]
+    else:
+        ratio = (t_flat / t_min) ** (1.0 / (n_points - 1))
+        grid = [t_min * ratio**k for k in range(n_points)]
+        if deadline_h > t_flat * 1.0001:
+            grid.append(deadline_h)
+    plans = []
+    for t in grid:
+        try:
+            plans.append(solve_placement(problem, t))
+        except InfeasiblePlanError:
+            continue  # integer counts can be infeasible just above the relaxed T_min
+    plans.sort(key=lambda p: (p.makespan_h, p.cost_usd))
+    points: list[PlacementPlan] = []
+    for p in plans:
+        if not points or p.cost_usd < points[-1].cost_usd * (1 - 1e-6):
+            points.append(p)
+    return Frontier(tuple(points), t_min, t_flat)
+
+
+def choose_plan(frontier: Frontier, objective: str, deadline_h: float,
+                budget_usd: float | None, weight_usd_per_h: float) -> PlacementPlan:
+    """The frontier point the objective asks for (module docstring)."""
+    # The LP honoured makespan_limit_h; the estimate may overshoot it by one rounded task.
+    pts = [p for p in frontier.points if p.makespan_limit_h <= deadline_h * (1 + 1e-9)]
+    if not pts:
+        raise InfeasiblePlanError(
+            f"no plan meets the deadline of {deadline_h:.2f} h; the fastest takes "
+            f"{min(p.makespan_h for p in frontier.points):.2f} h")
+    if objective == "fastest":
+        if budget_usd is None:
+            raise CampaignError("objective: fastest needs budget_usd; expected a number > 0")
+        within = [p for p in pts if p.cost_usd <= budget_usd]
+        if not within:
+            raise InfeasiblePlanError(
+                f"budget {budget_usd:.2f} USD is below the cheapest plan within the deadline, "
+                f"{min(p.cost_usd for p in pts):.2f} USD")
+        return min(within, key=lambda p: (p.makespan_h, p.cost_usd))
+    if objective == "weighted":
+        return min(pts, key=lambda p: p.cost_usd + weight_usd_per_h * p.makespan_h)
+    least = min(p.cost_usd for p in pts)
+    ties = [p for p in pts if p.cost_usd <= least * 1.001]
+    choice = min(ties, key=lambda p: p.makespan_h)
+    if budget_usd is not None and choice.cost_usd > budget_usd:
+        raise InfeasiblePlanError(
+            f"budget {budget_usd:.2f} USD is below the cheapest plan within the deadline "
+            f"of {deadline_h:.2f} h, {choice.cost_usd:.2f} USD")
+    return choice
+
+
+def offer_label(offer: Offer) -> str:
+    return f"{offer.instance.name} {offer.market} {offer.region}"

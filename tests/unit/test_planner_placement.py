@@ -1,0 +1,155 @@
+"""Placement LP: equals a brute-force oracle on small problems, names the binding constraint."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from planner.catalog import InstanceType, Offer, load_catalog
+from planner.errors import InfeasiblePlanError
+from planner.placement import PlacementProblem, Stage, coefficients, solve_placement
+
+pytestmark = pytest.mark.unit
+
+
+def _offer(name: str, family: str, vcpus: int, mem: float, price: float, lam: float = 0.0,
+           region: str = "r1", market: str = "spot") -> Offer:
+    return Offer(InstanceType(name, family, vcpus, mem, "x86_64", "general"), region, market,
+                 price, lam, "none" if lam == 0 else "<5%")
+
+
+def _problem(stages: list[Stage], offers: list[Offer], *, startup_s: float = 0.0,
+             cap: int = 100, quota: int = 10_000, cp_s: float = 0.0,
+             transfer: dict[str, float] | None = None) -> PlacementProblem:
+    return PlacementProblem(tuple(stages), tuple(offers), startup_s, cp_s, cap,
+                            {"spot": quota, "on-demand": quota}, transfer or {})
+
+
+def oracle(problem: PlacementProblem, makespan_h: float) -> float | None:
+    """Least cost over every integer assignment of tasks to offers, minimal fleet for each."""
+    work_h = makespan_h - problem.startup_s / 3600
+    per_stage = []
+    for s in problem.stages:
+        ok = [j for j, o in enumerate(problem.offers)
+              if (c := coefficients(s, o, problem)).slots > 0 and c.effective_s <= work_h * 3600]
+        per_stage.append(list(itertools.combinations_with_replacement(ok, s.n_tasks)))
+    best = None
+    for assignment in itertools.product(*per_stage):
+        load = [0.0] * len(problem.offers)
+        cost = 0.0
+        for s, combo in zip(problem.stages, assignment):
+            for j in combo:
+                c = coefficients(s, problem.offers[j], problem)
+                load[j] += c.inst_h_per_task
+                cost += c.usd_per_task
+        counts = [math.ceil(h / work_h - 1e-9) for h in load]
+        if any(n > problem.max_instances_per_type for n in counts):
+            continue
+        quota_use: dict[tuple[str, str], int] = {}
+        for n, o in zip(counts, problem.offers):
+            key = (o.region, o.market)
+            quota_use[key] = quota_use.get(key, 0) + n * o.instance.vcpus
+        if any(v > problem.vcpu_quota[m] for (_, m), v in quota_use.items()):
+            continue
+        cost += sum(n * o.price_usd_per_h * problem.startup_s / 3600
+                    for n, o in zip(counts, problem.offers))
+        best = cost if best is None else min(best, cost)
+    return best
+
+
+@st.composite
+def small_problems(draw: st.DrawFn) -> tuple[PlacementProblem, float]:
+    n_offers = draw(st.integers(1, 3))
+    offers = []
+    for j in range(n_offers):
+        offers.append(_offer(
+            f"t{j}", draw(st.sampled_from(["f0", "f1"])), draw(st.sampled_from([2, 4, 8])),
+            float(draw(st.sampled_from([4, 8, 16]))), draw(st.floats(0.05, 1.0)),
+            draw(st.sampled_from([0.0, 0.01, 0.2])), draw(st.sampled_from(["r1", "r2"])),
+            draw(st.sampled_from(["spot", "on-demand"]))))
+    stages = []
+    for i in range(draw(st.integers(1, 2))):
+        cpu = draw(st.floats(600, 20_000))
+        stages.append(Stage(f"s{i}", draw(st.integers(1, 3)),
+                            {"f0": cpu, "f1": cpu * draw(st.floats(0.6, 1.5))},
+                            draw(st.sampled_from([1, 2])), draw(st.floats(0.5, 6.0)),
+                            draw(st.floats(0, 5e9))))
+    problem = _problem(stages, offers, startup_s=draw(st.sampled_from([0.0, 120.0, 600.0])),
+                       cap=draw(st.integers(1, 3)), quota=draw(st.sampled_from([8, 16, 1000])),
+                       transfer={"r1": 0.0, "r2": 0.02})
+    return problem, draw(st.floats(0.5, 6.0))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(small_problems())
+def test_lp_equals_brute_force_oracle(case: tuple[PlacementProblem, float]) -> None:
+    problem, makespan_h = case
+    expected = oracle(problem, makespan_h)
+    if expected is None:
+        with pytest.raises(InfeasiblePlanError):
+            solve_placement(problem, makespan_h, gap_rel=1e-9)
+        return
+    plan = solve_placement(problem, makespan_h, gap_rel=1e-9)
+    assert plan.cost_usd == pytest.approx(expected, rel=1e-6, abs=1e-9)
+    assert plan.cost_usd >= 0 and plan.compute_usd >= 0 and plan.transfer_usd >= 0
+    for s in problem.stages:
+        assert plan.tasks_of(s.name) == s.n_tasks  # every task placed exactly once
+    assert plan.cost_usd >= plan.relaxed_cost_usd - 1e-9
+
+
+def test_coefficients_by_hand() -> None:
+    """4 threads, 11 GiB per task on 16 vCPU / 32 GiB: memory allows 2 tasks side by side."""
+    stage = Stage("stereo", 10, {"f0": 4000.0}, 4, 11.0, 1e9)
+    offer = _offer("big", "f0", 16, 32.0, 0.36, lam=0.1, region="r2")
+    c = coefficients(stage, offer, _problem([stage], [offer], startup_s=120.0,
+                                            transfer={"r2": 0.02}))
+    assert c.slots == 2 and c.task_s == 1000.0
+    assert c.effective_s == pytest.approx(1000.0 * (1 + 0.1 * (500 + 120) / 3600))
+    assert c.inst_h_per_task == pytest.approx(c.effective_s / 3600 / 2)
+    assert c.usd_per_task == pytest.approx(0.36 * c.inst_h_per_task + 0.02)
+
+
+def test_deadline_shorter_than_critical_path_is_named() -> None:
+    stage = Stage("dsm", 4, {"f0": 3600.0}, 1, 1.0, 0.0)
+    p = _problem([stage], [_offer("a", "f0", 4, 16.0, 0.1)], startup_s=0.0, cp_s=2.6 * 3600)
+    with pytest.raises(InfeasiblePlanError,
+                       match=r"deadline 2.00 h is shorter than the critical path, 2.60 h"):
+        solve_placement(p, 2.0)
+
+
+@pytest.mark.parametrize(
+    ("cap", "quota", "fragment"),
+    [(1, 10_000, "limit of 1 instances per type"), (100, 4, "vCPU quota")],
+)
+def test_binding_limit_is_named(cap: int, quota: int, fragment: str) -> None:
+    stage = Stage("ortho", 64, {"f0": 3600.0}, 1, 1.0, 0.0)
+    p = _problem([stage], [_offer("a", "f0", 4, 16.0, 0.1)], cap=cap, quota=quota)
+    with pytest.raises(InfeasiblePlanError, match=fragment):
+        solve_placement(p, 2.0)
+
+
+def test_memory_binding_is_named() -> None:
+    stage = Stage("stereo", 2, {"f0": 100.0}, 1, 64.0, 0.0)
+    p = _problem([stage], [_offer("a", "f0", 4, 16.0, 0.1)])
+    with pytest.raises(InfeasiblePlanError, match="needs 64.0 GiB"):
+        solve_placement(p, 5.0)
+
+
+def test_large_stage_rounds_to_whole_tasks_on_real_catalog() -> None:
+    """Continuous task counts (above 500 tasks) are rounded: still every task exactly once."""
+    offers = load_catalog().offers(["eu-west-3"], ["c7g", "m7g"])
+    stages = [Stage("stereo", 1237, {"c7g": 1500.0, "m7g": 1540.0}, 4, 11.0, 7e8),
+              Stage("ortho", 9871, {"c7g": 55.0, "m7g": 56.0}, 1, 1.0, 1e8)]
+    p = _problem(stages, offers, startup_s=180.0, cap=8, quota=512)
+    plan = solve_placement(p, 6.0)
+    assert plan.tasks_of("stereo") == 1237 and plan.tasks_of("ortho") == 9871
+    assert all(e.instances <= 8 for e in plan.fleet)
+    assert 0 <= plan.rounding_gap < 0.01
+    # stereo needs 11 GiB per 4-thread task: never on c7g below 8xlarge, where it fits 2 per 16 vCPU
+    for e in plan.fleet:
+        if "stereo" in e.tasks:
+            assert coefficients(stages[0], e.offer, p).slots > 0
