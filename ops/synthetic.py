@@ -56,6 +56,7 @@ SCENE_JSON = "scene.json"
 FIELDS_NPZ = "fields.npz"
 DEM_TIF = "dem.tif"
 _DTYPE_GAIN = {"float32": 1.0, "uint16": 4000.0}
+RPC_HEIGHT_MARGIN_M = 250.0
 
 
 class GeoBoxLike(Protocol):
@@ -316,7 +317,9 @@ def generate_scene(spec: SceneSpec, out_dir: str | Path) -> SyntheticScene:
     dem_min, dem_max = write_dem(dem_path, crs, dem_transform, height, width, terrain,
                                   buildings)
 
-    h_fit = (dem_min - 10.0, dem_max + 10.0)
+    # a validity box as generous in height as a real product's (users localise at
+    # heights of their own DEMs), still fitted to far below 1e-6 px
+    h_fit = (dem_min - RPC_HEIGHT_MARGIN_M, dem_max + RPC_HEIGHT_MARGIN_M)
     views: list[dict[str, Any]] = []
     rpcs: list[RpcModel] = []
     residuals: list[float] = []
