@@ -1,0 +1,117 @@
+"""``eochain plan CAMPAIGN``: the fleet, its cost, makespan and risk; Pareto PNG; plan.json.
+
+Thin shell over :func:`planner.planning.plan_campaign`: it loads the
+campaign, the price catalog and the calibration, prints a table (or, with
+``--json``, the plan document for machines), and writes ``plan.json`` and
+``pareto.png`` into ``--out``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from planner.calibration import load_calibration
+from planner.campaign import load_campaign
+from planner.catalog import load_catalog
+from planner.errors import PlannerError
+from planner.planning import CampaignPlan, plan_to_dict
+
+
+def write_pareto_png(cp: CampaignPlan, path: Path) -> None:
+    """Cost against makespan for the frontier, the chosen plan marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = cp.frontier.points
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    ax.plot([p.makespan_h for p in pts], [p.cost_usd for p in pts], "o-", label="Pareto frontier")
+    ax.plot([cp.chosen.makespan_h], [cp.chosen.cost_usd], "r*", markersize=14, label="chosen")
+    ax.axvline(cp.deadline_h, color="grey", linestyle="--", label=f"deadline {cp.deadline_h:g} h")
+    if cp.budget_usd is not None:
+        ax.axhline(cp.budget_usd, color="grey", linestyle=":",
+                   label=f"budget {cp.budget_usd:g} USD")
+    ax.set_xlabel("makespan (h)")
+    ax.set_ylabel("cost (USD)")
+    ax.set_title(f"{cp.campaign.name}: {cp.n_tasks} tasks")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def format_table(doc: dict[str, object], cp: CampaignPlan) -> str:
+    lines = [f"campaign {cp.campaign.name}: {cp.n_tasks} tasks, {cp.n_edges} edges; "
+             f"objective {cp.campaign.objective}, deadline {cp.deadline_h:g} h"
+             + (f", budget {cp.budget_usd:g} USD" if cp.budget_usd is not None else ""),
+             f"prices {cp.catalog_date} (catalog), calibration {cp.calibration_status}", ""]
+    head = f"{'instance type':<14} {'market':<9} {'region':<10} {'n':>3} {'USD/h':>7}  tasks"
+    lines += [head, "-" * len(head)]
+    for e in cp.chosen.fleet:
+        tasks = ", ".join(f"{k} {v}" for k, v in e.tasks.items())
+        lines.append(f"{e.offer.instance.name:<14} {e.offer.market:<9} {e.offer.region:<10} "
+                     f"{e.instances:>3} {e.offer.price_usd_per_h:>7.4f}  {tasks}")
+    p = cp.chosen
+    lines += ["", (f"cost      {p.cost_usd:10.2f} USD (compute {p.compute_usd:.2f}, transfer "
+                  f"{p.transfer_usd:.2f}, start-up {p.startup_usd:.2f}; rounding gap "
+                  f"{100 * p.rounding_gap:.2f} %)"),
+              (f"makespan  {p.makespan_h:10.2f} h (critical path "
+              f"{cp.problem.critical_path_s / 3600:.2f} h)")]
+    sim = cp.simulation
+    if sim is not None:
+        lines.append(f"risk      {100 * sim.deadline_hit_rate:9.0f} % of {len(sim.runs)} "
+                     f"simulated runs meet the deadline; p95 makespan "
+                     f"{sim.p95_makespan_s / 3600:.2f} h, p95 cost {sim.p95_cost_usd:.2f} USD, "
+                     f"{sim.mean_interruptions:.1f} interruptions per run")
+    lines.append(f"frontier  {len(cp.frontier.points)} points from "
+                 f"{cp.frontier.points[0].makespan_h:.2f} h / "
+                 f"{cp.frontier.points[0].cost_usd:.2f} USD to "
+                 f"{cp.frontier.points[-1].makespan_h:.2f} h / "
+                 f"{cp.frontier.points[-1].cost_usd:.2f} USD")
+    return "\n".join(lines)
+
+
+@click.command("plan")
+@click.argument("campaign_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--deadline", "deadline_h", type=float, default=None,
+              help="Deadline in hours (overrides the file's deadline_h).")
+@click.option("--budget", "budget_usd", type=float, default=None,
+              help="Budget in USD (overrides the file's budget_usd).")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON for machines.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("."), show_default=True, help="Where plan.json and pareto.png go.")
+@click.option("--catalog", "catalog_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Price catalog JSON (default: the shipped one).")
+@click.option("--calibration", "calibration_path",
+              type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Calibration JSON (default: the shipped one).")
+@click.option("--runs", type=int, default=20, show_default=True,
+              help="Simulated runs per candidate plan (0: no simulation).")
+@click.option("--seed", type=int, default=0, show_default=True)
+def plan(campaign_file: Path, deadline_h: float | None, budget_usd: float | None, as_json: bool,
+         out_dir: Path, catalog_path: Path | None, calibration_path: Path | None, runs: int,
+         seed: int) -> None:
+    """Plan a campaign: fleet, cost, makespan and risk, Pareto frontier, plan.json."""
+    from planner.planning import plan_campaign
+
+    try:
+        campaign = load_campaign(campaign_file)
+        cp = plan_campaign(campaign, load_catalog(catalog_path), load_calibration(calibration_path),
+                           deadline_h=deadline_h, budget_usd=budget_usd, simulate_runs=runs,
+                           seed=seed)
+    except PlannerError as exc:
+        raise click.ClickException(str(exc)) from exc
+    doc = plan_to_dict(cp)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "plan.json").write_text(json.dumps(doc, indent=2) + "\n")
+    write_pareto_png(cp, out_dir / "pareto.png")
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        click.echo(format_table(doc, cp))
+        click.echo(f"\nwrote {out_dir / 'plan.json'} and {out_dir / 'pareto.png'}")
