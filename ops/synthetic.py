@@ -43,6 +43,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pyproj import Transformer
 
+from ops.crs import utm_crs
 from ops.errors import GeometryError, RasterReadError
 from ops.pushbroom import LocalFrame, PushbroomCamera, make_camera
 from ops.rpc import RpcModel
@@ -252,8 +253,7 @@ def _camera_from_json(doc: dict[str, Any]) -> PushbroomCamera:
 
 def utm_crs_for(lon: float, lat: float) -> str:
     """The WGS84 / UTM zone CRS ('EPSG:326zz' north, 'EPSG:327zz' south) holding a point."""
-    zone = int((lon + 180.0) // 6.0) % 60 + 1
-    return f"EPSG:{(32600 if lat >= 0.0 else 32700) + zone}"
+    return utm_crs(lon, lat)
 
 
 # ----------------------------------------------------------------- building
