@@ -1,0 +1,132 @@
+"""``eochain run CAMPAIGN``: run a campaign's ortho products on Ray, depth-first, resumably.
+
+The scenes come from the campaign file (each needs a ``uri``, relative paths
+are taken from the campaign file's folder); the product grid from its
+``products.ortho.gsd_m``. Products go to ``--out`` (a folder or
+``s3://bucket/prefix``). A progress bar shows tiles done/total, throughput,
+ETA and the cost so far (the plan's fleet price per hour times the elapsed
+time, from ``--plan plan.json``); a summary follows: products written,
+already done (manifest), failures by scene with the reason, and cost. The exit
+status is 1 when some product failed, 0 otherwise. Running the same command
+again after an interruption recomputes only the products the manifest lacks.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from planner.campaign import load_campaign
+from planner.errors import PlannerError
+from scheduler.runtime.cluster import use_loopback
+from scheduler.runtime.dispatch import DispatchOptions, Progress
+from scheduler.runtime.errors import RuntimeFailure
+from scheduler.runtime.flow import Driver, FlowReport, SceneInput
+
+
+def fleet_price_usd_per_h(plan: dict[str, Any]) -> float:
+    """Sum over the plan's fleet of instances x hourly price (0 without a fleet)."""
+    total = 0.0
+    for entry in plan.get("fleet", []):
+        total += float(entry.get("instances", 0)) * float(entry.get("price_usd_per_h", 0.0))
+    return total
+
+
+def _scenes(campaign_path: Path) -> tuple[list[SceneInput], float | None, int, str]:
+    campaign = load_campaign(campaign_path)
+    missing = [s.id for s in campaign.scenes if not s.uri]
+    if missing:
+        raise click.ClickException(
+            f"{campaign_path}: scenes {missing[:5]} have no 'uri'; `eochain run` needs the "
+            "image of every scene (inputs.scenes[].uri)"
+        )
+    if campaign.product("ortho") is None:
+        raise click.ClickException(f"{campaign_path}: products has no 'ortho'; nothing to run")
+    base = campaign_path.parent
+    scenes = [
+        SceneInput(s.id, s.uri if "://" in s.uri or Path(s.uri).is_absolute()
+                   else str((base / s.uri).resolve()))
+        for s in campaign.scenes
+    ]
+    product = campaign.product("ortho")
+    gsd = product.gsd_m if product is not None else None
+    return scenes, gsd, campaign.tiling.tile_px, campaign.name
+
+
+def summary(report: FlowReport, cost_usd: float) -> str:
+    lines = [
+        f"products: {len(report.written)} written, {len(report.skipped)} already done, "
+        f"{len({f.label for f in report.failures})} failed, of {report.products_total}",
+    ]
+    if report.dispatch is not None:
+        d = report.dispatch
+        lines.append(
+            f"tasks: {d.task_runs} runs, {d.retries} retried, {d.recomputed} recomputed, "
+            f"peak {d.peak_bytes_in_flight / 2**20:.1f} MiB in flight, {report.wall_s:.1f} s"
+        )
+    for f in report.failures:
+        lines.append(f"FAILED {f.label or f.key}: {f.error}")
+    lines.append(f"cost so far: ${cost_usd:.4f}")
+    return "\n".join(lines)
+
+
+@click.command(name="run")
+@click.argument("campaign_path", metavar="CAMPAIGN", type=click.Path(exists=True, dir_okay=False,
+                                                                     path_type=Path))
+@click.option("--plan", "plan_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="plan.json from `eochain plan` (fleet prices for the cost).")
+@click.option("--dem", required=True, help="DEM file or folder of tiles for the ortho.")
+@click.option("--geoid", default=None, help="Geoid grid when DEM heights are above the geoid.")
+@click.option("--out", "dest", default=None,
+              help="Output folder or s3://bucket/prefix (default: ./<campaign name>-output).")
+@click.option("--address", default=None, help="Ray cluster address (default: a local Ray).")
+@click.option("--workers", type=click.IntRange(1, 1024), default=None,
+              help="CPUs of the local Ray instance (default: all).")
+@click.option("--tile-size", "tile_px", type=click.IntRange(16, 8192), default=None,
+              help="Output tile size in pixels (default: the campaign's tiling.tile_px).")
+@click.option("--max-inflight-mib", type=click.IntRange(1, 1 << 20), default=1024,
+              show_default=True, help="Bound on intermediate bytes in flight.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def run(
+    campaign_path: Path, plan_path: Path | None, dem: str, geoid: str | None, dest: str | None,
+    address: str | None, workers: int | None, tile_px: int | None, max_inflight_mib: int,
+    quiet: bool,
+) -> None:
+    """Run CAMPAIGN's ortho products tile by tile on Ray, resumably."""
+    from tqdm import tqdm
+
+    use_loopback()
+    try:
+        scenes, gsd_m, campaign_tile_px, name = _scenes(campaign_path)
+    except PlannerError as exc:
+        raise click.ClickException(str(exc)) from exc
+    price = 0.0
+    if plan_path is not None:
+        try:
+            price = fleet_price_usd_per_h(json.loads(plan_path.read_text()))
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise click.ClickException(f"{plan_path}: not a plan.json ({exc})") from exc
+    options = DispatchOptions(max_bytes_in_flight=max_inflight_mib * 2**20)
+    driver = Driver(address=address, num_cpus=workers, options=options)
+    flow = (driver.get_flow(scenes)
+            .ortho(dem=dem, geoid=geoid, gsd_m=gsd_m, tile_px=tile_px or campaign_tile_px)
+            .write(dest or f"{name}-output"))
+    with tqdm(unit="task", desc="run", disable=quiet, dynamic_ncols=True) as bar:
+        def progress(p: Progress) -> None:
+            bar.total = p.tasks_total
+            bar.n = p.tasks_done
+            bar.set_postfix(products=f"{p.products_done}/{p.products_total}",
+                            cost=f"${p.elapsed_s / 3600 * price:.4f}", refresh=False)
+            bar.refresh()
+
+        try:
+            report = flow.run(progress=progress)
+        except RuntimeFailure as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(summary(report, report.wall_s / 3600 * price))
+    if not report.ok:
+        sys.exit(1)
