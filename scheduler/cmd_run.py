@@ -59,8 +59,8 @@ def _scenes(campaign_path: Path) -> tuple[list[SceneInput], float | None, int, s
 
 def summary(report: FlowReport, cost_usd: float) -> str:
     lines = [
-        f"products: {len(report.written)} written, {len(report.skipped)} already done, "
-        f"{len({f.label for f in report.failures})} failed, of {report.products_total}",
+        (f"products: {len(report.written)} written, {len(report.skipped)} already done, "
+        f"{len({f.label for f in report.failures})} failed, of {report.products_total}"),
     ]
     if report.dispatch is not None:
         d = report.dispatch
