@@ -225,14 +225,29 @@ def intersect_rays_utm(
     rpc: RpcModel, dem_path: Path, crs: str, rows: FloatArray, cols: FloatArray,
     h_range: tuple[float, float],
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """First DEM hit (UTM x, y, h) of each image point's sight line (1-D arrays)."""
-    if rows.size == 0:
-        return np.empty(0), np.empty(0), np.empty(0)
+    """First DEM hit (UTM x, y, h) of each image point's sight line (1-D arrays).
+
+    Points are handled in image tiles of ``BLOCK_COLS`` pixels, so scattered points
+    over a large image never need more than a tile's DEM window at a time.
+    """
+    out = np.full((3, rows.size), np.nan)
+    ok = np.isfinite(rows) & np.isfinite(cols)
+    if not ok.any():
+        return out[0], out[1], out[2]
+    keep = np.flatnonzero(ok)
+    tile_r = np.floor(rows[keep] / BLOCK_COLS).astype(np.int64)
+    tile_c = np.floor(cols[keep] / BLOCK_COLS).astype(np.int64)
+    key = (tile_r - tile_r.min()) * (int(tile_c.max() - tile_c.min()) + 1) + (tile_c - tile_c.min())
+    order = np.argsort(key, kind="stable")
+    bounds = np.flatnonzero(np.diff(key[order])) + 1
     to_utm = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
-    nodes = _locate_nodes(rpc, to_utm, (float(rows.min()), float(rows.max())),
-                          (float(cols.min()), float(cols.max())), h_range)
     with rasterio.open(dem_path) as dem:
-        return _march(nodes, dem, rows, cols, h_range)
+        for group in np.split(keep[order], bounds):
+            r, c = rows[group], cols[group]
+            nodes = _locate_nodes(rpc, to_utm, (float(r.min()), float(r.max())),
+                                  (float(c.min()), float(c.max())), h_range)
+            out[:, group] = _march(nodes, dem, r, c, h_range)
+    return out[0], out[1], out[2]
 
 
 def render_view(

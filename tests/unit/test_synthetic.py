@@ -229,6 +229,21 @@ def test_rendered_ground_points_project_back_to_their_pixels(scene: SyntheticSce
         np.testing.assert_allclose(h, truth_heights_at(scene, x, y), atol=1e-5)
 
 
+def test_ray_intersection_does_not_depend_on_tiling(
+    scene: SyntheticScene, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ops.synthetic_render
+
+    rng = np.random.default_rng(13)
+    rows, cols = rng.uniform(-0.5, 319.5, 2000), rng.uniform(-0.5, 319.5, 2000)
+    rows[:3] = np.nan
+    whole = np.stack(intersect_rays(scene, 1, rows, cols))
+    monkeypatch.setattr(ops.synthetic_render, "BLOCK_COLS", 48)
+    tiled = np.stack(intersect_rays(scene, 1, rows, cols))
+    assert np.all(np.isnan(tiled[:, :3])) and np.all(np.isfinite(tiled[:, 3:]))
+    np.testing.assert_allclose(tiled, whole, atol=1e-6)
+
+
 def test_rendered_hit_is_the_first_along_the_sight_line(scene: SyntheticScene) -> None:
     """Occlusion: above the rendered hit, the sight line never dips below the DEM."""
     rng = np.random.default_rng(6)
