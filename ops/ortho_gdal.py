@@ -26,7 +26,7 @@ import rasterio.warp
 from numpy.typing import NDArray
 from rasterio.enums import Resampling
 
-from ops.ortho import DemLike
+from ops.ortho_heights import DemLike
 from ops.rpc import RpcModel
 from planner.grid import GeoBox
 

@@ -11,10 +11,13 @@ Inputs for one output tile (see :mod:`ops.ortho` for how they are built):
 
 For an output pixel at global (gr, gc) the loop computes
 
-1. the bilinear weights of its sparse-grid cell, from integer arithmetic
-   on (gr, gc) and a division by ``step``: they depend on the global pixel
-   only, never on the tile, so tiles assembled equal the image processed
-   at once, bit for bit;
+1. its sparse-grid cell's values, bilinear but separable: once per output
+   row the two node rows around it are blended (``_prep_row``), then each
+   pixel blends two adjacent node columns with the fraction
+   ``(gc mod step) / step`` taken from a table. Every number depends on the
+   global (gr, gc) only, never on the tile, so tiles assembled equal the
+   image processed at once, bit for bit (no fastmath: no reassociation or
+   FMA contraction that could differ between loop bodies);
 2. ``h = bilinear(dem, u, v)`` (ellipsoidal: :class:`ops.dem.Dem` has the
    geoid folded in), with u, v interpolated in the cell: the DEM is sampled
    exactly at every pixel (its cell edges and building steps are not
@@ -28,9 +31,12 @@ For an output pixel at global (gr, gc) the loop computes
    nodata value gives the output nodata. Integer products are rounded
    half-up and clipped to the dtype's range.
 
-A tap inside the image but outside the window that was read would mean the
-input-window declaration was wrong: the loop reports it through ``flag``
-instead of reading garbage, and the caller raises.
+A tap with non-zero weight inside the image but outside the window that was
+read would mean the input-window declaration was wrong: the loop reports it
+through ``flag`` instead of reading garbage, and the caller raises. Taps are
+checked for NaN / source nodata only when the source is float or has a
+nodata value (``check_taps``); integer sources without nodata take the
+plain weighted sum.
 """
 
 from __future__ import annotations
@@ -147,7 +153,7 @@ def ortho_loop(
     out: Any, src: Any, src_r0: int, src_c0: int, img_h: int, img_w: int,
     win_r0: int, win_c0: int, step: int, k0: int, l0: int,
     U: Any, V: Any, R: Any, C: Any, dem: Any, h0: float, dh: float,
-    radius: int, src_nodata: float, has_src_nodata: bool, out_nodata: float,
+    radius: int, src_nodata: float, has_src_nodata: bool, src_may_nan: bool, out_nodata: float,
     is_int: bool, lo: float, hi: float, flag: Any,
 ) -> None:
     """Mapping and resampling of every pixel of a window into ``out`` (bands, rows, cols)."""
@@ -158,9 +164,12 @@ def ortho_loop(
     n_levels = R.shape[0]
     fractions = _fractions(step)
     inv_dh = 1.0 / dh
+    check_taps = has_src_nodata or src_may_nan
     for i in numba.prange(out_h):
         wy = np.empty(4)
         wx = np.empty(4)
+        tys = np.empty(4, dtype=np.int64)
+        txs = np.empty(4, dtype=np.int64)
         rb = np.empty((2 + 2 * n_levels, U.shape[1]))
         _prep_row(win_r0 + i, step, k0, U, V, R, C, rb)
         ll = win_c0 // step
@@ -188,34 +197,45 @@ def ortho_loop(
                 for d in range(4):
                     wy[d] = _keys(fy - (d - 1))
                     wx[d] = _keys(fx - (d - 1))
+            # Tap indices, clamped to the image, then made local to the window read.
+            outside = False
+            for d in range(taps):
+                ty = min(max(y0 + first + d, 0), img_h - 1) - src_r0
+                tx = min(max(x0 + first + d, 0), img_w - 1) - src_c0
+                if (wy[d] != 0.0 and (ty < 0 or ty >= src_h)) or (
+                    wx[d] != 0.0 and (tx < 0 or tx >= src_w)
+                ):
+                    outside = True
+                tys[d] = min(max(ty, 0), src_h - 1)  # zero-weight taps: any valid index
+                txs[d] = min(max(tx, 0), src_w - 1)
+            if outside:
+                flag[0] = 1
+                for b in range(n_bands):
+                    out[b, i, j] = out_nodata
+                continue
             for b in range(n_bands):
                 acc = 0.0
                 bad = False
-                for dy in range(taps):
-                    if wy[dy] == 0.0:
-                        continue
-                    ty = min(max(y0 + first + dy, 0), img_h - 1) - src_r0
-                    if ty < 0 or ty >= src_h:
-                        flag[0] = 1
-                        bad = True
-                        break
-                    row_acc = 0.0
-                    for dx in range(taps):
-                        if wx[dx] == 0.0:
-                            continue  # never read: a NaN there must not leak in
-                        tx = min(max(x0 + first + dx, 0), img_w - 1) - src_c0
-                        if tx < 0 or tx >= src_w:
-                            flag[0] = 1
-                            bad = True
-                            break
-                        val = float(src[b, ty, tx])
-                        if math.isnan(val) or (has_src_nodata and val == src_nodata):
-                            bad = True
-                            break
-                        row_acc += wx[dx] * val
-                    if bad:
-                        break
-                    acc += wy[dy] * row_acc
+                if check_taps:
+                    # Skip zero weights: a NaN or nodata there must not leak in.
+                    for dy in range(taps):
+                        if wy[dy] == 0.0:
+                            continue
+                        row_acc = 0.0
+                        for dx in range(taps):
+                            if wx[dx] == 0.0:
+                                continue
+                            val = float(src[b, tys[dy], txs[dx]])
+                            if math.isnan(val) or (has_src_nodata and val == src_nodata):
+                                bad = True
+                            row_acc += wx[dx] * val
+                        acc += wy[dy] * row_acc
+                else:
+                    for dy in range(taps):
+                        row_acc = 0.0
+                        for dx in range(taps):
+                            row_acc += wx[dx] * src[b, tys[dy], txs[dx]]
+                        acc += wy[dy] * row_acc
                 if bad:
                     out[b, i, j] = out_nodata
                 elif is_int:
