@@ -16,14 +16,18 @@ import click
 #: name -> "module:attribute" of a click command.
 COMMANDS: dict[str, str] = {
     "demo": "scheduler.demo:demo",
+    "dsm": "scheduler.cmd_dsm:dsm",
     "ortho": "scheduler.cmd_ortho:ortho",
     "plan": "scheduler.cmd_plan:plan",
+    "run": "scheduler.cmd_run:run",
 }
 
 HELP = {
     "demo": "Run the sample campaign end to end on an embedded synthetic scene.",
+    "dsm": "Turn a stereo pair (RPC + DEM) into a digital surface model (COG).",
     "ortho": "Orthorectify one raw scene (RPC + DEM) into a Cloud-Optimized GeoTIFF.",
     "plan": "Plan a campaign: fleet, cost, makespan, Pareto frontier, plan.json.",
+    "run": "Run a campaign on a Ray cluster, with progress, summary and manifest.",
 }
 
 
