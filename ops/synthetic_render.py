@@ -64,6 +64,25 @@ def fractal_noise(rng: np.random.Generator, n: int, *, beta: float) -> FloatArra
     return np.ascontiguousarray(arr / np.abs(arr).max())
 
 
+def band_limit(arr: FloatArray, cutoff: float = 0.25) -> FloatArray:
+    """``arr`` (periodic) with its spectrum tapered to zero at ``cutoff`` cycles per cell."""
+    n_r, n_c = arr.shape
+    f = np.hypot(np.fft.fftfreq(n_r)[:, None], np.fft.rfftfreq(n_c)[None, :])
+    taper = np.clip((cutoff - f) / (0.28 * cutoff), 0.0, 1.0)
+    return np.asarray(np.fft.irfft2(np.fft.rfft2(arr) * taper, s=arr.shape))
+
+
+def parcels(rng: np.random.Generator, n: int, *, parcel_cells: int) -> FloatArray:
+    """Periodic n x n 'fields and roofs': random flat squares of ``parcel_cells`` cells,
+    band-limited like :func:`fractal_noise`, zero mean, max |value| = 1."""
+    if n % parcel_cells:
+        raise GeometryError(f"parcels: n = {n} is not a multiple of parcel_cells = {parcel_cells}")
+    coarse = rng.uniform(-1.0, 1.0, (n // parcel_cells, n // parcel_cells))
+    arr = band_limit(np.kron(coarse, np.ones((parcel_cells, parcel_cells))).astype(np.float64))
+    arr -= arr.mean()
+    return np.ascontiguousarray(arr / np.abs(arr).max())
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class ScalarField:
     """mean + sum_k weight[k] * cubic(array, rotate(angle[k]) (x, y) / cell_m[k] + offset[k])."""

@@ -2,8 +2,9 @@
 
 * ``make_fields``: the terrain (a 512^2 power-law noise, spectrum ~ f^-3.2, at
   24 m and 3.3 m cells, amplitude ``relief_m / 2``) and the reflectance (a
-  1024^2 pink noise, ~ f^-1, at 1, 3.1 and 9.7 texture cells, mean 0.4, range
-  within [0, 0.8]). Both are :class:`~ops.synthetic_render.ScalarField`, defined
+  1024^2 pink noise, ~ f^-1, plus band-limited flat "parcels" of 32 cells, at
+  1, 3.1 and 9.7 texture cells and three orientations, mean 0.4, range within
+  [0, 0.8]). Both are :class:`~ops.synthetic_render.ScalarField`, defined
   at any UTM point.
 * ``make_buildings``: at most one axis-aligned rectangular building per
   ``cell_m`` cell (probability ``fraction``), 8 m to 3/4 of a cell wide, kept
@@ -24,7 +25,7 @@ import rasterio
 from numpy.typing import NDArray
 from rasterio.windows import Window as RioWindow
 
-from ops.synthetic_render import ScalarField, fractal_noise
+from ops.synthetic_render import ScalarField, fractal_noise, parcels
 
 FloatArray = NDArray[np.float64]
 
@@ -49,7 +50,7 @@ def make_fields(
     )
     cell = texture_cell_m
     texture = ScalarField(
-        array=fractal_noise(xrng, 1024, beta=1.0),
+        array=_texture_array(xrng),
         mean=0.4,
         angle_rad=(0.0, 0.61, 1.27),
         cell_m=(cell, 3.1 * cell, 9.7 * cell),
@@ -58,6 +59,13 @@ def make_fields(
         weight=(0.14, 0.10, 0.08),
     )
     return terrain, texture, np.random.default_rng(rest_seq)
+
+
+def _texture_array(rng: np.random.Generator) -> FloatArray:
+    noise = fractal_noise(rng, 1024, beta=1.0)
+    arr = 0.65 * noise + 0.35 * parcels(rng, 1024, parcel_cells=32)
+    arr -= arr.mean()
+    return np.ascontiguousarray(arr / np.abs(arr).max())
 
 
 @dataclass(frozen=True, slots=True)
