@@ -145,7 +145,7 @@ class Flow:
         failures: list[Failure] = []
         for scene in self.scenes:
             try:
-                products.append(_plan_ortho(scene, self.ortho_step, store))
+                products.append(plan_ortho_product(scene, self.ortho_step, store))
             except Exception as exc:  # noqa: BLE001 - one bad scene must not stop the others
                 failures.append(Failure(f"{scene.id}/survey", scene.id,
                                         f"{scene.uri}: {type(exc).__name__}: {exc}"))
@@ -180,7 +180,10 @@ class Flow:
                           time.perf_counter() - start, swept)
 
 
-def _plan_ortho(scene: SceneInput, step: OrthoStep, store: LocalStore | S3Store) -> ProductPlan:
+def plan_ortho_product(
+    scene: SceneInput, step: OrthoStep, store: LocalStore | S3Store
+) -> ProductPlan:
+    """Survey one scene and build its ortho tasks: plan -> tiles -> write."""
     from ops.ortho import HeightModel, default_geobox, default_nodata
     from ops.raster_io import raster_info
     from ops.rpc_io import find_rpc
