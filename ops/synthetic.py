@@ -5,13 +5,14 @@ A scene is made of four things, each exactly defined everywhere:
 * **Terrain** (``dem.tif``): UTM, float32, heights above the WGS84 ellipsoid,
   no nodata. Fractal relief (a periodic power-law noise array, sampled by
   cubic convolution at two scales) plus flat-roofed rectangular buildings,
-  one chance per ``building_cell_m`` cell (:mod:`ops.synthetic_terrain`). The *true height* at any point is
-  the DEM file's values interpolated bilinearly (pixel centres at integer
-  indices), so truth is the file, not the generator.
+  one chance per ``building_cell_m`` cell (:mod:`ops.synthetic_terrain`).
+  The *true height* at any point is the DEM file's values interpolated
+  bilinearly (pixel centres at integer indices), so truth is the file, not
+  the generator.
 * **Reflectance**: a band-limited texture, the weighted sum of a periodic
-  noise array (cut off at 4 cells) sampled by Keys cubic convolution at three
-  rotated scales. It is continuous and defined at any (x, y) of the UTM CRS:
-  :func:`truth_ortho` evaluates it on any map grid.
+  array (pink noise plus flat "parcels", cut off at 4 cells) sampled by Keys
+  cubic convolution at three rotated scales. It is continuous and defined at
+  any (x, y) of the UTM CRS: :func:`truth_ortho` evaluates it on any map grid.
 * **Cameras**: one :class:`~ops.pushbroom.PushbroomCamera` per view (695 km
   altitude, common heading and roll, along-track pitches giving the requested
   base-to-height ratio), each replaced by a fitted RPC00B model
@@ -26,7 +27,12 @@ A scene is made of four things, each exactly defined everywhere:
 
 ``scene.json`` records the spec, CRS, footprints, DEM range, RPCs, cameras and
 fit residuals; ``fields.npz`` the two noise arrays. :meth:`SyntheticScene.load`
-reads them back.
+reads them back. Truth for tests: :func:`truth_ortho`, :func:`truth_heights`
+(any map grid, any CRS), :func:`truth_visibility` (which ground a view sees),
+:func:`intersect_rays` (the ground point behind any image point) and the
+``*_at`` samplers at scattered UTM points.
+
+Command line: ``python -m ops.synthetic OUT_DIR --width 8000 --height 8000``.
 """
 
 from __future__ import annotations
@@ -322,7 +328,6 @@ def generate_scene(spec: SceneSpec, out_dir: str | Path) -> SyntheticScene:
     h_fit = (dem_min - RPC_HEIGHT_MARGIN_M, dem_max + RPC_HEIGHT_MARGIN_M)
     views: list[dict[str, Any]] = []
     rpcs: list[RpcModel] = []
-    residuals: list[float] = []
     unresolved: list[int] = []
     for k, cam in enumerate(cams):
         vlon, vlat = _footprint([cam], h_fit)
@@ -336,11 +341,10 @@ def generate_scene(spec: SceneSpec, out_dir: str | Path) -> SyntheticScene:
             h_range=h_fit, height=spec.height, width=spec.width, source=str(path),
         )
         rpcs.append(fit.model)
-        residuals.append(fit.max_residual_px)
         unresolved.append(render_view(
-            path, fit.model, (spec.height, spec.width), dem_path, crs, texture, (dem_min - 1.0, dem_max + 1.0),
-            gain=spec.gain, dtype=spec.dtype, noise_sigma=spec.noise_sigma,
-            noise_seed=(spec.seed, k),
+            path, fit.model, (spec.height, spec.width), dem_path, crs, texture,
+            (dem_min - 1.0, dem_max + 1.0), gain=spec.gain, dtype=spec.dtype,
+            noise_sigma=spec.noise_sigma, noise_seed=(spec.seed, k),
         ))
         _write_sidecar(fit.model, path)
         views.append({
@@ -478,7 +482,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("out_dir", type=Path)
     defaults = SceneSpec()
     for name in ("width", "height", "n_views", "seed"):
-        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int,
+                            default=getattr(defaults, name))
     for name in ("gsd_m", "b_over_h", "roll_deg", "heading_deg", "centre_lon", "centre_lat",
                  "dem_resolution_m", "relief_m", "building_fraction", "noise_sigma"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=float,

@@ -271,8 +271,8 @@ def intersect_rays_utm(
 
 def render_view(
     path: Path, rpc: RpcModel, shape: tuple[int, int], dem_path: Path, crs: str,
-    texture: ScalarField, h_range: tuple[float, float], *, gain: float, dtype: str, noise_sigma: float,
-    noise_seed: tuple[int, int], block_rows: int = BLOCK_ROWS,
+    texture: ScalarField, h_range: tuple[float, float], *, gain: float, dtype: str,
+    noise_sigma: float, noise_seed: tuple[int, int], block_rows: int = BLOCK_ROWS,
 ) -> int:
     """Render one view through its RPC into a tiled GeoTIFF; return the unresolved pixels."""
     height, width = shape
