@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from importlib import resources
@@ -161,3 +162,32 @@ def rebuild_calibration(
     status = "measured" if set(measured) >= {"ortho", "stereo"} else "partly measured"
     return replace(base, operations=ops, status=status,
                    note=f"{status}: {', '.join(sorted(set(measured)))} from benchmark output")
+
+
+_CELLS = re.compile(r"(\d+)\s*x\s*(\d+)\s*cells")
+
+
+def benchmark_runs(doc: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The ``{"operation", "runs"}`` form of a benchmark's JSON output, or None.
+
+    Understands the generic form itself and the result files of
+    ``benchmarks.ortho`` (single-thread ortho time plus the COG write time on
+    all cores, per output pixel) and ``benchmarks.stereo`` (the real Gizeh
+    pair: wall time times cores per DSM cell, an upper bound on CPU time).
+    """
+    if "operation" in doc and "runs" in doc:
+        return dict(doc)
+    thr, inputs = doc.get("throughput"), doc.get("inputs")
+    if isinstance(thr, Mapping) and isinstance(inputs, Mapping) and "output_mpx" in inputs:
+        cpus = float(doc.get("machine", {}).get("cpus", 1))
+        cpu_s = float(thr["eochain_1thread_s"]) + float(thr.get("eochain_cog_write_all_s", 0.0)) * cpus
+        run: dict[str, float] = {"pixels": float(inputs["output_mpx"]) * 1e6, "cpu_s": cpu_s}
+        return {"operation": "ortho", "runs": [run]}
+    eo, state = doc.get("eochain"), doc.get("state")
+    if isinstance(eo, Mapping) and isinstance(state, Mapping) and "wall_s" in eo:
+        m = _CELLS.search(str(eo.get("summary", "")))
+        if m:
+            cells = float(m.group(1)) * float(m.group(2))
+            return {"operation": "stereo", "runs": [
+                {"pixels": cells, "cpu_s": float(eo["wall_s"]) * float(state.get("cpu_count", 1))}]}
+    return None

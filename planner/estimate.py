@@ -66,6 +66,25 @@ def _overlaps(start: int, stop: int, tile: int, n_tiles: int) -> list[tuple[int,
     return out
 
 
+def _spans(size: int, tile: int, margin: int) -> list[tuple[int, int, int, int]]:
+    """Per tile along one axis: core start/stop and padded (clipped) start/stop.
+
+    The same arithmetic as :meth:`TileGrid.window`/``padded_window``, without
+    building window objects: a million-tile DAG would spend most of its time there.
+    """
+    out = []
+    for start in range(0, size, tile):
+        stop = min(size, start + tile)
+        out.append((start, stop, max(0, start - margin), min(size, stop + margin)))
+    return out
+
+
+def _grid_spans(grid: TileGrid) -> tuple[list[tuple[int, int, int, int]],
+                                         list[tuple[int, int, int, int]]]:
+    return (_spans(grid.geobox.height, grid.tile_height, grid.margin),
+            _spans(grid.geobox.width, grid.tile_width, grid.margin))
+
+
 @dataclass(frozen=True, slots=True)
 class PairGeometry:
     pair: Pair
@@ -119,6 +138,7 @@ class CampaignOperations:
         self.campaign = campaign
         self.costs = _CostTable(calibration, families)
         self.with_external = with_external
+        self.key_cache: dict[tuple[str, str], list[list[TaskKey]]] = {}
         self.scenes = {s.id: s for s in campaign.scenes}
         dsm = campaign.product("dsm")
         self.pairs: list[PairGeometry] = []
@@ -137,6 +157,14 @@ class CampaignOperations:
             self.pairs.append(geo)
             for sid in (pair.left, pair.right):
                 self.scene_pair.setdefault(sid, geo)
+
+    def _keys(self, op: str, item: str, n_rows: int, n_cols: int) -> list[list[TaskKey]]:
+        """One shared key object per task: graphs of a million tasks hold each key once."""
+        cached = self.key_cache.get((op, item))
+        if cached is None:
+            cached = [[TaskKey(op, item, i, j) for j in range(n_cols)] for i in range(n_rows)]
+            self.key_cache[op, item] = cached
+        return cached
 
     def operations(self) -> list[_EstimatedOp]:
         ops: list[_EstimatedOp] = []
@@ -157,15 +185,18 @@ class CampaignOperations:
             grid = geo.dsm_grid
             pid = geo.pair.id
             ext: tuple[InputWindow, ...] = ()
-            for idx in grid.tiles():
-                px = grid.padded_window(idx).size
-                if self.with_external:
-                    bbox = self._geo_bbox(grid.tile_geobox(idx, padded=True))
-                    ext = tuple(InputWindow(self.scenes[s].uri or s,
-                                            _raw_window(self.scenes[s], bbox, 0))
-                                for s in (geo.pair.left, geo.pair.right))
-                yield TaskDeclaration(TaskKey("stereo", pid, idx.row, idx.col), (),
-                                      self.costs.get("stereo", px), ext)
+            rows, cols = _grid_spans(grid)
+            get = self.costs.get
+            keys = self._keys("stereo", pid, *grid.shape)
+            for i, (_, _, pr0, pr1) in enumerate(rows):
+                for j, (_, _, pc0, pc1) in enumerate(cols):
+                    if self.with_external:
+                        bbox = self._geo_bbox(grid.tile_geobox(TileIndex(i, j), padded=True))
+                        ext = tuple(InputWindow(self.scenes[s].uri or s,
+                                                _raw_window(self.scenes[s], bbox, 0))
+                                    for s in (geo.pair.left, geo.pair.right))
+                    yield TaskDeclaration(keys[i][j], (),
+                                          get("stereo", (pr1 - pr0) * (pc1 - pc0)), ext)
 
     def _dsm(self) -> Iterator[TaskDeclaration]:
         per_px = self.costs.cal.profile("stereo").out_bytes_per_px
@@ -173,14 +204,18 @@ class CampaignOperations:
             grid = geo.dsm_grid
             pid = geo.pair.id
             n_rows, n_cols = grid.shape
-            for idx in grid.tiles():
-                pw = grid.padded_window(idx)
-                rows = _overlaps(pw.row_off, pw.row_stop, grid.tile_height, n_rows)
-                cols = _overlaps(pw.col_off, pw.col_stop, grid.tile_width, n_cols)
-                inputs = tuple((TaskKey("stereo", pid, r, c), int(per_px * nr * nc))
-                               for r, nr in rows for c, nc in cols)
-                yield TaskDeclaration(TaskKey("dsm", pid, idx.row, idx.col), inputs,
-                                      self.costs.get("dsm", pw.size))
+            rows, cols = _grid_spans(grid)
+            row_in = [_overlaps(a, b, grid.tile_height, n_rows) for _, _, a, b in rows]
+            col_in = [_overlaps(a, b, grid.tile_width, n_cols) for _, _, a, b in cols]
+            get = self.costs.get
+            keys = self._keys("stereo", pid, n_rows, n_cols)
+            dsm_keys = self._keys("dsm", pid, n_rows, n_cols)
+            for i, (_, _, pr0, pr1) in enumerate(rows):
+                for j, (_, _, pc0, pc1) in enumerate(cols):
+                    inputs = [(keys[r][c], int(per_px * nr * nc))
+                              for r, nr in row_in[i] for c, nc in col_in[j]]
+                    yield TaskDeclaration(dsm_keys[i][j], inputs,
+                                          get("dsm", (pr1 - pr0) * (pc1 - pc0)))
 
     def _ortho(self) -> Iterator[TaskDeclaration]:
         ortho = self.campaign.product("ortho")
@@ -195,44 +230,40 @@ class CampaignOperations:
             crs = geo.crs if geo else utm_crs(0.5 * (x0 + x1), 0.5 * (y0 + y1))
             grid = TileGrid(footprint_geobox(scene.footprint, crs, ortho.gsd_m),
                             t.tile_px, t.tile_px, t.margin_px)
-            n_rows, n_cols = grid.shape
+            rows, cols = _grid_spans(grid)
             # Separable map from ortho pixel rows/cols to DSM rows/cols (same CRS, north-up).
             row_ranges: list[list[tuple[int, int]]] = []
             col_ranges: list[list[tuple[int, int]]] = []
             if geo is not None and dsm is not None:
                 dg = geo.dsm_grid
                 d_rows, d_cols = dg.shape
-                ga, gd = grid.geobox, dg.geobox
-                for i in range(n_rows):
-                    pw = grid.padded_window(TileIndex(i, 0))
-                    top = ga.transform[5] + ga.transform[4] * pw.row_off
-                    bot = ga.transform[5] + ga.transform[4] * pw.row_stop
-                    r0 = math.floor((top - gd.transform[5]) / gd.transform[4])
-                    r1 = math.ceil((bot - gd.transform[5]) / gd.transform[4])
-                    row_ranges.append(_overlaps(max(r0, 0), min(r1, gd.height),
+                ga, gd = grid.geobox.transform, dg.geobox.transform
+                for _, _, p0, p1 in rows:
+                    r0 = math.floor((ga[5] + ga[4] * p0 - gd[5]) / gd[4])
+                    r1 = math.ceil((ga[5] + ga[4] * p1 - gd[5]) / gd[4])
+                    row_ranges.append(_overlaps(max(r0, 0), min(r1, dg.geobox.height),
                                                 dg.tile_height, d_rows))
-                for j in range(n_cols):
-                    pw = grid.padded_window(TileIndex(0, j))
-                    left = ga.transform[2] + ga.transform[0] * pw.col_off
-                    right = ga.transform[2] + ga.transform[0] * pw.col_stop
-                    c0 = math.floor((left - gd.transform[2]) / gd.transform[0])
-                    c1 = math.ceil((right - gd.transform[2]) / gd.transform[0])
-                    col_ranges.append(_overlaps(max(c0, 0), min(c1, gd.width),
+                for _, _, p0, p1 in cols:
+                    c0 = math.floor((ga[2] + ga[0] * p0 - gd[2]) / gd[0])
+                    c1 = math.ceil((ga[2] + ga[0] * p1 - gd[2]) / gd[0])
+                    col_ranges.append(_overlaps(max(c0, 0), min(c1, dg.geobox.width),
                                                 dg.tile_width, d_cols))
             pid = geo.pair.id if geo else ""
             ext: tuple[InputWindow, ...] = ()
-            for idx in grid.tiles():
-                px = grid.padded_window(idx).size
-                inputs: tuple[tuple[TaskKey, int], ...] = ()
-                if row_ranges:
-                    inputs = tuple((TaskKey("dsm", pid, r, c), int(dsm_per_px * nr * nc))
-                                   for r, nr in row_ranges[idx.row]
-                                   for c, nc in col_ranges[idx.col])
-                if self.with_external:
-                    bbox = self._geo_bbox(grid.tile_geobox(idx, padded=True))
-                    ext = (InputWindow(scene.uri or scene.id, _raw_window(scene, bbox, 0)),)
-                yield TaskDeclaration(TaskKey("ortho", scene.id, idx.row, idx.col), inputs,
-                                      self.costs.get("ortho", px), ext)
+            get = self.costs.get
+            keys = (self._keys("dsm", pid, *geo.dsm_grid.shape) if row_ranges and geo
+                    else [])
+            for i, (_, _, pr0, pr1) in enumerate(rows):
+                for j, (_, _, pc0, pc1) in enumerate(cols):
+                    inputs: list[tuple[TaskKey, int]] = []
+                    if row_ranges:
+                        inputs = [(keys[r][c], int(dsm_per_px * nr * nc))
+                                  for r, nr in row_ranges[i] for c, nc in col_ranges[j]]
+                    if self.with_external:
+                        bbox = self._geo_bbox(grid.tile_geobox(TileIndex(i, j), padded=True))
+                        ext = (InputWindow(scene.uri or scene.id, _raw_window(scene, bbox, 0)),)
+                    yield TaskDeclaration(TaskKey("ortho", scene.id, i, j), inputs,
+                                          get("ortho", (pr1 - pr0) * (pc1 - pc0)), ext)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import networkx as nx
 import pulp
@@ -88,8 +89,8 @@ def summarise_stages(graph: nx.DiGraph) -> tuple[Stage, ...]:
 
 
 def build_problem(graph: nx.DiGraph, campaign: Campaign, catalog: PriceCatalog,
-                  *, deadline_h: float | None = None, budget_usd: float | None = None,
-                  stages: Sequence[Stage] | None = None) -> PlacementProblem:
+                  *, budget_usd: float | None = None, stages: Sequence[Stage] | None = None,
+                  order: Sequence[Any] | None = None) -> PlacementProblem:
     """The placement problem of a campaign's DAG on the offers its compute section allows."""
     cc = campaign.compute
     offers = tuple(catalog.offers(cc.regions, cc.families, cc.markets))
@@ -105,9 +106,7 @@ def build_problem(graph: nx.DiGraph, campaign: Campaign, catalog: PriceCatalog,
                             {r: catalog.transfer_usd_per_gb(campaign.data_region, r)
                              for r in cc.regions},
                             budget_usd)
-    fastest = fastest_family(base)
-    cp = critical_path_by_op(graph, {s.name: s.cpu_s[fastest[s.name]] / s.threads
-                                     for s in stages if s.name in fastest})
+    cp = critical_path_by_op(graph, fastest_family(base), order)
     return PlacementProblem(stages, offers, cc.startup_s, cp, base.max_instances_per_type,
                             base.vcpu_quota, base.transfer_usd_per_gb, budget_usd)
 
@@ -123,30 +122,28 @@ def fastest_family(problem: PlacementProblem) -> dict[str, str]:
     return out
 
 
-def critical_path_by_op(graph: nx.DiGraph, task_s: dict[str, float]) -> float:
-    """Longest chain of tasks, each lasting its operation's mean task time ``task_s``.
+def critical_path_by_op(graph: nx.DiGraph, family_of_op: dict[str, str],
+                        order: Sequence[Any] | None = None) -> float:
+    """Longest chain of task runtimes, each task on its operation's given family.
 
-    Uses the node's own cost scaled by its share of the mean so that big
-    tiles count more than edge tiles.
+    ``order`` (any topological order, e.g. the depth-first one already
+    computed) saves a topological sort.
     """
-    finish: dict[object, float] = {}
+    finish: dict[Any, float] = {}
     pred = graph._pred
     nodes = graph._node
-    mean: dict[str, float] = {}
-    count: dict[str, int] = {}
-    for key in graph:
-        cost = nodes[key]["cost"]
-        ref = next(iter(cost.cpu_s.values()))
-        mean[key[0]] = mean.get(key[0], 0.0) + ref
-        count[key[0]] = count.get(key[0], 0) + 1
-    for op in mean:
-        mean[op] /= count[op]
+    runtime: dict[int, float] = {}
     best = 0.0
-    for key in nx.topological_sort(graph):
-        start = max((finish[p] for p in pred[key]), default=0.0)
+    for key in (order if order is not None else nx.topological_sort(graph)):
+        p = pred[key]
+        start = max([finish[q] for q in p]) if p else 0.0
         cost = nodes[key]["cost"]
-        share = next(iter(cost.cpu_s.values())) / mean[key[0]] if mean[key[0]] else 1.0
-        end = start + task_s.get(key[0], 0.0) * share
+        r = runtime.get(id(cost))
+        if r is None:
+            fam = family_of_op.get(key[0])
+            r = cost.cpu_s[fam] / cost.threads if fam in cost.cpu_s else 0.0
+            runtime[id(cost)] = r
+        end = start + r
         finish[key] = end
         best = max(best, end)
     return best

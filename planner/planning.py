@@ -95,7 +95,7 @@ def plan_campaign(
     order = depth_first_order(graph)
     timings["order"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    problem = build_problem(graph, campaign, catalog, budget_usd=None)
+    problem = build_problem(graph, campaign, catalog, order=order)
     timings["problem"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     frontier = pareto_frontier(problem, deadline, n_points=n_points)

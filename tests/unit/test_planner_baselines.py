@@ -1,0 +1,42 @@
+"""Reference placements: every task placed once, never cheaper than the LP's optimum."""
+
+from __future__ import annotations
+
+import pytest
+
+from planner.baselines import all_on_demand, all_spot_cheapest, greedy_per_task
+from planner.catalog import load_catalog
+from planner.errors import InfeasiblePlanError
+from planner.placement import PlacementProblem, Stage, solve_placement
+
+pytestmark = pytest.mark.unit
+
+
+def _problem(cap: int = 8, quota: int = 512) -> PlacementProblem:
+    offers = tuple(load_catalog().offers(["eu-west-3", "eu-west-1"], ["c7g", "m7g", "m7i"]))
+    stages = (Stage("stereo", 800, {"c7g": 1500.0, "m7g": 1540.0, "m7i": 1700.0}, 4, 11.0, 7e8),
+              Stage("ortho", 6000, {"c7g": 55.0, "m7g": 56.0, "m7i": 61.0}, 1, 1.0, 1e8))
+    return PlacementProblem(stages, offers, 180.0, 600.0, cap,
+                            {"spot": quota, "on-demand": quota // 2},
+                            {"eu-west-3": 0.0, "eu-west-1": 0.02})
+
+
+@pytest.mark.parametrize("makespan_h", [4.0, 12.0])
+def test_baselines_place_every_task_and_cost_at_least_the_lp(makespan_h: float) -> None:
+    p = _problem()
+    lp = solve_placement(p, makespan_h)
+    for plan in (all_on_demand(p, makespan_h, "eu-west-3"),
+                 all_spot_cheapest(p, makespan_h, "eu-west-3"), greedy_per_task(p, makespan_h)):
+        for s in p.stages:
+            assert plan.tasks_of(s.name) == s.n_tasks
+        assert plan.cost_usd >= lp.relaxed_cost_usd * (1 - 1e-6)
+    (od,) = all_on_demand(p, makespan_h, "eu-west-3").fleet
+    assert od.offer.market == "on-demand" and od.offer.region == "eu-west-3"
+    (spot,) = all_spot_cheapest(p, makespan_h, "eu-west-3").fleet
+    assert spot.offer.market == "spot"
+
+
+def test_greedy_respects_limits_or_says_so() -> None:
+    p = _problem(cap=1, quota=16)
+    with pytest.raises(InfeasiblePlanError, match="greedy placement leaves"):
+        greedy_per_task(p, 2.0)
