@@ -42,15 +42,16 @@ PRODUCT_OPS = ("ortho",)
 
 @dataclass(frozen=True, slots=True)
 class SceneInput:
-    """A raw scene: its id (used in product names and failure reports) and image path."""
+    """A raw scene: its id (product names, failure reports), image path, and its own DEM if any."""
 
     id: str
     uri: str
+    dem: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class OrthoStep:
-    dem: str
+    dem: str | None
     gsd_m: float | None = None
     crs: str | None = None
     geoid: str | None = None
@@ -119,13 +120,16 @@ class Flow:
     dest: str | None = None
 
     def ortho(
-        self, *, dem: str | Path, gsd_m: float | None = None, crs: str | None = None,
+        self, *, dem: str | Path | None = None, gsd_m: float | None = None, crs: str | None = None,
         geoid: str | Path | None = None, resampling: str = "bicubic", tile_px: int = 512,
     ) -> Flow:
-        """Orthorectify every scene (RPC + DEM) on its UTM grid at ``gsd_m``."""
+        """Orthorectify every scene (RPC + DEM) on its UTM grid at ``gsd_m``.
+
+        ``dem`` serves every scene that does not name its own (``SceneInput.dem``).
+        """
         if tile_px < 16:
             raise FlowError(f"ortho(tile_px={tile_px}): expected at least 16 pixels")
-        step = OrthoStep(str(dem), gsd_m, crs, None if geoid is None else str(geoid),
+        step = OrthoStep(None if dem is None else str(dem), gsd_m, crs, None if geoid is None else str(geoid),
                          resampling, tile_px)
         return replace(self, ortho_step=step)
 
@@ -191,22 +195,25 @@ def plan_ortho_product(
     from scheduler.cmd_ortho import footprint_box
     from scheduler.runtime.kernels import OrthoPlanTask, OrthoTileTask, WriteCogTask, open_dem
 
+    dem_path = scene.dem or step.dem
+    if dem_path is None:
+        raise FlowError(f"scene {scene.id} has no DEM: pass ortho(dem=...) or SceneInput.dem")
     info = raster_info(scene.uri)
     rpc = find_rpc(scene.uri)
     box = footprint_box(rpc, info.shape)
-    dem = open_dem(step.dem, step.geoid, box)
+    dem = open_dem(dem_path, step.geoid, box)
     geobox = default_geobox(rpc, info.shape, HeightModel.from_dem(dem), crs=step.crs,
                             gsd_m=step.gsd_m)
     params = {"gsd_m": step.gsd_m, "crs": step.crs, "resampling": step.resampling,
               "tile_px": step.tile_px, "geobox": [geobox.crs, *geobox.transform,
                                                   geobox.height, geobox.width]}
-    inputs = [str(Path(scene.uri).resolve()), step.dem] + ([step.geoid] if step.geoid else [])
+    inputs = [str(Path(scene.uri).resolve()), dem_path] + ([step.geoid] if step.geoid else [])
     key = product_key("ortho", params, inputs)
     object_key = f"ortho/{scene.id}.tif"
     grid = TileGrid(geobox, step.tile_px, step.tile_px)
     tile_bytes = step.tile_px * step.tile_px * info.count * _itemsize(info.dtype)
     plan_key = f"{scene.id}/ortho/plan"
-    tasks: list[Task] = [Task(plan_key, OrthoPlanTask(scene.uri, step.dem, step.geoid, box,
+    tasks: list[Task] = [Task(plan_key, OrthoPlanTask(scene.uri, dem_path, step.geoid, box,
                                                      geobox, step.resampling),
                               out_bytes=dem.heights_m.nbytes, label=scene.id)]
     windows = []
