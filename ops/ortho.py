@@ -10,8 +10,8 @@ position (row, col) = RPC(lon, lat, h), where the raw image is resampled
 
 Algorithm (why it is fast and exact to 0.01 px):
 
-* The map projection, the DEM's pixel coordinates, the geoid and the RPC are
-  smooth, so they are evaluated exactly only at a sparse grid of nodes, every
+* The map projection (hence the DEM's node coordinates of a pixel) and the
+  RPC are smooth, so they are evaluated exactly only at a sparse grid of nodes, every
   ``grid_step_px`` output pixels, aligned on the output geobox's origin (not
   the tile's): node (k, l) is global pixel (k * step, l * step). The RPC is
   evaluated at every node for a few global height levels.
@@ -21,7 +21,8 @@ Algorithm (why it is fast and exact to 0.01 px):
 * The grid step and the number of levels are chosen per scene
   (:func:`plan_ortho`) by comparing the interpolated mapping with the exact
   one (pyproj + DEM + RPC at every pixel) on sample tiles, keeping the
-  largest step whose maximum error is below ``MAPPING_TOLERANCE_PX``.
+  largest step whose maximum error is below ``MAPPING_TOLERANCE_PX``
+  (measured: 3e-4 px at a 64 px step on the Ventoux crop over SRTM).
 * Everything a pixel's value depends on is a function of its global pixel
   coordinates and of the scene-wide :class:`OrthoPlan`; hence tiles
   assembled equal the image processed at once (difference 0).
@@ -54,13 +55,13 @@ from ops.ortho_heights import DemLike, HeightModel
 from ops.ortho_kernel import ortho_loop, sensor_loop
 from ops.raster_io import CogWriter, raster_info, read_window
 from ops.rpc import RpcModel
-from planner.grid import GeoBox, TileGrid, Window
+from planner.grid import GeoBox, InputWindow, TileGrid, Window
 
 __all__ = [
     "DemLike", "HeightModel", "NodeGrid", "OrthoPlan", "OrthoReport", "declare_tile_input",
     "default_geobox", "exact_sensor_coords", "image_footprint", "interpolated_sensor_coords",
     "mapping_error_px", "node_grid", "ortho_tile", "orthorectify", "orthorectify_array",
-    "plan_ortho", "tile_jobs",
+    "plan_ortho", "tile_input_windows", "tile_jobs",
 ]
 
 FloatArray = NDArray[np.float64]
@@ -193,6 +194,13 @@ def declare_tile_input(plan: OrthoPlan, window: Window) -> Window | None:
         plan.rpc, plan.heights, plan.geobox.window_geobox(window), plan.image_shape,
         margin_px=plan.radius + WINDOW_SAFETY_PX,
     )
+
+
+def tile_input_windows(plan: OrthoPlan, image: str | Path, window: Window
+                       ) -> tuple[InputWindow, ...]:
+    """The tile-model declaration for the planner: () or the one raw image window needed."""
+    src = declare_tile_input(plan, window)
+    return () if src is None else (InputWindow(str(image), src),)
 
 
 def ortho_tile(

@@ -26,6 +26,7 @@ from ops.ortho import (
     mapping_error_px,
     ortho_tile,
     plan_ortho,
+    tile_input_windows,
 )
 from ops.ortho_kernel import CUBIC_A
 from ops.rpc import RpcModel
@@ -202,3 +203,15 @@ def test_a_dem_missing_the_footprint_is_refused(rpc: RpcModel) -> None:
     small = HeightModel.from_dem(_stepped_dem(rpc, margin_m=-50.0))
     with pytest.raises(DemCoverageError, match="<stepped>.*footprint"):
         default_geobox(rpc, SHAPE, small)
+
+
+def test_tile_declarations_for_the_planner(rpc: RpcModel, heights: HeightModel) -> None:
+    plan = _plan(rpc, heights)
+    grid = TileGrid(plan.geobox, 128, 128)
+    declared = {idx: tile_input_windows(plan, "raw.tif", grid.window(idx)) for idx in grid.tiles()}
+    assert all(len(d) <= 1 for d in declared.values())
+    windows = [d[0] for d in declared.values() if d]
+    assert windows and all(w.raster == "raw.tif" for w in windows)
+    assert all(w.window.clip(*SHAPE) == w.window for w in windows)
+    # Far tiles (grid corners outside the rotated footprint) may read nothing at all.
+    assert sum(w.window.size for w in windows) < 3 * SHAPE[0] * SHAPE[1]
