@@ -94,13 +94,17 @@ def _scenes(scenes: Sequence[object]) -> tuple[SceneInput, ...]:
     out: list[SceneInput] = []
     for s in scenes:
         if isinstance(s, SceneInput):
-            out.append(s)
+            scene = s
         elif isinstance(s, (str, Path)):
-            out.append(SceneInput(Path(s).stem, str(s)))
+            scene = SceneInput(Path(s).stem, str(s))
         elif hasattr(s, "id") and hasattr(s, "uri"):
-            out.append(SceneInput(str(s.id), str(s.uri)))
+            scene = SceneInput(str(s.id), str(s.uri))
         else:
             raise FlowError(f"scene {s!r}: expected a path, a SceneInput or a Scene with id, uri")
+        if scene.uri.startswith("s3://"):
+            # GDAL reads S3 objects by ranges through /vsis3/ (only the blocks a window needs)
+            scene = replace(scene, uri="/vsis3/" + scene.uri[len("s3://"):])
+        out.append(scene)
     ids = [s.id for s in out]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
@@ -275,4 +279,21 @@ class Driver:
             ray.init(num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False,
                      object_store_memory=self.object_store_bytes)
         else:
-            ray.init(address=self.address, log_to_driver=False)
+            env = worker_env()
+            ray.init(address=self.address, log_to_driver=False,
+                     runtime_env={"env_vars": env} if env else None)
+
+
+#: Settings (never credentials) the driver hands to workers of a remote cluster: where S3 is
+#: and how GDAL reaches it. Credentials come from each node's own chain (instance profile).
+WORKER_ENV_PREFIXES = ("GDAL_", "CPL_", "VSI_")
+WORKER_ENV_KEYS = ("AWS_S3_ENDPOINT", "AWS_HTTPS", "AWS_VIRTUAL_HOSTING", "AWS_ENDPOINT_URL",
+                   "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION")
+
+
+def worker_env() -> dict[str, str]:
+    """The non-secret S3/GDAL settings of this process, for the workers' environment."""
+    import os
+
+    return {k: v for k, v in os.environ.items()
+            if k in WORKER_ENV_KEYS or k.startswith(WORKER_ENV_PREFIXES)}

@@ -229,3 +229,13 @@ def test_s3_input_tiles_fetch_about_their_declared_window(s3_endpoint: str, scen
         server.server_close()
     assert len(ratios) >= 4
     assert max(ratios) <= 2.0, f"bytes fetched / window share per tile: {ratios}"
+    # the same image as an s3:// scene of a flow: read through /vsis3/, same product bytes
+    dem = str(scene.out_dir / "dem.tif")
+    remote = Driver(address="serial").get_flow(
+        [SceneInput("v0", f"s3://{BUCKET}/raw/view_0.tif")]
+    ).ortho(dem=dem, tile_px=512).write(tmp_path / "from_s3").run()
+    local = Driver(address="serial").get_flow([SceneInput("v0", str(tiled))]).ortho(
+        dem=dem, tile_px=512).write(tmp_path / "from_disk").run()
+    assert remote.ok and local.ok, remote.failures
+    assert (tmp_path / "from_s3/ortho/v0.tif").read_bytes() == (
+        tmp_path / "from_disk/ortho/v0.tif").read_bytes()
