@@ -36,6 +36,16 @@ def fleet_price_usd_per_h(plan: dict[str, Any]) -> float:
     return total
 
 
+def plan_resources(plan: dict[str, Any], stage: str) -> tuple[str, ...]:
+    """Ray resources (``"type:market"``) of the plan's fleet entries that serve ``stage``."""
+    tags = []
+    for entry in plan.get("fleet", []):
+        tasks = entry.get("tasks") or {}
+        if stage in tasks and entry.get("instance_type") and entry.get("market"):
+            tags.append(f"{entry['instance_type']}:{entry['market']}")
+    return tuple(sorted(set(tags)))
+
+
 def _scenes(campaign_path: Path) -> tuple[list[SceneInput], float | None, int, str]:
     campaign = load_campaign(campaign_path)
     missing = [s.id for s in campaign.scenes if not s.uri]
@@ -105,15 +115,19 @@ def run(
     except PlannerError as exc:
         raise click.ClickException(str(exc)) from exc
     price = 0.0
+    resources: tuple[str, ...] = ()
     if plan_path is not None:
         try:
-            price = fleet_price_usd_per_h(json.loads(plan_path.read_text()))
+            plan_doc = json.loads(plan_path.read_text())
+            price = fleet_price_usd_per_h(plan_doc)
+            resources = plan_resources(plan_doc, "ortho")
         except (ValueError, TypeError, AttributeError) as exc:
             raise click.ClickException(f"{plan_path}: not a plan.json ({exc})") from exc
     options = DispatchOptions(max_bytes_in_flight=max_inflight_mib * 2**20)
     driver = Driver(address=address, num_cpus=workers, options=options)
     flow = (driver.get_flow(scenes)
             .ortho(dem=dem, geoid=geoid, gsd_m=gsd_m, tile_px=tile_px or campaign_tile_px)
+            .on(*resources)
             .write(dest or f"{name}-output"))
     with tqdm(unit="task", desc="run", disable=quiet, dynamic_ncols=True) as bar:
         def progress(p: Progress) -> None:

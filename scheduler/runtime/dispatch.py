@@ -25,8 +25,10 @@ The loop, around a :class:`~scheduler.runtime.state.DispatchState`:
 The pool keeps one actor per ``cpus_per_actor`` CPUs on every alive node
 (pinned with a hard node-affinity strategy, no Ray restarts: the dispatcher
 does its own recovery). A node's custom resources (``"c7g.large:spot"``)
-name its instance type and market; a task with ``resources`` runs only on
-actors of nodes that have them when such actors exist.
+name its instance type and market; a task with ``resources`` (the
+placement plan's types for its stage) goes to a free actor of a node with
+one of them when there is one, else to any free actor (a soft preference,
+like locality: a missing or busy type never stalls the campaign).
 
 :func:`run_serial` drives the same state in-process without Ray, for tests
 and tiny runs.
@@ -357,7 +359,7 @@ class Dispatcher:
               where: Mapping[str, str], state: DispatchState) -> _Slot:
         candidates = free
         if resources:
-            matching = [s for s in free if s.resources.issuperset(resources)]
+            matching = [s for s in free if not s.resources.isdisjoint(resources)]
             candidates = matching or free
         if not deps:
             return min(candidates, key=lambda s: s.running)

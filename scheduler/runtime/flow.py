@@ -122,6 +122,7 @@ class Flow:
     scenes: tuple[SceneInput, ...]
     ortho_step: OrthoStep | None = None
     dest: str | None = None
+    resources: tuple[str, ...] = ()
 
     def ortho(
         self, *, dem: str | Path | None = None, gsd_m: float | None = None, crs: str | None = None,
@@ -136,6 +137,10 @@ class Flow:
         step = OrthoStep(None if dem is None else str(dem), gsd_m, crs, None if geoid is None else str(geoid),
                          resampling, tile_px)
         return replace(self, ortho_step=step)
+
+    def on(self, *resources: str) -> Flow:
+        """Prefer nodes with one of these Ray resources (``"c7g.large:spot"``, from the plan)."""
+        return replace(self, resources=tuple(resources))
 
     def write(self, dest: str | Path) -> Flow:
         """Publish products under ``dest`` (a folder or ``s3://bucket/prefix``)."""
@@ -153,7 +158,8 @@ class Flow:
         failures: list[Failure] = []
         for scene in self.scenes:
             try:
-                products.append(plan_ortho_product(scene, self.ortho_step, store))
+                products.append(plan_ortho_product(scene, self.ortho_step, store,
+                                                   self.resources))
             except Exception as exc:  # noqa: BLE001 - one bad scene must not stop the others
                 failures.append(Failure(f"{scene.id}/survey", scene.id,
                                         f"{scene.uri}: {type(exc).__name__}: {exc}"))
@@ -189,7 +195,8 @@ class Flow:
 
 
 def plan_ortho_product(
-    scene: SceneInput, step: OrthoStep, store: LocalStore | S3Store
+    scene: SceneInput, step: OrthoStep, store: LocalStore | S3Store,
+    resources: tuple[str, ...] = (),
 ) -> ProductPlan:
     """Survey one scene and build its ortho tasks: plan -> tiles -> write."""
     from ops.ortho import HeightModel, default_geobox, default_nodata
@@ -230,6 +237,8 @@ def plan_ortho_product(
     writer = WriteCogTask(store, object_key, key, "ortho", scene.id, geobox, tuple(windows),
                           info.count, info.dtype, default_nodata(info.dtype, info.nodata))
     tasks.append(Task(f"{scene.id}/ortho/write", writer, tile_keys, 1024, scene.id, key))
+    if resources:
+        tasks = [replace(t, resources=resources) for t in tasks]
     return ProductPlan(key, object_key, scene.id, tuple(tasks))
 
 

@@ -64,8 +64,8 @@ class Task:
 
     ``label`` names what a failure should be reported against (a scene id);
     ``product`` is the manifest key of the product a sink task writes.
-    ``resources`` restricts the task to actors holding those Ray resources
-    (instance type / market), empty for any actor.
+    ``resources`` names the Ray resources (``"c7g.large:spot"``) of the
+    node types the task prefers, empty for any.
     """
 
     key: str

@@ -1,0 +1,68 @@
+"""Actor choice (locality, node-type preference) and the ``eochain run`` helpers, without Ray."""
+
+from __future__ import annotations
+
+import pytest
+
+from scheduler.cmd_run import fleet_price_usd_per_h, plan_resources, summary
+from scheduler.runtime.dispatch import Dispatcher, RunReport, _Slot
+from scheduler.runtime.flow import FlowReport
+from scheduler.runtime.state import DispatchState, Failure, Task, TaskGraph
+
+pytestmark = pytest.mark.unit
+
+
+def _state_with_held(sizes: dict[str, int]) -> DispatchState:
+    tasks = [Task(k, print, (), n) for k, n in sizes.items()]
+    tasks.append(Task("join", print, tuple(sizes)))
+    state = DispatchState(TaskGraph.build(tasks), 1 << 30)
+    for _ in sizes:
+        key = state.take()
+        assert key is not None
+        state.start(key)
+        state.complete(key)
+    return state
+
+
+def test_task_goes_to_the_node_holding_most_of_its_input_bytes() -> None:
+    state = _state_with_held({"a": 100, "b": 10, "c": 10})
+    where = {"a": "n2", "b": "n1", "c": "n1"}
+    slots = [_Slot(None, "n1", frozenset()), _Slot(None, "n2", frozenset()),
+             _Slot(None, "n3", frozenset())]
+    assert Dispatcher._pick(("a", "b", "c"), (), slots, where, state).node_id == "n2"
+
+
+def test_without_inputs_the_least_busy_actor_is_chosen() -> None:
+    state = _state_with_held({})
+    slots = [_Slot(None, "n1", frozenset(), running=2), _Slot(None, "n2", frozenset(), running=1)]
+    assert Dispatcher._pick((), (), slots, {}, state).node_id == "n2"
+
+
+def test_preferred_node_types_win_when_free_and_never_stall() -> None:
+    state = _state_with_held({})
+    spot = _Slot(None, "n1", frozenset({"c7g.large:spot"}), running=1)
+    od = _Slot(None, "n2", frozenset({"m7i.large:on-demand"}))
+    assert Dispatcher._pick((), ("c7g.large:spot",), [spot, od], {}, state) is spot
+    assert Dispatcher._pick((), ("c7g.large:spot",), [od], {}, state) is od
+
+
+def test_plan_helpers_read_the_fleet() -> None:
+    plan = {"fleet": [
+        {"instance_type": "c7g.2xlarge", "market": "spot", "instances": 3,
+         "price_usd_per_h": 0.1, "tasks": {"ortho": 10}},
+        {"instance_type": "r7i.large", "market": "on-demand", "instances": 1,
+         "price_usd_per_h": 0.2, "tasks": {"dsm": 4}},
+    ]}
+    assert fleet_price_usd_per_h(plan) == pytest.approx(0.5)
+    assert plan_resources(plan, "ortho") == ("c7g.2xlarge:spot",)
+    assert plan_resources({}, "ortho") == ()
+
+
+def test_summary_names_failed_scenes_and_cost() -> None:
+    dispatch = RunReport({}, (), 10, 1, 2, 2**20, 3.0)
+    report = FlowReport((), ("ortho/a.tif",), (Failure("b/survey", "b", "b.tif: bad TIFF"),),
+                        2, dispatch, 3.0)
+    text = summary(report, 0.0123)
+    assert "0 written, 1 already done, 1 failed, of 2" in text
+    assert "FAILED b: b.tif: bad TIFF" in text
+    assert "1 retried, 2 recomputed" in text and "$0.0123" in text
