@@ -1,0 +1,182 @@
+"""``eochain cluster-config``: plan.json + Terraform outputs -> Ray cluster launcher YAML."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from planner.catalog import load_catalog
+from scheduler.cloud.errors import ClusterConfigError, TerraformOutputsError
+from scheduler.cluster_config import (
+    REQUIRED_OUTPUTS,
+    ClusterOptions,
+    fleet_from_plan,
+    render_cluster_config,
+    resource_request,
+    terraform_outputs_from_dict,
+)
+from scheduler.cmd_cluster import cluster_config
+from scheduler.cmd_plan import plan as plan_command
+
+pytestmark = pytest.mark.unit
+
+REGION = "eu-west-3"
+TF_VALUES: dict[str, Any] = {
+    "region": REGION,
+    "cluster_name": "eochain-test",
+    "vpc_id": "vpc-0123",
+    "private_subnet_ids": ["subnet-a", "subnet-b"],
+    "security_group_id": "sg-0abc",
+    "head_instance_profile_arn": "arn:aws:iam::123456789012:instance-profile/eochain-test-ray-head",
+    "worker_instance_profile_arn":
+        "arn:aws:iam::123456789012:instance-profile/eochain-test-ray-worker",
+    "head_launch_template_id": "lt-head",
+    "worker_launch_template_id": "lt-worker",
+    "bucket_name": "eochain-test-products-123456789012",
+}
+
+
+def _tf_json(values: dict[str, Any]) -> dict[str, Any]:
+    """The shape of `terraform output -json`."""
+    return {k: {"sensitive": False, "type": "string", "value": v} for k, v in values.items()}
+
+
+def _plan(*fleet: tuple[str, str, int], region: str = REGION) -> dict[str, Any]:
+    return {"format": "eochain-plan/1", "fleet": [
+        {"instance_type": t, "region": region, "market": m, "instances": n} for t, m, n in fleet]}
+
+
+def _write(tmp_path: Path, plan: dict[str, Any], tf: dict[str, Any]) -> tuple[Path, Path]:
+    p, t = tmp_path / "plan.json", tmp_path / "tf.json"
+    p.write_text(json.dumps(plan))
+    t.write_text(json.dumps(tf))
+    return p, t
+
+
+def test_renders_one_node_type_per_type_and_market(tmp_path: Path) -> None:
+    plan = _plan(("c7g.4xlarge", "spot", 6), ("c7g.4xlarge", "on-demand", 1),
+                 ("r7g.2xlarge", "spot", 2), ("c7g.4xlarge", "spot", 1))
+    p, t = _write(tmp_path, plan, _tf_json(TF_VALUES))
+    out = tmp_path / "cluster.yaml"
+    result = CliRunner().invoke(cluster_config, [str(p), "--terraform-outputs", str(t),
+                                                 "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    doc = yaml.safe_load(out.read_text())
+    types = doc["available_node_types"]
+    assert set(types) == {"ray.head.default", "c7g.4xlarge-spot", "c7g.4xlarge-on-demand",
+                          "r7g.2xlarge-spot"}
+    spot = types["c7g.4xlarge-spot"]
+    assert spot["max_workers"] == 7 and spot["min_workers"] == 0  # merged 6 + 1
+    assert spot["node_config"]["InstanceMarketOptions"]["MarketType"] == "spot"
+    assert "InstanceMarketOptions" not in types["c7g.4xlarge-on-demand"]["node_config"]
+    assert spot["resources"]["c7g.4xlarge:spot"] == 1 and spot["resources"]["CPU"] == 16
+    assert doc["max_workers"] == 10
+    for name, nt in types.items():
+        cfg = nt["node_config"]
+        assert cfg["SubnetIds"] == ["subnet-a", "subnet-b"], name
+        assert cfg["SecurityGroupIds"] == ["sg-0abc"], name
+        assert cfg["MetadataOptions"]["HttpTokens"] == "required", name
+    head = types["ray.head.default"]
+    assert head["resources"] == {"CPU": 0}
+    assert head["node_config"]["IamInstanceProfile"]["Arn"].endswith("ray-head")
+    assert head["node_config"]["LaunchTemplate"]["LaunchTemplateId"] == "lt-head"
+    assert spot["node_config"]["IamInstanceProfile"]["Arn"].endswith("ray-worker")
+    assert spot["node_config"]["LaunchTemplate"]["LaunchTemplateId"] == "lt-worker"
+    assert doc["provider"] == {"type": "aws", "region": REGION, "use_internal_ips": True,
+                               "cache_stopped_nodes": False}
+    start = " ".join(doc["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in start and "--port=6379" in start
+    assert "--dashboard-host=127.0.0.1" in " ".join(doc["worker_start_ray_commands"])
+
+
+def test_resource_request_matches_fleet() -> None:
+    catalog = load_catalog()
+    fleet = fleet_from_plan(_plan(("c7g.xlarge", "spot", 3), ("m7g.2xlarge", "on-demand", 1)),
+                            REGION, catalog)
+    bundles = resource_request(fleet)
+    assert len(bundles) == 4
+    assert bundles.count({"CPU": 4.0, "c7g.xlarge:spot": 1.0}) == 3
+    assert {"CPU": 8.0, "m7g.2xlarge:on-demand": 1.0} in bundles
+
+
+def test_instance_type_missing_in_region_suggests(tmp_path: Path) -> None:
+    catalog = load_catalog()
+    with pytest.raises(ClusterConfigError, match=r"'c7a.xlarge' is not offered in eu-west-3"):
+        fleet_from_plan(_plan(("c7a.xlarge", "spot", 1)), REGION, catalog)
+    with pytest.raises(ClusterConfigError, match=r"did you mean 'c7g.4xlarge'"):
+        fleet_from_plan(_plan(("c7g.4xlarg", "spot", 1)), REGION, catalog)
+    tf = terraform_outputs_from_dict(_tf_json(TF_VALUES))
+    fleet = fleet_from_plan(_plan(("c7g.xlarge", "spot", 1)), REGION, catalog)
+    with pytest.raises(ClusterConfigError, match="--head-instance-type.*'m7i.large'"):
+        render_cluster_config(fleet, tf, ClusterOptions(head_instance_type="m7i.large"), catalog)
+
+
+def test_plan_in_another_region_is_refused() -> None:
+    with pytest.raises(ClusterConfigError, match="region 'us-east-1' differs.*'eu-west-3'"):
+        fleet_from_plan(_plan(("c7g.xlarge", "spot", 1), region="us-east-1"), REGION,
+                        load_catalog())
+
+
+def test_bad_plan_documents() -> None:
+    catalog = load_catalog()
+    with pytest.raises(ClusterConfigError, match="format 'v0'"):
+        fleet_from_plan({"format": "v0", "fleet": []}, REGION, catalog)
+    with pytest.raises(ClusterConfigError, match="market 'preemptible'"):
+        fleet_from_plan(_plan(("c7g.xlarge", "preemptible", 1)), REGION, catalog)
+    with pytest.raises(ClusterConfigError, match="no instance"):
+        fleet_from_plan(_plan(("c7g.xlarge", "spot", 0)), REGION, catalog)
+
+
+def test_missing_terraform_outputs_are_named(tmp_path: Path) -> None:
+    values = {k: v for k, v in TF_VALUES.items()
+              if k not in ("security_group_id", "worker_instance_profile_arn")}
+    with pytest.raises(TerraformOutputsError,
+                       match="lack security_group_id, worker_instance_profile_arn"):
+        terraform_outputs_from_dict(_tf_json(values), "tf.json")
+    p, t = _write(tmp_path, _plan(("c7g.xlarge", "spot", 1)), _tf_json(values))
+    result = CliRunner().invoke(cluster_config, [str(p), "--terraform-outputs", str(t)])
+    assert result.exit_code == 1
+    assert "security_group_id" in result.output and "terraform output -json" in result.output
+    t.write_text("not json")
+    result = CliRunner().invoke(cluster_config, [str(p), "--terraform-outputs", str(t)])
+    assert result.exit_code == 1 and "is not JSON" in result.output
+    assert set(REQUIRED_OUTPUTS) <= set(TF_VALUES)
+
+
+def test_plain_value_map_is_accepted() -> None:
+    tf = terraform_outputs_from_dict(TF_VALUES)
+    assert tf.private_subnet_ids == ("subnet-a", "subnet-b")
+
+
+def test_real_plan_from_eochain_plan(tmp_path: Path) -> None:
+    campaign = {
+        "name": "small",
+        "inputs": {"survey": {"pairs": 4, "bbox": [4.6, 43.4, 6.6, 44.6], "scene_km": 8}},
+        "products": {"ortho": {"gsd_m": 0.5}, "dsm": {"gsd_m": 1.0}},
+        "tiling": {"tile_px": 2048, "margin_px": 64},
+        "data": {"region": REGION, "bucket": "raw"},
+        "deadline_h": 6,
+        "compute": {"regions": [REGION], "families": ["c7g", "m7g", "r7g"]},
+        "quotas": {"on_demand_vcpus": 64, "spot_vcpus": 128, "max_instances_per_type": 4},
+    }
+    cfile = tmp_path / "campaign.yaml"
+    cfile.write_text(yaml.safe_dump(campaign))
+    result = CliRunner().invoke(plan_command, [str(cfile), "--out", str(tmp_path), "--runs", "0"])
+    assert result.exit_code == 0, result.output
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    t = tmp_path / "tf.json"
+    t.write_text(json.dumps(_tf_json(TF_VALUES)))
+    result = CliRunner().invoke(cluster_config, [str(tmp_path / "plan.json"),
+                                                 "--terraform-outputs", str(t)])
+    assert result.exit_code == 0, result.output
+    doc = yaml.safe_load(result.output)
+    planned = sum(e["instances"] for e in plan["fleet"])
+    assert doc["max_workers"] == planned > 0
+    keys = {f"{e['instance_type']}:{e['market']}" for e in plan["fleet"] if e["instances"]}
+    resources = {k for nt in doc["available_node_types"].values() for k in nt["resources"]}
+    assert keys <= resources
