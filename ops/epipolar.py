@@ -104,12 +104,25 @@ class MatchingFrame:
         base = GeoBox(self.crs, self.transform, 1, 1)
         return base.window_geobox(window)
 
-    def window_covering(self, geobox: GeoBox, pad_m: float) -> Window:
-        """The frame window whose pixels cover a map geobox grown by ``pad_m`` metres."""
+    def window_covering(
+        self, geobox: GeoBox, pad_m: float, sweep_m: tuple[float, float] = (0.0, 0.0)
+    ) -> Window:
+        """The frame window covering a map geobox swept along the left shift, plus a pad.
+
+        The geobox's corners are moved by ``t * left_shift_m_per_m`` for t in
+        ``sweep_m`` (metres of height relative to the reference: where the
+        reference points of the tile's cells can be) and the result is grown
+        by ``pad_m`` metres on every side.
+        """
         left, bottom, right, top = geobox.bounds
-        xs = np.array([left - pad_m, right + pad_m, left - pad_m, right + pad_m])
-        ys = np.array([bottom - pad_m, bottom - pad_m, top + pad_m, top + pad_m])
-        rows, cols = GeoBox(self.crs, self.transform, 1, 1).rowcol(xs, ys)
+        sx, sy = self.left_shift_m_per_m
+        xs, ys = [], []
+        for t in (0.0, *sweep_m):
+            for x, y in ((left, bottom), (right, bottom), (left, top), (right, top)):
+                for dx, dy in ((-pad_m, -pad_m), (pad_m, -pad_m), (-pad_m, pad_m), (pad_m, pad_m)):
+                    xs.append(x + t * sx + dx)
+                    ys.append(y + t * sy + dy)
+        rows, cols = GeoBox(self.crs, self.transform, 1, 1).rowcol(np.array(xs), np.array(ys))
         return Window.bounding(rows, cols, margin_px=1.0)
 
 

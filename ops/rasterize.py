@@ -13,8 +13,16 @@ some cells get no point although their neighbours do. As CARS does with its
 rasterisation radius of one cell, such an empty cell takes the mean of the
 points of its 3 x 3 neighbourhood when at least ``MIN_NEIGHBOURS`` of its
 8 neighbours hold points (its count stays 0, which marks it); larger holes
-stay nodata. Callers rasterise onto the tile grown by one cell and keep the
-core, so a tile fills exactly the cells the whole product would.
+stay nodata.
+
+Holes of at most ``max_hole_cells`` cells (shadows without texture, small
+occlusions) are then filled by :func:`fill_small_holes`, as CARS fills its
+DSMs (its rasterisation's ``fill_nodata``): each hole cell takes, ring by
+ring from the hole's rim inwards, the mean of its valid 8-neighbours. Holes
+touching the raster's border are left alone: they may continue beyond it.
+Callers rasterise onto the tile grown by ``FILL_MARGIN_CELLS`` and keep the
+core, so a tile fills exactly the cells the whole product would (up to holes
+longer than the margin that cross a tile edge).
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.ndimage as ndi
 from numpy.typing import ArrayLike, NDArray
 
 from planner.grid import GeoBox
@@ -31,6 +40,8 @@ Float32Array = NDArray[np.float32]
 
 #: Valid 8-neighbours needed to fill an empty cell.
 MIN_NEIGHBOURS = 3
+#: Cells added around a tile before rasterising, so that hole filling sees beyond its edge.
+FILL_MARGIN_CELLS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,3 +93,33 @@ def _box3(a: FloatArray) -> FloatArray:
     p = np.pad(a, 1)
     rows = p[:-2] + p[1:-1] + p[2:]
     return rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]
+
+
+def fill_small_holes(height: Float32Array, max_hole_cells: int) -> NDArray[np.bool_]:
+    """Fill NaN components of at most ``max_hole_cells`` not touching the border (in place).
+
+    Returns the mask of filled cells.
+    """
+    holes = ~np.isfinite(height)
+    if max_hole_cells <= 0 or not holes.any() or holes.all():
+        return np.zeros(height.shape, dtype=bool)
+    labels, n = ndi.label(holes)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    small = sizes <= max_hole_cells
+    small[0] = False
+    small[border] = False
+    todo: NDArray[np.bool_] = np.asarray(small[labels], dtype=bool)
+    filled = todo.copy()
+    values = np.where(np.isfinite(height), height, 0.0).astype(np.float64)
+    known = np.isfinite(height).astype(np.float64)
+    while todo.any():
+        total, count = _box3(values * known), _box3(known)
+        ring = todo & (count > 0)
+        if not ring.any():
+            break
+        values[ring] = total[ring] / count[ring]
+        known[ring] = 1.0
+        todo &= ~ring
+    height[filled] = values[filled].astype(np.float32)
+    return filled

@@ -23,12 +23,14 @@ Method (the choice and why)
    of sight are intersected in the least-squares sense; the ray distance
    rejects matches that break the epipolar geometry.
 4. **Rasterisation** (:mod:`ops.rasterize`): mean height of the points per
-   map cell, point count and mean confidence bands, one-cell gaps filled.
-   Heights are above the WGS84 ellipsoid, or above a geoid on request.
+   map cell, point count and mean confidence bands; one-cell gaps and holes
+   up to ``max_hole_area_m2`` are interpolated (count 0 marks them), as
+   CARS fills its DSMs. Heights are above the WGS84 ellipsoid, or above a
+   geoid on request.
 
 Tiling contract: for an output tile, :func:`declare_stereo_inputs` computes
-(from the DEM only) the matching-frame window the tile needs (the tile, plus
-the planimetric shift of the highest and lowest possible points along the
+(from the DEM only) the matching-frame window the tile needs (the tile grown
+by the hole-filling margin, plus the planimetric shift of the highest and lowest possible points along the
 left line of sight, plus ``context_px`` of matching context, plus the
 disparity range along columns) and from it the raw-image windows of both
 views; :func:`compute_dsm_tile` then needs only those pixels. Tiles differ
@@ -61,10 +63,10 @@ from ops.epipolar import MatchingFrame, SensorMaps, build_frame, sensor_maps
 from ops.errors import RasterReadError, StereoError
 from ops.footprint import declare_input_window, geobox_lonlat, lonlat_bounds
 from ops.matching import MatchingConfig, estimate_row_shift, match, to_grey_levels
-from ops.rasterize import rasterize_points
+from ops.rasterize import FILL_MARGIN_CELLS, fill_small_holes, rasterize_points
 from ops.rpc import RpcModel
 from ops.rpc_io import find_rpc
-from planner.grid import GeoBox, TileGrid, Window
+from planner.grid import GeoBox, InputWindow, TileGrid, Window
 
 FloatArray = NDArray[np.float64]
 Float32Array = NDArray[np.float32]
@@ -104,11 +106,12 @@ class StereoConfig:
     context_px: int = 24
     max_ray_distance_m: float = 2.0
     max_days_apart: float = 60.0
+    max_hole_area_m2: float = 100.0
     matching: MatchingConfig = field(default_factory=MatchingConfig)
 
     def __post_init__(self) -> None:
         for name in ("height_margin_below_m", "height_margin_above_m", "max_ray_distance_m",
-                     "max_days_apart"):
+                     "max_days_apart", "max_hole_area_m2"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise StereoError(f"stereo {name} = {value!r}, expected a finite value >= 0")
@@ -334,29 +337,40 @@ def _dem_range(dem: Terrain, geobox: GeoBox) -> tuple[float, float]:
 def declare_stereo_inputs(plan: StereoPlan, tile: GeoBox, dem: Terrain) -> StereoTileInputs:
     """The frame and raw-image windows an output tile needs (from the DEM only)."""
     cfg, frame = plan.config, plan.frame
-    shift_m_per_m = math.hypot(*frame.left_shift_m_per_m)
     k = frame.disparity_px_per_m
-    hmin, hmax = _dem_range(dem, tile)
-    window = frame.window_covering(tile, 0.0)
-    for _ in range(2):
-        # The DEM range over the matching window bounds heights and disparities there.
+    context_m = cfg.context_px * frame.step_m
+    m = FILL_MARGIN_CELLS + 1
+    grown = tile.window_geobox(Window(-m, -m, tile.height + 2 * m, tile.width + 2 * m))
+    hmin, hmax = _dem_range(dem, grown)
+    for _ in range(3):
+        # Heights anywhere in [hmin - below, hmax + above] over references in
+        # [hmin, hmax]: the reference of a tile cell lies up to rel * left_shift away.
         h_lo, h_hi = hmin - cfg.height_margin_below_m, hmax + cfg.height_margin_above_m
         rel_lo, rel_hi = h_lo - hmax, h_hi - hmin
-        pad_m = max(abs(rel_lo), abs(rel_hi)) * shift_m_per_m + cfg.context_px * frame.step_m
-        window = frame.window_covering(tile, pad_m)
-        hmin, hmax = _dem_range(dem, frame.geobox(window))
+        window = frame.window_covering(grown, context_m, (-rel_hi, -rel_lo))
+        lo, hi = _dem_range(dem, frame.geobox(window))
+        if lo >= hmin and hi <= hmax:
+            break
+        hmin, hmax = min(hmin, lo), max(hmax, hi)
     d_lo, d_hi = rel_lo * k, rel_hi * k
     extra = math.ceil(max(abs(d_lo), abs(d_hi))) + 2
     ext = Window(window.row_off, window.col_off - extra, window.height, window.width + 2 * extra)
     ext_box = frame.geobox(ext)
-    heights = (hmin - 1.0, hmax + 1.0)
-    left_w = declare_input_window(
-        plan.left.rpc, heights, ext_box, plan.left.shape, RESAMPLING_MARGIN_PX
-    )
+    left_w = declare_input_window(plan.left.rpc, dem, ext_box, plan.left.shape, RESAMPLING_MARGIN_PX)
     right_w = declare_input_window(
-        plan.right.rpc, heights, ext_box, plan.right.shape, RESAMPLING_MARGIN_PX
+        plan.right.rpc, dem, ext_box, plan.right.shape, RESAMPLING_MARGIN_PX
     )
     return StereoTileInputs(tile, ext, left_w, right_w, (h_lo, h_hi), (d_lo, d_hi))
+
+
+def input_windows(plan: StereoPlan, inputs: StereoTileInputs) -> tuple[InputWindow, ...]:
+    """The tile's raw-image reads as the planner's declarations (none if it sees nothing)."""
+    if inputs.left_window is None or inputs.right_window is None:
+        return ()
+    return (
+        InputWindow(plan.left.path, inputs.left_window),
+        InputWindow(plan.right.path, inputs.right_window),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -440,6 +454,11 @@ def rectify(
     return RectifiedPair(grey_l, grey_r, valid_l, valid_r, maps)
 
 
+def _hole_cells(config: StereoConfig, tile: GeoBox) -> int:
+    cell_m2 = tile.resolution[0] * tile.resolution[1]
+    return int(config.max_hole_area_m2 / cell_m2)
+
+
 def compute_dsm_tile(
     plan: StereoPlan,
     inputs: StereoTileInputs,
@@ -477,9 +496,11 @@ def compute_dsm_tile(
     if geoid is not None and keep.any():
         h = h - np.asarray(geoid.undulation(lon, lat), dtype=np.float64)
     x, y = lonlat_transformer(frame.crs, inverse=True).transform(lon[keep], lat[keep])
-    grown = tile.window_geobox(Window(-1, -1, tile.height + 2, tile.width + 2))
+    m = FILL_MARGIN_CELLS
+    grown = tile.window_geobox(Window(-m, -m, tile.height + 2 * m, tile.width + 2 * m))
     raster = rasterize_points(grown, x, y, h[keep], disp.confidence[ii, jj][keep])
-    core = (slice(1, tile.height + 1), slice(1, tile.width + 1))
+    fill_small_holes(raster.height_m, _hole_cells(cfg, tile))
+    core = (slice(m, tile.height + m), slice(m, tile.width + m))
     height = raster.height_m[core]
     reason = None if np.isfinite(height).any() else "matches found, none on this tile"
     return DsmTile(

@@ -16,7 +16,7 @@ import pytest
 from ops.epipolar import build_frame
 from ops.errors import StereoError
 from ops.matching import MatchingConfig, estimate_row_shift, match, to_grey_levels
-from ops.rasterize import rasterize_points
+from ops.rasterize import fill_small_holes, rasterize_points
 from ops.stereo import StereoConfig, StereoView, check_pair
 from ops.stereo_eval import agreement, nmad
 from ops.synthetic import SceneSpec, SyntheticScene, generate_scene
@@ -114,6 +114,20 @@ def test_rasterize_leaves_large_holes_empty() -> None:
     x, y = box.xy(np.array([0, 0]), np.array([0, 1]))
     out = rasterize_points(box, x, y, np.array([1.0, 2.0]), np.ones(2))
     assert np.isfinite(out.height_m).sum() == 2
+
+
+def test_small_interior_holes_are_filled_large_and_border_ones_kept() -> None:
+    rows, cols = np.mgrid[0:40, 0:40]
+    height = (0.5 * rows + 0.25 * cols).astype(np.float32)
+    truth = height.copy()
+    height[10:13, 10:13] = np.nan  # 9 cells, interior: filled
+    height[20:35, 20:35] = np.nan  # 225 cells: too big
+    height[0:3, 30:33] = np.nan  # touches the border: may continue beyond it
+    filled = fill_small_holes(height, max_hole_cells=50)
+    assert filled.sum() == 9 and filled[10:13, 10:13].all()
+    # on a plane, the ring-by-ring neighbour means stay within one cell's height step
+    assert np.max(np.abs(height[10:13, 10:13] - truth[10:13, 10:13])) <= 0.75
+    assert np.isnan(height[20:35, 20:35]).all() and np.isnan(height[0:3, 30:33]).all()
 
 
 def test_nmad_and_agreement() -> None:
