@@ -310,14 +310,19 @@ class Dem:
         geoid: Geoid | str | Path | None = None,
         bounds_lonlat: Sequence[float] | None = None,
         fill_holes: bool = True,
+        pad_deg: float = 0.0,
     ) -> Dem:
         """Read a DEM file, a folder of tiles or a list of files into one mosaic.
 
         ``geoid``: heights in the files are above this geoid (SRTM: EGM96);
         None takes them as ellipsoidal. ``bounds_lonlat`` (lon_min, lat_min,
         lon_max, lat_max) reads only that area plus a margin, and raises
-        DemCoverageError when the tiles do not cover all of it.
+        DemCoverageError when the tiles do not cover all of it. ``pad_deg``
+        more degrees around it are read where the tiles have them, and not
+        required: a footprint must be covered, its surroundings are a bonus.
         """
+        if not (math.isfinite(pad_deg) and pad_deg >= 0.0):
+            raise DemError(f"pad_deg = {pad_deg!r}, expected a finite number >= 0")
         paths, name = _list_sources(source)
         tiles = [_probe(p) for p in paths]
         ref = tiles[0]
@@ -358,7 +363,9 @@ class Dem:
             if ref.crs.is_geographic:
                 shift = 360.0 * round(((box[0] + box[2]) / 2 - (x0 + a * (c_lo + c_hi) / 2)) / 360)
                 box = (box[0] - shift, box[1], box[2] - shift, box[3])
-            xmin, ymin, xmax, ymax = _native_box(ref.crs, box)
+            wanted = (box[0] - pad_deg, max(-90.0, box[1] - pad_deg),
+                      box[2] + pad_deg, min(90.0, box[3] + pad_deg))
+            xmin, ymin, xmax, ymax = _native_box(ref.crs, wanted)
             r_lo = max(r_lo, math.floor((ymax - y0) / e) - MARGIN_NODES)
             r_hi = min(r_hi, math.ceil((ymin - y0) / e) + 1 + MARGIN_NODES)
             c_lo = max(c_lo, math.floor((xmin - x0) / a) - MARGIN_NODES)

@@ -69,11 +69,11 @@ def dsm(
         view_l, view_r = open_view(left), open_view(right)
         boxes = [footprint_box(v.rpc, v.shape) for v in (view_l, view_r)]
         box = (
-            min(b[0] for b in boxes) - DEM_PAD_DEG, min(b[1] for b in boxes) - DEM_PAD_DEG,
-            max(b[2] for b in boxes) + DEM_PAD_DEG, max(b[3] for b in boxes) + DEM_PAD_DEG,
+            min(b[0] for b in boxes), min(b[1] for b in boxes),
+            max(b[2] for b in boxes), max(b[3] for b in boxes),
         )
         geoid_model = Geoid.open(geoid) if geoid is not None else None
-        dem = Dem.open(dem_path, geoid=geoid_model, bounds_lonlat=box)
+        dem = Dem.open(dem_path, geoid=geoid_model, bounds_lonlat=box, pad_deg=DEM_PAD_DEG)
         config = StereoConfig(max_days_apart=max_days_apart)
         plan = plan_stereo(view_l, view_r, dem, crs=crs, gsd_m=gsd_m, config=config)
         n_tiles = len(TileGrid(plan.geobox, tile_px, tile_px))

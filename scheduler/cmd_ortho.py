@@ -28,7 +28,8 @@ from ops.rpc import RpcModel
 from ops.rpc_io import find_rpc
 from planner.errors import PlannerError
 
-#: Degrees added around the footprint when reading the DEM (~200 m).
+#: Degrees read around the footprint where the DEM has them (~200 m); only the
+#: footprint itself must be covered.
 DEM_PAD_DEG = 0.002
 
 
@@ -46,7 +47,7 @@ def footprint_box(rpc: RpcModel, shape: tuple[int, int]) -> tuple[float, float, 
     ok = np.isfinite(lon_all) & np.isfinite(lat_all)
     if not ok.any():
         raise click.ClickException(f"{rpc.source}: cannot localise the image corners")
-    return lonlat_bounds(lon_all[ok], lat_all[ok], pad_deg=DEM_PAD_DEG)
+    return lonlat_bounds(lon_all[ok], lat_all[ok], pad_deg=0.0)
 
 
 @click.command(name="ortho")
@@ -75,7 +76,8 @@ def ortho(
         rpc = find_rpc(image)
         if crs is not None:
             check_crs(crs)
-        dem = Dem.open(dem_path, geoid=geoid, bounds_lonlat=footprint_box(rpc, info.shape))
+        dem = Dem.open(dem_path, geoid=geoid, bounds_lonlat=footprint_box(rpc, info.shape),
+                       pad_deg=DEM_PAD_DEG)
         heights = HeightModel.from_dem(dem)
         geobox = default_geobox(rpc, info.shape, heights, crs=crs, gsd_m=gsd_m)
         plan = plan_ortho(rpc, heights, geobox, info.shape, band_count=info.count,

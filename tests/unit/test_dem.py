@@ -264,6 +264,20 @@ def test_bounds_lonlat_reads_only_the_area_plus_margin(tmp_path: Path) -> None:
     np.testing.assert_allclose(part.heights(lon, lat), full.heights(lon, lat), rtol=0, atol=1e-9)
 
 
+def test_pad_is_read_where_the_dem_has_it_and_never_required(tmp_path: Path) -> None:
+    write_hgt(tmp_path, "N44E005", plane_tile(44, 5))
+    # a footprint near the tile's east edge: its pad reaches beyond the tile
+    dem = Dem.open(tmp_path, bounds_lonlat=(5.80, 44.40, 5.95, 44.50), pad_deg=0.3)
+    west, south, east, north = dem.bounds_lonlat
+    # padded to 5.5 W (less 2 margin nodes of 0.1 deg), clipped to the tile's edges elsewhere
+    assert (west, south, east, north) == pytest.approx((5.25, 43.95, 6.05, 45.05))
+    # the footprint itself must still be covered
+    with pytest.raises(DemCoverageError, match="does not cover"):
+        Dem.open(tmp_path, bounds_lonlat=(5.80, 44.40, 6.20, 44.50), pad_deg=0.3)
+    with pytest.raises(DemError, match="pad_deg"):
+        Dem.open(tmp_path, bounds_lonlat=(5.80, 44.40, 5.95, 44.50), pad_deg=-1.0)
+
+
 def test_tiles_across_the_antimeridian_mosaic_side_by_side(tmp_path: Path) -> None:
     west = write_hgt(tmp_path, "N10W180", np.full((11, 11), 2, np.int16))
     east = write_hgt(tmp_path, "N10E179", np.full((11, 11), 1, np.int16))
