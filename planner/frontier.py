@@ -16,6 +16,7 @@ one: ``cheapest`` (least cost within the deadline, the faster on a 0.1 % tie),
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -208,18 +209,43 @@ def pareto_frontier(problem: PlacementProblem, deadline_h: float, *, n_points: i
         grid = [t_min * ratio**k for k in range(n_points)]
         if deadline_h > t_flat * 1.0001:
             grid.append(deadline_h)
-    plans = []
-    for t in grid:
-        try:
-            plans.append(solve_placement(problem, t))
-        except InfeasiblePlanError:
-            continue  # integer counts can be infeasible just above the relaxed T_min
-    plans.sort(key=lambda p: (p.makespan_h, p.cost_usd))
+    plans: dict[float, PlacementPlan] = {}
+
+    def solve_at(ts: list[float]) -> None:
+        for t in ts:
+            if t in plans:
+                continue
+            try:
+                plans[t] = solve_placement(problem, t)
+            except InfeasiblePlanError:
+                continue  # integer counts can be infeasible just above the relaxed T_min
+
+    solve_at(grid)
+    points = _non_dominated(list(plans.values()))
+    # Small campaigns have few distinct integer fleets: refine the gaps between
+    # neighbouring points (geometric midpoints) until enough points or no gain.
+    for _ in range(4):
+        if len(points) >= n_points:
+            break
+        mids = [math.sqrt(a.makespan_limit_h * b.makespan_limit_h)
+                for a, b in itertools.pairwise(points)]
+        mids += [math.sqrt(points[-1].makespan_limit_h * max(t_flat, deadline_h))]
+        before = len(points)
+        solve_at(mids)
+        points = _non_dominated(list(plans.values()))
+        if len(points) == before:
+            break
+    return Frontier(tuple(points), t_min, t_flat)
+
+
+def _non_dominated(plans: list[PlacementPlan]) -> list[PlacementPlan]:
+    """Fastest first; each kept point strictly cheaper than every faster one."""
+    plans = sorted(plans, key=lambda p: (p.makespan_h, p.cost_usd))
     points: list[PlacementPlan] = []
     for p in plans:
         if not points or p.cost_usd < points[-1].cost_usd * (1 - 1e-6):
             points.append(p)
-    return Frontier(tuple(points), t_min, t_flat)
+    return points
 
 
 def choose_plan(frontier: Frontier, objective: str, deadline_h: float,
