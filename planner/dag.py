@@ -129,13 +129,19 @@ def build_dag(operations: Iterable[Operation], *, keep_external: bool = False) -
             raise DagError(f"operation {op.name!r} declares task keys already declared: "
                            f"{_listing(clash)}")
     needed_by: dict[TaskKey, TaskKey] = {}
+    in_bytes: dict[str, int] = {}
     for dst, inputs in pred.items():
+        if not inputs:
+            continue
+        total = 0
         for src, data in inputs.items():
             out = succ.get(src)
             if out is None:
                 needed_by[src] = dst
             else:
                 out[dst] = data
+                total += data["bytes"]
+        in_bytes[dst[0]] = in_bytes.get(dst[0], 0) + total
     if needed_by:
         raise DagError(
             f"dangling inputs: {len(needed_by)} declared inputs have no producing task; "
@@ -146,6 +152,7 @@ def build_dag(operations: Iterable[Operation], *, keep_external: bool = False) -
         raise DagError(f"the task graph has a cycle: "
                        f"{' -> '.join(str(u) for u, _ in cycle)} -> {cycle[0][0]}")
     graph.graph["operations"] = tuple(ops)
+    graph.graph["edge_bytes_by_op"] = in_bytes  # bytes read from other tasks, per consumer op
     return graph
 
 

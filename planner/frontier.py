@@ -57,18 +57,21 @@ def summarise_stages(graph: nx.DiGraph) -> tuple[Stage, ...]:
     """
     by_cost: dict[tuple[str, int], tuple[TaskCost, list[int]]] = {}
     nodes = graph._node
-    pred = graph._pred
     sums: dict[str, _StageSum] = {}
-    for key in graph:
-        cost: TaskCost = nodes[key]["cost"]
+    for key, attrs in nodes.items():
+        cost: TaskCost = attrs["cost"]
         slot = by_cost.get((key[0], id(cost)))
         if slot is None:
             by_cost[key[0], id(cost)] = (cost, [1])
         else:
             slot[1][0] += 1
-        if pred[key]:
-            acc = sums.setdefault(key[0], _StageSum())
-            acc.bytes += sum(d["bytes"] for d in pred[key].values())
+    edge_bytes = graph.graph.get("edge_bytes_by_op")
+    if edge_bytes is None:  # a graph not made by build_dag
+        edge_bytes = {}
+        for (_, v), d in graph.edges.items():
+            edge_bytes[v[0]] = edge_bytes.get(v[0], 0) + d["bytes"]
+    for op, nbytes in edge_bytes.items():
+        sums.setdefault(op, _StageSum()).bytes += nbytes
     for (op, _), (cost, count_box) in by_cost.items():
         count = count_box[0]
         acc = sums.setdefault(op, _StageSum())

@@ -109,3 +109,27 @@ def test_external_windows_not_kept_by_default() -> None:
     g = build_dag(ops.operations())
     assert all("external" not in d for _, d in g.nodes(data=True))
     assert g.graph["operations"] == ("stereo", "dsm", "ortho")
+
+
+def test_stage_summary_by_hand() -> None:
+    """
+        a0(in 5, out 100)  a1(in 5, out 100)
+               \\ 7          / 9
+                b0 (out 100)
+    """
+    from planner.frontier import summarise_stages
+
+    cost_a = TaskCost({"m7i": 10.0}, 1, 1.0, 100, 5)
+    cost_b = TaskCost({"m7i": 40.0}, 2, 3.0, 100)
+    a = ListOp("a", (TaskDeclaration(K("a", 0), (), cost_a),
+                     TaskDeclaration(K("a", 1), (), cost_a)))
+    b = ListOp("b", (TaskDeclaration(K("b", 0), ((K("a", 0), 7), (K("a", 1), 9)), cost_b),))
+    g = build_dag([a, b])
+    bare = nx.DiGraph(g)
+    bare.graph.clear()
+    for graph in (g, bare):  # with and without build_dag's per-op edge totals
+        sa, sb = sorted(summarise_stages(graph), key=lambda s: s.name)
+        assert (sa.name, sa.n_tasks, sa.cpu_s["m7i"], sa.threads) == ("a", 2, 10.0, 1)
+        assert sa.transfer_bytes == 105.0  # raw input + own output
+        assert (sb.n_tasks, sb.threads, sb.peak_mem_gib) == (1, 2, 3.0)
+        assert sb.transfer_bytes == 100 + 7 + 9
