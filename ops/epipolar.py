@@ -177,7 +177,12 @@ class SensorMaps:
     """Raw-image coordinates of every frame pixel of a window, on the reference surface.
 
     ``rows_l``/``cols_l`` (and ``_r``) have the window's shape; ``h_ref_m`` is
-    the reference (DEM) height under each frame pixel.
+    the reference (DEM) height under each frame pixel. The right maps include
+    the pointing correction (where the right image is sampled); the
+    ``_model`` right maps are without it: where the right RPC *says* the
+    point is, which is what triangulation must use to intersect rays of one
+    consistent geometry (the correction then acts as a bias fix of the right
+    RPC, perpendicular to the epipolar lines, so it leaves heights alone).
     """
 
     window: Window
@@ -186,6 +191,8 @@ class SensorMaps:
     cols_l: FloatArray
     rows_r: FloatArray
     cols_r: FloatArray
+    rows_r_model: FloatArray
+    cols_r_model: FloatArray
 
 
 def _nodes(start: int, count: int, step: int) -> NDArray[np.int64]:
@@ -257,7 +264,11 @@ def sensor_maps(
         cols = np.array([cols[0], cols[0] + step])
     h_l, r_l, c_l = _exact_at_nodes(frame, rows, cols, left, dem, 0.0)
     _, r_r, c_r = _exact_at_nodes(frame, rows, cols, right, dem, right_row_shift_px)
+    if right_row_shift_px:
+        _, r_m, c_m = _exact_at_nodes(frame, rows, cols, right, dem, 0.0)
+    else:
+        r_m, c_m = r_r, c_r
     return SensorMaps(
         window,
-        *(_interpolate(v, rows, cols, window, step) for v in (h_l, r_l, c_l, r_r, c_r)),
+        *(_interpolate(v, rows, cols, window, step) for v in (h_l, r_l, c_l, r_r, c_r, r_m, c_m)),
     )

@@ -141,12 +141,25 @@ def ncc(left: Float32Array, right: Float32Array, window_px: int) -> Float32Array
     return np.asarray(np.clip(cov / denom, -1.0, 1.0), np.float32)
 
 
+#: Keypoints closer than this to an invalid pixel are ignored.
+SIFT_BORDER_PX = 10
+
+
+def _sift_mask(valid: BoolArray | None) -> NDArray[np.uint8] | None:
+    if valid is None:
+        return None
+    kernel = np.ones((2 * SIFT_BORDER_PX + 1, 2 * SIFT_BORDER_PX + 1), np.uint8)
+    return np.asarray(cv2.erode(valid.astype(np.uint8), kernel), np.uint8)
+
+
 def estimate_row_shift(
     left: NDArray[np.uint8],
     right: NDArray[np.uint8],
     disparity_min_px: float,
     disparity_max_px: float,
     *,
+    valid_left: BoolArray | None = None,
+    valid_right: BoolArray | None = None,
     ratio: float = 0.75,
     min_matches: int = 20,
 ) -> tuple[float, int]:
@@ -158,10 +171,13 @@ def estimate_row_shift(
     Franchis et al. 2014). Matches are SIFT (Lowe 2004) with the ratio test
     and a column offset inside the disparity range. Returns (offset, number of
     matches); the offset is 0 with fewer than ``min_matches`` matches.
+    Keypoints are looked for only inside the valid masks, shrunk by
+    ``SIFT_BORDER_PX``: the edges of an image's footprint would otherwise
+    give strong, meaningless features.
     """
     sift = cv2.SIFT_create()  # type: ignore[attr-defined]
-    kp_l, des_l = sift.detectAndCompute(left, None)
-    kp_r, des_r = sift.detectAndCompute(right, None)
+    kp_l, des_l = sift.detectAndCompute(left, _sift_mask(valid_left))
+    kp_r, des_r = sift.detectAndCompute(right, _sift_mask(valid_right))
     if des_l is None or des_r is None or len(kp_l) < 2 or len(kp_r) < 2:
         return 0.0, 0
     pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(des_l, des_r, k=2)

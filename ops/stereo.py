@@ -75,6 +75,8 @@ Float32Array = NDArray[np.float32]
 RESAMPLING_MARGIN_PX = 3.0
 #: Points per side of the grid used to find the overlap of the two views.
 OVERLAP_SAMPLES = 65
+#: Fixed-point iterations putting the overlap samples on the DEM.
+OVERLAP_ITERATIONS = 4
 #: Longest side (px) of the decimated read used for the grey-level stretch.
 STRETCH_SAMPLE_PX = 512
 #: Side (output cells) of the central sample the pointing correction is measured on.
@@ -84,7 +86,7 @@ POINTING_SAMPLE_PX = 512
 class Terrain(Protocol):
     """The initial DEM: heights (above the ellipsoid) and min/max over a lon/lat box."""
 
-    def heights(self, lon: ArrayLike, lat: ArrayLike) -> FloatArray: ...
+    def heights(self, lon: ArrayLike, lat: ArrayLike, *, strict: bool = True) -> FloatArray: ...
 
     def min_max(
         self, lon_min: float, lat_min: float, lon_max: float, lat_max: float
@@ -214,20 +216,33 @@ class StereoPlan:
     n_tie_points: int = 0
 
 
-def _overlap_lonlat(left: StereoView, right: StereoView, h: float) -> tuple[FloatArray, FloatArray]:
-    """Ground points (at height h) of a grid over the left image that the right one sees."""
+def _overlap_lonlat(
+    left: StereoView, right: StereoView, dem: Terrain
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Ground points (on the DEM) of a grid over the left image that the right one sees.
+
+    Each sample is localised at the DEM's height under its previous ground
+    point, a few times over (the fixed point converges while slope times
+    tan(incidence) stays below 1); samples off the DEM are dropped.
+    """
     n = OVERLAP_SAMPLES
-    rows, cols = np.meshgrid(
+    rows, cols = (a.ravel() for a in np.meshgrid(
         np.linspace(-0.5, left.shape[0] - 0.5, n), np.linspace(-0.5, left.shape[1] - 0.5, n),
         indexing="ij",
-    )
-    lon, lat = left.rpc.localize(rows.ravel(), cols.ravel(), np.full(n * n, h), check=False)
-    ok = np.isfinite(lon) & np.isfinite(lat)
-    r_r, c_r = right.rpc.project(lon[ok], lat[ok], np.full(int(ok.sum()), h), check=False)
+    ))
+    h = np.full(n * n, left.rpc.height_off)
+    on_dem = np.zeros(n * n, dtype=bool)
+    for _ in range(OVERLAP_ITERATIONS):
+        lon, lat = left.rpc.localize(rows, cols, h, check=False)
+        h_dem = np.asarray(dem.heights(lon, lat, strict=False), dtype=np.float64)
+        on_dem = np.isfinite(h_dem)
+        h = np.where(on_dem, h_dem, h)
+    ok = on_dem & np.isfinite(lon) & np.isfinite(lat)
+    r_r, c_r = right.rpc.project(lon[ok], lat[ok], h[ok], check=False)
     inside = (r_r >= -0.5) & (r_r <= right.shape[0] - 0.5) & (c_r >= -0.5) & (
         c_r <= right.shape[1] - 0.5
     )
-    return lon[ok][inside], lat[ok][inside]
+    return lon[ok][inside], lat[ok][inside], h[ok][inside]
 
 
 def plan_stereo(
@@ -242,21 +257,14 @@ def plan_stereo(
     """The output grid (the overlap of the views) and the matching frame of a pair."""
     cfg = StereoConfig() if config is None else config
     check_pair(left, right, cfg)
-    h0 = left.rpc.height_off
-    lon, lat = _overlap_lonlat(left, right, h0)
+    lon, lat, h = _overlap_lonlat(left, right, dem)
     if lon.size < 4:
         raise StereoError(
-            f"{left.path} and {right.path} do not overlap on the ground (at {h0:g} m); "
-            "expected two views of the same area"
+            f"{left.path} and {right.path} do not overlap on the ground (on the DEM "
+            f"{getattr(dem, 'source', '')}); expected two views of the same area inside the DEM"
         )
-    lon_c, lat_c = float(np.median(lon)), float(np.median(lat))
-    h_c = float(np.asarray(dem.heights(np.array([lon_c]), np.array([lat_c])))[0])
-    lon, lat = _overlap_lonlat(left, right, h_c)
-    if lon.size < 4:
-        raise StereoError(
-            f"{left.path} and {right.path} do not overlap on the ground (at {h_c:g} m); "
-            "expected two views of the same area"
-        )
+    centre = int(np.argmin(np.hypot(lon - np.median(lon), lat - np.median(lat))))
+    lon_c, lat_c, h_c = float(lon[centre]), float(lat[centre]), float(h[centre])
     out_crs = crs or utm_crs(lon_c, lat_c)
     if gsd_m is None:
         gsd_m = round_gsd_m(
@@ -294,7 +302,10 @@ def _pointing_correction(plan: StereoPlan, dem: Terrain) -> tuple[float, int]:
     ext = inputs.frame_window
     r0, c0 = max(core.row_off - ext.row_off, 0), max(core.col_off - ext.col_off, 0)
     crop = (slice(r0, r0 + core.height), slice(c0, c0 + core.width))
-    return estimate_row_shift(pair.grey_l[crop], pair.grey_r[crop], *inputs.disparity_range_px)
+    return estimate_row_shift(
+        pair.grey_l[crop], pair.grey_r[crop], *inputs.disparity_range_px,
+        valid_left=pair.valid_l[crop], valid_right=pair.valid_r[crop],
+    )
 
 
 def overlap_mask(plan: StereoPlan, dem: Terrain, geobox: GeoBox | None = None) -> NDArray[np.bool_]:
@@ -487,8 +498,8 @@ def compute_dsm_tile(
         return _empty_tile(tile, "no pixel matched (no texture, or no correlation)")
     d = disp.disparity_px[ii, jj].astype(np.float64)
     cols_right = jj - d
-    rows_r = _interp_columns(maps.rows_r, ii, cols_right)
-    cols_r = _interp_columns(maps.cols_r, ii, cols_right)
+    rows_r = _interp_columns(maps.rows_r_model, ii, cols_right)
+    cols_r = _interp_columns(maps.cols_r_model, ii, cols_right)
     h_est = maps.h_ref_m[ii, jj] + d / frame.disparity_px_per_m
     points = _triangulate(plan, maps.rows_l[ii, jj], maps.cols_l[ii, jj], rows_r, cols_r, h_est)
     lon, lat, h, ray = points
