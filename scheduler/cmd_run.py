@@ -25,7 +25,7 @@ from planner.errors import PlannerError
 from scheduler.runtime.cluster import use_loopback
 from scheduler.runtime.dispatch import DispatchOptions, Progress
 from scheduler.runtime.errors import RuntimeFailure
-from scheduler.runtime.flow import Driver, FlowReport, SceneInput
+from scheduler.runtime.flow import Driver, Flow, FlowReport, SceneInput
 
 
 def fleet_price_usd_per_h(plan: dict[str, Any]) -> float:
@@ -65,6 +65,26 @@ def _scenes(campaign_path: Path) -> tuple[list[SceneInput], float | None, int, s
     product = campaign.product("ortho")
     gsd = product.gsd_m if product is not None else None
     return scenes, gsd, campaign.tiling.tile_px, campaign.name
+
+
+def run_with_progress(flow: Flow, price_usd_per_h: float = 0.0, quiet: bool = False) -> FlowReport:
+    """Run a flow under a progress bar (tasks done/total, rate, ETA, cost), then print a summary.
+
+    What ``eochain run`` does after reading the campaign; ``eochain demo`` calls it too.
+    """
+    from tqdm import tqdm
+
+    with tqdm(unit="task", desc="run", disable=quiet, dynamic_ncols=True) as bar:
+        def progress(p: Progress) -> None:
+            bar.total = p.tasks_total
+            bar.n = p.tasks_done
+            bar.set_postfix(products=f"{p.products_done}/{p.products_total}",
+                            cost=f"${p.elapsed_s / 3600 * price_usd_per_h:.4f}", refresh=False)
+            bar.refresh()
+
+        report = flow.run(progress=progress)
+    click.echo(summary(report, report.wall_s / 3600 * price_usd_per_h))
+    return report
 
 
 def summary(report: FlowReport, cost_usd: float) -> str:
@@ -107,8 +127,6 @@ def run(
     quiet: bool,
 ) -> None:
     """Run CAMPAIGN's ortho products tile by tile on Ray, resumably."""
-    from tqdm import tqdm
-
     use_loopback()
     try:
         scenes, gsd_m, campaign_tile_px, name = _scenes(campaign_path)
@@ -129,18 +147,9 @@ def run(
             .ortho(dem=dem, geoid=geoid, gsd_m=gsd_m, tile_px=tile_px or campaign_tile_px)
             .on(*resources)
             .write(dest or f"{name}-output"))
-    with tqdm(unit="task", desc="run", disable=quiet, dynamic_ncols=True) as bar:
-        def progress(p: Progress) -> None:
-            bar.total = p.tasks_total
-            bar.n = p.tasks_done
-            bar.set_postfix(products=f"{p.products_done}/{p.products_total}",
-                            cost=f"${p.elapsed_s / 3600 * price:.4f}", refresh=False)
-            bar.refresh()
-
-        try:
-            report = flow.run(progress=progress)
-        except RuntimeFailure as exc:
-            raise click.ClickException(str(exc)) from exc
-    click.echo(summary(report, report.wall_s / 3600 * price))
+    try:
+        report = run_with_progress(flow, price, quiet)
+    except RuntimeFailure as exc:
+        raise click.ClickException(str(exc)) from exc
     if not report.ok:
         sys.exit(1)
