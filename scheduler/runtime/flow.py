@@ -33,44 +33,19 @@ from pathlib import Path
 
 from scheduler.runtime.dispatch import Dispatcher, DispatchOptions, Progress, RunReport, run_serial
 from scheduler.runtime.errors import FlowError
-from scheduler.runtime.manifest import Manifest, ProductRecord, product_key
-from scheduler.runtime.state import Failure, Task, TaskGraph
-from scheduler.runtime.store import LocalStore, S3Store, open_store
+from scheduler.runtime.manifest import Manifest, ProductRecord
+from scheduler.runtime.products import (
+    DsmStep,
+    OrthoStep,
+    ProductPlan,
+    SceneInput,
+    plan_dsm_product,
+    plan_ortho_product,
+)
+from scheduler.runtime.state import Failure, TaskGraph
+from scheduler.runtime.store import open_store
 
 PRODUCT_OPS = ("ortho",)
-
-
-@dataclass(frozen=True, slots=True)
-class SceneInput:
-    """A raw scene: its id (product names, failure reports), image path, and its own DEM if any."""
-
-    id: str
-    uri: str
-    dem: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class OrthoStep:
-    dem: str | None
-    gsd_m: float | None = None
-    crs: str | None = None
-    geoid: str | None = None
-    resampling: str = "bicubic"
-    tile_px: int = 512
-
-
-@dataclass(frozen=True, slots=True)
-class ProductPlan:
-    """A product's tasks and identity."""
-
-    key: str
-    object_key: str
-    label: str
-    tasks: tuple[Task, ...]
-
-    @property
-    def sink(self) -> str:
-        return self.tasks[-1].key
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +96,7 @@ class Flow:
     driver: Driver
     scenes: tuple[SceneInput, ...]
     ortho_step: OrthoStep | None = None
+    dsm_step: DsmStep | None = None
     dest: str | None = None
     resources: tuple[str, ...] = ()
 
@@ -138,6 +114,23 @@ class Flow:
                          resampling, tile_px)
         return replace(self, ortho_step=step)
 
+    def dsm(
+        self, pairs: Sequence[tuple[str, str]], *, dem: str | Path | None = None,
+        gsd_m: float | None = None, crs: str | None = None, geoid: str | Path | None = None,
+        tile_px: int = 512,
+    ) -> Flow:
+        """A DSM per stereo pair, given as (left id, right id) of the flow's scenes."""
+        ids = {s.id for s in self.scenes}
+        unknown = sorted({i for pair in pairs for i in pair} - ids)
+        if unknown:
+            raise FlowError(f"dsm(pairs=...) names scenes {unknown} that the flow lacks; "
+                            f"its scenes are {sorted(ids)}")
+        if tile_px < 64:
+            raise FlowError(f"dsm(tile_px={tile_px}): expected at least 64 pixels")
+        step = DsmStep(tuple((a, b) for a, b in pairs), None if dem is None else str(dem),
+                       gsd_m, crs, None if geoid is None else str(geoid), tile_px)
+        return replace(self, dsm_step=step)
+
     def on(self, *resources: str) -> Flow:
         """Prefer nodes with one of these Ray resources (``"c7g.large:spot"``, from the plan)."""
         return replace(self, resources=tuple(resources))
@@ -149,17 +142,29 @@ class Flow:
     # -- planning ---------------------------------------------------------------------------
     def plan(self) -> tuple[list[ProductPlan], list[Failure]]:
         """Survey the scenes and build each product's tasks (runs on the driver)."""
-        if self.ortho_step is None:
-            raise FlowError("the flow has no operation; call .ortho(...) before .run()")
+        if self.ortho_step is None and self.dsm_step is None:
+            raise FlowError("the flow has no operation; call .ortho(...) or .dsm(...) first")
         if self.dest is None:
             raise FlowError("the flow has no destination; call .write(dest) before .run()")
         store = open_store(self.dest)
         products: list[ProductPlan] = []
         failures: list[Failure] = []
+        if self.dsm_step is not None:
+            by_id = {s.id: s for s in self.scenes}
+            for a, b in self.dsm_step.pairs:
+                try:
+                    products.append(plan_dsm_product(by_id[a], by_id[b], self.dsm_step, store,
+                                                     self.resources))
+                except Exception as exc:  # noqa: BLE001 - one bad pair must not stop the others
+                    failures.append(Failure(f"{a}+{b}/survey", f"{a}+{b}",
+                                            f"{by_id[a].uri}, {by_id[b].uri}: "
+                                            f"{type(exc).__name__}: {exc}"))
+        ortho = self.ortho_step
         for scene in self.scenes:
+            if ortho is None:
+                break
             try:
-                products.append(plan_ortho_product(scene, self.ortho_step, store,
-                                                   self.resources))
+                products.append(plan_ortho_product(scene, ortho, store, self.resources))
             except Exception as exc:  # noqa: BLE001 - one bad scene must not stop the others
                 failures.append(Failure(f"{scene.id}/survey", scene.id,
                                         f"{scene.uri}: {type(exc).__name__}: {exc}"))
@@ -192,60 +197,6 @@ class Flow:
         return FlowReport(tuple(sorted(written, key=lambda r: r.object_key)), skipped,
                           tuple(failures), len(products) + n_survey_failures, report,
                           time.perf_counter() - start, swept)
-
-
-def plan_ortho_product(
-    scene: SceneInput, step: OrthoStep, store: LocalStore | S3Store,
-    resources: tuple[str, ...] = (),
-) -> ProductPlan:
-    """Survey one scene and build its ortho tasks: plan -> tiles -> write."""
-    from ops.ortho import HeightModel, default_geobox, default_nodata
-    from ops.raster_io import raster_info
-    from ops.rpc_io import find_rpc
-    from planner.grid import TileGrid
-    from scheduler.cmd_ortho import footprint_box
-    from scheduler.runtime.kernels import OrthoPlanTask, OrthoTileTask, WriteCogTask, open_dem
-
-    dem_path = scene.dem or step.dem
-    if dem_path is None:
-        raise FlowError(f"scene {scene.id} has no DEM: pass ortho(dem=...) or SceneInput.dem")
-    info = raster_info(scene.uri)
-    rpc = find_rpc(scene.uri)
-    box = footprint_box(rpc, info.shape)
-    dem = open_dem(dem_path, step.geoid, box)
-    geobox = default_geobox(rpc, info.shape, HeightModel.from_dem(dem), crs=step.crs,
-                            gsd_m=step.gsd_m)
-    params = {"gsd_m": step.gsd_m, "crs": step.crs, "resampling": step.resampling,
-              "tile_px": step.tile_px, "geobox": [geobox.crs, *geobox.transform,
-                                                  geobox.height, geobox.width]}
-    inputs = [str(Path(scene.uri).resolve()), dem_path] + ([step.geoid] if step.geoid else [])
-    key = product_key("ortho", params, inputs)
-    object_key = f"ortho/{scene.id}.tif"
-    grid = TileGrid(geobox, step.tile_px, step.tile_px)
-    tile_bytes = step.tile_px * step.tile_px * info.count * _itemsize(info.dtype)
-    plan_key = f"{scene.id}/ortho/plan"
-    tasks: list[Task] = [Task(plan_key, OrthoPlanTask(scene.uri, dem_path, step.geoid, box,
-                                                     geobox, step.resampling),
-                              out_bytes=dem.heights_m.nbytes, label=scene.id)]
-    windows = []
-    for idx in grid.tiles():
-        window = grid.window(idx)
-        windows.append(window)
-        tasks.append(Task(f"{scene.id}/ortho/{idx.row:04d}_{idx.col:04d}",
-                          OrthoTileTask(scene.uri, window), (plan_key,), tile_bytes, scene.id))
-    tile_keys = tuple(t.key for t in tasks[1:])
-    writer = WriteCogTask(store, object_key, key, "ortho", scene.id, geobox, tuple(windows),
-                          info.count, info.dtype, default_nodata(info.dtype, info.nodata))
-    tasks.append(Task(f"{scene.id}/ortho/write", writer, tile_keys, 1024, scene.id, key))
-    if resources:
-        tasks = [replace(t, resources=resources) for t in tasks]
-    return ProductPlan(key, object_key, scene.id, tuple(tasks))
-
-
-def _itemsize(dtype: str) -> int:
-    import numpy as np
-
-    return int(np.dtype(dtype).itemsize)
 
 
 @dataclass

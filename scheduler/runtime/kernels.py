@@ -10,6 +10,8 @@ worker's cache (the ortho plan per scene, keyed by its product key).
 * :class:`OrthoTileTask` (plan) -> the (bands, rows, cols) tile: it declares
   its input window (:func:`ops.ortho.declare_tile_input`), reads exactly
   that window, resamples;
+* :class:`DsmPlanTask` -> (stereo plan, DEM) of a pair, :class:`DsmTileTask`
+  (plan, DEM) -> the (3, rows, cols) DSM tile (height, points, confidence);
 * :class:`WriteCogTask` (tiles...) -> :class:`ProductRecord`: the tiles into a
   scratch COG in the worker's scratch folder, then an atomic store
   publication of the COG and of its STAC item.
@@ -30,6 +32,7 @@ from ops.errors import DemCoverageError
 from ops.ortho import HeightModel, OrthoPlan, declare_tile_input, ortho_tile, plan_ortho
 from ops.raster_io import CogWriter, raster_info, read_window
 from ops.rpc_io import find_rpc
+from ops.stereo import StereoPlan, run_dsm_tile
 from planner.grid import GeoBox, Window
 from scheduler.runtime.actors import TaskContext
 from scheduler.runtime.manifest import ProductRecord
@@ -83,6 +86,39 @@ class OrthoTileTask:
         return ortho_tile(plan, self.window, block, src_window)
 
 
+#: DSM product bands and nodata, as ``eochain dsm`` writes them.
+DSM_NODATA = -32768.0
+DSM_BANDS: tuple[str | None, ...] = ("height (m)", "points per cell", "matching confidence (NCC)")
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class DsmPlanTask:
+    """Hand a pair's stereo plan (computed while surveying) and its DEM to the tiles."""
+
+    plan: StereoPlan
+    dem: Dem
+
+    def __call__(self, ctx: TaskContext) -> tuple[StereoPlan, Dem]:
+        return self.plan, self.dem
+
+
+@dataclass(frozen=True, slots=True)
+class DsmTileTask:
+    """One DSM tile: declare both views' windows, read them, match, triangulate, grid."""
+
+    tile: GeoBox
+
+    def __call__(self, ctx: TaskContext, planned: tuple[StereoPlan, Dem]) -> NDArray[np.float32]:
+        plan, dem = planned
+        t = run_dsm_tile(plan, self.tile, dem)
+        valid = np.isfinite(t.height_m)
+        return np.stack([
+            np.where(valid, t.height_m, DSM_NODATA),
+            t.count.astype(np.float32),
+            np.where(np.isfinite(t.confidence), t.confidence, DSM_NODATA),
+        ]).astype(np.float32)
+
+
 @dataclass(frozen=True, slots=True)
 class WriteCogTask:
     """Assemble the tiles of a product into a COG and publish it with its STAC item."""
@@ -97,13 +133,14 @@ class WriteCogTask:
     count: int
     dtype: str
     nodata: float | None
+    descriptions: tuple[str | None, ...] | None = None
     datetime_iso: str = "1970-01-01T00:00:00+00:00"
 
     def __call__(self, ctx: TaskContext, *tiles: NDArray[np.generic]) -> ProductRecord:
         scratch = Path(ctx.scratch_dir) / f"{uuid.uuid4().hex}.tif"
         try:
             with CogWriter(scratch, self.geobox, count=self.count, dtype=self.dtype,
-                           nodata=self.nodata) as out:
+                           nodata=self.nodata, descriptions=self.descriptions) as out:
                 for window, tile in zip(self.windows, tiles, strict=True):
                     out.write(window, tile)
             digest = sha256_file(scratch)
@@ -114,7 +151,9 @@ class WriteCogTask:
         item_key = stac_key(self.object_key)
         item = make_item(
             Path(self.object_key).stem, Path(self.object_key).name, self.geobox,
-            dtype=self.dtype, nodata=self.nodata,
+            dtype=self.dtype, nodata=self.nodata, band_names=[
+                d or f"band{i + 1}" for i, d in enumerate(self.descriptions or (None,) * self.count)
+            ],
             datetime=dt.datetime.fromisoformat(self.datetime_iso),
             properties={"eochain:product_key": self.product_key, "eochain:op": self.op,
                         "eochain:sha256": digest},

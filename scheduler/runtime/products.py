@@ -1,0 +1,194 @@
+"""What a flow produces, product by product: survey the inputs, then lay out the tasks.
+
+Each product becomes a small DAG with its identity (a :class:`ProductPlan`):
+
+* ortho, per scene::
+
+      plan ──> tile(0,0) ──┐
+        │  ──> tile(0,1) ──┼──> write (COG + STAC item)
+        └──── ...        ──┘
+
+  the plan task (RPC, DEM around the footprint, sparse-grid step and height
+  levels) runs on a worker; its result is shared by every tile of the scene.
+* dsm, per stereo pair: the same shape; the pair's stereo plan (output grid,
+  matching frame, pointing correction) is computed while surveying, since
+  the grid decides the tiles, and travels to the workers once, as the
+  result of the plan task, with the DEM the tiles need.
+
+Surveying runs on the driver: it reads the image headers, RPCs and the DEM
+around the footprints. A scene or pair that fails here is reported by the
+flow with the reason; the product key (hash of inputs and parameters)
+decides what the manifest already holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from ops.errors import DemCoverageError
+from ops.ortho import HeightModel, default_geobox, default_nodata
+from ops.raster_io import raster_info
+from ops.rpc_io import find_rpc
+from planner.grid import TileGrid
+from scheduler.cmd_ortho import footprint_box
+from scheduler.runtime.errors import FlowError
+from scheduler.runtime.kernels import (
+    DSM_BANDS,
+    DSM_NODATA,
+    DsmPlanTask,
+    DsmTileTask,
+    OrthoPlanTask,
+    OrthoTileTask,
+    WriteCogTask,
+    open_dem,
+)
+from scheduler.runtime.manifest import product_key
+from scheduler.runtime.state import Task
+from scheduler.runtime.store import LocalStore, S3Store
+
+#: Degrees added around a pair's footprints when reading the DEM (matching context).
+DEM_PAD_DEG = 0.004
+
+
+@dataclass(frozen=True, slots=True)
+class SceneInput:
+    """A raw scene: its id (product names, failure reports), image path, and its own DEM if any."""
+
+    id: str
+    uri: str
+    dem: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OrthoStep:
+    dem: str | None
+    gsd_m: float | None = None
+    crs: str | None = None
+    geoid: str | None = None
+    resampling: str = "bicubic"
+    tile_px: int = 512
+
+
+@dataclass(frozen=True, slots=True)
+class DsmStep:
+    pairs: tuple[tuple[str, str], ...]
+    dem: str | None
+    gsd_m: float | None = None
+    crs: str | None = None
+    geoid: str | None = None
+    tile_px: int = 512
+
+
+
+@dataclass(frozen=True, slots=True)
+class ProductPlan:
+    """A product's tasks and identity."""
+
+    key: str
+    object_key: str
+    label: str
+    tasks: tuple[Task, ...]
+
+    @property
+    def sink(self) -> str:
+        return self.tasks[-1].key
+
+
+def plan_ortho_product(
+    scene: SceneInput, step: OrthoStep, store: LocalStore | S3Store,
+    resources: tuple[str, ...] = (),
+) -> ProductPlan:
+    """Survey one scene and build its ortho tasks: plan -> tiles -> write."""
+    dem_path = scene.dem or step.dem
+    if dem_path is None:
+        raise FlowError(f"scene {scene.id} has no DEM: pass ortho(dem=...) or SceneInput.dem")
+    info = raster_info(scene.uri)
+    rpc = find_rpc(scene.uri)
+    box = footprint_box(rpc, info.shape)
+    dem = open_dem(dem_path, step.geoid, box)
+    geobox = default_geobox(rpc, info.shape, HeightModel.from_dem(dem), crs=step.crs,
+                            gsd_m=step.gsd_m)
+    params = {"gsd_m": step.gsd_m, "crs": step.crs, "resampling": step.resampling,
+              "tile_px": step.tile_px, "geobox": [geobox.crs, *geobox.transform,
+                                                  geobox.height, geobox.width]}
+    key = product_key("ortho", params, _inputs(scene.uri, dem_path, step.geoid))
+    object_key = f"ortho/{scene.id}.tif"
+    grid = TileGrid(geobox, step.tile_px, step.tile_px)
+    tile_bytes = step.tile_px * step.tile_px * info.count * _itemsize(info.dtype)
+    plan_key = f"{scene.id}/ortho/plan"
+    tasks: list[Task] = [Task(plan_key, OrthoPlanTask(scene.uri, dem_path, step.geoid, box,
+                                                     geobox, step.resampling),
+                              out_bytes=dem.heights_m.nbytes, label=scene.id)]
+    windows = []
+    for idx in grid.tiles():
+        window = grid.window(idx)
+        windows.append(window)
+        tasks.append(Task(f"{scene.id}/ortho/{idx.row:04d}_{idx.col:04d}",
+                          OrthoTileTask(scene.uri, window), (plan_key,), tile_bytes, scene.id))
+    tile_keys = tuple(t.key for t in tasks[1:])
+    writer = WriteCogTask(store, object_key, key, "ortho", scene.id, geobox, tuple(windows),
+                          info.count, info.dtype, default_nodata(info.dtype, info.nodata))
+    tasks.append(Task(f"{scene.id}/ortho/write", writer, tile_keys, 1024, scene.id, key))
+    if resources:
+        tasks = [replace(t, resources=resources) for t in tasks]
+    return ProductPlan(key, object_key, scene.id, tuple(tasks))
+
+
+def _itemsize(dtype: str) -> int:
+    return int(np.dtype(dtype).itemsize)
+
+
+def _inputs(*paths: str | None) -> list[str]:
+    return [str(Path(p).resolve()) if "://" not in p and not p.startswith("/vsi") else p
+            for p in paths if p]
+
+
+def plan_dsm_product(
+    left: SceneInput, right: SceneInput, step: DsmStep, store: LocalStore | S3Store,
+    resources: tuple[str, ...] = (),
+) -> ProductPlan:
+    """Survey one stereo pair and build its DSM tasks: plan -> tiles -> write."""
+    from ops.dem import Dem
+    from ops.geoid import Geoid
+    from ops.stereo import StereoConfig, open_view, plan_stereo
+
+    pair_id = f"{left.id}+{right.id}"
+    dem_path = left.dem or step.dem
+    if dem_path is None:
+        raise FlowError(f"pair {pair_id} has no DEM: pass dsm(dem=...) or SceneInput.dem")
+    view_l, view_r = open_view(left.uri), open_view(right.uri)
+    boxes = [footprint_box(v.rpc, v.shape) for v in (view_l, view_r)]
+    box = (min(b[0] for b in boxes), min(b[1] for b in boxes),
+           max(b[2] for b in boxes), max(b[3] for b in boxes))
+    geoid = Geoid.open(step.geoid) if step.geoid is not None else None
+    try:
+        dem = Dem.open(dem_path, geoid=geoid, bounds_lonlat=box, pad_deg=DEM_PAD_DEG)
+    except DemCoverageError:
+        dem = Dem.open(dem_path, geoid=geoid)
+    plan = plan_stereo(view_l, view_r, dem, crs=step.crs, gsd_m=step.gsd_m,
+                       config=StereoConfig())
+    geobox = plan.geobox
+    params = {"gsd_m": step.gsd_m, "crs": step.crs, "tile_px": step.tile_px,
+              "geobox": [geobox.crs, *geobox.transform, geobox.height, geobox.width]}
+    key = product_key("dsm", params, _inputs(left.uri, right.uri, dem_path, step.geoid))
+    object_key = f"dsm/{pair_id}.tif"
+    grid = TileGrid(geobox, step.tile_px, step.tile_px)
+    plan_key = f"{pair_id}/dsm/plan"
+    tasks: list[Task] = [Task(plan_key, DsmPlanTask(plan, dem), (),
+                              int(dem.heights_m.nbytes), pair_id)]
+    windows = []
+    tile_bytes = 3 * 4 * step.tile_px * step.tile_px
+    for idx in grid.tiles():
+        windows.append(grid.window(idx))
+        tasks.append(Task(f"{pair_id}/dsm/{idx.row:04d}_{idx.col:04d}",
+                          DsmTileTask(grid.tile_geobox(idx)), (plan_key,), tile_bytes, pair_id))
+    writer = WriteCogTask(store, object_key, key, "dsm", pair_id, geobox, tuple(windows), 3,
+                          "float32", DSM_NODATA, descriptions=DSM_BANDS)
+    tasks.append(Task(f"{pair_id}/dsm/write", writer, tuple(t.key for t in tasks[1:]), 1024,
+                      pair_id, key))
+    if resources:
+        tasks = [replace(t, resources=resources) for t in tasks]
+    return ProductPlan(key, object_key, pair_id, tuple(tasks))
