@@ -45,7 +45,7 @@ from scheduler.runtime.products import (
 from scheduler.runtime.state import Failure, TaskGraph
 from scheduler.runtime.store import open_store
 
-PRODUCT_OPS = ("ortho",)
+__all__ = ["Driver", "Flow", "FlowReport", "SceneInput", "worker_env"]
 
 
 @dataclass(frozen=True, slots=True)

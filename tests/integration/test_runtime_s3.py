@@ -183,8 +183,8 @@ def test_s3_input_tiles_fetch_about_their_declared_window(s3_endpoint: str, scen
     from ops.raster_io import raster_info
     from ops.rpc_io import find_rpc
     from scheduler.runtime.actors import TaskContext
-    from scheduler.runtime.products import OrthoStep, plan_ortho_product
     from scheduler.runtime.kernels import OrthoPlanTask, OrthoTileTask
+    from scheduler.runtime.products import OrthoStep, plan_ortho_product
 
     # the raw image as a tiled GeoTIFF with small blocks, uploaded to S3
     tiled = tmp_path / "view_0.tif"
