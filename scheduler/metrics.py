@@ -260,8 +260,24 @@ class CampaignMetrics:
             raise MetricsError(f"tasks_planned({op!r}, {n}): expected n >= 0")
         with self._lock:
             self._state(op)["pending"] += n
+            self._retries.labels(self.campaign, op).inc(0)
+            self._recomputed.labels(self.campaign, op).inc(0)
             self._publish_states(op)
             self.tick()
+
+    def declare(self, op: str, instance_type: str) -> None:
+        """Create the task series of ``op`` on ``instance_type`` at zero, before any run.
+
+        A series that appears only with its first observation hides that first
+        increase from ``rate()``; declared ones count from the first scrape.
+        """
+        with self._lock:
+            labels = (self.campaign, op, instance_type)
+            for outcome in ("ok", "failed", "lost"):
+                self._runs.labels(*labels, outcome).inc(0)
+            self._duration.labels(*labels)
+            self._memory.labels(*labels)
+            self._pixels.labels(*labels).inc(0)
 
     # -- fleet -------------------------------------------------------------------------------
     def node_added(self, node_id: str, instance_type: str, market: str,
@@ -306,7 +322,7 @@ class CampaignMetrics:
     def task_started(self, op: str, instance_type: str) -> None:
         with self._lock:
             self._move(op, "pending", "running")
-            self._runs.labels(self.campaign, op, instance_type, "ok").inc(0)
+            self.declare(op, instance_type)
 
     def task_finished(self, op: str, instance_type: str, runtime_s: float, *, ok: bool = True,
                       pixels: int = 0, peak_memory_bytes: int | None = None) -> None:
@@ -438,6 +454,79 @@ class CampaignMetrics:
     def _publish_states(self, op: str) -> None:
         for state, n in self._states[op].items():
             self._tasks.labels(self.campaign, op, state).set(n)
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process so far (Linux reports ru_maxrss in KiB)."""
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def _area_m2(fn: object) -> float:
+    geobox = getattr(fn, "geobox", None)
+    transform = getattr(geobox, "transform", None)
+    if transform is None:
+        return 0.0
+    a, b, _, d, e, _ = (float(v) for v in transform)
+    return abs(a * e - b * d) * float(getattr(geobox, "width", 0)) * float(
+        getattr(geobox, "height", 0))
+
+
+@dataclass(frozen=True, slots=True)
+class InstrumentedTask:
+    """A task function that reports itself to ``metrics`` (in-process runs: serial driver).
+
+    Ray actors run in other processes, where this object's metrics would be a
+    copy: on Ray the dispatcher reports from the ``TaskStatus`` it reads instead.
+    A result with a ``uri`` from a function with a ``geobox`` (a product writer)
+    counts as a product of the function's ``op`` with the geobox's area.
+    """
+
+    fn: Callable[..., object]
+    metrics: CampaignMetrics
+    op: str
+    instance_type: str
+
+    def __call__(self, ctx: object, *inputs: object) -> object:
+        self.metrics.task_started(self.op, self.instance_type)
+        start = time.perf_counter()
+        try:
+            value = self.fn(ctx, *inputs)
+        except Exception:
+            self.metrics.task_finished(self.op, self.instance_type, time.perf_counter() - start,
+                                       ok=False, peak_memory_bytes=peak_rss_bytes())
+            raise
+        shape: tuple[int, ...] = tuple(getattr(value, "shape", ()))
+        pixels = int(shape[-1]) * int(shape[-2]) if len(shape) >= 2 else 0
+        self.metrics.task_finished(self.op, self.instance_type, time.perf_counter() - start,
+                                   pixels=pixels, peak_memory_bytes=peak_rss_bytes())
+        if hasattr(value, "uri") and hasattr(self.fn, "geobox"):
+            self.metrics.product_written(str(getattr(self.fn, "op", self.op)), _area_m2(self.fn))
+        return value
+
+
+def instrument_graph(graph: Any, metrics: CampaignMetrics,
+                     instance_type_of: Callable[[Any], str]) -> Any:
+    """A copy of a runtime ``TaskGraph`` whose functions report to ``metrics``.
+
+    Registers every task as pending (``tasks_planned``); ``instance_type_of(task)``
+    names where each task runs (for an in-process run: the local machine's type).
+    """
+    from dataclasses import replace as _replace
+
+    from scheduler.runtime.state import TaskGraph
+
+    tasks = []
+    counts: dict[str, int] = {}
+    for task in graph.tasks.values():
+        op, instance_type = op_name(task.fn), instance_type_of(task)
+        counts[op] = counts.get(op, 0) + 1
+        metrics.declare(op, instance_type)
+        tasks.append(_replace(task, fn=InstrumentedTask(task.fn, metrics, op, instance_type)))
+    for op, n in sorted(counts.items()):
+        metrics.tasks_planned(op, n)
+    return TaskGraph({t.key: t for t in tasks}, graph.priority, graph.consumers)
 
 
 class _TickingCollector(Collector):
