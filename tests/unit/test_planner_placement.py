@@ -63,9 +63,11 @@ def oracle(problem: PlacementProblem, makespan_h: float) -> float | None:
 
 @st.composite
 def small_problems(draw: st.DrawFn) -> tuple[PlacementProblem, float]:
-    n_offers = draw(st.integers(1, 3))
+    """2-4 offers, 1-2 stages of 1-5 tasks, each task a sizeable share of the window."""
+    makespan_h = draw(st.floats(1.0, 8.0))
+    startup_s = draw(st.sampled_from([0.0, 120.0, 600.0]))
     offers = []
-    for j in range(n_offers):
+    for j in range(draw(st.integers(2, 4))):
         offers.append(_offer(
             f"t{j}", draw(st.sampled_from(["f0", "f1"])), draw(st.sampled_from([2, 4, 8])),
             float(draw(st.sampled_from([4, 8, 16]))), draw(st.floats(0.05, 1.0)),
@@ -73,18 +75,18 @@ def small_problems(draw: st.DrawFn) -> tuple[PlacementProblem, float]:
             draw(st.sampled_from(["spot", "on-demand"]))))
     stages = []
     for i in range(draw(st.integers(1, 2))):
-        cpu = draw(st.floats(600, 20_000))
-        stages.append(Stage(f"s{i}", draw(st.integers(1, 3)),
-                            {"f0": cpu, "f1": cpu * draw(st.floats(0.6, 1.5))},
-                            draw(st.sampled_from([1, 2])), draw(st.floats(0.5, 6.0)),
-                            draw(st.floats(0, 5e9))))
-    problem = _problem(stages, offers, startup_s=draw(st.sampled_from([0.0, 120.0, 600.0])),
-                       cap=draw(st.integers(1, 3)), quota=draw(st.sampled_from([8, 16, 1000])),
+        threads = draw(st.sampled_from([1, 2]))
+        cpu = (makespan_h * 3600 - startup_s) * threads * draw(st.floats(0.3, 0.95))
+        stages.append(Stage(f"s{i}", draw(st.integers(1, 5)),
+                            {"f0": cpu, "f1": cpu * draw(st.floats(0.7, 1.3))},
+                            threads, draw(st.floats(1.5, 7.0)), draw(st.floats(0, 5e9))))
+    problem = _problem(stages, offers, startup_s=startup_s, cap=draw(st.integers(1, 2)),
+                       quota=draw(st.sampled_from([8, 16, 1000])),
                        transfer={"r1": 0.0, "r2": 0.02})
-    return problem, draw(st.floats(0.5, 6.0))
+    return problem, makespan_h
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(small_problems())
 def test_lp_equals_brute_force_oracle(case: tuple[PlacementProblem, float]) -> None:
     problem, makespan_h = case
