@@ -151,12 +151,7 @@ def _run_campaign(metrics: CampaignMetrics, root: Path, declared: Callable[[], N
     from ops.synthetic import SceneSpec, generate_scene
     from scheduler.metrics import instrument_graph
     from scheduler.runtime.dispatch import DispatchOptions, Progress, run_serial
-    from scheduler.runtime.flow import Driver
-
-    try:  # the runtime is moving SceneInput to its own module
-        from scheduler.runtime.products import SceneInput
-    except ImportError:
-        from scheduler.runtime.flow import SceneInput  # type: ignore[attr-defined,no-redef]
+    from scheduler.runtime.flow import Driver, SceneInput
     from scheduler.runtime.state import TaskGraph
 
     scene = generate_scene(SceneSpec(width=256, height=256, seed=1), root / "scene")
