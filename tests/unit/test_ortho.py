@@ -215,3 +215,14 @@ def test_tile_declarations_for_the_planner(rpc: RpcModel, heights: HeightModel) 
     assert all(w.window.clip(*SHAPE) == w.window for w in windows)
     # Far tiles (grid corners outside the rotated footprint) may read nothing at all.
     assert sum(w.window.size for w in windows) < 3 * SHAPE[0] * SHAPE[1]
+
+
+def test_integer_fast_path_equals_the_general_path(rpc: RpcModel, heights: HeightModel) -> None:
+    """Bilinear on uint16 without nodata takes its own loop; it must agree with the float one."""
+    image = _texture("uint16")
+    as_float = _whole(_plan(rpc, heights, dtype="float64"), image.astype(np.float64))
+    as_uint16 = _whole(_plan(rpc, heights, dtype="uint16", nodata=0), image)
+    valid = np.isfinite(as_float)
+    assert valid.mean() > 0.3
+    np.testing.assert_array_equal(as_uint16[valid], np.floor(as_float[valid] + 0.5))
+    assert (as_uint16[~valid] == 0).all()
