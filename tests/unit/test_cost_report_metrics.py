@@ -1,0 +1,194 @@
+"""CampaignMetrics: cost accrual, projection, task states and the ledger, on a fake clock.
+
+The values are read back from the Prometheus registry (``get_sample_value``),
+the way a scrape sees them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from scheduler.cost_report import build_cost_report
+from scheduler.metrics import (
+    CampaignMetrics,
+    InstrumentedTask,
+    MetricsError,
+    PlanTargets,
+    node_type,
+    op_name,
+    project,
+)
+
+pytestmark = pytest.mark.unit
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def metrics(clock: Clock) -> CampaignMetrics:
+    return CampaignMetrics("c1", registry=CollectorRegistry(), clock=clock)
+
+
+def _v(m: CampaignMetrics, name: str, **labels: str) -> float:
+    value = m.registry.get_sample_value(name, {"campaign": m.campaign, **labels})
+    assert value is not None, (name, labels)
+    return value
+
+
+def test_cost_accrues_per_node_second_and_stops_when_a_node_leaves(
+        metrics: CampaignMetrics, clock: Clock) -> None:
+    metrics.node_added("n1", "c7g.large", "spot", 3.6)        # 0.001 USD/s
+    metrics.node_added("n2", "m7i.large", "on-demand", 7.2)   # 0.002 USD/s
+    clock.now += 100
+    metrics.node_removed("n1", interrupted=True)
+    clock.now += 50
+    metrics.tick()
+    acc = "eochain_cost_accrued_usd_total"
+    assert _v(metrics, acc, instance_type="c7g.large", market="spot") == pytest.approx(0.1)
+    assert _v(metrics, acc, instance_type="m7i.large", market="on-demand") == pytest.approx(0.3)
+    assert metrics.accrued_usd == pytest.approx(0.4)
+    assert _v(metrics, "eochain_fleet_burn_rate_usd_per_second") == pytest.approx(0.002)
+    assert _v(metrics, "eochain_nodes", instance_type="c7g.large", market="spot") == 0
+    assert _v(metrics, "eochain_spot_interruptions_total", instance_type="c7g.large") == 1
+    metrics.node_removed("n1", interrupted=True)  # seen twice (two observers): counted once
+    assert _v(metrics, "eochain_spot_interruptions_total", instance_type="c7g.large") == 1
+    ledger = metrics.ledger()
+    assert [(n.instance_type, n.node_s, n.nodes) for n in ledger.nodes] == [
+        ("c7g.large", 100.0, 1), ("m7i.large", 150.0, 1)]
+    assert ledger.cost_usd == pytest.approx(0.4)
+
+
+def test_projection_extrapolates_throughput(metrics: CampaignMetrics, clock: Clock) -> None:
+    metrics.set_plan(PlanTargets(planned_cost_usd=1.0, planned_makespan_s=400.0,
+                                 deadline_s=1000.0))
+    metrics.tasks_planned("ortho_tile", 10)
+    metrics.node_added("n1", "c7g.large", "on-demand", 36.0)  # 0.01 USD/s
+    # before anything is done the plan's makespan stands in for the ETA
+    assert _v(metrics, "eochain_time_to_completion_seconds") == 400.0
+    for _ in range(5):
+        metrics.task_started("ortho_tile", "c7g.large")
+        clock.now += 10
+        metrics.task_finished("ortho_tile", "c7g.large", 10.0)
+    # 5 done in 50 s: 5 more take 50 s; projected = 0.5 accrued + 0.01 x 50
+    assert _v(metrics, "eochain_time_to_completion_seconds") == pytest.approx(50.0)
+    assert _v(metrics, "eochain_cost_projected_usd") == pytest.approx(1.0)
+    assert _v(metrics, "eochain_tiles_remaining") == 5
+    assert _v(metrics, "eochain_tasks", op="ortho_tile", state="done") == 5
+    assert _v(metrics, "eochain_deadline_timestamp_seconds") == metrics.start_s + 1000.0
+    assert _v(metrics, "eochain_task_duration_seconds_count", op="ortho_tile",
+              instance_type="c7g.large") == 5
+    assert _v(metrics, "eochain_task_duration_seconds_bucket", op="ortho_tile",
+              instance_type="c7g.large", le="10.0") == 5
+
+
+def test_project_edge_cases() -> None:
+    kw = {"accrued_usd": 2.0, "burn_usd_per_s": 0.1, "elapsed_s": 30.0}
+    assert project(tasks_done=4, tasks_total=4, planned_makespan_s=None, **kw).eta_s == 0.0
+    p = project(tasks_done=0, tasks_total=4, planned_makespan_s=100.0, **kw)
+    assert p.eta_s == 70.0 and p.projected_cost_usd == pytest.approx(9.0)
+    late = project(tasks_done=0, tasks_total=4, planned_makespan_s=10.0, **kw)
+    assert late.eta_s == 0.0
+    unknown = project(tasks_done=0, tasks_total=4, planned_makespan_s=None, **kw)
+    assert math.isnan(unknown.eta_s) and math.isnan(unknown.projected_cost_usd)
+
+
+def test_lost_runs_retries_and_recomputations(metrics: CampaignMetrics) -> None:
+    metrics.tasks_planned("ortho_tile", 3)
+    metrics.task_started("ortho_tile", "c7g.large")
+    metrics.task_lost("ortho_tile", "c7g.large")
+    assert _v(metrics, "eochain_tasks", op="ortho_tile", state="pending") == 3
+    assert _v(metrics, "eochain_task_retries_total", op="ortho_tile") == 1
+    assert _v(metrics, "eochain_task_runs_total", op="ortho_tile", instance_type="c7g.large",
+              outcome="lost") == 1
+    for _ in range(3):
+        metrics.task_started("ortho_tile", "c7g.large")
+        metrics.task_finished("ortho_tile", "c7g.large", 1.0)
+    metrics.recomputed("ortho_tile", 2)
+    assert _v(metrics, "eochain_tiles_remaining") == 2
+    assert _v(metrics, "eochain_task_recomputations_total", op="ortho_tile") == 2
+    metrics.task_started("ortho_tile", "c7g.large")
+    metrics.task_finished("ortho_tile", "c7g.large", 1.0, ok=False)
+    assert _v(metrics, "eochain_tasks", op="ortho_tile", state="failed") == 1
+    # a failed task will not be done: it leaves the total
+    assert _v(metrics, "eochain_tiles_planned") == 2
+
+
+def test_instrumented_task_reports_pixels_memory_products_and_failures(
+        metrics: CampaignMetrics) -> None:
+    import numpy as np
+
+    class Writer:
+        """Stands for a product writer: a geobox and a result with a uri."""
+
+        geobox = type("G", (), {"transform": (0.5, 0.0, 0.0, 0.0, -0.5, 0.0),
+                                "width": 200, "height": 100})()
+        op = "ortho"
+
+        def __call__(self, ctx: object) -> object:
+            return type("Record", (), {"uri": "file:///x.tif"})()
+
+    def tile(ctx: object) -> np.ndarray:
+        return np.zeros((3, 16, 32), np.uint8)
+
+    def broken(ctx: object) -> None:
+        raise ValueError("corrupt")
+
+    metrics.tasks_planned("tile", 1)
+    metrics.tasks_planned("writer", 1)
+    metrics.tasks_planned("broken", 1)
+    InstrumentedTask(tile, metrics, "tile", "c7g.large")(None)
+    InstrumentedTask(Writer(), metrics, "writer", "c7g.large")(None)
+    with pytest.raises(ValueError, match="corrupt"):
+        InstrumentedTask(broken, metrics, "broken", "c7g.large")(None)
+    labels = {"op": "tile", "instance_type": "c7g.large"}
+    assert _v(metrics, "eochain_pixels_processed_total", **labels) == 16 * 32
+    assert _v(metrics, "eochain_task_peak_memory_bytes_count", **labels) == 1
+    assert _v(metrics, "eochain_products_written_total", product="ortho") == 1
+    assert _v(metrics, "eochain_product_area_square_meters_total", product="ortho") == 5000.0
+    assert _v(metrics, "eochain_tasks", op="broken", state="failed") == 1
+    ledger = metrics.ledger()
+    assert {(s.stage, s.tasks) for s in ledger.stages} == {("tile", 1), ("writer", 1),
+                                                          ("broken", 1)}
+    assert build_cost_report(None, ledger).lines
+
+
+def test_names_and_bad_values() -> None:
+    class OrthoTileTask:
+        def __call__(self) -> None: ...
+
+    def dsm_merge() -> None: ...
+
+    assert op_name(OrthoTileTask()) == "ortho_tile"
+    assert op_name(dsm_merge) == "dsm_merge"
+    assert node_type("c7g.large:spot") == ("c7g.large", "spot")
+    assert node_type("m7i.2xlarge:on-demand") == ("m7i.2xlarge", "on-demand")
+    with pytest.raises(MetricsError, match="'c7g.large:reserved'"):
+        node_type("c7g.large:reserved")
+    m = CampaignMetrics("c2", registry=CollectorRegistry())
+    with pytest.raises(MetricsError, match="market 'preemptible'"):
+        m.node_added("n", "c7g.large", "preemptible", 1.0)
+    with pytest.raises(MetricsError, match="no such node"):
+        m.node_removed("ghost")
+    with pytest.raises(MetricsError, match="runtime_s = -1"):
+        m.task_finished("op", "t", -1.0)
+    with pytest.raises(MetricsError, match="deadline_s"):
+        PlanTargets.from_plan({"total_cost_usd": 1.0, "makespan_s": 2.0})
+    with pytest.raises(MetricsError, match="campaign name is empty"):
+        CampaignMetrics("")
+    plan = PlanTargets.from_plan({"total_cost_usd": 1.5, "makespan_s": 20.0,
+                                  "deadline_s": 86400.0})
+    assert plan == PlanTargets(1.5, 20.0, 86400.0)
