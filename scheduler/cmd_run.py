@@ -23,9 +23,12 @@ import click
 from planner.campaign import load_campaign
 from planner.errors import PlannerError
 from scheduler.runtime.cluster import use_loopback
-from scheduler.runtime.dispatch import DispatchOptions, Progress
+from scheduler.runtime.dispatch import DispatchOptions
 from scheduler.runtime.errors import RuntimeFailure
-from scheduler.runtime.flow import Driver, Flow, FlowReport, SceneInput
+from scheduler.runtime.flow import Driver, SceneInput
+from scheduler.runtime.progress import run_with_progress, summary
+
+__all__ = ["fleet_price_usd_per_h", "plan_resources", "run", "summary"]
 
 
 def fleet_price_usd_per_h(plan: dict[str, Any]) -> float:
@@ -65,43 +68,6 @@ def _scenes(campaign_path: Path) -> tuple[list[SceneInput], float | None, int, s
     product = campaign.product("ortho")
     gsd = product.gsd_m if product is not None else None
     return scenes, gsd, campaign.tiling.tile_px, campaign.name
-
-
-def run_with_progress(flow: Flow, price_usd_per_h: float = 0.0, quiet: bool = False) -> FlowReport:
-    """Run a flow under a progress bar (tasks done/total, rate, ETA, cost), then print a summary.
-
-    What ``eochain run`` does after reading the campaign; ``eochain demo`` calls it too.
-    """
-    from tqdm import tqdm
-
-    with tqdm(unit="task", desc="run", disable=quiet, dynamic_ncols=True) as bar:
-        def progress(p: Progress) -> None:
-            bar.total = p.tasks_total
-            bar.n = p.tasks_done
-            bar.set_postfix(products=f"{p.products_done}/{p.products_total}",
-                            cost=f"${p.elapsed_s / 3600 * price_usd_per_h:.4f}", refresh=False)
-            bar.refresh()
-
-        report = flow.run(progress=progress)
-    click.echo(summary(report, report.wall_s / 3600 * price_usd_per_h))
-    return report
-
-
-def summary(report: FlowReport, cost_usd: float) -> str:
-    lines = [
-        (f"products: {len(report.written)} written, {len(report.skipped)} already done, "
-        f"{len({f.label for f in report.failures})} failed, of {report.products_total}"),
-    ]
-    if report.dispatch is not None:
-        d = report.dispatch
-        lines.append(
-            f"tasks: {d.task_runs} runs, {d.retries} retried, {d.recomputed} recomputed, "
-            f"peak {d.peak_bytes_in_flight / 2**20:.1f} MiB in flight, {report.wall_s:.1f} s"
-        )
-    for f in report.failures:
-        lines.append(f"FAILED {f.label or f.key}: {f.error}")
-    lines.append(f"cost so far: ${cost_usd:.4f}")
-    return "\n".join(lines)
 
 
 @click.command(name="run")

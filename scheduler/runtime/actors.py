@@ -15,6 +15,7 @@ so everything here is testable without Ray (``execute(fn, TaskContext(), ...)``)
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -96,3 +97,8 @@ class TileWorker:
 
     def run(self, fn: Callable[..., object], *inputs: object) -> tuple[TaskStatus, object]:
         return execute(fn, self.ctx, *inputs)
+
+    def close(self) -> None:
+        """Drop the caches and the scratch folder (the pool calls it before killing the actor)."""
+        self.ctx.cache.clear()
+        shutil.rmtree(self.ctx.scratch_dir, ignore_errors=True)

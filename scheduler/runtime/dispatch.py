@@ -223,7 +223,15 @@ class ActorPool:
     def free(self) -> list[_Slot]:
         return [s for s in self.slots if s.running < self.options.tasks_per_actor]
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout_s: float = 10.0) -> None:
+        """Remove every actor's scratch folder, then end the actors."""
+        from ray.exceptions import RayError
+
+        closing = [slot.handle.close.remote() for slot in self.slots]
+        try:
+            self._ray.wait(closing, num_returns=len(closing), timeout=timeout_s)
+        except RayError:
+            pass  # an actor on a dead node has nothing left to clean
         for slot in self.slots:
             self._ray.kill(slot.handle)
         self.slots = []

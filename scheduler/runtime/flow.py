@@ -5,6 +5,7 @@
     report = (
         Driver()                                   # local Ray, or Driver(address=...)
         .get_flow(["a.tif", "b.tif"])              # scenes (paths, or planner Scenes)
+        .dsm([("a", "b")], dem="srtm/")            # a DSM per stereo pair (optional)
         .ortho(dem="dem.tif", gsd_m=0.5)           # nothing runs yet
         .write("s3://bucket/campaign")             # ... nor here
         .run()                                     # plan, dispatch, publish, report
@@ -18,7 +19,8 @@ Each method returns a new immutable :class:`Flow`. ``run()``:
    the scene and the reason, and the others go on;
 2. gives each product its key (hash of inputs and parameters) and drops the
    products the manifest already lists (resume, idempotence);
-3. builds the task DAG (per scene: plan -> tiles -> write) with the
+3. builds the task DAG (per scene or pair: plan -> tiles -> write, see
+   :mod:`scheduler.runtime.products`) with the
    planner's depth-first priorities and hands it to the dispatcher;
 4. records each product in the manifest as its write task returns, and
    sweeps temporary files/objects when done.

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from scheduler.runtime.cluster import LocalCluster, NodeSpec
+from scheduler.runtime.demo import write_coarse_dem
 from scheduler.runtime.dispatch import DispatchOptions, Progress
 from scheduler.runtime.flow import Driver, FlowReport, SceneInput
 from scheduler.runtime.manifest import MANIFEST_DIR
@@ -181,32 +182,12 @@ def test_killed_driver_then_rerun_recomputes_only_missing_products(
     assert not _temps(out)
 
 
-def _coarse_dem(scene_dir: Path, dest: Path) -> Path:
-    """The scene's true heights every 30 m over its footprint plus 300 m (stereo's initial DEM)."""
-    import numpy as np
-    import rasterio
-
-    from ops.synthetic import SyntheticScene, truth_heights
-    from planner.grid import GeoBox
-
-    scene = SyntheticScene.load(scene_dir)
-    x0, y0, x1, y1 = scene.footprint_utm
-    box = GeoBox.from_bounds(scene.crs, x0 - 300, y0 - 300, x1 + 300, y1 + 300, 30.0)
-    h = truth_heights(scene, box)
-    h = np.where(np.isfinite(h), h, np.nanmean(h)).astype(np.float32)
-    with rasterio.open(dest, "w", driver="GTiff", height=box.height, width=box.width, count=1,
-                       dtype="float32", crs=box.crs,
-                       transform=rasterio.Affine(*box.transform)) as dst:
-        dst.write(h[None])
-    return dest
-
-
 def test_dsm_flow_on_ray_equals_the_serial_run(
     cluster: LocalCluster, scenes: tuple[list[SceneInput], str], tmp_path: Path
 ) -> None:
     inputs, _ = scenes
     left, right = inputs[0], inputs[1]
-    dem = _coarse_dem(Path(left.uri).parent, tmp_path / "coarse_dem.tif")
+    dem = write_coarse_dem(Path(left.uri).parent, tmp_path / "coarse_dem.tif")
 
     def flow(driver: Driver, out: Path) -> FlowReport:
         return (driver.get_flow([left, right]).dsm([(left.id, right.id)], dem=dem, tile_px=128)
