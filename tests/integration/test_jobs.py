@@ -1,0 +1,208 @@
+"""``eochain submit|status|logs|stop`` against a real local Ray head with its job server.
+
+The head runs with Ray's token authentication (``RAY_AUTH_MODE=token``) and
+its dashboard on 127.0.0.1; every command runs as a user would run it, in a
+subprocess whose environment carries the same token.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+RAY = Path(sys.executable).with_name("ray")
+AWS_SECRET = "eochain/test/secret/not/for/job/metadata0"
+AWS_KEY_ID = "AKIAEOCHAINTEST00000"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Head:
+    address: str
+    token: str
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+        # as a user with the virtualenv activated: `python` in entrypoints is the venv's
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token,
+                   RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", **extra)
+        return env
+
+
+@pytest.fixture(scope="module")
+def head() -> Iterator[Head]:
+    if not RAY.exists():
+        pytest.skip(f"ray CLI not found at {RAY}")
+    token = secrets.token_hex(16)
+    dash = _free_port()
+    temp = tempfile.mkdtemp(prefix="eoj")  # short: Ray's socket paths must stay < 108 chars
+    head = Head(f"http://127.0.0.1:{dash}", token)
+    cmd = [str(RAY), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+           f"--port={_free_port()}", "--num-cpus=1", "--object-store-memory=80000000",
+           "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+           f"--dashboard-agent-listen-port={_free_port()}",
+           f"--dashboard-agent-grpc-port={_free_port()}",
+           f"--runtime-env-agent-port={_free_port()}", f"--metrics-export-port={_free_port()}",
+           f"--temp-dir={temp}", "--disable-usage-stats"]
+    log = (Path(temp) / "head.log").open("w")
+    proc = subprocess.Popen(cmd, env=head.env(), stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            req = urllib.request.Request(f"{head.address}/api/version",
+                                         headers={"Authorization": f"Bearer {token}"})
+            try:
+                urllib.request.urlopen(req, timeout=2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"Ray head did not serve {head.address} within 90 s; see "
+                                f"{temp}/head.log")
+                time.sleep(0.5)
+        yield head
+    finally:
+        _stop_group(proc)
+        log.close()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """Stop the process group of the `ray start` we launched: TERM, then KILL after 5 s."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # Ray's daemons left in the group
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=10)
+
+
+def _eochain(command: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    code = f"from scheduler.cmd_jobs import {command}_cmd as c; c(prog_name='eochain {command}')"
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=180, check=False)
+
+
+@pytest.fixture
+def campaign(tmp_path: Path) -> Path:
+    path = tmp_path / "campaign.yaml"
+    path.write_text(yaml.safe_dump({"name": "job-test", "inputs": {"scenes": []}}))
+    return path
+
+
+def _job_json(head: Head, job_id: str) -> str:
+    req = urllib.request.Request(f"{head.address}/api/jobs/{job_id}",
+                                 headers={"Authorization": f"Bearer {head.token}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return str(resp.read().decode())
+
+
+def _wait_status(head: Head, job_id: str, wanted: set[str], timeout_s: float = 120) -> str:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = str(json.loads(_job_json(head, job_id))["status"])
+        if status in wanted:
+            return status
+        if time.monotonic() > deadline:
+            pytest.fail(f"job {job_id} still {status} after {timeout_s} s, wanted {wanted}")
+        time.sleep(0.5)
+
+
+def test_submit_status_logs(head: Head, campaign: Path) -> None:
+    env = head.env(AWS_SECRET_ACCESS_KEY=AWS_SECRET, AWS_ACCESS_KEY_ID=AWS_KEY_ID)
+    probe = ("python -c \"import planner.catalog, ops, scheduler.jobs; "
+             "print('eochain-job-ok', open('campaign.yaml').read().count('job-test'))\"")
+    result = _eochain("submit", str(campaign), "--address", head.address, "--entrypoint",
+                      probe, "--job-id", "eochain-probe-1", "--wait", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "eochain-probe-1"
+    status = _eochain("status", "eochain-probe-1", "--address", head.address, env=env)
+    assert status.returncode == 0, status.stderr
+    assert "SUCCEEDED" in status.stdout and "job-test" in status.stdout
+    logs = _eochain("logs", "eochain-probe-1", "--address", head.address, env=env)
+    assert "eochain-job-ok 1" in logs.stdout
+    stored = _job_json(head, "eochain-probe-1")
+    for secret in (AWS_SECRET, AWS_KEY_ID, head.token):
+        assert secret not in stored
+    assert json.loads(stored)["metadata"]["eochain_campaign"] == "job-test"
+
+
+def test_default_entrypoint_runs_eochain_run(head: Head, campaign: Path) -> None:
+    result = _eochain("submit", str(campaign), "--address", head.address, "--job-id",
+                      "eochain-run-help", "--wait", "--", "--help", env=head.env())
+    assert result.returncode == 0, result.stderr
+    logs = _eochain("logs", "eochain-run-help", "--address", head.address, "--follow",
+                    env=head.env())
+    assert "--plan" in logs.stdout and "--dem" in logs.stdout  # `eochain run --help` ran
+    info = json.loads(_job_json(head, "eochain-run-help"))
+    assert info["entrypoint"].startswith("python -m scheduler.cli run campaign.yaml --address auto")
+
+
+def test_stop_a_running_job(head: Head, campaign: Path) -> None:
+    result = _eochain("submit", str(campaign), "--address", head.address, "--entrypoint",
+                      "python -c 'import time; time.sleep(600)'", "--job-id", "eochain-long",
+                      env=head.env())
+    assert result.returncode == 0, result.stderr
+    _wait_status(head, "eochain-long", {"RUNNING"})
+    stopped = _eochain("stop", "eochain-long", "--address", head.address, env=head.env())
+    assert stopped.returncode == 0 and "stop requested" in stopped.stdout
+    assert _wait_status(head, "eochain-long", {"STOPPED", "FAILED"}) == "STOPPED"
+
+
+def test_credentials_are_refused_before_submission(head: Head, campaign: Path) -> None:
+    result = _eochain("submit", str(campaign), "--address", head.address,
+                      "--env", f"AWS_SECRET_ACCESS_KEY={AWS_SECRET}", env=head.env())
+    assert result.returncode == 1
+    assert "AWS_SECRET_ACCESS_KEY looks like a credential" in result.stderr
+    assert AWS_SECRET not in result.stderr + result.stdout
+    result = _eochain("submit", str(campaign), "--address", head.address,
+                      "--env", f"NOTE=key {AWS_KEY_ID}", env=head.env())
+    assert result.returncode == 1 and "AWS access key id" in result.stderr
+
+
+def test_bad_addresses_and_ids(head: Head, campaign: Path) -> None:
+    dead = f"http://127.0.0.1:{_free_port()}"
+    result = _eochain("status", "x", "--address", dead, env=head.env())
+    assert result.returncode == 1
+    assert f"cannot reach the Ray job server at {dead}" in result.stderr
+    result = _eochain("status", "no-such-job", "--address", head.address, env=head.env())
+    assert result.returncode == 1 and "no-such-job" in result.stderr
+    result = _eochain("submit", str(campaign), "--address", "127.0.0.1:8265", env=head.env())
+    assert result.returncode == 1 and "expected http://HOST:8265" in result.stderr
+
+
+def test_missing_token_is_a_clear_error(head: Head, campaign: Path, tmp_path: Path) -> None:
+    env = head.env()
+    del env["RAY_AUTH_TOKEN"]
+    env["HOME"] = str(tmp_path)  # no ~/.ray/auth_token either
+    result = _eochain("status", "eochain-probe-1", "--address", head.address, env=env)
+    assert result.returncode == 1
+    assert "RAY_AUTH_TOKEN" in result.stderr
