@@ -16,7 +16,8 @@ task submitted               ``task_started(op, instance_type)``
 Ray error (system failure)   ``task_lost(op, instance_type)`` (counts a retry)
 lost result recomputed       ``recomputed(op, n)``
 product committed            ``product_written(product, area_m2)``
-progress callback            ``observe_progress(progress)`` (bytes in flight)
+progress callback            ``observe_progress(progress)`` (bytes in flight; task
+                             counts too while no per-task event is reported)
 ===========================  ==============================================================
 
 Cost model. Cost accrues per node, billed per second: price x time alive.
@@ -36,7 +37,9 @@ campaigns; task series carry ``op`` and ``instance_type``, node series
 ``promtool check metrics`` is clean, a test checks it).
 
 :class:`MetricsExporter` serves a registry over HTTP, bound to 127.0.0.1
-unless told otherwise; port 0 picks a free port.
+unless told otherwise; port 0 picks a free port. Adapters that feed these
+calls from outside the runtime (a Ray node watcher, instrumented in-process
+tasks) are in :mod:`scheduler.metrics_hooks`.
 """
 
 from __future__ import annotations
@@ -55,6 +58,9 @@ from prometheus_client.exposition import generate_latest, start_http_server
 from prometheus_client.registry import Collector
 
 from scheduler.cost_report import NodeUsage, RunLedger, StageUsage, stage_of
+
+__all__ = ["LOOPBACK", "CampaignMetrics", "MetricsError", "MetricsExporter", "PlanTargets",
+           "Projection", "node_type", "op_name", "project"]
 
 LOOPBACK = "127.0.0.1"
 
@@ -144,6 +150,12 @@ class ProgressLike(Protocol):
     @property
     def bytes_in_flight(self) -> int: ...
 
+    @property
+    def tasks_done(self) -> int: ...
+
+    @property
+    def tasks_total(self) -> int: ...
+
 
 @dataclass(slots=True)
 class _Node:
@@ -180,6 +192,7 @@ class CampaignMetrics:
         self._stages: dict[tuple[str, str], _Stage] = {}
         self._states: dict[str, dict[str, int]] = {}
         self._accrued: dict[tuple[str, str], float] = {}
+        self._progress: tuple[int, int] | None = None
         self._define(self.registry)
         self._start_time.labels(campaign).set(self.start_s)
         self._tiles_remaining.labels(campaign).set(0)
@@ -370,9 +383,16 @@ class CampaignMetrics:
         self._area.labels(self.campaign, product).inc(area_m2)
 
     def observe_progress(self, progress: ProgressLike) -> None:
-        """Use as (part of) the runtime's progress callback."""
-        self._in_flight.labels(self.campaign).set(progress.bytes_in_flight)
-        self.tick()
+        """Use as (part of) the runtime's progress callback.
+
+        Sets the bytes in flight; while no per-task event has been reported
+        (``tasks_planned``...), the snapshot's task counts drive tiles remaining,
+        the ETA and the projection.
+        """
+        with self._lock:
+            self._in_flight.labels(self.campaign).set(progress.bytes_in_flight)
+            self._progress = (int(progress.tasks_done), int(progress.tasks_total))
+            self.tick()
 
     # -- cost --------------------------------------------------------------------------------
     def tick(self) -> Projection:
@@ -390,8 +410,11 @@ class CampaignMetrics:
                     node.billed_to_s = until
                 if node.ended_s is None:
                     burn += node.price_usd_per_h / 3600.0
-            done = sum(s["done"] for s in self._states.values())
-            total = sum(sum(s.values()) - s["failed"] for s in self._states.values())
+            if self._states or self._progress is None:
+                done = sum(s["done"] for s in self._states.values())
+                total = sum(sum(s.values()) - s["failed"] for s in self._states.values())
+            else:
+                done, total = self._progress
             plan = self._plan
             proj = project(accrued_usd=sum(self._accrued.values()), burn_usd_per_s=burn,
                            tasks_done=done, tasks_total=total, elapsed_s=now - self.start_s,
@@ -454,79 +477,6 @@ class CampaignMetrics:
     def _publish_states(self, op: str) -> None:
         for state, n in self._states[op].items():
             self._tasks.labels(self.campaign, op, state).set(n)
-
-
-def peak_rss_bytes() -> int:
-    """Peak resident memory of this process so far (Linux reports ru_maxrss in KiB)."""
-    import resource
-
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-
-
-def _area_m2(fn: object) -> float:
-    geobox = getattr(fn, "geobox", None)
-    transform = getattr(geobox, "transform", None)
-    if transform is None:
-        return 0.0
-    a, b, _, d, e, _ = (float(v) for v in transform)
-    return abs(a * e - b * d) * float(getattr(geobox, "width", 0)) * float(
-        getattr(geobox, "height", 0))
-
-
-@dataclass(frozen=True, slots=True)
-class InstrumentedTask:
-    """A task function that reports itself to ``metrics`` (in-process runs: serial driver).
-
-    Ray actors run in other processes, where this object's metrics would be a
-    copy: on Ray the dispatcher reports from the ``TaskStatus`` it reads instead.
-    A result with a ``uri`` from a function with a ``geobox`` (a product writer)
-    counts as a product of the function's ``op`` with the geobox's area.
-    """
-
-    fn: Callable[..., object]
-    metrics: CampaignMetrics
-    op: str
-    instance_type: str
-
-    def __call__(self, ctx: object, *inputs: object) -> object:
-        self.metrics.task_started(self.op, self.instance_type)
-        start = time.perf_counter()
-        try:
-            value = self.fn(ctx, *inputs)
-        except Exception:
-            self.metrics.task_finished(self.op, self.instance_type, time.perf_counter() - start,
-                                       ok=False, peak_memory_bytes=peak_rss_bytes())
-            raise
-        shape: tuple[int, ...] = tuple(getattr(value, "shape", ()))
-        pixels = int(shape[-1]) * int(shape[-2]) if len(shape) >= 2 else 0
-        self.metrics.task_finished(self.op, self.instance_type, time.perf_counter() - start,
-                                   pixels=pixels, peak_memory_bytes=peak_rss_bytes())
-        if hasattr(value, "uri") and hasattr(self.fn, "geobox"):
-            self.metrics.product_written(str(getattr(self.fn, "op", self.op)), _area_m2(self.fn))
-        return value
-
-
-def instrument_graph(graph: Any, metrics: CampaignMetrics,
-                     instance_type_of: Callable[[Any], str]) -> Any:
-    """A copy of a runtime ``TaskGraph`` whose functions report to ``metrics``.
-
-    Registers every task as pending (``tasks_planned``); ``instance_type_of(task)``
-    names where each task runs (for an in-process run: the local machine's type).
-    """
-    from dataclasses import replace as _replace
-
-    from scheduler.runtime.state import TaskGraph
-
-    tasks = []
-    counts: dict[str, int] = {}
-    for task in graph.tasks.values():
-        op, instance_type = op_name(task.fn), instance_type_of(task)
-        counts[op] = counts.get(op, 0) + 1
-        metrics.declare(op, instance_type)
-        tasks.append(_replace(task, fn=InstrumentedTask(task.fn, metrics, op, instance_type)))
-    for op, n in sorted(counts.items()):
-        metrics.tasks_planned(op, n)
-    return TaskGraph({t.key: t for t in tasks}, graph.priority, graph.consumers)
 
 
 class _TickingCollector(Collector):

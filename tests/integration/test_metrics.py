@@ -149,7 +149,7 @@ def _run_campaign(metrics: CampaignMetrics, root: Path, declared: Callable[[], N
     ``declared()`` returns once Prometheus has scraped the task series at zero.
     """
     from ops.synthetic import SceneSpec, generate_scene
-    from scheduler.metrics import instrument_graph
+    from scheduler.metrics_hooks import instrument_graph
     from scheduler.runtime.dispatch import DispatchOptions, Progress, run_serial
     from scheduler.runtime.flow import Driver, SceneInput
     from scheduler.runtime.state import TaskGraph

@@ -14,13 +14,13 @@ from prometheus_client import CollectorRegistry
 from scheduler.cost_report import build_cost_report
 from scheduler.metrics import (
     CampaignMetrics,
-    InstrumentedTask,
     MetricsError,
     PlanTargets,
     node_type,
     op_name,
     project,
 )
+from scheduler.metrics_hooks import InstrumentedTask, node_type_of, prices_from_plan
 
 pytestmark = pytest.mark.unit
 
@@ -192,3 +192,17 @@ def test_names_and_bad_values() -> None:
     plan = PlanTargets.from_plan({"total_cost_usd": 1.5, "makespan_s": 20.0,
                                   "deadline_s": 86400.0})
     assert plan == PlanTargets(1.5, 20.0, 86400.0)
+
+
+def test_node_types_and_prices_for_the_fleet_watcher() -> None:
+    assert node_type_of({"CPU": 2.0, "node:127.0.0.1": 1.0, "c7g.large:spot": 1.0}) == (
+        "c7g.large", "spot")
+    assert node_type_of(frozenset({"m7i.large:on-demand"})) == ("m7i.large", "on-demand")
+    assert node_type_of({"CPU": 4.0, "node:127.0.0.1": 1.0}) == ("local", "on-demand")
+    plan = {"fleet": [{"instance_type": "c7g.large", "market": "spot", "price_usd_per_h": 0.03},
+                      {"instance_type": "c7g.large", "market": "on-demand",
+                       "price_usd_per_h": 0.07}]}
+    assert prices_from_plan(plan) == {("c7g.large", "spot"): 0.03,
+                                      ("c7g.large", "on-demand"): 0.07}
+    with pytest.raises(MetricsError, match="price_usd_per_h"):
+        prices_from_plan({"fleet": [{"instance_type": "c7g.large", "market": "spot"}]})

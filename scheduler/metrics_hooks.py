@@ -1,0 +1,193 @@
+"""Feeding :class:`~scheduler.metrics.CampaignMetrics` from the runtime without changing it.
+
+Two adapters, for what the runtime does not report itself yet:
+
+* :class:`RayFleetWatcher` polls ``ray.nodes()`` in a daemon thread. A worker
+  node (CPUs > 0) whose custom resource names its type and market
+  (``"c7g.large:spot"``, as the runtime's clusters do) is reported with
+  ``node_added`` when it appears, at the plan's price for that type and
+  market, and ``node_removed`` when Ray declares it dead; a spot node that
+  dies while the watcher runs counts as a spot interruption (stop the watcher
+  before scaling a fleet down on purpose).
+* :class:`InstrumentedTask` wraps a task function so an in-process run (the
+  serial driver) reports each task: start, duration, pixels of an array
+  result, the worker's peak resident memory, and products with their area.
+  On Ray the function runs in an actor process, so there the dispatcher must
+  report from the ``TaskStatus`` it reads (see :mod:`scheduler.metrics`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from dataclasses import replace as _replace
+from types import TracebackType
+from typing import Any, Self
+
+from scheduler.metrics import CampaignMetrics, MetricsError, node_type, op_name
+
+DEFAULT_NODE_TYPE = ("local", "on-demand")
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process so far (Linux reports ru_maxrss in KiB)."""
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def prices_from_plan(plan: Mapping[str, Any]) -> dict[tuple[str, str], float]:
+    """(instance type, market) -> USD per hour, from a ``plan.json`` fleet."""
+    try:
+        return {(str(e["instance_type"]), str(e["market"])): float(e["price_usd_per_h"])
+                for e in plan.get("fleet", [])}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MetricsError(f"plan.json fleet: {exc!r}; expected instance_type, market and "
+                           "price_usd_per_h in every entry") from exc
+
+
+def node_type_of(resources: Mapping[str, float] | set[str] | frozenset[str]
+                 ) -> tuple[str, str]:
+    """A node's (instance type, market) from its Ray resources, or ``DEFAULT_NODE_TYPE``."""
+    for name in sorted(resources):
+        if ":" in name and not name.startswith("node:"):
+            try:
+                return node_type(name)
+            except MetricsError:
+                continue
+    return DEFAULT_NODE_TYPE
+
+
+class RayFleetWatcher:
+    """Reports the connected Ray cluster's worker nodes to ``metrics`` (module docstring)."""
+
+    def __init__(self, metrics: CampaignMetrics, prices: Mapping[tuple[str, str], float],
+                 interval_s: float = 1.0, default_price_usd_per_h: float = 0.0) -> None:
+        if interval_s <= 0:
+            raise MetricsError(f"RayFleetWatcher interval_s = {interval_s}, expected > 0")
+        self.metrics = metrics
+        self.prices = dict(prices)
+        self.interval_s = interval_s
+        self.default_price_usd_per_h = default_price_usd_per_h
+        self.alive: dict[str, tuple[str, str]] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def poll(self) -> None:
+        """One pass over ``ray.nodes()``: report nodes that joined or died since the last."""
+        import ray
+
+        seen: set[str] = set()
+        for node in ray.nodes():  # type: ignore[no-untyped-call]
+            node_id = str(node["NodeID"])
+            resources: Mapping[str, float] = node.get("Resources", {})
+            if not node.get("Alive") or float(resources.get("CPU", 0.0)) <= 0:
+                continue
+            seen.add(node_id)
+            if node_id not in self.alive:
+                itype, market = node_type_of(resources)
+                price = self.prices.get((itype, market), self.default_price_usd_per_h)
+                self.metrics.node_added(node_id, itype, market, price)
+                self.alive[node_id] = (itype, market)
+        for node_id in [n for n in self.alive if n not in seen]:
+            _, market = self.alive.pop(node_id)
+            self.metrics.node_removed(node_id, interrupted=market == "spot")
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.poll()
+            except Exception as exc:  # noqa: BLE001 - kept for stop() to raise in the caller
+                self.error = exc
+                return
+            self._stop.wait(self.interval_s)
+
+    def start(self) -> Self:
+        self.poll()
+        self._thread = threading.Thread(target=self._loop, name="eochain-fleet-watch",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop polling (the nodes stay as they are in the metrics)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10 * self.interval_s + 5)
+            self._thread = None
+        if self.error is not None:
+            raise MetricsError(f"the fleet watcher failed: {self.error!r}") from self.error
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def _area_m2(fn: object) -> float:
+    geobox = getattr(fn, "geobox", None)
+    transform = getattr(geobox, "transform", None)
+    if transform is None:
+        return 0.0
+    a, b, _, d, e, _ = (float(v) for v in transform)
+    return abs(a * e - b * d) * float(getattr(geobox, "width", 0)) * float(
+        getattr(geobox, "height", 0))
+
+
+@dataclass(frozen=True, slots=True)
+class InstrumentedTask:
+    """A task function that reports itself to ``metrics`` (in-process runs: serial driver).
+
+    Ray actors run in other processes, where this object's metrics would be a
+    copy: on Ray the dispatcher reports from the ``TaskStatus`` it reads instead.
+    A result with a ``uri`` from a function with a ``geobox`` (a product writer)
+    counts as a product of the function's ``op`` with the geobox's area.
+    """
+
+    fn: Callable[..., object]
+    metrics: CampaignMetrics
+    op: str
+    instance_type: str
+
+    def __call__(self, ctx: object, *inputs: object) -> object:
+        self.metrics.task_started(self.op, self.instance_type)
+        start = time.perf_counter()
+        try:
+            value = self.fn(ctx, *inputs)
+        except Exception:
+            self.metrics.task_finished(self.op, self.instance_type, time.perf_counter() - start,
+                                       ok=False, peak_memory_bytes=peak_rss_bytes())
+            raise
+        shape: tuple[int, ...] = tuple(getattr(value, "shape", ()))
+        pixels = int(shape[-1]) * int(shape[-2]) if len(shape) >= 2 else 0
+        self.metrics.task_finished(self.op, self.instance_type, time.perf_counter() - start,
+                                   pixels=pixels, peak_memory_bytes=peak_rss_bytes())
+        if hasattr(value, "uri") and hasattr(self.fn, "geobox"):
+            self.metrics.product_written(str(getattr(self.fn, "op", self.op)), _area_m2(self.fn))
+        return value
+
+
+def instrument_graph(graph: Any, metrics: CampaignMetrics,
+                     instance_type_of: Callable[[Any], str]) -> Any:
+    """A copy of a runtime ``TaskGraph`` whose functions report to ``metrics``.
+
+    Registers every task as pending (``tasks_planned``); ``instance_type_of(task)``
+    names where each task runs (for an in-process run: the local machine's type).
+    """
+    from scheduler.runtime.state import TaskGraph
+
+    tasks = []
+    counts: dict[str, int] = {}
+    for task in graph.tasks.values():
+        op, instance_type = op_name(task.fn), instance_type_of(task)
+        counts[op] = counts.get(op, 0) + 1
+        metrics.declare(op, instance_type)
+        tasks.append(_replace(task, fn=InstrumentedTask(task.fn, metrics, op, instance_type)))
+    for op, n in sorted(counts.items()):
+        metrics.tasks_planned(op, n)
+    return TaskGraph({t.key: t for t in tasks}, graph.priority, graph.consumers)
