@@ -97,6 +97,16 @@ class PlacementProblem:
     transfer_usd_per_gb: Mapping[str, float]  # offer region -> USD/GB between data and it
     budget_usd: float | None = None
 
+    def __post_init__(self) -> None:
+        if self.startup_s < 0 or self.critical_path_s < 0 or self.max_instances_per_type < 1:
+            raise InfeasiblePlanError(
+                f"placement problem startup_s={self.startup_s}, critical_path_s="
+                f"{self.critical_path_s}, max_instances_per_type={self.max_instances_per_type}; "
+                "expected >= 0, >= 0, >= 1")
+        if not self.offers:
+            raise InfeasiblePlanError("placement problem has no offers; expected at least one "
+                                      "instance type, region and market")
+
 
 @dataclass(frozen=True, slots=True)
 class Coefficients:

@@ -155,3 +155,22 @@ def test_large_stage_rounds_to_whole_tasks_on_real_catalog() -> None:
     for e in plan.fleet:
         if "stereo" in e.tasks:
             assert coefficients(stages[0], e.offer, p).slots > 0
+
+
+def test_objectives_pick_their_frontier_point() -> None:
+    from planner.frontier import Frontier, choose_plan
+    from planner.placement import PlacementPlan
+
+    def pt(h: float, usd: float) -> PlacementPlan:
+        return PlacementPlan(h, h, usd, usd, 0.0, 0.0, usd, (), "test")
+
+    f = Frontier((pt(2.0, 90.0), pt(4.0, 50.0), pt(8.0, 40.0), pt(12.0, 39.99)), 2.0, 12.0)
+    assert choose_plan(f, "cheapest", 10.0, None, 0.0).makespan_h == 8.0
+    # 12 h saves 0.01 USD (< 0.1 %): the faster 8 h plan wins the tie
+    assert choose_plan(f, "cheapest", 24.0, None, 0.0).makespan_h == 8.0
+    assert choose_plan(f, "fastest", 24.0, 60.0, 0.0).makespan_h == 4.0
+    assert choose_plan(f, "weighted", 24.0, None, 5.0).makespan_h == 4.0  # 50+20 < 40+40
+    with pytest.raises(InfeasiblePlanError, match="no plan meets the deadline of 1.00 h"):
+        choose_plan(f, "cheapest", 1.0, None, 0.0)
+    with pytest.raises(InfeasiblePlanError, match="budget 30.00 USD is below"):
+        choose_plan(f, "fastest", 24.0, 30.0, 0.0)
