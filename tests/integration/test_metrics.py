@@ -143,21 +143,31 @@ class Campaign:
 SPOT, ON_DEMAND = "c7g.large", "m7i.large"
 
 
-def _run_campaign(metrics: CampaignMetrics, root: Path, declared: Callable[[], None]) -> int:
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Any], str]:
+    """Two views of one synthetic scene (256 x 256 px) and its DEM."""
+    from ops.synthetic import SceneSpec, generate_scene
+    from scheduler.runtime.flow import SceneInput
+
+    out = generate_scene(SceneSpec(width=256, height=256, seed=1),
+                         tmp_path_factory.mktemp("scene"))
+    inputs = [SceneInput(f"v{k}", str(out.out_dir / f"view_{k}.tif")) for k in (0, 1)]
+    return inputs, str(out.out_dir / "dem.tif")
+
+
+def _run_campaign(metrics: CampaignMetrics, scene: tuple[list[Any], str], out: Path,
+                  declared: Callable[[], None]) -> int:
     """The real ortho workload (see the module docstring); returns the products written.
 
     ``declared()`` returns once Prometheus has scraped the task series at zero.
     """
-    from ops.synthetic import SceneSpec, generate_scene
     from scheduler.metrics_hooks import instrument_graph
     from scheduler.runtime.dispatch import DispatchOptions, Progress, run_serial
-    from scheduler.runtime.flow import Driver, SceneInput
+    from scheduler.runtime.flow import Driver
     from scheduler.runtime.state import TaskGraph
 
-    scene = generate_scene(SceneSpec(width=256, height=256, seed=1), root / "scene")
-    inputs = [SceneInput(f"v{k}", str(scene.out_dir / f"view_{k}.tif")) for k in (0, 1)]
-    flow = (Driver(address="serial").get_flow(inputs)
-            .ortho(dem=str(scene.out_dir / "dem.tif"), tile_px=64).write(root / "out"))
+    inputs, dem = scene
+    flow = Driver(address="serial").get_flow(inputs).ortho(dem=dem, tile_px=64).write(out)
     products, failures = flow.plan()
     assert not failures, failures
     metrics.set_plan(PlanTargets(planned_cost_usd=1e-5, planned_makespan_s=2.0,
@@ -189,14 +199,14 @@ def _run_campaign(metrics: CampaignMetrics, root: Path, declared: Callable[[], N
 
 
 @pytest.fixture(scope="module")
-def campaign(prometheus: Prometheus, tmp_path_factory: pytest.TempPathFactory
-             ) -> Iterator[Campaign]:
+def campaign(prometheus: Prometheus, scene: tuple[list[Any], str],
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Campaign]:
     name = f"it_{uuid.uuid4().hex[:8]}"
     metrics = CampaignMetrics(name)
     with MetricsExporter(metrics) as exporter, _scraped(prometheus, exporter, name):
         sel = f'{{campaign="{name}"}}'
         _poll("a first scrape", lambda: prometheus.query(f"eochain_tiles_planned{sel}"))
-        n = _run_campaign(metrics, tmp_path_factory.mktemp("campaign"), lambda: _poll(
+        n = _run_campaign(metrics, scene, tmp_path_factory.mktemp("campaign"), lambda: _poll(
             "the declared task series", lambda: prometheus.query(
                 f"eochain_task_peak_memory_bytes_count{sel}")))
         _poll("the final state in Prometheus", lambda: prometheus.query(
@@ -313,3 +323,66 @@ def test_dashboard_variables_list_the_campaign(prometheus: Prometheus, campaign:
     values = set(prometheus.get(f"/api/v1/label/{m.group(2)}/values", **{"match[]": match}))
     expected = {campaign.name} if variable == "campaign" else {SPOT, ON_DEMAND}
     assert expected <= values if variable == "campaign" else values == expected
+
+
+@pytest.mark.slow
+def test_ray_campaign_reports_its_fleet_progress_and_cost(
+        prometheus: Prometheus, scene: tuple[list[Any], str], tmp_path: Path) -> None:
+    """A real campaign on a 2-node local Ray cluster; the spot node is killed mid-run.
+
+    The fleet watcher and the progress callback are the only sources here (the
+    dispatcher does not report task events yet): nodes, the interruption, cost
+    and tiles remaining must still come out right, and reach Prometheus.
+    """
+    from scheduler.metrics_hooks import RayFleetWatcher
+    from scheduler.runtime.cluster import LocalCluster, NodeSpec
+    from scheduler.runtime.dispatch import Progress
+    from scheduler.runtime.flow import Driver
+
+    inputs, dem = scene
+    name = f"ray_{uuid.uuid4().hex[:8]}"
+    metrics = CampaignMetrics(name)
+    metrics.set_plan(PlanTargets(planned_cost_usd=1e-5, planned_makespan_s=5.0,
+                                 deadline_s=3600.0))
+    prices = {(SPOT, "spot"): 0.0363, (ON_DEMAND, "on-demand"): 0.1008}
+    nodes = [NodeSpec(1, resources={f"{SPOT}:spot": 1.0}),
+             NodeSpec(1, resources={f"{ON_DEMAND}:on-demand": 1.0})]
+    killed: list[int] = []
+    sel = {"campaign": name}
+
+    def sample(metric: str, **labels: str) -> float | None:
+        return metrics.registry.get_sample_value(metric, {**sel, **labels})
+
+    with (LocalCluster(nodes) as cluster, MetricsExporter(metrics) as exporter,
+          _scraped(prometheus, exporter, name),
+          RayFleetWatcher(metrics, prices, interval_s=0.25) as watcher):
+        assert sorted(watcher.alive.values()) == [(SPOT, "spot"), (ON_DEMAND, "on-demand")]
+        spot_node = cluster.nodes[0]
+
+        def progress(p: Progress) -> None:
+            metrics.observe_progress(p)
+            if not killed and p.tasks_done >= 8:
+                cluster.remove_node(spot_node)  # a spot interruption: no warning
+                killed.append(p.tasks_done)
+
+        report = (Driver(address=cluster.address).get_flow(inputs)
+                  .ortho(dem=dem, tile_px=64).write(tmp_path / "out").run(progress=progress))
+        assert killed, "the campaign ended before the interruption"
+        assert report.ok, report.failures
+        assert len(report.written) == 2
+        _poll("the watcher to report the lost spot node", lambda: sample(
+            "eochain_spot_interruptions_total", instance_type=SPOT) == 1)
+        q = f'{{campaign="{name}"}}'
+        _poll("Prometheus to see the interruption and the end", lambda: prometheus.query(
+            f"sum(eochain_spot_interruptions_total{q}) == 1 "
+            f"and on () sum(eochain_tiles_remaining{q}) == 0"))
+    assert sample("eochain_nodes", instance_type=SPOT, market="spot") == 0
+    assert sample("eochain_nodes", instance_type=ON_DEMAND, market="on-demand") == 1
+    assert sample("eochain_tiles_remaining") == 0
+    ledger = metrics.ledger()
+    costs = {(n.instance_type, n.market): n.cost_usd for n in ledger.nodes}
+    assert set(costs) == {(SPOT, "spot"), (ON_DEMAND, "on-demand")}
+    assert all(c > 0 for c in costs.values())
+    # the spot node stopped billing when it died; the on-demand one ran the whole time
+    node_s = {n.instance_type: n.node_s for n in ledger.nodes}
+    assert node_s[SPOT] < node_s[ON_DEMAND]
