@@ -9,6 +9,9 @@ Two adapters, for what the runtime does not report itself yet:
   market, and ``node_removed`` when Ray declares it dead; a spot node that
   dies while the watcher runs counts as a spot interruption (stop the watcher
   before scaling a fleet down on purpose).
+* :func:`observe_campaign` is the whole wiring for a command: metrics,
+  exporter on 127.0.0.1, the watcher on Ray runs, and the cost report
+  (table, PNG and ledger JSON) written when the campaign ends.
 * :class:`InstrumentedTask` wraps a task function so an in-process run (the
   serial driver) reports each task: start, duration, pixels of an array
   result, the worker's peak resident memory, and products with their area.
@@ -18,15 +21,27 @@ Two adapters, for what the runtime does not report itself yet:
 
 from __future__ import annotations
 
+import json
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from dataclasses import replace as _replace
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from scheduler.metrics import CampaignMetrics, MetricsError, node_type, op_name
+from scheduler.cost_report import build_cost_report, format_cost_report, write_cost_report
+from scheduler.metrics import (
+    LOOPBACK,
+    CampaignMetrics,
+    MetricsError,
+    MetricsExporter,
+    PlanTargets,
+    node_type,
+    op_name,
+)
 
 DEFAULT_NODE_TYPE = ("local", "on-demand")
 
@@ -191,3 +206,47 @@ def instrument_graph(graph: Any, metrics: CampaignMetrics,
     for op, n in sorted(counts.items()):
         metrics.tasks_planned(op, n)
     return TaskGraph({t.key: t for t in tasks}, graph.priority, graph.consumers)
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What :func:`observe_campaign` hands the command: the metrics and where they are served."""
+
+    metrics: CampaignMetrics
+    exporter: MetricsExporter
+
+
+@contextmanager
+def observe_campaign(
+    campaign: str, plan: Mapping[str, Any] | None = None, *, on_ray: bool = True,
+    host: str = LOOPBACK, port: int = 0, report_dir: str | Path | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> Iterator[Observation]:
+    """Metrics for one campaign run, from start to cost report.
+
+    ``plan`` (a ``plan.json`` document) gives the planned cost, makespan,
+    deadline and the fleet's prices. With ``on_ray`` a :class:`RayFleetWatcher`
+    reports the connected cluster's nodes (call it after Ray is connected).
+    When the block ends the cost report goes to ``report_dir``
+    (``cost-report.txt``, ``cost-report.png``, ``cost-ledger.json``) and its
+    table to ``echo`` (e.g. ``click.echo``).
+    """
+    metrics = CampaignMetrics(campaign)
+    if plan is not None:
+        metrics.set_plan(PlanTargets.from_plan(plan))
+    prices = prices_from_plan(plan) if plan is not None else {}
+    with MetricsExporter(metrics, host=host, port=port) as exporter:
+        watcher = RayFleetWatcher(metrics, prices).start() if on_ray else None
+        try:
+            yield Observation(metrics, exporter)
+        finally:
+            if watcher is not None:
+                watcher.stop()
+            ledger = metrics.ledger()
+            report = build_cost_report(plan, ledger)
+            if report_dir is not None:
+                write_cost_report(report, report_dir)
+                (Path(report_dir) / "cost-ledger.json").write_text(
+                    json.dumps(ledger.to_dict(), indent=1))
+            if echo is not None:
+                echo(format_cost_report(report))

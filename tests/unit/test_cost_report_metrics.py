@@ -7,6 +7,7 @@ the way a scrape sees them.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -20,7 +21,12 @@ from scheduler.metrics import (
     op_name,
     project,
 )
-from scheduler.metrics_hooks import InstrumentedTask, node_type_of, prices_from_plan
+from scheduler.metrics_hooks import (
+    InstrumentedTask,
+    node_type_of,
+    observe_campaign,
+    prices_from_plan,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -206,3 +212,35 @@ def test_node_types_and_prices_for_the_fleet_watcher() -> None:
                                       ("c7g.large", "on-demand"): 0.07}
     with pytest.raises(MetricsError, match="price_usd_per_h"):
         prices_from_plan({"fleet": [{"instance_type": "c7g.large", "market": "spot"}]})
+
+
+def test_observe_campaign_serves_then_writes_the_report(tmp_path: Path) -> None:
+    import json
+    import urllib.error
+    import urllib.request
+
+    plan = {"total_cost_usd": 0.01, "makespan_s": 60.0, "deadline_s": 3600.0,
+            "fleet": [{"instance_type": "local", "market": "on-demand", "instances": 1,
+                       "price_usd_per_h": 0.5, "busy_instance_h": 0.01,
+                       "tasks": {"ortho": 4}}]}
+    lines: list[str] = []
+    with observe_campaign("obs", plan, on_ray=False, report_dir=tmp_path,
+                          echo=lines.append) as obs:
+        m = obs.metrics
+        m.node_added("n", "local", "on-demand", 0.5)
+        m.tasks_planned("ortho_tile", 4)
+        for _ in range(4):
+            m.task_started("ortho_tile", "local")
+            m.task_finished("ortho_tile", "local", 0.01)
+        with urllib.request.urlopen(obs.exporter.url, timeout=5) as resp:
+            text = resp.read().decode()
+        assert 'eochain_cost_planned_usd{campaign="obs"} 0.01' in text
+        url = obs.exporter.url
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(url, timeout=2)  # the exporter is closed with the block
+    assert {p.name for p in tmp_path.iterdir()} == {"cost-report.txt", "cost-report.png",
+                                                     "cost-ledger.json"}
+    assert lines and lines[0].startswith("cost report: obs")
+    assert "local" in lines[0] and "ortho" in lines[0]
+    ledger = json.loads((tmp_path / "cost-ledger.json").read_text())
+    assert ledger["stages"][0]["tasks"] == 4
