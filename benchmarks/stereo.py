@@ -1,6 +1,6 @@
 """Stereo DSM benchmark: eochain vs CARS 1.3.0 on the Gizeh pair, and synthetic throughput.
 
-Run: ``python -m benchmarks.stereo [--no-cars] [--synthetic-px N]``. Writes the
+Run: ``python -m benchmarks.stereo [--no-cars] [--synthetic-px N [N ...]]``. Writes the
 table to ``benchmarks/results/stereo.json``.
 
 Gizeh (real Pléiades pair, SRTM + EGM96): both tools run as separate
@@ -13,9 +13,10 @@ nearest neighbour), and the agreement of the two DSMs (median and NMAD of
 eochain - CARS over cells both measured). ratio = CARS wall / eochain wall.
 
 Synthetic: a generated pair (B/H 0.25, 0.5 m) with a 30 m DEM; DSM cells
-per second per core over the whole run, and the peak traced memory
-(tracemalloc) of one 512-cell tile, which depends on the tile size and the
-height range, not on the scene size.
+per second per core over the whole run (512-cell tiles), and the process's
+RSS high-water mark before and after computing one 512-cell tile in a
+fresh process: the tile's memory depends on the tile size and the height
+range, not on the scene size.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -95,48 +95,80 @@ def gizeh_overlap(data: Path, like: Path) -> np.ndarray:
     return overlap_mask(plan, dem, box)
 
 
-def synthetic(size_px: int, work: Path) -> dict[str, Any]:
+TILE_PROBE = """
+import resource, sys
+import numpy as np
+from ops.dem import Dem
+from ops.stereo import open_view, plan_stereo, run_dsm_tile
+from ops.synthetic import SyntheticScene, truth_heights
+from planner.grid import GeoBox, TileGrid
+
+scene = SyntheticScene.load(sys.argv[1])
+x0, y0, x1, y1 = scene.footprint_utm
+box = GeoBox.from_bounds(scene.crs, x0 - 300, y0 - 300, x1 + 300, y1 + 300, 30.0)
+h = truth_heights(scene, box)
+dem = Dem.from_array(np.where(np.isfinite(h), h, np.nanmean(h)), box.transform, scene.crs)
+plan = plan_stereo(open_view(scene.view_paths[0]), open_view(scene.view_paths[1]), dem)
+grid = TileGrid(plan.geobox, int(sys.argv[2]), int(sys.argv[2]))
+idx = list(grid.tiles())[len(grid) // 2]
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+run_dsm_tile(plan, grid.tile_geobox(idx), dem)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(before / 1024, after / 1024)
+"""
+
+
+def tile_peak_mib(scene_dir: Path, tile_px: int) -> tuple[float, float]:
+    """(RSS high-water before the tile, RSS high-water after it), MiB, in a fresh process."""
+    out = subprocess.run([sys.executable, "-c", TILE_PROBE, str(scene_dir), str(tile_px)],
+                         check=True, capture_output=True, text=True).stdout.split()
+    return float(out[0]), float(out[1])
+
+
+def synthetic(sizes_px: list[int], work: Path, tile_px: int = 512) -> list[dict[str, Any]]:
+    """Throughput (whole run) and one tile's memory, for scenes of growing size."""
     from ops.dem import Dem
-    from ops.stereo import assemble_dsm, open_view, plan_stereo, run_dsm_tile
+    from ops.stereo import assemble_dsm, open_view, plan_stereo
     from ops.stereo_eval import nmad
     from ops.synthetic import SceneSpec, generate_scene, truth_heights
-    from planner.grid import GeoBox, TileGrid
+    from planner.grid import GeoBox
 
-    t0 = time.perf_counter()
-    scene = generate_scene(SceneSpec(width=size_px, height=size_px, noise_sigma=0.004), work)
-    gen_s = time.perf_counter() - t0
-    x0, y0, x1, y1 = scene.footprint_utm
-    box = GeoBox.from_bounds(scene.crs, x0 - 300, y0 - 300, x1 + 300, y1 + 300, 30.0)
-    h = truth_heights(scene, box)
-    dem = Dem.from_array(np.where(np.isfinite(h), h, np.nanmean(h)), box.transform, scene.crs)
-    left, right = open_view(scene.view_paths[0]), open_view(scene.view_paths[1])
-    t0 = time.perf_counter()
-    plan = plan_stereo(left, right, dem)
-    plan_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    out = assemble_dsm(plan, dem, tile_px=1024)
-    run_s = time.perf_counter() - t0
-    truth = truth_heights(scene, plan.geobox)
-    cores = os.cpu_count() or 1
-    grid = TileGrid(plan.geobox, 512, 512)
-    idx = next(grid.tiles())
-    tracemalloc.start()
-    run_dsm_tile(plan, grid.tile_geobox(idx), dem)
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    cells = plan.geobox.height * plan.geobox.width
-    return {
-        "image_px": size_px, "dsm_cells": cells, "generate_s": gen_s, "plan_s": plan_s,
-        "dsm_s": run_s, "mcells_per_s_per_core": cells / 1e6 / (plan_s + run_s) / cores,
-        "nmad_m": nmad(out.height_m - truth), "valid_fraction": out.valid_fraction,
-        "tile512_peak_traced_mib": peak / 2**20,
-    }
+    rows = []
+    for size_px in sizes_px:
+        scene_dir = work / f"synthetic_{size_px}"
+        t0 = time.perf_counter()
+        scene = generate_scene(SceneSpec(width=size_px, height=size_px, noise_sigma=0.004),
+                               scene_dir)
+        gen_s = time.perf_counter() - t0
+        x0, y0, x1, y1 = scene.footprint_utm
+        box = GeoBox.from_bounds(scene.crs, x0 - 300, y0 - 300, x1 + 300, y1 + 300, 30.0)
+        h = truth_heights(scene, box)
+        dem = Dem.from_array(np.where(np.isfinite(h), h, np.nanmean(h)), box.transform,
+                             scene.crs)
+        left, right = open_view(scene.view_paths[0]), open_view(scene.view_paths[1])
+        t0 = time.perf_counter()
+        plan = plan_stereo(left, right, dem)
+        plan_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        out = assemble_dsm(plan, dem, tile_px=tile_px)
+        run_s = time.perf_counter() - t0
+        truth = truth_heights(scene, plan.geobox)
+        before, after = tile_peak_mib(scene_dir, tile_px)
+        cells = plan.geobox.height * plan.geobox.width
+        rows.append({
+            "image_px": size_px, "dsm_cells": cells, "tile_px": tile_px, "generate_s": gen_s,
+            "plan_s": plan_s, "dsm_s": run_s,
+            "mcells_per_s_per_core": cells / 1e6 / (plan_s + run_s) / (os.cpu_count() or 1),
+            "nmad_m": nmad(out.height_m - truth), "valid_fraction": out.valid_fraction,
+            "rss_before_tile_mib": before, "rss_peak_with_tile_mib": after,
+        })
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--no-cars", action="store_true", help="skip the CARS baseline")
-    parser.add_argument("--synthetic-px", type=int, default=1000)
+    parser.add_argument("--synthetic-px", type=int, nargs="+", default=[600, 1200])
     args = parser.parse_args()
     data = shared_data()
     state = {
@@ -183,11 +215,13 @@ def main() -> None:
         print(f"ratio (CARS wall / eochain wall): {results['speed_ratio_cars_over_eochain']:.1f}x;"
               f" eochain - CARS: median {a['median_m']:+.2f} m, NMAD {a['nmad_m']:.2f} m over "
               f"{a['n_cells']} cells")
-    s = results["synthetic"]
-    print(f"synthetic {s['image_px']}^2 px: {s['dsm_cells'] / 1e6:.2f} Mcells in "
-          f"{s['plan_s'] + s['dsm_s']:.1f} s = {s['mcells_per_s_per_core']:.3f} Mcells/s/core, "
-          f"NMAD {s['nmad_m']:.3f} m, valid {s['valid_fraction']:.1%}, 512-tile peak traced "
-          f"{s['tile512_peak_traced_mib']:.0f} MiB")
+    print(f"{'synthetic':<12}{'Mcells':>8}{'s':>7}{'Mcells/s/core':>15}{'NMAD m':>8}"
+          f"{'valid':>7}{'RSS before tile':>17}{'RSS with tile':>15}")
+    for s in results["synthetic"]:
+        print(f"{str(s['image_px']) + '^2 px':<12}{s['dsm_cells'] / 1e6:>8.2f}"
+              f"{s['plan_s'] + s['dsm_s']:>7.1f}{s['mcells_per_s_per_core']:>15.3f}"
+              f"{s['nmad_m']:>8.3f}{s['valid_fraction']:>7.1%}{s['rss_before_tile_mib']:>15.0f}MiB"
+              f"{s['rss_peak_with_tile_mib']:>12.0f}MiB")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=1, default=float), encoding="utf-8")
 

@@ -143,6 +143,8 @@ def ncc(left: Float32Array, right: Float32Array, window_px: int) -> Float32Array
 
 #: Keypoints closer than this to an invalid pixel are ignored.
 SIFT_BORDER_PX = 10
+#: Strongest keypoints kept per image (brute-force matching is quadratic in it).
+SIFT_FEATURES = 2000
 
 
 def _sift_mask(valid: BoolArray | None) -> NDArray[np.uint8] | None:
@@ -175,7 +177,7 @@ def estimate_row_shift(
     ``SIFT_BORDER_PX``: the edges of an image's footprint would otherwise
     give strong, meaningless features.
     """
-    sift = cv2.SIFT_create()  # type: ignore[attr-defined]
+    sift = cv2.SIFT_create(nfeatures=SIFT_FEATURES)  # type: ignore[attr-defined]
     kp_l, des_l = sift.detectAndCompute(left, _sift_mask(valid_left))
     kp_r, des_r = sift.detectAndCompute(right, _sift_mask(valid_right))
     if des_l is None or des_r is None or len(kp_l) < 2 or len(kp_r) < 2:

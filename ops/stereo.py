@@ -37,8 +37,8 @@ views; :func:`compute_dsm_tile` then needs only those pixels. Tiles differ
 from the whole product only where SGM's aggregation paths, cut at the tile's
 context border, change a decision: the tests bound that difference.
 
-Bad input is refused by :func:`check_pair` and :func:`plan_stereo` with the
-reason: views that do not overlap, a uniform (texture-free) image, a
+Bad input is refused by :func:`ops.stereo_views.check_pair`,
+:func:`ops.stereo_views.open_view` and :func:`plan_stereo` with the reason: views that do not overlap, a uniform (texture-free) image, a
 base-to-height ratio too small for stereo, views of different missions or
 taken further apart in time than ``max_days_apart``.
 """
@@ -46,27 +46,38 @@ taken further apart in time than ``max_days_apart``.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Protocol
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import rasterio
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import NDArray
 
 from ops.crs import lonlat_transformer, round_gsd_m, sensor_gsd_m, utm_crs
 from ops.epipolar import MatchingFrame, SensorMaps, build_frame, sensor_maps
-from ops.errors import RasterReadError, StereoError
+from ops.errors import StereoError
 from ops.footprint import declare_input_window, geobox_lonlat, lonlat_bounds
-from ops.matching import MatchingConfig, estimate_row_shift, match, to_grey_levels
+from ops.matching import estimate_row_shift, match, to_grey_levels
+from ops.raster_io import read_window
 from ops.rasterize import FILL_MARGIN_CELLS, fill_small_holes, rasterize_points
-from ops.rpc import RpcModel
-from ops.rpc_io import find_rpc
+from ops.stereo_views import (
+    StereoConfig,
+    StereoView,
+    Terrain,
+    Undulation,
+    check_pair,
+    open_view,
+)
+from ops.triangulation import triangulate
 from planner.grid import GeoBox, InputWindow, TileGrid, Window
+
+__all__ = [
+    "DsmTile", "RectifiedPair", "StereoConfig", "StereoPlan", "StereoTileInputs", "StereoView",
+    "Terrain", "Undulation", "assemble_dsm", "check_pair", "compute_dsm_tile",
+    "declare_stereo_inputs", "input_windows", "iter_dsm_tiles", "open_view", "overlap_mask",
+    "plan_stereo", "read_window_band", "rectify", "run_dsm_tile",
+]
 
 FloatArray = NDArray[np.float64]
 Float32Array = NDArray[np.float32]
@@ -75,132 +86,12 @@ Float32Array = NDArray[np.float32]
 RESAMPLING_MARGIN_PX = 3.0
 #: Points per side of the grid used to find the overlap of the two views.
 OVERLAP_SAMPLES = 65
+#: Slack (m) on where a match lands, estimated from its disparity, before triangulation.
+LAND_SLACK_M = 5.0
 #: Fixed-point iterations putting the overlap samples on the DEM.
 OVERLAP_ITERATIONS = 4
-#: Longest side (px) of the decimated read used for the grey-level stretch.
-STRETCH_SAMPLE_PX = 512
 #: Side (output cells) of the central sample the pointing correction is measured on.
 POINTING_SAMPLE_PX = 512
-
-
-class Terrain(Protocol):
-    """The initial DEM: heights (above the ellipsoid) and min/max over a lon/lat box."""
-
-    def heights(self, lon: ArrayLike, lat: ArrayLike, *, strict: bool = True) -> FloatArray: ...
-
-    def min_max(
-        self, lon_min: float, lat_min: float, lon_max: float, lat_max: float
-    ) -> tuple[float, float]: ...
-
-
-class Undulation(Protocol):
-    """A geoid: undulation N (m) so that h_ellipsoid = H_geoid + N."""
-
-    def undulation(self, lon: ArrayLike, lat: ArrayLike) -> FloatArray: ...
-
-
-@dataclass(frozen=True, slots=True)
-class StereoConfig:
-    """Parameters of the stereo operation (see the module docstring)."""
-
-    height_margin_below_m: float = 50.0
-    height_margin_above_m: float = 120.0
-    context_px: int = 24
-    max_ray_distance_m: float = 2.0
-    max_days_apart: float = 60.0
-    max_hole_area_m2: float = 100.0
-    matching: MatchingConfig = field(default_factory=MatchingConfig)
-
-    def __post_init__(self) -> None:
-        for name in ("height_margin_below_m", "height_margin_above_m", "max_ray_distance_m",
-                     "max_days_apart", "max_hole_area_m2"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise StereoError(f"stereo {name} = {value!r}, expected a finite value >= 0")
-        if self.context_px < 0:
-            raise StereoError(f"stereo context_px = {self.context_px}, expected >= 0")
-
-
-@dataclass(frozen=True, slots=True)
-class StereoView:
-    """One image of the pair: path, RPC, shape, grey-level stretch and acquisition tags."""
-
-    path: str
-    rpc: RpcModel
-    shape: tuple[int, int]
-    grey_range: tuple[float, float]
-    mission: str | None = None
-    acquired: str | None = None
-
-
-def _tag(tags: dict[str, str], *names: str) -> str | None:
-    for name in names:
-        value = tags.get(name)
-        if value:
-            return value.strip()
-    return None
-
-
-def open_view(path: str | Path, rpc: RpcModel | None = None) -> StereoView:
-    """Read what the stereo operation needs about an image (not its pixels).
-
-    The grey-level stretch (0.1 and 99.9 percentiles of a decimated read) is
-    global, so that every tile converts to 8 bits the same way. Raises
-    StereoError for a uniform image.
-    """
-    model = find_rpc(path) if rpc is None else rpc
-    try:
-        with rasterio.open(path) as src:
-            shape = (src.height, src.width)
-            factor = max(1, math.ceil(max(shape) / STRETCH_SAMPLE_PX))
-            sample = src.read(
-                1, out_shape=(max(1, shape[0] // factor), max(1, shape[1] // factor))
-            ).astype(np.float64)
-            nodata = src.nodata
-            tags = src.tags()
-    except rasterio.errors.RasterioError as exc:
-        raise RasterReadError(f"{path}: cannot read the image ({exc})") from exc
-    values = sample[np.isfinite(sample)]
-    if nodata is not None:
-        values = values[values != nodata]
-    if values.size == 0:
-        raise StereoError(f"{path}: the image holds no valid pixel; expected a textured image")
-    low, high = (float(v) for v in np.percentile(values, [0.1, 99.9]))
-    if not high > low:
-        raise StereoError(
-            f"{path}: the image is uniform (99.8% of pixels within {low}..{high}); expected "
-            "texture to match, there is no surface to measure"
-        )
-    mission = _tag(tags, "MISSION")
-    if mission is not None:
-        mission += _tag(tags, "MISSION_INDEX") or ""
-    acquired = _tag(tags, "IMAGING_DATE", "ACQUISITION_DATE")
-    if acquired is not None:
-        time = _tag(tags, "IMAGING_TIME")
-        acquired = f"{acquired}T{time.rstrip('Z')}" if time else acquired
-    return StereoView(str(path), model, shape, (low, high), mission, acquired)
-
-
-def check_pair(left: StereoView, right: StereoView, config: StereoConfig) -> None:
-    """Refuse views from different missions or dates too far apart (when tagged)."""
-    if left.mission and right.mission and left.mission != right.mission:
-        raise StereoError(
-            f"{left.path} is from {left.mission}, {right.path} from {right.mission}; expected "
-            "two views of one sensor (matching across sensors is not supported)"
-        )
-    if left.acquired and right.acquired:
-        try:
-            t_l = dt.datetime.fromisoformat(left.acquired)
-            t_r = dt.datetime.fromisoformat(right.acquired)
-        except ValueError:
-            return
-        days = abs((t_l - t_r).total_seconds()) / 86400.0
-        if days > config.max_days_apart:
-            raise StereoError(
-                f"{left.path} ({left.acquired}) and {right.path} ({right.acquired}) are "
-                f"{days:.0f} days apart; expected at most {config.max_days_apart:g} (the ground "
-                "changes between them; raise max_days_apart to force)"
-            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -497,18 +388,27 @@ def compute_dsm_tile(
     if ii.size == 0:
         return _empty_tile(tile, "no pixel matched (no texture, or no correlation)")
     d = disp.disparity_px[ii, jj].astype(np.float64)
+    h_est = maps.h_ref_m[ii, jj] + d / frame.disparity_px_per_m
+    # Triangulate only the matches that can land on the (grown) tile: the
+    # frame window also holds matching context and the reach of other heights.
+    m = FILL_MARGIN_CELLS
+    grown = tile.window_geobox(Window(-m, -m, tile.height + 2 * m, tile.width + 2 * m))
+    x0, y0 = frame.geobox(inputs.frame_window).xy(ii, jj)
+    rise = h_est - maps.h_ref_m[ii, jj]
+    r, c = grown.rowcol(x0 + rise * frame.left_shift_m_per_m[0],
+                        y0 + rise * frame.left_shift_m_per_m[1])
+    slack = LAND_SLACK_M / tile.resolution[0]
+    near = (r > -slack) & (r < grown.height + slack) & (c > -slack) & (c < grown.width + slack)
+    ii, jj, d, h_est = ii[near], jj[near], d[near], h_est[near]
     cols_right = jj - d
     rows_r = _interp_columns(maps.rows_r_model, ii, cols_right)
     cols_r = _interp_columns(maps.cols_r_model, ii, cols_right)
-    h_est = maps.h_ref_m[ii, jj] + d / frame.disparity_px_per_m
     points = _triangulate(plan, maps.rows_l[ii, jj], maps.cols_l[ii, jj], rows_r, cols_r, h_est)
     lon, lat, h, ray = points
     keep = np.isfinite(h) & (ray <= cfg.max_ray_distance_m)
     if geoid is not None and keep.any():
         h = h - np.asarray(geoid.undulation(lon, lat), dtype=np.float64)
     x, y = lonlat_transformer(frame.crs, inverse=True).transform(lon[keep], lat[keep])
-    m = FILL_MARGIN_CELLS
-    grown = tile.window_geobox(Window(-m, -m, tile.height + 2 * m, tile.width + 2 * m))
     raster = rasterize_points(grown, x, y, h[keep], disp.confidence[ii, jj][keep])
     fill_small_holes(raster.height_m, _hole_cells(cfg, tile))
     core = (slice(m, tile.height + m), slice(m, tile.width + m))
@@ -524,16 +424,12 @@ def _triangulate(
     plan: StereoPlan, rows_l: FloatArray, cols_l: FloatArray, rows_r: FloatArray,
     cols_r: FloatArray, h_est: FloatArray,
 ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
-    from ops.triangulation import triangulate
-
     pts = triangulate(plan.left.rpc, plan.right.rpc, rows_l, cols_l, rows_r, cols_r, h_est)
     return pts.lon, pts.lat, pts.h_m, pts.ray_distance_m
 
 
 def read_window_band(path: str, window: Window) -> NDArray[np.generic]:
     """Band 1 of a raster in a window (the raw-image read of a stereo tile)."""
-    from ops.raster_io import read_window
-
     band: NDArray[np.generic] = read_window(path, window)[0]
     return band
 

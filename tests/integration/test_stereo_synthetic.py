@@ -21,6 +21,7 @@ import pytest
 import rasterio
 
 from ops.dem import Dem
+from ops.epipolar import sensor_maps
 from ops.errors import StereoError
 from ops.stereo import (
     StereoPlan,
@@ -30,7 +31,6 @@ from ops.stereo import (
     overlap_mask,
     plan_stereo,
     rectify,
-    sensor_maps,
 )
 from ops.stereo_eval import nmad
 from ops.synthetic import SceneSpec, SyntheticScene, generate_scene, truth_heights
