@@ -46,6 +46,10 @@ from scheduler.runtime.errors import GraphError, RuntimeFailure
 from scheduler.runtime.state import DispatchState, Failure, TaskGraph, TaskState
 
 STANDARD_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
+#: Seconds a node where an actor died gets no new actor (it may be going down).
+QUARANTINE_S = 10.0
+#: Seconds between re-reads of the cluster's nodes (new nodes get actors, dead ones lose theirs).
+RESYNC_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,56 +173,50 @@ class ActorPool:
         self._remote = ray.remote(TileWorker)
         self.slots: list[_Slot] = []
         self.dead_nodes: set[str] = set()
+        self.synced_at = 0.0
+        self._quarantine: dict[str, float] = {}
 
     def sync(self) -> set[str]:
-        """Re-read the cluster: drop actors of dead nodes, start actors on new ones.
+        """Re-read the cluster: drop actors of dead nodes, top up actors on alive ones.
 
-        Returns the ids of nodes found dead since the last call.
+        Returns the ids of nodes found dead since the last call. A node where
+        an actor died is left without new actors for ``QUARANTINE_S``: it may
+        be dying, and Ray reports a node dead only after missed heartbeats.
         """
         alive: dict[str, Mapping[str, float]] = {}
-        newly_dead: set[str] = set()
         for node in self._ray.nodes():  # type: ignore[no-untyped-call]
-            node_id = node["NodeID"]
             if node["Alive"]:
-                alive[node_id] = node.get("Resources", {})
-            elif node_id not in self.dead_nodes:
-                self.dead_nodes.add(node_id)
-                newly_dead.add(node_id)
-        kept = [s for s in self.slots if s.node_id in alive]
-        newly_dead |= {s.node_id for s in self.slots if s.node_id not in alive}
+                alive[node["NodeID"]] = node.get("Resources", {})
+        newly_dead = {s.node_id for s in self.slots if s.node_id not in alive}
+        newly_dead -= self.dead_nodes
         self.dead_nodes |= newly_dead
-        have = {s.node_id for s in kept}
+        self.slots = [s for s in self.slots if s.node_id in alive]
+        now = time.monotonic()
         for node_id, res in alive.items():
-            if node_id in have:
+            if self._quarantine.get(node_id, 0.0) > now:
                 continue
-            count = int(res.get("CPU", 0.0) // self.options.cpus_per_actor)
+            want = int(res.get("CPU", 0.0) // self.options.cpus_per_actor)
+            have = sum(1 for s in self.slots if s.node_id == node_id)
             tags = frozenset(
                 k for k in res
                 if k not in STANDARD_RESOURCES and not k.startswith("node:")
                 and not k.startswith("accelerator_type:")
             )
-            for _ in range(count):
+            for _ in range(want - have):
                 handle = self._remote.options(
                     num_cpus=self.options.cpus_per_actor,
                     max_restarts=0,
                     scheduling_strategy=self._affinity(node_id=node_id, soft=False),
                 ).remote(self.options.scratch_root)
-                kept.append(_Slot(handle, node_id, tags))
-        self.slots = kept
+                self.slots.append(_Slot(handle, node_id, tags))
+        self.synced_at = now
         return newly_dead
 
     def replace(self, slot: _Slot) -> None:
-        """Forget a dead actor; :meth:`sync` starts a new one if its node is alive."""
+        """Forget a dead actor; a later :meth:`sync` starts another once its node is trusted."""
         if slot in self.slots:
             self.slots.remove(slot)
-            if not any(s.node_id == slot.node_id for s in self.slots):
-                return
-            handle = self._remote.options(
-                num_cpus=self.options.cpus_per_actor,
-                max_restarts=0,
-                scheduling_strategy=self._affinity(node_id=slot.node_id, soft=False),
-            ).remote(self.options.scratch_root)
-            self.slots.append(_Slot(handle, slot.node_id, slot.resources))
+        self._quarantine[slot.node_id] = time.monotonic() + QUARANTINE_S
 
     def free(self) -> list[_Slot]:
         return [s for s in self.slots if s.running < self.options.tasks_per_actor]
@@ -311,7 +309,7 @@ class Dispatcher:
                                 f"{len(state.state) - state.count(TaskState.RELEASED)} tasks left"
                             )
                         time.sleep(0.5)
-                        pool.sync()
+                        recover()
                         continue
                     counts = {st.value: state.count(st) for st in TaskState}
                     raise GraphError(
@@ -319,7 +317,9 @@ class Dispatcher:
                         f"{state.bytes_in_flight} bytes in flight, {len(pool.slots)} actors"
                     )
                 no_worker_since = None
-                ready, _ = ray.wait(list(inflight), num_returns=1, timeout=5.0)
+                if time.monotonic() - pool.synced_at > RESYNC_S:
+                    recover()
+                ready, _ = ray.wait(list(inflight), num_returns=1, timeout=RESYNC_S)
                 if not ready:
                     continue
                 ready, _ = ray.wait(list(inflight), num_returns=len(inflight), timeout=0)

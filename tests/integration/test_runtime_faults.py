@@ -97,7 +97,7 @@ def test_lost_nodes_lose_no_product(cluster: LocalCluster, scenes: tuple[list[Sc
             victim = rng.choice(cluster.nodes)
             cluster.remove_node(victim)  # spot interruption: no warning
             killed.append(p.tasks_done)
-            cluster.add_node(NodeSpec(1, resources={"c7g.large:spot": 1.0}))
+            cluster.add_node(NodeSpec(2, resources={"c7g.2xlarge:spot": 1.0}))
 
     options = DispatchOptions(max_bytes_in_flight=64 * TILE_PX * TILE_PX * 4)
     report = _flow(Driver(address=cluster.address, options=options), inputs[:2], dem,
