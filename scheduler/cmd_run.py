@@ -1,9 +1,10 @@
-"""``eochain run CAMPAIGN``: run a campaign's ortho products on Ray, depth-first, resumably.
+"""``eochain run CAMPAIGN``: run a campaign's products on Ray, depth-first, resumably.
 
 The scenes come from the campaign file (each needs a ``uri``, relative paths
-are taken from the campaign file's folder); the product grid from its
-``products.ortho.gsd_m``. Products go to ``--out`` (a folder or
-``s3://bucket/prefix``). A progress bar shows tiles done/total, throughput,
+are taken from the campaign file's folder); a DSM per ``inputs.pairs`` entry
+when ``products.dsm`` is asked, an ortho per scene when ``products.ortho``
+is, at their ``gsd_m``; ``--dem`` is the ortho's DEM and stereo's initial one.
+Products go to ``--out`` (a folder or ``s3://bucket/prefix``). A progress bar shows tiles done/total, throughput,
 ETA and the cost so far (the plan's fleet price per hour times the elapsed
 time, from ``--plan plan.json``); a summary follows: products written,
 already done (manifest), failures by scene with the reason, and cost. The exit
@@ -25,7 +26,7 @@ from planner.errors import PlannerError
 from scheduler.runtime.cluster import use_loopback
 from scheduler.runtime.dispatch import DispatchOptions
 from scheduler.runtime.errors import RuntimeFailure
-from scheduler.runtime.flow import Driver, SceneInput
+from scheduler.runtime.flow import Driver, Flow, SceneInput
 from scheduler.runtime.progress import run_with_progress, summary
 
 __all__ = ["fleet_price_usd_per_h", "plan_resources", "run", "summary"]
@@ -49,7 +50,9 @@ def plan_resources(plan: dict[str, Any], stage: str) -> tuple[str, ...]:
     return tuple(sorted(set(tags)))
 
 
-def _scenes(campaign_path: Path) -> tuple[list[SceneInput], float | None, int, str]:
+def campaign_flow(campaign_path: Path, driver: Driver, *, dem: str, geoid: str | None,
+                  tile_px: int | None, dest: str | None, resources: tuple[str, ...] = ()) -> Flow:
+    """The flow of a campaign file: a DSM per stereo pair and an ortho per scene, as asked."""
     campaign = load_campaign(campaign_path)
     missing = [s.id for s in campaign.scenes if not s.uri]
     if missing:
@@ -57,17 +60,26 @@ def _scenes(campaign_path: Path) -> tuple[list[SceneInput], float | None, int, s
             f"{campaign_path}: scenes {missing[:5]} have no 'uri'; `eochain run` needs the "
             "image of every scene (inputs.scenes[].uri)"
         )
-    if campaign.product("ortho") is None:
-        raise click.ClickException(f"{campaign_path}: products has no 'ortho'; nothing to run")
+    ortho, dsm = campaign.product("ortho"), campaign.product("dsm")
+    if ortho is None and (dsm is None or not campaign.pairs):
+        raise click.ClickException(
+            f"{campaign_path}: nothing to run; expected products.ortho, or products.dsm with "
+            "inputs.pairs"
+        )
     base = campaign_path.parent
     scenes = [
         SceneInput(s.id, s.uri if "://" in s.uri or Path(s.uri).is_absolute()
                    else str((base / s.uri).resolve()))
         for s in campaign.scenes
     ]
-    product = campaign.product("ortho")
-    gsd = product.gsd_m if product is not None else None
-    return scenes, gsd, campaign.tiling.tile_px, campaign.name
+    tile = tile_px or campaign.tiling.tile_px
+    flow = driver.get_flow(scenes).on(*resources)
+    if dsm is not None and campaign.pairs:
+        flow = flow.dsm([(p.left, p.right) for p in campaign.pairs], dem=dem, geoid=geoid,
+                        gsd_m=dsm.gsd_m, tile_px=max(tile, 64))
+    if ortho is not None:
+        flow = flow.ortho(dem=dem, geoid=geoid, gsd_m=ortho.gsd_m, tile_px=tile)
+    return flow.write(dest or f"{campaign.name}-output")
 
 
 @click.command(name="run")
@@ -75,7 +87,8 @@ def _scenes(campaign_path: Path) -> tuple[list[SceneInput], float | None, int, s
                                                                      path_type=Path))
 @click.option("--plan", "plan_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="plan.json from `eochain plan` (fleet prices for the cost).")
-@click.option("--dem", required=True, help="DEM file or folder of tiles for the ortho.")
+@click.option("--dem", required=True,
+              help="DEM file or folder of tiles (the ortho's heights, stereo's initial DEM).")
 @click.option("--geoid", default=None, help="Geoid grid when DEM heights are above the geoid.")
 @click.option("--out", "dest", default=None,
               help="Output folder or s3://bucket/prefix (default: ./<campaign name>-output).")
@@ -92,27 +105,25 @@ def run(
     address: str | None, workers: int | None, tile_px: int | None, max_inflight_mib: int,
     quiet: bool,
 ) -> None:
-    """Run CAMPAIGN's ortho products tile by tile on Ray, resumably."""
+    """Run CAMPAIGN's DSM and ortho products tile by tile on Ray, resumably."""
     use_loopback()
-    try:
-        scenes, gsd_m, campaign_tile_px, name = _scenes(campaign_path)
-    except PlannerError as exc:
-        raise click.ClickException(str(exc)) from exc
     price = 0.0
     resources: tuple[str, ...] = ()
     if plan_path is not None:
         try:
             plan_doc = json.loads(plan_path.read_text())
             price = fleet_price_usd_per_h(plan_doc)
-            resources = plan_resources(plan_doc, "ortho")
+            resources = tuple(sorted(set(plan_resources(plan_doc, "ortho"))
+                                     | set(plan_resources(plan_doc, "dsm"))))
         except (ValueError, TypeError, AttributeError) as exc:
             raise click.ClickException(f"{plan_path}: not a plan.json ({exc})") from exc
     options = DispatchOptions(max_bytes_in_flight=max_inflight_mib * 2**20)
     driver = Driver(address=address, num_cpus=workers, options=options)
-    flow = (driver.get_flow(scenes)
-            .ortho(dem=dem, geoid=geoid, gsd_m=gsd_m, tile_px=tile_px or campaign_tile_px)
-            .on(*resources)
-            .write(dest or f"{name}-output"))
+    try:
+        flow = campaign_flow(campaign_path, driver, dem=dem, geoid=geoid, tile_px=tile_px,
+                             dest=dest, resources=resources)
+    except (PlannerError, RuntimeFailure) as exc:
+        raise click.ClickException(str(exc)) from exc
     try:
         report = run_with_progress(flow, price, quiet)
     except RuntimeFailure as exc:
