@@ -91,7 +91,8 @@ def format_table(doc: dict[str, object], cp: CampaignPlan) -> str:
               type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Calibration JSON (default: the shipped one).")
 @click.option("--runs", type=int, default=20, show_default=True,
-              help="Simulated runs per candidate plan (0: no simulation).")
+              help="Simulated runs of the chosen plan; each frontier candidate is screened "
+                   "with runs/5 (0: no simulation, the LP's choice).")
 @click.option("--seed", type=int, default=0, show_default=True)
 def plan(campaign_file: Path, deadline_h: float | None, budget_usd: float | None, as_json: bool,
          out_dir: Path, catalog_path: Path | None, calibration_path: Path | None, runs: int,
