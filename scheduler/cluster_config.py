@@ -218,9 +218,15 @@ def fleet_from_plan(plan: Mapping[str, Any], region: str, catalog: PriceCatalog,
     return sorted(merged.values(), key=lambda n: (n.instance_type, n.market))
 
 
-def resource_request(fleet: Sequence[FleetNode]) -> list[dict[str, float]]:
-    """Bundles for ``ray.autoscaler.sdk.request_resources(bundles=...)``: one per planned node."""
-    return [{"CPU": float(n.vcpus), n.resource: 1.0} for n in fleet for _ in range(n.instances)]
+def resource_request(fleet: Sequence[FleetNode],
+                     cpus_per_node: float | None = None) -> list[dict[str, float]]:
+    """Bundles for ``ray.autoscaler.sdk.request_resources(bundles=...)``: one per planned node.
+
+    ``cpus_per_node`` replaces each type's vCPUs (the shrunk nodes of
+    :func:`render_fake_multinode_config`).
+    """
+    return [{"CPU": float(n.vcpus if cpus_per_node is None else cpus_per_node), n.resource: 1.0}
+            for n in fleet for _ in range(n.instances)]
 
 
 def _start_flags(dashboard_host: str) -> str:
@@ -301,3 +307,48 @@ def render_cluster_config(fleet: Sequence[FleetNode], tf: TerraformOutputs,
             "python3 -m pip install -q -c ~/eochain/constraints.txt -e '~/eochain[runtime]'"]
     return doc
 
+
+
+def render_fake_multinode_config(fleet: Sequence[FleetNode], gcs_address: str, *,
+                                 cpus_per_node: int = 1,
+                                 object_store_bytes: int = 80 * 1024 * 1024,
+                                 idle_timeout_minutes: float = 0.1) -> dict[str, Any]:
+    """The local twin of :func:`render_cluster_config` on Ray's ``fake_multinode`` provider.
+
+    Same node type names, same custom resources and ``max_workers``, with
+    every node shrunk to ``cpus_per_node`` so the plan's fleet can scale up
+    and down on one machine (``RAY_FAKE_CLUSTER=1 ray start --head
+    --autoscaling-config=...``).
+    """
+    if cpus_per_node < 1 or object_store_bytes < 78 * 1024 * 1024:
+        raise ClusterConfigError(
+            f"fake node cpus={cpus_per_node}, object_store_bytes={object_store_bytes}: expected "
+            ">= 1 CPU and >= 78 MiB of object store (Ray's minimum)")
+    types: dict[str, Any] = {
+        "ray.head.default": {"resources": {"CPU": 0}, "node_config": {}, "max_workers": 0},
+    }
+    for node in fleet:
+        types[node.node_type] = {
+            "resources": {"CPU": cpus_per_node, node.resource: 1,
+                          "object_store_memory": object_store_bytes},
+            "node_config": {},
+            "min_workers": 0,
+            "max_workers": node.instances,
+        }
+    return {
+        "cluster_name": "eochain-local",
+        "max_workers": sum(n.instances for n in fleet),
+        "upscaling_speed": 1.0,
+        "idle_timeout_minutes": idle_timeout_minutes,
+        "provider": {"type": "fake_multinode", "gcs_address": gcs_address,
+                     "use_node_id_as_ip": True, "disable_node_updaters": True,
+                     "disable_launch_config_check": True},
+        "auth": {"ssh_user": "ubuntu"},
+        "available_node_types": types,
+        "head_node_type": "ray.head.default",
+        "docker": {}, "file_mounts": {}, "cluster_synced_files": [],
+        "file_mounts_sync_continuously": False, "rsync_exclude": [], "rsync_filter": [],
+        "initialization_commands": [], "setup_commands": [], "head_setup_commands": [],
+        "worker_setup_commands": [], "head_start_ray_commands": [],
+        "worker_start_ray_commands": [],
+    }

@@ -17,6 +17,7 @@ from scheduler.cluster_config import (
     ClusterOptions,
     fleet_from_plan,
     render_cluster_config,
+    render_fake_multinode_config,
     resource_request,
     terraform_outputs_from_dict,
 )
@@ -180,3 +181,18 @@ def test_real_plan_from_eochain_plan(tmp_path: Path) -> None:
     keys = {f"{e['instance_type']}:{e['market']}" for e in plan["fleet"] if e["instances"]}
     resources = {k for nt in doc["available_node_types"].values() for k in nt["resources"]}
     assert keys <= resources
+
+
+def test_fake_multinode_twin_keeps_types_and_resources() -> None:
+    catalog = load_catalog()
+    fleet = fleet_from_plan(_plan(("c7g.xlarge", "spot", 2), ("m7g.xlarge", "on-demand", 1)),
+                            REGION, catalog)
+    doc = render_fake_multinode_config(fleet, "127.0.0.1:6379")
+    assert doc["provider"]["type"] == "fake_multinode"
+    assert doc["provider"]["gcs_address"] == "127.0.0.1:6379"
+    spot = doc["available_node_types"]["c7g.xlarge-spot"]
+    assert spot["max_workers"] == 2 and spot["resources"]["c7g.xlarge:spot"] == 1
+    assert spot["resources"]["CPU"] == 1
+    assert resource_request(fleet, cpus_per_node=1)[0] == {"CPU": 1.0, "c7g.xlarge:spot": 1.0}
+    with pytest.raises(ClusterConfigError, match="78 MiB"):
+        render_fake_multinode_config(fleet, "127.0.0.1:6379", object_store_bytes=1 << 20)
