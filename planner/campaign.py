@@ -26,6 +26,7 @@ A campaign file is YAML (or the same structure as a dict)::
       families: [c7g, m7g, r7g, c7i, m7i, r7i]
       markets: [spot, on-demand]
       startup_s: 180
+      interruption_scale: 1       # x the Spot Advisor's hazard (stress tests)
     quotas: {on_demand_vcpus: 1024, spot_vcpus: 2048, max_instances_per_type: 64}
 
 Everything is validated up front: an error names the key path, the bad value
@@ -105,6 +106,7 @@ class Compute:
     families: tuple[str, ...]
     markets: tuple[str, ...]
     startup_s: float
+    interruption_scale: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,10 +378,11 @@ def parse_campaign(data: object, source: str = "<dict>", base_dir: Path | None =
         raise r.fail("weight_usd_per_h", weight, "a number > 0 with objective: weighted")
     budget = r.get("budget_usd", None)
     c = r.child("compute")
-    c.check_keys(("regions", "families", "markets", "startup_s"))
+    c.check_keys(("regions", "families", "markets", "startup_s", "interruption_scale"))
     compute = Compute(c.strings("regions"), c.strings("families"),
                       c.strings("markets", list(MARKETS), MARKETS),
-                      c.number("startup_s", 180.0, strict=False))
+                      c.number("startup_s", 180.0, strict=False),
+                      c.number("interruption_scale", 1.0, strict=False))
     q = r.child("quotas", {})
     q.check_keys(("on_demand_vcpus", "spot_vcpus", "max_instances_per_type"))
     quotas = Quotas(q.integer("on_demand_vcpus", 1024), q.integer("spot_vcpus", 2048),

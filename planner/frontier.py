@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import networkx as nx
@@ -97,7 +97,8 @@ def build_problem(graph: nx.DiGraph, campaign: Campaign, catalog: PriceCatalog,
                   order: Sequence[Any] | None = None) -> PlacementProblem:
     """The placement problem of a campaign's DAG on the offers its compute section allows."""
     cc = campaign.compute
-    offers = tuple(catalog.offers(cc.regions, cc.families, cc.markets))
+    offers = tuple(replace(o, interruptions_per_h=o.interruptions_per_h * cc.interruption_scale)
+                   for o in catalog.offers(cc.regions, cc.families, cc.markets))
     if not offers:
         raise CampaignError(f"{campaign.source}: compute allows no priced offer (regions "
                             f"{list(cc.regions)}, families {list(cc.families)}, markets "

@@ -81,3 +81,34 @@ def test_fleet_that_cannot_run_a_stage_stalls_loudly() -> None:
                            (FleetEntry(plan.fleet[0].offer, 2, {"a": 20}, 1.0),), "test")
     with pytest.raises(PlannerError, match="stalled with 20 of 40 tasks undone"):
         sim.run(only_a, seed=0)
+
+
+def test_interruption_scale_raises_rework_in_lp_and_simulator() -> None:
+    """A stress campaign (hazard x 30000, about 1 per hour) costs more in the LP and gets interrupted in simulation."""
+    from planner.calibration import load_calibration
+    from planner.campaign import parse_campaign
+    from planner.catalog import load_catalog
+    from planner.estimate import campaign_dag
+    from planner.frontier import build_problem
+    from planner.placement import solve_placement
+
+    plans = []
+    for scale in (1.0, 30000.0):
+        c = parse_campaign({
+            "name": "stress",
+            "inputs": {"survey": {"pairs": 2, "bbox": [4.6, 43.4, 6.6, 44.6], "scene_km": 8}},
+            "products": {"dsm": {"gsd_m": 1.0}},
+            "tiling": {"tile_px": 2048, "margin_px": 64},
+            "data": {"region": "eu-west-3", "bucket": "b"}, "deadline_h": 6,
+            "compute": {"regions": ["eu-west-3"], "families": ["m7g"], "markets": ["spot"],
+                        "interruption_scale": scale}})
+        cat = load_catalog()
+        g = campaign_dag(c, load_calibration(), cat.families)
+        problem = build_problem(g, c, cat)
+        plan = solve_placement(problem, 6.0)
+        sim = CampaignSimulator(g, depth_first_order(g), problem)
+        plans.append((plan, sim.simulate(plan, 20, seed=3)))
+    (calm, calm_sim), (stormy, stormy_sim) = plans
+    assert stormy.expected_interruptions > 100 * calm.expected_interruptions
+    assert stormy.cost_usd > calm.cost_usd
+    assert stormy_sim.mean_interruptions > calm_sim.mean_interruptions
