@@ -229,6 +229,13 @@ def resource_request(fleet: Sequence[FleetNode],
             for n in fleet for _ in range(n.instances)]
 
 
+def _launcher_defaults() -> dict[str, Any]:
+    """Fields Ray's launcher schema requires even when empty."""
+    return {"file_mounts": {}, "cluster_synced_files": [], "file_mounts_sync_continuously": False,
+            "rsync_exclude": [], "rsync_filter": [], "initialization_commands": [],
+            "setup_commands": [], "head_setup_commands": [], "worker_setup_commands": []}
+
+
 def _start_flags(dashboard_host: str) -> str:
     return " ".join(RAY_PORT_FLAGS + (f"--dashboard-host={dashboard_host}",))
 
@@ -289,8 +296,7 @@ def render_cluster_config(fleet: Sequence[FleetNode], tf: TerraformOutputs,
         "auth": {"ssh_user": options.ssh_user},
         "available_node_types": node_types,
         "head_node_type": "ray.head.default",
-        "file_mounts": {},
-        "setup_commands": [],
+        **_launcher_defaults(),
         "head_start_ray_commands": [
             "ray stop",
             "ulimit -n 65536; ray start --head " + " ".join(HEAD_PORT_FLAGS) + " " + flags
@@ -304,7 +310,7 @@ def render_cluster_config(fleet: Sequence[FleetNode], tf: TerraformOutputs,
     if options.project_dir:
         doc["file_mounts"] = {"~/eochain": options.project_dir}
         doc["setup_commands"] = [
-            "python3 -m pip install -q -c ~/eochain/constraints.txt -e '~/eochain[runtime]'"]
+            "cd ~/eochain && python3 -m pip install -q -c constraints.txt -e '.[runtime]'"]
     return doc
 
 
@@ -346,9 +352,7 @@ def render_fake_multinode_config(fleet: Sequence[FleetNode], gcs_address: str, *
         "auth": {"ssh_user": "ubuntu"},
         "available_node_types": types,
         "head_node_type": "ray.head.default",
-        "docker": {}, "file_mounts": {}, "cluster_synced_files": [],
-        "file_mounts_sync_continuously": False, "rsync_exclude": [], "rsync_filter": [],
-        "initialization_commands": [], "setup_commands": [], "head_setup_commands": [],
-        "worker_setup_commands": [], "head_start_ray_commands": [],
+        **_launcher_defaults(),
+        "head_start_ray_commands": [],
         "worker_start_ray_commands": [],
     }

@@ -39,13 +39,16 @@ from scheduler.cluster_config import (
 @click.option("--idle-timeout-minutes", default=5.0, show_default=True, type=float)
 @click.option("--project-dir", default=None,
               help="Local eochain checkout to mount on every node and pip-install.")
+@click.option("--check-offerings", is_flag=True,
+              help="Also ask EC2 (describe-instance-type-offerings) that the region offers every "
+              "type; uses the usual AWS credentials, or AWS_ENDPOINT_URL.")
 @click.option("--catalog", "catalog_path", default=None,
               type=click.Path(dir_okay=False, path_type=Path),
               help="Price catalog JSON (default: the shipped one).")
 def cluster_config(plan_path: Path, tf_path: Path, out_path: Path | None,
                    head_instance_type: str, image_id: str | None, ssh_user: str,
                    dashboard_host: str, idle_timeout_minutes: float, project_dir: str | None,
-                   catalog_path: Path | None) -> None:
+                   check_offerings: bool, catalog_path: Path | None) -> None:
     """Render a Ray cluster launcher YAML for AWS from PLAN_JSON and the Terraform outputs."""
     try:
         try:
@@ -62,6 +65,11 @@ def cluster_config(plan_path: Path, tf_path: Path, out_path: Path | None,
                                  idle_timeout_minutes=idle_timeout_minutes,
                                  project_dir=project_dir)
         doc = render_cluster_config(fleet, tf, options, catalog)
+        if check_offerings:
+            from scheduler.cloud.ec2 import Ec2InstanceProvider, check_offered
+
+            names = sorted({n.instance_type for n in fleet} | {head_instance_type})
+            check_offered(Ec2InstanceProvider(tf.region), names, tf.region)
     except (CloudError, PlannerError) as exc:
         raise click.ClickException(str(exc)) from exc
     text = "# Rendered by `eochain cluster-config`; start with `ray up`.\n" + yaml.safe_dump(

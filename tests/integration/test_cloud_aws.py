@@ -92,6 +92,29 @@ def test_offered_instance_types(ec2: Ec2InstanceProvider) -> None:
         check_offered(ec2, ["c7g.xlarge", "c7g.xlargee"], REGION)
 
 
+def test_cluster_config_checks_offerings_against_ec2(moto_endpoint: str,
+                                                     tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from scheduler.cmd_cluster import cluster_config
+
+    outputs = {k: {"value": v} for k, v in {
+        "region": REGION, "cluster_name": "eochain-test", "private_subnet_ids": ["subnet-a"],
+        "security_group_id": "sg-1", "head_instance_profile_arn": "arn:head",
+        "worker_instance_profile_arn": "arn:worker", "head_launch_template_id": "lt-h",
+        "worker_launch_template_id": "lt-w", "bucket_name": "b"}.items()}
+    (tmp_path / "tf.json").write_text(json.dumps(outputs))
+    (tmp_path / "plan.json").write_text(json.dumps({"format": "eochain-plan/1", "fleet": [
+        {"instance_type": "c7g.xlarge", "region": REGION, "market": "spot", "instances": 2}]}))
+    env = {"AWS_ENDPOINT_URL": moto_endpoint, "AWS_ACCESS_KEY_ID": "AKIAEOCHAINTEST00000",
+           "AWS_SECRET_ACCESS_KEY": SECRET}
+    args = [str(tmp_path / "plan.json"), "--terraform-outputs", str(tmp_path / "tf.json"),
+            "--check-offerings"]
+    result = CliRunner(env=env).invoke(cluster_config, args)
+    assert result.exit_code == 0, result.output
+    assert "c7g.xlarge-spot" in result.output and SECRET not in result.output
+
+
 def test_spot_price_history(ec2: Ec2InstanceProvider) -> None:
     since = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
     prices = ec2.spot_price_history(["c7g.xlarge"], since)

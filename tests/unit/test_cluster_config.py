@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner
+from ray.autoscaler._private.util import validate_config
 
 from planner.catalog import load_catalog
 from scheduler.cloud.errors import ClusterConfigError, TerraformOutputsError
@@ -65,9 +66,11 @@ def test_renders_one_node_type_per_type_and_market(tmp_path: Path) -> None:
     p, t = _write(tmp_path, plan, _tf_json(TF_VALUES))
     out = tmp_path / "cluster.yaml"
     result = CliRunner().invoke(cluster_config, [str(p), "--terraform-outputs", str(t),
-                                                 "-o", str(out)])
+                                                 "-o", str(out), "--project-dir", "/src/eochain"])
     assert result.exit_code == 0, result.output
     doc = yaml.safe_load(out.read_text())
+    validate_config(doc)  # Ray's own cluster launcher schema
+    assert doc["file_mounts"] == {"~/eochain": "/src/eochain"}
     types = doc["available_node_types"]
     assert set(types) == {"ray.head.default", "c7g.4xlarge-spot", "c7g.4xlarge-on-demand",
                           "r7g.2xlarge-spot"}
@@ -188,6 +191,7 @@ def test_fake_multinode_twin_keeps_types_and_resources() -> None:
     fleet = fleet_from_plan(_plan(("c7g.xlarge", "spot", 2), ("m7g.xlarge", "on-demand", 1)),
                             REGION, catalog)
     doc = render_fake_multinode_config(fleet, "127.0.0.1:6379")
+    validate_config(doc)
     assert doc["provider"]["type"] == "fake_multinode"
     assert doc["provider"]["gcs_address"] == "127.0.0.1:6379"
     spot = doc["available_node_types"]["c7g.xlarge-spot"]
