@@ -103,11 +103,17 @@ class OrthoPlan:
             raise GeometryError(
                 f"resampling {self.resampling!r}, expected one of {sorted(RESAMPLING_RADIUS)}"
             )
-        if self.grid_step_px < 1 or self.n_levels < 2 or not self.dh_m > 0:
+        step = self.grid_step_px
+        if step < 1 or step & (step - 1) or self.n_levels < 2 or not self.dh_m > 0:
             raise GeometryError(
-                f"grid step {self.grid_step_px} px, {self.n_levels} levels of {self.dh_m} m: "
-                "expected step >= 1, >= 2 levels, positive spacing"
+                f"grid step {step} px, {self.n_levels} levels of {self.dh_m} m: "
+                "expected a power-of-two step, >= 2 levels, positive spacing"
             )
+
+    @property
+    def grid_shift(self) -> int:
+        """log2 of the grid step."""
+        return self.grid_step_px.bit_length() - 1
 
     @property
     def radius(self) -> int:
@@ -176,16 +182,14 @@ def interpolated_sensor_coords(
 ) -> tuple[FloatArray, FloatArray]:
     """The kernel's mapping (sparse grid, per-pixel DEM, height levels) over a window."""
     step = plan.grid_step_px if step is None else step
+    if step < 1 or step & (step - 1):
+        raise GeometryError(f"grid step {step} px, expected a power of two")
     g = node_grid(plan, window, step)
-    rows = np.empty(window_shape(window))
+    rows = np.empty((window.height, window.width))
     cols = np.empty_like(rows)
-    sensor_loop(rows, cols, window.row_off, window.col_off, step, g.k0, g.l0, g.U, g.V, g.R,
-                g.C, plan.heights.heights, plan.h0_m, plan.dh_m)
+    sensor_loop(rows, cols, window.row_off, window.col_off, step.bit_length() - 1, g.k0, g.l0,
+                g.U, g.V, g.R, g.C, plan.heights.heights, plan.h0_m, plan.dh_m)
     return rows, cols
-
-
-def window_shape(window: Window) -> tuple[int, int]:
-    return window.height, window.width
 
 
 def declare_tile_input(plan: OrthoPlan, window: Window) -> Window | None:
@@ -230,7 +234,7 @@ def ortho_tile(
     flag = np.zeros(1, dtype=np.int64)
     ortho_loop(
         out, source, source_window.row_off, source_window.col_off, *plan.image_shape,
-        window.row_off, window.col_off, plan.grid_step_px, g.k0, g.l0, g.U, g.V, g.R, g.C,
+        window.row_off, window.col_off, plan.grid_shift, g.k0, g.l0, g.U, g.V, g.R, g.C,
         plan.heights.heights, plan.h0_m, plan.dh_m, plan.radius,
         0.0 if plan.src_nodata is None else float(plan.src_nodata), plan.src_nodata is not None,
         source.dtype.kind in "fc",

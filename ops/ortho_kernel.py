@@ -14,7 +14,8 @@ For an output pixel at global (gr, gc) the loop computes
 1. its sparse-grid cell's values, bilinear but separable: once per output
    row the two node rows around it are blended (``_prep_row``), then each
    pixel blends two adjacent node columns with the fraction
-   ``(gc mod step) / step`` taken from a table. Every number depends on the
+   ``(gc mod step) / step`` (step a power of two: a shift, a mask and an
+   exact multiplication, no branch). Every number depends on the
    global (gr, gc) only, never on the tile, so tiles assembled equal the
    image processed at once, bit for bit (no fastmath: no reassociation or
    FMA contraction that could differ between loop bodies);
@@ -106,9 +107,9 @@ def _sensor_point(
         + fv * ((1.0 - fu) * dem[di1, dj] + fu * dem[di1, dj1])
     )
     t = (h - h0) * inv_dh
-    if not math.isfinite(t):
-        return math.nan, math.nan
-    a = min(max(math.floor(t), 0), n_levels - 2)
+    # Branch-free level choice (a NaN height gives a NaN point through s).
+    tc = 0.0 if math.isnan(t) else t
+    a = int(min(max(tc, 0.0), n_levels - 2.0))
     s = t - a
     ra = 2 + a
     ca = 2 + n_levels + a
@@ -119,44 +120,34 @@ def _sensor_point(
     return r_a + s * (r_b - r_a), c_a + s * (c_b - c_a)
 
 
-@numba.njit(cache=True)
-def _fractions(step: int) -> Any:
-    """q / step for q = 0 .. step-1: the column fractions inside a grid cell."""
-    out = np.empty(step)
-    for q in range(step):
-        out[q] = q / step
-    return out
-
-
 @numba.njit(cache=True, parallel=True)
 def sensor_loop(
-    rows_out: Any, cols_out: Any, win_r0: int, win_c0: int, step: int, k0: int, l0: int,
+    rows_out: Any, cols_out: Any, win_r0: int, win_c0: int, shift: int, k0: int, l0: int,
     U: Any, V: Any, R: Any, C: Any, dem: Any, h0: float, dh: float,
 ) -> None:
-    """The mapping alone: sensor (row, col) of every pixel of a window."""
+    """The mapping alone: sensor (row, col) of every pixel of a window (step = 2**shift)."""
     out_h, out_w = rows_out.shape
     n_levels = R.shape[0]
-    fractions = _fractions(step)
+    step = 1 << shift
+    mask = step - 1
+    inv_step = 1.0 / step
     inv_dh = 1.0 / dh
     for i in numba.prange(out_h):
         rb = np.empty((2 + 2 * n_levels, U.shape[1]))
         _prep_row(win_r0 + i, step, k0, U, V, R, C, rb)
-        ll = win_c0 // step
-        q = win_c0 - ll * step
         for j in range(out_w):
-            y, x = _sensor_point(ll - l0, fractions[q], rb, n_levels, dem, h0, inv_dh)
+            gc = win_c0 + j
+            y, x = _sensor_point(
+                (gc >> shift) - l0, (gc & mask) * inv_step, rb, n_levels, dem, h0, inv_dh
+            )
             rows_out[i, j] = y
             cols_out[i, j] = x
-            q += 1
-            if q == step:
-                q = 0
-                ll += 1
 
 
 @numba.njit(cache=True, parallel=True)
 def ortho_loop(
     out: Any, src: Any, src_r0: int, src_c0: int, img_h: int, img_w: int,
-    win_r0: int, win_c0: int, step: int, k0: int, l0: int,
+    win_r0: int, win_c0: int, shift: int, k0: int, l0: int,
     U: Any, V: Any, R: Any, C: Any, dem: Any, h0: float, dh: float,
     radius: int, src_nodata: float, has_src_nodata: bool, src_may_nan: bool, out_nodata: float,
     is_int: bool, lo: float, hi: float, flag: Any,
@@ -167,7 +158,9 @@ def ortho_loop(
     first = 0 if radius == 1 else -1
     taps = 2 * radius
     n_levels = R.shape[0]
-    fractions = _fractions(step)
+    step = 1 << shift
+    mask = step - 1
+    inv_step = 1.0 / step
     inv_dh = 1.0 / dh
     check_taps = has_src_nodata or src_may_nan
     for i in numba.prange(out_h):
@@ -179,14 +172,11 @@ def ortho_loop(
         ys = np.empty(out_w)
         xs = np.empty(out_w)
         _prep_row(win_r0 + i, step, k0, U, V, R, C, rb)
-        ll = win_c0 // step
-        q = win_c0 - ll * step
         for j in range(out_w):
-            ys[j], xs[j] = _sensor_point(ll - l0, fractions[q], rb, n_levels, dem, h0, inv_dh)
-            q += 1
-            if q == step:
-                q = 0
-                ll += 1
+            gc = win_c0 + j
+            ys[j], xs[j] = _sensor_point(
+                (gc >> shift) - l0, (gc & mask) * inv_step, rb, n_levels, dem, h0, inv_dh
+            )
         for j in range(out_w):
             y = ys[j]
             x = xs[j]
