@@ -12,14 +12,18 @@ with their height (slopes facing away from a view stretch its samples),
 some cells get no point although their neighbours do. As CARS does with its
 rasterisation radius of one cell, such an empty cell takes the mean of the
 points of its 3 x 3 neighbourhood when at least ``MIN_NEIGHBOURS`` of its
-8 neighbours hold points (its count stays 0, which marks it); larger holes
-stay nodata.
+8 neighbours hold points, and its count is theirs: the count band holds the
+points *supporting* a cell, 0 only for interpolated cells. Larger holes
+stay nodata here.
 
 Holes of at most ``max_hole_cells`` cells (shadows without texture, small
 occlusions) are then filled by :func:`fill_small_holes`, as CARS fills its
 DSMs (its rasterisation's ``fill_nodata``): each hole cell takes, ring by
 ring from the hole's rim inwards, the mean of its valid 8-neighbours. Holes
 touching the raster's border are left alone: they may continue beyond it.
+Then :func:`fill_edges` grows the surface by a few rings into cells both
+views see (the first pixels along the epipolar lines at the edges of the
+overlap cannot be matched).
 Callers rasterise onto the tile grown by ``FILL_MARGIN_CELLS`` and keep the
 core, so a tile fills exactly the cells the whole product would (up to holes
 longer than the margin that cross a tile edge).
@@ -46,7 +50,7 @@ FILL_MARGIN_CELLS = 16
 
 @dataclass(frozen=True, slots=True)
 class DsmRaster:
-    """Per-cell height (NaN = nodata), point count and mean confidence."""
+    """Per-cell height (NaN = nodata), supporting point count and mean confidence."""
 
     height_m: Float32Array
     count: NDArray[np.uint16]
@@ -56,7 +60,7 @@ class DsmRaster:
 def rasterize_points(
     geobox: GeoBox, x: ArrayLike, y: ArrayLike, h_m: ArrayLike, confidence: ArrayLike
 ) -> DsmRaster:
-    """Mean height, count and mean confidence of the points in each cell of ``geobox``."""
+    """Mean height, supporting count and mean confidence of the points in each cell."""
     rows, cols = geobox.rowcol(x, y)
     r = np.floor(rows + 0.5)
     c = np.floor(cols + 0.5)
@@ -81,9 +85,10 @@ def rasterize_points(
         mean_conf = np.where(count2 > 0, conf2 / count2, np.nan)
         height[fill] = _box3(total2)[fill] / n3[fill]
         mean_conf[fill] = _box3(conf2)[fill] / n3[fill]
+    support = np.where(fill, n3, count2)
     return DsmRaster(
         height.astype(np.float32),
-        np.minimum(count2, np.iinfo(np.uint16).max).astype(np.uint16),
+        np.minimum(support, np.iinfo(np.uint16).max).astype(np.uint16),
         mean_conf.astype(np.float32),
     )
 
@@ -121,5 +126,28 @@ def fill_small_holes(height: Float32Array, max_hole_cells: int) -> NDArray[np.bo
         values[ring] = total[ring] / count[ring]
         known[ring] = 1.0
         todo &= ~ring
+    height[filled] = values[filled].astype(np.float32)
+    return filled
+
+
+def fill_edges(height: Float32Array, allowed: NDArray[np.bool_], rings: int) -> NDArray[np.bool_]:
+    """Grow the valid cells into ``allowed`` NaN cells by up to ``rings`` rings (in place).
+
+    Each ring takes the mean of its valid 8-neighbours (GDAL FillNodata's
+    search distance, without smoothing). Returns the mask of filled cells.
+    """
+    values = np.where(np.isfinite(height), height, 0.0).astype(np.float64)
+    known = np.isfinite(height).astype(np.float64)
+    todo = allowed & ~np.isfinite(height)
+    filled = np.zeros(height.shape, dtype=bool)
+    for _ in range(max(0, rings)):
+        total, count = _box3(values * known), _box3(known)
+        ring = todo & (count > 0)
+        if not ring.any():
+            break
+        values[ring] = total[ring] / count[ring]
+        known[ring] = 1.0
+        todo &= ~ring
+        filled |= ring
     height[filled] = values[filled].astype(np.float32)
     return filled

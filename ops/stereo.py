@@ -24,8 +24,10 @@ Method (the choice and why)
    rejects matches that break the epipolar geometry.
 4. **Rasterisation** (:mod:`ops.rasterize`): mean height of the points per
    map cell, point count and mean confidence bands; one-cell gaps and holes
-   up to ``max_hole_area_m2`` are interpolated (count 0 marks them), as
-   CARS fills its DSMs. Heights are above the WGS84 ellipsoid, or above a
+   up to ``max_hole_area_m2`` are interpolated, and the surface is grown by
+   ``edge_fill_cells`` rings into cells both views see (the first pixels of
+   the epipolar lines at the overlap's edges cannot be matched); count 0
+   marks interpolated cells. CARS fills its DSMs likewise. Heights are above the WGS84 ellipsoid, or above a
    geoid on request.
 
 Tiling contract: for an output tile, :func:`declare_stereo_inputs` computes
@@ -60,7 +62,7 @@ from ops.errors import StereoError
 from ops.footprint import declare_input_window, geobox_lonlat, lonlat_bounds
 from ops.matching import estimate_row_shift, match, to_grey_levels
 from ops.raster_io import read_window
-from ops.rasterize import FILL_MARGIN_CELLS, fill_small_holes, rasterize_points
+from ops.rasterize import FILL_MARGIN_CELLS, fill_edges, fill_small_holes, rasterize_points
 from ops.stereo_views import (
     StereoConfig,
     StereoView,
@@ -411,6 +413,8 @@ def compute_dsm_tile(
     x, y = lonlat_transformer(frame.crs, inverse=True).transform(lon[keep], lat[keep])
     raster = rasterize_points(grown, x, y, h[keep], disp.confidence[ii, jj][keep])
     fill_small_holes(raster.height_m, _hole_cells(cfg, tile))
+    if cfg.edge_fill_cells:
+        fill_edges(raster.height_m, overlap_mask(plan, dem, grown), cfg.edge_fill_cells)
     core = (slice(m, tile.height + m), slice(m, tile.width + m))
     height = raster.height_m[core]
     reason = None if np.isfinite(height).any() else "matches found, none on this tile"

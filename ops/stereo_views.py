@@ -58,6 +58,7 @@ class StereoConfig:
     max_ray_distance_m: float = 2.0
     max_days_apart: float = 60.0
     max_hole_area_m2: float = 100.0
+    edge_fill_cells: int = 8
     matching: MatchingConfig = field(default_factory=MatchingConfig)
 
     def __post_init__(self) -> None:
@@ -66,8 +67,9 @@ class StereoConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise StereoError(f"stereo {name} = {value!r}, expected a finite value >= 0")
-        if self.context_px < 0:
-            raise StereoError(f"stereo context_px = {self.context_px}, expected >= 0")
+        for key in ("context_px", "edge_fill_cells"):
+            if getattr(self, key) < 0:
+                raise StereoError(f"stereo {key} = {getattr(self, key)}, expected >= 0")
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ its UTM zone at the sensors' GSD unless ``--crs``/``--gsd`` say otherwise.
 It runs tile by tile (see :mod:`ops.stereo`) with a progress bar and
 publishes the COG atomically. Bands: 1 height (m above the ellipsoid, or
 above the geoid with ``--heights geoid``; nodata -32768), 2 number of
-points measured in the cell (0 = filled from its neighbours or nodata),
+triangulated points supporting the cell (0 = interpolated or nodata),
 3 mean matching confidence (NCC, nodata -32768).
 """
 
@@ -31,7 +31,7 @@ from planner.grid import TileGrid
 from scheduler.cmd_ortho import footprint_box
 
 NODATA = -32768.0
-BANDS = ("height (m)", "points per cell", "matching confidence (NCC)")
+BANDS = ("height (m)", "supporting points (0 = interpolated)", "matching confidence (NCC)")
 #: Degrees added around the pair's footprints when reading the DEM (matching context).
 DEM_PAD_DEG = 0.004
 

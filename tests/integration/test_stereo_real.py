@@ -4,7 +4,9 @@ Gizeh (2013-02-08, two views 8 s apart, B/H about 0.085) with its SRTM 1"
 DEM (heights above EGM96, turned ellipsoidal with the EGM96 grid of the
 Ventoux folder). Checks, at 0.6 m as CARS's reference run:
 
-* coverage: >= 85 % of the cells both views see are measured (CARS: ~91 %);
+* coverage: >= 97 % of the cells both views see get a height (CARS run
+  by ``benchmarks.stereo``: 97.8 % of the same cells), >= 85 % measured
+  rather than interpolated;
 * the Great Pyramid: its apex (9 x 9 median) stands 140 m +- 20 m above
   the plateau (median of the DSM);
 * agreement with SRTM after averaging into its 30 m cells: median
@@ -65,7 +67,9 @@ def test_coverage_and_pyramid(gizeh: tuple[StereoPlan, Dem, Geoid], dsm: DsmTile
     plan, dem, geoid = gizeh
     seen = overlap_mask(plan, dem)
     h = dsm.height_m
-    assert (np.isfinite(h) & seen).sum() / seen.sum() >= 0.85
+    # covered (CARS-like, with interpolated holes and edges) and measured
+    assert (np.isfinite(h) & seen).sum() / seen.sum() >= 0.97
+    assert ((dsm.count > 0) & seen).sum() / seen.sum() >= 0.85
     plateau = float(np.nanmedian(h))
     apex = float(ndi.median_filter(np.nan_to_num(h, nan=-1e4), 9).max())
     assert 120.0 <= apex - plateau <= 160.0
