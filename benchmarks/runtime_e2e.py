@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                  "wall_s": round(serial_s, 2), "tiles_per_s": round(tiles / serial_s, 2),
                  "speedup": 1.0, "efficiency": 1.0}]
         for w in workers:
-            ray.init(num_cpus=w, include_dashboard=False, log_to_driver=False,
+            ray.init(address="local", num_cpus=w, include_dashboard=False, log_to_driver=False,
                      object_store_memory=256 * 2**20)
             try:
                 dest = root / f"ray{w}"

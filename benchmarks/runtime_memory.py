@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     use_loopback()
     import ray
 
-    ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,
              object_store_memory=512 * 2**20)
     try:
         depth_graph = campaign(args.scenes, args.tiles)

@@ -100,5 +100,9 @@ class TileWorker:
 
     def close(self) -> None:
         """Drop the caches and the scratch folder (the pool calls it before killing the actor)."""
+        for value in self.ctx.cache.values():
+            close = getattr(value, "close", None)
+            if callable(close):
+                close()  # open datasets
         self.ctx.cache.clear()
         shutil.rmtree(self.ctx.scratch_dir, ignore_errors=True)

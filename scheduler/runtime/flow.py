@@ -238,7 +238,9 @@ class Driver:
         if ray.is_initialized():
             return
         if self.address is None:
-            ray.init(num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False,
+            # "local": a new instance of our own, never a cluster another process left running
+            ray.init(address="local", num_cpus=self.num_cpus, include_dashboard=False,
+                     log_to_driver=False,
                      object_store_memory=self.object_store_bytes)
         else:
             env = worker_env()

@@ -23,9 +23,14 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
+import rasterio
+import rasterio.io
 from numpy.typing import NDArray
+from rasterio.errors import RasterioError
+from rasterio.windows import Window as RioWindow
 
 from ops.dem import Dem
 from ops.errors import DemCoverageError
@@ -82,8 +87,43 @@ class OrthoTileTask:
 
     def __call__(self, ctx: TaskContext, plan: OrthoPlan) -> NDArray[np.generic]:
         src_window = declare_tile_input(plan, self.window)
-        block = None if src_window is None else read_window(self.image, src_window)
+        block = None if src_window is None else read_cached(ctx, self.image, src_window)
         return ortho_tile(plan, self.window, block, src_window)
+
+
+#: Open datasets a worker keeps (its cache), oldest closed first.
+MAX_OPEN_DATASETS = 16
+
+
+def read_cached(ctx: TaskContext, path: str, window: Window) -> NDArray[np.generic]:
+    """Every band of ``window`` of ``path``, through a dataset the worker keeps open.
+
+    The next tile of the same image skips the open (for ``/vsis3/`` a HEAD and
+    a header GET); errors are those of :func:`ops.raster_io.read_window`,
+    which a failed read falls back to so the message names file and window.
+    """
+    key = f"dataset:{path}"
+    src = cast("rasterio.io.DatasetReader | None", ctx.cache.get(key))
+    if src is None:
+        try:
+            src = rasterio.open(path)
+        except RasterioError:
+            return read_window(path, window)
+        datasets = [k for k in ctx.cache if k.startswith("dataset:")]
+        for old in datasets[: max(0, len(datasets) - MAX_OPEN_DATASETS + 1)]:
+            ctx.cache.pop(old).close()  # type: ignore[attr-defined]
+        ctx.cache[key] = src
+    if window.clip(src.height, src.width) != window:
+        return read_window(path, window)  # raises, naming the file and the window
+    try:
+        data: NDArray[np.generic] = src.read(
+            window=RioWindow(window.col_off, window.row_off, window.width, window.height)
+        )
+    except RasterioError:
+        ctx.cache.pop(key, None)
+        src.close()
+        return read_window(path, window)
+    return data
 
 
 #: DSM product bands and nodata, as ``eochain dsm`` writes them.
