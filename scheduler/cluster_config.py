@@ -14,7 +14,8 @@ types, markets and counts. Each (type, market) pair becomes one entry of
 - ``resources``: the vCPUs and a custom resource ``"TYPE:MARKET": 1`` that
   the runtime's actor pools use to place work on that kind of node.
 
-The head node only coordinates (``CPU: 0``). Ray's ports are pinned to the
+With ``--project-dir`` every worker also starts the spot-notice watcher of
+:mod:`scheduler.cloud.drain`. The head node only coordinates (``CPU: 0``). Ray's ports are pinned to the
 ones ``terraform/security_groups.tf`` opens within the cluster, and the
 dashboard (job server) binds to 127.0.0.1 unless asked otherwise: reach it
 through ``ray dashboard cluster.yaml`` (an SSH tunnel).
@@ -311,6 +312,10 @@ def render_cluster_config(fleet: Sequence[FleetNode], tf: TerraformOutputs,
         doc["file_mounts"] = {"~/eochain": options.project_dir}
         doc["setup_commands"] = [
             "cd ~/eochain && python3 -m pip install -q -c constraints.txt -e '.[runtime]'"]
+        # the spot-notice watcher that drains this node in Ray (scheduler/cloud/drain.py)
+        doc["worker_start_ray_commands"].append(
+            "nohup python3 -m scheduler.cloud.drain --address $RAY_HEAD_IP:6379 "
+            "> /tmp/eochain-drain.log 2>&1 &")
     return doc
 
 

@@ -71,6 +71,7 @@ def test_renders_one_node_type_per_type_and_market(tmp_path: Path) -> None:
     doc = yaml.safe_load(out.read_text())
     validate_config(doc)  # Ray's own cluster launcher schema
     assert doc["file_mounts"] == {"~/eochain": "/src/eochain"}
+    assert any("scheduler.cloud.drain" in c for c in doc["worker_start_ray_commands"])
     types = doc["available_node_types"]
     assert set(types) == {"ray.head.default", "c7g.4xlarge-spot", "c7g.4xlarge-on-demand",
                           "r7g.2xlarge-spot"}
