@@ -14,7 +14,9 @@ The loop, around a :class:`~scheduler.runtime.state.DispatchState`:
    last consumer finished are RELEASED: their ObjectRefs are dropped and Ray
    frees them. A failed status (the function raised) is final for that task
    and its descendants; the rest goes on.
-3. A Ray error instead of a status is a *system* failure: the actor or its
+3. A Ray error instead of a status is a *system* failure (unless it wraps a
+   plain Python error raised around the function, see
+   :func:`is_system_failure`): the actor or its
    node died, or an input object was lost with its node. The pool re-reads
    the cluster's nodes, forgets actors on dead nodes and starts actors on
    new ones; every HELD result that lived on a dead node is declared lost
@@ -330,8 +332,12 @@ class Dispatcher:
                         status: TaskStatus = ray.get(ref)
                         value = ray.get(value_ref) if (status.ok and key in sinks) else None
                     except RayError as exc:
-                        retries += 1
                         _discard(value_ref)
+                        if not is_system_failure(exc):
+                            state.fail(key, f"{exc.cause!r:.500}")  # type: ignore[attr-defined]
+                            forget_dropped()
+                            continue
+                        retries += 1
                         if isinstance(exc, RayActorError):
                             pool.replace(slot)
                         if state.runs[key] >= opts.max_attempts:
@@ -377,6 +383,23 @@ class Dispatcher:
             if node is not None:
                 local[node] = local.get(node, 0) + state.bytes_of.get(d, 0)
         return max(candidates, key=lambda s: (local.get(s.node_id, 0), -s.running))
+
+
+def is_system_failure(exc: BaseException) -> bool:
+    """Whether a Ray error means lost hardware (retry) rather than a deterministic error.
+
+    A :class:`ray.exceptions.RayTaskError` whose cause is not itself a Ray
+    error was raised by Python on the worker outside the task function
+    (an input that cannot be unpickled, a result that cannot be pickled):
+    running it again would fail the same way, so it is final. Everything
+    else (a dead actor or node, a lost input object) is retried.
+    """
+    from ray.exceptions import RayError, RayTaskError
+
+    if isinstance(exc, RayTaskError):
+        cause = getattr(exc, "cause", None)
+        return cause is None or isinstance(cause, RayError)
+    return True
 
 
 def _discard(ref: Any) -> None:

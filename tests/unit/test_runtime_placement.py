@@ -66,3 +66,17 @@ def test_summary_names_failed_scenes_and_cost() -> None:
     assert "0 written, 1 already done, 1 failed, of 2" in text
     assert "FAILED b: b.tif: bad TIFF" in text
     assert "1 retried, 2 recomputed" in text and "$0.0123" in text
+
+
+def test_system_failures_are_told_from_deterministic_errors() -> None:
+    from ray.exceptions import ActorDiedError, ObjectLostError, RayTaskError
+
+    from scheduler.runtime.dispatch import is_system_failure
+
+    lost = ObjectLostError("ab" * 14, None, "")
+    assert is_system_failure(ActorDiedError())
+    assert is_system_failure(lost)
+    assert is_system_failure(RayTaskError("run", "", lost))  # type: ignore[no-untyped-call]
+    plain = AttributeError("no 'matching'")
+    unpicklable = RayTaskError("run", "", plain)  # type: ignore[no-untyped-call]
+    assert not is_system_failure(unpicklable)
