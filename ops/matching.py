@@ -126,8 +126,14 @@ def local_std(image: NDArray[np.uint8], window_px: int) -> Float32Array:
     return out
 
 
-def ncc(left: Float32Array, right: Float32Array, window_px: int) -> Float32Array:
-    """Normalised cross-correlation of co-located ``window_px``² neighbourhoods."""
+def ncc(
+    left: Float32Array, right: Float32Array, window_px: int, min_std: float = 0.5
+) -> Float32Array:
+    """Normalised cross-correlation of co-located ``window_px``² neighbourhoods.
+
+    Where either neighbourhood's standard deviation is below ``min_std`` the
+    correlation is undefined (rounding noise would decide it) and set to 0.
+    """
     k = (window_px, window_px)
 
     def box(a: Float32Array) -> Float32Array:
@@ -137,8 +143,9 @@ def ncc(left: Float32Array, right: Float32Array, window_px: int) -> Float32Array
     cov = box(left * right) - ml * mr
     var_l = box(left * left) - ml * ml
     var_r = box(right * right) - mr * mr
+    flat = (var_l < min_std * min_std) | (var_r < min_std * min_std)
     denom = np.sqrt(np.maximum(var_l * var_r, 1e-12))
-    return np.asarray(np.clip(cov / denom, -1.0, 1.0), np.float32)
+    return np.asarray(np.where(flat, 0.0, np.clip(cov / denom, -1.0, 1.0)), np.float32)
 
 
 #: Keypoints closer than this to an invalid pixel are ignored.
@@ -150,8 +157,12 @@ SIFT_FEATURES = 2000
 def _sift_mask(valid: BoolArray | None) -> NDArray[np.uint8] | None:
     if valid is None:
         return None
-    kernel = np.ones((2 * SIFT_BORDER_PX + 1, 2 * SIFT_BORDER_PX + 1), np.uint8)
-    return np.asarray(cv2.erode(valid.astype(np.uint8), kernel), np.uint8)
+    return _erode(valid, SIFT_BORDER_PX).astype(np.uint8)
+
+
+def _erode(mask: BoolArray, radius_px: int) -> BoolArray:
+    kernel = np.ones((2 * radius_px + 1, 2 * radius_px + 1), np.uint8)
+    return np.asarray(cv2.erode(mask.astype(np.uint8), kernel), dtype=bool)
 
 
 def estimate_row_shift(
@@ -232,7 +243,12 @@ def match(
     )
     raw = sgbm.compute(left, right)
     disparity = raw.astype(np.float32) / 16.0
-    ok = (raw > (d0 - 1) * 16) & valid_left
+    # Whole neighbourhoods must be valid: the edge of an image's footprint
+    # (valid next to filler) is texture that belongs to neither view.
+    reach = max(bs, config.ncc_window_px) // 2 + 1
+    full_l = _erode(valid_left, reach)
+    full_r = _erode(valid_right, reach)
+    ok = (raw > (d0 - 1) * 16) & full_l
     ok &= local_std(left, config.ncc_window_px) >= config.min_texture_std
     disparity[~ok] = np.nan
 
@@ -247,11 +263,15 @@ def match(
         np.float32,
     )
     warped_valid = np.asarray(cv2.remap(
-        valid_right.astype(np.float32), map_x, rows, cv2.INTER_LINEAR,
+        full_r.astype(np.float32), map_x, rows, cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_CONSTANT, borderValue=0.0,
     ))
-    confidence = ncc(left.astype(np.float32), warped, config.ncc_window_px)
-    ok &= (warped_valid > 0.999) & (confidence >= config.min_ncc)
+    confidence = ncc(
+        left.astype(np.float32), warped, config.ncc_window_px, config.min_texture_std
+    )
+    ok &= _erode(warped_valid > 0.999, config.ncc_window_px // 2) & (
+        confidence >= config.min_ncc
+    )
     disparity[~ok] = np.nan
     confidence[~ok] = np.nan
     return DisparityMap(disparity, confidence)

@@ -202,13 +202,16 @@ def _pointing_correction(plan: StereoPlan, dem: Terrain) -> tuple[float, int]:
 
 
 def overlap_mask(plan: StereoPlan, dem: Terrain, geobox: GeoBox | None = None) -> NDArray[np.bool_]:
-    """Cells of the output grid (or ``geobox``) whose ground, on the DEM, both views see."""
+    """Cells of the output grid (or ``geobox``) whose ground, on the DEM, both views see.
+
+    Cells off the DEM count as unseen.
+    """
     box = plan.geobox if geobox is None else geobox
     rows, cols = np.mgrid[0 : box.height, 0 : box.width]
     x, y = box.xy(rows, cols)
     lon, lat = lonlat_transformer(box.crs).transform(x, y)
-    h = dem.heights(lon, lat)
-    seen = np.ones(box.shape, dtype=bool)
+    h = np.asarray(dem.heights(lon, lat, strict=False), dtype=np.float64)
+    seen = np.isfinite(h)
     for view in (plan.left, plan.right):
         r, c = view.rpc.project(lon, lat, h, check=False)
         seen &= (r >= -0.5) & (r <= view.shape[0] - 0.5) & (c >= -0.5) & (
