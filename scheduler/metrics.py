@@ -48,7 +48,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -167,6 +167,18 @@ class _Node:
     ended_s: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _TaskSeries:
+    """The children of the task families for one (op, instance type): label lookups once."""
+
+    ok: Any
+    failed: Any
+    lost: Any
+    duration: Any
+    memory: Any
+    pixels: Any
+
+
 @dataclass(slots=True)
 class _Stage:
     tasks: int = 0
@@ -193,6 +205,10 @@ class CampaignMetrics:
         self._states: dict[str, dict[str, int]] = {}
         self._accrued: dict[tuple[str, str], float] = {}
         self._progress: tuple[int, int] | None = None
+        self._series: dict[tuple[str, str], _TaskSeries] = {}
+        self._state_gauges: dict[tuple[str, str], Any] = {}
+        # registered first, so every collection (scrape, get_sample_value) bills up to now
+        self.registry.register(_TickingCollector(self))
         self._define(self.registry)
         self._start_time.labels(campaign).set(self.start_s)
         self._tiles_remaining.labels(campaign).set(0)
@@ -276,7 +292,6 @@ class CampaignMetrics:
             self._retries.labels(self.campaign, op).inc(0)
             self._recomputed.labels(self.campaign, op).inc(0)
             self._publish_states(op)
-            self.tick()
 
     def declare(self, op: str, instance_type: str) -> None:
         """Create the task series of ``op`` on ``instance_type`` at zero, before any run.
@@ -284,13 +299,18 @@ class CampaignMetrics:
         A series that appears only with its first observation hides that first
         increase from ``rate()``; declared ones count from the first scrape.
         """
-        with self._lock:
+        self._task_series(op, instance_type)
+
+    def _task_series(self, op: str, instance_type: str) -> _TaskSeries:
+        series = self._series.get((op, instance_type))
+        if series is None:
             labels = (self.campaign, op, instance_type)
-            for outcome in ("ok", "failed", "lost"):
-                self._runs.labels(*labels, outcome).inc(0)
-            self._duration.labels(*labels)
-            self._memory.labels(*labels)
-            self._pixels.labels(*labels).inc(0)
+            series = _TaskSeries(
+                ok=self._runs.labels(*labels, "ok"), failed=self._runs.labels(*labels, "failed"),
+                lost=self._runs.labels(*labels, "lost"), duration=self._duration.labels(*labels),
+                memory=self._memory.labels(*labels), pixels=self._pixels.labels(*labels))
+            self._series[(op, instance_type)] = series
+        return series
 
     # -- fleet -------------------------------------------------------------------------------
     def node_added(self, node_id: str, instance_type: str, market: str,
@@ -335,7 +355,7 @@ class CampaignMetrics:
     def task_started(self, op: str, instance_type: str) -> None:
         with self._lock:
             self._move(op, "pending", "running")
-            self.declare(op, instance_type)
+            self._task_series(op, instance_type)
 
     def task_finished(self, op: str, instance_type: str, runtime_s: float, *, ok: bool = True,
                       pixels: int = 0, peak_memory_bytes: int | None = None) -> None:
@@ -345,35 +365,32 @@ class CampaignMetrics:
         with self._lock:
             now = self._clock()
             self._move(op, "running", "done" if ok else "failed")
-            labels = (self.campaign, op, instance_type)
-            self._runs.labels(*labels, "ok" if ok else "failed").inc()
-            self._duration.labels(*labels).observe(runtime_s)
+            series = self._task_series(op, instance_type)
+            (series.ok if ok else series.failed).inc()
+            series.duration.observe(runtime_s)
             if pixels:
-                self._pixels.labels(*labels).inc(pixels)
+                series.pixels.inc(pixels)
             if peak_memory_bytes is not None:
-                self._memory.labels(*labels).observe(peak_memory_bytes)
+                series.memory.observe(peak_memory_bytes)
             stage = self._stages.setdefault((stage_of(op), instance_type), _Stage())
             stage.tasks += 1
             stage.busy_s += runtime_s
             stage.first_start_s = min(stage.first_start_s,
                                         max(now - runtime_s - self.start_s, 0.0))
             stage.last_end_s = max(stage.last_end_s, now - self.start_s)
-            self.tick()
 
     def task_lost(self, op: str, instance_type: str) -> None:
         """The run died with its worker or node; it goes back to pending and is retried."""
         with self._lock:
             self._move(op, "running", "pending")
-            self._runs.labels(self.campaign, op, instance_type, "lost").inc()
+            self._task_series(op, instance_type).lost.inc()
             self._retries.labels(self.campaign, op).inc()
-            self.tick()
 
     def recomputed(self, op: str, n: int = 1) -> None:
         """``n`` finished tasks of ``op`` must run again (their results were lost)."""
         with self._lock:
             self._move(op, "done", "pending", n)
             self._recomputed.labels(self.campaign, op).inc(n)
-            self.tick()
 
     def product_written(self, product: str, area_m2: float) -> None:
         if not math.isfinite(area_m2) or area_m2 < 0:
@@ -392,7 +409,6 @@ class CampaignMetrics:
         with self._lock:
             self._in_flight.labels(self.campaign).set(progress.bytes_in_flight)
             self._progress = (int(progress.tasks_done), int(progress.tasks_total))
-            self.tick()
 
     # -- cost --------------------------------------------------------------------------------
     def tick(self) -> Projection:
@@ -472,22 +488,28 @@ class CampaignMetrics:
         moved = min(n, counts[src]) if src == "done" else n
         counts[src] = max(counts[src] - moved, 0)
         counts[dst] += moved
-        self._publish_states(op)
+        self._state_gauge(op, src).set(counts[src])
+        self._state_gauge(op, dst).set(counts[dst])
+
+    def _state_gauge(self, op: str, state: str) -> Any:
+        gauge = self._state_gauges.get((op, state))
+        if gauge is None:
+            gauge = self._state_gauges[(op, state)] = self._tasks.labels(self.campaign, op, state)
+        return gauge
 
     def _publish_states(self, op: str) -> None:
         for state, n in self._states[op].items():
-            self._tasks.labels(self.campaign, op, state).set(n)
+            self._state_gauge(op, state).set(n)
 
 
 class _TickingCollector(Collector):
-    """Bills the fleet up to the scrape's moment before the registry is read."""
+    """Bills the fleet, refreshes the projection, before the registry is read."""
 
-    def __init__(self, metrics: Iterable[CampaignMetrics]) -> None:
-        self.metrics = list(metrics)
+    def __init__(self, metrics: CampaignMetrics) -> None:
+        self.metrics = metrics
 
     def collect(self) -> Iterator[Any]:
-        for m in self.metrics:
-            m.tick()
+        self.metrics.tick()
         yield from ()
 
     def describe(self) -> Iterator[Any]:
@@ -508,7 +530,6 @@ class MetricsExporter:
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self._port = port
-        metrics.registry.register(_TickingCollector([metrics]))
 
     def start(self) -> Self:
         if self._server is None:
