@@ -96,7 +96,7 @@ def node_type(resource: str) -> tuple[str, str]:
 
 @dataclass(frozen=True, slots=True)
 class PlanTargets:
-    """What the plan promised: cost, makespan, deadline (seconds after start), tasks."""
+    """What the plan promised: cost, makespan and deadline (seconds after the start)."""
 
     planned_cost_usd: float
     planned_makespan_s: float
