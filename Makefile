@@ -21,9 +21,14 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/eochain demo --out $(DEMO_OUT)
 
+# The services the tests use: a real Prometheus on 127.0.0.1 (Debian package,
+# installed on first use); moto's S3/EC2 server and local Ray clusters are
+# started by the test fixtures themselves, on loopback.
 test: $(STAMP)
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest tests
+	tests/services/prometheus.sh start
+	EOCHAIN_PROMETHEUS_URL=$$(tests/services/prometheus.sh url) $(PY) -m pytest tests; \
+	  rc=$$?; tests/services/prometheus.sh stop; exit $$rc
 
 unit: $(STAMP)
 	$(PY) -m pytest -m unit tests
