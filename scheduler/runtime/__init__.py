@@ -1,0 +1,17 @@
+"""The runtime: run a campaign's task DAG on Ray, depth-first, losing no tile.
+
+* :mod:`~scheduler.runtime.flow`: the lazy Flow API and :class:`Driver`;
+* :mod:`~scheduler.runtime.products`: per product (ortho per scene, DSM per
+  pair) the survey and the tasks, plan -> tiles -> write;
+* :mod:`~scheduler.runtime.kernels`: the task functions (plain ops calls);
+* :mod:`~scheduler.runtime.state`: the pure dispatch bookkeeping (order,
+  bytes bound, release, loss and recomputation);
+* :mod:`~scheduler.runtime.dispatch`: the Ray loop and the actor pool
+  (:mod:`~scheduler.runtime.actors`: thin actors with caches);
+* :mod:`~scheduler.runtime.store`, :mod:`~scheduler.runtime.manifest`,
+  :mod:`~scheduler.runtime.stac`: atomic publication (local or S3), the
+  manifest that makes runs resumable, STAC items beside products;
+* :mod:`~scheduler.runtime.cluster`: local multi-node clusters on loopback
+  (tests, benchmarks); :mod:`~scheduler.runtime.progress` and
+  :mod:`~scheduler.runtime.demo`: what ``eochain run`` and ``make demo`` show.
+"""
