@@ -50,7 +50,18 @@ def shared_data() -> Path:
     raise SystemExit("shared sample data not found: set EOCHAIN_SHARED_DATA")
 
 
-def run_eochain(data: Path, out: Path, tile_px: int = 1024) -> dict[str, Any]:
+def run_eochain(data: Path, out: Path, tile_px: int = 1024, runs: int = 3) -> dict[str, Any]:
+    """Best of ``runs`` runs of ``eochain dsm`` (the machine is shared: the best is the
+    least disturbed); CARS, 40 times longer, runs once."""
+    best: dict[str, Any] = {}
+    for _ in range(runs):
+        run = _run_eochain_once(data, out, tile_px)
+        if not best or run["wall_s"] < best["wall_s"]:
+            best = run
+    return best
+
+
+def _run_eochain_once(data: Path, out: Path, tile_px: int) -> dict[str, Any]:
     g = data / "gizeh"
     cmd = [
         sys.executable, "-c", "from scheduler.cmd_dsm import dsm; dsm()",
@@ -111,7 +122,7 @@ h = truth_heights(scene, box)
 dem = Dem.from_array(np.where(np.isfinite(h), h, np.nanmean(h)), box.transform, scene.crs)
 plan = plan_stereo(open_view(scene.view_paths[0]), open_view(scene.view_paths[1]), dem)
 grid = TileGrid(plan.geobox, int(sys.argv[2]), int(sys.argv[2]))
-idx = list(grid.tiles())[len(grid) // 2]
+idx = next(grid.tiles())  # a full-size tile (the grid is larger than one tile)
 def status_mib(key):
     for line in open("/proc/self/status"):
         if line.startswith(key + ":"):
