@@ -54,6 +54,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import pyproj
 from numpy.typing import NDArray
 
 from ops.crs import lonlat_transformer, round_gsd_m, sensor_gsd_m, utm_crs
@@ -159,6 +160,11 @@ def plan_stereo(
     centre = int(np.argmin(np.hypot(lon - np.median(lon), lat - np.median(lat))))
     lon_c, lat_c, h_c = float(lon[centre]), float(lat[centre]), float(h[centre])
     out_crs = crs or utm_crs(lon_c, lat_c)
+    if pyproj.CRS.from_user_input(out_crs).is_geographic:
+        raise StereoError(
+            f"output CRS {out_crs!r} is geographic; expected a projected CRS in metres "
+            "(e.g. the overlap's UTM zone, the default)"
+        )
     if gsd_m is None:
         gsd_m = round_gsd_m(
             0.5 * (sensor_gsd_m(left.rpc, lon_c, lat_c, h_c)

@@ -195,3 +195,8 @@ def test_a_tile_without_texture_is_empty_with_its_reason(
     tile = compute_dsm_tile(plan, inputs, left, flat, coarse_dem)
     assert not np.isfinite(tile.height_m).any() and tile.n_matches == 0
     assert tile.reason is not None and "no pixel matched" in tile.reason
+
+
+def test_a_geographic_output_crs_is_refused(plan: StereoPlan, coarse_dem: Dem) -> None:
+    with pytest.raises(StereoError, match="geographic"):
+        plan_stereo(plan.left, plan.right, coarse_dem, crs="EPSG:4326")
