@@ -110,8 +110,7 @@ ProgressFn = Callable[[Progress], None]
 
 def _progress(state: DispatchState, products_total: int, products_done: int, start: float,
               retries: int) -> Progress:
-    done = state.count(TaskState.HELD, TaskState.RELEASED)
-    return Progress(done, len(state.state), products_done, products_total,
+    return Progress(state.completed, len(state.state), products_done, products_total,
                     time.perf_counter() - start, state.bytes_in_flight, retries)
 
 

@@ -209,6 +209,8 @@ class DispatchState:
         self.bytes_of: dict[str, int] = {}
         self.bytes_in_flight = 0
         self.running = 0
+        #: tasks whose result exists (HELD or RELEASED after completing): progress counts them
+        self.completed = 0
         self.peak_bytes_in_flight = 0
         self.failures: list[Failure] = []
         #: keys whose results the runtime must forget (released or lost); drained by the runtime
@@ -257,6 +259,7 @@ class DispatchState:
         """RUNNING -> HELD (or RELEASED without consumers); returns the keys to release now."""
         self._expect(key, TaskState.RUNNING)
         self.running -= 1
+        self.completed += 1
         task = self.graph.tasks[key]
         self._add_bytes(-task.out_bytes)
         released: list[str] = []
@@ -327,6 +330,7 @@ class DispatchState:
             else:
                 continue
             if st in COMPLETED:
+                self.completed -= 1
                 # its inputs are needed again until it completes anew
                 for dep in self.graph.tasks[k].deps:
                     self._open_consumers[dep] += 1

@@ -218,3 +218,4 @@ def test_random_losses_never_lose_a_product(losses: list[tuple[int, int]], bound
             state.dropped.clear()
     assert results == {f"s{s}/write": expected_sum(s, 3) for s in range(3)}
     assert state.count(TaskState.HELD) == 0 and state.bytes_in_flight == 0
+    assert state.completed == len(graph.tasks)
