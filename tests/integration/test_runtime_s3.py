@@ -239,3 +239,29 @@ def test_s3_input_tiles_fetch_about_their_declared_window(s3_endpoint: str, scen
     assert remote.ok and local.ok, remote.failures
     assert (tmp_path / "from_s3/ortho/v0.tif").read_bytes() == (
         tmp_path / "from_disk/ortho/v0.tif").read_bytes()
+
+
+def test_ray_workers_publish_to_s3(s3_endpoint: str, scene, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Actors on a local Ray (its workers inherit the S3 settings) write products to s3://."""
+    import ray
+
+    from scheduler.runtime.cluster import use_loopback
+
+    use_loopback()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             object_store_memory=100 * 2**20)
+    try:
+        inputs = [SceneInput("v1", str(scene.out_dir / "view_1.tif"))]
+        report = (Driver().get_flow(inputs).ortho(dem=scene.out_dir / "dem.tif", tile_px=512)
+                  .write(f"s3://{BUCKET}/on-ray").run())
+    finally:
+        ray.shutdown()
+    assert report.ok, report.failures
+    store = open_store(f"s3://{BUCKET}/on-ray")
+    assert isinstance(store, S3Store)
+    assert {"ortho/v1.tif", "ortho/v1.json"} <= set(store.list_keys())
+    assert not [k for k in _all_keys(store) if S3_TMP_DIR in k]
+    serial = (Driver(address="serial").get_flow(inputs)
+              .ortho(dem=scene.out_dir / "dem.tif", tile_px=512).write(tmp_path).run())
+    assert serial.ok
+    assert store.get_bytes("ortho/v1.tif") == (tmp_path / "ortho/v1.tif").read_bytes()
