@@ -77,7 +77,7 @@ def dsm(
         config = StereoConfig(max_days_apart=max_days_apart)
         plan = plan_stereo(view_l, view_r, dem, crs=crs, gsd_m=gsd_m, config=config)
         n_tiles = len(TileGrid(plan.geobox, tile_px, tile_px))
-        n_valid = 0
+        n_valid = n_supported = 0
         reasons: set[str] = set()
         with CogWriter(output, plan.geobox, count=3, dtype="float32", nodata=NODATA,
                        descriptions=BANDS) as out, tqdm(
@@ -89,6 +89,7 @@ def dsm(
             ):
                 valid = np.isfinite(tile.height_m)
                 n_valid += int(valid.sum())
+                n_supported += int((valid & (tile.count > 0)).sum())
                 if tile.reason:
                     reasons.add(tile.reason)
                 data = np.stack([
@@ -103,7 +104,8 @@ def dsm(
     g = plan.geobox
     click.echo(
         f"{output}: {g.width} x {g.height} cells, {g.crs}, {g.resolution[0]:g} m, heights above "
-        f"the {heights}; {n_valid / (g.width * g.height):.1%} of the grid measured; "
+        f"the {heights}; {n_valid / (g.width * g.height):.1%} of the grid has a height "
+        f"({n_supported / (g.width * g.height):.1%} from points, the rest interpolated); "
         f"B/H {plan.frame.base_to_height:.3f}, pointing correction "
         f"{plan.right_row_shift_px:+.2f} px ({plan.n_tie_points} ties); {n_tiles} tiles"
     )
