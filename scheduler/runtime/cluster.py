@@ -66,12 +66,13 @@ class LocalCluster:
                 "node_ip_address": LOOPBACK,
                 "object_store_memory": self.head_object_store_bytes,
                 "include_dashboard": False,
-                # notice a killed node within ~2 s instead of the default ~30 s
+                # notice a killed node within ~5 s instead of the default ~30 s, with
+                # enough slack that a busy (shared, 2-core) machine does not look dead
                 "_system_config": {
                     "health_check_initial_delay_ms": 1000,
-                    "health_check_period_ms": 500,
-                    "health_check_timeout_ms": 1000,
-                    "health_check_failure_threshold": 3,
+                    "health_check_period_ms": 1000,
+                    "health_check_timeout_ms": 2000,
+                    "health_check_failure_threshold": 5,
                 },
             },
         )

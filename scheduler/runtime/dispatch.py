@@ -339,10 +339,16 @@ class Dispatcher:
                         retries += 1
                         if isinstance(exc, RayActorError):
                             pool.replace(slot)
+                        # inputs gone with their node, before Ray reports the node dead
+                        lost_inputs = lost_input_keys(exc, {d: held[d] for d in
+                                                            graph.tasks[key].deps if d in held})
                         if state.runs[key] >= opts.max_attempts:
                             state.fail(key, f"lost {state.runs[key]} times, last: {exc!r:.300}")
                         else:
                             state.lose(key)
+                        for dep in lost_inputs:
+                            if state.state[dep] is TaskState.HELD:
+                                recomputed += len(state.lose(dep))
                         forget_dropped()
                         recover()
                         continue
@@ -399,6 +405,24 @@ def is_system_failure(exc: BaseException) -> bool:
         cause = getattr(exc, "cause", None)
         return cause is None or isinstance(cause, RayError)
     return True
+
+
+def lost_input_keys(exc: BaseException, inputs: Mapping[str, Any]) -> list[str]:
+    """The inputs (key -> ObjectRef) a failure says were lost; all of them if it cannot tell.
+
+    Ray wraps a lost argument as a task error caused by an ``ObjectLostError``
+    naming the object; that input is recomputed at once rather than waiting
+    for the node to be declared dead (while it is not, every retry would fail
+    on the same missing object).
+    """
+    from ray.exceptions import ObjectLostError, RayTaskError
+
+    cause = exc.cause if isinstance(exc, RayTaskError) else exc
+    if not isinstance(cause, ObjectLostError):
+        return []
+    lost_hex = getattr(cause, "object_ref_hex", None)
+    named = [k for k, ref in inputs.items() if ref.hex() == lost_hex]
+    return named or list(inputs)
 
 
 def _discard(ref: Any) -> None:

@@ -80,3 +80,19 @@ def test_system_failures_are_told_from_deterministic_errors() -> None:
     plain = AttributeError("no 'matching'")
     unpicklable = RayTaskError("run", "", plain)  # type: ignore[no-untyped-call]
     assert not is_system_failure(unpicklable)
+
+
+def test_lost_inputs_are_named_by_the_error() -> None:
+    from ray import ObjectRef
+    from ray.exceptions import ActorDiedError, ObjectReconstructionFailedError, RayTaskError
+
+    from scheduler.runtime.dispatch import lost_input_keys
+
+    a: ObjectRef[object] = ObjectRef(b"\x01" * 28)
+    b: ObjectRef[object] = ObjectRef(b"\x02" * 28)
+    lost = ObjectReconstructionFailedError(b.hex(), None, "")
+    wrapped = RayTaskError("run", "", lost)  # type: ignore[no-untyped-call]
+    assert lost_input_keys(wrapped, {"a": a, "b": b}) == ["b"]
+    unknown = ObjectReconstructionFailedError("ff" * 28, None, "")
+    assert lost_input_keys(unknown, {"a": a, "b": b}) == ["a", "b"]
+    assert lost_input_keys(ActorDiedError(), {"a": a}) == []
