@@ -214,9 +214,20 @@ class ActorPool:
         return newly_dead
 
     def replace(self, slot: _Slot) -> None:
-        """Forget a dead actor; a later :meth:`sync` starts another once its node is trusted."""
-        if slot in self.slots:
-            self.slots.remove(slot)
+        """An actor died: stop using its node for ``QUARANTINE_S``, then :meth:`sync` refills it.
+
+        The node's other actors go too (killed, so they free their CPUs): a
+        node that is going down fails every call fast, and would otherwise
+        draw task after task until Ray declares it dead.
+        """
+        from ray.exceptions import RayError
+
+        for other in [s for s in self.slots if s.node_id == slot.node_id]:
+            self.slots.remove(other)
+            try:
+                self._ray.kill(other.handle)
+            except RayError:
+                pass  # already gone with its node
         self._quarantine[slot.node_id] = time.monotonic() + QUARANTINE_S
 
     def free(self) -> list[_Slot]:
