@@ -85,6 +85,8 @@ __all__ = [
 FloatArray = NDArray[np.float64]
 Float32Array = NDArray[np.float32]
 
+#: OpenCV's sub-pixel interpolation steps per pixel (INTER_TAB_SIZE = 2**INTER_BITS).
+REMAP_STEPS = 32
 #: Pixels read beyond the resampling points (bicubic support plus rounding).
 RESAMPLING_MARGIN_PX = 3.0
 #: Points per side of the grid used to find the overlap of the two views.
@@ -312,19 +314,31 @@ def _empty_tile(tile: GeoBox, reason: str) -> DsmTile:
 def _resample(
     pixels: NDArray[np.generic], window: Window, rows: FloatArray, cols: FloatArray
 ) -> Float32Array:
-    """Bicubic resampling of a raw window at image (rows, cols); NaN outside it."""
+    """Bicubic resampling of a raw window at image (rows, cols); NaN outside it.
+
+    OpenCV interpolates at 1/32 pixel steps; the steps are taken here from
+    the *image* coordinates (float64) and passed as fixed-point maps, so a
+    pixel gets bit-identical values whatever window it is read through
+    (float32 window-relative maps would round differently per window, and
+    SGM can turn one grey level into a different decision).
+    """
     image = np.asarray(pixels, dtype=np.float32)
     if image.ndim == 3:
         image = image[0]
-    map_x = (cols - window.col_off).astype(np.float32)
-    map_y = (rows - window.row_off).astype(np.float32)
+    steps = REMAP_STEPS
+    qx = np.rint(np.nan_to_num(cols, nan=-1e6) * steps).astype(np.int64)
+    qy = np.rint(np.nan_to_num(rows, nan=-1e6) * steps).astype(np.int64)
+    ix = np.clip((qx // steps) - window.col_off, -2, image.shape[1] + 1)
+    iy = np.clip((qy // steps) - window.row_off, -2, image.shape[0] + 1)
+    whole = np.ascontiguousarray(np.stack([ix, iy], axis=-1).astype(np.int16))
+    frac = ((qy % steps) * steps + (qx % steps)).astype(np.uint16)
     out = cv2.remap(
-        image, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT,
+        image, whole, frac, cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT,
         borderValue=float("nan"),
     )
-    inside = (map_x >= 0) & (map_x <= image.shape[1] - 1) & (map_y >= 0) & (
-        map_y <= image.shape[0] - 1
-    )
+    x = cols - window.col_off
+    y = rows - window.row_off
+    inside = (x >= 0) & (x <= image.shape[1] - 1) & (y >= 0) & (y <= image.shape[0] - 1)
     return np.where(inside, out, np.float32(np.nan)).astype(np.float32)
 
 

@@ -25,6 +25,7 @@ from ops.epipolar import sensor_maps
 from ops.errors import StereoError
 from ops.stereo import (
     DsmTile,
+    RectifiedPair,
     StereoPlan,
     assemble_dsm,
     declare_stereo_inputs,
@@ -35,15 +36,20 @@ from ops.stereo import (
 )
 from ops.stereo_eval import nmad
 from ops.synthetic import SceneSpec, SyntheticScene, generate_scene, truth_heights
-from planner.grid import GeoBox, TileGrid
+from planner.grid import GeoBox, TileGrid, Window
 
 pytestmark = pytest.mark.integration
 
 SPEC = SceneSpec(width=400, height=400, noise_sigma=0.004, seed=7)
 
 #: Tiles vs whole: share of cells valid in both that agree within TILE_TOLERANCE_M.
+#: The rectified pixels of a tile are bit-identical to the whole's (global
+#: matching frame, global map lattice, fixed-point resampling); what differs
+#: is SGM's path aggregation, cut at the tile's context border. Measured: 99.8 %
+#: within 0.5 m and 95 % bit-identical here (B/H 0.25); 95 % within 0.5 m on
+#: Gizeh with 256-cell tiles, where B/H 0.085 turns 0.07 px into 0.5 m.
 TILE_TOLERANCE_M = 0.5
-TILE_AGREEMENT = 0.97
+TILE_AGREEMENT = 0.99
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +123,7 @@ def test_tiles_assemble_into_the_whole(
     tiled = assemble_dsm(plan, coarse_dem, tile_px=160).height_m
     both = np.isfinite(tiled) & np.isfinite(whole)
     either = np.isfinite(tiled) | np.isfinite(whole)
-    assert both.sum() >= 0.97 * either.sum()
+    assert both.sum() >= 0.98 * either.sum()
     close = np.abs(tiled - whole)[both] <= TILE_TOLERANCE_M
     assert close.mean() >= TILE_AGREEMENT
 
@@ -200,3 +206,27 @@ def test_a_tile_without_texture_is_empty_with_its_reason(
 def test_a_geographic_output_crs_is_refused(plan: StereoPlan, coarse_dem: Dem) -> None:
     with pytest.raises(StereoError, match="geographic"):
         plan_stereo(plan.left, plan.right, coarse_dem, crs="EPSG:4326")
+
+
+def test_a_tile_rectifies_bit_identically_to_the_whole(plan: StereoPlan, coarse_dem: Dem) -> None:
+    from ops.stereo import read_window_band
+
+    def rectified(tile: GeoBox) -> tuple[Window, RectifiedPair]:
+        inputs = declare_stereo_inputs(plan, tile, coarse_dem)
+        assert inputs.left_window is not None and inputs.right_window is not None
+        pair = rectify(plan, inputs, read_window_band(plan.left.path, inputs.left_window),
+                       read_window_band(plan.right.path, inputs.right_window), coarse_dem)
+        return inputs.frame_window, pair
+
+    w_win, whole = rectified(plan.geobox)
+    grid = TileGrid(plan.geobox, 160, 160)
+    t_win, tile = rectified(grid.tile_geobox(list(grid.tiles())[4]))
+    r0, c0 = t_win.row_off - w_win.row_off, t_win.col_off - w_win.col_off
+    assert r0 >= 0 and c0 >= 0
+    sub = (slice(r0, r0 + t_win.height), slice(c0, c0 + t_win.width))
+    for a, b, va, vb in ((tile.grey_l, whole.grey_l, tile.valid_l, whole.valid_l),
+                         (tile.grey_r, whole.grey_r, tile.valid_r, whole.valid_r)):
+        both = va & vb[sub]
+        assert both.sum() > 10_000
+        assert np.array_equal(a[both], b[sub][both])
+    assert np.array_equal(tile.maps.rows_l, whole.maps.rows_l[sub])
