@@ -20,6 +20,11 @@ input window, read it from disk, map + resample (numba), into a memory
 array; with 1 numba thread and with every core. Both exclude writing
 the output (the COG write is timed separately for eochain).
 
+The same comparison is repeated over an SRTM-like DEM: the scene's DEM
+resampled to 1 arc-second in EPSG:4326 (the posting and CRS of the issue's
+"gdalwarp over an SRTM DEM" figure); GDAL's cost per pixel depends on the
+DEM's CRS (a projected DEM costs it a reprojection per point).
+
 Also timed: the bare resampling floor (OpenCV ``remap`` INTER_LINEAR on one
 thread with precomputed float32 maps of the whole output, i.e. no mapping
 cost at all) and eochain's mapping alone (sparse grid + per-pixel DEM).
@@ -50,7 +55,11 @@ from typing import Any
 import cv2
 import numba
 import numpy as np
+import rasterio
 import scipy.ndimage
+from rasterio import Affine
+from rasterio.enums import Resampling
+from rasterio.warp import calculate_default_transform, reproject
 
 from ops.dem import Dem
 from ops.ortho import (
@@ -66,7 +75,7 @@ from ops.ortho import (
     tile_jobs,
 )
 from ops.ortho_gdal import gdal_ortho
-from ops.ortho_quality import image_shift_px
+from ops.ortho_quality import image_shift_px, largest_valid_block
 from ops.raster_io import raster_info, read_window
 from ops.synthetic import SceneSpec, SyntheticScene, generate_scene, truth_ortho
 from planner.grid import Window
@@ -158,6 +167,62 @@ def _mapping_only_s(plan: OrthoPlan, tile_px: int) -> float:
     return time.perf_counter() - t0
 
 
+def _srtm_like_dem(scene: SyntheticScene, root: Path) -> Path:
+    """The scene's DEM resampled (bilinear) to 1 arc-second lon/lat, as SRTM is posted.
+
+    Heights stay ellipsoidal (no geoid involved), so both tools use it as is.
+    """
+    dest = root / f"srtm_like_{scene.spec.width}.tif"
+    if dest.exists():
+        return dest
+    with rasterio.open(scene.dem_path) as src:
+        res = 1.0 / 3600.0
+        transform, width, height = calculate_default_transform(
+            src.crs, "EPSG:4326", src.width, src.height, *src.bounds, resolution=res)
+        out = np.full((height, width), np.nan, dtype=np.float32)
+        reproject(rasterio.band(src, 1), out, dst_transform=transform, dst_crs="EPSG:4326",
+                  resampling=Resampling.bilinear, dst_nodata=np.nan)
+    rows, cols = largest_valid_block(np.isfinite(out))  # a hole-free rectangle
+    out = out[rows, cols]
+    transform = transform * Affine.translation(cols.start, rows.start)
+    with rasterio.open(dest, "w", driver="GTiff", width=out.shape[1], height=out.shape[0],
+                       count=1, dtype="float32", crs="EPSG:4326", transform=transform,
+                       nodata=np.nan) as dst:
+        dst.write(out, 1)
+    return dest
+
+
+def _srtm_like_run(scene: SyntheticScene, root: Path, plan: OrthoPlan, tile_px: int
+                   ) -> dict[str, Any]:
+    """GDAL and eochain (1 thread) on the same grid over an SRTM-like lon/lat 1" DEM."""
+    dem_path = _srtm_like_dem(scene, root)
+    dem = Dem.open(dem_path)
+    heights = HeightModel.from_dem(dem)
+    image = scene.view_paths[0]
+    plan2 = plan_ortho(plan.rpc, heights, plan.geobox, plan.image_shape, dtype=plan.dtype,
+                       resampling="bilinear")
+    out_mpx = plan.geobox.height * plan.geobox.width / 1e6
+    t_gdal, c_gdal, gdal = _cpu_timed(lambda: gdal_ortho(
+        image, plan.rpc, dem_path, plan.geobox, resampling="bilinear", tolerance=0.125,
+        num_threads=1))
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    t_ours, c_ours, ours = _cpu_timed(
+        lambda: orthorectify_array(image, plan2, tile_px=tile_px), repeat=3)
+    numba.set_num_threads(threads)
+    centre = _central(plan, 2048).slices()
+    a, b = ours[0][centre].astype(np.float64), gdal[0][centre].astype(np.float64)
+    shift = image_shift_px(b, a, (a != 0) & (b != 0))
+    return {"dem": str(dem_path), "dem_shape": list(dem.heights_m.shape),
+            "grid_step_px": plan2.grid_step_px,
+            "gdal_1thread_s": t_gdal, "gdal_1thread_mpx_s": out_mpx / t_gdal,
+            "gdal_1thread_cpu_s": c_gdal,
+            "eochain_1thread_s": t_ours, "eochain_1thread_mpx_s": out_mpx / t_ours,
+            "eochain_1thread_cpu_s": c_ours,
+            "ratio_1thread": t_gdal / t_ours, "ratio_1thread_cpu": c_gdal / c_ours,
+            "shift_vs_gdal_px": list(shift)}
+
+
 def run(size: int, tile_px: int, root: Path, gdal_repeat: int = 2) -> dict[str, Any]:
     load_start = os.getloadavg()
     t_gen, scene = _timed(lambda: _scene(size, root))
@@ -207,6 +272,7 @@ def run(size: int, tile_px: int, root: Path, gdal_repeat: int = 2) -> dict[str, 
     arr = np.array(shifts)
     shift_truth = image_shift_px(truth, a, valid & np.isfinite(truth))
     memory = _tile_memory_ratio(image, plan, _central(plan, tile_px))
+    srtm_like = _srtm_like_run(scene, root, plan, tile_px)
     return {
         "machine": {"cpus": os.cpu_count(), "numba_threads": threads,
                     "platform": platform.platform(), "processor": platform.processor(),
@@ -238,6 +304,7 @@ def run(size: int, tile_px: int, root: Path, gdal_repeat: int = 2) -> dict[str, 
             "blocks": len(arr),
         },
         "memory_per_tile": memory,
+        "srtm_like_dem": srtm_like,
     }
 
 
@@ -277,6 +344,12 @@ def _print(res: dict[str, Any]) -> None:
           f"{acc['shift_vs_gdal_px'][1]:+.4f}) px; vs truth ({acc['shift_vs_truth_px'][0]:+.4f}, "
           f"{acc['shift_vs_truth_px'][1]:+.4f}) px, block RMS {acc['block_rms_vs_truth_px']:.4f} "
           f"px over {acc['blocks']} blocks")
+    srtm = res["srtm_like_dem"]
+    print(f"over an SRTM-like DEM (the scene's DEM at 1 arc-second lon/lat, {srtm['dem_shape']}): "
+          f"GDAL {srtm['gdal_1thread_mpx_s']:.1f} Mpx/s, eochain 1 thread "
+          f"{srtm['eochain_1thread_mpx_s']:.1f} Mpx/s: ratio {srtm['ratio_1thread']:.1f} (CPU time "
+          f"{srtm['ratio_1thread_cpu']:.1f}); shift vs GDAL ({srtm['shift_vs_gdal_px'][0]:+.4f}, "
+          f"{srtm['shift_vs_gdal_px'][1]:+.4f}) px")
     mem = res["memory_per_tile"]
     if mem:
         print(f"memory per tile: peak {mem['peak_mib']:.1f} MiB for {mem['payload_mib']:.1f} MiB "

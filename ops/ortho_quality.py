@@ -31,7 +31,7 @@ from ops.errors import GeometryError
 FloatArray = NDArray[np.float64]
 
 
-def _valid_block(mask: NDArray[np.bool_]) -> tuple[slice, slice]:
+def largest_valid_block(mask: NDArray[np.bool_]) -> tuple[slice, slice]:
     """A large axis-aligned block where the mask holds everywhere (greedy shrink)."""
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
@@ -72,7 +72,7 @@ def image_shift_px(
     img = scipy.ndimage.gaussian_filter(np.where(valid, img, fill), smooth_px)
     # Stay clear of the edges: the filter, the spline and the shift need room.
     valid = scipy.ndimage.binary_erosion(valid, iterations=4 + int(3 * smooth_px))
-    block = _valid_block(valid)
+    block = largest_valid_block(valid)
     a, b = ref[block], img[block]
     win = cv2.createHanningWindow((a.shape[1], a.shape[0]), cv2.CV_64F)
     (sx, sy), _ = cv2.phaseCorrelate(b, a, win)
