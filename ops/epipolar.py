@@ -38,6 +38,9 @@ exact sub-windows and tiled results equal the whole):
   offset (0.5 px at Gizeh, 4.8 px at Ventoux): the *pointing correction*
   (``right_row_shift_px``, s2p's term) samples the right image that many
   rows further.
+* Resampling (:func:`resample_window`) is bicubic, with OpenCV's 1/32-pixel
+  steps taken from image coordinates, so a frame pixel gets the same value
+  through any window.
 * Every pixel keeps its exact sensor coordinates (the resampling maps), so
   triangulation goes back to the raw images through the RPCs rigorously:
   rectification only has to be good enough for matching, never for heights.
@@ -49,6 +52,7 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
+import cv2
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
@@ -58,9 +62,12 @@ from ops.rpc import RpcModel
 from planner.grid import GeoBox, Window
 
 FloatArray = NDArray[np.float64]
+Float32Array = NDArray[np.float32]
 
 #: Height step (m) used to measure the parallax vector at the scene centre.
 PARALLAX_PROBE_M = 50.0
+#: OpenCV's sub-pixel interpolation steps per pixel (INTER_TAB_SIZE = 2**INTER_BITS).
+REMAP_STEPS = 32
 #: Spacing (frame pixels) of the lattice where the sensor maps are computed exactly.
 MAP_NODE_STEP_PX = 8
 #: Below this base-to-height ratio the pair has no usable stereo (a single view twice).
@@ -275,3 +282,34 @@ def sensor_maps(
         window,
         *(_interpolate(v, rows, cols, window, step) for v in (h_l, r_l, c_l, r_r, c_r, r_m, c_m)),
     )
+
+
+def resample_window(
+    pixels: NDArray[np.generic], window: Window, rows: FloatArray, cols: FloatArray
+) -> Float32Array:
+    """Bicubic resampling of a raw window at image (rows, cols); NaN outside it.
+
+    OpenCV interpolates at 1/32 pixel steps; the steps are taken here from
+    the *image* coordinates (float64) and passed as fixed-point maps, so a
+    pixel gets bit-identical values whatever window it is read through
+    (float32 window-relative maps would round differently per window, and
+    SGM can turn one grey level into a different decision).
+    """
+    image = np.asarray(pixels, dtype=np.float32)
+    if image.ndim == 3:
+        image = image[0]
+    steps = REMAP_STEPS
+    qx = np.rint(np.nan_to_num(cols, nan=-1e6) * steps).astype(np.int64)
+    qy = np.rint(np.nan_to_num(rows, nan=-1e6) * steps).astype(np.int64)
+    ix = np.clip((qx // steps) - window.col_off, -2, image.shape[1] + 1)
+    iy = np.clip((qy // steps) - window.row_off, -2, image.shape[0] + 1)
+    whole = np.ascontiguousarray(np.stack([ix, iy], axis=-1).astype(np.int16))
+    frac = ((qy % steps) * steps + (qx % steps)).astype(np.uint16)
+    out = cv2.remap(
+        image, whole, frac, cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT,
+        borderValue=float("nan"),
+    )
+    x = cols - window.col_off
+    y = rows - window.row_off
+    inside = (x >= 0) & (x <= image.shape[1] - 1) & (y >= 0) & (y <= image.shape[0] - 1)
+    return np.where(inside, out, np.float32(np.nan)).astype(np.float32)

@@ -12,37 +12,57 @@ Method (the choice and why)
    sub-windows of the whole product's and tiles assemble into the whole.
    Resampling on the DEM also removes most of the terrain's parallax, which
    keeps the disparity search short and the two images alike.
-2. **Semi-global matching** (:mod:`ops.matching`): OpenCV's ``StereoSGBM``
-   (Hirschmüller 2008) over the tile's disparity range, derived from the
-   DEM's minimum and maximum over the tile plus ``height_margin_*_m``;
-   uniqueness, left-right consistency, speckle filtering, a texture mask
-   and an NCC confidence. SGM is the matcher of CARS, s2p and most
-   production pipelines; OpenCV's implementation is fast on 2 cores.
-3. **Triangulation** (:mod:`ops.triangulation`): each match goes back to
+2. **Pointing correction**: the two RPCs disagree by a fraction of a pixel
+   to a few pixels across the epipolar lines (0.5 px at Gizeh, 4.8 px at
+   Ventoux). SIFT ties on a central sample of the rectified pair measure
+   that row offset once per pair; the right image is then sampled that many
+   rows further (s2p's pointing correction, de Franchis et al. 2014).
+3. **Semi-global matching** (:mod:`ops.matching`): OpenCV's ``StereoSGBM``
+   (Hirschmüller 2008, 8 paths) over the tile's disparity range, derived
+   from the DEM's minimum and maximum around the tile plus
+   ``height_margin_*_m``; uniqueness, left-right consistency, speckle
+   filtering, a texture mask and an NCC confidence. SGM is the matcher of
+   CARS, s2p and most production pipelines; OpenCV's is fast on 2 cores.
+4. **Triangulation** (:mod:`ops.triangulation`): each match goes back to
    its exact raw-image coordinates (kept from step 1) and the two RPC lines
    of sight are intersected in the least-squares sense; the ray distance
    rejects matches that break the epipolar geometry.
-4. **Rasterisation** (:mod:`ops.rasterize`): mean height of the points per
-   map cell, point count and mean confidence bands; one-cell gaps and holes
-   up to ``max_hole_area_m2`` are interpolated, and the surface is grown by
-   ``edge_fill_cells`` rings into cells both views see (the first pixels of
-   the epipolar lines at the overlap's edges cannot be matched); count 0
-   marks interpolated cells. CARS fills its DSMs likewise. Heights are above the WGS84 ellipsoid, or above a
-   geoid on request.
+5. **Rasterisation** (:mod:`ops.rasterize`): mean height of the points per
+   map cell, supporting-point count and mean confidence bands; one-cell
+   gaps and holes up to ``max_hole_area_m2`` are interpolated, and the
+   surface is grown by ``edge_fill_cells`` rings into cells both views see
+   (the first pixels of the epipolar lines at the overlap's edges cannot be
+   matched); count 0 marks interpolated cells. CARS fills its DSMs likewise.
+   Heights are above the WGS84 ellipsoid, or above a geoid on request.
+
+Ground-geometry matching at several height hypotheses (orthos of both views
+compared plane by plane) was the alternative: it needs one resampling per
+hypothesis where rectification needs one per view, and its cost volume has
+no SGM regularisation; rectify-then-SGM is what the measured pipelines do.
 
 Tiling contract: for an output tile, :func:`declare_stereo_inputs` computes
-(from the DEM only) the matching-frame window the tile needs (the tile grown
-by the hole-filling margin, plus the planimetric shift of the highest and lowest possible points along the
-left line of sight, plus ``context_px`` of matching context, plus the
-disparity range along columns) and from it the raw-image windows of both
-views; :func:`compute_dsm_tile` then needs only those pixels. Tiles differ
-from the whole product only where SGM's aggregation paths, cut at the tile's
-context border, change a decision: the tests bound that difference.
+(from the DEM only) the matching-frame window the tile needs (the tile
+grown by the hole-filling margin, swept by the planimetric shift of the
+highest and lowest possible points along the left line of sight, plus
+``context_px`` of matching context, plus the disparity range along
+columns) and from it the raw-image windows of both views;
+:func:`compute_dsm_tile` then needs only those pixels, and
+:func:`input_windows` gives them to the planner. A tile's rectified pixels
+are bit-identical to the whole product's; tiles differ from the whole only
+where SGM's aggregation paths, cut at the tile's context border, change a
+decision (the tests state and bound that difference).
 
-Bad input is refused by :func:`ops.stereo_views.check_pair`,
-:func:`ops.stereo_views.open_view` and :func:`plan_stereo` with the reason: views that do not overlap, a uniform (texture-free) image, a
-base-to-height ratio too small for stereo, views of different missions or
-taken further apart in time than ``max_days_apart``.
+Bad input is refused with the reason by :func:`ops.stereo_views.open_view`
+(a uniform, texture-free image), :func:`ops.stereo_views.check_pair` (views
+of different missions or taken further apart than ``max_days_apart``) and
+:func:`plan_stereo` (views that do not overlap on the DEM, a base-to-height
+ratio too small for stereo, a geographic output CRS); a tile where nothing
+matches comes back empty with its reason (:attr:`DsmTile.reason`).
+
+Measured (``benchmarks.stereo``, this 2-core machine): Gizeh, 0.6 m, 5.3 s
+against CARS 1.3.0's 112 s (21x), 99.5 % of the overlap against CARS's
+97.8 %, the two DSMs within 0.06 m (median; NMAD 1.5 m); synthetic pairs,
+NMAD 0.07 to 0.15 m against the true DEM.
 """
 
 from __future__ import annotations
@@ -52,13 +72,12 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import pyproj
 from numpy.typing import NDArray
 
 from ops.crs import lonlat_transformer, round_gsd_m, sensor_gsd_m, utm_crs
-from ops.epipolar import MatchingFrame, SensorMaps, build_frame, sensor_maps
+from ops.epipolar import MatchingFrame, SensorMaps, build_frame, resample_window, sensor_maps
 from ops.errors import StereoError
 from ops.footprint import declare_input_window, geobox_lonlat, lonlat_bounds
 from ops.matching import estimate_row_shift, match, to_grey_levels
@@ -85,8 +104,6 @@ __all__ = [
 FloatArray = NDArray[np.float64]
 Float32Array = NDArray[np.float32]
 
-#: OpenCV's sub-pixel interpolation steps per pixel (INTER_TAB_SIZE = 2**INTER_BITS).
-REMAP_STEPS = 32
 #: Pixels read beyond the resampling points (bicubic support plus rounding).
 RESAMPLING_MARGIN_PX = 3.0
 #: Points per side of the grid used to find the overlap of the two views.
@@ -311,37 +328,6 @@ def _empty_tile(tile: GeoBox, reason: str) -> DsmTile:
     )
 
 
-def _resample(
-    pixels: NDArray[np.generic], window: Window, rows: FloatArray, cols: FloatArray
-) -> Float32Array:
-    """Bicubic resampling of a raw window at image (rows, cols); NaN outside it.
-
-    OpenCV interpolates at 1/32 pixel steps; the steps are taken here from
-    the *image* coordinates (float64) and passed as fixed-point maps, so a
-    pixel gets bit-identical values whatever window it is read through
-    (float32 window-relative maps would round differently per window, and
-    SGM can turn one grey level into a different decision).
-    """
-    image = np.asarray(pixels, dtype=np.float32)
-    if image.ndim == 3:
-        image = image[0]
-    steps = REMAP_STEPS
-    qx = np.rint(np.nan_to_num(cols, nan=-1e6) * steps).astype(np.int64)
-    qy = np.rint(np.nan_to_num(rows, nan=-1e6) * steps).astype(np.int64)
-    ix = np.clip((qx // steps) - window.col_off, -2, image.shape[1] + 1)
-    iy = np.clip((qy // steps) - window.row_off, -2, image.shape[0] + 1)
-    whole = np.ascontiguousarray(np.stack([ix, iy], axis=-1).astype(np.int16))
-    frac = ((qy % steps) * steps + (qx % steps)).astype(np.uint16)
-    out = cv2.remap(
-        image, whole, frac, cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT,
-        borderValue=float("nan"),
-    )
-    x = cols - window.col_off
-    y = rows - window.row_off
-    inside = (x >= 0) & (x <= image.shape[1] - 1) & (y >= 0) & (y <= image.shape[0] - 1)
-    return np.where(inside, out, np.float32(np.nan)).astype(np.float32)
-
-
 def _interp_columns(values: FloatArray, rows: NDArray[np.intp], cols: FloatArray) -> FloatArray:
     """Linear interpolation of ``values[rows, cols]`` along fractional columns."""
     c0 = np.clip(np.floor(cols).astype(np.intp), 0, values.shape[1] - 2)
@@ -374,8 +360,8 @@ def rectify(
         plan.frame, inputs.frame_window, plan.left.rpc, plan.right.rpc, dem,
         plan.right_row_shift_px,
     )
-    rect_l = _resample(left_pixels, inputs.left_window, maps.rows_l, maps.cols_l)
-    rect_r = _resample(right_pixels, inputs.right_window, maps.rows_r, maps.cols_r)
+    rect_l = resample_window(left_pixels, inputs.left_window, maps.rows_l, maps.cols_l)
+    rect_r = resample_window(right_pixels, inputs.right_window, maps.rows_r, maps.cols_r)
     grey_l, valid_l = to_grey_levels(rect_l, *plan.left.grey_range)
     grey_r, valid_r = to_grey_levels(rect_r, *plan.right.grey_range)
     return RectifiedPair(grey_l, grey_r, valid_l, valid_r, maps)
