@@ -29,6 +29,7 @@ from ops.stereo import (
     StereoPlan,
     assemble_dsm,
     declare_stereo_inputs,
+    input_windows,
     open_view,
     overlap_mask,
     plan_stereo,
@@ -135,6 +136,9 @@ def test_declared_windows_hold_every_pixel_a_tile_reads(
     for idx in grid.tiles():
         inputs = declare_stereo_inputs(plan, grid.tile_geobox(idx), coarse_dem)
         assert inputs.left_window is not None and inputs.right_window is not None
+        declared = input_windows(plan, inputs)
+        assert [d.raster for d in declared] == [plan.left.path, plan.right.path]
+        assert [d.window for d in declared] == [inputs.left_window, inputs.right_window]
         maps = sensor_maps(plan.frame, inputs.frame_window, plan.left.rpc, plan.right.rpc,
                            coarse_dem, plan.right_row_shift_px)
         for view, window, rows, cols in (
