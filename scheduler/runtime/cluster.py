@@ -17,6 +17,7 @@ so nodes can be removed at will to simulate spot interruptions.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -26,8 +27,17 @@ LOOPBACK = "127.0.0.1"
 
 
 def use_loopback() -> None:
-    """Keep Ray on 127.0.0.1 (must run before ``import ray`` in this process)."""
+    """Keep Ray on 127.0.0.1, for this process and the Ray processes it starts.
+
+    Ray reads the variable once, when ``ray._private.ray_constants`` is
+    imported; if something imported Ray earlier (another test module, a
+    library), the constant it read is overridden too, so the result does
+    not depend on import order.
+    """
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None and os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0":
+        setattr(constants, "ENABLE_RAY_CLUSTER", False)  # noqa: B010 - a module constant
 
 
 @dataclass(frozen=True, slots=True)
