@@ -1,11 +1,13 @@
-# One security group for every node of the cluster. Ray's ports are open only
-# to members of the group itself; SSH only from the admin CIDR blocks (none by
+# One security group for every node of the cluster. Ray's ports, and SSH that
+# the head's autoscaler uses to set workers up, are open only to members of the
+# group itself; SSH from outside only from the admin CIDR blocks (none by
 # default). Nothing is open to 0.0.0.0/0. Outbound: anything inside the
 # cluster, HTTPS to AWS APIs and package mirrors, S3 through its endpoint.
 
 locals {
   # Ports pinned by the start commands `eochain cluster-config` renders.
   ray_ports = {
+    ssh            = { from = 22, to = 22, what = "SSH from the head's autoscaler to set workers up" }
     gcs            = { from = 6379, to = 6379, what = "Ray GCS server" }
     node_manager   = { from = 6380, to = 6380, what = "Ray node manager" }
     object_manager = { from = 6381, to = 6381, what = "Ray object manager" }

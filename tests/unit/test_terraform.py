@@ -98,7 +98,7 @@ def test_no_ingress_from_the_whole_internet(tf: dict[str, list[Any]]) -> None:
 def test_ray_ports_are_open_only_within_the_cluster_group(tf: dict[str, list[Any]]) -> None:
     ports = next(b["ray_ports"] for b in tf["locals"] if "ray_ports" in b)
     covered = {p for r in ports.values() for p in range(r["from"], r["to"] + 1)}
-    assert {6379, 8265, 10001} <= covered  # GCS, dashboard/job server, client
+    assert {22, 6379, 8265, 10001} <= covered  # head->worker SSH, GCS, job server, client
     rule = _blocks(tf, "resource", "aws_security_group_rule")["ray_ingress"]
     assert rule["for_each"] == "${local.ray_ports}"
     assert rule["source_security_group_id"] == "${aws_security_group.cluster.id}"
