@@ -216,3 +216,10 @@ def test_object_store_round_trip(store: ObjectStore) -> None:
     assert not store.exists("tiles/b.tif")
     with pytest.raises(CloudApiError, match="tiles/missing.tif"):
         store.get_bytes("tiles/missing.tif")
+
+
+def test_local_store_refuses_keys_outside_its_root(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path / "store")
+    with pytest.raises(CloudApiError, match="escapes the store root"):
+        store.put_bytes("../outside.tif", b"x")
+    assert not (tmp_path / "outside.tif").exists()
