@@ -23,9 +23,12 @@ demo: $(STAMP)
 
 # The services the tests use: a real Prometheus on 127.0.0.1 (Debian package,
 # installed on first use); moto's S3/EC2 server and local Ray clusters are
-# started by the test fixtures themselves, on loopback.
+# started by the test fixtures themselves, on loopback. checkov gets its own
+# venv (.services/checkov-venv): it pins old networkx/boto3.
 test: $(STAMP)
 	$(VENV)/bin/lint-imports
+	$(PY) tests/services/terraform_fmt.py
+	PYTHON=$(PYTHON) bash tests/services/checkov.sh > /dev/null
 	tests/services/prometheus.sh start
 	EOCHAIN_PROMETHEUS_URL=$$(tests/services/prometheus.sh url) $(PY) -m pytest tests; \
 	  rc=$$?; tests/services/prometheus.sh stop; exit $$rc

@@ -15,14 +15,24 @@ import click
 
 #: name -> "module:attribute" of a click command.
 COMMANDS: dict[str, str] = {
+    "cluster-config": "scheduler.cmd_cluster:cluster_config",
     "demo": "scheduler.demo:demo",
+    "logs": "scheduler.cmd_jobs:logs_cmd",
     "dsm": "scheduler.cmd_dsm:dsm",
     "ortho": "scheduler.cmd_ortho:ortho",
     "plan": "scheduler.cmd_plan:plan",
     "run": "scheduler.cmd_run:run",
+    "status": "scheduler.cmd_jobs:status_cmd",
+    "stop": "scheduler.cmd_jobs:stop_cmd",
+    "submit": "scheduler.cmd_jobs:submit_cmd",
 }
 
 HELP = {
+    "cluster-config": "Render a Ray cluster launcher YAML for AWS from plan.json + Terraform outputs.",
+    "logs": "Print the logs of a submitted campaign job.",
+    "status": "Show the status of a submitted campaign job.",
+    "stop": "Stop a submitted campaign job.",
+    "submit": "Submit a campaign as a Ray job to a cluster's job server.",
     "demo": "Run the sample campaign end to end on an embedded synthetic scene.",
     "dsm": "Turn a stereo pair (RPC + DEM) into a digital surface model (COG).",
     "ortho": "Orthorectify one raw scene (RPC + DEM) into a Cloud-Optimized GeoTIFF.",
