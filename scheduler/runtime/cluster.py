@@ -89,6 +89,8 @@ class LocalCluster:
         for spec in self.specs:
             self.add_node(spec)
         if self.connect:
+            if ray.is_initialized():
+                ray.shutdown()  # a connection left by earlier code in this process
             ray.init(address=self.cluster.address, log_to_driver=False)
         return self
 

@@ -248,6 +248,8 @@ def test_ray_workers_publish_to_s3(s3_endpoint: str, scene, tmp_path: Path) -> N
     from scheduler.runtime.cluster import use_loopback
 
     use_loopback()
+    if ray.is_initialized():
+        ray.shutdown()
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              object_store_memory=100 * 2**20)
     try:
