@@ -64,6 +64,8 @@ class SceneInput:
 
 @dataclass(frozen=True, slots=True)
 class OrthoStep:
+    """Ortho parameters: DEM (unless scenes carry theirs), grid (CRS, GSD), resampling, tiles."""
+
     dem: str | None
     gsd_m: float | None = None
     crs: str | None = None
@@ -74,13 +76,14 @@ class OrthoStep:
 
 @dataclass(frozen=True, slots=True)
 class DsmStep:
+    """DSM parameters: the pairs (scene ids), initial DEM, grid (CRS, GSD), tiles."""
+
     pairs: tuple[tuple[str, str], ...]
     dem: str | None
     gsd_m: float | None = None
     crs: str | None = None
     geoid: str | None = None
     tile_px: int = 512
-
 
 
 @dataclass(frozen=True, slots=True)
