@@ -56,10 +56,12 @@ RESYNC_S = 2.0
 
 @dataclass(frozen=True, slots=True)
 class Progress:
-    """A snapshot for progress bars: tasks and products done, elapsed time."""
+    """A snapshot for progress bars: tasks, tiles and products done, elapsed time."""
 
     tasks_done: int
     tasks_total: int
+    tiles_done: int
+    tiles_total: int
     products_done: int
     products_total: int
     elapsed_s: float
@@ -110,7 +112,8 @@ ProgressFn = Callable[[Progress], None]
 
 def _progress(state: DispatchState, products_total: int, products_done: int, start: float,
               retries: int) -> Progress:
-    return Progress(state.completed, len(state.state), products_done, products_total,
+    return Progress(state.completed, len(state.state), state.tiles_completed, state.tiles_total,
+                    products_done, products_total,
                     time.perf_counter() - start, state.bytes_in_flight, retries)
 
 

@@ -124,7 +124,7 @@ def plan_ortho_product(
     plan_key = f"{scene.id}/ortho/plan"
     tasks: list[Task] = [Task(plan_key, OrthoPlanTask(scene.uri, dem_path, step.geoid, box,
                                                      geobox, step.resampling),
-                              out_bytes=dem.heights_m.nbytes, label=scene.id)]
+                              out_bytes=dem.heights_m.nbytes, label=scene.id, kind="plan")]
     windows = []
     for idx in grid.tiles():
         window = grid.window(idx)
@@ -134,7 +134,8 @@ def plan_ortho_product(
     tile_keys = tuple(t.key for t in tasks[1:])
     writer = WriteCogTask(store, object_key, key, "ortho", scene.id, geobox, tuple(windows),
                           info.count, info.dtype, default_nodata(info.dtype, info.nodata))
-    tasks.append(Task(f"{scene.id}/ortho/write", writer, tile_keys, 1024, scene.id, key))
+    tasks.append(Task(f"{scene.id}/ortho/write", writer, tile_keys, 1024, scene.id, key,
+                      kind="write"))
     if resources:
         tasks = [replace(t, resources=resources) for t in tasks]
     return ProductPlan(key, object_key, scene.id, tuple(tasks))
@@ -181,7 +182,7 @@ def plan_dsm_product(
     grid = TileGrid(geobox, step.tile_px, step.tile_px)
     plan_key = f"{pair_id}/dsm/plan"
     tasks: list[Task] = [Task(plan_key, DsmPlanTask(plan, dem), (),
-                              int(dem.heights_m.nbytes), pair_id)]
+                              int(dem.heights_m.nbytes), pair_id, kind="plan")]
     windows = []
     tile_bytes = 3 * 4 * step.tile_px * step.tile_px
     for idx in grid.tiles():
@@ -191,7 +192,7 @@ def plan_dsm_product(
     writer = WriteCogTask(store, object_key, key, "dsm", pair_id, geobox, tuple(windows), 3,
                           "float32", DSM_NODATA, descriptions=DSM_BANDS)
     tasks.append(Task(f"{pair_id}/dsm/write", writer, tuple(t.key for t in tasks[1:]), 1024,
-                      pair_id, key))
+                      pair_id, key, kind="write"))
     if resources:
         tasks = [replace(t, resources=resources) for t in tasks]
     return ProductPlan(key, object_key, pair_id, tuple(tasks))

@@ -1,6 +1,6 @@
 """A progress bar and a summary around a flow run: what ``eochain run`` and the demo show.
 
-The bar counts tasks done of the campaign's total (tqdm adds the rate and
+The bar counts tiles done of the campaign's total (tqdm adds the rate and
 the ETA) and shows products done and the cost so far: the fleet's price per
 hour (from the plan) times the elapsed time. The summary lists products
 written, already done (manifest) and failed, the tasks' effort (runs,
@@ -17,16 +17,16 @@ from scheduler.runtime.flow import Flow, FlowReport
 
 
 def run_with_progress(flow: Flow, price_usd_per_h: float = 0.0, quiet: bool = False) -> FlowReport:
-    """Run a flow under a progress bar (tasks done/total, rate, ETA, cost), then print a summary.
+    """Run a flow under a progress bar (tiles done/total, rate, ETA, cost), then print a summary.
 
     What ``eochain run`` does after reading the campaign; ``eochain demo`` calls it too.
     """
     from tqdm import tqdm
 
-    with tqdm(unit="task", desc="run", disable=quiet, dynamic_ncols=True) as bar:
+    with tqdm(unit="tile", desc="run", disable=quiet, dynamic_ncols=True) as bar:
         def progress(p: Progress) -> None:
-            bar.total = p.tasks_total
-            bar.n = p.tasks_done
+            bar.total = p.tiles_total
+            bar.n = p.tiles_done
             bar.set_postfix(products=f"{p.products_done}/{p.products_total}",
                             cost=f"${p.elapsed_s / 3600 * price_usd_per_h:.4f}", refresh=False)
             bar.refresh()

@@ -65,7 +65,8 @@ class Task:
     ``label`` names what a failure should be reported against (a scene id);
     ``product`` is the manifest key of the product a sink task writes.
     ``resources`` names the Ray resources (``"c7g.large:spot"``) of the
-    node types the task prefers, empty for any.
+    node types the task prefers, empty for any. ``kind`` ("tile", "plan",
+    "write") is what progress counts: tiles.
     """
 
     key: str
@@ -75,6 +76,7 @@ class Task:
     label: str = ""
     product: str | None = None
     resources: tuple[str, ...] = ()
+    kind: str = "tile"
 
     def __post_init__(self) -> None:
         if not self.key:
@@ -209,8 +211,10 @@ class DispatchState:
         self.bytes_of: dict[str, int] = {}
         self.bytes_in_flight = 0
         self.running = 0
-        #: tasks whose result exists (HELD or RELEASED after completing): progress counts them
+        #: tasks whose result exists (HELD or RELEASED after completing), and how many are tiles
         self.completed = 0
+        self.tiles_completed = 0
+        self.tiles_total = sum(1 for t in graph.tasks.values() if t.kind == "tile")
         self.peak_bytes_in_flight = 0
         self.failures: list[Failure] = []
         #: keys whose results the runtime must forget (released or lost); drained by the runtime
@@ -261,6 +265,7 @@ class DispatchState:
         self.running -= 1
         self.completed += 1
         task = self.graph.tasks[key]
+        self.tiles_completed += task.kind == "tile"
         self._add_bytes(-task.out_bytes)
         released: list[str] = []
         if self._open_consumers[key] == 0:
@@ -331,6 +336,7 @@ class DispatchState:
                 continue
             if st in COMPLETED:
                 self.completed -= 1
+                self.tiles_completed -= self.graph.tasks[k].kind == "tile"
                 # its inputs are needed again until it completes anew
                 for dep in self.graph.tasks[k].deps:
                     self._open_consumers[dep] += 1

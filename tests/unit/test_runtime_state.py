@@ -22,7 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from scheduler.runtime.actors import TaskContext, execute
-from scheduler.runtime.dispatch import DispatchOptions, run_serial
+from scheduler.runtime.dispatch import DispatchOptions, Progress, run_serial
 from scheduler.runtime.errors import GraphError
 from scheduler.runtime.state import DispatchState, Task, TaskGraph, TaskState
 
@@ -43,6 +43,10 @@ class Ramp:
 
 def total(ctx: TaskContext, *tiles: np.ndarray) -> float:
     return float(sum(t.sum() for t in tiles))
+
+
+def add(ctx: TaskContext, *values: float) -> float:
+    return float(sum(values))
 
 
 def broken(ctx: TaskContext) -> np.ndarray:
@@ -219,3 +223,15 @@ def test_random_losses_never_lose_a_product(losses: list[tuple[int, int]], bound
     assert results == {f"s{s}/write": expected_sum(s, 3) for s in range(3)}
     assert state.count(TaskState.HELD) == 0 and state.bytes_in_flight == 0
     assert state.completed == len(graph.tasks)
+
+
+def test_progress_counts_tiles_apart_from_plans_and_writes() -> None:
+    tasks = [Task("p", Ramp(0), kind="plan"), Task("t0", total, ("p",)),
+             Task("t1", total, ("p",)), Task("w", add, ("t0", "t1"), kind="write")]
+    seen: list[Progress] = []
+    run_serial(TaskGraph.build(tasks), progress=seen.append)
+    last = seen[-1]
+    assert (last.tiles_done, last.tiles_total) == (2, 2)
+    assert (last.tasks_done, last.tasks_total) == (4, 4)
+    assert (last.products_done, last.products_total) == (1, 1)
+    assert [p.tiles_done for p in seen] == [0, 1, 2, 2]
