@@ -7,6 +7,7 @@ must not smooth), and a random smooth texture as the raw image.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -226,3 +227,22 @@ def test_integer_fast_path_equals_the_general_path(rpc: RpcModel, heights: Heigh
     assert valid.mean() > 0.3
     np.testing.assert_array_equal(as_uint16[valid], np.floor(as_float[valid] + 0.5))
     assert (as_uint16[~valid] == 0).all()
+
+
+def test_more_height_levels_take_the_general_path(rpc: RpcModel, heights: HeightModel) -> None:
+    """Two levels have their own mapping loop; more levels (the level chosen per pixel) agree."""
+    plan2 = _plan(rpc, heights)
+    assert plan2.n_levels == 2
+    plan5 = dataclasses.replace(plan2, n_levels=5, dh_m=plan2.dh_m / 4)
+    window = Window(plan2.geobox.height // 2 - 60, plan2.geobox.width // 2 - 60, 120, 120)
+    r2, c2 = interpolated_sensor_coords(plan2, window)
+    r5, c5 = interpolated_sensor_coords(plan5, window)
+    assert 0 < np.max(np.hypot(r5 - r2, c5 - c2)) <= 0.01
+    assert mapping_error_px(plan5, [window], plan5.grid_step_px) <= 0.01
+    image = _texture("uint16")
+    whole = _whole(plan5, image)
+    half = Window(0, 0, plan5.geobox.height // 2, plan5.geobox.width)
+    src_window = declare_tile_input(plan5, half)
+    assert src_window is not None
+    top = ortho_tile(plan5, half, image[(slice(None), *src_window.slices())], src_window)
+    np.testing.assert_array_equal(top, whole[:, : half.height])
