@@ -311,6 +311,7 @@ class Dem:
         bounds_lonlat: Sequence[float] | None = None,
         fill_holes: bool = True,
         pad_deg: float = 0.0,
+        require_bounds: bool = True,
     ) -> Dem:
         """Read a DEM file, a folder of tiles or a list of files into one mosaic.
 
@@ -320,6 +321,10 @@ class Dem:
         DemCoverageError when the tiles do not cover all of it. ``pad_deg``
         more degrees around it are read where the tiles have them, and not
         required: a footprint must be covered, its surroundings are a bonus.
+        With ``require_bounds=False`` the box only says what to read: a
+        footprint box taken at an RPC's whole height range is far wider than
+        the ground a sensor sees, and coverage is then enforced where heights
+        are sampled (:meth:`heights` names the uncovered area).
         """
         if not (math.isfinite(pad_deg) and pad_deg >= 0.0):
             raise DemError(f"pad_deg = {pad_deg!r}, expected a finite number >= 0")
@@ -400,7 +405,7 @@ class Dem:
             gaps.flags.writeable = False
         dem = cls(dem.heights_m, dem.transform, dem.crs, name, filled, int(holes.sum()) - filled,
                   dem.geoid_source, gaps)
-        if box is not None:
+        if box is not None and require_bounds:
             dem._box_nodes(box)
         return dem
 

@@ -65,10 +65,6 @@ DEM_TIF = "dem.tif"
 _DTYPE_GAIN = {"float32": 1.0, "uint16": 4000.0}
 RPC_HEIGHT_MARGIN_M = 250.0
 
-#: The true DEM reaches this far beyond the images' footprint, as real DEM tiles
-#: do: the commands read the DEM some hundred metres around a footprint.
-DEM_MARGIN_M = 500.0
-
 
 class GeoBoxLike(Protocol):
     """What truth samplers need of a map grid (planner.grid.GeoBox satisfies it)."""
@@ -312,7 +308,7 @@ def generate_scene(spec: SceneSpec, out_dir: str | Path) -> SyntheticScene:
     lon, lat = _footprint(cams, h_nominal)
     x, y = to_utm.transform(lon, lat)
     res = spec.dem_resolution_m
-    pad = DEM_MARGIN_M + 4 * res
+    pad = 20.0 + 4 * res
     left = math.floor((float(np.min(x)) - pad) / res) * res
     top = math.ceil((float(np.max(y)) + pad) / res) * res
     width = math.ceil((float(np.max(x)) + pad - left) / res)

@@ -73,7 +73,8 @@ def dsm(
             max(b[2] for b in boxes), max(b[3] for b in boxes),
         )
         geoid_model = Geoid.open(geoid) if geoid is not None else None
-        dem = Dem.open(dem_path, geoid=geoid_model, bounds_lonlat=box, pad_deg=DEM_PAD_DEG)
+        dem = Dem.open(dem_path, geoid=geoid_model, bounds_lonlat=box, pad_deg=DEM_PAD_DEG,
+                       require_bounds=False)
         config = StereoConfig(max_days_apart=max_days_apart)
         plan = plan_stereo(view_l, view_r, dem, crs=crs, gsd_m=gsd_m, config=config)
         n_tiles = len(TileGrid(plan.geobox, tile_px, tile_px))

@@ -77,7 +77,7 @@ def ortho(
         if crs is not None:
             check_crs(crs)
         dem = Dem.open(dem_path, geoid=geoid, bounds_lonlat=footprint_box(rpc, info.shape),
-                       pad_deg=DEM_PAD_DEG)
+                       pad_deg=DEM_PAD_DEG, require_bounds=False)
         heights = HeightModel.from_dem(dem)
         geobox = default_geobox(rpc, info.shape, heights, crs=crs, gsd_m=gsd_m)
         plan = plan_ortho(rpc, heights, geobox, info.shape, band_count=info.count,

@@ -10,7 +10,13 @@ It grows with every capability and must never break. Today it:
 3. orthorectifies both views with ``eochain ortho`` (Cloud-Optimized GeoTIFFs)
    and measures each against the generator's true ortho;
 4. computes the DSM of the pair with ``eochain dsm`` and measures it against
-   the generator's true surface, starting from a 30 m SRTM-like DEM.
+   the generator's true surface, starting from a 30 m SRTM-like DEM;
+5. plans the sample campaign ``examples/campaign.yaml`` (hundreds of
+   Pléiades pairs, ortho + DSM) with ``eochain plan``: fleet, cost, makespan,
+   Pareto frontier and ``plan.json``;
+6. runs the demo campaign (the pair's DSM and both orthos) on a local Ray
+   cluster, depth-first, with the progress bar and the summary, leaving COGs,
+   STAC items and the manifest under ``OUT/campaign``.
 """
 
 from __future__ import annotations
@@ -29,8 +35,11 @@ from ops.synthetic import SceneSpec, SyntheticScene, generate_scene, truth_heigh
 from planner.grid import GeoBox, TileGrid
 from scheduler.cmd_dsm import dsm as dsm_command
 from scheduler.cmd_ortho import ortho as ortho_command
+from scheduler.cmd_plan import plan as plan_command
+from scheduler.runtime.demo import demo_campaign, write_coarse_dem
 
 DEMO_TILE_PX = 256
+EXAMPLE_CAMPAIGN = Path(__file__).resolve().parents[1] / "examples" / "campaign.yaml"
 
 
 def _say(title: str) -> None:
@@ -113,29 +122,12 @@ def step_ortho(ctx: click.Context, scene: SyntheticScene, out: Path) -> None:
         )
 
 
-def write_srtm_like_dem(scene: SyntheticScene, dest: Path, spacing_m: float = 30.0) -> Path:
-    """The true terrain sampled every ``spacing_m`` (no building survives): what SRTM gives.
-
-    A DSM computed over the true DEM itself would only return its input; the
-    matcher must find the buildings and the relief finer than 30 m.
-    """
-    with rasterio.open(scene.dem_path) as ds:
-        left, bottom, right, top = ds.bounds
-    box = GeoBox.from_bounds(scene.crs, left, bottom, right, top, spacing_m)
-    heights = truth_heights(scene, box)
-    heights = np.where(np.isfinite(heights), heights, np.nanmean(heights)).astype(np.float32)
-    profile = {"driver": "GTiff", "width": box.width, "height": box.height, "count": 1,
-               "dtype": "float32", "crs": scene.crs,
-               "transform": rasterio.Affine(*box.transform)}
-    with rasterio.open(dest, "w", **profile) as ds:
-        ds.write(heights, 1)
-    return dest
-
-
 def step_dsm(ctx: click.Context, scene: SyntheticScene, out: Path) -> None:
     _say("4. DSM of the pair (eochain dsm) over a 30 m SRTM-like DEM, checked against the truth")
     dest = out / "dsm.tif"
-    coarse = write_srtm_like_dem(scene, out / "dem_30m.tif")
+    # the true terrain every 30 m (no building survives), as SRTM would give it: a DSM
+    # computed over the true DEM itself would only return its input
+    coarse = write_coarse_dem(scene.out_dir, out / "dem_30m.tif")
     start = time.perf_counter()
     ctx.invoke(dsm_command, left=scene.view_paths[0], right=scene.view_paths[1],
                dem_path=coarse, geoid=None, heights="ellipsoid", crs=None,
@@ -156,6 +148,22 @@ def step_dsm(ctx: click.Context, scene: SyntheticScene, out: Path) -> None:
     )
 
 
+def step_plan(ctx: click.Context, out: Path) -> None:
+    _say(f"5. plan the sample campaign {EXAMPLE_CAMPAIGN.name} (eochain plan)")
+    if not EXAMPLE_CAMPAIGN.exists():
+        raise click.ClickException(f"{EXAMPLE_CAMPAIGN} is missing: the demo plans it")
+    ctx.invoke(plan_command, campaign_file=EXAMPLE_CAMPAIGN, deadline_h=None, budget_usd=None,
+               as_json=False, out_dir=out / "plan", catalog_path=None, calibration_path=None,
+               runs=5, seed=0)
+
+
+def step_run(scene: SyntheticScene, out: Path) -> None:
+    _say("6. run the demo campaign on a local Ray cluster (DSM + orthos, depth-first)")
+    report = demo_campaign(scene.out_dir, out / "campaign", workers=2)
+    if not report.ok:
+        raise click.ClickException(f"{len(report.failures)} product(s) failed: {report.failures}")
+
+
 @click.command(name="demo")
 @click.option("--out", "out_dir", default="demo-output", show_default=True,
               type=click.Path(file_okay=False, path_type=Path), help="Where the products go.")
@@ -170,4 +178,6 @@ def demo(ctx: click.Context, out_dir: Path, size: int) -> None:
     step_rpc_check(scene)
     step_ortho(ctx, scene, out_dir)
     step_dsm(ctx, scene, out_dir)
+    step_plan(ctx, out_dir)
+    step_run(scene, out_dir)
     click.secho(f"\ndemo finished: outputs under {out_dir}/", fg="green")

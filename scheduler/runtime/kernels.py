@@ -33,7 +33,6 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window as RioWindow
 
 from ops.dem import Dem
-from ops.errors import DemCoverageError
 from ops.ortho import HeightModel, OrthoPlan, declare_tile_input, ortho_tile, plan_ortho
 from ops.raster_io import CogWriter, raster_info, read_window
 from ops.rpc_io import find_rpc
@@ -46,16 +45,13 @@ from scheduler.runtime.store import LocalStore, S3Store, sha256_file
 
 
 def open_dem(dem: str, geoid: str | None, box: tuple[float, float, float, float]) -> Dem:
-    """The DEM around a scene's footprint box, or the whole DEM when it covers less.
+    """The DEM around a scene's footprint box, as far as the DEM reaches.
 
     The box comes from the RPC's whole height range, far wider than the
     terrain's; a DEM cut to the scene (synthetic scenes, user crops) does not
     cover it, and the ortho plan checks coverage at the terrain's real heights.
     """
-    try:
-        return Dem.open(dem, geoid=geoid, bounds_lonlat=box)
-    except DemCoverageError:
-        return Dem.open(dem, geoid=geoid)
+    return Dem.open(dem, geoid=geoid, bounds_lonlat=box, require_bounds=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ops.errors import DemCoverageError
 from ops.ortho import HeightModel, default_geobox, default_nodata
 from ops.raster_io import raster_info
 from ops.rpc_io import find_rpc
@@ -168,10 +167,8 @@ def plan_dsm_product(
     box = (min(b[0] for b in boxes), min(b[1] for b in boxes),
            max(b[2] for b in boxes), max(b[3] for b in boxes))
     geoid = Geoid.open(step.geoid) if step.geoid is not None else None
-    try:
-        dem = Dem.open(dem_path, geoid=geoid, bounds_lonlat=box, pad_deg=DEM_PAD_DEG)
-    except DemCoverageError:
-        dem = Dem.open(dem_path, geoid=geoid)
+    dem = Dem.open(dem_path, geoid=geoid, bounds_lonlat=box, pad_deg=DEM_PAD_DEG,
+                   require_bounds=False)
     plan = plan_stereo(view_l, view_r, dem, crs=step.crs, gsd_m=step.gsd_m,
                        config=StereoConfig())
     geobox = plan.geobox

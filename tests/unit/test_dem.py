@@ -274,6 +274,11 @@ def test_pad_is_read_where_the_dem_has_it_and_never_required(tmp_path: Path) -> 
     # the footprint itself must still be covered
     with pytest.raises(DemCoverageError, match="does not cover"):
         Dem.open(tmp_path, bounds_lonlat=(5.80, 44.40, 6.20, 44.50), pad_deg=0.3)
+    # ... unless the box only says what to read
+    partial = Dem.open(tmp_path, bounds_lonlat=(5.80, 44.40, 6.20, 44.50), require_bounds=False)
+    assert partial.bounds_lonlat[2] == pytest.approx(6.05)
+    with pytest.raises(DemCoverageError, match="does not cover"):
+        partial.heights(6.1, 44.45)
     with pytest.raises(DemError, match="pad_deg"):
         Dem.open(tmp_path, bounds_lonlat=(5.80, 44.40, 5.95, 44.50), pad_deg=-1.0)
 
