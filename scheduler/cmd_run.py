@@ -10,6 +10,15 @@ time, from ``--plan plan.json``); a summary follows: products written,
 already done (manifest), failures by scene with the reason, and cost. The exit
 status is 1 when some product failed, 0 otherwise. Running the same command
 again after an interruption recomputes only the products the manifest lacks.
+
+While it runs, the campaign's Prometheus metrics are served on 127.0.0.1
+(``--metrics-port``, 0 picks a free port; the URL is printed): tasks by
+operation and state, durations by operation and instance type, tiles
+remaining, nodes, cost and projections (:mod:`scheduler.metrics`). At the
+end a cost report (planned vs actual per instance type and stage) is printed
+and written next to the outputs when ``--out`` is a folder
+(``cost-report.txt``, ``cost-report.png``, ``cost-ledger.json``; in the
+current folder for an ``s3://`` destination).
 """
 
 from __future__ import annotations
@@ -23,13 +32,15 @@ import click
 
 from planner.campaign import load_campaign
 from planner.errors import PlannerError
+from scheduler.metrics import MetricsError, PlanTargets
+from scheduler.metrics_hooks import observe_campaign, prices_from_plan
 from scheduler.runtime.cluster import use_loopback
 from scheduler.runtime.dispatch import DispatchOptions
 from scheduler.runtime.errors import RuntimeFailure
 from scheduler.runtime.flow import Driver, Flow, SceneInput
 from scheduler.runtime.progress import run_with_progress, summary
 
-__all__ = ["fleet_price_usd_per_h", "plan_resources", "run", "summary"]
+__all__ = ["fleet_price_usd_per_h", "metrics_plan", "plan_resources", "run", "summary"]
 
 
 def fleet_price_usd_per_h(plan: dict[str, Any]) -> float:
@@ -48,6 +59,24 @@ def plan_resources(plan: dict[str, Any], stage: str) -> tuple[str, ...]:
         if stage in tasks and entry.get("instance_type") and entry.get("market"):
             tags.append(f"{entry['instance_type']}:{entry['market']}")
     return tuple(sorted(set(tags)))
+
+
+def metrics_plan(plan: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The plan when it has what metrics and the cost report need, else ``None``.
+
+    That is ``total_cost_usd``, ``makespan_s``, ``deadline_s`` and a fleet whose
+    entries name ``instance_type``, ``market`` and ``price_usd_per_h``
+    (``eochain plan`` writes all of them); a partial plan still prices the
+    progress bar, but the metrics then run without plan targets.
+    """
+    if plan is None:
+        return None
+    try:
+        PlanTargets.from_plan(plan)
+        prices_from_plan(plan)
+    except MetricsError:
+        return None
+    return plan
 
 
 def campaign_flow(campaign_path: Path, driver: Driver, *, dem: str, geoid: str | None,
@@ -99,16 +128,19 @@ def campaign_flow(campaign_path: Path, driver: Driver, *, dem: str, geoid: str |
               help="Output tile size in pixels (default: the campaign's tiling.tile_px).")
 @click.option("--max-inflight-mib", type=click.IntRange(1, 1 << 20), default=1024,
               show_default=True, help="Bound on intermediate bytes in flight.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Port of the Prometheus exporter on 127.0.0.1 (0: a free port).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def run(
     campaign_path: Path, plan_path: Path | None, dem: str, geoid: str | None, dest: str | None,
     address: str | None, workers: int | None, tile_px: int | None, max_inflight_mib: int,
-    quiet: bool,
+    metrics_port: int, quiet: bool,
 ) -> None:
     """Run CAMPAIGN's DSM and ortho products tile by tile on Ray, resumably."""
     use_loopback()
     price = 0.0
     resources: tuple[str, ...] = ()
+    plan_doc: dict[str, Any] | None = None
     if plan_path is not None:
         try:
             plan_doc = json.loads(plan_path.read_text())
@@ -125,8 +157,16 @@ def run(
     except (PlannerError, RuntimeFailure) as exc:
         raise click.ClickException(str(exc)) from exc
     try:
-        report = run_with_progress(flow, price, quiet)
-    except RuntimeFailure as exc:
+        name = load_campaign(campaign_path).name
+        out = dest or f"{name}-output"
+        report_dir = Path(".") if "://" in out else Path(out)
+        driver.connect()  # before the metrics: the fleet watcher reads Ray's nodes
+        with observe_campaign(name, metrics_plan(plan_doc), port=metrics_port,
+                              report_dir=report_dir, echo=click.echo) as obs:
+            click.echo(f"metrics: {obs.exporter.url}", err=True)
+            driver.metrics = obs.metrics
+            report = run_with_progress(flow, price, quiet)
+    except (RuntimeFailure, MetricsError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     if not report.ok:
         sys.exit(1)

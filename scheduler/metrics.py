@@ -14,6 +14,7 @@ spot capacity gone           ``fallback(instance_type, "spot", "on-demand")``
 task submitted               ``task_started(op, instance_type)``
 ``TaskStatus`` read          ``task_finished(op, instance_type, status.runtime_s, ok=...)``
 Ray error (system failure)   ``task_lost(op, instance_type)`` (counts a retry)
+input failed, task skipped   ``tasks_skipped(op, n)`` (counted failed)
 lost result recomputed       ``recomputed(op, n)``
 product committed            ``product_written(product, area_m2)``
 progress callback            ``observe_progress(progress)`` (bytes in flight; task
@@ -378,6 +379,13 @@ class CampaignMetrics:
             stage.first_start_s = min(stage.first_start_s,
                                         max(now - runtime_s - self.start_s, 0.0))
             stage.last_end_s = max(stage.last_end_s, now - self.start_s)
+
+    def tasks_skipped(self, op: str, n: int = 1) -> None:
+        """``n`` pending tasks of ``op`` will never run (an input failed): counted failed."""
+        if n < 0:
+            raise MetricsError(f"tasks_skipped({op!r}, {n}): expected n >= 0")
+        with self._lock:
+            self._move(op, "pending", "failed", n)
 
     def task_lost(self, op: str, instance_type: str) -> None:
         """The run died with its worker or node; it goes back to pending and is retried."""

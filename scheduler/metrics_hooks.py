@@ -15,8 +15,8 @@ Two adapters, for what the runtime does not report itself yet:
 * :class:`InstrumentedTask` wraps a task function so an in-process run (the
   serial driver) reports each task: start, duration, pixels of an array
   result, the worker's peak resident memory, and products with their area.
-  On Ray the function runs in an actor process, so there the dispatcher must
-  report from the ``TaskStatus`` it reads (see :mod:`scheduler.metrics`).
+  On Ray the function runs in an actor process, so there the dispatcher
+  reports from the ``TaskStatus`` it reads (:mod:`scheduler.runtime.observe`).
 """
 
 from __future__ import annotations
@@ -144,7 +144,8 @@ class RayFleetWatcher:
         self.stop()
 
 
-def _area_m2(fn: object) -> float:
+def area_m2(fn: object) -> float:
+    """Ground area of a product writer's ``geobox`` (0 for a function without one)."""
     geobox = getattr(fn, "geobox", None)
     transform = getattr(geobox, "transform", None)
     if transform is None:
@@ -183,7 +184,7 @@ class InstrumentedTask:
         self.metrics.task_finished(self.op, self.instance_type, time.perf_counter() - start,
                                    pixels=pixels, peak_memory_bytes=peak_rss_bytes())
         if hasattr(value, "uri") and hasattr(self.fn, "geobox"):
-            self.metrics.product_written(str(getattr(self.fn, "op", self.op)), _area_m2(self.fn))
+            self.metrics.product_written(str(getattr(self.fn, "op", self.op)), area_m2(self.fn))
         return value
 
 

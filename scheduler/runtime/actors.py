@@ -15,6 +15,7 @@ so everything here is testable without Ray (``execute(fn, TaskContext(), ...)``)
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -54,6 +55,10 @@ class TaskStatus:
     node_id: str
     pid: int
     error: str = ""
+    #: Output pixels of an array result (rows x cols), 0 for other values.
+    pixels: int = 0
+    #: Peak resident memory of the worker process so far, after the task.
+    peak_memory_bytes: int = 0
 
 
 def value_nbytes(value: object) -> int:
@@ -77,9 +82,18 @@ def execute(fn: Callable[..., object], ctx: TaskContext, *inputs: object) -> tup
     except Exception as exc:  # noqa: BLE001 - reported to the driver, which decides
         runtime_s = time.perf_counter() - start
         error = f"{type(exc).__name__}: {exc}"
-        return TaskStatus(False, 0, runtime_s, ctx.node_id, os.getpid(), error), None
+        return TaskStatus(False, 0, runtime_s, ctx.node_id, os.getpid(), error,
+                          peak_memory_bytes=peak_rss_bytes()), None
     runtime_s = time.perf_counter() - start
-    return TaskStatus(True, value_nbytes(value), runtime_s, ctx.node_id, os.getpid()), value
+    shape: tuple[int, ...] = value.shape if isinstance(value, np.ndarray) else ()
+    pixels = int(shape[-1]) * int(shape[-2]) if len(shape) >= 2 else 0
+    return TaskStatus(True, value_nbytes(value), runtime_s, ctx.node_id, os.getpid(),
+                      pixels=pixels, peak_memory_bytes=peak_rss_bytes()), value
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process so far (Linux reports ru_maxrss in KiB)."""
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 class TileWorker:

@@ -41,11 +41,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scheduler.runtime.actors import TaskContext, TaskStatus, TileWorker, execute
 from scheduler.runtime.errors import GraphError, RuntimeFailure
 from scheduler.runtime.state import DispatchState, Failure, TaskGraph, TaskState
+
+if TYPE_CHECKING:
+    from scheduler.metrics import CampaignMetrics
 
 STANDARD_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
 #: Seconds a node where an actor died gets no new actor (it may be going down).
@@ -251,10 +254,16 @@ class ActorPool:
 
 
 class Dispatcher:
-    """Runs a :class:`TaskGraph` on the connected Ray cluster (see the module docstring)."""
+    """Runs a :class:`TaskGraph` on the connected Ray cluster (see the module docstring).
 
-    def __init__(self, options: DispatchOptions | None = None) -> None:
+    With ``metrics`` every task event is reported to it (see
+    :mod:`scheduler.runtime.observe`); ``None`` reports nothing.
+    """
+
+    def __init__(self, options: DispatchOptions | None = None,
+                 metrics: CampaignMetrics | None = None) -> None:
         self.options = options or DispatchOptions()
+        self.metrics = metrics
 
     def run(
         self,
@@ -278,6 +287,11 @@ class Dispatcher:
         recomputed = 0
         start = time.perf_counter()
         no_worker_since: float | None = None
+        tm = None
+        if self.metrics is not None:
+            from scheduler.runtime.observe import DispatchMetrics
+
+            tm = DispatchMetrics(self.metrics, graph)
 
         def forget_dropped() -> None:
             for k in state.dropped:
@@ -291,7 +305,10 @@ class Dispatcher:
             dead = pool.dead_nodes
             for k in [k for k, n in where.items() if n in dead]:
                 if state.state[k] is TaskState.HELD:
-                    recomputed += len(state.lose(k))
+                    reset = state.lose(k)
+                    recomputed += len(reset)
+                    if tm is not None:
+                        tm.recomputed(reset)
             forget_dropped()
 
         try:
@@ -304,6 +321,8 @@ class Dispatcher:
                     task = graph.tasks[key]
                     slot = self._pick(task.deps, task.resources, free, where, state)
                     state.start(key)
+                    if tm is not None:
+                        tm.started(key, slot.resources)
                     status_ref, value_ref = slot.handle.run.options(num_returns=2).remote(
                         task.fn, *(held[d] for d in task.deps)
                     )
@@ -347,7 +366,9 @@ class Dispatcher:
                     except RayError as exc:
                         _discard(value_ref)
                         if not is_system_failure(exc):
-                            state.fail(key, f"{exc.cause!r:.500}")  # type: ignore[attr-defined]
+                            failure = state.fail(key, f"{exc.cause!r:.500}")  # type: ignore[attr-defined]
+                            if tm is not None:
+                                tm.failed(key, slot.resources, failure)
                             forget_dropped()
                             continue
                         retries += 1
@@ -357,20 +378,35 @@ class Dispatcher:
                         lost_inputs = lost_input_keys(exc, {d: held[d] for d in
                                                             graph.tasks[key].deps if d in held})
                         if state.runs[key] >= opts.max_attempts:
-                            state.fail(key, f"lost {state.runs[key]} times, last: {exc!r:.300}")
+                            failure = state.fail(
+                                key, f"lost {state.runs[key]} times, last: {exc!r:.300}")
+                            if tm is not None:
+                                tm.failed(key, slot.resources, failure)
                         else:
-                            state.lose(key)
+                            reset = state.lose(key)
+                            if tm is not None:
+                                tm.lost(key, slot.resources)
+                                tm.recomputed(k for k in reset if k != key)
                         for dep in lost_inputs:
                             if state.state[dep] is TaskState.HELD:
-                                recomputed += len(state.lose(dep))
+                                reset = state.lose(dep)
+                                recomputed += len(reset)
+                                if tm is not None:
+                                    tm.recomputed(reset)
                         forget_dropped()
                         recover()
                         continue
+                    if tm is not None:
+                        tm.finished(key, slot.resources, status)
                     if not status.ok:
-                        state.fail(key, status.error)
+                        failure = state.fail(key, status.error)
+                        if tm is not None:
+                            tm.skipped(failure)
                     elif key in sinks:
                         results[key] = value
                         state.complete(key, status.nbytes)
+                        if tm is not None:
+                            tm.result(key, value)
                         if on_result is not None:
                             on_result(key, value)
                     else:
@@ -379,8 +415,12 @@ class Dispatcher:
                             held[key] = value_ref
                             where[key] = status.node_id
                     forget_dropped()
-                if progress is not None:
-                    progress(_progress(state, len(sinks), len(results), start, retries))
+                if progress is not None or tm is not None:
+                    snapshot = _progress(state, len(sinks), len(results), start, retries)
+                    if tm is not None:
+                        tm.progress(snapshot)
+                    if progress is not None:
+                        progress(snapshot)
         finally:
             pool.shutdown()
         return RunReport(results, tuple(state.failures), sum(state.runs.values()), retries,

@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scheduler.runtime.dispatch import Dispatcher, DispatchOptions, Progress, RunReport, run_serial
 from scheduler.runtime.errors import FlowError
@@ -46,6 +47,9 @@ from scheduler.runtime.products import (
 )
 from scheduler.runtime.state import Failure, TaskGraph
 from scheduler.runtime.store import open_store
+
+if TYPE_CHECKING:
+    from scheduler.metrics import CampaignMetrics
 
 __all__ = ["Driver", "Flow", "FlowReport", "SceneInput", "worker_env"]
 
@@ -207,12 +211,15 @@ class Driver:
 
     ``address=None`` starts (or reuses) a local Ray instance with ``num_cpus``;
     ``address="serial"`` runs in this process without Ray (tests, tiny jobs).
+    With ``metrics`` every task is reported to it (Ray: by the dispatcher;
+    serial: by :func:`scheduler.metrics_hooks.instrument_graph`).
     """
 
     address: str | None = None
     num_cpus: int | None = None
     options: DispatchOptions = field(default_factory=DispatchOptions)
     object_store_bytes: int = 256 * 1024 * 1024
+    metrics: CampaignMetrics | None = None
 
     def get_flow(self, scenes: Sequence[object]) -> Flow:
         return Flow(self, _scenes(scenes))
@@ -222,14 +229,21 @@ class Driver:
         on_result: Callable[[str, object], None],
     ) -> RunReport:
         if self.address == "serial":
+            if self.metrics is not None:
+                from scheduler.metrics_hooks import instrument_graph
+
+                graph = instrument_graph(graph, self.metrics, lambda task: "local")
             report = run_serial(graph, self.options, progress)
             for key, value in report.results.items():
                 on_result(key, value)
             return report
-        self._connect()
-        return Dispatcher(self.options).run(graph, progress, on_result)
+        self.connect()
+        return Dispatcher(self.options, self.metrics).run(graph, progress, on_result)
 
-    def _connect(self) -> None:
+    def connect(self) -> None:
+        """Connect to Ray (start the local instance) now; a no-op when serial or connected."""
+        if self.address == "serial":
+            return
         from scheduler.runtime.cluster import use_loopback
 
         use_loopback()
