@@ -8,6 +8,12 @@ beside the checkout, and tests that need them skip with the reason otherwise.
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,3 +48,43 @@ def shared_data() -> Path:
             f"{REPO.parent / 'shared' / 'data'}"
         )
     return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's S3/EC2 server over real HTTP on a free 127.0.0.1 port, one per test module.
+
+    ``$EOCHAIN_MOTO_ENDPOINT`` names an already running server instead.
+    """
+    env = os.environ.get("EOCHAIN_MOTO_ENDPOINT")
+    if env:
+        yield env
+        return
+    exe = Path(sys.executable).with_name("moto_server")
+    if not exe.exists():
+        pytest.skip(f"moto_server not found at {exe}; install moto[server]")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    with (tmp_path_factory.mktemp("moto") / "moto.log").open("w") as log:
+        proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)],
+                                stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
+                    break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        pytest.fail(f"moto_server did not answer on {url} within 30 s")
+                    time.sleep(0.1)
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)

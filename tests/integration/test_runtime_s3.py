@@ -14,12 +14,7 @@ from __future__ import annotations
 
 import http.client
 import os
-import socket
-import subprocess
-import sys
 import threading
-import time
-import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -34,32 +29,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 BUCKET = "eochain-products"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
-def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def s3_endpoint(moto_endpoint: str) -> Iterator[str]:
     """moto's S3 server on a free loopback port, with the AWS variables pointing at it."""
-    port = _free_port()
-    exe = Path(sys.executable).with_name("moto_server")
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=log,
-                            stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(endpoint, timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                log.close()
-                pytest.fail(f"moto_server did not answer on {endpoint} within 30 s")
-            time.sleep(0.1)
+    endpoint = moto_endpoint
+    port = int(endpoint.rsplit(":", 1)[1])
     with pytest.MonkeyPatch.context() as mp:
         for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                            "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint,
@@ -70,12 +44,7 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         store = open_store(f"s3://{BUCKET}")
         assert isinstance(store, S3Store)
         store.client.create_bucket(Bucket=BUCKET)
-        try:
-            yield endpoint
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
-            log.close()
+        yield endpoint
 
 
 def _all_keys(store: S3Store) -> list[str]:
