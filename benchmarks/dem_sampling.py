@@ -34,19 +34,11 @@ import numpy as np
 import pyproj
 from scipy.interpolate import RegularGridInterpolator
 
+from benchmarks.common import shared_data
 from ops.dem import Dem
 from ops.geoid import Geoid
 
 RESULTS = Path(__file__).resolve().parent / "results" / "dem_sampling.json"
-
-
-def shared_data() -> Path:
-    env = os.environ.get("EOCHAIN_SHARED_DATA")
-    repo = Path(__file__).resolve().parents[1]
-    for p in ([Path(env)] if env else []) + [repo.parent / "shared" / "data"]:
-        if p.is_dir():
-            return p
-    raise SystemExit("shared sample data not found: set EOCHAIN_SHARED_DATA")
 
 
 def best_s(fn: Callable[[], Any], runs: int = 3) -> tuple[float, Any]:

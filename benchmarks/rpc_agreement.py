@@ -47,6 +47,7 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.transform import RPCTransformer
 
+from benchmarks.common import shared_data
 from ops.rpc import RpcModel
 from ops.rpc_io import find_rpc, read_rpc
 
@@ -102,15 +103,6 @@ class Agreement:
     points: int
     max_diff_px: float
     roundtrip_px: float
-
-
-def shared_data() -> Path:
-    """The shared sample-data folder (``$EOCHAIN_SHARED_DATA`` or ``../shared/data``)."""
-    env = os.environ.get("EOCHAIN_SHARED_DATA")
-    path = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-    if not path.is_dir():
-        raise SystemExit(f"shared sample data not found at {path}; set EOCHAIN_SHARED_DATA")
-    return path
 
 
 def _quiet_open(path: Path, mode: str = "r", **kwargs: Any) -> Any:

@@ -41,15 +41,6 @@ from rasterio.warp import Resampling, reproject
 RESULTS = Path(__file__).resolve().parent / "results" / "stereo.json"
 
 
-def shared_data() -> Path:
-    env = os.environ.get("EOCHAIN_SHARED_DATA")
-    repo = Path(__file__).resolve().parents[1]
-    for p in ([Path(env)] if env else []) + [repo.parent / "shared" / "data"]:
-        if p.is_dir():
-            return p
-    raise SystemExit("shared sample data not found: set EOCHAIN_SHARED_DATA")
-
-
 def run_eochain(data: Path, out: Path, tile_px: int = 1024, runs: int = 3) -> dict[str, Any]:
     """Best of ``runs`` runs of ``eochain dsm`` (the machine is shared: the best is the
     least disturbed); CARS, 40 times longer, runs once."""
@@ -110,6 +101,7 @@ def gizeh_overlap(data: Path, like: Path) -> np.ndarray:
 TILE_PROBE = """
 import sys
 import numpy as np
+from benchmarks.common import shared_data
 from ops.dem import Dem
 from ops.stereo import open_view, plan_stereo, run_dsm_tile
 from ops.synthetic import SyntheticScene, truth_heights
