@@ -40,14 +40,14 @@ nodata value (``check_taps``); integer sources without nodata take the
 plain weighted sum.
 
 Speed: each output row is mapped first into a row buffer (the mapping loop
-stays small and tight), then resampled; bilinear without source nodata has
-its own straight-line loop, band by band. On a 2048 x 2048 tile this is
-1.5x faster than one fused loop (same results, bit for bit). Two height
-levels (the usual plan) have their own mapping loop with fixed level rows:
-the general loop's data-dependent row choice (level from the DEM height)
-cost as much as the DEM sampling; splitting it off took one thread from
-30 to 17 ns per output pixel on the 8000 px benchmark over an SRTM-like DEM
-(identical output).
+stays small and tight), then resampled; bilinear on an integer source
+without nodata has its own straight-line loop, band by band. On a 2048 px
+tile this is 1.5x faster than one fused loop (same results, bit for bit).
+Two height levels (the usual plan) have their own mapping loop with fixed
+level rows: the general loop's data-dependent row choice (level from the
+DEM height) cost as much as the DEM sampling; splitting it off took one
+thread from 30 to 17 ns per output pixel over an SRTM-like DEM (identical
+output).
 """
 
 from __future__ import annotations
