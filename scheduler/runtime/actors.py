@@ -8,7 +8,9 @@ exception of the function becomes a failed :class:`TaskStatus` (an
 *application* failure, final for that task), so anything Ray raises to the
 driver is a *system* failure (a lost node or worker) and is retried.
 
-:class:`TileWorker` is the Ray actor; it adds nothing but the Ray plumbing,
+:class:`TileWorker` is the Ray actor; it adds nothing but the Ray plumbing
+and its own Prometheus metrics (:mod:`scheduler.runtime.actor_metrics`, via
+Ray's metrics API: tasks, durations and peak memory as the actor saw them),
 so everything here is testable without Ray (``execute(fn, TaskContext(), ...)``).
 """
 
@@ -25,6 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from scheduler.runtime.actor_metrics import ActorMetrics
 
 #: Results up to this size travel back inline with the status (Ray's own inline limit).
 INLINE_BYTES = 100 * 1024
@@ -105,12 +109,16 @@ class TileWorker:
         node_id = ray.get_runtime_context().get_node_id()
         scratch = tempfile.mkdtemp(prefix="eochain-worker-", dir=scratch_root)
         self.ctx = TaskContext(node_id=node_id, scratch_dir=scratch)
+        self.metrics = ActorMetrics.create(node_id)
 
     def node_id(self) -> str:
         return self.ctx.node_id
 
     def run(self, fn: Callable[..., object], *inputs: object) -> tuple[TaskStatus, object]:
-        return execute(fn, self.ctx, *inputs)
+        status, value = execute(fn, self.ctx, *inputs)
+        if self.metrics is not None:
+            self.metrics.record(fn, status.ok, status.runtime_s, status.peak_memory_bytes)
+        return status, value
 
     def close(self) -> None:
         """Drop the caches and the scratch folder (the pool calls it before killing the actor)."""
