@@ -6,8 +6,9 @@ when ``products.dsm`` is asked, an ortho per scene when ``products.ortho``
 is, at their ``gsd_m``; ``--dem`` is the ortho's DEM and stereo's initial one.
 Products go to ``--out`` (a folder or ``s3://bucket/prefix``). A progress bar shows tiles done/total, throughput,
 ETA and the cost so far (the plan's fleet price per hour times the elapsed
-time, from ``--plan plan.json``); a summary follows: products written,
-already done (manifest), failures by scene with the reason, and cost. The exit
+time, from ``--plan plan.json``; a full plan's fleet is also asked of Ray's
+autoscaler for the run, see :mod:`scheduler.runtime.fleet`); a summary follows:
+products written, already done (manifest), failures by scene with the reason, and cost. The exit
 status is 1 when some product failed, 0 otherwise. Running the same command
 again after an interruption recomputes only the products the manifest lacks.
 
@@ -32,11 +33,13 @@ import click
 
 from planner.campaign import load_campaign
 from planner.errors import PlannerError
+from scheduler.cloud.errors import ClusterConfigError
 from scheduler.metrics import MetricsError, PlanTargets
 from scheduler.metrics_hooks import observe_campaign, prices_from_plan
 from scheduler.runtime.cluster import use_loopback
 from scheduler.runtime.dispatch import DispatchOptions
 from scheduler.runtime.errors import RuntimeFailure
+from scheduler.runtime.fleet import fleet_bundles
 from scheduler.runtime.flow import Driver, Flow, SceneInput
 from scheduler.runtime.progress import run_with_progress, summary
 
@@ -149,8 +152,16 @@ def run(
                                      | set(plan_resources(plan_doc, "dsm"))))
         except (ValueError, TypeError, AttributeError) as exc:
             raise click.ClickException(f"{plan_path}: not a plan.json ({exc})") from exc
+    fleet_plan: dict[str, Any] | None = None
+    if plan_doc is not None and "format" in plan_doc:
+        # a full plan: its fleet is asked of the autoscaler during the run (checked now)
+        try:
+            fleet_bundles(plan_doc, source=str(plan_path))
+        except ClusterConfigError as exc:
+            raise click.ClickException(str(exc)) from exc
+        fleet_plan = plan_doc
     options = DispatchOptions(max_bytes_in_flight=max_inflight_mib * 2**20)
-    driver = Driver(address=address, num_cpus=workers, options=options)
+    driver = Driver(address=address, num_cpus=workers, options=options, plan=fleet_plan)
     try:
         flow = campaign_flow(campaign_path, driver, dem=dem, geoid=geoid, tile_px=tile_px,
                              dest=dest, resources=resources)

@@ -32,6 +32,10 @@ placement plan's types for its stage) goes to a free actor of a node with
 one of them when there is one, else to any free actor (a soft preference,
 like locality: a missing or busy type never stalls the campaign).
 
+A lost node whose resources name a spot market is also reported to a
+:class:`~scheduler.runtime.fleet.SpotLosses`, which says once per flapping
+pool where the plan's fallback would move its work.
+
 :func:`run_serial` drives the same state in-process without Ray, for tests
 and tiny runs.
 """
@@ -49,6 +53,7 @@ from scheduler.runtime.state import DispatchState, Failure, TaskGraph, TaskState
 
 if TYPE_CHECKING:
     from scheduler.metrics import CampaignMetrics
+    from scheduler.runtime.fleet import SpotLosses
 
 STANDARD_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
 #: Seconds a node where an actor died gets no new actor (it may be going down).
@@ -180,13 +185,16 @@ class ActorPool:
         self._remote = ray.remote(TileWorker)
         self.slots: list[_Slot] = []
         self.dead_nodes: set[str] = set()
+        #: custom resources of every node seen alive (dead ones kept, for reports)
+        self.tags_of: dict[str, frozenset[str]] = {}
         self.synced_at = 0.0
         self._quarantine: dict[str, float] = {}
 
     def sync(self) -> set[str]:
         """Re-read the cluster: drop actors of dead nodes, top up actors on alive ones.
 
-        Returns the ids of nodes found dead since the last call. A node where
+        Returns the ids of nodes seen alive before and found dead since the
+        last call (with or without actors left on them). A node where
         an actor died is left without new actors for ``QUARANTINE_S``: it may
         be dying, and Ray reports a node dead only after missed heartbeats.
         """
@@ -194,21 +202,22 @@ class ActorPool:
         for node in self._ray.nodes():  # type: ignore[no-untyped-call]
             if node["Alive"]:
                 alive[node["NodeID"]] = node.get("Resources", {})
-        newly_dead = {s.node_id for s in self.slots if s.node_id not in alive}
+        newly_dead = {n for n in self.tags_of if n not in alive}
         newly_dead -= self.dead_nodes
         self.dead_nodes |= newly_dead
         self.slots = [s for s in self.slots if s.node_id in alive]
         now = time.monotonic()
         for node_id, res in alive.items():
-            if self._quarantine.get(node_id, 0.0) > now:
-                continue
-            want = int(res.get("CPU", 0.0) // self.options.cpus_per_actor)
-            have = sum(1 for s in self.slots if s.node_id == node_id)
             tags = frozenset(
                 k for k in res
                 if k not in STANDARD_RESOURCES and not k.startswith("node:")
                 and not k.startswith("accelerator_type:")
             )
+            self.tags_of[node_id] = tags
+            if self._quarantine.get(node_id, 0.0) > now:
+                continue
+            want = int(res.get("CPU", 0.0) // self.options.cpus_per_actor)
+            have = sum(1 for s in self.slots if s.node_id == node_id)
             for _ in range(want - have):
                 handle = self._remote.options(
                     num_cpus=self.options.cpus_per_actor,
@@ -261,9 +270,15 @@ class Dispatcher:
     """
 
     def __init__(self, options: DispatchOptions | None = None,
-                 metrics: CampaignMetrics | None = None) -> None:
+                 metrics: CampaignMetrics | None = None,
+                 spot: SpotLosses | None = None) -> None:
         self.options = options or DispatchOptions()
         self.metrics = metrics
+        if spot is None:
+            from scheduler.runtime.fleet import SpotLosses
+
+            spot = SpotLosses()
+        self.spot = spot
 
     def run(
         self,
@@ -301,7 +316,9 @@ class Dispatcher:
 
         def recover() -> None:
             nonlocal recomputed
-            pool.sync()
+            for node_id in pool.sync():
+                self.spot.node_lost(pool.tags_of.get(node_id, frozenset()), time.monotonic(),
+                                    state.completed / max(1, len(state.state)))
             dead = pool.dead_nodes
             for k in [k for k, n in where.items() if n in dead]:
                 if state.state[k] is TaskState.HELD:

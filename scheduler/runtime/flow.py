@@ -29,10 +29,10 @@ Each method returns a new immutable :class:`Flow`. ``run()``:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scheduler.runtime.dispatch import Dispatcher, DispatchOptions, Progress, RunReport, run_serial
 from scheduler.runtime.errors import FlowError
@@ -213,6 +213,10 @@ class Driver:
     ``address="serial"`` runs in this process without Ray (tests, tiny jobs).
     With ``metrics`` every task is reported to it (Ray: by the dispatcher;
     serial: by :func:`scheduler.metrics_hooks.instrument_graph`).
+    With ``plan`` (a ``plan.json`` document, format ``eochain-plan/1``) a Ray
+    dispatch asks the autoscaler for the plan's fleet while it runs and
+    reports spot pools that keep being interrupted with the plan's fallback
+    (:mod:`scheduler.runtime.fleet`).
     """
 
     address: str | None = None
@@ -220,6 +224,7 @@ class Driver:
     options: DispatchOptions = field(default_factory=DispatchOptions)
     object_store_bytes: int = 256 * 1024 * 1024
     metrics: CampaignMetrics | None = None
+    plan: Mapping[str, Any] | None = None
 
     def get_flow(self, scenes: Sequence[object]) -> Flow:
         return Flow(self, _scenes(scenes))
@@ -237,8 +242,13 @@ class Driver:
             for key, value in report.results.items():
                 on_result(key, value)
             return report
+        from scheduler.runtime.fleet import SpotLosses, fleet_bundles, requested_fleet
+
+        bundles = fleet_bundles(self.plan) if self.plan is not None else []
         self.connect()
-        return Dispatcher(self.options, self.metrics).run(graph, progress, on_result)
+        with requested_fleet(bundles):
+            return Dispatcher(self.options, self.metrics, SpotLosses(self.plan)).run(
+                graph, progress, on_result)
 
     def connect(self) -> None:
         """Connect to Ray (start the local instance) now; a no-op when serial or connected."""

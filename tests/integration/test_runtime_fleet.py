@@ -1,0 +1,101 @@
+"""A run with a plan asks Ray's autoscaler for the plan's fleet and withdraws it at the end.
+
+The campaign (ortho of one small synthetic scene, 64-px tiles) runs through
+the :class:`~scheduler.runtime.flow.Driver` on a real local Ray. The
+autoscaler's pending request is read from the GCS, where
+``ray.autoscaler.sdk.request_resources`` leaves it (the internal KV key of
+autoscaler v1, the cluster constraint of v2): while tasks complete it holds
+one bundle per planned node, after the run it is empty. A local Ray has no
+autoscaler to act on it; scaling itself is tested with the ``fake_multinode``
+provider in ``test_spot_autoscaling.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scheduler.runtime.dispatch import Progress
+from scheduler.runtime.flow import Driver, SceneInput
+from scheduler.runtime.state import Task, TaskGraph
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+PLAN: dict[str, Any] = {"format": "eochain-plan/1", "budget_usd": 10.0, "fleet": [
+    {"instance_type": "c7g.xlarge", "region": "eu-west-3", "market": "spot", "instances": 2},
+    {"instance_type": "m7g.xlarge", "region": "eu-west-3", "market": "on-demand",
+     "instances": 1}]}
+FLEET = sorted([{"CPU": 4.0, "c7g.xlarge:spot": 1.0}] * 2
+               + [{"CPU": 4.0, "m7g.xlarge:on-demand": 1.0}], key=lambda b: sorted(b.items()))
+
+
+def requested_bundles() -> list[dict[str, float]]:
+    """The autoscaler request now recorded in the connected cluster's GCS."""
+    from ray._private.ray_constants import AUTOSCALER_RESOURCE_REQUEST_CHANNEL
+    from ray.autoscaler.v2.utils import is_autoscaler_v2
+    from ray.experimental.internal_kv import _internal_kv_get, internal_kv_get_gcs_client
+
+    if is_autoscaler_v2():
+        from ray.autoscaler.v2.sdk import get_cluster_status
+
+        gcs = internal_kv_get_gcs_client()  # type: ignore[no-untyped-call]
+        status = get_cluster_status(gcs.address)
+        bundles = [dict(by_count.bundle)
+                   for demand in status.resource_demands.cluster_constraint_demand
+                   for by_count in demand.bundles_by_count for _ in range(by_count.count)]
+    else:
+        raw = _internal_kv_get(AUTOSCALER_RESOURCE_REQUEST_CHANNEL)
+        bundles = json.loads(raw) if raw else []
+    return sorted(({k: float(v) for k, v in b.items()} for b in bundles),
+                  key=lambda b: sorted(b.items()))
+
+
+@pytest.fixture()
+def local_ray() -> Iterator[None]:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()  # a connection left by an earlier module
+    yield
+    ray.shutdown()
+
+
+def test_run_requests_the_plans_fleet_and_releases_it(local_ray: None, tmp_path: Path) -> None:
+    from ops.synthetic import SceneSpec, generate_scene
+
+    scene = generate_scene(SceneSpec(width=192, height=192, seed=3), tmp_path / "scene")
+    during: list[list[dict[str, float]]] = []
+
+    def watch(p: Progress) -> None:
+        if len(during) < 3:
+            during.append(requested_bundles())
+
+    driver = Driver(num_cpus=2, plan=PLAN)
+    report = (driver.get_flow([SceneInput("a", str(scene.out_dir / "view_0.tif"))])
+              .ortho(dem=str(scene.out_dir / "dem.tif"), tile_px=64)
+              .write(tmp_path / "out").run(watch))
+    assert report.ok, report.failures
+    assert len(report.written) == 1
+    assert during and all(b == FLEET for b in during), during
+    assert requested_bundles() == []
+
+
+def test_a_failed_run_releases_the_fleet_too(local_ray: None, tmp_path: Path) -> None:
+    driver = Driver(num_cpus=1, plan=PLAN)
+    driver.connect()
+
+    class Boom(Exception):
+        """Raised from the progress callback: the run fails midway."""
+
+    def progress(p: Progress) -> None:
+        assert requested_bundles() == FLEET
+        raise Boom
+
+    graph = TaskGraph.build([Task("t", lambda ctx: 1)])
+    with pytest.raises(Boom):
+        driver.dispatch(graph, progress, lambda key, value: None)
+    assert requested_bundles() == []
