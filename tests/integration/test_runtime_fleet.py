@@ -8,18 +8,25 @@ autoscaler v1, the cluster constraint of v2): while tasks complete it holds
 one bundle per planned node, after the run it is empty. A local Ray has no
 autoscaler to act on it; scaling itself is tested with the ``fake_multinode``
 provider in ``test_spot_autoscaling.py``.
+
+A last test kills a spot node of a local multi-node cluster midway and
+checks the dispatcher reports the pool's fallback once.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from scheduler.runtime.dispatch import Progress
+from scheduler.cloud.fallback import FallbackPolicy
+from scheduler.runtime.cluster import LocalCluster, NodeSpec
+from scheduler.runtime.dispatch import Dispatcher, DispatchOptions, Progress
+from scheduler.runtime.fleet import SpotLosses
 from scheduler.runtime.flow import Driver, SceneInput
 from scheduler.runtime.state import Task, TaskGraph
 
@@ -99,3 +106,35 @@ def test_a_failed_run_releases_the_fleet_too(local_ray: None, tmp_path: Path) ->
     with pytest.raises(Boom):
         driver.dispatch(graph, progress, lambda key, value: None)
     assert requested_bundles() == []
+
+
+def _nap(ctx: object) -> int:
+    time.sleep(0.25)
+    return 1
+
+
+def test_a_lost_spot_node_is_recorded_and_its_flapping_pool_gets_a_fallback() -> None:
+    """Two 1-CPU nodes, one spot; the spot node is killed midway (an interruption).
+
+    With a policy that calls one interruption flapping, the dispatcher says
+    the plan's fallback for ``c7g.xlarge (spot)`` once; the lost work is
+    re-queued and the run completes on the on-demand node.
+    """
+    said: list[str] = []
+    spot = SpotLosses(PLAN, policy=FallbackPolicy(max_interruptions=1), say=said.append)
+    nodes = [NodeSpec(1, resources={"c7g.xlarge:spot": 1.0}),
+             NodeSpec(1, resources={"m7g.xlarge:on-demand": 1.0})]
+    with LocalCluster(nodes) as cluster:
+        victim = cluster.nodes[0]
+
+        def interrupt(p: Progress) -> None:
+            if p.tasks_done == 4 and victim in cluster.nodes:
+                cluster.remove_node(victim)
+
+        graph = TaskGraph.build([Task(f"t{i}", _nap) for i in range(60)])
+        report = Dispatcher(DispatchOptions(), spot=spot).run(graph, interrupt)
+    assert report.ok, report.failures
+    assert len(report.results) == 60
+    assert len(said) == 1 and said == spot.messages
+    assert said[0].startswith("c7g.xlarge (spot) keeps being interrupted")
+    assert [(d.from_type, d.from_market) for d in spot.decisions] == [("c7g.xlarge", "spot")]
