@@ -38,6 +38,8 @@ import numpy as np
 import rasterio
 from rasterio.warp import Resampling, reproject
 
+from benchmarks.common import shared_data
+
 RESULTS = Path(__file__).resolve().parent / "results" / "stereo.json"
 
 
@@ -101,7 +103,6 @@ def gizeh_overlap(data: Path, like: Path) -> np.ndarray:
 TILE_PROBE = """
 import sys
 import numpy as np
-from benchmarks.common import shared_data
 from ops.dem import Dem
 from ops.stereo import open_view, plan_stereo, run_dsm_tile
 from ops.synthetic import SyntheticScene, truth_heights
