@@ -8,7 +8,9 @@ GCS to drain its own node with reason *preemption* and the notice's deadline:
 Ray schedules nothing new there, running tasks may finish, and the node
 leaves the cluster gracefully. An optional ``on_drained`` callback is the
 runtime's hook to hand back what cannot finish in time
-(:func:`~scheduler.cloud.imds.plan_drain`).
+(:func:`~scheduler.cloud.imds.plan_drain`). The runtime's dispatcher learns
+of the drain from the GCS itself (:func:`draining_nodes`, read with every
+re-read of the cluster), so no hook is needed for it.
 
 Ray's drain call (``GcsClient.drain_node``, also behind the hidden
 ``ray drain-node`` command) is a developer API; it is wrapped here, once.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import socket
 import time
 from collections.abc import Callable
@@ -48,6 +51,18 @@ def drain_ray_node(gcs_address: str, node_id: str, notice: InterruptionNotice,
         raise CloudError(f"draining Ray node {node_id} via {gcs_address} failed: {exc}") from exc
     if not accepted:
         raise CloudError(f"Ray refused to drain node {node_id} via {gcs_address}: {rejection}")
+
+
+def draining_nodes() -> dict[str, float]:
+    """Nodes of the connected cluster that Ray is draining: node id -> deadline (epoch s).
+
+    The GCS keeps every node a drain request was accepted for (the
+    :class:`RayNodeDrainer` of its watcher) with the request's deadline; a
+    node without a deadline gets ``inf``.
+    """
+    state: Any = importlib.import_module("ray._private.state").state
+    return {str(node): (ms / 1000.0 if ms else math.inf)
+            for node, ms in state.get_draining_nodes().items()}
 
 
 class RayNodeDrainer:

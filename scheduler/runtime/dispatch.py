@@ -32,6 +32,17 @@ placement plan's types for its stage) goes to a free actor of a node with
 one of them when there is one, else to any free actor (a soft preference,
 like locality: a missing or busy type never stalls the campaign).
 
+A node that Ray is *draining* (a spot interruption notice: its watcher's
+:class:`~scheduler.cloud.drain.RayNodeDrainer` asked the GCS, which keeps
+the deadline) is read with every re-read of the cluster: it gets no new
+task and no new actor, and :func:`~scheduler.cloud.imds.plan_drain` splits
+what runs there: tasks expected to finish before the deadline (less
+``drain_margin_s``, at the mean runtime seen so far) are kept, the others
+are handed back at once (re-queued elsewhere, their late results ignored).
+An actor of a draining node with nothing kept on it is killed, which also
+ends a handed-back run, so the idle node can leave. Results it already
+produced are kept and, once it is gone, recomputed as for any lost node.
+
 A lost node whose resources name a spot market is also reported to a
 :class:`~scheduler.runtime.fleet.SpotLosses`, which says once per flapping
 pool where the plan's fallback would move its work.
@@ -42,11 +53,14 @@ and tiny runs.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from scheduler.cloud.drain import draining_nodes
+from scheduler.cloud.imds import InFlightTask, plan_drain
 from scheduler.runtime.actors import TaskContext, TaskStatus, TileWorker, execute
 from scheduler.runtime.errors import GraphError, RuntimeFailure
 from scheduler.runtime.state import DispatchState, Failure, TaskGraph, TaskState
@@ -87,6 +101,8 @@ class DispatchOptions:
     max_attempts: int = 6
     no_worker_timeout_s: float = 120.0
     scratch_root: str | None = None
+    #: Seconds before a draining node's deadline by which kept tasks must be done.
+    drain_margin_s: float = 15.0
 
     def __post_init__(self) -> None:
         if self.tasks_per_actor < 1:
@@ -95,6 +111,19 @@ class DispatchOptions:
             raise GraphError(f"cpus_per_actor = {self.cpus_per_actor}, expected > 0")
         if self.max_attempts < 1:
             raise GraphError(f"max_attempts = {self.max_attempts}, expected >= 1")
+        if not self.drain_margin_s >= 0:
+            raise GraphError(f"drain_margin_s = {self.drain_margin_s}, expected >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeDrain:
+    """What the dispatcher did when it saw a node draining (``seen_at_s``: epoch seconds)."""
+
+    node_id: str
+    seen_at_s: float
+    seconds_left: float
+    kept: tuple[str, ...]
+    handed_back: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +218,10 @@ class ActorPool:
         self.tags_of: dict[str, frozenset[str]] = {}
         self.synced_at = 0.0
         self._quarantine: dict[str, float] = {}
+        #: nodes Ray is draining -> deadline (epoch s); they get no new task or actor
+        self.draining: dict[str, float] = {}
+        #: nodes found draining by the last :meth:`sync`
+        self.newly_draining: dict[str, float] = {}
 
     def sync(self) -> set[str]:
         """Re-read the cluster: drop actors of dead nodes, top up actors on alive ones.
@@ -202,6 +235,9 @@ class ActorPool:
         for node in self._ray.nodes():  # type: ignore[no-untyped-call]
             if node["Alive"]:
                 alive[node["NodeID"]] = node.get("Resources", {})
+        self.newly_draining = {n: t for n, t in draining_nodes().items()
+                               if n in alive and n not in self.draining}
+        self.draining.update(self.newly_draining)
         newly_dead = {n for n in self.tags_of if n not in alive}
         newly_dead -= self.dead_nodes
         self.dead_nodes |= newly_dead
@@ -214,7 +250,7 @@ class ActorPool:
                 and not k.startswith("accelerator_type:")
             )
             self.tags_of[node_id] = tags
-            if self._quarantine.get(node_id, 0.0) > now:
+            if self._quarantine.get(node_id, 0.0) > now or node_id in self.draining:
                 continue
             want = int(res.get("CPU", 0.0) // self.options.cpus_per_actor)
             have = sum(1 for s in self.slots if s.node_id == node_id)
@@ -246,7 +282,23 @@ class ActorPool:
         self._quarantine[slot.node_id] = time.monotonic() + QUARANTINE_S
 
     def free(self) -> list[_Slot]:
-        return [s for s in self.slots if s.running < self.options.tasks_per_actor]
+        return [s for s in self.slots if s.running < self.options.tasks_per_actor
+                and s.node_id not in self.draining]
+
+    def usable(self) -> list[_Slot]:
+        """Actors that may get new tasks (not on a draining node)."""
+        return [s for s in self.slots if s.node_id not in self.draining]
+
+    def retire_draining(self) -> None:
+        """Kill the actors of draining nodes that run nothing kept, so those nodes can leave."""
+        from ray.exceptions import RayError
+
+        for slot in [s for s in self.slots if s.node_id in self.draining and s.running == 0]:
+            self.slots.remove(slot)
+            try:
+                self._ray.kill(slot.handle)
+            except RayError:
+                pass  # already gone with its node
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
         """Remove every actor's scratch folder, then end the actors."""
@@ -279,6 +331,8 @@ class Dispatcher:
 
             spot = SpotLosses()
         self.spot = spot
+        #: the draining nodes the last :meth:`run` saw, in order
+        self.drains: list[NodeDrain] = []
 
     def run(
         self,
@@ -298,6 +352,10 @@ class Dispatcher:
         where: dict[str, str] = {}
         results: dict[str, object] = {}
         inflight: dict[Any, tuple[str, _Slot, Any]] = {}
+        started: dict[Any, float] = {}
+        runtime_sum_s = 0.0
+        runtime_n = 0
+        self.drains = []
         retries = 0
         recomputed = 0
         start = time.perf_counter()
@@ -314,11 +372,36 @@ class Dispatcher:
                 where.pop(k, None)
             state.dropped.clear()
 
+        def hand_back(node_id: str, deadline_s: float) -> None:
+            """A node is draining: re-queue what it runs that cannot finish in time."""
+            mine = {ref: entry for ref, entry in inflight.items() if entry[1].node_id == node_id}
+            expected_s = runtime_sum_s / runtime_n if runtime_n else math.inf
+            seconds_left = deadline_s - time.time()
+            decision = plan_drain(
+                [InFlightTask(key, started[ref], expected_s) for ref, (key, _, _) in mine.items()],
+                seconds_left, time.monotonic(), opts.drain_margin_s)
+            back = set(decision.hand_back)
+            for ref, (key, slot, _value_ref) in mine.items():
+                if key not in back:
+                    continue
+                del inflight[ref]
+                started.pop(ref, None)
+                slot.running -= 1
+                state.lose(key)
+                if tm is not None:
+                    tm.lost(key, slot.resources)
+            self.drains.append(NodeDrain(node_id, time.time(), seconds_left, decision.keep,
+                                         decision.hand_back))
+            forget_dropped()
+
         def recover() -> None:
             nonlocal recomputed
             for node_id in pool.sync():
                 self.spot.node_lost(pool.tags_of.get(node_id, frozenset()), time.monotonic(),
                                     state.completed / max(1, len(state.state)))
+            for node_id, deadline_s in pool.newly_draining.items():
+                hand_back(node_id, deadline_s)
+            pool.retire_draining()
             dead = pool.dead_nodes
             for k in [k for k, n in where.items() if n in dead]:
                 if state.state[k] is TaskState.HELD:
@@ -345,12 +428,13 @@ class Dispatcher:
                     )
                     slot.running += 1
                     inflight[status_ref] = (key, slot, value_ref)
+                    started[status_ref] = time.monotonic()
                     if slot.running >= opts.tasks_per_actor:
                         free.remove(slot)
                 if not inflight:
                     if state.finished:
                         break
-                    if not pool.slots:
+                    if not pool.usable():
                         now = time.perf_counter()
                         no_worker_since = no_worker_since or now
                         if now - no_worker_since > opts.no_worker_timeout_s:
@@ -375,7 +459,10 @@ class Dispatcher:
                     continue
                 ready, _ = ray.wait(list(inflight), num_returns=len(inflight), timeout=0)
                 for ref in ready:
+                    if ref not in inflight:
+                        continue  # handed back while this batch was read
                     key, slot, value_ref = inflight.pop(ref)
+                    started.pop(ref, None)
                     slot.running -= 1
                     try:
                         status: TaskStatus = ray.get(ref)
@@ -413,6 +500,9 @@ class Dispatcher:
                         forget_dropped()
                         recover()
                         continue
+                    if status.ok:
+                        runtime_sum_s += status.runtime_s
+                        runtime_n += 1
                     if tm is not None:
                         tm.finished(key, slot.resources, status)
                     if not status.ok:
@@ -432,6 +522,8 @@ class Dispatcher:
                             held[key] = value_ref
                             where[key] = status.node_id
                     forget_dropped()
+                if pool.draining:
+                    pool.retire_draining()  # after their results were read
                 if progress is not None or tm is not None:
                     snapshot = _progress(state, len(sinks), len(results), start, retries)
                     if tm is not None:
