@@ -18,13 +18,27 @@ pool (type, market) is flapping, says what
     remaining_vcpu_h = busy_instance_h(pool) * vcpus(pool) * (1 - done_fraction)
     budget_left_usd  = budget_usd (else total_cost_usd) - fleet_usd_per_h * elapsed_h
 
-from the plan's fleet entry of that pool. The decision is reported, not
-enacted: the runtime keeps using whatever nodes the cluster has.
+from the plan's fleet entry of that pool; ``act`` (a run's
+:meth:`FleetRequest.substitute`) then enacts it.
+
+Following the queue. :func:`fleet_request` is the request for what is left:
+an entry of the plan's fleet with planned ``tasks`` per stage keeps
+
+    nodes = min(instances, ceil(sum_s tasks[s] * remaining_fraction[s]))
+
+so a (type, market) whose stages are done is dropped, and nothing is asked
+once no work is left; an entry without per-stage tasks (or only stages the
+run does not know) keeps its nodes while any work remains. A found fallback
+is a substitution (type, market) -> (type, market): the flapping pool's
+nodes are asked for as the fallback's. :class:`FleetRequest` re-issues the
+request from the run's progress loop whenever it changes, and says each
+substitution through the run's output function.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -40,7 +54,8 @@ from scheduler.cloud.fallback import (
 )
 from scheduler.cluster_config import fleet_from_plan, resource_request
 
-__all__ = ["SpotLosses", "fleet_bundles", "plan_region", "requested_fleet"]
+__all__ = ["FleetRequest", "SpotLosses", "fleet_bundles", "fleet_request", "plan_region",
+           "requested_fleet"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +82,110 @@ def fleet_bundles(plan: Mapping[str, Any], catalog: PriceCatalog | None = None,
     catalog = catalog or load_catalog()
     fleet = fleet_from_plan(plan, plan_region(plan, source), catalog, source)
     return resource_request(fleet, cpus_per_node)
+
+
+Pool = tuple[str, str]
+
+
+def fleet_request(plan: Mapping[str, Any], remaining_fraction: Mapping[str, float],
+                  substitutions: Mapping[Pool, Pool] | None = None,
+                  catalog: PriceCatalog | None = None, cpus_per_node: float | None = None,
+                  source: str = "plan.json") -> list[dict[str, float]]:
+    """The autoscaler request for the work left (pure; see the module docstring).
+
+    ``remaining_fraction`` maps a stage name (``"ortho"``) to the fraction of
+    its work not yet done, in [0, 1]; ``substitutions`` maps a flapping pool
+    (type, market) to its fallback pool.
+    """
+    for stage, f in remaining_fraction.items():
+        if not 0.0 <= f <= 1.0:
+            raise ClusterConfigError(
+                f"remaining fraction of stage {stage!r} is {f!r}; expected a value in [0, 1]")
+    any_left = any(f > 0.0 for f in remaining_fraction.values())
+    subs = dict(substitutions or {})
+    entries: list[dict[str, Any]] = []
+    for i, entry in enumerate(plan.get("fleet") or []):
+        if not isinstance(entry, Mapping):
+            raise ClusterConfigError(f"{source}: fleet[{i}] = {entry!r}, expected a mapping")
+        tasks = entry.get("tasks")
+        known = {str(s): float(n) for s, n in (tasks or {}).items()
+                 if str(s) in remaining_fraction} if isinstance(tasks, Mapping) else {}
+        try:
+            planned = int(entry.get("instances", 0))
+        except (TypeError, ValueError) as exc:
+            raise ClusterConfigError(
+                f"{source}: fleet[{i}] instances = {entry.get('instances')!r}, expected an integer"
+            ) from exc
+        if known:
+            left_tasks = sum(n * remaining_fraction[s] for s, n in known.items())
+            nodes = min(planned, math.ceil(left_tasks - 1e-9))
+        else:
+            nodes = planned if any_left else 0
+        pool = (str(entry.get("instance_type")), str(entry.get("market")))
+        to_type, to_market = subs.get(pool, pool)
+        entries.append({**entry, "instance_type": to_type, "market": to_market,
+                        "instances": max(0, nodes)})
+    if not any(e["instances"] for e in entries):
+        return []
+    return fleet_bundles({**plan, "fleet": entries}, catalog, cpus_per_node, source)
+
+
+class FleetRequest:
+    """The autoscaler request of a run: follows the queue and the spot fallbacks.
+
+    :meth:`update` recomputes :func:`fleet_request` and re-issues it (``issue``,
+    default ``ray.autoscaler.sdk.request_resources``) only when it changed;
+    :meth:`substitute` records a fallback and says it through ``say``.
+    """
+
+    def __init__(self, plan: Mapping[str, Any], *, catalog: PriceCatalog | None = None,
+                 cpus_per_node: float | None = None,
+                 issue: Callable[[Sequence[Mapping[str, float]]], None] | None = None,
+                 say: Callable[[str], None] | None = None) -> None:
+        self.plan = plan
+        self._catalog = catalog or load_catalog()
+        self.cpus_per_node = cpus_per_node
+        self._issue = issue or _request
+        self._say = say or log.warning
+        self.substitutions: dict[Pool, Pool] = {}
+        self.remaining_fraction: dict[str, float] = {}
+        self.bundles: list[dict[str, float]] | None = None
+        self.history: list[list[dict[str, float]]] = []
+
+    def update(self, remaining_fraction: Mapping[str, float] | None = None) -> list[dict[str, float]]:
+        """Re-issue the request for the work left (the last fractions when ``None``)."""
+        if remaining_fraction is not None:
+            self.remaining_fraction = dict(remaining_fraction)
+        bundles = fleet_request(self.plan, self.remaining_fraction, self.substitutions,
+                                self._catalog, self.cpus_per_node)
+        if bundles != self.bundles:
+            self._issue(bundles)
+            self.bundles = bundles
+            self.history.append(bundles)
+        return bundles
+
+    def release(self) -> None:
+        """Withdraw the request (``bundles=[]``) if one was issued; the idle nodes then go."""
+        if self.bundles:
+            self._issue([])
+            self.bundles = []
+            self.history.append([])
+
+    def substitute(self, decision: FallbackDecision) -> bool:
+        """Ask for ``decision``'s fallback instead of its flapping pool; False if none was found."""
+        if decision.to_type is None or decision.to_market is None:
+            return False
+        pool = (decision.from_type, decision.from_market)
+        target = (decision.to_type, decision.to_market)
+        # a pool that already replaced another passes the substitution on
+        for old, new in list(self.substitutions.items()):
+            if new == pool:
+                self.substitutions[old] = target
+        self.substitutions[pool] = target
+        bundles = self.update()
+        self._say(f"autoscaler: asking for {decision.to_type} ({decision.to_market}) instead of "
+                  f"{decision.from_type} ({decision.from_market}); {len(bundles)} nodes requested")
+        return True
 
 
 def _request(bundles: Sequence[Mapping[str, float]]) -> None:
@@ -102,13 +221,16 @@ class SpotLosses:
 
     ``plan`` (a ``plan.json`` dict) gives the region, the pools' remaining work
     and the budget; without one a flapping pool is reported without advice.
-    ``say`` receives each message (default: a warning on this module's logger).
+    ``say`` receives each message (default: a warning on this module's logger);
+    ``act`` receives each decision (e.g. :meth:`FleetRequest.substitute`).
     """
 
     def __init__(self, plan: Mapping[str, Any] | None = None, *,
                  catalog: PriceCatalog | None = None, policy: FallbackPolicy | None = None,
-                 say: Callable[[str], None] | None = None, start_s: float | None = None) -> None:
+                 say: Callable[[str], None] | None = None, start_s: float | None = None,
+                 act: Callable[[FallbackDecision], object] | None = None) -> None:
         self.plan = plan
+        self._act = act
         self.policy = policy or FallbackPolicy()
         self.tracker = InterruptionTracker(self.policy)
         self._catalog = catalog
@@ -132,15 +254,20 @@ class SpotLosses:
             if pool in self._said or not self.tracker.flapping(instance_type, market, now_s):
                 continue
             self._said.add(pool)
-            message = self._advise(instance_type, market, now_s, done_fraction)
+            message, decision = self._advise(instance_type, market, now_s, done_fraction)
             self.messages.append(message)
             self._say(message)
+            if decision is not None:
+                self.decisions.append(decision)
+                if self._act is not None:
+                    self._act(decision)
 
-    def _advise(self, instance_type: str, market: str, now_s: float, done_fraction: float) -> str:
+    def _advise(self, instance_type: str, market: str, now_s: float,
+                done_fraction: float) -> tuple[str, FallbackDecision | None]:
         n = self.tracker.count(instance_type, market, now_s)
         if self.plan is None:
             return (f"{instance_type} ({market}) lost {n} nodes within {self.policy.window_s:.0f} s; "
-                    "no plan to choose a fallback from (run with --plan plan.json)")
+                    "no plan to choose a fallback from (run with --plan plan.json)"), None
         entries = [e for e in self.plan.get("fleet", [])
                    if e.get("instance_type") == instance_type and e.get("market") == market]
         remaining = sum(float(e.get("busy_instance_h", 0.0)) * float(e.get("vcpus", 0))
@@ -157,6 +284,5 @@ class SpotLosses:
                 remaining, max(0.0, float(budget) - spent),
                 exclude=self.tracker.flapping_pools(now_s), policy=self.policy)
         except ClusterConfigError as exc:
-            return f"{instance_type} ({market}) keeps being interrupted; no fallback: {exc}"
-        self.decisions.append(decision)
-        return decision.reason
+            return f"{instance_type} ({market}) keeps being interrupted; no fallback: {exc}", None
+        return decision.reason, decision

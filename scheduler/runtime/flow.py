@@ -51,7 +51,7 @@ from scheduler.runtime.store import open_store
 if TYPE_CHECKING:
     from scheduler.metrics import CampaignMetrics
 
-__all__ = ["Driver", "Flow", "FlowReport", "SceneInput", "worker_env"]
+__all__ = ["Driver", "Flow", "FlowReport", "SceneInput", "StageQueue", "task_stage", "worker_env"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +205,37 @@ class Flow:
                           time.perf_counter() - start, swept)
 
 
+def task_stage(key: str) -> str:
+    """The plan stage of a task key (``"scene/ortho/0001_0002"`` -> ``"ortho"``)."""
+    parts = key.split("/")
+    return parts[1] if len(parts) > 1 else ""
+
+
+class StageQueue:
+    """Products left per stage (an operation: ``ortho``, ``dsm``), from a graph's sink tasks."""
+
+    def __init__(self, sinks: Sequence[str]) -> None:
+        self.total: dict[str, int] = {}
+        for key in sinks:
+            stage = task_stage(key)
+            self.total[stage] = self.total.get(stage, 0) + 1
+        self.left = dict(self.total)
+        self._pending = set(sinks)
+
+    @classmethod
+    def of(cls, graph: TaskGraph) -> StageQueue:
+        return cls(graph.sinks())
+
+    def done(self, key: str) -> None:
+        """Count the sink ``key`` as done (once; other keys are ignored)."""
+        if key in self._pending:
+            self._pending.discard(key)
+            self.left[task_stage(key)] -= 1
+
+    def remaining_fraction(self) -> dict[str, float]:
+        return {s: self.left[s] / n for s, n in self.total.items()}
+
+
 @dataclass
 class Driver:
     """Where flows run: the Ray cluster at ``address``, a new local one, or in-process.
@@ -214,9 +245,14 @@ class Driver:
     With ``metrics`` every task is reported to it (Ray: by the dispatcher;
     serial: by :func:`scheduler.metrics_hooks.instrument_graph`).
     With ``plan`` (a ``plan.json`` document, format ``eochain-plan/1``) a Ray
-    dispatch asks the autoscaler for the plan's fleet while it runs and
-    reports spot pools that keep being interrupted with the plan's fallback
-    (:mod:`scheduler.runtime.fleet`).
+    dispatch asks the autoscaler for the plan's fleet while it runs, shrinks
+    the request as stages finish (per stage: the fraction of its products not
+    yet written, :class:`StageQueue`), withdraws it at the end, and replaces
+    a spot pool that keeps being interrupted by the plan's fallback
+    (:mod:`scheduler.runtime.fleet`). ``say`` is the run's output function
+    for those messages (default: a logged warning); ``fleet_cpus_per_node``
+    replaces each type's vCPUs in the request (the shrunk nodes of
+    :func:`scheduler.cluster_config.render_fake_multinode_config`).
     """
 
     address: str | None = None
@@ -225,6 +261,8 @@ class Driver:
     object_store_bytes: int = 256 * 1024 * 1024
     metrics: CampaignMetrics | None = None
     plan: Mapping[str, Any] | None = None
+    say: Callable[[str], None] | None = None
+    fleet_cpus_per_node: float | None = None
 
     def get_flow(self, scenes: Sequence[object]) -> Flow:
         return Flow(self, _scenes(scenes))
@@ -242,13 +280,33 @@ class Driver:
             for key, value in report.results.items():
                 on_result(key, value)
             return report
-        from scheduler.runtime.fleet import SpotLosses, fleet_bundles, requested_fleet
+        from scheduler.runtime.fleet import FleetRequest, SpotLosses
 
-        bundles = fleet_bundles(self.plan) if self.plan is not None else []
-        self.connect()
-        with requested_fleet(bundles):
-            return Dispatcher(self.options, self.metrics, SpotLosses(self.plan)).run(
+        if self.plan is None:
+            self.connect()
+            return Dispatcher(self.options, self.metrics, SpotLosses(None, say=self.say)).run(
                 graph, progress, on_result)
+        fleet = FleetRequest(self.plan, cpus_per_node=self.fleet_cpus_per_node, say=self.say)
+        queue = StageQueue.of(graph)
+        self.connect()
+        import ray
+
+        def done(key: str, value: object) -> None:
+            queue.done(key)
+            on_result(key, value)
+
+        def tick(p: Progress) -> None:
+            if progress is not None:
+                progress(p)
+            fleet.update(queue.remaining_fraction())
+
+        try:
+            fleet.update(queue.remaining_fraction())
+            spot = SpotLosses(self.plan, say=self.say, act=fleet.substitute)
+            return Dispatcher(self.options, self.metrics, spot).run(graph, tick, done)
+        finally:
+            if ray.is_initialized():  # a failed run must not keep a fleet up either
+                fleet.release()
 
     def connect(self) -> None:
         """Connect to Ray (start the local instance) now; a no-op when serial or connected."""

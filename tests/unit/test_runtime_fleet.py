@@ -8,8 +8,15 @@ import pytest
 
 from planner.catalog import load_catalog
 from scheduler.cloud.errors import ClusterConfigError
-from scheduler.cloud.fallback import FallbackPolicy
-from scheduler.runtime.fleet import SpotLosses, fleet_bundles, plan_region
+from scheduler.cloud.fallback import FallbackDecision, FallbackPolicy
+from scheduler.runtime.fleet import (
+    FleetRequest,
+    SpotLosses,
+    fleet_bundles,
+    fleet_request,
+    plan_region,
+)
+from scheduler.runtime.flow import StageQueue, task_stage
 
 pytestmark = pytest.mark.unit
 
@@ -85,3 +92,81 @@ def test_without_a_plan_a_flapping_pool_is_reported_without_advice() -> None:
     losses = SpotLosses(None, policy=FallbackPolicy(max_interruptions=1), say=said.append)
     losses.node_lost({"c7g.large:spot"}, 1.0, 0.0)
     assert said and "no plan" in said[0] and losses.decisions == []
+
+
+def _staged_plan() -> dict[str, Any]:
+    """3 spot c7g for the DSM stage, 2 on-demand m7g for ortho, 1 c7g without per-stage tasks."""
+    plan = _plan(("c7g.xlarge", "spot", 3), ("m7g.xlarge", "on-demand", 2),
+                 ("c6g.xlarge", "on-demand", 1))
+    plan["fleet"][0]["tasks"] = {"dsm": 10}
+    plan["fleet"][1]["tasks"] = {"ortho": 4, "dsm": 0}
+    return plan
+
+
+def _pools(bundles: list[dict[str, float]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for b in bundles:
+        for k in b:
+            if k != "CPU":
+                out[k] = out.get(k, 0) + 1
+    return out
+
+
+def test_the_request_follows_the_work_left_per_stage() -> None:
+    plan = _staged_plan()
+    full = {"c7g.xlarge:spot": 3, "m7g.xlarge:on-demand": 2, "c6g.xlarge:on-demand": 1}
+    assert _pools(fleet_request(plan, {"dsm": 1.0, "ortho": 1.0})) == full
+    assert _pools(fleet_request(plan, {"dsm": 0.1, "ortho": 1.0})) == {
+        "c7g.xlarge:spot": 1, "m7g.xlarge:on-demand": 2, "c6g.xlarge:on-demand": 1}
+    # DSM done: its spot type is dropped; the entry without per-stage tasks stays while work is left
+    assert _pools(fleet_request(plan, {"dsm": 0.0, "ortho": 0.25})) == {
+        "m7g.xlarge:on-demand": 1, "c6g.xlarge:on-demand": 1}
+    assert fleet_request(plan, {"dsm": 0.0, "ortho": 0.0}) == []
+    assert fleet_request(plan, {}) == []
+    with pytest.raises(ClusterConfigError, match=r"'ortho' is 1\.5"):
+        fleet_request(plan, {"ortho": 1.5})
+
+
+def test_a_fallback_replaces_the_flapping_pool_in_the_request() -> None:
+    plan = _staged_plan()
+    subs = {("c7g.xlarge", "spot"): ("m7g.xlarge", "on-demand")}
+    bundles = fleet_request(plan, {"dsm": 1.0, "ortho": 1.0}, subs, cpus_per_node=1)
+    assert _pools(bundles) == {"m7g.xlarge:on-demand": 5, "c6g.xlarge:on-demand": 1}
+    assert all(b["CPU"] == 1.0 for b in bundles)
+    issued: list[list[dict[str, float]]] = []
+    said: list[str] = []
+    fleet = FleetRequest(plan, issue=lambda b: issued.append([dict(x) for x in b]),
+                         say=said.append)
+    fleet.update({"dsm": 1.0, "ortho": 1.0})
+    fleet.update({"dsm": 1.0, "ortho": 1.0})  # unchanged: not re-issued
+    assert len(issued) == 1 and _pools(issued[0])["c7g.xlarge:spot"] == 3
+    losses = SpotLosses(plan, policy=FallbackPolicy(max_interruptions=1), say=said.append,
+                        start_s=0.0, act=fleet.substitute)
+    losses.node_lost({"c7g.xlarge:spot"}, 1.0, 0.1)
+    decision = losses.decisions[0]
+    assert decision.found and decision.to_type is not None
+    to = f"{decision.to_type}:{decision.to_market}"
+    assert len(issued) == 2 and "c7g.xlarge:spot" not in _pools(issued[1])
+    assert _pools(issued[1])[to] >= 3
+    assert said[0] == decision.reason
+    assert said[1].startswith(f"autoscaler: asking for {decision.to_type} ({decision.to_market}) "
+                              "instead of c7g.xlarge (spot)")
+    fleet.release()
+    assert issued[-1] == [] and fleet.bundles == []
+
+
+def test_a_failed_fallback_changes_nothing() -> None:
+    fleet = FleetRequest(_staged_plan(), issue=lambda b: None, say=lambda m: None)
+    fleet.update({"dsm": 1.0})
+    none = FallbackDecision("c7g.xlarge", "spot", None, None, None, "no fallback fits")
+    assert not fleet.substitute(none) and fleet.substitutions == {}
+
+
+def test_the_stage_queue_counts_products_left_per_stage() -> None:
+    assert task_stage("s1/ortho/0001_0002") == "ortho" and task_stage("t") == ""
+    queue = StageQueue(["a/ortho/write", "b/ortho/write", "a+b/dsm/write"])
+    assert queue.remaining_fraction() == {"ortho": 1.0, "dsm": 1.0}
+    queue.done("a/ortho/write")
+    queue.done("a/ortho/write")  # counted once
+    queue.done("a/ortho/0000_0000")  # not a sink
+    assert queue.remaining_fraction() == {"ortho": 0.5, "dsm": 1.0}

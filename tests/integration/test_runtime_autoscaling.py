@@ -1,0 +1,105 @@
+"""A run with a plan scales the ``fake_multinode`` cluster up for the plan's type, then down.
+
+The head (``RAY_FAKE_CLUSTER=1``, no CPU of its own) is started with
+:func:`~scheduler.cluster_config.render_fake_multinode_config` for a plan of
+one spot ``c7g.xlarge``; a driver subprocess runs a tiny ortho campaign
+through ``Driver(plan=..., fleet_cpus_per_node=1)``. The tasks can only run
+on a node the autoscaler launches for the runtime's request, so the run
+finishing shows the node came up; after the run the request is withdrawn and
+the idle node must leave (polled with a deadline).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from planner.catalog import load_catalog
+from scheduler.cluster_config import fleet_from_plan, render_fake_multinode_config
+from tests.integration.test_spot_autoscaling import RAY, _free_port, _stop_group
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PLAN = {"format": "eochain-plan/1", "budget_usd": 10.0, "fleet": [
+    {"instance_type": "c7g.xlarge", "region": "eu-west-3", "market": "spot", "instances": 1,
+     "tasks": {"ortho": 10}}]}
+
+DRIVER = r"""
+import json, sys, time
+from pathlib import Path
+import ray
+from ops.synthetic import SceneSpec, generate_scene
+from scheduler.runtime.dispatch import DispatchOptions
+from scheduler.runtime.flow import Driver, SceneInput
+
+address, plan, out = sys.argv[1], json.loads(sys.argv[2]), Path(sys.argv[3])
+scene = generate_scene(SceneSpec(width=128, height=128, seed=3), out / "scene")
+pools = set()
+said = []
+
+def alive_pools():
+    return sorted(k for n in ray.nodes() if n["Alive"] for k in n["Resources"]
+                  if k.endswith((":spot", ":on-demand")))
+
+def watch(p):
+    pools.update(alive_pools())
+
+driver = Driver(address=address, plan=plan, fleet_cpus_per_node=1, say=said.append,
+                options=DispatchOptions(no_worker_timeout_s=90.0))
+report = (driver.get_flow([SceneInput("a", str(scene.out_dir / "view_0.tif"))])
+          .ortho(dem=str(scene.out_dir / "dem.tif"), tile_px=64)
+          .write(out / "products").run(watch))
+print("RUN", json.dumps({"ok": report.ok, "written": len(report.written),
+                         "pools": sorted(pools), "said": said}), flush=True)
+deadline = time.monotonic() + 60
+while alive_pools():
+    if time.monotonic() > deadline:
+        sys.exit(f"idle nodes were not released: {alive_pools()}")
+    time.sleep(0.5)
+print("DOWN", len([n for n in ray.nodes() if n["Alive"]]), flush=True)
+"""
+
+
+def test_a_run_with_a_plan_brings_up_its_type_and_lets_it_go() -> None:
+    if not RAY.exists():
+        pytest.skip(f"ray CLI not found at {RAY}")
+    fleet = fleet_from_plan(PLAN, "eu-west-3", load_catalog())
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    temp = Path(tempfile.mkdtemp(prefix="eor"))  # short: Ray's socket paths stay < 108 chars
+    config = temp / "autoscaler.json"
+    config.write_text(json.dumps(render_fake_multinode_config(fleet, address)))
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_FAKE_CLUSTER="1",
+               AUTOSCALER_UPDATE_INTERVAL_S="1", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    log = (temp / "head.log").open("w")
+    head = subprocess.Popen(
+        [str(RAY), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
+         "--num-cpus=0", "--object-store-memory=80000000", "--include-dashboard=false",
+         f"--autoscaling-config={config}", f"--temp-dir={temp / 't'}", "--disable-usage-stats"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        driver = subprocess.run([sys.executable, "-c", DRIVER, address, json.dumps(PLAN),
+                                 str(temp / "run")], env=env, cwd=ROOT, capture_output=True,
+                                text=True, timeout=240, check=False)
+        assert driver.returncode == 0, driver.stdout + driver.stderr[-3000:]
+        lines = {line.split(" ", 1)[0]: line.split(" ", 1)[1] for line in
+                 driver.stdout.splitlines() if line.startswith(("RUN ", "DOWN "))}
+        run = json.loads(lines["RUN"])
+        assert run["ok"] and run["written"] == 1, run
+        assert run["pools"] == ["c7g.xlarge:spot"], run  # the plan's type, and only it
+        assert run["said"] == [], run  # no interruption, no fallback
+        assert lines["DOWN"] == "1"  # only the head is left
+    finally:
+        _stop_group(head)
+        log.close()
+        shutil.rmtree(temp, ignore_errors=True)
