@@ -161,7 +161,8 @@ def run(
             raise click.ClickException(str(exc)) from exc
         fleet_plan = plan_doc
     options = DispatchOptions(max_bytes_in_flight=max_inflight_mib * 2**20)
-    driver = Driver(address=address, num_cpus=workers, options=options, plan=fleet_plan)
+    driver = Driver(address=address, num_cpus=workers, options=options, plan=fleet_plan,
+                    say=lambda message: click.echo(message, err=True))
     try:
         flow = campaign_flow(campaign_path, driver, dem=dem, geoid=geoid, tile_px=tile_px,
                              dest=dest, resources=resources)
