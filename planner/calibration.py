@@ -21,10 +21,10 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from planner.catalog import read_data_file
 from planner.errors import CatalogError
 
 
@@ -97,15 +97,7 @@ def calibration_to_dict(cal: Calibration) -> dict[str, Any]:
 
 def load_calibration(path: str | Path | None = None) -> Calibration:
     """The shipped calibration table, or the JSON file at ``path``."""
-    if path is None:
-        text = resources.files("planner").joinpath("data/calibration.json").read_text()
-        source = "planner/data/calibration.json"
-    else:
-        source = str(path)
-        try:
-            text = Path(path).read_text()
-        except OSError as exc:
-            raise CatalogError(f"calibration {source!r} cannot be read: {exc}") from exc
+    text, source = read_data_file("calibration.json", path, "calibration")
     return calibration_from_dict(json.loads(text), source)
 
 

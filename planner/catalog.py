@@ -208,17 +208,20 @@ def catalog_to_dict(catalog: PriceCatalog) -> dict[str, Any]:
     }
 
 
+def read_data_file(shipped: str, path: str | Path | None, what: str) -> tuple[str, str]:
+    """(text, source) of the file shipped as ``planner/data/<shipped>``, or of ``path``."""
+    if path is None:
+        return (resources.files("planner").joinpath(f"data/{shipped}").read_text(),
+                f"planner/data/{shipped}")
+    try:
+        return Path(path).read_text(), str(path)
+    except OSError as exc:
+        raise CatalogError(f"{what} {str(path)!r} cannot be read: {exc}") from exc
+
+
 def load_catalog(path: str | Path | None = None) -> PriceCatalog:
     """The shipped catalog, or the JSON file at ``path``."""
-    if path is None:
-        text = resources.files("planner").joinpath("data/aws_catalog.json").read_text()
-        source = "planner/data/aws_catalog.json"
-    else:
-        source = str(path)
-        try:
-            text = Path(path).read_text()
-        except OSError as exc:
-            raise CatalogError(f"price catalog {source!r} cannot be read: {exc}") from exc
+    text, source = read_data_file("aws_catalog.json", path, "price catalog")
     try:
         doc = json.loads(text)
     except ValueError as exc:
