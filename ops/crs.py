@@ -1,9 +1,10 @@
 """Map projections for products: the UTM zone of a footprint and the sensor's GSD.
 
 * :func:`utm_crs` picks the WGS84 / UTM zone (EPSG:326zz north, 327zz south)
-  holding a longitude/latitude, with the Norway and Svalbard exceptions of
-  the official zone layout, so that an ortho is written in the zone a user
-  of ``gdalwarp -t_srs`` or OTB would choose.
+  holding a longitude/latitude by :func:`planner.grid.utm_zone`, the one
+  rule the planner's grids use too (Norway and Svalbard exceptions of the
+  official layout, longitude 180 in zone 60), so that plan-time grids and
+  products agree; errors come back as GeometryError.
 * :func:`sensor_gsd_m` derives the ground sample distance of an RPC sensor at
   a ground point: the RPC's Jacobian with respect to local east/north metres
   (WGS84 radii of curvature) gives the ground area of one image pixel, and
@@ -25,24 +26,19 @@ from pyproj.exceptions import CRSError
 
 from ops.errors import GeometryError
 from ops.rpc import RpcModel
+from planner import grid
+from planner.errors import GridError
 
 WGS84_A_M = 6378137.0
 WGS84_E2 = 6.69437999014e-3
 
 
 def utm_zone(lon: float, lat: float) -> int:
-    """The UTM zone number (1..60) holding a point, with the Norway/Svalbard exceptions."""
-    if not (-180.0 <= lon <= 180.0 and -80.0 <= lat <= 84.0):
-        raise GeometryError(
-            f"lon/lat ({lon}, {lat}) is outside UTM's domain; expected lon in [-180, 180] "
-            "and lat in [-80, 84] (use a polar stereographic --crs)"
-        )
-    zone = int((lon + 180.0) // 6.0) % 60 + 1
-    if 56.0 <= lat < 64.0 and 3.0 <= lon < 12.0:
-        zone = 32
-    elif 72.0 <= lat <= 84.0 and 0.0 <= lon < 42.0:
-        zone = 31 if lon < 9.0 else 33 if lon < 21.0 else 35 if lon < 33.0 else 37
-    return zone
+    """The UTM zone number (1..60) holding a point: :func:`planner.grid.utm_zone`'s rule."""
+    try:
+        return grid.utm_zone(lon, lat)
+    except GridError as exc:
+        raise GeometryError(str(exc)) from None
 
 
 def utm_crs(lon: float, lat: float) -> str:

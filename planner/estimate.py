@@ -32,12 +32,7 @@ from planner.calibration import Calibration
 from planner.campaign import Campaign, Pair, Scene
 from planner.dag import GIB, TaskCost, TaskDeclaration, TaskKey, build_dag
 from planner.errors import CampaignError
-from planner.grid import GeoBox, InputWindow, TileGrid, TileIndex, Window
-
-
-def utm_crs(lon: float, lat: float) -> str:
-    zone = min(60, max(1, int((lon + 180.0) // 6.0) + 1))
-    return f"EPSG:{32600 + zone if lat >= 0 else 32700 + zone}"
+from planner.grid import GeoBox, InputWindow, TileGrid, TileIndex, Window, utm_crs
 
 
 @lru_cache(maxsize=64)

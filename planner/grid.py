@@ -14,6 +14,12 @@ and ``y = d*col + e*row + f`` at pixel *corners*; :meth:`GeoBox.xy` returns
 pixel *centres* and :meth:`GeoBox.rowcol` gives fractional indices whose
 integer values are pixel centres (numpy index convention).
 
+UTM: :func:`utm_zone`/:func:`utm_crs` are the one rule by which the planner's
+grids and the products' grids pick a zone: standard 6-degree zones with the
+Norway (32V) and Svalbard (31X..37X) exceptions of the official layout, and
+longitude 180 in zone 60 (the zone's closed east edge, as -180 is zone 1's
+west edge).
+
 This module is pure (numpy only): ops and the planner both use it.
 """
 
@@ -29,6 +35,27 @@ from numpy.typing import ArrayLike, NDArray
 from planner.errors import GridError
 
 FloatArray = NDArray[np.float64]
+
+
+def utm_zone(lon: float, lat: float) -> int:
+    """The UTM zone number (1..60) holding a point, with the Norway/Svalbard exceptions."""
+    if not (-180.0 <= lon <= 180.0 and -80.0 <= lat <= 84.0):
+        raise GridError(
+            f"lon/lat ({lon}, {lat}) is outside UTM's domain; expected lon in [-180, 180] "
+            "and lat in [-80, 84] (use a polar stereographic CRS)"
+        )
+    zone = min(int((lon + 180.0) // 6.0) + 1, 60)
+    if 56.0 <= lat < 64.0 and 3.0 <= lon < 12.0:
+        zone = 32
+    elif 72.0 <= lat <= 84.0 and 0.0 <= lon < 42.0:
+        zone = 31 if lon < 9.0 else 33 if lon < 21.0 else 35 if lon < 33.0 else 37
+    return zone
+
+
+def utm_crs(lon: float, lat: float) -> str:
+    """The WGS84 / UTM CRS ('EPSG:326zz' north, 'EPSG:327zz' south) holding a point."""
+    zone = utm_zone(lon, lat)
+    return f"EPSG:{32600 + zone if lat >= 0.0 else 32700 + zone}"
 
 
 @dataclass(frozen=True, slots=True)

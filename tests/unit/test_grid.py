@@ -19,7 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from planner.errors import GridError
-from planner.grid import GeoBox, TileGrid, TileIndex, Window
+from planner.grid import GeoBox, TileGrid, TileIndex, Window, utm_crs, utm_zone
 
 pytestmark = pytest.mark.unit
 
@@ -116,3 +116,36 @@ def test_bounding_window_contains_its_points(rows: list[float], cols: list[float
 def test_bad_grids_are_clear_errors(call: object, message: str) -> None:
     with pytest.raises(GridError, match=message):
         call()  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    ("lon", "lat", "expected"),
+    [
+        (5.3, 60.4, "EPSG:32632"),      # Bergen: Norway exception (31 by the 6-degree rule)
+        (180.0, 0.0, "EPSG:32660"),     # the closed east edge of zone 60, not zone 1
+        (180.0, -10.0, "EPSG:32760"),
+        (-180.0, 0.0, "EPSG:32601"),
+        (15.6, 78.2, "EPSG:32633"),     # Svalbard exception
+        (2.9, 60.4, "EPSG:32631"),      # west of the Norway exception
+        (31.13, 29.98, "EPSG:32636"),   # Giza
+    ],
+)
+def test_one_utm_rule_for_planner_and_ops(lon: float, lat: float, expected: str) -> None:
+    from ops.crs import utm_crs as ops_utm_crs
+
+    assert utm_crs(lon, lat) == expected
+    assert ops_utm_crs(lon, lat) == expected
+
+
+@given(st.floats(-180.0, 180.0), st.floats(-80.0, 84.0))
+def test_planner_and_ops_agree_on_every_utm_zone(lon: float, lat: float) -> None:
+    from ops.crs import utm_crs as ops_utm_crs
+
+    zone = utm_zone(lon, lat)
+    assert 1 <= zone <= 60
+    assert ops_utm_crs(lon, lat) == utm_crs(lon, lat)
+
+
+def test_outside_utm_is_a_grid_error() -> None:
+    with pytest.raises(GridError, match=r"\(0.0, 85.0\).*polar"):
+        utm_zone(0.0, 85.0)
