@@ -40,3 +40,7 @@ class RasterWriteError(OpsError, OSError):
 
 class StereoError(OpsError, ValueError):
     """A stereo pair cannot give a surface: no overlap, no texture, incompatible views."""
+
+
+class AcquisitionError(OpsError, ValueError):
+    """An image's metadata states an acquisition time that cannot be read."""

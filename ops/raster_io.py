@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -113,8 +114,16 @@ class CogWriter:
         nodata: float | None,
         descriptions: tuple[str | None, ...] | None = None,
         compress: str = "DEFLATE",
+        crs: str | None = None,
+        units: tuple[str | None, ...] | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> None:
         self.dest = Path(dest)
+        # what the file states beyond the grid: a 3D/compound CRS (the geobox's CRS
+        # promoted to heights), band units and the product's EOCHAIN_* tags
+        self.crs = crs or geobox.crs
+        self.units = units
+        self.tags = dict(tags or {})
         self.geobox = geobox
         self.count = count
         self.dtype = np.dtype(dtype).name
@@ -136,7 +145,7 @@ class CogWriter:
             "width": self.geobox.width,
             "count": self.count,
             "dtype": self.dtype,
-            "crs": self.geobox.crs,
+            "crs": self.crs,
             "transform": rasterio.Affine(*self.geobox.transform),
             "nodata": self.nodata,
             "tiled": True,
@@ -152,6 +161,10 @@ class CogWriter:
             for band, text in enumerate(self.descriptions, start=1):
                 if text:
                     self._dataset.set_band_description(band, text)
+        if self.units is not None:
+            self._dataset.units = tuple(u or "" for u in self.units)
+        if self.tags:
+            self._dataset.update_tags(**self.tags)
         return self
 
     def write(self, window: Window, data: NDArray[np.generic]) -> None:

@@ -28,3 +28,7 @@ class FlowError(RuntimeFailure, ValueError):
 
 class RetryLimitError(RuntimeFailure, RuntimeError):
     """A task kept failing for system reasons (lost nodes) more than the allowed attempts."""
+
+
+class MetadataError(RuntimeFailure, ValueError):
+    """A product's CRS or provenance cannot be stated as asked (unknown CRS, height reference)."""
