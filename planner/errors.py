@@ -11,6 +11,10 @@ class GridError(PlannerError, ValueError):
     """A geobox, tile grid or window is invalid."""
 
 
+class ConfigError(PlannerError, ValueError):
+    """A configuration file cannot be read strictly: size, encoding, duplicate key, alias, depth."""
+
+
 class CampaignError(PlannerError, ValueError):
     """A campaign file is malformed: a key is missing, unknown or has a bad value."""
 
@@ -25,6 +29,10 @@ class CatalogError(PlannerError, ValueError):
 
 class InfeasiblePlanError(PlannerError, ValueError):
     """No placement satisfies the campaign; the message names the binding constraint."""
+
+
+class SizeLimitError(PlannerError, ValueError):
+    """The work asked for exceeds a stated limit; the message gives the estimate."""
 
 
 class SolverError(PlannerError, RuntimeError):

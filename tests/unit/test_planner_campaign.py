@@ -55,7 +55,7 @@ def test_valid_campaign_parses_with_defaults() -> None:
 @pytest.mark.parametrize(
     ("path", "value", "fragments"),
     [
-        ("deadline_h", -3, ["deadline_h = -3", "a number > 0"]),
+        ("deadline_h", -3, ["deadline_h = -3", "a finite number > 0"]),
         ("objective", "cheapst", ["objective = 'cheapst'", "did you mean 'cheapest'"]),
         ("tiling", {"tile_pix": 512}, ["tiling.tile_pix", "did you mean 'tile_px'"]),
         ("products", {"orto": {"gsd_m": 0.5}}, ["products.orto", "did you mean 'ortho'"]),
@@ -75,11 +75,28 @@ def test_errors_name_key_value_and_expectation(path: str, value: object,
     assert "c.yaml" in str(err.value)
 
 
-def test_missing_key_is_named() -> None:
+def test_every_missing_or_bad_key_is_reported_in_one_message() -> None:
     doc = copy.deepcopy(BASE)
-    del doc["data"]["region"]
-    with pytest.raises(CampaignError, match=r"missing key 'data.region'"):
-        parse_campaign(doc)
+    del doc["name"], doc["products"]
+    doc["deadline_h"] = float("nan")
+    doc["tiling"] = {"tile_px": 16}
+    with pytest.raises(CampaignError) as err:
+        parse_campaign(doc, "c.yaml")
+    message = str(err.value)
+    assert message.startswith("c.yaml: 4 problems:")
+    for frag in ("missing key 'name'", "missing key 'products'", "deadline_h = nan",
+                 "tiling.tile_px = 16, expected an integer >= 64"):
+        assert frag in message
+
+
+def test_local_campaign_needs_only_name_inputs_products() -> None:
+    doc = {k: BASE[k] for k in ("name", "inputs", "products")}
+    c = parse_campaign(doc)
+    assert c.deadline_h == 24.0 and c.data_region == "eu-west-3" and c.data_bucket == ""
+    assert c.compute.regions == ("eu-west-3",) and "c7g" in c.compute.families
+    assert c.defaults_used == ("deadline_h", "data", "compute")
+    regions = parse_campaign({**doc, "compute": {"regions": ["eu-west-1"]}})
+    assert regions.data_region == "eu-west-1"
 
 
 @pytest.mark.parametrize(
@@ -116,7 +133,8 @@ def test_stac_item_collection(tmp_path: Path) -> None:
     bad = copy.deepcopy(items)
     del bad["features"][1]["properties"]["proj:shape"]
     (tmp_path / "items.json").write_text(json.dumps(bad))
-    with pytest.raises(CampaignError, match=r"features\[1\].properties.proj:shape"):
+    with pytest.raises(CampaignError, match=r"STAC items.json features\[1\] .* states no rows, "
+                                            r"cols; they are read from the file only"):
         load_campaign(tmp_path / "c.yaml")
 
 
