@@ -166,6 +166,12 @@ def ortho_metadata(
                                        parameters))
 
 
+def plain_metadata(crs: str, band_descriptions: Sequence[str | None]) -> ProductMetadata:
+    """Metadata of a product that states only its grid's CRS and band descriptions."""
+    return ProductMetadata(crs, tuple(band_descriptions), (None,) * len(band_descriptions), None,
+                           "{}")
+
+
 def processing_time() -> dt.datetime:
     """Now, in UTC: the date of a product whose inputs state no acquisition time."""
     return dt.datetime.now(dt.UTC).replace(microsecond=0)
