@@ -71,6 +71,15 @@ def collection_id(store: ObjectStore) -> str:
     return posixpath.basename(parent.rstrip("/")) or "eochain"
 
 
+@dataclass(frozen=True, slots=True)
+class ItemLinks:
+    """An item's place: its own URI, its collection's id and the collection's relative href."""
+
+    self_href: str
+    collection: str
+    collection_href: str
+
+
 def _signed_area(ring: list[tuple[float, float]]) -> float:
     return 0.5 * sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in pairwise(ring))
 
@@ -110,9 +119,7 @@ def make_item(
     meta: ProductMetadata | None = None,
     band_names: Sequence[str] = (),
     datetime: dt.datetime | None = None,
-    self_href: str | None = None,
-    collection: str | None = None,
-    collection_href: str = "../" + COLLECTION_KEY,
+    links: ItemLinks | None = None,
     properties: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A STAC item (as a dict) for the COG at ``href`` on ``geobox``, stating ``meta``.
@@ -145,7 +152,7 @@ def make_item(
         bbox=[min(lons), min(lats), max(lons), max(lats)],
         datetime=when,
         properties=props,
-        collection=collection,
+        collection=None if links is None else links.collection,
     )
     code, wkt2 = _crs_fields(meta.crs)
     proj = ProjectionExtension.ext(item, add_if_missing=True)
@@ -174,11 +181,11 @@ def make_item(
     if nodata is not None and math.isnan(nodata):
         for band in doc["assets"]["data"]["raster:bands"]:
             band["nodata"] = "nan"  # the raster extension's spelling; JSON has no NaN
-    links = [] if self_href is None else [{"rel": "self", "href": self_href, "type": GEOJSON}]
-    if collection is not None:
-        links += [{"rel": rel, "href": collection_href, "type": STAC_JSON}
-                  for rel in ("root", "parent", "collection")]
-    doc["links"] = links
+    doc["links"] = [] if links is None else [
+        {"rel": "self", "href": links.self_href, "type": GEOJSON},
+        *({"rel": rel, "href": links.collection_href, "type": STAC_JSON}
+          for rel in ("root", "parent", "collection")),
+    ]
     return doc
 
 
@@ -186,12 +193,12 @@ def item_bytes(item: Mapping[str, Any]) -> bytes:
     return json.dumps(item, sort_keys=True, indent=1).encode()
 
 
-def item_links(store: ObjectStore, object_key: str) -> dict[str, str]:
-    """``make_item``'s link arguments for the product at ``object_key`` of ``store``."""
+def item_links(store: ObjectStore, object_key: str) -> ItemLinks:
+    """The links of the item of the product at ``object_key`` of ``store``."""
     item_key = stac_key(object_key)
     depth = item_key.count("/")
-    return {"self_href": store.uri(item_key), "collection": collection_id(store),
-            "collection_href": "../" * depth + COLLECTION_KEY if depth else "./" + COLLECTION_KEY}
+    return ItemLinks(store.uri(item_key), collection_id(store),
+                     "../" * depth + COLLECTION_KEY if depth else "./" + COLLECTION_KEY)
 
 
 @dataclass(frozen=True, slots=True)
