@@ -13,17 +13,27 @@
 
 Each method returns a new immutable :class:`Flow`. ``run()``:
 
-1. surveys every scene on the driver (its raster, RPC and DEM footprint ->
-   the output geobox and tile grid); a scene that cannot be read (corrupt
-   file, no RPC) becomes a :class:`~scheduler.runtime.state.Failure` naming
-   the scene and the reason, and the others go on;
-2. gives each product its key (hash of inputs and parameters) and drops the
-   products the manifest already lists (resume, idempotence);
-3. builds the task DAG (per scene or pair: plan -> tiles -> write, see
-   :mod:`scheduler.runtime.products`) with the
-   planner's depth-first priorities and hands it to the dispatcher;
-4. records each product in the manifest as its write task returns, and
-   sweeps temporary files/objects when done.
+0. checks that the destination is writable (a probe write), before any work;
+1. surveys the scenes on the driver, in parallel threads (:func:`survey`:
+   its raster, RPC and DEM footprint -> the output geobox and tile grid),
+   each bounded by ``survey_timeout_s``; a scene that cannot be read
+   (corrupt file, no RPC, an endpoint that never answers) becomes a
+   :class:`~scheduler.runtime.state.Failure` naming the scene and the
+   reason, and the others go on;
+2. gives each product its key (:mod:`scheduler.runtime.manifest`) and skips
+   the products the manifest records *and* that pass verification (size,
+   checksum when changed); a lost or stale STAC item of a good product is
+   rewritten on the driver; a missing or corrupt product is rebuilt;
+3. takes a lease on each product left (:mod:`scheduler.runtime.lease`): a
+   product leased by another live driver on the same output is not
+   computed here; this run waits for that driver's manifest record, and
+   takes the product over if its lease expires;
+4. builds the task DAG of its leased products (per scene or pair: plan ->
+   tiles -> write, see :mod:`scheduler.runtime.products`) with the
+   planner's depth-first priorities and hands it to the dispatcher; each
+   write task publishes COG, STAC item and manifest record in that order;
+5. sweeps its own temporary files/objects (and others' older than
+   :data:`~scheduler.runtime.store.STALE_TEMP_S`) when done.
 """
 
 from __future__ import annotations
@@ -36,6 +46,8 @@ from typing import TYPE_CHECKING, Any
 
 from scheduler.runtime.dispatch import Dispatcher, DispatchOptions, Progress, RunReport, run_serial
 from scheduler.runtime.errors import FlowError
+from scheduler.runtime.kernels import WriteCogTask
+from scheduler.runtime.lease import LEASE_TTL_S, LeaseBook
 from scheduler.runtime.manifest import Manifest, ProductRecord
 from scheduler.runtime.products import (
     DsmStep,
@@ -45,8 +57,16 @@ from scheduler.runtime.products import (
     plan_dsm_product,
     plan_ortho_product,
 )
+from scheduler.runtime.stac import CampaignCollection, stac_key
 from scheduler.runtime.state import Failure, TaskGraph
-from scheduler.runtime.store import open_store
+from scheduler.runtime.store import LocalStore, S3Store, open_store
+from scheduler.runtime.survey import (
+    SURVEY_THREADS,
+    SURVEY_TIMEOUT_S,
+    SurveyJob,
+    set_network_timeouts,
+    survey,
+)
 
 if TYPE_CHECKING:
     from scheduler.metrics import CampaignMetrics
@@ -65,6 +85,12 @@ class FlowReport:
     dispatch: RunReport | None
     wall_s: float
     swept_temps: tuple[str, ...] = ()
+    #: products found recorded but missing or corrupt, with the reason, and rebuilt
+    rebuilt: tuple[str, ...] = ()
+    #: STAC items of good products rewritten (they were missing or stale)
+    items_rewritten: tuple[str, ...] = ()
+    #: products another driver on the same output computed while this one waited
+    by_other_run: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -146,63 +172,131 @@ class Flow:
         return replace(self, dest=str(dest))
 
     # -- planning ---------------------------------------------------------------------------
-    def plan(self) -> tuple[list[ProductPlan], list[Failure]]:
-        """Survey the scenes and build each product's tasks (runs on the driver)."""
+    def plan(self, store: LocalStore | S3Store | None = None,
+             ) -> tuple[list[ProductPlan], list[Failure]]:
+        """Survey the scenes in parallel and build each product's tasks (on the driver)."""
         if self.ortho_step is None and self.dsm_step is None:
             raise FlowError("the flow has no operation; call .ortho(...) or .dsm(...) first")
         if self.dest is None:
             raise FlowError("the flow has no destination; call .write(dest) before .run()")
-        store = open_store(self.dest)
-        products: list[ProductPlan] = []
-        failures: list[Failure] = []
+        store = store if store is not None else open_store(self.dest)
+        jobs: list[SurveyJob] = []
         if self.dsm_step is not None:
             by_id = {s.id: s for s in self.scenes}
-            for a, b in self.dsm_step.pairs:
-                try:
-                    products.append(plan_dsm_product(by_id[a], by_id[b], self.dsm_step, store,
-                                                     self.resources))
-                except Exception as exc:  # noqa: BLE001 - one bad pair must not stop the others
-                    failures.append(Failure(f"{a}+{b}/survey", f"{a}+{b}",
-                                            f"{by_id[a].uri}, {by_id[b].uri}: "
-                                            f"{type(exc).__name__}: {exc}"))
+            dsm = self.dsm_step
+            for a, b in dsm.pairs:
+                left, right = by_id[a], by_id[b]
+                jobs.append(SurveyJob(
+                    f"{a}+{b}", f"{left.uri}, {right.uri}",
+                    lambda left=left, right=right: plan_dsm_product(  # type: ignore[misc]
+                        left, right, dsm, store, self.resources)))
         ortho = self.ortho_step
-        for scene in self.scenes:
-            if ortho is None:
-                break
-            try:
-                products.append(plan_ortho_product(scene, ortho, store, self.resources))
-            except Exception as exc:  # noqa: BLE001 - one bad scene must not stop the others
-                failures.append(Failure(f"{scene.id}/survey", scene.id,
-                                        f"{scene.uri}: {type(exc).__name__}: {exc}"))
-        return products, failures
+        if ortho is not None:
+            for scene in self.scenes:
+                jobs.append(SurveyJob(
+                    scene.id, scene.uri,
+                    lambda scene=scene: plan_ortho_product(  # type: ignore[misc]
+                        scene, ortho, store, self.resources)))
+        return survey(jobs, self.driver.survey_threads, self.driver.survey_timeout_s)
 
     def run(self, progress: Callable[[Progress], None] | None = None) -> FlowReport:
-        """Run the campaign; products already in the manifest are not recomputed."""
+        """Run the campaign; products already in the manifest (and verified) are not recomputed."""
         start = time.perf_counter()
-        products, failures = self.plan()
+        if self.dest is None:
+            raise FlowError("the flow has no destination; call .write(dest) before .run()")
+        set_network_timeouts()
+        store = open_store(self.dest)
+        store.check_writable()
+        products, failures = self.plan(store)
         n_survey_failures = len(failures)
-        store = open_store(str(self.dest))
         manifest = Manifest(store)
-        done = manifest.done_keys()
-        todo = [p for p in products if p.key not in done]
-        skipped = tuple(sorted(p.object_key for p in products if p.key in done))
+        skipped: list[str] = []
+        rebuilt: list[str] = []
+        items: list[str] = []
+        todo: list[ProductPlan] = []
+        for p in products:
+            verdict = manifest.verify(p.key)
+            if verdict.product_ok and verdict.record is not None:
+                skipped.append(p.object_key)
+                if not verdict.item_ok:
+                    _rewrite_item(store, p, verdict.record)
+                    items.append(f"{stac_key(p.object_key)}: {verdict.reason}")
+            else:
+                if verdict.record is not None:
+                    rebuilt.append(f"{p.object_key}: {verdict.reason}")
+                todo.append(p)
         written: list[ProductRecord] = []
+        collection = CampaignCollection.load(store)  # the store's collection.json, up to date
 
         def on_result(key: str, value: object) -> None:
             if isinstance(value, ProductRecord):
-                manifest.record(value)
-                written.append(value)
+                written.append(value)  # the write task published it with its record
+                collection.add(value)
 
         report: RunReport | None = None
-        if todo:
-            tasks = [t for p in todo for t in p.tasks]
-            graph = TaskGraph.build(tasks)
-            report = self.driver.dispatch(graph, progress, on_result)
-            failures.extend(report.failures)
+        by_other: list[str] = []
+        with LeaseBook(store, store.run_id, self.driver.lease_ttl_s) as leases:
+            pending = todo
+            while pending:
+                mine: list[ProductPlan] = []
+                for p in pending:
+                    if not leases.acquire(p.key):
+                        continue
+                    if manifest.verify(p.key).product_ok:  # published while we looked
+                        leases.release(p.key)
+                        by_other.append(p.object_key)
+                    else:
+                        mine.append(p)
+                done_now = {p.key for p in mine} | set(_done(manifest, pending, mine, by_other))
+                if mine:
+                    graph = TaskGraph.build([t for p in mine for t in p.tasks])
+                    one = self.driver.dispatch(graph, progress, on_result)
+                    report = one if report is None else merge_reports(report, one)
+                    failures.extend(one.failures)
+                    for p in mine:
+                        leases.release(p.key)
+                pending = [p for p in pending if p.key not in done_now
+                           and p.object_key not in by_other]
+                if pending and not mine:
+                    time.sleep(self.driver.lease_poll_s)  # others hold them: wait for records
         swept: tuple[str, ...] = tuple(store.sweep_temps())
-        return FlowReport(tuple(sorted(written, key=lambda r: r.object_key)), skipped,
-                          tuple(failures), len(products) + n_survey_failures, report,
-                          time.perf_counter() - start, swept)
+        return FlowReport(tuple(sorted(written, key=lambda r: r.object_key)),
+                          tuple(sorted(skipped + by_other)), tuple(failures),
+                          len(products) + n_survey_failures, report,
+                          time.perf_counter() - start, swept, tuple(rebuilt), tuple(items),
+                          tuple(sorted(by_other)))
+
+
+def _done(manifest: Manifest, pending: Sequence[ProductPlan], mine: Sequence[ProductPlan],
+          by_other: list[str]) -> list[str]:
+    """Keys of pending products (not ours) that another driver has published meanwhile."""
+    ours = {p.key for p in mine}
+    keys = []
+    for p in pending:
+        if p.key not in ours and p.object_key not in by_other \
+                and manifest.verify(p.key).product_ok:
+            by_other.append(p.object_key)
+            keys.append(p.key)
+    return keys
+
+
+def _rewrite_item(store: LocalStore | S3Store, product: ProductPlan, record: ProductRecord) -> None:
+    writer = product.tasks[-1].fn
+    if not isinstance(writer, WriteCogTask):
+        raise FlowError(f"{product.label}: its last task is not a COG writer")
+    store.put_bytes(stac_key(product.object_key), writer.item_bytes(record.sha256))
+
+
+def merge_reports(a: RunReport, b: RunReport) -> RunReport:
+    """One report for two dispatch rounds of a run (sums, the larger peak)."""
+    runs = dict(a.runs_by_key)
+    for k, n in b.runs_by_key.items():
+        runs[k] = runs.get(k, 0) + n
+    return RunReport({**a.results, **b.results}, a.failures + b.failures,
+                     a.task_runs + b.task_runs, a.retries + b.retries,
+                     a.recomputed + b.recomputed,
+                     max(a.peak_bytes_in_flight, b.peak_bytes_in_flight), a.wall_s + b.wall_s,
+                     runs)
 
 
 def task_stage(key: str) -> str:
@@ -253,6 +347,9 @@ class Driver:
     for those messages (default: a logged warning); ``fleet_cpus_per_node``
     replaces each type's vCPUs in the request (the shrunk nodes of
     :func:`scheduler.cluster_config.render_fake_multinode_config`).
+    ``survey_threads``/``survey_timeout_s`` bound the survey (see :func:`survey`);
+    ``lease_ttl_s``/``lease_poll_s``: how long this driver's product leases last
+    unrenewed, and how often it looks for products another driver holds.
     """
 
     address: str | None = None
@@ -263,6 +360,10 @@ class Driver:
     plan: Mapping[str, Any] | None = None
     say: Callable[[str], None] | None = None
     fleet_cpus_per_node: float | None = None
+    survey_threads: int = SURVEY_THREADS
+    survey_timeout_s: float = SURVEY_TIMEOUT_S
+    lease_ttl_s: float = LEASE_TTL_S
+    lease_poll_s: float = 1.0
 
     def get_flow(self, scenes: Sequence[object]) -> Flow:
         return Flow(self, _scenes(scenes))
@@ -303,7 +404,7 @@ class Driver:
         try:
             fleet.update(queue.remaining_fraction())
             spot = SpotLosses(self.plan, say=self.say, act=fleet.substitute)
-            return Dispatcher(self.options, self.metrics, spot).run(graph, tick, done)
+            return Dispatcher(self.options, self.metrics, spot, fleet).run(graph, tick, done)
         finally:
             if ray.is_initialized():  # a failed run must not keep a fleet up either
                 fleet.release()
@@ -315,6 +416,7 @@ class Driver:
         from scheduler.runtime.cluster import use_loopback
 
         use_loopback()
+        set_network_timeouts()
         import ray
 
         if ray.is_initialized():
@@ -325,9 +427,35 @@ class Driver:
                      log_to_driver=False,
                      object_store_memory=self.object_store_bytes)
         else:
+            check_reachable(self.address)
             env = worker_env()
             ray.init(address=self.address, log_to_driver=False,
                      runtime_env={"env_vars": env} if env else None)
+
+
+#: Seconds to reach a Ray cluster's address before giving up with an error.
+RAY_CONNECT_TIMEOUT_S = 10.0
+
+
+def check_reachable(address: str, timeout_s: float = RAY_CONNECT_TIMEOUT_S) -> None:
+    """Fail within ``timeout_s`` with a clear error when nothing listens at a Ray address.
+
+    ``ray.init`` to a dead or black-holed address waits for minutes; a TCP
+    connection to the GCS port tells first. ``auto`` (this machine's cluster) is left
+    to Ray.
+    """
+    import socket
+
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if address == "auto" or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise FlowError(f"Ray cluster at {address!r}: cannot connect within {timeout_s:g} s "
+                        f"({exc.strerror or exc}); expected a running head node there (its "
+                        "GCS address, as `ray status` on it prints)") from exc
 
 
 #: Settings (never credentials) the driver hands to workers of a remote cluster: where S3 is

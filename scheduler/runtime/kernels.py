@@ -13,8 +13,8 @@ worker's cache (the ortho plan per scene, keyed by its product key).
 * :class:`DsmPlanTask` -> (stereo plan, DEM) of a pair, :class:`DsmTileTask`
   (plan, DEM) -> the (3, rows, cols) DSM tile (height, points, confidence);
 * :class:`WriteCogTask` (tiles...) -> :class:`ProductRecord`: the tiles into a
-  scratch COG in the worker's scratch folder, then an atomic store
-  publication of the COG and of its STAC item.
+  scratch COG in the worker's scratch folder, then atomic store publications
+  of the COG, its STAC item and its manifest record, in that order.
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ from ops.rpc_io import find_rpc
 from ops.stereo import StereoPlan, run_dsm_tile
 from planner.grid import GeoBox, Window
 from scheduler.runtime.actors import TaskContext
-from scheduler.runtime.manifest import ProductRecord
-from scheduler.runtime.stac import item_bytes, make_item, stac_key
+from scheduler.runtime.manifest import Manifest, ProductRecord
+from scheduler.runtime.provenance import ProductMetadata
+from scheduler.runtime.stac import item_bytes, item_links, make_item, stac_key
 from scheduler.runtime.store import LocalStore, S3Store, sha256_file
 
 
@@ -171,12 +172,20 @@ class WriteCogTask:
     nodata: float | None
     descriptions: tuple[str | None, ...] | None = None
     datetime_iso: str = "1970-01-01T00:00:00+00:00"
+    #: CRS with heights, band units, acquisition and provenance (file tags and STAC item)
+    meta: ProductMetadata | None = None
 
     def __call__(self, ctx: TaskContext, *tiles: NDArray[np.generic]) -> ProductRecord:
-        scratch = Path(ctx.scratch_dir) / f"{uuid.uuid4().hex}.tif"
+        # the run id names the scratch file: a node lost mid-assembly leaves files that
+        # the worker's scratch sweep can tell apart from a live run's
+        scratch = Path(ctx.scratch_dir) / f"{self.store.run_id}.{uuid.uuid4().hex[:12]}.tif"
         try:
+            meta = self.meta
             with CogWriter(scratch, self.geobox, count=self.count, dtype=self.dtype,
-                           nodata=self.nodata, descriptions=self.descriptions) as out:
+                           nodata=self.nodata, descriptions=self.descriptions,
+                           crs=None if meta is None else meta.crs,
+                           units=None if meta is None else meta.band_units,
+                           tags=None if meta is None else meta.tags()) as out:
                 for window, tile in zip(self.windows, tiles, strict=True):
                     out.write(window, tile)
             digest = sha256_file(scratch)
@@ -184,7 +193,25 @@ class WriteCogTask:
             self.store.put_file(self.object_key, scratch)
         finally:
             scratch.unlink(missing_ok=True)
+        return self.publish_record(digest, nbytes)
+
+    def publish_record(self, digest: str, nbytes: int) -> ProductRecord:
+        """Publish the STAC item and the manifest record of the product just published.
+
+        Both follow the COG within this task, so a reader sees the COG without them for
+        the time of two small writes (a lost node in between: the next run rebuilds).
+        """
+        stat = self.store.stat(self.object_key)
         item_key = stac_key(self.object_key)
+        self.store.put_bytes(item_key, self.item_bytes(digest))
+        record = ProductRecord(self.product_key, self.object_key,
+                               self.store.uri(self.object_key), self.op, self.label, digest,
+                               nbytes, item_key, "" if stat is None else stat.version)
+        Manifest(self.store).record(record)
+        return record
+
+    def item_bytes(self, digest: str) -> bytes:
+        """The product's STAC item (also rewritten alone when a resumed run finds it lost)."""
         item = make_item(
             Path(self.object_key).stem, Path(self.object_key).name, self.geobox,
             dtype=self.dtype, nodata=self.nodata, band_names=[
@@ -193,7 +220,6 @@ class WriteCogTask:
             datetime=dt.datetime.fromisoformat(self.datetime_iso),
             properties={"eochain:product_key": self.product_key, "eochain:op": self.op,
                         "eochain:sha256": digest},
+            meta=self.meta, links=item_links(self.store, self.object_key),
         )
-        self.store.put_bytes(item_key, item_bytes(item))
-        return ProductRecord(self.product_key, self.object_key, self.store.uri(self.object_key),
-                             self.op, self.label, digest, nbytes, item_key)
+        return item_bytes(item)

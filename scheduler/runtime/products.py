@@ -17,7 +17,8 @@ Each product becomes a small DAG with its identity (a :class:`ProductPlan`):
 
 Surveying runs on the driver: it reads the image headers, RPCs and the DEM
 around the footprints. A scene or pair that fails here is reported by the
-flow with the reason; the product key (hash of inputs and parameters)
+flow with the reason; the product key (hash of inputs, the RPC models
+used, parameters and kernel version, :mod:`scheduler.runtime.manifest`)
 decides what the manifest already holds.
 """
 
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ops.acquisition import read_acquisition, span
 from ops.ortho import HeightModel, default_geobox, default_nodata
 from ops.raster_io import raster_info
 from ops.rpc_io import find_rpc
@@ -44,7 +46,8 @@ from scheduler.runtime.kernels import (
     WriteCogTask,
     open_dem,
 )
-from scheduler.runtime.manifest import product_key
+from scheduler.runtime.manifest import product_key, rpc_identity
+from scheduler.runtime.provenance import dsm_metadata, ortho_metadata, processing_time
 from scheduler.runtime.state import Task
 from scheduler.runtime.store import LocalStore, S3Store
 
@@ -116,7 +119,8 @@ def plan_ortho_product(
     params = {"gsd_m": step.gsd_m, "crs": step.crs, "resampling": step.resampling,
               "tile_px": step.tile_px, "geobox": [geobox.crs, *geobox.transform,
                                                   geobox.height, geobox.width]}
-    key = product_key("ortho", params, _inputs(scene.uri, dem_path, step.geoid))
+    key = product_key("ortho", params, _inputs(scene.uri, dem_path, step.geoid),
+                      [rpc_identity(rpc)])
     object_key = f"ortho/{scene.id}.tif"
     grid = TileGrid(geobox, step.tile_px, step.tile_px)
     tile_bytes = step.tile_px * step.tile_px * info.count * _itemsize(info.dtype)
@@ -131,8 +135,12 @@ def plan_ortho_product(
         tasks.append(Task(f"{scene.id}/ortho/{idx.row:04d}_{idx.col:04d}",
                           OrthoTileTask(scene.uri, window), (plan_key,), tile_bytes, scene.id))
     tile_keys = tuple(t.key for t in tasks[1:])
+    meta = ortho_metadata(crs=geobox.crs, band_descriptions=info.descriptions, image=scene.uri,
+                          rpc_source=rpc.source, dem=dem_path, geoid=step.geoid,
+                          acquired=read_acquisition(scene.uri), parameters=params)
     writer = WriteCogTask(store, object_key, key, "ortho", scene.id, geobox, tuple(windows),
-                          info.count, info.dtype, default_nodata(info.dtype, info.nodata))
+                          info.count, info.dtype, default_nodata(info.dtype, info.nodata),
+                          datetime_iso=processing_time().isoformat(), meta=meta)
     tasks.append(Task(f"{scene.id}/ortho/write", writer, tile_keys, 1024, scene.id, key,
                       kind="write"))
     if resources:
@@ -174,7 +182,8 @@ def plan_dsm_product(
     geobox = plan.geobox
     params = {"gsd_m": step.gsd_m, "crs": step.crs, "tile_px": step.tile_px,
               "geobox": [geobox.crs, *geobox.transform, geobox.height, geobox.width]}
-    key = product_key("dsm", params, _inputs(left.uri, right.uri, dem_path, step.geoid))
+    key = product_key("dsm", params, _inputs(left.uri, right.uri, dem_path, step.geoid),
+                      [rpc_identity(view_l.rpc), rpc_identity(view_r.rpc)])
     object_key = f"dsm/{pair_id}.tif"
     grid = TileGrid(geobox, step.tile_px, step.tile_px)
     plan_key = f"{pair_id}/dsm/plan"
@@ -186,8 +195,15 @@ def plan_dsm_product(
         windows.append(grid.window(idx))
         tasks.append(Task(f"{pair_id}/dsm/{idx.row:04d}_{idx.col:04d}",
                           DsmTileTask(grid.tile_geobox(idx)), (plan_key,), tile_bytes, pair_id))
+    # the runtime writes heights above the ellipsoid (the geoid only corrects the DEM)
+    meta = dsm_metadata(horizontal_crs=geobox.crs, heights="ellipsoid",
+                        band_descriptions=DSM_BANDS, images=[left.uri, right.uri],
+                        rpc_sources=[view_l.rpc.source, view_r.rpc.source], dem=dem_path,
+                        geoid=step.geoid, parameters=params, acquired=span(
+                            [read_acquisition(left.uri), read_acquisition(right.uri)]))
     writer = WriteCogTask(store, object_key, key, "dsm", pair_id, geobox, tuple(windows), 3,
-                          "float32", DSM_NODATA, descriptions=DSM_BANDS)
+                          "float32", DSM_NODATA, descriptions=DSM_BANDS,
+                          datetime_iso=processing_time().isoformat(), meta=meta)
     tasks.append(Task(f"{pair_id}/dsm/write", writer, tuple(t.key for t in tasks[1:]), 1024,
                       pair_id, key, kind="write"))
     if resources:
