@@ -3,15 +3,35 @@
 Sub-commands live in their own modules and are imported only when invoked,
 so ``eochain --help`` stays fast and a broken optional dependency of one
 command cannot take the others down.
+
+No user error ends in a traceback. The group runs every sub-command under
+:func:`classify`: an error of one of the project's roots (planner, ops,
+runtime, cloud) or a ``ValueError``/``OSError`` (a bad file, a bad value, a
+missing folder) is a user error: exit 1 with its message, cut to
+:data:`MAX_MESSAGE_CHARS`. Anything else is an internal error (exit
+:data:`INTERNAL_EXIT`): the message says it is a bug and where to report it,
+and the traceback goes to a log file under :func:`log_dir` whose path is
+printed.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib
+import os
 import sys
+import tempfile
+import traceback
 from importlib import metadata
+from pathlib import Path
 
 import click
+
+#: Exit status of an internal error (EX_SOFTWARE): not the user's fault.
+INTERNAL_EXIT = 70
+#: Longest user-error message printed, in characters.
+MAX_MESSAGE_CHARS = 2000
+REPORT_TO = "the eochain issue tracker (the repository's Issues page)"
 
 #: name -> "module:attribute" of a click command.
 COMMANDS: dict[str, str] = {
@@ -48,8 +68,77 @@ def _version() -> str:
         return "0+unknown"
 
 
+def log_dir() -> Path:
+    """Where internal-error logs go: $EOCHAIN_LOG_DIR, else $XDG_STATE_HOME/eochain/logs."""
+    if os.environ.get("EOCHAIN_LOG_DIR"):
+        return Path(os.environ["EOCHAIN_LOG_DIR"])
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "eochain" / "logs"
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    from ops.errors import OpsError
+    from planner.errors import PlannerError
+    from scheduler.cloud.errors import CloudError
+    from scheduler.runtime.errors import RuntimeFailure
+
+    return (PlannerError, OpsError, RuntimeFailure, CloudError, ValueError, OSError)
+
+
+class InternalError(click.ClickException):
+    """An unexpected exception: a bug, reported with the path of its traceback log."""
+
+    exit_code = INTERNAL_EXIT
+
+
+def _write_log(exc: BaseException, argv: list[str]) -> Path | None:
+    text = (f"eochain {_version()} {' '.join(argv)}\n"
+            + "".join(traceback.format_exception(exc)))
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    name = f"eochain-{stamp}-{os.getpid()}.log"
+    for folder in (log_dir(), Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / name
+            path.write_text(text)
+            return path
+        except OSError:
+            continue
+    return None
+
+
+def _short(message: str) -> str:
+    message = message.strip() or "(no message)"
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[:MAX_MESSAGE_CHARS - 3] + "..."
+    return message
+
+
+def classify(exc: Exception, argv: list[str]) -> click.ClickException:
+    """The click exception to exit with for ``exc`` (module docstring)."""
+    if isinstance(exc, _user_error_types()):
+        text = str(exc)
+        if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in text:
+            text = f"{exc.filename}: {text}"
+        return click.ClickException(_short(text))
+    log = _write_log(exc, argv)
+    where = f"the traceback is in {log}" if log else "no log could be written"
+    return InternalError(
+        f"internal error ({type(exc).__name__}: {_short(str(exc))[:200]}); this is a bug in "
+        f"eochain, not in your input: please report it to {REPORT_TO} with the command "
+        f"line; {where}")
+
+
 class LazyGroup(click.Group):
-    """A click group whose commands are imported on first use."""
+    """A click group whose commands are imported on first use, run under :func:`classify`."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            raise classify(exc, sys.argv[1:]) from exc
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)

@@ -1,0 +1,117 @@
+"""How much work a campaign or a product asks for, estimated before any is done.
+
+A mistyped ``gsd_m: 1e-6`` or ``tile_px: 64`` on a large survey turns a
+campaign of thousands of tasks into billions; the commands estimate first
+and refuse beyond stated limits, naming the estimate, unless the user passes
+``--allow-large``. The estimate is cheap (no DAG, no grid objects):
+
+- an ortho per scene: the footprint's extent in metres (equirectangular at
+  its centre latitude) over ``gsd_m``, in tiles of ``tile_px``; one task a
+  tile;
+- a DSM per pair: the same over the two footprints' intersection at the DSM
+  ``gsd_m``, two tasks a tile (stereo and dsm);
+- output bytes: :data:`BYTES_PER_PX` a pixel (float32), an upper bound.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from planner.campaign import M_PER_DEG_LAT, M_PER_DEG_LON_EQUATOR, Campaign
+from planner.errors import SizeLimitError
+
+#: Bytes a product pixel takes (float32); uint16 products take half.
+BYTES_PER_PX = 4
+#: Most tasks a command accepts without ``--allow-large``.
+MAX_TASKS = 2_000_000
+#: Most output bytes a campaign accepts without ``--allow-large`` (100 TiB).
+MAX_CAMPAIGN_BYTES = 100 * 2**40
+#: Most output bytes one product (``eochain ortho``/``dsm``) accepts (100 GiB).
+MAX_PRODUCT_BYTES = 100 * 2**30
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """Estimated tasks and output of some work; ``what`` names it in messages."""
+
+    what: str
+    tasks: float
+    output_px: float
+
+    @property
+    def output_bytes(self) -> float:
+        return self.output_px * BYTES_PER_PX
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if n < 1024 or unit == "EiB":
+            return f"{n:.3g} {unit}"
+        n /= 1024
+    return f"{n:.3g} EiB"
+
+
+def _count(n: float) -> str:
+    return f"{n:,.0f}" if n < 1e12 else f"{n:.3g}"
+
+
+def grid_workload(what: str, rows: float, cols: float, tile_px: int,
+                  tasks_per_tile: int = 1) -> Workload:
+    """A product of ``rows`` x ``cols`` output pixels, cut into ``tile_px`` tiles."""
+    tiles = math.ceil(rows / tile_px) * math.ceil(cols / tile_px)
+    return Workload(what, float(tiles * tasks_per_tile), float(rows) * float(cols))
+
+
+def bbox_workload(what: str, bbox: tuple[float, float, float, float], gsd_m: float,
+                  tile_px: int, tasks_per_tile: int = 1) -> Workload:
+    """A product covering a lon/lat box at ``gsd_m``."""
+    x0, y0, x1, y1 = bbox
+    lat = math.radians(0.5 * (y0 + y1))
+    width_m = (x1 - x0) * M_PER_DEG_LON_EQUATOR * max(math.cos(lat), 1e-6)
+    height_m = (y1 - y0) * M_PER_DEG_LAT
+    return grid_workload(what, max(1.0, math.ceil(height_m / gsd_m)),
+                         max(1.0, math.ceil(width_m / gsd_m)), tile_px, tasks_per_tile)
+
+
+def total(what: str, parts: Iterable[Workload]) -> Workload:
+    tasks = px = 0.0
+    for p in parts:
+        tasks += p.tasks
+        px += p.output_px
+    return Workload(what, tasks, px)
+
+
+def campaign_workload(campaign: Campaign) -> Workload:
+    """The campaign's tasks and output (module docstring)."""
+    tile = campaign.tiling.tile_px
+    parts: list[Workload] = []
+    ortho, dsm = campaign.product("ortho"), campaign.product("dsm")
+    if ortho is not None:
+        parts += [bbox_workload(s.id, s.footprint, ortho.gsd_m, tile) for s in campaign.scenes]
+    if dsm is not None:
+        by_id = {s.id: s for s in campaign.scenes}
+        for pair in campaign.pairs:
+            a, b = by_id[pair.left].footprint, by_id[pair.right].footprint
+            box = (max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3]))
+            if box[0] < box[2] and box[1] < box[3]:
+                parts.append(bbox_workload(pair.id, box, dsm.gsd_m, tile, tasks_per_tile=2))
+    return total(f"campaign {campaign.name!r}", parts)
+
+
+def check_workload(work: Workload, *, max_tasks: float = MAX_TASKS,
+                   max_bytes: float = MAX_CAMPAIGN_BYTES, allow_large: bool = False) -> None:
+    """Raise :class:`SizeLimitError` with the estimate when ``work`` is beyond a limit."""
+    if allow_large:
+        return
+    over = []
+    if work.tasks > max_tasks:
+        over.append(f"{_count(work.tasks)} tasks (limit {_count(max_tasks)})")
+    if work.output_bytes > max_bytes:
+        over.append(f"{_human_bytes(work.output_bytes)} of output (limit "
+                    f"{_human_bytes(max_bytes)})")
+    if over:
+        raise SizeLimitError(
+            f"{work.what} would make {' and '.join(over)}; check gsd_m, tile_px and the "
+            "inputs, or pass --allow-large to do it anyway")
