@@ -1,23 +1,67 @@
 """``eochain plan CAMPAIGN``: the fleet, its cost, makespan and risk; Pareto PNG; plan.json.
 
 Thin shell over :func:`planner.planning.plan_campaign`: it loads the
-campaign, the price catalog and the calibration, prints a table (or, with
-``--json``, the plan document for machines), and writes ``plan.json`` and
-``pareto.png`` into ``--out``.
+campaign (scenes given by ``uri`` only are read from their files,
+:mod:`scheduler.scene_survey`, footprints through ``--dem`` when given), the
+price catalog and the calibration, estimates the work
+(:mod:`planner.workload`, refused beyond its limits without
+``--allow-large``), prints a table (or, with ``--json``, the plan document
+for machines), and writes ``plan.json`` and ``pareto.png`` into ``--out``.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import click
 
 from planner.calibration import load_calibration
-from planner.campaign import load_campaign
+from planner.campaign import DEFAULTS, Campaign, load_campaign
 from planner.catalog import load_catalog
 from planner.errors import PlannerError
 from planner.planning import CampaignPlan, plan_to_dict
+from planner.workload import campaign_workload, check_workload
+from scheduler.guards import NON_NEGATIVE_FINITE, POSITIVE_FINITE, allow_large_option
+from scheduler.scene_survey import SceneSurvey
+
+#: Surveys of more images than this show their progress on stderr.
+PROGRESS_FROM = 20
+
+
+def _progress(done: int, total: int) -> None:
+    if total >= PROGRESS_FROM:
+        end = "\n" if done == total else ""
+        print(f"\rreading scenes: {done}/{total}", end=end, file=sys.stderr, flush=True)
+
+
+def load_surveyed_campaign(path: Path, *, dem: str | None = None, geoid: str | None = None,
+                           allow_large: bool = False) -> Campaign:
+    """The campaign at ``path``, scenes by path read from their files, size checked."""
+    survey = SceneSurvey(dem, geoid, progress=_progress)
+    campaign = load_campaign(path, reader=survey, allow_large=allow_large)
+    check_workload(campaign_workload(campaign), allow_large=allow_large)
+    return campaign
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Create ``--out`` and check it is writable, before any planning."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise click.ClickException(
+            f"--out {str(out_dir)!r}: cannot create the folder ({exc.strerror or exc}); "
+            "expected a writable folder") from exc
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise click.ClickException(f"--out {str(out_dir)!r} is not writable; expected a "
+                                   "writable folder")
+
+
+def defaults_line(campaign: Campaign) -> str:
+    """What the file left to defaults, or an empty string."""
+    return "; ".join(f"{k}: {DEFAULTS[k]}" for k in campaign.defaults_used)
 
 
 def write_pareto_png(cp: CampaignPlan, path: Path) -> None:
@@ -78,9 +122,9 @@ def format_table(doc: dict[str, object], cp: CampaignPlan) -> str:
 
 @click.command("plan")
 @click.argument("campaign_file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--deadline", "deadline_h", type=float, default=None,
+@click.option("--deadline", "deadline_h", type=POSITIVE_FINITE, default=None,
               help="Deadline in hours (overrides the file's deadline_h).")
-@click.option("--budget", "budget_usd", type=float, default=None,
+@click.option("--budget", "budget_usd", type=NON_NEGATIVE_FINITE, default=None,
               help="Budget in USD (overrides the file's budget_usd).")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON for machines.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
@@ -90,18 +134,29 @@ def format_table(doc: dict[str, object], cp: CampaignPlan) -> str:
 @click.option("--calibration", "calibration_path",
               type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Calibration JSON (default: the shipped one).")
-@click.option("--runs", type=int, default=20, show_default=True,
+@click.option("--dem", "dem_path", default=None,
+              help="DEM for the footprints of scenes given by uri only (default: the RPC's "
+                   "height range).")
+@click.option("--geoid", "geoid_path", default=None,
+              help="Geoid grid when the DEM's heights are above the geoid.")
+@allow_large_option
+@click.option("--runs", type=click.IntRange(0, 100_000), default=20, show_default=True,
               help="Simulated runs of the chosen plan; each frontier candidate is screened "
                    "with runs/5 (0: no simulation, the LP's choice).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
 def plan(campaign_file: Path, deadline_h: float | None, budget_usd: float | None, as_json: bool,
-         out_dir: Path, catalog_path: Path | None, calibration_path: Path | None, runs: int,
+         out_dir: Path, catalog_path: Path | None, calibration_path: Path | None,
+         dem_path: str | None, geoid_path: str | None, allow_large: bool, runs: int,
          seed: int) -> None:
     """Plan a campaign: fleet, cost, makespan and risk, Pareto frontier, plan.json."""
     from planner.planning import plan_campaign
 
+    check_out_dir(out_dir)
     try:
-        campaign = load_campaign(campaign_file)
+        campaign = load_surveyed_campaign(campaign_file, dem=dem_path, geoid=geoid_path,
+                                          allow_large=allow_large)
+        if campaign.defaults_used:
+            click.echo(f"defaults: {defaults_line(campaign)}", err=True)
         cp = plan_campaign(campaign, load_catalog(catalog_path), load_calibration(calibration_path),
                            deadline_h=deadline_h, budget_usd=budget_usd, simulate_runs=runs,
                            seed=seed)
