@@ -14,11 +14,29 @@ types, markets and counts. Each (type, market) pair becomes one entry of
 - ``resources``: the vCPUs and a custom resource ``"TYPE:MARKET": 1`` that
   the runtime's actor pools use to place work on that kind of node.
 
-With ``--project-dir`` every worker also starts the spot-notice watcher of
-:mod:`scheduler.cloud.drain`. The head node only coordinates (``CPU: 0``). Ray's ports are pinned to the
-ones ``terraform/security_groups.tf`` opens within the cluster, and the
+Every node type gets an AMI of its own architecture (the catalog's ``arch``
+of its instance type, head included): ``--image-id ARCH=AMI`` first, then
+the Terraform output ``ami_ids`` (Ubuntu 24.04 from the public SSM parameter,
+see ``terraform/compute.tf``), else ``resolve:ssm:`` of that same public
+parameter, which EC2 resolves at launch. Workers use the launch template of
+their architecture (``worker_launch_template_ids``).
+
+Setup installs the exact eochain build: a wheel of the checkout and its
+``constraints.txt`` (:mod:`scheduler.cloud.bundle`), the only thing synced,
+into a Python 3.12 venv with Ray at the client's version. Every worker also
+starts the spot-notice watcher of :mod:`scheduler.cloud.drain`. The head
+node only coordinates (``CPU: 0``). Ray's ports are pinned to the ones
+``terraform/security_groups.tf`` opens within the cluster, and the
 dashboard (job server) binds to 127.0.0.1 unless asked otherwise: reach it
-through ``ray dashboard cluster.yaml`` (an SSH tunnel).
+through ``ray dashboard cluster.yaml`` (SSH through SSM Session Manager:
+``auth.ssh_proxy_command``, as nodes have no public IP).
+
+One Ray cluster runs in one region. A plan whose fleet spans several
+regions is rendered one config per region (``--region R`` with that region's
+Terraform outputs); the runtime runs a campaign on one cluster only, so such
+a plan is for comparison: to run it, re-plan with ``compute.regions: [R]``.
+Every value pasted into a shell command is shell-quoted, and counts are
+checked to be integers in ``[0, MAX_INSTANCES_PER_TYPE]``.
 
 Nothing here calls AWS: instance types are checked against the shipped price
 catalog, so a plan naming a type the region lacks fails with "did you mean".
@@ -28,12 +46,17 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
+import re
+import shlex
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from planner.catalog import PriceCatalog
+from scheduler.cloud.bundle import REMOTE_DIR as REMOTE_BUNDLE
+from scheduler.cloud.bundle import VENV, Bundle, setup_commands
 from scheduler.cloud.errors import ClusterConfigError, TerraformOutputsError
 
 PLAN_FORMAT = "eochain-plan/1"
@@ -48,9 +71,23 @@ REQUIRED_OUTPUTS: tuple[str, ...] = (
     "head_instance_profile_arn",
     "worker_instance_profile_arn",
     "head_launch_template_id",
-    "worker_launch_template_id",
+    "worker_launch_template_ids",
     "bucket_name",
 )
+#: Optional outputs: ``ami_ids`` maps an architecture to its AMI.
+OPTIONAL_OUTPUTS: tuple[str, ...] = ("ami_ids",)
+ARCHS = ("x86_64", "arm64")
+#: Public SSM parameters of Canonical's Ubuntu 24.04 AMIs (Python 3.12), per architecture.
+UBUNTU_AMI_PARAMETER = {
+    "x86_64": "/aws/service/canonical/ubuntu/server/24.04/stable/current/amd64/hvm/ebs-gp3/ami-id",
+    "arm64": "/aws/service/canonical/ubuntu/server/24.04/stable/current/arm64/hvm/ebs-gp3/ami-id",
+}
+MAX_INSTANCES_PER_TYPE = 1000
+MAX_IDLE_TIMEOUT_MINUTES = 24 * 60
+#: As terraform/variables.tf validates ``cluster_name``.
+CLUSTER_NAME = re.compile(r"[a-z][a-z0-9-]{2,30}[a-z0-9]")
+_AMI = re.compile(r"ami-[0-9a-f]{8,17}")
+_HOST = re.compile(r"[0-9A-Za-z.:-]{1,64}")
 
 #: Ray's ports, as opened within the cluster by ``terraform/security_groups.tf``.
 RAY_PORT_FLAGS: tuple[str, ...] = (
@@ -82,13 +119,30 @@ class TerraformOutputs:
     head_instance_profile_arn: str
     worker_instance_profile_arn: str
     head_launch_template_id: str
-    worker_launch_template_id: str
+    worker_launch_template_ids: Mapping[str, str]
     bucket_name: str
+    ami_ids: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.private_subnet_ids:
             raise TerraformOutputsError(
                 "Terraform output 'private_subnet_ids' is empty, expected at least one subnet id")
+        if not re.fullmatch(r"[a-z]{2}(-gov)?-[a-z]+-[0-9]", self.region):
+            raise TerraformOutputsError(
+                f"Terraform output region = {_short(self.region)}: expected an AWS region name "
+                "such as eu-west-3")
+        if not CLUSTER_NAME.fullmatch(self.cluster_name):
+            raise TerraformOutputsError(
+                f"Terraform output cluster_name = {_short(self.cluster_name)}: expected 4-32 "
+                "lower-case letters, digits and '-', starting with a letter "
+                "(as terraform/variables.tf validates)")
+        for key, mapping in (("worker_launch_template_ids", self.worker_launch_template_ids),
+                             ("ami_ids", self.ami_ids)):
+            unknown = sorted(set(mapping) - set(ARCHS))
+            if unknown:
+                raise TerraformOutputsError(
+                    f"Terraform output {key} has architectures {unknown}, expected keys of "
+                    f"{list(ARCHS)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +154,7 @@ class FleetNode:
     instances: int
     vcpus: int
     mem_gib: float
+    arch: str = "x86_64"
 
     @property
     def resource(self) -> str:
@@ -113,12 +168,48 @@ class FleetNode:
 
 @dataclass(frozen=True, slots=True)
 class ClusterOptions:
+    """How to render: the node image and setup, the head, access and idle policy.
+
+    ``image_ids`` maps an architecture (``x86_64``, ``arm64``) to the AMI that
+    overrides the Terraform output and the public parameter for it.
+    """
+
+    bundle: Bundle
     head_instance_type: str = "m7i.xlarge"
-    image_id: str | None = None
+    image_ids: Mapping[str, str] = field(default_factory=dict)
     ssh_user: str = "ubuntu"
     dashboard_host: str = "127.0.0.1"
     idle_timeout_minutes: float = 5.0
-    project_dir: str | None = None
+    python: str = "python3.12"
+    ssh_through_ssm: bool = True
+
+    def __post_init__(self) -> None:
+        for arch, ami in self.image_ids.items():
+            if arch not in ARCHS:
+                raise ClusterConfigError(
+                    f"--image-id {arch}={ami}: architecture {arch!r}, expected one of {ARCHS}")
+            if not _AMI.fullmatch(ami):
+                raise ClusterConfigError(
+                    f"--image-id {arch}={_short(ami)}: expected an AMI id like ami-0123456789abcdef0")
+        if not (isinstance(self.idle_timeout_minutes, (int, float))
+                and math.isfinite(self.idle_timeout_minutes)
+                and 0 < self.idle_timeout_minutes <= MAX_IDLE_TIMEOUT_MINUTES):
+            raise ClusterConfigError(
+                f"--idle-timeout-minutes {self.idle_timeout_minutes!r}: expected a number in "
+                f"(0, {MAX_IDLE_TIMEOUT_MINUTES}]")
+        if not _HOST.fullmatch(self.dashboard_host):
+            raise ClusterConfigError(
+                f"--dashboard-host {_short(self.dashboard_host)}: expected an IP address or "
+                "host name such as 127.0.0.1")
+        if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", self.ssh_user):
+            raise ClusterConfigError(
+                f"--ssh-user {_short(self.ssh_user)}: expected a Unix user name such as ubuntu")
+
+
+def _short(value: object, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters for error messages."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def load_terraform_outputs(path: str | Path) -> TerraformOutputs:
@@ -150,12 +241,23 @@ def terraform_outputs_from_dict(doc: Any, source: str = "<dict>") -> TerraformOu
     if isinstance(subnets, str) or not isinstance(subnets, Sequence):
         raise TerraformOutputsError(
             f"Terraform outputs {source!r}: private_subnet_ids = {subnets!r}, expected a list")
-    scalars = {k: values[k] for k in REQUIRED_OUTPUTS if k != "private_subnet_ids"}
+    maps: dict[str, dict[str, str]] = {}
+    for key in ("worker_launch_template_ids", "ami_ids"):
+        value = values.get(key) or {}
+        if not (isinstance(value, Mapping)
+                and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())):
+            raise TerraformOutputsError(
+                f"Terraform outputs {source!r}: {key} = {_short(value)}, expected a map from "
+                "architecture (x86_64, arm64) to an id")
+        maps[key] = dict(value)
+    scalars = {k: values[k] for k in REQUIRED_OUTPUTS if k not in ("private_subnet_ids", *maps)}
     for key, value in scalars.items():
         if not isinstance(value, str):
             raise TerraformOutputsError(
-                f"Terraform outputs {source!r}: {key} = {value!r}, expected a string")
-    return TerraformOutputs(private_subnet_ids=tuple(str(s) for s in subnets), **scalars)
+                f"Terraform outputs {source!r}: {key} = {_short(value)}, expected a string")
+    return TerraformOutputs(private_subnet_ids=tuple(str(s) for s in subnets),
+                            worker_launch_template_ids=maps["worker_launch_template_ids"],
+                            ami_ids=maps["ami_ids"], **scalars)
 
 
 def _did_you_mean(name: str, choices: Sequence[str]) -> str:
@@ -176,46 +278,97 @@ def check_instance_type(name: str, region: str, catalog: PriceCatalog, where: st
             f"{_did_you_mean(name, sorted(offered))}")
 
 
-def fleet_from_plan(plan: Mapping[str, Any], region: str, catalog: PriceCatalog,
-                    source: str = "plan.json") -> list[FleetNode]:
-    """The plan's fleet, merged per (type, market), checked against region and catalog."""
-    if plan.get("format") != PLAN_FORMAT:
+def _fleet_entries(plan: Mapping[str, Any], source: str) -> list[Any]:
+    if not isinstance(plan, Mapping) or plan.get("format") != PLAN_FORMAT:
+        found = plan.get("format") if isinstance(plan, Mapping) else type(plan).__name__
         raise ClusterConfigError(
-            f"{source}: format {plan.get('format')!r}, expected {PLAN_FORMAT!r} "
+            f"{source}: format {_short(found)}, expected {PLAN_FORMAT!r} "
             "(write it with `eochain plan campaign.yaml`)")
     fleet = plan.get("fleet")
     if not isinstance(fleet, list) or not fleet:
-        raise ClusterConfigError(f"{source}: 'fleet' is {fleet!r}, expected a non-empty list")
+        raise ClusterConfigError(
+            f"{source}: 'fleet' is {_short(fleet)}, expected a non-empty list")
+    return fleet
+
+
+def _instances(value: Any, where: str) -> int:
+    """A planned instance count: an integer (not a bool, not 1.7) in [0, MAX_INSTANCES_PER_TYPE]."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ClusterConfigError(
+            f"{where}: instances {_short(value)}, expected a whole number of instances")
+    if not 0 <= value <= MAX_INSTANCES_PER_TYPE:
+        raise ClusterConfigError(
+            f"{where}: instances {value}, expected 0 to {MAX_INSTANCES_PER_TYPE}")
+    return value
+
+
+def plan_regions(plan: Mapping[str, Any], source: str = "plan.json") -> dict[str, int]:
+    """Planned instances per region of the plan's fleet (entries without a region are skipped)."""
+    out: dict[str, int] = {}
+    for i, entry in enumerate(_fleet_entries(plan, source)):
+        if isinstance(entry, Mapping) and isinstance(entry.get("region"), str):
+            count = _instances(entry.get("instances"), f"{source}: fleet[{i}]")
+            out[entry["region"]] = out.get(entry["region"], 0) + count
+    return out
+
+
+def fleet_from_plan(plan: Mapping[str, Any], region: str, catalog: PriceCatalog,
+                    source: str = "plan.json", *, other_regions: str = "refuse"
+                    ) -> list[FleetNode]:
+    """The plan's fleet in ``region``, merged per (type, market), checked against the catalog.
+
+    An entry in another region is refused (``other_regions="refuse"``: the
+    runtime runs on one cluster) or left to that region's cluster (``"skip"``,
+    one cluster config per region).
+    """
+    if other_regions not in ("refuse", "skip"):
+        raise ValueError(f"other_regions={other_regions!r}, expected 'refuse' or 'skip'")
     merged: dict[tuple[str, str], FleetNode] = {}
-    for i, entry in enumerate(fleet):
+    for i, entry in enumerate(_fleet_entries(plan, source)):
         where = f"{source}: fleet[{i}]"
+        if not isinstance(entry, Mapping):
+            raise ClusterConfigError(
+                f"{where} = {_short(entry)}: expected an object with instance_type, market and "
+                "instances")
         try:
-            name = str(entry["instance_type"])
-            market = str(entry["market"])
-            count = int(entry["instances"])
-            entry_region = str(entry.get("region", region))
-        except (KeyError, TypeError, ValueError) as exc:
+            name = entry["instance_type"]
+            market = entry["market"]
+            count = _instances(entry["instances"], where)
+            entry_region = entry.get("region", region)
+        except KeyError as exc:
             raise ClusterConfigError(
-                f"{where} = {entry!r}: expected instance_type, market and instances ({exc})"
-            ) from exc
+                f"{where} = {_short(entry)}: lacks {exc}; expected instance_type, market and "
+                "instances") from exc
+        if not isinstance(name, str) or not isinstance(entry_region, str):
+            raise ClusterConfigError(
+                f"{where}: instance_type {_short(name)}, region {_short(entry_region)}: "
+                "expected strings")
         if market not in MARKETS:
-            raise ClusterConfigError(f"{where}: market {market!r}, expected one of {MARKETS}")
-        if count < 0:
-            raise ClusterConfigError(f"{where}: instances {count}, expected >= 0")
-        if entry_region != region:
             raise ClusterConfigError(
-                f"{where}: region {entry_region!r} differs from the Terraform region {region!r}; "
-                "apply terraform/ in the plan's region or re-plan for this one")
+                f"{where}: market {_short(market)}, expected one of {MARKETS}")
+        if entry_region != region:
+            if other_regions == "skip":
+                continue
+            raise ClusterConfigError(
+                f"{where}: region {entry_region!r} differs from the cluster's region {region!r}; "
+                "one Ray cluster runs in one region: re-plan with `compute.regions: "
+                f"[{region}]`, or render one config per region with `eochain cluster-config "
+                "--region R`")
         check_instance_type(name, region, catalog, where)
         if count == 0:
             continue
         info = catalog.instance_types[name]
         key = (name, market)
         prev = merged.get(key)
-        merged[key] = FleetNode(name, market, count + (prev.instances if prev else 0),
-                                info.vcpus, info.mem_gib)
+        total = count + (prev.instances if prev else 0)
+        if total > MAX_INSTANCES_PER_TYPE:
+            raise ClusterConfigError(
+                f"{where}: {total} instances of {name} ({market}) in all, expected at most "
+                f"{MAX_INSTANCES_PER_TYPE}")
+        merged[key] = FleetNode(name, market, total, info.vcpus, info.mem_gib, info.arch)
     if not merged:
-        raise ClusterConfigError(f"{source}: the fleet has no instance, nothing to launch")
+        raise ClusterConfigError(
+            f"{source}: the fleet has no instance in {region}, nothing to launch")
     return sorted(merged.values(), key=lambda n: (n.instance_type, n.market))
 
 
@@ -238,25 +391,59 @@ def _launcher_defaults() -> dict[str, Any]:
 
 
 def _start_flags(dashboard_host: str) -> str:
-    return " ".join(RAY_PORT_FLAGS + (f"--dashboard-host={dashboard_host}",))
+    return " ".join(RAY_PORT_FLAGS + (shlex.quote(f"--dashboard-host={dashboard_host}"),))
+
+
+def resolve_image_ids(archs: Sequence[str], tf: TerraformOutputs,
+                      overrides: Mapping[str, str]) -> dict[str, str]:
+    """The AMI of each architecture: ``overrides``, else Terraform's ``ami_ids``, else SSM."""
+    out: dict[str, str] = {}
+    for arch in sorted(set(archs)):
+        if arch not in ARCHS:
+            raise ClusterConfigError(
+                f"architecture {arch!r} of the catalog has no AMI rule, expected one of {ARCHS}")
+        out[arch] = (overrides.get(arch) or tf.ami_ids.get(arch)
+                     or f"resolve:ssm:{UBUNTU_AMI_PARAMETER[arch]}")
+    return out
+
+
+def ssm_proxy_command(region: str) -> str:
+    """SSH's ProxyCommand through SSM Session Manager to the node whose private IP is ``%h``."""
+    r = shlex.quote(region)
+    find = (f"aws ec2 describe-instances --region {r} --filters Name=private-ip-address,Values=%h "
+            "Name=instance-state-name,Values=running "
+            "--query Reservations[0].Instances[0].InstanceId --output text")
+    return (f"sh -c \"aws ssm start-session --region {r} --target $({find}) "
+            "--document-name AWS-StartSSHSession --parameters portNumber=%p\"")
 
 
 def render_cluster_config(fleet: Sequence[FleetNode], tf: TerraformOutputs,
-                          options: ClusterOptions, catalog: PriceCatalog) -> dict[str, Any]:
-    """The Ray cluster launcher config (a dict ready for YAML); see the module docstring."""
+                          options: ClusterOptions, catalog: PriceCatalog,
+                          ray_version: str | None = None) -> dict[str, Any]:
+    """The Ray cluster launcher config (a dict ready for YAML); see the module docstring.
+
+    ``ray_version`` is the Ray the nodes install, by default the client's.
+    """
     check_instance_type(options.head_instance_type, tf.region, catalog, "--head-instance-type")
-    if not options.idle_timeout_minutes > 0:
-        raise ClusterConfigError(
-            f"idle_timeout_minutes {options.idle_timeout_minutes!r}, expected > 0")
+    if ray_version is None:
+        import ray
+
+        ray_version = ray.__version__
+    head_arch = catalog.instance_types[options.head_instance_type].arch
+    images = resolve_image_ids([head_arch, *(n.arch for n in fleet)], tf, options.image_ids)
+    missing = sorted({n.arch for n in fleet} - set(tf.worker_launch_template_ids))
+    if missing:
+        raise TerraformOutputsError(
+            f"Terraform output worker_launch_template_ids has no template for {missing} "
+            f"(has {sorted(tf.worker_launch_template_ids)}); apply the current terraform/")
     common: dict[str, Any] = {
         "SubnetIds": list(tf.private_subnet_ids),
         "SecurityGroupIds": [tf.security_group_id],
         "MetadataOptions": dict(IMDSV2),
     }
-    if options.image_id:
-        common["ImageId"] = options.image_id
     head_config = {
         "InstanceType": options.head_instance_type,
+        "ImageId": images[head_arch],
         "IamInstanceProfile": {"Arn": tf.head_instance_profile_arn},
         "LaunchTemplate": {"LaunchTemplateId": tf.head_launch_template_id, "Version": "$Latest"},
         **common,
@@ -267,8 +454,9 @@ def render_cluster_config(fleet: Sequence[FleetNode], tf: TerraformOutputs,
     for node in fleet:
         config: dict[str, Any] = {
             "InstanceType": node.instance_type,
+            "ImageId": images[node.arch],
             "IamInstanceProfile": {"Arn": tf.worker_instance_profile_arn},
-            "LaunchTemplate": {"LaunchTemplateId": tf.worker_launch_template_id,
+            "LaunchTemplate": {"LaunchTemplateId": tf.worker_launch_template_ids[node.arch],
                                "Version": "$Latest"},
             **common,
         }
@@ -287,6 +475,10 @@ def render_cluster_config(fleet: Sequence[FleetNode], tf: TerraformOutputs,
                           node.resource: 1},
         }
     flags = _start_flags(options.dashboard_host)
+    ray_exe = f"{VENV}/bin/ray"
+    auth: dict[str, Any] = {"ssh_user": options.ssh_user}
+    if options.ssh_through_ssm:
+        auth["ssh_proxy_command"] = ssm_proxy_command(tf.region)
     doc: dict[str, Any] = {
         "cluster_name": tf.cluster_name,
         "max_workers": sum(n.instances for n in fleet),
@@ -294,30 +486,27 @@ def render_cluster_config(fleet: Sequence[FleetNode], tf: TerraformOutputs,
         "idle_timeout_minutes": options.idle_timeout_minutes,
         "provider": {"type": "aws", "region": tf.region, "use_internal_ips": True,
                      "cache_stopped_nodes": False},
-        "auth": {"ssh_user": options.ssh_user},
+        "auth": auth,
         "available_node_types": node_types,
         "head_node_type": "ray.head.default",
         **_launcher_defaults(),
+        # only the wheel and its pins travel: never the checkout (a .venv is GBs)
+        "file_mounts": {REMOTE_BUNDLE: str(options.bundle.folder.resolve())},
+        "setup_commands": setup_commands(options.bundle, ray_version, options.python),
         "head_start_ray_commands": [
-            "ray stop",
-            "ulimit -n 65536; ray start --head " + " ".join(HEAD_PORT_FLAGS) + " " + flags
-            + " --autoscaling-config=~/ray_bootstrap_config.yaml",
+            f"{ray_exe} stop",
+            f"ulimit -n 65536; {ray_exe} start --head " + " ".join(HEAD_PORT_FLAGS) + " "
+            + flags + " --autoscaling-config=~/ray_bootstrap_config.yaml",
         ],
         "worker_start_ray_commands": [
-            "ray stop",
-            "ulimit -n 65536; ray start --address=$RAY_HEAD_IP:6379 " + flags,
+            f"{ray_exe} stop",
+            f"ulimit -n 65536; {ray_exe} start --address=$RAY_HEAD_IP:6379 " + flags,
+            # the spot-notice watcher that drains this node in Ray (scheduler/cloud/drain.py)
+            (f"nohup {VENV}/bin/python -m scheduler.cloud.drain --address $RAY_HEAD_IP:6379 "
+            "> /tmp/eochain-drain.log 2>&1 &"),
         ],
     }
-    if options.project_dir:
-        doc["file_mounts"] = {"~/eochain": options.project_dir}
-        doc["setup_commands"] = [
-            "cd ~/eochain && python3 -m pip install -q -c constraints.txt -e '.[runtime]'"]
-        # the spot-notice watcher that drains this node in Ray (scheduler/cloud/drain.py)
-        doc["worker_start_ray_commands"].append(
-            "nohup python3 -m scheduler.cloud.drain --address $RAY_HEAD_IP:6379 "
-            "> /tmp/eochain-drain.log 2>&1 &")
     return doc
-
 
 
 def render_fake_multinode_config(fleet: Sequence[FleetNode], gcs_address: str, *,

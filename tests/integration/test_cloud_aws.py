@@ -61,14 +61,16 @@ def test_cluster_config_checks_offerings_against_ec2(moto_endpoint: str,
         "region": REGION, "cluster_name": "eochain-test", "private_subnet_ids": ["subnet-a"],
         "security_group_id": "sg-1", "head_instance_profile_arn": "arn:head",
         "worker_instance_profile_arn": "arn:worker", "head_launch_template_id": "lt-h",
-        "worker_launch_template_id": "lt-w", "bucket_name": "b"}.items()}
+        "worker_launch_template_ids": {"arm64": "lt-w"}, "bucket_name": "b"}.items()}
     (tmp_path / "tf.json").write_text(json.dumps(outputs))
     (tmp_path / "plan.json").write_text(json.dumps({"format": "eochain-plan/1", "fleet": [
         {"instance_type": "c7g.xlarge", "region": REGION, "market": "spot", "instances": 2}]}))
     env = {"AWS_ENDPOINT_URL": moto_endpoint, "AWS_ACCESS_KEY_ID": "AKIAEOCHAINTEST00000",
            "AWS_SECRET_ACCESS_KEY": SECRET}
+    wheel = tmp_path / "eochain-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"PK\x05\x06" + bytes(18))  # rendering copies the wheel, never opens it
     args = [str(tmp_path / "plan.json"), "--terraform-outputs", str(tmp_path / "tf.json"),
-            "--check-offerings"]
+            "--check-offerings", "--wheel", str(wheel), "--bundle-dir", str(tmp_path / "dist")]
     result = CliRunner(env=env).invoke(cluster_config, args)
     assert result.exit_code == 0, result.output
     assert "c7g.xlarge-spot" in result.output and SECRET not in result.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from click.testing import CliRunner
 from ray.autoscaler._private.util import validate_config
 
 from planner.catalog import load_catalog
+from scheduler.cloud.bundle import Bundle
 from scheduler.cloud.errors import ClusterConfigError, TerraformOutputsError
 from scheduler.cluster_config import (
     REQUIRED_OUTPUTS,
@@ -38,7 +40,7 @@ TF_VALUES: dict[str, Any] = {
     "worker_instance_profile_arn":
         "arn:aws:iam::123456789012:instance-profile/eochain-test-ray-worker",
     "head_launch_template_id": "lt-head",
-    "worker_launch_template_id": "lt-worker",
+    "worker_launch_template_ids": {"arm64": "lt-worker-arm", "x86_64": "lt-worker-x86"},
     "bucket_name": "eochain-test-products-123456789012",
 }
 
@@ -60,17 +62,29 @@ def _write(tmp_path: Path, plan: dict[str, Any], tf: dict[str, Any]) -> tuple[Pa
     return p, t
 
 
+def _wheel_args(tmp_path: Path) -> list[str]:
+    """A stand-in wheel file (rendering copies it, never opens it) and a bundle folder."""
+    wheel = tmp_path / "eochain-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"PK\x05\x06" + bytes(18))
+    return ["--wheel", str(wheel), "--bundle-dir", str(tmp_path / "dist")]
+
+
+BUNDLE = Bundle(Path("/tmp/eochain-dist-local"), "eochain-0.1.0-py3-none-any.whl")
+
+
 def test_renders_one_node_type_per_type_and_market(tmp_path: Path) -> None:
     plan = _plan(("c7g.4xlarge", "spot", 6), ("c7g.4xlarge", "on-demand", 1),
                  ("r7g.2xlarge", "spot", 2), ("c7g.4xlarge", "spot", 1))
     p, t = _write(tmp_path, plan, _tf_json(TF_VALUES))
     out = tmp_path / "cluster.yaml"
     result = CliRunner().invoke(cluster_config, [str(p), "--terraform-outputs", str(t),
-                                                 "-o", str(out), "--project-dir", "/src/eochain"])
+                                                 "-o", str(out), *_wheel_args(tmp_path)])
     assert result.exit_code == 0, result.output
     doc = yaml.safe_load(out.read_text())
     validate_config(doc)  # Ray's own cluster launcher schema
-    assert doc["file_mounts"] == {"~/eochain": "/src/eochain"}
+    assert doc["file_mounts"] == {"/tmp/eochain-dist": str(tmp_path / "dist")}
+    assert sorted(p.name for p in (tmp_path / "dist").iterdir()) == [
+        "constraints.txt", "eochain-0.1.0-py3-none-any.whl"]
     assert any("scheduler.cloud.drain" in c for c in doc["worker_start_ray_commands"])
     types = doc["available_node_types"]
     assert set(types) == {"ray.head.default", "c7g.4xlarge-spot", "c7g.4xlarge-on-demand",
@@ -91,7 +105,7 @@ def test_renders_one_node_type_per_type_and_market(tmp_path: Path) -> None:
     assert head["node_config"]["IamInstanceProfile"]["Arn"].endswith("ray-head")
     assert head["node_config"]["LaunchTemplate"]["LaunchTemplateId"] == "lt-head"
     assert spot["node_config"]["IamInstanceProfile"]["Arn"].endswith("ray-worker")
-    assert spot["node_config"]["LaunchTemplate"]["LaunchTemplateId"] == "lt-worker"
+    assert spot["node_config"]["LaunchTemplate"]["LaunchTemplateId"] == "lt-worker-arm"
     assert doc["provider"] == {"type": "aws", "region": REGION, "use_internal_ips": True,
                                "cache_stopped_nodes": False}
     start = " ".join(doc["head_start_ray_commands"])
@@ -118,11 +132,13 @@ def test_instance_type_missing_in_region_suggests(tmp_path: Path) -> None:
     tf = terraform_outputs_from_dict(_tf_json(TF_VALUES))
     fleet = fleet_from_plan(_plan(("c7g.xlarge", "spot", 1)), REGION, catalog)
     with pytest.raises(ClusterConfigError, match="--head-instance-type.*'m7i.large'"):
-        render_cluster_config(fleet, tf, ClusterOptions(head_instance_type="m7i.large"), catalog)
+        render_cluster_config(fleet, tf, ClusterOptions(BUNDLE, head_instance_type="m7i.large"),
+                              catalog)
 
 
 def test_plan_in_another_region_is_refused() -> None:
-    with pytest.raises(ClusterConfigError, match="region 'us-east-1' differs.*'eu-west-3'"):
+    with pytest.raises(ClusterConfigError, match="region 'us-east-1' differs.*'eu-west-3'.*one "
+                       "Ray cluster runs in one region"):
         fleet_from_plan(_plan(("c7g.xlarge", "spot", 1), region="us-east-1"), REGION,
                         load_catalog())
 
@@ -144,11 +160,13 @@ def test_missing_terraform_outputs_are_named(tmp_path: Path) -> None:
                        match="lack security_group_id, worker_instance_profile_arn"):
         terraform_outputs_from_dict(_tf_json(values), "tf.json")
     p, t = _write(tmp_path, _plan(("c7g.xlarge", "spot", 1)), _tf_json(values))
-    result = CliRunner().invoke(cluster_config, [str(p), "--terraform-outputs", str(t)])
+    result = CliRunner().invoke(cluster_config, [str(p), "--terraform-outputs", str(t),
+                                                 *_wheel_args(tmp_path)])
     assert result.exit_code == 1
     assert "security_group_id" in result.output and "terraform output -json" in result.output
     t.write_text("not json")
-    result = CliRunner().invoke(cluster_config, [str(p), "--terraform-outputs", str(t)])
+    result = CliRunner().invoke(cluster_config, [str(p), "--terraform-outputs", str(t),
+                                                 *_wheel_args(tmp_path)])
     assert result.exit_code == 1 and "is not JSON" in result.output
     assert set(REQUIRED_OUTPUTS) <= set(TF_VALUES)
 
@@ -177,7 +195,8 @@ def test_real_plan_from_eochain_plan(tmp_path: Path) -> None:
     t = tmp_path / "tf.json"
     t.write_text(json.dumps(_tf_json(TF_VALUES)))
     result = CliRunner().invoke(cluster_config, [str(tmp_path / "plan.json"),
-                                                 "--terraform-outputs", str(t)])
+                                                 "--terraform-outputs", str(t),
+                                                 *_wheel_args(tmp_path)])
     assert result.exit_code == 0, result.output
     doc = yaml.safe_load(result.output)
     planned = sum(e["instances"] for e in plan["fleet"])
@@ -201,3 +220,117 @@ def test_fake_multinode_twin_keeps_types_and_resources() -> None:
     assert resource_request(fleet, cpus_per_node=1)[0] == {"CPU": 1.0, "c7g.xlarge:spot": 1.0}
     with pytest.raises(ClusterConfigError, match="78 MiB"):
         render_fake_multinode_config(fleet, "127.0.0.1:6379", object_store_bytes=1 << 20)
+
+
+def _render(plan: dict[str, Any], *, tf_values: dict[str, Any] | None = None,
+            **options: Any) -> dict[str, Any]:
+    catalog = load_catalog()
+    tf = terraform_outputs_from_dict(tf_values or TF_VALUES)
+    fleet = fleet_from_plan(plan, REGION, catalog)
+    return render_cluster_config(fleet, tf, ClusterOptions(BUNDLE, **options), catalog,
+                                 ray_version="2.60.0")
+
+
+def _images(doc: dict[str, Any]) -> dict[str, str]:
+    return {k: v["node_config"]["ImageId"] for k, v in doc["available_node_types"].items()}
+
+
+def test_every_node_type_gets_an_ami_of_its_architecture() -> None:
+    plan = _plan(("c7g.xlarge", "spot", 2), ("m7i.xlarge", "on-demand", 1))
+    ssm = "resolve:ssm:/aws/service/canonical/ubuntu/server/24.04/stable/current/{}/hvm/ebs-gp3/ami-id"
+    assert _images(_render(plan)) == {"ray.head.default": ssm.format("amd64"),
+                                      "c7g.xlarge-spot": ssm.format("arm64"),
+                                      "m7i.xlarge-on-demand": ssm.format("amd64")}
+    tf_amis = {**TF_VALUES, "ami_ids": {"arm64": "ami-0aaaaaaaaaaaaaaa1",
+                                        "x86_64": "ami-0bbbbbbbbbbbbbbb2"}}
+    doc = _render(plan, tf_values=tf_amis, image_ids={"arm64": "ami-0ccccccccccccccc3"},
+                  head_instance_type="m7g.xlarge")
+    assert _images(doc) == {"ray.head.default": "ami-0ccccccccccccccc3",
+                            "c7g.xlarge-spot": "ami-0ccccccccccccccc3",
+                            "m7i.xlarge-on-demand": "ami-0bbbbbbbbbbbbbbb2"}
+    templates = {k: v["node_config"]["LaunchTemplate"]["LaunchTemplateId"]
+                 for k, v in doc["available_node_types"].items()}
+    assert templates == {"ray.head.default": "lt-head", "c7g.xlarge-spot": "lt-worker-arm",
+                         "m7i.xlarge-on-demand": "lt-worker-x86"}
+    with pytest.raises(ClusterConfigError, match="--image-id arm64='ami-nope'"):
+        ClusterOptions(BUNDLE, image_ids={"arm64": "ami-nope"})
+    no_arm = {**TF_VALUES, "worker_launch_template_ids": {"x86_64": "lt-x"}}
+    with pytest.raises(TerraformOutputsError, match=r"no template for \['arm64'\]"):
+        _render(plan, tf_values=no_arm)
+
+
+def test_setup_installs_this_wheel_with_its_pins_and_the_clients_ray() -> None:
+    doc = _render(_plan(("c7g.xlarge", "spot", 1)))
+    assert doc["file_mounts"] == {"/tmp/eochain-dist": "/tmp/eochain-dist-local"}
+    setup = "\n".join(doc["setup_commands"])
+    assert ("pip install -q -c /tmp/eochain-dist/constraints.txt "
+            "'/tmp/eochain-dist/eochain-0.1.0-py3-none-any.whl[runtime]' 'ray[default]==2.60.0'"
+            in setup)
+    assert "python3.12 -m venv $HOME/eochain-venv" in setup
+    assert "--force-reinstall /tmp/eochain-dist/eochain-0.1.0-py3-none-any.whl" in setup
+    workers = doc["worker_start_ray_commands"]
+    assert any("$HOME/eochain-venv/bin/python -m scheduler.cloud.drain" in c for c in workers)
+    assert all("$HOME/eochain-venv/bin/ray" in c for c in doc["head_start_ray_commands"])
+    # every command is valid shell (bash parses it without running it)
+    for command in (*doc["setup_commands"], *doc["head_start_ray_commands"], *workers):
+        parsed = subprocess.run(["bash", "-n", "-c", command], capture_output=True, text=True,
+                                check=False)
+        assert parsed.returncode == 0, (command, parsed.stderr)
+    proxy = doc["auth"]["ssh_proxy_command"]
+    assert "aws ssm start-session" in proxy and "AWS-StartSSHSession" in proxy
+    assert "ssh_proxy_command" not in _render(_plan(("c7g.xlarge", "spot", 1)),
+                                              ssh_through_ssm=False)["auth"]
+
+
+@pytest.mark.parametrize("count", [1.7, True, 1e9, -1, "3", None, 10**6])
+def test_instance_counts_are_whole_and_bounded(count: object) -> None:
+    plan = {"format": "eochain-plan/1", "fleet": [
+        {"instance_type": "c7g.xlarge", "region": REGION, "market": "spot", "instances": count}]}
+    with pytest.raises(ClusterConfigError, match=r"fleet\[0\]: instances"):
+        fleet_from_plan(plan, REGION, load_catalog())
+
+
+def test_hostile_values_never_reach_a_shell(tmp_path: Path) -> None:
+    p, t = _write(tmp_path, _plan(("c7g.xlarge", "spot", 1)),
+                  _tf_json({**TF_VALUES, "cluster_name": "eochain; rm -rf /"}))
+    result = CliRunner().invoke(cluster_config, [str(p), "--terraform-outputs", str(t),
+                                                 *_wheel_args(tmp_path)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "cluster_name = 'eochain; rm -rf /'" in result.output
+    _, t = _write(tmp_path, _plan(("c7g.xlarge", "spot", 1)), _tf_json(TF_VALUES))
+    for args, expected in ((["--dashboard-host", "0.0.0.0; rm -rf /"], "--dashboard-host"),
+                           (["--ssh-user", "ubuntu$(id)"], "--ssh-user"),
+                           (["--python", "python3; rm -rf /"], "--python"),
+                           (["--image-id", "ami-0123456789abcdef0"], "expected ARCH=AMI"),
+                           (["--idle-timeout-minutes", "nan"], "--idle-timeout-minutes")):
+        result = CliRunner().invoke(cluster_config, [str(p), "--terraform-outputs", str(t),
+                                                     *_wheel_args(tmp_path), *args])
+        assert result.exit_code == 1, (args, result.output)
+        assert expected in result.output and "Traceback" not in result.output, args
+
+
+def test_output_into_a_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
+    p, t = _write(tmp_path, _plan(("c7g.xlarge", "spot", 1)), _tf_json(TF_VALUES))
+    out = tmp_path / "missing" / "cluster.yaml"
+    result = CliRunner().invoke(cluster_config, [str(p), "--terraform-outputs", str(t),
+                                                 *_wheel_args(tmp_path), "-o", str(out)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "does not exist" in result.output and str(out.parent) in result.output
+
+
+def test_a_multi_region_plan_is_one_cluster_per_region(tmp_path: Path) -> None:
+    plan = {"format": "eochain-plan/1", "fleet": [
+        {"instance_type": "c7g.xlarge", "region": REGION, "market": "spot", "instances": 2},
+        {"instance_type": "c7g.xlarge", "region": "us-east-1", "market": "spot", "instances": 3}]}
+    p, t = _write(tmp_path, plan, _tf_json(TF_VALUES))
+    args = [str(p), "--terraform-outputs", str(t), *_wheel_args(tmp_path)]
+    result = CliRunner().invoke(cluster_config, args)
+    assert result.exit_code == 1
+    assert "eu-west-3 (2 instances), us-east-1 (3 instances)" in result.output
+    assert "--region R" in result.output
+    result = CliRunner().invoke(cluster_config, [*args, "--region", REGION])
+    assert result.exit_code == 0, result.output
+    doc = yaml.safe_load(result.output)
+    assert doc["max_workers"] == 2 and doc["provider"]["region"] == REGION
+    result = CliRunner().invoke(cluster_config, [*args, "--region", "us-east-1"])
+    assert result.exit_code == 1 and "differs from the Terraform outputs' region" in result.output
