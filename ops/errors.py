@@ -14,6 +14,14 @@ class RpcFormatError(OpsError, ValueError):
     """An RPC model is missing, malformed or truncated in the named file."""
 
 
+class RpcFitError(OpsError, ValueError):
+    """An image's RPC does not describe its pixels (unknown crop origin, outside the box, a map)."""
+
+
+class RpcConflictError(OpsError, ValueError):
+    """An image has several RPC sources that disagree, and none was chosen."""
+
+
 class RpcDomainError(OpsError, ValueError):
     """A point lies outside an RPC model's validity box, or a denominator vanishes."""
 

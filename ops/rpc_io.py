@@ -32,248 +32,44 @@ without such a geotransform means the crop origin is folded into the offsets
 
 from __future__ import annotations
 
-import json
-import re
+import math
 import warnings
-import xml.etree.ElementTree as ET
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import rasterio
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
-from ops.errors import RpcFormatError
+from ops import vsi
+from ops.errors import RpcConflictError, RpcFitError, RpcFormatError
 from ops.rpc import RpcModel
+from ops.rpc_check import SOURCES_AGREE_PX, ImageFrame, check_rpc_fits, rpc_disagreement_px
+from ops.rpc_formats import (
+    COEFF_KEYS,
+    FIELDS,
+    GEOM_KEYS,
+    RPB_KEYS,
+    SCALAR_KEYS,
+    build_model,
+    parse_geom,
+    parse_json,
+    parse_rpb,
+    parse_rpc_txt,
+    parse_xml,
+)
 
 PathLike = str | Path
 
-#: Canonical (GDAL RPC metadata) keys, in RpcModel field order.
-SCALAR_KEYS = (
-    "LINE_OFF", "SAMP_OFF", "LAT_OFF", "LONG_OFF", "HEIGHT_OFF",
-    "LINE_SCALE", "SAMP_SCALE", "LAT_SCALE", "LONG_SCALE", "HEIGHT_SCALE",
-)
-COEFF_KEYS = ("LINE_NUM_COEFF", "LINE_DEN_COEFF", "SAMP_NUM_COEFF", "SAMP_DEN_COEFF")
-_FIELDS = {
-    "LINE_OFF": "line_off", "SAMP_OFF": "samp_off", "LAT_OFF": "lat_off",
-    "LONG_OFF": "lon_off", "HEIGHT_OFF": "height_off", "LINE_SCALE": "line_scale",
-    "SAMP_SCALE": "samp_scale", "LAT_SCALE": "lat_scale", "LONG_SCALE": "lon_scale",
-    "HEIGHT_SCALE": "height_scale", "LINE_NUM_COEFF": "line_num",
-    "LINE_DEN_COEFF": "line_den", "SAMP_NUM_COEFF": "samp_num", "SAMP_DEN_COEFF": "samp_den",
-}
-#: RPC00A term i goes to RPC00B position _A_TO_B[i] (A has LPH at 7, B at 10).
-_A_TO_B = (0, 1, 2, 3, 4, 5, 6, 10, 7, 8, 9, 11, 12, 13, 14, 15, 16, 17, 18, 19)
-
-_GEOM_KEYS = {
-    "LINE_OFF": "line_off", "SAMP_OFF": "samp_off", "LAT_OFF": "lat_off",
-    "LONG_OFF": "long_off", "HEIGHT_OFF": "height_off", "LINE_SCALE": "line_scale",
-    "SAMP_SCALE": "samp_scale", "LAT_SCALE": "lat_scale", "LONG_SCALE": "long_scale",
-    "HEIGHT_SCALE": "height_scale", "LINE_NUM_COEFF": "line_num_coeff_",
-    "LINE_DEN_COEFF": "line_den_coeff_", "SAMP_NUM_COEFF": "samp_num_coeff_",
-    "SAMP_DEN_COEFF": "samp_den_coeff_",
-}
-_RPB_KEYS = {
-    "LINE_OFF": "lineOffset", "SAMP_OFF": "sampOffset", "LAT_OFF": "latOffset",
-    "LONG_OFF": "longOffset", "HEIGHT_OFF": "heightOffset", "LINE_SCALE": "lineScale",
-    "SAMP_SCALE": "sampScale", "LAT_SCALE": "latScale", "LONG_SCALE": "longScale",
-    "HEIGHT_SCALE": "heightScale", "LINE_NUM_COEFF": "lineNumCoef",
-    "LINE_DEN_COEFF": "lineDenCoef", "SAMP_NUM_COEFF": "sampNumCoef",
-    "SAMP_DEN_COEFF": "sampDenCoef",
-}
-_DG_XML_KEYS = {k: v.upper() for k, v in _RPB_KEYS.items()}
-_JSON_KEYS = {
-    "LINE_OFF": "row_offset", "SAMP_OFF": "col_offset", "LAT_OFF": "lat_offset",
-    "LONG_OFF": "lon_offset", "HEIGHT_OFF": "alt_offset", "LINE_SCALE": "row_scale",
-    "SAMP_SCALE": "col_scale", "LAT_SCALE": "lat_scale", "LONG_SCALE": "lon_scale",
-    "HEIGHT_SCALE": "alt_scale", "LINE_NUM_COEFF": "row_num", "LINE_DEN_COEFF": "row_den",
-    "SAMP_NUM_COEFF": "col_num", "SAMP_DEN_COEFF": "col_den",
-}
-
-
-# --------------------------------------------------------------- values
-def _float(value: Any, key: str, source: str) -> float:
-    token = value.split()[0] if isinstance(value, str) and value.split() else value
-    try:
-        out = float(token)
-    except (TypeError, ValueError):
-        raise RpcFormatError(
-            f"{source}: key {key} = {value!r} is not a number; expected a decimal value"
-        ) from None
-    return out
-
-
-def _floats(value: Any, key: str, source: str) -> tuple[float, ...]:
-    items: Sequence[Any]
-    if isinstance(value, str):
-        items = [t for t in re.split(r"[\s,()]+", value) if t]
-    elif isinstance(value, Sequence):
-        items = value
-    else:
-        raise RpcFormatError(
-            f"{source}: key {key} = {value!r} is not a list; expected 20 coefficients"
-        )
-    if len(items) != 20:
-        raise RpcFormatError(
-            f"{source}: key {key} has {len(items)} coefficients, expected 20 "
-            "(truncated or malformed RPC)"
-        )
-    return tuple(_float(v, key, source) for v in items)
-
-
-def _build(
-    fields: Mapping[str, Any], names: Mapping[str, str], source: str, *,
-    one_based: bool = False, rpc00a: bool = False,
-) -> RpcModel:
-    """RpcModel from canonical-key ``fields``; ``names`` gives each key's name in the file."""
-    missing = [names[k] for k in (*SCALAR_KEYS, *COEFF_KEYS) if k not in fields]
-    if len(missing) == len(SCALAR_KEYS) + len(COEFF_KEYS):
-        raise RpcFormatError(
-            f"{source}: holds no RPC model (looked for keys {names['LINE_OFF']}, "
-            f"{names['LINE_NUM_COEFF']}, ...)"
-        )
-    if missing:
-        raise RpcFormatError(
-            f"{source}: RPC key(s) {', '.join(missing)} missing (truncated or malformed RPC)"
-        )
-    kwargs: dict[str, Any] = {}
-    for key in SCALAR_KEYS:
-        kwargs[_FIELDS[key]] = _float(fields[key], names[key], source)
-    for key in COEFF_KEYS:
-        coeffs = _floats(fields[key], names[key], source)
-        if rpc00a:
-            reordered = [0.0] * 20
-            for i, c in enumerate(coeffs):
-                reordered[_A_TO_B[i]] = c
-            coeffs = tuple(reordered)
-        kwargs[_FIELDS[key]] = coeffs
-    if one_based:
-        kwargs["line_off"] -= 1.0
-        kwargs["samp_off"] -= 1.0
-    return RpcModel(**kwargs, source=source)
-
-
-# -------------------------------------------------------------- parsers
-def parse_geom(text: str, source: str) -> RpcModel:
-    """OSSIM keyword list (``key:  value`` lines)."""
-    kv: dict[str, str] = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep:
-            kv[key.strip()] = value.strip()
-    fields: dict[str, Any] = {}
-    for key in SCALAR_KEYS:
-        if _GEOM_KEYS[key] in kv:
-            fields[key] = kv[_GEOM_KEYS[key]]
-    for key in COEFF_KEYS:
-        prefix = _GEOM_KEYS[key]
-        values = [kv[f"{prefix}{i:02d}"] for i in range(20) if f"{prefix}{i:02d}" in kv]
-        if values:
-            fields[key] = values
-    names = {k: (v + "00..19" if k in COEFF_KEYS else v) for k, v in _GEOM_KEYS.items()}
-    fmt = kv.get("polynomial_format", "B").strip().upper()
-    if fmt not in ("A", "B"):
-        raise RpcFormatError(
-            f"{source}: key polynomial_format = {fmt!r}, expected 'A' or 'B' (RPC00A/RPC00B)"
-        )
-    return _build(fields, names, source, rpc00a=fmt == "A")
-
-
-def parse_rpc_txt(text: str, source: str) -> RpcModel:
-    """``_RPC.TXT`` (``LINE_OFF: value``, ``LINE_NUM_COEFF_1..20``)."""
-    kv: dict[str, str] = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep:
-            kv[key.strip().upper()] = value.strip()
-    fields: dict[str, Any] = {k: kv[k] for k in SCALAR_KEYS if k in kv}
-    for key in COEFF_KEYS:
-        if key in kv:  # GDAL metadata style: all 20 on one line
-            fields[key] = kv[key]
-            continue
-        values = [kv[f"{key}_{i}"] for i in range(1, 21) if f"{key}_{i}" in kv]
-        if values:
-            fields[key] = values
-    names = {k: (k + "_1..20" if k in COEFF_KEYS else k) for k in _FIELDS}
-    return _build(fields, names, source)
-
-
-def parse_rpb(text: str, source: str) -> RpcModel:
-    """DigitalGlobe ``.RPB`` (ODL ``key = value;``, lists in parentheses)."""
-    kv = {m.group(1): m.group(2) for m in re.finditer(r"(\w+)\s*=\s*(\([^)]*\)|[^;]*);", text)}
-    fields = {k: kv[v] for k, v in _RPB_KEYS.items() if v in kv}
-    return _build(fields, _RPB_KEYS, source)
-
-
-def _xml_text(element: ET.Element | None) -> str | None:
-    return None if element is None or element.text is None else element.text.strip()
-
-
-def parse_xml(text: str, source: str) -> RpcModel:
-    """DIMAP v2 ``RPC_*.XML`` (Pléiades, SPOT6/7) or DigitalGlobe ``<isd>`` XML."""
-    try:
-        root = ET.fromstring(text)
-    except ET.ParseError as exc:
-        raise RpcFormatError(
-            f"{source}: not well-formed XML ({exc}); expected a DIMAP or DigitalGlobe RPC "
-            "file (truncated?)"
-        ) from None
-    inverse = root.find(".//Inverse_Model")
-    validity = root.find(".//RFM_Validity")
-    if inverse is not None or validity is not None:
-        fields: dict[str, Any] = {}
-        for key in SCALAR_KEYS:
-            value = _xml_text(validity.find(key) if validity is not None else None)
-            if value is not None:
-                fields[key] = value
-        for key in COEFF_KEYS:
-            values = [_xml_text(inverse.find(f"{key}_{i}")) if inverse is not None else None
-                      for i in range(1, 21)]
-            present = [v for v in values if v is not None]
-            if present:
-                fields[key] = present
-        names = {k: (f"Inverse_Model/{k}_1..20" if k in COEFF_KEYS else f"RFM_Validity/{k}")
-                 for k in _FIELDS}
-        return _build(fields, names, source, one_based=True)
-    image = root.find(".//RPB/IMAGE")
-    if image is not None:
-        fields = {}
-        for key, tag in _DG_XML_KEYS.items():
-            if key in COEFF_KEYS:
-                values = [t for e in image.iter(tag) if e.text for t in e.text.split()]
-                if values:
-                    fields[key] = values
-            else:
-                value = _xml_text(image.find(tag))
-                if value is not None:
-                    fields[key] = value
-        return _build(fields, {k: f"RPB/IMAGE/{v}" for k, v in _DG_XML_KEYS.items()}, source)
-    raise RpcFormatError(
-        f"{source}: XML root <{root.tag}> holds no RPC (looked for DIMAP "
-        "Inverse_Model/RFM_Validity and DigitalGlobe RPB/IMAGE)"
-    )
-
-
-def parse_json(text: str, source: str) -> RpcModel:
-    """IARPA/DFC JSON (``rpc`` object with ``row_offset``... keys) or GDAL-key JSON."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise RpcFormatError(f"{source}: not valid JSON ({exc}); truncated?") from None
-    if isinstance(data, dict) and isinstance(data.get("rpc"), dict):
-        data = data["rpc"]
-    if not isinstance(data, dict):
-        raise RpcFormatError(f"{source}: JSON top level is not an object; expected RPC keys")
-    if "LINE_OFF" in data or "line_off" in data:
-        upper = {str(k).upper(): v for k, v in data.items()}
-        return _build(upper, {k: k for k in _FIELDS}, source)
-    fields = {k: data[v] for k, v in _JSON_KEYS.items() if v in data}
-    return _build(fields, _JSON_KEYS, source)
-
+#: Same-stem sidecar names looked for beside an image.
+_SIDECAR_SUFFIXES = (".geom", ".GEOM", ".RPB", ".rpb", "_RPC.TXT", "_rpc.txt")
+#: Files GDAL itself reads an image's RPC metadata from (upper-cased endings).
+_GDAL_RPC_SIDECARS = (".RPB", "_RPC.TXT", ".XML")
 
 # --------------------------------------------------------------- images
 def _open(path: PathLike, mode: str = "r") -> Any:
     try:
-        return rasterio.open(path, mode)
+        return rasterio.open(vsi.gdal_path(path), mode)
     except RasterioIOError as exc:
         raise RpcFormatError(
             f"{path}: GDAL cannot open it ({exc}); expected an image or an RPC file "
@@ -289,28 +85,49 @@ def crop_origin(dataset: Any) -> tuple[float, float]:
     return 0.0, 0.0
 
 
-def _from_image(path: PathLike) -> tuple[RpcModel | None, tuple[float, float]]:
+def _frame(dataset: Any, path: str) -> ImageFrame:
+    """The image's size, stated crop origin (None for an identity geotransform) and map CRS."""
+    t = tuple(float(v) for v in tuple(dataset.transform)[:6])
+    stated = dataset.crs is None and (t[0], t[1], t[3], t[4]) == (1.0, 0.0, 0.0, 1.0) and (
+        (t[2], t[5]) != (0.0, 0.0))
+    return ImageFrame(
+        path, int(dataset.height), int(dataset.width),
+        (t[5], t[2]) if stated else None,
+        None if dataset.crs is None else dataset.crs.to_wkt(),
+        (t[0], t[1], t[2], t[3], t[4], t[5]),
+    )
+
+
+def _from_image(path: str) -> tuple[RpcModel | None, ImageFrame, str | None]:
+    """GDAL's RPC metadata of an image (product model), its frame, and the sidecar GDAL read.
+
+    GDAL fills the RPC domain from the file itself (GeoTIFF tags, NITF TRE,
+    VRT metadata) or from an ``.RPB``/``_RPC.TXT``/DigitalGlobe ``.XML`` it
+    finds beside it; the third value names that sidecar, None otherwise.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with _open(path) as ds:
             tags = ds.tags(ns="RPC")
-            origin = crop_origin(ds)
+            frame = _frame(ds, path)
+            files = [str(f) for f in ds.files]
     if not tags:
-        return None, origin
-    model = _build(tags, {k: f"RPC metadata {k}" for k in _FIELDS}, str(path))
-    return model.with_origin(*origin), origin
+        return None, frame, None
+    sidecar = next((f for f in files if f.upper().endswith(_GDAL_RPC_SIDECARS)), None)
+    source = path if sidecar is None else sidecar
+    return build_model(tags, {k: f"RPC metadata {k}" for k in FIELDS}, source), frame, sidecar
 
 
-def _sniff(path: Path) -> str:
-    name = path.name.upper()
-    suffix = path.suffix.upper()
+def _sniff(path: str) -> str:
+    name = vsi.name(path).upper()
+    suffix = Path(name).suffix
     by_suffix = {".GEOM": "geom", ".RPB": "rpb", ".XML": "xml", ".JSON": "json"}
     if name.endswith("_RPC.TXT"):
         return "txt"
     if suffix in by_suffix:
         return by_suffix[suffix]
     try:
-        head = path.read_bytes()[:4096]
+        head = vsi.read_head(path, 4096)
     except OSError as exc:
         raise RpcFormatError(f"{path}: cannot be read ({exc})") from None
     if head.startswith((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+", b"NITF", b"NSIF")):
@@ -340,75 +157,144 @@ _PARSERS = {
 def read_rpc(path: PathLike) -> RpcModel:
     """The RPC model in ``path``, whatever its container (detected by name, then content).
 
-    For an image, the RPC comes from GDAL's RPC metadata and the crop origin
-    from a no-CRS unit-pixel geotransform. Raises RpcFormatError naming the
-    file and key when there is no RPC or it is malformed.
+    ``path`` is local, a remote URI (``s3://``, ``https://``...) or a GDAL
+    ``/vsi...`` path (see :mod:`ops.vsi`). For an image, the RPC comes from
+    GDAL's RPC metadata and the crop origin from a no-CRS unit-pixel
+    geotransform. Raises RpcFormatError naming the file and key when there is
+    no RPC or it is malformed.
     """
-    p = Path(path)
-    if not p.exists():
+    p = vsi.gdal_path(path)
+    if not vsi.is_file(p):
         raise RpcFormatError(f"{p}: no such file; expected an image or an RPC file")
     kind = _sniff(p)
     if kind == "image":
-        model, _ = _from_image(p)
+        model, frame, _ = _from_image(p)
         if model is None:
             raise RpcFormatError(
                 f"{p}: image holds no RPC (GDAL's RPC metadata domain is empty); use "
                 "find_rpc to also look for .geom/.RPB/_RPC.TXT/RPC_*.XML sidecars"
             )
-        return model
+        return model.with_origin(*(frame.origin or (0.0, 0.0)))
     try:
-        text = p.read_text(encoding="utf-8", errors="replace")
+        text = vsi.read_bytes(p).decode("utf-8", errors="replace")
     except OSError as exc:
         raise RpcFormatError(f"{p}: cannot be read ({exc})") from None
     try:
-        return _PARSERS[kind](text, str(p))
+        return _PARSERS[kind](text, p)
     except RpcFormatError:
         if kind == "xml" and "Dimap_Document" in text and "Rational_Function_Model" not in text:
             # A DIMAP main file (DIM_*.XML): GDAL's DIMAP driver finds its RPC.
-            model, _ = _from_image(p)
+            model, _, _ = _from_image(p)
             if model is not None:
                 return model
         raise
 
 
-def _sidecars(image: Path) -> list[Path]:
-    names = (".geom", ".GEOM", ".RPB", ".rpb", "_RPC.TXT", "_rpc.txt")
-    return [image.parent / (image.stem + name) for name in names]
+# ---------------------------------------------------------- finding one
+def _sidecars(image: str) -> tuple[list[str], list[str]]:
+    """Sidecar RPC files beside ``image``, and what was looked for (for messages).
 
-
-def find_rpc(image_path: PathLike) -> RpcModel:
-    """The RPC of an image: in the image itself, else in a sidecar next to it.
-
-    Looked for, in order: GDAL's RPC metadata of the image (which includes
-    ``.RPB``/``_RPC.TXT``/DigitalGlobe ``.XML`` sidecars GDAL reads itself);
-    same-stem ``.geom``, ``.RPB``, ``_RPC.TXT``; a DIMAP ``RPC_<core>.XML`` in
-    the folder whose ``<core>`` is part of the image's name (as in DIMAP's
-    ``IMG_<core>_R1C1``; exactly one must match). The image's crop origin is
-    attached in every case.
+    Same-stem ``.geom``, ``.RPB``, ``_RPC.TXT`` (either case), then a DIMAP
+    ``RPC_<core>.XML`` whose ``<core>`` is part of the image's name (DIMAP
+    names images ``IMG_<core>_R1C1.*``); more than one DIMAP match is an error.
+    The folder is listed once (one request on an object store); where it
+    cannot be listed, the same-stem names are probed one by one.
     """
-    image = Path(image_path)
-    model, origin = _from_image(image)
-    if model is not None:
-        return model
-    looked = [str(image) + " (RPC metadata)"]
-    for candidate in _sidecars(image):
-        looked.append(str(candidate))
-        if candidate.is_file():
-            return read_rpc(candidate).with_origin(*origin, source=str(candidate))
-    # DIMAP products name images IMG_<core>_R1C1.* beside RPC_<core>.XML.
-    beside = sorted(set(image.parent.glob("RPC_*.XML")) | set(image.parent.glob("RPC_*.xml")))
-    dimap = [p for p in beside if p.stem[4:] and p.stem[4:] in image.stem]
-    looked.append(str(image.parent / "RPC_<core>.XML") + f" with <core> in {image.stem!r}")
-    if len(dimap) == 1:
-        return read_rpc(dimap[0]).with_origin(*origin, source=str(dimap[0]))
+    folder, stem = vsi.parent(image), Path(vsi.name(image)).stem
+    wanted = [stem + suffix for suffix in _SIDECAR_SUFFIXES]
+    try:
+        names = set(vsi.list_names(folder))
+    except OSError:
+        names = set()
+    if names:
+        found = [vsi.join(folder, n) for n in wanted if n in names]
+    else:
+        found = [vsi.join(folder, n) for n in wanted if vsi.is_file(vsi.join(folder, n))]
+    looked = [vsi.join(folder, n) for n in wanted]
+    beside = sorted(n for n in names if n.upper().startswith("RPC_") and n.upper().endswith(".XML"))
+    dimap = [n for n in beside if Path(n).stem[4:] and Path(n).stem[4:] in stem]
+    looked.append(vsi.join(folder, "RPC_<core>.XML") + f" with <core> in {stem!r}")
     if len(dimap) > 1:
         raise RpcFormatError(
-            f"{image}: no RPC of its own and {len(dimap)} DIMAP RPC files match its name "
-            f"({', '.join(p.name for p in dimap)}); expected one, or a same-stem .geom"
+            f"{image}: {len(dimap)} DIMAP RPC files match its name ({', '.join(dimap)}); "
+            "expected one, or a same-stem .geom"
         )
-    if beside:
-        looked.append(f"(not matching: {', '.join(p.name for p in beside)})")
-    raise RpcFormatError(f"{image}: no RPC found; looked for {', '.join(looked)}")
+    if beside and not dimap:
+        looked.append(f"(not matching: {', '.join(beside)})")
+    return found + [vsi.join(folder, n) for n in dimap], looked
+
+
+def _parse_origin(origin: Sequence[float] | None, frame: ImageFrame) -> tuple[float, float] | None:
+    if origin is None:
+        return frame.origin
+    values = tuple(float(v) for v in origin)
+    if len(values) != 2 or not all(math.isfinite(v) for v in values):
+        raise RpcFitError(f"{frame.path}: RPC origin {origin!r}; expected two finite numbers "
+                          "(row, col) of the image's first pixel in the product")
+    row0, col0 = values
+    if frame.origin is not None and frame.origin != (row0, col0):
+        raise RpcFitError(
+            f"{frame.path}: RPC origin ({row0:g}, {col0:g}) given, but the file's geotransform "
+            f"states ({frame.origin[0]:g}, {frame.origin[1]:g}); expected one origin (drop "
+            "the option, or fix the file's geotransform)"
+        )
+    if frame.crs is not None:
+        raise RpcFitError(f"{frame.path}: RPC origin given for a georeferenced image (a map "
+                          "CRS); expected a raw sensor image")
+    return row0, col0
+
+
+def find_rpc(image_path: PathLike, *, rpc_source: str | PathLike | None = None,
+             origin: Sequence[float] | None = None) -> RpcModel:
+    """The RPC of an image, checked to describe it, with its crop origin attached.
+
+    Sources: GDAL's RPC metadata of the image ("embedded": GeoTIFF tags, NITF
+    TRE, VRT metadata, or an ``.RPB``/``_RPC.TXT`` GDAL reads with it) and the
+    sidecars :func:`_sidecars` finds. ``rpc_source`` picks: None takes them all
+    and requires them to agree (RpcConflictError naming them otherwise),
+    ``'embedded'`` or ``'sidecar'`` one kind, anything else is the path of
+    the RPC file to use. ``origin`` (row, col) states the image's first pixel
+    in the product when the file does not (a crop saved without its
+    geotransform). The image may be local or remote (``s3://``, ``/vsis3/``,
+    ``https://``..., read through GDAL, see :mod:`ops.vsi`).
+
+    The model must fit the image (:func:`ops.rpc_check.check_rpc_fits`):
+    RpcFitError for a crop of unknown origin, pixels outside the model's box,
+    or a georeferenced map given as a raw image.
+    """
+    image = vsi.gdal_path(image_path)
+    embedded, frame, gdal_sidecar = _from_image(image)
+    row_col = _parse_origin(origin, frame)
+    candidates: list[tuple[RpcModel, bool]] = []  # (product model, from a sidecar)
+    looked = [f"{image} (RPC metadata)"]
+    if rpc_source not in (None, "embedded", "sidecar"):
+        path = vsi.gdal_path(str(rpc_source))
+        candidates.append((read_rpc(path), path != image))
+        looked = [path]
+    else:
+        if rpc_source in (None, "embedded") and embedded is not None:
+            candidates.append((embedded, gdal_sidecar is not None))
+        if rpc_source in (None, "sidecar"):
+            found, searched = _sidecars(image)
+            looked += searched
+            candidates += [(read_rpc(p), True) for p in found if p != gdal_sidecar]
+    if not candidates:
+        what = {"embedded": "no RPC in its metadata", "sidecar": "no RPC sidecar"}.get(
+            str(rpc_source), "no RPC found")
+        raise RpcFormatError(f"{image}: {what}; looked for {', '.join(looked)}")
+    first, from_sidecar = candidates[0]
+    for other, _ in candidates[1:]:
+        gap_px = rpc_disagreement_px(first, other)
+        if gap_px > SOURCES_AGREE_PX:
+            raise RpcConflictError(
+                f"{image}: its RPC sources disagree by up to {gap_px:.3g} px: {first.source} "
+                f"and {other.source}; expected one model. Choose one: rpc_source 'embedded' "
+                "(the image's metadata), 'sidecar', or the path of the RPC file "
+                "(eochain ortho --rpc)"
+            )
+    model = first.with_origin(*(row_col or (0.0, 0.0)))
+    check_rpc_fits(model, frame, from_sidecar=from_sidecar, origin_stated=row_col is not None)
+    return model
 
 
 # --------------------------------------------------------------- writers
@@ -417,7 +303,7 @@ def _fmt(value: float) -> str:
 
 
 def _product_fields(model: RpcModel) -> dict[str, Any]:
-    return {key: getattr(model, field) for key, field in _FIELDS.items()}
+    return {key: getattr(model, field) for key, field in FIELDS.items()}
 
 
 def write_geom(model: RpcModel, path: PathLike) -> Path:
@@ -425,9 +311,9 @@ def write_geom(model: RpcModel, path: PathLike) -> Path:
     fields = _product_fields(model)
     lines = ["type:  ossimRpcModel", "polynomial_format:  B"]
     for key in SCALAR_KEYS:
-        lines.append(f"{_GEOM_KEYS[key]}:  {_fmt(fields[key])}")
+        lines.append(f"{GEOM_KEYS[key]}:  {_fmt(fields[key])}")
     for key in COEFF_KEYS:
-        lines.extend(f"{_GEOM_KEYS[key]}{i:02d}:  {_fmt(c)}" for i, c in enumerate(fields[key]))
+        lines.extend(f"{GEOM_KEYS[key]}{i:02d}:  {_fmt(c)}" for i, c in enumerate(fields[key]))
     out = Path(path)
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return out
@@ -439,10 +325,10 @@ def write_rpb(model: RpcModel, path: PathLike) -> Path:
     lines = ['satId = "UNKNOWN";', 'bandId = "P";', 'SpecId = "RPC00B";',
              "BEGIN_GROUP = IMAGE", "\terrBias = 0.0;", "\terrRand = 0.0;"]
     for key in SCALAR_KEYS:
-        lines.append(f"\t{_RPB_KEYS[key]} = {_fmt(fields[key])};")
+        lines.append(f"\t{RPB_KEYS[key]} = {_fmt(fields[key])};")
     for key in COEFF_KEYS:
         body = ",\n".join(f"\t\t\t{_fmt(c)}" for c in fields[key])
-        lines.append(f"\t{_RPB_KEYS[key]} = (\n{body});")
+        lines.append(f"\t{RPB_KEYS[key]} = (\n{body});")
     lines += ["END_GROUP = IMAGE", "END;"]
     out = Path(path)
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
