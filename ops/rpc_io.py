@@ -28,6 +28,13 @@ and :func:`write_rpb` write the product model; :func:`write_rpc_tags` writes
 tags that give back the same model through :func:`read_rpc`, which for a file
 without such a geotransform means the crop origin is folded into the offsets
 (so GDAL tools work on the file directly).
+
+:func:`find_rpc` gathers every source of an image's RPC (its own metadata and
+the sidecars beside it), requires them to agree unless the caller picks one,
+and checks that the model fits the image (:mod:`ops.rpc_check`). Images and
+sidecars may be local or remote (``s3://``, ``https://``, ``/vsis3/``...):
+text files are read through GDAL's virtual file systems (:mod:`ops.vsi`),
+never with local path tests.
 """
 
 from __future__ import annotations

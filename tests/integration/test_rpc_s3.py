@@ -1,0 +1,139 @@
+"""Images and every RPC sidecar form read from S3 (moto's server over real HTTP).
+
+Each case uploads real files and asks ``find_rpc`` for the remote image by
+``s3://`` URI and by GDAL ``/vsis3/`` path; the model must equal the one
+found for the same files on disk, crop origin included:
+
+* Gizeh crop + OSSIM ``.geom`` (origin in the TIFF geotransform);
+* Ventoux crop named like a DIMAP image + ``RPC_<core>.XML`` (found by
+  listing the prefix);
+* an image + DigitalGlobe ``.RPB`` (read by GDAL itself, origin stated);
+* a SkySat-sized image + ``_RPC.TXT``;
+* a ``.rpc.vrt`` whose RPC metadata sits in the VRT, its pixels in a TIFF
+  beside it.
+
+Credentials come from the environment, as GDAL's usual chain reads them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.transform import Affine
+
+from ops.errors import RpcFitError, RpcFormatError
+from ops.rpc_check import rpc_disagreement_px
+from ops.rpc_io import find_rpc, read_rpc, write_rpb
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+BUCKET = "eochain-raw"
+DIMAP_CORE = "PHR1B_P_201308051042194_SEN_690908101-001"
+SKYSAT_TXT = "20191015_073816_ssc1d3_0011_basic_l1a_panchromatic_dn_RPC.TXT"
+
+
+@pytest.fixture(scope="module")
+def s3(moto_endpoint: str) -> Iterator[object]:
+    """A bucket on moto's server; AWS variables (boto3's and GDAL's) point at it."""
+    import boto3
+
+    port = int(moto_endpoint.rsplit(":", 1)[1])
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": moto_endpoint,
+                           "AWS_HTTPS": "NO", "AWS_VIRTUAL_HOSTING": "FALSE",
+                           "AWS_S3_ENDPOINT": f"127.0.0.1:{port}"}.items():
+            mp.setenv(key, value)
+        mp.delenv("AWS_PROFILE", raising=False)
+        client = boto3.client("s3", endpoint_url=moto_endpoint)
+        client.create_bucket(Bucket=BUCKET)
+        yield client
+
+
+def _upload(client: object, folder: Path, prefix: str) -> None:
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        client.upload_file(str(path), BUCKET, f"{prefix}/{path.name}")  # type: ignore[attr-defined]
+
+
+def _raster(path: Path, height: int, width: int, transform: Affine | None = None) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=1,
+                           dtype="uint8", compress="deflate",
+                           transform=transform or Affine.identity()) as ds:
+            ds.write(np.zeros((1, height, width), dtype=np.uint8))
+    return path
+
+
+def _same(remote: object, local: object) -> None:
+    from ops.rpc import RpcModel
+
+    assert isinstance(remote, RpcModel) and isinstance(local, RpcModel)
+    assert (remote.row_origin, remote.col_origin) == (local.row_origin, local.col_origin)
+    assert rpc_disagreement_px(remote, local) == 0.0
+
+
+def _case(tmp_path: Path, shared_data: Path, case: str) -> tuple[Path, str, dict[str, object]]:
+    """Local folder, image name and find_rpc options of one sidecar form."""
+    folder = tmp_path / case
+    folder.mkdir()
+    if case == "geom":
+        for name in ("img1.tif", "img1.geom"):
+            shutil.copy(shared_data / "gizeh" / name, folder / name)
+        return folder, "img1.tif", {}
+    if case == "dimap":
+        image = f"IMG_{DIMAP_CORE}_R1C1.tif"
+        shutil.copy(shared_data / "ventoux/left_image.tif", folder / image)
+        shutil.copy(shared_data / f"ventoux/RPC_{DIMAP_CORE}.XML", folder)
+        return folder, image, {}
+    if case == "rpb":
+        _raster(folder / "scene.tif", 12, 16)
+        write_rpb(read_rpc(shared_data / "rpc_fixtures/rpc_WV2.xml"), folder / "scene.RPB")
+        return folder, "scene.tif", {"origin": (0, 0)}
+    if case == "rpc_txt":
+        _raster(folder / "skysat.tif", 1080, 2588)
+        shutil.copy(shared_data / "rpc_fixtures" / SKYSAT_TXT, folder / "skysat_RPC.TXT")
+        return folder, "skysat.tif", {}
+    if case == "vrt":
+        for name in ("RGB.byte.rpc.vrt", "RGB.byte.tif"):
+            shutil.copy(shared_data / "rpc_fixtures" / name, folder / name)
+        return folder, "RGB.byte.rpc.vrt", {}
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case", ["geom", "dimap", "rpb", "rpc_txt", "vrt"])
+def test_find_rpc_reads_every_sidecar_form_from_s3(case: str, s3: object, tmp_path: Path,
+                                                  shared_data: Path) -> None:
+    folder, image, options = _case(tmp_path, shared_data, case)
+    _upload(s3, folder, case)
+    local = find_rpc(folder / image, **options)  # type: ignore[arg-type]
+    by_uri = find_rpc(f"s3://{BUCKET}/{case}/{image}", **options)  # type: ignore[arg-type]
+    _same(by_uri, local)
+    _same(find_rpc(f"/vsis3/{BUCKET}/{case}/{image}", **options), local)  # type: ignore[arg-type]
+    assert by_uri.source.startswith(f"/vsis3/{BUCKET}/{case}/")
+
+
+def test_remote_sidecar_files_and_refusals(s3: object, tmp_path: Path, shared_data: Path) -> None:
+    _upload(s3, shared_data / "gizeh", "files")
+    _same(read_rpc(f"s3://{BUCKET}/files/img1.geom"), read_rpc(shared_data / "gizeh/img1.geom"))
+    # a crop without origin beside the product's .geom is refused remotely too
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    _raster(bare / "crop.tif", 801, 800)
+    shutil.copy(shared_data / "gizeh/img1.geom", bare / "crop.geom")
+    _raster(bare / "none.tif", 8, 8)
+    _upload(s3, bare, "bare")
+    with pytest.raises(RpcFitError, match=rf"/vsis3/{BUCKET}/bare/crop\.tif: .* no crop origin"):
+        find_rpc(f"s3://{BUCKET}/bare/crop.tif")
+    with pytest.raises(RpcFormatError, match=rf"no RPC found; looked for .*/vsis3/{BUCKET}/bare/"
+                                             r"none\.geom"):
+        find_rpc(f"s3://{BUCKET}/bare/none.tif")
+    with pytest.raises(RpcFormatError, match="no such file"):
+        read_rpc(f"s3://{BUCKET}/bare/missing.geom")
