@@ -7,12 +7,21 @@ CRS, band units and ``EOCHAIN_*`` GDAL tags) and by
 :func:`scheduler.runtime.stac.make_item` (``proj:``, ``raster:bands``,
 ``bands``, ``eochain:*`` properties and the acquisition datetime).
 
-The DSM's heights are part of its CRS:
+The DSM's heights are part of its CRS (:func:`height_crs`):
 
+* ``heights="geoid"``: a compound CRS, horizontal + EGM96 height (EPSG:5773),
+  written as such in the GeoTIFF keys (GeoTIFF 1.1 vertical keys);
 * ``heights="ellipsoid"``: the horizontal CRS promoted to 3D, its third axis
-  the ellipsoidal height (the geographic 3D CRS of GeoTIFF 1.1, EPSG:4979 for
-  WGS 84); ISO 19111 has no compound CRS with an ellipsoidal height;
-* ``heights="geoid"``: a compound CRS, horizontal + EGM96 height (EPSG:5773).
+  the WGS 84 ellipsoidal height (ISO 19111 has no compound CRS with an
+  ellipsoidal height; its base is the geographic 3D EPSG:4979). GDAL's GeoTIFF
+  keys cannot hold a projected 3D CRS (GDAL moves it to an ``.aux.xml``
+  sidecar, which a store publication would drop), so the file's keys hold the
+  horizontal CRS and the full 3D CRS is stated by the ``EOCHAIN_CRS`` tag
+  (WKT2), ``EOCHAIN_HEIGHTS=ellipsoid`` and the STAC item's ``proj:wkt2``.
+
+Every DSM file carries ``EOCHAIN_CRS``; bands state their unit (``metre``
+for heights, ``1`` for counts and scores: without one GDAL would report the
+vertical CRS's metre for every band).
 
 Provenance: eochain's version, the operation, its inputs (images, the RPC
 file each model came from, DEM, geoid), the height reference and the
@@ -41,6 +50,7 @@ HEIGHT_REFERENCES = ("ellipsoid", "geoid")
 EGM96_HEIGHT = "EPSG:5773"
 #: Unit names as GDAL writes them in the file and as STAC spells them (UDUNITS).
 METRE = "metre"
+DIMENSIONLESS = "1"
 STAC_UNITS = {METRE: "m"}
 TAG_PREFIX = "EOCHAIN_"
 STAC_PREFIX = "eochain:"
@@ -85,9 +95,14 @@ def band_name(description: str | None, index: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ProductMetadata:
-    """A product's CRS as written, bands, acquisition span and provenance (see the module)."""
+    """A product's CRS, bands, acquisition span and provenance (see the module).
+
+    ``crs`` is the product's whole CRS (with its heights), ``file_crs`` what the
+    GeoTIFF keys hold of it (the same, unless GDAL cannot encode it there).
+    """
 
     crs: str
+    file_crs: str
     band_descriptions: tuple[str | None, ...]
     band_units: tuple[str | None, ...]
     acquired: Acquisition | None
@@ -115,6 +130,8 @@ class ProductMetadata:
                 value, sort_keys=True)
             for key, value in self.provenance.items() if value is not None
         }
+        if self.crs != self.file_crs or self.provenance.get("op") == "dsm":
+            out[TAG_PREFIX + "CRS"] = self.crs
         if self.acquired is not None:
             out[TAG_PREFIX + "ACQUISITION_START"] = self.acquired.start.isoformat()
             out[TAG_PREFIX + "ACQUISITION_END"] = self.acquired.end.isoformat()
@@ -146,12 +163,14 @@ def dsm_metadata(
     images: Sequence[str], rpc_sources: Sequence[str], dem: str | None, geoid: str | None,
     acquired: Acquisition | None, parameters: Mapping[str, object],
 ) -> ProductMetadata:
-    """A DSM's metadata: band 1 holds heights (metres) above ``heights``; the other bands
-    are counts and scores without unit."""
-    units = tuple(METRE if i == 0 else None for i in range(len(band_descriptions)))
-    return ProductMetadata(height_crs(horizontal_crs, heights), tuple(band_descriptions), units,
-                           acquired, _provenance("dsm", images, rpc_sources, dem, geoid, heights,
-                                                 parameters))
+    """A DSM's metadata: band 1 holds heights (metres) above ``heights``; the others are
+    counts and scores (unit ``1``)."""
+    units = tuple(METRE if i == 0 else DIMENSIONLESS for i in range(len(band_descriptions)))
+    crs = height_crs(horizontal_crs, heights)
+    file_crs = crs if heights == "geoid" else horizontal_crs
+    return ProductMetadata(crs, file_crs, tuple(band_descriptions), units, acquired,
+                           _provenance("dsm", images, rpc_sources, dem, geoid, heights,
+                                       parameters))
 
 
 def ortho_metadata(
@@ -161,15 +180,15 @@ def ortho_metadata(
 ) -> ProductMetadata:
     """An ortho's metadata: the input's bands (and units, when it states them) on ``crs``."""
     units = tuple(band_units) if band_units is not None else (None,) * len(band_descriptions)
-    return ProductMetadata(crs, tuple(band_descriptions), units, acquired,
+    return ProductMetadata(crs, crs, tuple(band_descriptions), units, acquired,
                            _provenance("ortho", [image], [rpc_source], dem, geoid, None,
                                        parameters))
 
 
 def plain_metadata(crs: str, band_descriptions: Sequence[str | None]) -> ProductMetadata:
     """Metadata of a product that states only its grid's CRS and band descriptions."""
-    return ProductMetadata(crs, tuple(band_descriptions), (None,) * len(band_descriptions), None,
-                           "{}")
+    return ProductMetadata(crs, crs, tuple(band_descriptions), (None,) * len(band_descriptions),
+                           None, "{}")
 
 
 def processing_time() -> dt.datetime:
