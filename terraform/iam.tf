@@ -1,7 +1,11 @@
 # Least-privilege roles. The head (Ray autoscaler + campaign driver) may
 # launch, tag, stop and terminate only instances tagged with this cluster's
-# name, pass only the worker role, and use the product bucket. Workers may use
-# only the product bucket (and its key, through S3 only).
+# name, from this cluster's launch templates, pass only the worker role, and
+# use the product bucket. Workers may use only the product bucket (and its
+# key, through S3 only). Both may read (never write) the input bucket of raw
+# imagery when one is named, and both carry the SSM agent's rights (what
+# AmazonSSMManagedInstanceCore grants, less parameter and document reads) so
+# operators reach them through Session Manager.
 
 locals {
   ec2_arn = "arn:${local.partition}:ec2:${var.region}:${local.account_id}"
@@ -84,10 +88,10 @@ data "aws_iam_policy_document" "head_ec2" {
     actions = ["ec2:RunInstances"]
     resources = concat(
       [for s in aws_subnet.private : s.arn],
+      [for t in aws_launch_template.worker : t.arn],
       [
         aws_security_group.cluster.arn,
         aws_launch_template.head.arn,
-        aws_launch_template.worker.arn,
         "${local.ec2_arn}:network-interface/*",
         "${local.ec2_arn}:key-pair/*",
         "arn:${local.partition}:ec2:${var.region}::image/*",
@@ -126,6 +130,13 @@ data "aws_iam_policy_document" "head_ec2" {
       variable = "iam:PassedToService"
       values   = ["ec2.amazonaws.com"]
     }
+  }
+
+  # Only when ImageId is left to EC2 as resolve:ssm: (no Terraform ami_ids).
+  statement {
+    sid       = "ResolveUbuntuAmiParameter"
+    actions   = ["ssm:GetParameters", "ssm:GetParameter"]
+    resources = ["arn:${local.partition}:ssm:${var.region}::parameter/aws/service/canonical/ubuntu/*"]
   }
 
   statement {
@@ -176,4 +187,64 @@ resource "aws_iam_role_policy" "worker_bucket" {
 resource "aws_iam_instance_profile" "worker" {
   name = "${var.cluster_name}-ray-worker"
   role = aws_iam_role.worker.name
+}
+
+data "aws_iam_policy_document" "input_read" {
+  statement {
+    sid       = "ListInputBucket"
+    actions   = ["s3:ListBucket", "s3:GetBucketLocation"]
+    resources = ["arn:${local.partition}:s3:::${var.input_bucket_name}"]
+  }
+
+  statement {
+    sid       = "ReadInputObjects"
+    actions   = ["s3:GetObject", "s3:GetObjectVersion"]
+    resources = ["arn:${local.partition}:s3:::${var.input_bucket_name}/*"]
+  }
+}
+
+resource "aws_iam_role_policy" "input_read" {
+  for_each = var.input_bucket_name == "" ? {} : { head = aws_iam_role.head.id, worker = aws_iam_role.worker.id }
+
+  name   = "read-input-bucket"
+  role   = each.value
+  policy = data.aws_iam_policy_document.input_read.json
+}
+
+# The SSM agent's own calls. The ssmmessages/ec2messages actions have no
+# resource type to scope them to; the agent's registration is scoped to
+# this account's instances in the region.
+data "aws_iam_policy_document" "ssm_agent" {
+  #checkov:skip=CKV_AWS_111:ssmmessages and ec2messages actions of the SSM agent support no resource-level scoping
+  #checkov:skip=CKV_AWS_356:ssmmessages and ec2messages actions of the SSM agent support no resource-level scoping
+  statement {
+    sid       = "RegisterThisInstance"
+    actions   = ["ssm:UpdateInstanceInformation"]
+    resources = ["${local.ec2_arn}:instance/*"]
+  }
+
+  statement {
+    sid = "SessionManagerChannels"
+    actions = [
+      "ssmmessages:CreateControlChannel",
+      "ssmmessages:CreateDataChannel",
+      "ssmmessages:OpenControlChannel",
+      "ssmmessages:OpenDataChannel",
+      "ec2messages:AcknowledgeMessage",
+      "ec2messages:DeleteMessage",
+      "ec2messages:FailMessage",
+      "ec2messages:GetEndpoint",
+      "ec2messages:GetMessages",
+      "ec2messages:SendReply",
+    ]
+    resources = ["*"]
+  }
+}
+
+resource "aws_iam_role_policy" "ssm_agent" {
+  for_each = { head = aws_iam_role.head.id, worker = aws_iam_role.worker.id }
+
+  name   = "ssm-session-manager"
+  role   = each.value
+  policy = data.aws_iam_policy_document.ssm_agent.json
 }

@@ -175,3 +175,43 @@ resource "aws_iam_role_policy" "flow_logs" {
   role   = aws_iam_role.flow_logs.id
   policy = data.aws_iam_policy_document.flow_logs.json
 }
+
+# SSM Session Manager reaches the nodes without public IPs, bastion or VPN:
+# the agent talks to these interface endpoints over HTTPS, so sessions work
+# even with enable_nat_gateway = false. Operators then forward the dashboard
+# and job server (port 8265) with AWS-StartPortForwardingSession, and `ray up`
+# reaches the head by SSH inside an AWS-StartSSHSession (terraform/README.md).
+locals {
+  ssm_endpoints = toset(["ssm", "ssmmessages", "ec2messages"])
+}
+
+resource "aws_security_group" "endpoints" {
+  name        = "${var.cluster_name}-endpoints"
+  description = "Interface endpoints of ${var.cluster_name}: HTTPS from cluster nodes only"
+  vpc_id      = aws_vpc.this.id
+
+  tags = { Name = "${var.cluster_name}-endpoints" }
+}
+
+resource "aws_security_group_rule" "endpoints_https_ingress" {
+  security_group_id        = aws_security_group.endpoints.id
+  type                     = "ingress"
+  description              = "HTTPS from cluster nodes to the SSM endpoints"
+  protocol                 = "tcp"
+  from_port                = 443
+  to_port                  = 443
+  source_security_group_id = aws_security_group.cluster.id
+}
+
+resource "aws_vpc_endpoint" "ssm" {
+  for_each = local.ssm_endpoints
+
+  vpc_id              = aws_vpc.this.id
+  service_name        = "com.amazonaws.${var.region}.${each.key}"
+  vpc_endpoint_type   = "Interface"
+  subnet_ids          = aws_subnet.private[*].id
+  security_group_ids  = [aws_security_group.endpoints.id]
+  private_dns_enabled = true
+
+  tags = { Name = "${var.cluster_name}-${each.key}" }
+}

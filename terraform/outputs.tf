@@ -40,9 +40,19 @@ output "head_launch_template_id" {
   value       = aws_launch_template.head.id
 }
 
-output "worker_launch_template_id" {
-  description = "Launch template of worker nodes (IMDSv2, encrypted root volume)."
-  value       = aws_launch_template.worker.id
+output "worker_launch_template_ids" {
+  description = "Launch template of worker nodes per architecture (x86_64, arm64)."
+  value       = { for arch, t in aws_launch_template.worker : arch => t.id }
+}
+
+output "ami_ids" {
+  description = "AMI per architecture the launch templates and cluster-config use."
+  value       = local.ami_ids
+}
+
+output "input_bucket_name" {
+  description = "Bucket of raw imagery the nodes may read (empty: none)."
+  value       = var.input_bucket_name
 }
 
 output "bucket_name" {

@@ -85,3 +85,13 @@ resource "aws_security_group_rule" "s3_egress" {
   to_port           = 443
   prefix_list_ids   = [aws_vpc_endpoint.s3.prefix_list_id]
 }
+
+resource "aws_security_group_rule" "http_egress" {
+  security_group_id = aws_security_group.cluster.id
+  type              = "egress"
+  description       = "HTTP to Ubuntu's apt mirrors (python3.12-venv) through the NAT gateway"
+  protocol          = "tcp"
+  from_port         = 80
+  to_port           = 80
+  cidr_blocks       = ["0.0.0.0/0"]
+}

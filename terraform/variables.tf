@@ -135,3 +135,36 @@ variable "tags" {
     error_message = "tags keys must not start with the reserved prefix 'aws:'."
   }
 }
+
+variable "ami_ids" {
+  description = "AMI per architecture (keys x86_64, arm64) overriding Ubuntu 24.04 from the public SSM parameter; must boot from /dev/sda1 and have python3.12."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition     = alltrue([for k, v in var.ami_ids : contains(["x86_64", "arm64"], k) && can(regex("^ami-[0-9a-f]{8,17}$", v))])
+    error_message = "ami_ids keys must be x86_64 or arm64 and values AMI ids like ami-0123456789abcdef0."
+  }
+}
+
+variable "head_architecture" {
+  description = "Architecture of the head's instance type (x86_64 for the default m7i.xlarge, arm64 for Graviton)."
+  type        = string
+  default     = "x86_64"
+
+  validation {
+    condition     = contains(["x86_64", "arm64"], var.head_architecture)
+    error_message = "head_architecture must be x86_64 or arm64."
+  }
+}
+
+variable "input_bucket_name" {
+  description = "S3 bucket holding the raw imagery (STAC items, scenes, RPC sidecars) that head and workers may read, never write; empty for none."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.input_bucket_name == "" || can(regex("^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", var.input_bucket_name))
+    error_message = "input_bucket_name must be empty or a valid S3 bucket name (3-63 lower-case letters, digits, '.', '-')."
+  }
+}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -198,10 +199,21 @@ def test_head_policy_is_scoped_to_the_cluster(tf: dict[str, list[Any]]) -> None:
                                                      "ec2:ResourceTag/${local.cluster_tag_key}")
 
 
+def _role_policies(tf: dict[str, list[Any]], role: str) -> set[str]:
+    """Names of the policy documents attached inline to ``role`` (head or worker)."""
+    out = set()
+    for p in _blocks(tf, "resource", "aws_iam_role_policy").values():
+        roles = [p["role"]]
+        if p["role"] == "${each.value}":
+            roles = list(re.findall(r"aws_iam_role\.(\w+)\.id", str(p["for_each"])))
+        if f"${{aws_iam_role.{role}.id}}" in roles or role in roles:
+            out.add(re.sub(r"^\$\{data\.aws_iam_policy_document\.(\w+)\.json\}$", r"\1",
+                           p["policy"]))
+    return out
+
+
 def test_workers_may_use_only_the_bucket(tf: dict[str, list[Any]]) -> None:
-    policies = _blocks(tf, "resource", "aws_iam_role_policy")
-    worker = [p for p in policies.values() if p["role"] == "${aws_iam_role.worker.id}"]
-    assert [p["policy"] for p in worker] == ["${data.aws_iam_policy_document.bucket_access.json}"]
+    assert _role_policies(tf, "worker") == {"bucket_access", "input_read", "ssm_agent"}
     attachments = _blocks(tf, "resource", "aws_iam_role_policy_attachment")
     assert not [a for a in attachments.values() if "worker" in a["role"]]
     bucket = list(_statements(_blocks(tf, "data", "aws_iam_policy_document")["bucket_access"]))
@@ -217,6 +229,7 @@ def test_workers_may_use_only_the_bucket(tf: dict[str, list[Any]]) -> None:
 def test_imdsv2_required_everywhere(tf: dict[str, list[Any]]) -> None:
     templates = _blocks(tf, "resource", "aws_launch_template")
     assert set(templates) == {"head", "worker"}
+    assert templates["worker"]["for_each"] == "${local.ami_ids}"  # one per architecture
     for name, lt in {**templates, **_blocks(tf, "resource", "aws_instance")}.items():
         meta = lt["metadata_options"][0]
         assert meta["http_tokens"] == "required", name
@@ -251,3 +264,91 @@ def test_every_checkov_skip_gives_a_reason() -> None:
                 assert re.search(r"#checkov:skip=CKV2?_AWS_\d+:\S.{15,}", line), \
                     f"{path.name}: skip without a reason: {line.strip()}"
     assert skips > 0
+
+
+def _locals(tf: dict[str, list[Any]]) -> dict[str, Any]:
+    return {k: v for block in tf["locals"] for k, v in block.items()}
+
+
+def test_operators_reach_nodes_through_session_manager(tf: dict[str, list[Any]]) -> None:
+    assert set(_locals(tf)["ssm_endpoints"].strip("${}").removeprefix("toset(").strip("()[]")
+               .replace('"', "").replace(" ", "").split(",")) == {
+        "ssm", "ssmmessages", "ec2messages"}
+    endpoint = _blocks(tf, "resource", "aws_vpc_endpoint")["ssm"]
+    assert endpoint["for_each"] == "${local.ssm_endpoints}"
+    assert endpoint["vpc_endpoint_type"] == "Interface"
+    assert endpoint["private_dns_enabled"] is True  # the agent's default hostnames resolve here
+    assert endpoint["subnet_ids"] == "${aws_subnet.private[*].id}"
+    assert endpoint["security_group_ids"] == ["${aws_security_group.endpoints.id}"]
+    rules = _blocks(tf, "resource", "aws_security_group_rule")
+    into_endpoints = [r for r in rules.values()
+                      if r["security_group_id"] == "${aws_security_group.endpoints.id}"]
+    assert len(into_endpoints) == 1
+    assert into_endpoints[0]["from_port"] == into_endpoints[0]["to_port"] == 443
+    assert into_endpoints[0]["source_security_group_id"] == "${aws_security_group.cluster.id}"
+    agent = list(_statements(_blocks(tf, "data", "aws_iam_policy_document")["ssm_agent"]))
+    actions = {a for s in agent for a in s["actions"]}
+    assert {"ssm:UpdateInstanceInformation", "ssmmessages:CreateControlChannel",
+            "ssmmessages:OpenDataChannel", "ec2messages:GetMessages"} <= actions
+    # the agent's rights only: no parameter, document or command rights, no wildcard action
+    assert all(a.split(":")[0] in ("ssm", "ssmmessages", "ec2messages") and "*" not in a
+               for a in actions)
+    assert not {"ssm:GetParameter", "ssm:SendCommand", "ssm:GetDocument"} & actions
+    for s in agent:
+        if s["resources"] == ["*"]:  # only what has no resource type to scope to
+            assert all(a.startswith(("ssmmessages:", "ec2messages:")) for a in s["actions"])
+    assert "ssm_agent" in _role_policies(tf, "head")
+    readme = (TF_DIR / "README.md").read_text()
+    assert "AWS-StartPortForwardingSession" in readme and "8265" in readme
+
+
+def test_input_bucket_is_read_only(tf: dict[str, list[Any]]) -> None:
+    variables = {k: v for block in tf["variable"] for k, v in block.items()}
+    assert variables["input_bucket_name"]["default"] == ""
+    statements = list(_statements(_blocks(tf, "data", "aws_iam_policy_document")["input_read"]))
+    actions = {a for s in statements for a in s["actions"]}
+    assert actions == {"s3:ListBucket", "s3:GetBucketLocation", "s3:GetObject",
+                       "s3:GetObjectVersion"}
+    for s in statements:
+        for r in s["resources"]:
+            assert r.startswith("arn:${local.partition}:s3:::${var.input_bucket_name}"), r
+    attached = _blocks(tf, "resource", "aws_iam_role_policy")["input_read"]
+    assert 'var.input_bucket_name == ""' in attached["for_each"]  # nothing when unnamed
+    assert "input_read" in _role_policies(tf, "head")
+
+
+def test_head_launches_from_the_cluster_templates_only(tf: dict[str, list[Any]]) -> None:
+    head = {s["sid"]: s for s in
+            _statements(_blocks(tf, "data", "aws_iam_policy_document")["head_ec2"])}
+    network = head["LaunchIntoClusterNetwork"]["resources"]
+    assert "aws_launch_template.head.arn" in str(network)
+    assert "for t in aws_launch_template.worker : t.arn" in str(network)
+    assert not [r for r in str(network).split(",") if "launch-template/*" in r]
+    assert head["ResolveUbuntuAmiParameter"]["resources"] == [
+        "arn:${local.partition}:ssm:${var.region}::parameter/aws/service/canonical/ubuntu/*"]
+
+
+def test_launch_templates_carry_ami_root_device_and_user_data(
+        tf: dict[str, list[Any]]) -> None:
+    local = _locals(tf)
+    assert local["root_device"] == "/dev/sda1"
+    assert local["user_data"] == '${base64encode(file("${path.module}/user_data.sh"))}'
+    assert "var.ami_ids" in local["ami_ids"]  # an override per architecture
+    ssm = _blocks(tf, "data", "aws_ssm_parameter")["ubuntu"]
+    assert ssm["for_each"] == {"x86_64": "amd64", "arm64": "arm64"}
+    assert ssm["name"] == ("/aws/service/canonical/ubuntu/server/24.04/stable/current/"
+                           "${each.value}/hvm/ebs-gp3/ami-id")
+    templates = _blocks(tf, "resource", "aws_launch_template")
+    assert templates["head"]["image_id"] == "${local.ami_ids[var.head_architecture]}"
+    assert templates["worker"]["image_id"] == "${each.value}"
+    for name, lt in templates.items():
+        assert lt["user_data"] == "${local.user_data}", name
+        assert lt["block_device_mappings"][0]["device_name"] == "${local.root_device}", name
+    user_data = (TF_DIR / "user_data.sh").read_text()
+    assert "python3.12-venv" in user_data and "amazon-ssm-agent" in user_data
+    parsed = subprocess.run(["bash", "-n", str(TF_DIR / "user_data.sh")], capture_output=True,
+                            text=True, check=False)
+    assert parsed.returncode == 0, parsed.stderr
+    outputs = {k: v for block in tf["output"] for k, v in block.items()}
+    assert outputs["ami_ids"]["value"] == "${local.ami_ids}"
+    assert "aws_launch_template.worker" in outputs["worker_launch_template_ids"]["value"]
