@@ -29,6 +29,7 @@ from ops.stereo import StereoConfig, iter_dsm_tiles, open_view, plan_stereo
 from planner.errors import PlannerError
 from planner.grid import TileGrid
 from scheduler.cmd_ortho import footprint_box
+from scheduler.output_path import check_input_exists, check_output_file
 
 NODATA = -32768.0
 BANDS = ("height (m)", "supporting points (0 = interpolated)", "matching confidence (NCC)")
@@ -54,19 +55,24 @@ DEM_PAD_DEG = 0.004
               help="Refuse views acquired further apart than this (when tagged).")
 @click.option("-o", "--output", "output", required=True,
               type=click.Path(dir_okay=False, path_type=Path), help="Output COG path.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing file at OUTPUT.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def dsm(
     left: Path, right: Path, dem_path: Path, geoid: Path | None, heights: str,
     crs: str | None, gsd_m: float | None, tile_px: int, max_days_apart: float, output: Path,
-    quiet: bool,
+    overwrite: bool, quiet: bool,
 ) -> None:
     """Compute the DSM of the stereo pair LEFT RIGHT into the COG OUTPUT."""
     if heights == "geoid" and geoid is None:
         raise click.BadParameter("--heights geoid needs --geoid", param_hint="--heights")
+    check_input_exists(dem_path, "--dem")
+    check_input_exists(geoid, "--geoid")
     try:
         if crs is not None:
             check_crs(crs)
         view_l, view_r = open_view(left), open_view(right)
+        check_output_file(output, [left, right, view_l.rpc.source, view_r.rpc.source, dem_path,
+                                   geoid], overwrite=overwrite)
         boxes = [footprint_box(v.rpc, v.shape) for v in (view_l, view_r)]
         box = (
             min(b[0] for b in boxes), min(b[1] for b in boxes),

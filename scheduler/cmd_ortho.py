@@ -8,6 +8,9 @@ footprint), ``--geoid`` turns geoid heights (SRTM) into ellipsoidal ones.
 The output grid is the footprint in its UTM zone at the sensor's GSD unless
 ``--crs``/``--gsd`` say otherwise. It runs tile by tile with a progress bar
 and publishes the COG atomically: on any error nothing is left at ``-o``.
+An ``-o`` that is one of the inputs is refused, an existing file is replaced
+only with ``--overwrite``, and the output folder is checked writable before
+any compute (:mod:`scheduler.output_path`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from ops.raster_io import raster_info
 from ops.rpc import RpcModel
 from ops.rpc_io import find_rpc
 from planner.errors import PlannerError
+from scheduler.output_path import check_input_exists, check_output_file
 
 #: Degrees read around the footprint where the DEM has them (~200 m); only the
 #: footprint itself must be covered.
@@ -65,15 +69,19 @@ def footprint_box(rpc: RpcModel, shape: tuple[int, int]) -> tuple[float, float, 
               show_default=True, help="Output tile size in pixels.")
 @click.option("-o", "--output", "output", required=True,
               type=click.Path(dir_okay=False, path_type=Path), help="Output COG path.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing file at OUTPUT.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def ortho(
     image: Path, dem_path: Path, geoid: Path | None, crs: str | None, gsd_m: float | None,
-    resampling: str, tile_px: int, output: Path, quiet: bool,
+    resampling: str, tile_px: int, output: Path, overwrite: bool, quiet: bool,
 ) -> None:
     """Orthorectify IMAGE with its RPC model and a DEM into the COG OUTPUT."""
+    check_input_exists(dem_path, "--dem")
+    check_input_exists(geoid, "--geoid")
     try:
         info = raster_info(image)
         rpc = find_rpc(image)
+        check_output_file(output, [image, rpc.source, dem_path, geoid], overwrite=overwrite)
         if crs is not None:
             check_crs(crs)
         dem = Dem.open(dem_path, geoid=geoid, bounds_lonlat=footprint_box(rpc, info.shape),

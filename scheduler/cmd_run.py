@@ -10,7 +10,12 @@ time, from ``--plan plan.json``; a full plan's fleet is also asked of Ray's
 autoscaler for the run, see :mod:`scheduler.runtime.fleet`); a summary follows:
 products written, already done (manifest), failures by scene with the reason, and cost. The exit
 status is 1 when some product failed, 0 otherwise. Running the same command
-again after an interruption recomputes only the products the manifest lacks.
+again after an interruption recomputes only the products the manifest lacks
+or that fail verification (:mod:`scheduler.runtime.manifest`); two commands
+on the same ``--out`` share the work through product leases. ``--out``,
+``--dem`` and ``--geoid`` are checked (writable, present) before Ray starts;
+``--address`` of a cluster that does not answer fails within seconds;
+SIGTERM and Ctrl-C stop the local Ray processes the command started.
 
 While it runs, the campaign's Prometheus metrics are served on 127.0.0.1
 (``--metrics-port``, 0 picks a free port; the URL is printed): tasks by
@@ -25,6 +30,7 @@ current folder for an ``s3://`` destination).
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -36,12 +42,14 @@ from planner.errors import PlannerError
 from scheduler.cloud.errors import ClusterConfigError
 from scheduler.metrics import MetricsError, PlanTargets
 from scheduler.metrics_hooks import observe_campaign, prices_from_plan
+from scheduler.output_path import check_input_exists
 from scheduler.runtime.cluster import use_loopback
 from scheduler.runtime.dispatch import DispatchOptions
 from scheduler.runtime.errors import RuntimeFailure
 from scheduler.runtime.fleet import fleet_bundles
 from scheduler.runtime.flow import Driver, Flow, SceneInput
 from scheduler.runtime.progress import run_with_progress, summary
+from scheduler.runtime.store import open_store
 
 __all__ = ["fleet_price_usd_per_h", "metrics_plan", "plan_resources", "run", "summary"]
 
@@ -80,6 +88,15 @@ def metrics_plan(plan: dict[str, Any] | None) -> dict[str, Any] | None:
     except MetricsError:
         return None
     return plan
+
+
+def stop_on_sigterm() -> None:
+    """Exit on SIGTERM as on Ctrl-C: the exit handlers run, and Ray's shuts down the
+    local Ray processes this command started (GCS, raylet, their agents)."""
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def campaign_flow(campaign_path: Path, driver: Driver, *, dem: str, geoid: str | None,
@@ -141,6 +158,8 @@ def run(
 ) -> None:
     """Run CAMPAIGN's DSM and ortho products tile by tile on Ray, resumably."""
     use_loopback()
+    check_input_exists(dem, "--dem")
+    check_input_exists(geoid, "--geoid")
     price = 0.0
     resources: tuple[str, ...] = ()
     plan_doc: dict[str, Any] | None = None
@@ -171,7 +190,9 @@ def run(
     try:
         name = load_campaign(campaign_path).name
         out = dest or f"{name}-output"
+        open_store(out).check_writable()  # before Ray starts and any scene is read
         report_dir = Path(".") if "://" in out else Path(out)
+        stop_on_sigterm()
         driver.connect()  # before the metrics: the fleet watcher reads Ray's nodes
         with observe_campaign(name, metrics_plan(plan_doc), port=metrics_port,
                               report_dir=report_dir, echo=click.echo) as obs:

@@ -438,24 +438,36 @@ RAY_CONNECT_TIMEOUT_S = 10.0
 
 
 def check_reachable(address: str, timeout_s: float = RAY_CONNECT_TIMEOUT_S) -> None:
-    """Fail within ``timeout_s`` with a clear error when nothing listens at a Ray address.
+    """Fail within ``timeout_s`` with a clear error unless a gRPC server answers at a Ray
+    address.
 
-    ``ray.init`` to a dead or black-holed address waits for minutes; a TCP
-    connection to the GCS port tells first. ``auto`` (this machine's cluster) is left
-    to Ray.
+    ``ray.init`` to a dead or black-holed address retries for minutes; a gRPC channel
+    to the GCS tells first (a port that accepts connections and never answers does
+    not complete the HTTP/2 handshake). ``auto`` (this machine's cluster) and
+    ``ray://`` client addresses are left to Ray.
     """
+    host, _, port = address.rpartition(":")
+    if address == "auto" or "://" in address or not host or not port.isdigit():
+        return
     import socket
 
-    hostport = address.split("://", 1)[-1]
-    host, _, port = hostport.rpartition(":")
-    if address == "auto" or not host or not port.isdigit():
-        return
+    import grpc
+
     try:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except OSError as exc:
-        raise FlowError(f"Ray cluster at {address!r}: cannot connect within {timeout_s:g} s "
+        raise FlowError(f"Ray cluster at {address!r}: no answer within {timeout_s:g} s "
                         f"({exc.strerror or exc}); expected a running head node there (its "
                         "GCS address, as `ray status` on it prints)") from exc
+    channel = grpc.insecure_channel(address)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout_s)
+    except grpc.FutureTimeoutError as exc:
+        raise FlowError(f"Ray cluster at {address!r}: no answer within {timeout_s:g} s; "
+                        "expected a running head node there (its GCS address, as `ray status` "
+                        "on it prints)") from exc
+    finally:
+        channel.close()
 
 
 #: Settings (never credentials) the driver hands to workers of a remote cluster: where S3 is

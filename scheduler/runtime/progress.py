@@ -47,6 +47,13 @@ def summary(report: FlowReport, cost_usd: float) -> str:
             f"tasks: {d.task_runs} runs, {d.retries} retried, {d.recomputed} recomputed, "
             f"peak {d.peak_bytes_in_flight / 2**20:.1f} MiB in flight, {report.wall_s:.1f} s"
         )
+    if report.by_other_run:
+        lines.append(f"computed by another run on the same output: "
+                     f"{', '.join(report.by_other_run)}")
+    for why in report.rebuilt:
+        lines.append(f"rebuilt {why}")
+    for why in report.items_rewritten:
+        lines.append(f"STAC item rewritten {why}")
     for f in report.failures:
         lines.append(f"FAILED {f.label or f.key}: {f.error}")
     lines.append(f"cost so far: ${cost_usd:.4f}")
