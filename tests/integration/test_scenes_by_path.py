@@ -1,0 +1,105 @@
+"""Scenes named by path only: size, footprint, sensor and time read from the real files.
+
+The two Gizeh Pléiades crops (``gizeh/img1.tif`` 801 x 800 and ``img2.tif``
+801 x 795, OSSIM ``.geom`` RPCs of the full product, crop origin in the
+geotransform) are listed by ``uri`` alone; ``eochain plan`` reads them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from planner.campaign import load_campaign
+from planner.errors import CampaignError
+from planner.scene_inputs import SceneFacts
+from scheduler.cli import cli
+from scheduler.scene_survey import SceneSurvey, read_scene_facts
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def gizeh(shared_data: Path) -> Path:
+    return shared_data / "gizeh"
+
+
+def _campaign(tmp_path: Path, scenes: list[dict[str, object]], **more: object) -> Path:
+    doc = {"name": "gizeh", "inputs": {"scenes": scenes, "pairs": [["img1", "img2"]]},
+           "products": {"ortho": {"gsd_m": 0.5}, "dsm": {"gsd_m": 1.0}}, **more}
+    path = tmp_path / "campaign.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_facts_of_a_real_crop(gizeh: Path) -> None:
+    facts = read_scene_facts(str(gizeh / "img1.tif"))
+    assert (facts.rows, facts.cols) == (801, 800)
+    assert facts.sensor == "PHR1B" and facts.acquired.startswith("2013-02-08T08:36")
+    lon0, lat0, lon1, lat1 = facts.footprint
+    # the crop sees the Giza plateau: about 400 m across at 0.5 m
+    assert 31.12 < lon0 < lon1 < 31.15 and 29.97 < lat0 < lat1 < 29.99
+    with_dem = read_scene_facts(str(gizeh / "img1.tif"), dem=str(gizeh / "srtm_dir"))
+    # the DEM's height range is narrower than the RPC's: the footprint shrinks inside it
+    assert with_dem.footprint[0] >= lon0 and with_dem.footprint[2] <= lon1
+    assert "DEM" in with_dem.how
+
+
+def test_plan_accepts_the_gizeh_pair_by_uri_only(gizeh: Path, tmp_path: Path) -> None:
+    path = _campaign(tmp_path, [{"uri": str(gizeh / "img1.tif")},
+                                {"uri": str(gizeh / "img2.tif")}])
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["plan", str(path), "--out", str(out), "--runs", "0",
+                                      "--dem", str(gizeh / "srtm_dir")])
+    assert result.exit_code == 0, result.output
+    doc = json.loads((out / "plan.json").read_text())
+    tasks = {s["name"]: s["tasks"] for s in doc["stages"]}
+    # two 400 m crops: one ortho tile each, one DSM tile (stereo + dsm)
+    assert tasks == {"stereo": 1, "dsm": 1, "ortho": 2}
+
+
+def test_stated_values_are_checked_against_the_files(gizeh: Path, tmp_path: Path) -> None:
+    paris = [2.25, 48.8, 2.42, 48.9]
+    path = _campaign(tmp_path, [
+        {"uri": str(gizeh / "img1.tif"), "footprint": paris, "rows": 40000, "cols": 40000},
+        {"uri": str(gizeh / "img2.tif"), "rows": 801, "cols": 795}])
+    result = CliRunner().invoke(cli, ["plan", str(path), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    assert "inputs.scenes[0].rows = 40000 but" in result.output
+    assert "has 801 rows" in result.output and "has 800 cols" in result.output
+    assert "footprint = [2.25000, 48.80000, 2.42000, 48.90000] but the footprint" in result.output
+    assert "inputs.scenes[1]" not in result.output
+    assert "Traceback" not in result.output
+
+
+def test_relative_uris_are_read_from_the_campaign_folder(gizeh: Path, tmp_path: Path) -> None:
+    for name in ("img1", "img2"):
+        for ext in (".tif", ".geom"):
+            (tmp_path / f"{name}{ext}").symlink_to(gizeh / f"{name}{ext}")
+    path = _campaign(tmp_path, [{"uri": "img1.tif"}, {"uri": "img2.tif", "id": "img2"}])
+    c = load_campaign(path, reader=SceneSurvey())
+    assert [(s.id, s.rows, s.cols, s.uri) for s in c.scenes] == [
+        ("img1", 801, 800, "img1.tif"), ("img2", 801, 795, "img2.tif")]
+
+
+def test_a_hanging_scene_times_out_and_the_others_are_read(gizeh: Path, tmp_path: Path) -> None:
+    """A FIFO nobody writes to blocks its reader forever, as a black-holed store would."""
+    fifo = tmp_path / "hang.tif"
+    os.mkfifo(fifo)
+    try:
+        results = SceneSurvey(timeout_s=1.0)([str(fifo), str(gizeh / "img2.tif")])
+        assert isinstance(results[0], str) and "timed out" in results[0]
+        assert isinstance(results[1], SceneFacts) and results[1].cols == 795
+        path = _campaign(tmp_path, [{"uri": str(fifo), "id": "img1"},
+                                    {"uri": str(gizeh / "img2.tif")}])
+        with pytest.raises(CampaignError, match=r"inputs.scenes\[0\] .*timed out"):
+            load_campaign(path, reader=SceneSurvey(timeout_s=1.0))
+    finally:
+        # release the abandoned reader threads: open the FIFO for writing, then close it
+        threading.Thread(target=lambda: open(fifo, "wb").close(), daemon=True).start()
