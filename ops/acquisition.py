@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import rasterio
-from rasterio.errors import RasterioError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from ops.errors import AcquisitionError, RasterReadError
 
@@ -144,8 +145,11 @@ def _sidecars(image: Path) -> Iterable[tuple[Path, str]]:
 def read_acquisition(path: str | Path) -> Acquisition | None:
     """The acquisition span of the image at ``path`` (see the module docstring), or None."""
     try:
-        with rasterio.open(path) as src:
-            tags = src.tags()
+        with warnings.catch_warnings():
+            # raw sensor images are not georeferenced (their RPC may be a sidecar)
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as src:
+                tags = src.tags()
     except RasterioError as exc:
         raise RasterReadError(f"{path}: cannot open as a raster ({exc}); expected an image") from exc
     found = _from_tags(tags, str(path))
