@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tracemalloc
 from pathlib import Path
@@ -17,6 +18,7 @@ from ops.errors import GeometryError
 from ops.ortho import HeightModel, default_geobox, orthorectify, plan_ortho, tile_jobs
 from ops.rpc_io import find_rpc
 from planner.grid import GeoBox
+from scheduler.cmd_dsm import dsm
 from scheduler.cmd_ortho import ortho
 
 pytestmark = pytest.mark.integration
@@ -73,7 +75,7 @@ def test_dem_missing_the_footprint_is_an_error(tmp_path: Path, shared_data: Path
     dest = tmp_path / "out.tif"
     dest.write_bytes(b"previous")
     code, output = _run(shared_data / "ventoux/left_image.tif", "--dem",
-                        shared_data / "gizeh/srtm_dir", "-q", "-o", dest)
+                        shared_data / "gizeh/srtm_dir", "-q", "--overwrite", "-o", dest)
     assert code != 0 and "gizeh/srtm_dir" in output and "cover" in output
     assert dest.read_bytes() == b"previous"
 
@@ -123,3 +125,66 @@ def test_memory_stays_within_three_times_one_tile(shared_data: Path, tmp_path: P
     tracemalloc.stop()
     assert report.tiles == len(payloads) > 10
     assert peak <= 3 * max(payloads), (peak, max(payloads))
+
+
+@pytest.fixture
+def ventoux_copy(shared_data: Path, tmp_path: Path) -> Path:
+    """The Ventoux left image and its .geom in a folder of the test's own."""
+    for name in ("left_image.tif", "left_image.geom"):
+        shutil.copy(shared_data / "ventoux" / name, tmp_path / name)
+    return tmp_path / "left_image.tif"
+
+
+def test_output_equal_to_an_input_is_refused(ventoux_copy: Path, shared_data: Path) -> None:
+    srtm = shared_data / "ventoux/srtm"
+    geoid = shared_data / "ventoux/geoid/egm96_15.gtx"
+    image_bytes = ventoux_copy.read_bytes()
+    geom = ventoux_copy.with_suffix(".geom")
+    geom_bytes = geom.read_bytes()
+    for target in (ventoux_copy, geom):
+        code, output = _run(ventoux_copy, "--dem", srtm, "--geoid", geoid, "-q", "--overwrite",
+                            "-o", target)
+        assert code == 2 and "is an input of this command" in output and str(target) in output
+    assert ventoux_copy.read_bytes() == image_bytes and geom.read_bytes() == geom_bytes
+    result = CliRunner().invoke(dsm, [str(ventoux_copy), str(shared_data / "ventoux/right_image.tif"),
+                                      "--dem", str(srtm), "--geoid", str(geoid), "-q",
+                                      "--overwrite", "-o", str(ventoux_copy)])
+    assert result.exit_code == 2 and "is an input of this command" in result.output
+    assert ventoux_copy.read_bytes() == image_bytes
+
+
+def test_an_existing_file_is_replaced_only_with_overwrite(ventoux_copy: Path,
+                                                          shared_data: Path) -> None:
+    dest = ventoux_copy.parent / "notes.txt"
+    dest.write_text("someone else's file")
+    args = [ventoux_copy, "--dem", shared_data / "ventoux/srtm", "--geoid",
+            shared_data / "ventoux/geoid/egm96_15.gtx", "--gsd", "2", "-q", "-o", dest]
+    code, output = _run(*args)
+    assert code == 2 and "already exists; pass --overwrite" in output
+    assert dest.read_text() == "someone else's file"
+    code, output = _run(*args, "--overwrite")
+    assert code == 0, output
+    with rasterio.open(dest) as src:
+        assert src.crs.to_string() == "EPSG:32631"
+
+
+def test_unwritable_output_and_missing_dem_are_found_before_any_read(
+    ventoux_copy: Path, shared_data: Path, tmp_path: Path,
+) -> None:
+    srtm = shared_data / "ventoux/srtm"
+    code, output = _run(ventoux_copy, "--dem", srtm, "-q", "-o", tmp_path / "nope/out.tif")
+    assert code == 2 and "does not exist; create it first" in output
+    code, output = _run(ventoux_copy, "--dem", tmp_path / "no-dem", "-q", "-o",
+                        tmp_path / "o.tif")
+    assert code == 2 and "no-dem does not exist" in output and "--dem" in output
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if os.access(ro, os.W_OK):
+            print("running as root: a read-only folder is writable, that case is not checked")
+        else:
+            code, output = _run(ventoux_copy, "--dem", srtm, "-q", "-o", ro / "o.tif")
+            assert code == 2 and "is not writable" in output
+    finally:
+        ro.chmod(0o700)
