@@ -37,6 +37,7 @@ REPORT_TO = "the eochain issue tracker (the repository's Issues page)"
 COMMANDS: dict[str, str] = {
     "cluster-config": "scheduler.cmd_cluster:cluster_config",
     "demo": "scheduler.demo:demo",
+    "jobs": "scheduler.cmd_jobs:jobs_group",
     "logs": "scheduler.cmd_jobs:logs_cmd",
     "dsm": "scheduler.cmd_dsm:dsm",
     "ortho": "scheduler.cmd_ortho:ortho",
@@ -49,6 +50,7 @@ COMMANDS: dict[str, str] = {
 
 HELP = {
     "cluster-config": "Render a Ray cluster launcher YAML for AWS from plan.json + Terraform outputs.",
+    "jobs": "List the campaign jobs of a cluster (`eochain jobs list`).",
     "logs": "Print the logs of a submitted campaign job.",
     "status": "Show the status of a submitted campaign job.",
     "stop": "Stop a submitted campaign job.",
