@@ -12,6 +12,13 @@ driver is a *system* failure (a lost node or worker) and is retried.
 and its own Prometheus metrics (:mod:`scheduler.runtime.actor_metrics`, via
 Ray's metrics API: tasks, durations and peak memory as the actor saw them),
 so everything here is testable without Ray (``execute(fn, TaskContext(), ...)``).
+
+Small tasks travel in batches: :meth:`TileWorker.run_batch` runs several
+tasks in one actor call (:func:`execute_batch`), so Ray's per-call cost
+(submission, scheduling, one status object) is paid once per batch. A task
+whose value has consumers gets its own return object (its consumers take it
+by ObjectRef, and dropping that ref frees it alone); a sink's value comes
+back inline with the statuses, since the driver fetches it anyway.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -49,9 +56,12 @@ class TaskContext:
         return self.cache[key]
 
 
-@dataclass(frozen=True, slots=True)
-class TaskStatus:
-    """The small half of a task's result: outcome, size of the value, where and how long."""
+class TaskStatus(NamedTuple):
+    """The small half of a task's result: outcome, size of the value, where and how long.
+
+    A named tuple rather than a dataclass: one travels per task, and a tuple
+    pickles several times faster than a slotted dataclass.
+    """
 
     ok: bool
     nbytes: int
@@ -63,6 +73,8 @@ class TaskStatus:
     pixels: int = 0
     #: Peak resident memory of the worker process so far, after the task.
     peak_memory_bytes: int = 0
+    #: CPU seconds the worker process spent during the task (all its threads).
+    cpu_s: float = 0.0
 
 
 def value_nbytes(value: object) -> int:
@@ -80,6 +92,7 @@ def value_nbytes(value: object) -> int:
 
 def execute(fn: Callable[..., object], ctx: TaskContext, *inputs: object) -> tuple[TaskStatus, object]:
     """Run ``fn(ctx, *inputs)``; an exception becomes a failed status naming it."""
+    cpu_start = time.process_time()
     start = time.perf_counter()
     try:
         value = fn(ctx, *inputs)
@@ -87,12 +100,44 @@ def execute(fn: Callable[..., object], ctx: TaskContext, *inputs: object) -> tup
         runtime_s = time.perf_counter() - start
         error = f"{type(exc).__name__}: {exc}"
         return TaskStatus(False, 0, runtime_s, ctx.node_id, os.getpid(), error,
-                          peak_memory_bytes=peak_rss_bytes()), None
+                          peak_memory_bytes=peak_rss_bytes(),
+                          cpu_s=time.process_time() - cpu_start), None
     runtime_s = time.perf_counter() - start
+    cpu_s = time.process_time() - cpu_start
     shape: tuple[int, ...] = value.shape if isinstance(value, np.ndarray) else ()
     pixels = int(shape[-1]) * int(shape[-2]) if len(shape) >= 2 else 0
     return TaskStatus(True, value_nbytes(value), runtime_s, ctx.node_id, os.getpid(),
-                      pixels=pixels, peak_memory_bytes=peak_rss_bytes()), value
+                      pixels=pixels, peak_memory_bytes=peak_rss_bytes(), cpu_s=cpu_s), value
+
+
+#: One task of a batch: its function, how many of the batch's inputs are its own, and
+#: whether its value gets a return object of its own (it has consumers).
+BatchCall = tuple[Callable[..., object], int, bool]
+
+
+def execute_batch(calls: tuple[BatchCall, ...], ctx: TaskContext, *inputs: object,
+                  record: Callable[[Callable[..., object], TaskStatus], None] | None = None,
+                  ) -> tuple[list[tuple[TaskStatus, object]], list[object]]:
+    """Run ``calls`` in order over the flat ``inputs``; never raises (see :func:`execute`).
+
+    Returns ``(statuses, kept)``: per call its status and, for a sink, its
+    value (``None`` for a kept one); ``kept`` holds the values of the calls
+    marked to keep, in order (``None`` where the task failed).
+    """
+    statuses: list[tuple[TaskStatus, object]] = []
+    kept: list[object] = []
+    i = 0
+    for fn, arity, keep in calls:
+        status, value = execute(fn, ctx, *inputs[i:i + arity])
+        i += arity
+        if record is not None:
+            record(fn, status)
+        if keep:
+            kept.append(value)
+            statuses.append((status, None))
+        else:
+            statuses.append((status, value))
+    return statuses, kept
 
 
 def peak_rss_bytes() -> int:
@@ -114,11 +159,18 @@ class TileWorker:
     def node_id(self) -> str:
         return self.ctx.node_id
 
-    def run(self, fn: Callable[..., object], *inputs: object) -> tuple[TaskStatus, object]:
-        status, value = execute(fn, self.ctx, *inputs)
+    def run_batch(self, calls: tuple[BatchCall, ...], *inputs: object) -> object:
+        """Run a batch (:func:`execute_batch`); Ray's returns: the statuses, then each kept value.
+
+        Called with ``num_returns = 1 + kept``; with nothing kept the one
+        return is the list of (status, sink value).
+        """
+        statuses, kept = execute_batch(calls, self.ctx, *inputs, record=self._record)
+        return (statuses, *kept) if kept else statuses
+
+    def _record(self, fn: Callable[..., object], status: TaskStatus) -> None:
         if self.metrics is not None:
             self.metrics.record(fn, status.ok, status.runtime_s, status.peak_memory_bytes)
-        return status, value
 
     def close(self) -> None:
         """Drop the caches and the scratch folder (the pool calls it before killing the actor)."""

@@ -4,11 +4,15 @@ The loop, around a :class:`~scheduler.runtime.state.DispatchState`:
 
 1. While an actor has a free slot (``tasks_per_actor`` calls queued on it)
    and the bytes-in-flight bound allows, take the next READY task in
-   priority order and call ``actor.run(fn, *input_refs)`` with two returns:
-   a small :class:`~scheduler.runtime.actors.TaskStatus` the driver reads,
-   and the value, which stays in the object store as an ObjectRef for its
-   consumers. Locality: the actor chosen is the free one on the node that
-   holds the most bytes of the task's inputs (ties: the least busy).
+   priority order and call ``actor.run_batch(calls, *input_refs)``: a small
+   :class:`~scheduler.runtime.actors.TaskStatus` per task comes back to the
+   driver (with a sink's value), and each other task's value stays in the
+   object store as an ObjectRef of its own for its consumers. Locality: the
+   actor chosen is the free one on the node that holds the most bytes of the
+   task's inputs (ties: the least busy). Small tasks share a call: the next
+   READY tasks in priority order join it while they prefer the same node
+   types and all their inputs are on that node, up to :func:`batch_size`
+   (about ``batch_target_s`` of work at the mean runtime seen so far).
 2. Wait for any status. ``ok`` -> the result is HELD (its ObjectRef kept) or,
    for a task without consumers, fetched as the run's result. Inputs whose
    last consumer finished are RELEASED: their ObjectRefs are dropped and Ray
@@ -43,9 +47,13 @@ An actor of a draining node with nothing kept on it is killed, which also
 ends a handed-back run, so the idle node can leave. Results it already
 produced are kept and, once it is gone, recomputed as for any lost node.
 
-A lost node whose resources name a spot market is also reported to a
-:class:`~scheduler.runtime.fleet.SpotLosses`, which says once per flapping
-pool where the plan's fallback would move its work.
+Every node that leaves gets a cause (:mod:`scheduler.runtime.departures`:
+interruption, scale-down by the run's own ``fleet`` request, drain,
+failure), kept in :attr:`Dispatcher.departures`. Only an interruption is
+reported to the :class:`~scheduler.runtime.fleet.SpotLosses` (which says
+once per flapping pool where the plan's fallback moves its work) and to the
+metrics (the interruption counter, and the fallback counter when a fallback
+is found).
 
 :func:`run_serial` drives the same state in-process without Ray, for tests
 and tiny runs.
@@ -53,6 +61,7 @@ and tiny runs.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -61,13 +70,23 @@ from typing import TYPE_CHECKING, Any
 
 from scheduler.cloud.drain import draining_nodes
 from scheduler.cloud.imds import InFlightTask, plan_drain
-from scheduler.runtime.actors import TaskContext, TaskStatus, TileWorker, execute
+from scheduler.runtime.actors import BatchCall, TaskContext, TileWorker, execute
+from scheduler.runtime.departures import (
+    Departure,
+    DepartureCause,
+    NodeExit,
+    departure_cause,
+    pool_of,
+    requested_per_pool,
+)
 from scheduler.runtime.errors import GraphError, RuntimeFailure
-from scheduler.runtime.state import DispatchState, Failure, TaskGraph, TaskState
+from scheduler.runtime.state import DispatchState, Failure, Task, TaskGraph, TaskState
 
 if TYPE_CHECKING:
     from scheduler.metrics import CampaignMetrics
-    from scheduler.runtime.fleet import SpotLosses
+    from scheduler.runtime.fleet import FleetRequest, SpotLosses
+
+log = logging.getLogger(__name__)
 
 STANDARD_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
 #: Seconds a node where an actor died gets no new actor (it may be going down).
@@ -103,6 +122,10 @@ class DispatchOptions:
     scratch_root: str | None = None
     #: Seconds before a draining node's deadline by which kept tasks must be done.
     drain_margin_s: float = 15.0
+    #: Most tasks one actor call carries (see :func:`batch_size`).
+    max_batch: int = 64
+    #: Seconds of expected work one actor call carries at most, at the mean task runtime.
+    batch_target_s: float = 0.02
 
     def __post_init__(self) -> None:
         if self.tasks_per_actor < 1:
@@ -113,6 +136,32 @@ class DispatchOptions:
             raise GraphError(f"max_attempts = {self.max_attempts}, expected >= 1")
         if not self.drain_margin_s >= 0:
             raise GraphError(f"drain_margin_s = {self.drain_margin_s}, expected >= 0")
+        if self.max_batch < 1:
+            raise GraphError(f"max_batch = {self.max_batch}, expected >= 1")
+        if not self.batch_target_s >= 0:
+            raise GraphError(f"batch_target_s = {self.batch_target_s}, expected >= 0")
+
+
+def batch_size(mean_runtime_s: float | None, options: DispatchOptions) -> int:
+    """How many tasks the next actor call carries (pure).
+
+    One until a runtime has been seen, then as many as fit in
+    ``batch_target_s`` at the mean runtime, between 1 and ``max_batch``: no-op
+    tiles share one call's cost, a tile of a second goes alone (a batch
+    delays its first result by the others' time, and a lost call loses them all).
+    """
+    if mean_runtime_s is None:
+        return 1
+    fit = options.batch_target_s / max(mean_runtime_s, 1e-9)
+    return max(1, min(options.max_batch, int(fit)))
+
+
+def _joins(task: Task, resources: tuple[str, ...], node_id: str,
+           where: Mapping[str, str]) -> bool:
+    """Whether ``task`` may join a batch for ``node_id``: same preference, inputs all there."""
+    if task.resources != resources:
+        return False
+    return all(where.get(d) == node_id for d in task.deps)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +187,10 @@ class RunReport:
     peak_bytes_in_flight: int
     wall_s: float
     runs_by_key: Mapping[str, int] = field(default_factory=dict)
+    #: CPU seconds the task functions used in the actors (process CPU time per task)
+    cpu_s: float = 0.0
+    #: CPUs of the largest actor pool of the run (0 for the serial executor)
+    actor_cpus: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -199,6 +252,25 @@ class _Slot:
     node_id: str
     resources: frozenset[str]
     running: int = 0
+    _methods: dict[int, Any] = field(default_factory=dict)
+
+    def method(self, num_returns: int) -> Any:
+        """The actor's ``run_batch`` with ``num_returns`` returns (built once per count)."""
+        m = self._methods.get(num_returns)
+        if m is None:
+            m = self._methods[num_returns] = self.handle.run_batch.options(
+                num_returns=num_returns)
+        return m
+
+
+@dataclass(slots=True)
+class _Call:
+    """One actor call in flight: its tasks in order, their kept values' refs, when sent."""
+
+    keys: tuple[str, ...]
+    slot: _Slot
+    kept: dict[str, Any]
+    started_s: float
 
 
 class ActorPool:
@@ -222,6 +294,10 @@ class ActorPool:
         self.draining: dict[str, float] = {}
         #: nodes found draining by the last :meth:`sync`
         self.newly_draining: dict[str, float] = {}
+        #: nodes alive at the last :meth:`sync`
+        self.alive: set[str] = set()
+        #: CPUs of the largest pool so far
+        self.cpus = 0.0
 
     def sync(self) -> set[str]:
         """Re-read the cluster: drop actors of dead nodes, top up actors on alive ones.
@@ -262,6 +338,8 @@ class ActorPool:
                 ).remote(self.options.scratch_root)
                 self.slots.append(_Slot(handle, node_id, tags))
         self.synced_at = now
+        self.alive = set(alive)
+        self.cpus = max(self.cpus, len(self.slots) * self.options.cpus_per_actor)
         return newly_dead
 
     def replace(self, slot: _Slot) -> None:
@@ -323,7 +401,8 @@ class Dispatcher:
 
     def __init__(self, options: DispatchOptions | None = None,
                  metrics: CampaignMetrics | None = None,
-                 spot: SpotLosses | None = None) -> None:
+                 spot: SpotLosses | None = None,
+                 fleet: FleetRequest | None = None) -> None:
         self.options = options or DispatchOptions()
         self.metrics = metrics
         if spot is None:
@@ -331,8 +410,12 @@ class Dispatcher:
 
             spot = SpotLosses()
         self.spot = spot
+        #: the run's autoscaler request: tells its own scale-downs from other departures
+        self.fleet = fleet
         #: the draining nodes the last :meth:`run` saw, in order
         self.drains: list[NodeDrain] = []
+        #: the nodes that left during the last :meth:`run`, with their causes
+        self.departures: list[Departure] = []
 
     def run(
         self,
@@ -347,15 +430,21 @@ class Dispatcher:
         state = DispatchState(graph, opts.max_bytes_in_flight)
         pool = ActorPool(opts)
         pool.sync()
-        sinks = set(graph.sinks())
+        sinks = frozenset(graph.sinks())
+        tasks = graph.tasks
         held: dict[str, Any] = {}
         where: dict[str, str] = {}
         results: dict[str, object] = {}
-        inflight: dict[Any, tuple[str, _Slot, Any]] = {}
-        started: dict[Any, float] = {}
+        inflight: dict[Any, _Call] = {}
+        #: tasks whose batch failed outside their functions: they run alone from now on
+        solo: set[str] = set()
+        #: nodes where a call was lost (Ray noticed before it declared the node dead)
+        lost_work_on: set[str] = set()
         runtime_sum_s = 0.0
         runtime_n = 0
+        cpu_s = 0.0
         self.drains = []
+        self.departures = []
         retries = 0
         recomputed = 0
         start = time.perf_counter()
@@ -372,33 +461,90 @@ class Dispatcher:
                 where.pop(k, None)
             state.dropped.clear()
 
+        def submit(slot: _Slot, keys: list[str]) -> None:
+            calls: list[BatchCall] = []
+            args: list[Any] = []
+            kept: list[str] = []
+            for key in keys:
+                task = tasks[key]
+                keep = key not in sinks
+                calls.append((task.fn, len(task.deps), keep))
+                for d in task.deps:
+                    args.append(held[d])
+                if keep:
+                    kept.append(key)
+                if tm is not None:
+                    tm.started(key, slot.resources)
+            refs = slot.method(1 + len(kept) if kept else 1).remote(tuple(calls), *args)
+            if kept:
+                inflight[refs[0]] = _Call(tuple(keys), slot, dict(zip(kept, refs[1:])),
+                                          time.monotonic())
+            else:
+                inflight[refs] = _Call(tuple(keys), slot, {}, time.monotonic())
+            slot.running += 1
+
         def hand_back(node_id: str, deadline_s: float) -> None:
             """A node is draining: re-queue what it runs that cannot finish in time."""
-            mine = {ref: entry for ref, entry in inflight.items() if entry[1].node_id == node_id}
+            mine = {ref: call for ref, call in inflight.items() if call.slot.node_id == node_id}
             expected_s = runtime_sum_s / runtime_n if runtime_n else math.inf
             seconds_left = deadline_s - time.time()
             decision = plan_drain(
-                [InFlightTask(key, started[ref], expected_s) for ref, (key, _, _) in mine.items()],
+                [InFlightTask(call.keys[0], call.started_s, expected_s * len(call.keys))
+                 for call in mine.values()],
                 seconds_left, time.monotonic(), opts.drain_margin_s)
             back = set(decision.hand_back)
-            for ref, (key, slot, _value_ref) in mine.items():
-                if key not in back:
+            kept: list[str] = []
+            handed: list[str] = []
+            for ref, call in mine.items():
+                if call.keys[0] not in back:
+                    kept.extend(call.keys)
                     continue
                 del inflight[ref]
-                started.pop(ref, None)
-                slot.running -= 1
-                state.lose(key)
-                if tm is not None:
-                    tm.lost(key, slot.resources)
-            self.drains.append(NodeDrain(node_id, time.time(), seconds_left, decision.keep,
-                                         decision.hand_back))
+                call.slot.running -= 1
+                handed.extend(call.keys)
+                for key in call.keys:
+                    state.lose(key)
+                    if tm is not None:
+                        tm.lost(key, call.slot.resources)
+            self.drains.append(NodeDrain(node_id, time.time(), seconds_left, tuple(kept),
+                                         tuple(handed)))
             forget_dropped()
+
+        def depart(gone: set[str], alive_before: Mapping[str, frozenset[str]]) -> None:
+            """Give each node gone since the last re-read its cause; interruptions go on."""
+            busy_nodes = {call.slot.node_id for call in inflight.values()} | lost_work_on
+            busy_nodes.update(n for k, n in where.items() if state.state[k] is TaskState.HELD)
+            requested = self._requested()
+            pools_before: dict[tuple[str, str], int] = {}
+            for tags in alive_before.values():
+                p = pool_of(tags)
+                pools_before[p] = pools_before.get(p, 0) + 1
+            now = time.monotonic()
+            for node_id in sorted(gone):
+                tags = pool.tags_of.get(node_id, frozenset())
+                itype, market = pool_of(tags)
+                deadline = pool.draining.get(node_id)
+                cause = departure_cause(NodeExit(
+                    node_id, itype, market, busy=node_id in busy_nodes,
+                    notice=deadline is not None and math.isfinite(deadline),
+                    draining=deadline is not None,
+                    requested=None if requested is None else requested.get((itype, market), 0),
+                    alive_before=max(1, pools_before.get((itype, market), 0))))
+                self.departures.append(Departure(node_id, itype, market, cause, now))
+                if tm is not None:
+                    tm.departed(itype, cause)
+                if cause is DepartureCause.INTERRUPTION:
+                    for decision in self.spot.node_lost(
+                            tags, now, state.completed / max(1, len(state.state))):
+                        if tm is not None:
+                            tm.fallback(decision)
 
         def recover() -> None:
             nonlocal recomputed
-            for node_id in pool.sync():
-                self.spot.node_lost(pool.tags_of.get(node_id, frozenset()), time.monotonic(),
-                                    state.completed / max(1, len(state.state)))
+            alive_before = {n: pool.tags_of.get(n, frozenset()) for n in pool.alive}
+            gone = pool.sync()
+            if gone:
+                depart(gone, alive_before)
             for node_id, deadline_s in pool.newly_draining.items():
                 hand_back(node_id, deadline_s)
             pool.retire_draining()
@@ -411,24 +557,75 @@ class Dispatcher:
                         tm.recomputed(reset)
             forget_dropped()
 
+        def system_failure(call: _Call, exc: RayError) -> None:
+            """A call ended in a Ray error: requeue its tasks (or fail them) and recover."""
+            nonlocal retries, recomputed
+            for value_ref in call.kept.values():
+                _discard(value_ref)
+            slot = call.slot
+            if not is_system_failure(exc):
+                if len(call.keys) > 1:
+                    # raised around one of the functions: run each alone to find which
+                    for key in call.keys:
+                        state.lose(key)
+                        solo.add(key)
+                    forget_dropped()
+                    return
+                failure = state.fail(call.keys[0], f"{exc.cause!r:.500}")  # type: ignore[attr-defined]
+                if tm is not None:
+                    tm.failed(call.keys[0], slot.resources, failure)
+                forget_dropped()
+                return
+            retries += len(call.keys)
+            lost_work_on.add(slot.node_id)
+            if isinstance(exc, RayActorError):
+                pool.replace(slot)
+            # inputs gone with their node, before Ray reports the node dead
+            lost_inputs = lost_input_keys(exc, {d: held[d] for key in call.keys
+                                                for d in tasks[key].deps if d in held})
+            for key in call.keys:
+                if state.runs[key] >= opts.max_attempts:
+                    failure = state.fail(key, f"lost {state.runs[key]} times, last: {exc!r:.300}")
+                    if tm is not None:
+                        tm.failed(key, slot.resources, failure)
+                else:
+                    reset = state.lose(key)
+                    if tm is not None:
+                        tm.lost(key, slot.resources)
+                        tm.recomputed(k for k in reset if k != key)
+            for dep in lost_inputs:
+                if state.state[dep] is TaskState.HELD:
+                    reset = state.lose(dep)
+                    recomputed += len(reset)
+                    if tm is not None:
+                        tm.recomputed(reset)
+            forget_dropped()
+            recover()
+
         try:
             while not state.finished:
                 free = pool.free()
+                mean_s = runtime_sum_s / runtime_n if runtime_n else None
+                size = batch_size(mean_s, opts)
                 while free:
                     key = state.take()
                     if key is None:
                         break
-                    task = graph.tasks[key]
+                    task = tasks[key]
                     slot = self._pick(task.deps, task.resources, free, where, state)
                     state.start(key)
-                    if tm is not None:
-                        tm.started(key, slot.resources)
-                    status_ref, value_ref = slot.handle.run.options(num_returns=2).remote(
-                        task.fn, *(held[d] for d in task.deps)
-                    )
-                    slot.running += 1
-                    inflight[status_ref] = (key, slot, value_ref)
-                    started[status_ref] = time.monotonic()
+                    keys = [key]
+                    if key not in solo:
+                        while len(keys) < size:
+                            nxt = state.peek_ready()
+                            if nxt is None or nxt in solo or not _joins(
+                                    tasks[nxt], task.resources, slot.node_id, where):
+                                break
+                            if state.take() is None:
+                                break  # over the bytes-in-flight bound
+                            state.start(nxt)
+                            keys.append(nxt)
+                    submit(slot, keys)
                     if slot.running >= opts.tasks_per_actor:
                         free.remove(slot)
                 if not inflight:
@@ -454,73 +651,51 @@ class Dispatcher:
                 no_worker_since = None
                 if time.monotonic() - pool.synced_at > RESYNC_S:
                     recover()
-                ready, _ = ray.wait(list(inflight), num_returns=1, timeout=RESYNC_S)
+                pending = list(inflight)
+                ready, _ = ray.wait(pending, num_returns=1, timeout=RESYNC_S)
                 if not ready:
                     continue
-                ready, _ = ray.wait(list(inflight), num_returns=len(inflight), timeout=0)
-                for ref in ready:
-                    if ref not in inflight:
+                if len(pending) > 1:
+                    ready, _ = ray.wait(pending, num_returns=len(pending), timeout=0)
+                try:
+                    outcomes: list[Any] | None = ray.get(ready)
+                except RayError:
+                    outcomes = None  # read them one by one to tell which failed
+                for i, ref in enumerate(ready):
+                    call = inflight.pop(ref, None)
+                    if call is None:
                         continue  # handed back while this batch was read
-                    key, slot, value_ref = inflight.pop(ref)
-                    started.pop(ref, None)
-                    slot.running -= 1
+                    call.slot.running -= 1
                     try:
-                        status: TaskStatus = ray.get(ref)
-                        value = ray.get(value_ref) if (status.ok and key in sinks) else None
+                        outcome = outcomes[i] if outcomes is not None else ray.get(ref)
                     except RayError as exc:
-                        _discard(value_ref)
-                        if not is_system_failure(exc):
-                            failure = state.fail(key, f"{exc.cause!r:.500}")  # type: ignore[attr-defined]
-                            if tm is not None:
-                                tm.failed(key, slot.resources, failure)
-                            forget_dropped()
-                            continue
-                        retries += 1
-                        if isinstance(exc, RayActorError):
-                            pool.replace(slot)
-                        # inputs gone with their node, before Ray reports the node dead
-                        lost_inputs = lost_input_keys(exc, {d: held[d] for d in
-                                                            graph.tasks[key].deps if d in held})
-                        if state.runs[key] >= opts.max_attempts:
-                            failure = state.fail(
-                                key, f"lost {state.runs[key]} times, last: {exc!r:.300}")
-                            if tm is not None:
-                                tm.failed(key, slot.resources, failure)
-                        else:
-                            reset = state.lose(key)
-                            if tm is not None:
-                                tm.lost(key, slot.resources)
-                                tm.recomputed(k for k in reset if k != key)
-                        for dep in lost_inputs:
-                            if state.state[dep] is TaskState.HELD:
-                                reset = state.lose(dep)
-                                recomputed += len(reset)
-                                if tm is not None:
-                                    tm.recomputed(reset)
-                        forget_dropped()
-                        recover()
+                        system_failure(call, exc)
                         continue
-                    if status.ok:
-                        runtime_sum_s += status.runtime_s
-                        runtime_n += 1
-                    if tm is not None:
-                        tm.finished(key, slot.resources, status)
-                    if not status.ok:
-                        failure = state.fail(key, status.error)
+                    statuses = outcome[0] if isinstance(outcome, tuple) else outcome
+                    resources = call.slot.resources
+                    for key, (status, value) in zip(call.keys, statuses, strict=True):
+                        if status.ok:
+                            runtime_sum_s += status.runtime_s
+                            runtime_n += 1
+                        cpu_s += status.cpu_s
                         if tm is not None:
-                            tm.skipped(failure)
-                    elif key in sinks:
-                        results[key] = value
-                        state.complete(key, status.nbytes)
-                        if tm is not None:
-                            tm.result(key, value)
-                        if on_result is not None:
-                            on_result(key, value)
-                    else:
-                        state.complete(key, status.nbytes)
-                        if state.state[key] is TaskState.HELD:
-                            held[key] = value_ref
-                            where[key] = status.node_id
+                            tm.finished(key, resources, status)
+                        if not status.ok:
+                            failure = state.fail(key, status.error)
+                            if tm is not None:
+                                tm.skipped(failure)
+                        elif key in sinks:
+                            results[key] = value
+                            state.complete(key, status.nbytes)
+                            if tm is not None:
+                                tm.result(key, value)
+                            if on_result is not None:
+                                on_result(key, value)
+                        else:
+                            state.complete(key, status.nbytes)
+                            if state.state[key] is TaskState.HELD:
+                                held[key] = call.kept[key]
+                                where[key] = status.node_id
                     forget_dropped()
                 if pool.draining:
                     pool.retire_draining()  # after their results were read
@@ -532,9 +707,19 @@ class Dispatcher:
                         progress(snapshot)
         finally:
             pool.shutdown()
+        wall_s = time.perf_counter() - start
+        log.info("dispatched %d task runs on %d actor CPUs in %.2f s: %.2f CPU-s in tasks "
+                 "(%.0f %% of the actors' CPU time)", sum(state.runs.values()),
+                 pool.cpus, wall_s, cpu_s, 100.0 * cpu_s / max(1e-9, pool.cpus * wall_s))
         return RunReport(results, tuple(state.failures), sum(state.runs.values()), retries,
-                         recomputed, state.peak_bytes_in_flight, time.perf_counter() - start,
-                         dict(state.runs))
+                         recomputed, state.peak_bytes_in_flight, wall_s,
+                         dict(state.runs), cpu_s, pool.cpus)
+
+    def _requested(self) -> dict[tuple[str, str], int] | None:
+        """Nodes per pool the run's autoscaler request asks for now; ``None`` without one."""
+        if self.fleet is None or self.fleet.bundles is None:
+            return None
+        return requested_per_pool(self.fleet.bundles)
 
     @staticmethod
     def _pick(deps: tuple[str, ...], resources: tuple[str, ...], free: list[_Slot],

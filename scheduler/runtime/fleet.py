@@ -10,7 +10,9 @@ cluster without an autoscaler (a local Ray) the request is recorded in the
 GCS and changes nothing.
 
 Spot fallback. Work on a lost node is re-queued by the dispatcher, as for any
-node loss; :class:`SpotLosses` also records each lost *spot* node in an
+node loss; :class:`SpotLosses` also records each *interrupted* spot node (a
+departure whose cause, :func:`~scheduler.runtime.departures.departure_cause`,
+is an interruption: never the run's own scale-down) in an
 :class:`~scheduler.cloud.fallback.InterruptionTracker` and, the first time a
 pool (type, market) is flapping, says what
 :func:`~scheduler.cloud.fallback.choose_fallback` advises, with
@@ -240,11 +242,15 @@ class SpotLosses:
         self.messages: list[str] = []
         self._said: set[tuple[str, str]] = set()
 
-    def node_lost(self, resources: Iterable[str], now_s: float, done_fraction: float) -> None:
-        """Record a lost node by its custom resources (``"c7g.large:spot"``).
+    def node_lost(self, resources: Iterable[str], now_s: float,
+                  done_fraction: float) -> list[FallbackDecision]:
+        """Record an interrupted node by its custom resources (``"c7g.large:spot"``).
 
         Only spot markets count: an on-demand node lost is not an interruption.
+        Returns the fallback decisions this loss led to (a pool found flapping
+        with a fallback to move to), each already passed to ``act``.
         """
+        found: list[FallbackDecision] = []
         for tag in resources:
             instance_type, _, market = tag.rpartition(":")
             if market != "spot" or not instance_type:
@@ -259,8 +265,10 @@ class SpotLosses:
             self._say(message)
             if decision is not None:
                 self.decisions.append(decision)
+                found.append(decision)
                 if self._act is not None:
                     self._act(decision)
+        return found
 
     def _advise(self, instance_type: str, market: str, now_s: float,
                 done_fraction: float) -> tuple[str, FallbackDecision | None]:

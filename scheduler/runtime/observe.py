@@ -16,6 +16,9 @@ task failed (final)             ``task_finished(..., ok=False)``; its skipped
                                 descendants ``tasks_skipped(op, n)``
 held or released result lost    ``recomputed(op)`` per task that must run again
 product record returned         ``product_written(op, area_m2)``
+node departed, interruption     ``interrupted(instance_type)`` (the other causes of
+                                :mod:`scheduler.runtime.departures` count nothing)
+spot fallback found             ``fallback(from_type, from_market, to_market)``
 progress snapshot               ``observe_progress(progress)`` (bytes in flight)
 ==============================  =====================================================
 
@@ -29,9 +32,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from scheduler.cloud.fallback import FallbackDecision
 from scheduler.metrics import CampaignMetrics, ProgressLike, op_name
 from scheduler.metrics_hooks import area_m2, node_type_of
 from scheduler.runtime.actors import TaskStatus
+from scheduler.runtime.departures import DepartureCause
 from scheduler.runtime.state import Failure, TaskGraph
 
 
@@ -90,6 +95,16 @@ class DispatchMetrics:
         if hasattr(value, "uri"):
             fn = self.graph.tasks[key].fn
             self.metrics.product_written(str(getattr(fn, "op", self.op_of[key])), area_m2(fn))
+
+    def departed(self, instance_type: str, cause: DepartureCause) -> None:
+        """A node left; only an interruption is counted (as one of its instance type)."""
+        if cause is DepartureCause.INTERRUPTION:
+            self.metrics.interrupted(instance_type or "local")
+
+    def fallback(self, decision: FallbackDecision) -> None:
+        """A flapping spot pool's work moves to ``decision``'s pool (when one was found)."""
+        if decision.to_market is not None:
+            self.metrics.fallback(decision.from_type, decision.from_market, decision.to_market)
 
     def progress(self, snapshot: ProgressLike) -> None:
         self.metrics.observe_progress(snapshot)

@@ -9,8 +9,11 @@ one bundle per planned node, after the run it is empty. A local Ray has no
 autoscaler to act on it; scaling itself is tested with the ``fake_multinode``
 provider in ``test_spot_autoscaling.py``.
 
-A last test kills a spot node of a local multi-node cluster midway and
-checks the dispatcher reports the pool's fallback once.
+The last tests remove a node of a local multi-node cluster midway: a busy
+spot node is an interruption (the pool's fallback is said once, and the
+interruption and fallback counters of the run's metrics count it), an idle
+node that the run's own shrunk request let go is a scale-down (nothing
+reaches the spot tracker or the metrics).
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ from typing import Any
 import pytest
 
 from scheduler.cloud.fallback import FallbackPolicy
+from scheduler.metrics import CampaignMetrics
 from scheduler.runtime.cluster import LocalCluster, NodeSpec
+from scheduler.runtime.departures import DepartureCause
 from scheduler.runtime.dispatch import Dispatcher, DispatchOptions, Progress
-from scheduler.runtime.fleet import SpotLosses
+from scheduler.runtime.fleet import FleetRequest, SpotLosses
 from scheduler.runtime.flow import Driver, SceneInput
 from scheduler.runtime.state import Task, TaskGraph
 
@@ -122,6 +127,7 @@ def test_a_lost_spot_node_is_recorded_and_its_flapping_pool_gets_a_fallback() ->
     """
     said: list[str] = []
     spot = SpotLosses(PLAN, policy=FallbackPolicy(max_interruptions=1), say=said.append)
+    metrics = CampaignMetrics("fleet-test")
     nodes = [NodeSpec(1, resources={"c7g.xlarge:spot": 1.0}),
              NodeSpec(1, resources={"m7g.xlarge:on-demand": 1.0})]
     with LocalCluster(nodes) as cluster:
@@ -132,9 +138,68 @@ def test_a_lost_spot_node_is_recorded_and_its_flapping_pool_gets_a_fallback() ->
                 cluster.remove_node(victim)
 
         graph = TaskGraph.build([Task(f"t{i}", _nap) for i in range(60)])
-        report = Dispatcher(DispatchOptions(), spot=spot).run(graph, interrupt)
+        dispatcher = Dispatcher(DispatchOptions(), metrics=metrics, spot=spot)
+        report = dispatcher.run(graph, interrupt)
     assert report.ok, report.failures
     assert len(report.results) == 60
     assert len(said) == 1 and said == spot.messages
     assert said[0].startswith("c7g.xlarge (spot) keeps being interrupted")
     assert [(d.from_type, d.from_market) for d in spot.decisions] == [("c7g.xlarge", "spot")]
+    assert [(d.instance_type, d.cause) for d in dispatcher.departures] == [
+        ("c7g.xlarge", DepartureCause.INTERRUPTION)]
+    labels = {"campaign": "fleet-test", "instance_type": "c7g.xlarge"}
+    assert metrics.registry.get_sample_value("eochain_spot_interruptions_total", labels) == 1.0
+    to = spot.decisions[0]
+    assert metrics.registry.get_sample_value("eochain_market_fallbacks_total", {
+        **labels, "from_market": "spot", "to_market": str(to.to_market)}) == 1.0
+
+
+#: the spot pool carries only the (already finished) dsm stage: the run's request drops it
+STAGED_PLAN: dict[str, Any] = {"format": "eochain-plan/1", "budget_usd": 10.0, "fleet": [
+    {"instance_type": "c7g.xlarge", "region": "eu-west-3", "market": "spot", "instances": 1,
+     "tasks": {"dsm": 1}},
+    {"instance_type": "m7g.xlarge", "region": "eu-west-3", "market": "on-demand",
+     "instances": 1, "tasks": {"ortho": 40}}]}
+
+
+@pytest.mark.parametrize(("dsm_left", "cause"), [(0.0, DepartureCause.SCALE_DOWN),
+                                                  (1.0, DepartureCause.FAILURE)])
+def test_an_idle_node_the_request_let_go_is_a_scale_down_not_an_interruption(
+        dsm_left: float, cause: DepartureCause) -> None:
+    """A chain of naps runs on the on-demand node (its preferred type, always free),
+    so the spot node sits idle; it is removed midway. With the request for its
+    pool shrunk to nothing (``dsm_left=0``) that is the run's own scale-down;
+    with the request still wanting it, a failure. Neither is an interruption.
+    """
+    fleet = FleetRequest(STAGED_PLAN, issue=lambda bundles: None, say=lambda message: None)
+    fleet.update({"dsm": dsm_left, "ortho": 1.0})
+    said: list[str] = []
+    spot = SpotLosses(STAGED_PLAN, policy=FallbackPolicy(max_interruptions=1), say=said.append)
+    metrics = CampaignMetrics("scale-test")
+    nodes = [NodeSpec(1, resources={"c7g.xlarge:spot": 1.0}),
+             NodeSpec(1, resources={"m7g.xlarge:on-demand": 1.0})]
+    on_demand = ("m7g.xlarge:on-demand",)
+    chain = [Task("c0", _nap, resources=on_demand)] + [
+        Task(f"c{i}", _nap_after, (f"c{i - 1}",), resources=on_demand) for i in range(1, 40)]
+    with LocalCluster(nodes) as cluster:
+        victim = cluster.nodes[0]
+
+        def scale_down(p: Progress) -> None:
+            if p.tasks_done == 2 and victim in cluster.nodes:
+                cluster.remove_node(victim)
+
+        dispatcher = Dispatcher(DispatchOptions(), metrics=metrics, spot=spot, fleet=fleet)
+        report = dispatcher.run(TaskGraph.build(chain), scale_down)
+    assert report.ok, report.failures
+    assert report.retries == 0  # nothing ran on the node that left
+    assert [(d.instance_type, d.cause) for d in dispatcher.departures] == [
+        ("c7g.xlarge", cause)]
+    assert said == [] and spot.tracker.count("c7g.xlarge", "spot", time.monotonic()) == 0
+    assert metrics.registry.get_sample_value(
+        "eochain_spot_interruptions_total",
+        {"campaign": "scale-test", "instance_type": "c7g.xlarge"}) in (None, 0.0)
+
+
+def _nap_after(ctx: object, previous: int) -> int:
+    time.sleep(0.25)
+    return previous + 1
