@@ -106,15 +106,24 @@ def _stop_group(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _eochain(command: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    code = f"from scheduler.cmd_jobs import {command}_cmd as c; c(prog_name='eochain {command}')"
+    name = f"eochain jobs {command}" if command == "list" else f"eochain {command}"
+    code = f"from scheduler.cmd_jobs import {command}_cmd as c; c(prog_name={name!r})"
     return subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=180, check=False)
 
 
 @pytest.fixture
 def campaign(tmp_path: Path) -> Path:
+    """A valid campaign whose one scene is a relative STAC file's item (shipped with the job)."""
+    (tmp_path / "stac").mkdir()
+    (tmp_path / "stac" / "items.json").write_text(json.dumps({
+        "type": "FeatureCollection", "features": [{
+            "type": "Feature", "id": "s1", "bbox": [5.0, 44.0, 5.1, 44.1],
+            "properties": {"proj:shape": [1000, 1000]},
+            "assets": {"image": {"href": "s3://raw/s1.tif"}}}]}))
     path = tmp_path / "campaign.yaml"
-    path.write_text(yaml.safe_dump({"name": "job-test", "inputs": {"scenes": []}}))
+    path.write_text(yaml.safe_dump({"name": "job-test", "inputs": {"stac": "stac/items.json"},
+                                    "products": {"ortho": {"gsd_m": 0.5}}}))
     return path
 
 
@@ -139,7 +148,8 @@ def _wait_status(head: Head, job_id: str, wanted: set[str], timeout_s: float = 1
 def test_submit_status_logs(head: Head, campaign: Path) -> None:
     env = head.env(AWS_SECRET_ACCESS_KEY=AWS_SECRET, AWS_ACCESS_KEY_ID=AWS_KEY_ID)
     probe = ("python -c \"import planner.catalog, ops, scheduler.jobs; "
-             "print('eochain-job-ok', open('campaign.yaml').read().count('job-test'))\"")
+             "print('eochain-job-ok', open('campaign.yaml').read().count('job-test'), "
+             "open('stac/items.json').read().count('s3://raw/s1.tif'))\"")
     result = _eochain("submit", str(campaign), "--address", head.address, "--entrypoint",
                       probe, "--job-id", "eochain-probe-1", "--wait", env=env)
     assert result.returncode == 0, result.stderr
@@ -148,7 +158,13 @@ def test_submit_status_logs(head: Head, campaign: Path) -> None:
     assert status.returncode == 0, status.stderr
     assert "SUCCEEDED" in status.stdout and "job-test" in status.stdout
     logs = _eochain("logs", "eochain-probe-1", "--address", head.address, env=env)
-    assert "eochain-job-ok 1" in logs.stdout
+    assert "eochain-job-ok 1 1" in logs.stdout  # the relative STAC file travelled
+    listed = _eochain("list", "--address", head.address, env=env)
+    assert listed.returncode == 0, listed.stderr
+    row = next(line for line in listed.stdout.splitlines() if "eochain-probe-1" in line)
+    assert "SUCCEEDED" in row and "job-test" in row
+    by_ray_address = _eochain("status", "eochain-probe-1", env={**env, "RAY_ADDRESS": head.address})
+    assert by_ray_address.returncode == 0 and "SUCCEEDED" in by_ray_address.stdout
     stored = _job_json(head, "eochain-probe-1")
     for secret in (AWS_SECRET, AWS_KEY_ID, head.token):
         assert secret not in stored
