@@ -9,7 +9,9 @@ runtime event                call
 plan loaded                  ``set_plan(PlanTargets.from_plan(plan_json))``
 graph built                  ``tasks_planned(op, n)`` per operation (``op_name(task.fn)``)
 node joins / leaves          ``node_added(node_id, instance_type, market, price_usd_per_h)``,
-                             ``node_removed(node_id, interrupted=...)``
+                             ``node_removed(node_id)``
+spot node interrupted        ``interrupted(instance_type)`` (the dispatcher's departure
+                             cause, :mod:`scheduler.runtime.departures`)
 spot capacity gone           ``fallback(instance_type, "spot", "on-demand")``
 task submitted               ``task_started(op, instance_type)``
 ``TaskStatus`` read          ``task_finished(op, instance_type, status.runtime_s, ok=...)``
@@ -348,6 +350,10 @@ class CampaignMetrics:
             if interrupted:
                 self._interruptions.labels(self.campaign, node.instance_type).inc()
             self.tick()
+
+    def interrupted(self, instance_type: str) -> None:
+        """A spot node of ``instance_type`` was interrupted (the runtime decides the cause)."""
+        self._interruptions.labels(self.campaign, instance_type).inc()
 
     def fallback(self, instance_type: str, from_market: str, to_market: str) -> None:
         self._fallbacks.labels(self.campaign, instance_type, from_market, to_market).inc()

@@ -6,9 +6,10 @@ Two adapters, for what the runtime does not report itself yet:
   node (CPUs > 0) whose custom resource names its type and market
   (``"c7g.large:spot"``, as the runtime's clusters do) is reported with
   ``node_added`` when it appears, at the plan's price for that type and
-  market, and ``node_removed`` when Ray declares it dead; a spot node that
-  dies while the watcher runs counts as a spot interruption (stop the watcher
-  before scaling a fleet down on purpose).
+  market, and ``node_removed`` when Ray declares it dead. Whether a departure
+  was a spot interruption is the dispatcher's call (it knows whether the node
+  was busy, drained on a notice, or let go by the run's own request:
+  :mod:`scheduler.runtime.departures`), so the watcher counts none.
 * :func:`observe_campaign` is the whole wiring for a command: metrics,
   exporter on 127.0.0.1, the watcher on Ray runs, and the cost report
   (table, PNG and ledger JSON) written when the campaign ends.
@@ -108,8 +109,8 @@ class RayFleetWatcher:
                 self.metrics.node_added(node_id, itype, market, price)
                 self.alive[node_id] = (itype, market)
         for node_id in [n for n in self.alive if n not in seen]:
-            _, market = self.alive.pop(node_id)
-            self.metrics.node_removed(node_id, interrupted=market == "spot")
+            self.alive.pop(node_id)
+            self.metrics.node_removed(node_id)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
