@@ -12,13 +12,16 @@ run). Then:
   the collection, which lists every item and spans their extent;
 * the DSM file and its item state the heights' 3D CRS, metres and provenance;
 * ``eochain dsm --heights ellipsoid`` and ``--heights geoid`` files differ in
-  their vertical CRS (geoid: compound with EGM96 height in the GeoTIFF keys).
+  their vertical CRS (geoid: compound with EGM96 height in the GeoTIFF keys);
+* written to ``s3://`` (moto's server), the collection goes through the same
+  store, atomically, and links items by their ``s3://`` URIs.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -30,10 +33,12 @@ from pyproj import CRS
 
 from scheduler.runtime.demo import write_coarse_dem
 from scheduler.runtime.flow import Driver, FlowReport, SceneInput
+from scheduler.runtime.store import S3Store, open_store
 from tests.stac_validation import validate_stac
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
+BUCKET = "eochain-catalog"
 LEFT_TIME = "2024-06-01T10:30:00.5Z"
 RIGHT_START, RIGHT_END = "2024-06-01T10:30:40.25Z", "2024-06-01T10:30:43.75Z"
 
@@ -189,3 +194,41 @@ def test_dsm_cli_ellipsoid_and_geoid_outputs_differ_in_vertical_crs(
     assert crs["geoid"].sub_crs_list[1].to_epsg() == 5773
     assert crs["ellipsoid"].axis_info[2].name == "Ellipsoidal height"
     assert crs["ellipsoid"] != crs["geoid"]
+
+
+@pytest.fixture
+def s3_env(moto_endpoint: str) -> Iterator[str]:
+    """The AWS variables pointing at moto's S3 server, and a fresh bucket."""
+    port = int(moto_endpoint.rsplit(":", 1)[1])
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": moto_endpoint,
+                           "AWS_HTTPS": "NO", "AWS_VIRTUAL_HOSTING": "FALSE",
+                           "AWS_S3_ENDPOINT": f"127.0.0.1:{port}"}.items():
+            mp.setenv(key, value)
+        mp.delenv("AWS_PROFILE", raising=False)
+        store = open_store(f"s3://{BUCKET}")
+        assert isinstance(store, S3Store)
+        store.client.create_bucket(Bucket=BUCKET)
+        yield BUCKET
+
+
+def test_collection_is_kept_on_s3_through_the_store(scene: Path, s3_env: str) -> None:
+    views = [SceneInput("left", str(scene / "view_0.tif")),
+             SceneInput("right", str(scene / "view_1.tif"))]
+    report = (Driver(address="serial").get_flow(views).ortho(dem=scene / "dem.tif", tile_px=128)
+              .write(f"s3://{s3_env}/survey").run())
+    assert report.ok, report.failures
+    store = open_store(f"s3://{s3_env}/survey")
+    doc = json.loads(store.get_bytes("collection.json"))
+    validate_stac(doc)
+    assert doc["id"] == "survey"
+    links = {link["rel"]: link["href"] for link in doc["links"]}
+    assert links["self"] == f"s3://{s3_env}/survey/collection.json"
+    assert sorted(link["href"] for link in doc["links"] if link["rel"] == "item") == [
+        "./ortho/left.json", "./ortho/right.json"]
+    item = json.loads(store.get_bytes("ortho/left.json"))
+    validate_stac(item)
+    assert {link["rel"]: link["href"] for link in item["links"]}["self"] == (
+        f"s3://{s3_env}/survey/ortho/left.json")
+    assert not [k for k in store.list_keys() if "_eochain_tmp" in k]
