@@ -331,9 +331,10 @@ def test_ray_campaign_reports_its_fleet_progress_and_cost(
         prometheus: Prometheus, scene: tuple[list[Any], str], tmp_path: Path) -> None:
     """A real campaign on a 2-node local Ray cluster; the spot node is killed mid-run.
 
-    The fleet watcher and the progress callback are the only sources here (the
-    dispatcher does not report task events yet): nodes, the interruption, cost
-    and tiles remaining must still come out right, and reach Prometheus.
+    The fleet watcher (nodes), the dispatcher (task events, and the
+    interruption: it tells a busy spot node lost from a scale-down) and the
+    progress callback are the sources here: nodes, the interruption, cost
+    and tiles remaining must come out right, and reach Prometheus.
     """
     from scheduler.metrics_hooks import RayFleetWatcher
     from scheduler.runtime.cluster import LocalCluster, NodeSpec
@@ -372,7 +373,8 @@ def test_ray_campaign_reports_its_fleet_progress_and_cost(
 
         # room for retries while Ray has not yet declared the killed node dead
         options = DispatchOptions(max_attempts=20)
-        report = (Driver(address=cluster.address, options=options).get_flow(inputs)
+        report = (Driver(address=cluster.address, options=options, metrics=metrics)
+                  .get_flow(inputs)
                   .ortho(dem=dem, tile_px=64).write(tmp_path / "out").run(progress=progress))
         assert killed, "the campaign ended before the interruption"
         assert report.ok, report.failures
