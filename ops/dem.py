@@ -31,10 +31,17 @@ model and the compiled sampler live in :mod:`ops.geoid`). It is built by
    principle), and is cheap for SRTM voids (4822 in the Ventoux tile: 0.1 s);
    one 1000 x 1000-node hole takes ~15 s (sparse LU). ``holes_filled`` counts
    them; a hole touching no valid node stays NaN (``holes_left``).
-4. **Geoid.** With a geoid, the undulation N(lon, lat) of each node is added
-   (h = H + N); the grid then holds ellipsoidal heights, so sampling and
-   min/max need no further correction. Without one, heights are taken as
-   already ellipsoidal.
+4. **Geoid.** Every source has a vertical reference (:mod:`ops.vertical`:
+   stated, from its CRS or tags, or by format: SRTM is EGM96; else assumed
+   ellipsoidal). Heights above a geoid need a geoid grid: the undulation
+   N(lon, lat) of each node is added (h = H + N), so the grid holds
+   ellipsoidal heights and sampling and min/max need no further correction.
+   A geoid reference without a grid is an error, never a silent skip.
+5. **Holes limit.** Holes filled by interpolation are guesses: where more
+   than ``max_hole_fraction`` (default :data:`MAX_HOLE_FRACTION`) of the
+   nodes under the requested box (or of the whole mosaic without one) are
+   holes, ``open`` refuses, naming the share; a caller that accepts the
+   guesses raises the limit (1.0 allows any share short of all nodata).
 
 Heights are stored as float32 (0.5 mm steps at 8 km) and sampled in float64.
 Coverage of a point follows the node model: inside the grid's pixel footprint,
@@ -63,6 +70,7 @@ from numpy.typing import ArrayLike, NDArray
 from rasterio.crs import CRS
 from rasterio.windows import Window as RioWindow
 
+from ops import vertical
 from ops.errors import DemCoverageError, DemError, RasterReadError
 from ops.geoid import (
     FLAG_NAN_NODE,
@@ -84,6 +92,8 @@ HGT_NODATA = -32768
 _HGT_NAME = re.compile(r"^([NS])(\d{1,2})([EW])(\d{1,3})", re.IGNORECASE)
 _WGS84 = pyproj.CRS.from_epsg(4326)
 _ROWS_PER_CHUNK = 512
+#: Largest share of hole nodes under a requested box that is filled without asking.
+MAX_HOLE_FRACTION = 0.2
 
 Transform6 = tuple[float, float, float, float, float, float]
 LonLatBox = tuple[float, float, float, float]
@@ -99,6 +109,7 @@ class _Tile:
     height: int
     width: int
     is_hgt: bool
+    vertical: vertical.VerticalReference
 
 
 def _probe_hgt(path: Path) -> _Tile:
@@ -119,7 +130,7 @@ def _probe_hgt(path: Path) -> _Tile:
         )
     step = 1.0 / (n - 1)
     transform = (step, 0.0, lon - step / 2, 0.0, -step, lat + 1 + step / 2)
-    return _Tile(path, CRS.from_epsg(4326), transform, n, n, True)
+    return _Tile(path, CRS.from_epsg(4326), transform, n, n, True, vertical.of_hgt(path))
 
 
 def _probe(path: Path) -> _Tile:
@@ -142,7 +153,7 @@ def _probe(path: Path) -> _Tile:
                     "(a > 0, b = d = 0, e < 0)"
                 )
             return _Tile(path, ds.crs, (t[0], t[1], t[2], t[3], t[4], t[5]),
-                         ds.height, ds.width, False)
+                         ds.height, ds.width, False, vertical.of_dataset(path, ds))
     except rasterio.errors.RasterioIOError as exc:
         raise RasterReadError(f"cannot read DEM {path}: {exc}") from exc
 
@@ -217,6 +228,19 @@ def _check_box(box: Sequence[float], what: str) -> LonLatBox:
     return lon_min, lat_min, lon_max, lat_max
 
 
+def _check_hole_share(name: str, holes: NDArray[np.bool_], covered: NDArray[np.bool_],
+                      limit: float, where: str) -> None:
+    n_holes, n_covered = int(holes.sum()), int(covered.sum())
+    if n_covered == 0 or n_holes <= limit * n_covered:
+        return
+    raise DemError(
+        f"DEM {name}: {100.0 * n_holes / n_covered:.0f} % of its nodes under {where} are "
+        f"nodata holes ({n_holes} of {n_covered}), more than the {100.0 * limit:.0f} % filled "
+        "by interpolation without asking; use a DEM without holes there, or accept "
+        "interpolated heights (max_hole_fraction=1.0)"
+    )
+
+
 def fill_holes_laplace(heights: NDArray[np.float32], holes: NDArray[np.bool_],
                        usable: NDArray[np.bool_]) -> int:
     """Fill ``heights[holes]`` in place by Laplace interpolation; returns how many were filled.
@@ -279,7 +303,10 @@ class Dem:
 
     ``heights_m[i, j]`` is the height at the centre of pixel (i, j) of
     ``transform`` (rasterio order, pixel corners) in ``crs``; NaN marks holes
-    left unfilled and gaps (``gap_mask``) no tile covered.
+    left unfilled and gaps (``gap_mask``) no tile covered. ``vertical_datum``
+    is the reference of the source heights ('ellipsoid', 'egm96', 'egm2008'
+    or 'geoid'), ``vertical_reason`` how it is known; with a geoid grid
+    (``geoid_source``) the heights were converted to ellipsoidal ones.
     """
 
     heights_m: NDArray[np.float32]
@@ -290,6 +317,8 @@ class Dem:
     holes_left: int = 0
     geoid_source: str | None = None
     gap_mask: NDArray[np.bool_] | None = None
+    vertical_datum: str = "ellipsoid"
+    vertical_reason: str = "heights given as ellipsoidal"
 
     def __post_init__(self) -> None:
         if self.heights_m.ndim != 2 or min(self.heights_m.shape) < 1:
@@ -312,11 +341,17 @@ class Dem:
         fill_holes: bool = True,
         pad_deg: float = 0.0,
         require_bounds: bool = True,
+        vertical_datum: str | None = None,
+        max_hole_fraction: float = MAX_HOLE_FRACTION,
     ) -> Dem:
         """Read a DEM file, a folder of tiles or a list of files into one mosaic.
 
-        ``geoid``: heights in the files are above this geoid (SRTM: EGM96);
-        None takes them as ellipsoidal. ``bounds_lonlat`` (lon_min, lat_min,
+        ``geoid``: the geoid grid the files' heights are above (SRTM: EGM96);
+        ``vertical_datum`` states their reference ('ellipsoid', 'egm96', 'egm2008')
+        over what the files say (:mod:`ops.vertical`). A geoid reference
+        without ``geoid`` is a DemError, as is a geoid for heights known to
+        be ellipsoidal. ``max_hole_fraction``: see the module docstring.
+        ``bounds_lonlat`` (lon_min, lat_min,
         lon_max, lat_max) reads only that area plus a margin, and raises
         DemCoverageError when the tiles do not cover all of it. ``pad_deg``
         more degrees around it are read where the tiles have them, and not
@@ -328,8 +363,14 @@ class Dem:
         """
         if not (math.isfinite(pad_deg) and pad_deg >= 0.0):
             raise DemError(f"pad_deg = {pad_deg!r}, expected a finite number >= 0")
+        if not (math.isfinite(max_hole_fraction) and 0.0 <= max_hole_fraction <= 1.0):
+            raise DemError(f"max_hole_fraction = {max_hole_fraction!r}, expected 0..1")
         paths, name = _list_sources(source)
         tiles = [_probe(p) for p in paths]
+        reference = vertical.stated(vertical_datum) if vertical_datum else vertical.combine(
+            [(t.path, t.vertical) for t in tiles], name)
+        geo = Geoid.open(geoid) if isinstance(geoid, (str, Path)) else geoid
+        reference = vertical.check_geoid_use(reference, name, None if geo is None else geo.source)
         ref = tiles[0]
         for t in tiles[1:]:
             if t.crs != ref.crs:
@@ -395,16 +436,26 @@ class Dem:
         holes = covered & np.isnan(heights)
         if holes.sum() == covered.sum():
             raise DemError(f"DEM {name} holds only nodata in the area read; expected heights")
+        if box is not None:
+            xmin, ymin, xmax, ymax = _native_box(ref.crs, box)
+            core = (slice(max(math.floor((ymax - y0) / e) - r_lo, 0),
+                          max(math.ceil((ymin - y0) / e) + 1 - r_lo, 0)),
+                    slice(max(math.floor((xmin - x0) / a) - c_lo, 0),
+                          max(math.ceil((xmax - x0) / a) + 1 - c_lo, 0)))
+            _check_hole_share(name, holes[core], covered[core], max_hole_fraction,
+                              f"lon [{box[0]}, {box[2]}], lat [{box[1]}, {box[3]}]")
+        else:
+            _check_hole_share(name, holes, covered, max_hole_fraction, "the whole DEM")
         filled = fill_holes_laplace(heights, holes, covered) if fill_holes else 0
         transform: Transform6 = (a, 0.0, c + a * c_lo, 0.0, e, f + e * r_lo)
         dem = cls.from_array(
-            heights, transform, ref.crs.to_string(), source=name, geoid=geoid, fill_holes=False
+            heights, transform, ref.crs.to_string(), source=name, geoid=geo, fill_holes=False
         )
         gaps = None if covered.all() else ~covered
         if gaps is not None:
             gaps.flags.writeable = False
         dem = cls(dem.heights_m, dem.transform, dem.crs, name, filled, int(holes.sum()) - filled,
-                  dem.geoid_source, gaps)
+                  dem.geoid_source, gaps, reference.datum, reference.reason)
         if box is not None and require_bounds:
             dem._box_nodes(box)
         return dem
@@ -435,8 +486,11 @@ class Dem:
         holes = np.isnan(grid)
         filled = fill_holes_laplace(grid, holes, np.ones_like(holes)) if fill_holes else 0
         geo = Geoid.open(geoid) if isinstance(geoid, (str, Path)) else geoid
+        datum, reason = ("ellipsoid", "heights given as ellipsoidal") if geo is None else (
+            "geoid", f"heights given above the geoid grid {geo.source}")
         dem = cls(grid, (t6[0], t6[1], t6[2], t6[3], t6[4], t6[5]), crs_text, source, filled,
-                  int(holes.sum()) - filled, None if geo is None else geo.source)
+                  int(holes.sum()) - filled, None if geo is None else geo.source, None,
+                  datum, reason)
         if geo is not None:
             dem._add_undulation(geo)
         grid.flags.writeable = False

@@ -37,6 +37,12 @@ File formats read by :meth:`Geoid.open`:
 * anything GDAL reads in a geographic CRS (GeoTIFF...), band 1, through
   rasterio.
 
+A file opened as a geoid is checked to be one, so that a DEM tile passed by
+mistake is refused rather than added to the heights: its values are floats,
+within :data:`UNDULATION_RANGE_M` (the geoid lies -107..+86 m from the
+ellipsoid), and it spans at least :data:`MIN_GEOID_SPAN_DEG` each way (a
+SRTM tile spans one degree, EGM96 the globe).
+
 Sampling is compiled with numba: one pass over the points, no temporaries.
 """
 
@@ -70,6 +76,11 @@ FLAG_NAN_NODE = 2
 WRAP_NONE = 0
 WRAP_NEAREST = 1
 WRAP_PERIODIC = 2
+
+#: Geoid undulations (EGM96, EGM2008) lie within these bounds everywhere, in metres.
+UNDULATION_RANGE_M = (-110.0, 90.0)
+#: A geoid grid spans at least this many degrees of longitude and of latitude.
+MIN_GEOID_SPAN_DEG = 2.0
 
 GTX_HEADER = struct.Struct(">4d2i")
 GTX_NODATA = -88.8888
@@ -261,9 +272,34 @@ class Geoid:
             raise RasterReadError(
                 f"geoid grid not found: {p} (expected an EGM96 .gtx or a geographic GeoTIFF)"
             )
-        if p.suffix.lower() == ".gtx":
-            return cls._open_gtx(p)
-        return cls._open_gdal(p)
+        geoid, dtype = (cls._open_gtx(p), "float32") if p.suffix.lower() == ".gtx" else (
+            cls._open_gdal(p))
+        geoid._check_is_a_geoid(dtype)
+        return geoid
+
+    def _check_is_a_geoid(self, dtype: str) -> None:
+        """DemError unless the grid looks like geoid undulations (see the module docstring)."""
+        hint = "; expected a geoid grid such as EGM96's egm96_15.gtx (is this a DEM?)"
+        if not dtype.startswith("float"):
+            raise DemError(f"geoid grid {self.source}: data type {dtype}, not floating point{hint}")
+        grid = self.undulation_grid_m
+        finite = grid[np.isfinite(grid)]
+        if finite.size == 0:
+            raise DemError(f"geoid grid {self.source} holds no values{hint}")
+        lo, hi = float(finite.min()), float(finite.max())
+        if lo < UNDULATION_RANGE_M[0] or hi > UNDULATION_RANGE_M[1]:
+            raise DemError(
+                f"geoid grid {self.source}: values {lo:.1f}..{hi:.1f} m, outside the "
+                f"{UNDULATION_RANGE_M[0]:g}..+{UNDULATION_RANGE_M[1]:g} m of any geoid{hint}"
+            )
+        rows, cols = grid.shape
+        span_lon = 360.0 if self.periodic else cols * self.dlon_deg
+        span_lat = rows * abs(self.dlat_deg)
+        if min(span_lon, span_lat) < MIN_GEOID_SPAN_DEG:
+            raise DemError(
+                f"geoid grid {self.source} spans {span_lon:g} x {span_lat:g} degrees, less than "
+                f"the {MIN_GEOID_SPAN_DEG:g} degrees each way of a global or regional geoid{hint}"
+            )
 
     @classmethod
     def _open_gtx(cls, path: Path) -> Geoid:
@@ -288,7 +324,7 @@ class Geoid:
         )
 
     @classmethod
-    def _open_gdal(cls, path: Path) -> Geoid:
+    def _open_gdal(cls, path: Path) -> tuple[Geoid, str]:
         try:
             with rasterio.open(path) as ds:
                 if ds.crs is None or not ds.crs.is_geographic:
@@ -298,6 +334,7 @@ class Geoid:
                 a, b, c, d, e, f = tuple(ds.transform)[:6]
                 if b != 0 or d != 0:
                     raise DemError(f"geoid grid {path}: rotated geotransform {ds.transform}")
+                dtype = str(ds.dtypes[0])
                 grid = ds.read(1, masked=True).astype(np.float32).filled(np.nan)
         except rasterio.errors.RasterioIOError as exc:
             raise RasterReadError(f"cannot read geoid grid {path}: {exc}") from exc
@@ -311,7 +348,7 @@ class Geoid:
             dlon_deg=a,
             dlat_deg=e,
             source=str(path),
-        )
+        ), dtype
 
     def undulation(self, lon: ArrayLike, lat: ArrayLike) -> FloatArray:
         """Geoid height above the WGS84 ellipsoid (metres, bilinear) at (lon, lat) degrees.

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyproj
@@ -22,7 +23,7 @@ from numpy.typing import NDArray
 from scipy.interpolate import RegularGridInterpolator
 
 from ops.dem import Dem
-from ops.errors import DemCoverageError
+from ops.errors import DemCoverageError, DemError
 from ops.geoid import Geoid
 
 pytestmark = pytest.mark.integration
@@ -44,6 +45,11 @@ EGM96_BILINEAR_TOL_M = 0.1
 @pytest.fixture(scope="module")
 def geoid(shared_data: Path) -> Geoid:
     return Geoid.open(shared_data / "ventoux" / "geoid" / "egm96_15.gtx")
+
+
+def open_as_stored(source: Path, **options: Any) -> Dem:
+    """The heights as the file stores them (stated ellipsoidal: no geoid), as GDAL reads them."""
+    return Dem.open(source, vertical_datum="ellipsoid", **options)
 
 
 def scipy_bilinear(dem: Dem, lon: NDArray[np.float64], lat: NDArray[np.float64]
@@ -101,7 +107,7 @@ def test_srtm_plus_geoid_matches_proj(shared_data: Path, geoid: Geoid) -> None:
     gtx = shared_data / "ventoux" / "geoid" / "egm96_15.gtx"
     path = shared_data / "ventoux" / "srtm" / "N44E005.hgt"
     box = (5.4, 44.3, 5.7, 44.6)
-    raw = Dem.open(path, bounds_lonlat=box)
+    raw = open_as_stored(path, bounds_lonlat=box)
     ellipsoidal = Dem.open(path, bounds_lonlat=box, geoid=gtx)
     rows, cols = np.mgrid[0:raw.heights_m.shape[0], 0:raw.heights_m.shape[1]]
     lon, lat = raw.node_xy(rows, cols)
@@ -116,7 +122,7 @@ def test_ventoux_geoid_is_about_50_m(geoid: Geoid) -> None:
 
 def test_hgt_reader_agrees_with_gdal_srtmhgt(shared_data: Path) -> None:
     path = shared_data / "ventoux" / "srtm" / "N44E005.hgt"
-    dem = Dem.open(path, fill_holes=False)
+    dem = open_as_stored(path, fill_holes=False)
     with rasterio.open(path) as ds:
         assert ds.driver == "SRTMHGT"
         ref = ds.read(1, masked=True).astype(np.float64).filled(np.nan)
@@ -137,7 +143,7 @@ def test_hgt_naming_and_sizes_agree_with_gdal(tmp_path: Path, name: str, n: int)
     values[5, 7] = -32768
     path = tmp_path / f"{name}.hgt"
     values.astype(">i2").tofile(path)
-    dem = Dem.open(path, fill_holes=False)
+    dem = open_as_stored(path, fill_holes=False)
     with rasterio.open(path) as ds:
         assert ds.driver == "SRTMHGT"
         gdal_transform = tuple(ds.transform)[:6]
@@ -148,8 +154,8 @@ def test_hgt_naming_and_sizes_agree_with_gdal(tmp_path: Path, name: str, n: int)
 
 def test_ventoux_voids_filled_within_their_rims(shared_data: Path) -> None:
     path = shared_data / "ventoux" / "srtm" / "N44E005.hgt"
-    raw = Dem.open(path, fill_holes=False).heights_m
-    dem = Dem.open(path)
+    raw = open_as_stored(path, fill_holes=False).heights_m
+    dem = open_as_stored(path)
     holes = np.isnan(raw)
     assert dem.holes_filled == int(holes.sum()) and dem.holes_left == 0
     assert not np.isnan(dem.heights_m).any()
@@ -177,7 +183,7 @@ def test_sampling_real_dem_matches_scipy(shared_data: Path, geoid: Geoid) -> Non
 
 def test_geoid_converts_srtm_to_ellipsoidal_heights(shared_data: Path, geoid: Geoid) -> None:
     path = shared_data / "ventoux" / "srtm" / "N44E005.hgt"
-    plain = Dem.open(path)
+    plain = open_as_stored(path)
     ellipsoidal = Dem.open(path, geoid=geoid)
     lon, lat = np.array([5.2785, 5.9, 5.1]), np.array([44.1739, 44.9, 44.05])
     np.testing.assert_allclose(ellipsoidal.heights(lon, lat) - plain.heights(lon, lat),
@@ -203,15 +209,15 @@ def test_bounds_lonlat_window_matches_full_read(shared_data: Path, geoid: Geoid)
 def test_uncovered_area_names_area_and_dem(shared_data: Path) -> None:
     path = shared_data / "ventoux" / "srtm" / "N44E005.hgt"
     with pytest.raises(DemCoverageError, match=r"N44E005\.hgt.*lon \[6\.5, 6\.6\], lat \[44\.1"):
-        Dem.open(path, bounds_lonlat=(6.5, 44.1, 6.6, 44.2))
+        open_as_stored(path, bounds_lonlat=(6.5, 44.1, 6.6, 44.2))
     with pytest.raises(DemCoverageError, match=r"N44E005\.hgt.*lon \[5\.9, 6\.2\]"):
-        Dem.open(path, bounds_lonlat=(5.9, 44.1, 6.2, 44.2))
+        open_as_stored(path, bounds_lonlat=(5.9, 44.1, 6.2, 44.2))
 
 
 def test_point_geotiff_crop_has_nodes_on_its_tags(shared_data: Path) -> None:
     """Gizeh's SRTM 1" crop is AREA_OR_POINT=Point: node [0, 0] at 31.1 E, 30.0 N."""
     folder = shared_data / "gizeh" / "srtm_dir"
-    dem = Dem.open(folder)
+    dem = open_as_stored(folder)
     with rasterio.open(folder / "N29E031_KHEOPS.tif") as ds:
         ref = ds.read(1).astype(np.float64)
     assert dem.heights(31.1, 30.0) == ref[0, 0]
@@ -221,7 +227,7 @@ def test_point_geotiff_crop_has_nodes_on_its_tags(shared_data: Path) -> None:
 
 
 def test_area_geotiff_samples_like_scipy(shared_data: Path) -> None:
-    dem = Dem.open(shared_data / "dem_compare" / "srtm_ref.tif",
+    dem = open_as_stored(shared_data / "dem_compare" / "srtm_ref.tif",
                    bounds_lonlat=(40.1, 39.3, 40.4, 39.6))
     rng = np.random.default_rng(6)
     lon, lat = rng.uniform(40.1, 40.4, 50_000), rng.uniform(39.3, 39.6, 50_000)
@@ -233,3 +239,25 @@ def test_area_geotiff_samples_like_scipy(shared_data: Path) -> None:
         value = ds.read(1, window=((row, row + 1), (col, col + 1)))[0, 0]
     # AREA_OR_POINT=Area: node (row, col) is the pixel's centre
     assert dem.heights(c + a * (col + 0.5), f + e * (row + 0.5)) == pytest.approx(value, abs=1e-6)
+
+
+def test_real_srtm_sources_demand_the_geoid(shared_data: Path, geoid: Geoid) -> None:
+    """Issue 14: SRTM without --geoid shifted a Pléiades ortho by 5-8 m, silently."""
+    for source in (shared_data / "ventoux" / "srtm" / "N44E005.hgt",
+                   shared_data / "gizeh" / "srtm_dir",
+                   shared_data / "dem_compare" / "srtm_ref.tif"):
+        with pytest.raises(DemError, match=r"above the EGM96 geoid .*--geoid"):
+            Dem.open(source)
+    dem = Dem.open(shared_data / "gizeh" / "srtm_dir", geoid=geoid)
+    assert dem.vertical_datum == "egm96" and "N29E031_KHEOPS.tif" in dem.vertical_reason
+    # Giza: the EGM96 geoid is about 15 m above the ellipsoid
+    plain = open_as_stored(shared_data / "gizeh" / "srtm_dir")
+    assert 10.0 < float(dem.heights(31.13, 29.98) - plain.heights(31.13, 29.98)) < 20.0
+
+
+def test_a_dem_tile_given_as_geoid_is_refused(shared_data: Path) -> None:
+    with pytest.raises(DemError, match=r"N44E005\.hgt: data type int16.*is this a DEM"):
+        Geoid.open(shared_data / "ventoux" / "srtm" / "N44E005.hgt")
+    with pytest.raises(DemError, match=r"N29E031_KHEOPS\.tif: data type int16"):
+        Dem.open(shared_data / "ventoux" / "srtm" / "N44E005.hgt",
+                 geoid=shared_data / "gizeh" / "srtm_dir" / "N29E031_KHEOPS.tif")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import struct
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyproj
@@ -40,6 +41,11 @@ def plane_tile(lat_s: int, lon_w: int, n: int = 11) -> NDArray[np.int16]:
     lat = lat_s + 1 - step * np.arange(n)[:, None]
     lon = lon_w + step * np.arange(n)[None, :]
     return np.rint(100 * lon + 10 * lat).astype(np.int16)
+
+
+def open_as_stored(source: Path | list[Path], **options: Any) -> Dem:
+    """Dem.open of test tiles whose values are test planes, not SRTM heights: read as stored."""
+    return Dem.open(source, vertical_datum="ellipsoid", **options)
 
 
 def write_gtx(path: Path, grid_south_up: NDArray[np.float32], lat0: float, lon0: float,
@@ -240,7 +246,7 @@ def test_projected_dem_samples_through_pyproj() -> None:
 def test_hgt_tiles_mosaic_into_one_continuous_plane(tmp_path: Path) -> None:
     for lat_s, lon_w in ((44, 5), (44, 6), (45, 5), (45, 6)):
         write_hgt(tmp_path, f"N{lat_s:02d}E{lon_w:03d}", plane_tile(lat_s, lon_w))
-    dem = Dem.open(tmp_path)
+    dem = open_as_stored(tmp_path)
     assert dem.heights_m.shape == (21, 21) and dem.gap_mask is None
     assert dem.source == str(tmp_path)
     assert dem.bounds_lonlat == pytest.approx((4.95, 43.95, 7.05, 46.05))
@@ -254,8 +260,8 @@ def test_hgt_tiles_mosaic_into_one_continuous_plane(tmp_path: Path) -> None:
 def test_bounds_lonlat_reads_only_the_area_plus_margin(tmp_path: Path) -> None:
     for lat_s, lon_w in ((44, 5), (44, 6)):
         write_hgt(tmp_path, f"N{lat_s:02d}E{lon_w:03d}", plane_tile(lat_s, lon_w))
-    full = Dem.open(tmp_path)
-    part = Dem.open(tmp_path, bounds_lonlat=(5.42, 44.31, 5.58, 44.49))
+    full = open_as_stored(tmp_path)
+    part = open_as_stored(tmp_path, bounds_lonlat=(5.42, 44.31, 5.58, 44.49))
     # stencil nodes 44.3..44.5 and 5.4..5.6 (3 each), plus 2 margin nodes each side
     assert part.heights_m.shape == (3 + 2 * 2, 3 + 2 * 2)
     assert part.bounds_lonlat == pytest.approx((5.15, 44.05, 5.85, 44.75))
@@ -267,27 +273,27 @@ def test_bounds_lonlat_reads_only_the_area_plus_margin(tmp_path: Path) -> None:
 def test_pad_is_read_where_the_dem_has_it_and_never_required(tmp_path: Path) -> None:
     write_hgt(tmp_path, "N44E005", plane_tile(44, 5))
     # a footprint near the tile's east edge: its pad reaches beyond the tile
-    dem = Dem.open(tmp_path, bounds_lonlat=(5.80, 44.40, 5.95, 44.50), pad_deg=0.3)
+    dem = open_as_stored(tmp_path, bounds_lonlat=(5.80, 44.40, 5.95, 44.50), pad_deg=0.3)
     west, south, east, north = dem.bounds_lonlat
     # padded to 5.5 W (less 2 margin nodes of 0.1 deg), clipped to the tile's edges elsewhere
     assert (west, south, east, north) == pytest.approx((5.25, 43.95, 6.05, 45.05))
     # the footprint itself must still be covered
     with pytest.raises(DemCoverageError, match="does not cover"):
-        Dem.open(tmp_path, bounds_lonlat=(5.80, 44.40, 6.20, 44.50), pad_deg=0.3)
+        open_as_stored(tmp_path, bounds_lonlat=(5.80, 44.40, 6.20, 44.50), pad_deg=0.3)
     # ... unless the box only says what to read
-    partial = Dem.open(tmp_path, bounds_lonlat=(5.80, 44.40, 6.20, 44.50), require_bounds=False)
+    partial = open_as_stored(tmp_path, bounds_lonlat=(5.80, 44.40, 6.20, 44.50), require_bounds=False)
     assert partial.bounds_lonlat[2] == pytest.approx(6.05)
     with pytest.raises(DemCoverageError, match="does not cover"):
         partial.heights(6.1, 44.45)
     with pytest.raises(DemError, match="pad_deg"):
-        Dem.open(tmp_path, bounds_lonlat=(5.80, 44.40, 5.95, 44.50), pad_deg=-1.0)
+        open_as_stored(tmp_path, bounds_lonlat=(5.80, 44.40, 5.95, 44.50), pad_deg=-1.0)
 
 
 def test_tiles_across_the_antimeridian_mosaic_side_by_side(tmp_path: Path) -> None:
     west = write_hgt(tmp_path, "N10W180", np.full((11, 11), 2, np.int16))
     east = write_hgt(tmp_path, "N10E179", np.full((11, 11), 1, np.int16))
     # both tiles hold the node column on the antimeridian; the later one wins
-    dem = Dem.open([east, west])
+    dem = open_as_stored([east, west])
     assert dem.heights_m.shape == (11, 21)
     np.testing.assert_array_equal(dem.heights([179.5, -179.5, 180.5, 180.0], [10.5] * 4),
                                   [1.0, 2.0, 2.0, 2.0])
@@ -296,7 +302,7 @@ def test_tiles_across_the_antimeridian_mosaic_side_by_side(tmp_path: Path) -> No
 def test_missing_tile_is_a_gap_not_a_hole(tmp_path: Path) -> None:
     for lat, lon in ((44, 5), (44, 6), (45, 5)):  # N45E006 missing
         write_hgt(tmp_path, f"N{lat:02d}E{lon:03d}", plane_tile(lat, lon))
-    dem = Dem.open(tmp_path)
+    dem = open_as_stored(tmp_path)
     assert dem.holes_filled == 0 and dem.gap_mask is not None
     assert dem.heights(5.5, 45.5) == pytest.approx(100 * 5.5 + 10 * 45.5)
     with pytest.raises(DemCoverageError, match=r"does not cover lon \[6\.500000"):
@@ -304,18 +310,18 @@ def test_missing_tile_is_a_gap_not_a_hole(tmp_path: Path) -> None:
     with pytest.raises(DemCoverageError, match=r"no tile for part of the area"):
         dem.min_max(5.8, 45.2, 6.2, 45.4)
     with pytest.raises(DemCoverageError, match=r"lon \[6\.2, 6\.8\], lat \[45\.2, 45\.8\]"):
-        Dem.open(tmp_path, bounds_lonlat=(6.2, 45.2, 6.8, 45.8))
+        open_as_stored(tmp_path, bounds_lonlat=(6.2, 45.2, 6.8, 45.8))
 
 
 def test_hgt_voids_are_filled_and_counted(tmp_path: Path) -> None:
     tile = plane_tile(44, 5)
     tile[3:6, 4:7] = -32768  # nodes lat 44.7..44.5, lon 5.4..5.6
     path = write_hgt(tmp_path, "N44E005", tile)
-    dem = Dem.open(path)
+    dem = open_as_stored(path)
     assert dem.holes_filled == 9 and dem.holes_left == 0
     assert dem.heights(5.53, 44.61) == pytest.approx(100 * 5.53 + 10 * 44.61, abs=1e-3)
     with pytest.raises(DemError, match="nodata hole"):
-        Dem.open(path, fill_holes=False).heights(5.53, 44.61)
+        open_as_stored(path, fill_holes=False).heights(5.53, 44.61)
 
 
 def test_geotiff_and_hgt_tiles_mosaic_together(tmp_path: Path) -> None:
@@ -326,7 +332,7 @@ def test_geotiff_and_hgt_tiles_mosaic_together(tmp_path: Path) -> None:
                        transform=rasterio.Affine(step, 0, 6 - step / 2, 0, -step,
                                                  45 + step / 2)) as ds:
         ds.write(plane_tile(44, 6), 1)
-    dem = Dem.open([tmp_path / "N44E005.hgt", tmp_path / "east.tif"])
+    dem = open_as_stored([tmp_path / "N44E005.hgt", tmp_path / "east.tif"])
     assert dem.heights_m.shape == (11, 21)
     assert dem.heights(6.55, 44.45) == pytest.approx(100 * 6.55 + 10 * 44.45, abs=1e-3)
 
@@ -338,25 +344,25 @@ def test_mixed_crs_is_refused_naming_both_files(tmp_path: Path) -> None:
                        transform=rasterio.Affine(30, 0, 600000, 0, -30, 4900000)) as ds:
         ds.write(np.zeros((4, 4), np.float32), 1)
     with pytest.raises(DemError, match=r"N44E005\.hgt is EPSG:4326.*utm\.tif is EPSG:32631"):
-        Dem.open(tmp_path)
+        open_as_stored(tmp_path)
 
 
 def test_file_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(RasterReadError, match="nope.tif"):
-        Dem.open(tmp_path / "nope.tif")
+        open_as_stored(tmp_path / "nope.tif")
     with pytest.raises(RasterReadError, match="no DEM tiles in folder"):
-        Dem.open(tmp_path)
+        open_as_stored(tmp_path)
     (tmp_path / "N44E005.hgt").write_bytes(b"\x00" * 1000)
     with pytest.raises(DemError, match=r"N44E005\.hgt: 1000 bytes"):
-        Dem.open(tmp_path / "N44E005.hgt")
+        open_as_stored(tmp_path / "N44E005.hgt")
     bad_name = write_hgt(tmp_path, "somewhere", plane_tile(44, 5))
     with pytest.raises(DemError, match="somewhere.hgt"):
-        Dem.open(bad_name)
+        open_as_stored(bad_name)
     (tmp_path / "junk.tif").write_bytes(b"not a tiff")
     with pytest.raises(RasterReadError, match="junk.tif"):
-        Dem.open(tmp_path / "junk.tif")
+        open_as_stored(tmp_path / "junk.tif")
     with pytest.raises(DemError, match="empty list"):
-        Dem.open([])
+        open_as_stored([])
 
 
 def test_ungeoreferenced_tiff_is_refused(tmp_path: Path) -> None:
@@ -366,7 +372,7 @@ def test_ungeoreferenced_tiff_is_refused(tmp_path: Path) -> None:
                            count=1, dtype="float32") as ds:
             ds.write(np.zeros((3, 3), np.float32), 1)
     with pytest.raises(DemError, match=r"plain\.tif has no CRS"):
-        Dem.open(tmp_path / "plain.tif")
+        open_as_stored(tmp_path / "plain.tif")
 
 
 def test_bad_array_inputs_are_refused() -> None:
@@ -381,7 +387,7 @@ def test_bad_array_inputs_are_refused() -> None:
 def test_all_nodata_is_refused(tmp_path: Path) -> None:
     path = write_hgt(tmp_path, "N44E005", np.full((11, 11), -32768, np.int16))
     with pytest.raises(DemError, match="only nodata"):
-        Dem.open(path)
+        open_as_stored(path)
 
 
 # ---------------------------------------------------------------- geoid
@@ -425,13 +431,13 @@ def test_regional_geotiff_geoid_and_its_coverage(tmp_path: Path) -> None:
     values = np.arange(20, dtype=np.float32).reshape(4, 5)  # north row first
     with rasterio.open(tmp_path / "g.tif", "w", driver="GTiff", height=4, width=5, count=1,
                        dtype="float32", crs="EPSG:4326",
-                       transform=rasterio.Affine(0.25, 0, 4.875, 0, -0.25, 45.125)) as ds:
+                       transform=rasterio.Affine(0.5, 0, 4.75, 0, -0.5, 45.25)) as ds:
         ds.write(values, 1)
     geoid = Geoid.open(tmp_path / "g.tif")
     assert not geoid.periodic
-    assert geoid.undulation(5.0, 45.0) == 0.0 and geoid.undulation(5.5, 44.5) == 12.0
-    with pytest.raises(DemCoverageError, match=r"g\.tif.*lon \[7\.000000"):
-        geoid.undulation(7.0, 44.5)
+    assert geoid.undulation(5.0, 45.0) == 0.0 and geoid.undulation(6.0, 44.0) == 12.0
+    with pytest.raises(DemCoverageError, match=r"g\.tif.*lon \[7\.500000"):
+        geoid.undulation(7.5, 44.0)
 
 
 def test_gtx_nodata_is_exactly_minus_88_8888(tmp_path: Path) -> None:
