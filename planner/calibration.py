@@ -16,7 +16,6 @@ their JSON output into a new table.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -25,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from planner.catalog import read_data_file
-from planner.errors import CatalogError
+from planner.config_loader import parse_json, short
+from planner.errors import CatalogError, ConfigError
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +74,8 @@ def calibration_from_dict(doc: Mapping[str, Any], source: str = "<dict>") -> Cal
                for name, p in doc["operations"].items()}
         speed = {k: float(v) for k, v in doc["family_speed"].items() if k != "note"}
         ref = str(doc["reference_family"])
-    except (KeyError, TypeError) as exc:
-        raise CatalogError(f"calibration {source}: malformed ({exc!r}); expected keys "
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise CatalogError(f"calibration {source}: malformed ({short(exc)}); expected keys "
                            "reference_family, operations, family_speed") from exc
     return Calibration(ref, ops, speed, str(doc.get("status", "provisional")),
                        str(doc.get("note", "")))
@@ -98,7 +98,13 @@ def calibration_to_dict(cal: Calibration) -> dict[str, Any]:
 def load_calibration(path: str | Path | None = None) -> Calibration:
     """The shipped calibration table, or the JSON file at ``path``."""
     text, source = read_data_file("calibration.json", path, "calibration")
-    return calibration_from_dict(json.loads(text), source)
+    try:
+        doc = parse_json(text, f"calibration {source!r}")
+    except ConfigError as exc:
+        raise CatalogError(str(exc)) from exc
+    if not isinstance(doc, Mapping):
+        raise CatalogError(f"calibration {source!r} holds {short(doc)}, expected a JSON object")
+    return calibration_from_dict(doc, source)
 
 
 def rebuild_calibration(

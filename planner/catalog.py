@@ -14,7 +14,6 @@ taking ``p`` at the middle of the band.
 from __future__ import annotations
 
 import difflib
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -22,7 +21,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
-from planner.errors import CatalogError
+from planner.config_loader import parse_json, read_text, short
+from planner.errors import CatalogError, ConfigError
 
 HOURS_PER_MONTH = 730.0
 MARKETS = ("spot", "on-demand")
@@ -214,19 +214,27 @@ def read_data_file(shipped: str, path: str | Path | None, what: str) -> tuple[st
         return (resources.files("planner").joinpath(f"data/{shipped}").read_text(),
                 f"planner/data/{shipped}")
     try:
-        return Path(path).read_text(), str(path)
-    except OSError as exc:
-        raise CatalogError(f"{what} {str(path)!r} cannot be read: {exc}") from exc
+        return read_text(path, what), str(path)
+    except ConfigError as exc:  # unreadable, not UTF-8, too large
+        raise CatalogError(str(exc)) from exc
 
 
 def load_catalog(path: str | Path | None = None) -> PriceCatalog:
     """The shipped catalog, or the JSON file at ``path``."""
     text, source = read_data_file("aws_catalog.json", path, "price catalog")
     try:
-        doc = json.loads(text)
-    except ValueError as exc:
-        raise CatalogError(f"price catalog {source!r} is not valid JSON: {exc}") from exc
-    return catalog_from_dict(doc, source)
+        doc = parse_json(text, f"price catalog {source!r}")
+    except ConfigError as exc:
+        raise CatalogError(str(exc)) from exc
+    if not isinstance(doc, Mapping):
+        raise CatalogError(f"price catalog {source!r} holds {short(doc)}, expected a JSON object")
+    try:
+        return catalog_from_dict(doc, source)
+    except CatalogError:
+        raise
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise CatalogError(f"price catalog {source!r} is malformed ({short(exc)}); expected the "
+                           "structure of planner/data/aws_catalog.json") from exc
 
 
 @dataclass(frozen=True, slots=True)

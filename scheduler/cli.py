@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import os
+import re
 import sys
 import tempfile
 import traceback
@@ -32,6 +33,7 @@ INTERNAL_EXIT = 70
 #: Longest user-error message printed, in characters.
 MAX_MESSAGE_CHARS = 2000
 REPORT_TO = "the eochain issue tracker (the repository's Issues page)"
+_LONG_WORD = re.compile(r"\S{240,}")
 
 #: name -> "module:attribute" of a click command.
 COMMANDS: dict[str, str] = {
@@ -96,7 +98,7 @@ class InternalError(click.ClickException):
 def _write_log(exc: BaseException, argv: list[str]) -> Path | None:
     text = (f"eochain {_version()} {' '.join(argv)}\n"
             + "".join(traceback.format_exception(exc)))
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     name = f"eochain-{stamp}-{os.getpid()}.log"
     for folder in (log_dir(), Path(tempfile.gettempdir())):
         try:
@@ -110,7 +112,9 @@ def _write_log(exc: BaseException, argv: list[str]) -> Path | None:
 
 
 def _short(message: str) -> str:
-    message = message.strip() or "(no message)"
+    """``message`` with every very long word cut (a pasted value), at most MAX_MESSAGE_CHARS."""
+    message = _LONG_WORD.sub(lambda m: f"{m.group()[:60]}...({len(m.group())} chars)",
+                             message.strip()) or "(no message)"
     if len(message) > MAX_MESSAGE_CHARS:
         message = message[:MAX_MESSAGE_CHARS - 3] + "..."
     return message
@@ -137,7 +141,10 @@ class LazyGroup(click.Group):
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+        except click.exceptions.ClickException as exc:
+            exc.message = _short(exc.message)
+            raise
+        except (click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as exc:
             raise classify(exc, sys.argv[1:]) from exc
