@@ -12,6 +12,7 @@ node joins / leaves          ``node_added(node_id, instance_type, market, price_
                              ``node_removed(node_id)``
 spot node interrupted        ``interrupted(instance_type)`` (the dispatcher's departure
                              cause, :mod:`scheduler.runtime.departures`)
+planned fleet known          ``declare_fleet(pairs)``: spot series at zero
 spot capacity gone           ``fallback(instance_type, "spot", "on-demand")``
 task submitted               ``task_started(op, instance_type)``
 ``TaskStatus`` read          ``task_finished(op, instance_type, status.runtime_s, ok=...)``
@@ -51,7 +52,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -350,6 +351,20 @@ class CampaignMetrics:
             if interrupted:
                 self._interruptions.labels(self.campaign, node.instance_type).inc()
             self.tick()
+
+    def declare_fleet(self, nodes: Iterable[tuple[str, str]]) -> None:
+        """Create the planned fleet's spot series at zero: interruptions and spot fallbacks.
+
+        ``nodes`` are (instance type, market) pairs. Without this, the spot and
+        fallback panels stay empty until the first event, and ``increase()``
+        misses that event.
+        """
+        with self._lock:
+            for instance_type, market in nodes:
+                if market == "spot":
+                    self._interruptions.labels(self.campaign, instance_type).inc(0)
+                    self._fallbacks.labels(self.campaign, instance_type, "spot",
+                                           "on-demand").inc(0)
 
     def interrupted(self, instance_type: str) -> None:
         """A spot node of ``instance_type`` was interrupted (the runtime decides the cause)."""

@@ -43,6 +43,7 @@ from scheduler.metrics import (
     node_type,
     op_name,
 )
+from scheduler.metrics_targets import registered_target
 
 DEFAULT_NODE_TYPE = ("local", "on-demand")
 
@@ -62,6 +63,39 @@ def prices_from_plan(plan: Mapping[str, Any]) -> dict[tuple[str, str], float]:
     except (KeyError, TypeError, ValueError) as exc:
         raise MetricsError(f"plan.json fleet: {exc!r}; expected instance_type, market and "
                            "price_usd_per_h in every entry") from exc
+
+
+#: Ray internal KV key under which a driver publishes its campaign's name, per Ray job.
+CAMPAIGN_KEY = "eochain:campaign:{job_id}"
+
+
+def publish_campaign_name(campaign: str) -> None:
+    """Publish ``campaign`` for the actors of this Ray job (their metrics' ``campaign`` label).
+
+    Ray's internal KV (a developer API, wrapped here once) holds one key per
+    job, so campaigns sharing a cluster keep their own names.
+    """
+    import ray
+    from ray.experimental import internal_kv
+
+    if not ray.is_initialized():
+        return
+    job_id = ray.get_runtime_context().get_job_id()
+    internal_kv._internal_kv_put(CAMPAIGN_KEY.format(job_id=job_id), campaign.encode(),
+                                 overwrite=True)
+
+
+def published_campaign_name() -> str:
+    """The campaign name the driver of this Ray job published, or "" when none."""
+    import ray
+    from ray.experimental import internal_kv
+
+    try:
+        job_id = ray.get_runtime_context().get_job_id()
+        value = internal_kv._internal_kv_get(CAMPAIGN_KEY.format(job_id=job_id))
+    except Exception:  # noqa: BLE001 - the label is optional: metrics go on without it
+        return ""
+    return value.decode(errors="replace") if value else ""
 
 
 def node_type_of(resources: Mapping[str, float] | set[str] | frozenset[str]
@@ -229,6 +263,9 @@ def observe_campaign(
     ``plan`` (a ``plan.json`` document) gives the planned cost, makespan,
     deadline and the fleet's prices. With ``on_ray`` a :class:`RayFleetWatcher`
     reports the connected cluster's nodes (call it after Ray is connected).
+    While it runs, the exporter is listed for Prometheus in the file_sd
+    directory (:mod:`scheduler.metrics_targets`) and, on Ray, the campaign's
+    name is published for the actors' metrics (:func:`publish_campaign_name`).
     When the block ends the cost report goes to ``report_dir``
     (``cost-report.txt``, ``cost-report.png``, ``cost-ledger.json``) and its
     table to ``echo`` (e.g. ``click.echo``).
@@ -237,7 +274,11 @@ def observe_campaign(
     if plan is not None:
         metrics.set_plan(PlanTargets.from_plan(plan))
     prices = prices_from_plan(plan) if plan is not None else {}
-    with MetricsExporter(metrics, host=host, port=port) as exporter:
+    metrics.declare_fleet(prices)
+    with (MetricsExporter(metrics, host=host, port=port) as exporter,
+          registered_target(campaign, host, exporter.port)):
+        if on_ray:
+            publish_campaign_name(campaign)
         watcher = RayFleetWatcher(metrics, prices).start() if on_ray else None
         try:
             yield Observation(metrics, exporter)

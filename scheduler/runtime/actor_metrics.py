@@ -9,9 +9,14 @@ Prometheus that scrapes the Ray nodes sees the work of each node even when
 the driver is gone. Ray prefixes every name with ``ray_`` and adds its own
 labels (``WorkerId``, ``NodeAddress``, ``SessionName``, ...)::
 
-    ray_eochain_actor_tasks_total{op, instance_type, outcome}       counter
-    ray_eochain_actor_task_duration_seconds{op, instance_type}      histogram
-    ray_eochain_actor_peak_memory_bytes{instance_type}              gauge, per worker
+    ray_eochain_actor_tasks_total{campaign, op, instance_type, outcome}   counter
+    ray_eochain_actor_task_duration_seconds{campaign, op, instance_type}  histogram
+    ray_eochain_actor_peak_memory_bytes{campaign, instance_type}         gauge, per worker
+
+``campaign`` is the name the driver published for its Ray job
+(:func:`scheduler.metrics_hooks.publish_campaign_name`, read once per actor
+with :func:`scheduler.metrics_hooks.published_campaign_name`; empty when the
+driver published none).
 
 ``op`` is :func:`~scheduler.metrics.op_name` of the task's function,
 ``outcome`` is ``ok`` or ``failed`` (an application failure), and
@@ -36,7 +41,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from scheduler.metrics import DURATION_BUCKETS_S, op_name
-from scheduler.metrics_hooks import node_type_of
+from scheduler.metrics_hooks import node_type_of, published_campaign_name
 
 #: Set to ``0`` (or ``false``/``no``/``off``) in the actors' environment to disable their metrics.
 ACTOR_METRICS_ENV = "EOCHAIN_ACTOR_METRICS"
@@ -54,21 +59,22 @@ def actor_metrics_enabled(environ: Mapping[str, str] = os.environ) -> bool:
 class ActorMetrics:
     """One actor's Ray metrics; :meth:`record` is called once per task it ran."""
 
-    def __init__(self, instance_type: str) -> None:
+    def __init__(self, instance_type: str, campaign: str = "") -> None:
         from ray.util.metrics import Counter, Gauge, Histogram
 
         self.instance_type = instance_type
+        self.campaign = campaign
         self.tasks = Counter(
-            TASKS_METRIC, "Tasks run by the actors, by operation, instance type and outcome.",
-            tag_keys=("op", "instance_type", "outcome"))
+            TASKS_METRIC, "Tasks run by the actors, by campaign, operation, instance type and "
+            "outcome.", tag_keys=("campaign", "op", "instance_type", "outcome"))
         self.duration = Histogram(
             DURATION_METRIC, "Run time of a task's function in the actor, in seconds.",
             boundaries=[b for b in DURATION_BUCKETS_S if math.isfinite(b)],
-            tag_keys=("op", "instance_type"))
+            tag_keys=("campaign", "op", "instance_type"))
         self.peak_memory = Gauge(
             PEAK_MEMORY_METRIC, "Peak resident memory of an actor's worker process, in bytes.",
-            tag_keys=("instance_type",))
-        self._memory_tags = {"instance_type": instance_type}
+            tag_keys=("campaign", "instance_type"))
+        self._memory_tags = {"campaign": campaign, "instance_type": instance_type}
         self._last_peak_bytes = -1
         #: function name -> (tags of the ok counter, of the failed counter, of the histogram)
         self._tags: dict[str, tuple[dict[str, str], dict[str, str], dict[str, str]]] = {}
@@ -79,7 +85,7 @@ class ActorMetrics:
         if not actor_metrics_enabled():
             return None
         try:
-            return cls(node_type_of(node_resources(node_id))[0])
+            return cls(node_type_of(node_resources(node_id))[0], published_campaign_name())
         except Exception:  # noqa: BLE001 - metrics are optional: the actor runs without them
             return None
 
@@ -89,10 +95,9 @@ class ActorMetrics:
         tags = self._tags.get(name)
         if tags is None:
             op = op_name(fn)
-            tags = self._tags[name] = (
-                {"op": op, "instance_type": self.instance_type, "outcome": "ok"},
-                {"op": op, "instance_type": self.instance_type, "outcome": "failed"},
-                {"op": op, "instance_type": self.instance_type})
+            base = {"campaign": self.campaign, "op": op, "instance_type": self.instance_type}
+            tags = self._tags[name] = ({**base, "outcome": "ok"}, {**base, "outcome": "failed"},
+                                       base)
         self.tasks.inc(1.0, tags[0] if ok else tags[1])
         self.duration.observe(runtime_s, tags[2])
         if peak_memory_bytes > self._last_peak_bytes:

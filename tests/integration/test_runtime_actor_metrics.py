@@ -25,6 +25,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from scheduler.metrics_hooks import publish_campaign_name
 from scheduler.runtime.cluster import use_loopback
 from scheduler.runtime.dispatch import Dispatcher, DispatchOptions
 from scheduler.runtime.state import Task, TaskGraph
@@ -32,6 +33,7 @@ from scheduler.runtime.state import Task, TaskGraph
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ITYPE = "c7g.large"
+CAMPAIGN = "actors-it"
 DEADLINE_S = 60.0
 #: The labels Ray adds to every sample of a custom metric, in CamelCase.
 RAY_LABEL = re.compile(r'\b(Component|NodeAddress|SessionName|Version|WorkerId)(=")')
@@ -62,7 +64,7 @@ def _scrape(url: str) -> str:
 
 def _sums(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     """eochain samples summed over Ray's own labels (worker, session, ...), by name and labels."""
-    ours = {"op", "instance_type", "outcome", "le"}
+    ours = {"campaign", "op", "instance_type", "outcome", "le"}
     sums: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
@@ -108,6 +110,7 @@ def test_actors_export_task_counts_durations_and_memory(ray_local: str) -> None:
     tasks = [Task(f"s{k}", source) for k in range(3)]
     tasks += [Task(f"d{k}", double, (f"s{k}",)) for k in range(3)]
     tasks += [Task("t", total, ("d0", "d1", "d2")), Task("b", boom)]
+    publish_campaign_name(CAMPAIGN)  # as observe_campaign does for a run
     report = Dispatcher(DispatchOptions()).run(TaskGraph.build(tasks))
     assert [f.key for f in report.failures] == ["b"], report.failures
     assert report.results["t"] == 6
@@ -117,7 +120,8 @@ def test_actors_export_task_counts_durations_and_memory(ray_local: str) -> None:
     def matches(sums: dict[tuple[str, frozenset[tuple[str, str]]], float]) -> bool:
         for outcome, want in (("ok", ok), ("failed", failed)):
             for op, n in want.items():
-                labels = frozenset({"op": op, "instance_type": ITYPE, "outcome": outcome}.items())
+                labels = frozenset({"campaign": CAMPAIGN, "op": op, "instance_type": ITYPE,
+                                    "outcome": outcome}.items())
                 if sums.get(("ray_eochain_actor_tasks_total", labels)) != n:
                     return False
         return True
@@ -133,7 +137,7 @@ def test_actors_export_task_counts_durations_and_memory(ray_local: str) -> None:
     assert sum(counted.values()) == len(tasks)  # nothing else, no other instance type
 
     for op, n in (ok + failed).items():
-        series = frozenset({"op": op, "instance_type": ITYPE}.items())
+        series = frozenset({"campaign": CAMPAIGN, "op": op, "instance_type": ITYPE}.items())
         assert sums.get(("ray_eochain_actor_task_duration_seconds_count", series)) == n, op
         total_s = sums.get(("ray_eochain_actor_task_duration_seconds_sum", series))
         assert total_s is not None and 0 < total_s < 60, (op, total_s)
@@ -142,7 +146,7 @@ def test_actors_export_task_counts_durations_and_memory(ray_local: str) -> None:
 
     memory = [s.value for f in text_string_to_metric_families(text) for s in f.samples
               if s.name == "ray_eochain_actor_peak_memory_bytes"
-              and s.labels.get("instance_type") == ITYPE]
+              and s.labels.get("instance_type") == ITYPE and s.labels.get("campaign") == CAMPAIGN]
     # one gauge per worker process that ran a task; a Python worker holds tens of MiB
     assert memory and all(v >= 16 * 2**20 for v in memory), memory
 
