@@ -6,9 +6,9 @@ is shipped with the package and states its date and sources; an adapter
 :func:`refresh_catalog` merges them here, so this module never calls a cloud.
 
 Spot risk comes from the Spot Instance Advisor's frequency-of-interruption
-band: the share ``p`` of instances reclaimed over the trailing month. Read as
-a constant hazard, an instance is interrupted at ``-ln(1 - p) / 730`` per hour,
-taking ``p`` at the middle of the band.
+band, taken at its middle; :mod:`planner.spot` derives the per-instance hazard
+and the pool model from it (``spot_model`` in the JSON), and
+:mod:`planner.overheads` prices the cluster around the workers (``overheads``).
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from typing import Any, Protocol
 
 from planner.config_loader import parse_json, read_text, short
 from planner.errors import CatalogError, ConfigError
+from planner.overheads import Overheads, overheads_from_dict
+from planner.spot import SpotModel, spot_model_from_dict
 
-HOURS_PER_MONTH = 730.0
 MARKETS = ("spot", "on-demand")
 
 
@@ -78,6 +79,8 @@ class PriceCatalog:
     inter_region_usd_per_gb: Mapping[str, float]
     status: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
+    spot_model: SpotModel = field(default_factory=SpotModel)
+    overheads: Overheads = field(default_factory=Overheads)
 
     @property
     def regions(self) -> tuple[str, ...]:
@@ -104,7 +107,16 @@ class PriceCatalog:
         if band not in self.band_fraction:
             raise CatalogError(
                 f"interruption band {band!r} unknown, expected one of {sorted(self.band_fraction)}")
-        return -math.log(1.0 - self.band_fraction[band]) / HOURS_PER_MONTH
+        return self.spot_model.hazard_per_h(self.band_fraction[band])
+
+    def head_usd_per_h(self, region: str) -> float:
+        """The head node's on-demand price in ``region`` (see :mod:`planner.overheads`)."""
+        name = self.overheads.head_node_type
+        table = self._region(region)
+        if name not in table:
+            raise CatalogError(f"overheads.head_node_type {name!r} has no price in {region!r}; "
+                               f"expected one of {', '.join(sorted(table))}")
+        return table[name].on_demand_usd_per_h
 
     def offers(
         self,
@@ -184,6 +196,8 @@ def catalog_from_dict(doc: Mapping[str, Any], source: str = "<dict>") -> PriceCa
         internet_egress_usd_per_gb=dict(transfer["internet_egress_usd_per_gb"]),
         inter_region_usd_per_gb=dict(transfer["inter_region_usd_per_gb"]),
         status=str(doc.get("status", "")),
+        spot_model=spot_model_from_dict(doc.get("spot_model"), source),
+        overheads=overheads_from_dict(doc.get("overheads"), source),
     )
 
 
@@ -205,6 +219,9 @@ def catalog_to_dict(catalog: PriceCatalog) -> dict[str, Any]:
         "transfer": {"internet_egress_usd_per_gb": dict(catalog.internet_egress_usd_per_gb),
                      "inter_region_usd_per_gb": dict(catalog.inter_region_usd_per_gb),
                      "same_region_usd_per_gb": 0.0},
+        "spot_model": {k: getattr(catalog.spot_model, k)
+                       for k in SpotModel.__dataclass_fields__},
+        "overheads": {k: getattr(catalog.overheads, k) for k in Overheads.__dataclass_fields__},
     }
 
 

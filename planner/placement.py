@@ -28,6 +28,8 @@ sweeps ``T``, which keeps the model linear)::
                 y_so = 0 if k_so = 0 or e_so > T - d      memory; a task fits the window
                 N_o <= max_instances_per_type             spot capacity / type limit
                 sum_{o in r, market} v_o N_o <= quota     account vCPU quota per region
+                N_o <= cap z_r(o),  sum_r z_r = 1,       one region per plan: a cluster
+                z_r binary                               (and its VPC) lives in one region
                 [sum cost <= budget]                      when a budget is set
     and T >= critical_path + d, checked before solving (the DAG's longest
     chain, each task on the fastest allowed family).
@@ -225,6 +227,16 @@ def _build(problem: PlacementProblem, makespan_h: float, *, integer: bool,
             + pulp.lpSum(o.price_usd_per_h * startup_h * n[j]
                          for j, o in enumerate(problem.offers)))
     prob += cost
+    regions = sorted({o.region for o in problem.offers})
+    if len(regions) > 1:
+        z = {r: prob.add_variable(f"z_{k}", 0, 1, cat="Integer" if integer else "Continuous")
+             for k, r in enumerate(regions)}
+        prob += pulp.lpSum(z.values()) == 1, "one_region"
+        big = problem.max_instances_per_type
+        if "instances" in relax:
+            big = max(big, sum(s.n_tasks for s in problem.stages))
+        for j, o in enumerate(problem.offers):
+            prob += n[j] <= big * z[o.region], f"region_{j}"
     for i, stage in enumerate(problem.stages):
         prob += (pulp.lpSum(v for (si, _), v in y.items() if si == i) == stage.n_tasks,
                  f"placed_{i}")
@@ -326,6 +338,11 @@ def _plan(problem: PlacementProblem, model: _Model, makespan_h: float, relaxed_c
           solver: str) -> PlacementPlan:
     startup_h = problem.startup_s / 3600
     counts = _round_tasks(problem, model)
+    used_vcpus: dict[tuple[str, str], int] = {}
+    for j, offer in enumerate(problem.offers):
+        key = (offer.region, offer.market)
+        used_vcpus[key] = used_vcpus.get(key, 0) + offer.instance.vcpus * round(
+            model.n[j].value() or 0.0)
     fleet = []
     compute = transfer = startup = interruptions = 0.0
     finish_h = 0.0
@@ -346,7 +363,12 @@ def _plan(problem: PlacementProblem, model: _Model, makespan_h: float, relaxed_c
         if tasks:
             # Rounding tasks may overfill an offer by one task: add an instance if allowed.
             need = math.ceil(busy / max(makespan_h - startup_h, 1e-9) - 1e-9)
-            if need > count and need <= problem.max_instances_per_type:
+            key = (offer.region, offer.market)
+            quota = problem.vcpu_quota.get(offer.market)
+            extra_vcpus = (need - count) * offer.instance.vcpus
+            if need > count and need <= problem.max_instances_per_type and (
+                    quota is None or used_vcpus[key] + extra_vcpus <= quota):
+                used_vcpus[key] += extra_vcpus
                 count = need
             fleet.append(FleetEntry(offer, count, tasks, busy))
             startup += count * startup_h * offer.price_usd_per_h

@@ -6,15 +6,23 @@
 2. ``order``: depth-first priorities (:mod:`planner.order`);
 3. ``problem``: per-stage summary, offers, critical path (:mod:`planner.frontier`);
 4. ``frontier``: the cost/makespan Pareto frontier (:mod:`planner.placement` MILPs);
-5. ``simulate``: every frontier plan within the limits is screened with a
-   few seeded runs of :mod:`planner.simulator`; among those meeting the
-   deadline in at least ``target_hit_rate`` of the runs (and the budget), the
-   objective's best by *simulated* figures is chosen (mean cost, p95
-   makespan, or the weighted sum); when none qualifies, the one with the best
-   hit rate is. The chosen plan is then simulated ``simulate_runs`` times for
-   the risk report.
+5. ``simulate`` (simulation in the loop): every frontier plan within the
+   limits is screened with a few seeded runs of :mod:`planner.simulator`
+   (precedence, idle time, correlated spot reclaims and capacity outages,
+   lost intermediates, a runtime error of +/- ``runtime_error`` on the
+   calibration, and every overhead of :mod:`planner.overheads`); among those
+   meeting the deadline in at least ``target_hit_rate`` of the runs and the
+   budget by their *mean simulated* cost, the objective's best by simulated
+   figures is chosen (mean cost, p95 makespan, or the weighted sum), on one
+   zone or spread over ``SPREAD_ZONES`` zones, whichever scores better (the
+   spread pays inter-zone traffic and gets independent spot pools). When
+   none qualifies the planner refuses, naming the closest plan: a plan never
+   exceeds its budget or misses its deadline silently. The chosen plan is
+   then simulated ``simulate_runs`` times on fresh seeds for the report.
 
-The result converts to the ``plan.json`` document the runtime reads.
+The plan's headline cost and makespan are the simulated ones (mean cost,
+p95 makespan); the LP's own figures are kept beside them under ``lp``. The
+result converts to the ``plan.json`` document the runtime reads.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ import networkx as nx
 from planner.calibration import Calibration
 from planner.campaign import Campaign, validate_against_catalog
 from planner.catalog import PriceCatalog
-from planner.errors import CampaignError
+from planner.errors import CampaignError, InfeasiblePlanError
 from planner.estimate import campaign_dag
 from planner.frontier import Frontier, build_problem, choose_plan, pareto_frontier
 from planner.order import depth_first_order
@@ -36,6 +44,10 @@ from planner.placement import PlacementPlan, PlacementProblem
 from planner.simulator import CampaignSimulator, SimulationSummary
 
 PLAN_FORMAT = "eochain-plan/1"
+#: Zones a spread fleet uses (one subnet per zone in terraform/).
+SPREAD_ZONES = 3
+#: Default +/- share by which real task times may differ from the calibration.
+RUNTIME_ERROR = 0.3
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +64,9 @@ class CampaignPlan:
     n_edges: int
     catalog_date: str
     calibration_status: str
+    zones: int = 1
+    runtime_error: float = 0.0
+    screened: tuple[tuple[PlacementPlan, SimulationSummary], ...] = ()
 
 
 def candidates(frontier: Frontier, objective: str, deadline_h: float,
@@ -88,6 +103,7 @@ def plan_campaign(
     simulate_runs: int = 20,
     seed: int = 0,
     target_hit_rate: float = 0.95,
+    runtime_error: float = RUNTIME_ERROR,
     max_candidates: int = 12,
     n_points: int = 12,
 ) -> CampaignPlan:
@@ -113,47 +129,97 @@ def plan_campaign(
     t0 = time.perf_counter()
     chosen: PlacementPlan | None = None
     summary: SimulationSummary | None = None
+    zones = 1
+    screened: list[tuple[PlacementPlan, SimulationSummary]] = []
     pool = candidates(frontier, campaign.objective, deadline, budget,
                       campaign.weight_usd_per_h)[:max_candidates]
     if simulate_runs > 0:
-        # Screen every candidate with a few runs, then judge the winner with all of them:
-        # the fluid LP misses idle time waiting on inputs, which can reorder the frontier.
-        sim = CampaignSimulator(graph, order, problem)
-        screen_runs = max(2, simulate_runs // 5)
-        screened: list[tuple[PlacementPlan, SimulationSummary]] = []
-        best_usd = float("inf")
-        for p in pool:
-            # Idle time only adds to the fluid cost: a plan planned above the best
-            # simulated cost so far (with a 2 % allowance for luck) cannot win "cheapest".
-            if campaign.objective == "cheapest" and p.cost_usd > best_usd * 1.02:
-                continue
-            s = sim.simulate(p, screen_runs, seed=seed + 10_000, deadline_s=deadline * 3600)
-            screened.append((p, s))
-            if s.deadline_hit_rate >= target_hit_rate:
-                best_usd = min(best_usd, s.mean_cost_usd)
-        ok = [(p, s) for p, s in screened if s.deadline_hit_rate >= target_hit_rate
-              and (budget is None or s.mean_cost_usd <= budget)]
-        if ok:
-            chosen = min(ok, key=lambda ps: _simulated_score(
-                campaign.objective, campaign.weight_usd_per_h, ps[1]))[0]
-        else:
-            chosen = max(screened, key=lambda ps: ps[1].deadline_hit_rate)[0]
-        summary = sim.simulate(chosen, simulate_runs, seed=seed, deadline_s=deadline * 3600)
+        regions = sorted({o.region for o in problem.offers})
+        sim = CampaignSimulator(graph, order, problem, spot=catalog.spot_model,
+                                overheads=catalog.overheads,
+                                head_usd_per_h={r: catalog.head_usd_per_h(r) for r in regions})
+        chosen, zones, screened = _screen(sim, pool, campaign.objective,
+                                          campaign.weight_usd_per_h, deadline, budget,
+                                          max(2, simulate_runs // 5), seed, target_hit_rate,
+                                          runtime_error)
+        summary = sim.simulate(chosen, simulate_runs, seed=seed, deadline_s=deadline * 3600,
+                               runtime_error=runtime_error, zones=zones)
     else:
         chosen = pool[0]
     timings["simulate"] = time.perf_counter() - t0
     return CampaignPlan(campaign, deadline, budget, problem, frontier, chosen, summary, timings,
                         graph.number_of_nodes(), graph.number_of_edges(), catalog.date,
-                        calibration.status)
+                        calibration.status, zones, runtime_error, tuple(screened))
 
 
-def _plan_summary(p: PlacementPlan) -> dict[str, Any]:
-    return {"cost_usd": round(p.cost_usd, 4), "makespan_s": round(p.makespan_h * 3600, 1),
-            "makespan_limit_s": round(p.makespan_limit_h * 3600, 1)}
+def _screen(sim: CampaignSimulator, pool: list[PlacementPlan], objective: str,
+            weight_usd_per_h: float, deadline_h: float, budget_usd: float | None, runs: int,
+            seed: int, target_hit_rate: float, runtime_error: float
+            ) -> tuple[PlacementPlan, int, list[tuple[PlacementPlan, SimulationSummary]]]:
+    """The best (plan, zones) by simulated figures that keeps deadline and budget, or refuse."""
+    deadline_s = deadline_h * 3600
+    screened: list[tuple[PlacementPlan, SimulationSummary]] = []
+    best: tuple[float, PlacementPlan, int] | None = None
+    for p in pool:
+        # Idle time only adds to the fluid cost: a plan planned above the best simulated
+        # cost so far (with a 2 % allowance for luck) cannot win "cheapest".
+        if objective == "cheapest" and best is not None and p.cost_usd > best[0] * 1.02:
+            continue
+        for zones in (1, SPREAD_ZONES):
+            s = sim.simulate(p, runs, seed=seed + 10_000, deadline_s=deadline_s,
+                             runtime_error=runtime_error, zones=zones)
+            if zones == 1:
+                screened.append((p, s))
+            if s.deadline_hit_rate >= target_hit_rate and (
+                    budget_usd is None or s.mean_cost_usd <= budget_usd):
+                score = _simulated_score(objective, weight_usd_per_h, s)
+                if best is None or score < best[0]:
+                    best = (score, p, zones)
+            if not any(e.offer.market == "spot" for e in p.fleet):
+                break  # zones only change spot pools and traffic: one zone is enough
+    if best is None:
+        closest = max(screened, key=lambda ps: (ps[1].deadline_hit_rate, -ps[1].mean_cost_usd))
+        p, s = closest
+        budget = "" if budget_usd is None else f" and a budget of {budget_usd:g} USD"
+        raise InfeasiblePlanError(
+            f"no plan keeps a deadline of {deadline_h:g} h in {100 * target_hit_rate:.0f} % of "
+            f"simulated runs{budget} (task times +/- {100 * runtime_error:.0f} %, spot reclaims "
+            f"and every overhead counted); the closest of {len(screened)} candidates meets the "
+            f"deadline in {100 * s.deadline_hit_rate:.0f} % of runs at a mean cost of "
+            f"{s.mean_cost_usd:.2f} USD (p95 makespan {s.p95_makespan_s / 3600:.2f} h); "
+            "raise the deadline or the budget")
+    return best[1], best[2], screened
+
+
+def simulated_frontier(cp: CampaignPlan) -> list[tuple[PlacementPlan, SimulationSummary]]:
+    """The screened plans no other beats on both simulated cost and p95 makespan, fastest first."""
+    pts = sorted(cp.screened, key=lambda ps: (ps[1].mean_cost_usd, ps[1].p95_makespan_s))
+    out: list[tuple[PlacementPlan, SimulationSummary]] = []
+    for p, s in pts:
+        if not out or s.p95_makespan_s < out[-1][1].p95_makespan_s:
+            out.append((p, s))
+    return out[::-1]
+
+
+def _plan_summary(p: PlacementPlan, s: SimulationSummary | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"lp_cost_usd": round(p.cost_usd, 4),
+                           "lp_makespan_s": round(p.makespan_h * 3600, 1),
+                           "makespan_limit_s": round(p.makespan_limit_h * 3600, 1)}
+    if s is not None:
+        out.update(cost_usd=round(s.mean_cost_usd, 4), makespan_s=round(s.p95_makespan_s, 1),
+                   deadline_hit_rate=s.deadline_hit_rate)
+    else:
+        out.update(cost_usd=out["lp_cost_usd"], makespan_s=out["lp_makespan_s"])
+    return out
 
 
 def plan_to_dict(cp: CampaignPlan) -> dict[str, Any]:
-    """The ``plan.json`` document: fleet, stage shares, cost, makespan, risk, frontier."""
+    """The ``plan.json`` document: fleet, stage shares, cost, makespan, risk, frontier.
+
+    ``total_cost_usd`` and ``makespan_s`` are the simulated mean cost (every
+    overhead included) and p95 makespan when the plan was simulated; the LP's
+    figures are under ``lp``.
+    """
     p = cp.chosen
     fleet = [{
         "instance_type": e.offer.instance.name,
@@ -169,13 +235,25 @@ def plan_to_dict(cp: CampaignPlan) -> dict[str, Any]:
     } for e in p.fleet]
     sim = cp.simulation
     risk: dict[str, Any] | None = None
+    lp_breakdown = {"compute": round(p.compute_usd, 4), "transfer": round(p.transfer_usd, 4),
+                    "startup": round(p.startup_usd, 4)}
     if sim is not None:
         risk = {"runs": len(sim.runs), "deadline_hit_rate": sim.deadline_hit_rate,
+                "runtime_error": cp.runtime_error,
                 "mean_cost_usd": round(sim.mean_cost_usd, 4),
                 "p95_cost_usd": round(sim.p95_cost_usd, 4),
                 "mean_makespan_s": round(sim.mean_makespan_s, 1),
                 "p95_makespan_s": round(sim.p95_makespan_s, 1),
                 "mean_interruptions": sim.mean_interruptions}
+        total = sim.mean_cost_usd
+        makespan = sim.p95_makespan_s
+        breakdown = {k: round(v, 4) for k, v in sim.mean_breakdown_usd().items()}
+        frontier = [_plan_summary(q, s) for q, s in simulated_frontier(cp)]
+    else:
+        total = p.cost_usd
+        makespan = p.makespan_h * 3600
+        breakdown = lp_breakdown
+        frontier = [_plan_summary(q, None) for q in cp.frontier.points]
     return {
         "format": PLAN_FORMAT,
         "campaign": cp.campaign.name,
@@ -184,14 +262,14 @@ def plan_to_dict(cp: CampaignPlan) -> dict[str, Any]:
         "deadline_s": cp.deadline_h * 3600,
         "budget_usd": cp.budget_usd,
         "data_region": cp.campaign.data_region,
-        "total_cost_usd": round(p.cost_usd, 4),
-        "makespan_s": round(p.makespan_h * 3600, 1),
-        "cost_breakdown_usd": {"compute": round(p.compute_usd, 4),
-                               "transfer": round(p.transfer_usd, 4),
-                               "startup": round(p.startup_usd, 4)},
-        "relaxed_cost_usd": round(p.relaxed_cost_usd, 4),
-        "rounding_gap": p.rounding_gap,
-        "solver": p.solver,
+        "total_cost_usd": round(total, 4),
+        "makespan_s": round(makespan, 1),
+        "figures": "simulated" if sim is not None else "lp",
+        "cost_breakdown_usd": breakdown,
+        "zones": cp.zones,
+        "lp": {"cost_usd": round(p.cost_usd, 4), "makespan_s": round(p.makespan_h * 3600, 1),
+               "cost_breakdown_usd": lp_breakdown,
+               "relaxed_cost_usd": round(p.relaxed_cost_usd, 4), "solver": p.solver},
         "expected_interruptions": p.expected_interruptions,
         "fleet": fleet,
         "stages": [{"name": s.name, "tasks": s.n_tasks, "threads": s.threads,
@@ -201,7 +279,7 @@ def plan_to_dict(cp: CampaignPlan) -> dict[str, Any]:
         "critical_path_s": round(cp.problem.critical_path_s, 1),
         "startup_s": cp.problem.startup_s,
         "risk": risk,
-        "frontier": [_plan_summary(q) for q in cp.frontier.points],
+        "frontier": frontier,
         "dag": {"tasks": cp.n_tasks, "edges": cp.n_edges, "order": "depth-first"},
         "timings_s": {k: round(v, 3) for k, v in cp.timings_s.items()},
         "catalog_date": cp.catalog_date,

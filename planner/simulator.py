@@ -13,11 +13,24 @@ machine are studied. One run:
   work it can do waits;
 - a task lasts its family's runtime times a seeded log-normal factor (sigma
   ``runtime_sigma``);
-- a spot instance is interrupted after an exponential time at its offer's
-  rate; its running tasks are lost and re-queued (redone from scratch), and
-  a replacement is launched at once (new start-up delay);
+- spot capacity comes in pools, one per (fleet entry, zone); instances of
+  an entry are spread round-robin over ``zones``. A pool sees reclaim events
+  at its hazard over the reclaim share (:mod:`planner.spot`); an event takes
+  each running instance of the pool with that share's probability, and
+  leaves the pool without capacity for an exponential outage;
+- an interrupted instance loses its running tasks (re-queued, redone from
+  scratch) *and* the outputs it holds that a task not yet started still
+  needs (Ray's object store lives on the node): those tasks are redone too,
+  after their own inputs; a replacement is launched in the same pool when
+  its capacity is back;
+- a task lasts its family's runtime times a seeded log-normal factor (sigma
+  ``runtime_sigma``) times one factor per run drawn uniformly in
+  ``1 +/- runtime_error`` (the calibration itself may be off);
 - an instance leaves as soon as it is idle and no unstarted task of its
-  stages remains; it is billed per second from launch to leaving.
+  stages remains; it is billed per second from launch to leaving, its
+  volume too; the cluster's other costs (head node, NAT, endpoints, S3
+  requests and storage, inter-zone traffic) come from
+  :func:`planner.overheads.overhead_cost`.
 
 ``simulate`` repeats this ``runs`` times with seeds ``seed .. seed+runs-1``
 and returns the cost and makespan distributions.
@@ -28,16 +41,18 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import networkx as nx
 
 from planner.errors import PlannerError
+from planner.overheads import DagTraffic, Overheads, overhead_cost
 from planner.placement import FleetEntry, PlacementPlan, PlacementProblem
+from planner.spot import SpotModel
 
-_READY, _DONE, _INTERRUPT = 0, 1, 2
+_READY, _DONE, _RECLAIM = 0, 1, 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +62,10 @@ class RunResult:
     interruptions: int
     redone_tasks: int
     instances_launched: int
+    compute_usd: float = 0.0
+    transfer_usd: float = 0.0
+    node_s: float = 0.0
+    overheads_usd: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,31 +111,69 @@ class SimulationSummary:
     def mean_interruptions(self) -> float:
         return sum(r.interruptions for r in self.runs) / len(self.runs)
 
+    def mean_breakdown_usd(self) -> dict[str, float]:
+        """Mean cost per item over the runs: compute, transfer and each overhead."""
+        n = len(self.runs)
+        out = {"compute": sum(r.compute_usd for r in self.runs) / n,
+               "transfer": sum(r.transfer_usd for r in self.runs) / n}
+        for r in self.runs:
+            for k, v in r.overheads_usd.items():
+                out[k] = out.get(k, 0.0) + v / n
+        return out
+
+
+def dag_traffic(graph: nx.DiGraph) -> DagTraffic:
+    """Bytes moved between tasks and bytes of the products, from the DAG's declarations."""
+    edge = 0.0
+    for _, _, d in graph.edges(data="bytes", default=0):
+        edge += d
+    out = 0.0
+    n_out = 0
+    succ = graph._succ
+    for key, attrs in graph._node.items():
+        if not succ[key]:
+            n_out += 1
+            out += attrs["cost"].output_bytes
+    return DagTraffic(edge, out, graph.number_of_nodes(), n_out)
+
 
 class CampaignSimulator:
     """The DAG flattened to integer arrays once, then simulated many times."""
 
     def __init__(self, graph: nx.DiGraph, order: Sequence[Any],
-                 problem: PlacementProblem) -> None:
+                 problem: PlacementProblem, *, spot: SpotModel | None = None,
+                 overheads: Overheads | None = None,
+                 head_usd_per_h: Mapping[str, float] | None = None) -> None:
         index = {k: i for i, k in enumerate(order)}
         if len(index) != graph.number_of_nodes():
             raise PlannerError(f"order has {len(index)} tasks, the graph "
                                f"{graph.number_of_nodes()}; expected every task once")
         stage_of = {s.name: i for i, s in enumerate(problem.stages)}
         self.problem = problem
+        self.spot = spot or SpotModel()
+        self.overheads = overheads
+        self.head_usd_per_h = dict(head_usd_per_h or {})  # region -> head node price
+        self.traffic = dag_traffic(graph)
         self.n = len(order)
         self.stage = [stage_of[k[0]] for k in order]
         self.cost = [graph._node[k]["cost"] for k in order]
         self.n_deps = [len(graph._pred[k]) for k in order]
         self.succ = [[index[s] for s in graph._succ[k]] for k in order]
+        self.pred = [[index[s] for s in graph._pred[k]] for k in order]
         self.threads = [c.threads for c in self.cost]
         self.mem = [c.peak_mem_gib for c in self.cost]
 
     def run(self, plan: PlacementPlan, seed: int, *, runtime_sigma: float = 0.1,
+            runtime_error: float = 0.0, zones: int = 1,
             max_events: int = 50_000_000) -> RunResult:
         """One seeded run of ``plan`` (see the module docstring)."""
+        if not 0 <= runtime_error < 1 or zones < 1:
+            raise PlannerError(f"runtime_error={runtime_error!r}, zones={zones!r}; expected "
+                               "0 <= runtime_error < 1 and zones >= 1")
         rng = random.Random(seed)
+        speed = rng.uniform(1 - runtime_error, 1 + runtime_error) if runtime_error else 1.0
         prob = self.problem
+        spot = self.spot
         n_stages = len(prob.stages)
         fleet: list[FleetEntry] = list(plan.fleet)
         # Per offer: the stages it serves and planned tasks left per stage.
@@ -125,57 +182,92 @@ class CampaignSimulator:
         planned = [[fleet[f].tasks.get(prob.stages[i].name, 0) for i in range(n_stages)]
                    for f in range(len(fleet))]
         missing = list(self.n_deps)
+        done = [False] * self.n
+        started = [False] * self.n
+        queued = [False] * self.n
+        where = [-1] * self.n                 # instance holding a done task's output
+        consumers_left = [len(s) for s in self.succ]
         ready: list[list[int]] = [[] for _ in range(n_stages)]
         for t in range(self.n):
             if missing[t] == 0:
                 ready[self.stage[t]].append(t)
+                queued[t] = True
         for q in ready:
             heapq.heapify(q)
         unstarted = [0] * n_stages
         for t in range(self.n):
             unstarted[self.stage[t]] += 1
+        # pools: (fleet entry, zone)
+        n_pools = len(fleet) * zones
+        pool_armed = [False] * n_pools
+        pool_outage_end = [0.0] * n_pools
+        pool_members: list[list[int]] = [[] for _ in range(n_pools)]
         # instance state
         inst_entry: list[int] = []
+        inst_pool: list[int] = []
         inst_free_cpu: list[int] = []
         inst_free_mem: list[float] = []
         inst_running: list[dict[int, int]] = []  # task -> attempt id
+        inst_outputs: list[list[int]] = []
         inst_launch: list[float] = []
         inst_alive: list[bool] = []
         inst_ready: list[bool] = []
+        inst_lost: list[bool] = []  # reclaimed: its object store went with it
         events: list[tuple[float, int, int, int, int]] = []
         seq = 0
-        cost = 0.0
+        compute = 0.0
+        node_s = 0.0
         interruptions = redone = 0
         done_count = 0
         finish = 0.0
 
-        def launch(f: int, now: float) -> None:
+        def push(when: float, kind: int, i: int, task: int) -> None:
             nonlocal seq
+            heapq.heappush(events, (when, seq, kind, i, task))
+            seq += 1
+
+        def arm(p: int, now: float) -> None:
+            lam = fleet[p // zones].offer.interruptions_per_h
+            if lam > 0 and not pool_armed[p]:
+                pool_armed[p] = True
+                rate = spot.pool_event_rate_per_h(lam) / 3600.0
+                push(now + rng.expovariate(rate), _RECLAIM, p, 0)
+
+        def launch(f: int, now: float, pool: int) -> None:
             i = len(inst_entry)
             it = fleet[f].offer.instance
             inst_entry.append(f)
+            inst_pool.append(pool)
             inst_free_cpu.append(it.vcpus)
             inst_free_mem.append(it.mem_gib * 0.9)
             inst_running.append({})
+            inst_outputs.append([])
             inst_launch.append(now)
             inst_alive.append(True)
             inst_ready.append(False)
-            up = now + prob.startup_s * rng.uniform(0.75, 1.5)
-            heapq.heappush(events, (up, seq, _READY, i, 0))
-            seq += 1
-            lam = fleet[f].offer.interruptions_per_h
-            if lam > 0:
-                heapq.heappush(events, (up + rng.expovariate(lam / 3600.0), seq, _INTERRUPT,
-                                        i, 0))
-                seq += 1
+            inst_lost.append(False)
+            pool_members[pool].append(i)
+            push(now + prob.startup_s * rng.uniform(0.75, 1.5), _READY, i, 0)
+            arm(pool, now)
 
         def release(i: int, now: float) -> None:
-            nonlocal cost
+            nonlocal compute, node_s
             inst_alive[i] = False
-            cost += (now - inst_launch[i]) / 3600.0 * fleet[inst_entry[i]].offer.price_usd_per_h
+            node_s += now - inst_launch[i]
+            compute += (now - inst_launch[i]) / 3600.0 * fleet[inst_entry[i]].offer.price_usd_per_h
+
+        def enqueue(t: int) -> None:
+            if not queued[t]:
+                queued[t] = True
+                heapq.heappush(ready[self.stage[t]], t)
+
+        def top(s: int) -> int:
+            q = ready[s]
+            while q and missing[q[0]] > 0:   # an input was lost after it was queued
+                queued[heapq.heappop(q)] = False
+            return q[0] if q else -1
 
         def dispatch(i: int, now: float) -> None:
-            nonlocal seq
             f = inst_entry[i]
             family = fleet[f].offer.instance.family
             while True:
@@ -185,32 +277,68 @@ class CampaignSimulator:
                     for s in serves[f]:
                         if pass_planned and planned[f][s] <= 0:
                             continue
-                        q = ready[s]
-                        if q and self.threads[q[0]] <= inst_free_cpu[i] and \
-                                self.mem[q[0]] <= inst_free_mem[i] and (best < 0 or q[0] < best):
-                            best, best_stage = q[0], s
+                        t = top(s)
+                        if t >= 0 and self.threads[t] <= inst_free_cpu[i] and \
+                                self.mem[t] <= inst_free_mem[i] and (best < 0 or t < best):
+                            best, best_stage = t, s
                     if best >= 0:
                         break
                 if best < 0:
                     return
                 heapq.heappop(ready[best_stage])
+                queued[best] = False
+                started[best] = True
+                for p in self.pred[best]:
+                    consumers_left[p] -= 1
                 planned[f][best_stage] -= 1
                 unstarted[best_stage] -= 1
                 inst_free_cpu[i] -= self.threads[best]
                 inst_free_mem[i] -= self.mem[best]
-                dur = self.cost[best].runtime_s(family) * rng.lognormvariate(0.0, runtime_sigma)
+                dur = (self.cost[best].runtime_s(family) * speed
+                       * rng.lognormvariate(0.0, runtime_sigma))
                 inst_running[i][best] = seq
-                heapq.heappush(events, (now + dur, seq, _DONE, i, best))
-                seq += 1
+                push(now + dur, _DONE, i, best)
 
         def maybe_release(i: int, now: float) -> None:
             if inst_alive[i] and inst_ready[i] and not inst_running[i] and all(
                     unstarted[s] == 0 for s in serves[inst_entry[i]]):
                 release(i, now)
 
+        def unstart(t: int, f: int) -> None:
+            """``t`` must run again: back to the unstarted count, its inputs needed again."""
+            nonlocal redone
+            started[t] = False
+            unstarted[self.stage[t]] += 1
+            planned[f][self.stage[t]] += 1
+            redone += 1
+            for p in self.pred[t]:
+                consumers_left[p] += 1
+
+        def lose_outputs(lost: list[int]) -> None:
+            """Done tasks whose outputs vanished while someone still needs them: redo them."""
+            nonlocal done_count
+            stack = [t for t in lost if done[t] and consumers_left[t] > 0]
+            while stack:
+                t = stack.pop()
+                if not done[t]:
+                    continue
+                done[t] = False
+                done_count -= 1
+                unstart(t, inst_entry[where[t]])
+                for s in self.succ[t]:
+                    if not started[s]:
+                        missing[s] += 1
+                # its own inputs may have died with an earlier node
+                for p in self.pred[t]:
+                    if done[p] and inst_lost[where[p]]:
+                        stack.append(p)
+                missing[t] = sum(1 for p in self.pred[t] if not done[p])
+                if missing[t] == 0:
+                    enqueue(t)
+
         for f, entry in enumerate(fleet):
-            for _ in range(entry.instances):
-                launch(f, 0.0)
+            for k in range(entry.instances):
+                launch(f, 0.0, f * zones + k % zones)
         n_events = 0
         while events and done_count < self.n:
             now, ev_seq, kind, i, task = heapq.heappop(events)
@@ -218,25 +346,72 @@ class CampaignSimulator:
             if n_events > max_events:
                 raise PlannerError(f"simulation exceeded {max_events} events; the plan's fleet "
                                    "cannot finish the campaign")
+            if kind == _RECLAIM:
+                p = i
+                pool_armed[p] = False
+                members = [j for j in pool_members[p] if inst_alive[j]]
+                pool_members[p] = members
+                if not members:
+                    continue
+                if spot.capacity_outage_mean_s > 0:
+                    pool_outage_end[p] = now + rng.expovariate(1.0 / spot.capacity_outage_mean_s)
+                lost_outputs: list[int] = []
+                reclaimed: list[int] = []
+                for j in members:
+                    if rng.random() >= spot.reclaim_share:
+                        continue
+                    interruptions += 1
+                    inst_lost[j] = True
+                    f = inst_entry[j]
+                    for t in inst_running[j]:
+                        unstart(t, f)
+                        lost_outputs.extend(q for q in self.pred[t]
+                                            if done[q] and inst_lost[where[q]])
+                        missing[t] = sum(1 for q in self.pred[t] if not done[q])
+                        if missing[t] == 0:
+                            enqueue(t)
+                    inst_running[j].clear()
+                    release(j, now)
+                    lost_outputs.extend(inst_outputs[j])
+                    reclaimed.append(f)
+                lose_outputs(lost_outputs)
+                for f in reclaimed:  # replacements, once the lost work is known
+                    if any(unstarted[s] > 0 for s in serves[f]):
+                        launch(f, max(now, pool_outage_end[p]), p)
+                alive_entries = {inst_entry[j] for j in range(len(inst_entry)) if inst_alive[j]}
+                for f in range(len(fleet)):  # lost inputs of an entry that had left
+                    if f not in alive_entries and any(unstarted[s] > 0 for s in serves[f]):
+                        launch(f, now, f * zones)
+                arm(p, now)
+                for j in range(len(inst_entry)):
+                    if inst_alive[j] and inst_ready[j]:
+                        dispatch(j, now)
+                continue
             if not inst_alive[i]:
                 continue
             if kind == _READY:
                 inst_ready[i] = True
                 dispatch(i, now)
                 maybe_release(i, now)
-            elif kind == _DONE:
+            else:  # a task is done
                 if inst_running[i].get(task) != ev_seq:
                     continue
                 del inst_running[i][task]
                 inst_free_cpu[i] += self.threads[task]
                 inst_free_mem[i] += self.mem[task]
+                done[task] = True
+                where[task] = i
+                if self.succ[task]:
+                    inst_outputs[i].append(task)
                 done_count += 1
                 finish = now
                 newly = []
                 for s in self.succ[task]:
+                    if started[s]:
+                        continue
                     missing[s] -= 1
                     if missing[s] == 0:
-                        heapq.heappush(ready[self.stage[s]], s)
+                        enqueue(s)
                         newly.append(self.stage[s])
                 dispatch(i, now)
                 if newly:
@@ -247,17 +422,6 @@ class CampaignSimulator:
                                     s in serves[inst_entry[j]] for s in newly):
                             dispatch(j, now)
                 maybe_release(i, now)
-            else:  # interruption
-                interruptions += 1
-                for t in inst_running[i]:
-                    heapq.heappush(ready[self.stage[t]], t)
-                    unstarted[self.stage[t]] += 1
-                    planned[inst_entry[i]][self.stage[t]] += 1
-                    redone += 1
-                inst_running[i].clear()
-                release(i, now)
-                if any(unstarted[s] > 0 for s in serves[inst_entry[i]]):
-                    launch(inst_entry[i], now)
         if done_count < self.n:
             raise PlannerError(f"simulation stalled with {self.n - done_count} of {self.n} tasks "
                                "undone: no instance of the fleet can run them")
@@ -265,13 +429,22 @@ class CampaignSimulator:
             if inst_alive[i]:
                 release(i, max(finish, inst_launch[i]))
         transfer = plan.transfer_usd
-        return RunResult(cost + transfer, finish, interruptions, redone, len(inst_entry))
+        extra: dict[str, float] = {}
+        if self.overheads is not None:
+            extra = overhead_cost(self.overheads, self.traffic, makespan_s=finish,
+                                  node_s=node_s, instances=len(inst_entry),
+                                  head_usd_per_h=self.head_usd_per_h.get(
+                                      fleet[0].offer.region if fleet else "", 0.0), zones=zones,
+                                  tasks_run=self.n + redone).as_dict()
+        return RunResult(compute + transfer + sum(extra.values()), finish, interruptions,
+                         redone, len(inst_entry), compute, transfer, node_s, extra)
 
     def simulate(self, plan: PlacementPlan, runs: int, *, seed: int = 0,
-                 deadline_s: float | None = None, runtime_sigma: float = 0.1
-                 ) -> SimulationSummary:
+                 deadline_s: float | None = None, runtime_sigma: float = 0.1,
+                 runtime_error: float = 0.0, zones: int = 1) -> SimulationSummary:
         if runs < 1:
             raise PlannerError(f"runs = {runs}, expected >= 1")
         return SimulationSummary(
-            tuple(self.run(plan, seed + k, runtime_sigma=runtime_sigma) for k in range(runs)),
+            tuple(self.run(plan, seed + k, runtime_sigma=runtime_sigma,
+                           runtime_error=runtime_error, zones=zones) for k in range(runs)),
             deadline_s)

@@ -48,7 +48,10 @@ def test_shipped_catalog_covers_the_regions_and_families() -> None:
 def test_interruption_band_to_hazard() -> None:
     cat = load_catalog()
     lam = cat.interruptions_per_h("5-10%")
-    assert lam == pytest.approx(-math.log(1 - 0.075) / 730)
+    # the Advisor share is per instance life (24 h by the shipped spot_model), not per month
+    assert cat.spot_model.mean_instance_lifetime_h == 24.0
+    assert lam == pytest.approx(-math.log(1 - 0.075) / 24.0)
+    assert lam / (-math.log(1 - 0.075) / 730) == pytest.approx(730 / 24)
     spot = [o for o in cat.offers(["eu-west-3"], ["c7g"], ["spot"])]
     assert spot and all(o.interruptions_per_h > 0 for o in spot)
     assert all(o.interruptions_per_h == 0 for o in cat.offers(["eu-west-3"], ["c7g"],

@@ -1,4 +1,5 @@
-"""Placement LP: equals a brute-force oracle on small problems, names the binding constraint."""
+"""Placement LP: equals a brute-force oracle on small problems (one region per plan), names the
+binding constraint."""
 
 from __future__ import annotations
 
@@ -49,6 +50,8 @@ def oracle(problem: PlacementProblem, makespan_h: float) -> float | None:
         counts = [math.ceil(h / work_h - 1e-9) for h in load]
         if any(n > problem.max_instances_per_type for n in counts):
             continue
+        if len({o.region for n, o in zip(counts, problem.offers) if n}) > 1:
+            continue  # one region per plan (one cluster)
         quota_use: dict[tuple[str, str], int] = {}
         for n, o in zip(counts, problem.offers):
             key = (o.region, o.market)
