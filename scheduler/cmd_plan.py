@@ -13,37 +13,17 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import click
 
 from planner.calibration import load_calibration
-from planner.campaign import DEFAULTS, Campaign, load_campaign
+from planner.campaign import DEFAULTS, Campaign
 from planner.catalog import load_catalog
 from planner.errors import PlannerError
 from planner.planning import CampaignPlan, plan_to_dict
-from planner.workload import campaign_workload, check_workload
 from scheduler.guards import NON_NEGATIVE_FINITE, POSITIVE_FINITE, allow_large_option
-from scheduler.scene_survey import SceneSurvey
-
-#: Surveys of more images than this show their progress on stderr.
-PROGRESS_FROM = 20
-
-
-def _progress(done: int, total: int) -> None:
-    if total >= PROGRESS_FROM:
-        end = "\n" if done == total else ""
-        print(f"\rreading scenes: {done}/{total}", end=end, file=sys.stderr, flush=True)
-
-
-def load_surveyed_campaign(path: Path, *, dem: str | None = None, geoid: str | None = None,
-                           allow_large: bool = False) -> Campaign:
-    """The campaign at ``path``, scenes by path read from their files, size checked."""
-    survey = SceneSurvey(dem, geoid, progress=_progress)
-    campaign = load_campaign(path, reader=survey, allow_large=allow_large)
-    check_workload(campaign_workload(campaign), allow_large=allow_large)
-    return campaign
+from scheduler.scene_survey import load_surveyed_campaign
 
 
 def check_out_dir(out_dir: Path) -> None:
@@ -101,18 +81,24 @@ def format_table(doc: dict[str, object], cp: CampaignPlan) -> str:
         lines.append(f"{e.offer.instance.name:<14} {e.offer.market:<9} {e.offer.region:<10} "
                      f"{e.instances:>3} {e.offer.price_usd_per_h:>7.4f}  {tasks}")
     p = cp.chosen
-    lines += ["", (f"cost      {p.cost_usd:10.2f} USD (compute {p.compute_usd:.2f}, transfer "
-                  f"{p.transfer_usd:.2f}, start-up {p.startup_usd:.2f}; rounding gap "
-                  f"{100 * p.rounding_gap:.2f} %)"),
-              (f"makespan  {p.makespan_h:10.2f} h (critical path "
-              f"{cp.problem.critical_path_s / 3600:.2f} h)")]
     sim = cp.simulation
+    items = ", ".join(f"{k} {v:.2f}" for k, v in dict(doc["cost_breakdown_usd"]).items())
     if sim is not None:
-        lines.append(f"risk      {100 * sim.deadline_hit_rate:9.0f} % of {len(sim.runs)} "
-                     f"simulated runs meet the deadline; p95 makespan "
-                     f"{sim.p95_makespan_s / 3600:.2f} h, p95 cost {sim.p95_cost_usd:.2f} USD, "
-                     f"{sim.mean_interruptions:.1f} interruptions per run")
-    lines.append(f"frontier  {len(cp.frontier.points)} points from "
+        lines += ["", f"cost      {sim.mean_cost_usd:10.2f} USD simulated mean ({items}); "
+                      f"p95 {sim.p95_cost_usd:.2f} USD",
+                  f"makespan  {sim.p95_makespan_s / 3600:10.2f} h simulated p95 (critical path "
+                  f"{cp.problem.critical_path_s / 3600:.2f} h); {cp.zones} zone(s)",
+                  f"risk      {100 * sim.deadline_hit_rate:9.0f} % of {len(sim.runs)} "
+                  f"simulated runs meet the deadline with task times +/- "
+                  f"{100 * cp.runtime_error:.0f} %; {sim.mean_interruptions:.1f} spot "
+                  "interruptions per run",
+                  f"lp        {p.cost_usd:10.2f} USD, {p.makespan_h:.2f} h (fluid model, "
+                  "no idle time, workers only)"]
+    else:
+        lines += ["", f"cost      {p.cost_usd:10.2f} USD LP, not simulated ({items})",
+                  f"makespan  {p.makespan_h:10.2f} h LP, not simulated (critical path "
+                  f"{cp.problem.critical_path_s / 3600:.2f} h)"]
+    lines.append(f"frontier  {len(cp.frontier.points)} LP points from "
                  f"{cp.frontier.points[0].makespan_h:.2f} h / "
                  f"{cp.frontier.points[0].cost_usd:.2f} USD to "
                  f"{cp.frontier.points[-1].makespan_h:.2f} h / "

@@ -43,7 +43,20 @@ def test_plan_writes_table_json_and_png(campaign_file: Path, tmp_path: Path) -> 
     doc = json.loads((out / "plan.json").read_text())
     assert doc["format"] == "eochain-plan/1"
     assert doc["total_cost_usd"] > 0 and doc["makespan_s"] <= 6 * 3600 * 1.01
-    assert len(doc["frontier"]) >= 10
+    assert doc["figures"] == "simulated" and doc["risk"]["deadline_hit_rate"] >= 0.95
+    assert doc["total_cost_usd"] == doc["risk"]["mean_cost_usd"]
+    assert doc["makespan_s"] == doc["risk"]["p95_makespan_s"]
+    # every cost item is counted, and the total is their sum
+    items = doc["cost_breakdown_usd"]
+    assert {"compute", "transfer", "head", "network", "volumes", "requests", "storage",
+            "inter_az"} <= set(items)
+    assert sum(items.values()) == pytest.approx(doc["total_cost_usd"], rel=1e-3)
+    assert {e["region"] for e in doc["fleet"]} == {doc["fleet"][0]["region"]}  # one cluster
+    # the frontier is Pareto once simulated: faster points cost more
+    front = doc["frontier"]
+    assert front
+    spans = [p["makespan_s"] for p in front]
+    assert spans == sorted(spans)
     tasks = {s["name"]: s["tasks"] for s in doc["stages"]}
     for name, n in tasks.items():  # every task placed exactly once
         assert sum(e["tasks"].get(name, 0) for e in doc["fleet"]) == n
@@ -73,6 +86,21 @@ def test_budget_below_cheapest_plan_is_an_error(campaign_file: Path, tmp_path: P
                                        "--out", str(tmp_path)])
     assert result.exit_code != 0
     assert "budget 0.01 USD is below the cheapest plan" in result.output
+
+
+def test_budget_is_checked_against_the_simulated_cost(campaign_file: Path,
+                                                      tmp_path: Path) -> None:
+    """A budget the LP's fluid cost fits but the simulated plan does not is refused."""
+    ok = CliRunner().invoke(plan, [str(campaign_file), "--json", "--runs", "5",
+                                   "--out", str(tmp_path / "a")])
+    assert ok.exit_code == 0, ok.output
+    doc = json.loads((tmp_path / "a" / "plan.json").read_text())
+    assert doc["lp"]["cost_usd"] < doc["total_cost_usd"]
+    budget = (doc["lp"]["cost_usd"] + doc["total_cost_usd"]) / 2
+    tight = CliRunner().invoke(plan, [str(campaign_file), "--runs", "5", "--budget",
+                                      f"{budget:.4f}", "--out", str(tmp_path / "b")])
+    assert tight.exit_code != 0
+    assert "mean cost" in tight.output and "budget" in tight.output
 
 
 def test_example_campaign_is_valid() -> None:
