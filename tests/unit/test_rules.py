@@ -1,8 +1,9 @@
 """Prometheus rules and config: ``promtool check`` and the ``promtool test rules`` unit tests.
 
-The rule tests (dashboards/rules/tests/eochain_test.yml) cover the four
-alerts: campaign stalled, cost projected over plan by more than 10%,
-deadline at risk, interruption storm, each with campaigns that must fire and
+The rule tests (dashboards/rules/tests/eochain_test.yml) cover the six
+alerts: campaign stalled, cost projected over plan by more than 10%, spend
+over plan by more than 10%, driver gone, deadline at risk, interruption
+storm, each with campaigns that must fire and
 neighbours that must not. Mutating a threshold must make them fail, which
 shows they test the rules and not only their syntax.
 """
@@ -34,7 +35,7 @@ def _promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
 def test_rules_pass_promtool_check() -> None:
     out = _promtool("check", "rules", RULES)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 9 rules found" in out.stdout
+    assert "SUCCESS: 11 rules found" in out.stdout
 
 
 def test_config_template_passes_promtool_check() -> None:
@@ -48,7 +49,7 @@ def test_rule_unit_tests_pass() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     text = RULE_TESTS.read_text()
     for alert in ("EochainCampaignStalled", "EochainCostOverPlan", "EochainDeadlineAtRisk",
-                  "EochainInterruptionStorm"):
+                  "EochainInterruptionStorm", "EochainSpendOverPlan", "EochainDriverGone"):
         assert f"alertname: {alert}" in text
 
 
@@ -56,6 +57,8 @@ def test_rule_unit_tests_pass() -> None:
     ("ratio > 1.1", "ratio > 1.3"),                      # over plan by > 10%, not > 30%
     ("increase10m >= 3", "increase10m >= 5"),            # storm threshold
     ("\n          and eochain_tiles_remaining offset 10m", ""),  # a fresh campaign is not stalled
+    ("> on (campaign) 1.1 *", "> on (campaign) 1.3 *"),   # spent over plan by > 10%
+    ('up{job="eochain", campaign!=""} == 0', "up == 0"),  # a Ray node is no driver
     ("-campaign:eochain_deadline_slack_seconds:estimate > 0",
      "-campaign:eochain_deadline_slack_seconds:estimate > 7200"),
 ])
