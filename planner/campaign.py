@@ -48,7 +48,6 @@ nesting). Scenes are read by :mod:`planner.scene_inputs`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -70,7 +69,7 @@ from planner.scene_inputs import (
 
 __all__ = ["DEFAULTS", "M_PER_DEG_LAT", "M_PER_DEG_LON_EQUATOR", "PLEIADES_GSD_M", "Campaign",
            "Compute", "Pair", "Product", "Quotas", "Scene", "SceneFacts", "SceneReader",
-           "Tiling", "load_campaign", "parse_campaign", "survey_scenes",
+           "Tiling", "campaign_name", "load_campaign", "parse_campaign", "survey_scenes",
            "validate_against_catalog"]
 
 PRODUCT_KINDS = ("ortho", "dsm")
@@ -231,6 +230,18 @@ def load_campaign(path: str | Path, *, reader: SceneReader | None = None,
     except ConfigError as exc:
         raise CampaignError(str(exc)) from exc
     return parse_campaign(data, str(p), p.parent, reader=reader, allow_large=allow_large)
+
+
+def campaign_name(path: str | Path) -> str:
+    """The ``name`` of a campaign file (read strictly), without reading its scenes."""
+    try:
+        data = load_yaml(path, "campaign file")
+    except ConfigError as exc:
+        raise CampaignError(str(exc)) from exc
+    problems = Problems(str(path), CampaignError)
+    name = MappingReader(data, "", problems).text("name")
+    problems.raise_if_any()
+    return name
 
 
 class KnownNames(Protocol):

@@ -39,8 +39,10 @@ M_PER_DEG_LON_EQUATOR = 111_320.0
 #: Largest generated survey, in pairs, without ``allow_large`` (200,000 scenes).
 MAX_SURVEY_PAIRS = 100_000
 #: A stated footprint contradicts the file's when they share less than this
-#: fraction of the larger of the two areas.
+#: fraction of the smaller of the two areas ...
 MIN_FOOTPRINT_OVERLAP = 0.5
+#: ... or when it is more than this many times the file's area.
+MAX_FOOTPRINT_RATIO = 4.0
 
 Bbox = tuple[float, float, float, float]
 
@@ -250,14 +252,24 @@ def _resolve(uri: str, base_dir: Path | None) -> str:
     return str(base_dir / uri)
 
 
-def _overlap(a: Bbox, b: Bbox) -> float:
-    """Shared area over the larger area of two lon/lat boxes (0 when disjoint)."""
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
+def _area(b: Bbox) -> float:
+    return (b[2] - b[0]) * (b[3] - b[1])
+
+
+def footprints_agree(stated: Bbox, found: Bbox) -> bool:
+    """Whether a stated footprint fits the one read from the file.
+
+    The file's footprint is an upper bound (projected at the lowest and
+    highest ground height), so a stated footprint may be smaller; it must
+    share at least :data:`MIN_FOOTPRINT_OVERLAP` of the smaller area and be
+    at most :data:`MAX_FOOTPRINT_RATIO` times the file's area.
+    """
+    w = min(stated[2], found[2]) - max(stated[0], found[0])
+    h = min(stated[3], found[3]) - max(stated[1], found[1])
     if w <= 0 or h <= 0:
-        return 0.0
-    area = max((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
-    return w * h / area
+        return False
+    return (w * h >= MIN_FOOTPRINT_OVERLAP * min(_area(stated), _area(found))
+            and _area(stated) <= MAX_FOOTPRINT_RATIO * _area(found))
 
 
 def _fmt_box(b: Bbox) -> str:
@@ -271,12 +283,11 @@ def _merge(spec: _Spec, facts: SceneFacts, path: str, problems: Problems) -> Sce
         if stated is not None and stated != found:
             problems.add(f"{where}.{name} = {stated} but {path!r} has {found} {name}; "
                          "remove the key or fix it")
-    if spec.footprint is not None and _overlap(spec.footprint, facts.footprint) < \
-            MIN_FOOTPRINT_OVERLAP:
+    if spec.footprint is not None and not footprints_agree(spec.footprint, facts.footprint):
         problems.add(
             f"{where}.footprint = {_fmt_box(spec.footprint)} but the footprint of {path!r} "
-            f"is {_fmt_box(facts.footprint)} ({facts.how or 'from its RPC'}); they share "
-            f"less than {MIN_FOOTPRINT_OVERLAP:.0%} of their area; remove the key or fix it")
+            f"is {_fmt_box(facts.footprint)} ({facts.how or 'from its RPC'}); remove the key "
+            "or fix it")
     if spec.sensor and facts.sensor and spec.sensor != facts.sensor:
         problems.add(f"{where}.sensor = {spec.sensor!r} but {path!r} says {facts.sensor!r}")
     return Scene(spec.id, spec.footprint or facts.footprint, facts.rows, facts.cols, spec.uri,

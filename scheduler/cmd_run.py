@@ -37,9 +37,10 @@ from typing import Any
 
 import click
 
-from planner.campaign import load_campaign
+from planner.campaign import campaign_name
 from planner.errors import PlannerError
 from scheduler.cloud.errors import ClusterConfigError
+from scheduler.guards import allow_large_option
 from scheduler.metrics import MetricsError, PlanTargets
 from scheduler.metrics_hooks import observe_campaign, prices_from_plan
 from scheduler.output_path import check_input_exists
@@ -50,6 +51,7 @@ from scheduler.runtime.fleet import fleet_bundles
 from scheduler.runtime.flow import Driver, Flow, SceneInput
 from scheduler.runtime.progress import run_with_progress, summary
 from scheduler.runtime.store import open_store
+from scheduler.scene_survey import load_surveyed_campaign
 
 __all__ = ["fleet_price_usd_per_h", "metrics_plan", "plan_resources", "run", "summary"]
 
@@ -100,9 +102,14 @@ def stop_on_sigterm() -> None:
 
 
 def campaign_flow(campaign_path: Path, driver: Driver, *, dem: str, geoid: str | None,
-                  tile_px: int | None, dest: str | None, resources: tuple[str, ...] = ()) -> Flow:
-    """The flow of a campaign file: a DSM per stereo pair and an ortho per scene, as asked."""
-    campaign = load_campaign(campaign_path)
+                  tile_px: int | None, dest: str | None, resources: tuple[str, ...] = (),
+                  allow_large: bool = False) -> Flow:
+    """The flow of a campaign file: a DSM per stereo pair and an ortho per scene, as asked.
+
+    Scenes given by ``uri`` only are read from their files, and the work is
+    checked against the size limits (:func:`scheduler.scene_survey.load_surveyed_campaign`).
+    """
+    campaign = load_surveyed_campaign(campaign_path, allow_large=allow_large)
     missing = [s.id for s in campaign.scenes if not s.uri]
     if missing:
         raise click.ClickException(
@@ -151,10 +158,11 @@ def campaign_flow(campaign_path: Path, driver: Driver, *, dem: str, geoid: str |
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=0, show_default=True,
               help="Port of the Prometheus exporter on 127.0.0.1 (0: a free port).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@allow_large_option
 def run(
     campaign_path: Path, plan_path: Path | None, dem: str, geoid: str | None, dest: str | None,
     address: str | None, workers: int | None, tile_px: int | None, max_inflight_mib: int,
-    metrics_port: int, quiet: bool,
+    metrics_port: int, quiet: bool, allow_large: bool,
 ) -> None:
     """Run CAMPAIGN's DSM and ortho products tile by tile on Ray, resumably."""
     use_loopback()
@@ -184,11 +192,11 @@ def run(
                     say=lambda message: click.echo(message, err=True))
     try:
         flow = campaign_flow(campaign_path, driver, dem=dem, geoid=geoid, tile_px=tile_px,
-                             dest=dest, resources=resources)
+                             dest=dest, resources=resources, allow_large=allow_large)
     except (PlannerError, RuntimeFailure) as exc:
         raise click.ClickException(str(exc)) from exc
     try:
-        name = load_campaign(campaign_path).name
+        name = campaign_name(campaign_path)
         out = dest or f"{name}-output"
         open_store(out).check_writable()  # before Ray starts and any scene is read
         report_dir = Path(".") if "://" in out else Path(out)

@@ -17,14 +17,20 @@ Images are read on daemon threads, ``workers`` at a time; an image that takes
 longer than ``timeout_s`` is reported as timed out (its thread is abandoned,
 not waited for) and the others proceed. Each failure becomes a one-line
 reason, never an exception: the caller reports all of them at once.
+
+``eochain plan`` and ``eochain run`` load a campaign through
+:func:`load_surveyed_campaign`: scenes read, then the work estimated and
+refused beyond the limits of :mod:`planner.workload` unless ``allow_large``.
 """
 
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import rasterio
@@ -36,12 +42,16 @@ from ops.errors import OpsError
 from ops.raster_io import raster_info
 from ops.rpc import RpcModel
 from ops.rpc_io import find_rpc
+from planner.campaign import Campaign, load_campaign
 from planner.scene_inputs import SceneFacts
+from planner.workload import campaign_workload, check_workload
 
 #: Seconds one image may take before it is reported as timed out.
 TIMEOUT_S = 30.0
 #: Images read at once.
 WORKERS = 8
+#: Surveys of at least this many images show their progress on stderr.
+PROGRESS_FROM = 20
 #: Points sampled along each edge of the outline.
 OUTLINE_STEPS = 16
 
@@ -155,3 +165,18 @@ class SceneSurvey:
         if self.progress is not None:
             self.progress(len(paths), len(paths))
         return [results[i] for i in range(len(paths))]
+
+
+def _progress(done: int, total: int) -> None:
+    if total >= PROGRESS_FROM:
+        end = "\n" if done == total else ""
+        print(f"\rreading scenes: {done}/{total}", end=end, file=sys.stderr, flush=True)
+
+
+def load_surveyed_campaign(path: Path, *, dem: str | None = None, geoid: str | None = None,
+                           allow_large: bool = False) -> Campaign:
+    """The campaign at ``path``, scenes by path read from their files, size checked."""
+    survey = SceneSurvey(dem, geoid, progress=_progress)
+    campaign = load_campaign(path, reader=survey, allow_large=allow_large)
+    check_workload(campaign_workload(campaign), allow_large=allow_large)
+    return campaign

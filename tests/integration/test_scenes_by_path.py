@@ -45,7 +45,9 @@ def test_facts_of_a_real_crop(gizeh: Path) -> None:
     lon0, lat0, lon1, lat1 = facts.footprint
     # the crop sees the Giza plateau: about 400 m across at 0.5 m
     assert 31.12 < lon0 < lon1 < 31.15 and 29.97 < lat0 < lat1 < 29.99
-    with_dem = read_scene_facts(str(gizeh / "img1.tif"), dem=str(gizeh / "srtm_dir"))
+    geoid = gizeh.parent / "ventoux" / "geoid" / "egm96_15.gtx"
+    with_dem = read_scene_facts(str(gizeh / "img1.tif"), dem=str(gizeh / "srtm_dir"),
+                                geoid=str(geoid))
     # the DEM's height range is narrower than the RPC's: the footprint shrinks inside it
     assert with_dem.footprint[0] >= lon0 and with_dem.footprint[2] <= lon1
     assert "DEM" in with_dem.how
@@ -56,7 +58,8 @@ def test_plan_accepts_the_gizeh_pair_by_uri_only(gizeh: Path, tmp_path: Path) ->
                                 {"uri": str(gizeh / "img2.tif")}])
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["plan", str(path), "--out", str(out), "--runs", "0",
-                                      "--dem", str(gizeh / "srtm_dir")])
+                                      "--dem", str(gizeh / "srtm_dir"), "--geoid",
+                                      str(gizeh.parent / "ventoux" / "geoid" / "egm96_15.gtx")])
     assert result.exit_code == 0, result.output
     doc = json.loads((out / "plan.json").read_text())
     tasks = {s["name"]: s["tasks"] for s in doc["stages"]}
