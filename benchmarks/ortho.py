@@ -1,7 +1,15 @@
-"""Ortho throughput and accuracy: eochain vs GDAL's RPC warper on an 8000 x 8000 scene.
+"""Ortho speed and accuracy: eochain vs GDAL's RPC warper, whole command and kernel.
 
-Run: ``python -m benchmarks.ortho`` (``--size 8000 --tile 2048``). Writes the
-same table to ``benchmarks/results/ortho.json``.
+Run: ``python -m benchmarks.ortho`` (quick: a 4000 x 4000 scene) or
+``python -m benchmarks.ortho --size 8000`` (the issue's scene); ``--parts``
+picks among ``whole`` (the whole ``eochain ortho`` command against the
+whole ``gdalwarp`` command, as processes on one core: see
+:mod:`benchmarks.ortho_command`), ``codecs`` (size and time of each
+candidate codec) and ``kernel`` (below). Writes the tables to
+``benchmarks/results/ortho.json`` (8000) or ``ortho-SIZE.json``.
+
+The rest of this docstring describes the KERNEL comparison, which leaves
+out Python start-up, the DEM, planning and the output file.
 
 Inputs: a synthetic Pléiades-like scene from :mod:`ops.synthetic` (uint16
 raw view, 0.5 m GSD, RPC fitted to a pushbroom camera), generated once into
@@ -61,6 +69,7 @@ from rasterio import Affine
 from rasterio.enums import Resampling
 from rasterio.warp import calculate_default_transform, reproject
 
+from benchmarks.ortho_command import codecs, print_codecs, print_whole, whole_command
 from ops.dem import Dem
 from ops.ortho import (
     HeightModel,
@@ -362,17 +371,46 @@ def _print(res: dict[str, Any]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=8000, help="raw image side in pixels")
+    parser.add_argument("--size", type=int, default=4000,
+                        help="raw image side in pixels (the issue's scene: 8000)")
     parser.add_argument("--tile", type=int, default=2048, help="output tile side in pixels")
+    parser.add_argument("--runs", type=int, default=3, help="whole-command runs per tool")
+    parser.add_argument("--parts", default="whole,codecs,kernel",
+                        help="comma-separated: whole (eochain vs gdalwarp processes), codecs, "
+                             "kernel (map + resample only)")
     parser.add_argument("--scene-root", type=Path,
                         default=Path(tempfile.gettempdir()) / "eochain-bench")
-    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--results", type=Path, default=None,
+                        help="JSON path (default benchmarks/results/ortho.json for 8000, "
+                             "ortho-SIZE.json otherwise)")
     args = parser.parse_args()
-    res = run(args.size, args.tile, args.scene_root)
-    _print(res)
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {args.results}")
+    parts = set(args.parts.split(","))
+    unknown = parts - {"whole", "codecs", "kernel"}
+    if unknown:
+        raise SystemExit(f"--parts {args.parts!r}: unknown {sorted(unknown)}, expected "
+                         "whole, codecs and/or kernel")
+    results = args.results or (RESULTS if args.size == 8000
+                               else RESULTS.with_name(f"ortho-{args.size}.json"))
+    res: dict[str, Any] = {"size": args.size}
+    if "whole" in parts or "codecs" in parts:
+        args.scene_root.mkdir(parents=True, exist_ok=True)
+        scene = _scene(args.size, args.scene_root)
+        if "whole" in parts:
+            res["whole_command"] = whole_command(scene, args.scene_root, args.runs)
+            print_whole(res["whole_command"])
+        if "codecs" in parts:
+            cog = args.scene_root / "whole_eochain.tif"
+            if not cog.exists():
+                raise SystemExit(f"{cog} missing: run --parts whole first")
+            res["codecs"] = codecs(cog)
+            print_codecs(res["codecs"])
+    if "kernel" in parts:
+        res["kernel"] = run(args.size, args.tile, args.scene_root)
+        print("KERNEL (map + resample into memory, no write; GDAL's warper in-process):")
+        _print(res["kernel"])
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {results}")
 
 
 if __name__ == "__main__":

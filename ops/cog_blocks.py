@@ -106,14 +106,17 @@ def average_into(child: NDArray[Any], rows: int, cols: int, parent: NDArray[Any]
                            math.nan if nodata is None else float(nodata), nodata is not None)
 
 
-def predict(block: NDArray[Any]) -> NDArray[Any]:
-    """The block's bytes after the TIFF predictor of its dtype (:data:`PREDICTOR`)."""
+def predict(block: NDArray[Any], out: NDArray[Any] | None = None) -> NDArray[Any]:
+    """The block's bytes after the TIFF predictor of its dtype (:data:`PREDICTOR`).
+
+    ``out``, an array of the block's shape and dtype, receives integer blocks.
+    """
     rows, cols, bands = block.shape
     if block.dtype.kind in "iu":
         flat = block.reshape(rows, cols * bands)
-        out = np.empty_like(flat)
-        _horizontal_difference(flat, out, bands)
-        return out
+        diff = (np.empty_like(flat) if out is None else out.reshape(flat.shape))
+        _horizontal_difference(flat, diff, bands)
+        return diff
     # Predictor 3 (libtiff fpDiff): each row's samples split into byte planes,
     # most significant first, then bytewise differences with a stride of `bands`.
     size = block.dtype.itemsize
@@ -125,7 +128,7 @@ def predict(block: NDArray[Any]) -> NDArray[Any]:
     return out8
 
 
-def encode_block(block: NDArray[Any], level: int) -> bytes:
-    """One TIFF tile: predictor, then deflate (zlib stream) at ISA-L ``level`` (0-3)."""
-    data: bytes = isal_zlib.compress(np.ascontiguousarray(predict(block)), level)
+def encode_block(block: NDArray[Any], level: int, scratch: NDArray[Any] | None = None) -> bytes:
+    """One TIFF tile: predictor (into ``scratch`` if given), then deflate at ISA-L ``level``."""
+    data: bytes = isal_zlib.compress(np.ascontiguousarray(predict(block, scratch)), level)
     return data

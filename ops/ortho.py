@@ -41,6 +41,7 @@ import dataclasses
 import itertools
 import math
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +54,7 @@ from ops.errors import GeometryError
 from ops.footprint import declare_input_window, geobox_lonlat, lonlat_bounds
 from ops.ortho_heights import DemLike, HeightModel
 from ops.ortho_kernel import ortho_loop, sensor_loop
-from ops.raster_io import CogWriter, raster_info, read_window
+from ops.raster_io import CogWriter, WindowReader, raster_info, read_window
 from ops.rpc import RpcModel
 from planner.grid import GeoBox, InputWindow, TileGrid, Window
 
@@ -451,10 +452,19 @@ def orthorectify(
     info = raster_info(image)
     names = tuple(d or f"band {i + 1}" for i, d in enumerate(info.descriptions))
     tiles_read = pixels_read = 0
-    with CogWriter(dest, plan.geobox, count=plan.band_count, dtype=plan.dtype,
-                   nodata=plan.nodata, descriptions=descriptions or names) as out:
-        for window, src_window in jobs:
-            block = None if src_window is None else read_window(image, src_window)
+    # One thread reads the next tile's input while this one computes and the
+    # writer's threads encode finished blocks.
+    with WindowReader(image) as src, ThreadPoolExecutor(1, thread_name_prefix="read") as io, \
+            CogWriter(dest, plan.geobox, count=plan.band_count, dtype=plan.dtype,
+                      nodata=plan.nodata, descriptions=descriptions or names) as out:
+        def read(src_window: Window | None) -> NDArray[np.generic] | None:
+            return None if src_window is None else src.read(src_window)
+
+        pending: Future[NDArray[np.generic] | None] = io.submit(read, jobs[0][1])
+        for k, (window, src_window) in enumerate(jobs):
+            block = pending.result()
+            if k + 1 < len(jobs):
+                pending = io.submit(read, jobs[k + 1][1])
             if src_window is not None:
                 tiles_read += 1
                 pixels_read += src_window.size

@@ -229,7 +229,7 @@ def sensor_loop(
         _map_row(rows_out[i], cols_out[i], win_c0, shift, l0, rb, n_levels, dem, h0, inv_dh)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def ortho_loop(
     out: Any, src: Any, src_r0: int, src_c0: int, img_h: int, img_w: int,
     win_r0: int, win_c0: int, shift: int, k0: int, l0: int,

@@ -34,6 +34,7 @@ from __future__ import annotations
 import os
 import shutil
 import struct
+import threading
 import uuid
 from collections import deque
 from collections.abc import Mapping
@@ -91,23 +92,51 @@ def raster_info(path: str | Path) -> RasterInfo:
         raise RasterReadError(f"{path}: cannot open as a raster ({exc}); expected a GeoTIFF") from exc
 
 
-def read_window(path: str | Path, window: Window) -> NDArray[np.generic]:
-    """Every band of ``window`` (inside the raster) as a (bands, rows, cols) array."""
-    try:
-        with rasterio.open(path) as src:
-            inside = window.clip(src.height, src.width)
-            if inside != window:
-                raise GeometryError(
-                    f"{path}: window {window} is not inside the {src.height}x{src.width} raster"
-                )
+class WindowReader:
+    """A raster opened once for many windowed reads (``with WindowReader(path) as src``)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = path
+        self._src: rasterio.io.DatasetReader | None = None
+
+    def __enter__(self) -> Self:
+        try:
+            self._src = rasterio.open(self.path)
+        except RasterioError as exc:
+            raise RasterReadError(
+                f"{self.path}: cannot open as a raster ({exc}); expected a GeoTIFF") from exc
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._src is not None:
+            self._src.close()
+            self._src = None
+
+    def read(self, window: Window) -> NDArray[np.generic]:
+        """Every band of ``window`` (inside the raster) as a (bands, rows, cols) array."""
+        src = self._src
+        if src is None:
+            raise RasterReadError(f"{self.path}: read() outside the reader's `with` block")
+        if window.clip(src.height, src.width) != window:
+            raise GeometryError(
+                f"{self.path}: window {window} is not inside the {src.height}x{src.width} raster"
+            )
+        try:
             data: NDArray[np.generic] = src.read(
                 window=RioWindow(window.col_off, window.row_off, window.width, window.height)
             )
-            return data
-    except RasterioError as exc:
-        raise RasterReadError(
-            f"{path}: cannot read window {window} ({exc}); the file may be truncated or corrupt"
-        ) from exc
+        except RasterioError as exc:
+            raise RasterReadError(
+                f"{self.path}: cannot read window {window} ({exc}); the file may be truncated "
+                "or corrupt"
+            ) from exc
+        return data
+
+
+def read_window(path: str | Path, window: Window) -> NDArray[np.generic]:
+    """Every band of ``window`` (inside the raster) as a (bands, rows, cols) array."""
+    with WindowReader(path) as src:
+        return src.read(window)
 
 
 def _scratch_path(dest: Path, tag: str) -> Path:
@@ -222,6 +251,9 @@ class CogWriter:
         self._levels: list[_Level] = []
         self._pool: ThreadPoolExecutor | None = None
         self._inflight: deque[tuple[_Level, int, Future[bytes]]] = deque()
+        # Block buffers are recycled: fresh 512 px arrays cost page faults.
+        self._free: list[NDArray[Any]] = []
+        self._scratch = threading.local()
 
     def __enter__(self) -> Self:
         if not self.dest.parent.is_dir():
@@ -277,7 +309,11 @@ class CogWriter:
         block = level.buffers.get(flat)
         if block is None:
             fill = 0 if self.nodata is None else self.nodata
-            block = np.full((COG_BLOCK_PX, COG_BLOCK_PX, self.count), fill, dtype=self.dtype)
+            if self._free:
+                block = self._free.pop()
+                block.fill(fill)
+            else:
+                block = np.full((COG_BLOCK_PX, COG_BLOCK_PX, self.count), fill, dtype=self.dtype)
             level.buffers[flat] = block
         return block
 
@@ -297,6 +333,7 @@ class CogWriter:
             parent = (self._buffer(up, (r // 2) * up.block_cols + c // 2),
                       (r % 2) * half, (c % 2) * half)
         future = self._pool.submit(self._encode, block, level.valid_shape(flat), parent)
+        future.add_done_callback(lambda _: self._free.append(block))
         self._inflight.append((level, flat, future))
 
     def _encode(self, block: NDArray[Any], shape: tuple[int, int],
@@ -305,7 +342,10 @@ class CogWriter:
         if parent is not None:
             target, r0, c0 = parent
             average_into(block, shape[0], shape[1], target, r0, c0, self.nodata)
-        return encode_block(block, self.deflate_level)
+        scratch = getattr(self._scratch, "block", None)
+        if scratch is None:
+            scratch = self._scratch.block = np.empty_like(block)
+        return encode_block(block, self.deflate_level, scratch)
 
     def _collect(self, *, wait: bool) -> None:
         """Record finished encodings (first waiting for the oldest if asked), flush in order."""

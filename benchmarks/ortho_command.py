@@ -1,0 +1,276 @@
+"""Whole-command comparison and codec table for ``python -m benchmarks.ortho``.
+
+Whole command: ``eochain ortho`` (read, map, resample, compress, overviews,
+COG layout, rename; Python start-up and imports included) against
+``gdalwarp -rpc -to RPC_DEM=... -r bilinear -wo NUM_THREADS=1 -co TILED=YES
+-co COMPRESS=DEFLATE`` (no overviews), both as subprocesses pinned to one
+core with ``taskset -c 0`` (eochain with ``NUMBA_NUM_THREADS=1``), on the
+same output grid (gdalwarp gets eochain's ``-te``/``-ts``/``-t_srs``) over
+a 1 arc-second lon/lat DEM covering the scene (the scene's DEM resampled,
+edges extended). Runs alternate between the tools, after one untimed
+eochain run (numba's cache). Per run: wall time, the child's CPU time
+(user + sys, from ``os.wait4``, which other load on a shared machine moves
+less than wall time) and peak RSS. Reported: median, min and max of each,
+and the ratios of medians. Then eochain on two cores (``taskset -c 0,1``).
+``gdal-bin`` is installed with apt-get when ``gdalwarp`` is missing.
+
+Codecs: the eochain output's full 512 px blocks encoded one thread at a
+time by each candidate (ISA-L deflate levels 0-3, the codec eochain uses;
+Python's zlib levels 1 and 6), and the whole image written by GDAL's GTiff
+driver (one thread, no overviews) with DEFLATE, ZSTD and LZW: seconds,
+MB/s of raw pixels and compressed size.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import scipy.ndimage
+from isal import isal_zlib
+from rasterio.enums import Resampling
+from rasterio.io import MemoryFile
+from rasterio.warp import calculate_default_transform, reproject
+
+from ops.cog_blocks import predict
+from ops.dem import Dem
+from ops.ortho import HeightModel, default_geobox
+from ops.raster_io import raster_info
+from ops.synthetic import SyntheticScene
+
+
+def ensure_gdalwarp() -> str:
+    """The path of ``gdalwarp``, installing Debian's ``gdal-bin`` when it is missing."""
+    found = shutil.which("gdalwarp")
+    if found:
+        print(f"gdalwarp found at {found}")
+        return found
+    print("gdalwarp not found: running apt-get update && apt-get install -y gdal-bin")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "gdal-bin"]):
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr[-500:]}"
+                             "; install gdal-bin to run the whole-command comparison")
+    found = shutil.which("gdalwarp")
+    if not found:
+        raise SystemExit("gdal-bin installed but gdalwarp is still not on PATH")
+    print(f"installed gdal-bin: {found}")
+    return found
+
+
+def arcsec_dem(scene: SyntheticScene, root: Path) -> Path:
+    """The scene's DEM resampled to 1 arc-second lon/lat, holes filled from the nearest node.
+
+    SRTM's posting and CRS; it covers the whole scene (the bilinear resampling
+    leaves no-data wedges at the corners of the rotated UTM extent, filled by
+    extension so both tools see one covering DEM).
+    """
+    dest = root / f"arcsec_{scene.spec.width}.tif"
+    if dest.exists():
+        return dest
+    with rasterio.open(scene.dem_path) as src:
+        transform, width, height = calculate_default_transform(
+            src.crs, "EPSG:4326", src.width, src.height, *src.bounds, resolution=1 / 3600)
+        out = np.full((height, width), np.nan, dtype=np.float32)
+        reproject(rasterio.band(src, 1), out, dst_transform=transform, dst_crs="EPSG:4326",
+                  resampling=Resampling.bilinear, dst_nodata=np.nan)
+    nearest = scipy.ndimage.distance_transform_edt(
+        ~np.isfinite(out), return_distances=False, return_indices=True)
+    out = out[tuple(nearest)]
+    with rasterio.open(dest, "w", driver="GTiff", width=width, height=height, count=1,
+                       dtype="float32", crs="EPSG:4326", transform=transform) as dst:
+        dst.write(out, 1)
+    return dest
+
+
+def _run(cmd: list[str], env: dict[str, str]) -> dict[str, float]:
+    """Wall and CPU seconds and peak RSS (MiB) of one subprocess; exits on its failure."""
+    with tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        pid = os.posix_spawnp(cmd[0], cmd, env, file_actions=[
+            (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+            (os.POSIX_SPAWN_DUP2, err.fileno(), 2)])
+        _, status, usage = os.wait4(pid, 0)
+        wall = time.perf_counter() - t0
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            err.seek(0)
+            raise SystemExit(f"{' '.join(cmd)} exited {code}: {err.read().decode()[-800:]}")
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
+            "peak_rss_mib": usage.ru_maxrss / 1024}
+
+
+def _stats(runs: list[dict[str, float]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"runs": runs}
+    for key in ("wall_s", "cpu_s", "peak_rss_mib"):
+        values = [r[key] for r in runs]
+        out[key] = {"median": statistics.median(values), "min": min(values), "max": max(values)}
+    return out
+
+
+def whole_command(scene: SyntheticScene, root: Path, runs: int) -> dict[str, Any]:
+    """eochain ortho vs gdalwarp, whole processes, one core each; eochain on two cores."""
+    gdalwarp = ensure_gdalwarp()
+    gdal_version = subprocess.run([gdalwarp, "--version"], capture_output=True, text=True,
+                                  check=True).stdout.strip()
+    image = scene.view_paths[0]
+    dem_path = arcsec_dem(scene, root)
+    info = raster_info(image)
+    heights = HeightModel.from_dem(Dem.open(dem_path))
+    geobox = default_geobox(scene.rpcs[0], info.shape, heights, gsd_m=0.5)
+    x0, y1 = geobox.transform[2], geobox.transform[5]
+    x1 = x0 + geobox.width * geobox.transform[0]
+    y0 = y1 + geobox.height * geobox.transform[4]
+    eo_out, gd_out = root / "whole_eochain.tif", root / "whole_gdalwarp.tif"
+    eochain = [str(Path(sys.executable).parent / "eochain"), "ortho", str(image),
+               "--dem", str(dem_path), "--gsd", "0.5", "--resampling", "bilinear",
+               "-o", str(eo_out), "-q", "--overwrite"]
+    warp = [gdalwarp, "-q", "-overwrite", "-rpc", "-to", f"RPC_DEM={dem_path}", "-r", "bilinear",
+            "-t_srs", geobox.crs, "-te", *(f"{v:.6f}" for v in (x0, y0, x1, y1)),
+            "-ts", str(geobox.width), str(geobox.height), "-wo", "NUM_THREADS=1",
+            "-co", "TILED=YES", "-co", "COMPRESS=DEFLATE", str(image), str(gd_out)]
+    one = {**os.environ, "NUMBA_NUM_THREADS": "1", "GDAL_NUM_THREADS": "1"}
+    two = {**os.environ, "NUMBA_NUM_THREADS": "2"}
+    print(f"whole command, {runs} runs each, alternating:\n  {' '.join(eochain)}\n"
+          f"  {' '.join(warp)}")
+    warmup = _run(["taskset", "-c", "0", *eochain], one)
+    print(f"  eochain warm-up (numba cache): {warmup['wall_s']:.2f} s")
+    ours, theirs, ours2 = [], [], []
+    for k in range(runs):
+        ours.append(_run(["taskset", "-c", "0", *eochain], one))
+        theirs.append(_run(["taskset", "-c", "0", *warp], one))
+        ours2.append(_run(["taskset", "-c", "0,1", *eochain], two))
+        print(f"  run {k + 1}: eochain {ours[-1]['wall_s']:.2f} s "
+              f"(cpu {ours[-1]['cpu_s']:.2f}), gdalwarp {theirs[-1]['wall_s']:.2f} s "
+              f"(cpu {theirs[-1]['cpu_s']:.2f}), eochain 2 cores {ours2[-1]['wall_s']:.2f} s")
+    e1, g1, e2 = _stats(ours), _stats(theirs), _stats(ours2)
+    with rasterio.open(eo_out) as eo, rasterio.open(gd_out) as gd:
+        a, b = eo.read(1), gd.read(1)
+        both = (a != 0) & (b != 0)
+        diff = np.abs(a.astype(np.float64) - b.astype(np.float64))[both]
+        outputs = {
+            "eochain": {"bytes": eo_out.stat().st_size, "overviews": eo.overviews(1),
+                        "layout": eo.tags(ns="IMAGE_STRUCTURE").get("LAYOUT"),
+                        "block": list(eo.block_shapes[0])},
+            "gdalwarp": {"bytes": gd_out.stat().st_size, "overviews": gd.overviews(1),
+                         "block": list(gd.block_shapes[0])},
+            "same_shape": a.shape == b.shape,
+            "diff_dn_where_both_valid": {"mean": float(diff.mean()), "p99": float(
+                np.percentile(diff, 99)), "max": float(diff.max())},
+        }
+    return {
+        "gdalwarp_version": gdal_version, "eochain_cmd": eochain, "gdalwarp_cmd": warp,
+        "dem": str(dem_path), "output_px": [geobox.height, geobox.width],
+        "output_mpx": geobox.height * geobox.width / 1e6, "eochain_warmup": warmup,
+        "eochain_1core": e1, "gdalwarp_1core": g1, "eochain_2cores": e2,
+        "ratio_1core_wall": g1["wall_s"]["median"] / e1["wall_s"]["median"],
+        "ratio_1core_cpu": g1["cpu_s"]["median"] / e1["cpu_s"]["median"],
+        "ratio_eochain_2cores_vs_gdalwarp_1core_wall":
+            g1["wall_s"]["median"] / e2["wall_s"]["median"],
+        "loadavg_end": os.getloadavg(), "outputs": outputs,
+    }
+
+
+def _blocks(path: Path) -> list[np.ndarray]:
+    with rasterio.open(path) as src:
+        data = src.read(1)
+    h, w = data.shape
+    return [np.ascontiguousarray(data[r:r + 512, c:c + 512])[:, :, None]
+            for r in range(0, h - 511, 512) for c in range(0, w - 511, 512)]
+
+
+def _timed_total(encode: Callable[[np.ndarray], bytes], blocks: list[np.ndarray]
+                 ) -> tuple[float, int]:
+    t0 = time.process_time()
+    size = sum(len(encode(b)) for b in blocks)
+    return time.process_time() - t0, size
+
+
+def _encoder(compress: Callable[[Any, int], bytes], level: int, predictor: bool
+             ) -> Callable[[np.ndarray], bytes]:
+    def encode(block: np.ndarray) -> bytes:
+        return compress(predict(block) if predictor else block, level)
+    return encode
+
+
+def codecs(cog: Path) -> dict[str, Any]:
+    """Size and one-thread time of each candidate codec on eochain's output."""
+    blocks = _blocks(cog)
+    raw = sum(b.nbytes for b in blocks)
+    table: dict[str, Any] = {"raw_mb": raw / 1e6, "blocks": len(blocks), "per_block": {},
+                             "gdal_gtiff": {}}
+    candidates: dict[str, Callable[[np.ndarray], bytes]] = {
+        f"isal_deflate_L{lv}_pred2": _encoder(isal_zlib.compress, lv, True) for lv in (0, 1, 2, 3)
+    }
+    candidates["isal_deflate_L2_nopred"] = _encoder(isal_zlib.compress, 2, False)
+    for lv in (1, 6):
+        candidates[f"zlib_deflate_L{lv}_pred2"] = _encoder(zlib.compress, lv, True)
+    for name, fn in candidates.items():
+        sec, size = _timed_total(fn, blocks)
+        table["per_block"][name] = {"s": sec, "mb_s": raw / 1e6 / sec, "mb": size / 1e6,
+                                    "ratio": raw / size}
+    with rasterio.open(cog) as src:
+        data, profile = src.read(), src.profile
+    gdal_options = {
+        "DEFLATE_L6_pred2": {"compress": "DEFLATE", "predictor": 2, "zlevel": 6},
+        "DEFLATE_L1_pred2": {"compress": "DEFLATE", "predictor": 2, "zlevel": 1},
+        "ZSTD_L1_pred2": {"compress": "ZSTD", "predictor": 2, "zstd_level": 1},
+        "ZSTD_L9_pred2": {"compress": "ZSTD", "predictor": 2, "zstd_level": 9},
+        "LZW_pred2": {"compress": "LZW", "predictor": 2},
+    }
+    for name, options in gdal_options.items():
+        prof = {**profile, "driver": "GTiff", "tiled": True, "blockxsize": 512,
+                "blockysize": 512, "num_threads": 1, **options}
+        prof.pop("interleave", None)
+        with MemoryFile() as mem:
+            t0 = time.perf_counter()
+            with mem.open(**prof) as dst:
+                dst.write(data)
+            sec = time.perf_counter() - t0
+            size = len(mem.getbuffer())
+        table["gdal_gtiff"][name] = {"s": sec, "mb_s": data.nbytes / 1e6 / sec,
+                                     "mb": size / 1e6, "ratio": data.nbytes / size}
+    return table
+
+
+def print_whole(res: dict[str, Any]) -> None:
+    e1, g1, e2 = res["eochain_1core"], res["gdalwarp_1core"], res["eochain_2cores"]
+    print(f"WHOLE COMMAND ({res['output_mpx']:.1f} Mpx output, {res['gdalwarp_version']}), "
+          f"median [min, max] of {len(e1['runs'])} runs:")
+    for name, s in (("eochain ortho, 1 core", e1), ("gdalwarp, 1 core", g1),
+                    ("eochain ortho, 2 cores", e2)):
+        w, c, m = s["wall_s"], s["cpu_s"], s["peak_rss_mib"]
+        print(f"  {name:<24} wall {w['median']:6.2f} s [{w['min']:.2f}, {w['max']:.2f}]  "
+              f"cpu {c['median']:6.2f} s [{c['min']:.2f}, {c['max']:.2f}]  "
+              f"peak RSS {m['median']:5.0f} MiB")
+    print(f"  ratio gdalwarp / eochain, 1 core: {res['ratio_1core_wall']:.1f}x wall, "
+          f"{res['ratio_1core_cpu']:.1f}x CPU; eochain 2 cores vs gdalwarp 1 core: "
+          f"{res['ratio_eochain_2cores_vs_gdalwarp_1core_wall']:.1f}x wall")
+    out = res["outputs"]
+    print(f"  outputs: eochain {out['eochain']['bytes'] / 1e6:.1f} MB (COG layout "
+          f"{out['eochain']['layout']}, overviews {out['eochain']['overviews']}), gdalwarp "
+          f"{out['gdalwarp']['bytes'] / 1e6:.1f} MB (no overviews); |eochain - gdalwarp| "
+          f"where both valid: mean {out['diff_dn_where_both_valid']['mean']:.2f} DN, p99 "
+          f"{out['diff_dn_where_both_valid']['p99']:.0f} DN")
+
+
+def print_codecs(table: dict[str, Any]) -> None:
+    print(f"CODECS on eochain's output ({table['blocks']} full 512 px blocks, "
+          f"{table['raw_mb']:.0f} MB raw), one thread:")
+    for group in ("per_block", "gdal_gtiff"):
+        for name, row in table[group].items():
+            label = name if group == "per_block" else f"GDAL GTiff {name}"
+            print(f"  {label:<28} {row['s']:6.2f} s {row['mb_s']:7.0f} MB/s "
+                  f"{row['mb']:7.1f} MB (ratio {row['ratio']:.2f})")
