@@ -101,7 +101,8 @@ def campaign_workload(campaign: Campaign) -> Workload:
 
 
 def check_workload(work: Workload, *, max_tasks: float = MAX_TASKS,
-                   max_bytes: float = MAX_CAMPAIGN_BYTES, allow_large: bool = False) -> None:
+                   max_bytes: float = MAX_CAMPAIGN_BYTES, allow_large: bool = False,
+                   hint: str = "check gsd_m, tile_px and the inputs") -> None:
     """Raise :class:`SizeLimitError` with the estimate when ``work`` is beyond a limit."""
     if allow_large:
         return
@@ -113,5 +114,5 @@ def check_workload(work: Workload, *, max_tasks: float = MAX_TASKS,
                     f"{_human_bytes(max_bytes)})")
     if over:
         raise SizeLimitError(
-            f"{work.what} would make {' and '.join(over)}; check gsd_m, tile_px and the "
-            "inputs, or pass --allow-large to do it anyway")
+            f"{work.what} would make {' and '.join(over)}; {hint}, or pass --allow-large "
+            "to do it anyway")

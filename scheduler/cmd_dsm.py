@@ -29,6 +29,7 @@ from ops.stereo import StereoConfig, iter_dsm_tiles, open_view, plan_stereo
 from planner.errors import PlannerError
 from planner.grid import TileGrid
 from scheduler.cmd_ortho import footprint_box
+from scheduler.guards import POSITIVE_FINITE, allow_large_option, check_product_box
 from scheduler.output_path import check_input_exists, check_output_file
 
 NODATA = -32768.0
@@ -47,20 +48,21 @@ DEM_PAD_DEG = 0.004
 @click.option("--heights", type=click.Choice(["ellipsoid", "geoid"]), default="ellipsoid",
               show_default=True, help="Vertical reference of the output heights.")
 @click.option("--crs", default=None, help="Output CRS (default: the overlap's UTM zone).")
-@click.option("--gsd", "gsd_m", type=float, default=None,
+@click.option("--gsd", "gsd_m", type=POSITIVE_FINITE, default=None,
               help="Output cell size in metres (default: the sensors' mean GSD).")
 @click.option("--tile-size", "tile_px", type=click.IntRange(64, 8192), default=512,
               show_default=True, help="Output tile size in cells.")
-@click.option("--max-days-apart", type=float, default=60.0, show_default=True,
+@click.option("--max-days-apart", type=POSITIVE_FINITE, default=60.0, show_default=True,
               help="Refuse views acquired further apart than this (when tagged).")
 @click.option("-o", "--output", "output", required=True,
               type=click.Path(dir_okay=False, path_type=Path), help="Output COG path.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing file at OUTPUT.")
+@allow_large_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def dsm(
     left: Path, right: Path, dem_path: Path, geoid: Path | None, heights: str,
     crs: str | None, gsd_m: float | None, tile_px: int, max_days_apart: float, output: Path,
-    overwrite: bool, quiet: bool,
+    overwrite: bool, quiet: bool, allow_large: bool,
 ) -> None:
     """Compute the DSM of the stereo pair LEFT RIGHT into the COG OUTPUT."""
     if heights == "geoid" and geoid is None:
@@ -78,6 +80,9 @@ def dsm(
             min(b[0] for b in boxes), min(b[1] for b in boxes),
             max(b[2] for b in boxes), max(b[3] for b in boxes),
         )
+        if gsd_m is not None:
+            check_product_box(f"DSM of {left.name} + {right.name}", box, gsd_m, tile_px,
+                              bands=len(BANDS), allow_large=allow_large)
         geoid_model = Geoid.open(geoid) if geoid is not None else None
         dem = Dem.open(dem_path, geoid=geoid_model, bounds_lonlat=box, pad_deg=DEM_PAD_DEG,
                        require_bounds=False)

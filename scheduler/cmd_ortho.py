@@ -30,6 +30,7 @@ from ops.raster_io import raster_info
 from ops.rpc import RpcModel
 from ops.rpc_io import find_rpc
 from planner.errors import PlannerError
+from scheduler.guards import POSITIVE_FINITE, allow_large_option, check_product_grid
 from scheduler.output_path import check_input_exists, check_output_file
 
 #: Degrees read around the footprint where the DEM has them (~200 m); only the
@@ -61,7 +62,7 @@ def footprint_box(rpc: RpcModel, shape: tuple[int, int]) -> tuple[float, float, 
 @click.option("--geoid", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Geoid grid (EGM96 .gtx) when DEM heights are above the geoid.")
 @click.option("--crs", default=None, help="Output CRS (default: the footprint's UTM zone).")
-@click.option("--gsd", "gsd_m", type=float, default=None,
+@click.option("--gsd", "gsd_m", type=POSITIVE_FINITE, default=None,
               help="Output pixel size in metres (default: the sensor's GSD).")
 @click.option("--resampling", type=click.Choice(["bilinear", "bicubic"]), default="bicubic",
               show_default=True)
@@ -70,10 +71,11 @@ def footprint_box(rpc: RpcModel, shape: tuple[int, int]) -> tuple[float, float, 
 @click.option("-o", "--output", "output", required=True,
               type=click.Path(dir_okay=False, path_type=Path), help="Output COG path.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing file at OUTPUT.")
+@allow_large_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def ortho(
     image: Path, dem_path: Path, geoid: Path | None, crs: str | None, gsd_m: float | None,
-    resampling: str, tile_px: int, output: Path, overwrite: bool, quiet: bool,
+    resampling: str, tile_px: int, output: Path, overwrite: bool, quiet: bool, allow_large: bool,
 ) -> None:
     """Orthorectify IMAGE with its RPC model and a DEM into the COG OUTPUT."""
     check_input_exists(dem_path, "--dem")
@@ -88,6 +90,8 @@ def ortho(
                        pad_deg=DEM_PAD_DEG, require_bounds=False)
         heights = HeightModel.from_dem(dem)
         geobox = default_geobox(rpc, info.shape, heights, crs=crs, gsd_m=gsd_m)
+        check_product_grid(f"ortho of {image}", geobox.height, geobox.width, tile_px,
+                           bands=info.count, allow_large=allow_large)
         plan = plan_ortho(rpc, heights, geobox, info.shape, band_count=info.count,
                           dtype=info.dtype, src_nodata=info.nodata, resampling=resampling)
         n_tiles = sum(1 for _ in tile_jobs(plan, tile_px))

@@ -4,7 +4,7 @@
   refuse ``nan``, ``inf`` and out-of-range values with the option's name
   (``--deadline inf`` is a usage error, not a solver traceback);
 - :data:`allow_large_option`: the ``--allow-large`` flag;
-- :func:`check_product_grid`: a one-product command (``eochain ortho``,
+- :func:`check_product_grid` / :func:`check_product_box`: a one-product command (``eochain ortho``,
   ``eochain dsm``) refuses an output grid beyond
   :data:`planner.workload.MAX_PRODUCT_BYTES` or
   :data:`planner.workload.MAX_TASKS` before any pixel is computed
@@ -19,7 +19,14 @@ from typing import Any
 
 import click
 
-from planner.workload import MAX_PRODUCT_BYTES, MAX_TASKS, check_workload, grid_workload
+from planner.workload import (
+    MAX_PRODUCT_BYTES,
+    MAX_TASKS,
+    Workload,
+    bbox_workload,
+    check_workload,
+    grid_workload,
+)
 
 
 class FiniteFloat(click.ParamType):
@@ -54,8 +61,19 @@ allow_large_option = click.option(
     help="Do the work even when its estimated size is beyond the stated limits.")
 
 
-def check_product_grid(what: str, rows: int, cols: int, tile_px: int, *,
-                       allow_large: bool = False, tasks_per_tile: int = 1) -> None:
+def check_product_grid(what: str, rows: int, cols: int, tile_px: int, *, bands: int = 1,
+                       allow_large: bool = False) -> None:
     """Refuse a ``rows`` x ``cols`` product beyond the one-product limits (SizeLimitError)."""
-    check_workload(grid_workload(what, rows, cols, tile_px, tasks_per_tile),
-                   max_tasks=MAX_TASKS, max_bytes=MAX_PRODUCT_BYTES, allow_large=allow_large)
+    _check_product(grid_workload(what, rows, cols, tile_px), bands, allow_large)
+
+
+def check_product_box(what: str, bbox: tuple[float, float, float, float], gsd_m: float,
+                      tile_px: int, *, bands: int = 1, allow_large: bool = False) -> None:
+    """Refuse a product over a lon/lat box at ``gsd_m`` beyond the one-product limits."""
+    _check_product(bbox_workload(what, bbox, gsd_m, tile_px), bands, allow_large)
+
+
+def _check_product(work: Workload, bands: int, allow_large: bool) -> None:
+    check_workload(Workload(work.what, work.tasks, work.output_px * bands),
+                   max_tasks=MAX_TASKS, max_bytes=MAX_PRODUCT_BYTES, allow_large=allow_large,
+                   hint="check --gsd and --tile-size")
