@@ -51,7 +51,8 @@ def test_ortho_command_writes_a_valid_cog(shared_data: Path, tmp_path: Path) -> 
 def test_ortho_command_honours_crs_and_gsd(shared_data: Path, tmp_path: Path) -> None:
     gizeh = shared_data / "gizeh"
     dest = tmp_path / "color.tif"
-    code, output = _run(gizeh / "color1.tif", "--dem", gizeh / "srtm_dir", "--crs", "EPSG:3857",
+    code, output = _run(gizeh / "color1.tif", "--dem", gizeh / "srtm_dir", "--geoid",
+                        shared_data / "ventoux/geoid/egm96_15.gtx", "--crs", "EPSG:3857",
                         "--gsd", "2", "--resampling", "bilinear", "-q", "-o", dest)
     assert code == 0, output
     with rasterio.open(dest) as src:
@@ -75,7 +76,8 @@ def test_dem_missing_the_footprint_is_an_error(tmp_path: Path, shared_data: Path
     dest = tmp_path / "out.tif"
     dest.write_bytes(b"previous")
     code, output = _run(shared_data / "ventoux/left_image.tif", "--dem",
-                        shared_data / "gizeh/srtm_dir", "-q", "--overwrite", "-o", dest)
+                        shared_data / "gizeh/srtm_dir", "--geoid",
+                        shared_data / "ventoux/geoid/egm96_15.gtx", "-q", "--overwrite", "-o", dest)
     assert code != 0 and "gizeh/srtm_dir" in output and "cover" in output
     assert dest.read_bytes() == b"previous"
 
@@ -86,7 +88,8 @@ def test_truncated_image_is_an_error_and_leaves_nothing(tmp_path: Path, shared_d
     cut.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
     shutil.copy(shared_data / "ventoux/left_image.geom", tmp_path / "left_image.geom")
     dest = tmp_path / "out.tif"
-    code, output = _run(cut, "--dem", shared_data / "ventoux/srtm", "--tile-size", "128", "-q",
+    code, output = _run(cut, "--dem", shared_data / "ventoux/srtm", "--geoid",
+                        shared_data / "ventoux/geoid/egm96_15.gtx", "--tile-size", "128", "-q",
                         "-o", dest)
     assert code != 0 and "left_image.tif" in output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["left_image.geom", "left_image.tif"]
@@ -95,7 +98,8 @@ def test_truncated_image_is_an_error_and_leaves_nothing(tmp_path: Path, shared_d
 def test_grid_outside_the_footprint_is_an_error(shared_data: Path, tmp_path: Path) -> None:
     image = shared_data / "ventoux/left_image.tif"
     rpc = find_rpc(image)
-    heights = HeightModel.from_dem(Dem.open(shared_data / "ventoux/srtm"))
+    heights = HeightModel.from_dem(Dem.open(shared_data / "ventoux/srtm",
+                                            geoid=shared_data / "ventoux/geoid/egm96_15.gtx"))
     near = default_geobox(rpc, (500, 500), heights)
     a, b, c, d, e, f = near.transform
     far = GeoBox(near.crs, (a, b, c + 5000.0, d, e, f), near.height, near.width)
@@ -111,7 +115,8 @@ def test_memory_stays_within_three_times_one_tile(shared_data: Path, tmp_path: P
     """tracemalloc peak over a whole run vs the largest (input window + output tile) bytes."""
     image = shared_data / "ventoux/left_image.tif"
     rpc = find_rpc(image)
-    heights = HeightModel.from_dem(Dem.open(shared_data / "ventoux/srtm"))
+    heights = HeightModel.from_dem(Dem.open(shared_data / "ventoux/srtm",
+                                            geoid=shared_data / "ventoux/geoid/egm96_15.gtx"))
     plan = plan_ortho(rpc, heights, default_geobox(rpc, (500, 500), heights), (500, 500),
                       dtype="uint16")
     payloads = [
