@@ -135,7 +135,7 @@ def test_dsm_command_refuses_a_non_overlapping_pair(shared_data: Path, tmp_path:
     out = tmp_path / "dsm.tif"
     result = CliRunner().invoke(dsm_command, [
         str(g / "img1.tif"), str(v / "right_image.tif"), "--dem", str(g / "srtm_dir"),
-        "-q", "-o", str(out),
+        "--geoid", str(v / "geoid" / "egm96_15.gtx"), "-q", "-o", str(out),
     ])
     assert result.exit_code != 0
     assert "2013-02-08" in result.output or "overlap" in result.output or "cover" in result.output
