@@ -141,9 +141,14 @@ class LazyGroup(click.Group):
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
+        except click.exceptions.UsageError as exc:
+            if _short(exc.message) == exc.message:
+                raise
+            raise click.UsageError(_short(exc.format_message()), exc.ctx) from exc
         except click.exceptions.ClickException as exc:
-            exc.message = _short(exc.message)
-            raise
+            if _short(exc.message) == exc.message:
+                raise
+            raise click.ClickException(_short(exc.format_message())) from exc
         except (click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as exc:
@@ -197,4 +202,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -29,7 +29,7 @@ from planner.workload import (
 )
 
 
-class FiniteFloat(click.ParamType):
+class FiniteFloat(click.ParamType[float]):
     """A finite float above ``minimum`` (``strict``: not equal to it)."""
 
     name = "number"

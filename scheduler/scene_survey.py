@@ -84,8 +84,8 @@ def _sensor(path: str) -> str:
     with rasterio.open(path) as src:
         tags = src.tags()
     if tags.get("MISSION"):
-        return tags["MISSION"] + tags.get("MISSION_INDEX", "")
-    return tags.get("SENSOR", "") or tags.get("SATELLITEID", "")
+        return str(tags["MISSION"]) + str(tags.get("MISSION_INDEX", ""))
+    return str(tags.get("SENSOR", "") or tags.get("SATELLITEID", ""))
 
 
 def read_scene_facts(path: str, dem: str | None = None, geoid: str | None = None) -> SceneFacts:
