@@ -119,6 +119,12 @@ def rebuild_calibration(
     are divided by its speed so they stay reference CPU-seconds). Optional
     ``peak_mem_gib`` per run refits the memory slope when two or more runs
     differ in size. Operations no document mentions keep the base figures.
+
+    Each CPU-second is counted once: a document whose measured command also
+    did the work of later stages lists them under ``covers`` (the stereo
+    benchmark times the whole ``eochain dsm``, gridding included, so it
+    covers ``dsm``); their per-megapixel figures are taken out of the
+    measured one.
     """
     fam = family or base.reference_family
     speed = base.speed(fam)
@@ -145,7 +151,17 @@ def rebuild_calibration(
             cpu += c
             if "peak_mem_gib" in run:
                 mem_points.append((p, float(run["peak_mem_gib"])))
-        new = replace(ops[op], cpu_s_per_mpx=cpu / (px / 1e6) / speed)
+        per_mpx = cpu / (px / 1e6) / speed
+        covered = doc.get("covers", [])
+        if not isinstance(covered, list) or any(c not in ops or c == op for c in covered):
+            raise CatalogError(f"benchmark document {n}: covers={covered!r}; expected a list of "
+                               f"other operations among {sorted(ops)}")
+        rest = sum(ops[c].cpu_s_per_mpx for c in covered)
+        if rest >= per_mpx:
+            raise CatalogError(
+                f"benchmark document {n}: {op} measured {per_mpx:.3g} CPU-s/Mpx, not more than "
+                f"the {rest:.3g} of the stages it covers ({', '.join(covered)})")
+        new = replace(ops[op], cpu_s_per_mpx=per_mpx - rest)
         if len({p for p, _ in mem_points}) >= 2:
             xs = [p for p, _ in mem_points]
             ys = [m for _, m in mem_points]
@@ -186,6 +202,6 @@ def benchmark_runs(doc: Mapping[str, Any]) -> dict[str, Any] | None:
         m = _CELLS.search(str(eo.get("summary", "")))
         if m:
             cells = float(m.group(1)) * float(m.group(2))
-            return {"operation": "stereo", "runs": [
+            return {"operation": "stereo", "covers": ["dsm"], "runs": [
                 {"pixels": cells, "cpu_s": float(eo["wall_s"]) * float(state.get("cpu_count", 1))}]}
     return None

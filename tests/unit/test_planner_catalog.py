@@ -112,6 +112,20 @@ def test_rebuild_calibration_from_benchmark_output() -> None:
     json.dumps(calibration_to_dict(new))
 
 
+def test_a_cpu_second_is_counted_once() -> None:
+    """The stereo benchmark times the whole DSM command, gridding included: dsm's share goes."""
+    base = load_calibration()
+    doc = {"operation": "stereo", "covers": ["dsm"], "runs": [{"pixels": 1e6, "cpu_s": 20.0}]}
+    new = rebuild_calibration(base, [doc])
+    speed = base.speed(base.reference_family)
+    assert new.profile("stereo").cpu_s_per_mpx == pytest.approx(
+        20.0 / speed - base.profile("dsm").cpu_s_per_mpx)
+    with pytest.raises(CatalogError, match="not more than"):
+        rebuild_calibration(base, [{**doc, "runs": [{"pixels": 1e6, "cpu_s": 1.0}]}])
+    with pytest.raises(CatalogError, match="covers="):
+        rebuild_calibration(base, [{**doc, "covers": ["stereo"]}])
+
+
 def test_benchmark_result_files_are_understood() -> None:
     ortho = {"machine": {"cpus": 2}, "inputs": {"output_mpx": 10.0},
              "throughput": {"eochain_1thread_s": 1.0, "eochain_cog_write_all_s": 2.0}}
@@ -119,6 +133,6 @@ def test_benchmark_result_files_are_understood() -> None:
                                      "runs": [{"pixels": 1e7, "cpu_s": 5.0}]}
     stereo = {"state": {"cpu_count": 2},
               "eochain": {"wall_s": 10.0, "summary": "x.tif: 100 x 50 cells, EPSG:1"}}
-    assert benchmark_runs(stereo) == {"operation": "stereo",
+    assert benchmark_runs(stereo) == {"operation": "stereo", "covers": ["dsm"],
                                       "runs": [{"pixels": 5000.0, "cpu_s": 20.0}]}
     assert benchmark_runs({"unrelated": 1}) is None
