@@ -63,9 +63,6 @@ import pyproj
 import pyproj.exceptions
 import rasterio
 import rasterio.errors
-import scipy.ndimage
-import scipy.sparse
-import scipy.sparse.linalg
 from numpy.typing import ArrayLike, NDArray
 from rasterio.crs import CRS
 from rasterio.windows import Window as RioWindow
@@ -249,6 +246,9 @@ def fill_holes_laplace(heights: NDArray[np.float32], holes: NDArray[np.bool_],
     outside ``usable`` (gaps) take no part; components touching no valid node
     are left NaN.
     """
+    # scipy is imported here, where holes need it: it costs ~0.3 s of every command's start.
+    import scipy.ndimage
+
     labels, n_components = scipy.ndimage.label(holes)
     n_rows, n_cols = heights.shape
     filled = 0
@@ -264,6 +264,9 @@ def fill_holes_laplace(heights: NDArray[np.float32], holes: NDArray[np.bool_],
 def _fill_component(block: NDArray[np.float32], hole: NDArray[np.bool_],
                     usable: NDArray[np.bool_]) -> int:
     """Solve deg(p) h(p) - sum of hole neighbours = sum of valid neighbours, in place."""
+    import scipy.sparse  # imported here: see fill_holes_laplace
+    import scipy.sparse.linalg
+
     n_rows, n_cols = block.shape
     hr, hc = np.nonzero(hole)
     n = hr.size
