@@ -91,6 +91,8 @@ class FlowReport:
     items_rewritten: tuple[str, ...] = ()
     #: products another driver on the same output computed while this one waited
     by_other_run: tuple[str, ...] = ()
+    #: this run's id, in the names of its temporary files/objects
+    run_id: str = ""
 
     @property
     def ok(self) -> bool:
@@ -264,7 +266,7 @@ class Flow:
                           tuple(sorted(skipped + by_other)), tuple(failures),
                           len(products) + n_survey_failures, report,
                           time.perf_counter() - start, swept, tuple(rebuilt), tuple(items),
-                          tuple(sorted(by_other)))
+                          tuple(sorted(by_other)), store.run_id)
 
 
 def _done(manifest: Manifest, pending: Sequence[ProductPlan], mine: Sequence[ProductPlan],

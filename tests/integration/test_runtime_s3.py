@@ -63,11 +63,37 @@ def test_s3_store_commits_atomically_and_sweeps(s3_endpoint: str, tmp_path: Path
     assert store.list_keys() == ["ortho/a.json", "ortho/a.tif"]
     assert store.exists("ortho/a.tif") and not store.exists("ortho/b.tif")
     assert not [k for k in _all_keys(store) if S3_TMP_DIR in k]
-    # a writer killed after its upload, before the copy: only a temporary object remains
-    store.client.put_object(Bucket=BUCKET, Key=f"unit/{S3_TMP_DIR}/dead/ortho/b.tif", Body=b"x")
+    # a writer killed after its upload, before the copy: only a temporary object remains; this
+    # run's own is swept at once, another run's only once older than STALE_TEMP_S (it may be
+    # publishing right now)
+    own = f"unit/{S3_TMP_DIR}/{store.run_id}/x/ortho/c.tif"
+    other = f"unit/{S3_TMP_DIR}/other-run/y/ortho/b.tif"
+    for key in (own, other):
+        store.client.put_object(Bucket=BUCKET, Key=key, Body=b"x")
     assert store.list_keys() == ["ortho/a.json", "ortho/a.tif"]
-    assert store.sweep_temps() == [f"unit/{S3_TMP_DIR}/dead/ortho/b.tif"]
+    assert store.sweep_temps() == [own]
+    assert [k for k in _all_keys(store) if S3_TMP_DIR in k] == [other]
+    assert store.sweep_temps(max_age_s=0) == [other]
     assert not [k for k in _all_keys(store) if S3_TMP_DIR in k]
+    store.check_writable()
+    assert not [k for k in _all_keys(store) if S3_TMP_DIR in k]
+
+
+def test_s3_temporaries_of_a_live_run_survive_another_runs_sweep(s3_endpoint: str) -> None:
+    a = open_store(f"s3://{BUCKET}/shared")
+    b = open_store(f"s3://{BUCKET}/shared")
+    assert isinstance(a, S3Store) and isinstance(b, S3Store) and a.run_id != b.run_id
+    swept: list[list[str]] = []
+    real_copy = b.client.copy
+
+    def copy_after_a_sweeps(*args: object, **kwargs: object) -> object:
+        swept.append(a.sweep_temps())  # run a ends while b's object waits for its copy
+        return real_copy(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(b.client, "copy", copy_after_a_sweeps)
+        b.put_bytes("ortho/s.tif", b"b's product")
+    assert swept == [[]] and b.get_bytes("ortho/s.tif") == b"b's product"
 
 
 @pytest.fixture(scope="module")
@@ -206,8 +232,15 @@ def test_s3_input_tiles_fetch_about_their_declared_window(s3_endpoint: str, scen
     local = Driver(address="serial").get_flow([SceneInput("v0", str(tiled))]).ortho(
         dem=dem, tile_px=512).write(tmp_path / "from_disk").run()
     assert remote.ok and local.ok, remote.failures
-    assert (tmp_path / "from_s3/ortho/v0.tif").read_bytes() == (
-        tmp_path / "from_disk/ortho/v0.tif").read_bytes()
+    import numpy as np
+
+    with rasterio.open(tmp_path / "from_s3/ortho/v0.tif") as a, \
+            rasterio.open(tmp_path / "from_disk/ortho/v0.tif") as b:
+        # same pixels and grid; only the provenance tags naming each run's input differ
+        assert np.array_equal(a.read(), b.read(), equal_nan=True)
+        assert str(a.profile) == str(b.profile)  # as text: a NaN nodata equals itself
+        differ = {k for k in a.tags() | b.tags() if a.tags().get(k) != b.tags().get(k)}
+        assert differ == {"EOCHAIN_INPUTS", "EOCHAIN_RPC"}
 
 
 def test_ray_workers_publish_to_s3(s3_endpoint: str, scene, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
