@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,7 +49,7 @@ from scheduler.runtime.dispatch import Dispatcher, DispatchOptions, Progress, Ru
 from scheduler.runtime.errors import FlowError
 from scheduler.runtime.kernels import WriteCogTask
 from scheduler.runtime.lease import LEASE_TTL_S, LeaseBook
-from scheduler.runtime.manifest import Manifest, ProductRecord
+from scheduler.runtime.manifest import MANIFEST_DIR, Manifest, ProductRecord, Verdict
 from scheduler.runtime.products import (
     DsmStep,
     OrthoStep,
@@ -216,8 +217,8 @@ class Flow:
         rebuilt: list[str] = []
         items: list[str] = []
         todo: list[ProductPlan] = []
-        for p in products:
-            verdict = manifest.verify(p.key)
+        for p, verdict in zip(products, verify_all(manifest, [p.key for p in products]),
+                              strict=True):
             if verdict.product_ok and verdict.record is not None:
                 skipped.append(p.object_key)
                 if not verdict.item_ok:
@@ -280,6 +281,20 @@ def _done(manifest: Manifest, pending: Sequence[ProductPlan], mine: Sequence[Pro
             by_other.append(p.object_key)
             keys.append(p.key)
     return keys
+
+
+#: Threads verifying recorded products at the start of a run (S3: a few requests each).
+VERIFY_THREADS = 16
+
+
+def verify_all(manifest: Manifest, keys: Sequence[str]) -> list[Verdict]:
+    """:meth:`Manifest.verify` of each key, in parallel; keys without a record cost nothing
+    beyond one listing of the manifest."""
+    recorded = set(manifest.store.list_keys(MANIFEST_DIR + "/"))
+    absent = Verdict(None, False, False, "not recorded")
+    with ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="eochain-verify") as pool:
+        return list(pool.map(
+            lambda k: manifest.verify(k) if Manifest.record_key(k) in recorded else absent, keys))
 
 
 def _rewrite_item(store: LocalStore | S3Store, product: ProductPlan, record: ProductRecord) -> None:

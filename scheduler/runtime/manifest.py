@@ -204,12 +204,3 @@ class Manifest:
         if not isinstance(props, dict) or props.get("eochain:sha256") != rec.sha256:
             return False, f"{where}: STAC item does not name the product's checksum"
         return True, ""
-
-    def done_keys(self) -> set[str]:
-        """Keys of recorded products that pass :meth:`verify` (STAC item aside)."""
-        done: set[str] = set()
-        for rk in self.store.list_keys(MANIFEST_DIR + "/"):
-            key = rk[len(MANIFEST_DIR) + 1:].removesuffix(".json")
-            if self.verify(key).product_ok:
-                done.add(key)
-        return done

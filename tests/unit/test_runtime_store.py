@@ -62,7 +62,8 @@ def test_manifest_lists_only_products_whose_object_exists(tmp_path: Path) -> Non
                         hashlib.sha256(b"a").hexdigest(), 1)
     manifest.record(rec)
     manifest.record(ProductRecord("k2", "ortho/b.tif", "", "ortho", "b", "00", 1))
-    assert manifest.done_keys() == {"k1"}
+    assert manifest.verify("k1").product_ok
+    assert manifest.verify("k2").reason == f"{store.uri('ortho/b.tif')}: recorded but missing"
     assert manifest.get("k3") is None
     # the first verification hashed the object (no version recorded) and kept its version
     stat = store.stat("ortho/a.tif")
