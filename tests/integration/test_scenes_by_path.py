@@ -106,3 +106,14 @@ def test_a_hanging_scene_times_out_and_the_others_are_read(gizeh: Path, tmp_path
     finally:
         # release the abandoned reader threads: open the FIFO for writing, then close it
         threading.Thread(target=lambda: open(fifo, "wb").close(), daemon=True).start()
+
+
+def test_the_local_example_names_its_scenes_by_path(shared_data: Path) -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "local.yaml"
+    if not (example.parent / "../../shared/data/gizeh/img1.tif").exists():
+        pytest.skip("examples/local.yaml points at ../shared/data beside the repository; "
+                    f"the data found is at {shared_data}")
+    c = load_campaign(example, reader=SceneSurvey())
+    assert [(s.id, s.rows, s.cols, s.sensor) for s in c.scenes] == [
+        ("img1", 801, 800, "PHR1B"), ("img2", 801, 795, "PHR1B")]
+    assert c.defaults_used == ("deadline_h", "data", "compute")
