@@ -36,6 +36,7 @@ import shutil
 import struct
 import threading
 import uuid
+import warnings
 from collections import deque
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -47,7 +48,7 @@ from typing import Any, BinaryIO, Self
 import numpy as np
 import rasterio
 from numpy.typing import NDArray
-from rasterio.errors import RasterioError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window as RioWindow
 
 from ops.cog_blocks import PREDICTOR, average_into, encode_block
@@ -78,7 +79,11 @@ class RasterInfo:
 def raster_info(path: str | Path) -> RasterInfo:
     """Shape, band count, dtype, nodata and band descriptions of a raster file."""
     try:
-        with rasterio.open(path) as src:
+        with warnings.catch_warnings():
+            # a raw sensor image has no geotransform: that is normal, not worth a warning
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            src = rasterio.open(path)
+        with src:
             return RasterInfo(
                 str(path),
                 src.height,
@@ -101,7 +106,9 @@ class WindowReader:
 
     def __enter__(self) -> Self:
         try:
-            self._src = rasterio.open(self.path)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)  # raw images have none
+                self._src = rasterio.open(self.path)
         except RasterioError as exc:
             raise RasterReadError(
                 f"{self.path}: cannot open as a raster ({exc}); expected a GeoTIFF") from exc

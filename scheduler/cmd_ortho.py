@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ops.crs import check_crs
-from ops.dem import Dem
+from ops.dem import MAX_HOLE_FRACTION, Dem
 from ops.errors import OpsError
 from ops.footprint import lonlat_bounds
 from ops.ortho import HeightModel, default_geobox, orthorectify, plan_ortho, tile_jobs
@@ -30,6 +30,7 @@ from ops.raster_io import raster_info
 from ops.rpc import RpcModel
 from ops.rpc_io import find_rpc
 from planner.errors import PlannerError
+from scheduler.geometry_options import dem_reference_options, rpc_source_options
 from scheduler.guards import POSITIVE_FINITE, allow_large_option, check_product_grid
 from scheduler.output_path import check_input_exists, check_output_file
 
@@ -61,6 +62,8 @@ def footprint_box(rpc: RpcModel, shape: tuple[int, int]) -> tuple[float, float, 
               help="DEM file or folder of DEM tiles (SRTM .hgt, GeoTIFF).")
 @click.option("--geoid", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Geoid grid (EGM96 .gtx) when DEM heights are above the geoid.")
+@dem_reference_options
+@rpc_source_options
 @click.option("--crs", default=None, help="Output CRS (default: the footprint's UTM zone).")
 @click.option("--gsd", "gsd_m", type=POSITIVE_FINITE, default=None,
               help="Output pixel size in metres (default: the sensor's GSD).")
@@ -76,18 +79,21 @@ def footprint_box(rpc: RpcModel, shape: tuple[int, int]) -> tuple[float, float, 
 def ortho(
     image: Path, dem_path: Path, geoid: Path | None, crs: str | None, gsd_m: float | None,
     resampling: str, tile_px: int, output: Path, overwrite: bool, quiet: bool, allow_large: bool,
+    rpc_source: str | None = None, rpc_origin: tuple[float, float] | None = None,
+    dem_heights: str | None = None, dem_max_holes: float = MAX_HOLE_FRACTION,
 ) -> None:
     """Orthorectify IMAGE with its RPC model and a DEM into the COG OUTPUT."""
     check_input_exists(dem_path, "--dem")
     check_input_exists(geoid, "--geoid")
     try:
         info = raster_info(image)
-        rpc = find_rpc(image)
+        rpc = find_rpc(image, rpc_source=rpc_source, origin=rpc_origin)
         check_output_file(output, [image, rpc.source, dem_path, geoid], overwrite=overwrite)
         if crs is not None:
             check_crs(crs)
         dem = Dem.open(dem_path, geoid=geoid, bounds_lonlat=footprint_box(rpc, info.shape),
-                       pad_deg=DEM_PAD_DEG, require_bounds=False)
+                       pad_deg=DEM_PAD_DEG, require_bounds=False, vertical_datum=dem_heights,
+                       max_hole_fraction=dem_max_holes)
         heights = HeightModel.from_dem(dem)
         geobox = default_geobox(rpc, info.shape, heights, crs=crs, gsd_m=gsd_m)
         check_product_grid(f"ortho of {image}", geobox.height, geobox.width, tile_px,
