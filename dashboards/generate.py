@@ -4,7 +4,7 @@ Run ``python dashboards/generate.py`` after editing; a test checks that the
 committed JSON equals what this script writes, and that every panel's query
 returns data from a real Prometheus scraping a campaign.
 
-Four dashboards, each with the variables ``datasource`` (a Prometheus data
+Five dashboards, each with the variables ``datasource`` (a Prometheus data
 source, so the JSON imports anywhere), ``campaign`` and ``instance_type``
 (multi-valued, "All" = ``.*``):
 
@@ -15,7 +15,10 @@ source, so the JSON imports anywhere), ``campaign`` and ``instance_type``
 * fleet: nodes by type and market, spot interruptions, market fallbacks, lost runs,
   retries and recomputations;
 * kernels: throughput (tasks and pixels per second), latency quantiles, mean latency,
-  peak memory quantiles.
+  peak memory quantiles;
+* actors: what the Ray actors report themselves (``ray_eochain_actor_*``, scraped from
+  every Ray node through Ray's service discovery, so it outlives the driver): tasks per
+  second by operation and outcome, latency quantiles, peak worker memory, tasks by node.
 """
 
 from __future__ import annotations
@@ -125,6 +128,22 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
             ((f"histogram_quantile({q}, sum by (le, op) "
              f"(rate(eochain_task_peak_memory_bytes_bucket{{{CI}}}[{RI}])))"), f"p{p} {{{{op}}}}")
             for q, p in (("0.5", "50"), ("0.95", "95"))], "bytes"),
+    ]),
+    "actors": ("eochain: actors (reported by the Ray nodes)", [
+        ("timeseries", "Actor tasks per second by operation and outcome", [
+            ((f"sum by (op, outcome) (rate(ray_eochain_actor_tasks_total{{{CI}}}[{RI}]))"),
+             "{{op}} {{outcome}}")], "ops"),
+        ("timeseries", "Actor task latency quantiles", [
+            ((f"histogram_quantile({q}, sum by (le, op) "
+             f"(rate(ray_eochain_actor_task_duration_seconds_bucket{{{CI}}}[{RI}])))"),
+             f"p{p} {{{{op}}}}") for q, p in (("0.5", "50"), ("0.95", "95"))], "s"),
+        # a worker's gauge ends with its process: the peak over the last hour
+        ("timeseries", "Peak memory of the actors' workers (last hour)", [
+            (f"max by (instance_type) (max_over_time(ray_eochain_actor_peak_memory_bytes{{{CI}}}[1h]))",
+             "{{instance_type}}")], "bytes"),
+        ("timeseries", "Actor tasks by node (total)", [
+            (f"sum by (NodeAddress) (ray_eochain_actor_tasks_total{{{C}}})",
+             "{{NodeAddress}}")], "none"),
     ]),
 }
 

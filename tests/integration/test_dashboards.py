@@ -21,7 +21,7 @@ import pytest
 pytestmark = pytest.mark.integration
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
-NAMES = ("cost", "fleet", "kernels", "progress")
+NAMES = ("actors", "cost", "fleet", "kernels", "progress")
 PANEL_TYPES = {"stat", "gauge", "timeseries", "table", "bargauge", "barchart"}
 
 
@@ -108,3 +108,10 @@ def test_dashboards_cover_what_the_issue_asks() -> None:
     assert "eochain_task_peak_memory_bytes_bucket" in kernels
     assert "eochain_pixels_processed_total" in kernels
     assert '$instance_type' in kernels and '$instance_type' in fleet
+    actors = _exprs("actors")
+    for metric in ("ray_eochain_actor_tasks_total", "ray_eochain_actor_task_duration_seconds_bucket",
+                   "ray_eochain_actor_peak_memory_bytes"):
+        assert metric in actors, metric
+    # the actors' series carry the campaign label: every panel selects on it
+    for panel in _load("actors")["panels"]:
+        assert all('campaign=~"$campaign"' in t["expr"] for t in panel["targets"]), panel["title"]

@@ -285,7 +285,10 @@ def _substitute(expr: str, campaign: str) -> str:
     return out.replace("$instance_type", ".*")
 
 
-@pytest.mark.parametrize("dashboard", sorted(p.name for p in DASHBOARDS.glob("*.json")))
+# actors.json reads what Ray's nodes export (ray_eochain_actor_*), not the driver's
+# exporter: test_runtime_actor_metrics.py runs its queries against a real Ray node.
+@pytest.mark.parametrize("dashboard", sorted(p.name for p in DASHBOARDS.glob("*.json")
+                                             if p.name != "actors.json"))
 def test_every_panel_query_returns_data(prometheus: Prometheus, campaign: Campaign,
                                         dashboard: str) -> None:
     """Each target of each panel, with the campaign selected, returns a finite value."""

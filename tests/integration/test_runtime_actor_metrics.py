@@ -14,13 +14,18 @@ of the page must also pass ``promtool check metrics``.
 
 from __future__ import annotations
 
+import json
+import math
+import os
 import re
 import shutil
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -32,6 +37,8 @@ from scheduler.runtime.state import Task, TaskGraph
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
+REPO = Path(__file__).resolve().parents[2]
+PROM_SCRIPT = REPO / "tests" / "services" / "prometheus.sh"
 ITYPE = "c7g.large"
 CAMPAIGN = "actors-it"
 DEADLINE_S = 60.0
@@ -48,7 +55,8 @@ def ray_local() -> Iterator[str]:
     if ray.is_initialized():
         ray.shutdown()
     ray.init(address="local", num_cpus=2, resources={f"{ITYPE}:spot": 2.0},
-             include_dashboard=False, log_to_driver=False, object_store_memory=100 * 2**20)
+             include_dashboard=False, log_to_driver=False, object_store_memory=100 * 2**20,
+             _system_config={"metrics_report_interval_ms": 1000})
     try:
         (node,) = [n for n in ray.nodes() if n["Alive"]]  # type: ignore[no-untyped-call]
         yield f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
@@ -155,3 +163,68 @@ def test_actors_export_task_counts_durations_and_memory(ray_local: str) -> None:
         out = subprocess.run([promtool, "check", "metrics"], input=_eochain_families(text),
                              capture_output=True, text=True, check=False)
         assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A private Prometheus (tests/services/prometheus.sh); yields its URL and targets folder."""
+    state = tmp_path_factory.mktemp("prom")
+    env = {**os.environ, "EOCHAIN_PROMETHEUS_STATE": str(state),
+           "EOCHAIN_PROMETHEUS_TARGETS": str(tmp_path_factory.mktemp("eochain-targets"))}
+    out = subprocess.run([str(PROM_SCRIPT), "start"], env=env, capture_output=True, text=True,
+                         timeout=300, check=False)
+    if out.returncode != 0:
+        if "not root" in out.stderr:
+            pytest.skip(f"no Prometheus and not root to install it: {out.stderr.strip()}")
+        raise AssertionError(f"prometheus.sh start failed:\n{out.stderr}")
+    try:
+        yield out.stdout.strip().rpartition("EOCHAIN_PROMETHEUS_URL=")[2], state / "targets"
+    finally:
+        subprocess.run([str(PROM_SCRIPT), "stop"], env=env, check=False, timeout=60)
+
+
+def _query(url: str, expr: str) -> list[float]:
+    q = urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(f"{url}/api/v1/query?{q}", timeout=10) as resp:
+        doc = json.load(resp)
+    return [float(r["value"][1]) for r in doc["data"]["result"]]
+
+
+def test_actor_dashboard_panels_have_data(ray_local: str,
+                                          prometheus: tuple[str, Path]) -> None:
+    """Prometheus scrapes the Ray node; every actors.json query, campaign selected, has data.
+
+    Ray reports the node's metrics every second here (``metrics_report_interval_ms``),
+    so the long graph's series grow while Prometheus scrapes them.
+    """
+    url, targets = prometheus
+    node = urllib.parse.urlsplit(ray_local).netloc
+    (targets / "ray.json.tmp").write_text(json.dumps([{"targets": [node]}]))
+    (targets / "ray.json.tmp").replace(targets / "ray.json")
+
+    def slow(ctx: object) -> int:
+        time.sleep(1.5)
+        return 4
+
+    # tasks spread over ~15 s of the same actors: every series is scraped before and after
+    # it grows (the first sample of a series shows no increase to rate())
+    publish_campaign_name(CAMPAIGN)
+    report = Dispatcher(DispatchOptions()).run(
+        TaskGraph.build([Task(f"slow{k}", slow) for k in range(20)]))
+    assert not report.failures, report.failures
+    deadline = time.monotonic() + DEADLINE_S
+
+    doc = json.loads((REPO / "dashboards" / "actors.json").read_text())
+    queries = [(p["title"], t["expr"].replace("$__rate_interval", "5m")
+                .replace("$campaign", CAMPAIGN).replace("$instance_type", ".*"))
+               for p in doc["panels"] for t in p["targets"]]
+
+    def empty() -> list[str]:
+        return [f"{title}: {expr}" for title, expr in queries
+                if not any(math.isfinite(v) for v in _query(url, expr))]
+
+    missing = empty()
+    while missing and time.monotonic() < deadline:
+        time.sleep(0.5)
+        missing = empty()
+    assert not missing, "\n".join(missing)
