@@ -183,7 +183,7 @@ class WriteCogTask:
             meta = self.meta
             with CogWriter(scratch, self.geobox, count=self.count, dtype=self.dtype,
                            nodata=self.nodata, descriptions=self.descriptions,
-                           crs=None if meta is None else meta.crs,
+                           crs=None if meta is None else meta.file_crs,
                            units=None if meta is None else meta.band_units,
                            tags=None if meta is None else meta.tags()) as out:
                 for window, tile in zip(self.windows, tiles, strict=True):
