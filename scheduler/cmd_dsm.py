@@ -20,6 +20,7 @@ import click
 import numpy as np
 from tqdm import tqdm
 
+from ops.acquisition import read_acquisition, span
 from ops.crs import check_crs
 from ops.dem import Dem
 from ops.errors import OpsError
@@ -31,6 +32,8 @@ from planner.grid import TileGrid
 from scheduler.cmd_ortho import footprint_box
 from scheduler.guards import POSITIVE_FINITE, allow_large_option, check_product_box
 from scheduler.output_path import check_input_exists, check_output_file
+from scheduler.runtime.errors import MetadataError
+from scheduler.runtime.provenance import dsm_metadata
 
 NODATA = -32768.0
 BANDS = ("height (m)", "supporting points (0 = interpolated)", "matching confidence (NCC)")
@@ -91,8 +94,17 @@ def dsm(
         n_tiles = len(TileGrid(plan.geobox, tile_px, tile_px))
         n_valid = n_supported = 0
         reasons: set[str] = set()
+        meta = dsm_metadata(
+            horizontal_crs=plan.geobox.crs, heights=heights, band_descriptions=BANDS,
+            images=[str(left.resolve()), str(right.resolve())],
+            rpc_sources=[view_l.rpc.source, view_r.rpc.source], dem=str(dem_path.resolve()),
+            geoid=None if geoid is None else str(geoid.resolve()),
+            acquired=span([read_acquisition(left), read_acquisition(right)]),
+            parameters={"crs": crs, "gsd_m": gsd_m, "tile_px": tile_px,
+                        "max_days_apart": max_days_apart})
         with CogWriter(output, plan.geobox, count=3, dtype="float32", nodata=NODATA,
-                       descriptions=BANDS) as out, tqdm(
+                       descriptions=BANDS, crs=meta.file_crs, units=meta.band_units,
+                       tags=meta.tags()) as out, tqdm(
             total=n_tiles, unit="tile", desc="dsm", disable=quiet
         ) as bar:
             for window, tile in iter_dsm_tiles(
@@ -111,7 +123,7 @@ def dsm(
                 ]).astype(np.float32)
                 out.write(window, data)
                 bar.update()
-    except (OpsError, PlannerError) as exc:
+    except (OpsError, PlannerError, MetadataError) as exc:
         raise click.ClickException(str(exc)) from exc
     g = plan.geobox
     click.echo(
