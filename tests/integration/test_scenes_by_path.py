@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -117,3 +119,39 @@ def test_the_local_example_names_its_scenes_by_path(shared_data: Path) -> None:
     assert [(s.id, s.rows, s.cols, s.sensor) for s in c.scenes] == [
         ("img1", 801, 800, "PHR1B"), ("img2", 801, 795, "PHR1B")]
     assert c.defaults_used == ("deadline_h", "data", "compute")
+
+
+def _eochain(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+    return subprocess.run([sys.executable, "-m", "scheduler.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=400, check=False)
+
+
+def _dem_args(gizeh: Path) -> list[str]:
+    return ["--dem", str(gizeh / "srtm_dir"), "--geoid",
+            str(gizeh.parent / "ventoux" / "geoid" / "egm96_15.gtx")]
+
+
+def test_run_refuses_a_contradicting_size_before_ray_starts(gizeh: Path, tmp_path: Path) -> None:
+    path = _campaign(tmp_path, [{"uri": str(gizeh / "img1.tif"), "rows": 40000},
+                                {"uri": str(gizeh / "img2.tif")}])
+    done = _eochain("run", str(path), *_dem_args(gizeh), "--out", str(tmp_path / "out"), "-q",
+                    cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "inputs.scenes[0].rows = 40000 but" in done.stderr and "has 801 rows" in done.stderr
+    assert "metrics:" not in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_run_orthorectifies_scenes_named_by_path(gizeh: Path, tmp_path: Path) -> None:
+    doc = {"name": "gizeh", "inputs": {"scenes": [{"uri": str(gizeh / "img1.tif")},
+                                                  {"uri": str(gizeh / "img2.tif")}]},
+           "products": {"ortho": {"gsd_m": 0.5}}}
+    path = tmp_path / "campaign.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    out = tmp_path / "out"
+    done = _eochain("run", str(path), *_dem_args(gizeh), "--workers", "1", "--out", str(out),
+                    "-q", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "products: 2 written, 0 already done, 0 failed, of 2" in done.stdout + done.stderr
+    assert len(list(out.rglob("*.tif"))) == 2
