@@ -1,29 +1,33 @@
-"""eochain's plan vs three reference placements, all judged by the campaign simulator.
+"""eochain's plan vs fair reference placements, all judged by the same campaign simulator.
 
 Run: ``python -m benchmarks.planner_baselines`` (``--runs 20``). Writes the
 same tables to ``benchmarks/results/planner_baselines.json``.
 
-Campaigns (the "state machine" measured is :func:`planner.planning.plan_campaign`
-then :class:`planner.simulator.CampaignSimulator`): the example campaign
-(``examples/campaign.yaml``: Pléiades pairs, ortho 0.5 m + DSM 1 m, data in
-eu-west-3, spot and on-demand in eu-west-3 and eu-west-1, quotas) with 200
-pairs and a 24 h deadline, and the same with an 8 h deadline, where quotas
-and the per-type instance limit bind.
+Campaigns: the example campaign (``examples/campaign.yaml``: Pléiades pairs,
+ortho 0.5 m + DSM 1 m, data in eu-west-3, spot and on-demand in eu-west-3
+and eu-west-1, quotas) at ``--pairs`` pairs and each ``--deadlines``.
 
-Strategies, each sized for the makespan eochain's chosen plan targets
-(``makespan_limit_h``), then simulated ``--runs`` times with the same seeds
-(spot interruptions at each type's rate, lost work redone, start-up delays):
+Every strategy is judged the same way, the way ``eochain plan`` judges its
+own candidates (:func:`planner.planning.plan_campaign`): realistic spot
+hazards (:mod:`planner.spot`: Advisor share per instance life, correlated
+pool reclaims, capacity outages), task times off the calibration by up to
++/- 30 % per run, lost intermediates redone, and every cost item of
+:mod:`planner.overheads` (head node, volumes, NAT and endpoints, S3
+requests and storage, inter-zone traffic). Each baseline *chooses its own
+horizon*: it is sized for every makespan of eochain's frontier sweep,
+screened with a few runs, and the cheapest horizon that meets the deadline
+in 95 % of runs is kept (or the one with the best hit rate when none does).
 
-- eochain: the plan ``eochain plan`` chooses (Pareto frontier, simulated choice);
-- (a) all on-demand on the cheapest adequate type (:func:`planner.baselines.all_on_demand`);
-- (b) all spot on the single cheapest type per vCPU-hour (``all_spot_cheapest``);
-- (c) greedy cheapest-per-task placement under the same limits (``greedy_per_task``).
+- eochain: the plan ``eochain plan`` chooses (static: no re-planning yet);
+- (a) all on-demand on the cheapest adequate type (:func:`planner.baselines.all_on_demand`),
+  one zone;
+- (b) the cheapest memory-fitting single spot type per vCPU-hour in a default
+  cluster spread over three zones (what a SkyPilot or Ray user would run:
+  ``all_spot_cheapest``, zones=3);
+- (c) greedy cheapest-per-task placement with pooling, one zone (``greedy_per_task``).
 
-"plan USD" is each strategy's own fluid estimate (work + start-ups), "mean"
-and "p95" the simulated figures, which add idle time (instances waiting for
-inputs, tails). Ratio = eochain's mean simulated cost / the baseline's (below 1: eochain is
-cheaper; goals: <= 0.40 vs (a), <= 0.90 vs (b) and (c), with >= 95 % of
-eochain's runs meeting the deadline).
+Ratio = eochain's mean simulated cost / the baseline's (below 1: eochain is
+cheaper). Goal: at least 30 % below the best fair baseline at >= 95 % on time.
 """
 
 from __future__ import annotations
@@ -68,6 +72,36 @@ def _fleet(plan: PlacementPlan) -> str:
                      for e in plan.fleet)
 
 
+SCREEN_RUNS = 4
+TARGET_HIT = 0.95
+
+
+def _screened(sim: CampaignSimulator, build: Callable[[float], PlacementPlan],
+              horizons_h: list[float], deadline_h: float, seed: int, zones: int,
+              runtime_error: float) -> tuple[PlacementPlan, float] | str:
+    """The baseline sized at its own best horizon (see the module docstring)."""
+    best: tuple[float, PlacementPlan, float] | None = None
+    closest: tuple[float, PlacementPlan, float] | None = None
+    errors = []
+    for h in horizons_h:
+        try:
+            plan = build(h)
+        except InfeasiblePlanError as exc:
+            errors.append(str(exc))
+            continue
+        s = sim.simulate(plan, SCREEN_RUNS, seed=seed + 10_000, deadline_s=deadline_h * 3600,
+                         runtime_error=runtime_error, zones=zones)
+        if s.deadline_hit_rate >= TARGET_HIT and (best is None or s.mean_cost_usd < best[0]):
+            best = (s.mean_cost_usd, plan, h)
+        if closest is None or s.deadline_hit_rate > closest[0]:
+            closest = (s.deadline_hit_rate, plan, h)
+    if best is not None:
+        return best[1], best[2]
+    if closest is not None:
+        return closest[1], closest[2]
+    return "infeasible at every horizon: " + (errors[0] if errors else "no horizon")
+
+
 def run_campaign(pairs: int, deadline_h: float, runs: int, seed: int) -> dict[str, Any]:
     catalog, calibration = load_catalog(), load_calibration()
     campaign = _campaign(pairs, deadline_h)
@@ -75,43 +109,55 @@ def run_campaign(pairs: int, deadline_h: float, runs: int, seed: int) -> dict[st
     cp = plan_campaign(campaign, catalog, calibration, simulate_runs=runs, seed=seed)
     plan_s = time.perf_counter() - t
     graph = campaign_dag(campaign, calibration, catalog.families)
-    sim = CampaignSimulator(graph, depth_first_order(graph), cp.problem)
-    horizon_h = cp.chosen.makespan_limit_h
-    plans: dict[str, PlacementPlan | str] = {"eochain": cp.chosen}
-    builders: dict[str, Callable[[], PlacementPlan]] = {
+    regions = sorted({o.region for o in cp.problem.offers})
+    sim = CampaignSimulator(graph, depth_first_order(graph), cp.problem,
+                            spot=catalog.spot_model, overheads=catalog.overheads,
+                            head_usd_per_h={r: catalog.head_usd_per_h(r) for r in regions})
+    horizons = sorted({round(p.makespan_limit_h, 4) for p in cp.frontier.points})
+    region = campaign.data_region
+    builders: dict[str, tuple[Callable[[float], PlacementPlan], int]] = {
         "(a) all on-demand, cheapest adequate type":
-            lambda: all_on_demand(cp.problem, horizon_h, campaign.data_region),
-        "(b) all spot, single cheapest type":
-            lambda: all_spot_cheapest(cp.problem, horizon_h, campaign.data_region),
-        "(c) greedy cheapest per task": lambda: greedy_per_task(cp.problem, horizon_h),
+            (lambda h: all_on_demand(cp.problem, h, region), 1),
+        "(b) single cheapest spot type, 3 zones":
+            (lambda h: all_spot_cheapest(cp.problem, h, region), 3),
+        "(c) greedy cheapest per task, pooled": (lambda h: greedy_per_task(cp.problem, h), 1),
     }
-    for name, build in builders.items():
-        try:
-            plans[name] = build()
-        except InfeasiblePlanError as exc:
-            plans[name] = f"infeasible: {exc}"
+    chosen: dict[str, tuple[PlacementPlan, float, int] | str] = {
+        "eochain": (cp.chosen, cp.chosen.makespan_limit_h, cp.zones)}
+    for name, (build, zones) in builders.items():
+        got = _screened(sim, build, horizons, deadline_h, seed, zones, cp.runtime_error)
+        chosen[name] = got if isinstance(got, str) else (got[0], got[1], zones)
     rows: list[dict[str, Any]] = []
     eo: dict[str, Any] | None = None
-    for name, plan in plans.items():
-        if isinstance(plan, str):
-            rows.append({"strategy": name, "error": plan})
+    for name, got in chosen.items():
+        if isinstance(got, str):
+            rows.append({"strategy": name, "error": got})
             continue
-        s = sim.simulate(plan, runs, seed=seed, deadline_s=deadline_h * 3600)
-        row: dict[str, Any] = {"strategy": name, "planned_cost_usd": plan.cost_usd,
-               "mean_cost_usd": s.mean_cost_usd, "p95_cost_usd": s.p95_cost_usd,
-               "mean_makespan_h": s.mean_makespan_s / 3600,
-               "p95_makespan_h": s.p95_makespan_s / 3600,
-               "deadline_hit_rate": s.deadline_hit_rate,
-               "mean_interruptions": s.mean_interruptions, "fleet": _fleet(plan)}
+        plan, horizon_h, zones = got
+        s = sim.simulate(plan, runs, seed=seed, deadline_s=deadline_h * 3600,
+                         runtime_error=cp.runtime_error, zones=zones)
+        row: dict[str, Any] = {
+            "strategy": name, "horizon_h": horizon_h, "zones": zones,
+            "lp_cost_usd": plan.cost_usd, "mean_cost_usd": s.mean_cost_usd,
+            "p95_cost_usd": s.p95_cost_usd, "mean_makespan_h": s.mean_makespan_s / 3600,
+            "p95_makespan_h": s.p95_makespan_s / 3600, "deadline_hit_rate": s.deadline_hit_rate,
+            "mean_interruptions": s.mean_interruptions,
+            "cost_breakdown_usd": s.mean_breakdown_usd(), "fleet": _fleet(plan)}
         if name == "eochain":
             eo = row
         rows.append(row)
+    fair = [r for r in rows if r["strategy"] != "eochain" and "mean_cost_usd" in r
+            and r["deadline_hit_rate"] >= TARGET_HIT]
     for row in rows:
         if eo is not None and "mean_cost_usd" in row:
             row["eochain_cost_ratio"] = eo["mean_cost_usd"] / row["mean_cost_usd"]
+    best = min(fair, key=lambda r: r["mean_cost_usd"]) if fair else None
     return {"campaign": campaign.name, "pairs": pairs, "deadline_h": deadline_h,
-            "tasks": cp.n_tasks, "plan_s": plan_s, "horizon_h": horizon_h,
-            "frontier_points": len(cp.frontier.points), "rows": rows}
+            "tasks": cp.n_tasks, "plan_s": plan_s, "horizons_h": horizons,
+            "runtime_error": cp.runtime_error, "rows": rows,
+            "best_fair_baseline": None if best is None else best["strategy"],
+            "ratio_to_best_fair_baseline": (None if best is None or eo is None
+                                            else eo["mean_cost_usd"] / best["mean_cost_usd"])}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,20 +174,24 @@ def main(argv: list[str] | None = None) -> int:
         res = run_campaign(args.pairs, deadline, args.runs, args.seed)
         results.append(res)
         print(f"\ncampaign {res['campaign']}: {res['tasks']} tasks, deadline {deadline:g} h, "
-              f"fleets sized for {res['horizon_h']:.2f} h; plan took {res['plan_s']:.1f} s")
-        print(f"{'strategy':<44} {'plan USD':>9} {'mean USD':>9} {'p95 USD':>9} {'p95 h':>6} "
-              f"{'hit':>5} {'ratio':>6}")
+              f"task times +/- {100 * res['runtime_error']:.0f} %; plan took "
+              f"{res['plan_s']:.1f} s")
+        print(f"{'strategy':<44} {'horizon':>7} {'LP USD':>9} {'mean USD':>9} {'p95 USD':>9} "
+              f"{'p95 h':>6} {'hit':>5} {'ratio':>6}")
         for row in res["rows"]:
             if "error" in row:
                 print(f"{row['strategy']:<44} {row['error']}")
                 continue
-            print(f"{row['strategy']:<44} {row['planned_cost_usd']:>9.2f} "
+            print(f"{row['strategy']:<44} {row['horizon_h']:>6.2f}h {row['lp_cost_usd']:>9.2f} "
                   f"{row['mean_cost_usd']:>9.2f} "
                   f"{row['p95_cost_usd']:>9.2f} {row['p95_makespan_h']:>6.2f} "
                   f"{100 * row['deadline_hit_rate']:>4.0f}% {row['eochain_cost_ratio']:>6.3f}")
         for row in res["rows"]:
             if "fleet" in row:
                 print(f"  {row['strategy']}: {row['fleet']}")
+        ratio = res["ratio_to_best_fair_baseline"]
+        print(f"eochain vs the best fair baseline on time ({res['best_fair_baseline']}): "
+              + ("n/a" if ratio is None else f"{ratio:.3f} ({100 * (1 - ratio):.1f} % cheaper)"))
     doc = {"state": {"machine": platform.machine(), "cpu_count": os.cpu_count(),
                      "python": sys.version.split()[0], "platform": platform.platform(),
                      "inputs": "examples/campaign.yaml survey with --pairs pairs; shipped "
