@@ -310,7 +310,9 @@ class CogWriter:
                 if level.received[flat] >= rows * cols:
                     self._submit(level, flat)
         # Back-pressure: a few blocks per worker in flight bound the memory.
-        self._collect(wait=len(self._inflight) > 4 * self.workers + 4)
+        self._collect(wait=False)
+        while len(self._inflight) > 2 * self.workers + 2:
+            self._collect(wait=True)
 
     def _buffer(self, level: _Level, flat: int) -> NDArray[Any]:
         block = level.buffers.get(flat)
