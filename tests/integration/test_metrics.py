@@ -268,7 +268,7 @@ def test_rules_are_loaded_and_healthy(prometheus: Prometheus, campaign: Campaign
                     "(no eochain rules loaded)")
     alerts = {n for n, r in rules.items() if r["type"] == "alerting"}
     assert alerts == {"EochainCampaignStalled", "EochainCostOverPlan", "EochainDeadlineAtRisk",
-                      "EochainInterruptionStorm"}
+                      "EochainInterruptionStorm", "EochainSpendOverPlan", "EochainDriverGone"}
     assert all(r["health"] == "ok" for r in rules.values()), {
         n: r.get("lastError") for n, r in rules.items() if r["health"] != "ok"}
 
