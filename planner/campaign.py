@@ -69,7 +69,7 @@ from planner.scene_inputs import (
 
 __all__ = ["DEFAULTS", "M_PER_DEG_LAT", "M_PER_DEG_LON_EQUATOR", "PLEIADES_GSD_M", "Campaign",
            "Compute", "Pair", "Product", "Quotas", "Scene", "SceneFacts", "SceneReader",
-           "Tiling", "campaign_name", "load_campaign", "parse_campaign", "survey_scenes",
+           "Tiling", "campaign_name", "check_campaign", "load_campaign", "parse_campaign", "survey_scenes",
            "validate_against_catalog"]
 
 PRODUCT_KINDS = ("ortho", "dsm")
@@ -150,19 +150,22 @@ class Campaign:
 
 
 def parse_campaign(data: object, source: str = "<dict>", base_dir: Path | None = None, *,
-                   reader: SceneReader | None = None, allow_large: bool = False) -> Campaign:
+                   reader: SceneReader | None = None, allow_large: bool = False,
+                   unread_ok: bool = False) -> Campaign:
     """Validate a campaign mapping (as loaded from YAML) into a :class:`Campaign`.
 
     ``reader`` reads the facts of scenes given by path (see
-    :mod:`planner.scene_inputs`); ``allow_large`` lifts the survey size limit.
-    Every problem found is raised in one :class:`CampaignError`.
+    :mod:`planner.scene_inputs`); ``allow_large`` lifts the survey size limit;
+    ``unread_ok`` leaves out the scenes that would need a reader (for
+    :func:`check_campaign`). Every problem found is raised in one
+    :class:`CampaignError`.
     """
     problems = Problems(source, CampaignError)
     r = MappingReader(data, "", problems)
     r.check_keys(("name", "inputs", "products", "tiling", "data", "deadline_h", "budget_usd",
                   "objective", "weight_usd_per_h", "compute", "quotas"))
     name = r.text("name")
-    scenes, pairs = read_inputs(r.child("inputs"), base_dir, reader, allow_large)
+    scenes, pairs = read_inputs(r.child("inputs"), base_dir, reader, allow_large, unread_ok)
     pr = r.child("products")
     pr.check_keys(PRODUCT_KINDS)
     products = []
@@ -173,7 +176,7 @@ def parse_campaign(data: object, source: str = "<dict>", base_dir: Path | None =
             products.append(Product(kind, p.number("gsd_m")))
     if not products and not pr.broken:
         pr.fail("", dict(pr.data), f"at least one of {', '.join(PRODUCT_KINDS)}")
-    if any(p.kind == "dsm" for p in products) and not pairs and scenes:
+    if any(p.kind == "dsm" for p in products) and not pairs and (scenes or unread_ok):
         problems.add("products.dsm needs stereo pairs but inputs lists none")
     t = r.child("tiling", {})
     t.check_keys(("tile_px", "margin_px"))
@@ -230,6 +233,20 @@ def load_campaign(path: str | Path, *, reader: SceneReader | None = None,
     except ConfigError as exc:
         raise CampaignError(str(exc)) from exc
     return parse_campaign(data, str(p), p.parent, reader=reader, allow_large=allow_large)
+
+
+def check_campaign(path: str | Path, *, allow_large: bool = False) -> None:
+    """Every check :func:`load_campaign` makes that needs no image read (``eochain submit``).
+
+    Scenes given by ``uri`` only are left to the command that runs the
+    campaign, where their files are.
+    """
+    p = Path(path)
+    try:
+        data = load_yaml(p, "campaign file")
+    except ConfigError as exc:
+        raise CampaignError(str(exc)) from exc
+    parse_campaign(data, str(p), p.parent, allow_large=allow_large, unread_ok=True)
 
 
 def campaign_name(path: str | Path) -> str:

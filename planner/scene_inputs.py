@@ -295,8 +295,13 @@ def _merge(spec: _Spec, facts: SceneFacts, path: str, problems: Problems) -> Sce
 
 
 def resolve_scenes(specs: Sequence[_Spec], base_dir: Path | None,
-                   reader: SceneReader | None, problems: Problems) -> list[Scene]:
-    """Scenes from their specs, reading (and checking against) files as the module says."""
+                   reader: SceneReader | None, problems: Problems,
+                   unread_ok: bool = False) -> list[Scene]:
+    """Scenes from their specs, reading (and checking against) files as the module says.
+
+    With ``unread_ok`` (and no reader), a scene that needs its files read is
+    left out instead of reported: a check of the rest of the file.
+    """
     to_read = [s for s in specs if s.uri and (not s.complete or (
         reader is not None and "://" not in s.uri))]
     facts: dict[int, SceneFacts | str] = {}
@@ -315,7 +320,7 @@ def resolve_scenes(specs: Sequence[_Spec], base_dir: Path | None,
         elif spec.footprint is not None and spec.rows is not None and spec.cols is not None:
             scenes.append(Scene(spec.id, spec.footprint, spec.rows, spec.cols, spec.uri,
                                 spec.sensor, spec.acquired))
-        elif spec.uri:
+        elif spec.uri and not unread_ok:
             missing = [k for k in ("footprint", "rows", "cols") if getattr(spec, k) is None]
             problems.add(f"{spec.where} ({spec.uri!r}) states no {', '.join(missing)}; they are "
                          "read from the file only by a command that reads images "
@@ -324,7 +329,8 @@ def resolve_scenes(specs: Sequence[_Spec], base_dir: Path | None,
 
 
 def read_inputs(r: MappingReader, base_dir: Path | None, reader: SceneReader | None,
-                allow_large: bool) -> tuple[tuple[Scene, ...], tuple[Pair, ...]]:
+                allow_large: bool, unread_ok: bool = False
+                ) -> tuple[tuple[Scene, ...], tuple[Pair, ...]]:
     """``inputs``: scenes and pairs, every problem recorded in ``r.problems``."""
     r.check_keys(("scenes", "pairs", "survey", "stac"))
     problems = r.problems
@@ -366,7 +372,7 @@ def read_inputs(r: MappingReader, base_dir: Path | None, reader: SceneReader | N
         raw_scenes = []
     specs += [_scene_spec(d, f"{r.key('scenes')}[{n}]", problems)
               for n, d in enumerate(raw_scenes)]
-    scenes += resolve_scenes(specs, base_dir, reader, problems)
+    scenes += resolve_scenes(specs, base_dir, reader, problems, unread_ok)
     ids = [s.id for s in scenes]
     if len(set(ids)) != len(ids):
         dup = sorted(i for i, n in Counter(ids).items() if n > 1)

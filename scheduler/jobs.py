@@ -195,12 +195,12 @@ def _stage(source: Path, staging: Path, rel: str, where: str) -> int:
 
 def validate_campaign(campaign_path: Path) -> Mapping[str, Any]:
     """The campaign document, after the same checks ``eochain plan`` makes (no image read)."""
-    from planner.campaign import load_campaign
+    from planner.campaign import check_campaign
     from planner.config_loader import load_yaml
     from planner.errors import PlannerError
 
     try:
-        load_campaign(campaign_path, reader=None)
+        check_campaign(campaign_path)  # scenes by path are read on the cluster, by `run`
         doc = load_yaml(campaign_path, "campaign file")
     except PlannerError as exc:
         raise JobSubmissionError(str(exc)) from exc

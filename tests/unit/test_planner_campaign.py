@@ -13,6 +13,7 @@ import pytest
 from planner.campaign import (
     Campaign,
     SceneFacts,
+    check_campaign,
     load_campaign,
     parse_campaign,
     survey_scenes,
@@ -382,3 +383,16 @@ def test_stac_file_read_strictly(tmp_path: Path, text: str, expected: str) -> No
     with pytest.raises(CampaignError) as err:
         parse_campaign(doc, "c.yaml", tmp_path)
     assert expected in str(err.value) and "items.json" in str(err.value)
+
+
+def test_check_campaign_validates_all_but_the_images(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text(
+        "name: t\ninputs:\n  scenes: [{uri: img1.tif}, {uri: img2.tif}]\n  pairs: [[img1, img2]]\n"
+        "products: {dsm: {gsd_m: 1.0}}\n")
+    check_campaign(tmp_path / "c.yaml")  # the images are read where the campaign runs
+    (tmp_path / "c.yaml").write_text(
+        "name: t\ninputs:\n  scenes: [{uri: img1.tif}]\n  pairs: [[img1, img3]]\n"
+        "products: {dsm: {gsd_m: .nan}}\n")
+    with pytest.raises(CampaignError) as err:
+        check_campaign(tmp_path / "c.yaml")
+    assert "2 problems" in str(err.value) and "names scene 'img3'" in str(err.value)
