@@ -115,12 +115,15 @@ class MappingReader:
             return max(minimum, 1.0)
         return float(value)
 
-    def integer(self, name: str, default: object = _MISSING, *, minimum: int = 1) -> int:
+    def integer(self, name: str, default: object = _MISSING, *, minimum: int = 1,
+                maximum: int | None = None) -> int:
         value = self.get(name, default)
         if value is None and name not in self.data:
             return minimum
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            self.fail(name, value, f"an integer >= {minimum}")
+        if (not isinstance(value, int) or isinstance(value, bool) or value < minimum
+                or (maximum is not None and value > maximum)):
+            upper = f" and <= {maximum:,}" if maximum is not None else ""
+            self.fail(name, value, f"an integer >= {minimum}{upper}")
             return minimum
         return value
 

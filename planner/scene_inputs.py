@@ -36,6 +36,8 @@ from planner.errors import ConfigError
 PLEIADES_GSD_M = 0.5
 M_PER_DEG_LAT = 110_574.0
 M_PER_DEG_LON_EQUATOR = 111_320.0
+#: Largest stated image side, in pixels (the largest satellite scenes are ~60,000).
+MAX_SCENE_PX = 1_000_000
 #: Largest generated survey, in pairs, without ``allow_large`` (200,000 scenes).
 MAX_SURVEY_PAIRS = 100_000
 #: A stated footprint contradicts the file's when they share less than this
@@ -135,8 +137,8 @@ def _scene_spec(data: object, key: str, problems: Problems) -> _Spec:
     sid = r.text("id") if r.has("id") or not uri else _stem(uri)
     return _Spec(key, sid, uri,
                  r.bbox("footprint") if r.has("footprint") else None,
-                 r.integer("rows") if r.has("rows") else None,
-                 r.integer("cols") if r.has("cols") else None,
+                 r.integer("rows", maximum=MAX_SCENE_PX) if r.has("rows") else None,
+                 r.integer("cols", maximum=MAX_SCENE_PX) if r.has("cols") else None,
                  r.text("sensor") if r.has("sensor") else "",
                  _when(r, "acquired") if r.has("acquired") else "")
 

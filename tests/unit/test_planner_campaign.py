@@ -73,6 +73,8 @@ def test_valid_campaign_parses_with_defaults() -> None:
         ("inputs.scenes", [{"id": "a", "footprint": [5, 44, 4, 45], "rows": 1, "cols": 1}],
          ["inputs.scenes[0].footprint", "lon_min"]),
         ("objective", "weighted", ["weight_usd_per_h", "objective: weighted"]),
+        ("inputs.scenes", [{"id": "a", "footprint": [5, 44, 6, 45], "rows": 10**12, "cols": 1}],
+         ["inputs.scenes[0].rows = 1000000000000", "<= 1,000,000"]),
     ],
 )
 def test_errors_name_key_value_and_expectation(path: str, value: object,
