@@ -67,7 +67,7 @@ from numpy.typing import ArrayLike, NDArray
 from rasterio.crs import CRS
 from rasterio.windows import Window as RioWindow
 
-from ops import vertical
+from ops import vertical, vsi
 from ops.errors import DemCoverageError, DemError, RasterReadError
 from ops.geoid import (
     FLAG_NAN_NODE,
@@ -100,7 +100,7 @@ LonLatBox = tuple[float, float, float, float]
 class _Tile:
     """Where one tile's nodes are and how to read them."""
 
-    path: Path
+    path: str
     crs: CRS
     transform: Transform6
     height: int
@@ -127,14 +127,18 @@ def _probe_hgt(path: Path) -> _Tile:
         )
     step = 1.0 / (n - 1)
     transform = (step, 0.0, lon - step / 2, 0.0, -step, lat + 1 + step / 2)
-    return _Tile(path, CRS.from_epsg(4326), transform, n, n, True, vertical.of_hgt(path))
+    return _Tile(str(path), CRS.from_epsg(4326), transform, n, n, True,
+                 vertical.of_hgt(path.name))
 
 
-def _probe(path: Path) -> _Tile:
-    if not path.is_file():
+def _probe(path: str) -> _Tile:
+    """Where a tile's nodes are; a remote tile (``s3://``...) is read through GDAL."""
+    name = vsi.name(path)
+    is_hgt = name.lower().endswith(".hgt")
+    if not vsi.is_file(path):
         raise RasterReadError(f"DEM file not found: {path} (expected an SRTM .hgt or a GeoTIFF)")
-    if path.suffix.lower() == ".hgt":
-        return _probe_hgt(path)
+    if is_hgt and not vsi.is_virtual(path):
+        return _probe_hgt(Path(path))
     try:
         with warnings.catch_warnings():
             # An ungeoreferenced file is refused below, with its name.
@@ -149,8 +153,10 @@ def _probe(path: Path) -> _Tile:
                     f"DEM {path}: geotransform {t}; expected north-up, unrotated "
                     "(a > 0, b = d = 0, e < 0)"
                 )
+            # GDAL's SRTMHGT driver gives a remote .hgt the grid _probe_hgt computes
+            reference = vertical.of_hgt(name) if is_hgt else vertical.of_dataset(name, ds)
             return _Tile(path, ds.crs, (t[0], t[1], t[2], t[3], t[4], t[5]),
-                         ds.height, ds.width, False, vertical.of_dataset(path, ds))
+                         ds.height, ds.width, False, reference)
     except rasterio.errors.RasterioIOError as exc:
         raise RasterReadError(f"cannot read DEM {path}: {exc}") from exc
 
@@ -175,22 +181,31 @@ def _read(tile: _Tile, r0: int, r1: int, c0: int, c1: int) -> NDArray[np.float32
     return np.asarray(out, dtype=np.float32)
 
 
-def _list_sources(source: str | Path | Sequence[str | Path]) -> tuple[list[Path], str]:
+def _list_sources(source: str | Path | Sequence[str | Path]) -> tuple[list[str], str]:
+    """DEM files named by a file, a folder of tiles or a list; remote ones as GDAL paths."""
     if isinstance(source, (str, Path)):
-        p = Path(source)
-        if p.is_dir():
-            files = sorted(f for f in p.iterdir() if f.suffix.lower() in TILE_SUFFIXES)
-            if not files:
+        p = vsi.gdal_path(source)
+        if vsi.is_virtual(p) and not vsi.is_file(p):
+            names = sorted(n for n in vsi.list_names(p) if n.lower().endswith(TILE_SUFFIXES))
+            if not names:
+                raise RasterReadError(
+                    f"no DEM tiles at {p}: expected a file, or a folder of files ending in "
+                    f"{', '.join(TILE_SUFFIXES)}"
+                )
+            return [vsi.join(p, n) for n in names], p
+        if not vsi.is_virtual(p) and Path(p).is_dir():
+            tiles = sorted(f for f in Path(p).iterdir() if f.suffix.lower() in TILE_SUFFIXES)
+            if not tiles:
                 raise RasterReadError(
                     f"no DEM tiles in folder {p}: expected files ending in {', '.join(TILE_SUFFIXES)}"
                 )
-            return files, str(p)
-        return [p], str(p)
-    files = [Path(s) for s in source]
+            return [str(f) for f in tiles], p
+        return [p], p
+    files = [vsi.gdal_path(s) for s in source]
     if not files:
         raise DemError("Dem.open: empty list of DEM files; expected at least one path")
-    names = ", ".join(str(f) for f in files[:3])
-    return files, names + (f" (+{len(files) - 3} more)" if len(files) > 3 else "")
+    label = ", ".join(files[:3])
+    return files, label + (f" (+{len(files) - 3} more)" if len(files) > 3 else "")
 
 
 def _native_box(crs: CRS, box: LonLatBox) -> tuple[float, float, float, float]:
@@ -234,7 +249,7 @@ def _check_hole_share(name: str, holes: NDArray[np.bool_], covered: NDArray[np.b
         f"DEM {name}: {100.0 * n_holes / n_covered:.0f} % of its nodes under {where} are "
         f"nodata holes ({n_holes} of {n_covered}), more than the {100.0 * limit:.0f} % filled "
         "by interpolation without asking; use a DEM without holes there, or accept "
-        "interpolated heights (max_hole_fraction=1.0)"
+        "interpolated heights (--dem-max-holes 1, max_hole_fraction=1.0)"
     )
 
 

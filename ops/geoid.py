@@ -59,6 +59,7 @@ import rasterio.errors
 from numba import njit
 from numpy.typing import ArrayLike, NDArray
 
+from ops import vsi
 from ops.errors import DemCoverageError, DemError, RasterReadError
 
 FloatArray = NDArray[np.float64]
@@ -83,6 +84,8 @@ UNDULATION_RANGE_M = (-110.0, 90.0)
 MIN_GEOID_SPAN_DEG = 2.0
 
 GTX_HEADER = struct.Struct(">4d2i")
+#: Largest .gtx read (EGM2008 at 1' is 933 MB; EGM96 at 15', 4 MB).
+GTX_MAX_BYTES = 1 << 30
 GTX_NODATA = -88.8888
 
 
@@ -266,13 +269,17 @@ class Geoid:
 
     @classmethod
     def open(cls, path: str | Path) -> Geoid:
-        """Read a ``.gtx`` grid, or any geographic raster GDAL reads (band 1)."""
-        p = Path(path)
-        if not p.is_file():
+        """Read a ``.gtx`` grid, or any geographic raster GDAL reads (band 1).
+
+        ``path`` may be remote (``s3://``, ``https://``, ``/vsis3/``...; see
+        :mod:`ops.vsi`). The grid is checked to be a geoid (module docstring).
+        """
+        p = vsi.gdal_path(path)
+        if not vsi.is_file(p):
             raise RasterReadError(
                 f"geoid grid not found: {p} (expected an EGM96 .gtx or a geographic GeoTIFF)"
             )
-        geoid, dtype = (cls._open_gtx(p), "float32") if p.suffix.lower() == ".gtx" else (
+        geoid, dtype = (cls._open_gtx(p), "float32") if p.lower().endswith(".gtx") else (
             cls._open_gdal(p))
         geoid._check_is_a_geoid(dtype)
         return geoid
@@ -302,9 +309,9 @@ class Geoid:
             )
 
     @classmethod
-    def _open_gtx(cls, path: Path) -> Geoid:
+    def _open_gtx(cls, path: str) -> Geoid:
         try:
-            raw = path.read_bytes()
+            raw = vsi.read_bytes(path, GTX_MAX_BYTES)
         except OSError as exc:
             raise RasterReadError(f"cannot read geoid grid {path}: {exc}") from exc
         if len(raw) < GTX_HEADER.size:
@@ -324,7 +331,7 @@ class Geoid:
         )
 
     @classmethod
-    def _open_gdal(cls, path: Path) -> tuple[Geoid, str]:
+    def _open_gdal(cls, path: str) -> tuple[Geoid, str]:
         try:
             with rasterio.open(path) as ds:
                 if ds.crs is None or not ds.crs.is_geographic:

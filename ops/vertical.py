@@ -28,7 +28,6 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pyproj
@@ -65,29 +64,29 @@ def stated(datum: str) -> VerticalReference:
     return VerticalReference(key, f"stated (vertical_datum={key!r})")
 
 
-def of_hgt(path: Path) -> VerticalReference:
-    """An SRTM ``.hgt`` tile: EGM96 by the format's definition."""
-    return VerticalReference("egm96", f"{path.name} is an SRTM .hgt tile (heights above EGM96)")
+def of_hgt(name: str) -> VerticalReference:
+    """An SRTM ``.hgt`` tile (file ``name``): EGM96 by the format's definition."""
+    return VerticalReference("egm96", f"{name} is an SRTM .hgt tile (heights above EGM96)")
 
 
-def of_dataset(path: Path, dataset: Any) -> VerticalReference:
-    """The reference of a raster GDAL opened, from its CRS, tags and name (see the docstring)."""
+def of_dataset(name: str, dataset: Any) -> VerticalReference:
+    """The reference of a raster GDAL opened (file ``name``), from its CRS, tags and name."""
     by_crs = _from_crs(dataset.crs)
     if by_crs is not None:
-        return VerticalReference(by_crs[0], f"{path.name}: CRS {by_crs[1]}")
+        return VerticalReference(by_crs[0], f"{name}: CRS {by_crs[1]}")
     tags = {**dataset.tags(), **dataset.tags(1)}
     for key, value in tags.items():
         text = f"{key}={value}".upper()
         for datum in ("EGM2008", "EGM96"):
             if datum in text.replace(" ", ""):
-                return VerticalReference(datum.lower(), f"{path.name}: tag {key}={value}")
-    if _SRTM_NAME.match(path.name):
-        return VerticalReference("egm96", f"{path.name} is named like an SRTM tile "
+                return VerticalReference(datum.lower(), f"{name}: tag {key}={value}")
+    if _SRTM_NAME.match(name):
+        return VerticalReference("egm96", f"{name} is named like an SRTM tile "
                                           "(SRTM heights are above EGM96)")
-    if _COPERNICUS_NAME.match(path.name):
-        return VerticalReference("egm2008", f"{path.name} is a Copernicus DEM (heights above "
+    if _COPERNICUS_NAME.match(name):
+        return VerticalReference("egm2008", f"{name} is a Copernicus DEM (heights above "
                                             "EGM2008)")
-    return VerticalReference("ellipsoid", f"{path.name} states no vertical reference (CRS, tags "
+    return VerticalReference("ellipsoid", f"{name} states no vertical reference (CRS, tags "
                                           "or SRTM naming): taken as ellipsoidal", assumed=True)
 
 
@@ -111,7 +110,7 @@ def _from_crs(crs: Any) -> tuple[str, str] | None:
     return None
 
 
-def combine(references: Sequence[tuple[Path, VerticalReference]], name: str) -> VerticalReference:
+def combine(references: Sequence[tuple[str, VerticalReference]], name: str) -> VerticalReference:
     """One reference for a mosaic's tiles; DemError naming two tiles that disagree."""
     known = [(p, r) for p, r in references if not r.assumed]
     if not known:

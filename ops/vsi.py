@@ -84,11 +84,12 @@ def is_file(path: str) -> bool:
     flags = _VSI_STAT_EXISTS_FLAG | _VSI_STAT_NATURE_FLAG
     if lib.VSIStatExL(gdal_path(path).encode(), buf, flags) != 0:
         return False
-    # A prefix of an object store stats as a folder: it has no bytes to open.
-    handle = lib.VSIFOpenExL(gdal_path(path).encode(), b"rb", 0)
-    if not handle:
+    # A folder (an object store prefix) stats too; it is the one that lists entries. (The
+    # stat buffer's st_mode would say so, but its layout differs between platforms.)
+    listing = lib.VSIReadDirEx(gdal_path(path).encode(), 1)
+    if listing:
+        lib.CSLDestroy(listing)
         return False
-    lib.VSIFCloseL(handle)
     return True
 
 

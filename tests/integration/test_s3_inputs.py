@@ -1,4 +1,4 @@
-"""Images and every RPC sidecar form read from S3 (moto's server over real HTTP).
+"""Images, every RPC sidecar form, DEMs and geoids read from S3 (moto's server over HTTP).
 
 Each case uploads real files and asks ``find_rpc`` for the remote image by
 ``s3://`` URI and by GDAL ``/vsis3/`` path; the model must equal the one
@@ -11,6 +11,9 @@ found for the same files on disk, crop origin included:
 * a SkySat-sized image + ``_RPC.TXT``;
 * a ``.rpc.vrt`` whose RPC metadata sits in the VRT, its pixels in a TIFF
   beside it.
+
+DEM tiles (an SRTM ``.hgt``, a folder of GeoTIFF tiles) and the EGM96 ``.gtx``
+read from S3 give the same heights as from disk.
 
 Credentials come from the environment, as GDAL's usual chain reads them.
 """
@@ -28,7 +31,8 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.transform import Affine
 
-from ops.errors import RpcFitError, RpcFormatError
+from ops.dem import Dem
+from ops.errors import DemError, RpcFitError, RpcFormatError
 from ops.rpc_check import rpc_disagreement_px
 from ops.rpc_io import find_rpc, read_rpc, write_rpb
 
@@ -137,3 +141,25 @@ def test_remote_sidecar_files_and_refusals(s3: object, tmp_path: Path, shared_da
         find_rpc(f"s3://{BUCKET}/bare/none.tif")
     with pytest.raises(RpcFormatError, match="no such file"):
         read_rpc(f"s3://{BUCKET}/bare/missing.geom")
+
+
+def test_dem_tiles_and_geoid_from_s3(s3: object, tmp_path: Path, shared_data: Path) -> None:
+    _upload(s3, shared_data / "ventoux" / "srtm", "dem/ventoux")
+    _upload(s3, shared_data / "ventoux" / "geoid", "dem/geoid")
+    _upload(s3, shared_data / "gizeh" / "srtm_dir", "dem/gizeh")
+    local_gtx = shared_data / "ventoux" / "geoid" / "egm96_15.gtx"
+    gtx = f"s3://{BUCKET}/dem/geoid/egm96_15.gtx"
+    box = (5.2, 44.1, 5.3, 44.2)
+    remote = Dem.open(f"s3://{BUCKET}/dem/ventoux/N44E005.hgt", geoid=gtx, bounds_lonlat=box)
+    local = Dem.open(shared_data / "ventoux/srtm/N44E005.hgt", geoid=local_gtx, bounds_lonlat=box)
+    assert remote.transform == local.transform and remote.vertical_datum == "egm96"
+    np.testing.assert_array_equal(remote.heights_m, local.heights_m)
+    folder = Dem.open(f"s3://{BUCKET}/dem/gizeh", geoid=gtx)
+    np.testing.assert_array_equal(
+        folder.heights_m, Dem.open(shared_data / "gizeh/srtm_dir", geoid=local_gtx).heights_m)
+    assert folder.source == f"/vsis3/{BUCKET}/dem/gizeh"
+    with pytest.raises(DemError, match=r"N44E005\.hgt is an SRTM \.hgt tile"):
+        Dem.open(f"s3://{BUCKET}/dem/ventoux/N44E005.hgt", bounds_lonlat=box)
+    with pytest.raises(DemError, match="is this a DEM"):
+        Dem.open(f"s3://{BUCKET}/dem/ventoux/N44E005.hgt", bounds_lonlat=box,
+                 geoid=f"s3://{BUCKET}/dem/gizeh/N29E031_KHEOPS.tif")
