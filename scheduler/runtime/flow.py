@@ -262,6 +262,7 @@ class Flow:
                            and p.object_key not in by_other]
                 if pending and not mine:
                     time.sleep(self.driver.lease_poll_s)  # others hold them: wait for records
+        collection.publish()  # with the run's last products
         swept: tuple[str, ...] = tuple(store.sweep_temps())
         return FlowReport(tuple(sorted(written, key=lambda r: r.object_key)),
                           tuple(sorted(skipped + by_other)), tuple(failures),

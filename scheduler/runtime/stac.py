@@ -27,8 +27,8 @@ The Collection (``collection.json`` at the store's root, id = the
 destination's last path part) is written by the driver: rebuilt from the
 manifest's records when a run starts (so products of earlier or interrupted
 runs are listed), then rewritten, atomically through the same
-:class:`~scheduler.runtime.store.ObjectStore` (local or S3), each time a
-product is recorded. Its extent is the union of its items' bboxes and time
+:class:`~scheduler.runtime.store.ObjectStore` (local or S3), as products are
+recorded (at most every ``PUBLISH_INTERVAL_S``) and when the run ends. Its extent is the union of its items' bboxes and time
 spans; it links every item.
 """
 
@@ -38,6 +38,7 @@ import datetime as dt
 import json
 import math
 import posixpath
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
@@ -55,6 +56,8 @@ from scheduler.runtime.provenance import ProductMetadata, plain_metadata, proces
 from scheduler.runtime.store import ObjectStore
 
 COLLECTION_KEY = "collection.json"
+#: Shortest time between two rewrites of the collection while a run adds products.
+PUBLISH_INTERVAL_S = 10.0
 GEOJSON = "application/geo+json"
 STAC_JSON = "application/json"
 
@@ -225,18 +228,27 @@ class ItemExtent:
 
 
 class CampaignCollection:
-    """The store's ``collection.json``: every recorded product's item, kept up to date."""
+    """The store's ``collection.json``: every recorded product's item, kept up to date.
 
-    def __init__(self, store: ObjectStore) -> None:
+    The document grows with the campaign (about 100 bytes an item), so while a
+    run adds products it is rewritten at most every ``min_interval_s``; the run
+    calls :meth:`publish` once more at its end.
+    """
+
+    def __init__(self, store: ObjectStore, min_interval_s: float = 0.0) -> None:
         self.store = store
         self.id = collection_id(store)
+        self.min_interval_s = min_interval_s
         self.items: dict[str, ItemExtent] = {}
         self._published: bytes | None = None
+        self._published_at = -math.inf
 
     @classmethod
-    def load(cls, store: ObjectStore) -> CampaignCollection:
+    def load(
+        cls, store: ObjectStore, min_interval_s: float = PUBLISH_INTERVAL_S,
+    ) -> CampaignCollection:
         """The collection of the products the manifest records; published if it changed."""
-        coll = cls(store)
+        coll = cls(store, min_interval_s)
         if store.exists(COLLECTION_KEY):
             coll._published = store.get_bytes(COLLECTION_KEY)
         present = set(store.list_keys())
@@ -259,10 +271,11 @@ class CampaignCollection:
         self.items[item_key] = ItemExtent.of(item, where)
 
     def add(self, record: ProductRecord) -> None:
-        """List the recorded product's item and republish the collection."""
+        """List the recorded product's item; republish unless the last write is too recent."""
         if record.stac_key:
             self._read(record.stac_key)
-            self.publish()
+            if time.monotonic() - self._published_at >= self.min_interval_s:
+                self.publish()
 
     def document(self) -> dict[str, Any]:
         extents = list(self.items.values())
@@ -284,11 +297,37 @@ class CampaignCollection:
             "links": links,
         }
 
+    def _merge_published(self) -> None:
+        """Take in the items another driver on the same store has listed meanwhile."""
+        if not self.store.exists(COLLECTION_KEY):
+            return
+        current = self.store.get_bytes(COLLECTION_KEY)
+        if current == self._published:
+            return
+        try:
+            links = json.loads(current).get("links", [])
+        except (ValueError, AttributeError):
+            return  # not ours to repair: rewritten whole below
+        for link in links:
+            href = link.get("href", "") if isinstance(link, dict) else ""
+            key = href.removeprefix("./")
+            if link.get("rel") == "item" and key not in self.items and self.store.exists(key):
+                try:
+                    self._read(key)
+                except ManifestError:
+                    continue
+
     def publish(self) -> None:
-        """Write the collection atomically when it lists anything and differs from the last."""
+        """Write the collection atomically when it lists anything and differs from the last.
+
+        Drivers sharing a store each keep one: what another listed since this one last
+        wrote is merged in first, so concurrent runs do not drop each other's items.
+        """
+        self._merge_published()
         if not self.items:
             return
         data = item_bytes(self.document())
         if data != self._published:
             self.store.put_bytes(COLLECTION_KEY, data)
             self._published = data
+        self._published_at = time.monotonic()

@@ -282,7 +282,7 @@ def test_collection_lists_recorded_items_with_their_extent(tmp_path: Path) -> No
     t0 = dt.datetime(2013, 2, 8, 8, 36, tzinfo=UTC)
     _publish(store, "a", t0, 374000)
     _publish(store, "b", t0 + dt.timedelta(days=2), 380000)
-    collection = CampaignCollection.load(store)
+    collection = CampaignCollection.load(store, min_interval_s=0.0)
     doc = json.loads(store.get_bytes(COLLECTION_KEY))
     validate_stac(doc)
     assert doc["id"] == "campaign"
@@ -305,9 +305,24 @@ def test_collections_of_two_drivers_keep_each_others_items(tmp_path: Path) -> No
     store = LocalStore(str(tmp_path / "campaign"))
     t0 = dt.datetime(2013, 2, 8, tzinfo=UTC)
     _publish(store, "a", t0, 374000)
-    first, second = CampaignCollection.load(store), CampaignCollection.load(store)
+    first = CampaignCollection.load(store, min_interval_s=0.0)
+    second = CampaignCollection.load(store, min_interval_s=0.0)
     first.add(_publish(store, "b", t0, 380000))
     second.add(_publish(store, "c", t0, 390000))  # has not seen b: merges it from the store
     doc = json.loads(store.get_bytes(COLLECTION_KEY))
     assert [link["href"] for link in doc["links"] if link["rel"] == "item"] == [
         "./ortho/a.json", "./ortho/b.json", "./ortho/c.json"]
+
+
+def test_collection_rewrites_are_spaced_while_a_run_adds_products(tmp_path: Path) -> None:
+    store = LocalStore(str(tmp_path / "campaign"))
+    t0 = dt.datetime(2013, 2, 8, tzinfo=UTC)
+    _publish(store, "a", t0, 374000)
+    collection = CampaignCollection.load(store, min_interval_s=3600.0)  # loading publishes
+    listed = store.get_bytes(COLLECTION_KEY)
+    collection.add(_publish(store, "b", t0, 380000))
+    assert store.get_bytes(COLLECTION_KEY) == listed  # within the interval: not rewritten
+    collection.publish()  # the run's end
+    doc = json.loads(store.get_bytes(COLLECTION_KEY))
+    assert [link["href"] for link in doc["links"] if link["rel"] == "item"] == [
+        "./ortho/a.json", "./ortho/b.json"]
