@@ -45,38 +45,36 @@ catalog, so a plan naming a type the region lacks fails with "did you mean".
 from __future__ import annotations
 
 import difflib
-import json
 import math
 import re
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from planner.catalog import PriceCatalog
 from scheduler.cloud.bundle import REMOTE_DIR as REMOTE_BUNDLE
 from scheduler.cloud.bundle import VENV, Bundle, setup_commands
 from scheduler.cloud.errors import ClusterConfigError, TerraformOutputsError
+from scheduler.cloud.terraform_outputs import (
+    ARCHS,
+    OPTIONAL_OUTPUTS,
+    REQUIRED_OUTPUTS,
+    TerraformOutputs,
+    load_terraform_outputs,
+    short,
+    terraform_outputs_from_dict,
+)
+
+# The Terraform side is re-exported: callers read outputs and render from one module.
+__all__ = ["ARCHS", "OPTIONAL_OUTPUTS", "REQUIRED_OUTPUTS", "ClusterOptions", "FleetNode",
+           "TerraformOutputs", "fleet_from_plan", "load_terraform_outputs", "plan_regions",
+           "render_cluster_config", "render_fake_multinode_config", "resolve_image_ids",
+           "resource_request", "ssm_proxy_command", "terraform_outputs_from_dict"]
 
 PLAN_FORMAT = "eochain-plan/1"
 MARKETS = ("spot", "on-demand")
 
-#: Terraform outputs (``terraform/outputs.tf``) the config is built from.
-REQUIRED_OUTPUTS: tuple[str, ...] = (
-    "region",
-    "cluster_name",
-    "private_subnet_ids",
-    "security_group_id",
-    "head_instance_profile_arn",
-    "worker_instance_profile_arn",
-    "head_launch_template_id",
-    "worker_launch_template_ids",
-    "bucket_name",
-)
-#: Optional outputs: ``ami_ids`` maps an architecture to its AMI.
-OPTIONAL_OUTPUTS: tuple[str, ...] = ("ami_ids",)
-ARCHS = ("x86_64", "arm64")
 #: Public SSM parameters of Canonical's Ubuntu 24.04 AMIs (Python 3.12), per architecture.
 UBUNTU_AMI_PARAMETER = {
     "x86_64": "/aws/service/canonical/ubuntu/server/24.04/stable/current/amd64/hvm/ebs-gp3/ami-id",
@@ -84,8 +82,6 @@ UBUNTU_AMI_PARAMETER = {
 }
 MAX_INSTANCES_PER_TYPE = 1000
 MAX_IDLE_TIMEOUT_MINUTES = 24 * 60
-#: As terraform/variables.tf validates ``cluster_name``.
-CLUSTER_NAME = re.compile(r"[a-z][a-z0-9-]{2,30}[a-z0-9]")
 _AMI = re.compile(r"ami-[0-9a-f]{8,17}")
 _HOST = re.compile(r"[0-9A-Za-z.:-]{1,64}")
 
@@ -106,43 +102,6 @@ HEAD_PORT_FLAGS: tuple[str, ...] = (
     "--ray-client-server-port=10001",
 )
 IMDSV2 = {"HttpTokens": "required", "HttpPutResponseHopLimit": 1, "HttpEndpoint": "enabled"}
-
-
-@dataclass(frozen=True, slots=True)
-class TerraformOutputs:
-    """The values of ``terraform output -json`` that the cluster config uses."""
-
-    region: str
-    cluster_name: str
-    private_subnet_ids: tuple[str, ...]
-    security_group_id: str
-    head_instance_profile_arn: str
-    worker_instance_profile_arn: str
-    head_launch_template_id: str
-    worker_launch_template_ids: Mapping[str, str]
-    bucket_name: str
-    ami_ids: Mapping[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not self.private_subnet_ids:
-            raise TerraformOutputsError(
-                "Terraform output 'private_subnet_ids' is empty, expected at least one subnet id")
-        if not re.fullmatch(r"[a-z]{2}(-gov)?-[a-z]+-[0-9]", self.region):
-            raise TerraformOutputsError(
-                f"Terraform output region = {_short(self.region)}: expected an AWS region name "
-                "such as eu-west-3")
-        if not CLUSTER_NAME.fullmatch(self.cluster_name):
-            raise TerraformOutputsError(
-                f"Terraform output cluster_name = {_short(self.cluster_name)}: expected 4-32 "
-                "lower-case letters, digits and '-', starting with a letter "
-                "(as terraform/variables.tf validates)")
-        for key, mapping in (("worker_launch_template_ids", self.worker_launch_template_ids),
-                             ("ami_ids", self.ami_ids)):
-            unknown = sorted(set(mapping) - set(ARCHS))
-            if unknown:
-                raise TerraformOutputsError(
-                    f"Terraform output {key} has architectures {unknown}, expected keys of "
-                    f"{list(ARCHS)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +149,7 @@ class ClusterOptions:
                     f"--image-id {arch}={ami}: architecture {arch!r}, expected one of {ARCHS}")
             if not _AMI.fullmatch(ami):
                 raise ClusterConfigError(
-                    f"--image-id {arch}={_short(ami)}: expected an AMI id like ami-0123456789abcdef0")
+                    f"--image-id {arch}={short(ami)}: expected an AMI id like ami-0123456789abcdef0")
         if not (isinstance(self.idle_timeout_minutes, (int, float))
                 and math.isfinite(self.idle_timeout_minutes)
                 and 0 < self.idle_timeout_minutes <= MAX_IDLE_TIMEOUT_MINUTES):
@@ -199,65 +158,11 @@ class ClusterOptions:
                 f"(0, {MAX_IDLE_TIMEOUT_MINUTES}]")
         if not _HOST.fullmatch(self.dashboard_host):
             raise ClusterConfigError(
-                f"--dashboard-host {_short(self.dashboard_host)}: expected an IP address or "
+                f"--dashboard-host {short(self.dashboard_host)}: expected an IP address or "
                 "host name such as 127.0.0.1")
         if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", self.ssh_user):
             raise ClusterConfigError(
-                f"--ssh-user {_short(self.ssh_user)}: expected a Unix user name such as ubuntu")
-
-
-def _short(value: object, limit: int = 60) -> str:
-    """``repr(value)``, cut to ``limit`` characters for error messages."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def load_terraform_outputs(path: str | Path) -> TerraformOutputs:
-    """Read ``terraform output -json`` (``{"name": {"value": ...}}``) or a plain name->value map."""
-    try:
-        doc = json.loads(Path(path).read_text())
-    except OSError as exc:
-        raise TerraformOutputsError(f"Terraform outputs file {str(path)!r} cannot be read: {exc}"
-                                    ) from exc
-    except ValueError as exc:
-        raise TerraformOutputsError(
-            f"Terraform outputs file {str(path)!r} is not JSON ({exc}); expected the output of "
-            "`terraform output -json`") from exc
-    return terraform_outputs_from_dict(doc, str(path))
-
-
-def terraform_outputs_from_dict(doc: Any, source: str = "<dict>") -> TerraformOutputs:
-    if not isinstance(doc, Mapping):
-        raise TerraformOutputsError(
-            f"Terraform outputs {source!r}: expected a JSON object, got {type(doc).__name__}")
-    values = {k: (v["value"] if isinstance(v, Mapping) and "value" in v else v)
-              for k, v in doc.items()}
-    missing = [k for k in REQUIRED_OUTPUTS if values.get(k) in (None, "", [])]
-    if missing:
-        raise TerraformOutputsError(
-            f"Terraform outputs {source!r} lack {', '.join(missing)}; expected every output of "
-            "terraform/outputs.tf (run `terraform output -json > FILE` after `terraform apply`)")
-    subnets = values["private_subnet_ids"]
-    if isinstance(subnets, str) or not isinstance(subnets, Sequence):
-        raise TerraformOutputsError(
-            f"Terraform outputs {source!r}: private_subnet_ids = {subnets!r}, expected a list")
-    maps: dict[str, dict[str, str]] = {}
-    for key in ("worker_launch_template_ids", "ami_ids"):
-        value = values.get(key) or {}
-        if not (isinstance(value, Mapping)
-                and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())):
-            raise TerraformOutputsError(
-                f"Terraform outputs {source!r}: {key} = {_short(value)}, expected a map from "
-                "architecture (x86_64, arm64) to an id")
-        maps[key] = dict(value)
-    scalars = {k: values[k] for k in REQUIRED_OUTPUTS if k not in ("private_subnet_ids", *maps)}
-    for key, value in scalars.items():
-        if not isinstance(value, str):
-            raise TerraformOutputsError(
-                f"Terraform outputs {source!r}: {key} = {_short(value)}, expected a string")
-    return TerraformOutputs(private_subnet_ids=tuple(str(s) for s in subnets),
-                            worker_launch_template_ids=maps["worker_launch_template_ids"],
-                            ami_ids=maps["ami_ids"], **scalars)
+                f"--ssh-user {short(self.ssh_user)}: expected a Unix user name such as ubuntu")
 
 
 def _did_you_mean(name: str, choices: Sequence[str]) -> str:
@@ -282,12 +187,12 @@ def _fleet_entries(plan: Mapping[str, Any], source: str) -> list[Any]:
     if not isinstance(plan, Mapping) or plan.get("format") != PLAN_FORMAT:
         found = plan.get("format") if isinstance(plan, Mapping) else type(plan).__name__
         raise ClusterConfigError(
-            f"{source}: format {_short(found)}, expected {PLAN_FORMAT!r} "
+            f"{source}: format {short(found)}, expected {PLAN_FORMAT!r} "
             "(write it with `eochain plan campaign.yaml`)")
     fleet = plan.get("fleet")
     if not isinstance(fleet, list) or not fleet:
         raise ClusterConfigError(
-            f"{source}: 'fleet' is {_short(fleet)}, expected a non-empty list")
+            f"{source}: 'fleet' is {short(fleet)}, expected a non-empty list")
     return fleet
 
 
@@ -295,7 +200,7 @@ def _instances(value: Any, where: str) -> int:
     """A planned instance count: an integer (not a bool, not 1.7) in [0, MAX_INSTANCES_PER_TYPE]."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise ClusterConfigError(
-            f"{where}: instances {_short(value)}, expected a whole number of instances")
+            f"{where}: instances {short(value)}, expected a whole number of instances")
     if not 0 <= value <= MAX_INSTANCES_PER_TYPE:
         raise ClusterConfigError(
             f"{where}: instances {value}, expected 0 to {MAX_INSTANCES_PER_TYPE}")
@@ -328,7 +233,7 @@ def fleet_from_plan(plan: Mapping[str, Any], region: str, catalog: PriceCatalog,
         where = f"{source}: fleet[{i}]"
         if not isinstance(entry, Mapping):
             raise ClusterConfigError(
-                f"{where} = {_short(entry)}: expected an object with instance_type, market and "
+                f"{where} = {short(entry)}: expected an object with instance_type, market and "
                 "instances")
         try:
             name = entry["instance_type"]
@@ -337,15 +242,15 @@ def fleet_from_plan(plan: Mapping[str, Any], region: str, catalog: PriceCatalog,
             entry_region = entry.get("region", region)
         except KeyError as exc:
             raise ClusterConfigError(
-                f"{where} = {_short(entry)}: lacks {exc}; expected instance_type, market and "
+                f"{where} = {short(entry)}: lacks {exc}; expected instance_type, market and "
                 "instances") from exc
         if not isinstance(name, str) or not isinstance(entry_region, str):
             raise ClusterConfigError(
-                f"{where}: instance_type {_short(name)}, region {_short(entry_region)}: "
+                f"{where}: instance_type {short(name)}, region {short(entry_region)}: "
                 "expected strings")
         if market not in MARKETS:
             raise ClusterConfigError(
-                f"{where}: market {_short(market)}, expected one of {MARKETS}")
+                f"{where}: market {short(market)}, expected one of {MARKETS}")
         if entry_region != region:
             if other_regions == "skip":
                 continue
