@@ -1,0 +1,131 @@
+"""Re-planning while a campaign runs: what is left, at the speed measured, re-solved.
+
+The runtime reports a :class:`RunProgress` (elapsed time, tasks left per
+stage, task seconds measured per stage against the calibrated ones, spot
+interruptions seen per offer and the instance-hours they were seen over);
+:func:`replan` returns the fleet for the rest of the campaign::
+
+    slowdown_s   = measured task s / calibrated task s of stage s
+                   (stages not measured yet take the work-weighted mean of those
+                   that are; bounded to [1/4, 4])
+    lambda'_o    = (k_o + lambda_o * H0) / (h_o + H0)      interruptions seen k_o over
+                                                           h_o instance-hours, prior
+                                                           weight H0 instance-hours
+    horizon      = deadline - elapsed
+    slack        = horizon - start-up - critical path * max slowdown
+
+Then the placement LP (:func:`planner.placement.solve_placement`) is solved
+for the remaining tasks at their measured cost within ``horizon`` (less a
+safety share). In the spirit of "Can't Be Late" (Wu et al., NSDI 2024), spot
+is used while the slack can absorb a lost instance (a start-up plus the
+longest task); once it cannot, the rest runs on demand. The result is a
+plan the runtime enacts without stopping (its autoscaler request changes).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from planner.catalog import Offer
+from planner.errors import InfeasiblePlanError, PlannerError
+from planner.placement import PlacementPlan, PlacementProblem, Stage, solve_placement
+
+#: Prior weight of the catalog's hazard, in instance-hours.
+PRIOR_INSTANCE_H = 24.0
+SLOWDOWN_BOUNDS = (0.25, 4.0)
+
+
+@dataclass(frozen=True, slots=True)
+class RunProgress:
+    elapsed_s: float
+    tasks_left: Mapping[str, int]                 # stage -> tasks not done
+    measured_task_s: Mapping[str, float]          # stage -> mean measured seconds per task
+    calibrated_task_s: Mapping[str, float]        # stage -> calibrated seconds, same family
+    interruptions: Mapping[str, int] = field(default_factory=dict)   # offer key -> count
+    instance_h: Mapping[str, float] = field(default_factory=dict)    # offer key -> exposure
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.elapsed_s) and self.elapsed_s >= 0):
+            raise PlannerError(f"elapsed_s = {self.elapsed_s!r}, expected a number >= 0")
+        for name, n in self.tasks_left.items():
+            if n < 0:
+                raise PlannerError(f"tasks_left[{name!r}] = {n}, expected >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class Replan:
+    plan: PlacementPlan | None   # None: nothing is left to run
+    horizon_h: float
+    slowdown: Mapping[str, float]
+    on_demand_only: bool
+    reason: str
+
+
+def slowdowns(progress: RunProgress, stages: tuple[Stage, ...]) -> dict[str, float]:
+    """Measured over calibrated task time per stage (see the module docstring)."""
+    lo, hi = SLOWDOWN_BOUNDS
+    measured: dict[str, float] = {}
+    for s in stages:
+        m = progress.measured_task_s.get(s.name)
+        c = progress.calibrated_task_s.get(s.name)
+        if m is not None and c is not None and c > 0 and math.isfinite(m) and m > 0:
+            measured[s.name] = min(hi, max(lo, m / c))
+    weights = {s.name: s.n_tasks * max(s.cpu_s.values(), default=0.0) for s in stages}
+    total = sum(weights[n] for n in measured)
+    mean = (sum(measured[n] * weights[n] for n in measured) / total) if total > 0 else 1.0
+    return {s.name: measured.get(s.name, mean) for s in stages}
+
+
+def observed_hazards(offers: tuple[Offer, ...], progress: RunProgress) -> tuple[Offer, ...]:
+    """Spot hazards updated with the interruptions seen (see the module docstring)."""
+    return tuple(replace(o, interruptions_per_h=(
+        progress.interruptions.get(o.key, 0) + o.interruptions_per_h * PRIOR_INSTANCE_H)
+        / (progress.instance_h.get(o.key, 0.0) + PRIOR_INSTANCE_H))
+        if o.market == "spot" else o for o in offers)
+
+
+def replan(problem: PlacementProblem, progress: RunProgress, deadline_s: float, *,
+           safety: float = 0.1) -> Replan:
+    """The fleet for the rest of the campaign (see the module docstring)."""
+    if not 0 <= safety < 1:
+        raise PlannerError(f"safety = {safety!r}, expected 0 <= safety < 1")
+    slow = slowdowns(progress, problem.stages)
+    stages = tuple(
+        replace(s, n_tasks=int(progress.tasks_left.get(s.name, 0)),
+                cpu_s={f: v * slow[s.name] for f, v in s.cpu_s.items()})
+        for s in problem.stages)
+    horizon_s = deadline_s - progress.elapsed_s
+    if not any(s.n_tasks for s in stages):
+        return Replan(None, max(horizon_s, 0) / 3600, slow, False, "nothing left to run")
+    offers = observed_hazards(problem.offers, progress)
+    worst = max(slow.values())
+    critical_s = problem.critical_path_s * worst
+    longest_task_s = max((min(s.cpu_s.values()) / s.threads for s in stages if s.n_tasks),
+                         default=0.0)
+    slack_s = horizon_s - problem.startup_s - critical_s
+    on_demand_only = slack_s < problem.startup_s + longest_task_s
+    if on_demand_only:
+        offers = tuple(o for o in offers if o.market == "on-demand")
+        if not offers:
+            raise InfeasiblePlanError(
+                f"{slack_s / 3600:.2f} h of slack left cannot absorb a lost spot instance and "
+                "the campaign allows no on-demand offer; add 'on-demand' to compute.markets")
+    new = PlacementProblem(stages, offers, problem.startup_s, critical_s,
+                           problem.max_instances_per_type, problem.vcpu_quota,
+                           problem.transfer_usd_per_gb, None)
+    target_h = max(horizon_s * (1 - safety), 0) / 3600
+    floor_h = (critical_s + problem.startup_s) / 3600
+    if target_h < floor_h:
+        # Late already: the fastest fleet the limits allow, on demand.
+        target_h = max(floor_h, horizon_s / 3600)
+        reason = (f"behind: {horizon_s / 3600:.2f} h left for a critical path of "
+                  f"{floor_h:.2f} h at the measured speed; fastest fleet")
+    else:
+        reason = (f"{sum(s.n_tasks for s in stages)} tasks left in {horizon_s / 3600:.2f} h, "
+                  f"measured speed x{worst:.2f} of the calibration at worst")
+    plan = solve_placement(new, target_h)
+    if on_demand_only:
+        reason += "; slack too short for a spot loss: on demand"
+    return Replan(plan, target_h, slow, on_demand_only, reason)
