@@ -398,3 +398,11 @@ def test_check_campaign_validates_all_but_the_images(tmp_path: Path) -> None:
     with pytest.raises(CampaignError) as err:
         check_campaign(tmp_path / "c.yaml")
     assert "2 problems" in str(err.value) and "names scene 'img3'" in str(err.value)
+
+
+def test_oversized_file_is_refused_before_reading(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    with path.open("wb") as f:
+        f.truncate(100 * 2**20)  # sparse: nothing is written or read
+    with pytest.raises(CampaignError, match=r"is 100 MiB, expected at most 64 MiB"):
+        load_campaign(path)
