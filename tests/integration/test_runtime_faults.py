@@ -111,7 +111,8 @@ def test_lost_nodes_lose_no_product(cluster: LocalCluster, scenes: tuple[list[Sc
         report.dispatch.recomputed
     assert _products(tmp_path) == [k for k in _products(reference)]
     for key in _products(reference):
-        if not key.startswith(MANIFEST_DIR):
+        # the COGs byte for byte; STAC JSON names its own destination (collection id, links)
+        if key.endswith(".tif"):
             assert (tmp_path / key).read_bytes() == (reference / key).read_bytes(), key
     assert not _temps(tmp_path)
 
