@@ -253,11 +253,12 @@ def build_job(campaign_path: Path, *, plan_path: Path | None = None,
             "env_vars": {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", **env},
         }
         if bundle is not None:
-            for name in (bundle.wheel_name, "constraints.txt"):
-                shutil.copy2(bundle.folder / name, staging / name)
+            wheel = tagged_wheel_name(bundle.folder / bundle.wheel_name)
+            shutil.copy2(bundle.folder / bundle.wheel_name, staging / wheel)
+            shutil.copy2(bundle.folder / "constraints.txt", staging / "constraints.txt")
             runtime_env["pip"] = {"packages": [
                 f"-c {WORKING_DIR_VAR}/constraints.txt",
-                f"{WORKING_DIR_VAR}/{bundle.wheel_name}[runtime]"], "pip_check": False}
+                f"{WORKING_DIR_VAR}/{wheel}[runtime]"], "pip_check": False}
         else:
             runtime_env["py_modules"] = [str(REPO / p) for p in ("planner", "ops", "scheduler")]
     except BaseException:
@@ -268,6 +269,24 @@ def build_job(campaign_path: Path, *, plan_path: Path | None = None,
     meta = {"eochain_campaign": str(doc["name"]), "eochain_version": _version(),
             "submitted_by": "eochain submit"}
     return JobSpec(submission_id, command, runtime_env, meta, staging)
+
+
+def tagged_wheel_name(wheel: Path) -> str:
+    """The wheel's file name with a build tag from its content (``1`` + 12 hex digits).
+
+    Ray caches a job's pip environment under a hash of the package strings;
+    the tag makes another build of the same version a different string, so
+    a node never reuses an environment holding an older build.
+    """
+    import hashlib
+
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()[:12]
+    parts = wheel.name.removesuffix(".whl").split("-")
+    if len(parts) not in (5, 6):
+        raise JobSubmissionError(
+            f"wheel {wheel.name!r}: expected NAME-VERSION[-BUILD]-PY-ABI-PLATFORM.whl")
+    name, version, *tags = parts
+    return "-".join([name, version, f"1{digest}", *tags[-3:]]) + ".whl"
 
 
 def _bounded(what: str, fn: Callable[[], Any], timeout_s: float) -> Any:

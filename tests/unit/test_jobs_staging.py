@@ -11,6 +11,7 @@ Campaign folder of the staging tests::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import socket
@@ -79,10 +80,12 @@ def test_the_wheel_is_installed_from_the_working_dir(tmp_path: Path) -> None:
     (dist / "constraints.txt").write_text("numpy==2.2.6\n")
     spec = build_job(_campaign(tmp_path), bundle=Bundle(dist, "eochain-0.1.0-py3-none-any.whl"))
     try:
+        # a build tag from the wheel's bytes: Ray's cached environments never mix builds
+        tagged = f"eochain-0.1.0-1{hashlib.sha256(b'wheel').hexdigest()[:12]}-py3-none-any.whl"
         assert spec.runtime_env["pip"]["packages"] == [
             "-c ${RAY_RUNTIME_ENV_CREATE_WORKING_DIR}/constraints.txt",
-            "${RAY_RUNTIME_ENV_CREATE_WORKING_DIR}/eochain-0.1.0-py3-none-any.whl[runtime]"]
-        assert (spec.staging_dir / "eochain-0.1.0-py3-none-any.whl").read_bytes() == b"wheel"
+            f"${{RAY_RUNTIME_ENV_CREATE_WORKING_DIR}}/{tagged}[runtime]"]
+        assert (spec.staging_dir / tagged).read_bytes() == b"wheel"
         assert "py_modules" not in spec.runtime_env
     finally:
         shutil.rmtree(spec.staging_dir)
