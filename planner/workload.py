@@ -10,7 +10,9 @@ and refuse beyond stated limits, naming the estimate, unless the user passes
   tile;
 - a DSM per pair: the same over the two footprints' intersection at the DSM
   ``gsd_m``, two tasks a tile (stereo and dsm);
-- output bytes: :data:`BYTES_PER_PX` a pixel (float32), an upper bound.
+- output bytes: :data:`BYTES_PER_PX` a pixel (float32), an upper bound;
+- planner memory: :data:`PLANNER_BYTES_PER_TASK` a task (the DAG of a
+  1,003,946-task campaign took 1.50 GiB in ``benchmarks/planner_scale``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from planner.errors import SizeLimitError
 
 #: Bytes a product pixel takes (float32); uint16 products take half.
 BYTES_PER_PX = 4
-#: Most tasks a command accepts without ``--allow-large``.
+#: Planner memory per task of the DAG, measured by benchmarks/planner_scale (1.50 GiB / 1.0 M).
+PLANNER_BYTES_PER_TASK = 1600
+#: Most tasks a command accepts without ``--allow-large`` (about 3 GiB of planner memory).
 MAX_TASKS = 2_000_000
 #: Most output bytes a campaign accepts without ``--allow-large`` (100 TiB).
 MAX_CAMPAIGN_BYTES = 100 * 2**40
@@ -44,8 +48,17 @@ class Workload:
     def output_bytes(self) -> float:
         return self.output_px * BYTES_PER_PX
 
+    @property
+    def planner_bytes(self) -> float:
+        return self.tasks * PLANNER_BYTES_PER_TASK
 
-def _human_bytes(n: float) -> str:
+    def describe(self) -> str:
+        """``N tasks, X of output, about Y of planner memory``."""
+        return (f"{_count(self.tasks)} tasks, {human_bytes(self.output_bytes)} of output, about "
+                f"{human_bytes(self.planner_bytes)} of planner memory")
+
+
+def human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
         if n < 1024 or unit == "EiB":
             return f"{n:.3g} {unit}"
@@ -108,10 +121,11 @@ def check_workload(work: Workload, *, max_tasks: float = MAX_TASKS,
         return
     over = []
     if work.tasks > max_tasks:
-        over.append(f"{_count(work.tasks)} tasks (limit {_count(max_tasks)})")
+        over.append(f"{_count(work.tasks)} tasks (limit {_count(max_tasks)}; about "
+                    f"{human_bytes(work.planner_bytes)} of planner memory)")
     if work.output_bytes > max_bytes:
-        over.append(f"{_human_bytes(work.output_bytes)} of output (limit "
-                    f"{_human_bytes(max_bytes)})")
+        over.append(f"{human_bytes(work.output_bytes)} of output (limit "
+                    f"{human_bytes(max_bytes)})")
     if over:
         raise SizeLimitError(
             f"{work.what} would make {' and '.join(over)}; {hint}, or pass --allow-large "

@@ -178,5 +178,7 @@ def load_surveyed_campaign(path: Path, *, dem: str | None = None, geoid: str | N
     """The campaign at ``path``, scenes by path read from their files, size checked."""
     survey = SceneSurvey(dem, geoid, progress=_progress)
     campaign = load_campaign(path, reader=survey, allow_large=allow_large)
-    check_workload(campaign_workload(campaign), allow_large=allow_large)
+    work = campaign_workload(campaign)
+    check_workload(work, allow_large=allow_large)
+    print(f"work: {work.describe()} (estimate)", file=sys.stderr)
     return campaign

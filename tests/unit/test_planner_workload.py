@@ -58,3 +58,11 @@ def test_tiny_gsd_is_refused_with_the_estimate_unless_allowed() -> None:
 
 def test_small_work_passes() -> None:
     check_workload(grid_workload("x", 10_000, 10_000, 512))
+
+
+def test_too_many_tasks_states_the_planner_memory() -> None:
+    w = grid_workload("campaign 'x'", 4_000_000, 4_000_000, 1024)  # 3,907 x 3,907 tiles
+    with pytest.raises(SizeLimitError) as err:
+        check_workload(w, max_bytes=float("inf"))
+    assert "15,264,649 tasks (limit 2,000,000; about 22.7 GiB of planner memory)" in str(err.value)
+    assert w.describe().startswith("15,264,649 tasks, 58.2 TiB of output, about 22.7 GiB")
