@@ -406,3 +406,16 @@ def test_oversized_file_is_refused_before_reading(tmp_path: Path) -> None:
         f.truncate(100 * 2**20)  # sparse: nothing is written or read
     with pytest.raises(CampaignError, match=r"is 100 MiB, expected at most 64 MiB"):
         load_campaign(path)
+
+
+def test_stac_item_without_shape_is_read_from_its_asset(tmp_path: Path) -> None:
+    items = {"type": "FeatureCollection", "features": [
+        {"id": "giza", "properties": {"datetime": "2013-02-08T08:36:09Z"},
+         "assets": {"pan": {"href": "img1.tif", "roles": ["data"]}}}]}
+    (tmp_path / "items.json").write_text(json.dumps(items))
+    doc = _by_uri([])
+    doc["inputs"] = {"stac": "items.json"}
+    reader = FileFacts({str(tmp_path / "img1.tif"): GIZA})
+    s = parse_campaign(doc, "c.yaml", tmp_path, reader=reader).scenes[0]
+    assert (s.id, s.rows, s.cols, s.footprint) == ("giza", 801, 800, GIZA.footprint)
+    assert s.acquired == "2013-02-08T08:36:09Z" and s.uri == "img1.tif"
