@@ -40,7 +40,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -441,8 +441,12 @@ def orthorectify(
     tile_px: int = 1024,
     progress: Callable[[int], None] | None = None,
     descriptions: tuple[str | None, ...] | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> OrthoReport:
-    """Orthorectify ``image`` tile by tile into the COG ``dest`` (atomically)."""
+    """Orthorectify ``image`` tile by tile into the COG ``dest`` (atomically).
+
+    ``tags`` are written in the COG's metadata (the product's provenance).
+    """
     jobs = list(tile_jobs(plan, tile_px))
     if all(src is None for _, src in jobs):
         raise GeometryError(
@@ -456,7 +460,8 @@ def orthorectify(
     # writer's threads encode finished blocks.
     with WindowReader(image) as src, ThreadPoolExecutor(1, thread_name_prefix="read") as io, \
             CogWriter(dest, plan.geobox, count=plan.band_count, dtype=plan.dtype,
-                      nodata=plan.nodata, descriptions=descriptions or names) as out:
+                      nodata=plan.nodata, descriptions=descriptions or names,
+                      tags=tags) as out:
         def read(src_window: Window | None) -> NDArray[np.generic] | None:
             return None if src_window is None else src.read(src_window)
 

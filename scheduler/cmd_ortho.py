@@ -21,6 +21,7 @@ import click
 import numpy as np
 from tqdm import tqdm
 
+from ops.acquisition import read_acquisition
 from ops.crs import check_crs
 from ops.dem import MAX_HOLE_FRACTION, Dem
 from ops.errors import OpsError
@@ -33,6 +34,7 @@ from planner.errors import PlannerError
 from scheduler.geometry_options import dem_reference_options, rpc_source_options
 from scheduler.guards import POSITIVE_FINITE, allow_large_option, check_product_grid
 from scheduler.output_path import check_input_exists, check_output_file
+from scheduler.runtime.provenance import ortho_metadata
 
 #: Degrees read around the footprint where the DEM has them (~200 m); only the
 #: footprint itself must be covered.
@@ -101,8 +103,15 @@ def ortho(
         plan = plan_ortho(rpc, heights, geobox, info.shape, band_count=info.count,
                           dtype=info.dtype, src_nodata=info.nodata, resampling=resampling)
         n_tiles = sum(1 for _ in tile_jobs(plan, tile_px))
+        meta = ortho_metadata(
+            crs=geobox.crs, band_descriptions=info.descriptions, image=str(image.resolve()),
+            rpc_source=rpc.source, dem=str(dem_path.resolve()),
+            geoid=None if geoid is None else str(geoid.resolve()),
+            acquired=read_acquisition(image),
+            parameters={"crs": crs, "gsd_m": gsd_m, "resampling": resampling, "tile_px": tile_px})
         with tqdm(total=n_tiles, unit="tile", desc="ortho", disable=quiet) as bar:
-            report = orthorectify(image, plan, output, tile_px=tile_px, progress=bar.update)
+            report = orthorectify(image, plan, output, tile_px=tile_px, progress=bar.update,
+                                  tags=meta.tags())
     except (OpsError, PlannerError) as exc:
         raise click.ClickException(str(exc)) from exc
     res = geobox.resolution[0]

@@ -232,3 +232,19 @@ def test_collection_is_kept_on_s3_through_the_store(scene: Path, s3_env: str) ->
     assert {link["rel"]: link["href"] for link in item["links"]}["self"] == (
         f"s3://{s3_env}/survey/ortho/left.json")
     assert not [k for k in store.list_keys() if "_eochain_tmp" in k]
+
+
+def test_ortho_cli_records_provenance_and_acquisition(scene: Path, tmp_path: Path) -> None:
+    from scheduler.cmd_ortho import ortho
+
+    out = tmp_path / "left.tif"
+    result = CliRunner().invoke(ortho, [str(scene / "view_0.tif"), "--dem", str(scene / "dem.tif"),
+                                        "--tile-size", "128", "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    with rasterio.open(out) as src:
+        tags = src.tags()
+    assert tags["EOCHAIN_OP"] == "ortho"
+    assert json.loads(tags["EOCHAIN_INPUTS"]) == [str(scene / "view_0.tif")]
+    assert tags["EOCHAIN_DEM"] == str(scene / "dem.tif")
+    assert json.loads(tags["EOCHAIN_PARAMETERS"])["tile_px"] == 128
+    assert _utc(tags["EOCHAIN_ACQUISITION_START"]) == _utc(LEFT_TIME)
