@@ -108,7 +108,8 @@ def ortho(
             rpc_source=rpc.source, dem=str(dem_path.resolve()),
             geoid=None if geoid is None else str(geoid.resolve()),
             acquired=read_acquisition(image),
-            parameters={"crs": crs, "gsd_m": gsd_m, "resampling": resampling, "tile_px": tile_px})
+            parameters={"crs": crs, "gsd_m": gsd_m, "resampling": resampling, "tile_px": tile_px,
+                        "dem_heights": dem_heights, "dem_max_holes": dem_max_holes})
         with tqdm(total=n_tiles, unit="tile", desc="ortho", disable=quiet) as bar:
             report = orthorectify(image, plan, output, tile_px=tile_px, progress=bar.update,
                                   tags=meta.tags())
