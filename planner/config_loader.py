@@ -17,9 +17,9 @@ YAML goes through libyaml's parser (PyYAML's C extension) as an event
 stream, and the document is built from the events here: anchors, aliases,
 depth, tags and duplicate keys are refused as they come, before anything is
 expanded. Plain scalars follow the YAML 1.2 core schema (``yes``, ``no``,
-``on`` and dates stay strings; ``1e9`` is a float). A 1 MB campaign of
-12,600 scenes loads in about a second that way (PyYAML's own constructor
-takes several).
+``on`` and dates stay strings; ``1e9`` is a float). A 1.6 MB campaign of
+12,600 scenes loads and validates in 0.4 s that way, PyYAML's constructor
+alone takes 3.9 s over the same parser (``python -m benchmarks.campaign_load``).
 
 :func:`short` quotes a value for an error message, at most ``limit``
 characters, so an error never prints a megabyte of user input.

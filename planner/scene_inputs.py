@@ -20,6 +20,7 @@ only one.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import random
 from collections import Counter
@@ -36,6 +37,9 @@ from planner.errors import ConfigError
 PLEIADES_GSD_M = 0.5
 M_PER_DEG_LAT = 110_574.0
 M_PER_DEG_LON_EQUATOR = 111_320.0
+#: A stated acquisition time may differ from the file's by this much (a date
+#: alone is its midnight, so a stated date is checked to the day).
+MAX_TIME_DIFFERENCE_S = 86_400.0
 #: Largest stated image side, in pixels (the largest satellite scenes are ~60,000).
 MAX_SCENE_PX = 1_000_000
 #: Largest generated survey, in pairs, without ``allow_large`` (200,000 scenes).
@@ -278,6 +282,15 @@ def _fmt_box(b: Bbox) -> str:
     return "[" + ", ".join(f"{v:.5f}" for v in b) + "]"
 
 
+def _instant(text: str) -> dt.datetime | None:
+    """A stated time as an aware UTC instant (a date is its midnight), or None."""
+    try:
+        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo is not None else t.replace(tzinfo=dt.timezone.utc)
+
+
 def _merge(spec: _Spec, facts: SceneFacts, path: str, problems: Problems) -> Scene:
     """The scene with the file's facts; each stated value that contradicts them recorded."""
     where = spec.where
@@ -292,6 +305,11 @@ def _merge(spec: _Spec, facts: SceneFacts, path: str, problems: Problems) -> Sce
             "or fix it")
     if spec.sensor and facts.sensor and spec.sensor != facts.sensor:
         problems.add(f"{where}.sensor = {spec.sensor!r} but {path!r} says {facts.sensor!r}")
+    stated_t, found_t = _instant(spec.acquired), _instant(facts.acquired)
+    if stated_t is not None and found_t is not None and \
+            abs((stated_t - found_t).total_seconds()) > MAX_TIME_DIFFERENCE_S:
+        problems.add(f"{where}.acquired = {spec.acquired!r} but {path!r} was acquired at "
+                     f"{facts.acquired!r}")
     return Scene(spec.id, spec.footprint or facts.footprint, facts.rows, facts.cols, spec.uri,
                  spec.sensor or facts.sensor, spec.acquired or facts.acquired)
 

@@ -419,3 +419,19 @@ def test_stac_item_without_shape_is_read_from_its_asset(tmp_path: Path) -> None:
     s = parse_campaign(doc, "c.yaml", tmp_path, reader=reader).scenes[0]
     assert (s.id, s.rows, s.cols, s.footprint) == ("giza", 801, 800, GIZA.footprint)
     assert s.acquired == "2013-02-08T08:36:09Z" and s.uri == "img1.tif"
+
+
+@pytest.mark.parametrize(("acquired", "ok"), [("2013-02-08", True),
+                                              ("2013-02-08T08:36:09Z", True),
+                                              ("2014-06-01", False)])
+def test_stated_acquisition_is_checked_against_the_file(tmp_path: Path, acquired: str,
+                                                        ok: bool) -> None:
+    reader = FileFacts({str(tmp_path / "img1.tif"): GIZA})
+    doc = _by_uri([{"uri": "img1.tif", "acquired": acquired}])
+    if ok:
+        assert parse_campaign(doc, "c.yaml", tmp_path, reader=reader).scenes[0].acquired == \
+            acquired
+    else:
+        with pytest.raises(CampaignError, match=r"acquired = '2014-06-01' but .* was acquired "
+                                                r"at '2013-02-08T08:36:09\+00:00'"):
+            parse_campaign(doc, "c.yaml", tmp_path, reader=reader)
