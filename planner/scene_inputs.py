@@ -285,10 +285,10 @@ def _fmt_box(b: Bbox) -> str:
 def _instant(text: str) -> dt.datetime | None:
     """A stated time as an aware UTC instant (a date is its midnight), or None."""
     try:
-        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        t = dt.datetime.fromisoformat(text)
     except ValueError:
         return None
-    return t if t.tzinfo is not None else t.replace(tzinfo=dt.timezone.utc)
+    return t if t.tzinfo is not None else t.replace(tzinfo=dt.UTC)
 
 
 def _merge(spec: _Spec, facts: SceneFacts, path: str, problems: Problems) -> Scene:
