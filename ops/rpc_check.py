@@ -41,7 +41,7 @@ import numpy as np
 
 from ops.crs import lonlat_transformer
 from ops.errors import RpcFitError
-from ops.rpc import RpcModel
+from ops.rpc import FloatArray, RpcModel, rpc00b_terms
 
 #: A crop without origin may span at most this share of the product's rows or columns.
 FULL_PRODUCT_MIN_FRACTION = 0.9
@@ -140,8 +140,8 @@ def _check_map_corners(model: RpcModel, frame: ImageFrame, crs: str) -> None:
     x = a * (cols + 0.5) + b * (rows + 0.5) + c
     y = d * (cols + 0.5) + e * (rows + 0.5) + f
     lon, lat = lonlat_transformer(crs).transform(x, y)
-    got_r, got_c = model.project(np.asarray(lon), np.asarray(lat),
-                                 np.full(4, model.height_off), check=False)
+    got_r, got_c = _project_few(model, np.asarray(lon), np.asarray(lat),
+                                np.full(4, model.height_off))
     off_px = float(np.nanmax(np.hypot(got_r - rows, got_c - cols))) if np.isfinite(
         got_r).any() else math.inf
     limit = MAP_CORNER_TOLERANCE_FRACTION * math.hypot(frame.height, frame.width) + 5.0
@@ -162,7 +162,21 @@ def rpc_disagreement_px(a: RpcModel, b: RpcModel) -> float:
     lon = a.lon_off + a.lon_scale * lon_n.ravel()
     lat = a.lat_off + a.lat_scale * lat_n.ravel()
     h = a.height_off + a.height_scale * h_n.ravel()
-    ra, ca = a.project(lon, lat, h, check=False)
-    rb, cb = b.project(lon, lat, h, check=False)
-    diff = np.hypot(ra - rb, ca - cb)
+    ra, ca = _project_few(a, lon, lat, h)
+    rb, cb = _project_few(b, lon, lat, h)
+    with np.errstate(all="ignore"):
+        diff = np.hypot(ra - rb, ca - cb)
     return math.inf if not np.isfinite(diff).all() else float(diff.max())
+
+
+def _project_few(model: RpcModel, lon: FloatArray, lat: FloatArray, h: FloatArray
+                 ) -> tuple[FloatArray, FloatArray]:
+    """:meth:`RpcModel.project` (no checks) in plain numpy: for a few points, starting the
+    parallel kernel's threads costs more than the arithmetic."""
+    lon_n, lat_n, h_n = model.normalise(lon, lat, h, check=False)
+    terms = np.stack(rpc00b_terms(lon_n, lat_n, h_n))
+    with np.errstate(all="ignore"):
+        row = (np.asarray(model.line_num) @ terms) / (np.asarray(model.line_den) @ terms)
+        col = (np.asarray(model.samp_num) @ terms) / (np.asarray(model.samp_den) @ terms)
+    return (row * model.line_scale + model.line_off - model.row_origin,
+            col * model.samp_scale + model.samp_off - model.col_origin)
