@@ -15,7 +15,9 @@ Items (STAC 1.1.0, projection v2.0.0 and raster v1.1.0 extensions):
   whose inputs state no time is dated when it was planned, and says so in
   ``eochain:datetime_source``;
 * ``eochain:*`` properties: product key, operation, checksum and the
-  provenance of :mod:`scheduler.runtime.provenance`;
+  provenance of :mod:`scheduler.runtime.provenance`, summed up in the
+  processing extension (v1.2.0: ``processing:software``, ``:lineage``,
+  ``:datetime``, when the product was planned);
 * links: ``self`` (its URI in the store) and ``root``/``parent``/
   ``collection``, relative, to the store's ``collection.json``.
 
@@ -60,6 +62,7 @@ COLLECTION_KEY = "collection.json"
 PUBLISH_INTERVAL_S = 10.0
 GEOJSON = "application/geo+json"
 STAC_JSON = "application/json"
+PROCESSING_EXTENSION = "https://stac-extensions.github.io/processing/v1.2.0/schema.json"
 
 
 def stac_key(object_key: str) -> str:
@@ -139,6 +142,16 @@ def make_item(
     lats = [p[1] for p in ring]
     props: dict[str, Any] = dict(properties or {})
     props.update(meta.stac_properties())
+    provenance = meta.provenance
+    if provenance:
+        props["processing:software"] = {"eochain": provenance["version"]}
+        props["processing:datetime"] = _iso(planned_at)
+        props["processing:lineage"] = (
+            f"eochain {provenance['op']} of {', '.join(provenance['inputs'])} "
+            f"(RPC: {', '.join(provenance['rpc'])}; DEM: {provenance['dem']}"
+            + (f"; geoid: {provenance['geoid']}" if provenance.get("geoid") else "")
+            + (f"; heights above the {provenance['heights']}" if provenance.get("heights") else "")
+            + ")")
     acquired = meta.acquired
     if acquired is None:
         when: dt.datetime = planned_at
@@ -177,6 +190,8 @@ def make_item(
         bands.append(band)
     raster.bands = bands
     doc: dict[str, Any] = item.to_dict(include_self_link=False)
+    if provenance:
+        doc["stac_extensions"].append(PROCESSING_EXTENSION)
     doc["assets"]["data"]["bands"] = [
         {"name": name, **({"description": text} if text else {})}
         for name, text in zip(meta.band_names, meta.band_descriptions, strict=True)

@@ -16,9 +16,11 @@ from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
+import pystac
 import pytest
 import rasterio
 from pyproj import CRS
+from pystac.validation.stac_validator import GetSchemaError
 
 from ops.acquisition import Acquisition, read_acquisition, span
 from ops.errors import AcquisitionError
@@ -226,7 +228,9 @@ def test_ortho_item_states_acquisition_bands_projection_and_links() -> None:
     assert links == {"self": "/data/campaign/ortho/img1.json", "root": "../collection.json",
                      "parent": "../collection.json", "collection": "../collection.json"}
     ext = {e.rsplit("/", 3)[-3] + "/" + e.rsplit("/", 3)[-2] for e in item["stac_extensions"]}
-    assert ext == {"projection/v2.0.0", "raster/v1.1.0"}
+    assert ext == {"projection/v2.0.0", "raster/v1.1.0", "processing/v1.2.0"}
+    assert props["processing:software"] == {"eochain": props["eochain:version"]}
+    assert "/d/img1.tif" in props["processing:lineage"] and "/d/srtm" in props["processing:lineage"]
 
 
 @pytest.mark.parametrize("heights", ["ellipsoid", "geoid"])
@@ -258,6 +262,7 @@ def test_item_without_acquisition_is_dated_by_processing_and_says_so() -> None:
     assert item["properties"]["datetime"] == "2026-12-05T01:00:00Z"
     assert item["properties"]["eochain:datetime_source"] == "processing"
     assert item["assets"]["data"]["raster:bands"][0]["nodata"] == "nan"
+    assert not [k for k in item["properties"] if k.startswith("processing:")]  # no provenance
 
 
 # -- collection ----------------------------------------------------------------------------------
@@ -326,3 +331,25 @@ def test_collection_rewrites_are_spaced_while_a_run_adds_products(tmp_path: Path
     doc = json.loads(store.get_bytes(COLLECTION_KEY))
     assert [link["href"] for link in doc["links"] if link["rel"] == "item"] == [
         "./ortho/a.json", "./ortho/b.json"]
+
+
+@pytest.mark.parametrize("breakage", ["proj:shape", "raster:nodata", "processing:software",
+                                      "ring", "unknown extension"])
+def test_offline_validation_catches_a_broken_item(breakage: str) -> None:
+    item = make_item("l+r", "l+r.tif", GEOBOX, dtype="float32", nodata=-32768.0,
+                     meta=_dsm_meta("geoid"))
+    validate_stac(item)
+    if breakage == "proj:shape":
+        item["properties"]["proj:shape"] = [200]
+    elif breakage == "raster:nodata":
+        item["assets"]["data"]["raster:bands"][0]["nodata"] = "none"
+    elif breakage == "processing:software":
+        item["properties"]["processing:software"] = "eochain"
+    elif breakage == "ring":
+        item["geometry"]["coordinates"][0] = item["geometry"]["coordinates"][0][:3]
+    else:
+        item["stac_extensions"].append("https://example.invalid/ext/v1.0.0/schema.json")
+    # an extension schema we do not hold is an error, never a network fetch
+    expected = GetSchemaError if breakage == "unknown extension" else pystac.STACValidationError
+    with pytest.raises(expected):
+        validate_stac(item)
