@@ -317,7 +317,7 @@ def ssm_proxy_command(region: str) -> str:
     r = shlex.quote(region)
     find = (f"aws ec2 describe-instances --region {r} --filters Name=private-ip-address,Values=%h "
             "Name=instance-state-name,Values=running "
-            "--query Reservations[0].Instances[0].InstanceId --output text")
+            "--query 'Reservations[0].Instances[0].InstanceId' --output text")
     return (f"sh -c \"aws ssm start-session --region {r} --target $({find}) "
             "--document-name AWS-StartSSHSession --parameters portNumber=%p\"")
 

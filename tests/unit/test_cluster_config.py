@@ -278,6 +278,9 @@ def test_setup_installs_this_wheel_with_its_pins_and_the_clients_ray() -> None:
         assert parsed.returncode == 0, (command, parsed.stderr)
     proxy = doc["auth"]["ssh_proxy_command"]
     assert "aws ssm start-session" in proxy and "AWS-StartSSHSession" in proxy
+    # ssh substitutes %h and %p, then runs the command with a shell
+    expanded = proxy.replace("%h", "10.42.0.7").replace("%p", "22")
+    assert subprocess.run(["bash", "-n", "-c", expanded], check=False).returncode == 0
     assert "ssh_proxy_command" not in _render(_plan(("c7g.xlarge", "spot", 1)),
                                               ssh_through_ssm=False)["auth"]
 
