@@ -10,7 +10,9 @@
   (:mod:`~scheduler.runtime.actors`: thin actors with caches);
 * :mod:`~scheduler.runtime.store`, :mod:`~scheduler.runtime.manifest`,
   :mod:`~scheduler.runtime.stac`: atomic publication (local or S3), the
-  manifest that makes runs resumable, STAC items beside products;
+  manifest that makes runs resumable, STAC items beside products and the
+  campaign's collection; :mod:`~scheduler.runtime.provenance`: what a product
+  states (heights' CRS, band units, acquisition, inputs and parameters);
 * :mod:`~scheduler.runtime.cluster`: local multi-node clusters on loopback
   (tests, benchmarks); :mod:`~scheduler.runtime.progress` and
   :mod:`~scheduler.runtime.demo`: what ``eochain run`` and ``make demo`` show.
