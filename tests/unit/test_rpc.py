@@ -400,3 +400,17 @@ def test_writers_round_trip_any_model_exactly(
     folder = tmp_path_factory.mktemp("rt")
     assert _fields(read_rpc(write_geom(model, folder / "m.geom"))) == _fields(model)
     assert _fields(read_rpc(write_rpb(model, folder / "m.RPB"))) == _fields(model)
+
+
+def test_disagreement_of_two_models_is_their_largest_pixel_gap() -> None:
+    from dataclasses import replace
+
+    from ops.rpc_check import rpc_disagreement_px
+
+    assert rpc_disagreement_px(MODEL, MODEL) == 0.0
+    assert rpc_disagreement_px(MODEL, replace(MODEL, line_off=MODEL.line_off + 0.5)) == (
+        pytest.approx(0.5, abs=1e-9))
+    shifted = replace(MODEL, samp_off=MODEL.samp_off - 3.0, line_off=MODEL.line_off + 4.0)
+    assert rpc_disagreement_px(MODEL, shifted) == pytest.approx(5.0, abs=1e-9)
+    # the same model attached to another crop origin is 5 px off too
+    assert rpc_disagreement_px(MODEL, MODEL.with_origin(-4.0, 3.0)) == pytest.approx(5.0, abs=1e-9)
