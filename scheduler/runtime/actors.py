@@ -75,6 +75,8 @@ class TaskStatus(NamedTuple):
     peak_memory_bytes: int = 0
     #: CPU seconds the worker process spent during the task (all its threads).
     cpu_s: float = 0.0
+    #: When the task started, epoch seconds.
+    started_at_s: float = 0.0
 
 
 def value_nbytes(value: object) -> int:
@@ -92,6 +94,7 @@ def value_nbytes(value: object) -> int:
 
 def execute(fn: Callable[..., object], ctx: TaskContext, *inputs: object) -> tuple[TaskStatus, object]:
     """Run ``fn(ctx, *inputs)``; an exception becomes a failed status naming it."""
+    started_at_s = time.time()
     cpu_start = time.process_time()
     start = time.perf_counter()
     try:
@@ -101,13 +104,15 @@ def execute(fn: Callable[..., object], ctx: TaskContext, *inputs: object) -> tup
         error = f"{type(exc).__name__}: {exc}"
         return TaskStatus(False, 0, runtime_s, ctx.node_id, os.getpid(), error,
                           peak_memory_bytes=peak_rss_bytes(),
-                          cpu_s=time.process_time() - cpu_start), None
+                          cpu_s=time.process_time() - cpu_start,
+                          started_at_s=started_at_s), None
     runtime_s = time.perf_counter() - start
     cpu_s = time.process_time() - cpu_start
     shape: tuple[int, ...] = value.shape if isinstance(value, np.ndarray) else ()
     pixels = int(shape[-1]) * int(shape[-2]) if len(shape) >= 2 else 0
     return TaskStatus(True, value_nbytes(value), runtime_s, ctx.node_id, os.getpid(),
-                      pixels=pixels, peak_memory_bytes=peak_rss_bytes(), cpu_s=cpu_s), value
+                      pixels=pixels, peak_memory_bytes=peak_rss_bytes(), cpu_s=cpu_s,
+                      started_at_s=started_at_s), value
 
 
 #: One task of a batch: its function, how many of the batch's inputs are its own, and

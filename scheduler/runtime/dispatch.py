@@ -191,6 +191,19 @@ class RunReport:
     cpu_s: float = 0.0
     #: CPUs of the largest actor pool of the run (0 for the serial executor)
     actor_cpus: float = 0.0
+    #: When the first task started in an actor and when the run ended, epoch seconds
+    first_task_at_s: float = 0.0
+    ended_at_s: float = 0.0
+    #: Seconds the task functions ran in the actors (wall, summed over tasks)
+    busy_s: float = 0.0
+
+    @property
+    def cpu_share(self) -> float:
+        """CPU seconds of the tasks over the actors' CPUs x the time since the first task."""
+        busy_s = self.ended_at_s - self.first_task_at_s
+        if self.actor_cpus <= 0 or busy_s <= 0:
+            return 0.0
+        return self.cpu_s / (self.actor_cpus * busy_s)
 
     @property
     def ok(self) -> bool:
@@ -443,6 +456,8 @@ class Dispatcher:
         runtime_sum_s = 0.0
         runtime_n = 0
         cpu_s = 0.0
+        busy_s = 0.0
+        first_task_at_s = math.inf
         self.drains = []
         self.departures = []
         retries = 0
@@ -678,6 +693,8 @@ class Dispatcher:
                             runtime_sum_s += status.runtime_s
                             runtime_n += 1
                         cpu_s += status.cpu_s
+                        busy_s += status.runtime_s
+                        first_task_at_s = min(first_task_at_s, status.started_at_s)
                         if tm is not None:
                             tm.finished(key, resources, status)
                         if not status.ok:
@@ -708,12 +725,18 @@ class Dispatcher:
         finally:
             pool.shutdown()
         wall_s = time.perf_counter() - start
-        log.info("dispatched %d task runs on %d actor CPUs in %.2f s: %.2f CPU-s in tasks "
-                 "(%.0f %% of the actors' CPU time)", sum(state.runs.values()),
-                 pool.cpus, wall_s, cpu_s, 100.0 * cpu_s / max(1e-9, pool.cpus * wall_s))
-        return RunReport(results, tuple(state.failures), sum(state.runs.values()), retries,
-                         recomputed, state.peak_bytes_in_flight, wall_s,
-                         dict(state.runs), cpu_s, pool.cpus)
+        ended_at_s = time.time()
+        report = RunReport(results, tuple(state.failures), sum(state.runs.values()), retries,
+                           recomputed, state.peak_bytes_in_flight, wall_s, dict(state.runs),
+                           cpu_s, pool.cpus,
+                           ended_at_s if math.isinf(first_task_at_s) else first_task_at_s,
+                           ended_at_s, busy_s)
+        # the report rides on the record (``run_report``) for whoever measures a whole command
+        log.info("dispatched %d task runs on %g actor CPUs in %.2f s: %.2f CPU-s in tasks, "
+                 "%.0f %% of the actors' CPU time since the first task started",
+                 report.task_runs, pool.cpus, wall_s, cpu_s, 100.0 * report.cpu_share,
+                 extra={"run_report": report})
+        return report
 
     def _requested(self) -> dict[tuple[str, str], int] | None:
         """Nodes per pool the run's autoscaler request asks for now; ``None`` without one."""

@@ -235,3 +235,34 @@ def test_progress_counts_tiles_apart_from_plans_and_writes() -> None:
     assert (last.tasks_done, last.tasks_total) == (4, 4)
     assert (last.products_done, last.products_total) == (1, 1)
     assert [p.tiles_done for p in seen] == [0, 1, 2, 2]
+
+
+def test_batch_size_follows_the_mean_runtime() -> None:
+    from scheduler.runtime.dispatch import batch_size
+
+    opts = DispatchOptions(max_batch=64, batch_target_s=0.02)
+    assert batch_size(None, opts) == 1  # nothing seen yet: one task per call
+    assert batch_size(1e-6, opts) == 64  # no-op tiles: as many as allowed
+    assert batch_size(0.005, opts) == 4
+    assert batch_size(0.5, opts) == 1  # real tiles go alone
+    assert batch_size(0.0, DispatchOptions(max_batch=1)) == 1
+    with pytest.raises(GraphError, match="max_batch = 0"):
+        DispatchOptions(max_batch=0)
+
+
+def test_a_batch_runs_in_order_keeps_consumed_values_apart_and_isolates_failures() -> None:
+    from scheduler.runtime.actors import execute_batch
+
+    def add(ctx: TaskContext, a: int, b: int) -> int:
+        return a + b
+
+    def boom(ctx: TaskContext) -> int:
+        raise ValueError("tile 3 is corrupt")
+
+    calls = ((add, 2, True), (boom, 0, False), (add, 2, False))
+    statuses, kept = execute_batch(calls, TaskContext(), 1, 2, 10, 20)
+    assert [s.ok for s, _ in statuses] == [True, False, True]
+    assert kept == [3]  # the consumed value travels on its own
+    assert statuses[0][1] is None and statuses[2][1] == 30  # a sink's value rides inline
+    assert statuses[1][0].error == "ValueError: tile 3 is corrupt"
+    assert all(s.cpu_s >= 0.0 and s.started_at_s > 0.0 for s, _ in statuses)
