@@ -163,3 +163,31 @@ def test_dem_tiles_and_geoid_from_s3(s3: object, tmp_path: Path, shared_data: Pa
     with pytest.raises(DemError, match="is this a DEM"):
         Dem.open(f"s3://{BUCKET}/dem/ventoux/N44E005.hgt", bounds_lonlat=box,
                  geoid=f"s3://{BUCKET}/dem/gizeh/N29E031_KHEOPS.tif")
+
+
+def test_a_campaign_orthorectifies_a_scene_on_s3_with_its_sidecar(
+    s3: object, tmp_path: Path
+) -> None:
+    """Issue 13: scenes on S3 with sidecar RPCs failed with "no RPC found"."""
+    from ops.synthetic import SceneSpec, generate_scene
+    from scheduler.runtime.flow import Driver, SceneInput
+
+    scene = generate_scene(SceneSpec(width=384, height=384, seed=11),
+                           tmp_path / "scene")
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for name in ("view_0.tif", "view_0.geom"):
+        shutil.copy(scene.out_dir / name, raw / name)
+    _upload(s3, raw, "campaign-raw")
+    dem = str(scene.out_dir / "dem.tif")
+
+    def run(uri: str, dest: Path) -> np.ndarray:
+        report = (Driver(address="serial").get_flow([SceneInput("v0", uri)])
+                  .ortho(dem=dem, tile_px=256).write(str(dest)).run())
+        assert report.ok, report.failures
+        with rasterio.open(dest / "ortho" / "v0.tif") as src:
+            return np.asarray(src.read())
+
+    remote = run(f"s3://{BUCKET}/campaign-raw/view_0.tif", tmp_path / "from_s3")
+    local = run(str(raw / "view_0.tif"), tmp_path / "from_disk")
+    np.testing.assert_array_equal(remote, local)
