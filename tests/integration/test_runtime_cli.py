@@ -1,9 +1,11 @@
 """``eochain run``: a campaign file in, COGs with STAC items and a summary out, resumable.
 
 Runs the command as a user would (a subprocess with its own local Ray) on a
-campaign of two synthetic views and one corrupt file: the corrupt scene is
-reported by name with the reason and the exit status is 1; the rerun finds
-both good products in the manifest and recomputes nothing.
+campaign of two synthetic views: a campaign naming a corrupt file is refused
+when loaded, naming it; the good campaign writes both products and the rerun
+finds them in the manifest and recomputes nothing. Unusable outputs, a
+missing DEM and a dead ``--address`` are refused before any work; SIGTERM and
+SIGINT stop the Ray processes the command started.
 """
 
 from __future__ import annotations
@@ -135,45 +137,32 @@ def test_stopping_the_command_stops_the_ray_processes_it_started(
             proc.wait()
 
 
-def test_run_campaign_reports_failures_and_resumes(tmp_path: Path) -> None:
-    from ops.synthetic import SceneSpec, generate_scene
-
-    scene = generate_scene(SceneSpec(width=200, height=200, seed=3), tmp_path / "scene")
-    corrupt = tmp_path / "corrupt.tif"
-    corrupt.write_bytes(b"II*\x00 not a real tiff")
-    lon0, lat0, lon1, lat1 = scene.footprint_lonlat
-    entry = {"footprint": [lon0, lat0, lon1, lat1], "rows": 200, "cols": 200}
-    campaign = {
-        "name": "tiny",
-        "inputs": {"scenes": [
-            {"id": "left", "uri": "scene/view_0.tif", **entry},
-            {"id": "right", "uri": "scene/view_1.tif", **entry},
-            {"id": "broken", "uri": "corrupt.tif", **entry},
-        ]},
-        "products": {"ortho": {"gsd_m": 0.5}},
-        "tiling": {"tile_px": 128, "margin_px": 0},
-        "data": {"region": "eu-west-3", "bucket": "unused"},
-        "deadline_h": 1,
-        "compute": {"regions": ["eu-west-3"], "families": ["c7g"], "markets": ["spot"]},
-    }
-    path = tmp_path / "campaign.yaml"
-    path.write_text(yaml.safe_dump(json.loads(json.dumps(campaign))))  # no YAML anchors
+def test_run_campaign_refuses_a_corrupt_scene_then_runs_and_resumes(tmp_path: Path) -> None:
+    campaign, dem = _campaign(tmp_path)
+    doc = yaml.safe_load(campaign.read_text())
+    (tmp_path / "corrupt.tif").write_bytes(b"II*\x00 not a real tiff")
+    broken = dict(doc["inputs"]["scenes"][0], id="broken", uri="corrupt.tif")
+    with_broken = tmp_path / "with-broken.yaml"
+    with_broken.write_text(yaml.safe_dump(json.loads(json.dumps(  # no YAML anchors
+        {**doc, "inputs": {"scenes": [*doc["inputs"]["scenes"], broken]}}))))
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps({"fleet": [{"instances": 2, "price_usd_per_h": 0.05}]}))
     out = tmp_path / "out"
-    args = [str(path), "--plan", str(plan), "--dem", str(scene.out_dir / "dem.tif"),
-            "--out", str(out), "--workers", "2", "-q"]
+    common = ["--plan", str(plan), "--dem", str(dem), "--out", str(out), "--workers", "2", "-q"]
 
-    first = _eochain_run(*args)
-    assert first.returncode == 1, first.stdout + first.stderr
-    assert "2 written, 0 already done, 1 failed, of 3" in first.stdout
-    assert "FAILED broken:" in first.stdout and "corrupt.tif" in first.stdout
+    refused = _eochain_run(str(with_broken), *common)
+    assert refused.returncode == 1 and "corrupt.tif" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr and not (out / "ortho").exists()
+
+    first = _eochain_run(str(campaign), *common)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "2 written, 0 already done, 0 failed, of 2" in first.stdout
     assert "cost so far: $" in first.stdout
     for name in ("left", "right"):
         assert (out / "ortho" / f"{name}.tif").is_file()
         item = json.loads((out / "ortho" / f"{name}.json").read_text())
         assert item["properties"]["proj:code"].startswith("EPSG:326")
 
-    second = _eochain_run(*args)
-    assert second.returncode == 1, second.stdout + second.stderr
-    assert "0 written, 2 already done, 1 failed, of 3" in second.stdout
+    second = _eochain_run(str(campaign), *common)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "0 written, 2 already done, 0 failed, of 2" in second.stdout
