@@ -61,7 +61,7 @@ class Workload:
 def human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
         if n < 1024 or unit == "EiB":
-            return f"{n:.3g} {unit}"
+            return f"{n:.0f} {unit}" if n >= 100 else f"{n:.3g} {unit}"
         n /= 1024
     return f"{n:.3g} EiB"
 

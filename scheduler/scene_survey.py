@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import click
 import numpy as np
 import rasterio
 from rasterio.errors import RasterioError
@@ -180,5 +181,5 @@ def load_surveyed_campaign(path: Path, *, dem: str | None = None, geoid: str | N
     campaign = load_campaign(path, reader=survey, allow_large=allow_large)
     work = campaign_workload(campaign)
     check_workload(work, allow_large=allow_large)
-    print(f"work: {work.describe()} (estimate)", file=sys.stderr)
+    click.echo(f"work: {work.describe()} (estimate)", err=True)
     return campaign

@@ -69,7 +69,7 @@ def test_json_flag_prints_machine_plan(campaign_file: Path, tmp_path: Path) -> N
     result = CliRunner().invoke(plan, [str(campaign_file), "--json", "--out", str(tmp_path),
                                        "--runs", "0", "--deadline", "12"])
     assert result.exit_code == 0, result.output
-    doc = json.loads(result.output)
+    doc = json.loads(result.stdout)  # stderr says what was estimated and defaulted
     assert doc["deadline_s"] == 12 * 3600
     assert {"total_cost_usd", "makespan_s", "fleet"} <= set(doc)
 
