@@ -24,6 +24,16 @@ MAX_LISTED = 20
 _MISSING = object()
 
 
+def is_finite_number(value: object) -> bool:
+    """A bool-free int or float that is finite as a float (10**400 is not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def suggest(value: str, choices: Iterable[str]) -> str:
     """``; did you mean 'x'?`` for the closest choice, or nothing."""
     close = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.5)
@@ -106,8 +116,7 @@ class MappingReader:
         value = self.get(name, default)
         if value is None and name not in self.data:
             return max(minimum, 1.0)
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if (not ok or not math.isfinite(value) or value < minimum
+        if (not is_finite_number(value) or value < minimum
                 or (strict and value == minimum) or value > maximum):
             bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
             upper = f" and <= {maximum:g}" if math.isfinite(maximum) else ""
@@ -169,8 +178,7 @@ class MappingReader:
             return None
         expected = "[lon_min, lat_min, lon_max, lat_max] in degrees with min < max"
         if (isinstance(value, str) or not isinstance(value, Sequence) or len(value) != 4
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                           and math.isfinite(v) for v in value)):
+                or not all(is_finite_number(v) for v in value)):
             self.fail(name, value, expected)
             return None
         x0, y0, x1, y1 = (float(v) for v in value)

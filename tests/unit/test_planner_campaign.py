@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from planner.campaign import (
     Campaign,
@@ -435,3 +437,46 @@ def test_stated_acquisition_is_checked_against_the_file(tmp_path: Path, acquired
         with pytest.raises(CampaignError, match=r"acquired = '2014-06-01' but .* was acquired "
                                                 r"at '2013-02-08T08:36:09\+00:00'"):
             parse_campaign(doc, "c.yaml", tmp_path, reader=reader)
+
+
+# ---------------------------------------------------------------- any document
+_LEAVES = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(),
+                    st.text(max_size=12), st.sampled_from(["a", "b", "ortho", "dsm", "s3://x"]))
+_KEYS = st.sampled_from(["name", "inputs", "products", "scenes", "pairs", "survey", "stac",
+                         "uri", "id", "footprint", "rows", "cols", "gsd_m", "ortho", "dsm",
+                         "tiling", "tile_px", "deadline_h", "budget_usd", "compute", "data",
+                         "regions", "bbox", "asset", "href", "acquired", "x"])
+_DOCS = st.recursive(_LEAVES, lambda inner: st.one_of(
+    st.lists(inner, max_size=5), st.dictionaries(_KEYS, inner, max_size=6)), max_leaves=40)
+
+
+_NUMBER = st.one_of(st.integers(), st.floats(), st.sampled_from([10**400, -(10**400), 10**12]))
+_SCENE = st.fixed_dictionaries({}, optional={
+    "id": _LEAVES, "uri": st.one_of(_LEAVES, st.just("img.tif")),
+    "footprint": st.one_of(_LEAVES, st.lists(_NUMBER, max_size=5)),
+    "rows": _NUMBER, "cols": _NUMBER, "acquired": _LEAVES, "sensor": _LEAVES})
+_INPUTS = st.fixed_dictionaries({}, optional={
+    "scenes": st.one_of(_LEAVES, st.lists(st.one_of(_SCENE, _LEAVES), max_size=4)),
+    "pairs": st.one_of(_DOCS, st.lists(st.lists(st.sampled_from(["a", "img", "b"]),
+                                                max_size=3), max_size=3)),
+    "survey": st.fixed_dictionaries({}, optional={
+        "pairs": _NUMBER, "bbox": st.lists(_NUMBER, max_size=5), "scene_km": _NUMBER,
+        "seed": _NUMBER}),
+    "stac": _DOCS})
+_PRODUCTS = st.dictionaries(st.sampled_from(["ortho", "dsm", "orto"]),
+                            st.one_of(_LEAVES, st.fixed_dictionaries({"gsd_m": _NUMBER})),
+                            max_size=2)
+
+
+@settings(max_examples=300)
+@given(doc=st.one_of(_DOCS, st.fixed_dictionaries(
+    {"name": _LEAVES, "inputs": st.one_of(_INPUTS, _DOCS), "products": _PRODUCTS},
+    optional={"tiling": st.dictionaries(st.sampled_from(["tile_px", "margin_px"]), _NUMBER),
+              "deadline_h": _NUMBER, "budget_usd": _NUMBER, "compute": _DOCS,
+              "data": _DOCS})))
+def test_any_document_is_a_campaign_or_a_campaign_error(doc: object) -> None:
+    """Whatever the structure, parsing ends in a Campaign or one CampaignError, nothing else."""
+    try:
+        parse_campaign(doc, "c.yaml", reader=FileFacts({}))
+    except CampaignError as exc:
+        assert str(exc).startswith("c.yaml: ") and len(str(exc)) < 5000
