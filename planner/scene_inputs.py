@@ -359,7 +359,7 @@ def read_inputs(r: MappingReader, base_dir: Path | None, reader: SceneReader | N
     if r.has("survey"):
         s = r.child("survey")
         s.check_keys(("pairs", "bbox", "scene_km", "seed"))
-        n_pairs, bbox = s.integer("pairs"), s.bbox("bbox")
+        n_pairs, bbox = s.integer("pairs", maximum=10**12), s.bbox("bbox")
         scene_km, seed = s.number("scene_km", 20.0), s.integer("seed", 0, minimum=0)
         if n_pairs > MAX_SURVEY_PAIRS and not allow_large:
             problems.add(f"{s.key('pairs')} = {n_pairs:,} pairs ({2 * n_pairs:,} scenes), "
