@@ -48,6 +48,8 @@ from scheduler.runtime.errors import MetadataError
 HEIGHT_REFERENCES = ("ellipsoid", "geoid")
 #: The vertical CRS of heights above the EGM96 geoid.
 EGM96_HEIGHT = "EPSG:5773"
+WGS84_SEMI_MAJOR_M = 6378137.0
+WGS84_INVERSE_FLATTENING = 298.257223563
 #: Unit names as GDAL writes them in the file and as STAC spells them (UDUNITS).
 METRE = "metre"
 DIMENSIONLESS = "1"
@@ -75,11 +77,15 @@ def height_crs(horizontal: str, heights: str) -> str:
     if base.is_vertical or len(base.axis_info) != 2:
         raise MetadataError(f"CRS {horizontal!r} is not a horizontal CRS; expected e.g. EPSG:32631")
     if heights == "ellipsoid":
+        # RPC heights are above WGS 84's ellipsoid: the 3D CRS may say so only if its
+        # ellipsoid is that one (GRS 1980 differs by 0.1 mm in height: the same here)
         ellipsoid = base.ellipsoid
-        if ellipsoid is None or ellipsoid.name != "WGS 84":
+        if ellipsoid is None or ellipsoid.semi_major_metre != WGS84_SEMI_MAJOR_M or abs(
+                ellipsoid.inverse_flattening - WGS84_INVERSE_FLATTENING) > 1e-5:
             raise MetadataError(
                 f"CRS {horizontal!r} is on the {ellipsoid.name if ellipsoid else 'unknown'} "
-                "ellipsoid; RPC heights are above WGS 84's, expected a WGS 84 based CRS"
+                "ellipsoid; heights above WGS 84's cannot be stated on it, expected a CRS on "
+                "WGS 84 (or GRS 1980), e.g. its UTM zone"
             )
         return str(base.to_3d().to_wkt())
     compound = CompoundCRS(f"{base.name} + EGM96 height", [base, CRS(EGM96_HEIGHT)])

@@ -153,6 +153,8 @@ def test_height_crs_refuses_what_it_cannot_state() -> None:
         height_crs("EPSG:22391", "ellipsoid")  # Carthage / Nord Tunisie: not WGS 84
     with pytest.raises(MetadataError, match="not a horizontal CRS"):
         height_crs("EPSG:5773", "geoid")
+    lambert93 = CRS.from_wkt(height_crs("EPSG:2154", "ellipsoid"))  # on GRS 1980: accepted
+    assert lambert93.axis_info[2].name == "Ellipsoidal height"
 
 
 def test_dsm_metadata_states_units_crs_and_provenance_as_tags() -> None:
