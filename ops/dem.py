@@ -4,9 +4,9 @@ A :class:`Dem` is a grid of heights above the WGS84 ellipsoid at the nodes
 of a regular, axis-aligned grid in some CRS, sampled bilinearly (the node
 model and the compiled sampler live in :mod:`ops.geoid`). It is built by
 
-1. **Reading tiles.** SRTM ``.hgt`` files are read here directly: a square
-   of n x n big-endian int16 (n = 1201 for 3", 3601 for 1"), north row
-   first, -32768 for voids. SRTM is *pixel-is-point*: the file named
+1. **Reading tiles** (:mod:`ops.dem_tiles`, local or remote). SRTM ``.hgt``
+   files are read directly: a square of n x n big-endian int16 (n = 1201 for
+   3", 3601 for 1"), north row first, -32768 for voids. SRTM is *pixel-is-point*: the file named
    ``N44E005`` has its node [0, 0] at exactly (5 E, 45 N) and its last node at
    (6 E, 44 N), so neighbouring tiles share their edge rows/columns. GDAL's
    SRTMHGT driver (the independent check in the tests) reports the same grid
@@ -23,8 +23,8 @@ model and the compiled sampler live in :mod:`ops.geoid`). It is built by
    wraps longitudes). Nodes no tile covers are *gaps*: sampling there is a
    coverage error, never filled. With ``bounds_lonlat`` only the nodes inside
    that box, plus a margin of :data:`MARGIN_NODES`, are read.
-3. **Filling holes.** Nodata nodes inside a tile are *holes*. They are filled
-   by Laplace (harmonic) interpolation: each hole node equals the mean of its
+3. **Filling holes** (:mod:`ops.dem_fill`). Nodata nodes inside a tile are
+   *holes*. They are filled by Laplace (harmonic) interpolation: each hole node equals the mean of its
    4-neighbours that exist, solved exactly as one sparse linear system per
    4-connected hole, whose known values are the valid nodes on its rim. This
    reproduces planes exactly, never leaves the rim's height range (maximum
@@ -52,8 +52,6 @@ from __future__ import annotations
 
 import functools
 import math
-import re
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,14 +59,13 @@ from pathlib import Path
 import numpy as np
 import pyproj
 import pyproj.exceptions
-import rasterio
-import rasterio.errors
 from numpy.typing import ArrayLike, NDArray
 from rasterio.crs import CRS
-from rasterio.windows import Window as RioWindow
 
-from ops import vertical, vsi
-from ops.errors import DemCoverageError, DemError, RasterReadError
+from ops import vertical
+from ops.dem_fill import MAX_HOLE_FRACTION, check_hole_share, fill_holes_laplace
+from ops.dem_tiles import Transform6, list_sources, probe, read_nodes
+from ops.errors import DemCoverageError, DemError
 from ops.geoid import (
     FLAG_NAN_NODE,
     FLAG_OUTSIDE,
@@ -83,129 +80,10 @@ from ops.geoid import (
 #: Extra nodes read around a requested box, so that bilinear stencils and
 #: hole filling near the box's edge have their neighbours.
 MARGIN_NODES = 2
-#: File name endings taken as DEM tiles in a folder.
-TILE_SUFFIXES = (".hgt", ".tif", ".tiff", ".vrt")
-HGT_NODATA = -32768
-_HGT_NAME = re.compile(r"^([NS])(\d{1,2})([EW])(\d{1,3})", re.IGNORECASE)
 _WGS84 = pyproj.CRS.from_epsg(4326)
 _ROWS_PER_CHUNK = 512
-#: Largest share of hole nodes under a requested box that is filled without asking.
-MAX_HOLE_FRACTION = 0.2
 
-Transform6 = tuple[float, float, float, float, float, float]
 LonLatBox = tuple[float, float, float, float]
-
-
-@dataclass(frozen=True, slots=True)
-class _Tile:
-    """Where one tile's nodes are and how to read them."""
-
-    path: str
-    crs: CRS
-    transform: Transform6
-    height: int
-    width: int
-    is_hgt: bool
-    vertical: vertical.VerticalReference
-
-
-def _probe_hgt(path: Path) -> _Tile:
-    m = _HGT_NAME.match(path.stem)
-    if m is None:
-        raise DemError(
-            f"SRTM file {path}: name {path.name!r} does not start like N44E005; "
-            "expected [NS]lat[EW]lon naming the south-west corner"
-        )
-    lat = int(m.group(2)) * (1 if m.group(1).upper() == "N" else -1)
-    lon = int(m.group(4)) * (1 if m.group(3).upper() == "E" else -1)
-    size = path.stat().st_size
-    n = math.isqrt(size // 2)
-    if n < 2 or 2 * n * n != size:
-        raise DemError(
-            f"SRTM file {path}: {size} bytes is not a square of int16 "
-            "(expected 2*1201*1201 for 3\" or 2*3601*3601 for 1\")"
-        )
-    step = 1.0 / (n - 1)
-    transform = (step, 0.0, lon - step / 2, 0.0, -step, lat + 1 + step / 2)
-    return _Tile(str(path), CRS.from_epsg(4326), transform, n, n, True,
-                 vertical.of_hgt(path.name))
-
-
-def _probe(path: str) -> _Tile:
-    """Where a tile's nodes are; a remote tile (``s3://``...) is read through GDAL."""
-    name = vsi.name(path)
-    is_hgt = name.lower().endswith(".hgt")
-    if not vsi.is_file(path):
-        raise RasterReadError(f"DEM file not found: {path} (expected an SRTM .hgt or a GeoTIFF)")
-    if is_hgt and not vsi.is_virtual(path):
-        return _probe_hgt(Path(path))
-    try:
-        with warnings.catch_warnings():
-            # An ungeoreferenced file is refused below, with its name.
-            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-            ds = rasterio.open(path)
-        with ds:
-            if ds.crs is None:
-                raise DemError(f"DEM {path} has no CRS; expected a georeferenced raster")
-            t = tuple(float(v) for v in tuple(ds.transform)[:6])
-            if t[1] != 0 or t[3] != 0 or t[0] <= 0 or t[4] >= 0:
-                raise DemError(
-                    f"DEM {path}: geotransform {t}; expected north-up, unrotated "
-                    "(a > 0, b = d = 0, e < 0)"
-                )
-            # GDAL's SRTMHGT driver gives a remote .hgt the grid _probe_hgt computes
-            reference = vertical.of_hgt(name) if is_hgt else vertical.of_dataset(name, ds)
-            return _Tile(path, ds.crs, (t[0], t[1], t[2], t[3], t[4], t[5]),
-                         ds.height, ds.width, False, reference)
-    except rasterio.errors.RasterioIOError as exc:
-        raise RasterReadError(f"cannot read DEM {path}: {exc}") from exc
-
-
-def _read(tile: _Tile, r0: int, r1: int, c0: int, c1: int) -> NDArray[np.float32]:
-    """Nodes [r0:r1, c0:c1] of a tile as float32, NaN where nodata."""
-    if tile.is_hgt:
-        raw = np.memmap(tile.path, dtype=">i2", mode="r", shape=(tile.height, tile.width))
-        block = np.array(raw[r0:r1, c0:c1])
-        out = block.astype(np.float32)
-        out[block == HGT_NODATA] = np.nan
-        return out
-    try:
-        with rasterio.open(tile.path) as ds:
-            data = ds.read(1, window=RioWindow(c0, r0, c1 - c0, r1 - r0), masked=True)
-            scale, offset = float(ds.scales[0]), float(ds.offsets[0])
-    except rasterio.errors.RasterioIOError as exc:
-        raise RasterReadError(f"cannot read DEM {tile.path}: {exc}") from exc
-    out = data.astype(np.float32).filled(np.nan)
-    if (scale, offset) != (1.0, 0.0):
-        out = (out * np.float32(scale) + np.float32(offset)).astype(np.float32)
-    return np.asarray(out, dtype=np.float32)
-
-
-def _list_sources(source: str | Path | Sequence[str | Path]) -> tuple[list[str], str]:
-    """DEM files named by a file, a folder of tiles or a list; remote ones as GDAL paths."""
-    if isinstance(source, (str, Path)):
-        p = vsi.gdal_path(source)
-        if vsi.is_virtual(p) and not vsi.is_file(p):
-            names = sorted(n for n in vsi.list_names(p) if n.lower().endswith(TILE_SUFFIXES))
-            if not names:
-                raise RasterReadError(
-                    f"no DEM tiles at {p}: expected a file, or a folder of files ending in "
-                    f"{', '.join(TILE_SUFFIXES)}"
-                )
-            return [vsi.join(p, n) for n in names], p
-        if not vsi.is_virtual(p) and Path(p).is_dir():
-            tiles = sorted(f for f in Path(p).iterdir() if f.suffix.lower() in TILE_SUFFIXES)
-            if not tiles:
-                raise RasterReadError(
-                    f"no DEM tiles in folder {p}: expected files ending in {', '.join(TILE_SUFFIXES)}"
-                )
-            return [str(f) for f in tiles], p
-        return [p], p
-    files = [vsi.gdal_path(s) for s in source]
-    if not files:
-        raise DemError("Dem.open: empty list of DEM files; expected at least one path")
-    label = ", ".join(files[:3])
-    return files, label + (f" (+{len(files) - 3} more)" if len(files) > 3 else "")
 
 
 def _native_box(crs: CRS, box: LonLatBox) -> tuple[float, float, float, float]:
@@ -238,81 +116,6 @@ def _check_box(box: Sequence[float], what: str) -> LonLatBox:
             "with min <= max"
         )
     return lon_min, lat_min, lon_max, lat_max
-
-
-def _check_hole_share(name: str, holes: NDArray[np.bool_], covered: NDArray[np.bool_],
-                      limit: float, where: str) -> None:
-    n_holes, n_covered = int(holes.sum()), int(covered.sum())
-    if n_covered == 0 or n_holes <= limit * n_covered:
-        return
-    raise DemError(
-        f"DEM {name}: {100.0 * n_holes / n_covered:.0f} % of its nodes under {where} are "
-        f"nodata holes ({n_holes} of {n_covered}), more than the {100.0 * limit:.0f} % filled "
-        "by interpolation without asking; use a DEM without holes there, or accept "
-        "interpolated heights (--dem-max-holes 1, max_hole_fraction=1.0)"
-    )
-
-
-def fill_holes_laplace(heights: NDArray[np.float32], holes: NDArray[np.bool_],
-                       usable: NDArray[np.bool_]) -> int:
-    """Fill ``heights[holes]`` in place by Laplace interpolation; returns how many were filled.
-
-    Each 4-connected hole component is solved on its own bounding box. Nodes
-    outside ``usable`` (gaps) take no part; components touching no valid node
-    are left NaN.
-    """
-    # scipy is imported here, where holes need it: it costs ~0.3 s of every command's start.
-    import scipy.ndimage
-
-    labels, n_components = scipy.ndimage.label(holes)
-    n_rows, n_cols = heights.shape
-    filled = 0
-    for k, found in enumerate(scipy.ndimage.find_objects(labels), start=1):
-        if found is None or k > n_components:
-            continue
-        rs = slice(max(found[0].start - 1, 0), min(found[0].stop + 1, n_rows))
-        cs = slice(max(found[1].start - 1, 0), min(found[1].stop + 1, n_cols))
-        filled += _fill_component(heights[rs, cs], labels[rs, cs] == k, usable[rs, cs])
-    return filled
-
-
-def _fill_component(block: NDArray[np.float32], hole: NDArray[np.bool_],
-                    usable: NDArray[np.bool_]) -> int:
-    """Solve deg(p) h(p) - sum of hole neighbours = sum of valid neighbours, in place."""
-    import scipy.sparse  # imported here: see fill_holes_laplace
-    import scipy.sparse.linalg
-
-    n_rows, n_cols = block.shape
-    hr, hc = np.nonzero(hole)
-    n = hr.size
-    index = np.full(block.shape, -1, dtype=np.int64)
-    index[hr, hc] = np.arange(n)
-    valid = usable & ~hole & ~np.isnan(block)
-    diag = np.zeros(n)
-    rhs = np.zeros(n)
-    off_i: list[NDArray[np.int64]] = []
-    off_j: list[NDArray[np.int64]] = []
-    touches = False
-    for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1)):
-        nr, nc = hr + dr, hc + dc
-        k = np.nonzero((nr >= 0) & (nr < n_rows) & (nc >= 0) & (nc < n_cols))[0]
-        nr, nc = nr[k], nc[k]
-        is_hole = hole[nr, nc]
-        is_valid = valid[nr, nc]
-        diag += np.bincount(k[is_hole | is_valid], minlength=n)
-        off_i.append(k[is_hole])
-        off_j.append(index[nr[is_hole], nc[is_hole]])
-        rhs += np.bincount(k[is_valid], weights=block[nr[is_valid], nc[is_valid]], minlength=n)
-        touches = touches or bool(is_valid.any())
-    if not touches:
-        return 0  # no valid neighbour: the system is singular
-    ii = np.concatenate([np.arange(n), *off_i])
-    jj = np.concatenate([np.arange(n), *off_j])
-    vv = np.concatenate([diag, -np.ones(ii.size - n)])
-    a = scipy.sparse.csc_matrix((vv, (ii, jj)), shape=(n, n))
-    solution = scipy.sparse.linalg.spsolve(a, rhs, permc_spec="MMD_AT_PLUS_A")
-    block[hr, hc] = np.atleast_1d(solution).astype(np.float32)
-    return int(n)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -383,8 +186,8 @@ class Dem:
             raise DemError(f"pad_deg = {pad_deg!r}, expected a finite number >= 0")
         if not (math.isfinite(max_hole_fraction) and 0.0 <= max_hole_fraction <= 1.0):
             raise DemError(f"max_hole_fraction = {max_hole_fraction!r}, expected 0..1")
-        paths, name = _list_sources(source)
-        tiles = [_probe(p) for p in paths]
+        paths, name = list_sources(source)
+        tiles = [probe(p) for p in paths]
         reference = vertical.stated(vertical_datum) if vertical_datum else vertical.combine(
             [(t.path, t.vertical) for t in tiles], name)
         geo = Geoid.open(geoid) if isinstance(geoid, (str, Path)) else geoid
@@ -446,7 +249,7 @@ class Dem:
             c0, c1 = max(co, c_lo), min(co + t.width, c_hi)
             if r1 <= r0 or c1 <= c0:
                 continue
-            block = _read(t, r0 - ro, r1 - ro, c0 - co, c1 - co)
+            block = read_nodes(t, r0 - ro, r1 - ro, c0 - co, c1 - co)
             dst = heights[r0 - r_lo:r1 - r_lo, c0 - c_lo:c1 - c_lo]
             valid = ~np.isnan(block)
             dst[valid] = block[valid]
@@ -460,10 +263,10 @@ class Dem:
                           max(math.ceil((ymin - y0) / e) + 1 - r_lo, 0)),
                     slice(max(math.floor((xmin - x0) / a) - c_lo, 0),
                           max(math.ceil((xmax - x0) / a) + 1 - c_lo, 0)))
-            _check_hole_share(name, holes[core], covered[core], max_hole_fraction,
+            check_hole_share(name, holes[core], covered[core], max_hole_fraction,
                               f"lon [{box[0]}, {box[2]}], lat [{box[1]}, {box[3]}]")
         else:
-            _check_hole_share(name, holes, covered, max_hole_fraction, "the whole DEM")
+            check_hole_share(name, holes, covered, max_hole_fraction, "the whole DEM")
         filled = fill_holes_laplace(heights, holes, covered) if fill_holes else 0
         transform: Transform6 = (a, 0.0, c + a * c_lo, 0.0, e, f + e * r_lo)
         dem = cls.from_array(
