@@ -20,6 +20,7 @@ worker's cache (the ortho plan per scene, keyed by its product key).
 from __future__ import annotations
 
 import datetime as dt
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,7 @@ from scheduler.runtime.actors import TaskContext
 from scheduler.runtime.manifest import Manifest, ProductRecord
 from scheduler.runtime.provenance import ProductMetadata
 from scheduler.runtime.stac import item_bytes, item_links, make_item, stac_key
-from scheduler.runtime.store import LocalStore, S3Store, sha256_file
+from scheduler.runtime.store import STALE_TEMP_S, LocalStore, S3Store, sha256_file
 
 
 def open_dem(dem: str, geoid: str | None, box: tuple[float, float, float, float]) -> Dem:
@@ -156,6 +157,29 @@ class DsmTileTask:
         ]).astype(np.float32)
 
 
+#: Scratch folders of workers on this host (see :class:`scheduler.runtime.actors.TileWorker`).
+SCRATCH_GLOB = "eochain-worker-*/*.tif"
+
+
+def sweep_stale_scratch(scratch_dir: Path, max_age_s: float = STALE_TEMP_S) -> list[Path]:
+    """Remove scratch COGs older than ``max_age_s`` in this host's worker folders.
+
+    A worker killed while assembling a COG (a lost node whose disk survives, an
+    actor killed by Ray) leaves its scratch file behind; a live one is rewritten
+    continuously and is never that old. Scratch names carry the run id.
+    """
+    cutoff = time.time() - max_age_s
+    removed = []
+    for path in scratch_dir.parent.glob(SCRATCH_GLOB):
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed.append(path)
+        except OSError:
+            continue  # gone meanwhile, or another user's
+    return removed
+
+
 @dataclass(frozen=True, slots=True)
 class WriteCogTask:
     """Assemble the tiles of a product into a COG and publish it with its STAC item."""
@@ -176,8 +200,7 @@ class WriteCogTask:
     meta: ProductMetadata | None = None
 
     def __call__(self, ctx: TaskContext, *tiles: NDArray[np.generic]) -> ProductRecord:
-        # the run id names the scratch file: a node lost mid-assembly leaves files that
-        # the worker's scratch sweep can tell apart from a live run's
+        sweep_stale_scratch(Path(ctx.scratch_dir))
         scratch = Path(ctx.scratch_dir) / f"{self.store.run_id}.{uuid.uuid4().hex[:12]}.tif"
         try:
             meta = self.meta

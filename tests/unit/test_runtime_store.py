@@ -198,3 +198,17 @@ def test_stac_item_has_projection_and_raster_fields() -> None:
     lon0, lat0, lon1, lat1 = item["bbox"]
     assert 1.4 < lon0 < lon1 < 1.5 and 43.5 < lat0 < lat1 < 43.7
     assert stac_key("ortho/a.tif") == "ortho/a.json"
+
+
+def test_scratch_cogs_of_lost_workers_are_swept_once_stale(tmp_path: Path) -> None:
+    from scheduler.runtime.kernels import sweep_stale_scratch
+
+    dead, live, mine = (tmp_path / f"eochain-worker-{n}" for n in ("dead", "live", "mine"))
+    for folder in (dead, live, mine):
+        folder.mkdir()
+    (dead / "run-1.a.tif").write_bytes(b"half a COG")
+    old = time.time() - STALE_TEMP_S - 60
+    os.utime(dead / "run-1.a.tif", (old, old))
+    (live / "run-2.b.tif").write_bytes(b"being assembled")
+    assert sweep_stale_scratch(mine) == [dead / "run-1.a.tif"]
+    assert (live / "run-2.b.tif").exists() and not (dead / "run-1.a.tif").exists()
