@@ -76,7 +76,11 @@ def _prepare(d: Path) -> dict[str, Path]:
     (d / "campaign.yaml").write_text(CAMPAIGN)
     (d / "items.json").write_text(json.dumps({"features": [
         {"id": "s0", "bbox": [5, 44, 5.2, 44.2], "properties": {}, "assets": "s3://b/x.tif"}]}))
-    return {"good": d / "campaign.yaml", "missing": d / "missing" / "deeper"}
+    # a campaign naming the hostile file as its image, by path only
+    (d / "by-path.yaml").write_text("name: p\ninputs:\n  scenes: [{uri: bad.yaml}]\n"
+                                    "products: {ortho: {gsd_m: 0.5}}\n")
+    return {"good": d / "campaign.yaml", "by_path": d / "by-path.yaml",
+            "missing": d / "missing" / "deeper"}
 
 
 #: name -> argv, given the hostile file and the folder of good files.
@@ -86,6 +90,12 @@ FILE_CASES: dict[str, Callable[[Path, dict[str, Path]], list[str]]] = {
                                         "--out", str(f.parent / "o"), "--runs", "0"],
     "plan --catalog": lambda f, g: ["plan", str(g["good"]), "--catalog", str(f),
                                     "--out", str(f.parent / "o"), "--runs", "0"],
+    "plan (image by path)": lambda f, g: ["plan", str(g["by_path"]), "--out",
+                                          str(f.parent / "o"), "--runs", "0"],
+    "plan --dem": lambda f, g: ["plan", str(g["by_path"]), "--dem", str(f), "--out",
+                                str(f.parent / "o"), "--runs", "0"],
+    "run (image by path)": lambda f, g: ["run", str(g["by_path"]), "--dem", str(f), "--out",
+                                         str(f.parent / "r"), "-q"],
     "run": lambda f, g: ["run", str(f), "--dem", str(g["missing"]), "--out",
                          str(f.parent / "r"), "-q"],
     "run --plan": lambda f, g: ["run", str(g["good"]), "--plan", str(f), "--dem",
