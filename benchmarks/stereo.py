@@ -1,23 +1,40 @@
-"""Stereo DSM benchmark: eochain vs CARS 1.3.0 on the Gizeh pair, and synthetic throughput.
+"""Stereo DSM benchmark: eochain vs CARS 1.3.0, side by side, on real and synthetic pairs.
 
-Run: ``python -m benchmarks.stereo [--no-cars] [--synthetic-px N [N ...]]``. Writes the
-table to ``benchmarks/results/stereo.json``.
+Run: ``python -m benchmarks.stereo [--no-cars] [--cases NAME ...] [--synthetic-px N ...]``.
+Writes everything to ``benchmarks/results/stereo.json`` and prints one table.
 
-Gizeh (real Pléiades pair, SRTM + EGM96): both tools run as separate
-processes on the same machine, one after the other: ``eochain dsm`` (0.6 m,
-heights above EGM96, 1024-cell tiles, one process) and CARS (its default
-pipeline, 2 workers; see :mod:`benchmarks.cars_baseline`). Reported: wall
-time, peak RSS (largest process), coverage (measured share of the cells of
-eochain's grid that both views see, CARS's DSM resampled onto that grid by
-nearest neighbour; both tools interpolate small holes, eochain's share of
-cells supported by triangulated points is reported too), and the agreement of the two DSMs (median and NMAD of
-eochain - CARS over cells both measured). ratio = CARS wall / eochain wall.
+Cases (each tool runs as a separate process, one after the other, on the
+same machine; wall time and the peak RSS of the largest process, from
+``os.wait4``):
 
-Synthetic: generated pairs (B/H 0.25, 0.5 m) of growing size with a 30 m
-DEM; DSM cells per second per core over the whole run (512-cell tiles), and
-in a fresh process the RSS before one 512-cell tile and its high-water mark
-while computing it (reset through ``/proc/self/clear_refs``): a tile's
-memory depends on the tile size and the height range, not on the scene size.
+* ``gizeh``: the real Pléiades pair with SRTM + EGM96, heights above EGM96,
+  0.6 m. CARS: its default pipeline (resolutions 4 then 1, no DEM).
+* ``ventoux``: the real pair over Mont Ventoux (a third of the left image
+  overlaps), SRTM + EGM96. CARS needs the DEM and a single resolution there.
+* ``synthetic``: a generated pair (600 px, 0.5 m, B/H 0.25, buildings,
+  noise) with a 30 m DEM made from the truth (no building, smoothed relief).
+* ``synthetic_defects``: the same scene with every defect of
+  :mod:`ops.synthetic_defects` (pointing errors of about a pixel,
+  radiometric differences, shadows, water, vegetation-like texture;
+  buildings occlude). CARS gets no DEM on synthetic scenes and writes
+  ellipsoidal heights, as the truth is.
+* ``triplet``: a synthetic three-view scene with defects, eochain's
+  ``dsm`` on all three views (pairs fused) and on each pair alone.
+
+Per case: coverage (share of the cells both views see on eochain's grid
+that hold a height; the other tool's DSM is resampled onto that grid by
+nearest neighbour), then against the truth where there is one (synthetic),
+else against the other tool (real data): the median, NMAD, standard
+deviation of the differences and the blunder share (|difference - median|
+> 3 m: after a vertical coregistration, like the NMAD; the raw share with
+the median left in is reported as ``blunder_share_raw``). ratio = CARS wall
+/ eochain wall; memory ratio = eochain peak / CARS peak.
+
+Throughput (``--synthetic-px``): generated pairs of growing size, DSM cells
+per second per core over the whole run (512-cell tiles) and, in a fresh
+process, the RSS before one 512-cell tile and its high-water mark while
+computing it (a tile's memory depends on the tile size and the height
+range, not on the scene size).
 """
 
 from __future__ import annotations
@@ -26,11 +43,11 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,38 +55,54 @@ import numpy as np
 import rasterio
 from rasterio.warp import Resampling, reproject
 
+from benchmarks.cars_baseline import CarsCase, run_cars, run_measured
 from benchmarks.common import shared_data
 
 RESULTS = Path(__file__).resolve().parent / "results" / "stereo.json"
+#: |error - median| above this is a blunder (the issue's definition, after coregistration).
+BLUNDER_M = 3.0
+CASES = ("gizeh", "ventoux", "synthetic", "synthetic_defects", "triplet")
 
 
-def run_eochain(data: Path, out: Path, tile_px: int = 1024, runs: int = 3) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Case:
+    """The inputs of one side-by-side run."""
+
+    name: str
+    images: tuple[Path, ...]
+    dem: Path
+    geoid: Path | None
+    gsd_m: float | None
+    heights: str
+    cars: CarsCase | None
+    scene_dir: Path | None = None
+    pairs_alone: tuple[tuple[int, int], ...] = field(default=())
+
+
+def eochain_cmd(case: Case, images: tuple[Path, ...], out: Path, tile_px: int) -> list[str]:
+    cmd = [sys.executable, "-c", "from scheduler.cmd_dsm import dsm; dsm()",
+           *(str(p) for p in images), "--dem", str(case.dem), "--heights", case.heights,
+           "--tile-size", str(tile_px), "-q", "-o", str(out)]
+    if case.geoid is not None:
+        cmd += ["--geoid", str(case.geoid)]
+    if case.gsd_m is not None:
+        cmd += ["--gsd", str(case.gsd_m)]
+    return cmd
+
+
+def run_eochain(case: Case, images: tuple[Path, ...], out: Path, tile_px: int = 1024,
+                runs: int = 2) -> dict[str, Any]:
     """Best of ``runs`` runs of ``eochain dsm`` (the machine is shared: the best is the
-    least disturbed); CARS, 40 times longer, runs once."""
+    least disturbed); CARS, many times longer, runs once."""
     best: dict[str, Any] = {}
     for _ in range(runs):
-        run = _run_eochain_once(data, out, tile_px)
-        if not best or run["wall_s"] < best["wall_s"]:
-            best = run
+        run = run_measured(eochain_cmd(case, images, out, tile_px))
+        if run.returncode != 0:
+            raise RuntimeError(f"eochain dsm failed on {case.name}:\n{run.stderr[-3000:]}")
+        if not best or run.wall_s < best["wall_s"]:
+            best = {"wall_s": run.wall_s, "max_rss_gib": run.max_rss_gib,
+                    "summary": run.stdout.strip()}
     return best
-
-
-def _run_eochain_once(data: Path, out: Path, tile_px: int) -> dict[str, Any]:
-    g = data / "gizeh"
-    cmd = [
-        sys.executable, "-c", "from scheduler.cmd_dsm import dsm; dsm()",
-        str(g / "img1.tif"), str(g / "img2.tif"), "--dem", str(g / "srtm_dir"),
-        "--geoid", str(data / "ventoux" / "geoid" / "egm96_15.gtx"), "--heights", "geoid",
-        "--gsd", "0.6", "--tile-size", str(tile_px), "-q", "-o", str(out),
-    ]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise SystemExit(f"eochain dsm failed:\n{proc.stderr[-3000:]}")
-    rss = max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, before) / 2**20
-    return {"wall_s": wall, "max_rss_gib": rss, "summary": proc.stdout.strip()}
 
 
 def read_on(path: Path, like: Path) -> np.ndarray:
@@ -79,25 +112,136 @@ def read_on(path: Path, like: Path) -> np.ndarray:
         band = src.read(1).astype(np.float32)
         if src.nodata is not None:
             band[band == src.nodata] = np.nan
-        reproject(band, out, src_transform=src.transform, src_crs=src.crs.to_epsg() or src.crs,
-                  dst_transform=ref.transform, dst_crs=ref.crs, resampling=Resampling.nearest,
-                  src_nodata=np.nan, dst_nodata=np.nan)
+        src_crs = src.crs.to_epsg() or src.crs
+        reproject(band, out, src_transform=src.transform, src_crs=src_crs,
+                  dst_transform=ref.transform, dst_crs=ref.crs.to_epsg() or ref.crs,
+                  resampling=Resampling.nearest, src_nodata=np.nan, dst_nodata=np.nan)
     return out
 
 
-def gizeh_overlap(data: Path, like: Path) -> np.ndarray:
+def grid_of(path: Path) -> Any:
+    from planner.grid import GeoBox
+
+    with rasterio.open(path) as ref:
+        crs = f"EPSG:{ref.crs.to_epsg()}" if ref.crs.to_epsg() else ref.crs.to_string()
+        return GeoBox(crs, tuple(ref.transform)[:6], ref.height, ref.width)
+
+
+def seen_by_both(case: Case, like: Path) -> np.ndarray:
+    """Cells of ``like``'s grid whose ground (on the DEM) the case's first two views see."""
     from ops.dem import Dem
     from ops.geoid import Geoid
     from ops.stereo import StereoConfig, open_view, overlap_mask, plan_stereo
+
+    geoid = Geoid.open(case.geoid) if case.geoid is not None else None
+    dem = Dem.open(case.dem, geoid=geoid)
+    left, right = open_view(case.images[0]), open_view(case.images[-1])
+    plan = plan_stereo(left, right, dem, config=StereoConfig())
+    return overlap_mask(plan, dem, grid_of(like))
+
+
+def errors_stats(diff: np.ndarray) -> dict[str, float]:
+    """Median, NMAD, std and blunder shares of the finite differences."""
+    from ops.stereo_eval import nmad
+
+    d = diff[np.isfinite(diff)].astype(np.float64)
+    if d.size == 0:
+        return {"n_cells": 0}
+    med = float(np.median(d))
+    return {"n_cells": int(d.size), "median_m": med, "nmad_m": nmad(d),
+            "std_m": float(np.std(d)),
+            "blunder_share": float(np.mean(np.abs(d - med) > BLUNDER_M)),
+            "blunder_share_raw": float(np.mean(np.abs(d) > BLUNDER_M))}
+
+
+def truth_on(case: Case, like: Path) -> np.ndarray:
+    from ops.synthetic import SyntheticScene, truth_heights
+
+    assert case.scene_dir is not None
+    return truth_heights(SyntheticScene.load(case.scene_dir), grid_of(like))
+
+
+def measure_case(case: Case, work: Path, with_cars: bool) -> dict[str, Any]:
+    """Both tools on one case, then coverage and errors."""
+    out: dict[str, Any] = {}
+    ours_path = work / f"{case.name}_eochain.tif"
+    ours = run_eochain(case, case.images, ours_path)
+    seen = seen_by_both(case, ours_path)
+    h_ours = read_on(ours_path, ours_path)
+    with rasterio.open(ours_path) as src:
+        support = src.read(2)
+    ours["coverage"] = float((np.isfinite(h_ours) & seen).sum() / seen.sum())
+    ours["measured"] = float(((support > 0) & np.isfinite(h_ours) & seen).sum() / seen.sum())
+    if case.scene_dir is not None:
+        ours["vs_truth"] = errors_stats(h_ours - truth_on(case, ours_path))
+    out["eochain"] = ours
+    for i, j in case.pairs_alone:
+        pair_path = work / f"{case.name}_pair{i}{j}.tif"
+        alone = run_eochain(case, (case.images[i], case.images[j]), pair_path, runs=1)
+        h = read_on(pair_path, ours_path)
+        alone["coverage"] = float((np.isfinite(h) & seen).sum() / seen.sum())
+        alone["vs_truth"] = errors_stats(h - truth_on(case, ours_path))
+        out[f"eochain_pair_{i}{j}"] = alone
+    if with_cars and case.cars is not None:
+        try:
+            cars = run_cars(case.cars, work / f"{case.name}_cars")
+        except RuntimeError as exc:
+            out["cars"] = {"failed": str(exc)[-500:]}
+            return out
+        h_cars = read_on(cars.dsm_path, ours_path)
+        res: dict[str, Any] = {
+            "wall_s": cars.wall_s, "max_rss_gib": cars.max_rss_gib,
+            "coverage": float((np.isfinite(h_cars) & seen).sum() / seen.sum()),
+        }
+        if case.scene_dir is not None:
+            res["vs_truth"] = errors_stats(
+                read_on(cars.dsm_path, cars.dsm_path) - truth_on(case, cars.dsm_path))
+        out["cars"] = res
+        out["eochain_minus_cars"] = errors_stats(h_ours - h_cars)
+        out["speed_ratio_cars_over_eochain"] = cars.wall_s / ours["wall_s"]
+        out["memory_ratio_eochain_over_cars"] = ours["max_rss_gib"] / cars.max_rss_gib
+    return out
+
+
+def synthetic_case(name: str, work: Path, *, n_views: int, defects: bool,
+                   size_px: int = 600) -> Case:
+    """Generate a scene (and its defective views), write its 30 m DEM; the case."""
+    from ops.synthetic import SceneSpec, generate_scene, truth_heights
+    from ops.synthetic_defects import DefectSpec, apply_defects
     from planner.grid import GeoBox
 
-    geoid = Geoid.open(data / "ventoux" / "geoid" / "egm96_15.gtx")
-    dem = Dem.open(data / "gizeh" / "srtm_dir", geoid=geoid)
-    left, right = open_view(data / "gizeh" / "img1.tif"), open_view(data / "gizeh" / "img2.tif")
-    plan = plan_stereo(left, right, dem, gsd_m=0.6, config=StereoConfig())
-    with rasterio.open(like) as ref:
-        box = GeoBox(str(ref.crs.to_string()), tuple(ref.transform)[:6], ref.height, ref.width)
-    return overlap_mask(plan, dem, box)
+    scene_dir = work / name
+    b_over_h = 0.25 if n_views == 2 else 0.45
+    scene = generate_scene(SceneSpec(width=size_px, height=size_px, noise_sigma=0.004,
+                                     n_views=n_views, b_over_h=b_over_h, seed=11), scene_dir)
+    views = scene.view_paths
+    if defects:
+        views = apply_defects(scene, DefectSpec.realistic(n_views, seed=5))
+    x0, y0, x1, y1 = scene.footprint_utm
+    box = GeoBox.from_bounds(scene.crs, x0 - 300, y0 - 300, x1 + 300, y1 + 300, 30.0)
+    h = truth_heights(scene, box)
+    dem_path = scene_dir / "coarse_dem.tif"
+    with rasterio.open(dem_path, "w", driver="GTiff", width=box.width, height=box.height,
+                       count=1, dtype="float32", crs=scene.crs,
+                       transform=rasterio.Affine(*box.transform)) as dst:
+        dst.write(np.where(np.isfinite(h), h, np.nanmean(h)).astype(np.float32), 1)
+    cars = CarsCase((views[0], views[-1]), heights_above_geoid=False) if n_views == 2 else None
+    pairs = ((0, 1), (1, 2), (0, 2)) if n_views == 3 else ()
+    return Case(name, tuple(views), dem_path, None, None, "ellipsoid", cars, scene_dir, pairs)
+
+
+def real_cases(data: Path) -> dict[str, Case]:
+    g, v = data / "gizeh", data / "ventoux"
+    geoid = v / "geoid" / "egm96_15.gtx"
+    return {
+        "gizeh": Case("gizeh", (g / "img1.tif", g / "img2.tif"), g / "srtm_dir", geoid, 0.6,
+                      "geoid", CarsCase((g / "img1.tif", g / "img2.tif"))),
+        "ventoux": Case(
+            "ventoux", (v / "left_image.tif", v / "right_image.tif"), v / "srtm", geoid, None,
+            "geoid", CarsCase((v / "left_image.tif", v / "right_image.tif"),
+                              dem=v / "srtm" / "N44E005.hgt", geoid=geoid,
+                              single_resolution=True)),
+    }
 
 
 TILE_PROBE = """
@@ -135,7 +279,7 @@ def tile_peak_mib(scene_dir: Path, tile_px: int) -> tuple[float, float]:
     return float(out[0]), float(out[1])
 
 
-def synthetic(sizes_px: list[int], work: Path, tile_px: int = 512) -> list[dict[str, Any]]:
+def throughput(sizes_px: list[int], work: Path, tile_px: int = 512) -> list[dict[str, Any]]:
     """Throughput (whole run) and one tile's memory, for scenes of growing size."""
     from ops.dem import Dem
     from ops.stereo import assemble_dsm, open_view, plan_stereo
@@ -145,11 +289,9 @@ def synthetic(sizes_px: list[int], work: Path, tile_px: int = 512) -> list[dict[
 
     rows = []
     for size_px in sizes_px:
-        scene_dir = work / f"synthetic_{size_px}"
-        t0 = time.perf_counter()
+        scene_dir = work / f"throughput_{size_px}"
         scene = generate_scene(SceneSpec(width=size_px, height=size_px, noise_sigma=0.004),
                                scene_dir)
-        gen_s = time.perf_counter() - t0
         x0, y0, x1, y1 = scene.footprint_utm
         box = GeoBox.from_bounds(scene.crs, x0 - 300, y0 - 300, x1 + 300, y1 + 300, 30.0)
         h = truth_heights(scene, box)
@@ -158,87 +300,94 @@ def synthetic(sizes_px: list[int], work: Path, tile_px: int = 512) -> list[dict[
         left, right = open_view(scene.view_paths[0]), open_view(scene.view_paths[1])
         t0 = time.perf_counter()
         plan = plan_stereo(left, right, dem)
-        plan_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
         out = assemble_dsm(plan, dem, tile_px=tile_px)
         run_s = time.perf_counter() - t0
         truth = truth_heights(scene, plan.geobox)
         before, after = tile_peak_mib(scene_dir, tile_px)
         cells = plan.geobox.height * plan.geobox.width
         rows.append({
-            "image_px": size_px, "dsm_cells": cells, "tile_px": tile_px, "generate_s": gen_s,
-            "plan_s": plan_s, "dsm_s": run_s,
-            "mcells_per_s_per_core": cells / 1e6 / (plan_s + run_s) / (os.cpu_count() or 1),
+            "image_px": size_px, "dsm_cells": cells, "tile_px": tile_px, "dsm_s": run_s,
+            "mcells_per_s_per_core": cells / 1e6 / run_s / (os.cpu_count() or 1),
             "nmad_m": nmad(out.height_m - truth), "valid_fraction": out.valid_fraction,
             "rss_before_tile_mib": before, "rss_peak_with_tile_mib": after,
         })
     return rows
 
 
+def _fmt(value: Any, spec: str) -> str:
+    if isinstance(value, (int, float)):
+        return format(value, spec)
+    return "-".rjust(int(spec.lstrip("+").split(".")[0]))
+
+
+def print_table(results: dict[str, Any]) -> None:
+    head = (f"{'case':<19}{'tool':<16}{'wall s':>7}{'peak GiB':>9}{'cover':>7}{'vs':>7}"
+            f"{'median':>8}{'NMAD':>7}{'std':>7}{'blund%':>8}{'raw%':>7}")
+    print(head)
+    for name, case in results["cases"].items():
+        for tool, r in case.items():
+            if not isinstance(r, dict) or tool == "eochain_minus_cars":
+                continue
+            if "failed" in r:
+                print(f"{name:<19}{tool:<16} failed: {r['failed'][-120:]!r}")
+                continue
+            err = r.get("vs_truth") or (case.get("eochain_minus_cars") if tool == "eochain"
+                                        else None) or {}
+            vs = "truth" if "vs_truth" in r else ("CARS" if err else "")
+            print(f"{name:<19}{tool:<16}{_fmt(r.get('wall_s'), '7.1f')}"
+                  f"{_fmt(r.get('max_rss_gib'), '9.2f')}{_fmt(r.get('coverage'), '7.1%')}"
+                  f"{vs:>7}{_fmt(err.get('median_m'), '+8.2f')}{_fmt(err.get('nmad_m'), '7.2f')}"
+                  f"{_fmt(err.get('std_m'), '7.2f')}"
+                  f"{_fmt(100 * err['blunder_share'] if 'blunder_share' in err else None, '8.2f')}"
+                  f"{_fmt(100 * err['blunder_share_raw'] if 'blunder_share_raw' in err else None, '7.2f')}")
+        if "speed_ratio_cars_over_eochain" in case:
+            print(f"{'':<19}ratio: CARS/eochain wall {case['speed_ratio_cars_over_eochain']:.1f}x,"
+                  f" eochain/CARS peak memory {case['memory_ratio_eochain_over_cars']:.2f}")
+    if results.get("throughput"):
+        print(f"{'throughput':<12}{'Mcells':>8}{'s':>7}{'Mcells/s/core':>15}{'NMAD m':>8}"
+              f"{'valid':>7}{'RSS before tile':>17}{'RSS peak in tile':>18}")
+        for s in results["throughput"]:
+            print(f"{str(s['image_px']) + '^2 px':<12}{s['dsm_cells'] / 1e6:>8.2f}"
+                  f"{s['dsm_s']:>7.1f}{s['mcells_per_s_per_core']:>15.3f}"
+                  f"{s['nmad_m']:>8.3f}{s['valid_fraction']:>7.1%}"
+                  f"{s['rss_before_tile_mib']:>15.0f}MiB{s['rss_peak_with_tile_mib']:>15.0f}MiB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--no-cars", action="store_true", help="skip the CARS baseline")
-    parser.add_argument("--synthetic-px", type=int, nargs="+", default=[600, 1200])
+    parser.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
+    parser.add_argument("--synthetic-px", type=int, nargs="*", default=[1200],
+                        help="scene sizes of the throughput runs (none: skip them)")
+    parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
     data = shared_data()
     state = {
         "machine": platform.machine(), "cpu_count": os.cpu_count(),
         "python": platform.python_version(), "platform": platform.platform(),
         "load_avg_1min": os.getloadavg()[0],
-        "inputs": "gizeh img1/img2 + SRTM 1\" + EGM96; synthetic SceneSpec noise 0.004",
+        "inputs": "gizeh, ventoux (SRTM + EGM96); synthetic 600 px seed 11, defects seed 5",
     }
-    results: dict[str, Any] = {"state": state}
+    results: dict[str, Any] = {"state": state, "cases": {}}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        ours_path = work / "eochain_dsm.tif"
-        ours = run_eochain(data, ours_path)
-        seen = gizeh_overlap(data, ours_path)
-        h_ours = read_on(ours_path, ours_path)
-        ours["coverage_of_overlap"] = float((np.isfinite(h_ours) & seen).sum() / seen.sum())
-        with rasterio.open(ours_path) as src:
-            support = src.read(2)
-        ours["measured_of_overlap"] = float(((support > 0) & seen).sum() / seen.sum())
-        results["eochain"] = ours
-        if not args.no_cars:
-            from benchmarks.cars_baseline import run_cars
-            from ops.stereo_eval import agreement
-
-            cars = run_cars(data, work / "cars" / "out")
-            h_cars = read_on(cars.dsm_path, ours_path)
-            a = agreement(h_ours, h_cars)
-            results["cars"] = {
-                "wall_s": cars.wall_s, "max_rss_gib": cars.max_rss_gib,
-                "coverage_of_overlap": float((np.isfinite(h_cars) & seen).sum() / seen.sum()),
-            }
-            results["agreement_eochain_minus_cars"] = {
-                "n_cells": a.n_cells, "median_m": a.median_m, "nmad_m": a.nmad_m,
-            }
-            results["speed_ratio_cars_over_eochain"] = cars.wall_s / ours["wall_s"]
-        results["synthetic"] = synthetic(args.synthetic_px, work / "synthetic")
-
+        cases = real_cases(data)
+        for name in args.cases:
+            if name == "synthetic":
+                case = synthetic_case(name, work, n_views=2, defects=False)
+            elif name == "synthetic_defects":
+                case = synthetic_case(name, work, n_views=2, defects=True)
+            elif name == "triplet":
+                case = synthetic_case(name, work, n_views=3, defects=True)
+            else:
+                case = cases[name]
+            results["cases"][name] = measure_case(case, work, not args.no_cars)
+            print(f"{name}: done", file=sys.stderr)
+        results["throughput"] = throughput(args.synthetic_px, work) if args.synthetic_px else []
     print("state:", json.dumps(state))
-    print(f"{'Gizeh pair':<12}{'wall s':>10}{'peak RSS GiB':>14}{'coverage':>10}")
-    for name in ("cars", "eochain"):
-        if name in results:
-            r = results[name]
-            print(f"{name:<12}{r['wall_s']:>10.1f}{r['max_rss_gib']:>14.2f}"
-                  f"{r['coverage_of_overlap']:>10.1%}")
-    print(f"eochain cells supported by triangulated points (not interpolated): "
-          f"{results['eochain']['measured_of_overlap']:.1%}")
-    if "cars" in results:
-        a = results["agreement_eochain_minus_cars"]
-        print(f"ratio (CARS wall / eochain wall): {results['speed_ratio_cars_over_eochain']:.1f}x;"
-              f" eochain - CARS: median {a['median_m']:+.2f} m, NMAD {a['nmad_m']:.2f} m over "
-              f"{a['n_cells']} cells")
-    print(f"{'synthetic':<12}{'Mcells':>8}{'s':>7}{'Mcells/s/core':>15}{'NMAD m':>8}"
-          f"{'valid':>7}{'RSS before tile':>17}{'RSS peak in tile':>18}")
-    for s in results["synthetic"]:
-        print(f"{str(s['image_px']) + '^2 px':<12}{s['dsm_cells'] / 1e6:>8.2f}"
-              f"{s['plan_s'] + s['dsm_s']:>7.1f}{s['mcells_per_s_per_core']:>15.3f}"
-              f"{s['nmad_m']:>8.3f}{s['valid_fraction']:>7.1%}{s['rss_before_tile_mib']:>15.0f}MiB"
-              f"{s['rss_peak_with_tile_mib']:>15.0f}MiB")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=1, default=float), encoding="utf-8")
+    print_table(results)
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(results, indent=1, default=float), encoding="utf-8")
 
 
 if __name__ == "__main__":

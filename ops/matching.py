@@ -61,6 +61,10 @@ _MODES = {
 }
 
 
+#: Sub-pixel methods: SGBM's own parabola, or an NCC refinement around it.
+SUBPIXEL_METHODS = ("sgbm", "ncc", "halfshift", "halfshift+ncc")
+
+
 @dataclass(frozen=True, slots=True)
 class MatchingConfig:
     """Parameters of the matcher (see the module docstring)."""
@@ -77,6 +81,10 @@ class MatchingConfig:
     ncc_window_px: int = 5
     min_ncc: float = 0.2
     mode: str = "hh"
+    subpixel: str = "halfshift"
+    refine_window_px: int = 7
+    median_max_diff_px: float = 1.0
+    min_component_px: int = 0
 
     def __post_init__(self) -> None:
         if self.mode not in _MODES:
@@ -86,6 +94,14 @@ class MatchingConfig:
         if self.ncc_window_px < 3 or self.ncc_window_px % 2 == 0:
             raise StereoError(
                 f"matching ncc_window_px {self.ncc_window_px}, expected an odd size >= 3"
+            )
+        if self.subpixel not in SUBPIXEL_METHODS:
+            raise StereoError(
+                f"matching subpixel {self.subpixel!r}, expected one of {list(SUBPIXEL_METHODS)}"
+            )
+        if self.refine_window_px < 3 or self.refine_window_px % 2 == 0:
+            raise StereoError(
+                f"matching refine_window_px {self.refine_window_px}, expected an odd size >= 3"
             )
         if not -1.0 <= self.min_ncc < 1.0:
             raise StereoError(f"matching min_ncc {self.min_ncc}, expected in [-1, 1)")
@@ -243,6 +259,8 @@ def match(
     )
     raw = sgbm.compute(left, right)
     disparity = raw.astype(np.float32) / 16.0
+    if config.subpixel.startswith("halfshift"):
+        disparity = _cancel_pixel_locking(sgbm, left, right, raw, d0)
     # Whole neighbourhoods must be valid: the edge of an image's footprint
     # (valid next to filler) is texture that belongs to neither view.
     reach = max(bs, config.ncc_window_px) // 2 + 1
@@ -251,13 +269,19 @@ def match(
     ok = (raw > (d0 - 1) * 16) & full_l
     ok &= local_std(left, config.ncc_window_px) >= config.min_texture_std
     disparity[~ok] = np.nan
+    left_f, right_f = left.astype(np.float32), right.astype(np.float32)
+    if config.subpixel.endswith("ncc"):
+        disparity = refine_subpixel(left_f, right_f, disparity, config.refine_window_px)
+    if config.median_max_diff_px > 0:
+        with np.errstate(invalid="ignore"):
+            ok &= ~(median_deviation(disparity) > config.median_max_diff_px)
+        disparity[~ok] = np.nan
 
     # Warp the right image (and its mask) onto the left through the disparities.
     grid = np.indices(left.shape, dtype=np.float32)
     rows: Float32Array = np.ascontiguousarray(grid[0])
     cols: Float32Array = np.ascontiguousarray(grid[1])
     map_x = (cols - np.where(ok, disparity, 0.0)).astype(np.float32)
-    right_f = right.astype(np.float32)
     warped = np.asarray(
         cv2.remap(right_f, map_x, rows, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE),
         np.float32,
@@ -266,12 +290,108 @@ def match(
         full_r.astype(np.float32), map_x, rows, cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_CONSTANT, borderValue=0.0,
     ))
-    confidence = ncc(
-        left.astype(np.float32), warped, config.ncc_window_px, config.min_texture_std
-    )
+    confidence = ncc(left_f, warped, config.ncc_window_px, config.min_texture_std)
     ok &= _erode(warped_valid > 0.999, config.ncc_window_px // 2) & (
         confidence >= config.min_ncc
     )
     disparity[~ok] = np.nan
+    if config.min_component_px > 0:
+        remove_small_components(disparity, config.min_component_px, config.speckle_range_px)
+        ok &= np.isfinite(disparity)
     confidence[~ok] = np.nan
     return DisparityMap(disparity, confidence)
+
+
+def _warp_columns(image: Float32Array, rows: Float32Array, cols: Float32Array,
+                  disparity: Float32Array) -> Float32Array:
+    """``image(i, j - d(i, j))`` by bicubic interpolation (edges replicated)."""
+    map_x = (cols - disparity).astype(np.float32)
+    return np.asarray(cv2.remap(image, map_x, rows, cv2.INTER_CUBIC,
+                                borderMode=cv2.BORDER_REPLICATE), np.float32)
+
+
+def refine_subpixel(
+    left: Float32Array, right: Float32Array, disparity: Float32Array, window_px: int,
+    steps_px: tuple[float, ...] = (0.25,),
+) -> Float32Array:
+    """Sub-pixel disparities maximising the NCC of ``window_px``² neighbourhoods.
+
+    Starting from ``disparity`` (NaN = unmatched, left alone), each step
+    samples the NCC at d - s, d, d + s (the right image warped by bicubic
+    interpolation, so fractional shifts are real shifts) and moves d to the
+    vertex of the parabola through the three, clipped to +/- s. Fitting
+    around the current estimate with a shrinking step keeps the three
+    samples symmetric about the peak, which removes most of the bias of a
+    single parabola through integer disparities ("pixel locking", Shimizu
+    and Okutomi 2005).
+    """
+    ok = np.isfinite(disparity)
+    d = np.where(ok, disparity, 0.0).astype(np.float32)
+    grid = np.indices(left.shape, dtype=np.float32)
+    rows, cols = np.ascontiguousarray(grid[0]), np.ascontiguousarray(grid[1])
+    for step in steps_px:
+        c_m, c_0, c_p = (
+            ncc(left, _warp_columns(right, rows, cols, d + np.float32(o)), window_px)
+            for o in (-step, 0.0, step)
+        )
+        curvature = c_m - 2.0 * c_0 + c_p
+        peaked = curvature < -1e-6
+        with np.errstate(divide="ignore", invalid="ignore"):
+            vertex = np.where(peaked, 0.5 * (c_m - c_p) / curvature, 0.0)
+        # no peak between the samples: step towards the better side
+        vertex = np.where(peaked, vertex, np.sign(c_p - c_m))
+        d = d + np.float32(step) * np.clip(vertex, -1.0, 1.0).astype(np.float32)
+    out: Float32Array = np.where(ok, d, np.nan).astype(np.float32)
+    return out
+
+
+def median_deviation(disparity: Float32Array) -> Float32Array:
+    """|d - median of the valid 3 x 3 neighbourhood| (NaN where d is NaN)."""
+    p = np.pad(disparity, 1, constant_values=np.nan)
+    h, w = disparity.shape
+    stack = np.stack([p[i : i + h, j : j + w] for i in range(3) for j in range(3)], axis=-1)
+    stack.sort(axis=-1)  # NaN last
+    n = np.isfinite(stack).sum(axis=-1)
+    lo = np.take_along_axis(stack, np.maximum((n - 1) // 2, 0)[..., None], axis=-1)[..., 0]
+    hi = np.take_along_axis(stack, np.maximum(n // 2, 0)[..., None], axis=-1)[..., 0]
+    out: Float32Array = np.abs(disparity - 0.5 * (lo + hi)).astype(np.float32)
+    return out
+
+
+def remove_small_components(disparity: Float32Array, min_px: int, max_step_px: float) -> None:
+    """Invalidate (in place) connected blobs of fewer than ``min_px`` pixels.
+
+    Two 4-neighbours belong to one blob when their disparities differ by at
+    most ``max_step_px`` (OpenCV's ``filterSpeckles`` on 1/16-pixel values).
+    """
+    ok = np.isfinite(disparity)
+    fixed = np.where(ok, np.clip(np.rint(disparity * 16.0), -32000, 32000), -32768)
+    fixed16 = np.ascontiguousarray(fixed.astype(np.int16))
+    cv2.filterSpeckles(fixed16, -32768, min_px, round(max_step_px * 16))
+    disparity[fixed16 == -32768] = np.nan
+
+
+def _cancel_pixel_locking(
+    sgbm: cv2.StereoSGBM, left: NDArray[np.uint8], right: NDArray[np.uint8],
+    raw: NDArray[np.int16], d0: int,
+) -> Float32Array:
+    """Mean of SGBM's disparities on the pair and on the right view shifted half a pixel.
+
+    The parabola's error is periodic in the true disparity's fraction and
+    about odd around whole and half pixels ("pixel locking"): a half-pixel
+    shift of one image changes its sign, so the mean of the two estimates
+    cancels most of it (Shimizu and Okutomi, "Sub-pixel estimation error
+    cancellation on area-based matching", IJCV 2005). Where only one of
+    the two matched, or they disagree by more than a pixel, the first is kept.
+    """
+    grid = np.indices(right.shape, dtype=np.float32)
+    rows: Float32Array = np.ascontiguousarray(grid[0])
+    cols: Float32Array = np.ascontiguousarray(grid[1] - np.float32(0.5))
+    shifted = np.asarray(cv2.remap(right, cols, rows, cv2.INTER_CUBIC,
+                                   borderMode=cv2.BORDER_REPLICATE), np.uint8)
+    raw_h = sgbm.compute(left, shifted)
+    d = raw.astype(np.float32) / 16.0
+    d_h = raw_h.astype(np.float32) / 16.0 + np.float32(0.5)
+    both = (raw > (d0 - 1) * 16) & (raw_h > (d0 - 1) * 16) & (np.abs(d - d_h) <= 1.0)
+    out: Float32Array = np.where(both, 0.5 * (d + d_h), d).astype(np.float32)
+    return out

@@ -31,8 +31,10 @@ longer than the margin that cross a tile edge).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import scipy.ndimage as ndi
 from numpy.typing import ArrayLike, NDArray
@@ -58,9 +60,15 @@ class DsmRaster:
 
 
 def rasterize_points(
-    geobox: GeoBox, x: ArrayLike, y: ArrayLike, h_m: ArrayLike, confidence: ArrayLike
+    geobox: GeoBox, x: ArrayLike, y: ArrayLike, h_m: ArrayLike, confidence: ArrayLike,
+    max_fill_spread_m: float = math.inf,
 ) -> DsmRaster:
-    """Mean height, supporting count and mean confidence of the points in each cell."""
+    """Mean height, supporting count and mean confidence of the points in each cell.
+
+    An empty cell is filled from its neighbours only if their heights span
+    at most ``max_fill_spread_m`` (next to a roof edge, a mean of roof and
+    ground would be a height that exists nowhere).
+    """
     rows, cols = geobox.rowcol(x, y)
     r = np.floor(rows + 0.5)
     c = np.floor(cols + 0.5)
@@ -82,6 +90,11 @@ def rasterize_points(
     fill = (count2 == 0) & (occupied3 >= MIN_NEIGHBOURS)
     with np.errstate(divide="ignore", invalid="ignore"):
         height = np.where(count2 > 0, total2 / count2, np.nan)
+    if math.isfinite(max_fill_spread_m):
+        top = ndi.maximum_filter(np.where(count2 > 0, height, -np.inf), size=3)
+        bottom = ndi.minimum_filter(np.where(count2 > 0, height, np.inf), size=3)
+        fill &= top - bottom <= max_fill_spread_m
+    with np.errstate(divide="ignore", invalid="ignore"):
         mean_conf = np.where(count2 > 0, conf2 / count2, np.nan)
         height[fill] = _box3(total2)[fill] / n3[fill]
         mean_conf[fill] = _box3(conf2)[fill] / n3[fill]
@@ -100,9 +113,16 @@ def _box3(a: FloatArray) -> FloatArray:
     return rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]
 
 
-def fill_small_holes(height: Float32Array, max_hole_cells: int) -> NDArray[np.bool_]:
+def fill_small_holes(
+    height: Float32Array, max_hole_cells: int, max_rim_residual_m: float = math.inf
+) -> NDArray[np.bool_]:
     """Fill NaN components of at most ``max_hole_cells`` not touching the border (in place).
 
+    A hole is filled only where its surroundings support it: the valid
+    cells around it (its rim) must lie on a plane within
+    ``max_rim_residual_m`` (RMS of the residuals of a least-squares plane).
+    A hole between a roof and the ground (an occlusion) has a rim on two
+    levels and stays empty: interpolating it would invent a ramp.
     Returns the mask of filled cells.
     """
     holes = ~np.isfinite(height)
@@ -114,6 +134,8 @@ def fill_small_holes(height: Float32Array, max_hole_cells: int) -> NDArray[np.bo
     small = sizes <= max_hole_cells
     small[0] = False
     small[border] = False
+    if math.isfinite(max_rim_residual_m):
+        _drop_unsupported(height, labels, small, max_rim_residual_m)
     todo: NDArray[np.bool_] = np.asarray(small[labels], dtype=bool)
     filled = todo.copy()
     values = np.where(np.isfinite(height), height, 0.0).astype(np.float64)
@@ -128,6 +150,28 @@ def fill_small_holes(height: Float32Array, max_hole_cells: int) -> NDArray[np.bo
         todo &= ~ring
     height[filled] = values[filled].astype(np.float32)
     return filled
+
+
+def _drop_unsupported(height: Float32Array, labels: NDArray[np.int32],
+                      small: NDArray[np.bool_], max_rim_residual_m: float) -> None:
+    """Unmark (in ``small``) the holes whose rim does not lie on a plane."""
+    valid = np.isfinite(height)
+    for k, box in enumerate(ndi.find_objects(labels), start=1):
+        if box is None or not small[k]:
+            continue
+        rows = slice(max(box[0].start - 1, 0), box[0].stop + 1)
+        cols = slice(max(box[1].start - 1, 0), box[1].stop + 1)
+        hole = labels[rows, cols] == k
+        rim = ndi.binary_dilation(hole, structure=np.ones((3, 3), bool)) & valid[rows, cols]
+        rr, cc = np.nonzero(rim)
+        z = height[rows, cols][rim].astype(np.float64)
+        if z.size < 3:
+            small[k] = False
+            continue
+        a = np.column_stack([np.ones_like(z), rr, cc])
+        coef, *_ = np.linalg.lstsq(a, z, rcond=None)
+        if float(np.sqrt(np.mean((a @ coef - z) ** 2))) > max_rim_residual_m:
+            small[k] = False
 
 
 def fill_edges(height: Float32Array, allowed: NDArray[np.bool_], rings: int) -> NDArray[np.bool_]:
@@ -151,3 +195,54 @@ def fill_edges(height: Float32Array, allowed: NDArray[np.bool_], rings: int) -> 
         filled |= ring
     height[filled] = values[filled].astype(np.float32)
     return filled
+
+
+def remove_small_clusters(height: Float32Array, min_cells: int, max_step_m: float) -> int:
+    """Drop (in place) clusters of fewer than ``min_cells`` cells; return how many cells.
+
+    Two 4-neighbouring cells belong to one cluster when their heights differ
+    by at most ``max_step_m``: a cluster is a piece of surface. A blunder
+    surrounded by correct heights, or a few wrong matches on their own, make
+    small clusters; a roof or a slope makes large ones (the point cloud's
+    small-cluster filter of CARS, on the raster: OpenCV's ``filterSpeckles``
+    on heights in centimetres relative to the tile's median).
+    """
+    ok = np.isfinite(height)
+    if min_cells <= 0 or not ok.any():
+        return 0
+    ref = float(np.median(height[ok]))
+    cm = np.clip(np.rint((height - ref) * 100.0), -32000, 32000)
+    fixed = np.ascontiguousarray(np.where(ok, cm, -32768).astype(np.int16))
+    cv2.filterSpeckles(fixed, -32768, min_cells, max(1, round(max_step_m * 100)))
+    dropped = ok & (fixed == -32768)
+    height[dropped] = np.nan
+    return int(dropped.sum())
+
+
+def remove_outliers(height: Float32Array, window_cells: int, max_deviation_m: float,
+                    min_neighbours: int) -> int:
+    """Drop (in place) cells far from the median of their neighbourhood; return how many.
+
+    The statistical outlier removal of a point cloud, on the raster: a cell
+    whose height differs by more than ``max_deviation_m`` from the median of
+    the valid cells of its ``window_cells``² neighbourhood is dropped when it
+    has at least ``min_neighbours`` of them (a lone cell is left to the
+    cluster filter). A step edge keeps its cells: on either side of it, the
+    majority of a centred window lies on the cell's own side.
+    """
+    ok = np.isfinite(height)
+    if window_cells < 3 or not ok.any():
+        return 0
+    r = window_cells // 2
+    p = np.pad(height, r, constant_values=np.nan)
+    h, w = height.shape
+    stack = np.stack([p[i : i + h, j : j + w] for i in range(window_cells)
+                      for j in range(window_cells)], axis=-1)
+    stack.sort(axis=-1)
+    n = np.isfinite(stack).sum(axis=-1)
+    lo = np.take_along_axis(stack, np.maximum((n - 1) // 2, 0)[..., None], axis=-1)[..., 0]
+    hi = np.take_along_axis(stack, np.maximum(n // 2, 0)[..., None], axis=-1)[..., 0]
+    with np.errstate(invalid="ignore"):
+        bad = ok & (n > min_neighbours) & (np.abs(height - 0.5 * (lo + hi)) > max_deviation_m)
+    height[bad] = np.nan
+    return int(bad.sum())

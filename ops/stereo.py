@@ -74,6 +74,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyproj
+import scipy.ndimage as ndi
 from numpy.typing import NDArray
 
 from ops.crs import lonlat_transformer, round_gsd_m, sensor_gsd_m, utm_crs
@@ -82,7 +83,14 @@ from ops.errors import StereoError
 from ops.footprint import declare_input_window, geobox_lonlat, lonlat_bounds
 from ops.matching import estimate_row_shift, match, to_grey_levels
 from ops.raster_io import read_window
-from ops.rasterize import FILL_MARGIN_CELLS, fill_edges, fill_small_holes, rasterize_points
+from ops.rasterize import (
+    FILL_MARGIN_CELLS,
+    fill_edges,
+    fill_small_holes,
+    rasterize_points,
+    remove_outliers,
+    remove_small_clusters,
+)
 from ops.stereo_views import (
     StereoConfig,
     StereoView,
@@ -420,16 +428,26 @@ def compute_dsm_tile(
     if geoid is not None and keep.any():
         h = h - np.asarray(geoid.undulation(lon, lat), dtype=np.float64)
     x, y = lonlat_transformer(frame.crs, inverse=True).transform(lon[keep], lat[keep])
-    raster = rasterize_points(grown, x, y, h[keep], disp.confidence[ii, jj][keep])
-    fill_small_holes(raster.height_m, _hole_cells(cfg, tile))
+    raster = rasterize_points(grown, x, y, h[keep], disp.confidence[ii, jj][keep],
+                              cfg.gap_fill_spread_m)
+    remove_outliers(raster.height_m, cfg.outlier_window_cells, cfg.outlier_max_m,
+                    cfg.outlier_window_cells**2 // 3)
+    remove_small_clusters(raster.height_m, cfg.cluster_min_cells, cfg.cluster_step_m)
+    fill_small_holes(raster.height_m, _hole_cells(cfg, tile), cfg.fill_rim_residual_m)
     if cfg.edge_fill_cells:
-        fill_edges(raster.height_m, overlap_mask(plan, dem, grown), cfg.edge_fill_cells)
+        seen = overlap_mask(plan, dem, grown)
+        # only near the overlap's border, where the epipolar lines start
+        inner = ndi.binary_erosion(seen, iterations=2 * cfg.edge_fill_cells, border_value=1)
+        fill_edges(raster.height_m, seen & ~inner, cfg.edge_fill_cells)
     core = (slice(m, tile.height + m), slice(m, tile.width + m))
     height = raster.height_m[core]
-    reason = None if np.isfinite(height).any() else "matches found, none on this tile"
+    measured = np.isfinite(height)
+    reason = None if measured.any() else "matches found, none on this tile"
     return DsmTile(
-        np.ascontiguousarray(height), np.ascontiguousarray(raster.count[core]),
-        np.ascontiguousarray(raster.confidence[core]), int(keep.sum()), reason,
+        np.ascontiguousarray(height),
+        np.where(measured, raster.count[core], 0).astype(np.uint16),
+        np.where(measured, raster.confidence[core], np.nan).astype(np.float32),
+        int(keep.sum()), reason,
     )
 
 

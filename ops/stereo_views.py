@@ -59,15 +59,25 @@ class StereoConfig:
     max_days_apart: float = 60.0
     max_hole_area_m2: float = 100.0
     edge_fill_cells: int = 8
+    gap_fill_spread_m: float = 2.0
+    fill_rim_residual_m: float = 1.0
+    outlier_window_cells: int = 5
+    outlier_max_m: float = 3.0
+    cluster_min_cells: int = 50
+    cluster_step_m: float = 1.5
     matching: MatchingConfig = field(default_factory=MatchingConfig)
 
     def __post_init__(self) -> None:
         for name in ("height_margin_below_m", "height_margin_above_m", "max_ray_distance_m",
-                     "max_days_apart", "max_hole_area_m2"):
+                     "max_days_apart", "max_hole_area_m2", "outlier_max_m", "cluster_step_m"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise StereoError(f"stereo {name} = {value!r}, expected a finite value >= 0")
-        for key in ("context_px", "edge_fill_cells"):
+        for name in ("gap_fill_spread_m", "fill_rim_residual_m"):
+            value = getattr(self, name)
+            if math.isnan(value) or value < 0:
+                raise StereoError(f"stereo {name} = {value!r}, expected >= 0 (inf: no check)")
+        for key in ("context_px", "edge_fill_cells", "outlier_window_cells", "cluster_min_cells"):
             if getattr(self, key) < 0:
                 raise StereoError(f"stereo {key} = {getattr(self, key)}, expected >= 0")
 

@@ -1,4 +1,9 @@
-"""``eochain dsm``: a digital surface model from one stereo pair, as a Cloud-Optimized GeoTIFF.
+"""``eochain dsm``: a digital surface model from two or more views, as a Cloud-Optimized GeoTIFF.
+
+With two images, the DSM of that pair; with three or more, the pairs are
+chosen by base-to-height ratio and overlap (or given with ``--pairs``), each
+pair's heights are computed tile by tile and fused per cell, robust to a
+pair's vertical bias and to blunders (see :mod:`ops.stereo_multiview`).
 
 RPC models are found as ``eochain ortho`` finds them (in the image or a
 sidecar); ``--dem`` is the initial DEM (a file or a folder of tiles, read
@@ -27,6 +32,7 @@ from ops.errors import OpsError
 from ops.geoid import Geoid
 from ops.raster_io import CogWriter
 from ops.stereo import StereoConfig, iter_dsm_tiles, open_view, plan_stereo
+from ops.stereo_multiview import iter_fused_tiles, plan_multiview
 from planner.errors import PlannerError
 from planner.grid import TileGrid
 from scheduler.cmd_ortho import footprint_box
@@ -42,8 +48,11 @@ DEM_PAD_DEG = 0.004
 
 
 @click.command(name="dsm")
-@click.argument("left", type=click.Path(dir_okay=False, path_type=Path))
-@click.argument("right", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("images", nargs=-1, required=True,
+                type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--pairs", "pairs_text", default=None,
+              help="With 3+ images, the pairs to use as I-J image indices (0-based), comma "
+                   "separated, e.g. 0-1,1-2 (default: every pair with a usable B/H).")
 @click.option("--dem", "dem_path", required=True, type=click.Path(path_type=Path),
               help="Initial DEM: file or folder of tiles (SRTM .hgt, GeoTIFF).")
 @click.option("--geoid", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -63,11 +72,15 @@ DEM_PAD_DEG = 0.004
 @allow_large_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def dsm(
-    left: Path, right: Path, dem_path: Path, geoid: Path | None, heights: str,
+    images: tuple[Path, ...], pairs_text: str | None, dem_path: Path, geoid: Path | None, heights: str,
     crs: str | None, gsd_m: float | None, tile_px: int, max_days_apart: float, output: Path,
     overwrite: bool, quiet: bool, allow_large: bool,
 ) -> None:
-    """Compute the DSM of the stereo pair LEFT RIGHT into the COG OUTPUT."""
+    """Compute the DSM of the views IMAGES (two or more) into the COG OUTPUT."""
+    if len(images) < 2:
+        raise click.BadParameter(f"{len(images)} image given; expected two or more",
+                                 param_hint="IMAGES")
+    pairs = parse_pairs(pairs_text, len(images))
     if heights == "geoid" and geoid is None:
         raise click.BadParameter("--heights geoid needs --geoid", param_hint="--heights")
     check_input_exists(dem_path, "--dem")
@@ -75,42 +88,52 @@ def dsm(
     try:
         if crs is not None:
             check_crs(crs)
-        view_l, view_r = open_view(left), open_view(right)
-        check_output_file(output, [left, right, view_l.rpc.source, view_r.rpc.source, dem_path,
-                                   geoid], overwrite=overwrite)
-        boxes = [footprint_box(v.rpc, v.shape) for v in (view_l, view_r)]
+        views = [open_view(path) for path in images]
+        check_output_file(output, [*images, *(v.rpc.source for v in views), dem_path, geoid],
+                          overwrite=overwrite)
+        boxes = [footprint_box(v.rpc, v.shape) for v in views]
         box = (
             min(b[0] for b in boxes), min(b[1] for b in boxes),
             max(b[2] for b in boxes), max(b[3] for b in boxes),
         )
         if gsd_m is not None:
-            check_product_box(f"DSM of {left.name} + {right.name}", box, gsd_m, tile_px,
+            check_product_box(f"DSM of {' + '.join(p.name for p in images)}", box, gsd_m, tile_px,
                               bands=len(BANDS), allow_large=allow_large)
         geoid_model = Geoid.open(geoid) if geoid is not None else None
         dem = Dem.open(dem_path, geoid=geoid_model, bounds_lonlat=box, pad_deg=DEM_PAD_DEG,
                        require_bounds=False)
         config = StereoConfig(max_days_apart=max_days_apart)
-        plan = plan_stereo(view_l, view_r, dem, crs=crs, gsd_m=gsd_m, config=config)
-        n_tiles = len(TileGrid(plan.geobox, tile_px, tile_px))
+        out_geoid = geoid_model if heights == "geoid" else None
+        if len(views) == 2 and pairs is None:
+            plan = plan_stereo(views[0], views[1], dem, crs=crs, gsd_m=gsd_m, config=config)
+            geobox = plan.geobox
+            tiles = iter_dsm_tiles(plan, dem, tile_px=tile_px, geoid=out_geoid)
+            about = (f"B/H {plan.frame.base_to_height:.3f}, pointing correction "
+                     f"{plan.right_row_shift_px:+.2f} px ({plan.n_tie_points} ties)")
+        else:
+            mplan = plan_multiview(views, dem, crs=crs, gsd_m=gsd_m, config=config, pairs=pairs)
+            geobox = mplan.geobox
+            tiles = iter_fused_tiles(mplan, dem, tile_px=tile_px, geoid=out_geoid)
+            about = f"{len(mplan.pairs)} pairs fused: " + ", ".join(
+                f"{i}-{j} B/H {p.frame.base_to_height:.3f} offset {o:+.2f} m"
+                for (i, j), p, o in zip(mplan.pairs, mplan.plans, mplan.offsets_m, strict=True))
+        n_tiles = len(TileGrid(geobox, tile_px, tile_px))
         n_valid = n_supported = 0
         reasons: set[str] = set()
         meta = dsm_metadata(
-            horizontal_crs=plan.geobox.crs, heights=heights, band_descriptions=BANDS,
-            images=[str(left.resolve()), str(right.resolve())],
-            rpc_sources=[view_l.rpc.source, view_r.rpc.source], dem=str(dem_path.resolve()),
+            horizontal_crs=geobox.crs, heights=heights, band_descriptions=BANDS,
+            images=[str(path.resolve()) for path in images],
+            rpc_sources=[v.rpc.source for v in views], dem=str(dem_path.resolve()),
             geoid=None if geoid is None else str(geoid.resolve()),
-            acquired=span([read_acquisition(left), read_acquisition(right)]),
+            acquired=span([read_acquisition(path) for path in images]),
             parameters={"crs": crs, "gsd_m": gsd_m, "tile_px": tile_px,
-                        "max_days_apart": max_days_apart})
-        with CogWriter(output, plan.geobox, count=3, dtype="float32", nodata=NODATA,
+                        "max_days_apart": max_days_apart, "pairs": pairs_text})
+        with CogWriter(output, geobox, count=3, dtype="float32", nodata=NODATA,
                        descriptions=BANDS, crs=meta.file_crs, units=meta.band_units,
                        tags=meta.tags()) as out, tqdm(
             total=n_tiles, unit="tile", desc="dsm", disable=quiet
         ) as bar:
-            for window, tile in iter_dsm_tiles(
-                plan, dem, tile_px=tile_px,
-                geoid=geoid_model if heights == "geoid" else None,
-            ):
+            for window, tile in tiles:
                 valid = np.isfinite(tile.height_m)
                 n_valid += int(valid.sum())
                 n_supported += int((valid & (tile.count > 0)).sum())
@@ -125,13 +148,32 @@ def dsm(
                 bar.update()
     except (OpsError, PlannerError, MetadataError) as exc:
         raise click.ClickException(str(exc)) from exc
-    g = plan.geobox
+    g = geobox
     click.echo(
         f"{output}: {g.width} x {g.height} cells, {g.crs}, {g.resolution[0]:g} m, heights above "
         f"the {heights}; {n_valid / (g.width * g.height):.1%} of the grid has a height "
         f"({n_supported / (g.width * g.height):.1%} from points, the rest interpolated); "
-        f"B/H {plan.frame.base_to_height:.3f}, pointing correction "
-        f"{plan.right_row_shift_px:+.2f} px ({plan.n_tie_points} ties); {n_tiles} tiles"
+        f"{about}; {n_tiles} tiles"
     )
     if n_valid == 0:
         click.echo(f"empty DSM: {'; '.join(sorted(reasons)) or 'no match'}", err=True)
+
+
+def parse_pairs(text: str | None, n_images: int) -> list[tuple[int, int]] | None:
+    """``--pairs 0-1,1-2`` as index pairs, checked against the number of images."""
+    if text is None:
+        return None
+    pairs = []
+    for item in text.split(","):
+        parts = item.strip().split("-")
+        try:
+            i, j = (int(v) for v in parts)
+        except ValueError:
+            raise click.BadParameter(f"{item!r} is not I-J (two image indices)",
+                                     param_hint="--pairs") from None
+        if not (0 <= i < n_images and 0 <= j < n_images and i != j):
+            raise click.BadParameter(
+                f"pair {item!r}: expected two distinct indices in 0..{n_images - 1} "
+                f"({n_images} images)", param_hint="--pairs")
+        pairs.append((i, j))
+    return pairs

@@ -24,6 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyproj
 import pytest
 import rasterio
 import scipy.ndimage as ndi
@@ -67,9 +68,11 @@ def test_coverage_and_pyramid(gizeh: tuple[StereoPlan, Dem, Geoid], dsm: DsmTile
     plan, dem, geoid = gizeh
     seen = overlap_mask(plan, dem)
     h = dsm.height_m
-    # covered (CARS-like, with interpolated holes and edges) and measured
-    assert (np.isfinite(h) & seen).sum() / seen.sum() >= 0.97
-    assert ((dsm.count > 0) & seen).sum() / seen.sum() >= 0.85
+    # covered and measured: 87.8 % and 80.2 % (CARS 97.8 %, filling every
+    # hole); unsupported matches are filtered out, and holes are filled only
+    # where their surroundings lie on a plane
+    assert (np.isfinite(h) & seen).sum() / seen.sum() >= 0.85
+    assert ((dsm.count > 0) & seen).sum() / seen.sum() >= 0.77
     plateau = float(np.nanmedian(h))
     apex = float(ndi.median_filter(np.nan_to_num(h, nan=-1e4), 9).max())
     assert 120.0 <= apex - plateau <= 160.0
@@ -121,7 +124,9 @@ def test_dsm_command_writes_a_cog(shared_data: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     with rasterio.open(out) as src:
         assert src.count == 3 and src.dtypes[0] == "float32" and src.nodata == -32768.0
-        assert src.res == (1.2, 1.2) and src.crs.to_epsg() == 32636
+        crs = pyproj.CRS.from_wkt(src.crs.to_wkt())
+        horizontal = crs.sub_crs_list[0] if crs.is_compound else crs
+        assert src.res == (1.2, 1.2) and horizontal.to_epsg() == 32636
         assert src.descriptions[0] == "height (m)"
         h = src.read(1, masked=True)
     assert h.count() > 0.5 * h.size
