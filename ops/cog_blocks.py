@@ -85,14 +85,12 @@ def _average_2x2_float(child: Any, rows: int, cols: int, parent: Any, r0: int, c
 
 
 @numba.njit(cache=True, nogil=True)
-def _horizontal_difference(rows: Any, out: Any, stride: int) -> None:
-    """TIFF predictor 2 on (rows, samples): each sample minus the one ``stride`` before it."""
+def _horizontal_difference(rows: Any, stride: int) -> None:
+    """TIFF predictor 2 in place on (rows, samples): each sample minus the one ``stride`` before."""
     n_rows, n = rows.shape
     for i in range(n_rows):
-        for j in range(stride):
-            out[i, j] = rows[i, j]
-        for j in range(stride, n):
-            out[i, j] = rows[i, j] - rows[i, j - stride]
+        for j in range(n - 1, stride - 1, -1):
+            rows[i, j] = rows[i, j] - rows[i, j - stride]
 
 
 def average_into(child: NDArray[Any], rows: int, cols: int, parent: NDArray[Any],
@@ -106,17 +104,17 @@ def average_into(child: NDArray[Any], rows: int, cols: int, parent: NDArray[Any]
                            math.nan if nodata is None else float(nodata), nodata is not None)
 
 
-def predict(block: NDArray[Any], out: NDArray[Any] | None = None) -> NDArray[Any]:
+def predict(block: NDArray[Any]) -> NDArray[Any]:
     """The block's bytes after the TIFF predictor of its dtype (:data:`PREDICTOR`).
 
-    ``out``, an array of the block's shape and dtype, receives integer blocks.
+    Integer blocks are differenced in place (and returned); float blocks are
+    left as they are and a new array is returned.
     """
     rows, cols, bands = block.shape
     if block.dtype.kind in "iu":
         flat = block.reshape(rows, cols * bands)
-        diff = (np.empty_like(flat) if out is None else out.reshape(flat.shape))
-        _horizontal_difference(flat, diff, bands)
-        return diff
+        _horizontal_difference(flat, bands)
+        return flat
     # Predictor 3 (libtiff fpDiff): each row's samples split into byte planes,
     # most significant first, then bytewise differences with a stride of `bands`.
     size = block.dtype.itemsize
@@ -128,7 +126,7 @@ def predict(block: NDArray[Any], out: NDArray[Any] | None = None) -> NDArray[Any
     return out8
 
 
-def encode_block(block: NDArray[Any], level: int, scratch: NDArray[Any] | None = None) -> bytes:
-    """One TIFF tile: predictor (into ``scratch`` if given), then deflate at ISA-L ``level``."""
-    data: bytes = isal_zlib.compress(np.ascontiguousarray(predict(block, scratch)), level)
+def encode_block(block: NDArray[Any], level: int) -> bytes:
+    """One TIFF tile: predictor (in place for integers), then deflate at ISA-L ``level``."""
+    data: bytes = isal_zlib.compress(np.ascontiguousarray(predict(block)), level)
     return data

@@ -34,7 +34,6 @@ from __future__ import annotations
 import os
 import shutil
 import struct
-import threading
 import uuid
 import warnings
 from collections import deque
@@ -260,7 +259,7 @@ class CogWriter:
         self._inflight: deque[tuple[_Level, int, Future[bytes]]] = deque()
         # Block buffers are recycled: fresh 512 px arrays cost page faults.
         self._free: list[NDArray[Any]] = []
-        self._scratch = threading.local()
+        self._max_inflight = 2 * self.workers + 2
 
     def __enter__(self) -> Self:
         if not self.dest.parent.is_dir():
@@ -311,7 +310,7 @@ class CogWriter:
                     self._submit(level, flat)
         # Back-pressure: a few blocks per worker in flight bound the memory.
         self._collect(wait=False)
-        while len(self._inflight) > 2 * self.workers + 2:
+        while len(self._inflight) > self._max_inflight:
             self._collect(wait=True)
 
     def _buffer(self, level: _Level, flat: int) -> NDArray[Any]:
@@ -342,8 +341,12 @@ class CogWriter:
             parent = (self._buffer(up, (r // 2) * up.block_cols + c // 2),
                       (r % 2) * half, (c % 2) * half)
         future = self._pool.submit(self._encode, block, level.valid_shape(flat), parent)
-        future.add_done_callback(lambda _: self._free.append(block))
+        future.add_done_callback(lambda _: self._recycle(block))
         self._inflight.append((level, flat, future))
+
+    def _recycle(self, block: NDArray[Any]) -> None:
+        if len(self._free) < self._max_inflight:
+            self._free.append(block)
 
     def _encode(self, block: NDArray[Any], shape: tuple[int, int],
                 parent: tuple[NDArray[Any], int, int] | None) -> bytes:
@@ -351,10 +354,7 @@ class CogWriter:
         if parent is not None:
             target, r0, c0 = parent
             average_into(block, shape[0], shape[1], target, r0, c0, self.nodata)
-        scratch = getattr(self._scratch, "block", None)
-        if scratch is None:
-            scratch = self._scratch.block = np.empty_like(block)
-        return encode_block(block, self.deflate_level, scratch)
+        return encode_block(block, self.deflate_level)  # the block is spent after this
 
     def _collect(self, *, wait: bool) -> None:
         """Record finished encodings (first waiting for the oldest if asked), flush in order."""
