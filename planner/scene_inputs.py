@@ -314,7 +314,7 @@ def _merge(spec: _Spec, facts: SceneFacts, path: str, problems: Problems) -> Sce
                  spec.sensor or facts.sensor, spec.acquired or facts.acquired)
 
 
-def resolve_scenes(specs: Sequence[_Spec], base_dir: Path | None,
+def _resolve_scenes(specs: Sequence[_Spec], base_dir: Path | None,
                    reader: SceneReader | None, problems: Problems,
                    unread_ok: bool = False) -> list[Scene]:
     """Scenes from their specs, reading (and checking against) files as the module says.
@@ -392,7 +392,7 @@ def read_inputs(r: MappingReader, base_dir: Path | None, reader: SceneReader | N
         raw_scenes = []
     specs += [_scene_spec(d, f"{r.key('scenes')}[{n}]", problems)
               for n, d in enumerate(raw_scenes)]
-    scenes += resolve_scenes(specs, base_dir, reader, problems, unread_ok)
+    scenes += _resolve_scenes(specs, base_dir, reader, problems, unread_ok)
     ids = [s.id for s in scenes]
     if len(set(ids)) != len(ids):
         dup = sorted(i for i, n in Counter(ids).items() if n > 1)
