@@ -32,8 +32,9 @@ Each method returns a new immutable :class:`Flow`. ``run()``:
    tiles -> write, see :mod:`scheduler.runtime.products`) with the
    planner's depth-first priorities and hands it to the dispatcher; each
    write task publishes COG, STAC item and manifest record in that order;
-5. sweeps its own temporary files/objects (and others' older than
-   :data:`~scheduler.runtime.store.STALE_TEMP_S`) when done.
+5. sweeps its own temporary files/objects when done, with those of runs
+   known dead (an expired heartbeat, :func:`~scheduler.runtime.lease.dead_runs`)
+   and others' older than :data:`~scheduler.runtime.store.STALE_TEMP_S`.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 from scheduler.runtime.dispatch import Dispatcher, DispatchOptions, Progress, RunReport, run_serial
 from scheduler.runtime.errors import FlowError
 from scheduler.runtime.kernels import WriteCogTask
-from scheduler.runtime.lease import LEASE_TTL_S, LeaseBook
+from scheduler.runtime.lease import LEASE_TTL_S, LeaseBook, dead_runs
 from scheduler.runtime.manifest import MANIFEST_DIR, Manifest, ProductRecord, Verdict
 from scheduler.runtime.products import (
     DsmStep,
@@ -263,7 +264,7 @@ class Flow:
                 if pending and not mine:
                     time.sleep(self.driver.lease_poll_s)  # others hold them: wait for records
         collection.publish()  # with the run's last products
-        swept: tuple[str, ...] = tuple(store.sweep_temps())
+        swept: tuple[str, ...] = tuple(store.sweep_temps(dead_runs=dead_runs(store)))
         return FlowReport(tuple(sorted(written, key=lambda r: r.object_key)),
                           tuple(sorted(skipped + by_other)), tuple(failures),
                           len(products) + n_survey_failures, report,

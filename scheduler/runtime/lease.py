@@ -16,6 +16,14 @@ driver computes a product only while it holds its lease:
 A driver that finds a product leased by another live run waits for that
 run's manifest record instead of computing it; when the other driver dies,
 its leases expire after ``ttl_s`` and the waiting driver takes them over.
+While it holds its book open, a driver also keeps a heartbeat,
+``_runs/<run id>.json`` (same expiry, renewed with the leases, deleted on
+exit). A heartbeat left expired names a dead run: :func:`dead_runs` lists
+them, and the end-of-run sweep removes those runs' temporaries at once
+instead of waiting for them to age (a driver killed mid-copy). A run
+stalled longer than the TTL counts as dead too; its interrupted write then
+fails and is reported, never published half-done.
+
 Leases are for efficiency, not correctness: products are deterministic and
 published atomically, so the rare double computation (clocks of two hosts
 skewed by more than the TTL) only costs time. Expiry compares wall clocks
@@ -35,6 +43,7 @@ from scheduler.runtime.errors import StoreError
 from scheduler.runtime.store import LocalStore, S3Store
 
 LEASE_DIR = "_leases"
+RUN_DIR = "_runs"
 #: Seconds a lease lasts without renewal (a dead driver's products wait this long).
 LEASE_TTL_S = 60.0
 
@@ -61,6 +70,24 @@ class Lease:
 
 def lease_key(product_key: str) -> str:
     return f"{LEASE_DIR}/{product_key}.json"
+
+
+def heartbeat_key(run_id: str) -> str:
+    return f"{RUN_DIR}/{run_id}.json"
+
+
+def dead_runs(store: LocalStore | S3Store) -> frozenset[str]:
+    """Ids of runs whose heartbeat expired (their drivers died before their end)."""
+    now = time.time()
+    dead = set()
+    for key in store.list_keys(RUN_DIR + "/"):
+        try:
+            beat = Lease.parse(store.get_bytes(key))
+        except StoreError:
+            continue  # deleted meanwhile: that run ended
+        if beat is not None and beat.expires_at < now:
+            dead.add(beat.owner)
+    return frozenset(dead)
 
 
 class LeaseBook:
@@ -137,8 +164,16 @@ class LeaseBook:
     def _beat(self) -> None:
         while not self._stop.wait(self.ttl_s / 3):
             self.renew()
+            self._heartbeat()
+
+    def _heartbeat(self) -> None:
+        try:
+            self.store.put_bytes(heartbeat_key(self.owner), self._fresh())
+        except StoreError:
+            pass  # a passing store error: retried at the next beat
 
     def __enter__(self) -> Self:
+        self._heartbeat()
         self._stop.clear()
         self._thread = threading.Thread(target=self._beat, name="eochain-leases", daemon=True)
         self._thread.start()
@@ -150,3 +185,7 @@ class LeaseBook:
         if self._thread is not None:
             self._thread.join(timeout=10)
         self.release_all()
+        try:
+            self.store.delete(heartbeat_key(self.owner))
+        except StoreError:
+            pass  # it expires; a later sweep then treats this run as dead, which it is

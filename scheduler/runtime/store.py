@@ -14,9 +14,10 @@ pickled with the store to every worker), and every temporary name carries
 that id. A writer killed between the two steps (a lost node, a killed
 driver) leaves a temporary file/object and no partial product;
 :meth:`ObjectStore.sweep_temps`, which the runtime calls when a campaign
-ends, removes the temporaries of its own run and those of other runs older
-than :data:`STALE_TEMP_S` (one hour: a temporary lives for the seconds of
-one upload), never a temporary another live run is publishing.
+ends, removes the temporaries of its own run, of runs known dead (their
+heartbeat expired, :func:`scheduler.runtime.lease.dead_runs`) and those of
+other runs older than :data:`STALE_TEMP_S` (one hour: a temporary lives for
+the seconds of one upload), never a temporary another live run is publishing.
 
 Two more primitives serve coordination between drivers
 (:mod:`scheduler.runtime.lease`): :meth:`read_versioned` and
@@ -107,7 +108,8 @@ class ObjectStore(Protocol):
 
     def check_writable(self) -> None: ...
 
-    def sweep_temps(self, max_age_s: float = STALE_TEMP_S) -> list[str]: ...
+    def sweep_temps(self, max_age_s: float = STALE_TEMP_S,
+                    dead_runs: frozenset[str] = frozenset()) -> list[str]: ...
 
 
 def _check_key(key: str) -> str:
@@ -245,17 +247,20 @@ class LocalStore:
         except OSError as exc:
             raise StoreError(f"{root}: output folder is not writable ({exc.strerror})") from exc
 
-    def sweep_temps(self, max_age_s: float = STALE_TEMP_S) -> list[str]:
-        """Remove this run's temporaries, and others' older than ``max_age_s``."""
+    def sweep_temps(self, max_age_s: float = STALE_TEMP_S,
+                    dead_runs: frozenset[str] = frozenset()) -> list[str]:
+        """Remove the temporaries of this run and of ``dead_runs``, and others' older than
+        ``max_age_s``."""
         base = Path(self.root)
         if not base.is_dir():
             return []
-        own = f"{TMP_PREFIX}{self.run_id}."
+        gone = dead_runs | {self.run_id}
         cutoff = time.time() - max_age_s
         swept = []
         for p in sorted(base.rglob(f"{TMP_PREFIX}*")):
+            run = p.name[len(TMP_PREFIX):].split(".", 1)[0]
             try:
-                if not p.name.startswith(own) and p.stat().st_mtime > cutoff:
+                if run not in gone and p.stat().st_mtime > cutoff:
                     continue  # another run may be publishing it right now
                 p.unlink()
             except FileNotFoundError:
@@ -432,16 +437,18 @@ class S3Store:
             raise StoreError(f"s3://{self.bucket}/{self.prefix}: output is not writable "
                              f"({exc})") from exc
 
-    def sweep_temps(self, max_age_s: float = STALE_TEMP_S) -> list[str]:
-        """Delete this run's temporary objects, and others' older than ``max_age_s``."""
+    def sweep_temps(self, max_age_s: float = STALE_TEMP_S,
+                    dead_runs: frozenset[str] = frozenset()) -> list[str]:
+        """Delete the temporary objects of this run and of ``dead_runs``, and others' older
+        than ``max_age_s``."""
         base = self.prefix.strip("/")
         tmp_root = f"{base}/{S3_TMP_DIR}/" if base else f"{S3_TMP_DIR}/"
-        own = f"{tmp_root}{self.run_id}/"
+        gone = dead_runs | {self.run_id}
         cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=max_age_s)
         swept = []
         for obj in self._list_raw(tmp_root):
             k = str(obj["Key"])
-            if not k.startswith(own) and obj["LastModified"] > cutoff:
+            if k[len(tmp_root):].split("/", 1)[0] not in gone and obj["LastModified"] > cutoff:
                 continue  # another run may be publishing it right now
             try:
                 self.client.delete_object(Bucket=self.bucket, Key=k)

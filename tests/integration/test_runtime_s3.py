@@ -73,7 +73,7 @@ def test_s3_store_commits_atomically_and_sweeps(s3_endpoint: str, tmp_path: Path
     assert store.list_keys() == ["ortho/a.json", "ortho/a.tif"]
     assert store.sweep_temps() == [own]
     assert [k for k in _all_keys(store) if S3_TMP_DIR in k] == [other]
-    assert store.sweep_temps(max_age_s=0) == [other]
+    assert store.sweep_temps(dead_runs=frozenset({"other-run"})) == [other]  # its driver died
     assert not [k for k in _all_keys(store) if S3_TMP_DIR in k]
     store.check_writable()
     assert not [k for k in _all_keys(store) if S3_TMP_DIR in k]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.runtime.lease import Lease, LeaseBook, lease_key
-from scheduler.runtime.store import LocalStore
+from scheduler.runtime.lease import Lease, LeaseBook, dead_runs, heartbeat_key, lease_key
+from scheduler.runtime.store import TMP_PREFIX, LocalStore
 
 pytestmark = pytest.mark.unit
 
@@ -79,3 +79,19 @@ def test_the_heartbeat_keeps_a_lease_alive_past_its_ttl(tmp_path: Path) -> None:
             time.sleep(0.05)
         assert not LeaseBook(store, "run-b").acquire("k")
     assert not store.exists(lease_key("k"))  # released on exit
+
+
+def test_a_dead_runs_temporaries_are_swept_by_the_next_run(tmp_path: Path) -> None:
+    """A driver killed mid-copy: its heartbeat expires, the next run sweeps its temporary."""
+    store = LocalStore(str(tmp_path), run_id="run-next")
+    with LeaseBook(LocalStore(str(tmp_path), run_id="run-live"), "run-live"):
+        assert store.exists(heartbeat_key("run-live"))
+        live_tmp = tmp_path / f"{TMP_PREFIX}run-live.x-a.tif"
+        live_tmp.write_bytes(b"being copied")
+        killed_tmp = tmp_path / f"{TMP_PREFIX}run-killed.y-b.tif"
+        killed_tmp.write_bytes(b"never finished")
+        store.put_bytes(heartbeat_key("run-killed"), Lease("run-killed", time.time() - 1).to_json())
+        assert dead_runs(store) == {"run-killed"}
+        assert store.sweep_temps(dead_runs=dead_runs(store)) == [killed_tmp.name]
+        assert live_tmp.exists()
+    assert not store.exists(heartbeat_key("run-live"))  # a run that ended is not dead
