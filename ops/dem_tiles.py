@@ -74,6 +74,11 @@ def probe_hgt(path: Path) -> Tile:
 
 def probe(path: str) -> Tile:
     """Where a tile's nodes are; a remote tile (``s3://``...) is read through GDAL."""
+    with vsi.remote_timeouts(path):
+        return _probe(path)
+
+
+def _probe(path: str) -> Tile:
     name = vsi.name(path)
     is_hgt = name.lower().endswith(".hgt")
     if not vsi.is_file(path):
@@ -111,7 +116,7 @@ def read_nodes(tile: Tile, r0: int, r1: int, c0: int, c1: int) -> NDArray[np.flo
         out[block == HGT_NODATA] = np.nan
         return out
     try:
-        with rasterio.open(tile.path) as ds:
+        with vsi.remote_timeouts(tile.path), rasterio.open(tile.path) as ds:
             data = ds.read(1, window=RioWindow(c0, r0, c1 - c0, r1 - r0), masked=True)
             scale, offset = float(ds.scales[0]), float(ds.offsets[0])
     except rasterio.errors.RasterioIOError as exc:
@@ -126,8 +131,10 @@ def list_sources(source: str | Path | Sequence[str | Path]) -> tuple[list[str], 
     """DEM files named by a file, a folder of tiles or a list; remote ones as GDAL paths."""
     if isinstance(source, (str, Path)):
         p = vsi.gdal_path(source)
-        if vsi.is_virtual(p) and not vsi.is_file(p):
-            names = sorted(n for n in vsi.list_names(p) if n.lower().endswith(TILE_SUFFIXES))
+        with vsi.remote_timeouts(p):
+            listed = vsi.list_names(p) if vsi.is_virtual(p) and not vsi.is_file(p) else None
+        if listed is not None:
+            names = sorted(n for n in listed if n.lower().endswith(TILE_SUFFIXES))
             if not names:
                 raise RasterReadError(
                     f"no DEM tiles at {p}: expected a file, or a folder of files ending in "

@@ -275,12 +275,13 @@ class Geoid:
         :mod:`ops.vsi`). The grid is checked to be a geoid (module docstring).
         """
         p = vsi.gdal_path(path)
-        if not vsi.is_file(p):
-            raise RasterReadError(
-                f"geoid grid not found: {p} (expected an EGM96 .gtx or a geographic GeoTIFF)"
-            )
-        geoid, dtype = (cls._open_gtx(p), "float32") if p.lower().endswith(".gtx") else (
-            cls._open_gdal(p))
+        with vsi.remote_timeouts(p):
+            if not vsi.is_file(p):
+                raise RasterReadError(
+                    f"geoid grid not found: {p} (expected an EGM96 .gtx or a geographic GeoTIFF)"
+                )
+            geoid, dtype = (cls._open_gtx(p), "float32") if p.lower().endswith(".gtx") else (
+                cls._open_gdal(p))
         geoid._check_is_a_geoid(dtype)
         return geoid
 

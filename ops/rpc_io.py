@@ -171,6 +171,11 @@ def read_rpc(path: PathLike) -> RpcModel:
     no RPC or it is malformed.
     """
     p = vsi.gdal_path(path)
+    with vsi.remote_timeouts(p):
+        return _read_rpc(p)
+
+
+def _read_rpc(p: str) -> RpcModel:
     if not vsi.is_file(p):
         raise RpcFormatError(f"{p}: no such file; expected an image or an RPC file")
     kind = _sniff(p)
@@ -270,6 +275,12 @@ def find_rpc(image_path: PathLike, *, rpc_source: str | PathLike | None = None,
     or a georeferenced map given as a raw image.
     """
     image = vsi.gdal_path(image_path)
+    with vsi.remote_timeouts(image):
+        return _find_rpc(image, rpc_source, origin)
+
+
+def _find_rpc(image: str, rpc_source: str | PathLike | None,
+              origin: Sequence[float] | None) -> RpcModel:
     embedded, frame, gdal_sidecar = _from_image(image)
     row_col = _parse_origin(origin, frame)
     candidates: list[tuple[RpcModel, bool]] = []  # (product model, from a sidecar)

@@ -16,6 +16,11 @@ Python's own file functions). Folder and file names of virtual paths are
 split as POSIX strings, never through ``pathlib`` (which would fold the
 ``//`` of a URL).
 
+A server that accepts connections and never answers must fail a read, not
+hang it: :func:`remote_timeouts` gives GDAL's HTTP requests a connect and a
+total timeout (:data:`REMOTE_CONNECT_TIMEOUT_S`, :data:`REMOTE_TIMEOUT_S`)
+wherever ``GDAL_HTTP_CONNECTTIMEOUT``/``GDAL_HTTP_TIMEOUT`` are not configured.
+
 GDAL's ``VSIStatExL``, ``VSIFOpenExL``/``VSIFReadL`` and ``VSIReadDirEx`` are
 called through ctypes. Their symbols are looked up through rasterio's
 extension module, whose dependencies include libgdal: it is the library
@@ -24,12 +29,16 @@ rasterio has loaded, not a second copy.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import os
 import posixpath
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import rasterio
 
 #: Prefixes of remote URIs and the GDAL virtual file system that reads each.
 _SCHEMES = (
@@ -40,6 +49,10 @@ _SCHEMES = (
 MAX_SIDECAR_BYTES = 64 * 1024 * 1024
 #: A folder listing is bounded too (an S3 prefix may hold millions of keys).
 MAX_LISTED_NAMES = 100_000
+#: Seconds GDAL may take to connect to a remote server, and for one whole request,
+#: where the GDAL options say nothing.
+REMOTE_CONNECT_TIMEOUT_S = 10
+REMOTE_TIMEOUT_S = 60
 _CHUNK_BYTES = 1 << 20
 _STAT_BUFFER_BYTES = 512  # larger than VSIStatBufL (struct stat64) on every platform
 _VSI_STAT_EXISTS_FLAG = 0x1
@@ -73,6 +86,24 @@ def name(path: str) -> str:
 def join(folder: str, file_name: str) -> str:
     """``file_name`` inside ``folder``."""
     return posixpath.join(folder, file_name) if is_virtual(folder) else str(Path(folder) / file_name)
+
+
+@contextlib.contextmanager
+def remote_timeouts(path: str | Path) -> Iterator[None]:
+    """GDAL HTTP timeouts for the reads inside, for a remote ``path``, unless configured."""
+    if not is_virtual(path):
+        yield
+        return
+    lib = _gdal()
+    defaults = {"GDAL_HTTP_CONNECTTIMEOUT": REMOTE_CONNECT_TIMEOUT_S,
+                "GDAL_HTTP_TIMEOUT": REMOTE_TIMEOUT_S}
+    unset = {key: str(value) for key, value in defaults.items()
+             if lib.CPLGetConfigOption(key.encode(), None) is None}
+    if not unset:
+        yield
+        return
+    with rasterio.Env(**unset):
+        yield
 
 
 def is_file(path: str) -> bool:
@@ -160,8 +191,8 @@ def _read_virtual(path: str, limit: int) -> bytes:
 @functools.cache
 def _gdal() -> Any:
     """rasterio's libgdal, with the prototypes of the few VSI functions used here."""
-    import rasterio  # installs rasterio's GDAL error handler (messages go to logging)
-    import rasterio._base  # the extension module links libgdal
+    import rasterio._base  # the extension module links libgdal (importing rasterio installed
+    # its GDAL error handler: messages go to logging)
 
     lib = ctypes.CDLL(rasterio._base.__file__)
     lib.VSIStatExL.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_int]
@@ -180,4 +211,6 @@ def _gdal() -> Any:
     lib.VSIErrorReset.restype = None
     lib.VSIGetLastErrorMsg.argtypes = []
     lib.VSIGetLastErrorMsg.restype = ctypes.c_char_p
+    lib.CPLGetConfigOption.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    lib.CPLGetConfigOption.restype = ctypes.c_char_p
     return lib

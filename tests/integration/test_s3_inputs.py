@@ -191,3 +191,42 @@ def test_a_campaign_orthorectifies_a_scene_on_s3_with_its_sidecar(
     remote = run(f"s3://{BUCKET}/campaign-raw/view_0.tif", tmp_path / "from_s3")
     local = run(str(raw / "view_0.tif"), tmp_path / "from_disk")
     np.testing.assert_array_equal(remote, local)
+
+
+def test_a_black_holed_endpoint_fails_the_read_instead_of_hanging(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that accepts connections and never answers (issue 14): a clear error."""
+    import socket
+    import threading
+
+    from ops import vsi
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)  # the kernel accepts; nobody ever reads or answers
+    port = server.getsockname()[1]
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_S3_ENDPOINT": f"127.0.0.1:{port}", "AWS_HTTPS": "NO",
+                       "AWS_VIRTUAL_HOSTING": "FALSE"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("GDAL_HTTP_TIMEOUT", raising=False)
+    monkeypatch.setattr(vsi, "REMOTE_TIMEOUT_S", 2)
+    monkeypatch.setattr(vsi, "REMOTE_CONNECT_TIMEOUT_S", 2)
+    outcome: list[Exception] = []
+
+    def call() -> None:
+        try:
+            find_rpc("s3://silent/scene/img.tif")
+        except Exception as exc:  # noqa: BLE001 - the outcome is asserted below
+            outcome.append(exc)
+
+    worker = threading.Thread(target=call, daemon=True)
+    try:
+        worker.start()
+        worker.join(timeout=120)  # a liveness bound (GDAL's timeout is 2 s a request)
+        assert not worker.is_alive(), "find_rpc hung on a silent S3 endpoint"
+    finally:
+        server.close()
+    assert len(outcome) == 1 and isinstance(outcome[0], RpcFormatError), outcome
+    assert "/vsis3/silent/scene/img.tif" in str(outcome[0])
