@@ -15,6 +15,8 @@ import json
 import os
 from pathlib import Path
 
+from typing import cast
+
 import click
 
 from planner.calibration import load_calibration
@@ -82,7 +84,8 @@ def format_table(doc: dict[str, object], cp: CampaignPlan) -> str:
                      f"{e.instances:>3} {e.offer.price_usd_per_h:>7.4f}  {tasks}")
     p = cp.chosen
     sim = cp.simulation
-    items = ", ".join(f"{k} {v:.2f}" for k, v in dict(doc["cost_breakdown_usd"]).items())
+    breakdown = cast("dict[str, float]", doc["cost_breakdown_usd"])  # plan_to_dict's own
+    items = ", ".join(f"{k} {v:.2f}" for k, v in breakdown.items())
     if sim is not None:
         lines += ["", f"cost      {sim.mean_cost_usd:10.2f} USD simulated mean ({items}); "
                       f"p95 {sim.p95_cost_usd:.2f} USD",
