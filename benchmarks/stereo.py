@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyproj
 import rasterio
 from rasterio.warp import Resampling, reproject
 
@@ -82,7 +83,7 @@ class Case:
 def eochain_cmd(case: Case, images: tuple[Path, ...], out: Path, tile_px: int) -> list[str]:
     cmd = [sys.executable, "-c", "from scheduler.cmd_dsm import dsm; dsm()",
            *(str(p) for p in images), "--dem", str(case.dem), "--heights", case.heights,
-           "--tile-size", str(tile_px), "-q", "-o", str(out)]
+           "--tile-size", str(tile_px), "-q", "--overwrite", "-o", str(out)]
     if case.geoid is not None:
         cmd += ["--geoid", str(case.geoid)]
     if case.gsd_m is not None:
@@ -112,19 +113,25 @@ def read_on(path: Path, like: Path) -> np.ndarray:
         band = src.read(1).astype(np.float32)
         if src.nodata is not None:
             band[band == src.nodata] = np.nan
-        src_crs = src.crs.to_epsg() or src.crs
-        reproject(band, out, src_transform=src.transform, src_crs=src_crs,
-                  dst_transform=ref.transform, dst_crs=ref.crs.to_epsg() or ref.crs,
+        reproject(band, out, src_transform=src.transform, src_crs=horizontal_crs(src.crs),
+                  dst_transform=ref.transform, dst_crs=horizontal_crs(ref.crs),
                   resampling=Resampling.nearest, src_nodata=np.nan, dst_nodata=np.nan)
     return out
+
+
+def horizontal_crs(crs: Any) -> str:
+    """The horizontal part of a raster's CRS (a DSM's is compound: + its heights)."""
+    full = pyproj.CRS.from_wkt(crs.to_wkt())
+    flat = full.sub_crs_list[0] if full.is_compound else full
+    epsg = flat.to_epsg()
+    return f"EPSG:{epsg}" if epsg else flat.to_wkt()
 
 
 def grid_of(path: Path) -> Any:
     from planner.grid import GeoBox
 
     with rasterio.open(path) as ref:
-        crs = f"EPSG:{ref.crs.to_epsg()}" if ref.crs.to_epsg() else ref.crs.to_string()
-        return GeoBox(crs, tuple(ref.transform)[:6], ref.height, ref.width)
+        return GeoBox(horizontal_crs(ref.crs), tuple(ref.transform)[:6], ref.height, ref.width)
 
 
 def seen_by_both(case: Case, like: Path) -> np.ndarray:
