@@ -212,6 +212,7 @@ class Flow:
         store = open_store(self.dest)
         store.check_writable()
         products, failures = self.plan(store)
+        check_outputs_not_inputs(store, products, self.scenes)
         n_survey_failures = len(failures)
         manifest = Manifest(store)
         skipped: list[str] = []
@@ -283,6 +284,28 @@ def _done(manifest: Manifest, pending: Sequence[ProductPlan], mine: Sequence[Pro
             by_other.append(p.object_key)
             keys.append(p.key)
     return keys
+
+
+def _location(uri: str) -> str:
+    """One spelling of a location: ``s3://b/k`` for ``/vsis3/b/k``, a resolved local path."""
+    if uri.startswith("/vsis3/"):
+        return "s3://" + uri[len("/vsis3/"):]
+    if "://" in uri or uri.startswith("/vsi"):
+        return uri
+    return str(Path(uri).resolve())
+
+
+def check_outputs_not_inputs(store: LocalStore | S3Store, products: Sequence[ProductPlan],
+                             scenes: Sequence[SceneInput]) -> None:
+    """Refuse a destination where a product or its STAC item would overwrite an input
+    (a scene's image or DEM), before anything is written."""
+    inputs = {_location(u): u for s in scenes for u in (s.uri, s.dem) if u}
+    for p in products:
+        for key in (p.object_key, stac_key(p.object_key)):
+            clash = inputs.get(_location(store.uri(key)))
+            if clash is not None:
+                raise FlowError(f"{store.uri(key)}: product {p.label} would overwrite the input "
+                                f"{clash}; write to another destination")
 
 
 #: Threads verifying recorded products at the start of a run (S3: a few requests each).

@@ -93,7 +93,25 @@ def test_a_deleted_stac_item_is_rewritten_without_recomputing(scene: Path, share
     assert not again.written and again.skipped == ("ortho/left.tif",)
     assert len(again.items_rewritten) == 1 and "STAC item missing" in again.items_rewritten[0]
     rewritten = json.loads(item.read_text())
-    assert rewritten == original
+    for field in ("id", "geometry", "bbox", "assets"):
+        assert rewritten[field] == original[field], field
+    for prop in ("eochain:product_key", "eochain:sha256", "datetime", "proj:transform"):
+        assert rewritten["properties"][prop] == original["properties"][prop], prop
     assert rewritten["properties"]["eochain:sha256"] == first.written[0].sha256
     verdict = Manifest(LocalStore(str(out))).verify(first.written[0].key)
     assert verdict.product_ok and verdict.item_ok
+
+
+def test_a_destination_that_would_overwrite_an_input_is_refused(scene: Path,
+                                                                 shared_data: Path) -> None:
+    """Scenes kept as <dest>/ortho/<id>.tif: writing products there would destroy them."""
+    from scheduler.runtime.errors import FlowError
+
+    dest = scene.parent.parent / "campaign"
+    (dest / "ortho").mkdir(parents=True)
+    raw = dest / "ortho" / "left.tif"
+    raw.write_bytes(scene.read_bytes())
+    scene.with_suffix(".geom").rename(raw.with_suffix(".geom"))
+    with pytest.raises(FlowError, match="would overwrite the input"):
+        _run(raw, shared_data, dest)
+    assert raw.read_bytes() == scene.read_bytes()
