@@ -86,20 +86,25 @@ def format_table(doc: dict[str, object], cp: CampaignPlan) -> str:
     breakdown = cast("dict[str, float]", doc["cost_breakdown_usd"])  # plan_to_dict's own
     items = ", ".join(f"{k} {v:.2f}" for k, v in breakdown.items())
     if sim is not None:
-        lines += ["", f"cost      {sim.mean_cost_usd:10.2f} USD simulated mean ({items}); "
-                      f"p95 {sim.p95_cost_usd:.2f} USD",
-                  f"makespan  {sim.p95_makespan_s / 3600:10.2f} h simulated p95 (critical path "
-                  f"{cp.problem.critical_path_s / 3600:.2f} h); {cp.zones} zone(s)",
-                  f"risk      {100 * sim.deadline_hit_rate:9.0f} % of {len(sim.runs)} "
-                  f"simulated runs meet the deadline with task times +/- "
-                  f"{100 * cp.runtime_error:.0f} %; {sim.mean_interruptions:.1f} spot "
-                  "interruptions per run",
-                  f"lp        {p.cost_usd:10.2f} USD, {p.makespan_h:.2f} h (fluid model, "
-                  "no idle time, workers only)"]
+        lines += [
+            "",
+            (f"cost      {sim.mean_cost_usd:10.2f} USD simulated mean ({items}); "
+             f"p95 {sim.p95_cost_usd:.2f} USD"),
+            (f"makespan  {sim.p95_makespan_s / 3600:10.2f} h simulated p95 (critical path "
+             f"{cp.problem.critical_path_s / 3600:.2f} h); {cp.zones} zone(s)"),
+            (f"risk      {100 * sim.deadline_hit_rate:9.0f} % of {len(sim.runs)} simulated runs "
+             f"meet the deadline with task times +/- {100 * cp.runtime_error:.0f} %; "
+             f"{sim.mean_interruptions:.1f} spot interruptions per run"),
+            (f"lp        {p.cost_usd:10.2f} USD, {p.makespan_h:.2f} h (fluid model, no idle "
+             "time, workers only)"),
+        ]
     else:
-        lines += ["", f"cost      {p.cost_usd:10.2f} USD LP, not simulated ({items})",
-                  f"makespan  {p.makespan_h:10.2f} h LP, not simulated (critical path "
-                  f"{cp.problem.critical_path_s / 3600:.2f} h)"]
+        lines += [
+            "",
+            f"cost      {p.cost_usd:10.2f} USD LP, not simulated ({items})",
+            (f"makespan  {p.makespan_h:10.2f} h LP, not simulated (critical path "
+             f"{cp.problem.critical_path_s / 3600:.2f} h)"),
+        ]
     lines.append(f"frontier  {len(cp.frontier.points)} LP points from "
                  f"{cp.frontier.points[0].makespan_h:.2f} h / "
                  f"{cp.frontier.points[0].cost_usd:.2f} USD to "
