@@ -57,6 +57,8 @@ CALL_TIMEOUT_S = 30.0
 #: Ray uploads the working directory through its GCS; keep well under its 512 MiB limit.
 MAX_STAGED_BYTES = 256 * 2**20
 WORKING_DIR_VAR = "${RAY_RUNTIME_ENV_CREATE_WORKING_DIR}"
+#: Run options naming where results go: their values are never shipped.
+OUTPUT_OPTIONS = ("--out", "-o")
 
 _SECRET_NAME = re.compile(r"(SECRET|PASSWORD|PASSWD|TOKEN|CREDENTIAL|PRIVATE_KEY|ACCESS_KEY|"
                           r"SESSION_KEY|API_KEY)", re.IGNORECASE)
@@ -237,10 +239,15 @@ def build_job(campaign_path: Path, *, plan_path: Path | None = None,
                 raise JobSubmissionError(f"--plan {str(plan_path)!r} is not a file")
             staged += _stage(plan_path, staging, "plan.json", "--plan")
             args += ["--plan", "plan.json"]
-        for arg in run_args:
+        for before, arg in zip(("", *run_args), run_args, strict=False):
             local = _local_relative(arg)
-            if local is not None and local not in ("campaign.yaml", "plan.json") \
-                    and (cwd / local).exists():
+            if local is not None and before in OUTPUT_OPTIONS:
+                raise JobSubmissionError(
+                    f"{before} {arg!r}: a relative output would land in the job's temporary "
+                    "working directory on the cluster; give s3://BUCKET/PREFIX (or an absolute "
+                    "path every node shares)")
+            if local is not None and before not in OUTPUT_OPTIONS \
+                    and local not in ("campaign.yaml", "plan.json") and (cwd / local).exists():
                 staged += _stage(cwd / local, staging, local, "run argument")
         if staged > MAX_STAGED_BYTES:
             raise JobSubmissionError(

@@ -59,15 +59,19 @@ def _campaign(tmp_path: Path, **inputs: object) -> Path:
 def test_relative_files_of_the_campaign_are_staged_in_place(tmp_path: Path) -> None:
     path = _campaign(tmp_path)
     (tmp_path / "dem.tif").write_bytes(b"dem")
-    spec = build_job(path, run_args=["--dem", "dem.tif", "--out", "s3://bucket/out"],
-                     cwd=tmp_path)
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "old.tif").write_bytes(b"an earlier output: never shipped")
+    with pytest.raises(JobSubmissionError, match="--out 'results': a relative output"):
+        build_job(path, run_args=["--dem", "dem.tif", "--out", "results"], cwd=tmp_path)
+    out = str(tmp_path / "results")
+    spec = build_job(path, run_args=["--dem", "dem.tif", "--out", out], cwd=tmp_path)
     try:
         staged = sorted(str(p.relative_to(spec.staging_dir))
                         for p in spec.staging_dir.rglob("*") if p.is_file())
         assert staged == ["campaign.yaml", "catalog/items.json", "dem.tif", "images/s1.geom",
                           "images/s1.tif"]
         assert spec.runtime_env["working_dir"] == str(spec.staging_dir)
-        assert spec.entrypoint.endswith("--dem dem.tif --out s3://bucket/out")
+        assert spec.entrypoint.endswith(f"--dem dem.tif --out {out}")
         assert "py_modules" in spec.runtime_env and "pip" not in spec.runtime_env
     finally:
         shutil.rmtree(spec.staging_dir)
