@@ -27,7 +27,7 @@ fails and is reported, never published half-done.
 Leases are for efficiency, not correctness: products are deterministic and
 published atomically, so the rare double computation (clocks of two hosts
 skewed by more than the TTL; an S3-compatible server that ignores
-conditional headers, where both writers "win": AWS S3, MinIO and moto honour
+conditional headers, where both writers "win"; AWS S3 and moto honour
 them) only costs time. Expiry compares wall clocks
 of the hosts involved; keep them NTP-synchronised.
 """
