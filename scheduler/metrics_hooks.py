@@ -23,6 +23,7 @@ Two adapters, for what the runtime does not report itself yet:
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -252,6 +253,11 @@ class Observation:
     exporter: MetricsExporter
 
 
+def _warn(message: str) -> None:
+    """A warning of the metrics side, on standard error (the run goes on)."""
+    print(message, file=sys.stderr)
+
+
 @contextmanager
 def observe_campaign(
     campaign: str, plan: Mapping[str, Any] | None = None, *, on_ray: bool = True,
@@ -276,7 +282,7 @@ def observe_campaign(
     prices = prices_from_plan(plan) if plan is not None else {}
     metrics.declare_fleet(prices)
     with (MetricsExporter(metrics, host=host, port=port) as exporter,
-          registered_target(campaign, host, exporter.port)):
+          registered_target(campaign, host, exporter.port, warn=_warn)):
         if on_ray:
             publish_campaign_name(campaign)
         watcher = RayFleetWatcher(metrics, prices).start() if on_ray else None

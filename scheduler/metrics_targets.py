@@ -28,7 +28,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -79,12 +79,14 @@ def sweep_stale(directory: Path, *, host: str, now_s: float | None = None,
 
 
 @contextmanager
-def registered_target(campaign: str, host: str, port: int,
-                      directory: Path | None = None) -> Iterator[Path | None]:
+def registered_target(campaign: str, host: str, port: int, directory: Path | None = None,
+                      warn: Callable[[str], None] | None = None) -> Iterator[Path | None]:
     """Keep a file_sd file naming ``host:port`` for ``campaign`` while the block runs.
 
     Yields the file's path, or None when registration is off. A directory
-    that cannot be written is an ``OSError`` naming it and the variable to set.
+    that cannot be written is an ``OSError`` naming it and the variable to
+    set; with ``warn``, that message goes to ``warn`` instead and the block
+    runs unlisted (a campaign is not stopped for its monitoring).
     """
     directory = targets_dir() if directory is None else directory
     if directory is None:
@@ -102,10 +104,14 @@ def registered_target(campaign: str, host: str, port: int,
         tmp.write_text(json.dumps(doc))
         tmp.replace(path)
     except OSError as exc:
-        raise OSError(
-            f"cannot write the Prometheus target file {str(path)!r}: {exc}; set {TARGETS_ENV} "
-            "to a writable folder that prometheus.yml reads (or to '' to register nothing)"
-        ) from exc
+        message = (f"cannot write the Prometheus target file {str(path)!r}: {exc}; set "
+                   f"{TARGETS_ENV} to a writable folder that prometheus.yml reads (or to '' to "
+                   "register nothing)")
+        if warn is None:
+            raise OSError(message) from exc
+        warn(f"metrics: {message}")
+        yield None
+        return
     try:
         yield path
     finally:

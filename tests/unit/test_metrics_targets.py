@@ -47,6 +47,15 @@ def test_an_unwritable_folder_names_the_variable(tmp_path: Path) -> None:
         pass
 
 
+def test_with_warn_an_unwritable_folder_leaves_the_run_unlisted(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    warnings: list[str] = []
+    with registered_target("c", "127.0.0.1", 1, blocker / "targets", warn=warnings.append) as p:
+        assert p is None
+    assert len(warnings) == 1 and "EOCHAIN_PROMETHEUS_TARGETS" in warnings[0]
+
+
 def test_only_old_files_of_dead_drivers_here_are_swept(tmp_path: Path) -> None:
     host = "eo-head"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
