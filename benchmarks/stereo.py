@@ -9,6 +9,8 @@ same machine; wall time and the peak RSS of the largest process, from
 
 * ``gizeh``: the real Pléiades pair with SRTM + EGM96, heights above EGM96,
   0.6 m. CARS: its default pipeline (resolutions 4 then 1, no DEM).
+  eochain also runs without the DEM (``eochain_no_dem``: initial heights
+  from the RPCs and tie points), compared with the same CARS DSM.
 * ``ventoux``: the real pair over Mont Ventoux (a third of the left image
   overlaps), SRTM + EGM96. CARS needs the DEM and a single resolution there.
 * ``synthetic``: a generated pair (600 px, 0.5 m, B/H 0.25, buildings,
@@ -80,10 +82,13 @@ class Case:
     pairs_alone: tuple[tuple[int, int], ...] = field(default=())
 
 
-def eochain_cmd(case: Case, images: tuple[Path, ...], out: Path, tile_px: int) -> list[str]:
+def eochain_cmd(case: Case, images: tuple[Path, ...], out: Path, tile_px: int,
+                with_dem: bool = True) -> list[str]:
     cmd = [sys.executable, "-c", "from scheduler.cmd_dsm import dsm; dsm()",
-           *(str(p) for p in images), "--dem", str(case.dem), "--heights", case.heights,
+           *(str(p) for p in images), "--heights", case.heights,
            "--tile-size", str(tile_px), "-q", "--overwrite", "-o", str(out)]
+    if with_dem:
+        cmd += ["--dem", str(case.dem)]
     if case.geoid is not None:
         cmd += ["--geoid", str(case.geoid)]
     if case.gsd_m is not None:
@@ -92,12 +97,12 @@ def eochain_cmd(case: Case, images: tuple[Path, ...], out: Path, tile_px: int) -
 
 
 def run_eochain(case: Case, images: tuple[Path, ...], out: Path, tile_px: int = 1024,
-                runs: int = 2) -> dict[str, Any]:
+                runs: int = 2, with_dem: bool = True) -> dict[str, Any]:
     """Best of ``runs`` runs of ``eochain dsm`` (the machine is shared: the best is the
     least disturbed); CARS, many times longer, runs once."""
     best: dict[str, Any] = {}
     for _ in range(runs):
-        run = run_measured(eochain_cmd(case, images, out, tile_px))
+        run = run_measured(eochain_cmd(case, images, out, tile_px, with_dem))
         if run.returncode != 0:
             raise RuntimeError(f"eochain dsm failed on {case.name}:\n{run.stderr[-3000:]}")
         if not best or run.wall_s < best["wall_s"]:
@@ -189,6 +194,12 @@ def measure_case(case: Case, work: Path, with_cars: bool) -> dict[str, Any]:
         alone["coverage"] = float((np.isfinite(h) & seen).sum() / seen.sum())
         alone["vs_truth"] = errors_stats(h - truth_on(case, ours_path))
         out[f"eochain_pair_{i}{j}"] = alone
+    nodem_path = work / f"{case.name}_eochain_nodem.tif"
+    if case.scene_dir is None:  # real data: also without the DEM (initial heights from ties)
+        nodem = run_eochain(case, case.images, nodem_path, runs=1, with_dem=False)
+        nodem["coverage"] = float((np.isfinite(read_on(nodem_path, ours_path)) & seen).sum()
+                                  / seen.sum())
+        out["eochain_no_dem"] = nodem
     if with_cars and case.cars is not None:
         try:
             cars = run_cars(case.cars, work / f"{case.name}_cars")
@@ -205,6 +216,8 @@ def measure_case(case: Case, work: Path, with_cars: bool) -> dict[str, Any]:
                 read_on(cars.dsm_path, cars.dsm_path) - truth_on(case, cars.dsm_path))
         out["cars"] = res
         out["eochain_minus_cars"] = errors_stats(h_ours - h_cars)
+        if "eochain_no_dem" in out:
+            out["eochain_no_dem"]["vs_cars"] = errors_stats(read_on(nodem_path, ours_path) - h_cars)
         out["speed_ratio_cars_over_eochain"] = cars.wall_s / ours["wall_s"]
         out["memory_ratio_eochain_over_cars"] = ours["max_rss_gib"] / cars.max_rss_gib
     return out
@@ -338,9 +351,10 @@ def print_table(results: dict[str, Any]) -> None:
             if "failed" in r:
                 print(f"{name:<19}{tool:<16} failed: {r['failed'][-120:]!r}")
                 continue
-            err = r.get("vs_truth") or (case.get("eochain_minus_cars") if tool == "eochain"
-                                        else None) or {}
+            err = r.get("vs_truth") or r.get("vs_cars") or (
+                case.get("eochain_minus_cars") if tool == "eochain" else None) or {}
             vs = "truth" if "vs_truth" in r else ("CARS" if err else "")
+
             print(f"{name:<19}{tool:<16}{_fmt(r.get('wall_s'), '7.1f')}"
                   f"{_fmt(r.get('max_rss_gib'), '9.2f')}{_fmt(r.get('coverage'), '7.1%')}"
                   f"{vs:>7}{_fmt(err.get('median_m'), '+8.2f')}{_fmt(err.get('nmad_m'), '7.2f')}"

@@ -181,6 +181,45 @@ def _erode(mask: BoolArray, radius_px: int) -> BoolArray:
     return np.asarray(cv2.erode(mask.astype(np.uint8), kernel), dtype=bool)
 
 
+def tie_points(
+    left: NDArray[np.uint8],
+    right: NDArray[np.uint8],
+    disparity_min_px: float,
+    disparity_max_px: float,
+    *,
+    valid_left: BoolArray | None = None,
+    valid_right: BoolArray | None = None,
+    ratio: float = 0.75,
+) -> tuple[FloatArray, FloatArray]:
+    """SIFT matches of a rectified pair: (N, 2) arrays of (col, row) in each image.
+
+    Matches are SIFT (Lowe 2004) with the ratio test, a column offset inside
+    the disparity range and a row offset under 8 pixels. Keypoints are
+    looked for only inside the valid masks, shrunk by ``SIFT_BORDER_PX``:
+    the edges of an image's footprint would otherwise give strong,
+    meaningless features.
+    """
+    none = np.zeros((0, 2))
+    sift = cv2.SIFT_create(nfeatures=SIFT_FEATURES)  # type: ignore[attr-defined]
+    kp_l, des_l = sift.detectAndCompute(left, _sift_mask(valid_left))
+    kp_r, des_r = sift.detectAndCompute(right, _sift_mask(valid_right))
+    if des_l is None or des_r is None or len(kp_l) < 2 or len(kp_r) < 2:
+        return none, none
+    pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(des_l, des_r, k=2)
+    pts_l: list[tuple[float, float]] = []
+    pts_r: list[tuple[float, float]] = []
+    for pair in pairs:
+        if len(pair) < 2 or pair[0].distance >= ratio * pair[1].distance:
+            continue
+        pl, pr = kp_l[pair[0].queryIdx].pt, kp_r[pair[0].trainIdx].pt
+        if disparity_min_px - 1 <= pl[0] - pr[0] <= disparity_max_px + 1 and abs(pr[1] - pl[1]) < 8:
+            pts_l.append(pl)
+            pts_r.append(pr)
+    if not pts_l:
+        return none, none
+    return np.asarray(pts_l, np.float64), np.asarray(pts_r, np.float64)
+
+
 def estimate_row_shift(
     left: NDArray[np.uint8],
     right: NDArray[np.uint8],
@@ -197,29 +236,14 @@ def estimate_row_shift(
     The RPCs of two views carry independent pointing errors of a fraction of
     a pixel to a few pixels; in a rectified pair they appear as a row offset
     that the row-wise matcher cannot absorb (s2p's "pointing correction", de
-    Franchis et al. 2014). Matches are SIFT (Lowe 2004) with the ratio test
-    and a column offset inside the disparity range. Returns (offset, number of
-    matches); the offset is 0 with fewer than ``min_matches`` matches.
-    Keypoints are looked for only inside the valid masks, shrunk by
-    ``SIFT_BORDER_PX``: the edges of an image's footprint would otherwise
-    give strong, meaningless features.
+    Franchis et al. 2014). Matches are :func:`tie_points`. Returns (offset,
+    number of matches); the offset is 0 with fewer than ``min_matches`` matches.
     """
-    sift = cv2.SIFT_create(nfeatures=SIFT_FEATURES)  # type: ignore[attr-defined]
-    kp_l, des_l = sift.detectAndCompute(left, _sift_mask(valid_left))
-    kp_r, des_r = sift.detectAndCompute(right, _sift_mask(valid_right))
-    if des_l is None or des_r is None or len(kp_l) < 2 or len(kp_r) < 2:
-        return 0.0, 0
-    pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(des_l, des_r, k=2)
-    dy: list[float] = []
-    for pair in pairs:
-        if len(pair) < 2 or pair[0].distance >= ratio * pair[1].distance:
-            continue
-        pl, pr = kp_l[pair[0].queryIdx].pt, kp_r[pair[0].trainIdx].pt
-        if disparity_min_px - 1 <= pl[0] - pr[0] <= disparity_max_px + 1 and abs(pr[1] - pl[1]) < 8:
-            dy.append(pr[1] - pl[1])
-    if len(dy) < min_matches:
-        return 0.0, len(dy)
-    return float(np.median(dy)), len(dy)
+    pts_l, pts_r = tie_points(left, right, disparity_min_px, disparity_max_px,
+                              valid_left=valid_left, valid_right=valid_right, ratio=ratio)
+    if len(pts_l) < min_matches:
+        return 0.0, len(pts_l)
+    return float(np.median(pts_r[:, 1] - pts_l[:, 1])), len(pts_l)
 
 
 def match(

@@ -103,10 +103,27 @@ from ops.triangulation import triangulate
 from planner.grid import GeoBox, InputWindow, TileGrid, Window
 
 __all__ = [
-    "DsmTile", "RectifiedPair", "StereoConfig", "StereoPlan", "StereoTileInputs", "StereoView",
-    "Terrain", "Undulation", "assemble_dsm", "check_pair", "compute_dsm_tile",
-    "declare_stereo_inputs", "input_windows", "iter_dsm_tiles", "open_view", "overlap_mask",
-    "plan_stereo", "read_window_band", "rectify", "run_dsm_tile",
+    "DsmTile",
+    "RectifiedPair",
+    "StereoConfig",
+    "StereoPlan",
+    "StereoTileInputs",
+    "StereoView",
+    "Terrain",
+    "Undulation",
+    "assemble_dsm",
+    "central_sample",
+    "check_pair",
+    "compute_dsm_tile",
+    "declare_stereo_inputs",
+    "input_windows",
+    "iter_dsm_tiles",
+    "open_view",
+    "overlap_mask",
+    "plan_stereo",
+    "read_window_band",
+    "rectify",
+    "run_dsm_tile",
 ]
 
 FloatArray = NDArray[np.float64]
@@ -137,7 +154,7 @@ class StereoPlan:
     n_tie_points: int = 0
 
 
-def _overlap_lonlat(
+def overlap_lonlat(
     left: StereoView, right: StereoView, dem: Terrain
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Ground points (on the DEM) of a grid over the left image that the right one sees.
@@ -178,7 +195,7 @@ def plan_stereo(
     """The output grid (the overlap of the views) and the matching frame of a pair."""
     cfg = StereoConfig() if config is None else config
     check_pair(left, right, cfg)
-    lon, lat, h = _overlap_lonlat(left, right, dem)
+    lon, lat, h = overlap_lonlat(left, right, dem)
     if lon.size < 4:
         raise StereoError(
             f"{left.path} and {right.path} do not overlap on the ground (on the DEM "
@@ -211,6 +228,23 @@ def plan_stereo(
 
 def _pointing_correction(plan: StereoPlan, dem: Terrain) -> tuple[float, int]:
     """Row offset between the rectified views, from SIFT ties in a central sample."""
+    sample = central_sample(plan, dem)
+    if sample is None:
+        return 0.0, 0
+    grey_l, grey_r, valid_l, valid_r, (d_lo, d_hi) = sample
+    return estimate_row_shift(grey_l, grey_r, d_lo, d_hi, valid_left=valid_l,
+                              valid_right=valid_r)
+
+
+def central_sample(
+    plan: StereoPlan, dem: Terrain
+) -> tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.bool_], NDArray[np.bool_],
+           tuple[float, float]] | None:
+    """Both views rectified on a central sample of the grid, and its disparity range.
+
+    Grey levels and validity of the sample only (not its matching context);
+    None where the sample sees nothing of one view.
+    """
     g = plan.geobox
     size = min(POINTING_SAMPLE_PX, g.height, g.width)
     sample = g.window_geobox(
@@ -218,7 +252,7 @@ def _pointing_correction(plan: StereoPlan, dem: Terrain) -> tuple[float, int]:
     )
     inputs = declare_stereo_inputs(plan, sample, dem)
     if inputs.left_window is None or inputs.right_window is None:
-        return 0.0, 0
+        return None
     pair = rectify(
         plan, inputs, read_window_band(plan.left.path, inputs.left_window),
         read_window_band(plan.right.path, inputs.right_window), dem,
@@ -228,10 +262,8 @@ def _pointing_correction(plan: StereoPlan, dem: Terrain) -> tuple[float, int]:
     ext = inputs.frame_window
     r0, c0 = max(core.row_off - ext.row_off, 0), max(core.col_off - ext.col_off, 0)
     crop = (slice(r0, r0 + core.height), slice(c0, c0 + core.width))
-    return estimate_row_shift(
-        pair.grey_l[crop], pair.grey_r[crop], *inputs.disparity_range_px,
-        valid_left=pair.valid_l[crop], valid_right=pair.valid_r[crop],
-    )
+    return (pair.grey_l[crop], pair.grey_r[crop], pair.valid_l[crop], pair.valid_r[crop],
+            inputs.disparity_range_px)
 
 
 def overlap_mask(plan: StereoPlan, dem: Terrain, geobox: GeoBox | None = None) -> NDArray[np.bool_]:

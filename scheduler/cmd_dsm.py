@@ -8,7 +8,9 @@ pair's vertical bias and to blunders (see :mod:`ops.stereo_multiview`).
 RPC models are found as ``eochain ortho`` finds them (in the image or a
 sidecar); ``--dem`` is the initial DEM (a file or a folder of tiles, read
 only around the pair), ``--geoid`` turns its geoid heights (SRTM) into
-ellipsoidal ones. The output grid covers the overlap of the two views in
+ellipsoidal ones. The DEM is only a prior (rectification surface and the
+bounds of the disparity search); without it the images give it
+(:mod:`ops.initial_terrain`). The output grid covers the overlap of the two views in
 its UTM zone at the sensors' GSD unless ``--crs``/``--gsd`` say otherwise.
 It runs tile by tile (see :mod:`ops.stereo`) with a progress bar and
 publishes the COG atomically. Bands: 1 height (m above the ellipsoid, or
@@ -30,8 +32,9 @@ from ops.crs import check_crs
 from ops.dem import Dem
 from ops.errors import OpsError
 from ops.geoid import Geoid
+from ops.initial_terrain import estimate_terrain
 from ops.raster_io import CogWriter
-from ops.stereo import StereoConfig, iter_dsm_tiles, open_view, plan_stereo
+from ops.stereo import StereoConfig, Terrain, iter_dsm_tiles, open_view, plan_stereo
 from ops.stereo_multiview import iter_fused_tiles, plan_multiview
 from planner.errors import PlannerError
 from planner.grid import TileGrid
@@ -53,8 +56,10 @@ DEM_PAD_DEG = 0.004
 @click.option("--pairs", "pairs_text", default=None,
               help="With 3+ images, the pairs to use as I-J image indices (0-based), comma "
                    "separated, e.g. 0-1,1-2 (default: every pair with a usable B/H).")
-@click.option("--dem", "dem_path", required=True, type=click.Path(path_type=Path),
-              help="Initial DEM: file or folder of tiles (SRTM .hgt, GeoTIFF).")
+@click.option("--dem", "dem_path", default=None, type=click.Path(path_type=Path),
+              help="Initial DEM: file or folder of tiles (SRTM .hgt, GeoTIFF), a prior only. "
+                   "Without it, initial heights come from the images (the RPC height range "
+                   "narrowed by tie points).")
 @click.option("--geoid", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Geoid grid (EGM96 .gtx) when DEM heights are above the geoid.")
 @click.option("--heights", type=click.Choice(["ellipsoid", "geoid"]), default="ellipsoid",
@@ -72,7 +77,8 @@ DEM_PAD_DEG = 0.004
 @allow_large_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def dsm(
-    images: tuple[Path, ...], pairs_text: str | None, dem_path: Path, geoid: Path | None, heights: str,
+    images: tuple[Path, ...], pairs_text: str | None, dem_path: Path | None,
+    geoid: Path | None, heights: str,
     crs: str | None, gsd_m: float | None, tile_px: int, max_days_apart: float, output: Path,
     overwrite: bool, quiet: bool, allow_large: bool,
 ) -> None:
@@ -100,9 +106,12 @@ def dsm(
             check_product_box(f"DSM of {' + '.join(p.name for p in images)}", box, gsd_m, tile_px,
                               bands=len(BANDS), allow_large=allow_large)
         geoid_model = Geoid.open(geoid) if geoid is not None else None
-        dem = Dem.open(dem_path, geoid=geoid_model, bounds_lonlat=box, pad_deg=DEM_PAD_DEG,
-                       require_bounds=False)
         config = StereoConfig(max_days_apart=max_days_apart)
+        dem: Terrain = (
+            estimate_terrain(views[0], views[1], config) if dem_path is None else
+            Dem.open(dem_path, geoid=geoid_model, bounds_lonlat=box, pad_deg=DEM_PAD_DEG,
+                     require_bounds=False)
+        )
         out_geoid = geoid_model if heights == "geoid" else None
         if len(views) == 2 and pairs is None:
             plan = plan_stereo(views[0], views[1], dem, crs=crs, gsd_m=gsd_m, config=config)
@@ -123,7 +132,7 @@ def dsm(
         meta = dsm_metadata(
             horizontal_crs=geobox.crs, heights=heights, band_descriptions=BANDS,
             images=[str(path.resolve()) for path in images],
-            rpc_sources=[v.rpc.source for v in views], dem=str(dem_path.resolve()),
+            rpc_sources=[v.rpc.source for v in views], dem=None if dem_path is None else str(dem_path.resolve()),
             geoid=None if geoid is None else str(geoid.resolve()),
             acquired=span([read_acquisition(path) for path in images]),
             parameters={"crs": crs, "gsd_m": gsd_m, "tile_px": tile_px,

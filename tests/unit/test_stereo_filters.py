@@ -98,7 +98,7 @@ def test_small_disparity_components_are_removed_large_ones_kept() -> None:
 
 
 def test_small_height_clusters_go_surfaces_stay() -> None:
-    rows, cols = np.mgrid[0:60, 0:60]
+    rows = np.mgrid[0:60, 0:60][0]
     h = (0.3 * rows).astype(np.float32)  # a slope: 0.3 m per cell
     h[30:45, 30:45] += 12.0  # a 225-cell roof
     h[5:8, 40:43] += 8.0  # a 9-cell blunder
@@ -200,3 +200,13 @@ def test_dsm_command_checks_images_and_pairs(tmp_path: Path) -> None:
     text = CliRunner().invoke(dsm, [str(image)] * 3 + ["--pairs", "0+1", "--dem", str(image),
                                                        "-o", out])
     assert text.exit_code == 2 and "I-J" in text.output
+
+
+def test_constant_terrain_is_a_flat_prior_with_bounds() -> None:
+    from ops.initial_terrain import ConstantTerrain
+
+    t = ConstantTerrain(80.0, 40.0, 220.0, source="ties")
+    assert t.heights(np.zeros((2, 3)), np.zeros((2, 3))).tolist() == [[80.0] * 3] * 2
+    assert t.min_max(31.0, 29.0, 31.1, 29.1) == (40.0, 220.0)
+    with pytest.raises(StereoError, match="low <= height <= high"):
+        ConstantTerrain(10.0, 40.0, 220.0)
