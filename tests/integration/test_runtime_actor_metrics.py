@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from scheduler.metrics_hooks import publish_campaign_name
+from scheduler.metrics_hooks import observe_campaign, publish_campaign_name
 from scheduler.runtime.cluster import use_loopback
 from scheduler.runtime.dispatch import Dispatcher, DispatchOptions
 from scheduler.runtime.state import Task, TaskGraph
@@ -102,7 +102,8 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
 
 
-def test_actors_export_task_counts_durations_and_memory(ray_local: str) -> None:
+def test_actors_export_task_counts_durations_and_memory(
+        ray_local: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def source(ctx: object, k: int = 0) -> int:
         return 1
 
@@ -118,8 +119,9 @@ def test_actors_export_task_counts_durations_and_memory(ray_local: str) -> None:
     tasks = [Task(f"s{k}", source) for k in range(3)]
     tasks += [Task(f"d{k}", double, (f"s{k}",)) for k in range(3)]
     tasks += [Task("t", total, ("d0", "d1", "d2")), Task("b", boom)]
-    publish_campaign_name(CAMPAIGN)  # as observe_campaign does for a run
-    report = Dispatcher(DispatchOptions()).run(TaskGraph.build(tasks))
+    monkeypatch.setenv("EOCHAIN_PROMETHEUS_TARGETS", str(tmp_path))
+    with observe_campaign(CAMPAIGN, on_ray=True):  # as `eochain run`: publishes the name
+        report = Dispatcher(DispatchOptions()).run(TaskGraph.build(tasks))
     assert [f.key for f in report.failures] == ["b"], report.failures
     assert report.results["t"] == 6
     ok = Counter({"source": 3, "double": 3, "total": 1})
