@@ -17,10 +17,21 @@ blocks won on all three (coverage 96.7 %, 243 impossible cells against 554
 for the 3-path, 5 x 5 matcher), at the same speed on 2 cores, and keep
 the synthetic NMAD at 0.08 m.
 
-Post-processing, all inside OpenCV's implementation except the last two:
+Post-processing, the first four inside OpenCV's implementation:
 
 * sub-pixel disparities by a parabola through the costs at d-1, d, d+1
-  (returned in 1/16 pixel);
+  (returned in 1/16 pixel); that parabola is biased towards whole pixels
+  ("pixel locking"), so by default (``subpixel="halfshift"``) SGBM runs a
+  second time on the right image shifted half a pixel, where the bias
+  changes sign, and the two estimates are averaged (Shimizu and Okutomi
+  2005). ``"ncc"`` instead refines SGBM's estimate to the peak of the NCC
+  sampled a quarter pixel either side (bicubic shifts). Measured on a
+  textured pair whose true disparity sweeps every fraction
+  (tests/unit/test_stereo_filters.py): RMSE 0.12 px (SGBM), 0.07 px
+  (half-pixel shift), 0.055 px (NCC); on whole scenes against the true DEM
+  both beat SGBM's parabola wherever the true disparities are not near
+  whole pixels, and the half-pixel shift was the more robust of the two
+  on the real Gizeh pair (against CARS);
 * a uniqueness test (best cost ``uniqueness_ratio`` % better than the second);
 * the left-right consistency check (``disp12MaxDiff``): the disparity of the
   right pixel the left pixel lands on, computed from the same cost volume,
@@ -31,10 +42,14 @@ Post-processing, all inside OpenCV's implementation except the last two:
   below ``min_texture_std`` grey levels carry no information and are
   invalidated (SGM would otherwise propagate a plausible but invented
   surface across them);
+* a median check: a disparity more than ``median_max_diff_px`` from the
+  median of its valid 3 x 3 neighbourhood is dropped;
 * a confidence: the normalised cross-correlation of the two
   ``ncc_window_px``² neighbourhoods the final disparity pairs up (1 is a
   perfect match), used as a quality band and to drop matches below
-  ``min_ncc``.
+  ``min_ncc``;
+* optionally (``min_component_px``), connected blobs of fewer pixels left
+  after all of the above are dropped.
 """
 
 from __future__ import annotations

@@ -13,12 +13,19 @@ some cells get no point although their neighbours do. As CARS does with its
 rasterisation radius of one cell, such an empty cell takes the mean of the
 points of its 3 x 3 neighbourhood when at least ``MIN_NEIGHBOURS`` of its
 8 neighbours hold points, and its count is theirs: the count band holds the
-points *supporting* a cell, 0 only for interpolated cells. Larger holes
-stay nodata here.
+points *supporting* a cell, 0 only for interpolated cells; unless the
+neighbours span more than ``max_fill_spread_m`` (a gap beside a roof edge
+is not averaged between roof and ground). Larger holes stay nodata here.
+
+Blunders left by matching are removed on the raster, as a point-cloud
+pipeline removes them from its cloud: :func:`remove_outliers` (statistical:
+far from the median of the neighbourhood) and :func:`remove_small_clusters`
+(small pieces of surface cut off from the rest by height jumps).
 
 Holes of at most ``max_hole_cells`` cells (shadows without texture, small
-occlusions) are then filled by :func:`fill_small_holes`, as CARS fills its
-DSMs (its rasterisation's ``fill_nodata``): each hole cell takes, ring by
+occlusions) whose rim lies on a plane are then filled by
+:func:`fill_small_holes` (CARS fills every hole of its DSMs with its
+rasterisation's ``fill_nodata``): each hole cell takes, ring by
 ring from the hole's rim inwards, the mean of its valid 8-neighbours. Holes
 touching the raster's border are left alone: they may continue beyond it.
 Then :func:`fill_edges` grows the surface by a few rings into cells both
