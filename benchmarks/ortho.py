@@ -391,7 +391,12 @@ def main() -> None:
                          "whole, codecs and/or kernel")
     results = args.results or (RESULTS if args.size == 8000
                                else RESULTS.with_name(f"ortho-{args.size}.json"))
-    res: dict[str, Any] = {"size": args.size}
+    # A run of some parts updates those parts of an earlier run's results.
+    res: dict[str, Any] = (json.loads(results.read_text(encoding="utf-8"))
+                           if results.exists() else {})
+    if res.get("size") != args.size:
+        res = {}
+    res["size"] = args.size
     if "whole" in parts or "codecs" in parts:
         args.scene_root.mkdir(parents=True, exist_ok=True)
         scene = _scene(args.size, args.scene_root)

@@ -199,7 +199,9 @@ class _Level:
         """Append the encoded blocks next in row-major order: size, data, last 4 bytes."""
         while self.next_block in self.encoded:
             data = self.encoded.pop(self.next_block)
-            self.file.write(struct.pack("<I", len(data)) + data + data[-4:])
+            self.file.write(struct.pack("<I", len(data)))
+            self.file.write(data)
+            self.file.write(data[-4:])
             self.offsets.append(self.size + 4)
             self.byte_counts.append(len(data))
             self.size += len(data) + 8
