@@ -20,6 +20,19 @@
    exceeds its budget or misses its deadline silently. The chosen plan is
    then simulated ``simulate_runs`` times on fresh seeds for the report.
 
+Time budget: simulation is most of the work at scale (a run of a million
+tasks takes seconds), so ``plan_campaign`` aims to finish within
+``time_budget_s`` (default :data:`PLAN_BUDGET_S`). After the other stages it
+times the first screening run and, if every requested run would not fit in
+what is left, makes fewer: half of the runs left go to the chosen plan
+(at most ``simulate_runs``), the rest to screening, spread evenly over the
+(candidate, zones) pairs in the order the objective favours (fewer runs
+each before fewer pairs). It always makes at least that first run, and never
+fewer silently: :class:`SimulationEffort` (``simulation`` in ``plan.json``)
+says how many runs were requested and made. With ``time_budget_s=None``, or
+when everything fits, the runs made do not depend on timing and seeded plans
+repeat exactly.
+
 The plan's headline cost and makespan are the simulated ones (mean cost,
 p95 makespan); the LP's own figures are kept beside them under ``lp``. The
 result converts to the ``plan.json`` document the runtime reads.
@@ -41,13 +54,44 @@ from planner.estimate import campaign_dag
 from planner.frontier import Frontier, build_problem, choose_plan, pareto_frontier
 from planner.order import depth_first_order
 from planner.placement import PlacementPlan, PlacementProblem
-from planner.simulator import CampaignSimulator, SimulationSummary
+from planner.simulator import CampaignSimulator, RunResult, SimulationSummary
 
 PLAN_FORMAT = "eochain-plan/1"
 #: Zones a spread fleet uses (one subnet per zone in terraform/).
 SPREAD_ZONES = 3
 #: Default +/- share by which real task times may differ from the calibration.
 RUNTIME_ERROR = 0.3
+#: Seconds ``plan_campaign`` aims to take, simulation included (issue 12: the
+#: command plans a million tasks in under a minute, campaign loading and output included).
+PLAN_BUDGET_S = 40.0
+
+
+@dataclass(frozen=True, slots=True)
+class SimulationEffort:
+    """Simulated runs requested and made (fewer only when the time budget was short)."""
+
+    requested_final_runs: int
+    final_runs: int                 # fresh-seed runs of the chosen plan (0: its screening runs)
+    requested_screening_runs: int   # per (candidate, zones) pair
+    screening_runs: int
+    pairs_available: int            # (candidate, zones) pairs within the limits
+    pairs_screened: int
+    budget_s: float | None
+    first_run_s: float              # measured: what the allocation was based on
+
+    @property
+    def limited(self) -> bool:
+        return (self.final_runs < self.requested_final_runs
+                or self.screening_runs < self.requested_screening_runs
+                or self.pairs_screened < self.pairs_available)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"limited_by_time_budget": self.limited, "budget_s": self.budget_s,
+                "first_run_s": round(self.first_run_s, 3),
+                "final_runs": self.final_runs, "requested_final_runs": self.requested_final_runs,
+                "screening_runs_per_pair": self.screening_runs,
+                "requested_screening_runs_per_pair": self.requested_screening_runs,
+                "pairs_screened": self.pairs_screened, "pairs_available": self.pairs_available}
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +111,7 @@ class CampaignPlan:
     zones: int = 1
     runtime_error: float = 0.0
     screened: tuple[tuple[PlacementPlan, SimulationSummary], ...] = ()
+    effort: SimulationEffort | None = None
 
 
 def candidates(frontier: Frontier, objective: str, deadline_h: float,
@@ -106,8 +151,12 @@ def plan_campaign(
     runtime_error: float = RUNTIME_ERROR,
     max_candidates: int = 12,
     n_points: int = 12,
+    time_budget_s: float | None = PLAN_BUDGET_S,
 ) -> CampaignPlan:
     """Plan ``campaign`` (see the module docstring); ``deadline_h``/``budget_usd`` override it."""
+    if time_budget_s is not None and not time_budget_s > 0:
+        raise CampaignError(f"time_budget_s {time_budget_s!r}, expected a number > 0 or None")
+    start = time.perf_counter()
     validate_against_catalog(campaign, catalog)
     deadline = campaign.deadline_h if deadline_h is None else deadline_h
     budget = campaign.budget_usd if budget_usd is None else budget_usd
@@ -131,6 +180,7 @@ def plan_campaign(
     summary: SimulationSummary | None = None
     zones = 1
     screened: list[tuple[PlacementPlan, SimulationSummary]] = []
+    effort: SimulationEffort | None = None
     pool = candidates(frontier, campaign.objective, deadline, budget,
                       campaign.weight_usd_per_h)[:max_candidates]
     if simulate_runs > 0:
@@ -138,45 +188,84 @@ def plan_campaign(
         sim = CampaignSimulator(graph, order, problem, spot=catalog.spot_model,
                                 overheads=catalog.overheads,
                                 head_usd_per_h={r: catalog.head_usd_per_h(r) for r in regions})
-        chosen, zones, screened = _screen(sim, pool, campaign.objective,
-                                          campaign.weight_usd_per_h, deadline, budget,
-                                          max(2, simulate_runs // 5), seed, target_hit_rate,
-                                          runtime_error)
-        summary = sim.simulate(chosen, simulate_runs, seed=seed, deadline_s=deadline * 3600,
-                               runtime_error=runtime_error, zones=zones)
+        pairs = [(p, z) for p in pool for z in (1, SPREAD_ZONES)
+                 if z == 1 or any(e.offer.market == "spot" for e in p.fleet)]
+        # The first screening run, timed: the allocation below is based on it.
+        t1 = time.perf_counter()
+        first = sim.run(pool[0], seed + 10_000, runtime_error=runtime_error)
+        first_s = time.perf_counter() - t1
+        left_s = (None if time_budget_s is None
+                  else time_budget_s - (time.perf_counter() - start))
+        effort = allocate_runs(simulate_runs, max(2, simulate_runs // 5), len(pairs),
+                               first_s, left_s, time_budget_s)
+        chosen, zones, screened, by_pair = _screen(
+            sim, pairs[:effort.pairs_screened], first, campaign.objective,
+            campaign.weight_usd_per_h, deadline, budget, effort.screening_runs, seed,
+            target_hit_rate, runtime_error)
+        if effort.final_runs > 0:
+            summary = sim.simulate(chosen, effort.final_runs, seed=seed,
+                                   deadline_s=deadline * 3600, runtime_error=runtime_error,
+                                   zones=zones)
+        else:
+            summary = by_pair[(id(chosen), zones)]
     else:
         chosen = pool[0]
     timings["simulate"] = time.perf_counter() - t0
     return CampaignPlan(campaign, deadline, budget, problem, frontier, chosen, summary, timings,
                         graph.number_of_nodes(), graph.number_of_edges(), catalog.date,
-                        calibration.status, zones, runtime_error, tuple(screened))
+                        calibration.status, zones, runtime_error, tuple(screened), effort)
 
 
-def _screen(sim: CampaignSimulator, pool: list[PlacementPlan], objective: str,
-            weight_usd_per_h: float, deadline_h: float, budget_usd: float | None, runs: int,
-            seed: int, target_hit_rate: float, runtime_error: float
-            ) -> tuple[PlacementPlan, int, list[tuple[PlacementPlan, SimulationSummary]]]:
-    """The best (plan, zones) by simulated figures that keeps deadline and budget, or refuse."""
+def allocate_runs(final_runs: int, screening_runs: int, pairs: int, first_run_s: float,
+                  left_s: float | None, budget_s: float | None) -> SimulationEffort:
+    """Runs that fit in ``left_s`` after the first one (see the module docstring)."""
+    wanted = final_runs + screening_runs * pairs - 1
+    if left_s is None or wanted * first_run_s <= left_s:
+        return SimulationEffort(final_runs, final_runs, screening_runs, screening_runs, pairs,
+                                pairs, budget_s, first_run_s)
+    fit = max(0, int(left_s / max(first_run_s, 1e-9)))
+    final = min(final_runs, fit // 2)
+    screen = fit - final + 1            # the first run is one of them
+    per_pair = min(screening_runs, max(1, screen // pairs))
+    n_pairs = min(pairs, max(1, screen // per_pair))
+    return SimulationEffort(final_runs, final, screening_runs, per_pair, pairs, n_pairs,
+                            budget_s, first_run_s)
+
+
+def _screen(sim: CampaignSimulator, pairs: list[tuple[PlacementPlan, int]], first: RunResult,
+            objective: str, weight_usd_per_h: float, deadline_h: float,
+            budget_usd: float | None, runs: int, seed: int, target_hit_rate: float,
+            runtime_error: float
+            ) -> tuple[PlacementPlan, int, list[tuple[PlacementPlan, SimulationSummary]],
+                       dict[tuple[int, int], SimulationSummary]]:
+    """The best (plan, zones) by simulated figures that keeps deadline and budget, or refuse.
+
+    ``first`` is the run of the first pair with the first screening seed, made already.
+    """
     deadline_s = deadline_h * 3600
     screened: list[tuple[PlacementPlan, SimulationSummary]] = []
+    by_pair: dict[tuple[int, int], SimulationSummary] = {}
     best: tuple[float, PlacementPlan, int] | None = None
-    for p in pool:
+    for k, (p, zones) in enumerate(pairs):
         # Idle time only adds to the fluid cost: a plan planned above the best simulated
         # cost so far (with a 2 % allowance for luck) cannot win "cheapest".
         if objective == "cheapest" and best is not None and p.cost_usd > best[0] * 1.02:
             continue
-        for zones in (1, SPREAD_ZONES):
+        if k == 0:
+            rest = tuple(sim.run(p, seed + 10_000 + r, runtime_error=runtime_error, zones=zones)
+                         for r in range(1, runs))
+            s = SimulationSummary((first, *rest), deadline_s)
+        else:
             s = sim.simulate(p, runs, seed=seed + 10_000, deadline_s=deadline_s,
                              runtime_error=runtime_error, zones=zones)
-            if zones == 1:
-                screened.append((p, s))
-            if s.deadline_hit_rate >= target_hit_rate and (
-                    budget_usd is None or s.mean_cost_usd <= budget_usd):
-                score = _simulated_score(objective, weight_usd_per_h, s)
-                if best is None or score < best[0]:
-                    best = (score, p, zones)
-            if not any(e.offer.market == "spot" for e in p.fleet):
-                break  # zones only change spot pools and traffic: one zone is enough
+        by_pair[(id(p), zones)] = s
+        if zones == 1:
+            screened.append((p, s))
+        if s.deadline_hit_rate >= target_hit_rate and (
+                budget_usd is None or s.mean_cost_usd <= budget_usd):
+            score = _simulated_score(objective, weight_usd_per_h, s)
+            if best is None or score < best[0]:
+                best = (score, p, zones)
     if best is None:
         closest = max(screened, key=lambda ps: (ps[1].deadline_hit_rate, -ps[1].mean_cost_usd))
         p, s = closest
@@ -188,7 +277,7 @@ def _screen(sim: CampaignSimulator, pool: list[PlacementPlan], objective: str,
             f"deadline in {100 * s.deadline_hit_rate:.0f} % of runs at a mean cost of "
             f"{s.mean_cost_usd:.2f} USD (p95 makespan {s.p95_makespan_s / 3600:.2f} h); "
             "raise the deadline or the budget")
-    return best[1], best[2], screened
+    return best[1], best[2], screened, by_pair
 
 
 def simulated_frontier(cp: CampaignPlan) -> list[tuple[PlacementPlan, SimulationSummary]]:
@@ -279,6 +368,7 @@ def plan_to_dict(cp: CampaignPlan) -> dict[str, Any]:
         "critical_path_s": round(cp.problem.critical_path_s, 1),
         "startup_s": cp.problem.startup_s,
         "risk": risk,
+        "simulation": cp.effort.as_dict() if cp.effort is not None else None,
         "frontier": frontier,
         "dag": {"tasks": cp.n_tasks, "edges": cp.n_edges, "order": "depth-first"},
         "timings_s": {k: round(v, 3) for k, v in cp.timings_s.items()},

@@ -39,6 +39,7 @@ and returns the cost and makespan distributions.
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 import random
 from collections.abc import Mapping, Sequence
@@ -46,7 +47,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import networkx as nx
+import numpy as np
 
+from planner.dag import TaskCost
 from planner.errors import PlannerError
 from planner.overheads import DagTraffic, Overheads, overhead_cost
 from planner.placement import FleetEntry, PlacementPlan, PlacementProblem
@@ -162,6 +165,27 @@ class CampaignSimulator:
         self.pred = [[index[s] for s in graph._pred[k]] for k in order]
         self.threads = [c.threads for c in self.cost]
         self.mem = [c.peak_mem_gib for c in self.cost]
+        # Tasks share TaskCost objects (one per operation and tile size): runtimes per
+        # family are computed per distinct cost, then spread with an index array.
+        distinct: dict[int, int] = {}
+        self._distinct_costs: list[TaskCost] = []
+        cost_index = np.empty(self.n, dtype=np.int64)
+        for t, c in enumerate(self.cost):
+            k = distinct.get(id(c))
+            if k is None:
+                k = distinct[id(c)] = len(self._distinct_costs)
+                self._distinct_costs.append(c)
+            cost_index[t] = k
+        self._cost_index = cost_index
+        self._runtime_s: dict[str, np.ndarray] = {}
+
+    def _family_runtime_s(self, family: str) -> np.ndarray:
+        """Each task's wall time on ``family`` (cached: a simulator runs many plans)."""
+        out = self._runtime_s.get(family)
+        if out is None:
+            per_cost = np.array([c.runtime_s(family) for c in self._distinct_costs], dtype=float)
+            out = self._runtime_s[family] = per_cost[self._cost_index]
+        return out
 
     def run(self, plan: PlacementPlan, seed: int, *, runtime_sigma: float = 0.1,
             runtime_error: float = 0.0, zones: int = 1,
@@ -181,6 +205,23 @@ class CampaignSimulator:
                   for f in range(len(fleet))]
         planned = [[fleet[f].tasks.get(prob.stages[i].name, 0) for i in range(n_stages)]
                    for f in range(len(fleet))]
+        serve_mask = [sum(1 << s for s in sv) for sv in serves]
+        # First attempts: log-normal factors drawn in one go (numpy, seeded by the run's
+        # seed); a redone task draws a fresh factor from ``rng``.
+        factors = (np.random.default_rng(seed).lognormal(0.0, runtime_sigma, self.n) * speed
+                   if runtime_sigma > 0 else np.full(self.n, speed))
+        first_s = {fam: (self._family_runtime_s(fam) * factors).tolist()
+                   for fam in {e.offer.instance.family for e in fleet}}
+        base_s = {fam: self._family_runtime_s(fam).tolist() for fam in first_s}
+        entry_first_s = [first_s[e.offer.instance.family] for e in fleet]
+        entry_base_s = [base_s[e.offer.instance.family] for e in fleet]
+        tried = [False] * self.n
+        threads = self.threads
+        mem = self.mem
+        pred = self.pred
+        succ = self.succ
+        stage_of = self.stage
+        heappush, heappop = heapq.heappush, heapq.heappop
         missing = list(self.n_deps)
         done = [False] * self.n
         started = [False] * self.n
@@ -214,7 +255,8 @@ class CampaignSimulator:
         inst_ready: list[bool] = []
         inst_lost: list[bool] = []  # reclaimed: its object store went with it
         events: list[tuple[float, int, int, int, int]] = []
-        seq = 0
+        counter = itertools.count()
+        hungry: set[int] = set()  # ready instances with free vCPUs after their last dispatch
         compute = 0.0
         node_s = 0.0
         interruptions = redone = 0
@@ -222,9 +264,7 @@ class CampaignSimulator:
         finish = 0.0
 
         def push(when: float, kind: int, i: int, task: int) -> None:
-            nonlocal seq
-            heapq.heappush(events, (when, seq, kind, i, task))
-            seq += 1
+            heappush(events, (when, next(counter), kind, i, task))
 
         def arm(p: int, now: float) -> None:
             lam = fleet[p // zones].offer.interruptions_per_h
@@ -253,6 +293,7 @@ class CampaignSimulator:
         def release(i: int, now: float) -> None:
             nonlocal compute, node_s
             inst_alive[i] = False
+            hungry.discard(i)
             node_s += now - inst_launch[i]
             compute += (now - inst_launch[i]) / 3600.0 * fleet[inst_entry[i]].offer.price_usd_per_h
 
@@ -261,43 +302,56 @@ class CampaignSimulator:
                 queued[t] = True
                 heapq.heappush(ready[self.stage[t]], t)
 
-        def top(s: int) -> int:
-            q = ready[s]
-            while q and missing[q[0]] > 0:   # an input was lost after it was queued
-                queued[heapq.heappop(q)] = False
-            return q[0] if q else -1
-
         def dispatch(i: int, now: float) -> None:
             f = inst_entry[i]
-            family = fleet[f].offer.instance.family
+            sv = serves[f]
+            pl = planned[f]
+            first = entry_first_s[f]
+            running = inst_running[i]
+            free_cpu = inst_free_cpu[i]
+            free_mem = inst_free_mem[i]
             while True:
                 best = -1
                 best_stage = -1
                 for pass_planned in (True, False):
-                    for s in serves[f]:
-                        if pass_planned and planned[f][s] <= 0:
+                    for s in sv:
+                        if pass_planned and pl[s] <= 0:
                             continue
-                        t = top(s)
-                        if t >= 0 and self.threads[t] <= inst_free_cpu[i] and \
-                                self.mem[t] <= inst_free_mem[i] and (best < 0 or t < best):
-                            best, best_stage = t, s
+                        q = ready[s]
+                        while q and missing[q[0]] > 0:  # an input was lost after it was queued
+                            queued[heappop(q)] = False
+                        if q:
+                            t = q[0]
+                            if threads[t] <= free_cpu and mem[t] <= free_mem and (
+                                    best < 0 or t < best):
+                                best, best_stage = t, s
                     if best >= 0:
                         break
                 if best < 0:
-                    return
-                heapq.heappop(ready[best_stage])
+                    break
+                heappop(ready[best_stage])
                 queued[best] = False
                 started[best] = True
-                for p in self.pred[best]:
+                for p in pred[best]:
                     consumers_left[p] -= 1
-                planned[f][best_stage] -= 1
+                pl[best_stage] -= 1
                 unstarted[best_stage] -= 1
-                inst_free_cpu[i] -= self.threads[best]
-                inst_free_mem[i] -= self.mem[best]
-                dur = (self.cost[best].runtime_s(family) * speed
-                       * rng.lognormvariate(0.0, runtime_sigma))
-                inst_running[i][best] = seq
-                push(now + dur, _DONE, i, best)
+                free_cpu -= threads[best]
+                free_mem -= mem[best]
+                if tried[best]:
+                    dur = entry_base_s[f][best] * speed * rng.lognormvariate(0.0, runtime_sigma)
+                else:
+                    tried[best] = True
+                    dur = first[best]
+                k = next(counter)
+                running[best] = k
+                heappush(events, (now + dur, k, _DONE, i, best))
+            inst_free_cpu[i] = free_cpu
+            inst_free_mem[i] = free_mem
+            if free_cpu > 0:
+                hungry.add(i)
+            else:
+                hungry.discard(i)
 
         def maybe_release(i: int, now: float) -> None:
             if inst_alive[i] and inst_ready[i] and not inst_running[i] and all(
@@ -405,21 +459,21 @@ class CampaignSimulator:
                     inst_outputs[i].append(task)
                 done_count += 1
                 finish = now
-                newly = []
-                for s in self.succ[task]:
+                newly = 0
+                for s in succ[task]:
                     if started[s]:
                         continue
                     missing[s] -= 1
                     if missing[s] == 0:
-                        enqueue(s)
-                        newly.append(self.stage[s])
+                        if not queued[s]:
+                            queued[s] = True
+                            heappush(ready[stage_of[s]], s)
+                        newly |= 1 << stage_of[s]
                 dispatch(i, now)
-                if newly:
-                    # Wake idle instances of other offers that serve the new tasks' stages.
-                    for j in range(len(inst_entry)):
-                        if j != i and inst_alive[j] and inst_ready[j] and \
-                                inst_free_cpu[j] > 0 and any(
-                                    s in serves[inst_entry[j]] for s in newly):
+                if newly and hungry:
+                    # Wake idle instances (of any offer) that serve the new tasks' stages.
+                    for j in sorted(hungry):
+                        if j != i and serve_mask[inst_entry[j]] & newly:
                             dispatch(j, now)
                 maybe_release(i, now)
         if done_count < self.n:
