@@ -9,8 +9,9 @@ no dashboard), warmed up; then, in one process and on the same instance,
 
 * bare Ray tasks: N ``noop.remote()`` submitted at once, ``ray.get`` on all
   (Ray's own pipelining, no ordering, no bounds, no recovery);
-* bare actor calls: C actors, N/C ``actor.noop.remote()`` calls each
-  submitted at once (the ceiling of one driver feeding actors);
+* bare actor calls: C actors (reserving no CPU, so they stay up beside the
+  others), N/C ``actor.noop.remote()`` calls each submitted at once (the
+  ceiling of one driver feeding actors);
 * eochain: the same N no-op tiles as a campaign (N/100 scenes of 100
   independent tiles, each scene ending in nothing) through
   :class:`scheduler.runtime.dispatch.Dispatcher`: priority order, the
@@ -116,7 +117,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     try:
         graph = campaign(args.tiles)
         eochain(campaign(200), args.tasks_per_actor)  # warm-up: actor start-up, imports
-        actors = [ray.remote(num_cpus=1)(_Noop).remote() for _ in range(args.cpus)]
+        # no CPU reserved: they sit idle beside the bare tasks' workers and the dispatcher's
+        actors = [ray.remote(num_cpus=0)(_Noop).remote() for _ in range(args.cpus)]
         ray.get([a.noop.remote() for a in actors])
         for _ in range(args.repeat):
             bare.append(bare_ray(args.tiles))

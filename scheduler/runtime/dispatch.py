@@ -126,6 +126,8 @@ class DispatchOptions:
     max_batch: int = 64
     #: Seconds of expected work one actor call carries at most, at the mean task runtime.
     batch_target_s: float = 0.02
+    #: Calls queued per actor while tasks are small enough to batch (see :func:`queue_depth`).
+    small_task_calls: int = 8
 
     def __post_init__(self) -> None:
         if self.tasks_per_actor < 1:
@@ -140,6 +142,8 @@ class DispatchOptions:
             raise GraphError(f"max_batch = {self.max_batch}, expected >= 1")
         if not self.batch_target_s >= 0:
             raise GraphError(f"batch_target_s = {self.batch_target_s}, expected >= 0")
+        if self.small_task_calls < 1:
+            raise GraphError(f"small_task_calls = {self.small_task_calls}, expected >= 1")
 
 
 def batch_size(mean_runtime_s: float | None, options: DispatchOptions) -> int:
@@ -154,6 +158,19 @@ def batch_size(mean_runtime_s: float | None, options: DispatchOptions) -> int:
         return 1
     fit = options.batch_target_s / max(mean_runtime_s, 1e-9)
     return max(1, min(options.max_batch, int(fit)))
+
+
+def queue_depth(batch: int, options: DispatchOptions) -> int:
+    """Calls queued per actor (pure): ``tasks_per_actor``, deeper while tasks are batched.
+
+    A batch of small tasks takes less time than the round trip of its status
+    to the driver and of the next call back, so with two calls queued an
+    actor would idle between them; ``small_task_calls`` keeps it fed. The
+    bytes-in-flight bound and the priority order hold either way.
+    """
+    if batch <= 1:
+        return options.tasks_per_actor
+    return max(options.tasks_per_actor, options.small_task_calls)
 
 
 def _joins(task: Task, resources: tuple[str, ...], node_id: str,
@@ -372,8 +389,8 @@ class ActorPool:
                 pass  # already gone with its node
         self._quarantine[slot.node_id] = time.monotonic() + QUARANTINE_S
 
-    def free(self) -> list[_Slot]:
-        return [s for s in self.slots if s.running < self.options.tasks_per_actor
+    def free(self, calls_per_actor: int) -> list[_Slot]:
+        return [s for s in self.slots if s.running < calls_per_actor
                 and s.node_id not in self.draining]
 
     def usable(self) -> list[_Slot]:
@@ -619,9 +636,10 @@ class Dispatcher:
 
         try:
             while not state.finished:
-                free = pool.free()
                 mean_s = runtime_sum_s / runtime_n if runtime_n else None
                 size = batch_size(mean_s, opts)
+                depth = queue_depth(size, opts)
+                free = pool.free(depth)
                 while free:
                     key = state.take()
                     if key is None:
@@ -641,7 +659,7 @@ class Dispatcher:
                             state.start(nxt)
                             keys.append(nxt)
                     submit(slot, keys)
-                    if slot.running >= opts.tasks_per_actor:
+                    if slot.running >= depth:
                         free.remove(slot)
                 if not inflight:
                     if state.finished:

@@ -266,3 +266,12 @@ def test_a_batch_runs_in_order_keeps_consumed_values_apart_and_isolates_failures
     assert statuses[0][1] is None and statuses[2][1] == 30  # a sink's value rides inline
     assert statuses[1][0].error == "ValueError: tile 3 is corrupt"
     assert all(s.cpu_s >= 0.0 and s.started_at_s > 0.0 for s, _ in statuses)
+
+
+def test_actors_queue_more_calls_only_while_tasks_are_batched() -> None:
+    from scheduler.runtime.dispatch import queue_depth
+
+    opts = DispatchOptions(tasks_per_actor=2, small_task_calls=8)
+    assert queue_depth(1, opts) == 2
+    assert queue_depth(64, opts) == 8
+    assert queue_depth(64, DispatchOptions(tasks_per_actor=16, small_task_calls=8)) == 16
