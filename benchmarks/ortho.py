@@ -181,7 +181,8 @@ def _srtm_like_dem(scene: SyntheticScene, root: Path) -> Path:
 
     Heights stay ellipsoidal (no geoid involved), so both tools use it as is.
     """
-    dest = root / f"srtm_like_{scene.spec.width}.tif"
+    # Not named srtm*: ops.vertical reads such names as EGM96 heights; these are ellipsoidal.
+    dest = root / f"arcsec_crop_{scene.spec.width}.tif"
     if dest.exists():
         return dest
     with rasterio.open(scene.dem_path) as src:
@@ -397,24 +398,30 @@ def main() -> None:
     if res.get("size") != args.size:
         res = {}
     res["size"] = args.size
+
+    def save() -> None:  # after each part: a later part's failure keeps the earlier ones
+        results.parent.mkdir(parents=True, exist_ok=True)
+        results.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
+
     if "whole" in parts or "codecs" in parts:
         args.scene_root.mkdir(parents=True, exist_ok=True)
         scene = _scene(args.size, args.scene_root)
         if "whole" in parts:
             res["whole_command"] = whole_command(scene, args.scene_root, args.runs)
             print_whole(res["whole_command"])
+            save()
         if "codecs" in parts:
             cog = args.scene_root / "whole_eochain.tif"
             if not cog.exists():
                 raise SystemExit(f"{cog} missing: run --parts whole first")
             res["codecs"] = codecs(cog)
             print_codecs(res["codecs"])
+            save()
     if "kernel" in parts:
         res["kernel"] = run(args.size, args.tile, args.scene_root)
         print("KERNEL (map + resample into memory, no write; GDAL's warper in-process):")
         _print(res["kernel"])
-    results.parent.mkdir(parents=True, exist_ok=True)
-    results.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
+        save()
     print(f"wrote {results}")
 
 
