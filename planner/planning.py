@@ -40,6 +40,7 @@ result converts to the ``plan.json`` document the runtime reads.
 
 from __future__ import annotations
 
+import gc
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -162,6 +163,25 @@ def plan_campaign(
     budget = campaign.budget_usd if budget_usd is None else budget_usd
     if not deadline > 0:
         raise CampaignError(f"deadline {deadline!r} h, expected a number > 0")
+    # A million-task DAG is millions of long-lived, acyclic objects: the cyclic garbage
+    # collector is paused while they are built, and they are frozen out of its later
+    # passes during simulation (each pass would otherwise walk them all again).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _plan(campaign, catalog, calibration, deadline, budget, simulate_runs, seed,
+                     target_hit_rate, runtime_error, max_candidates, n_points, time_budget_s,
+                     start, collecting)
+    finally:
+        gc.unfreeze()
+        if collecting:
+            gc.enable()
+
+
+def _plan(campaign: Campaign, catalog: PriceCatalog, calibration: Calibration,
+          deadline: float, budget: float | None, simulate_runs: int, seed: int,
+          target_hit_rate: float, runtime_error: float, max_candidates: int, n_points: int,
+          time_budget_s: float | None, start: float, collecting: bool) -> CampaignPlan:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     graph: nx.DiGraph = campaign_dag(campaign, calibration, catalog.families)
@@ -188,6 +208,9 @@ def plan_campaign(
         sim = CampaignSimulator(graph, order, problem, spot=catalog.spot_model,
                                 overheads=catalog.overheads,
                                 head_usd_per_h={r: catalog.head_usd_per_h(r) for r in regions})
+        gc.freeze()
+        if collecting:
+            gc.enable()  # simulation runs make short-lived cycles (their closures)
         pairs = [(p, z) for p in pool for z in (1, SPREAD_ZONES)
                  if z == 1 or any(e.offer.market == "spot" for e in p.fleet)]
         # The first screening run, timed: the allocation below is based on it.

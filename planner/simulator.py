@@ -169,14 +169,14 @@ class CampaignSimulator:
         # family are computed per distinct cost, then spread with an index array.
         distinct: dict[int, int] = {}
         self._distinct_costs: list[TaskCost] = []
-        cost_index = np.empty(self.n, dtype=np.int64)
-        for t, c in enumerate(self.cost):
+        cost_index: list[int] = []
+        for c in self.cost:
             k = distinct.get(id(c))
             if k is None:
                 k = distinct[id(c)] = len(self._distinct_costs)
                 self._distinct_costs.append(c)
-            cost_index[t] = k
-        self._cost_index = cost_index
+            cost_index.append(k)
+        self._cost_index = np.array(cost_index, dtype=np.int64)
         self._runtime_s: dict[str, np.ndarray] = {}
 
     def _family_runtime_s(self, family: str) -> np.ndarray:
