@@ -51,6 +51,7 @@ from scheduler.runtime.fleet import fleet_bundles
 from scheduler.runtime.flow import Driver, Flow, SceneInput
 from scheduler.runtime.progress import run_with_progress, summary
 from scheduler.runtime.store import open_store
+from scheduler.runtime.survey import SURVEY_TIMEOUT_S
 from scheduler.scene_survey import load_surveyed_campaign
 
 __all__ = ["fleet_price_usd_per_h", "metrics_plan", "plan_resources", "run", "summary"]
@@ -157,12 +158,16 @@ def campaign_flow(campaign_path: Path, driver: Driver, *, dem: str, geoid: str |
               show_default=True, help="Bound on intermediate bytes in flight.")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=0, show_default=True,
               help="Port of the Prometheus exporter on 127.0.0.1 (0: a free port).")
+@click.option("--survey-timeout", "survey_timeout_s", type=click.FloatRange(1, 86400),
+              default=SURVEY_TIMEOUT_S, show_default=True,
+              help="Seconds one scene's survey (header, RPC, DEM reads) may take before it is "
+                   "reported as failed and the others go on.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @allow_large_option
 def run(
     campaign_path: Path, plan_path: Path | None, dem: str, geoid: str | None, dest: str | None,
     address: str | None, workers: int | None, tile_px: int | None, max_inflight_mib: int,
-    metrics_port: int, quiet: bool, allow_large: bool,
+    metrics_port: int, survey_timeout_s: float, quiet: bool, allow_large: bool,
 ) -> None:
     """Run CAMPAIGN's DSM and ortho products tile by tile on Ray, resumably."""
     use_loopback()
@@ -189,7 +194,8 @@ def run(
         fleet_plan = plan_doc
     options = DispatchOptions(max_bytes_in_flight=max_inflight_mib * 2**20)
     driver = Driver(address=address, num_cpus=workers, options=options, plan=fleet_plan,
-                    say=lambda message: click.echo(message, err=True))
+                    say=lambda message: click.echo(message, err=True),
+                    survey_timeout_s=survey_timeout_s)
     try:
         flow = campaign_flow(campaign_path, driver, dem=dem, geoid=geoid, tile_px=tile_px,
                              dest=dest, resources=resources, allow_large=allow_large)

@@ -25,7 +25,7 @@ from scheduler.runtime.state import Failure
 #: Threads surveying scenes at once on the driver (header, RPC and DEM reads: I/O bound).
 SURVEY_THREADS = 8
 #: Seconds one scene's (or pair's) survey may take before it is reported as timed out.
-SURVEY_TIMEOUT_S = 120.0
+SURVEY_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,3 +105,40 @@ def test_a_ray_address_that_does_not_answer_fails_fast(black_hole: int) -> None:
         driver = Driver(address=address)
         with pytest.raises(FlowError, match="no answer within"):
             driver.connect()
+
+
+def test_eochain_run_reports_a_black_holed_scene_and_writes_the_others(black_hole: int,
+                                                                      tmp_path: Path) -> None:
+    """The same, as a user runs it: ``eochain run --survey-timeout 10`` with a local Ray
+    (bounded at 120 s, Ray's start included)."""
+    import yaml
+
+    from ops.synthetic import SceneSpec, generate_scene
+
+    scene = generate_scene(SceneSpec(width=200, height=200, seed=4), tmp_path / "scene")
+    lon0, lat0, lon1, lat1 = scene.footprint_lonlat
+    scenes = [{"id": i, "uri": u, "footprint": [lon0, lat0, lon1, lat1], "rows": 200,
+               "cols": 200} for i, u in (("good0", "scene/view_0.tif"),
+                                         ("good1", "scene/view_1.tif"),
+                                         ("stuck", "s3://far-away/scene.tif"))]
+    campaign = tmp_path / "campaign.yaml"
+    campaign.write_text(yaml.safe_dump({
+        "name": "hole", "inputs": {"scenes": scenes}, "products": {"ortho": {"gsd_m": 0.5}},
+        "tiling": {"tile_px": 128, "margin_px": 0},
+        "data": {"region": "eu-west-3", "bucket": "unused"}, "deadline_h": 1,
+        "compute": {"regions": ["eu-west-3"], "families": ["c7g"], "markets": ["spot"]}}))
+    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", AWS_ACCESS_KEY_ID="testing",
+               AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
+               AWS_S3_ENDPOINT=f"127.0.0.1:{black_hole}", AWS_HTTPS="NO",
+               AWS_VIRTUAL_HOSTING="FALSE", AWS_ENDPOINT_URL=f"http://127.0.0.1:{black_hole}")
+    env.pop("AWS_PROFILE", None)
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-c", "from scheduler.cmd_run import run; run()", str(campaign),
+         "--dem", str(scene.out_dir / "dem.tif"), "--out", str(out), "--workers", "1",
+         "--survey-timeout", "10", "-q"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=2 * RUN_LIMIT_S, check=False)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "2 written, 0 already done, 1 failed, of 3" in done.stdout
+    assert "FAILED stuck: /vsis3/far-away/scene.tif: survey timed out after 10 s" in done.stdout
+    assert (out / "ortho/good0.tif").is_file() and (out / "ortho/good1.tif").is_file()
