@@ -56,3 +56,56 @@ def test_a_deadline_the_simulation_misses_is_refused() -> None:
     with pytest.raises(InfeasiblePlanError, match="no plan keeps a deadline"):
         plan_campaign(campaign, catalog, calibration, deadline_h=floor_h * 1.02,
                       simulate_runs=5)
+
+
+def test_allocation_keeps_every_run_when_they_fit_and_states_fewer_when_not() -> None:
+    from planner.planning import allocate_runs
+
+    full = allocate_runs(20, 4, 24, first_run_s=0.01, left_s=30.0, budget_s=40.0)
+    assert not full.limited and (full.final_runs, full.screening_runs) == (20, 4)
+    assert full.pairs_screened == 24
+    unbounded = allocate_runs(20, 4, 24, first_run_s=100.0, left_s=None, budget_s=None)
+    assert not unbounded.limited and unbounded.final_runs == 20
+    # 10 s left at 1 s a run: 10 more runs, half to the chosen plan, the rest to screening
+    short = allocate_runs(20, 4, 24, first_run_s=1.0, left_s=10.0, budget_s=40.0)
+    assert short.limited and short.final_runs == 5
+    made = short.final_runs + short.screening_runs * short.pairs_screened - 1
+    assert made <= 10
+    assert short.as_dict()["limited_by_time_budget"] is True
+    # nothing left: only the run already made
+    none_left = allocate_runs(20, 4, 24, first_run_s=5.0, left_s=-3.0, budget_s=40.0)
+    assert (none_left.final_runs, none_left.screening_runs, none_left.pairs_screened) == (0, 1, 1)
+
+
+def test_a_short_time_budget_makes_fewer_runs_and_says_so() -> None:
+    catalog, calibration = load_catalog(), load_calibration()
+    campaign = parse_campaign(DOC)
+    roomy = plan_campaign(campaign, catalog, calibration, simulate_runs=10, time_budget_s=None)
+    assert roomy.effort is not None and not roomy.effort.limited
+    assert roomy.simulation is not None and len(roomy.simulation.runs) == 10
+    tight = plan_campaign(campaign, catalog, calibration, simulate_runs=10, time_budget_s=1e-3)
+    doc = plan_to_dict(tight)
+    assert tight.effort is not None and tight.effort.limited
+    assert doc["simulation"]["limited_by_time_budget"] is True
+    assert doc["simulation"]["pairs_screened"] == 1 and doc["simulation"]["final_runs"] == 0
+    # the headline then rests on the one screening run made, and plan.json counts it
+    assert doc["risk"]["runs"] == 1 and doc["figures"] == "simulated"
+
+
+def test_the_timed_first_run_is_the_first_screening_run() -> None:
+    """Screening is seeded the same whether or not its first run was timed apart."""
+    catalog, calibration = load_catalog(), load_calibration()
+    cp = plan_campaign(parse_campaign(DOC), catalog, calibration, simulate_runs=10,
+                       time_budget_s=None)
+    from planner.estimate import campaign_dag
+    from planner.order import depth_first_order
+
+    graph = campaign_dag(cp.campaign, calibration, catalog.families)
+    regions = sorted({o.region for o in cp.problem.offers})
+    sim = CampaignSimulator(graph, depth_first_order(graph), cp.problem,
+                            spot=catalog.spot_model, overheads=catalog.overheads,
+                            head_usd_per_h={r: catalog.head_usd_per_h(r) for r in regions})
+    plan, screened = cp.screened[0]
+    again = sim.simulate(plan, len(screened.runs), seed=10_000, deadline_s=cp.deadline_h * 3600,
+                         runtime_error=cp.runtime_error)
+    assert again.runs == screened.runs
