@@ -37,3 +37,8 @@ class SizeLimitError(PlannerError, ValueError):
 
 class SolverError(PlannerError, RuntimeError):
     """The LP solver failed or returned a status other than optimal or infeasible."""
+
+
+class PlanError(PlannerError, ValueError):
+    """A plan document (``plan.json``) is malformed: not an object, a key missing or bad, or
+    another format version; the message names the file and the key."""

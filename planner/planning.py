@@ -55,9 +55,9 @@ from planner.estimate import campaign_dag
 from planner.frontier import Frontier, build_problem, choose_plan, pareto_frontier
 from planner.order import depth_first_order
 from planner.placement import PlacementPlan, PlacementProblem
+from planner.plan_document import PLAN_FORMAT, plan_document_from_dict
 from planner.simulator import CampaignSimulator, RunResult, SimulationSummary
 
-PLAN_FORMAT = "eochain-plan/1"
 #: Zones a spread fleet uses (one subnet per zone in terraform/).
 SPREAD_ZONES = 3
 #: Default +/- share by which real task times may differ from the calibration.
@@ -366,7 +366,7 @@ def plan_to_dict(cp: CampaignPlan) -> dict[str, Any]:
         makespan = p.makespan_h * 3600
         breakdown = lp_breakdown
         frontier = [_plan_summary(q, None) for q in cp.frontier.points]
-    return {
+    return plan_document_from_dict({
         "format": PLAN_FORMAT,
         "campaign": cp.campaign.name,
         "source": cp.campaign.source,
@@ -397,4 +397,4 @@ def plan_to_dict(cp: CampaignPlan) -> dict[str, Any]:
         "timings_s": {k: round(v, 3) for k, v in cp.timings_s.items()},
         "catalog_date": cp.catalog_date,
         "calibration": cp.calibration_status,
-    }
+    }).to_dict()
