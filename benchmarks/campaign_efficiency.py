@@ -27,6 +27,12 @@ Figures::
     occupancy      = task wall-s / (C x command wall)     (cores given a task at all)
     cpu_per_busy   = task CPU-s / task wall-s             (< 1: the machine's other
                                                            processes took the core)
+    ours           = CPU-s of this process and its descendants (driver, Ray's
+                     daemons and workers) during the command, from /proc
+    others         = the machine's busy CPU-s (/proc/stat) - ours: other users'
+                     processes on a shared machine
+    share_left     = task CPU-s / (C x command wall - others)  (the CPU the
+                     machine left the run; what the run itself controls)
     start-up       = ray.init seconds; command start -> first task start
                      (campaign file, survey, plan, actor start-up)
 """
@@ -40,6 +46,7 @@ import os
 import platform
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -51,6 +58,77 @@ from scheduler.runtime.dispatch import RunReport
 
 RESULTS = Path(__file__).resolve().parent / "results" / "campaign_efficiency.json"
 GOAL = 0.9
+
+
+def machine_busy_cpu_s() -> float:
+    """CPU seconds all cores spent busy since boot (``/proc/stat``: all but idle and iowait)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    ticks = [int(v) for v in fields]
+    busy = sum(ticks[:8]) - ticks[3] - ticks[4]  # user nice system idle iowait irq softirq steal
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu(root_pid: int) -> dict[int, float]:
+    """CPU seconds per process of ``root_pid`` and its live descendants (user + system)."""
+    parent: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        rest = stat[stat.rindex(")") + 2:].split()
+        parent[int(entry.name)] = int(rest[1])
+        cpu[int(entry.name)] = (int(rest[11]) + int(rest[12])) / tick
+    mine: dict[int, float] = {}
+    for pid, seconds in cpu.items():
+        p = pid
+        while p > 1 and p != root_pid:
+            p = parent.get(p, 0)
+        if p == root_pid:
+            mine[pid] = seconds
+    return mine
+
+
+class TreeCpu:
+    """CPU seconds this process tree used between :meth:`start` and :meth:`stop`.
+
+    Sampled every ``interval_s`` in a thread, keeping each process's last
+    reading, so processes that end meanwhile (the run's actors) still count
+    (up to one interval of theirs is missed).
+    """
+
+    def __init__(self, interval_s: float = 0.2) -> None:
+        self.interval_s = interval_s
+        self._first: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self._baseline_taken = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _sample(self) -> None:
+        for pid, seconds in tree_cpu(os.getpid()).items():
+            # a process already there counts from now, a new one from its start
+            self._first.setdefault(pid, 0.0 if self._baseline_taken else seconds)
+            self._last[pid] = seconds
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._sample()
+
+    def start(self) -> None:
+        self._sample()
+        self._baseline_taken = True
+        self._thread.start()
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        return sum(self._last[p] - self._first.get(p, 0.0) for p in self._last)
 
 
 class _ReportCatcher(logging.Handler):
@@ -120,6 +198,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ray_start_s = time.perf_counter() - t0
         try:
             started_at = time.time()
+            ours, machine0 = TreeCpu(), machine_busy_cpu_s()
+            ours.start()
             t1 = time.perf_counter()
             try:
                 run.main([str(campaign), "--dem", str(dem), "--out", str(root / "out"), "-q"],
@@ -128,6 +208,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 if exc.code:
                     raise SystemExit(f"eochain run failed (exit {exc.code})") from exc
             command_s = time.perf_counter() - t1
+            ours_s = ours.stop()
+            others_s = max(0.0, machine_busy_cpu_s() - machine0 - ours_s)
         finally:
             ray.shutdown()
     finally:
@@ -154,6 +236,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "occupancy": round(report.busy_s / (cores * command_s), 3),
         "cpu_per_busy": round(report.cpu_s / max(report.busy_s, 1e-9), 3),
         "load_average_1min": round(os.getloadavg()[0], 2),
+        "ours_cpu_s": round(ours_s, 2), "others_cpu_s": round(others_s, 2),
+        "share_left": round(report.cpu_s / max(1e-9, cores * command_s - others_s), 3),
         "command": "python -m benchmarks.campaign_efficiency " + " ".join(argv or []),
     }
     print(f"machine: {doc['machine']}; Ray {ray.__version__}; {doc['scenes']} scenes of "
@@ -168,6 +252,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"occupancy = task wall-s / (cores x command wall) = {doc['occupancy']:.2f}; "
           f"CPU-s per task wall-s = {doc['cpu_per_busy']:.2f}; load average "
           f"{doc['load_average_1min']:.1f} (other processes on this machine)")
+    print(f"CPU-s during the command: tasks {report.cpu_s:.2f}, driver + Ray daemons "
+          f"{ours_s - report.cpu_s:.2f}, other users' processes {others_s:.2f}; share of the "
+          f"CPU left to the run = {doc['share_left']:.2f}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(doc, indent=2) + "\n")
     return doc

@@ -6,7 +6,10 @@ one spot ``c7g.xlarge``; a driver subprocess runs a tiny ortho campaign
 through ``Driver(plan=..., fleet_cpus_per_node=1)``. The tasks can only run
 on a node the autoscaler launches for the runtime's request, so the run
 finishing shows the node came up; after the run the request is withdrawn and
-the idle node must leave (polled with a deadline).
+the idle node must leave (polled with a deadline). The run reports to
+campaign metrics as ``eochain run`` does (the dispatcher, and a
+:class:`~scheduler.metrics_hooks.RayFleetWatcher` kept until the node has
+left): the run's own scale-down of a spot node is not an interruption.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ import json, sys, time
 from pathlib import Path
 import ray
 from ops.synthetic import SceneSpec, generate_scene
+from scheduler.metrics import CampaignMetrics
+from scheduler.metrics_hooks import RayFleetWatcher
 from scheduler.runtime.dispatch import DispatchOptions
 from scheduler.runtime.flow import Driver, SceneInput
 
@@ -53,8 +58,11 @@ def alive_pools():
 def watch(p):
     pools.update(alive_pools())
 
+metrics = CampaignMetrics("autoscaling")
 driver = Driver(address=address, plan=plan, fleet_cpus_per_node=1, say=said.append,
-                options=DispatchOptions(no_worker_timeout_s=90.0))
+                options=DispatchOptions(no_worker_timeout_s=90.0), metrics=metrics)
+driver.connect()
+watcher = RayFleetWatcher(metrics, {}, interval_s=0.5).start()
 report = (driver.get_flow([SceneInput("a", str(scene.out_dir / "view_0.tif"))])
           .ortho(dem=str(scene.out_dir / "dem.tif"), tile_px=64)
           .write(out / "products").run(watch))
@@ -66,6 +74,13 @@ while alive_pools():
         sys.exit(f"idle nodes were not released: {alive_pools()}")
     time.sleep(0.5)
 print("DOWN", len([n for n in ray.nodes() if n["Alive"]]), flush=True)
+watcher.poll()
+watcher.stop()
+spot = {"campaign": "autoscaling", "instance_type": "c7g.xlarge"}
+print("METRICS", json.dumps({
+    "spot_nodes": metrics.registry.get_sample_value("eochain_nodes", {**spot, "market": "spot"}),
+    "interruptions": metrics.registry.get_sample_value("eochain_spot_interruptions_total",
+                                                       spot)}), flush=True)
 """
 
 
@@ -93,12 +108,15 @@ def test_a_run_with_a_plan_brings_up_its_type_and_lets_it_go() -> None:
                                 text=True, timeout=240, check=False)
         assert driver.returncode == 0, driver.stdout + driver.stderr[-3000:]
         lines = {line.split(" ", 1)[0]: line.split(" ", 1)[1] for line in
-                 driver.stdout.splitlines() if line.startswith(("RUN ", "DOWN "))}
+                 driver.stdout.splitlines() if line.startswith(("RUN ", "DOWN ", "METRICS "))}
         run = json.loads(lines["RUN"])
         assert run["ok"] and run["written"] == 1, run
         assert run["pools"] == ["c7g.xlarge:spot"], run  # the plan's type, and only it
         assert run["said"] == [], run  # no interruption, no fallback
         assert lines["DOWN"] == "1"  # only the head is left
+        # the watcher saw the spot node come and go; its leaving, idle after the run
+        # withdrew its request, is the run's own scale-down, not an interruption
+        assert json.loads(lines["METRICS"]) == {"spot_nodes": 0.0, "interruptions": 0.0}
     finally:
         _stop_group(head)
         log.close()
