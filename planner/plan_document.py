@@ -71,11 +71,11 @@ class FleetEntry:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"instance_type": self.instance_type, "region": self.region,
-                "market": self.market, "instances": self.instances, "vcpus": self.vcpus,
-                "mem_gib": self.mem_gib, "price_usd_per_h": self.price_usd_per_h,
-                "interruption_band": self.interruption_band, "tasks": dict(self.tasks),
-                "busy_instance_h": self.busy_instance_h, **self.extra}
+        return _given({"instance_type": self.instance_type, "region": self.region,
+                       "market": self.market, "instances": self.instances, "vcpus": self.vcpus,
+                       "mem_gib": self.mem_gib, "price_usd_per_h": self.price_usd_per_h,
+                       "interruption_band": self.interruption_band, "tasks": dict(self.tasks),
+                       "busy_instance_h": self.busy_instance_h, **self.extra})
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +89,9 @@ class PlanStage:
     transfer_bytes_per_task: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "tasks": self.tasks, "threads": self.threads,
-                "peak_mem_gib": self.peak_mem_gib,
-                "transfer_bytes_per_task": self.transfer_bytes_per_task}
+        return _given({"name": self.name, "tasks": self.tasks, "threads": self.threads,
+                       "peak_mem_gib": self.peak_mem_gib,
+                       "transfer_bytes_per_task": self.transfer_bytes_per_task})
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,15 +167,21 @@ class PlanDocument:
         return tuple(StageRow(t, s, int(k), c, m) for (t, s), (k, c, m) in sorted(rows.items()))
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON document (every typed key, then the kept ones)."""
-        return {"format": self.format, "campaign": self.campaign,
-                "deadline_s": self.deadline_s, "budget_usd": self.budget_usd,
-                "data_region": self.data_region, "total_cost_usd": self.total_cost_usd,
-                "makespan_s": self.makespan_s, "figures": self.figures,
-                "cost_breakdown_usd": dict(self.cost_breakdown_usd),
-                "fleet": [e.to_dict() for e in self.fleet],
-                "stages": [s.to_dict() for s in self.stages],
-                "startup_s": self.startup_s, **self.extra}
+        """The JSON document: the typed keys that have a value, then the kept ones."""
+        return {**_given({"format": self.format, "campaign": self.campaign,
+                          "deadline_s": self.deadline_s, "budget_usd": self.budget_usd,
+                          "data_region": self.data_region,
+                          "total_cost_usd": self.total_cost_usd, "makespan_s": self.makespan_s,
+                          "figures": self.figures,
+                          "cost_breakdown_usd": dict(self.cost_breakdown_usd),
+                          "fleet": [e.to_dict() for e in self.fleet],
+                          "stages": [s.to_dict() for s in self.stages],
+                          "startup_s": self.startup_s}), **self.extra}
+
+
+def _given(fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` without the optional ones that have no value (absent keys, not nulls)."""
+    return {k: v for k, v in fields.items() if v is not None}
 
 
 class _Reader:
