@@ -22,6 +22,7 @@ from planner.calibration import load_calibration
 from planner.campaign import DEFAULTS, Campaign
 from planner.catalog import load_catalog
 from planner.errors import PlannerError
+from planner.plan_document import plan_document_from_dict, write_plan
 from planner.planning import CampaignPlan, plan_to_dict
 from scheduler.guards import NON_NEGATIVE_FINITE, POSITIVE_FINITE, allow_large_option
 from scheduler.scene_survey import load_surveyed_campaign
@@ -157,7 +158,7 @@ def plan(campaign_file: Path, deadline_h: float | None, budget_usd: float | None
         raise click.ClickException(str(exc)) from exc
     doc = plan_to_dict(cp)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "plan.json").write_text(json.dumps(doc, indent=2) + "\n")
+    write_plan(out_dir / "plan.json", plan_document_from_dict(doc))
     write_pareto_png(cp, out_dir / "pareto.png")
     if as_json:
         click.echo(json.dumps(doc, indent=2))
