@@ -34,7 +34,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "tests" / "services" / "prometheus.sh"
-PLAN = {"total_cost_usd": 2.0, "makespan_s": 600.0, "deadline_s": 3600.0, "fleet": [
+PLAN = {"format": "eochain-plan/1", "total_cost_usd": 2.0, "makespan_s": 600.0,
+        "deadline_s": 3600.0, "fleet": [
     {"instance_type": "c7g.large", "market": "spot", "instances": 2, "price_usd_per_h": 0.03},
     {"instance_type": "m7i.large", "market": "on-demand", "instances": 1,
      "price_usd_per_h": 0.1}]}
