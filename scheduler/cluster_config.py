@@ -1,7 +1,9 @@
 """Render a Ray cluster launcher config for AWS from a plan and the Terraform outputs.
 
-The plan (``plan.json``, format ``eochain-plan/1``) names a fleet: instance
-types, markets and counts. Each (type, market) pair becomes one entry of
+The plan (a :class:`planner.plan_document.PlanDocument`, read from
+``plan.json`` by :func:`planner.plan_document.read_plan`) names a fleet:
+instance types, markets and counts; a malformed plan is the reader's
+:class:`~planner.errors.PlanError`. Each (type, market) pair becomes one entry of
 ``available_node_types``:
 
 - ``node_config``: the instance type, spot via ``InstanceMarketOptions``, the
@@ -53,6 +55,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from planner.catalog import PriceCatalog
+from planner.plan_document import DEFAULT_SOURCE, PlanDocument, as_plan_document
 from scheduler.cloud.bundle import REMOTE_DIR as REMOTE_BUNDLE
 from scheduler.cloud.bundle import VENV, Bundle, setup_commands
 from scheduler.cloud.errors import ClusterConfigError, TerraformOutputsError
@@ -72,8 +75,6 @@ __all__ = ["ARCHS", "OPTIONAL_OUTPUTS", "REQUIRED_OUTPUTS", "ClusterOptions", "F
            "render_cluster_config", "render_fake_multinode_config", "resolve_image_ids",
            "resource_request", "ssm_proxy_command", "terraform_outputs_from_dict"]
 
-PLAN_FORMAT = "eochain-plan/1"
-MARKETS = ("spot", "on-demand")
 
 #: Public SSM parameters of Canonical's Ubuntu 24.04 AMIs (Python 3.12), per architecture.
 UBUNTU_AMI_PARAMETER = {
@@ -183,74 +184,42 @@ def check_instance_type(name: str, region: str, catalog: PriceCatalog, where: st
             f"{_did_you_mean(name, sorted(offered))}")
 
 
-def _fleet_entries(plan: Mapping[str, Any], source: str) -> list[Any]:
-    if not isinstance(plan, Mapping) or plan.get("format") != PLAN_FORMAT:
-        found = plan.get("format") if isinstance(plan, Mapping) else type(plan).__name__
+def _check_instances(count: int, where: str) -> None:
+    if count > MAX_INSTANCES_PER_TYPE:
         raise ClusterConfigError(
-            f"{source}: format {short(found)}, expected {PLAN_FORMAT!r} "
-            "(write it with `eochain plan campaign.yaml`)")
-    fleet = plan.get("fleet")
-    if not isinstance(fleet, list) or not fleet:
-        raise ClusterConfigError(
-            f"{source}: 'fleet' is {short(fleet)}, expected a non-empty list")
-    return fleet
+            f"{where}: instances {count}, expected 0 to {MAX_INSTANCES_PER_TYPE}")
 
 
-def _instances(value: Any, where: str) -> int:
-    """A planned instance count: an integer (not a bool, not 1.7) in [0, MAX_INSTANCES_PER_TYPE]."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ClusterConfigError(
-            f"{where}: instances {short(value)}, expected a whole number of instances")
-    if not 0 <= value <= MAX_INSTANCES_PER_TYPE:
-        raise ClusterConfigError(
-            f"{where}: instances {value}, expected 0 to {MAX_INSTANCES_PER_TYPE}")
-    return value
-
-
-def plan_regions(plan: Mapping[str, Any], source: str = "plan.json") -> dict[str, int]:
+def plan_regions(plan: PlanDocument | Mapping[str, Any],
+                 source: str = DEFAULT_SOURCE) -> dict[str, int]:
     """Planned instances per region of the plan's fleet (entries without a region are skipped)."""
+    doc = as_plan_document(plan, source)
     out: dict[str, int] = {}
-    for i, entry in enumerate(_fleet_entries(plan, source)):
-        if isinstance(entry, Mapping) and isinstance(entry.get("region"), str):
-            count = _instances(entry.get("instances"), f"{source}: fleet[{i}]")
-            out[entry["region"]] = out.get(entry["region"], 0) + count
+    for i, entry in enumerate(doc.fleet):
+        if entry.region is not None:
+            _check_instances(entry.instances, f"{doc.origin}: fleet[{i}]")
+            out[entry.region] = out.get(entry.region, 0) + entry.instances
     return out
 
 
-def fleet_from_plan(plan: Mapping[str, Any], region: str, catalog: PriceCatalog,
-                    source: str = "plan.json", *, other_regions: str = "refuse"
+def fleet_from_plan(plan: PlanDocument | Mapping[str, Any], region: str, catalog: PriceCatalog,
+                    source: str = DEFAULT_SOURCE, *, other_regions: str = "refuse"
                     ) -> list[FleetNode]:
     """The plan's fleet in ``region``, merged per (type, market), checked against the catalog.
 
     An entry in another region is refused (``other_regions="refuse"``: the
     runtime runs on one cluster) or left to that region's cluster (``"skip"``,
-    one cluster config per region).
+    one cluster config per region). A malformed plan is a PlanError.
     """
     if other_regions not in ("refuse", "skip"):
         raise ValueError(f"other_regions={other_regions!r}, expected 'refuse' or 'skip'")
+    doc = as_plan_document(plan, source)
     merged: dict[tuple[str, str], FleetNode] = {}
-    for i, entry in enumerate(_fleet_entries(plan, source)):
-        where = f"{source}: fleet[{i}]"
-        if not isinstance(entry, Mapping):
-            raise ClusterConfigError(
-                f"{where} = {short(entry)}: expected an object with instance_type, market and "
-                "instances")
-        try:
-            name = entry["instance_type"]
-            market = entry["market"]
-            count = _instances(entry["instances"], where)
-            entry_region = entry.get("region", region)
-        except KeyError as exc:
-            raise ClusterConfigError(
-                f"{where} = {short(entry)}: lacks {exc}; expected instance_type, market and "
-                "instances") from exc
-        if not isinstance(name, str) or not isinstance(entry_region, str):
-            raise ClusterConfigError(
-                f"{where}: instance_type {short(name)}, region {short(entry_region)}: "
-                "expected strings")
-        if market not in MARKETS:
-            raise ClusterConfigError(
-                f"{where}: market {short(market)}, expected one of {MARKETS}")
+    for i, entry in enumerate(doc.fleet):
+        where = f"{doc.origin}: fleet[{i}]"
+        name, market, count = entry.instance_type, entry.market, entry.instances
+        _check_instances(count, where)
+        entry_region = region if entry.region is None else entry.region
         if entry_region != region:
             if other_regions == "skip":
                 continue
@@ -273,7 +242,7 @@ def fleet_from_plan(plan: Mapping[str, Any], region: str, catalog: PriceCatalog,
         merged[key] = FleetNode(name, market, total, info.vcpus, info.mem_gib, info.arch)
     if not merged:
         raise ClusterConfigError(
-            f"{source}: the fleet has no instance in {region}, nothing to launch")
+            f"{doc.origin}: the fleet has no instance in {region}, nothing to launch")
     return sorted(merged.values(), key=lambda n: (n.instance_type, n.market))
 
 

@@ -11,7 +11,6 @@ every node.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -19,6 +18,7 @@ import yaml
 
 from planner.catalog import load_catalog
 from planner.errors import PlannerError
+from planner.plan_document import PlanDocument, read_plan
 from scheduler.cloud.bundle import build_bundle, bundle_from_wheel
 from scheduler.cloud.errors import CloudError, ClusterConfigError
 from scheduler.cluster_config import (
@@ -44,13 +44,13 @@ def _image_ids(values: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def _region(plan: object, tf_region: str, region: str | None, source: str) -> None:
+def _region(plan: PlanDocument, tf_region: str, region: str | None) -> None:
     """Refuse a multi-region plan without ``--region``, and a ``--region`` Terraform lacks."""
-    regions = plan_regions(plan, source) if isinstance(plan, dict) else {}
+    regions = plan_regions(plan)
     if region is None and len(regions) > 1:
         listed = ", ".join(f"{r} ({n} instances)" for r, n in sorted(regions.items()))
         raise ClusterConfigError(
-            f"{source}: the fleet spans {len(regions)} regions: {listed}. One Ray cluster runs "
+            f"{plan.origin}: the fleet spans {len(regions)} regions: {listed}. One Ray cluster runs "
             "in one region: apply terraform/ in each and render each with `--region R "
             "--terraform-outputs tf-R.json`; a campaign runs on one cluster, so to run this "
             "plan re-plan with `compute.regions: [R]`")
@@ -107,17 +107,11 @@ def cluster_config(plan_path: Path, tf_path: Path, out_path: Path | None,
             f"-o {str(out_path)!r}: folder {str(out_path.parent)!r} does not exist; create it "
             "first")
     try:
-        try:
-            plan = json.loads(plan_path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise click.ClickException(f"plan {str(plan_path)!r} cannot be read: {exc}") from exc
-        except ValueError as exc:
-            raise click.ClickException(
-                f"plan {str(plan_path)!r} is not UTF-8 JSON: {exc}") from exc
+        plan = read_plan(plan_path)
         tf = load_terraform_outputs(tf_path)
         catalog = load_catalog(catalog_path)
-        _region(plan, tf.region, region, str(plan_path))
-        fleet = fleet_from_plan(plan, tf.region, catalog, source=str(plan_path),
+        _region(plan, tf.region, region)
+        fleet = fleet_from_plan(plan, tf.region, catalog,
                                 other_regions="skip" if region else "refuse")
         folder = bundle_dir or (out_path.parent if out_path else Path.cwd()) / "eochain-dist"
         if wheel_path is not None:

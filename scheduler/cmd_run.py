@@ -5,9 +5,10 @@ are taken from the campaign file's folder); a DSM per ``inputs.pairs`` entry
 when ``products.dsm`` is asked, an ortho per scene when ``products.ortho``
 is, at their ``gsd_m``; ``--dem`` is the ortho's DEM and stereo's initial one.
 Products go to ``--out`` (a folder or ``s3://bucket/prefix``). A progress bar shows tiles done/total, throughput,
-ETA and the cost so far (the plan's fleet price per hour times the elapsed
-time, from ``--plan plan.json``; a full plan's fleet is also asked of Ray's
-autoscaler for the run, see :mod:`scheduler.runtime.fleet`); a summary follows:
+ETA and the cost so far (the run's ledger: node-seconds of the nodes that ran
+x their price, at the prices of ``--plan plan.json``; the metrics and the
+cost report show the same figure); the plan's fleet is also asked of Ray's
+autoscaler for the run, see :mod:`scheduler.runtime.fleet`; a summary follows:
 products written, already done (manifest), failures by scene with the reason, and cost. The exit
 status is 1 when some product failed, 0 otherwise. Running the same command
 again after an interruption recomputes only the products the manifest lacks
@@ -29,7 +30,6 @@ current folder for an ``s3://`` destination).
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 from pathlib import Path
@@ -38,7 +38,8 @@ from typing import Any
 import click
 
 from planner.campaign import campaign_name
-from planner.errors import PlannerError
+from planner.errors import PlanError, PlannerError
+from planner.plan_document import PlanDocument, read_plan
 from scheduler.cloud.errors import ClusterConfigError
 from scheduler.guards import allow_large_option
 from scheduler.metrics import MetricsError, PlanTargets
@@ -54,15 +55,7 @@ from scheduler.runtime.store import open_store
 from scheduler.runtime.survey import SURVEY_TIMEOUT_S
 from scheduler.scene_survey import load_surveyed_campaign
 
-__all__ = ["fleet_price_usd_per_h", "metrics_plan", "plan_resources", "run", "summary"]
-
-
-def fleet_price_usd_per_h(plan: dict[str, Any]) -> float:
-    """Sum over the plan's fleet of instances x hourly price (0 without a fleet)."""
-    total = 0.0
-    for entry in plan.get("fleet", []):
-        total += float(entry.get("instances", 0)) * float(entry.get("price_usd_per_h", 0.0))
-    return total
+__all__ = ["metrics_plan", "plan_resources", "run", "summary"]
 
 
 def plan_resources(plan: dict[str, Any], stage: str) -> tuple[str, ...]:
@@ -75,20 +68,20 @@ def plan_resources(plan: dict[str, Any], stage: str) -> tuple[str, ...]:
     return tuple(sorted(set(tags)))
 
 
-def metrics_plan(plan: dict[str, Any] | None) -> dict[str, Any] | None:
+def metrics_plan(plan: PlanDocument | None) -> PlanDocument | None:
     """The plan when it has what metrics and the cost report need, else ``None``.
 
     That is ``total_cost_usd``, ``makespan_s``, ``deadline_s`` and a fleet whose
     entries name ``instance_type``, ``market`` and ``price_usd_per_h``
-    (``eochain plan`` writes all of them); a partial plan still prices the
-    progress bar, but the metrics then run without plan targets.
+    (``eochain plan`` writes all of them); a partial plan (typed by hand) runs
+    without plan targets and prices, its nodes then cost 0 in the ledger.
     """
     if plan is None:
         return None
     try:
         PlanTargets.from_plan(plan)
         prices_from_plan(plan)
-    except MetricsError:
+    except PlanError:
         return None
     return plan
 
@@ -173,25 +166,19 @@ def run(
     use_loopback()
     check_input_exists(dem, "--dem")
     check_input_exists(geoid, "--geoid")
-    price = 0.0
     resources: tuple[str, ...] = ()
-    plan_doc: dict[str, Any] | None = None
+    plan_doc: PlanDocument | None = None
+    fleet_plan: dict[str, Any] | None = None
     if plan_path is not None:
         try:
-            plan_doc = json.loads(plan_path.read_text())
-            price = fleet_price_usd_per_h(plan_doc)
-            resources = tuple(sorted(set(plan_resources(plan_doc, "ortho"))
-                                     | set(plan_resources(plan_doc, "dsm"))))
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise click.ClickException(f"{plan_path}: not a plan.json ({exc})") from exc
-    fleet_plan: dict[str, Any] | None = None
-    if plan_doc is not None and "format" in plan_doc:
-        # a full plan: its fleet is asked of the autoscaler during the run (checked now)
-        try:
-            fleet_bundles(plan_doc, source=str(plan_path))
-        except ClusterConfigError as exc:
+            plan_doc = read_plan(plan_path)
+            fleet_plan = plan_doc.to_dict()  # what the fleet and placement helpers read
+            resources = tuple(sorted(set(plan_resources(fleet_plan, "ortho"))
+                                     | set(plan_resources(fleet_plan, "dsm"))))
+            # its fleet is asked of the autoscaler during the run: checked now
+            fleet_bundles(fleet_plan, source=str(plan_path))
+        except (PlanError, ClusterConfigError) as exc:
             raise click.ClickException(str(exc)) from exc
-        fleet_plan = plan_doc
     options = DispatchOptions(max_bytes_in_flight=max_inflight_mib * 2**20)
     driver = Driver(address=address, num_cpus=workers, options=options, plan=fleet_plan,
                     say=lambda message: click.echo(message, err=True),
@@ -212,7 +199,7 @@ def run(
                               report_dir=report_dir, echo=click.echo) as obs:
             click.echo(f"metrics: {obs.exporter.url}", err=True)
             driver.metrics = obs.metrics
-            report = run_with_progress(flow, price, quiet)
+            report = run_with_progress(flow, obs.metrics, quiet)
     except (RuntimeFailure, MetricsError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     if not report.ok:

@@ -1,26 +1,38 @@
 """End-of-run cost report: planned vs actual cost and makespan, per instance type and stage.
 
-Inputs are data: the ``plan.json`` document (``eochain plan``) and the
-:class:`RunLedger` that :class:`scheduler.metrics.CampaignMetrics` kept
-during the run (nodes with their alive time and price, task busy time per
-stage and instance type). The report is a table for the terminal and a PNG.
+Inputs are data: the plan (:class:`planner.plan_document.PlanDocument`, from
+``eochain plan``) and the :class:`RunLedger` that
+:class:`scheduler.metrics.CampaignMetrics` kept during the run (nodes with
+their alive seconds and price, task busy time per stage and instance type).
+The report is a table for the terminal and a PNG.
 
-Attribution, for one instance type ``i`` and stage ``s`` (a stage is the
-operation's family: ``ortho_tile`` and ``ortho_write`` are both ``ortho``)::
+One cost. The ledger is the run's only account of what it cost::
 
-    planned cost    = sum over the plan's fleet entries e of type i:
-                      price_e x (busy_instance_h_e + instances_e x startup_s / 3600)
-                      x tasks_e[s] / sum_s' tasks_e[s']           (share by task count)
-    actual cost     = cost of the nodes of type i (alive seconds x price, all markets)
+    actual cost = sum over the nodes that ran: node-seconds x price_usd_per_h / 3600
+
+The progress bar, the end-of-run summary, the ``eochain_cost_accrued_usd``
+metric and this report's total all show that figure (read from the same
+``CampaignMetrics``, which stops billing when the run ends).
+
+One stage vocabulary. Rows are keyed by (instance type, plan stage), with
+the planner's stages (``planner.plan_document.PLAN_STAGES``: stereo, dsm,
+ortho). The runtime's operations map onto them in :data:`STAGE_OF_OP`, the one
+place that says which planner stage each runtime task belongs to.
+
+Attribution, for one instance type ``i`` and stage ``s``::
+
+    planned cost    = the plan's row (PlanDocument.stage_rows): price x (busy
+                      instance-hours + startup) shared by task count
+    actual cost     = cost of the nodes of type i (node-seconds x price, all markets)
                       x busy_s[s, i] / sum_s' busy_s[s', i]      (share by busy time,
                                                                    so idle time is spread)
-    planned makespan = max over entries e of type i: busy_instance_h_e / instances_e + startup
+    planned makespan = the plan's row: max busy_instance_h / instances + startup
     actual makespan  = last task end - first task start of stage s on type i
 
 Node time of a type that ran no task at all shows as stage ``(idle)``. The
 plan's transfer cost has no instance type: it is its own ``(transfer)`` line.
 The totals are the plan's ``total_cost_usd`` and ``makespan_s`` against the
-ledger's accrued cost and wall time.
+ledger's cost and wall time.
 """
 
 from __future__ import annotations
@@ -31,29 +43,50 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from planner.plan_document import PlanDocument, as_plan_document
+
 IDLE = "(idle)"
 TRANSFER = "(transfer)"
 
+#: The planner stage of each runtime operation (``scheduler.metrics.op_name`` of a task).
+#: ``dsm_plan`` hands a pair's stereo plan (epipolar geometry, tie points) to its
+#: tiles: stereo. ``dsm_tile`` matches, triangulates and grids one DSM tile in one
+#: task; its output is the DSM's tile, so it counts as dsm (the planner costs that
+#: work as a stereo and a dsm task; until the runtime runs them apart, a plan's stereo
+#: row has no runtime tasks). A product's writer belongs to its product's stage.
+STAGE_OF_OP: Mapping[str, str] = {
+    "dsm_plan": "stereo",
+    "dsm_tile": "dsm",
+    "dsm_write": "dsm",
+    "ortho_plan": "ortho",
+    "ortho_tile": "ortho",
+    "ortho_write": "ortho",
+}
+
 
 class CostReportError(ValueError):
-    """A plan or ledger the report cannot read."""
+    """A ledger the report cannot read."""
 
 
 def stage_of(op: str) -> str:
-    """The plan stage an operation belongs to: ``ortho_tile`` -> ``ortho``."""
-    return op.split("_", 1)[0] or op
+    """The plan stage an operation belongs to (:data:`STAGE_OF_OP`; else its first word)."""
+    return STAGE_OF_OP.get(op) or op.split("_", 1)[0] or op
 
 
 @dataclass(frozen=True, slots=True)
 class NodeUsage:
-    """Nodes of one instance type and market over the run."""
+    """Nodes of one instance type, market and price over the run."""
 
     instance_type: str
     market: str
     price_usd_per_h: float
     nodes: int
     node_s: float
-    cost_usd: float
+
+    @property
+    def cost_usd(self) -> float:
+        """Node-seconds x price: what these nodes cost."""
+        return self.node_s * self.price_usd_per_h / 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,20 +112,22 @@ class RunLedger:
 
     @property
     def cost_usd(self) -> float:
+        """The run's actual cost: node-seconds x price, summed over its nodes."""
         return sum(n.cost_usd for n in self.nodes)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"campaign": self.campaign, "wall_s": self.wall_s,
-                "nodes": [asdict(n) for n in self.nodes],
+        return {"campaign": self.campaign, "wall_s": self.wall_s, "cost_usd": self.cost_usd,
+                "nodes": [{**asdict(n), "cost_usd": n.cost_usd} for n in self.nodes],
                 "stages": [asdict(s) for s in self.stages]}
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> RunLedger:
         try:
             return cls(str(doc["campaign"]), float(doc["wall_s"]),
-                       tuple(NodeUsage(**n) for n in doc["nodes"]),
+                       tuple(NodeUsage(**{k: v for k, v in n.items() if k != "cost_usd"})
+                             for n in doc["nodes"]),
                        tuple(StageUsage(**s) for s in doc["stages"]))
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CostReportError(f"ledger: {exc!r}; expected campaign, wall_s, nodes[], "
                                   "stages[] as written by RunLedger.to_dict") from exc
 
@@ -128,31 +163,13 @@ class CostReport:
         return math.nan
 
 
-def _planned(plan: Mapping[str, Any]) -> dict[tuple[str, str], list[float]]:
-    """(instance type, stage) -> [tasks, cost_usd, makespan_s] from a plan.json document."""
-    out: dict[tuple[str, str], list[float]] = {}
-    try:
-        startup_h = float(plan.get("startup_s", 0.0)) / 3600.0
-        for entry in plan.get("fleet", []):
-            itype = str(entry["instance_type"])
-            instances = int(entry["instances"])
-            price = float(entry["price_usd_per_h"])
-            busy_h = float(entry.get("busy_instance_h", 0.0))
-            tasks = {str(k): int(v) for k, v in dict(entry.get("tasks", {})).items()}
-            n = sum(tasks.values())
-            cost = price * (busy_h + instances * startup_h)
-            finish_s = (busy_h / max(instances, 1) + startup_h) * 3600.0
-            for stage, k in tasks.items():
-                line = out.setdefault((itype, stage), [0.0, 0.0, 0.0])
-                line[0] += k
-                line[1] += cost * k / n if n else 0.0
-                line[2] = max(line[2], finish_s)
-        transfer = float(dict(plan.get("cost_breakdown_usd", {})).get("transfer", 0.0))
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise CostReportError(f"plan.json fleet: {exc!r}; expected entries with instance_type, "
-                              "instances, price_usd_per_h, busy_instance_h, tasks") from exc
-    if transfer > 0:
-        out[("", TRANSFER)] = [0.0, transfer, math.nan]
+def _planned(plan: PlanDocument) -> dict[tuple[str, str], list[float]]:
+    """(instance type, stage) -> [tasks, cost_usd, makespan_s]: the plan's rows."""
+    out: dict[tuple[str, str], list[float]] = {
+        (r.instance_type, r.stage): [r.tasks, r.cost_usd, r.makespan_s]
+        for r in plan.stage_rows()}
+    if plan.transfer_usd > 0:
+        out[("", TRANSFER)] = [0.0, plan.transfer_usd, math.nan]
     return out
 
 
@@ -178,22 +195,24 @@ def _actual(ledger: RunLedger) -> dict[tuple[str, str], list[float]]:
     return out
 
 
-def build_cost_report(plan: Mapping[str, Any] | None, ledger: RunLedger) -> CostReport:
-    """Join the plan's and the ledger's lines (see the module docstring)."""
-    planned = _planned(plan) if plan is not None else {}
+def build_cost_report(plan: PlanDocument | Mapping[str, Any] | None,
+                      ledger: RunLedger) -> CostReport:
+    """Join the plan's and the ledger's lines (see the module docstring).
+
+    A plan that is malformed or lacks ``total_cost_usd``/``makespan_s`` is a
+    :class:`~planner.errors.PlanError` naming the key.
+    """
+    doc = as_plan_document(plan) if plan is not None else None
+    planned = _planned(doc) if doc is not None else {}
     actual = _actual(ledger)
     lines = []
     for key in sorted(set(planned) | set(actual)):
         p = planned.get(key, [0, math.nan, math.nan])
         a = actual.get(key, [0, math.nan, math.nan])
         lines.append(CostLine(key[0], key[1], int(p[0]), int(a[0]), p[1], a[1], p[2], a[2]))
-    if plan is not None:
-        try:
-            planned_cost = float(plan["total_cost_usd"])
-            planned_makespan = float(plan["makespan_s"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CostReportError(f"plan.json: {exc!r}; expected total_cost_usd and "
-                                  "makespan_s") from exc
+    if doc is not None:
+        planned_cost = doc.require("total_cost_usd")
+        planned_makespan = doc.require("makespan_s")
     else:
         planned_cost = planned_makespan = math.nan
     return CostReport(ledger.campaign, tuple(lines), planned_cost, ledger.cost_usd,

@@ -6,7 +6,7 @@ these points (all cheap, thread-safe, no I/O):
 ===========================  ==============================================================
 runtime event                call
 ===========================  ==============================================================
-plan loaded                  ``set_plan(PlanTargets.from_plan(plan_json))``
+plan loaded                  ``set_plan(PlanTargets.from_plan(plan_document))``
 graph built                  ``tasks_planned(op, n)`` per operation (``op_name(task.fn)``)
 node joins / leaves          ``node_added(node_id, instance_type, market, price_usd_per_h)``,
                              ``node_removed(node_id)``
@@ -22,12 +22,17 @@ lost result recomputed       ``recomputed(op, n)``
 product committed            ``product_written(product, area_m2)``
 progress callback            ``observe_progress(progress)`` (bytes in flight; task
                              counts too while no per-task event is reported)
+run ended                    ``finish()``: billing stops; the ledger is final
 ===========================  ==============================================================
 
 Cost model. Cost accrues per node, billed per second: price x time alive.
 ``tick()`` (called by every event; the exporter also calls it on each
-scrape) advances the ledger to now. The projection extrapolates the
-campaign's own throughput::
+scrape) advances the ledger to now, or to the end of the run once
+``finish()`` was called. :meth:`CampaignMetrics.ledger` is the run's one
+account of its cost (node-seconds x price, a :class:`~scheduler.cost_report.RunLedger`):
+``accrued_usd``, the progress bar, the end-of-run summary and the cost report
+read it; ``eochain_cost_accrued_usd`` counts the same node-seconds as they
+pass. The projection extrapolates the campaign's own throughput::
 
     rate      = tasks done / elapsed                     (tasks per second so far)
     eta_s     = tasks remaining / rate                   (planned makespan - elapsed
@@ -61,6 +66,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest, start_http_server
 from prometheus_client.registry import Collector
 
+from planner.plan_document import PlanDocument, as_plan_document
 from scheduler.cost_report import NodeUsage, RunLedger, StageUsage, stage_of
 
 __all__ = ["LOOPBACK", "CampaignMetrics", "MetricsError", "MetricsExporter", "PlanTargets",
@@ -82,9 +88,16 @@ class MetricsError(ValueError):
 
 
 def op_name(fn: object) -> str:
-    """The operation a task function performs: ``OrthoTileTask()`` -> ``ortho_tile``."""
+    """The operation a task function performs: ``OrthoTileTask()`` -> ``ortho_tile``.
+
+    A product writer (a ``Write...`` task whose ``op`` names its product) is
+    ``PRODUCT_write``: ``ortho_write``, ``dsm_write``.
+    """
     name = getattr(fn, "__name__", None) or type(fn).__name__
     name = re.sub(r"Task$", "", name)
+    product = getattr(fn, "op", None)
+    if name.startswith("Write") and isinstance(product, str) and product:
+        return f"{product}_write"
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower() or "task"
 
 
@@ -113,15 +126,14 @@ class PlanTargets:
                 raise MetricsError(f"PlanTargets.{name} = {value}, expected a finite value >= 0")
 
     @classmethod
-    def from_plan(cls, plan: Mapping[str, Any]) -> PlanTargets:
-        """From a ``plan.json`` document (``total_cost_usd``, ``makespan_s``, ``deadline_s``)."""
-        try:
-            return cls(float(plan["total_cost_usd"]), float(plan["makespan_s"]),
-                       float(plan["deadline_s"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise MetricsError(
-                f"plan.json: {exc!r}; expected numbers under total_cost_usd, makespan_s and "
-                "deadline_s (the output of `eochain plan`)") from exc
+    def from_plan(cls, plan: PlanDocument | Mapping[str, Any]) -> PlanTargets:
+        """From the plan's ``total_cost_usd``, ``makespan_s`` and ``deadline_s``.
+
+        A plan without them is a :class:`~planner.errors.PlanError` naming the key.
+        """
+        doc = as_plan_document(plan)
+        return cls(doc.require("total_cost_usd"), doc.require("makespan_s"),
+                   doc.require("deadline_s"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +215,7 @@ class CampaignMetrics:
         self._clock = clock
         self._lock = threading.RLock()
         self.start_s = clock()
+        self._end_s: float | None = None
         self._plan: PlanTargets | None = None
         self._nodes: dict[str, _Node] = {}
         self._stages: dict[tuple[str, str], _Stage] = {}
@@ -328,7 +341,7 @@ class CampaignMetrics:
         with self._lock:
             if node_id in self._nodes and self._nodes[node_id].ended_s is None:
                 return
-            now = self._clock()
+            now = self._now()
             self._nodes[node_id] = _Node(instance_type, market, price_usd_per_h, now, now)
             self._accrued_c.labels(self.campaign, instance_type, market).inc(0)
             self._nodes_g.labels(self.campaign, instance_type, market).inc()
@@ -346,7 +359,7 @@ class CampaignMetrics:
             if node.ended_s is not None:
                 return
             self.tick()
-            node.ended_s = self._clock()
+            node.ended_s = self._now()
             self._nodes_g.labels(self.campaign, node.instance_type, node.market).dec()
             if interrupted:
                 self._interruptions.labels(self.campaign, node.instance_type).inc()
@@ -385,7 +398,7 @@ class CampaignMetrics:
         if not math.isfinite(runtime_s) or runtime_s < 0:
             raise MetricsError(f"task_finished({op!r}): runtime_s = {runtime_s}, expected >= 0")
         with self._lock:
-            now = self._clock()
+            now = self._now()
             self._move(op, "running", "done" if ok else "failed")
             series = self._task_series(op, instance_type)
             (series.ok if ok else series.failed).inc()
@@ -443,7 +456,7 @@ class CampaignMetrics:
     def tick(self) -> Projection:
         """Bill every node up to now, then refresh burn rate, projection and ETA."""
         with self._lock:
-            now = self._clock()
+            now = self._now()
             burn = 0.0
             for node in self._nodes.values():
                 until = now if node.ended_s is None else node.ended_s
@@ -453,7 +466,7 @@ class CampaignMetrics:
                     self._accrued[key] = self._accrued.get(key, 0.0) + usd
                     self._accrued_c.labels(self.campaign, *key).inc(usd)
                     node.billed_to_s = until
-                if node.ended_s is None:
+                if node.ended_s is None and self._end_s is None:
                     burn += node.price_usd_per_h / 3600.0
             if self._states or self._progress is None:
                 done = sum(s["done"] for s in self._states.values())
@@ -471,29 +484,40 @@ class CampaignMetrics:
             self._projected.labels(self.campaign).set(proj.projected_cost_usd)
             return proj
 
+    def _now(self) -> float:
+        """The clock, stopped at the end of the run once :meth:`finish` was called."""
+        return self._clock() if self._end_s is None else self._end_s
+
+    def finish(self) -> None:
+        """The run ended: bill up to now and stop; later calls keep the first end."""
+        with self._lock:
+            if self._end_s is None:
+                self.tick()
+                self._end_s = self._clock()
+                self.tick()
+
     @property
     def accrued_usd(self) -> float:
-        with self._lock:
-            self.tick()
-            return sum(self._accrued.values())
+        """The run's cost so far: the ledger's node-seconds x price."""
+        return self.ledger().cost_usd
 
     def ledger(self) -> RunLedger:
-        """What the run used so far, for :mod:`scheduler.cost_report`."""
+        """What the run used so far (the one account of its cost), for the cost report."""
         with self._lock:
             self.tick()
-            now = self._clock()
-            nodes: dict[tuple[str, str], list[float]] = {}
+            now = self._now()
+            nodes: dict[tuple[str, str, float], list[float]] = {}
             for node in self._nodes.values():
                 end = now if node.ended_s is None else node.ended_s
-                entry = nodes.setdefault((node.instance_type, node.market),
-                                         [node.price_usd_per_h, 0.0, 0])
-                entry[1] += end - node.started_s
-                entry[2] += 1
+                entry = nodes.setdefault(
+                    (node.instance_type, node.market, node.price_usd_per_h), [0.0, 0])
+                entry[0] += max(end - node.started_s, 0.0)
+                entry[1] += 1
             return RunLedger(
                 campaign=self.campaign,
                 wall_s=now - self.start_s,
-                nodes=tuple(NodeUsage(t, m, p, int(n), s, self._accrued.get((t, m), 0.0))
-                            for (t, m), (p, s, n) in sorted(nodes.items())),
+                nodes=tuple(NodeUsage(t, m, p, int(n), node_s)
+                            for (t, m, p), (node_s, n) in sorted(nodes.items())),
                 stages=tuple(StageUsage(stage, t, st.tasks, st.busy_s,
                                         0.0 if math.isinf(st.first_start_s)
                                         else st.first_start_s, st.last_end_s)

@@ -34,6 +34,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from planner.plan_document import PlanDocument, as_plan_document
 from scheduler.cost_report import build_cost_report, format_cost_report, write_cost_report
 from scheduler.metrics import (
     LOOPBACK,
@@ -56,14 +57,9 @@ def peak_rss_bytes() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
-def prices_from_plan(plan: Mapping[str, Any]) -> dict[tuple[str, str], float]:
-    """(instance type, market) -> USD per hour, from a ``plan.json`` fleet."""
-    try:
-        return {(str(e["instance_type"]), str(e["market"])): float(e["price_usd_per_h"])
-                for e in plan.get("fleet", [])}
-    except (KeyError, TypeError, ValueError) as exc:
-        raise MetricsError(f"plan.json fleet: {exc!r}; expected instance_type, market and "
-                           "price_usd_per_h in every entry") from exc
+def prices_from_plan(plan: PlanDocument | Mapping[str, Any]) -> dict[tuple[str, str], float]:
+    """(instance type, market) -> USD per hour of the plan's fleet (a PlanError names a gap)."""
+    return as_plan_document(plan).prices()
 
 
 #: Ray internal KV key under which a driver publishes its campaign's name, per Ray job.
@@ -260,7 +256,7 @@ def _warn(message: str) -> None:
 
 @contextmanager
 def observe_campaign(
-    campaign: str, plan: Mapping[str, Any] | None = None, *, on_ray: bool = True,
+    campaign: str, plan: PlanDocument | Mapping[str, Any] | None = None, *, on_ray: bool = True,
     host: str = LOOPBACK, port: int = 0, report_dir: str | Path | None = None,
     echo: Callable[[str], None] | None = None,
 ) -> Iterator[Observation]:
@@ -276,6 +272,7 @@ def observe_campaign(
     (``cost-report.txt``, ``cost-report.png``, ``cost-ledger.json``) and its
     table to ``echo`` (e.g. ``click.echo``).
     """
+    plan = as_plan_document(plan) if plan is not None else None
     metrics = CampaignMetrics(campaign)
     if plan is not None:
         metrics.set_plan(PlanTargets.from_plan(plan))
@@ -291,6 +288,7 @@ def observe_campaign(
         finally:
             if watcher is not None:
                 watcher.stop()
+            metrics.finish()  # the run's end, if the command has not said it already
             ledger = metrics.ledger()
             report = build_cost_report(plan, ledger)
             if report_dir is not None:

@@ -1,25 +1,33 @@
 """A progress bar and a summary around a flow run: what ``eochain run`` and the demo show.
 
 The bar counts tiles done of the campaign's total (tqdm adds the rate and
-the ETA) and shows products done and the cost so far: the fleet's price per
-hour (from the plan) times the elapsed time. The summary lists products
-written, already done (manifest) and failed, the tasks' effort (runs,
-retries, recomputations, peak bytes in flight), each failure with its scene
-and reason, and the cost.
+the ETA) and shows products done and the cost so far. The summary lists
+products written, already done (manifest) and failed, the tasks' effort
+(runs, retries, recomputations, peak bytes in flight), each failure with its
+scene and reason, and the cost.
+
+The cost is the run's ledger (:meth:`scheduler.metrics.CampaignMetrics.ledger`:
+node-seconds of the nodes that ran x their price), the figure the metrics
+and the cost report show too; the run's end stops its billing
+(``CampaignMetrics.finish``), so the summary and the report agree to the cent.
+Without metrics there is no ledger, and no cost is shown.
 """
 
 from __future__ import annotations
 
 import click
 
+from scheduler.metrics import CampaignMetrics
 from scheduler.runtime.dispatch import Progress
 from scheduler.runtime.flow import Flow, FlowReport
 
 
-def run_with_progress(flow: Flow, price_usd_per_h: float = 0.0, quiet: bool = False) -> FlowReport:
+def run_with_progress(flow: Flow, metrics: CampaignMetrics | None = None,
+                      quiet: bool = False) -> FlowReport:
     """Run a flow under a progress bar (tiles done/total, rate, ETA, cost), then print a summary.
 
     What ``eochain run`` does after reading the campaign; ``eochain demo`` calls it too.
+    ``metrics`` is the run's ledger of cost (none: no cost shown).
     """
     from tqdm import tqdm
 
@@ -27,16 +35,21 @@ def run_with_progress(flow: Flow, price_usd_per_h: float = 0.0, quiet: bool = Fa
         def progress(p: Progress) -> None:
             bar.total = p.tiles_total
             bar.n = p.tiles_done
-            bar.set_postfix(products=f"{p.products_done}/{p.products_total}",
-                            cost=f"${p.elapsed_s / 3600 * price_usd_per_h:.4f}", refresh=False)
+            postfix = {"products": f"{p.products_done}/{p.products_total}"}
+            if metrics is not None:
+                postfix["cost"] = f"${metrics.accrued_usd:.4f}"
+            bar.set_postfix(postfix, refresh=False)
             bar.refresh()
 
         report = flow.run(progress=progress)
-    click.echo(summary(report, report.wall_s / 3600 * price_usd_per_h))
+    if metrics is not None:
+        metrics.finish()
+    click.echo(summary(report, None if metrics is None else metrics.accrued_usd))
     return report
 
 
-def summary(report: FlowReport, cost_usd: float) -> str:
+def summary(report: FlowReport, cost_usd: float | None) -> str:
+    """The end-of-run text; ``cost_usd`` is the ledger's cost (``None``: not measured)."""
     lines = [
         (f"products: {len(report.written)} written, {len(report.skipped)} already done, "
         f"{len({f.label for f in report.failures})} failed, of {report.products_total}"),
@@ -56,5 +69,6 @@ def summary(report: FlowReport, cost_usd: float) -> str:
         lines.append(f"STAC item rewritten {why}")
     for f in report.failures:
         lines.append(f"FAILED {f.label or f.key}: {f.error}")
-    lines.append(f"cost so far: ${cost_usd:.4f}")
+    if cost_usd is not None:
+        lines.append(f"cost so far: ${cost_usd:.4f} (node-seconds x price, the run's ledger)")
     return "\n".join(lines)

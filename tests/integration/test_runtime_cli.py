@@ -145,10 +145,9 @@ def test_run_campaign_refuses_a_corrupt_scene_then_runs_and_resumes(tmp_path: Pa
     with_broken = tmp_path / "with-broken.yaml"
     with_broken.write_text(yaml.safe_dump(json.loads(json.dumps(  # no YAML anchors
         {**doc, "inputs": {"scenes": [*doc["inputs"]["scenes"], broken]}}))))
-    plan = tmp_path / "plan.json"
-    plan.write_text(json.dumps({"fleet": [{"instances": 2, "price_usd_per_h": 0.05}]}))
     out = tmp_path / "out"
-    common = ["--plan", str(plan), "--dem", str(dem), "--out", str(out), "--workers", "2", "-q"]
+    # no plan: the cost is the run's ledger all the same (local nodes at no price)
+    common = ["--dem", str(dem), "--out", str(out), "--workers", "2", "-q"]
 
     refused = _eochain_run(str(with_broken), *common)
     assert refused.returncode == 1 and "corrupt.tif" in refused.stderr, refused.stderr

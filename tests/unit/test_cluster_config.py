@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from ray.autoscaler._private.util import validate_config
 
 from planner.catalog import load_catalog
+from planner.errors import PlanError
 from scheduler.cloud.bundle import Bundle
 from scheduler.cloud.errors import ClusterConfigError, TerraformOutputsError
 from scheduler.cluster_config import (
@@ -145,9 +146,10 @@ def test_plan_in_another_region_is_refused() -> None:
 
 def test_bad_plan_documents() -> None:
     catalog = load_catalog()
-    with pytest.raises(ClusterConfigError, match="format 'v0'"):
+    # a malformed plan is the plan reader's one error, naming the key
+    with pytest.raises(PlanError, match="format 'v0'"):
         fleet_from_plan({"format": "v0", "fleet": []}, REGION, catalog)
-    with pytest.raises(ClusterConfigError, match="market 'preemptible'"):
+    with pytest.raises(PlanError, match="market 'preemptible'"):
         fleet_from_plan(_plan(("c7g.xlarge", "preemptible", 1)), REGION, catalog)
     with pytest.raises(ClusterConfigError, match="no instance"):
         fleet_from_plan(_plan(("c7g.xlarge", "spot", 0)), REGION, catalog)
@@ -285,11 +287,14 @@ def test_setup_installs_this_wheel_with_its_pins_and_the_clients_ray() -> None:
                                               ssh_through_ssm=False)["auth"]
 
 
-@pytest.mark.parametrize("count", [1.7, True, 1e9, -1, "3", None, 10**6])
-def test_instance_counts_are_whole_and_bounded(count: object) -> None:
+@pytest.mark.parametrize(("count", "error"), [
+    (1.7, PlanError), (True, PlanError), (1e9, PlanError), (-1, PlanError), ("3", PlanError),
+    (None, PlanError), (10**6, ClusterConfigError)])
+def test_instance_counts_are_whole_and_bounded(count: object, error: type[Exception]) -> None:
+    """Not a whole count: a bad plan; more than a cluster launches: a bad cluster."""
     plan = {"format": "eochain-plan/1", "fleet": [
         {"instance_type": "c7g.xlarge", "region": REGION, "market": "spot", "instances": count}]}
-    with pytest.raises(ClusterConfigError, match=r"fleet\[0\]: instances"):
+    with pytest.raises(error, match=r"fleet\[0\]: instances"):
         fleet_from_plan(plan, REGION, load_catalog())
 
 
@@ -337,3 +342,21 @@ def test_a_multi_region_plan_is_one_cluster_per_region(tmp_path: Path) -> None:
     assert doc["max_workers"] == 2 and doc["provider"]["region"] == REGION
     result = CliRunner().invoke(cluster_config, [*args, "--region", "us-east-1"])
     assert result.exit_code == 1 and "differs from the Terraform outputs' region" in result.output
+
+
+def test_cluster_config_reads_the_plan_through_the_plan_reader(tmp_path: Path) -> None:
+    """A bad plan.json: exit 1, the file and the key named, no traceback."""
+    _, t = _write(tmp_path, _plan(("c7g.xlarge", "spot", 1)), _tf_json(TF_VALUES))
+    p = tmp_path / "bad-plan.json"
+    for text, expected in (
+            ("[1, 2]", "a JSON list, expected an object"),
+            (('{"format": "eochain-plan/1", "fleet": [{"instance_type": "c7g.xlarge", '
+              '"market": "spot", "instances": 1, "price_usd_per_h": NaN}]}'),
+             "fleet[0]: price_usd_per_h nan, expected a finite number"),
+            ('{"format": "eochain-plan/2", "fleet": []}', "format 'eochain-plan/2'"),
+            ('{"format": "eochain-plan/1"}', "fleet is missing")):
+        p.write_text(text)
+        result = CliRunner().invoke(cluster_config, [str(p), "--terraform-outputs", str(t),
+                                                     *_wheel_args(tmp_path)])
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        assert str(p) in result.output and expected in result.output, (text, result.output)

@@ -10,8 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from planner.errors import PlanError
+from planner.plan_document import PLAN_STAGES
 from scheduler.cost_report import (
     IDLE,
+    STAGE_OF_OP,
     TRANSFER,
     CostReportError,
     NodeUsage,
@@ -27,6 +30,7 @@ from scheduler.cost_report import (
 pytestmark = pytest.mark.unit
 
 PLAN: dict[str, Any] = {
+    "format": "eochain-plan/1",
     "campaign": "demo",
     "total_cost_usd": 0.6,
     "makespan_s": 4000.0,
@@ -44,10 +48,10 @@ LEDGER = RunLedger(
     campaign="demo",
     wall_s=5000.0,
     nodes=(
-        NodeUsage("c7g.large", "spot", 0.04, 2, 18000.0, 0.2),
-        NodeUsage("c7g.large", "on-demand", 0.0725, 1, 4966.0, 0.1),
-        NodeUsage("m7i.large", "on-demand", 0.1, 1, 5400.0, 0.15),
-        NodeUsage("r7g.large", "spot", 0.05, 1, 3600.0, 0.05),
+        NodeUsage("c7g.large", "spot", 0.04, 2, 18000.0),
+        NodeUsage("c7g.large", "on-demand", 0.072, 1, 5000.0),
+        NodeUsage("m7i.large", "on-demand", 0.1, 1, 5400.0),
+        NodeUsage("r7g.large", "spot", 0.05, 1, 3600.0),
     ),
     stages=(
         StageUsage("ortho", "c7g.large", 30, 300.0, 0.0, 1200.0),
@@ -99,7 +103,7 @@ def test_actual_cost_is_split_by_busy_time_and_idle_types_show() -> None:
 def test_actual_attribution_conserves_the_ledger_cost(
         stages: list[tuple[str, str, float]], nodes: list[tuple[str, float]]) -> None:
     ledger = RunLedger("p", 10.0,
-                       tuple(NodeUsage(t, "spot", 1.0, 1, 1.0, c) for t, c in nodes),
+                       tuple(NodeUsage(t, "spot", 1.0, 1, 3600.0 * c) for t, c in nodes),
                        tuple(StageUsage(s, t, 1, b, 0.0, 1.0) for t, s, b in stages))
     report = build_cost_report(None, ledger)
     # a type's node cost is split over its stages (shares sum to 1) or shows as (idle);
@@ -141,16 +145,27 @@ def test_plot_and_files(tmp_path: Path) -> None:
 
 def test_ledger_round_trips_and_bad_input_names_the_keys() -> None:
     assert RunLedger.from_dict(LEDGER.to_dict()) == LEDGER
+    assert LEDGER.to_dict()["cost_usd"] == pytest.approx(LEDGER.cost_usd)
     with pytest.raises(CostReportError, match="wall_s"):
         RunLedger.from_dict({"campaign": "x", "nodes": [], "stages": []})
-    bad = dict(PLAN, fleet=[{"instance_type": "c7g.large"}])
-    with pytest.raises(CostReportError, match="instances"):
+    bad = dict(PLAN, fleet=[{"instance_type": "c7g.large", "market": "spot"}])
+    with pytest.raises(PlanError, match=r"fleet\[0\]: instances is missing"):
         build_cost_report(bad, LEDGER)
-    with pytest.raises(CostReportError, match="total_cost_usd"):
-        build_cost_report({"fleet": []}, LEDGER)
+    with pytest.raises(PlanError, match="lacks 'total_cost_usd'"):
+        build_cost_report({"format": "eochain-plan/1", "fleet": []}, LEDGER)
 
 
-def test_stage_of_operations() -> None:
-    assert stage_of("ortho_tile") == "ortho"
-    assert stage_of("dsm") == "dsm"
-    assert stage_of("write_cog") == "write"
+def test_node_cost_is_node_seconds_times_price() -> None:
+    for n in LEDGER.nodes:
+        assert n.cost_usd == n.node_s * n.price_usd_per_h / 3600
+    assert LEDGER.cost_usd == pytest.approx(
+        (2 * 9000 * 0.04 + 5000 * 0.072 + 5400 * 0.1 + 3600 * 0.05) / 3600)
+
+
+def test_every_runtime_operation_has_a_plan_stage() -> None:
+    """The runtime's tasks (plan, tile, write of each product) in the planner's stages."""
+    assert set(STAGE_OF_OP.values()) <= set(PLAN_STAGES)
+    assert stage_of("dsm_plan") == "stereo"
+    assert stage_of("dsm_tile") == stage_of("dsm_write") == "dsm"
+    assert stage_of("ortho_plan") == stage_of("ortho_tile") == stage_of("ortho_write") == "ortho"
+    assert stage_of("dsm") == "dsm"  # an operation named after its stage

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from scheduler.cost_report import build_cost_report
+from planner.errors import PlanError
+from planner.plan_document import PLAN_FORMAT, plan_document_from_dict
+from scheduler.cost_report import build_cost_report, format_cost_report
 from scheduler.metrics import (
     CampaignMetrics,
     MetricsError,
@@ -27,6 +30,8 @@ from scheduler.metrics_hooks import (
     observe_campaign,
     prices_from_plan,
 )
+from scheduler.runtime.flow import Driver
+from scheduler.runtime.progress import run_with_progress
 
 pytestmark = pytest.mark.unit
 
@@ -191,12 +196,13 @@ def test_names_and_bad_values() -> None:
         m.node_removed("ghost")
     with pytest.raises(MetricsError, match="runtime_s = -1"):
         m.task_finished("op", "t", -1.0)
-    with pytest.raises(MetricsError, match="deadline_s"):
-        PlanTargets.from_plan({"total_cost_usd": 1.0, "makespan_s": 2.0})
+    with pytest.raises(PlanError, match="lacks 'deadline_s'"):
+        PlanTargets.from_plan({"format": PLAN_FORMAT, "fleet": [], "total_cost_usd": 1.0,
+                               "makespan_s": 2.0})
     with pytest.raises(MetricsError, match="campaign name is empty"):
         CampaignMetrics("")
-    plan = PlanTargets.from_plan({"total_cost_usd": 1.5, "makespan_s": 20.0,
-                                  "deadline_s": 86400.0})
+    plan = PlanTargets.from_plan({"format": PLAN_FORMAT, "fleet": [], "total_cost_usd": 1.5,
+                                  "makespan_s": 20.0, "deadline_s": 86400.0})
     assert plan == PlanTargets(1.5, 20.0, 86400.0)
 
 
@@ -205,13 +211,15 @@ def test_node_types_and_prices_for_the_fleet_watcher() -> None:
         "c7g.large", "spot")
     assert node_type_of(frozenset({"m7i.large:on-demand"})) == ("m7i.large", "on-demand")
     assert node_type_of({"CPU": 4.0, "node:127.0.0.1": 1.0}) == ("local", "on-demand")
-    plan = {"fleet": [{"instance_type": "c7g.large", "market": "spot", "price_usd_per_h": 0.03},
-                      {"instance_type": "c7g.large", "market": "on-demand",
-                       "price_usd_per_h": 0.07}]}
+    plan = {"format": PLAN_FORMAT, "fleet": [
+        {"instance_type": "c7g.large", "market": "spot", "instances": 1, "price_usd_per_h": 0.03},
+        {"instance_type": "c7g.large", "market": "on-demand", "instances": 1,
+         "price_usd_per_h": 0.07}]}
     assert prices_from_plan(plan) == {("c7g.large", "spot"): 0.03,
                                       ("c7g.large", "on-demand"): 0.07}
-    with pytest.raises(MetricsError, match="price_usd_per_h"):
-        prices_from_plan({"fleet": [{"instance_type": "c7g.large", "market": "spot"}]})
+    with pytest.raises(PlanError, match=r"fleet\[0\].*lacks 'price_usd_per_h'"):
+        prices_from_plan({"format": PLAN_FORMAT, "fleet": [
+            {"instance_type": "c7g.large", "market": "spot", "instances": 1}]})
 
 
 def test_observe_campaign_serves_then_writes_the_report(tmp_path: Path) -> None:
@@ -219,7 +227,8 @@ def test_observe_campaign_serves_then_writes_the_report(tmp_path: Path) -> None:
     import urllib.error
     import urllib.request
 
-    plan = {"total_cost_usd": 0.01, "makespan_s": 60.0, "deadline_s": 3600.0,
+    plan = {"format": PLAN_FORMAT, "total_cost_usd": 0.01, "makespan_s": 60.0,
+            "deadline_s": 3600.0,
             "fleet": [{"instance_type": "local", "market": "on-demand", "instances": 1,
                        "price_usd_per_h": 0.5, "busy_instance_h": 0.01,
                        "tasks": {"ortho": 4}}]}
@@ -244,3 +253,87 @@ def test_observe_campaign_serves_then_writes_the_report(tmp_path: Path) -> None:
     assert "local" in lines[0] and "ortho" in lines[0]
     ledger = json.loads((tmp_path / "cost-ledger.json").read_text())
     assert ledger["stages"][0]["tasks"] == 4
+
+
+#: A plan placing stereo, dsm and ortho on three node types (as `eochain plan` writes it).
+THREE_TYPES_PLAN: dict[str, Any] = {
+    "format": PLAN_FORMAT, "campaign": "c1", "total_cost_usd": 0.2, "makespan_s": 3000.0,
+    "deadline_s": 7200.0, "startup_s": 60.0,
+    "fleet": [
+        {"instance_type": "m7g.2xlarge", "market": "spot", "instances": 1,
+         "price_usd_per_h": 0.12, "busy_instance_h": 0.2, "tasks": {"stereo": 2}},
+        {"instance_type": "c7g.xlarge", "market": "on-demand", "instances": 1,
+         "price_usd_per_h": 0.145, "busy_instance_h": 0.5, "tasks": {"dsm": 2}},
+        {"instance_type": "r7g.large", "market": "spot", "instances": 2,
+         "price_usd_per_h": 0.04, "busy_instance_h": 0.4, "tasks": {"ortho": 4}},
+    ]}
+
+
+def _run_the_plan(metrics: CampaignMetrics, clock: Clock) -> float:
+    """Feed ``metrics`` what a run of THREE_TYPES_PLAN reports; return the expected cost.
+
+    The runtime's operations (a pair's ``dsm_plan``, its tiles and writer, the
+    scenes' ortho tiles and writers) land on the types the plan chose.
+    """
+    metrics.node_added("a", "m7g.2xlarge", "spot", 0.12)
+    metrics.node_added("b", "c7g.xlarge", "on-demand", 0.145)
+    clock.now += 60
+    metrics.node_added("c", "r7g.large", "spot", 0.04)
+    metrics.node_added("d", "r7g.large", "spot", 0.04)
+    work = [("dsm_plan", "m7g.2xlarge", 30.0), ("dsm_plan", "m7g.2xlarge", 30.0),
+            ("dsm_tile", "c7g.xlarge", 200.0), ("dsm_write", "c7g.xlarge", 5.0),
+            ("ortho_tile", "r7g.large", 100.0), ("ortho_tile", "r7g.large", 100.0),
+            ("ortho_tile", "r7g.large", 100.0), ("ortho_write", "r7g.large", 10.0)]
+    for op, itype, runtime_s in work:
+        metrics.task_started(op, itype)
+        clock.now += runtime_s
+        metrics.task_finished(op, itype, runtime_s)
+    metrics.node_removed("a")            # t = 635 s
+    clock.now += 900
+    metrics.node_removed("c")            # t = 1535 s
+    clock.now += 300                     # b and d run until the end, t = 1835 s
+    metrics.finish()
+    clock.now += 5000                    # after the run: nothing more is billed
+    seconds = {"a": 635, "b": 1835, "c": 1535 - 60, "d": 1835 - 60}
+    price = {"a": 0.12, "b": 0.145, "c": 0.04, "d": 0.04}
+    return sum(seconds[n] * price[n] / 3600 for n in seconds)
+
+
+def test_the_report_rows_are_the_plan_rows(metrics: CampaignMetrics, clock: Clock) -> None:
+    """Runtime operations map onto the plan's stages: the (type, stage) rows are the same."""
+    _run_the_plan(metrics, clock)
+    plan = plan_document_from_dict(THREE_TYPES_PLAN)
+    report = build_cost_report(plan, metrics.ledger())
+    planned = {(r.instance_type, r.stage) for r in plan.stage_rows()}
+    assert planned == {("m7g.2xlarge", "stereo"), ("c7g.xlarge", "dsm"), ("r7g.large", "ortho")}
+    assert {(ln.instance_type, ln.stage) for ln in report.lines} == planned
+    tasks = {(ln.instance_type, ln.stage): (ln.planned_tasks, ln.actual_tasks)
+             for ln in report.lines}
+    assert tasks == {("m7g.2xlarge", "stereo"): (2, 2), ("c7g.xlarge", "dsm"): (2, 2),
+                     ("r7g.large", "ortho"): (4, 4)}
+
+
+def test_one_cost_in_the_ledger_metrics_summary_progress_and_report(
+        metrics: CampaignMetrics, clock: Clock, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Actual cost = node-seconds x price, shown identically everywhere."""
+    expected = _run_the_plan(metrics, clock)
+    ledger = metrics.ledger()
+    assert ledger.cost_usd == pytest.approx(expected, rel=1e-12)
+    assert metrics.accrued_usd == ledger.cost_usd
+    scraped = sum(_v(metrics, "eochain_cost_accrued_usd_total", instance_type=t, market=m)
+                  for t, m in (("m7g.2xlarge", "spot"), ("c7g.xlarge", "on-demand"),
+                               ("r7g.large", "spot")))
+    assert scraped == pytest.approx(expected, rel=1e-9)
+    report = build_cost_report(THREE_TYPES_PLAN, ledger)
+    assert report.actual_cost_usd == ledger.cost_usd
+    assert sum(ln.actual_cost_usd for ln in report.lines) == pytest.approx(expected, rel=1e-9)
+    assert f"${expected:,.4f}" in format_cost_report(report).splitlines()[-1]
+    # the end-of-run summary of a run (an in-process flow) prints the same figure
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(b"not a tiff")
+    flow = Driver(address="serial").get_flow([bad]).ortho(dem=tmp_path / "dem.tif").write(
+        tmp_path / "out")
+    run_with_progress(flow, metrics, quiet=True)
+    assert f"cost so far: ${expected:.4f}" in capsys.readouterr().out
+    assert metrics.ledger() == ledger  # the run had ended: the ledger stayed as it was

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scheduler.cmd_run import fleet_price_usd_per_h, plan_resources, summary
+from scheduler.cmd_run import plan_resources, summary
 from scheduler.runtime.dispatch import Dispatcher, RunReport, _Slot
 from scheduler.runtime.flow import FlowReport
 from scheduler.runtime.state import DispatchState, Failure, Task, TaskGraph
@@ -53,7 +53,6 @@ def test_plan_helpers_read_the_fleet() -> None:
         {"instance_type": "r7i.large", "market": "on-demand", "instances": 1,
          "price_usd_per_h": 0.2, "tasks": {"dsm": 4}},
     ]}
-    assert fleet_price_usd_per_h(plan) == pytest.approx(0.5)
     assert plan_resources(plan, "ortho") == ("c7g.2xlarge:spot",)
     assert plan_resources({}, "ortho") == ()
 
