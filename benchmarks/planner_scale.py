@@ -159,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
           f"(candidate, zones) pairs (requested {sim.get('requested_screening_runs_per_pair')}); "
           f"first run {sim.get('first_run_s')} s; limited by the time budget: "
           f"{sim.get('limited_by_time_budget')}")
+    print("the command's own lines: " + " | ".join(
+        line.strip() for line in stdout.splitlines() if line.startswith(("cost", "risk"))))
     print(f"plan: {plan['total_cost_usd']:.2f} USD simulated mean, p95 makespan "
           f"{plan['makespan_s'] / 3600:.1f} h, {plan['zones']} zone(s)")
     print(f"re-plan: {again.reason}; {len(again.plan.fleet)} fleet entries, "
