@@ -109,9 +109,10 @@ def step_ortho(ctx: click.Context, scene: SyntheticScene, out: Path) -> None:
     for i, view in enumerate(scene.view_paths):
         dest = out / f"ortho_view_{i}.tif"
         start = time.perf_counter()
-        ctx.invoke(ortho_command, image=view, dem_path=scene.dem_path, geoid=None, crs=None,
+        # only what the demo sets; click fills in every other option's default
+        ctx.invoke(ortho_command, image=view, dem_path=scene.dem_path,
                    gsd_m=scene.spec.gsd_m, resampling="bicubic", tile_px=DEMO_TILE_PX,
-                   output=dest, quiet=True)
+                   output=dest, overwrite=True, quiet=True)
         elapsed = time.perf_counter() - start
         image, box = _read_product(dest)
         truth = truth_ortho(scene, box) * scene.spec.gain
@@ -129,10 +130,9 @@ def step_dsm(ctx: click.Context, scene: SyntheticScene, out: Path) -> None:
     # computed over the true DEM itself would only return its input
     coarse = write_coarse_dem(scene.out_dir, out / "dem_30m.tif")
     start = time.perf_counter()
-    ctx.invoke(dsm_command, left=scene.view_paths[0], right=scene.view_paths[1],
-               dem_path=coarse, geoid=None, heights="ellipsoid", crs=None,
-               gsd_m=scene.spec.gsd_m, tile_px=DEMO_TILE_PX * 2, max_days_apart=60.0,
-               output=dest, quiet=True)
+    ctx.invoke(dsm_command, images=tuple(scene.view_paths[:2]), dem_path=coarse,
+               gsd_m=scene.spec.gsd_m, tile_px=DEMO_TILE_PX * 2, output=dest, overwrite=True,
+               quiet=True)
     elapsed = time.perf_counter() - start
     heights, box = _read_product(dest)
     with rasterio.open(dest) as ds:
@@ -152,9 +152,7 @@ def step_plan(ctx: click.Context, out: Path) -> None:
     _say(f"5. plan the sample campaign {EXAMPLE_CAMPAIGN.name} (eochain plan)")
     if not EXAMPLE_CAMPAIGN.exists():
         raise click.ClickException(f"{EXAMPLE_CAMPAIGN} is missing: the demo plans it")
-    ctx.invoke(plan_command, campaign_file=EXAMPLE_CAMPAIGN, deadline_h=None, budget_usd=None,
-               as_json=False, out_dir=out / "plan", catalog_path=None, calibration_path=None,
-               runs=5, seed=0)
+    ctx.invoke(plan_command, campaign_file=EXAMPLE_CAMPAIGN, out_dir=out / "plan", runs=5)
 
 
 def step_run(scene: SyntheticScene, out: Path) -> None:
