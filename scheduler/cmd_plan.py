@@ -99,6 +99,14 @@ def format_table(doc: dict[str, object], cp: CampaignPlan) -> str:
             (f"lp        {p.cost_usd:10.2f} USD, {p.makespan_h:.2f} h (fluid model, no idle "
              "time, workers only)"),
         ]
+        effort = cp.effort
+        if effort is not None and effort.limited:
+            lines.append(
+                f"note      fewer runs to keep the {effort.budget_s:g} s planning budget "
+                f"(a run takes {effort.first_run_s:.1f} s): {effort.final_runs} of "
+                f"{effort.requested_final_runs} fresh runs of the chosen plan, "
+                f"{effort.screening_runs} of {effort.requested_screening_runs} screening runs "
+                f"on {effort.pairs_screened} of {effort.pairs_available} candidates")
     else:
         lines += [
             "",
