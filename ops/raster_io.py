@@ -161,6 +161,8 @@ def _scratch_path(dest: Path, tag: str) -> Path:
 
 #: ISA-L deflate level of every block (0-3); see the module docstring.
 DEFLATE_LEVEL = 2
+#: Largest file a classic TIFF addresses (32-bit offsets); larger COGs are BigTIFF.
+CLASSIC_TIFF_MAX_BYTES = 2**32 - 1
 
 
 def overview_shapes(height: int, width: int, block_px: int = COG_BLOCK_PX
@@ -439,7 +441,7 @@ class CogWriter:
 
         zeros = [0] * len(levels)
         data_bytes = sum(lv.size for lv in levels)
-        bigtiff = header_size(ifds(zeros, False), False) + data_bytes >= 2**32
+        bigtiff = header_size(ifds(zeros, False), False) + data_bytes > CLASSIC_TIFF_MAX_BYTES
         start = header_size(ifds(zeros, bigtiff), bigtiff)
         bases, at = zeros[:], start
         for lv in reversed(levels):  # the smallest overview's tiles come first

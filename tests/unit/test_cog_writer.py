@@ -18,6 +18,7 @@ import rasterio
 import rasterio.shutil
 from rio_cogeo.cogeo import cog_validate
 
+from ops import raster_io
 from ops.cog_layout import GHOST_HEADER_BODY
 from ops.errors import RasterWriteError
 from ops.raster_io import CogWriter, overview_shapes
@@ -187,3 +188,18 @@ def test_overview_shapes_halve_down_to_one_block() -> None:
     assert overview_shapes(9665, 9591) == [(9665, 9591), (4833, 4796), (2417, 2398),
                                            (1209, 1199), (605, 600), (303, 300)]
     assert overview_shapes(512, 300) == [(512, 300)]
+
+
+def test_bigtiff_layout_reads_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past 4 GiB the COG is a BigTIFF: forced here by lowering the classic-TIFF limit."""
+    monkeypatch.setattr(raster_io, "CLASSIC_TIFF_MAX_BYTES", 0)
+    geobox = GeoBox("EPSG:32631", UTM, 1024, 1536)
+    data = _image(2, 1024, 1536, "uint16", 0)
+    _ours(data, geobox, 0, tmp_path / "big.tif")
+    assert (tmp_path / "big.tif").read_bytes()[:4] == b"II+\x00"
+    valid, errors, _ = cog_validate(str(tmp_path / "big.tif"))
+    assert valid, errors
+    _gdal_cog(data, geobox, 0, tmp_path / "gdal.tif")
+    for mine, theirs in zip(_levels(tmp_path / "big.tif"), _levels(tmp_path / "gdal.tif"),
+                            strict=True):
+        np.testing.assert_array_equal(mine, theirs)
