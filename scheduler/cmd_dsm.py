@@ -123,6 +123,8 @@ def dsm(
             mplan = plan_multiview(views, dem, crs=crs, gsd_m=gsd_m, config=config, pairs=pairs)
             geobox = mplan.geobox
             tiles = iter_fused_tiles(mplan, dem, tile_px=tile_px, geoid=out_geoid)
+            for reason in mplan.rejected:
+                click.echo(f"pair not used: {reason}", err=True)
             about = f"{len(mplan.pairs)} pairs fused: " + ", ".join(
                 f"{i}-{j} B/H {p.frame.base_to_height:.3f} offset {o:+.2f} m"
                 for (i, j), p, o in zip(mplan.pairs, mplan.plans, mplan.offsets_m, strict=True))
