@@ -161,24 +161,52 @@ def fill_small_holes(
 
 def _drop_unsupported(height: Float32Array, labels: NDArray[np.int32],
                       small: NDArray[np.bool_], max_rim_residual_m: float) -> None:
-    """Unmark (in ``small``) the holes whose rim does not lie on a plane."""
+    """Unmark (in ``small``) the holes whose rim does not lie on a plane.
+
+    A hole's rim is the valid cells 8-adjacent to it; the plane
+    z = a + b r + c c is fitted to each rim by least squares, all holes at
+    once (normal equations accumulated per hole with ``bincount``).
+    """
     valid = np.isfinite(height)
-    for k, box in enumerate(ndi.find_objects(labels), start=1):
-        if box is None or not small[k]:
-            continue
-        rows = slice(max(box[0].start - 1, 0), box[0].stop + 1)
-        cols = slice(max(box[1].start - 1, 0), box[1].stop + 1)
-        hole = labels[rows, cols] == k
-        rim = ndi.binary_dilation(hole, structure=np.ones((3, 3), bool)) & valid[rows, cols]
-        rr, cc = np.nonzero(rim)
-        z = height[rows, cols][rim].astype(np.float64)
-        if z.size < 3:
-            small[k] = False
-            continue
-        a = np.column_stack([np.ones_like(z), rr, cc])
-        coef, *_ = np.linalg.lstsq(a, z, rcond=None)
-        if float(np.sqrt(np.mean((a @ coef - z) ** 2))) > max_rim_residual_m:
-            small[k] = False
+    h, w = height.shape
+    n_labels = small.size
+    cells, owners = [], []
+    flat_labels = np.pad(labels, 1)
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            if dr == 0 and dc == 0:
+                continue
+            neighbour = flat_labels[1 + dr : 1 + dr + h, 1 + dc : 1 + dc + w]
+            rim = valid & (neighbour > 0) & small[neighbour]
+            cells.append(np.flatnonzero(rim))
+            owners.append(neighbour[rim])
+    cell = np.concatenate(cells)
+    owner = np.concatenate(owners).astype(np.int64)
+    if cell.size == 0:
+        small[:] = False
+        return
+    pair = np.unique(owner * (h * w) + cell)
+    owner, cell = pair // (h * w), pair % (h * w)
+    r, c = (cell // w).astype(np.float64), (cell % w).astype(np.float64)
+    z = height.ravel()[cell].astype(np.float64)
+
+    def total(values: FloatArray) -> FloatArray:
+        return np.bincount(owner, weights=values, minlength=n_labels).astype(np.float64)
+
+    n = np.bincount(owner, minlength=n_labels).astype(np.float64)
+    safe = np.maximum(n, 1.0)
+    # centred coordinates: the normal equations stay well conditioned
+    r = r - (total(r) / safe)[owner]
+    c = c - (total(c) / safe)[owner]
+    z = z - (total(z) / safe)[owner]
+    a = np.stack([np.stack([total(r * r), total(r * c)], -1),
+                  np.stack([total(r * c), total(c * c)], -1)], -2)
+    b = np.stack([total(r * z), total(c * z)], -1)
+    a += 1e-9 * np.eye(2)
+    coef = np.linalg.solve(a, b[..., None])[..., 0]
+    rss = np.maximum(total(z * z) - np.sum(coef * b, axis=-1), 0.0)
+    rms = np.sqrt(rss / safe)
+    small &= (n >= 3) & (rms <= max_rim_residual_m)
 
 
 def fill_edges(height: Float32Array, allowed: NDArray[np.bool_], rings: int) -> NDArray[np.bool_]:
