@@ -27,8 +27,10 @@ times the first screening run and, if every requested run would not fit in
 what is left, makes fewer: half of the runs left go to the chosen plan
 (at most ``simulate_runs``), the rest to screening, spread evenly over the
 (candidate, zones) pairs in the order the objective favours (fewer runs
-each before fewer pairs). It always makes at least that first run, and never
-fewer silently: :class:`SimulationEffort` (``simulation`` in ``plan.json``)
+each before fewer pairs). Later runs can be slower than the first (another
+plan, another fleet), so a pair is screened and a final run made only while
+it fits by the slowest run seen so far. It always makes at least that first
+run, and never fewer silently: :class:`SimulationEffort` (``simulation`` in ``plan.json``)
 says how many runs were requested and made. With ``time_budget_s=None``, or
 when everything fits, the runs made do not depend on timing and seeded plans
 repeat exactly.
@@ -42,7 +44,7 @@ from __future__ import annotations
 
 import gc
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import networkx as nx
@@ -221,16 +223,22 @@ def _plan(campaign: Campaign, catalog: PriceCatalog, calibration: Calibration,
                   else time_budget_s - (time.perf_counter() - start))
         effort = allocate_runs(simulate_runs, max(2, simulate_runs // 5), len(pairs),
                                first_s, left_s, time_budget_s)
-        chosen, zones, screened, by_pair = _screen(
+        clock = _RunClock(None if time_budget_s is None else start + time_budget_s, first_s)
+        chosen, zones, screened, by_pair, n_pairs = _screen(
             sim, pairs[:effort.pairs_screened], first, campaign.objective,
             campaign.weight_usd_per_h, deadline, budget, effort.screening_runs, seed,
-            target_hit_rate, runtime_error)
-        if effort.final_runs > 0:
-            summary = sim.simulate(chosen, effort.final_runs, seed=seed,
-                                   deadline_s=deadline * 3600, runtime_error=runtime_error,
-                                   zones=zones)
-        else:
-            summary = by_pair[(id(chosen), zones)]
+            target_hit_rate, runtime_error, clock, effort.final_runs)
+        final: list[RunResult] = []
+        for r in range(effort.final_runs):
+            if not clock.fits(1):
+                break
+            final.append(clock.run(sim, chosen, seed + r, runtime_error=runtime_error,
+                                   zones=zones))
+        summary = (SimulationSummary(tuple(final), deadline * 3600) if final
+                   else by_pair[(id(chosen), zones)])
+        # What was made: later runs may be slower than the first, so the clock had the
+        # last word over the allocation.
+        effort = replace(effort, pairs_screened=n_pairs, final_runs=len(final))
     else:
         chosen = pool[0]
     timings["simulate"] = time.perf_counter() - t0
@@ -255,32 +263,54 @@ def allocate_runs(final_runs: int, screening_runs: int, pairs: int, first_run_s:
                             budget_s, first_run_s)
 
 
+@dataclass(slots=True)
+class _RunClock:
+    """The end of the time budget and the slowest run seen: does one more run fit?"""
+
+    end: float | None
+    slowest_s: float
+
+    def fits(self, runs: int) -> bool:
+        return self.end is None or time.perf_counter() + runs * self.slowest_s <= self.end
+
+    def run(self, sim: CampaignSimulator, plan: PlacementPlan, seed: int, *,
+            runtime_error: float, zones: int) -> RunResult:
+        t = time.perf_counter()
+        out = sim.run(plan, seed, runtime_error=runtime_error, zones=zones)
+        self.slowest_s = max(self.slowest_s, time.perf_counter() - t)
+        return out
+
+
 def _screen(sim: CampaignSimulator, pairs: list[tuple[PlacementPlan, int]], first: RunResult,
             objective: str, weight_usd_per_h: float, deadline_h: float,
             budget_usd: float | None, runs: int, seed: int, target_hit_rate: float,
-            runtime_error: float
+            runtime_error: float, clock: _RunClock, reserved_runs: int
             ) -> tuple[PlacementPlan, int, list[tuple[PlacementPlan, SimulationSummary]],
-                       dict[tuple[int, int], SimulationSummary]]:
+                       dict[tuple[int, int], SimulationSummary], int]:
     """The best (plan, zones) by simulated figures that keeps deadline and budget, or refuse.
 
     ``first`` is the run of the first pair with the first screening seed, made already.
+    A pair is screened only while its runs still fit in the time budget beside
+    ``reserved_runs`` (the chosen plan's); the last value returned is how many
+    pairs were considered.
     """
     deadline_s = deadline_h * 3600
     screened: list[tuple[PlacementPlan, SimulationSummary]] = []
     by_pair: dict[tuple[int, int], SimulationSummary] = {}
     best: tuple[float, PlacementPlan, int] | None = None
+    considered = 0
     for k, (p, zones) in enumerate(pairs):
+        if k > 0 and not clock.fits(runs + reserved_runs):
+            break
+        considered += 1
         # Idle time only adds to the fluid cost: a plan planned above the best simulated
         # cost so far (with a 2 % allowance for luck) cannot win "cheapest".
         if objective == "cheapest" and best is not None and p.cost_usd > best[0] * 1.02:
             continue
-        if k == 0:
-            rest = tuple(sim.run(p, seed + 10_000 + r, runtime_error=runtime_error, zones=zones)
-                         for r in range(1, runs))
-            s = SimulationSummary((first, *rest), deadline_s)
-        else:
-            s = sim.simulate(p, runs, seed=seed + 10_000, deadline_s=deadline_s,
-                             runtime_error=runtime_error, zones=zones)
+        made = [first] if k == 0 else []
+        made += [clock.run(sim, p, seed + 10_000 + r, runtime_error=runtime_error, zones=zones)
+                 for r in range(len(made), runs)]
+        s = SimulationSummary(tuple(made), deadline_s)
         by_pair[(id(p), zones)] = s
         if zones == 1:
             screened.append((p, s))
@@ -300,7 +330,7 @@ def _screen(sim: CampaignSimulator, pairs: list[tuple[PlacementPlan, int]], firs
             f"deadline in {100 * s.deadline_hit_rate:.0f} % of runs at a mean cost of "
             f"{s.mean_cost_usd:.2f} USD (p95 makespan {s.p95_makespan_s / 3600:.2f} h); "
             "raise the deadline or the budget")
-    return best[1], best[2], screened, by_pair
+    return best[1], best[2], screened, by_pair, considered
 
 
 def simulated_frontier(cp: CampaignPlan) -> list[tuple[PlacementPlan, SimulationSummary]]:
