@@ -3,7 +3,8 @@
 Pairs (:func:`plan_multiview`): every pair of views that :func:`ops.stereo.plan_stereo`
 accepts (same mission, overlapping, a base-to-height ratio large enough),
 with B/H in ``[min_b_over_h, max_b_over_h]`` (a narrow base gives noisy
-heights, a wide one many occlusions and unlike images), best B/H first, at
+heights, a wide one many occlusions and unlike images) and an overlap of
+at least ``min_overlap_share`` of the largest pair's, best B/H first, at
 most ``max_pairs``; or the pairs the caller gives. All pairs share one output
 grid: the union of their overlaps, on the lattice of the output CRS and GSD
 (the first pair's unless given). Each pair's weight is its B/H squared (a
@@ -77,6 +78,7 @@ def plan_multiview(
     min_b_over_h: float = 0.05,
     max_b_over_h: float = 1.0,
     max_pairs: int = 6,
+    min_overlap_share: float = 0.25,
 ) -> MultiViewPlan:
     """Choose (or take) the pairs, plan each on one grid, estimate their offsets."""
     if len(views) < 2:
@@ -108,6 +110,14 @@ def plan_multiview(
         accepted.append(((i, j), plan))
     if not accepted:
         raise StereoError("no pair of the views can make a DSM: " + "; ".join(rejected))
+    if pairs is None:
+        largest = max(p.geobox.height * p.geobox.width for _, p in accepted)
+        for (i, j), p in accepted:
+            if p.geobox.height * p.geobox.width < min_overlap_share * largest:
+                rejected.append(f"{views[i].path} + {views[j].path}: overlap under "
+                                f"{min_overlap_share:.0%} of the largest pair's")
+        accepted = [(ij, p) for ij, p in accepted
+                    if p.geobox.height * p.geobox.width >= min_overlap_share * largest]
     accepted.sort(key=lambda item: -item[1].frame.base_to_height)
     accepted = accepted[:max_pairs]
     plans = tuple(p for _, p in accepted)
