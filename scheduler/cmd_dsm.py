@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from ops.acquisition import read_acquisition, span
 from ops.crs import check_crs
-from ops.dem import Dem
+from ops.dem import MAX_HOLE_FRACTION, Dem
 from ops.errors import OpsError
 from ops.geoid import Geoid
 from ops.initial_terrain import estimate_terrain
@@ -39,6 +39,7 @@ from ops.stereo_multiview import iter_fused_tiles, plan_multiview
 from planner.errors import PlannerError
 from planner.grid import TileGrid
 from scheduler.cmd_ortho import footprint_box
+from scheduler.geometry_options import dem_reference_options
 from scheduler.guards import POSITIVE_FINITE, allow_large_option, check_product_box
 from scheduler.output_path import check_input_exists, check_output_file
 from scheduler.runtime.errors import MetadataError
@@ -75,12 +76,14 @@ DEM_PAD_DEG = 0.004
               type=click.Path(dir_okay=False, path_type=Path), help="Output COG path.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing file at OUTPUT.")
 @allow_large_option
+@dem_reference_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def dsm(
     images: tuple[Path, ...], pairs_text: str | None, dem_path: Path | None,
     geoid: Path | None, heights: str,
     crs: str | None, gsd_m: float | None, tile_px: int, max_days_apart: float, output: Path,
-    overwrite: bool, quiet: bool, allow_large: bool,
+    overwrite: bool, quiet: bool, allow_large: bool, dem_heights: str | None = None,
+    dem_max_holes: float = MAX_HOLE_FRACTION,
 ) -> None:
     """Compute the DSM of the views IMAGES (two or more) into the COG OUTPUT."""
     if len(images) < 2:
@@ -110,7 +113,8 @@ def dsm(
         dem: Terrain = (
             estimate_terrain(views[0], views[1], config) if dem_path is None else
             Dem.open(dem_path, geoid=geoid_model, bounds_lonlat=box, pad_deg=DEM_PAD_DEG,
-                     require_bounds=False)
+                     require_bounds=False, vertical_datum=dem_heights,
+                     max_hole_fraction=dem_max_holes)
         )
         out_geoid = geoid_model if heights == "geoid" else None
         if len(views) == 2 and pairs is None:
@@ -134,11 +138,13 @@ def dsm(
         meta = dsm_metadata(
             horizontal_crs=geobox.crs, heights=heights, band_descriptions=BANDS,
             images=[str(path.resolve()) for path in images],
-            rpc_sources=[v.rpc.source for v in views], dem=None if dem_path is None else str(dem_path.resolve()),
+            rpc_sources=[v.rpc.source for v in views],
+            dem=None if dem_path is None else str(dem_path.resolve()),
             geoid=None if geoid is None else str(geoid.resolve()),
             acquired=span([read_acquisition(path) for path in images]),
             parameters={"crs": crs, "gsd_m": gsd_m, "tile_px": tile_px,
-                        "max_days_apart": max_days_apart, "pairs": pairs_text})
+                        "max_days_apart": max_days_apart, "pairs": pairs_text,
+                        "dem_heights": dem_heights, "dem_max_holes": dem_max_holes})
         with CogWriter(output, geobox, count=3, dtype="float32", nodata=NODATA,
                        descriptions=BANDS, crs=meta.file_crs, units=meta.band_units,
                        tags=meta.tags()) as out, tqdm(
