@@ -63,7 +63,8 @@ from numpy.typing import ArrayLike, NDArray
 from rasterio.crs import CRS
 
 from ops import vertical
-from ops.dem_fill import MAX_HOLE_FRACTION, check_hole_share, fill_holes_laplace
+from ops.dem_fill import MAX_HOLE_FRACTION as MAX_HOLE_FRACTION  # noqa: PLC0414 (re-export)
+from ops.dem_fill import check_hole_share, fill_holes_laplace
 from ops.dem_tiles import Transform6, list_sources, probe, read_nodes
 from ops.errors import DemCoverageError, DemError
 from ops.geoid import (
