@@ -26,9 +26,6 @@ class FlowError(RuntimeFailure, ValueError):
     """A flow is built wrongly (no scenes, a write before any operation, a bad option)."""
 
 
-class RetryLimitError(RuntimeFailure, RuntimeError):
-    """A task kept failing for system reasons (lost nodes) more than the allowed attempts."""
-
 
 class MetadataError(RuntimeFailure, ValueError):
     """A product's CRS or provenance cannot be stated as asked (unknown CRS, height reference)."""
