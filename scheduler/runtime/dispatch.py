@@ -125,9 +125,9 @@ class DispatchOptions:
     #: Most tasks one actor call carries (see :func:`batch_size`).
     max_batch: int = 64
     #: Seconds of expected work one actor call carries at most, at the mean task runtime.
-    batch_target_s: float = 0.02
+    batch_target_s: float = 0.1
     #: Calls queued per actor while tasks are small enough to batch (see :func:`queue_depth`).
-    small_task_calls: int = 8
+    small_task_calls: int = 4
 
     def __post_init__(self) -> None:
         if self.tasks_per_actor < 1:
@@ -208,7 +208,7 @@ class RunReport:
     cpu_s: float = 0.0
     #: CPUs of the largest actor pool of the run (0 for the serial executor)
     actor_cpus: float = 0.0
-    #: When the first task started in an actor and when the run ended, epoch seconds
+    #: When the first task started in an actor and when the last result was read, epoch s
     first_task_at_s: float = 0.0
     ended_at_s: float = 0.0
     #: Seconds the task functions ran in the actors (wall, summed over tasks)
@@ -740,10 +740,10 @@ class Dispatcher:
                         tm.progress(snapshot)
                     if progress is not None:
                         progress(snapshot)
+            ended_at_s = time.time()  # the work's end; the actors' clean-up follows
         finally:
             pool.shutdown()
         wall_s = time.perf_counter() - start
-        ended_at_s = time.time()
         report = RunReport(results, tuple(state.failures), sum(state.runs.values()), retries,
                            recomputed, state.peak_bytes_in_flight, wall_s, dict(state.runs),
                            cpu_s, pool.cpus,
