@@ -6,8 +6,11 @@ sidecar (``.geom``, ``.RPB``, ``_RPC.TXT``, DIMAP XML) without being named,
 ``--dem`` takes a file or a folder of tiles (read only around the image's
 footprint), ``--geoid`` turns geoid heights (SRTM) into ellipsoidal ones.
 The output grid is the footprint in its UTM zone at the sensor's GSD unless
-``--crs``/``--gsd`` say otherwise. It runs tile by tile with a progress bar
-and publishes the COG atomically: on any error nothing is left at ``-o``.
+``--crs``/``--gsd`` say otherwise. It is the campaign's ortho product of one
+scene (:func:`scheduler.runtime.products.plan_ortho_product`), run in this
+process tile by tile with a progress bar (:mod:`scheduler.runtime.one_product`):
+the file is the one ``eochain run`` writes for the same inputs and parameters.
+The COG is published atomically: on any error nothing is left at ``-o``.
 An ``-o`` that is one of the inputs is refused, an existing file is replaced
 only with ``--overwrite``, and the output folder is checked writable before
 any compute (:mod:`scheduler.output_path`).
@@ -17,46 +20,25 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import cast
 
 import click
-import numpy as np
 from tqdm import tqdm
 
-from ops.acquisition import read_acquisition
 from ops.crs import check_crs
-from ops.dem import MAX_HOLE_FRACTION, Dem
+from ops.dem import MAX_HOLE_FRACTION
 from ops.errors import OpsError
-from ops.footprint import lonlat_bounds
-from ops.ortho import HeightModel, default_geobox, orthorectify, plan_ortho, tile_jobs
-from ops.raster_io import raster_info
-from ops.rpc import RpcModel
+from ops.ortho import OrthoPlan, declare_tile_input
 from ops.rpc_io import find_rpc
 from planner.errors import PlannerError
 from scheduler.geometry_options import dem_reference_options, rpc_source_options
 from scheduler.guards import POSITIVE_FINITE, allow_large_option, check_product_grid
 from scheduler.output_path import check_input_exists, check_output_file
-from scheduler.runtime.provenance import ortho_metadata
+from scheduler.runtime.errors import RuntimeFailure
+from scheduler.runtime.one_product import run_to_file
+from scheduler.runtime.products import OrthoStep, SceneInput, footprint_box, plan_ortho_product
 
-#: Degrees read around the footprint where the DEM has them (~200 m); only the
-#: footprint itself must be covered.
-DEM_PAD_DEG = 0.002
-
-
-def footprint_box(rpc: RpcModel, shape: tuple[int, int]) -> tuple[float, float, float, float]:
-    """Lon/lat box of the image at the RPC's lowest and highest heights, padded."""
-    h, w = shape
-    rows = np.array([-0.5, -0.5, h - 0.5, h - 0.5, h / 2])
-    cols = np.array([-0.5, w - 0.5, -0.5, w - 0.5, w / 2])
-    lons, lats = [], []
-    for height in (rpc.height_off - rpc.height_scale, rpc.height_off + rpc.height_scale):
-        lon, lat = rpc.localize(rows, cols, np.full(rows.shape, height), check=False)
-        lons.append(lon)
-        lats.append(lat)
-    lon_all, lat_all = np.concatenate(lons), np.concatenate(lats)
-    ok = np.isfinite(lon_all) & np.isfinite(lat_all)
-    if not ok.any():
-        raise click.ClickException(f"{rpc.source}: cannot localise the image corners")
-    return lonlat_bounds(lon_all[ok], lat_all[ok], pad_deg=0.0)
+__all__ = ["footprint_box", "ortho"]  # footprint_box: for eochain dsm until it imports it from products
 
 
 @click.command(name="ortho")
@@ -93,37 +75,29 @@ def ortho(
     check_input_exists(dem_path, "--dem")
     check_input_exists(geoid, "--geoid")
     try:
-        info = raster_info(image)
-        rpc = find_rpc(image, rpc_source=rpc_source, origin=rpc_origin)
-        check_output_file(output, [image, rpc.source, dem_path, geoid], overwrite=overwrite)
         if crs is not None:
             check_crs(crs)
-        dem = Dem.open(dem_path, geoid=geoid, bounds_lonlat=footprint_box(rpc, info.shape),
-                       pad_deg=DEM_PAD_DEG, require_bounds=False, vertical_datum=dem_heights,
-                       max_hole_fraction=dem_max_holes)
-        heights = HeightModel.from_dem(dem)
-        geobox = default_geobox(rpc, info.shape, heights, crs=crs, gsd_m=gsd_m)
+        rpc = find_rpc(image, rpc_source=rpc_source, origin=rpc_origin)
+        check_output_file(output, [image, rpc.source, dem_path, geoid], overwrite=overwrite)
+        # the campaign's ortho product of this one scene, run here into OUTPUT
+        scene = SceneInput(image.stem, str(image), rpc=rpc_source, rpc_origin=rpc_origin)
+        step = OrthoStep(str(dem_path), gsd_m, crs, None if geoid is None else str(geoid),
+                         resampling, tile_px, dem_heights, dem_max_holes)
+        product = plan_ortho_product(scene, step, store=None)
+        writer = product.writer
+        geobox = writer.geobox
         check_product_grid(f"ortho of {image}", geobox.height, geobox.width, tile_px,
-                           bands=info.count, allow_large=allow_large)
-        plan = plan_ortho(rpc, heights, geobox, info.shape, band_count=info.count,
-                          dtype=info.dtype, src_nodata=info.nodata, resampling=resampling)
-        n_tiles = sum(1 for _ in tile_jobs(plan, tile_px))
-        meta = ortho_metadata(
-            crs=geobox.crs, band_descriptions=info.descriptions, image=str(image.resolve()),
-            rpc_source=rpc.source, dem=str(dem_path.resolve()),
-            geoid=None if geoid is None else str(geoid.resolve()),
-            acquired=read_acquisition(image),
-            parameters={"crs": crs, "gsd_m": gsd_m, "resampling": resampling, "tile_px": tile_px,
-                        "dem_heights": dem_heights, "dem_max_holes": dem_max_holes})
-        with tqdm(total=n_tiles, unit="tile", desc="ortho", disable=quiet) as bar:
-            report = orthorectify(image, plan, output, tile_px=tile_px, progress=bar.update,
-                                  tags=meta.tags())
-    except (OpsError, PlannerError) as exc:
+                           bands=writer.count, allow_large=allow_large)
+        with tqdm(total=len(writer.windows), unit="tile", desc="ortho", disable=quiet) as bar:
+            run = run_to_file(product, output, progress=bar.update)
+        plan = cast(OrthoPlan, run.shared[product.tasks[0].key])
+        tiles_read = sum(1 for w in writer.windows if declare_tile_input(plan, w) is not None)
+    except (OpsError, PlannerError, RuntimeFailure) as exc:
         raise click.ClickException(str(exc)) from exc
     res = geobox.resolution[0]
     click.echo(
-        f"{output}: {geobox.width} x {geobox.height} px, {info.count} band(s) {info.dtype}, "
-        f"{geobox.crs}, {res:g} per pixel, {resampling}; {report.tiles} tiles "
-        f"({report.tiles_read} read), mapping grid step {plan.grid_step_px} px, "
+        f"{output}: {geobox.width} x {geobox.height} px, {writer.count} band(s) {writer.dtype}, "
+        f"{geobox.crs}, {res:g} per pixel, {resampling}; {run.tiles} tiles "
+        f"({tiles_read} read), mapping grid step {plan.grid_step_px} px, "
         f"{plan.n_levels} height levels"
     )

@@ -22,6 +22,8 @@ from __future__ import annotations
 import datetime as dt
 import time
 import uuid
+import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -30,30 +32,48 @@ import numpy as np
 import rasterio
 import rasterio.io
 from numpy.typing import NDArray
-from rasterio.errors import RasterioError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window as RioWindow
 
-from ops.dem import Dem
+from ops.dem import MAX_HOLE_FRACTION, Dem
 from ops.ortho import HeightModel, OrthoPlan, declare_tile_input, ortho_tile, plan_ortho
 from ops.raster_io import CogWriter, raster_info, read_window
 from ops.rpc_io import find_rpc
 from ops.stereo import StereoPlan, run_dsm_tile
 from planner.grid import GeoBox, Window
 from scheduler.runtime.actors import TaskContext
+from scheduler.runtime.errors import FlowError
 from scheduler.runtime.manifest import Manifest, ProductRecord
 from scheduler.runtime.provenance import ProductMetadata
 from scheduler.runtime.stac import item_bytes, item_links, make_item, stac_key
 from scheduler.runtime.store import STALE_TEMP_S, LocalStore, S3Store, sha256_file
 
+#: Degrees read around an ortho footprint where the DEM has them (~200 m); only the
+#: footprint itself must be covered.
+ORTHO_DEM_PAD_DEG = 0.002
 
-def open_dem(dem: str, geoid: str | None, box: tuple[float, float, float, float]) -> Dem:
-    """The DEM around a scene's footprint box, as far as the DEM reaches.
 
-    The box comes from the RPC's whole height range, far wider than the
-    terrain's; a DEM cut to the scene (synthetic scenes, user crops) does not
-    cover it, and the ortho plan checks coverage at the terrain's real heights.
-    """
-    return Dem.open(dem, geoid=geoid, bounds_lonlat=box, require_bounds=False)
+@dataclass(frozen=True, slots=True)
+class DemSource:
+    """Where a product's DEM comes from and how to read it (the one DEM reader of ortho)."""
+
+    path: str
+    geoid: str | None = None
+    #: the DEM's vertical reference over what its files say (:mod:`ops.vertical`)
+    vertical_datum: str | None = None
+    max_hole_fraction: float = MAX_HOLE_FRACTION
+
+    def open(self, box: tuple[float, float, float, float]) -> Dem:
+        """The DEM around a scene's footprint box, as far as the DEM reaches.
+
+        The box comes from the RPC's whole height range, far wider than the
+        terrain's; a DEM cut to the scene (synthetic scenes, user crops) does not
+        cover it, and the ortho plan checks coverage at the terrain's real heights.
+        """
+        return Dem.open(self.path, geoid=self.geoid, bounds_lonlat=box,
+                        pad_deg=ORTHO_DEM_PAD_DEG, require_bounds=False,
+                        vertical_datum=self.vertical_datum,
+                        max_hole_fraction=self.max_hole_fraction)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,16 +81,18 @@ class OrthoPlanTask:
     """Plan the ortho of one scene on the output grid ``geobox``."""
 
     image: str
-    dem: str
-    geoid: str | None
+    dem: DemSource
     dem_box: tuple[float, float, float, float]
     geobox: GeoBox
     resampling: str = "bicubic"
+    #: which RPC and crop origin (:func:`ops.rpc_io.find_rpc`'s ``rpc_source``, ``origin``)
+    rpc_source: str | None = None
+    rpc_origin: tuple[float, float] | None = None
 
     def __call__(self, ctx: TaskContext) -> OrthoPlan:
         info = raster_info(self.image)
-        rpc = find_rpc(self.image)
-        dem = open_dem(self.dem, self.geoid, self.dem_box)
+        rpc = find_rpc(self.image, rpc_source=self.rpc_source, origin=self.rpc_origin)
+        dem = self.dem.open(self.dem_box)
         heights = HeightModel.from_dem(dem)
         return plan_ortho(rpc, heights, self.geobox, info.shape, band_count=info.count,
                           dtype=info.dtype, src_nodata=info.nodata, resampling=self.resampling)
@@ -104,7 +126,10 @@ def read_cached(ctx: TaskContext, path: str, window: Window) -> NDArray[np.gener
     src = cast("rasterio.io.DatasetReader | None", ctx.cache.get(key))
     if src is None:
         try:
-            src = rasterio.open(path)
+            with warnings.catch_warnings():
+                # a raw sensor image has no geotransform: that is normal, not worth a warning
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                src = rasterio.open(path)
         except RasterioError:
             return read_window(path, window)
         datasets = [k for k in ctx.cache if k.startswith("dataset:")]
@@ -184,7 +209,8 @@ def sweep_stale_scratch(scratch_dir: Path, max_age_s: float = STALE_TEMP_S) -> l
 class WriteCogTask:
     """Assemble the tiles of a product into a COG and publish it with its STAC item."""
 
-    store: LocalStore | S3Store
+    #: None: a one-product run that writes a file (:meth:`write_file`), not a store
+    store: LocalStore | S3Store | None
     object_key: str
     product_key: str
     op: str
@@ -200,17 +226,13 @@ class WriteCogTask:
     meta: ProductMetadata | None = None
 
     def __call__(self, ctx: TaskContext, *tiles: NDArray[np.generic]) -> ProductRecord:
+        if self.store is None:
+            raise FlowError(f"{self.label}: this {self.op} product goes to a file, not a store; "
+                            "expected it run by scheduler.runtime.one_product")
         sweep_stale_scratch(Path(ctx.scratch_dir))
         scratch = Path(ctx.scratch_dir) / f"{self.store.run_id}.{uuid.uuid4().hex[:12]}.tif"
         try:
-            meta = self.meta
-            with CogWriter(scratch, self.geobox, count=self.count, dtype=self.dtype,
-                           nodata=self.nodata, descriptions=self.descriptions,
-                           crs=None if meta is None else meta.file_crs,
-                           units=None if meta is None else meta.band_units,
-                           tags=None if meta is None else meta.tags()) as out:
-                for window, tile in zip(self.windows, tiles, strict=True):
-                    out.write(window, tile)
+            self.write_file(scratch, tiles)
             digest = sha256_file(scratch)
             nbytes = scratch.stat().st_size
             self.store.put_file(self.object_key, scratch)
@@ -218,12 +240,29 @@ class WriteCogTask:
             scratch.unlink(missing_ok=True)
         return self.publish_record(digest, nbytes)
 
+    def write_file(self, path: Path, tiles: Iterable[NDArray[np.generic]]) -> None:
+        """The product's COG at ``path`` (atomically), from its tiles in window order.
+
+        ``tiles`` may be a generator: a one-product run streams them in as they are
+        computed (:mod:`scheduler.runtime.one_product`).
+        """
+        meta = self.meta
+        with CogWriter(path, self.geobox, count=self.count, dtype=self.dtype,
+                       nodata=self.nodata, descriptions=self.descriptions,
+                       crs=None if meta is None else meta.file_crs,
+                       units=None if meta is None else meta.band_units,
+                       tags=None if meta is None else meta.tags()) as out:
+            for window, tile in zip(self.windows, tiles, strict=True):
+                out.write(window, tile)
+
     def publish_record(self, digest: str, nbytes: int) -> ProductRecord:
         """Publish the STAC item and the manifest record of the product just published.
 
         Both follow the COG within this task, so a reader sees the COG without them for
         the time of two small writes (a lost node in between: the next run rebuilds).
         """
+        if self.store is None:
+            raise FlowError(f"{self.label}: no store to publish {self.object_key} to")
         stat = self.store.stat(self.object_key)
         item_key = stac_key(self.object_key)
         self.store.put_bytes(item_key, self.item_bytes(digest))
@@ -235,6 +274,8 @@ class WriteCogTask:
 
     def item_bytes(self, digest: str) -> bytes:
         """The product's STAC item (also rewritten alone when a resumed run finds it lost)."""
+        if self.store is None:
+            raise FlowError(f"{self.label}: no store to describe {self.object_key} in")
         item = make_item(
             Path(self.object_key).stem, Path(self.object_key).name, self.geobox,
             dtype=self.dtype, nodata=self.nodata, band_names=[

@@ -30,21 +30,24 @@ from pathlib import Path
 import numpy as np
 
 from ops.acquisition import read_acquisition, span
+from ops.dem import MAX_HOLE_FRACTION
+from ops.errors import GeometryError
+from ops.footprint import lonlat_bounds
 from ops.ortho import HeightModel, default_geobox, default_nodata
 from ops.raster_io import raster_info
+from ops.rpc import RpcModel
 from ops.rpc_io import find_rpc
 from planner.grid import TileGrid
-from scheduler.cmd_ortho import footprint_box
 from scheduler.runtime.errors import FlowError
 from scheduler.runtime.kernels import (
     DSM_BANDS,
     DSM_NODATA,
+    DemSource,
     DsmPlanTask,
     DsmTileTask,
     OrthoPlanTask,
     OrthoTileTask,
     WriteCogTask,
-    open_dem,
 )
 from scheduler.runtime.manifest import product_key, rpc_identity
 from scheduler.runtime.provenance import dsm_metadata, ortho_metadata, processing_time
@@ -52,7 +55,7 @@ from scheduler.runtime.state import Task
 from scheduler.runtime.store import LocalStore, S3Store
 
 #: Degrees added around a pair's footprints when reading the DEM (matching context).
-DEM_PAD_DEG = 0.004
+DSM_DEM_PAD_DEG = 0.004
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,11 +65,18 @@ class SceneInput:
     id: str
     uri: str
     dem: str | None = None
+    #: which RPC to use and the crop's origin (:func:`ops.rpc_io.find_rpc`)
+    rpc: str | None = None
+    rpc_origin: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class OrthoStep:
-    """Ortho parameters: DEM (unless scenes carry theirs), grid (CRS, GSD), resampling, tiles."""
+    """Ortho parameters: DEM (unless scenes carry theirs), grid (CRS, GSD), resampling, tiles.
+
+    The defaults of ``eochain ortho`` and of a campaign differ only where the
+    command line says so (its ``--tile-size`` default).
+    """
 
     dem: str | None
     gsd_m: float | None = None
@@ -74,6 +84,9 @@ class OrthoStep:
     geoid: str | None = None
     resampling: str = "bicubic"
     tile_px: int = 512
+    #: the DEM's vertical reference over what its files say, and the holes it may have
+    dem_heights: str | None = None
+    dem_max_holes: float = MAX_HOLE_FRACTION
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,33 +114,48 @@ class ProductPlan:
     def sink(self) -> str:
         return self.tasks[-1].key
 
+    @property
+    def writer(self) -> WriteCogTask:
+        """The task that writes the product's COG (its last)."""
+        fn = self.tasks[-1].fn
+        if not isinstance(fn, WriteCogTask):
+            raise FlowError(f"{self.label}: its last task is not a COG writer")
+        return fn
+
 
 def plan_ortho_product(
-    scene: SceneInput, step: OrthoStep, store: LocalStore | S3Store,
+    scene: SceneInput, step: OrthoStep, store: LocalStore | S3Store | None,
     resources: tuple[str, ...] = (),
 ) -> ProductPlan:
-    """Survey one scene and build its ortho tasks: plan -> tiles -> write."""
+    """Survey one scene and build its ortho tasks: plan -> tiles -> write.
+
+    ``store=None``: a one-product run into a file (``eochain ortho``, see
+    :mod:`scheduler.runtime.one_product`); the tasks and the COG are the same.
+    """
     dem_path = scene.dem or step.dem
     if dem_path is None:
         raise FlowError(f"scene {scene.id} has no DEM: pass ortho(dem=...) or SceneInput.dem")
     info = raster_info(scene.uri)
-    rpc = find_rpc(scene.uri)
+    rpc = find_rpc(scene.uri, rpc_source=scene.rpc, origin=scene.rpc_origin)
     box = footprint_box(rpc, info.shape)
-    dem = open_dem(dem_path, step.geoid, box)
+    dem_source = DemSource(dem_path, step.geoid, step.dem_heights, step.dem_max_holes)
+    dem = dem_source.open(box)
     geobox = default_geobox(rpc, info.shape, HeightModel.from_dem(dem), crs=step.crs,
                             gsd_m=step.gsd_m)
-    params = {"gsd_m": step.gsd_m, "crs": step.crs, "resampling": step.resampling,
-              "tile_px": step.tile_px, "geobox": [geobox.crs, *geobox.transform,
-                                                  geobox.height, geobox.width]}
+    params = {"crs": step.crs, "gsd_m": step.gsd_m, "resampling": step.resampling,
+              "tile_px": step.tile_px, "dem_heights": step.dem_heights,
+              "dem_max_holes": step.dem_max_holes,
+              "geobox": [geobox.crs, *geobox.transform, geobox.height, geobox.width]}
     key = product_key("ortho", params, _inputs(scene.uri, dem_path, step.geoid),
                       [rpc_identity(rpc)])
     object_key = f"ortho/{scene.id}.tif"
     grid = TileGrid(geobox, step.tile_px, step.tile_px)
     tile_bytes = step.tile_px * step.tile_px * info.count * _itemsize(info.dtype)
     plan_key = f"{scene.id}/ortho/plan"
-    tasks: list[Task] = [Task(plan_key, OrthoPlanTask(scene.uri, dem_path, step.geoid, box,
-                                                     geobox, step.resampling),
-                              out_bytes=dem.heights_m.nbytes, label=scene.id, kind="plan")]
+    plan_task = OrthoPlanTask(scene.uri, dem_source, box, geobox, step.resampling,
+                              scene.rpc, scene.rpc_origin)
+    tasks: list[Task] = [Task(plan_key, plan_task, out_bytes=dem.heights_m.nbytes,
+                              label=scene.id, kind="plan")]
     windows = []
     for idx in grid.tiles():
         window = grid.window(idx)
@@ -135,17 +163,46 @@ def plan_ortho_product(
         tasks.append(Task(f"{scene.id}/ortho/{idx.row:04d}_{idx.col:04d}",
                           OrthoTileTask(scene.uri, window), (plan_key,), tile_bytes, scene.id))
     tile_keys = tuple(t.key for t in tasks[1:])
-    meta = ortho_metadata(crs=geobox.crs, band_descriptions=info.descriptions, image=scene.uri,
-                          rpc_source=rpc.source, dem=dem_path, geoid=step.geoid,
+    meta = ortho_metadata(crs=geobox.crs, band_descriptions=info.descriptions,
+                          image=_location(scene.uri), rpc_source=_location(rpc.source),
+                          dem=_location(dem_path),
+                          geoid=None if step.geoid is None else _location(step.geoid),
                           acquired=read_acquisition(scene.uri), parameters=params)
+    names = tuple(d or f"band {i + 1}" for i, d in enumerate(info.descriptions))
     writer = WriteCogTask(store, object_key, key, "ortho", scene.id, geobox, tuple(windows),
                           info.count, info.dtype, default_nodata(info.dtype, info.nodata),
-                          datetime_iso=processing_time().isoformat(), meta=meta)
+                          descriptions=names, datetime_iso=processing_time().isoformat(),
+                          meta=meta)
     tasks.append(Task(f"{scene.id}/ortho/write", writer, tile_keys, 1024, scene.id, key,
                       kind="write"))
     if resources:
         tasks = [replace(t, resources=resources) for t in tasks]
     return ProductPlan(key, object_key, scene.id, tuple(tasks))
+
+
+def footprint_box(rpc: RpcModel, shape: tuple[int, int]) -> tuple[float, float, float, float]:
+    """Lon/lat box of the image at the RPC's lowest and highest heights (GeometryError if none)."""
+    h, w = shape
+    rows = np.array([-0.5, -0.5, h - 0.5, h - 0.5, h / 2])
+    cols = np.array([-0.5, w - 0.5, -0.5, w - 0.5, w / 2])
+    lons, lats = [], []
+    for height in (rpc.height_off - rpc.height_scale, rpc.height_off + rpc.height_scale):
+        lon, lat = rpc.localize(rows, cols, np.full(rows.shape, height), check=False)
+        lons.append(lon)
+        lats.append(lat)
+    lon_all, lat_all = np.concatenate(lons), np.concatenate(lats)
+    ok = np.isfinite(lon_all) & np.isfinite(lat_all)
+    if not ok.any():
+        raise GeometryError(f"{rpc.source}: cannot localise the image corners with its RPC; "
+                            "expected an RPC that maps the image's corners to the ground")
+    return lonlat_bounds(lon_all[ok], lat_all[ok], pad_deg=0.0)
+
+
+def _location(path: str) -> str:
+    """A local path made absolute (how provenance names inputs); other URIs as given."""
+    if "://" in path or path.startswith(("/vsi", "<")):
+        return path
+    return str(Path(path).resolve())
 
 
 def _itemsize(dtype: str) -> int:
@@ -175,7 +232,7 @@ def plan_dsm_product(
     box = (min(b[0] for b in boxes), min(b[1] for b in boxes),
            max(b[2] for b in boxes), max(b[3] for b in boxes))
     geoid = Geoid.open(step.geoid) if step.geoid is not None else None
-    dem = Dem.open(dem_path, geoid=geoid, bounds_lonlat=box, pad_deg=DEM_PAD_DEG,
+    dem = Dem.open(dem_path, geoid=geoid, bounds_lonlat=box, pad_deg=DSM_DEM_PAD_DEG,
                    require_bounds=False)
     plan = plan_stereo(view_l, view_r, dem, crs=step.crs, gsd_m=step.gsd_m,
                        config=StereoConfig())
