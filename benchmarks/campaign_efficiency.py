@@ -45,6 +45,7 @@ import logging
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -238,7 +239,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "load_average_1min": round(os.getloadavg()[0], 2),
         "ours_cpu_s": round(ours_s, 2), "others_cpu_s": round(others_s, 2),
         "share_left": round(report.cpu_s / max(1e-9, cores * command_s - others_s), 3),
-        "command": "python -m benchmarks.campaign_efficiency " + " ".join(argv or []),
+        "command": " ".join(["python -m benchmarks.campaign_efficiency",
+                             *(sys.argv[1:] if argv is None else argv)]),
     }
     print(f"machine: {doc['machine']}; Ray {ray.__version__}; {doc['scenes']} scenes of "
           f"{args.size} px, {tiles} ortho tiles of {args.tile} px, {report.task_runs} tasks")
