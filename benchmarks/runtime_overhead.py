@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         graph = campaign(args.tiles)
         eochain(campaign(200), args.tasks_per_actor)  # warm-up: actor start-up, imports
         # no CPU reserved: they sit idle beside the bare tasks' workers and the dispatcher's
-        actors = [ray.remote(num_cpus=0)(_Noop).remote() for _ in range(args.cpus)]
+        noop_actor: Any = ray.remote(num_cpus=0)(_Noop)
+        actors: list[Any] = [noop_actor.remote() for _ in range(args.cpus)]
         ray.get([a.noop.remote() for a in actors])
         for _ in range(args.repeat):
             bare.append(bare_ray(args.tiles))
