@@ -42,8 +42,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from planner.catalog import PriceCatalog, load_catalog
@@ -56,8 +55,7 @@ from scheduler.cloud.fallback import (
 )
 from scheduler.cluster_config import fleet_from_plan, resource_request
 
-__all__ = ["FleetRequest", "SpotLosses", "fleet_bundles", "fleet_request", "plan_region",
-           "requested_fleet"]
+__all__ = ["FleetRequest", "SpotLosses", "fleet_bundles", "fleet_request", "plan_region"]
 
 log = logging.getLogger(__name__)
 
@@ -194,28 +192,6 @@ def _request(bundles: Sequence[Mapping[str, float]]) -> None:
     from ray.autoscaler.sdk import request_resources
 
     request_resources(bundles=[dict(b) for b in bundles])
-
-
-@contextmanager
-def requested_fleet(bundles: Sequence[Mapping[str, float]]) -> Iterator[None]:
-    """Ask the connected cluster's autoscaler for ``bundles``; withdraw the request on exit.
-
-    Nothing is asked for an empty ``bundles``. The withdrawal runs on any
-    exit (a failed run must not keep a fleet up) and, when Ray is no longer
-    connected, is skipped: the request died with the connection's cluster.
-    """
-    if not bundles:
-        yield
-        return
-    import ray
-
-    _request(bundles)
-    log.info("asked the autoscaler for %d nodes of the plan's fleet", len(bundles))
-    try:
-        yield
-    finally:
-        if ray.is_initialized():
-            _request([])
 
 
 class SpotLosses:
