@@ -39,7 +39,8 @@ from ops.dem import MAX_HOLE_FRACTION, Dem
 from ops.ortho import HeightModel, OrthoPlan, declare_tile_input, ortho_tile, plan_ortho
 from ops.raster_io import CogWriter, raster_info, read_window
 from ops.rpc_io import find_rpc
-from ops.stereo import StereoPlan, run_dsm_tile
+from ops.stereo import StereoPlan, Terrain, Undulation, run_dsm_tile
+from ops.stereo_multiview import MultiViewPlan, run_fused_tile
 from planner.grid import GeoBox, Window
 from scheduler.runtime.actors import TaskContext
 from scheduler.runtime.errors import FlowError
@@ -149,31 +150,46 @@ def read_cached(ctx: TaskContext, path: str, window: Window) -> NDArray[np.gener
     return data
 
 
-#: DSM product bands and nodata, as ``eochain dsm`` writes them.
+#: DSM product bands and nodata (``eochain dsm`` and campaigns).
 DSM_NODATA = -32768.0
-DSM_BANDS: tuple[str | None, ...] = ("height (m)", "points per cell", "matching confidence (NCC)")
+DSM_BANDS: tuple[str | None, ...] = (
+    "height (m)", "supporting points (0 = interpolated)", "matching confidence (NCC)")
+#: Key of a worker's cache holding why DSM tiles came out empty (a set of reasons), for
+#: the message of a one-product run whose DSM is empty.
+EMPTY_TILE_REASONS = "dsm:empty-tile-reasons"
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class DsmPlanTask:
-    """Hand a pair's stereo plan (computed while surveying) and its DEM to the tiles."""
+    """Hand a DSM's plan (computed while surveying), its DEM and output geoid to the tiles.
 
-    plan: StereoPlan
-    dem: Dem
+    The plan is a pair's :class:`~ops.stereo.StereoPlan` or several pairs'
+    :class:`~ops.stereo_multiview.MultiViewPlan`; ``geoid``: heights above it
+    instead of the ellipsoid.
+    """
 
-    def __call__(self, ctx: TaskContext) -> tuple[StereoPlan, Dem]:
-        return self.plan, self.dem
+    plan: StereoPlan | MultiViewPlan
+    dem: Terrain
+    geoid: Undulation | None = None
+
+    def __call__(self, ctx: TaskContext) -> DsmPlanTask:
+        return self
 
 
 @dataclass(frozen=True, slots=True)
 class DsmTileTask:
-    """One DSM tile: declare both views' windows, read them, match, triangulate, grid."""
+    """One DSM tile: declare the views' windows, read them, match, triangulate, grid (fuse)."""
 
     tile: GeoBox
 
-    def __call__(self, ctx: TaskContext, planned: tuple[StereoPlan, Dem]) -> NDArray[np.float32]:
-        plan, dem = planned
-        t = run_dsm_tile(plan, self.tile, dem)
+    def __call__(self, ctx: TaskContext, planned: DsmPlanTask) -> NDArray[np.float32]:
+        if isinstance(planned.plan, MultiViewPlan):
+            t, _ = run_fused_tile(planned.plan, self.tile, planned.dem, planned.geoid)
+        else:
+            t = run_dsm_tile(planned.plan, self.tile, planned.dem, planned.geoid)
+        if t.reason:
+            reasons = cast("set[str]", ctx.cache.setdefault(EMPTY_TILE_REASONS, set()))
+            reasons.add(t.reason)
         valid = np.isfinite(t.height_m)
         return np.stack([
             np.where(valid, t.height_m, DSM_NODATA),

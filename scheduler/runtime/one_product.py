@@ -42,10 +42,12 @@ class OneProductRun:
 
 def run_to_file(product: ProductPlan, dest: Path,
                 progress: Callable[[int], None] | None = None,
-                ctx: TaskContext | None = None) -> OneProductRun:
+                ctx: TaskContext | None = None,
+                on_tile: Callable[[NDArray[np.generic]], None] | None = None) -> OneProductRun:
     """Run ``product`` in this process and write its COG at ``dest``.
 
-    ``progress(1)`` is called after each tile.
+    ``progress(1)`` is called after each tile, ``on_tile(tile)`` before it is written
+    (a command's summary of the product).
     """
     writer = product.tasks[-1]
     cog = product.writer
@@ -67,6 +69,8 @@ def run_to_file(product: ProductPlan, dest: Path,
             if not isinstance(tile, np.ndarray):
                 raise FlowError(f"{key}: a tile task returned {type(tile).__name__}, "
                                 "expected an array")
+            if on_tile is not None:
+                on_tile(tile)
             yield tile
             if progress is not None:
                 progress(1)

@@ -24,8 +24,10 @@ decides what the manifest already holds.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -53,6 +55,10 @@ from scheduler.runtime.manifest import product_key, rpc_identity
 from scheduler.runtime.provenance import dsm_metadata, ortho_metadata, processing_time
 from scheduler.runtime.state import Task
 from scheduler.runtime.store import LocalStore, S3Store
+
+if TYPE_CHECKING:
+    from ops.stereo import StereoPlan
+    from ops.stereo_multiview import MultiViewPlan
 
 #: Degrees added around a pair's footprints when reading the DEM (matching context).
 DSM_DEM_PAD_DEG = 0.004
@@ -99,6 +105,18 @@ class DsmStep:
     crs: str | None = None
     geoid: str | None = None
     tile_px: int = 512
+    #: vertical reference of the output heights: "ellipsoid" or "geoid" (needs ``geoid``)
+    heights: str = "ellipsoid"
+    #: views acquired further apart than this are refused (:class:`ops.stereo.StereoConfig`)
+    max_days_apart: float = 60.0
+    dem_heights: str | None = None
+    dem_max_holes: float = MAX_HOLE_FRACTION
+
+    def __post_init__(self) -> None:
+        if self.heights not in ("ellipsoid", "geoid"):
+            raise FlowError(f"dsm heights = {self.heights!r}; expected 'ellipsoid' or 'geoid'")
+        if self.heights == "geoid" and self.geoid is None:
+            raise FlowError("dsm heights = 'geoid' needs a geoid grid (geoid=...)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,54 +233,90 @@ def _inputs(*paths: str | None) -> list[str]:
 
 
 def plan_dsm_product(
-    left: SceneInput, right: SceneInput, step: DsmStep, store: LocalStore | S3Store,
+    left: SceneInput, right: SceneInput, step: DsmStep, store: LocalStore | S3Store | None,
     resources: tuple[str, ...] = (),
 ) -> ProductPlan:
     """Survey one stereo pair and build its DSM tasks: plan -> tiles -> write."""
+    return plan_views_dsm_product((left, right), step, store, resources)
+
+
+def plan_views_dsm_product(
+    views: Sequence[SceneInput], step: DsmStep, store: LocalStore | S3Store | None,
+    resources: tuple[str, ...] = (), view_pairs: Sequence[tuple[int, int]] | None = None,
+) -> ProductPlan:
+    """Survey two or more views and build their DSM tasks: plan -> tiles -> write.
+
+    Two views without ``view_pairs``: the pair's DSM. Otherwise the pairs
+    ``view_pairs`` (indices into ``views``; default: every usable pair) fused
+    per cell (:mod:`ops.stereo_multiview`). Without a DEM, the initial heights
+    come from the first two views (:mod:`ops.initial_terrain`). ``store=None``:
+    a one-product run into a file (``eochain dsm``).
+    """
     from ops.dem import Dem
     from ops.geoid import Geoid
-    from ops.stereo import StereoConfig, open_view, plan_stereo
+    from ops.initial_terrain import estimate_terrain
+    from ops.stereo import StereoConfig, Terrain, open_view, plan_stereo
+    from ops.stereo_multiview import plan_multiview
 
-    pair_id = f"{left.id}+{right.id}"
-    dem_path = left.dem or step.dem
-    if dem_path is None:
-        raise FlowError(f"pair {pair_id} has no DEM: pass dsm(dem=...) or SceneInput.dem")
-    view_l, view_r = open_view(left.uri), open_view(right.uri)
-    boxes = [footprint_box(v.rpc, v.shape) for v in (view_l, view_r)]
-    box = (min(b[0] for b in boxes), min(b[1] for b in boxes),
-           max(b[2] for b in boxes), max(b[3] for b in boxes))
+    if len(views) < 2:
+        raise FlowError(f"a DSM needs two or more views, got {len(views)}")
+    product_id = "+".join(v.id for v in views)
+    dem_path = views[0].dem or step.dem
+    opened = [open_view(v.uri) for v in views]
     geoid = Geoid.open(step.geoid) if step.geoid is not None else None
-    dem = Dem.open(dem_path, geoid=geoid, bounds_lonlat=box, pad_deg=DSM_DEM_PAD_DEG,
-                   require_bounds=False)
-    plan = plan_stereo(view_l, view_r, dem, crs=step.crs, gsd_m=step.gsd_m,
-                       config=StereoConfig())
+    config = StereoConfig(max_days_apart=step.max_days_apart)
+    dem: Terrain
+    if dem_path is None:
+        dem = estimate_terrain(opened[0], opened[1], config)
+    else:
+        boxes = [footprint_box(v.rpc, v.shape) for v in opened]
+        box = (min(b[0] for b in boxes), min(b[1] for b in boxes),
+               max(b[2] for b in boxes), max(b[3] for b in boxes))
+        dem = Dem.open(dem_path, geoid=geoid, bounds_lonlat=box, pad_deg=DSM_DEM_PAD_DEG,
+                       require_bounds=False, vertical_datum=step.dem_heights,
+                       max_hole_fraction=step.dem_max_holes)
+    plan: StereoPlan | MultiViewPlan
+    if len(opened) == 2 and view_pairs is None:
+        plan = plan_stereo(opened[0], opened[1], dem, crs=step.crs, gsd_m=step.gsd_m,
+                           config=config)
+    else:
+        plan = plan_multiview(opened, dem, crs=step.crs, gsd_m=step.gsd_m, config=config,
+                              pairs=view_pairs)
     geobox = plan.geobox
-    params = {"gsd_m": step.gsd_m, "crs": step.crs, "tile_px": step.tile_px,
+    params = {"crs": step.crs, "gsd_m": step.gsd_m, "tile_px": step.tile_px,
+              "max_days_apart": step.max_days_apart,
+              "pairs": None if view_pairs is None else ",".join(f"{i}-{j}" for i, j in view_pairs),
+              "dem_heights": step.dem_heights, "dem_max_holes": step.dem_max_holes,
               "geobox": [geobox.crs, *geobox.transform, geobox.height, geobox.width]}
-    key = product_key("dsm", params, _inputs(left.uri, right.uri, dem_path, step.geoid),
-                      [rpc_identity(view_l.rpc), rpc_identity(view_r.rpc)])
-    object_key = f"dsm/{pair_id}.tif"
+    key = product_key("dsm", {**params, "heights": step.heights},
+                      _inputs(*(v.uri for v in views), dem_path, step.geoid),
+                      [rpc_identity(v.rpc) for v in opened])
+    object_key = f"dsm/{product_id}.tif"
     grid = TileGrid(geobox, step.tile_px, step.tile_px)
-    plan_key = f"{pair_id}/dsm/plan"
-    tasks: list[Task] = [Task(plan_key, DsmPlanTask(plan, dem), (),
-                              int(dem.heights_m.nbytes), pair_id, kind="plan")]
+    plan_key = f"{product_id}/dsm/plan"
+    out_geoid = geoid if step.heights == "geoid" else None
+    dem_bytes = int(dem.heights_m.nbytes) if isinstance(dem, Dem) else 1024
+    tasks: list[Task] = [Task(plan_key, DsmPlanTask(plan, dem, out_geoid), (), dem_bytes,
+                              product_id, kind="plan")]
     windows = []
     tile_bytes = 3 * 4 * step.tile_px * step.tile_px
     for idx in grid.tiles():
         windows.append(grid.window(idx))
-        tasks.append(Task(f"{pair_id}/dsm/{idx.row:04d}_{idx.col:04d}",
-                          DsmTileTask(grid.tile_geobox(idx)), (plan_key,), tile_bytes, pair_id))
-    # the runtime writes heights above the ellipsoid (the geoid only corrects the DEM)
-    meta = dsm_metadata(horizontal_crs=geobox.crs, heights="ellipsoid",
-                        band_descriptions=DSM_BANDS, images=[left.uri, right.uri],
-                        rpc_sources=[view_l.rpc.source, view_r.rpc.source], dem=dem_path,
-                        geoid=step.geoid, parameters=params, acquired=span(
-                            [read_acquisition(left.uri), read_acquisition(right.uri)]))
-    writer = WriteCogTask(store, object_key, key, "dsm", pair_id, geobox, tuple(windows), 3,
+        tasks.append(Task(f"{product_id}/dsm/{idx.row:04d}_{idx.col:04d}",
+                          DsmTileTask(grid.tile_geobox(idx)), (plan_key,), tile_bytes,
+                          product_id))
+    meta = dsm_metadata(horizontal_crs=geobox.crs, heights=step.heights,
+                        band_descriptions=DSM_BANDS, images=[_location(v.uri) for v in views],
+                        rpc_sources=[_location(v.rpc.source) for v in opened],
+                        dem=None if dem_path is None else _location(dem_path),
+                        geoid=None if step.geoid is None else _location(step.geoid),
+                        parameters=params,
+                        acquired=span([read_acquisition(v.uri) for v in views]))
+    writer = WriteCogTask(store, object_key, key, "dsm", product_id, geobox, tuple(windows), 3,
                           "float32", DSM_NODATA, descriptions=DSM_BANDS,
                           datetime_iso=processing_time().isoformat(), meta=meta)
-    tasks.append(Task(f"{pair_id}/dsm/write", writer, tuple(t.key for t in tasks[1:]), 1024,
-                      pair_id, key, kind="write"))
+    tasks.append(Task(f"{product_id}/dsm/write", writer, tuple(t.key for t in tasks[1:]), 1024,
+                      product_id, key, kind="write"))
     if resources:
         tasks = [replace(t, resources=resources) for t in tasks]
-    return ProductPlan(key, object_key, pair_id, tuple(tasks))
+    return ProductPlan(key, object_key, product_id, tuple(tasks))
