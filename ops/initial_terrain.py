@@ -33,6 +33,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from ops.errors import StereoError
 from ops.matching import tie_points
+from ops.phase_times import phase
 from ops.stereo import StereoConfig, StereoView, central_sample, overlap_lonlat, plan_stereo
 
 FloatArray = NDArray[np.float64]
@@ -92,7 +93,11 @@ def estimate_terrain(
     left: StereoView, right: StereoView, config: StereoConfig | None = None
 ) -> ConstantTerrain:
     """The flat prior narrowed by the heights of tie points (see the module docstring)."""
-    cfg = StereoConfig() if config is None else config
+    with phase("initial terrain"):
+        return _estimate_terrain(left, right, StereoConfig() if config is None else config)
+
+
+def _estimate_terrain(left: StereoView, right: StereoView, cfg: StereoConfig) -> ConstantTerrain:
     coarse = rpc_terrain(left, right)
     plan = plan_stereo(left, right, coarse, config=cfg)
     sample = central_sample(plan, coarse)

@@ -62,6 +62,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ops.errors import StereoError
+from ops.phase_times import phase
 
 FloatArray = NDArray[np.float64]
 Float32Array = NDArray[np.float32]
@@ -280,6 +281,16 @@ def match(
             f"disparity range [{disparity_min_px}, {disparity_max_px}] px is empty; expected "
             "min <= max"
         )
+    with phase("match filters"):
+        return _match(left, right, valid_left, valid_right, disparity_min_px,
+                      disparity_max_px, config)
+
+
+def _match(
+    left: NDArray[np.uint8], right: NDArray[np.uint8], valid_left: BoolArray,
+    valid_right: BoolArray, disparity_min_px: float, disparity_max_px: float,
+    config: MatchingConfig,
+) -> DisparityMap:
     d0 = math.floor(disparity_min_px)
     n_disp = 16 * math.ceil((math.ceil(disparity_max_px) - d0 + 1) / 16)
     bs = config.block_size
@@ -296,7 +307,8 @@ def match(
         speckleRange=config.speckle_range_px * 16,
         mode=_MODES[config.mode],
     )
-    raw = sgbm.compute(left, right)
+    with phase("SGBM"):
+        raw = sgbm.compute(left, right)
     disparity = raw.astype(np.float32) / 16.0
     if config.subpixel.startswith("halfshift"):
         disparity = _cancel_pixel_locking(sgbm, left, right, raw, d0)
@@ -428,7 +440,8 @@ def _cancel_pixel_locking(
     cols: Float32Array = np.ascontiguousarray(grid[1] - np.float32(0.5))
     shifted = np.asarray(cv2.remap(right, cols, rows, cv2.INTER_CUBIC,
                                    borderMode=cv2.BORDER_REPLICATE), np.uint8)
-    raw_h = sgbm.compute(left, shifted)
+    with phase("SGBM"):
+        raw_h = sgbm.compute(left, shifted)
     d = raw.astype(np.float32) / 16.0
     d_h = raw_h.astype(np.float32) / 16.0 + np.float32(0.5)
     both = (raw > (d0 - 1) * 16) & (raw_h > (d0 - 1) * 16) & (np.abs(d - d_h) <= 1.0)

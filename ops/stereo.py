@@ -95,7 +95,8 @@ from ops.crs import lonlat_transformer, round_gsd_m, sensor_gsd_m, utm_crs
 from ops.epipolar import MatchingFrame, SensorMaps, build_frame, resample_window, sensor_maps
 from ops.errors import StereoError
 from ops.footprint import declare_input_window, geobox_lonlat, lonlat_bounds
-from ops.matching import estimate_row_shift, match, to_grey_levels
+from ops.matching import DisparityMap, estimate_row_shift, match, to_grey_levels
+from ops.phase_times import phase
 from ops.raster_io import read_window
 from ops.rasterize import (
     FILL_MARGIN_CELLS,
@@ -207,7 +208,13 @@ def plan_stereo(
     config: StereoConfig | None = None,
 ) -> StereoPlan:
     """The output grid (the overlap of the views) and the matching frame of a pair."""
-    cfg = StereoConfig() if config is None else config
+    with phase("planning"):
+        return _plan_stereo(left, right, dem, crs, gsd_m,
+                            StereoConfig() if config is None else config)
+
+
+def _plan_stereo(left: StereoView, right: StereoView, dem: Terrain, crs: str | None,
+                 gsd_m: float | None, cfg: StereoConfig) -> StereoPlan:
     check_pair(left, right, cfg)
     lon, lat, h = overlap_lonlat(left, right, dem)
     if lon.size < 4:
@@ -246,8 +253,9 @@ def _pointing_correction(plan: StereoPlan, dem: Terrain) -> tuple[float, int]:
     if sample is None:
         return 0.0, 0
     grey_l, grey_r, valid_l, valid_r, (d_lo, d_hi) = sample
-    return estimate_row_shift(grey_l, grey_r, d_lo, d_hi, valid_left=valid_l,
-                              valid_right=valid_r)
+    with phase("pointing correction"):
+        return estimate_row_shift(grey_l, grey_r, d_lo, d_hi, valid_left=valid_l,
+                                  valid_right=valid_r)
 
 
 def central_sample(
@@ -410,14 +418,15 @@ def rectify(
     """Resample both views' declared windows onto the tile's frame window."""
     if inputs.left_window is None or inputs.right_window is None:
         raise StereoError(f"tile {inputs.tile} sees nothing of one view; nothing to rectify")
-    maps = sensor_maps(
-        plan.frame, inputs.frame_window, plan.left.rpc, plan.right.rpc, dem,
-        plan.right_row_shift_px,
-    )
-    rect_l = resample_window(left_pixels, inputs.left_window, maps.rows_l, maps.cols_l)
-    rect_r = resample_window(right_pixels, inputs.right_window, maps.rows_r, maps.cols_r)
-    grey_l, valid_l = to_grey_levels(rect_l, *plan.left.grey_range)
-    grey_r, valid_r = to_grey_levels(rect_r, *plan.right.grey_range)
+    with phase("rectification"):
+        maps = sensor_maps(
+            plan.frame, inputs.frame_window, plan.left.rpc, plan.right.rpc, dem,
+            plan.right_row_shift_px,
+        )
+        rect_l = resample_window(left_pixels, inputs.left_window, maps.rows_l, maps.cols_l)
+        rect_r = resample_window(right_pixels, inputs.right_window, maps.rows_r, maps.cols_r)
+        grey_l, valid_l = to_grey_levels(rect_l, *plan.left.grey_range)
+        grey_r, valid_r = to_grey_levels(rect_r, *plan.right.grey_range)
     return RectifiedPair(grey_l, grey_r, valid_l, valid_r, maps)
 
 
@@ -440,7 +449,7 @@ def compute_dsm_tile(
         right_pixels is None
     ):
         return _empty_tile(tile, "the tile is outside one of the images")
-    frame, cfg = plan.frame, plan.config
+    cfg = plan.config
     pair = rectify(plan, inputs, left_pixels, right_pixels, dem)
     maps = pair.maps
     if not pair.valid_l.any() or not pair.valid_r.any():
@@ -452,6 +461,41 @@ def compute_dsm_tile(
     ii, jj = np.nonzero(disp.valid)
     if ii.size == 0:
         return _empty_tile(tile, "no pixel matched (no texture, or no correlation)")
+    with phase("triangulation"):
+        points = _triangulate_matches(plan, inputs, maps, disp, ii, jj, geoid)
+    x, y, h, confidence, n_kept = points
+    with phase("rasterisation"):
+        m = FILL_MARGIN_CELLS
+        grown = tile.window_geobox(Window(-m, -m, tile.height + 2 * m, tile.width + 2 * m))
+        raster = rasterize_points(grown, x, y, h, confidence, cfg.gap_fill_spread_m)
+    with phase("raster filters"):
+        remove_outliers(raster.height_m, cfg.outlier_window_cells, cfg.outlier_max_m,
+                        cfg.outlier_window_cells**2 // 3)
+        remove_small_clusters(raster.height_m, cfg.cluster_min_cells, cfg.cluster_step_m)
+        fill_small_holes(raster.height_m, _hole_cells(cfg, tile), cfg.fill_rim_residual_m)
+        if cfg.edge_fill_cells:
+            seen = overlap_mask(plan, dem, grown)
+            # only near the overlap's border, where the epipolar lines start
+            inner = ndi.binary_erosion(seen, iterations=2 * cfg.edge_fill_cells, border_value=1)
+            fill_edges(raster.height_m, seen & ~inner, cfg.edge_fill_cells)
+    core = (slice(m, tile.height + m), slice(m, tile.width + m))
+    height = raster.height_m[core]
+    measured = np.isfinite(height)
+    reason = None if measured.any() else "matches found, none on this tile"
+    return DsmTile(
+        np.ascontiguousarray(height),
+        np.where(measured, raster.count[core], 0).astype(np.uint16),
+        np.where(measured, raster.confidence[core], np.nan).astype(np.float32),
+        n_kept, reason,
+    )
+
+
+def _triangulate_matches(
+    plan: StereoPlan, inputs: StereoTileInputs, maps: SensorMaps, disp: DisparityMap,
+    ii: NDArray[np.intp], jj: NDArray[np.intp], geoid: Undulation | None,
+) -> tuple[FloatArray, FloatArray, FloatArray, Float32Array, int]:
+    """Map coordinates, heights and confidences of the matches that land near the tile."""
+    tile, frame, cfg = inputs.tile, plan.frame, plan.config
     d = disp.disparity_px[ii, jj].astype(np.float64)
     h_est = maps.h_ref_m[ii, jj] + d / frame.disparity_px_per_m
     # Triangulate only the matches that can land on the (grown) tile: the
@@ -474,27 +518,8 @@ def compute_dsm_tile(
     if geoid is not None and keep.any():
         h = h - np.asarray(geoid.undulation(lon, lat), dtype=np.float64)
     x, y = lonlat_transformer(frame.crs, inverse=True).transform(lon[keep], lat[keep])
-    raster = rasterize_points(grown, x, y, h[keep], disp.confidence[ii, jj][keep],
-                              cfg.gap_fill_spread_m)
-    remove_outliers(raster.height_m, cfg.outlier_window_cells, cfg.outlier_max_m,
-                    cfg.outlier_window_cells**2 // 3)
-    remove_small_clusters(raster.height_m, cfg.cluster_min_cells, cfg.cluster_step_m)
-    fill_small_holes(raster.height_m, _hole_cells(cfg, tile), cfg.fill_rim_residual_m)
-    if cfg.edge_fill_cells:
-        seen = overlap_mask(plan, dem, grown)
-        # only near the overlap's border, where the epipolar lines start
-        inner = ndi.binary_erosion(seen, iterations=2 * cfg.edge_fill_cells, border_value=1)
-        fill_edges(raster.height_m, seen & ~inner, cfg.edge_fill_cells)
-    core = (slice(m, tile.height + m), slice(m, tile.width + m))
-    height = raster.height_m[core]
-    measured = np.isfinite(height)
-    reason = None if measured.any() else "matches found, none on this tile"
-    return DsmTile(
-        np.ascontiguousarray(height),
-        np.where(measured, raster.count[core], 0).astype(np.uint16),
-        np.where(measured, raster.confidence[core], np.nan).astype(np.float32),
-        int(keep.sum()), reason,
-    )
+    return (np.asarray(x, np.float64), np.asarray(y, np.float64), h[keep],
+            disp.confidence[ii, jj][keep], int(keep.sum()))
 
 
 def _triangulate(
@@ -507,7 +532,8 @@ def _triangulate(
 
 def read_window_band(path: str, window: Window) -> NDArray[np.generic]:
     """Band 1 of a raster in a window (the raw-image read of a stereo tile)."""
-    band: NDArray[np.generic] = read_window(path, window)[0]
+    with phase("read"):
+        band: NDArray[np.generic] = read_window(path, window)[0]
     return band
 
 
@@ -515,7 +541,8 @@ def run_dsm_tile(
     plan: StereoPlan, tile: GeoBox, dem: Terrain, geoid: Undulation | None = None
 ) -> DsmTile:
     """Declare, read and compute one tile (what a worker runs)."""
-    inputs = declare_stereo_inputs(plan, tile, dem)
+    with phase("tile inputs"):
+        inputs = declare_stereo_inputs(plan, tile, dem)
     if inputs.left_window is None or inputs.right_window is None:
         return _empty_tile(tile, "the tile is outside one of the images")
     left_pixels = read_window_band(plan.left.path, inputs.left_window)
