@@ -12,8 +12,11 @@ ellipsoidal ones. The DEM is only a prior (rectification surface and the
 bounds of the disparity search); without it the images give it
 (:mod:`ops.initial_terrain`). The output grid covers the overlap of the two views in
 its UTM zone at the sensors' GSD unless ``--crs``/``--gsd`` say otherwise.
-It runs tile by tile (see :mod:`ops.stereo`) with a progress bar and
-publishes the COG atomically. Bands: 1 height (m above the ellipsoid, or
+It is the campaign's DSM product of these views
+(:func:`scheduler.runtime.products.plan_views_dsm_product`), run in this
+process tile by tile (see :mod:`ops.stereo`, :mod:`scheduler.runtime.one_product`)
+with a progress bar: the file is the one a campaign writes for the same inputs
+and parameters. The COG is published atomically. Bands: 1 height (m above the ellipsoid, or
 above the geoid with ``--heights geoid``; nodata -32768), 2 number of
 triangulated points supporting the cell (0 = interpolated or nodata),
 3 mean matching confidence (NCC, nodata -32768).
@@ -22,33 +25,30 @@ triangulated points supporting the cell (0 = interpolated or nodata),
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import click
 import numpy as np
+from numpy.typing import NDArray
 from tqdm import tqdm
 
-from ops.acquisition import read_acquisition, span
 from ops.crs import check_crs
-from ops.dem import MAX_HOLE_FRACTION, Dem
+from ops.dem import MAX_HOLE_FRACTION
 from ops.errors import OpsError
-from ops.geoid import Geoid
-from ops.initial_terrain import estimate_terrain
-from ops.raster_io import CogWriter
-from ops.stereo import StereoConfig, Terrain, iter_dsm_tiles, open_view, plan_stereo
-from ops.stereo_multiview import iter_fused_tiles, plan_multiview
+from ops.stereo import open_view
+from ops.stereo_multiview import MultiViewPlan
 from planner.errors import PlannerError
-from planner.grid import TileGrid
-from scheduler.cmd_ortho import footprint_box
 from scheduler.geometry_options import dem_reference_options
 from scheduler.guards import POSITIVE_FINITE, allow_large_option, check_product_box
 from scheduler.output_path import check_input_exists, check_output_file
-from scheduler.runtime.errors import MetadataError
-from scheduler.runtime.provenance import dsm_metadata
+from scheduler.runtime.actors import TaskContext
+from scheduler.runtime.errors import RuntimeFailure
+from scheduler.runtime.kernels import DSM_BANDS, DSM_NODATA, EMPTY_TILE_REASONS, DsmPlanTask
+from scheduler.runtime.one_product import run_to_file
+from scheduler.runtime.products import DsmStep, SceneInput, footprint_box, plan_views_dsm_product
 
-NODATA = -32768.0
-BANDS = ("height (m)", "supporting points (0 = interpolated)", "matching confidence (NCC)")
-#: Degrees added around the pair's footprints when reading the DEM (matching context).
-DEM_PAD_DEG = 0.004
+NODATA = DSM_NODATA
+BANDS = DSM_BANDS
 
 
 @click.command(name="dsm")
@@ -108,62 +108,41 @@ def dsm(
         if gsd_m is not None:
             check_product_box(f"DSM of {' + '.join(p.name for p in images)}", box, gsd_m, tile_px,
                               bands=len(BANDS), allow_large=allow_large)
-        geoid_model = Geoid.open(geoid) if geoid is not None else None
-        config = StereoConfig(max_days_apart=max_days_apart)
-        dem: Terrain = (
-            estimate_terrain(views[0], views[1], config) if dem_path is None else
-            Dem.open(dem_path, geoid=geoid_model, bounds_lonlat=box, pad_deg=DEM_PAD_DEG,
-                     require_bounds=False, vertical_datum=dem_heights,
-                     max_hole_fraction=dem_max_holes)
-        )
-        out_geoid = geoid_model if heights == "geoid" else None
-        if len(views) == 2 and pairs is None:
-            plan = plan_stereo(views[0], views[1], dem, crs=crs, gsd_m=gsd_m, config=config)
-            geobox = plan.geobox
-            tiles = iter_dsm_tiles(plan, dem, tile_px=tile_px, geoid=out_geoid)
-            about = (f"B/H {plan.frame.base_to_height:.3f}, pointing correction "
-                     f"{plan.right_row_shift_px:+.2f} px ({plan.n_tie_points} ties)")
-        else:
-            mplan = plan_multiview(views, dem, crs=crs, gsd_m=gsd_m, config=config, pairs=pairs)
-            geobox = mplan.geobox
-            tiles = iter_fused_tiles(mplan, dem, tile_px=tile_px, geoid=out_geoid)
+        # the campaign's DSM product of these views, run here into OUTPUT
+        scenes = [SceneInput(path.stem, str(path)) for path in images]
+        step = DsmStep((), None if dem_path is None else str(dem_path), gsd_m, crs,
+                       None if geoid is None else str(geoid), tile_px, heights, max_days_apart,
+                       dem_heights, dem_max_holes)
+        product = plan_views_dsm_product(scenes, step, None, view_pairs=pairs)
+        planned = product.tasks[0].fn
+        if not isinstance(planned, DsmPlanTask):
+            raise click.ClickException(f"{product.label}: its first task is not a DSM plan")
+        if isinstance(planned.plan, MultiViewPlan):
+            mplan = planned.plan
             for reason in mplan.rejected:
                 click.echo(f"pair not used: {reason}", err=True)
             about = f"{len(mplan.pairs)} pairs fused: " + ", ".join(
                 f"{i}-{j} B/H {p.frame.base_to_height:.3f} offset {o:+.2f} m"
                 for (i, j), p, o in zip(mplan.pairs, mplan.plans, mplan.offsets_m, strict=True))
-        n_tiles = len(TileGrid(geobox, tile_px, tile_px))
+        else:
+            plan = planned.plan
+            about = (f"B/H {plan.frame.base_to_height:.3f}, pointing correction "
+                     f"{plan.right_row_shift_px:+.2f} px ({plan.n_tie_points} ties)")
+        geobox = product.writer.geobox
+        n_tiles = len(product.writer.windows)
         n_valid = n_supported = 0
-        reasons: set[str] = set()
-        meta = dsm_metadata(
-            horizontal_crs=geobox.crs, heights=heights, band_descriptions=BANDS,
-            images=[str(path.resolve()) for path in images],
-            rpc_sources=[v.rpc.source for v in views],
-            dem=None if dem_path is None else str(dem_path.resolve()),
-            geoid=None if geoid is None else str(geoid.resolve()),
-            acquired=span([read_acquisition(path) for path in images]),
-            parameters={"crs": crs, "gsd_m": gsd_m, "tile_px": tile_px,
-                        "max_days_apart": max_days_apart, "pairs": pairs_text,
-                        "dem_heights": dem_heights, "dem_max_holes": dem_max_holes})
-        with CogWriter(output, geobox, count=3, dtype="float32", nodata=NODATA,
-                       descriptions=BANDS, crs=meta.file_crs, units=meta.band_units,
-                       tags=meta.tags()) as out, tqdm(
-            total=n_tiles, unit="tile", desc="dsm", disable=quiet
-        ) as bar:
-            for window, tile in tiles:
-                valid = np.isfinite(tile.height_m)
-                n_valid += int(valid.sum())
-                n_supported += int((valid & (tile.count > 0)).sum())
-                if tile.reason:
-                    reasons.add(tile.reason)
-                data = np.stack([
-                    np.where(valid, tile.height_m, NODATA),
-                    tile.count.astype(np.float32),
-                    np.where(np.isfinite(tile.confidence), tile.confidence, NODATA),
-                ]).astype(np.float32)
-                out.write(window, data)
-                bar.update()
-    except (OpsError, PlannerError, MetadataError) as exc:
+
+        def count(tile: NDArray[np.generic]) -> None:
+            nonlocal n_valid, n_supported
+            valid = tile[0] != NODATA
+            n_valid += int(valid.sum())
+            n_supported += int((valid & (tile[1] > 0)).sum())
+
+        ctx = TaskContext(node_id="local")
+        with tqdm(total=n_tiles, unit="tile", desc="dsm", disable=quiet) as bar:
+            run_to_file(product, output, progress=bar.update, ctx=ctx, on_tile=count)
+        reasons = cast("set[str]", ctx.cache.get(EMPTY_TILE_REASONS, set()))
+    except (OpsError, PlannerError, RuntimeFailure) as exc:
         raise click.ClickException(str(exc)) from exc
     g = geobox
     click.echo(

@@ -36,9 +36,7 @@ from scheduler.guards import POSITIVE_FINITE, allow_large_option, check_product_
 from scheduler.output_path import check_input_exists, check_output_file
 from scheduler.runtime.errors import RuntimeFailure
 from scheduler.runtime.one_product import run_to_file
-from scheduler.runtime.products import OrthoStep, SceneInput, footprint_box, plan_ortho_product
-
-__all__ = ["footprint_box", "ortho"]  # footprint_box: for eochain dsm until it imports it from products
+from scheduler.runtime.products import OrthoStep, SceneInput, plan_ortho_product
 
 
 @click.command(name="ortho")
