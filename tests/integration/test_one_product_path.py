@@ -1,9 +1,10 @@
-"""``eochain ortho`` writes the campaign's product: the same bytes, pixels and metadata.
+"""``eochain ortho``/``dsm`` write the campaign's product: the same bytes, pixels and metadata.
 
-The command runs the campaign's ortho product of one scene in its own
-process (:mod:`scheduler.runtime.one_product`); a campaign (the Flow API on
-the in-process executor) writes the same file for the same scene, DEM and
-parameters. Real data: the Gizeh colour crop and its SRTM tiles.
+The commands run the campaign's product (:mod:`scheduler.runtime.products`)
+in their own process (:mod:`scheduler.runtime.one_product`); a campaign (the
+Flow API on the in-process executor) writes the same file for the same
+scene(s), DEM and parameters. Real data: the Gizeh crops and their SRTM
+tiles; a synthetic triplet for the fused multi-view DSM.
 """
 
 from __future__ import annotations
@@ -15,8 +16,14 @@ import pytest
 import rasterio
 from click.testing import CliRunner
 
+from ops.synthetic import SceneSpec, generate_scene
+from scheduler.cmd_dsm import dsm
 from scheduler.cmd_ortho import ortho
+from scheduler.runtime.dispatch import run_serial
 from scheduler.runtime.flow import Driver, SceneInput
+from scheduler.runtime.products import DsmStep, plan_views_dsm_product
+from scheduler.runtime.state import TaskGraph
+from scheduler.runtime.store import open_store
 
 pytestmark = pytest.mark.integration
 
@@ -71,4 +78,63 @@ def test_ortho_command_writes_the_campaigns_product(
         pixels = a.read()
         np.testing.assert_array_equal(pixels, b.read())
     assert (pixels != 0).mean() > 0.5  # a real ortho, not two empty grids
+    assert cli_out.read_bytes() == campaign_out.read_bytes()
+
+
+def test_dsm_command_writes_the_campaigns_product(shared_data: Path, tmp_path: Path) -> None:
+    gizeh = shared_data / "gizeh"
+    geoid = shared_data / "ventoux/geoid/egm96_15.gtx"
+    if not geoid.exists():
+        pytest.skip(f"the EGM96 geoid grid is not at {geoid}")
+    left, right, dem = gizeh / "img1.tif", gizeh / "img2.tif", gizeh / "srtm_dir"
+    cli_out = tmp_path / "cli.tif"
+    result = CliRunner().invoke(dsm, [str(left), str(right), "--dem", str(dem), "--geoid",
+                                      str(geoid), "--gsd", "2", "--tile-size", "128", "-q",
+                                      "-o", str(cli_out)])
+    assert result.exit_code == 0, result.output
+    report = (Driver(address="serial")
+              .get_flow([SceneInput("img1", str(left)), SceneInput("img2", str(right))])
+              .dsm([("img1", "img2")], dem=dem, geoid=geoid, gsd_m=2.0, tile_px=128)
+              .write(tmp_path / "campaign").run())
+    assert report.ok, report.failures
+    campaign_out = tmp_path / "campaign" / report.written[0].object_key
+
+    cli, campaign = _profile(cli_out), _profile(campaign_out)
+    assert cli == campaign
+    assert cli["descriptions"] == (
+        "height (m)", "supporting points (0 = interpolated)", "matching confidence (NCC)")
+    with rasterio.open(cli_out) as a, rasterio.open(campaign_out) as b:
+        valid = (a.read(1) != a.nodata).mean()
+        np.testing.assert_array_equal(a.read(), b.read())
+    assert valid > 0.2  # a real DSM, not two empty grids
+    assert cli_out.read_bytes() == campaign_out.read_bytes()
+
+
+def test_multiview_dsm_command_equals_its_product_on_the_serial_executor(
+    tmp_path: Path,
+) -> None:
+    """Three views fused: a campaign names pairs, so the product is run as the campaign's
+    executor runs it (:func:`run_serial` over its task graph, into a store)."""
+    scene = generate_scene(SceneSpec(width=300, height=300, n_views=3, b_over_h=0.45, seed=21),
+                           tmp_path / "triplet")
+    views = [scene.out_dir / f"view_{k}.tif" for k in range(3)]
+    cli_out = tmp_path / "cli.tif"
+    # no DEM: the initial heights come from the images (the scene's own DEM is cut to it)
+    result = CliRunner().invoke(dsm, [*map(str, views), "--pairs", "0-1,1-2",
+                                      "--tile-size", "128", "-q", "-o", str(cli_out)])
+    assert result.exit_code == 0, result.output
+    assert "2 pairs fused" in result.output
+
+    store = open_store(str(tmp_path / "campaign"))
+    product = plan_views_dsm_product(
+        [SceneInput(p.stem, str(p)) for p in views], DsmStep((), None, tile_px=128), store,
+        view_pairs=[(0, 1), (1, 2)])
+    report = run_serial(TaskGraph.build(list(product.tasks)))
+    assert report.ok, report.failures
+    campaign_out = tmp_path / "campaign" / product.object_key
+
+    assert _profile(cli_out) == _profile(campaign_out)
+    with rasterio.open(cli_out) as a:
+        valid = (a.read(1) != a.nodata).mean()
+    assert valid > 0.5
     assert cli_out.read_bytes() == campaign_out.read_bytes()
