@@ -21,13 +21,16 @@ sub-millimetre tolerance), so the result is read off the parameters s, t
 directly, with no ECEF-to-geodetic inversion. The segment is centred on an
 estimate of the height (from the disparity), within ``HALF_SPAN_M`` of the
 answer, which keeps the straight-segment approximation exact in practice.
-Everything is vectorised over points (the localisations run in numba).
+The localisations and the intersection run in numba, point by point in
+one pass (the numpy version's ECEF stacks and dot products were a third of
+the triangulation's time).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
@@ -86,24 +89,59 @@ def triangulate(
     lon_l2, lat_l2 = left.localize(rows_l, cols_l, h2, check=False)
     lon_r1, lat_r1 = right.localize(rows_r, cols_r, h1, check=False)
     lon_r2, lat_r2 = right.localize(rows_r, cols_r, h2, check=False)
-    a0 = geodetic_to_ecef(lon_l1, lat_l1, h1)
-    a = geodetic_to_ecef(lon_l2, lat_l2, h2) - a0
-    b0 = geodetic_to_ecef(lon_r1, lat_r1, h1)
-    b = geodetic_to_ecef(lon_r2, lat_r2, h2) - b0
-    w = a0 - b0
-    aa = np.einsum("ij,ij->i", a, a)
-    bb = np.einsum("ij,ij->i", b, b)
-    ab = np.einsum("ij,ij->i", a, b)
-    aw = np.einsum("ij,ij->i", a, w)
-    bw = np.einsum("ij,ij->i", b, w)
-    det = aa * bb - ab * ab
-    with np.errstate(divide="ignore", invalid="ignore"):
+    out = np.empty((4, h0.size))
+    ll1, pl1, ll2, pl2, lr1, pr1, lr2, pr2, g1, g2 = (
+        np.ascontiguousarray(v, dtype=np.float64).ravel()
+        for v in (lon_l1, lat_l1, lon_l2, lat_l2, lon_r1, lat_r1, lon_r2, lat_r2, h1, h2)
+    )
+    _intersect_kernel(ll1, pl1, ll2, pl2, lr1, pr1, lr2, pr2, g1, g2, out)
+    lon, lat, h, ray_distance = (v.reshape(h0.shape) for v in out)
+    return GroundPoints(lon, lat, h, ray_distance)
+
+
+@numba.njit(cache=True, inline="always")
+def _ecef(lon: float, lat: float, h: float) -> tuple[float, float, float]:  # pragma: no cover
+    lam, phi = np.radians(lon), np.radians(lat)
+    sin_phi = np.sin(phi)
+    n = WGS84_A_M / np.sqrt(1.0 - WGS84_E2 * sin_phi * sin_phi)
+    return ((n + h) * np.cos(phi) * np.cos(lam), (n + h) * np.cos(phi) * np.sin(lam),
+            (n * (1.0 - WGS84_E2) + h) * sin_phi)
+
+
+@numba.njit(cache=True, parallel=True, error_model="numpy")
+def _intersect_kernel(
+    lon_l1s: FloatArray, lat_l1s: FloatArray, lon_l2s: FloatArray, lat_l2s: FloatArray,
+    lon_r1s: FloatArray, lat_r1s: FloatArray, lon_r2s: FloatArray, lat_r2s: FloatArray,
+    h1s: FloatArray, h2s: FloatArray, out: FloatArray,
+) -> None:  # pragma: no cover - compiled
+    """Per point: the mid-point of the shortest segment between the two lines of sight.
+
+    Inputs: each view's ground points at h1 and h2; ``out`` rows: lon, lat,
+    h, ray distance (the module docstring's model).
+    """
+    for k in numba.prange(h1s.size):
+        lon_l1, lat_l1, lon_l2, lat_l2 = lon_l1s[k], lat_l1s[k], lon_l2s[k], lat_l2s[k]
+        lon_r1, lat_r1, lon_r2, lat_r2 = lon_r1s[k], lat_r1s[k], lon_r2s[k], lat_r2s[k]
+        h1, h2 = h1s[k], h2s[k]
+        a0x, a0y, a0z = _ecef(lon_l1, lat_l1, h1)
+        a2x, a2y, a2z = _ecef(lon_l2, lat_l2, h2)
+        b0x, b0y, b0z = _ecef(lon_r1, lat_r1, h1)
+        b2x, b2y, b2z = _ecef(lon_r2, lat_r2, h2)
+        ax, ay, az = a2x - a0x, a2y - a0y, a2z - a0z
+        bx, by, bz = b2x - b0x, b2y - b0y, b2z - b0z
+        wx, wy, wz = a0x - b0x, a0y - b0y, a0z - b0z
+        aa = ax * ax + ay * ay + az * az
+        bb = bx * bx + by * by + bz * bz
+        ab = ax * bx + ay * by + az * bz
+        aw = ax * wx + ay * wy + az * wz
+        bw = bx * wx + by * wy + bz * wz
+        det = aa * bb - ab * ab
         s = (ab * bw - bb * aw) / det
         t = (aa * bw - ab * aw) / det
-    gap = (a0 + s[:, None] * a) - (b0 + t[:, None] * b)
-    ray_distance = np.sqrt(np.einsum("ij,ij->i", gap, gap))
-    span = h2 - h1
-    h = h1 + 0.5 * (s + t) * span
-    lon = 0.5 * (lon_l1 + s * (lon_l2 - lon_l1) + lon_r1 + t * (lon_r2 - lon_r1))
-    lat = 0.5 * (lat_l1 + s * (lat_l2 - lat_l1) + lat_r1 + t * (lat_r2 - lat_r1))
-    return GroundPoints(lon, lat, h, ray_distance)
+        gx = (a0x + s * ax) - (b0x + t * bx)
+        gy = (a0y + s * ay) - (b0y + t * by)
+        gz = (a0z + s * az) - (b0z + t * bz)
+        out[0, k] = 0.5 * (lon_l1 + s * (lon_l2 - lon_l1) + lon_r1 + t * (lon_r2 - lon_r1))
+        out[1, k] = 0.5 * (lat_l1 + s * (lat_l2 - lat_l1) + lat_r1 + t * (lat_r2 - lat_r1))
+        out[2, k] = h1 + 0.5 * (s + t) * (h2 - h1)
+        out[3, k] = np.sqrt(gx * gx + gy * gy + gz * gz)
