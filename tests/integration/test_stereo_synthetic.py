@@ -23,6 +23,7 @@ import rasterio
 from ops.dem import Dem
 from ops.epipolar import sensor_maps
 from ops.errors import StereoError
+from ops.phase_times import record_phases
 from ops.stereo import (
     DsmTile,
     RectifiedPair,
@@ -238,3 +239,19 @@ def test_a_tile_rectifies_bit_identically_to_the_whole(plan: StereoPlan, coarse_
         assert both.sum() > 10_000
         assert np.array_equal(a[both], b[sub][both])
     assert np.array_equal(tile.maps.rows_l, whole.maps.rows_l[sub])
+
+
+def test_recorded_phases_cover_the_dsm_path_and_change_nothing(
+    plan: StereoPlan, coarse_dem: Dem, whole_tile: DsmTile
+) -> None:
+    """``benchmarks.dsm_profile`` reads these phases; recording leaves the DSM as it is."""
+    with record_phases() as times:
+        recorded = assemble_dsm(plan, coarse_dem, tile_px=100_000)
+    expected = {"read", "rectification", "SGBM", "match filters", "triangulation",
+                "rasterisation", "raster filters", "tile inputs"}
+    assert expected <= set(times.wall_s), sorted(times.wall_s)
+    assert times.calls["SGBM"] == 2  # the pair and the half-pixel-shifted right view
+    assert times.calls["read"] == 2 and times.calls["rectification"] == 1
+    assert all(v >= 0.0 for v in times.wall_s.values())
+    np.testing.assert_array_equal(recorded.height_m, whole_tile.height_m)
+    np.testing.assert_array_equal(recorded.count, whole_tile.count)
