@@ -63,6 +63,7 @@ from numpy.typing import ArrayLike, NDArray
 from rasterio.crs import CRS
 
 from ops import vertical
+from ops.crs import lonlat_transformer
 from ops.dem_fill import MAX_HOLE_FRACTION as MAX_HOLE_FRACTION  # noqa: PLC0414 (re-export)
 from ops.dem_fill import check_hole_share, fill_holes_laplace
 from ops.dem_tiles import Transform6, list_sources, probe, read_nodes
@@ -345,8 +346,7 @@ class Dem:
     def _to_lonlat(self, x: FloatArray, y: FloatArray) -> tuple[FloatArray, FloatArray]:
         if self.is_lonlat:
             return np.broadcast_arrays(x, y)  # type: ignore[return-value]
-        t = pyproj.Transformer.from_crs(pyproj.CRS.from_user_input(self.crs), _WGS84,
-                                        always_xy=True)
+        t = lonlat_transformer(self.crs)
         xb, yb = np.broadcast_arrays(x, y)
         lon, lat = t.transform(xb, yb)
         return np.asarray(lon, np.float64), np.asarray(lat, np.float64)
@@ -355,8 +355,7 @@ class Dem:
         lo, la = np.broadcast_arrays(np.asarray(lon, np.float64), np.asarray(lat, np.float64))
         if self.is_lonlat:
             return lo, la
-        t = pyproj.Transformer.from_crs(_WGS84, pyproj.CRS.from_user_input(self.crs),
-                                        always_xy=True)
+        t = lonlat_transformer(self.crs, inverse=True)
         x, y = t.transform(lo, la)
         return np.asarray(x, np.float64), np.asarray(y, np.float64)
 
@@ -373,8 +372,7 @@ class Dem:
         left, bottom, right, top = self.bounds_native
         if self.is_lonlat:
             return left, bottom, right, top
-        t = pyproj.Transformer.from_crs(pyproj.CRS.from_user_input(self.crs), _WGS84,
-                                        always_xy=True)
+        t = lonlat_transformer(self.crs)
         b = t.transform_bounds(left, bottom, right, top, densify_pts=21)
         return float(b[0]), float(b[1]), float(b[2]), float(b[3])
 
