@@ -12,12 +12,11 @@ pytestmark = pytest.mark.unit
 
 
 def test_an_inner_phase_pauses_the_outer_one() -> None:
-    with record_phases("rest") as times:
-        with phase("outer"):
-            with phase("inner"):
-                time.sleep(0.05)
-            with phase("inner"):
-                pass
+    with record_phases("rest") as times, phase("outer"):
+        with phase("inner"):
+            time.sleep(0.05)
+        with phase("inner"):
+            pass
     assert set(times.wall_s) == {"rest", "outer", "inner"}
     assert times.calls == {"rest": 1, "outer": 1, "inner": 2}
     assert times.wall_s["inner"] >= 0.05
@@ -45,6 +44,6 @@ def test_a_phase_that_raises_is_still_closed() -> None:
 
 
 def test_recordings_do_not_nest() -> None:
-    with record_phases(), pytest.raises(RuntimeError, match="already being recorded"):
-        with record_phases():
-            pass
+    with (record_phases(), pytest.raises(RuntimeError, match="already being recorded"),
+          record_phases()):
+        pass
