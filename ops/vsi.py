@@ -128,7 +128,9 @@ def read_bytes(path: str, limit: int = MAX_SIDECAR_BYTES) -> bytes:
     """The bytes of a file, at most ``limit``; OSError naming the file and GDAL's reason."""
     if not is_virtual(path):
         with open(path, "rb") as f:
-            data = f.read(limit + 1)
+            # read(n) allocates n bytes first: a 1 GiB limit must not cost 1 GiB per small file
+            size = os.fstat(f.fileno()).st_size
+            data = f.read(min(size, limit) + 1)
     else:
         data = _read_virtual(gdal_path(path), limit)
     if len(data) > limit:
