@@ -10,11 +10,14 @@ worker's cache (the ortho plan per scene, keyed by its product key).
 * :class:`OrthoTileTask` (plan) -> the (bands, rows, cols) tile: it declares
   its input window (:func:`ops.ortho.declare_tile_input`), reads exactly
   that window, resamples;
-* :class:`DsmPlanTask` -> (stereo plan, DEM) of a pair, :class:`DsmTileTask`
-  (plan, DEM) -> the (3, rows, cols) DSM tile (height, points, confidence);
+* :class:`DsmPlanTask` -> itself: the stereo plan of a pair or the fused plan
+  of several views, the DEM and the output geoid; :class:`DsmTileTask` (that)
+  -> the (3, rows, cols) DSM tile (height, supporting points, confidence);
 * :class:`WriteCogTask` (tiles...) -> :class:`ProductRecord`: the tiles into a
   scratch COG in the worker's scratch folder, then atomic store publications
-  of the COG, its STAC item and its manifest record, in that order.
+  of the COG, its STAC item and its manifest record, in that order; or, in a
+  one-product run (``eochain ortho``/``dsm``), :meth:`WriteCogTask.write_file`
+  into the command's output.
 """
 
 from __future__ import annotations

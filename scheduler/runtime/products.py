@@ -15,6 +15,12 @@ Each product becomes a small DAG with its identity (a :class:`ProductPlan`):
   the grid decides the tiles, and travels to the workers once, as the
   result of the plan task, with the DEM the tiles need.
 
+The commands ``eochain ortho`` and ``eochain dsm`` build the same products
+(``store=None``) and run them in their process into one file
+(:mod:`scheduler.runtime.one_product`): one path per product, one file for
+the same inputs and parameters. A DSM product may also fuse three or more
+views (:func:`plan_views_dsm_product`).
+
 Surveying runs on the driver: it reads the image headers, RPCs and the DEM
 around the footprints. A scene or pair that fails here is reported by the
 flow with the reason; the product key (hash of inputs, the RPC models
