@@ -16,7 +16,9 @@ recording started (Python's start-up); ``other`` is what no phase claims
 Whole-command CPU seconds come from ``os.wait4`` (user + system, every thread).
 
 Cases: ``gizeh`` (the Pléiades pair with SRTM + EGM96, heights above the
-geoid, 0.6 m, 1024-cell tiles as ``benchmarks.stereo`` runs it) and
+geoid, 0.6 m, 1024-cell tiles as ``benchmarks.stereo`` runs it),
+``gizeh_no_dem`` (the same without ``--dem``: initial heights from the
+RPCs and tie points) and
 ``synthetic_2000`` (a generated 2000 x 2000 px pair, B/H 0.25, with the
 30 m DEM made from its truth, 512-cell tiles). The synthetic scene is kept
 under ``--work`` between runs (same seed, same scene).
@@ -38,7 +40,7 @@ from typing import Any
 from benchmarks.common import shared_data
 
 RESULTS = Path(__file__).resolve().parent / "results" / "dsm_profile.json"
-CASES = ("gizeh", "synthetic_2000")
+CASES = ("gizeh", "gizeh_no_dem", "synthetic_2000")
 #: The phases in the order they are printed (the brief's: read and rectify,
 #: match, sub-pixel and filters, triangulate, rasterise, write; then the rest).
 ORDER = ("read", "rectification", "SGBM", "match filters", "triangulation", "rasterisation",
@@ -84,10 +86,11 @@ def _process_age_s() -> float:
 
 def case_args(name: str, work: Path, out: Path) -> list[str]:
     """The ``eochain dsm`` arguments of a case."""
-    if name == "gizeh":
+    if name in ("gizeh", "gizeh_no_dem"):
         g = shared_data() / "gizeh"
         geoid = shared_data() / "ventoux" / "geoid" / "egm96_15.gtx"
-        return [str(g / "img1.tif"), str(g / "img2.tif"), "--dem", str(g / "srtm_dir"),
+        dem = ["--dem", str(g / "srtm_dir")] if name == "gizeh" else []
+        return [str(g / "img1.tif"), str(g / "img2.tif"), *dem,
                 "--geoid", str(geoid), "--heights", "geoid", "--gsd", "0.6",
                 "--tile-size", "1024", "-q", "--overwrite", "-o", str(out)]
     if name == "synthetic_2000":
