@@ -46,6 +46,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ops.dem import MAX_HOLE_FRACTION
 from scheduler.runtime.dispatch import Dispatcher, DispatchOptions, Progress, RunReport, run_serial
 from scheduler.runtime.errors import FlowError
 from scheduler.runtime.kernels import WriteCogTask
@@ -139,23 +140,30 @@ class Flow:
     def ortho(
         self, *, dem: str | Path | None = None, gsd_m: float | None = None, crs: str | None = None,
         geoid: str | Path | None = None, resampling: str = "bicubic", tile_px: int = 512,
+        dem_heights: str | None = None, dem_max_holes: float = MAX_HOLE_FRACTION,
     ) -> Flow:
         """Orthorectify every scene (RPC + DEM) on its UTM grid at ``gsd_m``.
 
-        ``dem`` serves every scene that does not name its own (``SceneInput.dem``).
+        ``dem`` serves every scene that does not name its own (``SceneInput.dem``);
+        ``dem_heights``/``dem_max_holes``: as ``eochain ortho --dem-heights/--dem-max-holes``.
         """
         if tile_px < 16:
             raise FlowError(f"ortho(tile_px={tile_px}): expected at least 16 pixels")
         step = OrthoStep(None if dem is None else str(dem), gsd_m, crs, None if geoid is None else str(geoid),
-                         resampling, tile_px)
+                         resampling, tile_px, dem_heights, dem_max_holes)
         return replace(self, ortho_step=step)
 
     def dsm(
         self, pairs: Sequence[tuple[str, str]], *, dem: str | Path | None = None,
         gsd_m: float | None = None, crs: str | None = None, geoid: str | Path | None = None,
-        tile_px: int = 512,
+        tile_px: int = 512, heights: str = "ellipsoid", max_days_apart: float = 60.0,
+        dem_heights: str | None = None, dem_max_holes: float = MAX_HOLE_FRACTION,
     ) -> Flow:
-        """A DSM per stereo pair, given as (left id, right id) of the flow's scenes."""
+        """A DSM per stereo pair, given as (left id, right id) of the flow's scenes.
+
+        ``heights``, ``max_days_apart``, ``dem_heights``, ``dem_max_holes``: as the
+        ``eochain dsm`` options of those names (``heights="geoid"`` needs ``geoid``).
+        """
         ids = {s.id for s in self.scenes}
         unknown = sorted({i for pair in pairs for i in pair} - ids)
         if unknown:
@@ -164,7 +172,8 @@ class Flow:
         if tile_px < 64:
             raise FlowError(f"dsm(tile_px={tile_px}): expected at least 64 pixels")
         step = DsmStep(tuple((a, b) for a, b in pairs), None if dem is None else str(dem),
-                       gsd_m, crs, None if geoid is None else str(geoid), tile_px)
+                       gsd_m, crs, None if geoid is None else str(geoid), tile_px, heights,
+                       max_days_apart, dem_heights, dem_max_holes)
         return replace(self, dsm_step=step)
 
     def on(self, *resources: str) -> Flow:

@@ -81,7 +81,9 @@ def test_ortho_command_writes_the_campaigns_product(
     assert cli_out.read_bytes() == campaign_out.read_bytes()
 
 
-def test_dsm_command_writes_the_campaigns_product(shared_data: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("heights", ["ellipsoid", "geoid"])
+def test_dsm_command_writes_the_campaigns_product(shared_data: Path, tmp_path: Path,
+                                                  heights: str) -> None:
     gizeh = shared_data / "gizeh"
     geoid = shared_data / "ventoux/geoid/egm96_15.gtx"
     if not geoid.exists():
@@ -89,12 +91,13 @@ def test_dsm_command_writes_the_campaigns_product(shared_data: Path, tmp_path: P
     left, right, dem = gizeh / "img1.tif", gizeh / "img2.tif", gizeh / "srtm_dir"
     cli_out = tmp_path / "cli.tif"
     result = CliRunner().invoke(dsm, [str(left), str(right), "--dem", str(dem), "--geoid",
-                                      str(geoid), "--gsd", "2", "--tile-size", "128", "-q",
-                                      "-o", str(cli_out)])
+                                      str(geoid), "--gsd", "2", "--tile-size", "128",
+                                      "--heights", heights, "-q", "-o", str(cli_out)])
     assert result.exit_code == 0, result.output
     report = (Driver(address="serial")
               .get_flow([SceneInput("img1", str(left)), SceneInput("img2", str(right))])
-              .dsm([("img1", "img2")], dem=dem, geoid=geoid, gsd_m=2.0, tile_px=128)
+              .dsm([("img1", "img2")], dem=dem, geoid=geoid, gsd_m=2.0, tile_px=128,
+                   heights=heights)
               .write(tmp_path / "campaign").run())
     assert report.ok, report.failures
     campaign_out = tmp_path / "campaign" / report.written[0].object_key
@@ -103,6 +106,8 @@ def test_dsm_command_writes_the_campaigns_product(shared_data: Path, tmp_path: P
     assert cli == campaign
     assert cli["descriptions"] == (
         "height (m)", "supporting points (0 = interpolated)", "matching confidence (NCC)")
+    tags = cli["tags"]
+    assert isinstance(tags, dict) and tags["EOCHAIN_HEIGHTS"] == heights
     with rasterio.open(cli_out) as a, rasterio.open(campaign_out) as b:
         valid = (a.read(1) != a.nodata).mean()
         np.testing.assert_array_equal(a.read(), b.read())
