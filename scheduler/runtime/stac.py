@@ -47,10 +47,11 @@ from itertools import pairwise
 from typing import Any
 
 import pystac
-from pyproj import CRS, Transformer
+from pyproj import CRS
 from pystac.extensions.projection import ProjectionExtension
 from pystac.extensions.raster import DataType, RasterBand, RasterExtension
 
+from ops.crs import lonlat_transformer
 from planner.grid import GeoBox
 from scheduler.runtime.errors import ManifestError
 from scheduler.runtime.manifest import MANIFEST_DIR, ProductRecord
@@ -95,7 +96,7 @@ def footprint_lonlat(geobox: GeoBox) -> list[tuple[float, float]]:
     left, bottom, right, top = geobox.bounds
     xs = [left, (left + right) / 2, right, right, right, (left + right) / 2, left, left]
     ys = [top, top, top, (top + bottom) / 2, bottom, bottom, bottom, (top + bottom) / 2]
-    to_ll = Transformer.from_crs(geobox.crs, "EPSG:4326", always_xy=True)
+    to_ll = lonlat_transformer(geobox.crs)
     lon, lat = to_ll.transform(xs, ys)
     ring = [(float(x), float(y)) for x, y in zip(lon, lat, strict=True)]
     ring.append(ring[0])
