@@ -50,9 +50,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import cv2
+import numba
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
@@ -231,16 +232,28 @@ def _interpolate(
     values: FloatArray, node_rows: NDArray[np.int64], node_cols: NDArray[np.int64],
     window: Window, step: int,
 ) -> FloatArray:
-    """Bilinear interpolation of node values onto every pixel of the window (separable)."""
+    """Bilinear interpolation of node values onto every pixel of the window (separable).
+
+    Along the columns on the node rows first, then along the rows (numba,
+    one pass over the window).
+    """
     fr = (np.arange(window.row_off, window.row_stop) - node_rows[0]) / step
     fc = (np.arange(window.col_off, window.col_stop) - node_cols[0]) / step
     i0 = np.minimum(fr.astype(np.int64), len(node_rows) - 2)
     j0 = np.minimum(fc.astype(np.int64), len(node_cols) - 2)
-    wr = (fr - i0)[:, None]
     wc = (fc - j0)[None, :]
-    along = values[:, j0] * (1.0 - wc) + values[:, j0 + 1] * wc
-    out: FloatArray = along[i0] * (1.0 - wr) + along[i0 + 1] * wr
+    along = np.ascontiguousarray(values[:, j0] * (1.0 - wc) + values[:, j0 + 1] * wc)
+    out: FloatArray = np.empty((len(fr), len(fc)))
+    _interpolate_rows(along, i0, fr - i0, out)
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _interpolate_rows(along: Any, i0: Any, wr: Any, out: Any) -> None:  # pragma: no cover
+    for i in range(out.shape[0]):
+        k, w = i0[i], wr[i]
+        for j in range(out.shape[1]):
+            out[i, j] = along[k, j] * (1.0 - w) + along[k + 1, j] * w
 
 
 def sensor_maps(
@@ -298,18 +311,37 @@ def resample_window(
     image = np.asarray(pixels, dtype=np.float32)
     if image.ndim == 3:
         image = image[0]
-    steps = REMAP_STEPS
-    qx = np.rint(np.nan_to_num(cols, nan=-1e6) * steps).astype(np.int64)
-    qy = np.rint(np.nan_to_num(rows, nan=-1e6) * steps).astype(np.int64)
-    ix = np.clip((qx // steps) - window.col_off, -2, image.shape[1] + 1)
-    iy = np.clip((qy // steps) - window.row_off, -2, image.shape[0] + 1)
-    whole = np.ascontiguousarray(np.stack([ix, iy], axis=-1).astype(np.int16))
-    frac = ((qy % steps) * steps + (qx % steps)).astype(np.uint16)
-    out = cv2.remap(
+    whole = np.empty((*rows.shape, 2), np.int16)
+    frac = np.empty(rows.shape, np.uint16)
+    inside = np.empty(rows.shape, np.bool_)
+    _fixed_point_maps(np.ascontiguousarray(rows, dtype=np.float64),
+                      np.ascontiguousarray(cols, dtype=np.float64), REMAP_STEPS,
+                      window.row_off, window.col_off, image.shape[0], image.shape[1],
+                      whole, frac, inside)
+    out = np.asarray(cv2.remap(
         image, whole, frac, cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT,
         borderValue=float("nan"),
-    )
-    x = cols - window.col_off
-    y = rows - window.row_off
-    inside = (x >= 0) & (x <= image.shape[1] - 1) & (y >= 0) & (y <= image.shape[0] - 1)
-    return np.where(inside, out, np.float32(np.nan)).astype(np.float32)
+    ), np.float32)
+    out[~inside] = np.nan
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _fixed_point_maps(
+    rows: Any, cols: Any, steps: int, row_off: int, col_off: int, height: int, width: int,
+    whole: Any, frac: Any, inside: Any,
+) -> None:  # pragma: no cover - compiled
+    """OpenCV's fixed-point remap maps (whole pixel, 1/steps fraction) and the inside mask.
+
+    A NaN coordinate maps far outside the window (the border value).
+    """
+    for i in range(rows.shape[0]):
+        for j in range(rows.shape[1]):
+            r, c = rows[i, j], cols[i, j]
+            qx = np.int64(np.rint((-1e6 if math.isnan(c) else c) * steps))
+            qy = np.int64(np.rint((-1e6 if math.isnan(r) else r) * steps))
+            whole[i, j, 0] = min(max(qx // steps - col_off, -2), width + 1)
+            whole[i, j, 1] = min(max(qy // steps - row_off, -2), height + 1)
+            frac[i, j] = (qy % steps) * steps + qx % steps
+            x, y = c - col_off, r - row_off
+            inside[i, j] = x >= 0 and x <= width - 1 and y >= 0 and y <= height - 1
