@@ -46,6 +46,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from planner.catalog import PriceCatalog, load_catalog
+from planner.plan_document import as_plan_document
 from scheduler.cloud.errors import ClusterConfigError
 from scheduler.cloud.fallback import (
     FallbackDecision,
@@ -252,16 +253,13 @@ class SpotLosses:
         if self.plan is None:
             return (f"{instance_type} ({market}) lost {n} nodes within {self.policy.window_s:.0f} s; "
                     "no plan to choose a fallback from (run with --plan plan.json)"), None
-        entries = [e for e in self.plan.get("fleet", [])
-                   if e.get("instance_type") == instance_type and e.get("market") == market]
-        remaining = sum(float(e.get("busy_instance_h", 0.0)) * float(e.get("vcpus", 0))
+        doc = as_plan_document(self.plan)
+        entries = [e for e in doc.fleet
+                   if e.instance_type == instance_type and e.market == market]
+        remaining = sum(e.busy_instance_h * (e.vcpus or 0)
                         for e in entries) * max(0.0, 1.0 - done_fraction)
-        fleet_usd_per_h = sum(float(e.get("instances", 0)) * float(e.get("price_usd_per_h", 0.0))
-                              for e in self.plan.get("fleet", []))
-        budget = self.plan.get("budget_usd")
-        if budget is None:
-            budget = self.plan.get("total_cost_usd", 0.0)
-        spent = fleet_usd_per_h * max(0.0, now_s - self.start_s) / 3600.0
+        budget = doc.budget_usd if doc.budget_usd is not None else (doc.total_cost_usd or 0.0)
+        spent = doc.fleet_price_usd_per_h * max(0.0, now_s - self.start_s) / 3600.0
         try:
             decision = choose_fallback(
                 instance_type, market, plan_region(self.plan), self._catalog or load_catalog(),
