@@ -22,6 +22,13 @@ RPCs and tie points) and
 ``synthetic_2000`` (a generated 2000 x 2000 px pair, B/H 0.25, with the
 30 m DEM made from its truth, 512-cell tiles). The synthetic scene is kept
 under ``--work`` between runs (same seed, same scene).
+
+Results: ``benchmarks/results/dsm_profile.json``;
+``dsm_profile_before.json`` is the same run (``--runs 1``, without the
+``gizeh_no_dem`` case) before the non-matcher work of issue 15 item 2
+(numba line-of-sight intersection, 3 x 3 median, remap maps and map
+interpolation), whose outputs are bit-identical on both cases. The machine
+is shared: compare CPU seconds, which load disturbs less than wall time.
 """
 
 from __future__ import annotations
