@@ -93,7 +93,7 @@ from numpy.typing import NDArray
 
 from ops.crs import lonlat_transformer, round_gsd_m, sensor_gsd_m, utm_crs
 from ops.epipolar import MatchingFrame, SensorMaps, build_frame, resample_window, sensor_maps
-from ops.errors import StereoError
+from ops.errors import OpsError, StereoError
 from ops.footprint import declare_input_window, geobox_lonlat, lonlat_bounds
 from ops.matching import DisparityMap, estimate_row_shift, match, to_grey_levels
 from ops.phase_times import phase
@@ -152,6 +152,9 @@ OVERLAP_SAMPLES = 65
 LAND_SLACK_M = 5.0
 #: Fixed-point iterations putting the overlap samples on the DEM.
 OVERLAP_ITERATIONS = 4
+#: Image pixels between a tile's projected samples and the image border for the
+#: tile to count as wholly seen (covers the RPC's curvature between samples, < 0.01 px).
+SEEN_MARGIN_PX = 4.0
 #: Side (output cells) of the central sample the pointing correction is measured on.
 POINTING_SAMPLE_PX = 512
 
@@ -305,6 +308,34 @@ def overlap_mask(plan: StereoPlan, dem: Terrain, geobox: GeoBox | None = None) -
             c <= view.shape[1] - 0.5
         )
     return seen
+
+
+def _wholly_seen(plan: StereoPlan, dem: Terrain, box: GeoBox) -> bool:
+    """Whether both views see every cell of ``box`` on the DEM, shown from samples alone.
+
+    True when the DEM has a height under the whole box (``min_max`` covers
+    it, with no hole) and its samples (every 32 cells, edges included),
+    projected at the DEM's lowest and highest heights, stay
+    ``SEEN_MARGIN_PX`` inside both images: every cell then passes
+    :func:`overlap_mask`, which an interior tile need not evaluate cell by cell.
+    """
+    lon, lat = geobox_lonlat(box)
+    try:
+        hmin, hmax = dem.min_max(*lonlat_bounds(lon, lat, pad_deg=1e-5))
+    except OpsError:
+        return False
+    if not (math.isfinite(hmin) and math.isfinite(hmax)):
+        return False
+    n = lon.size
+    heights = np.repeat([hmin, hmax], n)
+    for view in (plan.left, plan.right):
+        r, c = view.rpc.project(np.tile(lon, 2), np.tile(lat, 2), heights, check=False)
+        lo = -0.5 + SEEN_MARGIN_PX
+        if not (np.all(np.isfinite(r)) and np.all(np.isfinite(c)) and r.min() >= lo
+                and c.min() >= lo and r.max() <= view.shape[0] - 0.5 - SEEN_MARGIN_PX
+                and c.max() <= view.shape[1] - 0.5 - SEEN_MARGIN_PX):
+            return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -473,7 +504,7 @@ def compute_dsm_tile(
                         cfg.outlier_window_cells**2 // 3)
         remove_small_clusters(raster.height_m, cfg.cluster_min_cells, cfg.cluster_step_m)
         fill_small_holes(raster.height_m, _hole_cells(cfg, tile), cfg.fill_rim_residual_m)
-        if cfg.edge_fill_cells:
+        if cfg.edge_fill_cells and not _wholly_seen(plan, dem, grown):
             seen = overlap_mask(plan, dem, grown)
             # only near the overlap's border, where the epipolar lines start
             inner = ndi.binary_erosion(seen, iterations=2 * cfg.edge_fill_cells, border_value=1)

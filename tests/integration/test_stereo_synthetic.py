@@ -255,3 +255,20 @@ def test_recorded_phases_cover_the_dsm_path_and_change_nothing(
     assert all(v >= 0.0 for v in times.wall_s.values())
     np.testing.assert_array_equal(recorded.height_m, whole_tile.height_m)
     np.testing.assert_array_equal(recorded.count, whole_tile.count)
+
+
+def test_tiles_shown_wholly_seen_are_seen_cell_by_cell(
+    plan: StereoPlan, coarse_dem: Dem
+) -> None:
+    """The interior-tile shortcut of the edge filling never skips a cell the views miss."""
+    from ops.stereo import _wholly_seen
+
+    grid = TileGrid(plan.geobox, 96, 96)
+    shown = []
+    for idx in grid.tiles():
+        box = grid.tile_geobox(idx)
+        wholly = _wholly_seen(plan, coarse_dem, box)
+        shown.append(wholly)
+        if wholly:
+            assert overlap_mask(plan, coarse_dem, box).all(), idx
+    assert any(shown) and not all(shown), shown
