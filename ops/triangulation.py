@@ -85,10 +85,8 @@ def triangulate(
     """
     h0 = np.asarray(h_estimate_m, dtype=np.float64)
     h1, h2 = h0 - HALF_SPAN_M, h0 + HALF_SPAN_M
-    lon_l1, lat_l1 = left.localize(rows_l, cols_l, h1, check=False)
-    lon_l2, lat_l2 = left.localize(rows_l, cols_l, h2, check=False)
-    lon_r1, lat_r1 = right.localize(rows_r, cols_r, h1, check=False)
-    lon_r2, lat_r2 = right.localize(rows_r, cols_r, h2, check=False)
+    lon_l1, lat_l1, lon_l2, lat_l2 = _localize_twice(left, rows_l, cols_l, h1, h2)
+    lon_r1, lat_r1, lon_r2, lat_r2 = _localize_twice(right, rows_r, cols_r, h1, h2)
     out = np.empty((4, h0.size))
     ll1, pl1, ll2, pl2, lr1, pr1, lr2, pr2, g1, g2 = (
         np.ascontiguousarray(v, dtype=np.float64).ravel()
@@ -97,6 +95,19 @@ def triangulate(
     _intersect_kernel(ll1, pl1, ll2, pl2, lr1, pr1, lr2, pr2, g1, g2, out)
     lon, lat, h, ray_distance = (v.reshape(h0.shape) for v in out)
     return GroundPoints(lon, lat, h, ray_distance)
+
+
+def _localize_twice(
+    rpc: RpcModel, rows: ArrayLike, cols: ArrayLike, h1: FloatArray, h2: FloatArray
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """Ground points of image points at two heights, in one localisation call."""
+    r, c = np.broadcast_arrays(np.asarray(rows, np.float64), np.asarray(cols, np.float64), h1)[:2]
+    lon, lat = rpc.localize(np.concatenate([r.ravel(), r.ravel()]),
+                            np.concatenate([c.ravel(), c.ravel()]),
+                            np.concatenate([h1.ravel(), h2.ravel()]), check=False)
+    n = h1.size
+    return (lon[:n].reshape(h1.shape), lat[:n].reshape(h1.shape),
+            lon[n:].reshape(h1.shape), lat[n:].reshape(h1.shape))
 
 
 @numba.njit(cache=True, inline="always")
