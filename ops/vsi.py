@@ -102,8 +102,15 @@ def remote_timeouts(path: str | Path) -> Iterator[None]:
     if not unset:
         yield
         return
-    with rasterio.Env(**unset):
+    # Only these options, set and unset by hand: a rasterio.Env here would also copy the
+    # process's AWS settings (endpoint, credentials) into GDAL's config for good.
+    for key, value in unset.items():
+        lib.CPLSetThreadLocalConfigOption(key.encode(), value.encode())
+    try:
         yield
+    finally:
+        for key in unset:
+            lib.CPLSetThreadLocalConfigOption(key.encode(), None)
 
 
 def is_file(path: str) -> bool:
@@ -215,4 +222,6 @@ def _gdal() -> Any:
     lib.VSIGetLastErrorMsg.restype = ctypes.c_char_p
     lib.CPLGetConfigOption.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
     lib.CPLGetConfigOption.restype = ctypes.c_char_p
+    lib.CPLSetThreadLocalConfigOption.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    lib.CPLSetThreadLocalConfigOption.restype = None
     return lib

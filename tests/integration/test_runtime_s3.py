@@ -207,7 +207,11 @@ def test_s3_input_tiles_fetch_about_their_declared_window(s3_endpoint: str, scen
         env = {"AWS_S3_ENDPOINT": f"127.0.0.1:{server.server_address[1]}",
                "CPL_VSIL_CURL_NON_CACHED": f"/vsis3/{BUCKET}/raw",
                "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "VSI_CACHE": "FALSE"}
-        with rasterio.Env(**env):
+        # environment variables, not rasterio.Env: GDAL reads both, and an Env's options can
+        # outlive it in GDAL's global config when Envs nest (the reads below open their own)
+        with pytest.MonkeyPatch.context() as mp:
+            for key, value in env.items():
+                mp.setenv(key, value)
             for task in product.tasks[1:-1]:
                 tile = task.fn
                 assert isinstance(tile, OrthoTileTask)
