@@ -38,8 +38,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import rasterio
-
 #: Prefixes of remote URIs and the GDAL virtual file system that reads each.
 _SCHEMES = (
     ("s3://", "/vsis3/"), ("gs://", "/vsigs/"), ("az://", "/vsiaz/"),
