@@ -119,7 +119,7 @@ def _ecef(lon: float, lat: float, h: float) -> tuple[float, float, float]:  # pr
             (n * (1.0 - WGS84_E2) + h) * sin_phi)
 
 
-@numba.njit(cache=True, parallel=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy")
 def _intersect_kernel(
     lon_l1s: FloatArray, lat_l1s: FloatArray, lon_l2s: FloatArray, lat_l2s: FloatArray,
     lon_r1s: FloatArray, lat_r1s: FloatArray, lon_r2s: FloatArray, lat_r2s: FloatArray,
@@ -130,7 +130,7 @@ def _intersect_kernel(
     Inputs: each view's ground points at h1 and h2; ``out`` rows: lon, lat,
     h, ray distance (the module docstring's model).
     """
-    for k in numba.prange(h1s.size):
+    for k in range(h1s.size):
         lon_l1, lat_l1, lon_l2, lat_l2 = lon_l1s[k], lat_l1s[k], lon_l2s[k], lat_l2s[k]
         lon_r1, lat_r1, lon_r2, lat_r2 = lon_r1s[k], lat_r1s[k], lon_r2s[k], lat_r2s[k]
         h1, h2 = h1s[k], h2s[k]
