@@ -26,8 +26,10 @@ under ``--work`` between runs (same seed, same scene).
 Results: ``benchmarks/results/dsm_profile.json``;
 ``dsm_profile_before.json`` is the same run (``--runs 1``, without the
 ``gizeh_no_dem`` case) before the non-matcher work of issue 15 item 2
-(numba line-of-sight intersection, 3 x 3 median, remap maps and map
-interpolation), whose outputs are bit-identical on both cases. The machine
+(numba line-of-sight intersection and one localisation call per view, 3 x 3
+median, remap maps and map interpolation in numba, interior tiles skipping
+the cell-by-cell overlap mask), whose DSMs are bit-identical on both cases
+(gizeh, synthetic_2000; all three bands). The machine
 is shared: compare CPU seconds, which load disturbs less than wall time.
 """
 
