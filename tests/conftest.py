@@ -7,6 +7,7 @@ beside the checkout, and tests that need them skip with the reason otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -54,6 +55,24 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def aws_environment(endpoint: str) -> Iterator[None]:
+    """boto3's and GDAL's AWS variables pointing at the S3 server ``endpoint`` (restored after).
+
+    Environment variables only: GDAL reads them at each request, and nothing is left in its
+    global config for the next test module's server.
+    """
+    port = int(endpoint.rsplit(":", 1)[1])
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint,
+                           "AWS_HTTPS": "NO", "AWS_VIRTUAL_HOSTING": "FALSE",
+                           "AWS_S3_ENDPOINT": f"127.0.0.1:{port}"}.items():
+            mp.setenv(key, value)
+        mp.delenv("AWS_PROFILE", raising=False)
+        yield
 
 
 @pytest.fixture(scope="module")

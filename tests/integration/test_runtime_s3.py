@@ -23,6 +23,7 @@ import pytest
 
 from scheduler.runtime.flow import Driver, SceneInput
 from scheduler.runtime.store import S3_TMP_DIR, S3Store, open_store
+from tests.conftest import aws_environment
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -32,19 +33,11 @@ BUCKET = "eochain-products"
 @pytest.fixture(scope="module")
 def s3_endpoint(moto_endpoint: str) -> Iterator[str]:
     """moto's S3 server on a free loopback port, with the AWS variables pointing at it."""
-    endpoint = moto_endpoint
-    port = int(endpoint.rsplit(":", 1)[1])
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint,
-                           "AWS_HTTPS": "NO", "AWS_VIRTUAL_HOSTING": "FALSE",
-                           "AWS_S3_ENDPOINT": f"127.0.0.1:{port}"}.items():
-            mp.setenv(key, value)
-        mp.delenv("AWS_PROFILE", raising=False)
+    with aws_environment(moto_endpoint):
         store = open_store(f"s3://{BUCKET}")
         assert isinstance(store, S3Store)
         store.client.create_bucket(Bucket=BUCKET)
-        yield endpoint
+        yield moto_endpoint
 
 
 def _all_keys(store: S3Store) -> list[str]:

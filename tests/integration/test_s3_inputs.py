@@ -35,6 +35,7 @@ from ops.dem import Dem
 from ops.errors import DemError, RpcFitError, RpcFormatError
 from ops.rpc_check import rpc_disagreement_px
 from ops.rpc_io import find_rpc, read_rpc, write_rpb
+from tests.conftest import aws_environment
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -48,14 +49,7 @@ def s3(moto_endpoint: str) -> Iterator[object]:
     """A bucket on moto's server; AWS variables (boto3's and GDAL's) point at it."""
     import boto3
 
-    port = int(moto_endpoint.rsplit(":", 1)[1])
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": moto_endpoint,
-                           "AWS_HTTPS": "NO", "AWS_VIRTUAL_HOSTING": "FALSE",
-                           "AWS_S3_ENDPOINT": f"127.0.0.1:{port}"}.items():
-            mp.setenv(key, value)
-        mp.delenv("AWS_PROFILE", raising=False)
+    with aws_environment(moto_endpoint):
         client = boto3.client("s3", endpoint_url=moto_endpoint)
         client.create_bucket(Bucket=BUCKET)
         yield client

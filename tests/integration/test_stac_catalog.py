@@ -34,6 +34,7 @@ from pyproj import CRS
 from scheduler.runtime.demo import write_coarse_dem
 from scheduler.runtime.flow import Driver, FlowReport, SceneInput
 from scheduler.runtime.store import S3Store, open_store
+from tests.conftest import aws_environment
 from tests.stac_validation import validate_stac
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -199,14 +200,7 @@ def test_dsm_cli_ellipsoid_and_geoid_outputs_differ_in_vertical_crs(
 @pytest.fixture
 def s3_env(moto_endpoint: str) -> Iterator[str]:
     """The AWS variables pointing at moto's S3 server, and a fresh bucket."""
-    port = int(moto_endpoint.rsplit(":", 1)[1])
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": moto_endpoint,
-                           "AWS_HTTPS": "NO", "AWS_VIRTUAL_HOSTING": "FALSE",
-                           "AWS_S3_ENDPOINT": f"127.0.0.1:{port}"}.items():
-            mp.setenv(key, value)
-        mp.delenv("AWS_PROFILE", raising=False)
+    with aws_environment(moto_endpoint):
         store = open_store(f"s3://{BUCKET}")
         assert isinstance(store, S3Store)
         store.client.create_bucket(Bucket=BUCKET)
