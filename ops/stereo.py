@@ -83,7 +83,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -602,15 +602,22 @@ def iter_dsm_tiles(
 def assemble_dsm(plan: StereoPlan, dem: Terrain, *, tile_px: int = 512,
                  geoid: Undulation | None = None) -> DsmTile:
     """The whole product in memory (tests, small scenes)."""
-    shape = plan.geobox.shape
+    return assemble_tiles(plan.geobox.shape,
+                          iter_dsm_tiles(plan, dem, tile_px=tile_px, geoid=geoid),
+                          "no pixel matched anywhere")
+
+
+def assemble_tiles(shape: tuple[int, int], tiles: Iterable[tuple[Window, DsmTile]],
+                   empty_reason: str) -> DsmTile:
+    """Tiles pasted into one in-memory product; ``empty_reason`` when no cell has a height."""
     height = np.full(shape, np.nan, np.float32)
     count = np.zeros(shape, np.uint16)
     conf = np.full(shape, np.nan, np.float32)
     n = 0
-    for window, tile in iter_dsm_tiles(plan, dem, tile_px=tile_px, geoid=geoid):
+    for window, tile in tiles:
         height[window.slices()] = tile.height_m
         count[window.slices()] = tile.count
         conf[window.slices()] = tile.confidence
         n += tile.n_matches
-    reason = None if np.isfinite(height).any() else "no pixel matched anywhere"
+    reason = None if np.isfinite(height).any() else empty_reason
     return DsmTile(height, count, conf, n, reason)

@@ -23,8 +23,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from ops.dsm_fusion import FusionStats, estimate_offsets, fuse_tiles
 from ops.errors import StereoError
 from ops.stereo import (
@@ -34,6 +32,7 @@ from ops.stereo import (
     StereoView,
     Terrain,
     Undulation,
+    assemble_tiles,
     plan_stereo,
     run_dsm_tile,
 )
@@ -169,15 +168,6 @@ def iter_fused_tiles(
 def assemble_fused(mplan: MultiViewPlan, dem: Terrain, *, tile_px: int = 512,
                    geoid: Undulation | None = None) -> DsmTile:
     """The whole fused product in memory (tests, small scenes)."""
-    shape = mplan.geobox.shape
-    height = np.full(shape, np.nan, np.float32)
-    count = np.zeros(shape, np.uint16)
-    conf = np.full(shape, np.nan, np.float32)
-    n = 0
-    for window, tile in iter_fused_tiles(mplan, dem, tile_px=tile_px, geoid=geoid):
-        height[window.slices()] = tile.height_m
-        count[window.slices()] = tile.count
-        conf[window.slices()] = tile.confidence
-        n += tile.n_matches
-    reason = None if np.isfinite(height).any() else "no cell where the pairs agree"
-    return DsmTile(height, count, conf, n, reason)
+    return assemble_tiles(mplan.geobox.shape,
+                          iter_fused_tiles(mplan, dem, tile_px=tile_px, geoid=geoid),
+                          "no cell where the pairs agree")
