@@ -1,9 +1,13 @@
-"""What several benchmarks share: where the real sample data is."""
+"""What several benchmarks share: where the real sample data is, synthetic scenes."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from scheduler.runtime.flow import SceneInput
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -18,3 +22,17 @@ def shared_data() -> Path:
     if not path.is_dir():
         raise SystemExit(f"shared sample data not found at {path}; set EOCHAIN_SHARED_DATA")
     return path
+
+
+def synthetic_scenes(root: Path, n: int, size: int) -> list[SceneInput]:
+    """``n`` synthetic stereo scenes of ``size`` px (seeds 0..n-1), both views each, own DEM."""
+    from ops.synthetic import SceneSpec, generate_scene
+    from scheduler.runtime.flow import SceneInput
+
+    out: list[SceneInput] = []
+    for seed in range(n):
+        scene = generate_scene(SceneSpec(width=size, height=size, seed=seed), root / f"s{seed}")
+        dem = str(scene.out_dir / "dem.tif")
+        out.extend(SceneInput(f"s{seed}v{k}", str(scene.out_dir / f"view_{k}.tif"), dem)
+                   for k in (0, 1))
+    return out

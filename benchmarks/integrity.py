@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import synthetic_scenes
 from scheduler.runtime.flow import Driver, FlowReport, SceneInput
 
 RESULTS = Path(__file__).resolve().parent / "results" / "integrity.json"
@@ -47,18 +48,6 @@ r = (Driver(address="serial", lease_poll_s=0.2).get_flow([SceneInput(*s) for s i
      .ortho(tile_px=TILE).write(out).run())
 print(json.dumps({"written": len(r.written), "ok": r.ok}))
 """.replace("TILE", str(TILE_PX))
-
-
-def make_scenes(root: Path, n: int, size: int) -> list[SceneInput]:
-    from ops.synthetic import SceneSpec, generate_scene
-
-    out: list[SceneInput] = []
-    for seed in range(n):
-        scene = generate_scene(SceneSpec(width=size, height=size, seed=seed), root / f"s{seed}")
-        dem = str(scene.out_dir / "dem.tif")
-        out.extend(SceneInput(f"s{seed}v{k}", str(scene.out_dir / f"view_{k}.tif"), dem)
-                   for k in (0, 1))
-    return out
 
 
 def timed(scenes: list[SceneInput], dest: Path, **driver: Any) -> tuple[float, FlowReport]:
@@ -108,7 +97,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="eochain-integrity-") as tmp:
         root = Path(tmp)
-        scenes = make_scenes(root / "scenes", args.scenes, args.size)
+        scenes = synthetic_scenes(root / "scenes", args.scenes, args.size)
         n = len(scenes)
         first_s, first = timed(scenes, root / "a")
         resume_s, resumed = timed(scenes, root / "a")

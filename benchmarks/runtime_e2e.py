@@ -30,22 +30,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import synthetic_scenes
 from scheduler.runtime.cluster import use_loopback
 from scheduler.runtime.flow import Driver, FlowReport, SceneInput
 
 RESULTS = Path(__file__).resolve().parent / "results" / "runtime_e2e.json"
-
-
-def make_scenes(root: Path, n: int, size: int) -> list[SceneInput]:
-    from ops.synthetic import SceneSpec, generate_scene
-
-    out: list[SceneInput] = []
-    for seed in range(n):
-        scene = generate_scene(SceneSpec(width=size, height=size, seed=seed), root / f"s{seed}")
-        dem = str(scene.out_dir / "dem.tif")
-        out.extend(SceneInput(f"s{seed}v{k}", str(scene.out_dir / f"view_{k}.tif"), dem)
-                   for k in (0, 1))
-    return out
 
 
 def run_campaign(driver: Driver, scenes: list[SceneInput], tile_px: int,
@@ -79,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     root = Path(tempfile.mkdtemp(prefix="eochain-e2e-"))
     try:
-        scenes = make_scenes(root / "scenes", args.scenes, args.size)
+        scenes = synthetic_scenes(root / "scenes", args.scenes, args.size)
         serial_s, tiles, _ = run_campaign(Driver(address="serial"), scenes, args.tile,
                                           root / "serial")
         reference = products(root / "serial")
