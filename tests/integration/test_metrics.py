@@ -40,6 +40,7 @@ import pytest
 import yaml
 
 from scheduler.metrics import LOOPBACK, CampaignMetrics, MetricsExporter, PlanTargets
+from tests.conftest import PrometheusApi, poll_until
 
 pytestmark = pytest.mark.integration
 
@@ -50,37 +51,8 @@ RATE_INTERVAL = "5m"  # Grafana picks >= 4 scrape intervals; the whole run fits 
 
 
 @dataclass(frozen=True)
-class Prometheus:
-    url: str
+class Prometheus(PrometheusApi):
     targets_dir: Path
-
-    def get(self, path: str, **params: str) -> Any:
-        query = urllib.parse.urlencode(params)
-        try:
-            with urllib.request.urlopen(f"{self.url}{path}?{query}", timeout=10) as resp:
-                doc = json.load(resp)
-        except urllib.error.HTTPError as exc:
-            raise AssertionError(f"{path} {params}: HTTP {exc.code} {exc.read()!r}") from exc
-        if doc.get("status") != "success":
-            raise AssertionError(f"{path} {params}: {doc}")
-        return doc["data"]
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        data = self.get("/api/v1/query", query=expr)
-        result: list[dict[str, Any]] = data["result"]
-        return result
-
-
-def _poll(what: str, fn: Any, timeout_s: float = 30.0) -> Any:
-    """``fn()`` until it returns something truthy, or fail naming ``what``."""
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}; last: {last!r}")
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +96,7 @@ def _scraped(prom: Prometheus, exporter: MetricsExporter, name: str) -> Iterator
                    for t in active)
 
     try:
-        _poll(f"Prometheus to scrape {target}", up)
+        poll_until(f"Prometheus to scrape {target}", up)
         yield
     finally:
         path.unlink(missing_ok=True)
@@ -205,15 +177,15 @@ def campaign(prometheus: Prometheus, scene: tuple[list[Any], str],
     metrics = CampaignMetrics(name)
     with MetricsExporter(metrics) as exporter, _scraped(prometheus, exporter, name):
         sel = f'{{campaign="{name}"}}'
-        _poll("a first scrape", lambda: prometheus.query(f"eochain_tiles_planned{sel}"))
-        n = _run_campaign(metrics, scene, tmp_path_factory.mktemp("campaign"), lambda: _poll(
+        poll_until("a first scrape", lambda: prometheus.query(f"eochain_tiles_planned{sel}"))
+        n = _run_campaign(metrics, scene, tmp_path_factory.mktemp("campaign"), lambda: poll_until(
             "the declared task series", lambda: prometheus.query(
                 f"eochain_task_peak_memory_bytes_count{sel}")))
-        _poll("the final state in Prometheus", lambda: prometheus.query(
+        poll_until("the final state in Prometheus", lambda: prometheus.query(
             f"sum(eochain_products_written_total{sel}) == {n} "
             f"and on () sum(eochain_tiles_remaining{sel}) == 0"))
         # the recording rules run every second: let them see the final state too
-        _poll("the recording rules", lambda: prometheus.query(
+        poll_until("the recording rules", lambda: prometheus.query(
             f"campaign:eochain_cost_accrued_usd:sum{sel}"))
         with urllib.request.urlopen(exporter.url, timeout=10) as resp:
             text = resp.read().decode()
@@ -382,10 +354,10 @@ def test_ray_campaign_reports_its_fleet_progress_and_cost(
         assert killed, "the campaign ended before the interruption"
         assert report.ok, report.failures
         assert len(report.written) == 2
-        _poll("the watcher to report the lost spot node", lambda: sample(
+        poll_until("the watcher to report the lost spot node", lambda: sample(
             "eochain_spot_interruptions_total", instance_type=SPOT) == 1)
         q = f'{{campaign="{name}"}}'
-        _poll("Prometheus to see the interruption and the end", lambda: prometheus.query(
+        poll_until("Prometheus to see the interruption and the end", lambda: prometheus.query(
             f"sum(eochain_spot_interruptions_total{q}) == 1 "
             f"and on () sum(eochain_tiles_remaining{q}) == 0"))
     assert sample("eochain_nodes", instance_type=SPOT, market="spot") == 0

@@ -13,22 +13,19 @@ that eochain's runs keep (``$EOCHAIN_PROMETHEUS_TARGETS``, as
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.parse
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from scheduler.metrics_hooks import observe_campaign
+from tests.conftest import PrometheusApi, poll_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -41,35 +38,10 @@ PLAN = {"format": "eochain-plan/1", "total_cost_usd": 2.0, "makespan_s": 600.0,
      "price_usd_per_h": 0.1}]}
 
 
-class Prom:
-    def __init__(self, url: str) -> None:
-        self.url = url.rstrip("/")
-
-    def get(self, path: str, **params: str) -> Any:
-        query = urllib.parse.urlencode(params)
-        with urllib.request.urlopen(f"{self.url}{path}?{query}", timeout=10) as resp:
-            doc = json.load(resp)
-        assert doc.get("status") == "success", doc
-        return doc["data"]
-
+class Prom(PrometheusApi):
     def targets(self, campaign: str) -> list[dict[str, Any]]:
         active = self.get("/api/v1/targets", state="active")["activeTargets"]
         return [t for t in active if t["labels"].get("campaign") == campaign]
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self.get("/api/v1/query", query=expr)["result"]
-        return result
-
-
-def _poll(what: str, fn: Callable[[], Any], timeout_s: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}; last: {last!r}")
 
 
 @pytest.fixture(scope="module")
@@ -102,10 +74,10 @@ def test_a_run_is_found_scraped_and_forgotten(prom: Prom, targets_dir: Path,
     sel = f'campaign="{name}"'
     with observe_campaign(name, PLAN, on_ray=False):
         assert len(list(targets_dir.glob("eochain-*.json"))) == 1
-        _poll("Prometheus to scrape the run", lambda: [
+        poll_until("Prometheus to scrape the run", lambda: [
             t for t in prom.targets(name) if t["health"] == "up"])
         # the planned spot type's series exist before any event, at zero
-        interruptions = _poll("the interruption series", lambda: prom.query(
+        interruptions = poll_until("the interruption series", lambda: prom.query(
             f"eochain_spot_interruptions_total{{{sel}}}"))
         assert [(r["metric"]["instance_type"], r["value"][1]) for r in interruptions] == [
             ("c7g.large", "0")]
@@ -114,7 +86,7 @@ def test_a_run_is_found_scraped_and_forgotten(prom: Prom, targets_dir: Path,
                 for r in fallbacks] == [("c7g.large", "spot", "0")]
         assert prom.query(f"eochain_cost_planned_usd{{{sel}}} == 2")
     assert not list(targets_dir.glob("eochain-*.json"))
-    _poll("Prometheus to drop the ended run", lambda: not prom.targets(name))
+    poll_until("Prometheus to drop the ended run", lambda: not prom.targets(name))
 
 
 def test_a_killed_driver_raises_driver_gone(prom: Prom, targets_dir: Path) -> None:
@@ -127,13 +99,13 @@ def test_a_killed_driver_raises_driver_gone(prom: Prom, targets_dir: Path) -> No
                             stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "listening"
-        _poll("Prometheus to scrape the driver", lambda: [
+        poll_until("Prometheus to scrape the driver", lambda: [
             t for t in prom.targets(name) if t["health"] == "up"])
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         # no clean exit: the file stays, the target goes down, the alert becomes active
         assert [p for p in targets_dir.glob("eochain-*.json") if name in p.read_text()]
-        alerts = _poll("EochainDriverGone", lambda: prom.query(
+        alerts = poll_until("EochainDriverGone", lambda: prom.query(
             f'ALERTS{{alertname="EochainDriverGone", campaign="{name}"}}'))
         assert alerts[0]["metric"]["severity"] == "critical"
     finally:
