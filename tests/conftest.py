@@ -10,9 +10,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -94,6 +97,58 @@ class PrometheusApi:
     def query(self, expr: str) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self.get("/api/v1/query", query=expr)["result"]
         return result
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (never a service's default)."""
+    return _free_port()
+
+
+@contextlib.contextmanager
+def job_server_head(ray_cli: Path, env: dict[str, str], token: str, *,
+                    timeout_s: float = 90.0) -> Iterator[str]:
+    """A one-CPU Ray head started with ``ray_cli`` on free loopback ports; yields its job
+    server address once it answers, then stops the whole process group (TERM, then KILL)."""
+    dash = free_port()
+    temp = tempfile.mkdtemp(prefix="eoj")  # short: Ray's socket paths must stay < 108 chars
+    cmd = [str(ray_cli), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+           f"--port={free_port()}", "--num-cpus=1", "--object-store-memory=80000000",
+           "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+           f"--dashboard-agent-listen-port={free_port()}",
+           f"--dashboard-agent-grpc-port={free_port()}",
+           f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
+           f"--temp-dir={temp}", "--disable-usage-stats"]
+    address = f"http://127.0.0.1:{dash}"
+    log = (Path(temp) / "head.log").open("w")
+    proc = subprocess.Popen(cmd, env=env, cwd=temp, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            req = urllib.request.Request(f"{address}/api/version",
+                                         headers={"Authorization": f"Bearer {token}"})
+            try:
+                urllib.request.urlopen(req, timeout=2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"Ray head ({ray_cli}) did not serve {address} within "
+                                f"{timeout_s:.0f} s; see {temp}/head.log")
+                time.sleep(0.5)
+        yield address
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # Ray's daemons left in the group
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=10)
+        log.close()
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -10,12 +10,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -25,18 +21,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import free_port, job_server_head
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 RAY = Path(sys.executable).with_name("ray")
 AWS_SECRET = "eochain/test/secret/not/for/job/metadata0"
 AWS_KEY_ID = "AKIAEOCHAINTEST00000"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -58,51 +50,9 @@ def head() -> Iterator[Head]:
     if not RAY.exists():
         pytest.skip(f"ray CLI not found at {RAY}")
     token = secrets.token_hex(16)
-    dash = _free_port()
-    temp = tempfile.mkdtemp(prefix="eoj")  # short: Ray's socket paths must stay < 108 chars
-    head = Head(f"http://127.0.0.1:{dash}", token)
-    cmd = [str(RAY), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-           f"--port={_free_port()}", "--num-cpus=1", "--object-store-memory=80000000",
-           "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-           f"--dashboard-agent-listen-port={_free_port()}",
-           f"--dashboard-agent-grpc-port={_free_port()}",
-           f"--runtime-env-agent-port={_free_port()}", f"--metrics-export-port={_free_port()}",
-           f"--temp-dir={temp}", "--disable-usage-stats"]
-    log = (Path(temp) / "head.log").open("w")
-    proc = subprocess.Popen(cmd, env=head.env(), stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            req = urllib.request.Request(f"{head.address}/api/version",
-                                         headers={"Authorization": f"Bearer {token}"})
-            try:
-                urllib.request.urlopen(req, timeout=2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"Ray head did not serve {head.address} within 90 s; see "
-                                f"{temp}/head.log")
-                time.sleep(0.5)
-        yield head
-    finally:
-        _stop_group(proc)
-        log.close()
-        shutil.rmtree(temp, ignore_errors=True)
-
-
-def _stop_group(proc: subprocess.Popen[bytes]) -> None:
-    """Stop the process group of the `ray start` we launched: TERM, then KILL after 5 s."""
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # Ray's daemons left in the group
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=10)
+    env = Head("", token).env()
+    with job_server_head(RAY, env, token) as address:
+        yield Head(address, token)
 
 
 def _eochain(command: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -205,7 +155,7 @@ def test_credentials_are_refused_before_submission(head: Head, campaign: Path) -
 
 
 def test_bad_addresses_and_ids(head: Head, campaign: Path) -> None:
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     result = _eochain("status", "x", "--address", dead, env=head.env())
     assert result.returncode == 1
     assert f"cannot reach the Ray job server at {dead}" in result.stderr

@@ -16,29 +16,20 @@ import json
 import os
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.conftest import job_server_head
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 BARE = REPO / ".services" / "ray-bare-venv"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _bare_python() -> Path:
@@ -73,45 +64,11 @@ def bare_head() -> Iterator[tuple[str, str]]:
     lacks = subprocess.run([str(python), "-c", "import scheduler"], capture_output=True,
                            cwd="/", check=False)
     assert lacks.returncode != 0, "the bare venv must not import eochain"
-    dash = _free_port()
-    temp = tempfile.mkdtemp(prefix="eob")  # Ray's socket paths must stay < 108 chars
     token = secrets.token_hex(16)
     env = _env(token)
     env["PATH"] = f"{python.parent}{os.pathsep}{env.get('PATH', '')}"
-    cmd = [str(python.parent / "ray"), "start", "--head", "--block",
-           "--node-ip-address=127.0.0.1", f"--port={_free_port()}", "--num-cpus=1",
-           "--object-store-memory=80000000", "--include-dashboard=true",
-           "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-           f"--dashboard-agent-listen-port={_free_port()}",
-           f"--dashboard-agent-grpc-port={_free_port()}",
-           f"--runtime-env-agent-port={_free_port()}", f"--metrics-export-port={_free_port()}",
-           f"--temp-dir={temp}", "--disable-usage-stats"]
-    log = (Path(temp) / "head.log").open("w")
-    proc = subprocess.Popen(cmd, env=env, cwd=temp, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    address = f"http://127.0.0.1:{dash}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            req = urllib.request.Request(f"{address}/api/version",
-                                         headers={"Authorization": f"Bearer {token}"})
-            try:
-                urllib.request.urlopen(req, timeout=2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"bare Ray head did not serve {address}; see {temp}/head.log")
-                time.sleep(0.5)
+    with job_server_head(python.parent / "ray", env, token, timeout_s=120) as address:
         yield address, token
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        log.close()
-        shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_a_job_installs_eochain_where_the_workers_lack_it(bare_head: tuple[str, str],
