@@ -598,6 +598,12 @@ class Dispatcher:
                     if progress is not None:
                         progress(snapshot)
             ended_at_s = time.time()  # the work's end; the actors' clean-up follows
+            # nodes that left since the last re-read get their cause too (a loss near the end
+            # would otherwise go unrecorded)
+            alive_before = {n: pool.tags_of.get(n, frozenset()) for n in pool.alive}
+            gone = pool.sync()
+            if gone:
+                depart(gone, alive_before)
         finally:
             pool.shutdown()
         wall_s = time.perf_counter() - start

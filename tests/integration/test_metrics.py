@@ -337,11 +337,25 @@ def test_ray_campaign_reports_its_fleet_progress_and_cost(
         assert sorted(watcher.alive.values()) == [(SPOT, "spot"), (ON_DEMAND, "on-demand")]
         spot_node = cluster.nodes[0]
 
+        def spot_tiles_done() -> float:
+            return sum(sm.value for m in metrics.registry.collect() for sm in m.samples
+                       if sm.name == "eochain_task_runs_total"
+                       and sm.labels.get("instance_type") == SPOT
+                       and sm.labels.get("op") == "ortho_tile"
+                       and sm.labels.get("outcome") == "ok")
+
         def progress(p: Progress) -> None:
             metrics.observe_progress(p)
-            if not killed and p.tasks_done >= 8:
+            # once the spot node holds finished tiles (its outputs wait for their product's
+            # write): a spot node lost while busy is an interruption, an idle one a failure
+            if not killed and p.tasks_done >= 4 and spot_tiles_done() >= 1 \
+                    and p.tasks_done < p.tasks_total - 2:
                 cluster.remove_node(spot_node)  # a spot interruption: no warning
                 killed.append(p.tasks_done)
+                # the dispatcher gives a departure its cause once Ray declares the node dead;
+                # hold the run until then, so the loss is not left to after its end
+                poll_until("Ray to declare the spot node dead",
+                           lambda: (SPOT, "spot") not in watcher.alive.values())
                 # the fallback an autoscaler would make: the same type on demand
                 metrics.fallback(SPOT, "spot", "on-demand")
                 cluster.add_node(NodeSpec(1, resources={f"{SPOT}:on-demand": 1.0}))
