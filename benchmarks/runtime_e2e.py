@@ -32,7 +32,8 @@ from typing import Any
 
 from benchmarks.common import synthetic_scenes
 from scheduler.runtime.cluster import use_loopback
-from scheduler.runtime.flow import Driver, FlowReport, SceneInput
+from scheduler.runtime.driver import Driver
+from scheduler.runtime.flow import FlowReport, SceneInput
 
 RESULTS = Path(__file__).resolve().parent / "results" / "runtime_e2e.json"
 

@@ -47,9 +47,10 @@ from scheduler.metrics_hooks import observe_campaign, prices_from_plan
 from scheduler.output_path import check_input_exists
 from scheduler.runtime.cluster import use_loopback
 from scheduler.runtime.dispatch import DispatchOptions
+from scheduler.runtime.driver import Driver
 from scheduler.runtime.errors import RuntimeFailure
 from scheduler.runtime.fleet import fleet_bundles
-from scheduler.runtime.flow import Driver, Flow, SceneInput
+from scheduler.runtime.flow import Flow, SceneInput
 from scheduler.runtime.progress import run_with_progress, summary
 from scheduler.runtime.store import open_store
 from scheduler.runtime.survey import SURVEY_TIMEOUT_S

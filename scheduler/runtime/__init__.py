@@ -1,6 +1,6 @@
 """The runtime: run a campaign's task DAG on Ray, depth-first, losing no tile.
 
-* :mod:`~scheduler.runtime.flow`: the lazy Flow API and :class:`Driver`;
+* :mod:`~scheduler.runtime.flow`: the lazy Flow API; :mod:`~scheduler.runtime.driver`: :class:`Driver`;
 * :mod:`~scheduler.runtime.products`: per product (ortho per scene, DSM per
   pair) the survey and the tasks, plan -> tiles -> write;
   :mod:`~scheduler.runtime.survey`: products surveyed in parallel threads,

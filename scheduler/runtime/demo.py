@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from scheduler.runtime.dispatch import DispatchOptions
-from scheduler.runtime.flow import Driver, FlowReport, SceneInput
+from scheduler.runtime.driver import Driver
+from scheduler.runtime.flow import FlowReport, SceneInput
 from scheduler.runtime.progress import run_with_progress
 
 COARSE_DEM_STEP_M = 30.0

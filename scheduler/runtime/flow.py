@@ -40,17 +40,17 @@ Each method returns a new immutable :class:`Flow`. ``run()``:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ops.dem import MAX_HOLE_FRACTION
-from scheduler.runtime.dispatch import Dispatcher, DispatchOptions, Progress, RunReport, run_serial
+from scheduler.runtime.dispatch import Progress, RunReport
 from scheduler.runtime.errors import FlowError
 from scheduler.runtime.kernels import WriteCogTask
-from scheduler.runtime.lease import LEASE_TTL_S, LeaseBook, dead_runs
+from scheduler.runtime.lease import LeaseBook, dead_runs
 from scheduler.runtime.manifest import MANIFEST_DIR, Manifest, ProductRecord, Verdict
 from scheduler.runtime.products import (
     DsmStep,
@@ -63,18 +63,12 @@ from scheduler.runtime.products import (
 from scheduler.runtime.stac import CampaignCollection, stac_key
 from scheduler.runtime.state import Failure, TaskGraph
 from scheduler.runtime.store import LocalStore, S3Store, open_store
-from scheduler.runtime.survey import (
-    SURVEY_THREADS,
-    SURVEY_TIMEOUT_S,
-    SurveyJob,
-    set_network_timeouts,
-    survey,
-)
+from scheduler.runtime.survey import SurveyJob, set_network_timeouts, survey
 
 if TYPE_CHECKING:
-    from scheduler.metrics import CampaignMetrics
+    from scheduler.runtime.driver import Driver
 
-__all__ = ["Driver", "Flow", "FlowReport", "SceneInput", "StageQueue", "task_stage", "worker_env"]
+__all__ = ["Flow", "FlowReport", "SceneInput", "flow_scenes"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +96,7 @@ class FlowReport:
         return not self.failures
 
 
-def _scenes(scenes: Sequence[object]) -> tuple[SceneInput, ...]:
+def flow_scenes(scenes: Sequence[object]) -> tuple[SceneInput, ...]:
     out: list[SceneInput] = []
     for s in scenes:
         if isinstance(s, SceneInput):
@@ -348,189 +342,3 @@ def merge_reports(a: RunReport, b: RunReport) -> RunReport:
                      a.recomputed + b.recomputed,
                      max(a.peak_bytes_in_flight, b.peak_bytes_in_flight), a.wall_s + b.wall_s,
                      runs)
-
-
-def task_stage(key: str) -> str:
-    """The plan stage of a task key (``"scene/ortho/0001_0002"`` -> ``"ortho"``)."""
-    parts = key.split("/")
-    return parts[1] if len(parts) > 1 else ""
-
-
-class StageQueue:
-    """Products left per stage (an operation: ``ortho``, ``dsm``), from a graph's sink tasks."""
-
-    def __init__(self, sinks: Sequence[str]) -> None:
-        self.total: dict[str, int] = {}
-        for key in sinks:
-            stage = task_stage(key)
-            self.total[stage] = self.total.get(stage, 0) + 1
-        self.left = dict(self.total)
-        self._pending = set(sinks)
-
-    @classmethod
-    def of(cls, graph: TaskGraph) -> StageQueue:
-        return cls(graph.sinks())
-
-    def done(self, key: str) -> None:
-        """Count the sink ``key`` as done (once; other keys are ignored)."""
-        if key in self._pending:
-            self._pending.discard(key)
-            self.left[task_stage(key)] -= 1
-
-    def remaining_fraction(self) -> dict[str, float]:
-        return {s: self.left[s] / n for s, n in self.total.items()}
-
-
-@dataclass
-class Driver:
-    """Where flows run: the Ray cluster at ``address``, a new local one, or in-process.
-
-    ``address=None`` starts (or reuses) a local Ray instance with ``num_cpus``;
-    ``address="serial"`` runs in this process without Ray (tests, tiny jobs).
-    With ``metrics`` every task is reported to it (Ray: by the dispatcher;
-    serial: by :func:`scheduler.metrics_hooks.instrument_graph`).
-    With ``plan`` (a ``plan.json`` document, format ``eochain-plan/1``) a Ray
-    dispatch asks the autoscaler for the plan's fleet while it runs, shrinks
-    the request as stages finish (per stage: the fraction of its products not
-    yet written, :class:`StageQueue`), withdraws it at the end, and replaces
-    a spot pool that keeps being interrupted by the plan's fallback
-    (:mod:`scheduler.runtime.fleet`). ``say`` is the run's output function
-    for those messages (default: a logged warning); ``fleet_cpus_per_node``
-    replaces each type's vCPUs in the request (the shrunk nodes of
-    :func:`scheduler.cluster_config.render_fake_multinode_config`).
-    ``survey_threads``/``survey_timeout_s`` bound the survey (see :func:`survey`);
-    ``lease_ttl_s``/``lease_poll_s``: how long this driver's product leases last
-    unrenewed, and how often it looks for products another driver holds.
-    """
-
-    address: str | None = None
-    num_cpus: int | None = None
-    options: DispatchOptions = field(default_factory=DispatchOptions)
-    object_store_bytes: int = 256 * 1024 * 1024
-    metrics: CampaignMetrics | None = None
-    plan: Mapping[str, Any] | None = None
-    say: Callable[[str], None] | None = None
-    fleet_cpus_per_node: float | None = None
-    survey_threads: int = SURVEY_THREADS
-    survey_timeout_s: float = SURVEY_TIMEOUT_S
-    lease_ttl_s: float = LEASE_TTL_S
-    lease_poll_s: float = 1.0
-
-    def get_flow(self, scenes: Sequence[object]) -> Flow:
-        return Flow(self, _scenes(scenes))
-
-    def dispatch(
-        self, graph: TaskGraph, progress: Callable[[Progress], None] | None,
-        on_result: Callable[[str, object], None],
-    ) -> RunReport:
-        if self.address == "serial":
-            if self.metrics is not None:
-                from scheduler.metrics_hooks import instrument_graph
-
-                graph = instrument_graph(graph, self.metrics, lambda task: "local")
-            report = run_serial(graph, self.options, progress)
-            for key, value in report.results.items():
-                on_result(key, value)
-            return report
-        from scheduler.runtime.fleet import FleetRequest, SpotLosses
-
-        if self.plan is None:
-            self.connect()
-            return Dispatcher(self.options, self.metrics, SpotLosses(None, say=self.say)).run(
-                graph, progress, on_result)
-        fleet = FleetRequest(self.plan, cpus_per_node=self.fleet_cpus_per_node, say=self.say)
-        queue = StageQueue.of(graph)
-        self.connect()
-        import ray
-
-        def done(key: str, value: object) -> None:
-            queue.done(key)
-            on_result(key, value)
-
-        def tick(p: Progress) -> None:
-            if progress is not None:
-                progress(p)
-            fleet.update(queue.remaining_fraction())
-
-        try:
-            fleet.update(queue.remaining_fraction())
-            spot = SpotLosses(self.plan, say=self.say, act=fleet.substitute)
-            return Dispatcher(self.options, self.metrics, spot, fleet).run(graph, tick, done)
-        finally:
-            if ray.is_initialized():  # a failed run must not keep a fleet up either
-                fleet.release()
-
-    def connect(self) -> None:
-        """Connect to Ray (start the local instance) now; a no-op when serial or connected."""
-        if self.address == "serial":
-            return
-        from scheduler.runtime.cluster import use_loopback
-
-        use_loopback()
-        set_network_timeouts()
-        import ray
-
-        if ray.is_initialized():
-            return
-        if self.address is None:
-            # "local": a new instance of our own, never a cluster another process left running
-            ray.init(address="local", num_cpus=self.num_cpus, include_dashboard=False,
-                     log_to_driver=False,
-                     object_store_memory=self.object_store_bytes)
-        else:
-            check_reachable(self.address)
-            env = worker_env()
-            ray.init(address=self.address, log_to_driver=False,
-                     runtime_env={"env_vars": env} if env else None)
-
-
-#: Seconds to reach a Ray cluster's address before giving up with an error.
-RAY_CONNECT_TIMEOUT_S = 10.0
-
-
-def check_reachable(address: str, timeout_s: float = RAY_CONNECT_TIMEOUT_S) -> None:
-    """Fail within ``timeout_s`` with a clear error unless a gRPC server answers at a Ray
-    address.
-
-    ``ray.init`` to a dead or black-holed address retries for minutes; a gRPC channel
-    to the GCS tells first (a port that accepts connections and never answers does
-    not complete the HTTP/2 handshake). ``auto`` (this machine's cluster) and
-    ``ray://`` client addresses are left to Ray.
-    """
-    host, _, port = address.rpartition(":")
-    if address == "auto" or "://" in address or not host or not port.isdigit():
-        return
-    import socket
-
-    import grpc
-
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
-    except OSError as exc:
-        raise FlowError(f"Ray cluster at {address!r}: no answer within {timeout_s:g} s "
-                        f"({exc.strerror or exc}); expected a running head node there (its "
-                        "GCS address, as `ray status` on it prints)") from exc
-    channel = grpc.insecure_channel(address)
-    try:
-        grpc.channel_ready_future(channel).result(timeout=timeout_s)
-    except grpc.FutureTimeoutError as exc:
-        raise FlowError(f"Ray cluster at {address!r}: no answer within {timeout_s:g} s; "
-                        "expected a running head node there (its GCS address, as `ray status` "
-                        "on it prints)") from exc
-    finally:
-        channel.close()
-
-
-#: Settings (never credentials) the driver hands to workers of a remote cluster: where S3 is
-#: and how GDAL reaches it. Credentials come from each node's own chain (instance profile).
-WORKER_ENV_PREFIXES = ("GDAL_", "CPL_", "VSI_")
-WORKER_ENV_KEYS = ("AWS_S3_ENDPOINT", "AWS_HTTPS", "AWS_VIRTUAL_HOSTING", "AWS_ENDPOINT_URL",
-                   "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION")
-
-
-def worker_env() -> dict[str, str]:
-    """The non-secret S3/GDAL settings of this process, for the workers' environment."""
-    import os
-
-    return {k: v for k, v in os.environ.items()
-            if k in WORKER_ENV_KEYS or k.startswith(WORKER_ENV_PREFIXES)}

@@ -135,7 +135,7 @@ def _run_campaign(metrics: CampaignMetrics, scene: tuple[list[Any], str], out: P
     """
     from scheduler.metrics_hooks import instrument_graph
     from scheduler.runtime.dispatch import DispatchOptions, Progress, run_serial
-    from scheduler.runtime.flow import Driver
+    from scheduler.runtime.driver import Driver
     from scheduler.runtime.state import TaskGraph
 
     inputs, dem = scene
@@ -314,7 +314,7 @@ def test_ray_campaign_reports_its_fleet_progress_and_cost(
     from scheduler.metrics_hooks import RayFleetWatcher
     from scheduler.runtime.cluster import LocalCluster, NodeSpec
     from scheduler.runtime.dispatch import DispatchOptions, Progress
-    from scheduler.runtime.flow import Driver
+    from scheduler.runtime.driver import Driver
 
     inputs, dem = scene
     name = f"ray_{uuid.uuid4().hex[:8]}"

@@ -20,7 +20,8 @@ from ops.synthetic import SceneSpec, generate_scene
 from scheduler.cmd_dsm import dsm
 from scheduler.cmd_ortho import ortho
 from scheduler.runtime.dispatch import run_serial
-from scheduler.runtime.flow import Driver, SceneInput
+from scheduler.runtime.driver import Driver
+from scheduler.runtime.flow import SceneInput
 from scheduler.runtime.products import DsmStep, plan_views_dsm_product
 from scheduler.runtime.state import TaskGraph
 from scheduler.runtime.store import open_store

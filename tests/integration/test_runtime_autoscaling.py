@@ -44,7 +44,8 @@ from ops.synthetic import SceneSpec, generate_scene
 from scheduler.metrics import CampaignMetrics
 from scheduler.metrics_hooks import RayFleetWatcher
 from scheduler.runtime.dispatch import DispatchOptions
-from scheduler.runtime.flow import Driver, SceneInput
+from scheduler.runtime.flow import SceneInput
+from scheduler.runtime.driver import Driver
 
 address, plan, out = sys.argv[1], json.loads(sys.argv[2]), Path(sys.argv[3])
 scene = generate_scene(SceneSpec(width=128, height=128, seed=3), out / "scene")

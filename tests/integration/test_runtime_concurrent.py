@@ -32,7 +32,8 @@ PRODUCTS = [f"ortho/{s}.tif" for s in ("a0", "a1", "b0", "b1")]
 
 SCRIPT = """
 import json, sys
-from scheduler.runtime.flow import Driver, SceneInput
+from scheduler.runtime.flow import SceneInput
+from scheduler.runtime.driver import Driver
 scenes, dem, out = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
 report = (Driver(address="serial", lease_poll_s=0.2)
           .get_flow([SceneInput(i, u) for i, u in scenes]).ortho(dem=dem, tile_px=64)

@@ -23,7 +23,8 @@ import pytest
 from scheduler.runtime.cluster import LocalCluster, NodeSpec
 from scheduler.runtime.demo import write_coarse_dem
 from scheduler.runtime.dispatch import DispatchOptions, Progress
-from scheduler.runtime.flow import Driver, FlowReport, SceneInput
+from scheduler.runtime.driver import Driver
+from scheduler.runtime.flow import FlowReport, SceneInput
 from scheduler.runtime.manifest import MANIFEST_DIR
 from scheduler.runtime.store import TMP_PREFIX
 
@@ -145,7 +146,8 @@ def test_corrupt_and_rpc_less_scenes_are_reported_and_the_rest_completes(
 
 DRIVER_SCRIPT = """
 import sys
-from scheduler.runtime.flow import Driver, SceneInput
+from scheduler.runtime.flow import SceneInput
+from scheduler.runtime.driver import Driver
 address, dem, out, *pairs = sys.argv[1:]
 inputs = [SceneInput(*p.split("=", 1)) for p in pairs]
 report = Driver(address=address).get_flow(inputs).ortho(dem=dem, tile_px={tile}).write(out).run()

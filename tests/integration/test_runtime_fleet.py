@@ -1,7 +1,7 @@
 """A run with a plan asks Ray's autoscaler for the plan's fleet and withdraws it at the end.
 
 The campaign (ortho of one small synthetic scene, 64-px tiles) runs through
-the :class:`~scheduler.runtime.flow.Driver` on a real local Ray. The
+the :class:`~scheduler.runtime.driver.Driver` on a real local Ray. The
 autoscaler's pending request is read from the GCS, where
 ``ray.autoscaler.sdk.request_resources`` leaves it (the internal KV key of
 autoscaler v1, the cluster constraint of v2): while tasks complete it holds
@@ -31,8 +31,9 @@ from scheduler.metrics import CampaignMetrics
 from scheduler.runtime.cluster import LocalCluster, NodeSpec
 from scheduler.runtime.departures import DepartureCause
 from scheduler.runtime.dispatch import Dispatcher, DispatchOptions, Progress
+from scheduler.runtime.driver import Driver
 from scheduler.runtime.fleet import FleetRequest, SpotLosses
-from scheduler.runtime.flow import Driver, SceneInput
+from scheduler.runtime.flow import SceneInput
 from scheduler.runtime.state import Task, TaskGraph
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -23,7 +23,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from scheduler.metrics import CampaignMetrics, MetricsExporter, op_name
 from scheduler.runtime.cluster import use_loopback
 from scheduler.runtime.dispatch import Dispatcher, DispatchOptions, Progress
-from scheduler.runtime.flow import Driver, SceneInput
+from scheduler.runtime.driver import Driver
+from scheduler.runtime.flow import SceneInput
 from scheduler.runtime.state import Task, TaskGraph
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

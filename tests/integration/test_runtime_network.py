@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from scheduler.runtime.driver import Driver
 from scheduler.runtime.errors import FlowError
-from scheduler.runtime.flow import Driver
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -62,7 +62,8 @@ def black_hole() -> Iterator[int]:
 
 SCRIPT = """
 import json, sys
-from scheduler.runtime.flow import Driver, SceneInput
+from scheduler.runtime.flow import SceneInput
+from scheduler.runtime.driver import Driver
 scenes, dem, out = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
 driver = Driver(address="serial", survey_timeout_s=float(sys.argv[4]))
 report = (driver.get_flow([SceneInput(i, u) for i, u in scenes]).ortho(dem=dem, tile_px=128)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.runtime.flow import Driver, FlowReport, SceneInput
+from scheduler.runtime.driver import Driver
+from scheduler.runtime.flow import FlowReport, SceneInput
 from scheduler.runtime.manifest import Manifest
 from scheduler.runtime.store import LocalStore
 

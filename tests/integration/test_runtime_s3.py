@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.runtime.flow import Driver, SceneInput
+from scheduler.runtime.driver import Driver
+from scheduler.runtime.flow import SceneInput
 from scheduler.runtime.store import S3_TMP_DIR, S3Store, open_store
 from tests.conftest import aws_environment
 

@@ -164,7 +164,8 @@ def test_a_campaign_orthorectifies_a_scene_on_s3_with_its_sidecar(
 ) -> None:
     """Issue 13: scenes on S3 with sidecar RPCs failed with "no RPC found"."""
     from ops.synthetic import SceneSpec, generate_scene
-    from scheduler.runtime.flow import Driver, SceneInput
+    from scheduler.runtime.driver import Driver
+    from scheduler.runtime.flow import SceneInput
 
     scene = generate_scene(SceneSpec(width=384, height=384, seed=11),
                            tmp_path / "scene")

@@ -32,7 +32,8 @@ from click.testing import CliRunner
 from pyproj import CRS
 
 from scheduler.runtime.demo import write_coarse_dem
-from scheduler.runtime.flow import Driver, FlowReport, SceneInput
+from scheduler.runtime.driver import Driver
+from scheduler.runtime.flow import FlowReport, SceneInput
 from scheduler.runtime.store import S3Store, open_store
 from tests.conftest import aws_environment
 from tests.stac_validation import validate_stac

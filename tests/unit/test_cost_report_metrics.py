@@ -30,7 +30,7 @@ from scheduler.metrics_hooks import (
     observe_campaign,
     prices_from_plan,
 )
-from scheduler.runtime.flow import Driver
+from scheduler.runtime.driver import Driver
 from scheduler.runtime.progress import run_with_progress
 
 pytestmark = pytest.mark.unit

@@ -10,6 +10,7 @@ from planner.catalog import load_catalog
 from planner.errors import PlanError
 from scheduler.cloud.errors import ClusterConfigError
 from scheduler.cloud.fallback import FallbackDecision, FallbackPolicy
+from scheduler.runtime.driver import StageQueue, task_stage
 from scheduler.runtime.fleet import (
     FleetRequest,
     SpotLosses,
@@ -17,7 +18,6 @@ from scheduler.runtime.fleet import (
     fleet_request,
     plan_region,
 )
-from scheduler.runtime.flow import StageQueue, task_stage
 
 pytestmark = pytest.mark.unit
 

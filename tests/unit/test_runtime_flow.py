@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from scheduler.runtime.driver import Driver, worker_env
 from scheduler.runtime.errors import FlowError
-from scheduler.runtime.flow import Driver, SceneInput, worker_env
+from scheduler.runtime.flow import SceneInput
 
 pytestmark = pytest.mark.unit
 
