@@ -309,7 +309,10 @@ class Dispatcher:
         graph: TaskGraph,
         progress: ProgressFn | None = None,
         on_result: Callable[[str, object], None] | None = None,
+        on_done: Callable[[str, float], None] | None = None,
     ) -> RunReport:
+        """Run ``graph``; ``on_result(key, value)`` for each sink's value, ``on_done(key,
+        runtime_s)`` for each task that finished well (sinks included)."""
         import ray
         from ray.exceptions import RayActorError, RayError
 
@@ -588,6 +591,8 @@ class Dispatcher:
                             if state.state[key] is TaskState.HELD:
                                 held[key] = call.kept[key]
                                 where[key] = status.node_id
+                        if status.ok and on_done is not None:
+                            on_done(key, status.runtime_s)
                     forget_dropped()
                 if pool.draining:
                     pool.retire_draining()  # after their results were read

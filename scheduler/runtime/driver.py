@@ -7,50 +7,68 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from scheduler.runtime.dispatch import Dispatcher, DispatchOptions, Progress, RunReport, run_serial
 from scheduler.runtime.errors import FlowError
 from scheduler.runtime.lease import LEASE_TTL_S
-from scheduler.runtime.state import TaskGraph
+from scheduler.runtime.state import Task, TaskGraph
 from scheduler.runtime.survey import SURVEY_THREADS, SURVEY_TIMEOUT_S, set_network_timeouts
 
 if TYPE_CHECKING:
     from scheduler.metrics import CampaignMetrics
     from scheduler.runtime.flow import Flow
 
-__all__ = ["Driver", "StageQueue", "check_reachable", "task_stage", "worker_env"]
+__all__ = ["Driver", "Replanner", "StageQueue", "check_reachable", "task_stage", "worker_env"]
 
 
-def task_stage(key: str) -> str:
-    """The plan stage of a task key (``"scene/ortho/0001_0002"`` -> ``"ortho"``)."""
-    parts = key.split("/")
-    return parts[1] if len(parts) > 1 else ""
+def task_stage(task: Task) -> str:
+    """The plan stage of a task (``stereo``, ``dsm``, ``ortho``): its operation's stage."""
+    from scheduler.cost_report import stage_of
+    from scheduler.metrics import op_name
+
+    return stage_of(op_name(task.fn))
 
 
 class StageQueue:
-    """Products left per stage (an operation: ``ortho``, ``dsm``), from a graph's sink tasks."""
+    """Tasks left per plan stage of one dispatch, each task counted done once."""
 
-    def __init__(self, sinks: Sequence[str]) -> None:
+    def __init__(self, stage_of: Mapping[str, str]) -> None:
+        """``stage_of`` maps each task key to its stage."""
+        self._stage_of = dict(stage_of)
         self.total: dict[str, int] = {}
-        for key in sinks:
-            stage = task_stage(key)
+        for stage in self._stage_of.values():
             self.total[stage] = self.total.get(stage, 0) + 1
         self.left = dict(self.total)
-        self._pending = set(sinks)
 
     @classmethod
     def of(cls, graph: TaskGraph) -> StageQueue:
-        return cls(graph.sinks())
+        return cls({key: task_stage(task) for key, task in graph.tasks.items()})
 
-    def done(self, key: str) -> None:
-        """Count the sink ``key`` as done (once; other keys are ignored)."""
-        if key in self._pending:
-            self._pending.discard(key)
-            self.left[task_stage(key)] -= 1
+    def done(self, key: str) -> str | None:
+        """Count ``key`` as done; its stage, or ``None`` when it was counted already."""
+        stage = self._stage_of.pop(key, None)
+        if stage is not None:
+            self.left[stage] -= 1
+        return stage
 
     def remaining_fraction(self) -> dict[str, float]:
         return {s: self.left[s] / n for s, n in self.total.items()}
+
+
+class Replanner(Protocol):
+    """A live re-planner (:mod:`scheduler.runtime.replanning`): task times in, a fleet out.
+
+    ``on_task_done`` gets each finished task's stage and run time;
+    ``fleet_for`` the tasks left per stage and the seconds since the dispatch
+    began, and answers the nodes to ask for per (instance type, market), or
+    ``None`` to keep the current request.
+    """
+
+    def on_task_done(self, stage: str, runtime_s: float) -> None: ...
+
+    def fleet_for(self, remaining_tasks_by_stage: Mapping[str, int],
+                  elapsed_s: float) -> Mapping[tuple[str, str], int] | None: ...
 
 
 @dataclass
@@ -63,13 +81,17 @@ class Driver:
     serial: by :func:`scheduler.metrics_hooks.instrument_graph`).
     With ``plan`` (a ``plan.json`` document, format ``eochain-plan/1``) a Ray
     dispatch asks the autoscaler for the plan's fleet while it runs, shrinks
-    the request as stages finish (per stage: the fraction of its products not
-    yet written, :class:`StageQueue`), withdraws it at the end, and replaces
+    the request as stages finish (per stage: the fraction of its tasks not
+    yet done, :class:`StageQueue`), withdraws it at the end, and replaces
     a spot pool that keeps being interrupted by the plan's fallback
     (:mod:`scheduler.runtime.fleet`). ``say`` is the run's output function
     for those messages (default: a logged warning); ``fleet_cpus_per_node``
     replaces each type's vCPUs in the request (the shrunk nodes of
     :func:`scheduler.cluster_config.render_fake_multinode_config`).
+    With a ``replanner`` as well (or one passed to :meth:`dispatch`), each
+    finished task's stage and run time go to it, and at each progress step its
+    ``fleet_for`` answer, when not ``None``, becomes the request
+    (:meth:`~scheduler.runtime.fleet.FleetRequest.replan`).
     ``survey_threads``/``survey_timeout_s`` bound the survey (see :func:`survey`);
     ``lease_ttl_s``/``lease_poll_s``: how long this driver's product leases last
     unrenewed, and how often it looks for products another driver holds.
@@ -87,6 +109,7 @@ class Driver:
     survey_timeout_s: float = SURVEY_TIMEOUT_S
     lease_ttl_s: float = LEASE_TTL_S
     lease_poll_s: float = 1.0
+    replanner: Replanner | None = None
 
     def get_flow(self, scenes: Sequence[object]) -> Flow:
         from scheduler.runtime.flow import Flow, flow_scenes
@@ -95,8 +118,9 @@ class Driver:
 
     def dispatch(
         self, graph: TaskGraph, progress: Callable[[Progress], None] | None,
-        on_result: Callable[[str, object], None],
+        on_result: Callable[[str, object], None], replanner: Replanner | None = None,
     ) -> RunReport:
+        replanner = replanner or self.replanner
         if self.address == "serial":
             if self.metrics is not None:
                 from scheduler.metrics_hooks import instrument_graph
@@ -109,6 +133,8 @@ class Driver:
         from scheduler.runtime.fleet import FleetRequest, SpotLosses
 
         if self.plan is None:
+            if replanner is not None:
+                raise FlowError("a replanner needs the plan it re-plans: Driver(plan=...)")
             self.connect()
             return Dispatcher(self.options, self.metrics, SpotLosses(None, say=self.say)).run(
                 graph, progress, on_result)
@@ -117,19 +143,25 @@ class Driver:
         self.connect()
         import ray
 
-        def done(key: str, value: object) -> None:
-            queue.done(key)
-            on_result(key, value)
+        def done(key: str, runtime_s: float) -> None:
+            stage = queue.done(key)
+            if replanner is not None and stage is not None:
+                replanner.on_task_done(stage, runtime_s)
 
         def tick(p: Progress) -> None:
             if progress is not None:
                 progress(p)
+            if replanner is not None:
+                nodes = replanner.fleet_for(dict(queue.left), p.elapsed_s)
+                if nodes is not None:
+                    fleet.replan(nodes)
             fleet.update(queue.remaining_fraction())
 
         try:
             fleet.update(queue.remaining_fraction())
             spot = SpotLosses(self.plan, say=self.say, act=fleet.substitute)
-            return Dispatcher(self.options, self.metrics, spot, fleet).run(graph, tick, done)
+            return Dispatcher(self.options, self.metrics, spot, fleet).run(
+                graph, tick, on_result, done)
         finally:
             if ray.is_initialized():  # a failed run must not keep a fleet up either
                 fleet.release()

@@ -28,13 +28,16 @@ an entry of the plan's fleet with planned ``tasks`` per stage keeps
 
     nodes = min(instances, ceil(sum_s tasks[s] * remaining_fraction[s]))
 
-so a (type, market) whose stages are done is dropped, and nothing is asked
+where ``remaining_fraction[s]`` is the share of stage ``s``'s tasks not yet
+done, so a (type, market) whose stages are done is dropped, and nothing is asked
 once no work is left; an entry without per-stage tasks (or only stages the
 run does not know) keeps its nodes while any work remains. A found fallback
 is a substitution (type, market) -> (type, market): the flapping pool's
 nodes are asked for as the fallback's. :class:`FleetRequest` re-issues the
 request from the run's progress loop whenever it changes, and says each
-substitution through the run's output function.
+substitution through the run's output function. A live re-plan
+(:meth:`FleetRequest.replan`: nodes per (type, market)) replaces the plan's
+fleet in the request from then on, substitutions still applied.
 """
 
 from __future__ import annotations
@@ -91,12 +94,14 @@ Pool = tuple[str, str]
 def fleet_request(plan: Mapping[str, Any], remaining_fraction: Mapping[str, float],
                   substitutions: Mapping[Pool, Pool] | None = None,
                   catalog: PriceCatalog | None = None, cpus_per_node: float | None = None,
-                  source: str = "plan.json") -> list[dict[str, float]]:
+                  source: str = "plan.json",
+                  replanned: Mapping[Pool, int] | None = None) -> list[dict[str, float]]:
     """The autoscaler request for the work left (pure; see the module docstring).
 
     ``remaining_fraction`` maps a stage name (``"ortho"``) to the fraction of
     its work not yet done, in [0, 1]; ``substitutions`` maps a flapping pool
-    (type, market) to its fallback pool.
+    (type, market) to its fallback pool; ``replanned`` (nodes per pool, from a
+    live re-plan) replaces the plan's fleet as what is asked while work is left.
     """
     for stage, f in remaining_fraction.items():
         if not 0.0 <= f <= 1.0:
@@ -105,7 +110,16 @@ def fleet_request(plan: Mapping[str, Any], remaining_fraction: Mapping[str, floa
     any_left = any(f > 0.0 for f in remaining_fraction.values())
     subs = dict(substitutions or {})
     entries: list[dict[str, Any]] = []
-    for i, entry in enumerate(plan.get("fleet") or []):
+    if replanned is not None:
+        region = plan_region(plan, source)
+        for (itype, market), nodes in sorted(replanned.items()):
+            if not isinstance(nodes, int) or nodes < 0:
+                raise ClusterConfigError(
+                    f"re-plan: {nodes!r} nodes of {itype} ({market}); expected an integer >= 0")
+            to_type, to_market = subs.get((itype, market), (itype, market))
+            entries.append({"instance_type": to_type, "market": to_market, "region": region,
+                            "instances": nodes if any_left else 0})
+    for i, entry in enumerate([] if replanned is not None else plan.get("fleet") or []):
         if not isinstance(entry, Mapping):
             raise ClusterConfigError(f"{source}: fleet[{i}] = {entry!r}, expected a mapping")
         tasks = entry.get("tasks")
@@ -150,6 +164,8 @@ class FleetRequest:
         self._say = say or log.warning
         self.substitutions: dict[Pool, Pool] = {}
         self.remaining_fraction: dict[str, float] = {}
+        #: nodes per pool of the last live re-plan (``None``: the plan's fleet)
+        self.replanned: dict[Pool, int] | None = None
         self.bundles: list[dict[str, float]] | None = None
         self.history: list[list[dict[str, float]]] = []
 
@@ -158,12 +174,17 @@ class FleetRequest:
         if remaining_fraction is not None:
             self.remaining_fraction = dict(remaining_fraction)
         bundles = fleet_request(self.plan, self.remaining_fraction, self.substitutions,
-                                self._catalog, self.cpus_per_node)
+                                self._catalog, self.cpus_per_node, replanned=self.replanned)
         if bundles != self.bundles:
             self._issue(bundles)
             self.bundles = bundles
             self.history.append(bundles)
         return bundles
+
+    def replan(self, nodes_by_pool: Mapping[Pool, int]) -> list[dict[str, float]]:
+        """Ask for a live re-plan's fleet (nodes per (type, market)) from now on."""
+        self.replanned = dict(nodes_by_pool)
+        return self.update()
 
     def release(self) -> None:
         """Withdraw the request (``bundles=[]``) if one was issued; the idle nodes then go."""

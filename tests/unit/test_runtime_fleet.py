@@ -163,11 +163,38 @@ def test_a_failed_fallback_changes_nothing() -> None:
     assert not fleet.substitute(none) and fleet.substitutions == {}
 
 
-def test_the_stage_queue_counts_products_left_per_stage() -> None:
-    assert task_stage("s1/ortho/0001_0002") == "ortho" and task_stage("t") == ""
-    queue = StageQueue(["a/ortho/write", "b/ortho/write", "a+b/dsm/write"])
-    assert queue.remaining_fraction() == {"ortho": 1.0, "dsm": 1.0}
-    queue.done("a/ortho/write")
-    queue.done("a/ortho/write")  # counted once
-    queue.done("a/ortho/0000_0000")  # not a sink
-    assert queue.remaining_fraction() == {"ortho": 0.5, "dsm": 1.0}
+def test_the_stage_queue_counts_tasks_left_per_stage() -> None:
+    queue = StageQueue({"stereo:p:0_0": "stereo", "dsm:p:0_0": "dsm", "ortho:a:0_0": "ortho",
+                        "ortho:a:0_1": "ortho"})
+    assert queue.remaining_fraction() == {"stereo": 1.0, "dsm": 1.0, "ortho": 1.0}
+    assert queue.done("ortho:a:0_0") == "ortho"
+    assert queue.done("ortho:a:0_0") is None  # counted once
+    assert queue.done("elsewhere") is None
+    assert queue.remaining_fraction() == {"stereo": 1.0, "dsm": 1.0, "ortho": 0.5}
+    assert queue.left == {"stereo": 1, "dsm": 1, "ortho": 1}
+
+
+def test_a_task_s_stage_is_its_operation_s() -> None:
+    from scheduler.runtime.state import Task
+
+    class OrthoTileTask:
+        def __call__(self, ctx: object) -> int:
+            return 1
+
+    assert task_stage(Task("k", OrthoTileTask())) == "ortho"
+
+
+def test_a_live_replan_becomes_the_request_with_substitutions_applied() -> None:
+    plan = _staged_plan()
+    issued: list[list[dict[str, float]]] = []
+    fleet = FleetRequest(plan, issue=lambda b: issued.append([dict(x) for x in b]),
+                         say=lambda m: None)
+    fleet.update({"dsm": 1.0, "ortho": 1.0})
+    fleet.substitute(FallbackDecision("c7g.xlarge", "spot", "c7g.xlarge", "on-demand", 1.0, ""))
+    fleet.replan({("c7g.xlarge", "spot"): 2, ("m7g.xlarge", "spot"): 4,
+                  ("m7g.xlarge", "on-demand"): 0})
+    assert _pools(issued[-1]) == {"c7g.xlarge:on-demand": 2, "m7g.xlarge:spot": 4}
+    fleet.update({"dsm": 0.0, "ortho": 0.0})  # nothing left: nothing asked
+    assert issued[-1] == []
+    with pytest.raises(ClusterConfigError, match=r"re-plan: -1 nodes of m7g\.xlarge"):
+        fleet_request(plan, {"dsm": 1.0}, replanned={("m7g.xlarge", "spot"): -1})
