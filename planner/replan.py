@@ -18,8 +18,14 @@ Then the placement LP (:func:`planner.placement.solve_placement`) is solved
 for the remaining tasks at their measured cost within ``horizon`` (less a
 safety share). In the spirit of "Can't Be Late" (Wu et al., NSDI 2024), spot
 is used while the slack can absorb a lost instance (a start-up plus the
-longest task); once it cannot, the rest runs on demand. The result is a
-plan the runtime enacts without stopping (its autoscaler request changes).
+longest task); once it cannot, the rest runs on demand. When the LP finds
+no fleet within the limits (instances per type, quotas) for the horizon left,
+the horizon is stretched by ``STRETCH`` until one fits (at most
+``STRETCHES`` times): the fastest fleet the limits allow, said in the reason.
+The result is a plan the runtime enacts without stopping (its autoscaler
+request changes: :func:`fleet_counts`); prices the runtime read replace the
+catalog's (:func:`observed_offers`). The runtime's side (measurements kept,
+re-plans rate-limited) is ``scheduler.runtime.replanning.LiveReplanner``.
 """
 
 from __future__ import annotations
@@ -35,6 +41,11 @@ from planner.placement import PlacementPlan, PlacementProblem, Stage, solve_plac
 #: Prior weight of the catalog's hazard, in instance-hours.
 PRIOR_INSTANCE_H = 24.0
 SLOWDOWN_BOUNDS = (0.25, 4.0)
+#: Late: the horizon is stretched by this factor until a fleet within the limits fits it.
+STRETCH = 1.25
+STRETCHES = 12
+
+Pool = tuple[str, str]  # (instance type, market)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +56,7 @@ class RunProgress:
     calibrated_task_s: Mapping[str, float]        # stage -> calibrated seconds, same family
     interruptions: Mapping[str, int] = field(default_factory=dict)   # offer key -> count
     instance_h: Mapping[str, float] = field(default_factory=dict)    # offer key -> exposure
+    prices_usd_per_h: Mapping[str, float] = field(default_factory=dict)  # offer key -> price
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.elapsed_s) and self.elapsed_s >= 0):
@@ -52,6 +64,9 @@ class RunProgress:
         for name, n in self.tasks_left.items():
             if n < 0:
                 raise PlannerError(f"tasks_left[{name!r}] = {n}, expected >= 0")
+        for key, usd in self.prices_usd_per_h.items():
+            if not (math.isfinite(usd) and usd >= 0):
+                raise PlannerError(f"prices_usd_per_h[{key!r}] = {usd!r}, expected a price >= 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,12 +93,49 @@ def slowdowns(progress: RunProgress, stages: tuple[Stage, ...]) -> dict[str, flo
     return {s.name: measured.get(s.name, mean) for s in stages}
 
 
-def observed_hazards(offers: tuple[Offer, ...], progress: RunProgress) -> tuple[Offer, ...]:
-    """Spot hazards updated with the interruptions seen (see the module docstring)."""
-    return tuple(replace(o, interruptions_per_h=(
-        progress.interruptions.get(o.key, 0) + o.interruptions_per_h * PRIOR_INSTANCE_H)
-        / (progress.instance_h.get(o.key, 0.0) + PRIOR_INSTANCE_H))
-        if o.market == "spot" else o for o in offers)
+def observed_offers(offers: tuple[Offer, ...], progress: RunProgress) -> tuple[Offer, ...]:
+    """The offers at the prices read and with the spot hazards seen (module docstring)."""
+    out = []
+    for o in offers:
+        if o.market == "spot":
+            o = replace(o, interruptions_per_h=(
+                progress.interruptions.get(o.key, 0) + o.interruptions_per_h * PRIOR_INSTANCE_H)
+                / (progress.instance_h.get(o.key, 0.0) + PRIOR_INSTANCE_H))
+        price = progress.prices_usd_per_h.get(o.key)
+        out.append(o if price is None else replace(o, price_usd_per_h=price))
+    return tuple(out)
+
+
+def planned_task_s(problem: PlacementProblem,
+                   fleet: Mapping[str, Mapping[str, int]]) -> dict[str, float]:
+    """Calibrated wall seconds per task of each stage on the plan's fleet.
+
+    ``fleet`` maps an instance type to its planned tasks per stage; a stage's
+    figure is the task-weighted mean of ``cpu_s[family] / threads`` over the
+    types serving it (the fastest family where no planned type serves it).
+    """
+    family = {o.instance.name: o.instance.family for o in problem.offers}
+    out: dict[str, float] = {}
+    for s in problem.stages:
+        if not s.cpu_s:
+            continue
+        weighted = [(n, s.cpu_s[family[t]]) for t, tasks in fleet.items()
+                    if (n := tasks.get(s.name, 0)) > 0 and family.get(t) in s.cpu_s]
+        total = sum(n for n, _ in weighted)
+        cpu_s = (sum(n * c for n, c in weighted) / total if total
+                 else min(s.cpu_s.values()))
+        out[s.name] = cpu_s / s.threads
+    return out
+
+
+def fleet_counts(plan: PlacementPlan | None) -> dict[Pool, int]:
+    """Nodes per (instance type, market) of a plan (a region's cluster: one region)."""
+    out: dict[Pool, int] = {}
+    for e in plan.fleet if plan is not None else ():
+        if e.instances:
+            pool = (e.offer.instance.name, e.offer.market)
+            out[pool] = out.get(pool, 0) + e.instances
+    return out
 
 
 def replan(problem: PlacementProblem, progress: RunProgress, deadline_s: float, *,
@@ -99,7 +151,7 @@ def replan(problem: PlacementProblem, progress: RunProgress, deadline_s: float, 
     horizon_s = deadline_s - progress.elapsed_s
     if not any(s.n_tasks for s in stages):
         return Replan(None, max(horizon_s, 0) / 3600, slow, False, "nothing left to run")
-    offers = observed_hazards(problem.offers, progress)
+    offers = observed_offers(problem.offers, progress)
     worst = max(slow.values())
     critical_s = problem.critical_path_s * worst
     longest_task_s = max((min(s.cpu_s.values()) / s.threads for s in stages if s.n_tasks),
@@ -125,7 +177,21 @@ def replan(problem: PlacementProblem, progress: RunProgress, deadline_s: float, 
     else:
         reason = (f"{sum(s.n_tasks for s in stages)} tasks left in {horizon_s / 3600:.2f} h, "
                   f"measured speed x{worst:.2f} of the calibration at worst")
-    plan = solve_placement(new, target_h)
+    plan = _fastest_within_limits(new, target_h)
+    if plan.makespan_limit_h > target_h * (1 + 1e-9):
+        reason += (f"; no fleet within the limits finishes in {target_h:.2f} h: the fastest "
+                   f"that does finishes in {plan.makespan_limit_h:.2f} h")
+        target_h = plan.makespan_limit_h
     if on_demand_only:
         reason += "; slack too short for a spot loss: on demand"
     return Replan(plan, target_h, slow, on_demand_only, reason)
+
+
+def _fastest_within_limits(problem: PlacementProblem, target_h: float) -> PlacementPlan:
+    """The cheapest plan for ``target_h``, else for the first stretched horizon that fits."""
+    for _ in range(STRETCHES):
+        try:
+            return solve_placement(problem, target_h)
+        except InfeasiblePlanError:
+            target_h *= STRETCH
+    return solve_placement(problem, target_h)

@@ -1,4 +1,12 @@
-"""Re-planning mid-run: measured slowness re-sizes the fleet; no slack left means on demand."""
+"""Re-planning mid-run: measured slowness re-sizes the fleet; no slack left means on demand.
+
+The pure decision (:func:`planner.replan.replan`) and the runtime's side of
+it (:class:`scheduler.runtime.replanning.LiveReplanner`: measurements kept,
+remaining work scaled, re-plans rate-limited) on small problems of one
+instance type, spot and on demand, with two chained stages::
+
+    stereo0 -> dsm0    stereo1 -> dsm1    ...    (n pairs; every task TASK_S seconds)
+"""
 
 from __future__ import annotations
 
@@ -9,8 +17,18 @@ from planner.catalog import InstanceType, Offer
 from planner.dag import TaskCost
 from planner.order import depth_first_order
 from planner.placement import PlacementProblem, Stage, solve_placement
-from planner.replan import RunProgress, observed_hazards, replan, slowdowns
+from planner.errors import InfeasiblePlanError, PlannerError
+from planner.replan import (
+    RunProgress,
+    fleet_counts,
+    observed_offers,
+    planned_task_s,
+    replan,
+    slowdowns,
+)
 from planner.simulator import CampaignSimulator
+from scheduler.runtime.errors import FlowError
+from scheduler.runtime.replanning import LiveReplanner
 
 pytestmark = pytest.mark.unit
 
@@ -21,19 +39,22 @@ def _graph(n: int, task_s: float) -> nx.DiGraph:
     cost = TaskCost({"f0": task_s}, 1, 1.0, 10)
     g = nx.DiGraph()
     for i in range(n):
-        g.add_node(("a", "x", 0, i), cost=cost)
-        g.add_node(("b", "x", 0, i), cost=cost)
-        g.add_edge(("a", "x", 0, i), ("b", "x", 0, i), bytes=10)
-    g.graph["operations"] = ("a", "b")
+        g.add_node(("stereo", "x", 0, i), cost=cost)
+        g.add_node(("dsm", "x", 0, i), cost=cost)
+        g.add_edge(("stereo", "x", 0, i), ("dsm", "x", 0, i), bytes=10)
+    g.graph["operations"] = ("stereo", "dsm")
     return g
 
 
-def _problem(n: int) -> PlacementProblem:
+def _problem(n: int, max_instances: int = 50, markets: tuple[str, ...] = ("spot", "on-demand")
+             ) -> PlacementProblem:
     it = InstanceType("t", "f0", 4, 16.0, "x86_64", "general")
-    offers = (Offer(it, "r", "spot", 0.1, 0.0, "<5%"), Offer(it, "r", "on-demand", 0.3, 0.0, "none"))
-    stages = (Stage("a", n, {"f0": TASK_S}, 1, 1.0, 0.0), Stage("b", n, {"f0": TASK_S}, 1, 1.0, 0.0))
-    return PlacementProblem(stages, offers, 60.0, 2 * TASK_S, 50, {"spot": 1000,
-                                                                  "on-demand": 1000}, {})
+    offers = tuple(o for o in (Offer(it, "r", "spot", 0.1, 0.0, "<5%"),
+                               Offer(it, "r", "on-demand", 0.3, 0.0, "none"))
+                   if o.market in markets)
+    stages = (Stage("stereo", n, {"f0": TASK_S}, 1, 1.0, 0.0), Stage("dsm", n, {"f0": TASK_S}, 1, 1.0, 0.0))
+    return PlacementProblem(stages, offers, 60.0, 2 * TASK_S, max_instances,
+                            {"spot": 1000, "on-demand": 1000}, {})
 
 
 def test_measured_slowness_resizes_the_fleet_and_keeps_the_deadline() -> None:
@@ -46,10 +67,10 @@ def test_measured_slowness_resizes_the_fleet_and_keeps_the_deadline() -> None:
     missed = sim.simulate(static, 10, seed=0, deadline_s=deadline_s)
     assert missed.deadline_hit_rate < 0.5
     # a few minutes in, the runtime has measured the first tasks
-    progress = RunProgress(elapsed_s=0.0, tasks_left={"a": n, "b": n},
-                           measured_task_s={"a": TASK_S * 1.3}, calibrated_task_s={"a": TASK_S})
+    progress = RunProgress(elapsed_s=0.0, tasks_left={"stereo": n, "dsm": n},
+                           measured_task_s={"stereo": TASK_S * 1.3}, calibrated_task_s={"stereo": TASK_S})
     re = replan(problem, progress, deadline_s)
-    assert re.slowdown == {"a": pytest.approx(1.3), "b": pytest.approx(1.3)}  # b takes a's
+    assert re.slowdown == {"stereo": pytest.approx(1.3), "dsm": pytest.approx(1.3)}  # b takes a's
     assert re.plan is not None and not re.on_demand_only
     assert sum(e.instances for e in re.plan.fleet) > sum(e.instances for e in static.fleet)
     kept = sim.simulate(re.plan, 10, seed=0, deadline_s=deadline_s)
@@ -58,8 +79,8 @@ def test_measured_slowness_resizes_the_fleet_and_keeps_the_deadline() -> None:
 
 def test_no_slack_for_a_spot_loss_means_on_demand() -> None:
     problem = _problem(40)
-    progress = RunProgress(elapsed_s=2.5 * 3600, tasks_left={"a": 0, "b": 40},
-                           measured_task_s={"b": TASK_S}, calibrated_task_s={"b": TASK_S})
+    progress = RunProgress(elapsed_s=2.5 * 3600, tasks_left={"stereo": 0, "dsm": 40},
+                           measured_task_s={"dsm": TASK_S}, calibrated_task_s={"dsm": TASK_S})
     re = replan(problem, progress, deadline_s=2.5 * 3600 + 2 * TASK_S + 60 + 300)
     assert re.on_demand_only and re.plan is not None
     assert {e.offer.market for e in re.plan.fleet} == {"on-demand"}
@@ -67,11 +88,128 @@ def test_no_slack_for_a_spot_loss_means_on_demand() -> None:
 
 def test_interruptions_seen_raise_the_hazard_and_nothing_left_is_no_plan() -> None:
     problem = _problem(10)
-    seen = RunProgress(0.0, {"a": 10, "b": 10}, {}, {}, interruptions={"t/r/spot": 6},
+    seen = RunProgress(0.0, {"stereo": 10, "dsm": 10}, {}, {}, interruptions={"t/r/spot": 6},
                        instance_h={"t/r/spot": 4.0})
-    assert slowdowns(seen, problem.stages) == {"a": 1.0, "b": 1.0}
-    spot, on_demand = observed_hazards(problem.offers, seen)
+    assert slowdowns(seen, problem.stages) == {"stereo": 1.0, "dsm": 1.0}
+    spot, on_demand = observed_offers(problem.offers, seen)
     assert spot.interruptions_per_h == pytest.approx(6 / (4.0 + 24.0))
     assert on_demand.interruptions_per_h == 0.0
-    done = replan(problem, RunProgress(100.0, {"a": 0, "b": 0}, {}, {}), 3600)
+    assert (spot.price_usd_per_h, on_demand.price_usd_per_h) == (0.1, 0.3)
+    priced = RunProgress(0.0, {}, {}, {}, prices_usd_per_h={"t/r/on-demand": 0.05})
+    assert [o.price_usd_per_h for o in observed_offers(problem.offers, priced)] == [0.1, 0.05]
+    with pytest.raises(PlannerError, match=r"prices_usd_per_h\['t/r/spot'\] = -1"):
+        RunProgress(0.0, {}, {}, {}, prices_usd_per_h={"t/r/spot": -1.0})
+    done = replan(problem, RunProgress(100.0, {"stereo": 0, "dsm": 0}, {}, {}), 3600)
     assert done.plan is None and done.reason == "nothing left to run"
+
+
+def test_limits_too_tight_for_the_horizon_give_the_fastest_fleet_they_allow() -> None:
+    """Two instances per offer at most: 120 tasks of 600 s on 4 x 4 slots take 1.25 h, more
+    than the 0.9 h aimed at (1 h less the safety share): every instance the limits allow."""
+    problem = _problem(60, max_instances=2)
+    progress = RunProgress(0.0, {"stereo": 60, "dsm": 60}, {"stereo": TASK_S},
+                           {"stereo": TASK_S})
+    re = replan(problem, progress, deadline_s=3600.0)
+    assert re.plan is not None
+    assert fleet_counts(re.plan) == {("t", "spot"): 2, ("t", "on-demand"): 2}
+    assert "no fleet within the limits finishes in 0.90 h" in re.reason
+    assert re.horizon_h >= 120 * TASK_S / (4 * 4) / 3600
+
+
+def test_planned_task_s_is_the_calibration_of_the_types_serving_each_stage() -> None:
+    problem = _problem(10)
+    assert planned_task_s(problem, {"t": {"stereo": 10}}) == {"stereo": TASK_S, "dsm": TASK_S}
+    assert fleet_counts(None) == {}
+
+
+def _live(n: int = 120, deadline_s: float = 3 * 3600.0, **options: object) -> LiveReplanner:
+    problem = _problem(n)
+    static = solve_placement(problem, deadline_s / 3600)
+    said: list[str] = []
+    options = {"min_tasks": 5, "min_interval_s": 60.0, "say": said.append, **options}
+    live = LiveReplanner(problem, deadline_s, fleet_counts(static),
+                         planned_task_s(problem, {"t": {"stereo": n, "dsm": n}}), **options)  # type: ignore[arg-type]
+    live.said = said  # type: ignore[attr-defined]
+    return live
+
+
+def test_live_replanner_grows_the_fleet_once_enough_slow_tasks_are_measured() -> None:
+    """The runtime counts products (60 per stage, not the plan's 120 tasks): fractions count."""
+    live = _live()
+    first = dict(live.fleet)
+    assert live.fleet_for({"stereo": 60, "dsm": 60}, 0.0) is None  # nothing measured yet
+    for _ in range(4):
+        live.on_task_done("stereo", TASK_S * 1.3)
+    live.on_task_done("unknown-stage", 1.0)  # not a plan stage: ignored
+    assert live.fleet_for({"stereo": 58, "dsm": 60}, 10.0) is None  # 4 measurements < min_tasks
+    live.on_task_done("stereo", TASK_S * 1.3)
+    grown = live.fleet_for({"stereo": 57, "dsm": 60}, 20.0)
+    assert grown is not None and sum(grown.values()) > sum(first.values())
+    assert live.fleet == grown
+    event = live.history[-1]
+    assert event.progress.tasks_left == {"stereo": 114, "dsm": 120}  # 57 of 60 products of 120 tasks
+    assert event.decision is not None and event.decision.slowdown["dsm"] == pytest.approx(1.3)
+    assert live.said[-1].startswith("re-plan at 20 s: ")  # type: ignore[attr-defined]
+    for _ in range(10):
+        live.on_task_done("stereo", TASK_S * 1.3)
+    assert live.fleet_for({"stereo": 50, "dsm": 60}, 40.0) is None  # within min_interval_s
+    # the same measurements 60 s later: a re-plan, but the same fleet, so no change
+    assert live.fleet_for({"stereo": 50, "dsm": 60}, 80.0) is None
+    assert live.history[-1].fleet is None and live.history[-1].decision is not None
+
+
+def test_live_replanner_counts_spot_exposure_and_interruptions() -> None:
+    live = _live(min_tasks=1000)
+    spot_nodes = live.fleet[("t", "spot")]
+    live.on_task_done("stereo", TASK_S)
+    assert live.fleet_for({"stereo": 60, "dsm": 60}, 0.0) is None  # not due: too few tasks
+    live.on_interruption("t", "on-demand")  # not a spot interruption: ignored
+    assert live.fleet_for({"stereo": 60, "dsm": 60}, 1800.0) is None
+    live.on_interruption("t", "spot")
+    live.on_price("t", "spot", 0.12)
+    live.fleet_for({"stereo": 60, "dsm": 60}, 3600.0)  # due: an interruption
+    progress = live.history[-1].progress
+    assert progress.interruptions == {"t/r/spot": 1}
+    assert progress.instance_h == {"t/r/spot": pytest.approx(spot_nodes * 1.0)}
+    assert progress.prices_usd_per_h == {"t/r/spot": 0.12}
+
+
+def test_live_replanner_goes_on_demand_when_the_slack_cannot_absorb_a_spot_loss() -> None:
+    """Deadline close: one dsm task left per product and 2 task lengths + a start-up to go."""
+    live = _live(n=40, deadline_s=2.5 * 3600 + 2 * TASK_S + 60 + 300)
+    assert ("t", "spot") in live.fleet
+    for _ in range(5):
+        live.on_task_done("dsm", TASK_S)
+    fleet = live.fleet_for({"stereo": 0, "dsm": 40}, 2.5 * 3600)
+    assert fleet is not None and set(fleet) == {("t", "on-demand")}
+    assert live.history[-1].decision is not None and live.history[-1].decision.on_demand_only
+
+
+def test_live_replanner_keeps_the_fleet_and_says_why_when_no_fleet_fits() -> None:
+    """Spot only, and no slack for a spot loss: the re-plan finds nothing; the run goes on."""
+    problem = _problem(40, markets=("spot",))
+    said: list[str] = []
+    live = LiveReplanner(problem, 3600.0, {("t", "spot"): 2}, {"stereo": TASK_S, "dsm": TASK_S},
+                         min_tasks=1, say=said.append)
+    live.on_task_done("dsm", TASK_S)
+    assert live.fleet_for({"stereo": 0, "dsm": 40}, 3000.0) is None
+    assert live.fleet == {("t", "spot"): 2}
+    assert len(said) == 1 and "found no fleet, keeping the current one" in said[0]
+    assert "add 'on-demand' to compute.markets" in said[0]
+    with pytest.raises(InfeasiblePlanError):
+        replan(problem, live.history[-1].progress, 3600.0)
+
+
+def test_live_replanner_refuses_bad_input_naming_the_value() -> None:
+    problem = _problem(4)
+    with pytest.raises(FlowError, match=r"deadline_s = 0, expected a number of seconds > 0"):
+        LiveReplanner(problem, 0, {}, {})
+    with pytest.raises(FlowError, match=r"window = 0"):
+        LiveReplanner(problem, 60, {}, {}, window=0)
+    live = LiveReplanner(problem, 60, {}, {})
+    with pytest.raises(FlowError, match=r"remaining tasks of stage 'stereo' = -1, expected >= 0"):
+        live.fleet_for({"stereo": -1}, 0.0)
+    with pytest.raises(FlowError, match=r"elapsed_s = nan"):
+        live.fleet_for({}, float("nan"))
+    with pytest.raises(FlowError, match=r"price of t \(spot\) = -2"):
+        live.on_price("t", "spot", -2)
