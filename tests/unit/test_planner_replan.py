@@ -15,9 +15,9 @@ import pytest
 
 from planner.catalog import InstanceType, Offer
 from planner.dag import TaskCost
+from planner.errors import InfeasiblePlanError, PlannerError
 from planner.order import depth_first_order
 from planner.placement import PlacementProblem, Stage, solve_placement
-from planner.errors import InfeasiblePlanError, PlannerError
 from planner.replan import (
     RunProgress,
     fleet_counts,
