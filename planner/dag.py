@@ -6,11 +6,18 @@ tasks whose output it reads, with the bytes read from each, and the windows
 of raw rasters (:class:`planner.grid.InputWindow`). :func:`build_dag` turns
 the declarations into a ``networkx.DiGraph``::
 
-    stereo(p,0,0)  stereo(p,0,1)        an edge u -> v means "v reads u's output";
-          \\        /                   its ``bytes`` attribute is how much
-           dsm(p,0,0)                   node attribute ``cost``: a TaskCost with
-               |                        CPU-seconds per instance family, threads,
-          ortho(s,0,0)                  peak memory and output bytes
+        stereo.plan(p)              an edge u -> v means "v reads u's output";
+         /     |      \\             its ``bytes`` attribute is how much
+    stereo(p,0,0)  |   stereo(p,0,1)  node attribute ``cost``: a TaskCost with
+         |     |         |            CPU-seconds per instance family, threads,
+     dsm(p,0,0) ...  dsm(p,0,1)       peak memory and output bytes
+            \\        /
+           dsm.write(p)
+
+Task keys, stages and each product's layout come from :mod:`planner.stages`;
+the graph records the stages present (``graph.graph["stages"]``, in
+:data:`~planner.stages.STAGES` order) and the bytes read from other tasks per
+consumer stage (``graph.graph["edge_bytes_by_stage"]``).
 
 At plan time the declarations come from a cheap footprint estimate
 (:mod:`planner.estimate`); the runtime plugs in exact ones by passing its own
@@ -23,30 +30,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 import networkx as nx
 
 from planner.errors import DagError
 from planner.grid import InputWindow
+from planner.stages import STAGES, TaskKey, stage_of
+
+__all__ = ["GIB", "Operation", "TaskCost", "TaskDeclaration", "TaskKey", "build_dag",
+           "critical_path_s", "task_cost"]
 
 GIB = 2**30
-
-
-class TaskKey(NamedTuple):
-    """A task: operation name, scene or pair id, tile row and tile column.
-
-    A named tuple rather than a dataclass: graphs of a million tasks hash
-    these keys millions of times, and tuple hashing runs in C.
-    """
-
-    op: str
-    item: str
-    row: int
-    col: int
-
-    def __str__(self) -> str:
-        return f"{self.op}:{self.item}:{self.row}_{self.col}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +125,7 @@ def build_dag(operations: Iterable[Operation], *, keep_external: bool = False) -
                            f"{_listing(clash)}")
     needed_by: dict[TaskKey, TaskKey] = {}
     in_bytes: dict[str, int] = {}
+    stage_by_op = {op: stage_of(op) for op in {key[0] for key in node}}
     for dst, inputs in pred.items():
         if not inputs:
             continue
@@ -141,7 +137,8 @@ def build_dag(operations: Iterable[Operation], *, keep_external: bool = False) -
             else:
                 out[dst] = data
                 total += data["bytes"]
-        in_bytes[dst[0]] = in_bytes.get(dst[0], 0) + total
+        stage = stage_by_op[dst[0]]
+        in_bytes[stage] = in_bytes.get(stage, 0) + total
     if needed_by:
         raise DagError(
             f"dangling inputs: {len(needed_by)} declared inputs have no producing task; "
@@ -152,7 +149,8 @@ def build_dag(operations: Iterable[Operation], *, keep_external: bool = False) -
         raise DagError(f"the task graph has a cycle: "
                        f"{' -> '.join(str(u) for u, _ in cycle)} -> {cycle[0][0]}")
     graph.graph["operations"] = tuple(ops)
-    graph.graph["edge_bytes_by_op"] = in_bytes  # bytes read from other tasks, per consumer op
+    graph.graph["stages"] = tuple(s for s in STAGES if s in stage_by_op.values())
+    graph.graph["edge_bytes_by_stage"] = in_bytes  # bytes read from other tasks, per consumer
     return graph
 
 
@@ -177,14 +175,14 @@ def task_cost(graph: nx.DiGraph, key: TaskKey) -> TaskCost:
     return cost
 
 
-def critical_path_s(graph: nx.DiGraph, family_of_op: Mapping[str, str]) -> float:
-    """Longest chain of task runtimes, each op on the family given (its fastest)."""
+def critical_path_s(graph: nx.DiGraph, family_of_stage: Mapping[str, str]) -> float:
+    """Longest chain of task runtimes, each stage on the family given (its fastest)."""
     finish: dict[TaskKey, float] = {}
     best = 0.0
     for key in nx.topological_sort(graph):
         start = max((finish[p] for p in graph.predecessors(key)), default=0.0)
         cost = graph.nodes[key]["cost"]
-        end = start + cost.runtime_s(family_of_op[key[0]])
+        end = start + cost.runtime_s(family_of_stage[stage_of(key[0])])
         finish[key] = end
         best = max(best, end)
     return best

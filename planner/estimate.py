@@ -1,21 +1,27 @@
-"""Footprint-based operations: the plan-time declarations of a campaign's tasks.
+"""Footprint-based products: the plan-time declarations of a campaign's tasks.
 
 No RPC is read at plan time. Each pair's DSM grid covers the intersection of
 its two lon/lat footprints, in the UTM zone of its centre, at the DSM GSD;
 each scene's ortho grid covers its footprint at the ortho GSD in the same
-CRS. Three operations declare the tasks:
+CRS. The tasks of each product, their stages and edges are those of
+:mod:`planner.stages` (the runtime lays out its products there too, on the
+surveyed grids); this module gives them estimated costs, edge bytes and raw
+input windows:
 
-- ``stereo`` (pair, DSM tile): matches the two views for the tile's core
-  window plus margin; reads raw windows of both scenes (estimated by linear
-  interpolation of the footprint, i.e. an affine stand-in for the RPCs).
-- ``dsm`` (pair, DSM tile): grids the point clouds; reads every stereo tile
-  whose core overlaps its padded window, the bytes of that overlap.
-- ``ortho`` (scene, ortho tile): resamples the raw image onto the map; reads
-  the DSM tiles under its padded window when the campaign makes the scene's
-  DSM, else only the raw image (and an external DEM, not a task).
+- ``stereo`` (pair, DSM tile): reads raw windows of both views around the
+  tile's padded window (estimated by linear interpolation of the footprint,
+  an affine stand-in for the RPCs);
+- ``dsm`` (pair, DSM tile): grids its stereo tile's points (the bytes of that
+  tile's output);
+- ``ortho`` (scene, ortho tile): resamples the raw image onto the map on the
+  external DEM (not a task);
+- plan and write tasks: no CPU of their own (the calibration's tile figures
+  include the plan's share and the COG write), the profile's base memory;
+  a writer reads every tile of its product.
 
-Grids are north-up and share one CRS per pair, so tile overlaps are
-separable: rows and columns are matched independently.
+``fusion`` tiles, the day a campaign fuses views, are costed with the
+``dsm`` profile (gridding-like work per output cell) until the calibration
+measures them.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from planner.campaign import Campaign, Pair, Scene
 from planner.dag import GIB, TaskCost, TaskDeclaration, TaskKey, build_dag
 from planner.errors import CampaignError
 from planner.grid import GeoBox, InputWindow, TileGrid, TileIndex, Window, utm_crs
+from planner.stages import dsm_tasks, ortho_tasks, stage_of
 
 
 @lru_cache(maxsize=64)
@@ -49,16 +56,6 @@ def footprint_geobox(
     lats = [y0, y0, y1, y1, y0, y1, 0.5 * (y0 + y1), 0.5 * (y0 + y1)]
     xs, ys = _to_utm(crs).transform(lons, lats)
     return GeoBox.from_bounds(crs, min(xs), min(ys), max(xs), max(ys), gsd_m)
-
-
-def _overlaps(start: int, stop: int, tile: int, n_tiles: int) -> list[tuple[int, int]]:
-    """(tile index, overlap length) of 1-D core tiles under ``[start, stop)``."""
-    out = []
-    for t in range(max(0, start // tile), min(n_tiles - 1, (stop - 1) // tile) + 1):
-        n = min(stop, (t + 1) * tile) - max(start, t * tile)
-        if n > 0:
-            out.append((t, n))
-    return out
 
 
 def _spans(size: int, tile: int, margin: int) -> list[tuple[int, int, int, int]]:
@@ -88,18 +85,19 @@ class PairGeometry:
 
 
 class _CostTable:
-    """One shared :class:`TaskCost` per (operation, padded pixel count)."""
+    """One shared :class:`TaskCost` per (stage, padded pixel count)."""
 
     def __init__(self, cal: Calibration, families: tuple[str, ...]) -> None:
         self.cal = cal
         self.speed = {f: cal.speed(f) for f in families}
         self.cache: dict[tuple[str, int], TaskCost] = {}
 
-    def get(self, op: str, px: int) -> TaskCost:
-        key = (op, px)
+    def get(self, stage: str, px: int) -> TaskCost:
+        """The cost of a task of ``stage`` on ``px`` padded pixels (0: a plan or write task)."""
+        key = (stage, px)
         cost = self.cache.get(key)
         if cost is None:
-            p = self.cal.profile(op)
+            p = self.cal.profile(stage if stage in self.cal.operations else "dsm")
             ref = p.cpu_s_per_mpx * px / 1e6
             cost = TaskCost(
                 cpu_s={f: ref * s for f, s in self.speed.items()},
@@ -126,14 +124,13 @@ def _raw_window(scene: Scene, bbox: tuple[float, float, float, float], margin_px
 
 
 class CampaignOperations:
-    """The three estimated operations of a campaign, sharing grids and cost tables."""
+    """The estimated products of a campaign, sharing grids and cost tables."""
 
     def __init__(self, campaign: Campaign, calibration: Calibration,
                  families: tuple[str, ...], *, with_external: bool = False) -> None:
         self.campaign = campaign
         self.costs = _CostTable(calibration, families)
         self.with_external = with_external
-        self.key_cache: dict[tuple[str, str], list[list[TaskKey]]] = {}
         self.scenes = {s.id: s for s in campaign.scenes}
         dsm = campaign.product("dsm")
         self.pairs: list[PairGeometry] = []
@@ -153,18 +150,11 @@ class CampaignOperations:
             for sid in (pair.left, pair.right):
                 self.scene_pair.setdefault(sid, geo)
 
-    def _keys(self, op: str, item: str, n_rows: int, n_cols: int) -> list[list[TaskKey]]:
-        """One shared key object per task: graphs of a million tasks hold each key once."""
-        cached = self.key_cache.get((op, item))
-        if cached is None:
-            cached = [[TaskKey(op, item, i, j) for j in range(n_cols)] for i in range(n_rows)]
-            self.key_cache[op, item] = cached
-        return cached
-
     def operations(self) -> list[_EstimatedOp]:
+        """One operation per product kind asked: ``dsm`` (its pairs) and ``ortho`` (its scenes)."""
         ops: list[_EstimatedOp] = []
         if self.campaign.product("dsm") is not None:
-            ops += [_EstimatedOp("stereo", self._stereo), _EstimatedOp("dsm", self._dsm)]
+            ops.append(_EstimatedOp("dsm", self._dsm))
         if self.campaign.product("ortho") is not None:
             ops.append(_EstimatedOp("ortho", self._ortho))
         return ops
@@ -175,50 +165,34 @@ class CampaignOperations:
         xs, ys = inv.transform([left, right, right, left], [bottom, bottom, top, top])
         return min(xs), min(ys), max(xs), max(ys)
 
-    def _stereo(self) -> Iterator[TaskDeclaration]:
-        for geo in self.pairs:
-            grid = geo.dsm_grid
-            pid = geo.pair.id
-            ext: tuple[InputWindow, ...] = ()
-            rows, cols = _grid_spans(grid)
-            get = self.costs.get
-            keys = self._keys("stereo", pid, *grid.shape)
-            for i, (_, _, pr0, pr1) in enumerate(rows):
-                for j, (_, _, pc0, pc1) in enumerate(cols):
-                    if self.with_external:
-                        bbox = self._geo_bbox(grid.tile_geobox(TileIndex(i, j), padded=True))
-                        ext = tuple(InputWindow(self.scenes[s].uri or s,
-                                                _raw_window(self.scenes[s], bbox, 0))
-                                    for s in (geo.pair.left, geo.pair.right))
-                    yield TaskDeclaration(keys[i][j], (),
-                                          get("stereo", (pr1 - pr0) * (pc1 - pc0)), ext)
-
     def _dsm(self) -> Iterator[TaskDeclaration]:
-        per_px = self.costs.cal.profile("stereo").out_bytes_per_px
+        """Each pair's tasks as :func:`planner.stages.dsm_tasks` lays them out."""
+        get = self.costs.get
         for geo in self.pairs:
             grid = geo.dsm_grid
-            pid = geo.pair.id
-            n_rows, n_cols = grid.shape
             rows, cols = _grid_spans(grid)
-            row_in = [_overlaps(a, b, grid.tile_height, n_rows) for _, _, a, b in rows]
-            col_in = [_overlaps(a, b, grid.tile_width, n_cols) for _, _, a, b in cols]
-            get = self.costs.get
-            keys = self._keys("stereo", pid, n_rows, n_cols)
-            dsm_keys = self._keys("dsm", pid, n_rows, n_cols)
-            for i, (_, _, pr0, pr1) in enumerate(rows):
-                for j, (_, _, pc0, pc1) in enumerate(cols):
-                    inputs = [(keys[r][c], int(per_px * nr * nc))
-                              for r, nr in row_in[i] for c, nc in col_in[j]]
-                    yield TaskDeclaration(dsm_keys[i][j], inputs,
-                                          get("dsm", (pr1 - pr0) * (pc1 - pc0)))
+            px = [[(r1 - r0) * (c1 - c0) for _, _, c0, c1 in cols] for _, _, r0, r1 in rows]
+            out: dict[TaskKey, int] = {}
+            for key, inputs, kind in dsm_tasks(geo.pair.id, *grid.shape):
+                stage = stage_of(key.op)
+                ext: tuple[InputWindow, ...] = ()
+                cost = get(stage, px[key.row][key.col] if kind == "tile" else 0)
+                if stage == "stereo" and kind == "tile" and self.with_external:
+                    bbox = self._geo_bbox(grid.tile_geobox(TileIndex(key.row, key.col),
+                                                           padded=True))
+                    ext = tuple(InputWindow(self.scenes[s].uri or s,
+                                            _raw_window(self.scenes[s], bbox, 0))
+                                for s in (geo.pair.left, geo.pair.right))
+                out[key] = cost.output_bytes
+                yield TaskDeclaration(key, [(k, out[k]) for k in inputs], cost, ext)
 
     def _ortho(self) -> Iterator[TaskDeclaration]:
+        """Each scene's tasks as :func:`planner.stages.ortho_tasks` lays them out (on the DEM)."""
         ortho = self.campaign.product("ortho")
-        dsm = self.campaign.product("dsm")
         if ortho is None:
             return
         t = self.campaign.tiling
-        dsm_per_px = self.costs.cal.profile("dsm").out_bytes_per_px
+        get = self.costs.get
         for scene in self.campaign.scenes:
             geo = self.scene_pair.get(scene.id)
             x0, y0, x1, y1 = scene.footprint
@@ -226,39 +200,17 @@ class CampaignOperations:
             grid = TileGrid(footprint_geobox(scene.footprint, crs, ortho.gsd_m),
                             t.tile_px, t.tile_px, t.margin_px)
             rows, cols = _grid_spans(grid)
-            # Separable map from ortho pixel rows/cols to DSM rows/cols (same CRS, north-up).
-            row_ranges: list[list[tuple[int, int]]] = []
-            col_ranges: list[list[tuple[int, int]]] = []
-            if geo is not None and dsm is not None:
-                dg = geo.dsm_grid
-                d_rows, d_cols = dg.shape
-                ga, gd = grid.geobox.transform, dg.geobox.transform
-                for _, _, p0, p1 in rows:
-                    r0 = math.floor((ga[5] + ga[4] * p0 - gd[5]) / gd[4])
-                    r1 = math.ceil((ga[5] + ga[4] * p1 - gd[5]) / gd[4])
-                    row_ranges.append(_overlaps(max(r0, 0), min(r1, dg.geobox.height),
-                                                dg.tile_height, d_rows))
-                for _, _, p0, p1 in cols:
-                    c0 = math.floor((ga[2] + ga[0] * p0 - gd[2]) / gd[0])
-                    c1 = math.ceil((ga[2] + ga[0] * p1 - gd[2]) / gd[0])
-                    col_ranges.append(_overlaps(max(c0, 0), min(c1, dg.geobox.width),
-                                                dg.tile_width, d_cols))
-            pid = geo.pair.id if geo else ""
-            ext: tuple[InputWindow, ...] = ()
-            get = self.costs.get
-            keys = (self._keys("dsm", pid, *geo.dsm_grid.shape) if row_ranges and geo
-                    else [])
-            for i, (_, _, pr0, pr1) in enumerate(rows):
-                for j, (_, _, pc0, pc1) in enumerate(cols):
-                    inputs: list[tuple[TaskKey, int]] = []
-                    if row_ranges:
-                        inputs = [(keys[r][c], int(dsm_per_px * nr * nc))
-                                  for r, nr in row_ranges[i] for c, nc in col_ranges[j]]
-                    if self.with_external:
-                        bbox = self._geo_bbox(grid.tile_geobox(TileIndex(i, j), padded=True))
-                        ext = (InputWindow(scene.uri or scene.id, _raw_window(scene, bbox, 0)),)
-                    yield TaskDeclaration(TaskKey("ortho", scene.id, i, j), inputs,
-                                          get("ortho", (pr1 - pr0) * (pc1 - pc0)), ext)
+            px = [[(r1 - r0) * (c1 - c0) for _, _, c0, c1 in cols] for _, _, r0, r1 in rows]
+            out: dict[TaskKey, int] = {}
+            for key, inputs, kind in ortho_tasks(scene.id, *grid.shape):
+                ext: tuple[InputWindow, ...] = ()
+                cost = get("ortho", px[key.row][key.col] if kind == "tile" else 0)
+                if kind == "tile" and self.with_external:
+                    bbox = self._geo_bbox(grid.tile_geobox(TileIndex(key.row, key.col),
+                                                           padded=True))
+                    ext = (InputWindow(scene.uri or scene.id, _raw_window(scene, bbox, 0)),)
+                out[key] = cost.output_bytes
+                yield TaskDeclaration(key, [(k, out[k]) for k in inputs], cost, ext)
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,7 @@ from planner.placement import (
     coefficients,
     solve_placement,
 )
+from planner.stages import STAGES, stage_of
 
 
 @dataclass
@@ -50,7 +51,8 @@ class _StageSum:
 
 
 def summarise_stages(graph: nx.DiGraph) -> tuple[Stage, ...]:
-    """Per operation: task count, mean CPU-s per family, max threads and memory, mean bytes.
+    """Per stage (:mod:`planner.stages`): task count, mean CPU-s per family, max threads and
+    memory, mean bytes.
 
     Bytes moved per task are its raw input, the outputs it reads from other
     tasks and its own output: what crosses regions when it runs away from the data.
@@ -58,18 +60,22 @@ def summarise_stages(graph: nx.DiGraph) -> tuple[Stage, ...]:
     by_cost: dict[tuple[str, int], tuple[TaskCost, list[int]]] = {}
     nodes = graph._node
     sums: dict[str, _StageSum] = {}
+    stage_by_op: dict[str, str] = {}
     for key, attrs in nodes.items():
         cost: TaskCost = attrs["cost"]
-        slot = by_cost.get((key[0], id(cost)))
+        stage = stage_by_op.get(key[0])
+        if stage is None:
+            stage = stage_by_op[key[0]] = stage_of(key[0])
+        slot = by_cost.get((stage, id(cost)))
         if slot is None:
-            by_cost[key[0], id(cost)] = (cost, [1])
+            by_cost[stage, id(cost)] = (cost, [1])
         else:
             slot[1][0] += 1
-    edge_bytes = graph.graph.get("edge_bytes_by_op")
+    edge_bytes = graph.graph.get("edge_bytes_by_stage")
     if edge_bytes is None:  # a graph not made by build_dag
         edge_bytes = {}
         for (_, v), d in graph.edges.items():
-            edge_bytes[v[0]] = edge_bytes.get(v[0], 0) + d["bytes"]
+            edge_bytes[stage_of(v[0])] = edge_bytes.get(stage_of(v[0]), 0) + d["bytes"]
     for op, nbytes in edge_bytes.items():
         sums.setdefault(op, _StageSum()).bytes += nbytes
     for (op, _), (cost, count_box) in by_cost.items():
@@ -83,7 +89,7 @@ def summarise_stages(graph: nx.DiGraph) -> tuple[Stage, ...]:
         acc.mem_gib = max(acc.mem_gib, cost.peak_mem_gib)
         acc.bytes += (cost.input_bytes + cost.output_bytes) * count
     out = []
-    for op in graph.graph.get("operations", sorted(sums)):
+    for op in graph.graph.get("stages", [st for st in STAGES if st in sums]):
         got = sums.get(op)
         if got is None or got.n == 0:
             continue
@@ -145,7 +151,7 @@ def critical_path_by_op(graph: nx.DiGraph, family_of_op: dict[str, str],
         cost = nodes[key]["cost"]
         r = runtime.get(id(cost))
         if r is None:
-            fam = family_of_op.get(key[0])
+            fam = family_of_op.get(stage_of(key[0]))
             r = cost.cpu_s[fam] / cost.threads if fam in cost.cpu_s else 0.0
             runtime[id(cost)] = r
         end = start + r

@@ -55,6 +55,7 @@ from planner.errors import PlannerError
 from planner.overheads import DagTraffic, Overheads, overhead_cost
 from planner.placement import FleetEntry, PlacementPlan, PlacementProblem
 from planner.spot import SpotModel
+from planner.stages import stage_of as stage_of_op
 
 _READY, _DONE, _RECLAIM = 0, 1, 2
 
@@ -158,7 +159,7 @@ class CampaignSimulator:
         self.head_usd_per_h = dict(head_usd_per_h or {})  # region -> head node price
         self.traffic = dag_traffic(graph)
         self.n = len(order)
-        self.stage = [stage_of[k[0]] for k in order]
+        self.stage = [stage_of[stage_of_op(k[0])] for k in order]
         self.cost = [graph._node[k]["cost"] for k in order]
         self.n_deps = [len(graph._pred[k]) for k in order]
         self.succ = [[index[s] for s in graph._succ[k]] for k in order]

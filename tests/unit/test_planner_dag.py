@@ -1,4 +1,8 @@
-"""The task DAG comes from operations' declarations; cycles and dangling inputs are errors."""
+"""The task DAG comes from operations' declarations; cycles and dangling inputs are errors.
+
+Ops here are those of the stage vocabulary (:mod:`planner.stages`): ``stereo``
+stands for "a" and ``dsm`` for "b" of the drawings.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ class ListOp:
 
 
 def K(op: str, i: int) -> TaskKey:
-    return TaskKey(op, "x", 0, i)
+    return TaskKey({"a": "stereo", "b": "dsm"}[op], "x", 0, i)
 
 
 def test_edges_follow_declarations() -> None:
@@ -46,12 +50,12 @@ def test_edges_follow_declarations() -> None:
     assert set(g.edges) == {(K("a", 0), K("b", 0)), (K("a", 1), K("b", 0))}
     assert g.edges[K("a", 1), K("b", 0)]["bytes"] == 9
     assert g.nodes[K("b", 0)]["cost"] is COST
-    assert critical_path_s(g, {"a": "m7i", "b": "m7i"}) == pytest.approx(20.0)
+    assert critical_path_s(g, {"stereo": "m7i", "dsm": "m7i"}) == pytest.approx(20.0)
 
 
 def test_dangling_input_lists_keys() -> None:
     b = ListOp("b", (TaskDeclaration(K("b", 0), ((K("a", 5), 1),), COST),))
-    with pytest.raises(DagError, match=r"a:x:0_5 \(needed by b:x:0_0\)"):
+    with pytest.raises(DagError, match=r"stereo:x:0_5 \(needed by dsm:x:0_0\)"):
         build_dag([b])
 
 
@@ -61,12 +65,12 @@ def test_cycle_lists_keys() -> None:
     b = ListOp("b", (TaskDeclaration(K("b", 0), ((K("a", 0), 1),), COST),))
     with pytest.raises(DagError, match="cycle") as err:
         build_dag([a, b])
-    assert "a:x:0_0" in str(err.value) and "b:x:0_0" in str(err.value)
+    assert "stereo:x:0_0" in str(err.value) and "dsm:x:0_0" in str(err.value)
 
 
 def test_duplicate_keys_are_errors() -> None:
     a = ListOp("a", (TaskDeclaration(K("a", 0), (), COST),))
-    with pytest.raises(DagError, match="already declared: a:x:0_0"):
+    with pytest.raises(DagError, match="already declared: stereo:x:0_0"):
         build_dag([a, a])
 
 
@@ -82,33 +86,73 @@ def _campaign(pairs: int = 2) -> object:
 
 def test_estimated_campaign_dag_structure() -> None:
     """
-        stereo(i-1..i+1, j-1..j+1)  ->  dsm(i, j)  ->  ortho(scene, k, l)
+        stereo.plan(p) -> stereo(p, i, j) -> dsm(p, i, j) -> dsm.write(p)
+              \\______________________________^
+        ortho.plan(s) -> ortho(s, k, l) -> ortho.write(s)       (on the DEM: no DSM input)
     """
     c = _campaign()
     g = campaign_dag(c, load_calibration(), ("c7g", "m7g"), with_external=True)  # type: ignore[arg-type]
     assert nx.is_directed_acyclic_graph(g)
-    ops = {k.op for k in g}
-    assert ops == {"stereo", "dsm", "ortho"}
+    assert {k.op for k in g} == {"stereo.plan", "stereo", "dsm", "dsm.write", "ortho.plan",
+                                 "ortho", "ortho.write"}
+    assert g.graph["stages"] == ("stereo", "dsm", "ortho")
+    expected = {"stereo.plan": set(), "stereo": {"stereo.plan"}, "dsm": {"stereo.plan", "stereo"},
+                "dsm.write": {"dsm"}, "ortho.plan": set(), "ortho": {"ortho.plan"},
+                "ortho.write": {"ortho"}}
     for k in g:
-        preds = {p.op for p in g.predecessors(k)}
-        assert preds == {"stereo": set(), "dsm": {"stereo"}, "ortho": {"dsm"}}[k.op]
+        assert {p.op for p in g.predecessors(k)} == expected[k.op], k
         cost = g.nodes[k]["cost"]
-        assert cost.cpu_s["c7g"] > 0 and cost.peak_mem_gib > 0
-    # an interior DSM tile reads its 3x3 stereo neighbourhood, mostly its own tile
-    dsm = max((k for k in g if k.op == "dsm"), key=lambda k: g.in_degree(k))
-    sizes = sorted(g.edges[p, dsm]["bytes"] for p in g.predecessors(dsm))
-    assert g.in_degree(dsm) == 9 and sizes[-1] >= 2048 // 64 * sizes[-2]
-    # ortho tiles read raw windows of their own scene
+        assert cost.peak_mem_gib > 0
+        assert (cost.cpu_s["c7g"] > 0) == (k.op in ("stereo", "dsm", "ortho"))
+    # a DSM tile reads its own stereo tile (the points cover its margin), all of it
+    dsm = next(k for k in g if k.op == "dsm" and k.row == 1 and k.col == 1)
+    stereo = TaskKey("stereo", dsm.item, 1, 1)
+    assert set(g.predecessors(dsm)) == {stereo, TaskKey("stereo.plan", dsm.item, 0, 0)}
+    assert g.edges[stereo, dsm]["bytes"] == g.nodes[stereo]["cost"].output_bytes > 0
+    # a writer reads every tile of its product
+    n_tiles = sum(1 for k in g if k.op == "dsm" and k.item == dsm.item)
+    assert g.in_degree(TaskKey("dsm.write", dsm.item, 0, 0)) == n_tiles > 1
+    # ortho and stereo tiles read raw windows of their own scenes
     o = next(k for k in g if k.op == "ortho")
     (ext,) = g.nodes[o]["external"]
     assert o.item in ext.raster and ext.window.size > 0
+    assert len(g.nodes[stereo]["external"]) == 2
 
 
 def test_external_windows_not_kept_by_default() -> None:
     ops = CampaignOperations(_campaign(1), load_calibration(), ("c7g",))  # type: ignore[arg-type]
     g = build_dag(ops.operations())
     assert all("external" not in d for _, d in g.nodes(data=True))
-    assert g.graph["operations"] == ("stereo", "dsm", "ortho")
+    assert g.graph["operations"] == ("dsm", "ortho")
+
+
+def test_layouts_by_hand() -> None:
+    """
+        pair a+b on 1 x 2 tiles:                     views g over pairs a+b, a+c on 1 x 1:
+        stereo.plan -> stereo(0,0) -> dsm(0,0) ┐     stereo.plan -> stereo(g/a+b) -> dsm(g/a+b) ┐
+                    -> stereo(0,1) -> dsm(0,1) ┴> dsm.write   \\--> stereo(g/a+c) -> dsm(g/a+c) ┴> fusion -> dsm.write
+    """
+    from planner.stages import dsm_tasks, ortho_tasks, stage_of, stage_of_key
+
+    pair = list(dsm_tasks("a+b", 1, 2))
+    assert [str(t.key) for t in pair] == [
+        "stereo.plan:a+b:0_0", "stereo:a+b:0_0", "dsm:a+b:0_0", "stereo:a+b:0_1", "dsm:a+b:0_1",
+        "dsm.write:a+b:0_0"]
+    assert [str(k) for k in pair[2].inputs] == ["stereo.plan:a+b:0_0", "stereo:a+b:0_0"]
+    assert [str(k) for k in pair[-1].inputs] == ["dsm:a+b:0_0", "dsm:a+b:0_1"]
+    fused = {str(t.key): [str(k) for k in t.inputs] for t in dsm_tasks("g", 1, 1, ("a+b", "a+c"))}
+    assert fused["fusion:g:0_0"] == ["stereo.plan:g:0_0", "dsm:g/a+b:0_0", "dsm:g/a+c:0_0"]
+    assert fused["dsm.write:g:0_0"] == ["fusion:g:0_0"]
+    assert [t.kind for t in ortho_tasks("s", 1, 1)] == ["plan", "tile", "write"]
+    assert [stage_of(op) for op in ("stereo.plan", "dsm.write", "fusion", "ortho.write")] == [
+        "stereo", "dsm", "fusion", "ortho"]
+    assert stage_of_key("ortho:s1:1_2") == "ortho"
+    with pytest.raises(DagError, match="belongs to no stage"):
+        stage_of("write")
+    with pytest.raises(DagError, match="not op:item:row_col"):
+        stage_of_key("s1/ortho/0001_0002")
+    with pytest.raises(DagError, match="holds ':'"):
+        list(ortho_tasks("a:b", 1, 1))
 
 
 def test_stage_summary_by_hand() -> None:
@@ -127,9 +171,9 @@ def test_stage_summary_by_hand() -> None:
     g = build_dag([a, b])
     bare = nx.DiGraph(g)
     bare.graph.clear()
-    for graph in (g, bare):  # with and without build_dag's per-op edge totals
-        sa, sb = sorted(summarise_stages(graph), key=lambda s: s.name)
-        assert (sa.name, sa.n_tasks, sa.cpu_s["m7i"], sa.threads) == ("a", 2, 10.0, 1)
+    for graph in (g, bare):  # with and without build_dag's per-stage edge totals
+        sa, sb = sorted(summarise_stages(graph), key=lambda s: s.name, reverse=True)
+        assert (sa.name, sa.n_tasks, sa.cpu_s["m7i"], sa.threads) == ("stereo", 2, 10.0, 1)
         assert sa.transfer_bytes == 105.0  # raw input + own output
         assert (sb.n_tasks, sb.threads, sb.peak_mem_gib) == (1, 2, 3.0)
         assert sb.transfer_bytes == 100 + 7 + 9

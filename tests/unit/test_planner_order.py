@@ -69,6 +69,6 @@ def test_depth_first_peak_is_under_a_quarter_of_breadth_first() -> None:
     dfo = live_bytes_profile(g, depth_first_order(g))
     bfo = live_bytes_profile(g, breadth_first_order(g))
     assert dfo.peak_bytes * 4 <= bfo.peak_bytes
-    # and a DSM tile runs soon after its last stereo input: finish the branch first
+    # and a DSM tile runs right after its stereo tile: finish the branch first
     order = depth_first_order(g)
-    assert [k.op for k in order[:5]] == ["stereo"] * 4 + ["dsm"]
+    assert [k.op for k in order[:5]] == ["stereo.plan", "stereo", "dsm", "stereo", "dsm"]

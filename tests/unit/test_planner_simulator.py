@@ -25,10 +25,10 @@ def _chain_graph(n: int) -> nx.DiGraph:
     """
     g = nx.DiGraph()
     for i in range(n):
-        g.add_node(("a", "x", 0, i), cost=COST)
-        g.add_node(("b", "x", 0, i), cost=COST)
-        g.add_edge(("a", "x", 0, i), ("b", "x", 0, i), bytes=10)
-    g.graph["operations"] = ("a", "b")
+        g.add_node(("stereo", "x", 0, i), cost=COST)
+        g.add_node(("dsm", "x", 0, i), cost=COST)
+        g.add_edge(("stereo", "x", 0, i), ("dsm", "x", 0, i), bytes=10)
+    g.graph["operations"] = ("stereo", "dsm")
     return g
 
 
@@ -39,11 +39,11 @@ def _offer(lam: float) -> Offer:
 
 def _setup(lam: float, n: int = 20) -> tuple[CampaignSimulator, PlacementPlan]:
     g = _chain_graph(n)
-    stages = (Stage("a", n, {"f0": 600.0}, 1, 1.0, 0.0), Stage("b", n, {"f0": 600.0}, 1, 1.0, 0.0))
+    stages = (Stage("stereo", n, {"f0": 600.0}, 1, 1.0, 0.0), Stage("dsm", n, {"f0": 600.0}, 1, 1.0, 0.0))
     offer = _offer(lam)
     problem = PlacementProblem(stages, (offer,), 60.0, 1200.0, 10, {"spot": 100}, {})
     plan = PlacementPlan(2.0, 2.0, 1.0, 1.0, 0.0, 0.0, 1.0,
-                         (FleetEntry(offer, 3, {"a": n, "b": n}, 3.0),), "test")
+                         (FleetEntry(offer, 3, {"stereo": n, "dsm": n}, 3.0),), "test")
     return CampaignSimulator(g, depth_first_order(g), problem), plan
 
 
@@ -78,7 +78,7 @@ def test_interruptions_redo_work_and_cost_more() -> None:
 def test_fleet_that_cannot_run_a_stage_stalls_loudly() -> None:
     sim, plan = _setup(0.0)
     only_a = PlacementPlan(2.0, 2.0, 1.0, 1.0, 0.0, 0.0, 1.0,
-                           (FleetEntry(plan.fleet[0].offer, 2, {"a": 20}, 1.0),), "test")
+                           (FleetEntry(plan.fleet[0].offer, 2, {"stereo": 20}, 1.0),), "test")
     with pytest.raises(PlannerError, match="stalled with 20 of 40 tasks undone"):
         sim.run(only_a, seed=0)
 
@@ -119,11 +119,11 @@ def _pool_setup(lam: float, reclaim_share: float, n: int = 20,
     from planner.spot import SpotModel
 
     g = _chain_graph(n)
-    stages = (Stage("a", n, {"f0": 600.0}, 1, 1.0, 0.0), Stage("b", n, {"f0": 600.0}, 1, 1.0, 0.0))
+    stages = (Stage("stereo", n, {"f0": 600.0}, 1, 1.0, 0.0), Stage("dsm", n, {"f0": 600.0}, 1, 1.0, 0.0))
     offer = _offer(lam)
     problem = PlacementProblem(stages, (offer,), 60.0, 1200.0, 10, {"spot": 100}, {})
     plan = PlacementPlan(2.0, 2.0, 1.0, 1.0, 0.0, 0.0, 1.0,
-                         (FleetEntry(offer, instances, {"a": n, "b": n}, 3.0),), "test")
+                         (FleetEntry(offer, instances, {"stereo": n, "dsm": n}, 3.0),), "test")
     spot = SpotModel(mean_instance_lifetime_h=24.0, reclaim_share=reclaim_share,
                      capacity_outage_mean_s=0.0)
     return CampaignSimulator(g, depth_first_order(g), problem, spot=spot), plan
@@ -166,11 +166,11 @@ def test_overheads_are_counted_per_item() -> None:
     from planner.overheads import Overheads
 
     g = _chain_graph(10)
-    stages = (Stage("a", 10, {"f0": 600.0}, 1, 1.0, 0.0), Stage("b", 10, {"f0": 600.0}, 1, 1.0, 0.0))
+    stages = (Stage("stereo", 10, {"f0": 600.0}, 1, 1.0, 0.0), Stage("dsm", 10, {"f0": 600.0}, 1, 1.0, 0.0))
     offer = _offer(0.0)
     problem = PlacementProblem(stages, (offer,), 60.0, 1200.0, 10, {"spot": 100}, {})
     plan = PlacementPlan(2.0, 2.0, 1.0, 1.0, 0.0, 0.0, 1.0,
-                         (FleetEntry(offer, 2, {"a": 10, "b": 10}, 3.0),), "test")
+                         (FleetEntry(offer, 2, {"stereo": 10, "dsm": 10}, 3.0),), "test")
     o = Overheads()
     sim = CampaignSimulator(g, depth_first_order(g), problem, overheads=o,
                             head_usd_per_h={"r": 0.2})
