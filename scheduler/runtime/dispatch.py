@@ -31,10 +31,13 @@ The loop, around a :class:`~scheduler.runtime.state.DispatchState`:
 The pool keeps one actor per ``cpus_per_actor`` CPUs on every alive node
 (pinned with a hard node-affinity strategy, no Ray restarts: the dispatcher
 does its own recovery). A node's custom resources (``"c7g.large:spot"``)
-name its instance type and market; a task with ``resources`` (the
-placement plan's types for its stage) goes to a free actor of a node with
-one of them when there is one, else to any free actor (a soft preference,
-like locality: a missing or busy type never stalls the campaign).
+name its instance type and market; which actors may run which task is
+:mod:`scheduler.runtime.placement`: a node of a type the plan placed stages
+on runs only those stages' tasks, a task waits while an actor of its types
+is busy or its node is coming up, and runs anywhere when its types are
+neither there nor coming (a missing type never stalls the campaign). A task
+that must wait is parked beside the priority queue and taken back first,
+in priority order, once an actor may run it.
 
 A node that Ray is *draining* (a spot interruption notice: its watcher's
 :class:`~scheduler.cloud.drain.RayNodeDrainer` asked the GCS, which keeps
@@ -61,6 +64,7 @@ and tiny runs.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 import time
@@ -79,6 +83,7 @@ from scheduler.runtime.departures import (
     requested_per_pool,
 )
 from scheduler.runtime.errors import GraphError, RuntimeFailure
+from scheduler.runtime.placement import Choice, Placement, candidates, choose
 from scheduler.runtime.pool import RESYNC_S, ActorPool, _Slot
 from scheduler.runtime.state import DispatchState, Failure, Task, TaskGraph, TaskState
 
@@ -172,6 +177,17 @@ def _joins(task: Task, resources: tuple[str, ...], node_id: str,
     if task.resources != resources:
         return False
     return all(where.get(d) == node_id for d in task.deps)
+
+
+def _chooser(placement: Placement, free: list[_Slot], usable: list[_Slot],
+             requested: list[tuple[str, str]], parked_since: Mapping[tuple[str, ...], float],
+             now_s: float, wait_s: float) -> Callable[[tuple[str, ...]], Choice]:
+    """:func:`~scheduler.runtime.placement.choose` for one fill round of the dispatch loop."""
+    def choice(resources: tuple[str, ...]) -> Choice:
+        waited_s = now_s - parked_since.get(resources, now_s)
+        return choose(placement, resources, free, usable, requested, waited_s, wait_s)
+
+    return choice
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,6 +363,24 @@ class Dispatcher:
 
             tm = DispatchMetrics(self.metrics, graph)
 
+        #: placement classes (a task's preferred resources) of the graph
+        classes = {task.resources for task in tasks.values()}
+        #: READY tasks taken from the queue that wait for an actor of their planned type
+        parked: dict[tuple[str, ...], list[tuple[int, str]]] = {}
+        parked_since: dict[tuple[str, ...], float] = {}
+
+        def unpark(choice: Callable[[tuple[str, ...]], Choice]) -> str | None:
+            """The most urgent parked task that need not wait any more, if any."""
+            best: tuple[int, str] | None = None
+            for resources, heap in parked.items():
+                if heap and (best is None or heap[0] < best) and state.fits(heap[0][1]) \
+                        and choice(resources) is not Choice.WAIT:
+                    best = heap[0]
+            if best is None:
+                return None
+            heapq.heappop(parked[tasks[best[1]].resources])
+            return best[1]
+
         def forget_dropped() -> None:
             for k in state.dropped:
                 held.pop(k, None)
@@ -500,12 +534,32 @@ class Dispatcher:
                 size = batch_size(mean_s, opts)
                 depth = queue_depth(size, opts)
                 free = pool.free(depth)
+                usable = pool.usable()
+                requested = list(self._requested() or {})
+                placement = Placement.of(classes, self.fleet.substitutions if self.fleet else None)
+                now_s = time.monotonic()
+                choice = _chooser(placement, free, usable, requested, parked_since, now_s,
+                                  opts.no_worker_timeout_s)
+
                 while free:
-                    key = state.take()
+                    key = unpark(choice)
                     if key is None:
-                        break
+                        key = state.take()
+                        if key is None:
+                            break
                     task = tasks[key]
-                    slot = self._pick(task.deps, task.resources, free, where, state)
+                    decided = choice(task.resources)
+                    if decided is Choice.WAIT:
+                        heapq.heappush(parked.setdefault(task.resources, []),
+                                       (graph.priority[key], key))
+                        parked_since.setdefault(task.resources, now_s)
+                        continue
+                    if decided is Choice.OWN:
+                        parked_since.pop(task.resources, None)
+                        allowed = candidates(placement, task.resources, free)
+                    else:
+                        allowed = free
+                    slot = self._pick(task.deps, allowed, where, state)
                     state.start(key)
                     keys = [key]
                     if key not in solo:
@@ -524,10 +578,11 @@ class Dispatcher:
                 if not inflight:
                     if state.finished:
                         break
-                    if not pool.usable():
+                    if not usable or any(parked.values()):
+                        # no worker yet, or tasks wait for their planned type to come up
                         now = time.perf_counter()
                         no_worker_since = no_worker_since or now
-                        if now - no_worker_since > opts.no_worker_timeout_s:
+                        if not usable and now - no_worker_since > opts.no_worker_timeout_s:
                             raise RuntimeFailure(
                                 f"no worker node with >= {opts.cpus_per_actor} CPU joined the "
                                 f"cluster within {opts.no_worker_timeout_s:.0f} s; "
@@ -631,12 +686,10 @@ class Dispatcher:
         return requested_per_pool(self.fleet.bundles)
 
     @staticmethod
-    def _pick(deps: tuple[str, ...], resources: tuple[str, ...], free: list[_Slot],
-              where: Mapping[str, str], state: DispatchState) -> _Slot:
-        candidates = free
-        if resources:
-            matching = [s for s in free if not s.resources.isdisjoint(resources)]
-            candidates = matching or free
+    def _pick(deps: tuple[str, ...], candidates: list[_Slot], where: Mapping[str, str],
+              state: DispatchState) -> _Slot:
+        """The actor among ``candidates`` that holds most of the task's input bytes (ties: the
+        least busy); without inputs, the least busy."""
         if not deps:
             return min(candidates, key=lambda s: s.running)
         local: dict[str, int] = {}

@@ -7,6 +7,7 @@ import pytest
 from scheduler.cmd_run import plan_resources, summary
 from scheduler.runtime.dispatch import Dispatcher, RunReport, _Slot
 from scheduler.runtime.flow import FlowReport
+from scheduler.runtime.placement import Choice, Placement, candidates, choose
 from scheduler.runtime.state import DispatchState, Failure, Task, TaskGraph
 
 pytestmark = pytest.mark.unit
@@ -29,21 +30,60 @@ def test_task_goes_to_the_node_holding_most_of_its_input_bytes() -> None:
     where = {"a": "n2", "b": "n1", "c": "n1"}
     slots = [_Slot(None, "n1", frozenset()), _Slot(None, "n2", frozenset()),
              _Slot(None, "n3", frozenset())]
-    assert Dispatcher._pick(("a", "b", "c"), (), slots, where, state).node_id == "n2"
+    assert Dispatcher._pick(("a", "b", "c"), slots, where, state).node_id == "n2"
 
 
 def test_without_inputs_the_least_busy_actor_is_chosen() -> None:
     state = _state_with_held({})
     slots = [_Slot(None, "n1", frozenset(), running=2), _Slot(None, "n2", frozenset(), running=1)]
-    assert Dispatcher._pick((), (), slots, {}, state).node_id == "n2"
+    assert Dispatcher._pick((), slots, {}, state).node_id == "n2"
 
 
-def test_preferred_node_types_win_when_free_and_never_stall() -> None:
-    state = _state_with_held({})
-    spot = _Slot(None, "n1", frozenset({"c7g.large:spot"}), running=1)
-    od = _Slot(None, "n2", frozenset({"m7i.large:on-demand"}))
-    assert Dispatcher._pick((), ("c7g.large:spot",), [spot, od], {}, state) is spot
-    assert Dispatcher._pick((), ("c7g.large:spot",), [od], {}, state) is od
+STEREO, DSM, ORTHO = ("c7g.xlarge:spot",), ("m7g.xlarge:spot",), ("r7g.large:on-demand",)
+PLACEMENT = Placement.of([STEREO, DSM, ORTHO, STEREO])
+
+
+def _slot(node: str, *tags: str, running: int = 0) -> _Slot:
+    return _Slot(None, node, frozenset(tags), running=running)
+
+
+def test_a_node_of_a_placed_type_runs_only_its_stages_and_others_run_anything() -> None:
+    stereo, dsm, bare = _slot("n1", *STEREO), _slot("n2", *DSM), _slot("n3")
+    assert PLACEMENT.allows(STEREO, stereo.resources)
+    assert not PLACEMENT.allows(DSM, stereo.resources)
+    assert PLACEMENT.allows(DSM, dsm.resources)
+    # a node the plan placed nothing on (no type, or a pool of a re-plan) runs any task
+    assert PLACEMENT.allows(DSM, bare.resources)
+    assert PLACEMENT.allows(DSM, frozenset({"c6g.large:spot"}))
+    assert PLACEMENT.allows((), stereo.resources)  # a task without a placement
+    # its own type first, when one is free
+    assert candidates(PLACEMENT, DSM, [bare, dsm, stereo]) == [dsm]
+    assert candidates(PLACEMENT, DSM, [bare, stereo]) == [bare]
+
+
+def test_a_task_waits_for_its_type_while_it_is_busy_or_coming_then_runs_anywhere() -> None:
+    stereo, dsm_busy = _slot("n1", *STEREO), _slot("n2", *DSM, running=2)
+    usable = [stereo, dsm_busy]
+    assert choose(PLACEMENT, STEREO, [stereo], usable, [], 0.0, 60.0) is Choice.OWN
+    # its actor is busy: wait for it rather than take another stage's node
+    assert choose(PLACEMENT, DSM, [stereo], usable, [], 0.0, 60.0) is Choice.WAIT
+    # no ortho node yet, one asked of the autoscaler: wait until wait_s ...
+    coming = [("r7g.large", "on-demand")]
+    assert choose(PLACEMENT, ORTHO, [stereo], usable, coming, 59.0, 60.0) is Choice.WAIT
+    assert choose(PLACEMENT, ORTHO, [stereo], usable, coming, 60.0, 60.0) is Choice.ANY
+    # ... and at once when it is neither there nor coming: never stall
+    assert choose(PLACEMENT, ORTHO, [stereo], usable, [], 0.0, 60.0) is Choice.ANY
+
+
+def test_a_fallback_pool_takes_over_the_stages_of_the_pool_it_replaces() -> None:
+    subs = {("c7g.xlarge", "spot"): ("m7g.xlarge", "spot"),
+            ("m7g.xlarge", "spot"): ("m7g.xlarge", "on-demand")}
+    placement = Placement.of([STEREO, DSM, ORTHO], subs)
+    assert placement.accepted(STEREO) == {"c7g.xlarge:spot", "m7g.xlarge:spot",
+                                          "m7g.xlarge:on-demand"}
+    on_demand = frozenset({"m7g.xlarge:on-demand"})
+    assert placement.allows(STEREO, on_demand) and placement.allows(DSM, on_demand)
+    assert not placement.allows(ORTHO, on_demand)
 
 
 def test_plan_helpers_read_the_fleet() -> None:

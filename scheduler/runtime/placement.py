@@ -1,0 +1,120 @@
+"""Which actors may run a task: the plan's placement of stages on node types, enforced (pure).
+
+A task names the Ray resources of the node types its stage is placed on
+(``Task.resources``: ``"c7g.xlarge:spot"``..., from ``plan.json``; empty:
+anywhere). A spot fallback moves a pool's stages to another pool: the
+substitutions (type, market) -> (type, market) of the run's
+:class:`~scheduler.runtime.fleet.FleetRequest` extend each task's types with
+their replacements (:meth:`Placement.accepted`). The run's *placed* resources
+are the union of its tasks' accepted ones. Then:
+
+=====================================  =============================================
+actor of a node that carries           runs
+=====================================  =============================================
+a placed resource                      only tasks placed on one of its resources
+no placed resource (a node without a   any task
+type, a re-plan's extra pool)
+=====================================  =============================================
+
+A task goes to a free actor of its own types when there is one, else to a
+free actor the placement allows (:func:`candidates`). A task that no free
+actor may run (:func:`choose`):
+
+* waits while an actor that may run it exists (busy now), or while one of its
+  types is asked of the autoscaler and ``waited_s < wait_s`` (its node is
+  coming up);
+* else runs on any free actor: a type that is neither there nor coming never
+  stalls the campaign (a local cluster without the plan's types runs the
+  whole plan on what it has).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol, TypeVar
+
+__all__ = ["Choice", "Placement", "candidates", "choose"]
+
+Pool = tuple[str, str]
+
+
+class SlotLike(Protocol):
+    @property
+    def resources(self) -> frozenset[str]: ...
+
+
+S = TypeVar("S", bound=SlotLike)
+
+
+class Choice(Enum):
+    OWN = "own"      # a free actor the placement allows
+    WAIT = "wait"    # no free one now: one is busy, or its node is coming up
+    ANY = "any"      # its types are neither there nor coming: any free actor
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """The run's placed resources (with ``substitutions`` applied); see the module docstring."""
+
+    placed: frozenset[str]
+    substitutions: Mapping[Pool, Pool]
+
+    @classmethod
+    def of(cls, task_resources: Iterable[tuple[str, ...]],
+           substitutions: Mapping[Pool, Pool] | None = None) -> Placement:
+        subs = dict(substitutions or {})
+        placed: set[str] = set()
+        for resources in set(task_resources):
+            placed |= _accepted(resources, subs)
+        return cls(frozenset(placed), subs)
+
+    def accepted(self, resources: tuple[str, ...]) -> frozenset[str]:
+        """A task's resources and those of the pools that replaced them."""
+        return _accepted(resources, self.substitutions)
+
+    def allows(self, resources: tuple[str, ...], slot: frozenset[str]) -> bool:
+        """Whether an actor of a node with custom resources ``slot`` may run the task."""
+        if not resources or slot.isdisjoint(self.placed):
+            return True
+        return not slot.isdisjoint(self.accepted(resources))
+
+
+def _accepted(resources: tuple[str, ...], subs: Mapping[Pool, Pool]) -> frozenset[str]:
+    out = set(resources)
+    for tag in resources:
+        itype, _, market = tag.rpartition(":")
+        pool = (itype, market)
+        seen = {pool}
+        while pool in subs and subs[pool] not in seen:  # a fallback's fallback
+            pool = subs[pool]
+            seen.add(pool)
+            out.add(f"{pool[0]}:{pool[1]}")
+    return frozenset(out)
+
+
+def candidates(placement: Placement, resources: tuple[str, ...],
+               free: Sequence[S]) -> list[S]:
+    """The free actors a task goes to: those of its own types when any is free, else those
+    the placement allows (of nodes the plan placed nothing on)."""
+    if resources:
+        accepted = placement.accepted(resources)
+        own = [s for s in free if not s.resources.isdisjoint(accepted)]
+        if own:
+            return own
+    return [s for s in free if placement.allows(resources, s.resources)]
+
+
+def choose(placement: Placement, resources: tuple[str, ...], free: Sequence[SlotLike],
+           usable: Sequence[SlotLike], requested: Iterable[Pool], waited_s: float,
+           wait_s: float) -> Choice:
+    """What to do with a ready task now (module docstring); ``free`` is non-empty."""
+    if any(placement.allows(resources, s.resources) for s in free):
+        return Choice.OWN
+    if any(placement.allows(resources, s.resources) for s in usable):
+        return Choice.WAIT
+    coming = {f"{t}:{m}" for t, m in requested}
+    if waited_s < wait_s and not coming.isdisjoint(placement.accepted(resources)):
+        return Choice.WAIT
+    return Choice.ANY
