@@ -14,10 +14,11 @@ The progress bar, the end-of-run summary, the ``eochain_cost_accrued_usd``
 metric and this report's total all show that figure (read from the same
 ``CampaignMetrics``, which stops billing when the run ends).
 
-One stage vocabulary. Rows are keyed by (instance type, plan stage), with
-the planner's stages (``planner.plan_document.PLAN_STAGES``: stereo, dsm,
-ortho). The runtime's operations map onto them in :data:`STAGE_OF_OP`, the one
-place that says which planner stage each runtime task belongs to.
+One stage vocabulary. Rows are keyed by (instance type, stage), with the
+planner's stages (:data:`planner.stages.STAGES`: stereo, dsm, fusion,
+ortho). A runtime operation's name starts with its stage (``stereo_tile``,
+``dsm_write``: a product's plan and writer tasks belong to its stage), so
+:func:`stage_of` reads it off the name.
 
 Attribution, for one instance type ``i`` and stage ``s``::
 
@@ -44,24 +45,13 @@ from pathlib import Path
 from typing import Any
 
 from planner.plan_document import PlanDocument, as_plan_document
+from planner.stages import STAGES
 
 IDLE = "(idle)"
 TRANSFER = "(transfer)"
 
-#: The planner stage of each runtime operation (``scheduler.metrics.op_name`` of a task).
-#: ``dsm_plan`` hands a pair's stereo plan (epipolar geometry, tie points) to its
-#: tiles: stereo. ``dsm_tile`` matches, triangulates and grids one DSM tile in one
-#: task; its output is the DSM's tile, so it counts as dsm (the planner costs that
-#: work as a stereo and a dsm task; until the runtime runs them apart, a plan's stereo
-#: row has no runtime tasks). A product's writer belongs to its product's stage.
-STAGE_OF_OP: Mapping[str, str] = {
-    "dsm_plan": "stereo",
-    "dsm_tile": "dsm",
-    "dsm_write": "dsm",
-    "ortho_plan": "ortho",
-    "ortho_tile": "ortho",
-    "ortho_write": "ortho",
-}
+#: The stage of a task outside the stage vocabulary (a test's function, say).
+OTHER = "(other)"
 
 
 class CostReportError(ValueError):
@@ -69,8 +59,11 @@ class CostReportError(ValueError):
 
 
 def stage_of(op: str) -> str:
-    """The plan stage an operation belongs to (:data:`STAGE_OF_OP`; else its first word)."""
-    return STAGE_OF_OP.get(op) or op.split("_", 1)[0] or op
+    """The stage of a runtime operation (``scheduler.metrics.op_name`` of a task): its first
+    word, one of :data:`planner.stages.STAGES` (``stereo_tile`` -> ``stereo``, ``dsm_write`` ->
+    ``dsm``); :data:`OTHER` for an operation of no stage."""
+    stage = op.split("_", 1)[0]
+    return stage if stage in STAGES else OTHER
 
 
 @dataclass(frozen=True, slots=True)

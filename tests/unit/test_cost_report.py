@@ -11,10 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from planner.errors import PlanError
-from planner.plan_document import PLAN_STAGES
+from planner.stages import STAGES
 from scheduler.cost_report import (
     IDLE,
-    STAGE_OF_OP,
+    OTHER,
     TRANSFER,
     CostReportError,
     NodeUsage,
@@ -164,8 +164,10 @@ def test_node_cost_is_node_seconds_times_price() -> None:
 
 def test_every_runtime_operation_has_a_plan_stage() -> None:
     """The runtime's tasks (plan, tile, write of each product) in the planner's stages."""
-    assert set(STAGE_OF_OP.values()) <= set(PLAN_STAGES)
-    assert stage_of("dsm_plan") == "stereo"
+    assert stage_of("stereo_plan") == stage_of("stereo_tile") == "stereo"
     assert stage_of("dsm_tile") == stage_of("dsm_write") == "dsm"
+    assert stage_of("fusion_tile") == "fusion"
     assert stage_of("ortho_plan") == stage_of("ortho_tile") == stage_of("ortho_write") == "ortho"
     assert stage_of("dsm") == "dsm"  # an operation named after its stage
+    assert {stage_of(f"{s}_tile") for s in STAGES} == set(STAGES)
+    assert stage_of("write") == stage_of("_nap") == OTHER  # no "write" stage

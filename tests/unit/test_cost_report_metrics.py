@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from planner.errors import PlanError
 from planner.plan_document import PLAN_FORMAT, plan_document_from_dict
-from scheduler.cost_report import build_cost_report, format_cost_report
+from scheduler.cost_report import OTHER, build_cost_report, format_cost_report
 from scheduler.metrics import (
     CampaignMetrics,
     MetricsError,
@@ -172,8 +172,8 @@ def test_instrumented_task_reports_pixels_memory_products_and_failures(
     assert _v(metrics, "eochain_product_area_square_meters_total", product="ortho") == 5000.0
     assert _v(metrics, "eochain_tasks", op="broken", state="failed") == 1
     ledger = metrics.ledger()
-    assert {(s.stage, s.tasks) for s in ledger.stages} == {("tile", 1), ("writer", 1),
-                                                          ("broken", 1)}
+    # operations of no stage (the planner's stages name the runtime's: stereo_tile...)
+    assert {(s.stage, s.tasks) for s in ledger.stages} == {(OTHER, 3)}
     assert build_cost_report(None, ledger).lines
 
 
@@ -272,7 +272,7 @@ THREE_TYPES_PLAN: dict[str, Any] = {
 def _run_the_plan(metrics: CampaignMetrics, clock: Clock) -> float:
     """Feed ``metrics`` what a run of THREE_TYPES_PLAN reports; return the expected cost.
 
-    The runtime's operations (a pair's ``dsm_plan``, its tiles and writer, the
+    The runtime's operations (a pair's stereo plan and tile, its DSM tile and writer, the
     scenes' ortho tiles and writers) land on the types the plan chose.
     """
     metrics.node_added("a", "m7g.2xlarge", "spot", 0.12)
@@ -280,7 +280,7 @@ def _run_the_plan(metrics: CampaignMetrics, clock: Clock) -> float:
     clock.now += 60
     metrics.node_added("c", "r7g.large", "spot", 0.04)
     metrics.node_added("d", "r7g.large", "spot", 0.04)
-    work = [("dsm_plan", "m7g.2xlarge", 30.0), ("dsm_plan", "m7g.2xlarge", 30.0),
+    work = [("stereo_plan", "m7g.2xlarge", 30.0), ("stereo_tile", "m7g.2xlarge", 30.0),
             ("dsm_tile", "c7g.xlarge", 200.0), ("dsm_write", "c7g.xlarge", 5.0),
             ("ortho_tile", "r7g.large", 100.0), ("ortho_tile", "r7g.large", 100.0),
             ("ortho_tile", "r7g.large", 100.0), ("ortho_write", "r7g.large", 10.0)]
