@@ -246,15 +246,15 @@ def fleet_from_plan(plan: PlanDocument | Mapping[str, Any], region: str, catalog
     return sorted(merged.values(), key=lambda n: (n.instance_type, n.market))
 
 
-def resource_request(fleet: Sequence[FleetNode],
-                     cpus_per_node: float | None = None) -> list[dict[str, float]]:
+def resource_request(fleet: Sequence[FleetNode]) -> list[dict[str, float]]:
     """Bundles for ``ray.autoscaler.sdk.request_resources(bundles=...)``: one per planned node.
 
-    ``cpus_per_node`` replaces each type's vCPUs (the shrunk nodes of
-    :func:`render_fake_multinode_config`).
+    A bundle is one unit of the node's ``"TYPE:MARKET"`` resource, of which
+    every node of that type carries exactly one: the request counts nodes,
+    whatever their CPUs, so it fits the real types and the shrunk nodes of
+    :func:`render_fake_multinode_config` alike.
     """
-    return [{"CPU": float(n.vcpus if cpus_per_node is None else cpus_per_node), n.resource: 1.0}
-            for n in fleet for _ in range(n.instances)]
+    return [{n.resource: 1.0} for n in fleet for _ in range(n.instances)]
 
 
 def _launcher_defaults() -> dict[str, Any]:

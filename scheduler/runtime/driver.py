@@ -85,9 +85,7 @@ class Driver:
     yet done, :class:`StageQueue`), withdraws it at the end, and replaces
     a spot pool that keeps being interrupted by the plan's fallback
     (:mod:`scheduler.runtime.fleet`). ``say`` is the run's output function
-    for those messages (default: a logged warning); ``fleet_cpus_per_node``
-    replaces each type's vCPUs in the request (the shrunk nodes of
-    :func:`scheduler.cluster_config.render_fake_multinode_config`).
+    for those messages (default: a logged warning).
     With a ``replanner`` as well (or one passed to :meth:`dispatch`), each
     finished task's stage and run time go to it, and at each progress step its
     ``fleet_for`` answer, when not ``None``, becomes the request
@@ -104,7 +102,6 @@ class Driver:
     metrics: CampaignMetrics | None = None
     plan: Mapping[str, Any] | None = None
     say: Callable[[str], None] | None = None
-    fleet_cpus_per_node: float | None = None
     survey_threads: int = SURVEY_THREADS
     survey_timeout_s: float = SURVEY_TIMEOUT_S
     lease_ttl_s: float = LEASE_TTL_S
@@ -138,7 +135,7 @@ class Driver:
             self.connect()
             return Dispatcher(self.options, self.metrics, SpotLosses(None, say=self.say)).run(
                 graph, progress, on_result)
-        fleet = FleetRequest(self.plan, cpus_per_node=self.fleet_cpus_per_node, say=self.say)
+        fleet = FleetRequest(self.plan, say=self.say)
         queue = StageQueue.of(graph)
         self.connect()
         import ray

@@ -2,8 +2,8 @@
 
 Autoscaling. A run with a plan (``plan.json``) asks Ray's autoscaler for the
 plan's fleet as soon as it connects, one bundle per planned node
-(:func:`scheduler.cluster_config.resource_request`: the type's vCPUs and the
-custom resource ``"TYPE:MARKET"`` its node type advertises), and withdraws
+(:func:`scheduler.cluster_config.resource_request`: one unit of the custom
+resource ``"TYPE:MARKET"`` that each node of its type advertises), and withdraws
 the request (``bundles=[]``) when the run ends, whether it succeeded or
 failed; the autoscaler then lets the nodes go once they sit idle. On a
 cluster without an autoscaler (a local Ray) the request is recorded in the
@@ -80,12 +80,11 @@ def plan_region(plan: Mapping[str, Any], source: str = "plan.json") -> str:
 
 
 def fleet_bundles(plan: Mapping[str, Any], catalog: PriceCatalog | None = None,
-                  cpus_per_node: float | None = None,
                   source: str = "plan.json") -> list[dict[str, float]]:
     """The autoscaler request for the plan's fleet: one bundle per planned node (pure)."""
     catalog = catalog or load_catalog()
     fleet = fleet_from_plan(plan, plan_region(plan, source), catalog, source)
-    return resource_request(fleet, cpus_per_node)
+    return resource_request(fleet)
 
 
 Pool = tuple[str, str]
@@ -93,8 +92,7 @@ Pool = tuple[str, str]
 
 def fleet_request(plan: Mapping[str, Any], remaining_fraction: Mapping[str, float],
                   substitutions: Mapping[Pool, Pool] | None = None,
-                  catalog: PriceCatalog | None = None, cpus_per_node: float | None = None,
-                  source: str = "plan.json",
+                  catalog: PriceCatalog | None = None, source: str = "plan.json",
                   replanned: Mapping[Pool, int] | None = None) -> list[dict[str, float]]:
     """The autoscaler request for the work left (pure; see the module docstring).
 
@@ -142,7 +140,7 @@ def fleet_request(plan: Mapping[str, Any], remaining_fraction: Mapping[str, floa
                         "instances": max(0, nodes)})
     if not any(e["instances"] for e in entries):
         return []
-    return fleet_bundles({**plan, "fleet": entries}, catalog, cpus_per_node, source)
+    return fleet_bundles({**plan, "fleet": entries}, catalog, source)
 
 
 class FleetRequest:
@@ -154,12 +152,10 @@ class FleetRequest:
     """
 
     def __init__(self, plan: Mapping[str, Any], *, catalog: PriceCatalog | None = None,
-                 cpus_per_node: float | None = None,
                  issue: Callable[[Sequence[Mapping[str, float]]], None] | None = None,
                  say: Callable[[str], None] | None = None) -> None:
         self.plan = plan
         self._catalog = catalog or load_catalog()
-        self.cpus_per_node = cpus_per_node
         self._issue = issue or _request
         self._say = say or log.warning
         self.substitutions: dict[Pool, Pool] = {}
@@ -174,7 +170,7 @@ class FleetRequest:
         if remaining_fraction is not None:
             self.remaining_fraction = dict(remaining_fraction)
         bundles = fleet_request(self.plan, self.remaining_fraction, self.substitutions,
-                                self._catalog, self.cpus_per_node, replanned=self.replanned)
+                                self._catalog, replanned=self.replanned)
         if bundles != self.bundles:
             self._issue(bundles)
             self.bundles = bundles

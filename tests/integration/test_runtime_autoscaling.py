@@ -3,7 +3,7 @@
 The head (``RAY_FAKE_CLUSTER=1``, no CPU of its own) is started with
 :func:`~scheduler.cluster_config.render_fake_multinode_config` for a plan of
 one spot ``c7g.xlarge``; a driver subprocess runs a tiny ortho campaign
-through ``Driver(plan=..., fleet_cpus_per_node=1)``. The tasks can only run
+through ``Driver(plan=...)``. The tasks can only run
 on a node the autoscaler launches for the runtime's request, so the run
 finishing shows the node came up; after the run the request is withdrawn and
 the idle node must leave (polled with a deadline). The run reports to
@@ -60,7 +60,7 @@ def watch(p):
     pools.update(alive_pools())
 
 metrics = CampaignMetrics("autoscaling")
-driver = Driver(address=address, plan=plan, fleet_cpus_per_node=1, say=said.append,
+driver = Driver(address=address, plan=plan, say=said.append,
                 options=DispatchOptions(no_worker_timeout_s=90.0), metrics=metrics)
 driver.connect()
 watcher = RayFleetWatcher(metrics, {}, interval_s=0.5).start()

@@ -42,8 +42,8 @@ PLAN: dict[str, Any] = {"format": "eochain-plan/1", "budget_usd": 10.0, "fleet":
     {"instance_type": "c7g.xlarge", "region": "eu-west-3", "market": "spot", "instances": 2},
     {"instance_type": "m7g.xlarge", "region": "eu-west-3", "market": "on-demand",
      "instances": 1}]}
-FLEET = sorted([{"CPU": 4.0, "c7g.xlarge:spot": 1.0}] * 2
-               + [{"CPU": 4.0, "m7g.xlarge:on-demand": 1.0}], key=lambda b: sorted(b.items()))
+FLEET = sorted([{"c7g.xlarge:spot": 1.0}] * 2 + [{"m7g.xlarge:on-demand": 1.0}],
+               key=lambda b: sorted(b.items()))
 
 
 def requested_bundles() -> list[dict[str, float]]:

@@ -93,7 +93,7 @@ def test_fleet_scales_up_on_request_and_down_when_idle() -> None:
     temp = Path(tempfile.mkdtemp(prefix="eoa"))  # short: Ray's socket paths stay < 108 chars
     config = temp / "autoscaler.json"
     config.write_text(json.dumps(render_fake_multinode_config(fleet, address)))
-    bundles = resource_request(fleet, cpus_per_node=1)  # fake nodes have 1 CPU each
+    bundles = resource_request(fleet)  # one per node: the fake nodes' 1 CPU fits
     wanted = {"c7g.xlarge:spot": 2, "m7g.xlarge:on-demand": 1}
     env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_FAKE_CLUSTER="1",
                AUTOSCALER_UPDATE_INTERVAL_S="1", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")

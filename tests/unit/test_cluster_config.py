@@ -120,8 +120,8 @@ def test_resource_request_matches_fleet() -> None:
                             REGION, catalog)
     bundles = resource_request(fleet)
     assert len(bundles) == 4
-    assert bundles.count({"CPU": 4.0, "c7g.xlarge:spot": 1.0}) == 3
-    assert {"CPU": 8.0, "m7g.2xlarge:on-demand": 1.0} in bundles
+    assert bundles.count({"c7g.xlarge:spot": 1.0}) == 3
+    assert {"m7g.2xlarge:on-demand": 1.0} in bundles
 
 
 def test_instance_type_missing_in_region_suggests(tmp_path: Path) -> None:
@@ -219,7 +219,8 @@ def test_fake_multinode_twin_keeps_types_and_resources() -> None:
     spot = doc["available_node_types"]["c7g.xlarge-spot"]
     assert spot["max_workers"] == 2 and spot["resources"]["c7g.xlarge:spot"] == 1
     assert spot["resources"]["CPU"] == 1
-    assert resource_request(fleet, cpus_per_node=1)[0] == {"CPU": 1.0, "c7g.xlarge:spot": 1.0}
+    assert resource_request(fleet) == [{"c7g.xlarge:spot": 1.0}] * 2 + [
+        {"m7g.xlarge:on-demand": 1.0}]  # nodes, whatever their CPUs
     with pytest.raises(ClusterConfigError, match="78 MiB"):
         render_fake_multinode_config(fleet, "127.0.0.1:6379", object_store_bytes=1 << 20)
 

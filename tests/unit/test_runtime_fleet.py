@@ -39,9 +39,7 @@ def test_one_bundle_per_planned_node_with_its_vcpus_and_pool_resource() -> None:
                  ("c7g.xlarge", "spot", 1), ("m7g.xlarge", "spot", 0))
     bundles = fleet_bundles(plan)
     assert sorted(bundles, key=sorted) == sorted(
-        [{"CPU": 4.0, "c7g.xlarge:spot": 1.0}] * 3 + [{"CPU": 4.0, "m7g.xlarge:on-demand": 1.0}],
-        key=sorted)
-    assert fleet_bundles(plan, cpus_per_node=1)[0]["CPU"] == 1.0
+        [{"c7g.xlarge:spot": 1.0}] * 3 + [{"m7g.xlarge:on-demand": 1.0}], key=sorted)
 
 
 def test_region_comes_from_the_fleet_else_the_data_region() -> None:
@@ -108,8 +106,7 @@ def _pools(bundles: list[dict[str, float]]) -> dict[str, int]:
     out: dict[str, int] = {}
     for b in bundles:
         for k in b:
-            if k != "CPU":
-                out[k] = out.get(k, 0) + 1
+            out[k] = out.get(k, 0) + 1
     return out
 
 
@@ -131,9 +128,8 @@ def test_the_request_follows_the_work_left_per_stage() -> None:
 def test_a_fallback_replaces_the_flapping_pool_in_the_request() -> None:
     plan = _staged_plan()
     subs = {("c7g.xlarge", "spot"): ("m7g.xlarge", "on-demand")}
-    bundles = fleet_request(plan, {"dsm": 1.0, "ortho": 1.0}, subs, cpus_per_node=1)
+    bundles = fleet_request(plan, {"dsm": 1.0, "ortho": 1.0}, subs)
     assert _pools(bundles) == {"m7g.xlarge:on-demand": 5, "c6g.xlarge:on-demand": 1}
-    assert all(b["CPU"] == 1.0 for b in bundles)
     issued: list[list[dict[str, float]]] = []
     said: list[str] = []
     fleet = FleetRequest(plan, issue=lambda b: issued.append([dict(x) for x in b]),
