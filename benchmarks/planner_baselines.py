@@ -5,7 +5,9 @@ same tables to ``benchmarks/results/planner_baselines.json``.
 
 Campaigns: the example campaign (``examples/campaign.yaml``: Pléiades pairs,
 ortho 0.5 m + DSM 1 m, data in eu-west-3, spot and on-demand in eu-west-3
-and eu-west-1, quotas) at ``--pairs`` pairs and each ``--deadlines``.
+and eu-west-1, quotas) at each ``--pairs`` size, each ``--deadlines`` and
+each ``--hazard-scales`` (the campaign's ``interruption_scale``: every spot
+hazard times it).
 
 Every strategy is judged the same way, the way ``eochain plan`` judges its
 own candidates (:func:`planner.planning.plan_campaign`): realistic spot
@@ -14,17 +16,25 @@ pool reclaims, capacity outages), task times off the calibration by up to
 +/- 30 % per run, lost intermediates redone, and every cost item of
 :mod:`planner.overheads` (head node, volumes, NAT and endpoints, S3
 requests and storage, inter-zone traffic). Each baseline *chooses its own
-horizon*: it is sized for every makespan of eochain's frontier sweep,
-screened with a few runs, and the cheapest horizon that meets the deadline
+horizon*: it is sized for each makespan of a geometric sweep from the
+shortest feasible one to the deadline (and of eochain's frontier), screened
+with a few runs, and the cheapest horizon that meets the deadline
 in 95 % of runs is kept (or the one with the best hit rate when none does).
 
-- eochain: the plan ``eochain plan`` chooses (static: no re-planning yet);
+- eochain (static): the plan ``eochain plan`` chooses, run as planned (no
+  re-planning; :mod:`planner.replan` is judged on its own);
 - (a) all on-demand on the cheapest adequate type (:func:`planner.baselines.all_on_demand`),
   one zone;
 - (b) the cheapest memory-fitting single spot type per vCPU-hour in a default
   cluster spread over three zones (what a SkyPilot or Ray user would run:
   ``all_spot_cheapest``, zones=3);
-- (c) greedy cheapest-per-task placement with pooling, one zone (``greedy_per_task``).
+- (c) greedy cheapest-per-task placement with pooling, one zone (``greedy_per_task``);
+- (d) a precedence-aware list scheduler (HEFT priority, IC-PCP sub-deadlines,
+  stage-specific types; ``list_schedule``), one zone.
+
+The baselines choose by instance price, as a user would (they do not price
+the cluster's per-node and hourly costs; ties go to the larger instance);
+each is costed with every item.
 
 Ratio = eochain's mean simulated cost / the baseline's (below 1: eochain is
 cheaper). Goal: at least 30 % below the best fair baseline at >= 95 % on time.
@@ -44,7 +54,7 @@ from typing import Any
 
 import yaml
 
-from planner.baselines import all_on_demand, all_spot_cheapest, greedy_per_task
+from planner.baselines import all_on_demand, all_spot_cheapest, greedy_per_task, list_schedule
 from planner.calibration import load_calibration
 from planner.campaign import parse_campaign
 from planner.catalog import load_catalog
@@ -58,11 +68,12 @@ from planner.simulator import CampaignSimulator
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _campaign(pairs: int, deadline_h: float) -> Any:
+def _campaign(pairs: int, deadline_h: float, hazard_scale: float) -> Any:
     doc = yaml.safe_load((REPO / "examples" / "campaign.yaml").read_text())
-    doc["name"] = f"{pairs}-pairs-{deadline_h:g}h"
+    doc["name"] = f"{pairs}-pairs-{deadline_h:g}h-hazard-x{hazard_scale:g}"
     doc["inputs"]["survey"]["pairs"] = pairs
     doc["deadline_h"] = deadline_h
+    doc["compute"]["interruption_scale"] = hazard_scale
     doc.pop("budget_usd", None)
     return parse_campaign(doc, "benchmarks/planner_baselines")
 
@@ -74,6 +85,8 @@ def _fleet(plan: PlacementPlan) -> str:
 
 SCREEN_RUNS = 4
 TARGET_HIT = 0.95
+EOCHAIN = "eochain (static plan)"
+HORIZONS = 14
 
 
 def _screened(sim: CampaignSimulator, build: Callable[[float], PlacementPlan],
@@ -102,18 +115,25 @@ def _screened(sim: CampaignSimulator, build: Callable[[float], PlacementPlan],
     return "infeasible at every horizon: " + (errors[0] if errors else "no horizon")
 
 
-def run_campaign(pairs: int, deadline_h: float, runs: int, seed: int) -> dict[str, Any]:
+def run_campaign(pairs: int, deadline_h: float, runs: int, seed: int,
+                 hazard_scale: float = 1.0) -> dict[str, Any]:
     catalog, calibration = load_catalog(), load_calibration()
-    campaign = _campaign(pairs, deadline_h)
+    campaign = _campaign(pairs, deadline_h, hazard_scale)
     t = time.perf_counter()
     cp = plan_campaign(campaign, catalog, calibration, simulate_runs=runs, seed=seed)
     plan_s = time.perf_counter() - t
     graph = campaign_dag(campaign, calibration, catalog.families)
+    order = depth_first_order(graph)
     regions = sorted({o.region for o in cp.problem.offers})
-    sim = CampaignSimulator(graph, depth_first_order(graph), cp.problem,
+    sim = CampaignSimulator(graph, order, cp.problem,
                             spot=catalog.spot_model, overheads=catalog.overheads,
                             head_usd_per_h={r: catalog.head_usd_per_h(r) for r in regions})
-    horizons = sorted({round(p.makespan_limit_h, 4) for p in cp.frontier.points})
+    # Each baseline's own horizons: a geometric sweep from the shortest feasible makespan
+    # to the deadline, and eochain's frontier makespans.
+    lo = cp.frontier.shortest_h
+    sweep = [lo * (deadline_h / lo) ** (k / (HORIZONS - 1)) for k in range(HORIZONS)]
+    horizons = sorted({round(h, 4) for h in sweep}
+                      | {round(p.makespan_limit_h, 4) for p in cp.frontier.points})
     region = campaign.data_region
     builders: dict[str, tuple[Callable[[float], PlacementPlan], int]] = {
         "(a) all on-demand, cheapest adequate type":
@@ -121,9 +141,11 @@ def run_campaign(pairs: int, deadline_h: float, runs: int, seed: int) -> dict[st
         "(b) single cheapest spot type, 3 zones":
             (lambda h: all_spot_cheapest(cp.problem, h, region), 3),
         "(c) greedy cheapest per task, pooled": (lambda h: greedy_per_task(cp.problem, h), 1),
+        "(d) list scheduler (HEFT/IC-PCP), per-stage types":
+            (lambda h: list_schedule(cp.problem, graph, order, h, region), 1),
     }
     chosen: dict[str, tuple[PlacementPlan, float, int] | str] = {
-        "eochain": (cp.chosen, cp.chosen.makespan_limit_h, cp.zones)}
+        EOCHAIN: (cp.chosen, cp.chosen.makespan_limit_h, cp.zones)}
     for name, (build, zones) in builders.items():
         got = _screened(sim, build, horizons, deadline_h, seed, zones, cp.runtime_error)
         chosen[name] = got if isinstance(got, str) else (got[0], got[1], zones)
@@ -143,16 +165,17 @@ def run_campaign(pairs: int, deadline_h: float, runs: int, seed: int) -> dict[st
             "p95_makespan_h": s.p95_makespan_s / 3600, "deadline_hit_rate": s.deadline_hit_rate,
             "mean_interruptions": s.mean_interruptions,
             "cost_breakdown_usd": s.mean_breakdown_usd(), "fleet": _fleet(plan)}
-        if name == "eochain":
+        if name == EOCHAIN:
             eo = row
         rows.append(row)
-    fair = [r for r in rows if r["strategy"] != "eochain" and "mean_cost_usd" in r
+    fair = [r for r in rows if r["strategy"] != EOCHAIN and "mean_cost_usd" in r
             and r["deadline_hit_rate"] >= TARGET_HIT]
     for row in rows:
         if eo is not None and "mean_cost_usd" in row:
             row["eochain_cost_ratio"] = eo["mean_cost_usd"] / row["mean_cost_usd"]
     best = min(fair, key=lambda r: r["mean_cost_usd"]) if fair else None
     return {"campaign": campaign.name, "pairs": pairs, "deadline_h": deadline_h,
+            "hazard_scale": hazard_scale,
             "tasks": cp.n_tasks, "plan_s": plan_s, "horizons_h": horizons,
             "runtime_error": cp.runtime_error, "rows": rows,
             "best_fair_baseline": None if best is None else best["strategy"],
@@ -162,27 +185,29 @@ def run_campaign(pairs: int, deadline_h: float, runs: int, seed: int) -> dict[st
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pairs", type=int, default=200)
+    ap.add_argument("--pairs", type=int, nargs="+", default=[50])
     ap.add_argument("--deadlines", type=float, nargs="+", default=[24.0, 8.0])
+    ap.add_argument("--hazard-scales", type=float, nargs="+", default=[1.0])
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     results = []
     print(f"planner_baselines: {platform.machine()} x{os.cpu_count()}, Python "
           f"{sys.version.split()[0]}; {args.runs} simulated runs per strategy, seed {args.seed}")
-    for deadline in args.deadlines:
-        res = run_campaign(args.pairs, deadline, args.runs, args.seed)
+    settings = [(p, d, h) for p in args.pairs for d in args.deadlines for h in args.hazard_scales]
+    for pairs, deadline, hazard in settings:
+        res = run_campaign(pairs, deadline, args.runs, args.seed, hazard)
         results.append(res)
         print(f"\ncampaign {res['campaign']}: {res['tasks']} tasks, deadline {deadline:g} h, "
               f"task times +/- {100 * res['runtime_error']:.0f} %; plan took "
               f"{res['plan_s']:.1f} s")
-        print(f"{'strategy':<44} {'horizon':>7} {'LP USD':>9} {'mean USD':>9} {'p95 USD':>9} "
+        print(f"{'strategy':<52} {'horizon':>7} {'LP USD':>9} {'mean USD':>9} {'p95 USD':>9} "
               f"{'p95 h':>6} {'hit':>5} {'ratio':>6}")
         for row in res["rows"]:
             if "error" in row:
-                print(f"{row['strategy']:<44} {row['error']}")
+                print(f"{row['strategy']:<52} {row['error']}")
                 continue
-            print(f"{row['strategy']:<44} {row['horizon_h']:>6.2f}h {row['lp_cost_usd']:>9.2f} "
+            print(f"{row['strategy']:<52} {row['horizon_h']:>6.2f}h {row['lp_cost_usd']:>9.2f} "
                   f"{row['mean_cost_usd']:>9.2f} "
                   f"{row['p95_cost_usd']:>9.2f} {row['p95_makespan_h']:>6.2f} "
                   f"{100 * row['deadline_hit_rate']:>4.0f}% {row['eochain_cost_ratio']:>6.3f}")
@@ -192,6 +217,14 @@ def main(argv: list[str] | None = None) -> int:
         ratio = res["ratio_to_best_fair_baseline"]
         print(f"eochain vs the best fair baseline on time ({res['best_fair_baseline']}): "
               + ("n/a" if ratio is None else f"{ratio:.3f} ({100 * (1 - ratio):.1f} % cheaper)"))
+    print("\nsummary: eochain's mean cost / the best fair baseline's (on time in >= 95 % of runs)")
+    for res in results:
+        ratio = res["ratio_to_best_fair_baseline"]
+        eo = next(r for r in res["rows"] if r["strategy"] == EOCHAIN)
+        print(f"  {res['campaign']:<32} eochain {eo['mean_cost_usd']:>8.2f} USD, "
+              f"{100 * eo['deadline_hit_rate']:.0f} % on time; best baseline "
+              f"{res['best_fair_baseline']}: "
+              + ("n/a" if ratio is None else f"ratio {ratio:.3f}"))
     doc = {"state": {"machine": platform.machine(), "cpu_count": os.cpu_count(),
                      "python": sys.version.split()[0], "platform": platform.platform(),
                      "inputs": "examples/campaign.yaml survey with --pairs pairs; shipped "

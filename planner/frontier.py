@@ -6,7 +6,8 @@ frontier sweeps makespans geometrically between
 - ``T_min``: the shortest makespan the limits allow (bisection on the LP
   relaxation's feasibility, from the critical path up), and
 - ``T_flat``: the shortest makespan already as cheap as the deadline's plan
-  (bisection on the relaxation's cost): beyond it cost no longer falls,
+  (bisection on the relaxation's cost less the cluster's fixed hourly cost,
+  which only grows with ``T``): beyond it cost no longer falls,
 
 and keeps the non-dominated integer plans. The campaign's objective then picks
 one: ``cheapest`` (least cost within the deadline, the faster on a 0.1 % tie),
@@ -30,6 +31,7 @@ from planner.catalog import Offer, PriceCatalog
 from planner.dag import TaskCost
 from planner.errors import CampaignError, InfeasiblePlanError
 from planner.placement import (
+    ClusterCosts,
     PlacementPlan,
     PlacementProblem,
     Stage,
@@ -118,8 +120,16 @@ def build_problem(graph: nx.DiGraph, campaign: Campaign, catalog: PriceCatalog,
                              for r in cc.regions},
                             budget_usd)
     cp = critical_path_by_op(graph, fastest_family(base), order)
-    return PlacementProblem(stages, offers, cc.startup_s, cp, base.max_instances_per_type,
-                            base.vcpu_quota, base.transfer_usd_per_gb, budget_usd)
+    return replace(base, critical_path_s=cp, cluster=cluster_costs(catalog, cc.regions))
+
+
+def cluster_costs(catalog: PriceCatalog, regions: Sequence[str]) -> ClusterCosts:
+    """The catalog's overheads (:mod:`planner.overheads`) as the LP prices them."""
+    o = catalog.overheads
+    return ClusterCosts(
+        node_usd_per_h=o.ebs_usd_per_node_h,
+        launch_usd=o.nat_usd_per_gb * o.setup_gb_through_nat_per_node,
+        fixed_usd_per_h={r: catalog.head_usd_per_h(r) + o.cluster_usd_per_h for r in regions})
 
 
 def fastest_family(problem: PlacementProblem) -> dict[str, str]:
@@ -198,15 +208,17 @@ def pareto_frontier(problem: PlacementProblem, deadline_h: float, *, n_points: i
                     ) -> Frontier:
     """Non-dominated (cost, makespan) integer plans between T_min and T_flat (module doc)."""
     t_min = shortest_makespan_h(problem, deadline_h)
-    cheapest = _relaxed(problem, deadline_h)
+    # T_flat on the cost without the fixed hourly term, which only grows with T.
+    variable = replace(problem, cluster=replace(problem.cluster, fixed_usd_per_h={}))
+    cheapest = _relaxed(variable, deadline_h)
     if cheapest is None:  # pragma: no cover - shortest_makespan_h raised already
         raise InfeasiblePlanError(f"no plan within {deadline_h:.2f} h")
     lo, hi = t_min, deadline_h
-    if (_relaxed(problem, t_min) or math.inf) <= cheapest * 1.0005:
+    if (_relaxed(variable, t_min) or math.inf) <= cheapest * 1.0005:
         hi = t_min
     while hi - lo > 0.005 * hi:
         mid = 0.5 * (lo + hi)
-        c = _relaxed(problem, mid)
+        c = _relaxed(variable, mid)
         if c is not None and c <= cheapest * 1.0005:
             hi = mid
         else:

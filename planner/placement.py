@@ -15,14 +15,23 @@ Derived coefficients, for each stage and offer::
                                                                 each interruption redoes
                                                                 half a task, waits a start-up
     h_so = e_so / (3600 k_so)                                   instance-hours per task
-    c_so = p_o h_so + b_s * transfer(data region <-> region(o)) USD per task
+    c_so = (p_o + q) h_so + b_s * transfer(data region <-> region(o))   USD per task
+    u_o  = (p_o + q) d / 3600 + l                                USD per instance launched
+
+The cluster around the workers (:mod:`planner.overheads`, :class:`ClusterCosts`)
+is priced in: ``q`` per worker-hour (its EBS volume), ``l`` per worker
+launched (its set-up download through the NAT gateway) and ``f_r`` per hour
+of makespan in region ``r`` (head node, NAT gateway, interface endpoints).
+So a fleet of few large instances, which pays fewer volumes and downloads,
+wins over many small ones of the same price per vCPU, and the frontier's
+cost is not monotone in ``T``: the fixed hourly cost makes long horizons dear.
 
 Model for a makespan ``T`` hours (one MILP per ``T``; the Pareto frontier
 sweeps ``T``, which keeps the model linear)::
 
     variables   y_so >= 0 integer     tasks of stage s run on offer o
                 N_o  >= 0 integer     instances of offer o
-    minimise    sum_so c_so y_so + sum_o p_o (d / 3600) N_o
+    minimise    sum_so c_so y_so + sum_o u_o N_o + T sum_r f_r z_r
     subject to  sum_o y_so = n_s                          every task placed once
                 sum_s h_so y_so <= (T - d/3600) N_o       capacity of offer o
                 y_so = 0 if k_so = 0 or e_so > T - d      memory; a task fits the window
@@ -89,6 +98,23 @@ class Stage:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterCosts:
+    """What the LP counts beyond worker compute (module docstring: ``q``, ``l``, ``f_r``)."""
+
+    node_usd_per_h: float = 0.0
+    launch_usd: float = 0.0
+    fixed_usd_per_h: Mapping[str, float] = field(default_factory=dict)  # region -> USD/h
+
+    def __post_init__(self) -> None:
+        values = [self.node_usd_per_h, self.launch_usd, *self.fixed_usd_per_h.values()]
+        if not all(math.isfinite(v) and v >= 0 for v in values):
+            raise InfeasiblePlanError(
+                f"cluster costs node_usd_per_h={self.node_usd_per_h!r}, launch_usd="
+                f"{self.launch_usd!r}, fixed_usd_per_h={dict(self.fixed_usd_per_h)!r}; "
+                "expected numbers >= 0")
+
+
+@dataclass(frozen=True, slots=True)
 class PlacementProblem:
     stages: tuple[Stage, ...]
     offers: tuple[Offer, ...]
@@ -98,6 +124,7 @@ class PlacementProblem:
     vcpu_quota: Mapping[str, int]  # market -> vCPUs per region
     transfer_usd_per_gb: Mapping[str, float]  # offer region -> USD/GB between data and it
     budget_usd: float | None = None
+    cluster: ClusterCosts = field(default_factory=ClusterCosts)
 
     def __post_init__(self) -> None:
         if self.startup_s < 0 or self.critical_path_s < 0 or self.max_instances_per_type < 1:
@@ -131,7 +158,14 @@ def coefficients(stage: Stage, offer: Offer, problem: PlacementProblem) -> Coeff
         return Coefficients(0, task_s, eff, math.inf, math.inf)
     inst_h = eff / 3600 / slots
     transfer = stage.transfer_bytes / 1e9 * problem.transfer_usd_per_gb.get(offer.region, 0.0)
-    return Coefficients(slots, task_s, eff, inst_h, offer.price_usd_per_h * inst_h + transfer)
+    node_price = offer.price_usd_per_h + problem.cluster.node_usd_per_h
+    return Coefficients(slots, task_s, eff, inst_h, node_price * inst_h + transfer)
+
+
+def launch_usd(offer: Offer, problem: PlacementProblem) -> float:
+    """``u_o``: what one more instance of ``offer`` costs whatever its work (start-up, set-up)."""
+    return ((offer.price_usd_per_h + problem.cluster.node_usd_per_h) * problem.startup_s / 3600
+            + problem.cluster.launch_usd)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +188,7 @@ class PlacementPlan:
     fleet: tuple[FleetEntry, ...]
     solver: str
     expected_interruptions: float = 0.0
-    extra: Mapping[str, float] = field(default_factory=dict)
+    overheads_usd: float = 0.0  # volumes, set-up downloads, and the fixed hourly costs over T
 
     @property
     def rounding_gap(self) -> float:
@@ -222,15 +256,19 @@ def _build(problem: PlacementProblem, makespan_h: float, *, integer: bool,
                 coef[i, j] = c
                 y_cat = cat if stage.n_tasks <= INTEGER_TASKS_UP_TO else "Continuous"
                 y[i, j] = prob.add_variable(f"y_{i}_{j}", 0, stage.n_tasks, cat=y_cat)
-    startup_h = problem.startup_s / 3600
+    fixed = problem.cluster.fixed_usd_per_h
     cost = (pulp.lpSum(coef[k].usd_per_task * v for k, v in y.items())
-            + pulp.lpSum(o.price_usd_per_h * startup_h * n[j]
-                         for j, o in enumerate(problem.offers)))
-    prob += cost
+            + pulp.lpSum(launch_usd(o, problem) * n[j] for j, o in enumerate(problem.offers)))
     regions = sorted({o.region for o in problem.offers})
+    z: dict[str, pulp.LpVariable] = {}
     if len(regions) > 1:
         z = {r: prob.add_variable(f"z_{k}", 0, 1, cat="Integer" if integer else "Continuous")
              for k, r in enumerate(regions)}
+        cost += pulp.lpSum(fixed.get(r, 0.0) * makespan_h * z[r] for r in regions)
+    else:
+        cost += fixed.get(regions[0], 0.0) * makespan_h
+    prob += cost
+    if z:
         prob += pulp.lpSum(z.values()) == 1, "one_region"
         big = problem.max_instances_per_type
         if "instances" in relax:
@@ -343,54 +381,77 @@ def _plan(problem: PlacementProblem, model: _Model, makespan_h: float, relaxed_c
         key = (offer.region, offer.market)
         used_vcpus[key] = used_vcpus.get(key, 0) + offer.instance.vcpus * round(
             model.n[j].value() or 0.0)
-    fleet = []
-    compute = transfer = startup = interruptions = 0.0
-    finish_h = 0.0
+    entries: list[tuple[Offer, int, dict[str, int]]] = []
     for j, offer in enumerate(problem.offers):
         count = round(model.n[j].value() or 0.0)
-        tasks: dict[str, int] = {}
-        busy = 0.0
-        for (i, jj), k in counts.items():
-            if jj != j:
-                continue
-            if k:
-                c = model.coef[i, j]
-                stage = problem.stages[i]
-                tasks[stage.name] = k
-                busy += k * c.inst_h_per_task
-                compute += k * c.inst_h_per_task * offer.price_usd_per_h
-                transfer += k * (c.usd_per_task - c.inst_h_per_task * offer.price_usd_per_h)
-        if tasks:
-            # Rounding tasks may overfill an offer by one task: add an instance if allowed.
-            need = math.ceil(busy / max(makespan_h - startup_h, 1e-9) - 1e-9)
-            key = (offer.region, offer.market)
-            quota = problem.vcpu_quota.get(offer.market)
-            extra_vcpus = (need - count) * offer.instance.vcpus
-            if need > count and need <= problem.max_instances_per_type and (
-                    quota is None or used_vcpus[key] + extra_vcpus <= quota):
-                used_vcpus[key] += extra_vcpus
-                count = need
-            fleet.append(FleetEntry(offer, count, tasks, busy))
-            startup += count * startup_h * offer.price_usd_per_h
-            interruptions += offer.interruptions_per_h * busy
-            finish_h = max(finish_h, busy / count + startup_h)
+        tasks = {problem.stages[i].name: k for (i, jj), k in counts.items() if jj == j and k}
+        if not tasks:
+            continue
+        busy = sum(k * coefficients(problem.stages[i], offer, problem).inst_h_per_task
+                   for (i, jj), k in counts.items() if jj == j and k)
+        # Rounding tasks may overfill an offer by one task: add an instance if allowed.
+        need = math.ceil(busy / max(makespan_h - startup_h, 1e-9) - 1e-9)
+        key = (offer.region, offer.market)
+        quota = problem.vcpu_quota.get(offer.market)
+        extra_vcpus = (need - count) * offer.instance.vcpus
+        if need > count and need <= problem.max_instances_per_type and (
+                quota is None or used_vcpus[key] + extra_vcpus <= quota):
+            used_vcpus[key] += extra_vcpus
+            count = need
+        entries.append((offer, count, tasks))
+    plan = price_fleet(problem, makespan_h, entries, solver, relaxed_cost)
     for stage in problem.stages:
-        placed = sum(e.tasks.get(stage.name, 0) for e in fleet)
+        placed = plan.tasks_of(stage.name)
         if placed != stage.n_tasks:
             raise SolverError(f"solver placed {placed} of {stage.n_tasks} {stage.name!r} tasks; "
                               "expected every task exactly once")
+    return plan
+
+
+def price_fleet(problem: PlacementProblem, makespan_limit_h: float,
+                entries: Sequence[tuple[Offer, int, Mapping[str, int]]], solver: str,
+                relaxed_cost_usd: float | None = None) -> PlacementPlan:
+    """A plan from (offer, instances, tasks per stage), costed by the module docstring's model.
+
+    The estimated makespan is the busiest offer's work per instance plus a
+    start-up, or the critical path if longer; the fixed hourly costs run
+    over it.
+    """
+    startup_h = problem.startup_s / 3600
+    by_name = {s.name: s for s in problem.stages}
+    fleet = []
+    compute = transfer = startup = interruptions = node_h = finish_h = launches = 0.0
+    for offer, count, tasks in entries:
+        busy = 0.0
+        for name, k in tasks.items():
+            c = coefficients(by_name[name], offer, problem)
+            busy += k * c.inst_h_per_task
+            transfer += k * (c.usd_per_task - c.inst_h_per_task
+                             * (offer.price_usd_per_h + problem.cluster.node_usd_per_h))
+        compute += busy * offer.price_usd_per_h
+        fleet.append(FleetEntry(offer, count, dict(tasks), busy))
+        startup += count * startup_h * offer.price_usd_per_h
+        node_h += busy + count * startup_h
+        launches += count
+        interruptions += offer.interruptions_per_h * busy
+        finish_h = max(finish_h, busy / max(count, 1) + startup_h)
     makespan = max(finish_h, (problem.critical_path_s + problem.startup_s) / 3600)
+    region = fleet[0].offer.region if fleet else ""
+    overheads = (problem.cluster.node_usd_per_h * node_h + problem.cluster.launch_usd * launches
+                 + problem.cluster.fixed_usd_per_h.get(region, 0.0) * makespan)
+    total = compute + transfer + startup + overheads
     return PlacementPlan(
-        makespan_limit_h=makespan_h,
+        makespan_limit_h=makespan_limit_h,
         makespan_h=makespan,
-        cost_usd=compute + transfer + startup,
+        cost_usd=total,
         compute_usd=compute,
         transfer_usd=transfer,
         startup_usd=startup,
-        relaxed_cost_usd=relaxed_cost,
+        relaxed_cost_usd=total if relaxed_cost_usd is None else relaxed_cost_usd,
         fleet=tuple(fleet),
         solver=solver,
         expected_interruptions=interruptions,
+        overheads_usd=overheads,
     )
 
 

@@ -378,7 +378,7 @@ def plan_to_dict(cp: CampaignPlan) -> dict[str, Any]:
     sim = cp.simulation
     risk: dict[str, Any] | None = None
     lp_breakdown = {"compute": round(p.compute_usd, 4), "transfer": round(p.transfer_usd, 4),
-                    "startup": round(p.startup_usd, 4)}
+                    "startup": round(p.startup_usd, 4), "overheads": round(p.overheads_usd, 4)}
     if sim is not None:
         risk = {"runs": len(sim.runs), "deadline_hit_rate": sim.deadline_hit_rate,
                 "runtime_error": cp.runtime_error,

@@ -40,3 +40,40 @@ def test_greedy_respects_limits_or_says_so() -> None:
     p = _problem(cap=1, quota=16)
     with pytest.raises(InfeasiblePlanError, match="greedy placement leaves"):
         greedy_per_task(p, 2.0)
+
+
+def _chains(n: int) -> tuple[PlacementProblem, object, list[object]]:
+    """n independent chains stereo -> dsm, 1 h each task, one offer of 4 one-task slots::
+
+        stereo:x:0_i -> dsm:x:0_i      (i = 0 .. n-1)
+    """
+    import networkx as nx
+
+    from planner.dag import TaskCost
+    from planner.order import depth_first_order
+    from tests.unit.test_planner_placement import _offer
+
+    cost = TaskCost({"f0": 3600.0}, 1, 1.0, 0)
+    g = nx.DiGraph()
+    for i in range(n):
+        g.add_node(("stereo", "x", 0, i), cost=cost)
+        g.add_node(("dsm", "x", 0, i), cost=cost)
+        g.add_edge(("stereo", "x", 0, i), ("dsm", "x", 0, i), bytes=0)
+    stages = (Stage("stereo", n, {"f0": 3600.0}, 1, 1.0, 0.0),
+              Stage("dsm", n, {"f0": 3600.0}, 1, 1.0, 0.0))
+    offer = _offer("four", "f0", 4, 16.0, 0.2)
+    problem = PlacementProblem(stages, (offer,), 0.0, 7200.0, 50, {"spot": 1000}, {})
+    return problem, g, depth_first_order(g)
+
+
+def test_list_scheduler_places_every_task_and_rents_for_the_deadline() -> None:
+    """8 chains of two 1 h tasks: 2 h needs 8 parallel slots, 8 h needs 2."""
+    from planner.baselines import list_schedule
+
+    problem, g, order = _chains(8)
+    tight = list_schedule(problem, g, order, 2.0, "r1")
+    loose = list_schedule(problem, g, order, 8.0, "r1")
+    for plan in (tight, loose):
+        assert plan.tasks_of("stereo") == 8 and plan.tasks_of("dsm") == 8
+    assert sum(e.instances for e in tight.fleet) == 4  # 2 for stereo, 2 for dsm, 4 slots each
+    assert sum(e.instances for e in loose.fleet) == 2  # one per stage: each holds 8 h of work

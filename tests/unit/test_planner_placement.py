@@ -177,3 +177,26 @@ def test_objectives_pick_their_frontier_point() -> None:
         choose_plan(f, "cheapest", 1.0, None, 0.0)
     with pytest.raises(InfeasiblePlanError, match="budget 30.00 USD is below"):
         choose_plan(f, "fastest", 24.0, 30.0, 0.0)
+
+
+def test_cluster_costs_favour_few_large_instances_and_are_counted() -> None:
+    """Same price per vCPU: volumes and set-up downloads per node make one large node cheaper.
+
+    8 tasks of 1 vCPU-hour each in 2 h: eight 1-vCPU nodes for 1 h, or one 8-vCPU node.
+    """
+    from planner.placement import ClusterCosts
+
+    stage = Stage("ortho", 8, {"f0": 3600.0}, 1, 0.5, 0.0)
+    small = _offer("small", "f0", 1, 4.0, 0.05)
+    large = _offer("large", "f0", 8, 32.0, 0.40)
+    bare = solve_placement(_problem([stage], [small, large]), 2.0)
+    assert bare.overheads_usd == 0.0
+    cluster = ClusterCosts(node_usd_per_h=0.01, launch_usd=0.05, fixed_usd_per_h={"r1": 0.3})
+    p = PlacementProblem((stage,), (small, large), 0.0, 0.0, 100, {"spot": 1000}, {},
+                         cluster=cluster)
+    plan = solve_placement(p, 2.0)
+    (entry,) = plan.fleet
+    assert entry.offer.instance.name == "large" and entry.instances == 1
+    # one node-hour of volume, one launch, and the fixed cost over the plan's 1 h
+    assert plan.overheads_usd == pytest.approx(0.01 * 1.0 + 0.05 + 0.3 * plan.makespan_h)
+    assert plan.cost_usd == pytest.approx(0.40 + plan.overheads_usd)
