@@ -57,8 +57,12 @@ grown by the hole-filling margin, swept by the planimetric shift of the
 highest and lowest possible points along the left line of sight, plus
 ``context_px`` of matching context, plus the disparity range along
 columns) and from it the raw-image windows of both views;
-:func:`compute_dsm_tile` then needs only those pixels, and
-:func:`input_windows` gives them to the planner. A tile's rectified pixels
+:func:`compute_tile_points` then needs only those pixels, and
+:func:`input_windows` gives them to the planner. A tile is computed in two
+steps, a campaign's ``stereo`` and ``dsm`` tasks (:mod:`planner.stages`):
+:func:`run_stereo_tile` (steps 1-4: the points landing on the tile grown by
+the hole-filling margin, :class:`TilePoints`) and :func:`grid_tile_points`
+(step 5: the DSM tile from those points alone); :func:`run_dsm_tile` runs both. A tile's rectified pixels
 are bit-identical to the whole product's; tiles differ from the whole only
 where SGM's aggregation paths, cut at the tile's context border, change a
 decision (the tests state and bound that difference).
@@ -125,12 +129,14 @@ __all__ = [
     "StereoTileInputs",
     "StereoView",
     "Terrain",
+    "TilePoints",
     "Undulation",
     "assemble_dsm",
     "central_sample",
     "check_pair",
-    "compute_dsm_tile",
+    "compute_tile_points",
     "declare_stereo_inputs",
+    "grid_tile_points",
     "input_windows",
     "iter_dsm_tiles",
     "open_view",
@@ -139,6 +145,7 @@ __all__ = [
     "read_window_band",
     "rectify",
     "run_dsm_tile",
+    "run_stereo_tile",
 ]
 
 FloatArray = NDArray[np.float64]
@@ -466,39 +473,68 @@ def _hole_cells(config: StereoConfig, tile: GeoBox) -> int:
     return int(config.max_hole_area_m2 / cell_m2)
 
 
-def compute_dsm_tile(
+@dataclass(frozen=True, slots=True)
+class TilePoints:
+    """The stereo step of a tile: its triangulated points, on the tile grown by the fill margin.
+
+    Map coordinates (the plan's CRS), heights (ellipsoid, or above the geoid
+    asked for) and matching confidences of the matches that land near the
+    tile; ``reason`` says why there are none where matching found nothing.
+    """
+
+    x_m: FloatArray
+    y_m: FloatArray
+    h_m: FloatArray
+    confidence: Float32Array
+    n_matches: int
+    reason: str | None = None
+
+
+def _no_points(reason: str) -> TilePoints:
+    empty = np.empty(0, np.float64)
+    return TilePoints(empty, empty, empty, np.empty(0, np.float32), 0, reason)
+
+
+def compute_tile_points(
     plan: StereoPlan,
     inputs: StereoTileInputs,
     left_pixels: NDArray[np.generic] | None,
     right_pixels: NDArray[np.generic] | None,
     dem: Terrain,
     geoid: Undulation | None = None,
-) -> DsmTile:
-    """The DSM of one tile from the declared raw windows of both views."""
-    tile = inputs.tile
+) -> TilePoints:
+    """Rectify, match and triangulate one tile from the declared raw windows of both views."""
     if inputs.left_window is None or inputs.right_window is None or left_pixels is None or (
         right_pixels is None
     ):
-        return _empty_tile(tile, "the tile is outside one of the images")
-    cfg = plan.config
+        return _no_points("the tile is outside one of the images")
     pair = rectify(plan, inputs, left_pixels, right_pixels, dem)
-    maps = pair.maps
     if not pair.valid_l.any() or not pair.valid_r.any():
-        return _empty_tile(tile, "the tile is outside the overlap of the images")
+        return _no_points("the tile is outside the overlap of the images")
     disp = match(
         pair.grey_l, pair.grey_r, pair.valid_l, pair.valid_r, *inputs.disparity_range_px,
-        cfg.matching,
+        plan.config.matching,
     )
     ii, jj = np.nonzero(disp.valid)
     if ii.size == 0:
-        return _empty_tile(tile, "no pixel matched (no texture, or no correlation)")
+        return _no_points("no pixel matched (no texture, or no correlation)")
     with phase("triangulation"):
-        points = _triangulate_matches(plan, inputs, maps, disp, ii, jj, geoid)
-    x, y, h, confidence, n_kept = points
+        x, y, h, confidence, n_kept = _triangulate_matches(plan, inputs, pair.maps, disp, ii,
+                                                           jj, geoid)
+    return TilePoints(x, y, h, confidence, n_kept)
+
+
+def grid_tile_points(plan: StereoPlan, tile: GeoBox, points: TilePoints, dem: Terrain
+                     ) -> DsmTile:
+    """The DSM tile of a tile's points: rasterised, blunders removed, supported holes filled."""
+    if points.reason is not None:
+        return _empty_tile(tile, points.reason)
+    cfg = plan.config
     with phase("rasterisation"):
         m = FILL_MARGIN_CELLS
         grown = tile.window_geobox(Window(-m, -m, tile.height + 2 * m, tile.width + 2 * m))
-        raster = rasterize_points(grown, x, y, h, confidence, cfg.gap_fill_spread_m)
+        raster = rasterize_points(grown, points.x_m, points.y_m, points.h_m, points.confidence,
+                                  cfg.gap_fill_spread_m)
     with phase("raster filters"):
         remove_outliers(raster.height_m, cfg.outlier_window_cells, cfg.outlier_max_m,
                         cfg.outlier_window_cells**2 // 3)
@@ -517,7 +553,7 @@ def compute_dsm_tile(
         np.ascontiguousarray(height),
         np.where(measured, raster.count[core], 0).astype(np.uint16),
         np.where(measured, raster.confidence[core], np.nan).astype(np.float32),
-        n_kept, reason,
+        points.n_matches, reason,
     )
 
 
@@ -568,17 +604,24 @@ def read_window_band(path: str, window: Window) -> NDArray[np.generic]:
     return band
 
 
-def run_dsm_tile(
+def run_stereo_tile(
     plan: StereoPlan, tile: GeoBox, dem: Terrain, geoid: Undulation | None = None
-) -> DsmTile:
-    """Declare, read and compute one tile (what a worker runs)."""
+) -> TilePoints:
+    """Declare, read, match and triangulate one tile (a campaign's ``stereo`` task)."""
     with phase("tile inputs"):
         inputs = declare_stereo_inputs(plan, tile, dem)
     if inputs.left_window is None or inputs.right_window is None:
-        return _empty_tile(tile, "the tile is outside one of the images")
+        return _no_points("the tile is outside one of the images")
     left_pixels = read_window_band(plan.left.path, inputs.left_window)
     right_pixels = read_window_band(plan.right.path, inputs.right_window)
-    return compute_dsm_tile(plan, inputs, left_pixels, right_pixels, dem, geoid)
+    return compute_tile_points(plan, inputs, left_pixels, right_pixels, dem, geoid)
+
+
+def run_dsm_tile(
+    plan: StereoPlan, tile: GeoBox, dem: Terrain, geoid: Undulation | None = None
+) -> DsmTile:
+    """Both steps of one tile: its points (:func:`run_stereo_tile`), then its DSM tile."""
+    return grid_tile_points(plan, tile, run_stereo_tile(plan, tile, dem, geoid), dem)
 
 
 def iter_dsm_tiles(

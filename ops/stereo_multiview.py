@@ -14,8 +14,9 @@ Each pair's vertical offset is estimated once, at planning time, on a
 central sample of the grid (:func:`ops.dsm_fusion.estimate_offsets`), so
 that every tile removes the same offsets; then each output tile is computed
 pair by pair (:func:`ops.stereo.run_dsm_tile`, the two-view kernel
-unchanged) and fused (:func:`ops.dsm_fusion.fuse_tiles`). A campaign runs
-the same steps as a DAG: ``pair tiles -> fusion tile`` per output tile.
+unchanged) and fused (:func:`fuse_pair_tiles`). A campaign runs the same
+steps as a DAG (:mod:`planner.stages`): per output tile, each pair's
+``stereo`` and ``dsm`` tasks, then one ``fusion`` task.
 """
 
 from __future__ import annotations
@@ -139,12 +140,20 @@ def _sample_offsets(plans: Sequence[StereoPlan], geobox: GeoBox, weights: Sequen
     return estimate_offsets(tiles, weights)
 
 
+def fuse_pair_tiles(mplan: MultiViewPlan, tiles: Sequence[DsmTile]
+                    ) -> tuple[DsmTile, FusionStats]:
+    """The pairs' DSM tiles of one output tile (in ``mplan.plans`` order), fused per cell."""
+    if len(tiles) != len(mplan.plans):
+        raise StereoError(f"{len(tiles)} pair tiles to fuse, expected one per pair "
+                          f"({len(mplan.plans)})")
+    return fuse_tiles(tiles, mplan.weights, mplan.offsets_m)
+
+
 def run_fused_tile(
     mplan: MultiViewPlan, tile: GeoBox, dem: Terrain, geoid: Undulation | None = None
 ) -> tuple[DsmTile, FusionStats]:
-    """Every pair's DSM of one output tile, fused (what a worker runs, stage by stage)."""
-    tiles = [run_dsm_tile(plan, tile, dem, geoid) for plan in mplan.plans]
-    return fuse_tiles(tiles, mplan.weights, mplan.offsets_m)
+    """Every pair's DSM of one output tile, fused (a campaign's stereo, dsm and fusion tasks)."""
+    return fuse_pair_tiles(mplan, [run_dsm_tile(plan, tile, dem, geoid) for plan in mplan.plans])
 
 
 def iter_fused_tiles(

@@ -43,7 +43,7 @@ from scheduler.guards import POSITIVE_FINITE, allow_large_option, check_product_
 from scheduler.output_path import check_input_exists, check_output_file
 from scheduler.runtime.actors import TaskContext
 from scheduler.runtime.errors import RuntimeFailure
-from scheduler.runtime.kernels import DSM_BANDS, DSM_NODATA, EMPTY_TILE_REASONS, DsmPlanTask
+from scheduler.runtime.kernels import DSM_BANDS, DSM_NODATA, EMPTY_TILE_REASONS, StereoPlanTask
 from scheduler.runtime.one_product import run_to_file
 from scheduler.runtime.products import DsmStep, SceneInput, footprint_box, plan_views_dsm_product
 
@@ -115,7 +115,7 @@ def dsm(
                        dem_heights, dem_max_holes)
         product = plan_views_dsm_product(scenes, step, None, view_pairs=pairs)
         planned = product.tasks[0].fn
-        if not isinstance(planned, DsmPlanTask):
+        if not isinstance(planned, StereoPlanTask):
             raise click.ClickException(f"{product.label}: its first task is not a DSM plan")
         if isinstance(planned.plan, MultiViewPlan):
             mplan = planned.plan

@@ -29,7 +29,9 @@ Each method returns a new immutable :class:`Flow`. ``run()``:
    computed here; this run waits for that driver's manifest record, and
    takes the product over if its lease expires;
 4. builds the task DAG of its leased products (per scene or pair: plan ->
-   tiles -> write, see :mod:`scheduler.runtime.products`) with the
+   tiles -> write, laid out as the planner lays them out, see
+   :mod:`scheduler.runtime.products`; each stage's tasks on the node types
+   :meth:`Flow.place` gives it) with the
    planner's depth-first priorities and hands it to the dispatcher; each
    write task publishes COG, STAC item and manifest record in that order;
 5. sweeps its own temporary files/objects when done, with those of runs
@@ -40,13 +42,14 @@ Each method returns a new immutable :class:`Flow`. ``run()``:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ops.dem import MAX_HOLE_FRACTION
+from planner.stages import STAGES
 from scheduler.runtime.dispatch import Progress, RunReport
 from scheduler.runtime.errors import FlowError
 from scheduler.runtime.kernels import WriteCogTask
@@ -129,7 +132,8 @@ class Flow:
     ortho_step: OrthoStep | None = None
     dsm_step: DsmStep | None = None
     dest: str | None = None
-    resources: tuple[str, ...] = ()
+    #: Ray resources of the node types each stage runs on (:meth:`place`)
+    placement: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def ortho(
         self, *, dem: str | Path | None = None, gsd_m: float | None = None, crs: str | None = None,
@@ -170,9 +174,23 @@ class Flow:
                        max_days_apart, dem_heights, dem_max_holes)
         return replace(self, dsm_step=step)
 
+    def place(self, resources_by_stage: Mapping[str, Sequence[str]]) -> Flow:
+        """Run each stage's tasks on nodes with one of its Ray resources (``"c7g.large:spot"``).
+
+        Stages are those of :data:`planner.stages.STAGES`; a product's plan and
+        write tasks go with their stage (``stereo.plan`` with stereo, ``dsm.write``
+        with dsm); a stage not named runs anywhere.
+        """
+        unknown = sorted(set(resources_by_stage) - set(STAGES))
+        if unknown:
+            raise FlowError(f"place(): stages {unknown} are not stages; expected some of "
+                            f"{', '.join(STAGES)}")
+        return replace(self, placement={stage: tuple(r) for stage, r in
+                                        resources_by_stage.items() if r})
+
     def on(self, *resources: str) -> Flow:
-        """Prefer nodes with one of these Ray resources (``"c7g.large:spot"``, from the plan)."""
-        return replace(self, resources=tuple(resources))
+        """Every stage on nodes with one of these Ray resources (:meth:`place` for all)."""
+        return self.place({stage: resources for stage in STAGES})
 
     def write(self, dest: str | Path) -> Flow:
         """Publish products under ``dest`` (a folder or ``s3://bucket/prefix``)."""
@@ -196,14 +214,14 @@ class Flow:
                 jobs.append(SurveyJob(
                     f"{a}+{b}", f"{left.uri}, {right.uri}",
                     lambda left=left, right=right: plan_dsm_product(  # type: ignore[misc]
-                        left, right, dsm, store, self.resources)))
+                        left, right, dsm, store, self.placement)))
         ortho = self.ortho_step
         if ortho is not None:
             for scene in self.scenes:
                 jobs.append(SurveyJob(
                     scene.id, scene.uri,
                     lambda scene=scene: plan_ortho_product(  # type: ignore[misc]
-                        scene, ortho, store, self.resources)))
+                        scene, ortho, store, self.placement)))
         return survey(jobs, self.driver.survey_threads, self.driver.survey_timeout_s)
 
     def run(self, progress: Callable[[Progress], None] | None = None) -> FlowReport:

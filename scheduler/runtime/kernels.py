@@ -1,5 +1,9 @@
 """Task functions of the flow: picklable callables ``fn(ctx, *inputs)`` around plain ops calls.
 
+Their class names start with their stage (:mod:`planner.stages`):
+:func:`scheduler.metrics.op_name` of ``StereoTileTask`` is ``stereo_tile``,
+of a ``WriteCogTask`` of a DSM ``dsm_write``.
+
 Each is a frozen dataclass holding only small, picklable parameters (paths,
 windows, a store value); the heavy, scene-wide state travels as task
 *inputs* (ObjectRefs shared by every tile of a scene) or lives in the
@@ -10,9 +14,14 @@ worker's cache (the ortho plan per scene, keyed by its product key).
 * :class:`OrthoTileTask` (plan) -> the (bands, rows, cols) tile: it declares
   its input window (:func:`ops.ortho.declare_tile_input`), reads exactly
   that window, resamples;
-* :class:`DsmPlanTask` -> itself: the stereo plan of a pair or the fused plan
-  of several views, the DEM and the output geoid; :class:`DsmTileTask` (that)
-  -> the (3, rows, cols) DSM tile (height, supporting points, confidence);
+* :class:`StereoPlanTask` -> itself: the stereo plan of a pair or the fused
+  plan of several views, the DEM and the output geoid;
+  :class:`StereoTileTask` (that) -> one pair's :class:`~ops.stereo.TilePoints`
+  of a tile (read, rectify, match, triangulate); :class:`DsmTileTask` (plan,
+  points) -> the (3, rows, cols) DSM tile (height, supporting points,
+  confidence), or a pair's :class:`~ops.stereo.DsmTile` for a fused product;
+  :class:`FusionTileTask` (plan, the pairs' DSM tiles) -> the fused
+  (3, rows, cols) tile;
 * :class:`WriteCogTask` (tiles...) -> :class:`ProductRecord`: the tiles into a
   scratch COG in the worker's scratch folder, then atomic store publications
   of the COG, its STAC item and its manifest record, in that order; or, in a
@@ -42,8 +51,16 @@ from ops.dem import MAX_HOLE_FRACTION, Dem
 from ops.ortho import HeightModel, OrthoPlan, declare_tile_input, ortho_tile, plan_ortho
 from ops.raster_io import CogWriter, raster_info, read_window
 from ops.rpc_io import find_rpc
-from ops.stereo import StereoPlan, Terrain, Undulation, run_dsm_tile
-from ops.stereo_multiview import MultiViewPlan, run_fused_tile
+from ops.stereo import (
+    DsmTile,
+    StereoPlan,
+    Terrain,
+    TilePoints,
+    Undulation,
+    grid_tile_points,
+    run_stereo_tile,
+)
+from ops.stereo_multiview import MultiViewPlan, fuse_pair_tiles
 from planner.grid import GeoBox, Window
 from scheduler.runtime.actors import TaskContext
 from scheduler.runtime.errors import FlowError
@@ -163,7 +180,7 @@ EMPTY_TILE_REASONS = "dsm:empty-tile-reasons"
 
 
 @dataclass(frozen=True, slots=True, eq=False)
-class DsmPlanTask:
+class StereoPlanTask:
     """Hand a DSM's plan (computed while surveying), its DEM and output geoid to the tiles.
 
     The plan is a pair's :class:`~ops.stereo.StereoPlan` or several pairs'
@@ -175,30 +192,77 @@ class DsmPlanTask:
     dem: Terrain
     geoid: Undulation | None = None
 
-    def __call__(self, ctx: TaskContext) -> DsmPlanTask:
+    def __call__(self, ctx: TaskContext) -> StereoPlanTask:
         return self
+
+    def pair_plan(self, pair: int | None) -> StereoPlan:
+        """The stereo plan of pair ``pair`` of a fused product, or of the product's one pair."""
+        plan = self.plan
+        if isinstance(plan, MultiViewPlan):
+            if pair is None or not 0 <= pair < len(plan.plans):
+                raise FlowError(f"pair {pair!r} of a DSM fused over {len(plan.plans)} pairs; "
+                                f"expected an index in 0..{len(plan.plans) - 1}")
+            return plan.plans[pair]
+        if pair is not None:
+            raise FlowError(f"pair {pair} of a one-pair DSM; expected no pair index")
+        return plan
+
+
+@dataclass(frozen=True, slots=True)
+class StereoTileTask:
+    """One pair's stereo step of a DSM tile: declare the views' windows, read them, match,
+    triangulate (``pair``: its index in a fused product, None for a one-pair DSM)."""
+
+    tile: GeoBox
+    pair: int | None = None
+
+    def __call__(self, ctx: TaskContext, planned: StereoPlanTask) -> TilePoints:
+        return run_stereo_tile(planned.pair_plan(self.pair), self.tile, planned.dem,
+                               planned.geoid)
 
 
 @dataclass(frozen=True, slots=True)
 class DsmTileTask:
-    """One DSM tile: declare the views' windows, read them, match, triangulate, grid (fuse)."""
+    """One pair's DSM tile from its stereo tile's points: rasterise, filter, fill.
+
+    A one-pair DSM's tile is the product's (3, rows, cols) tile; a pair of a
+    fused product (``pair`` set) hands its :class:`~ops.stereo.DsmTile` to fusion.
+    """
+
+    tile: GeoBox
+    pair: int | None = None
+
+    def __call__(self, ctx: TaskContext, planned: StereoPlanTask, points: TilePoints
+                 ) -> NDArray[np.float32] | DsmTile:
+        t = grid_tile_points(planned.pair_plan(self.pair), self.tile, points, planned.dem)
+        return t if self.pair is not None else dsm_bands(ctx, t)
+
+
+@dataclass(frozen=True, slots=True)
+class FusionTileTask:
+    """One tile of a fused DSM: the pairs' DSM tiles fused per cell."""
 
     tile: GeoBox
 
-    def __call__(self, ctx: TaskContext, planned: DsmPlanTask) -> NDArray[np.float32]:
-        if isinstance(planned.plan, MultiViewPlan):
-            t, _ = run_fused_tile(planned.plan, self.tile, planned.dem, planned.geoid)
-        else:
-            t = run_dsm_tile(planned.plan, self.tile, planned.dem, planned.geoid)
-        if t.reason:
-            reasons = cast("set[str]", ctx.cache.setdefault(EMPTY_TILE_REASONS, set()))
-            reasons.add(t.reason)
-        valid = np.isfinite(t.height_m)
-        return np.stack([
-            np.where(valid, t.height_m, DSM_NODATA),
-            t.count.astype(np.float32),
-            np.where(np.isfinite(t.confidence), t.confidence, DSM_NODATA),
-        ]).astype(np.float32)
+    def __call__(self, ctx: TaskContext, planned: StereoPlanTask, *pair_tiles: DsmTile
+                 ) -> NDArray[np.float32]:
+        if not isinstance(planned.plan, MultiViewPlan):
+            raise FlowError("a fusion tile of a one-pair DSM; expected a fused product's plan")
+        fused, _ = fuse_pair_tiles(planned.plan, pair_tiles)
+        return dsm_bands(ctx, fused)
+
+
+def dsm_bands(ctx: TaskContext, t: DsmTile) -> NDArray[np.float32]:
+    """A DSM tile as the product's bands; why it is empty goes to the worker's cache."""
+    if t.reason:
+        reasons = cast("set[str]", ctx.cache.setdefault(EMPTY_TILE_REASONS, set()))
+        reasons.add(t.reason)
+    valid = np.isfinite(t.height_m)
+    return np.stack([
+        np.where(valid, t.height_m, DSM_NODATA),
+        t.count.astype(np.float32),
+        np.where(np.isfinite(t.confidence), t.confidence, DSM_NODATA),
+    ]).astype(np.float32)
 
 
 #: Scratch folders of workers on this host (see :class:`scheduler.runtime.actors.TileWorker`).

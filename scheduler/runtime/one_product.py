@@ -6,7 +6,8 @@ the same tile tasks and the same COG layout, tags and metadata, so the file
 is the campaign's file byte for byte. Only the executor differs, the way
 CARS runs its applications on a sequential cluster:
 
-* tasks run here, in the product's order (plan, then each tile), with one
+* tasks run here, in the product's order (plan, then each tile with the
+  tile tasks it reads, e.g. its stereo tile), with one
   :class:`~scheduler.runtime.actors.TaskContext` (its dataset cache);
 * the write task's tiles are streamed into its COG as they are computed,
   instead of being gathered first as :func:`~scheduler.runtime.dispatch.run_serial`
@@ -59,6 +60,8 @@ def run_to_file(product: ProductPlan, dest: Path,
         return task.fn(ctx, *(shared_value(d) for d in task.deps))
 
     def shared_value(key: str) -> object:
+        if tasks[key].kind != "plan":
+            return value(tasks[key])  # a tile's own input (its stereo tile): read once
         if key not in shared:
             shared[key] = value(tasks[key])
         return shared[key]

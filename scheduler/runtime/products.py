@@ -1,19 +1,25 @@
 """What a flow produces, product by product: survey the inputs, then lay out the tasks.
 
-Each product becomes a small DAG with its identity (a :class:`ProductPlan`):
+Each product becomes a small DAG with its identity (a :class:`ProductPlan`),
+laid out by :mod:`planner.stages`, the layout the planner costs: the same task
+keys (``ortho:S:0_1``), stages and edges, on the grids surveyed here.
 
 * ortho, per scene::
 
-      plan ──> tile(0,0) ──┐
-        │  ──> tile(0,1) ──┼──> write (COG + STAC item)
-        └──── ...        ──┘
+      ortho.plan:S ──> ortho:S:0_0 ──┐
+          │        ──> ortho:S:0_1 ──┼──> ortho.write:S (COG + STAC item)
+          └──────  ...             ──┘
 
   the plan task (RPC, DEM around the footprint, sparse-grid step and height
-  levels) runs on a worker; its result is shared by every tile of the scene.
-* dsm, per stereo pair: the same shape; the pair's stereo plan (output grid,
-  matching frame, pointing correction) is computed while surveying, since
-  the grid decides the tiles, and travels to the workers once, as the
-  result of the plan task, with the DEM the tiles need.
+  levels) runs on a worker; its result is shared by every tile of the scene;
+  tiles orthorectify on the DEM.
+* dsm, per stereo pair: ``stereo.plan -> stereo (tile) -> dsm (tile) ->
+  dsm.write``; the pair's stereo plan (output grid, matching frame, pointing
+  correction) is computed while surveying, since the grid decides the tiles,
+  and travels to the workers once, as the result of the plan task, with the
+  DEM the tiles need. A stereo tile's points feed its dsm tile only.
+* dsm of three or more views (:func:`plan_views_dsm_product`): per tile,
+  each pair's stereo and dsm tasks, then a ``fusion`` task.
 
 The commands ``eochain ortho`` and ``eochain dsm`` build the same products
 (``store=None``) and run them in their process into one file
@@ -30,8 +36,8 @@ decides what the manifest already holds.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,16 +51,19 @@ from ops.ortho import HeightModel, default_geobox, default_nodata
 from ops.raster_io import raster_info
 from ops.rpc import RpcModel
 from ops.rpc_io import find_rpc
-from planner.grid import TileGrid
+from planner.grid import TileGrid, TileIndex
+from planner.stages import LaidTask, dsm_tasks, ortho_tasks, stage_of
 from scheduler.runtime.errors import FlowError
 from scheduler.runtime.kernels import (
     DSM_BANDS,
     DSM_NODATA,
     DemSource,
-    DsmPlanTask,
     DsmTileTask,
+    FusionTileTask,
     OrthoPlanTask,
     OrthoTileTask,
+    StereoPlanTask,
+    StereoTileTask,
     WriteCogTask,
 )
 from scheduler.runtime.manifest import product_key, rpc_identity
@@ -68,6 +77,10 @@ if TYPE_CHECKING:
 
 #: Degrees added around a pair's footprints when reading the DEM (matching context).
 DSM_DEM_PAD_DEG = 0.004
+#: Estimated bytes of a stereo tile's points per output cell (x, y, height, confidence).
+POINT_BYTES_PER_CELL = 28
+#: Ray resources (``"c7g.large:spot"``) of the node types each stage runs on, by stage.
+Placement = Mapping[str, tuple[str, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,12 +162,13 @@ class ProductPlan:
 
 def plan_ortho_product(
     scene: SceneInput, step: OrthoStep, store: LocalStore | S3Store | None,
-    resources: tuple[str, ...] = (),
+    placement: Placement | None = None,
 ) -> ProductPlan:
     """Survey one scene and build its ortho tasks: plan -> tiles -> write.
 
     ``store=None``: a one-product run into a file (``eochain ortho``, see
     :mod:`scheduler.runtime.one_product`); the tasks and the COG are the same.
+    ``placement``: the Ray resources of each stage's node types (``Flow.place``).
     """
     dem_path = scene.dem or step.dem
     if dem_path is None:
@@ -175,33 +189,42 @@ def plan_ortho_product(
     object_key = f"ortho/{scene.id}.tif"
     grid = TileGrid(geobox, step.tile_px, step.tile_px)
     tile_bytes = step.tile_px * step.tile_px * info.count * _itemsize(info.dtype)
-    plan_key = f"{scene.id}/ortho/plan"
-    plan_task = OrthoPlanTask(scene.uri, dem_source, box, geobox, step.resampling,
-                              scene.rpc, scene.rpc_origin)
-    tasks: list[Task] = [Task(plan_key, plan_task, out_bytes=dem.heights_m.nbytes,
-                              label=scene.id, kind="plan")]
-    windows = []
-    for idx in grid.tiles():
-        window = grid.window(idx)
-        windows.append(window)
-        tasks.append(Task(f"{scene.id}/ortho/{idx.row:04d}_{idx.col:04d}",
-                          OrthoTileTask(scene.uri, window), (plan_key,), tile_bytes, scene.id))
-    tile_keys = tuple(t.key for t in tasks[1:])
     meta = ortho_metadata(crs=geobox.crs, band_descriptions=info.descriptions,
                           image=_location(scene.uri), rpc_source=_location(rpc.source),
                           dem=_location(dem_path),
                           geoid=None if step.geoid is None else _location(step.geoid),
                           acquired=read_acquisition(scene.uri), parameters=params)
     names = tuple(d or f"band {i + 1}" for i, d in enumerate(info.descriptions))
-    writer = WriteCogTask(store, object_key, key, "ortho", scene.id, geobox, tuple(windows),
-                          info.count, info.dtype, default_nodata(info.dtype, info.nodata),
+    writer = WriteCogTask(store, object_key, key, "ortho", scene.id, geobox,
+                          tuple(grid.window(idx) for idx in grid.tiles()), info.count,
+                          info.dtype, default_nodata(info.dtype, info.nodata),
                           descriptions=names, datetime_iso=processing_time().isoformat(),
                           meta=meta)
-    tasks.append(Task(f"{scene.id}/ortho/write", writer, tile_keys, 1024, scene.id, key,
-                      kind="write"))
-    if resources:
-        tasks = [replace(t, resources=resources) for t in tasks]
-    return ProductPlan(key, object_key, scene.id, tuple(tasks))
+
+    def make(laid: LaidTask) -> tuple[Callable[..., object], int]:
+        if laid.kind == "plan":
+            return (OrthoPlanTask(scene.uri, dem_source, box, geobox, step.resampling,
+                                  scene.rpc, scene.rpc_origin), int(dem.heights_m.nbytes))
+        if laid.kind == "tile":
+            return (OrthoTileTask(scene.uri, grid.window(TileIndex(laid.key.row, laid.key.col))),
+                    tile_bytes)
+        return writer, 1024
+
+    tasks = _lay_out(ortho_tasks(scene.id, *grid.shape), make, scene.id, key, placement)
+    return ProductPlan(key, object_key, scene.id, tasks)
+
+
+def _lay_out(layout: Iterable[LaidTask], make: Callable[[LaidTask], tuple[Callable[..., object], int]],
+             label: str, key: str, placement: Placement | None) -> tuple[Task, ...]:
+    """The runtime tasks of a product's layout: ``make`` gives each its function and bytes."""
+    tasks = []
+    for laid in layout:
+        fn, out_bytes = make(laid)
+        stage = stage_of(laid.key.op)
+        tasks.append(Task(str(laid.key), fn, tuple(str(k) for k in laid.inputs), out_bytes,
+                          label, key if laid.kind == "write" else None,
+                          tuple((placement or {}).get(stage, ())), laid.kind, stage))
+    return tuple(tasks)
 
 
 def footprint_box(rpc: RpcModel, shape: tuple[int, int]) -> tuple[float, float, float, float]:
@@ -240,17 +263,17 @@ def _inputs(*paths: str | None) -> list[str]:
 
 def plan_dsm_product(
     left: SceneInput, right: SceneInput, step: DsmStep, store: LocalStore | S3Store | None,
-    resources: tuple[str, ...] = (),
+    placement: Placement | None = None,
 ) -> ProductPlan:
-    """Survey one stereo pair and build its DSM tasks: plan -> tiles -> write."""
-    return plan_views_dsm_product((left, right), step, store, resources)
+    """Survey one stereo pair and build its DSM tasks: plan -> stereo -> dsm -> write."""
+    return plan_views_dsm_product((left, right), step, store, placement)
 
 
 def plan_views_dsm_product(
     views: Sequence[SceneInput], step: DsmStep, store: LocalStore | S3Store | None,
-    resources: tuple[str, ...] = (), view_pairs: Sequence[tuple[int, int]] | None = None,
+    placement: Placement | None = None, view_pairs: Sequence[tuple[int, int]] | None = None,
 ) -> ProductPlan:
-    """Survey two or more views and build their DSM tasks: plan -> tiles -> write.
+    """Survey two or more views and build their DSM tasks (:func:`planner.stages.dsm_tasks`).
 
     Two views without ``view_pairs``: the pair's DSM. Otherwise the pairs
     ``view_pairs`` (indices into ``views``; default: every usable pair) fused
@@ -282,12 +305,14 @@ def plan_views_dsm_product(
                        require_bounds=False, vertical_datum=step.dem_heights,
                        max_hole_fraction=step.dem_max_holes)
     plan: StereoPlan | MultiViewPlan
+    pair_names: tuple[str, ...] = ()
     if len(opened) == 2 and view_pairs is None:
         plan = plan_stereo(opened[0], opened[1], dem, crs=step.crs, gsd_m=step.gsd_m,
                            config=config)
     else:
         plan = plan_multiview(opened, dem, crs=step.crs, gsd_m=step.gsd_m, config=config,
                               pairs=view_pairs)
+        pair_names = tuple(f"{views[i].id}+{views[j].id}" for i, j in plan.pairs)
     geobox = plan.geobox
     params = {"crs": step.crs, "gsd_m": step.gsd_m, "tile_px": step.tile_px,
               "max_days_apart": step.max_days_apart,
@@ -299,18 +324,8 @@ def plan_views_dsm_product(
                       [rpc_identity(v.rpc) for v in opened])
     object_key = f"dsm/{product_id}.tif"
     grid = TileGrid(geobox, step.tile_px, step.tile_px)
-    plan_key = f"{product_id}/dsm/plan"
     out_geoid = geoid if step.heights == "geoid" else None
     dem_bytes = int(dem.heights_m.nbytes) if isinstance(dem, Dem) else 1024
-    tasks: list[Task] = [Task(plan_key, DsmPlanTask(plan, dem, out_geoid), (), dem_bytes,
-                              product_id, kind="plan")]
-    windows = []
-    tile_bytes = 3 * 4 * step.tile_px * step.tile_px
-    for idx in grid.tiles():
-        windows.append(grid.window(idx))
-        tasks.append(Task(f"{product_id}/dsm/{idx.row:04d}_{idx.col:04d}",
-                          DsmTileTask(grid.tile_geobox(idx)), (plan_key,), tile_bytes,
-                          product_id))
     meta = dsm_metadata(horizontal_crs=geobox.crs, heights=step.heights,
                         band_descriptions=DSM_BANDS, images=[_location(v.uri) for v in views],
                         rpc_sources=[_location(v.rpc.source) for v in opened],
@@ -318,11 +333,27 @@ def plan_views_dsm_product(
                         geoid=None if step.geoid is None else _location(step.geoid),
                         parameters=params,
                         acquired=span([read_acquisition(v.uri) for v in views]))
-    writer = WriteCogTask(store, object_key, key, "dsm", product_id, geobox, tuple(windows), 3,
-                          "float32", DSM_NODATA, descriptions=DSM_BANDS,
+    writer = WriteCogTask(store, object_key, key, "dsm", product_id, geobox,
+                          tuple(grid.window(idx) for idx in grid.tiles()), 3, "float32",
+                          DSM_NODATA, descriptions=DSM_BANDS,
                           datetime_iso=processing_time().isoformat(), meta=meta)
-    tasks.append(Task(f"{product_id}/dsm/write", writer, tuple(t.key for t in tasks[1:]), 1024,
-                      product_id, key, kind="write"))
-    if resources:
-        tasks = [replace(t, resources=resources) for t in tasks]
-    return ProductPlan(key, object_key, product_id, tuple(tasks))
+    tile_cells = step.tile_px * step.tile_px
+    pair_of = {f"{product_id}/{name}": k for k, name in enumerate(pair_names)}
+
+    def make(laid: LaidTask) -> tuple[Callable[..., object], int]:
+        k = laid.key
+        if laid.kind == "plan":
+            return StereoPlanTask(plan, dem, out_geoid), dem_bytes
+        if laid.kind == "write":
+            return writer, 1024
+        tile = grid.tile_geobox(TileIndex(k.row, k.col))
+        pair = pair_of.get(k.item)
+        if k.op == "stereo":
+            return StereoTileTask(tile, pair), POINT_BYTES_PER_CELL * tile_cells
+        if k.op == "dsm":
+            return DsmTileTask(tile, pair), 3 * 4 * tile_cells
+        return FusionTileTask(tile), 3 * 4 * tile_cells
+
+    tasks = _lay_out(dsm_tasks(product_id, *grid.shape, pair_names), make, product_id, key,
+                     placement)
+    return ProductPlan(key, object_key, product_id, tasks)

@@ -39,6 +39,7 @@ from enum import Enum
 
 import networkx as nx
 
+from planner.stages import STAGES
 from scheduler.runtime.errors import GraphError
 
 
@@ -66,7 +67,9 @@ class Task:
     ``product`` is the manifest key of the product a sink task writes.
     ``resources`` names the Ray resources (``"c7g.large:spot"``) of the
     node types the task prefers, empty for any. ``kind`` ("tile", "plan",
-    "write") is what progress counts: tiles.
+    "write") is what progress counts: tiles. ``stage`` is the planner's
+    stage of the task (:data:`planner.stages.STAGES`; products set it from
+    their layout), empty for a task outside a product (tests, benchmarks).
     """
 
     key: str
@@ -77,8 +80,12 @@ class Task:
     product: str | None = None
     resources: tuple[str, ...] = ()
     kind: str = "tile"
+    stage: str = ""
 
     def __post_init__(self) -> None:
+        if self.stage and self.stage not in STAGES:
+            raise GraphError(f"task {self.key}: stage {self.stage!r}; expected one of "
+                             f"{', '.join(STAGES)} (or empty)")
         if not self.key:
             raise GraphError("Task.key is empty; expected a unique, non-empty task key")
         if self.out_bytes < 0:

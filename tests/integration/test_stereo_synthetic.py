@@ -200,14 +200,16 @@ def test_uniform_image_is_refused(scene: SyntheticScene, tmp_path: Path) -> None
 def test_a_tile_without_texture_is_empty_with_its_reason(
     plan: StereoPlan, coarse_dem: Dem
 ) -> None:
-    from ops.stereo import compute_dsm_tile, read_window_band
+    from ops.stereo import compute_tile_points, grid_tile_points, read_window_band
 
     grid = TileGrid(plan.geobox, 200, 200)
     inputs = declare_stereo_inputs(plan, grid.tile_geobox(next(grid.tiles())), coarse_dem)
     assert inputs.left_window is not None and inputs.right_window is not None
     left = read_window_band(plan.left.path, inputs.left_window)
     flat = np.full((inputs.right_window.height, inputs.right_window.width), 0.4, np.float32)
-    tile = compute_dsm_tile(plan, inputs, left, flat, coarse_dem)
+    points = compute_tile_points(plan, inputs, left, flat, coarse_dem)
+    assert points.n_matches == 0 and points.x_m.size == 0
+    tile = grid_tile_points(plan, inputs.tile, points, coarse_dem)  # the dsm step keeps why
     assert not np.isfinite(tile.height_m).any() and tile.n_matches == 0
     assert tile.reason is not None and "no pixel matched" in tile.reason
 
