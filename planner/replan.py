@@ -11,13 +11,16 @@ interruptions seen per offer and the instance-hours they were seen over);
     lambda'_o    = (k_o + lambda_o * H0) / (h_o + H0)      interruptions seen k_o over
                                                            h_o instance-hours, prior
                                                            weight H0 instance-hours
+    start-up'    = start-up * STARTUP_MARGIN                 new nodes at their slowest
+                                                           start-up (the simulator
+                                                           draws 0.75-1.5x the campaign's)
     horizon      = deadline - elapsed
-    slack        = horizon - start-up - critical path * max slowdown
+    slack        = horizon - start-up' - critical path * max slowdown
 
 Then the placement LP (:func:`planner.placement.solve_placement`) is solved
 for the remaining tasks at their measured cost within ``horizon`` (less a
 safety share). In the spirit of "Can't Be Late" (Wu et al., NSDI 2024), spot
-is used while the slack can absorb a lost instance (a start-up plus the
+is used while the slack can absorb a lost instance (a start-up' plus the
 longest task); once it cannot, the rest runs on demand. When the LP finds
 no fleet within the limits (instances per type, quotas) for the horizon left,
 the horizon is stretched by ``STRETCH`` until one fits (at most
@@ -41,6 +44,8 @@ from planner.placement import PlacementPlan, PlacementProblem, Stage, solve_plac
 #: Prior weight of the catalog's hazard, in instance-hours.
 PRIOR_INSTANCE_H = 24.0
 SLOWDOWN_BOUNDS = (0.25, 4.0)
+#: A re-plan's nodes are new: planned at the slowest start-up the simulator draws.
+STARTUP_MARGIN = 1.5
 #: Late: the horizon is stretched by this factor until a fleet within the limits fits it.
 STRETCH = 1.25
 STRETCHES = 12
@@ -156,19 +161,20 @@ def replan(problem: PlacementProblem, progress: RunProgress, deadline_s: float, 
     critical_s = problem.critical_path_s * worst
     longest_task_s = max((min(s.cpu_s.values()) / s.threads for s in stages if s.n_tasks),
                          default=0.0)
-    slack_s = horizon_s - problem.startup_s - critical_s
-    on_demand_only = slack_s < problem.startup_s + longest_task_s
+    startup_s = problem.startup_s * STARTUP_MARGIN
+    slack_s = horizon_s - startup_s - critical_s
+    on_demand_only = slack_s < startup_s + longest_task_s
     if on_demand_only:
         offers = tuple(o for o in offers if o.market == "on-demand")
         if not offers:
             raise InfeasiblePlanError(
                 f"{slack_s / 3600:.2f} h of slack left cannot absorb a lost spot instance and "
                 "the campaign allows no on-demand offer; add 'on-demand' to compute.markets")
-    new = PlacementProblem(stages, offers, problem.startup_s, critical_s,
+    new = PlacementProblem(stages, offers, startup_s, critical_s,
                            problem.max_instances_per_type, problem.vcpu_quota,
                            problem.transfer_usd_per_gb, None)
     target_h = max(horizon_s * (1 - safety), 0) / 3600
-    floor_h = (critical_s + problem.startup_s) / 3600
+    floor_h = (critical_s + startup_s) / 3600
     if target_h < floor_h:
         # Late already: the fastest fleet the limits allow, on demand.
         target_h = max(floor_h, horizon_s / 3600)
