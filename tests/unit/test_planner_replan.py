@@ -10,10 +10,15 @@ instance type, spot and on demand, with two chained stages::
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import networkx as nx
 import pytest
+import yaml
 
-from planner.catalog import InstanceType, Offer
+from planner.calibration import load_calibration
+from planner.campaign import Campaign, parse_campaign
+from planner.catalog import InstanceType, Offer, load_catalog
 from planner.dag import TaskCost
 from planner.errors import InfeasiblePlanError, PlannerError
 from planner.order import depth_first_order
@@ -31,6 +36,8 @@ from scheduler.runtime.errors import FlowError
 from scheduler.runtime.replanning import LiveReplanner
 
 pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).resolve().parents[2]
 
 TASK_S = 600.0
 
@@ -213,3 +220,43 @@ def test_live_replanner_refuses_bad_input_naming_the_value() -> None:
         live.fleet_for({}, float("nan"))
     with pytest.raises(FlowError, match=r"price of t \(spot\) = -2"):
         live.on_price("t", "spot", -2)
+
+
+def _survey_campaign() -> Campaign:
+    doc = yaml.safe_load((REPO / "examples" / "campaign.yaml").read_text())
+    doc["inputs"]["survey"]["pairs"] = 2
+    return parse_campaign(doc, "examples/campaign.yaml (2 pairs)")
+
+
+def test_live_replanner_from_a_plan_document_and_its_campaign() -> None:
+    """``eochain run --replan``'s way: the campaign's problem, on the plan's region only."""
+    campaign = _survey_campaign()
+    catalog, calibration = load_catalog(), load_calibration()
+    plan = {"format": "eochain-plan/1", "deadline_s": 6 * 3600.0, "fleet": [
+        {"instance_type": "m7g.8xlarge", "region": "eu-west-3", "market": "spot",
+         "instances": 1, "tasks": {"stereo": 52, "dsm": 52, "ortho": 448}}]}
+    live = LiveReplanner.from_plan(plan, campaign, catalog, calibration, min_tasks=1,
+                                   min_interval_s=0.0)
+    assert {o.region for o in live.problem.offers} == {"eu-west-3"}  # not eu-west-1 too
+    assert live.fleet == {("m7g.8xlarge", "spot"): 1} and live.deadline_s == 6 * 3600.0
+    by_stage = {s.name: s for s in live.problem.stages}
+    for stage in ("stereo", "dsm", "ortho"):
+        s = by_stage[stage]
+        assert live.calibrated_task_s[stage] == pytest.approx(s.cpu_s["m7g"] / s.threads)
+    everything = {s.name: s.n_tasks for s in live.problem.stages}
+    assert live.fleet_for(everything, 0.0) is None  # the run's start: nothing measured
+    for stage, task_s in live.calibrated_task_s.items():
+        for _ in range(5):
+            live.on_task_done(stage, 3 * task_s)
+    half = {k: n // 2 for k, n in everything.items()}
+    grown = live.fleet_for(half, 4 * 3600.0)  # two thirds of the time gone, half the work
+    assert grown is not None, live.history[-1].reason
+    assert sum(grown.values()) > 1
+
+
+def test_live_replanner_refuses_a_plan_of_another_region() -> None:
+    plan = {"format": "eochain-plan/1", "fleet": [
+        {"instance_type": "m7g.8xlarge", "region": "us-east-1", "market": "spot",
+         "instances": 1}]}
+    with pytest.raises(FlowError, match=r"no offer in the plan's region 'us-east-1'"):
+        LiveReplanner.from_plan(plan, _survey_campaign(), load_catalog(), load_calibration())
