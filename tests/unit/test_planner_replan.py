@@ -129,20 +129,21 @@ def test_planned_task_s_is_the_calibration_of_the_types_serving_each_stage() -> 
     assert fleet_counts(None) == {}
 
 
-def _live(n: int = 120, deadline_s: float = 3 * 3600.0, **options: object) -> LiveReplanner:
+def _live(n: int = 120, deadline_s: float = 3 * 3600.0, min_tasks: int = 5,
+          said: list[str] | None = None) -> LiveReplanner:
+    """A re-planner started on the static plan of ``_problem(n)`` for ``deadline_s``."""
     problem = _problem(n)
     static = solve_placement(problem, deadline_s / 3600)
-    said: list[str] = []
-    options = {"min_tasks": 5, "min_interval_s": 60.0, "say": said.append, **options}
-    live = LiveReplanner(problem, deadline_s, fleet_counts(static),
-                         planned_task_s(problem, {"t": {"stereo": n, "dsm": n}}), **options)  # type: ignore[arg-type]
-    live.said = said  # type: ignore[attr-defined]
-    return live
+    return LiveReplanner(problem, deadline_s, fleet_counts(static),
+                         planned_task_s(problem, {"t": {"stereo": n, "dsm": n}}),
+                         min_tasks=min_tasks, min_interval_s=60.0,
+                         say=None if said is None else said.append)
 
 
 def test_live_replanner_grows_the_fleet_once_enough_slow_tasks_are_measured() -> None:
-    """The runtime counts products (60 per stage, not the plan's 120 tasks): fractions count."""
-    live = _live()
+    """The runtime counts in its own units (60 per stage, not the plan's 120): fractions count."""
+    said: list[str] = []
+    live = _live(said=said)
     first = dict(live.fleet)
     assert live.fleet_for({"stereo": 60, "dsm": 60}, 0.0) is None  # nothing measured yet
     for _ in range(4):
@@ -156,7 +157,7 @@ def test_live_replanner_grows_the_fleet_once_enough_slow_tasks_are_measured() ->
     event = live.history[-1]
     assert event.progress.tasks_left == {"stereo": 114, "dsm": 120}  # 57 of 60 products of 120 tasks
     assert event.decision is not None and event.decision.slowdown["dsm"] == pytest.approx(1.3)
-    assert live.said[-1].startswith("re-plan at 20 s: ")  # type: ignore[attr-defined]
+    assert said[-1].startswith("re-plan at 20 s: ")
     for _ in range(10):
         live.on_task_done("stereo", TASK_S * 1.3)
     assert live.fleet_for({"stereo": 50, "dsm": 60}, 40.0) is None  # within min_interval_s
