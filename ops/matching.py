@@ -33,11 +33,17 @@ Post-processing, the first four inside OpenCV's implementation:
   whole pixels, and the half-pixel shift was the more robust of the two
   on the real Gizeh pair (against CARS);
 * a uniqueness test (best cost ``uniqueness_ratio`` % better than the second);
-* the left-right consistency check (``disp12MaxDiff``): the disparity of the
-  right pixel the left pixel lands on, computed from the same cost volume,
-  must agree within ``lr_max_diff_px``;
+* OpenCV's left-right consistency check (``disp12MaxDiff``): the disparity
+  of the right pixel the left pixel lands on, computed from the same cost
+  volume, must agree within ``lr_max_diff_px``. On the rectified Gizeh pair
+  it drops nothing (99.5 % of pixels valid with and without it);
 * speckle removal: connected blobs of fewer than ``speckle_window_px``
   pixels differing from their surroundings are dropped;
+* a true left-right check (``cross_check_px``; 0 turns it off): SGBM runs a
+  second time, right view against left, and where that pass has an answer
+  the two disparities must agree within ``cross_check_px`` (occlusions
+  beside buildings and matches dragged onto the wrong surface get a
+  different answer from the other side);
 * a texture mask: pixels whose left neighbourhood has a standard deviation
   below ``min_texture_std`` grey levels carry no information and are
   invalidated (SGM would otherwise propagate a plausible but invented
@@ -50,6 +56,17 @@ Post-processing, the first four inside OpenCV's implementation:
   ``min_ncc``;
 * optionally (``min_component_px``), connected blobs of fewer pixels left
   after all of the above are dropped.
+
+The blunder defaults (``cross_check_px`` 1, ``min_ncc`` 0.3; before: no
+second pass, 0.2) were measured on every case at hand, DSM against the
+truth (synthetic) or against CARS (real), std (m) / p99 of |error -
+median| (m) / share beyond 3 m / coverage: synthetic with defects, B/H
+0.25: 1.09 / 4.66 / 2.65 % / 93.0 % -> 1.00 / 4.33 / 2.26 % / 92.0 %; the
+same at B/H 0.1: 1.36 / 5.69 / 2.95 % / 87.7 % -> 1.32 / 5.36 / 2.69 % /
+87.3 %; Gizeh: 1.47 / 4.91 / 4.09 % / 87.8 % -> 1.46 / 4.80 / 3.92 % /
+87.2 %; Ventoux: 1.00 / 3.39 / 1.72 % / 96.8 % -> 0.98 / 3.31 / 1.54 % /
+96.4 %; NMAD a little lower in every case. Larger NCC windows (7 to 11
+pixels) cost more coverage than they removed blunders.
 """
 
 from __future__ import annotations
@@ -97,12 +114,13 @@ class MatchingConfig:
     pre_filter_cap: int = 63
     min_texture_std: float = 1.5
     ncc_window_px: int = 5
-    min_ncc: float = 0.2
+    min_ncc: float = 0.3
     mode: str = "hh"
     subpixel: str = "halfshift"
     refine_window_px: int = 7
     median_max_diff_px: float = 1.0
     min_component_px: int = 0
+    cross_check_px: float = 1.0
 
     def __post_init__(self) -> None:
         if self.mode not in _MODES:
@@ -120,6 +138,10 @@ class MatchingConfig:
         if self.refine_window_px < 3 or self.refine_window_px % 2 == 0:
             raise StereoError(
                 f"matching refine_window_px {self.refine_window_px}, expected an odd size >= 3"
+            )
+        if not (math.isfinite(self.cross_check_px) and self.cross_check_px >= 0):
+            raise StereoError(
+                f"matching cross_check_px {self.cross_check_px}, expected >= 0 (0: no check)"
             )
         if not -1.0 <= self.min_ncc < 1.0:
             raise StereoError(f"matching min_ncc {self.min_ncc}, expected in [-1, 1)")
@@ -314,6 +336,9 @@ def _match(
     disparity = raw.astype(np.float32) / 16.0
     if config.subpixel.startswith("halfshift"):
         disparity = _cancel_pixel_locking(sgbm, left, right, raw, d0)
+    if config.cross_check_px > 0:
+        raw = np.where(_cross_check(sgbm, left, right, disparity, d0, config.cross_check_px),
+                       raw, np.int16((d0 - 1) * 16))
     # Whole neighbourhoods must be valid: the edge of an image's footprint
     # (valid next to filler) is texture that belongs to neither view.
     reach = max(bs, config.ncc_window_px) // 2 + 1
@@ -353,6 +378,32 @@ def _match(
         ok &= np.isfinite(disparity)
     confidence[~ok] = np.nan
     return DisparityMap(disparity, confidence)
+
+
+def _cross_check(sgbm: cv2.StereoSGBM, left: NDArray[np.uint8], right: NDArray[np.uint8],
+                 disparity: Float32Array, d0: int, max_diff_px: float) -> BoolArray:
+    """Where the right-to-left disparities, from a second SGBM pass, agree with ``disparity``.
+
+    The second pass matches the right view against the left one, both
+    mirrored (so that the disparity keeps its sign and range): an occluded
+    pixel, or a match SGM's smoothness dragged onto the wrong surface, gets
+    a different disparity from the other side (the left-right check of
+    CARS/Pandora and s2p; OpenCV's ``disp12MaxDiff`` reuses the one cost
+    volume and lets most of them through).
+    """
+    with phase("SGBM"):
+        raw_rl = sgbm.compute(np.ascontiguousarray(right[:, ::-1]),
+                              np.ascontiguousarray(left[:, ::-1]))[:, ::-1]
+    d_rl = np.where(raw_rl > (d0 - 1) * 16, raw_rl.astype(np.float32) / 16.0, np.nan)
+    grid = np.indices(left.shape, dtype=np.float32)
+    at_right = np.asarray(cv2.remap(
+        d_rl, (grid[1] - np.nan_to_num(disparity)).astype(np.float32), grid[0],
+        cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan), np.float32)
+    # No answer from the other side (its own filters, or the band of columns
+    # SGBM cannot match at the image's edge) is no evidence against a match.
+    with np.errstate(invalid="ignore"):
+        agree: BoolArray = ~(np.abs(at_right - disparity) > max_diff_px)
+    return agree
 
 
 def _warp_columns(image: Float32Array, rows: Float32Array, cols: Float32Array,
