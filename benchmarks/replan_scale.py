@@ -21,8 +21,9 @@ Measured, in this process:
    run's start (every task left), then ``window`` task times per stage at
    1.3x the calibration, then asked :meth:`~LiveReplanner.fleet_for` with half
    of every stage left at half the deadline (timed: the LP of the remaining
-   half at the measured speed); and the same late, when the slack left is half
-   a start-up: too short for a spot loss (on demand only), and too short for
+   half at the measured speed); and the same late, when the horizon left is
+   the critical path and a start-up at the measured speed (1.5 planned
+   start-ups): no slack for a spot loss (on demand only), and far too short for
    half the work, so the horizon is stretched until a fleet within the quotas
    fits it (several MILPs: the slowest re-plan).
    Each re-plan is timed ``--repeats`` times on fresh re-planners; the median
@@ -109,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             tasks[stage] = tasks.get(stage, 0) + n
     calibrated = planned_task_s(problem, by_type)
 
-    # late: the slack left (horizon - start-up - critical path) is half a start-up, too
-    # short to absorb a lost spot node; half of the work cannot fit that horizon either
+    # late: no slack left (horizon - re-plan start-up - critical path) to absorb a lost
+    # spot node; half of the work cannot fit that horizon either
     late_s = deadline_s - 1.5 * problem.startup_s - MEASURED_SLOWDOWN * problem.critical_path_s
     cases = {"half left at half the deadline": 0.5,
              "half left, late (no slack for a spot loss)": late_s / deadline_s}
