@@ -93,8 +93,7 @@ def _native_box(crs: CRS, box: LonLatBox) -> tuple[float, float, float, float]:
     lon_min, lat_min, lon_max, lat_max = box
     if _is_wgs84(crs):
         return box
-    t = pyproj.Transformer.from_crs(_WGS84, pyproj.CRS.from_user_input(crs.to_wkt()),
-                                    always_xy=True)
+    t = lonlat_transformer(crs.to_wkt(), inverse=True)
     xmin, ymin, xmax, ymax = t.transform_bounds(lon_min, lat_min, lon_max, lat_max, densify_pts=21)
     return float(xmin), float(ymin), float(xmax), float(ymax)
 

@@ -89,9 +89,59 @@ GTX_MAX_BYTES = 1 << 30
 GTX_NODATA = -88.8888
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _lerp(a: float, b: float, f: float) -> float:
+    """``a`` at f = 0, ``b`` at f = 1; a node of zero weight is not used (a NaN there stays out)."""
+    if f == 0.0:
+        return a
+    if f == 1.0:
+        return b
+    return (1.0 - f) * a + f * b
+
+
+@njit(cache=True, nogil=True, inline="always")
+def node_bilinear(values: NDArray[np.floating], r: float, c: float, guarded: bool) -> float:
+    """The one DEM/geoid sampling rule, at fractional node (row r, col c) of a node grid.
+
+    Inside the grid's pixel footprint (``-0.5 <= r <= rows - 0.5``, likewise
+    c, within :data:`EDGE_EPS_PX`) the value is the bilinear blend of the four
+    surrounding nodes, the index clamped to the edge nodes in the outer half
+    pixel; outside it, NaN (no height: :meth:`ops.dem.Dem.heights` raises,
+    the ortho kernel writes nodata). Nodes of zero weight are not read, so a
+    point on a valid node beside a hole samples. Compiled inline into the
+    samplers of :func:`sample_bilinear` and of :mod:`ops.ortho_kernel`.
+
+    ``guarded=False`` leaves out the footprint test and the zero-weight
+    branches, for a caller that knows every point is inside the footprint of
+    a grid without NaN: the numbers are then the same (a zero weight times a
+    finite node adds an exact zero), without a test per point.
+    """
+    n_rows, n_cols = values.shape
+    if guarded and not (-0.5 - EDGE_EPS_PX <= r <= n_rows - 0.5 + EDGE_EPS_PX
+                        and -0.5 - EDGE_EPS_PX <= c <= n_cols - 0.5 + EDGE_EPS_PX):
+        return math.nan
+    r = min(max(r, 0.0), n_rows - 1.0)
+    c = min(max(c, 0.0), n_cols - 1.0)
+    # int() truncates: the floor of the clamped, non-negative r, c (cheaper than math.floor).
+    i = max(min(int(r), n_rows - 2), 0)
+    j = max(min(int(c), n_cols - 2), 0)
+    fr = r - i
+    fc = c - j
+    i1 = min(i + 1, n_rows - 1)
+    j1 = min(j + 1, n_cols - 1)
+    if not guarded:
+        h: float = ((1.0 - fr) * ((1.0 - fc) * values[i, j] + fc * values[i, j1])
+                    + fr * ((1.0 - fc) * values[i1, j] + fc * values[i1, j1]))
+        return h
+    top = _lerp(values[i, j], values[i, j1], fc)
+    if fr == 0.0:
+        return top
+    return _lerp(top, _lerp(values[i1, j], values[i1, j1], fc), fr)
+
+
 @njit(cache=True, nogil=True)
 def _sample_kernel(
-    values: NDArray[np.float32],
+    values: NDArray[np.floating],
     x0: float,
     dx: float,
     y0: float,
@@ -103,7 +153,6 @@ def _sample_kernel(
     out: FloatArray,
     flags: NDArray[np.uint8],
 ) -> int:
-    n_rows, n_cols = values.shape
     bad = 0
     for k in range(xs.size):
         x = xs[k]
@@ -116,39 +165,16 @@ def _sample_kernel(
             x = x - 360.0 * math.floor((x - wrap_ref) / 360.0 + 0.5)
         elif wrap_mode == 2:
             x = wrap_ref + (x - wrap_ref) % 360.0
-        r = (y - y0) / dy
-        c = (x - x0) / dx
-        if not (
-            -0.5 - 1e-6 <= r <= n_rows - 0.5 + 1e-6 and -0.5 - 1e-6 <= c <= n_cols - 0.5 + 1e-6
-        ):
-            out[k] = math.nan
-            flags[k] = 1
-            bad += 1
-            continue
-        r = min(max(r, 0.0), n_rows - 1.0)
-        c = min(max(c, 0.0), n_cols - 1.0)
-        i = min(math.floor(r), max(n_rows - 2, 0))
-        j = min(math.floor(c), max(n_cols - 2, 0))
-        fr = r - i
-        fc = c - j
-        i1 = min(i + 1, n_rows - 1)
-        j1 = min(j + 1, n_cols - 1)
-        acc = 0.0
-        w = (1.0 - fr) * (1.0 - fc)
-        if w > 0.0:
-            acc += w * values[i, j]
-        w = (1.0 - fr) * fc
-        if w > 0.0:
-            acc += w * values[i, j1]
-        w = fr * (1.0 - fc)
-        if w > 0.0:
-            acc += w * values[i1, j]
-        w = fr * fc
-        if w > 0.0:
-            acc += w * values[i1, j1]
-        out[k] = acc
-        if math.isnan(acc):
-            flags[k] = 2
+        v = node_bilinear(values, (y - y0) / dy, (x - x0) / dx, True)
+        out[k] = v
+        if math.isnan(v):
+            # NaN from a finite point: outside the footprint, or a NaN node with weight
+            n_rows, n_cols = values.shape
+            r = (y - y0) / dy
+            c = (x - x0) / dx
+            inside = (-0.5 - EDGE_EPS_PX <= r <= n_rows - 0.5 + EDGE_EPS_PX
+                      and -0.5 - EDGE_EPS_PX <= c <= n_cols - 0.5 + EDGE_EPS_PX)
+            flags[k] = 2 if inside else 1
             bad += 1
     return bad
 
@@ -163,7 +189,7 @@ class GridSample:
 
 
 def sample_bilinear(
-    values: NDArray[np.float32],
+    values: NDArray[np.floating],
     node0_xy: tuple[float, float],
     step_xy: tuple[float, float],
     x: ArrayLike,
@@ -183,7 +209,9 @@ def sample_bilinear(
     shape = xa.shape
     xs = np.ascontiguousarray(xa, dtype=np.float64).reshape(-1)
     ys = np.ascontiguousarray(ya, dtype=np.float64).reshape(-1)
-    grid = np.ascontiguousarray(values, dtype=np.float32)
+    # float64 grids (a constant DEM) keep their precision; anything else samples as float32
+    grid: NDArray[np.floating] = np.ascontiguousarray(
+        values, dtype=np.float64 if np.asarray(values).dtype == np.float64 else np.float32)
     out = np.empty(xs.size, dtype=np.float64)
     flags = np.empty(xs.size, dtype=np.uint8)
     n_bad = _sample_kernel(

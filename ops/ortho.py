@@ -189,7 +189,8 @@ def interpolated_sensor_coords(
     rows = np.empty((window.height, window.width))
     cols = np.empty_like(rows)
     sensor_loop(rows, cols, window.row_off, window.col_off, step.bit_length() - 1, g.k0, g.l0,
-                g.U, g.V, g.R, g.C, plan.heights.heights, plan.h0_m, plan.dh_m)
+                g.U, g.V, g.R, g.C, plan.heights.heights, plan.heights.needs_guard(g.U, g.V),
+                plan.h0_m, plan.dh_m)
     return rows, cols
 
 
@@ -236,7 +237,8 @@ def ortho_tile(
     ortho_loop(
         out, source, source_window.row_off, source_window.col_off, *plan.image_shape,
         window.row_off, window.col_off, plan.grid_shift, g.k0, g.l0, g.U, g.V, g.R, g.C,
-        plan.heights.heights, plan.h0_m, plan.dh_m, plan.radius,
+        plan.heights.heights, plan.heights.needs_guard(g.U, g.V), plan.h0_m, plan.dh_m,
+        plan.radius,
         0.0 if plan.src_nodata is None else float(plan.src_nodata), plan.src_nodata is not None,
         source.dtype.kind in "fc",
         float(plan.nodata), is_int, lo, hi, flag,

@@ -8,9 +8,12 @@ sampler (the reference the compiled loop reproduces), a conservative
 min/max over a lon/lat box (for input-window declarations) and a coverage
 check that names the DEM and the uncovered area.
 
-Node model (that of :mod:`ops.dem`): ``heights[i, j]`` is the height at
-node (i, j); between nodes heights are bilinear; beyond the edge nodes they
-are held constant (coverage is checked before that matters).
+Node model and sampling rule (those of :mod:`ops.dem`, one sampler:
+:func:`ops.geoid.node_bilinear`): ``heights[i, j]`` is the height at node
+(i, j); between nodes heights are bilinear; in the outer half node spacing
+the edge nodes are held; beyond the DEM's footprint there is no height
+(NaN; the plan refuses an image footprint the DEM does not cover, and the
+kernel writes nodata for an output pixel off the DEM).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from numpy.typing import NDArray
 
 from ops.crs import lonlat_transformer
 from ops.errors import DemCoverageError, GeometryError
+from ops.geoid import EDGE_EPS_PX, sample_bilinear
 
 FloatArray = NDArray[np.float64]
 
@@ -47,7 +51,7 @@ class HeightModel:
     ``node_transform`` (a, b, c, d, e, f) maps node indices to DEM-CRS
     coordinates, ``x = a*j + b*i + c`` for node (i, j) (integer index = node,
     the node model of :mod:`ops.dem`). Heights between nodes are bilinear,
-    edge nodes held constant beyond the edge (coverage is checked at plan time).
+    edge nodes held in the outer half spacing, no height (NaN) beyond it.
     """
 
     heights: NDArray[np.floating]
@@ -55,6 +59,7 @@ class HeightModel:
     node_transform: tuple[float, float, float, float, float, float]
     source: str = "<array>"
     _inverse: tuple[float, ...] = field(init=False, repr=False)
+    _has_nan: bool = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.heights.ndim != 2 or min(self.heights.shape) < 1:
@@ -66,6 +71,7 @@ class HeightModel:
         if det == 0.0:
             raise GeometryError(f"{self.source}: singular DEM transform {self.node_transform}")
         object.__setattr__(self, "_inverse", (e / det, -b / det, -d / det, a / det, c, f))
+        object.__setattr__(self, "_has_nan", bool(np.isnan(self.heights).any()))
 
     @classmethod
     def from_dem(cls, dem: DemLike) -> HeightModel:
@@ -92,19 +98,26 @@ class HeightModel:
         return ia * dx + ib * dy, id_ * dx + ie * dy
 
     def heights_at(self, lon: FloatArray, lat: FloatArray) -> FloatArray:
-        """Exact bilinear heights at lon/lat: the reference the kernel reproduces per pixel."""
+        """Exact heights at lon/lat: the reference the kernel reproduces per pixel.
+
+        :func:`ops.geoid.sample_bilinear`, the sampler of :class:`ops.dem.Dem`:
+        NaN outside the DEM's footprint (where the kernel writes nodata).
+        """
         u, v = self.node_coords(lon, lat)
+        return sample_bilinear(self.heights, (0.0, 0.0), (1.0, 1.0), u, v).values
+
+    def needs_guard(self, u: FloatArray, v: FloatArray) -> bool:
+        """Whether points blended from these node coordinates may fall off the DEM or on a NaN.
+
+        A pixel's (u, v) in the kernel is a convex blend of its sparse-grid
+        nodes', so nodes all inside the footprint keep their pixels inside:
+        the kernel then samples without per-point tests (same numbers).
+        """
         rows, cols = self.heights.shape
-        v = np.clip(v, 0.0, rows - 1.0)
-        u = np.clip(u, 0.0, cols - 1.0)
-        i = np.clip(np.floor(v).astype(np.int64), 0, max(rows - 2, 0))
-        j = np.clip(np.floor(u).astype(np.int64), 0, max(cols - 2, 0))
-        fv, fu = v - i, u - j
-        i1, j1 = np.minimum(i + 1, rows - 1), np.minimum(j + 1, cols - 1)
-        z = self.heights.astype(np.float64, copy=False)
-        top = (1 - fu) * z[i, j] + fu * z[i, j1]
-        bottom = (1 - fu) * z[i1, j] + fu * z[i1, j1]
-        return np.asarray((1 - fv) * top + fv * bottom, dtype=np.float64)
+        return self._has_nan or not (
+            float(u.min()) >= -0.5 and float(u.max()) <= cols - 0.5
+            and float(v.min()) >= -0.5 and float(v.max()) <= rows - 0.5
+        )
 
     def min_max(
         self, lon_min: float, lat_min: float, lon_max: float, lat_max: float
@@ -124,7 +137,7 @@ class HeightModel:
         """Raise DemCoverageError unless every point lies inside the DEM's extent."""
         u, v = self.node_coords(lon, lat)
         rows, cols = self.heights.shape
-        eps = 1e-6
+        eps = EDGE_EPS_PX
         inside = (u >= -0.5 - eps) & (u <= cols - 0.5 + eps) & (v >= -0.5 - eps) & (
             v <= rows - 0.5 + eps
         )

@@ -20,7 +20,9 @@ For an output pixel at global (gr, gc) the loop computes
    image processed at once, bit for bit (no fastmath: no reassociation or
    FMA contraction that could differ between loop bodies);
 2. ``h = bilinear(dem, u, v)`` (ellipsoidal: :class:`ops.dem.Dem` has the
-   geoid folded in), with u, v interpolated in the cell: the DEM is sampled
+   geoid folded in) by the one sampling rule of DEMs and geoids,
+   :func:`ops.geoid.node_bilinear` (outside the DEM's footprint: no height,
+   the output nodata), with u, v interpolated in the cell: the DEM is sampled
    exactly at every pixel (its cell edges and building steps are not
    smoothed by the sparse grid; only the smooth map projection is);
 3. the sensor point: the cell-interpolated (row, col) at the two levels
@@ -58,6 +60,8 @@ from typing import Any
 import numba
 import numpy as np
 
+from ops.geoid import node_bilinear
+
 CUBIC_A = -0.5
 
 
@@ -91,33 +95,23 @@ def _prep_row(gr: int, step: int, k0: int, U: Any, V: Any, R: Any, C: Any, rb: A
 
 
 @numba.njit(cache=True, inline="always")
-def _dem_height(u: float, v: float, dem: Any) -> float:
-    """Bilinear DEM height at fractional node (col u, row v), edge nodes held beyond the edge."""
-    dem_h, dem_w = dem.shape
-    v = min(max(v, 0.0), dem_h - 1.0)
-    u = min(max(u, 0.0), dem_w - 1.0)
-    # int() truncates: the floor of the clamped, non-negative u, v (cheaper than math.floor).
-    di = max(min(int(v), dem_h - 2), 0)
-    dj = max(min(int(u), dem_w - 2), 0)
-    fv = v - di
-    fu = u - dj
-    di1 = min(di + 1, dem_h - 1)
-    dj1 = min(dj + 1, dem_w - 1)
-    h: float = (
-        (1.0 - fv) * ((1.0 - fu) * dem[di, dj] + fu * dem[di, dj1])
-        + fv * ((1.0 - fu) * dem[di1, dj] + fu * dem[di1, dj1])
-    )
+def _dem_height(u: float, v: float, dem: Any, guarded: bool) -> float:
+    """DEM height at fractional node (col u, row v): :func:`ops.geoid.node_bilinear`'s rule.
+
+    NaN outside the DEM's footprint, so that pixel gets the output nodata.
+    """
+    h: float = node_bilinear(dem, v, u, guarded)
     return h
 
 
 @numba.njit(cache=True, inline="always")
 def _sensor_point(
-    m: int, f: float, rb: Any, n_levels: int, dem: Any, h0: float, inv_dh: float,
+    m: int, f: float, rb: Any, n_levels: int, dem: Any, guarded: bool, h0: float, inv_dh: float,
 ) -> tuple[float, float]:
     """Sensor (row, col) at fraction ``f`` between node columns m and m+1 of a prepared row."""
     g = 1.0 - f
-    t = (_dem_height(g * rb[0, m] + f * rb[0, m + 1], g * rb[1, m] + f * rb[1, m + 1], dem)
-         - h0) * inv_dh
+    t = (_dem_height(g * rb[0, m] + f * rb[0, m + 1], g * rb[1, m] + f * rb[1, m + 1], dem,
+                     guarded) - h0) * inv_dh
     # Branch-free level choice (a NaN height gives a NaN point through s).
     tc = 0.0 if math.isnan(t) else t
     a = int(min(max(tc, 0.0), n_levels - 2.0))
@@ -133,7 +127,7 @@ def _sensor_point(
 
 @numba.njit(cache=True, inline="always")
 def _sensor_point_2(
-    m: int, f: float, rb: Any, dem: Any, h0: float, inv_dh: float,
+    m: int, f: float, rb: Any, dem: Any, guarded: bool, h0: float, inv_dh: float,
 ) -> tuple[float, float]:
     """:func:`_sensor_point` for two levels (a = 0 always): the same numbers, fixed rows.
 
@@ -142,8 +136,8 @@ def _sensor_point_2(
     linear in height).
     """
     g = 1.0 - f
-    s = (_dem_height(g * rb[0, m] + f * rb[0, m + 1], g * rb[1, m] + f * rb[1, m + 1], dem)
-         - h0) * inv_dh
+    s = (_dem_height(g * rb[0, m] + f * rb[0, m + 1], g * rb[1, m] + f * rb[1, m + 1], dem,
+                     guarded) - h0) * inv_dh
     r_a = g * rb[2, m] + f * rb[2, m + 1]
     r_b = g * rb[3, m] + f * rb[3, m + 1]
     c_a = g * rb[4, m] + f * rb[4, m + 1]
@@ -154,7 +148,7 @@ def _sensor_point_2(
 @numba.njit(cache=True, inline="always")
 def _map_row(
     ys: Any, xs: Any, win_c0: int, shift: int, l0: int, rb: Any, n_levels: int, dem: Any,
-    h0: float, inv_dh: float,
+    guarded: bool, h0: float, inv_dh: float,
 ) -> None:
     """Sensor (row, col) of every pixel of a prepared output row (step = 2**shift)."""
     mask = (1 << shift) - 1
@@ -163,13 +157,14 @@ def _map_row(
         for j in range(ys.shape[0]):
             gc = win_c0 + j
             ys[j], xs[j] = _sensor_point_2(
-                (gc >> shift) - l0, (gc & mask) * inv_step, rb, dem, h0, inv_dh
+                (gc >> shift) - l0, (gc & mask) * inv_step, rb, dem, guarded, h0, inv_dh
             )
     else:
         for j in range(ys.shape[0]):
             gc = win_c0 + j
             ys[j], xs[j] = _sensor_point(
-                (gc >> shift) - l0, (gc & mask) * inv_step, rb, n_levels, dem, h0, inv_dh
+                (gc >> shift) - l0, (gc & mask) * inv_step, rb, n_levels, dem, guarded, h0,
+                inv_dh,
             )
 
 
@@ -218,7 +213,7 @@ def _bilinear_row(
 @numba.njit(cache=True, parallel=True)
 def sensor_loop(
     rows_out: Any, cols_out: Any, win_r0: int, win_c0: int, shift: int, k0: int, l0: int,
-    U: Any, V: Any, R: Any, C: Any, dem: Any, h0: float, dh: float,
+    U: Any, V: Any, R: Any, C: Any, dem: Any, guarded: bool, h0: float, dh: float,
 ) -> None:
     """The mapping alone: sensor (row, col) of every pixel of a window (step = 2**shift)."""
     n_levels = R.shape[0]
@@ -226,14 +221,15 @@ def sensor_loop(
     for i in numba.prange(rows_out.shape[0]):
         rb = np.empty((2 + 2 * n_levels, U.shape[1]))
         _prep_row(win_r0 + i, 1 << shift, k0, U, V, R, C, rb)
-        _map_row(rows_out[i], cols_out[i], win_c0, shift, l0, rb, n_levels, dem, h0, inv_dh)
+        _map_row(rows_out[i], cols_out[i], win_c0, shift, l0, rb, n_levels, dem, guarded, h0,
+                 inv_dh)
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
 def ortho_loop(
     out: Any, src: Any, src_r0: int, src_c0: int, img_h: int, img_w: int,
     win_r0: int, win_c0: int, shift: int, k0: int, l0: int,
-    U: Any, V: Any, R: Any, C: Any, dem: Any, h0: float, dh: float,
+    U: Any, V: Any, R: Any, C: Any, dem: Any, guarded: bool, h0: float, dh: float,
     radius: int, src_nodata: float, has_src_nodata: bool, src_may_nan: bool, out_nodata: float,
     is_int: bool, lo: float, hi: float, flag: Any,
 ) -> None:
@@ -255,7 +251,7 @@ def ortho_loop(
         ys = np.empty(out_w)
         xs = np.empty(out_w)
         _prep_row(win_r0 + i, step, k0, U, V, R, C, rb)
-        _map_row(ys, xs, win_c0, shift, l0, rb, n_levels, dem, h0, inv_dh)
+        _map_row(ys, xs, win_c0, shift, l0, rb, n_levels, dem, guarded, h0, inv_dh)
         if radius == 1 and not check_taps:
             for b in range(n_bands):
                 if _bilinear_row(out[b, i], src[b], ys, xs, src_r0, src_c0, img_h, img_w,

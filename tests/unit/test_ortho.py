@@ -206,6 +206,34 @@ def test_a_dem_missing_the_footprint_is_refused(rpc: RpcModel) -> None:
         default_geobox(rpc, SHAPE, small)
 
 
+def test_one_height_rule_for_the_dem_the_reference_and_the_kernel(
+    rpc: RpcModel, heights: HeightModel
+) -> None:
+    """Dem, the ortho's reference and its kernel sample one way; off the DEM: no height.
+
+    The plan is made over the big DEM, then given one 50 m short of the
+    footprint on every side: Dem.heights refuses the points off it, the
+    reference gives them NaN and the kernel's mapping NaN (output nodata),
+    where the old kernel held the edge heights.
+    """
+    small_dem = _stepped_dem(rpc, margin_m=-50.0)
+    plan = dataclasses.replace(_plan(rpc, heights), heights=HeightModel.from_dem(small_dem))
+    full = Window(0, 0, *plan.geobox.shape)
+    rr, cc = np.meshgrid(np.arange(full.height, dtype=np.float64),
+                         np.arange(full.width, dtype=np.float64), indexing="ij")
+    lon, lat = lonlat_transformer(plan.geobox.crs).transform(*plan.geobox.xy(rr, cc))
+    ref = plan.heights.heights_at(lon, lat)
+    off = np.isnan(ref)
+    assert 0.05 < off.mean() < 0.9
+    np.testing.assert_array_equal(ref[~off], small_dem.heights(lon[~off], lat[~off]))
+    with pytest.raises(DemCoverageError, match="<stepped>"):
+        small_dem.heights(lon[off][:5], lat[off][:5])
+    rows, _ = interpolated_sensor_coords(plan, full)
+    # the kernel interpolates the DEM coordinates on its sparse grid: the edge may move by a pixel
+    edge = scipy.ndimage.binary_dilation(off) & ~scipy.ndimage.binary_erosion(off)
+    np.testing.assert_array_equal(np.isnan(rows)[~edge], off[~edge])
+
+
 def test_tile_declarations_for_the_planner(rpc: RpcModel, heights: HeightModel) -> None:
     plan = _plan(rpc, heights)
     grid = TileGrid(plan.geobox, 128, 128)
