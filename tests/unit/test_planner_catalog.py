@@ -121,7 +121,8 @@ def test_a_cpu_second_is_counted_once() -> None:
     assert new.profile("stereo").cpu_s_per_mpx == pytest.approx(
         20.0 / speed - base.profile("dsm").cpu_s_per_mpx)
     with pytest.raises(CatalogError, match="not more than"):
-        rebuild_calibration(base, [{**doc, "runs": [{"pixels": 1e6, "cpu_s": 1.0}]}])
+        half_of_dsm = 0.5 * base.profile("dsm").cpu_s_per_mpx * speed
+        rebuild_calibration(base, [{**doc, "runs": [{"pixels": 1e6, "cpu_s": half_of_dsm}]}])
     with pytest.raises(CatalogError, match="covers="):
         rebuild_calibration(base, [{**doc, "covers": ["stereo"]}])
 
