@@ -7,8 +7,7 @@ is, at their ``gsd_m``; ``--dem`` is the ortho's DEM and stereo's initial one.
 Products go to ``--out`` (a folder or ``s3://bucket/prefix``). A progress bar shows tiles done/total, throughput,
 ETA and the cost so far (the run's ledger: node-seconds of the nodes that ran
 x their price, at the prices of ``--plan plan.json``; the metrics and the
-cost report show the same figure); the plan's fleet is also asked of Ray's
-autoscaler for the run, see :mod:`scheduler.runtime.fleet`; a summary follows:
+cost report show the same figure); a summary follows:
 products written, already done (manifest), failures by scene with the reason, and cost. The exit
 status is 1 when some product failed, 0 otherwise. Running the same command
 again after an interruption recomputes only the products the manifest lacks
@@ -17,6 +16,19 @@ on the same ``--out`` share the work through product leases. ``--out``,
 ``--dem`` and ``--geoid`` are checked (writable, present) before Ray starts;
 ``--address`` of a cluster that does not answer fails within seconds;
 SIGTERM and Ctrl-C stop the local Ray processes the command started.
+
+The run enacts the plan. With ``--plan``, each stage's tasks (stereo, dsm,
+fusion, ortho, with their products' plan and writer tasks) run on the node
+types the plan's fleet entries place that stage on (their ``tasks``), see
+:func:`plan_placement` and :mod:`scheduler.runtime.placement`; the plan's
+fleet is asked of Ray's autoscaler, per (type, market) following the tasks
+left of every stage placed there, and a spot pool that keeps being
+interrupted is replaced, for the stages it carried, by the plan's fallback
+(:mod:`scheduler.runtime.fleet`). ``--replan`` lets the live re-planner
+(:mod:`scheduler.runtime.replanning`) change that request from the task
+times measured. Without ``--plan`` the run plans for the cluster it has:
+the nodes there are its fleet (nothing is asked of an autoscaler), every
+stage may run on every node, and nodes cost 0 in the ledger (no prices).
 
 While it runs, the campaign's Prometheus metrics are served on 127.0.0.1
 (``--metrics-port``, 0 picks a free port; the URL is printed): tasks by
@@ -32,12 +44,15 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import click
 
-from planner.campaign import campaign_name
+from planner.calibration import load_calibration
+from planner.campaign import Campaign, campaign_name
+from planner.catalog import load_catalog
 from planner.errors import PlanError, PlannerError
 from planner.plan_document import PlanDocument, read_plan
 from scheduler.cloud.errors import ClusterConfigError
@@ -52,21 +67,22 @@ from scheduler.runtime.errors import RuntimeFailure
 from scheduler.runtime.fleet import fleet_bundles
 from scheduler.runtime.flow import Flow, SceneInput
 from scheduler.runtime.progress import run_with_progress, summary
+from scheduler.runtime.replanning import LiveReplanner
 from scheduler.runtime.store import open_store
 from scheduler.runtime.survey import SURVEY_TIMEOUT_S
 from scheduler.scene_survey import load_surveyed_campaign
 
-__all__ = ["metrics_plan", "plan_resources", "run", "summary"]
+__all__ = ["metrics_plan", "plan_placement", "run", "summary"]
 
 
-def plan_resources(plan: dict[str, Any], stage: str) -> tuple[str, ...]:
-    """Ray resources (``"type:market"``) of the plan's fleet entries that serve ``stage``."""
-    tags = []
-    for entry in plan.get("fleet", []):
-        tasks = entry.get("tasks") or {}
-        if stage in tasks and entry.get("instance_type") and entry.get("market"):
-            tags.append(f"{entry['instance_type']}:{entry['market']}")
-    return tuple(sorted(set(tags)))
+def plan_placement(plan: PlanDocument) -> dict[str, tuple[str, ...]]:
+    """Stage -> the Ray resources (``"type:market"``) of the fleet entries placing tasks of it."""
+    placement: dict[str, set[str]] = {}
+    for e in plan.fleet:
+        for stage, n in e.tasks.items():
+            if n > 0 and e.instances > 0:
+                placement.setdefault(stage, set()).add(f"{e.instance_type}:{e.market}")
+    return {stage: tuple(sorted(tags)) for stage, tags in sorted(placement.items())}
 
 
 def metrics_plan(plan: PlanDocument | None) -> PlanDocument | None:
@@ -87,6 +103,11 @@ def metrics_plan(plan: PlanDocument | None) -> PlanDocument | None:
     return plan
 
 
+def say_err(message: str) -> None:
+    """The run's messages (fleet, fallback, re-plans) on standard error."""
+    click.echo(message, err=True)
+
+
 def stop_on_sigterm() -> None:
     """Exit on SIGTERM as on Ctrl-C: the exit handlers run, and Ray's shuts down the
     local Ray processes this command started (GCS, raylet, their agents)."""
@@ -96,15 +117,11 @@ def stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, stop)
 
 
-def campaign_flow(campaign_path: Path, driver: Driver, *, dem: str, geoid: str | None,
-                  tile_px: int | None, dest: str | None, resources: tuple[str, ...] = (),
-                  allow_large: bool = False) -> Flow:
-    """The flow of a campaign file: a DSM per stereo pair and an ortho per scene, as asked.
-
-    Scenes given by ``uri`` only are read from their files, and the work is
-    checked against the size limits (:func:`scheduler.scene_survey.load_surveyed_campaign`).
-    """
-    campaign = load_surveyed_campaign(campaign_path, allow_large=allow_large)
+def campaign_flow(campaign: Campaign, campaign_path: Path, driver: Driver, *, dem: str,
+                  geoid: str | None, tile_px: int | None, dest: str | None,
+                  placement: Mapping[str, tuple[str, ...]]) -> Flow:
+    """The flow of a campaign file: a DSM per stereo pair and an ortho per scene, as asked,
+    each stage's tasks on the resources ``placement`` gives it (none: anywhere)."""
     missing = [s.id for s in campaign.scenes if not s.uri]
     if missing:
         raise click.ClickException(
@@ -124,7 +141,7 @@ def campaign_flow(campaign_path: Path, driver: Driver, *, dem: str, geoid: str |
         for s in campaign.scenes
     ]
     tile = tile_px or campaign.tiling.tile_px
-    flow = driver.get_flow(scenes).on(*resources)
+    flow = driver.get_flow(scenes).place(placement)
     if dsm is not None and campaign.pairs:
         flow = flow.dsm([(p.left, p.right) for p in campaign.pairs], dem=dem, geoid=geoid,
                         gsd_m=dsm.gsd_m, tile_px=max(tile, 64))
@@ -156,37 +173,44 @@ def campaign_flow(campaign_path: Path, driver: Driver, *, dem: str, geoid: str |
               default=SURVEY_TIMEOUT_S, show_default=True,
               help="Seconds one scene's survey (header, RPC, DEM reads) may take before it is "
                    "reported as failed and the others go on.")
+@click.option("--replan/--no-replan", default=False, show_default=True,
+              help="Re-plan the fleet from the task times measured while the run goes on "
+                   "(needs --plan).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @allow_large_option
 def run(
     campaign_path: Path, plan_path: Path | None, dem: str, geoid: str | None, dest: str | None,
     address: str | None, workers: int | None, tile_px: int | None, max_inflight_mib: int,
-    metrics_port: int, survey_timeout_s: float, quiet: bool, allow_large: bool,
+    metrics_port: int, survey_timeout_s: float, replan: bool, quiet: bool, allow_large: bool,
 ) -> None:
     """Run CAMPAIGN's DSM and ortho products tile by tile on Ray, resumably."""
     use_loopback()
     check_input_exists(dem, "--dem")
     check_input_exists(geoid, "--geoid")
-    resources: tuple[str, ...] = ()
+    if replan and plan_path is None:
+        raise click.UsageError("--replan re-plans the run's plan: give it with --plan plan.json")
+    placement: dict[str, tuple[str, ...]] = {}
     plan_doc: PlanDocument | None = None
     fleet_plan: dict[str, Any] | None = None
     if plan_path is not None:
         try:
             plan_doc = read_plan(plan_path)
-            fleet_plan = plan_doc.to_dict()  # what the fleet and placement helpers read
-            resources = tuple(sorted(set(plan_resources(fleet_plan, "ortho"))
-                                     | set(plan_resources(fleet_plan, "dsm"))))
+            fleet_plan = plan_doc.to_dict()  # what the fleet helpers read
+            placement = plan_placement(plan_doc)
             # its fleet is asked of the autoscaler during the run: checked now
             fleet_bundles(fleet_plan, source=str(plan_path))
         except (PlanError, ClusterConfigError) as exc:
             raise click.ClickException(str(exc)) from exc
     options = DispatchOptions(max_bytes_in_flight=max_inflight_mib * 2**20)
     driver = Driver(address=address, num_cpus=workers, options=options, plan=fleet_plan,
-                    say=lambda message: click.echo(message, err=True),
-                    survey_timeout_s=survey_timeout_s)
+                    say=say_err, survey_timeout_s=survey_timeout_s)
     try:
-        flow = campaign_flow(campaign_path, driver, dem=dem, geoid=geoid, tile_px=tile_px,
-                             dest=dest, resources=resources, allow_large=allow_large)
+        campaign = load_surveyed_campaign(campaign_path, allow_large=allow_large)
+        flow = campaign_flow(campaign, campaign_path, driver, dem=dem, geoid=geoid,
+                             tile_px=tile_px, dest=dest, placement=placement)
+        if replan and plan_doc is not None:
+            driver.replanner = LiveReplanner.from_plan(
+                plan_doc, campaign, load_catalog(), load_calibration(), say=say_err)
     except (PlannerError, RuntimeFailure) as exc:
         raise click.ClickException(str(exc)) from exc
     try:

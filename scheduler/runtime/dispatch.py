@@ -50,6 +50,11 @@ An actor of a draining node with nothing kept on it is killed, which also
 ends a handed-back run, so the idle node can leave. Results it already
 produced are kept and, once it is gone, recomputed as for any lost node.
 
+A node whose pool the run's ``fleet`` request asks fewer of than are alive
+(a stage placed there is done) is let go once idle
+(:func:`~scheduler.runtime.fleet.surplus_nodes`): no new task, its actors
+ended, so the autoscaler can remove it.
+
 Every node that leaves gets a cause (:mod:`scheduler.runtime.departures`:
 interruption, scale-down by the run's own ``fleet`` request, drain,
 failure), kept in :attr:`Dispatcher.departures`. Only an interruption is
@@ -83,13 +88,13 @@ from scheduler.runtime.departures import (
     requested_per_pool,
 )
 from scheduler.runtime.errors import GraphError, RuntimeFailure
+from scheduler.runtime.fleet import FleetRequest, SpotLosses, surplus_nodes
 from scheduler.runtime.placement import Choice, Placement, candidates, choose
 from scheduler.runtime.pool import RESYNC_S, ActorPool, _Slot
 from scheduler.runtime.state import DispatchState, Failure, Task, TaskGraph, TaskState
 
 if TYPE_CHECKING:
     from scheduler.metrics import CampaignMetrics
-    from scheduler.runtime.fleet import FleetRequest, SpotLosses
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +227,8 @@ class RunReport:
     ended_at_s: float = 0.0
     #: Seconds the task functions ran in the actors (wall, summed over tasks)
     busy_s: float = 0.0
+    #: The nodes that left during the run, with their causes
+    departures: tuple[Departure, ...] = ()
 
     @property
     def cpu_share(self) -> float:
@@ -308,11 +315,7 @@ class Dispatcher:
                  fleet: FleetRequest | None = None) -> None:
         self.options = options or DispatchOptions()
         self.metrics = metrics
-        if spot is None:
-            from scheduler.runtime.fleet import SpotLosses
-
-            spot = SpotLosses()
-        self.spot = spot
+        self.spot = spot if spot is not None else SpotLosses()
         #: the run's autoscaler request: tells its own scale-downs from other departures
         self.fleet = fleet
         #: the draining nodes the last :meth:`run` saw, in order
@@ -436,10 +439,24 @@ class Dispatcher:
                                          tuple(handed)))
             forget_dropped()
 
+        def busy_nodes() -> set[str]:
+            """Nodes running a call, or holding a result a task still needs."""
+            busy = {call.slot.node_id for call in inflight.values()}
+            busy.update(n for k, n in where.items() if state.state[k] is TaskState.HELD)
+            return busy
+
+        def let_go() -> None:
+            """End the actors of idle nodes the run's request no longer wants (scale-down)."""
+            requested = self._requested()
+            if requested is None:
+                return
+            pools = {n: pool_of(pool.tags_of.get(n, frozenset())) for n in pool.alive
+                     if n not in pool.draining}
+            pool.release(surplus_nodes(pools, requested, busy_nodes()))
+
         def depart(gone: set[str], alive_before: Mapping[str, frozenset[str]]) -> None:
             """Give each node gone since the last re-read its cause; interruptions go on."""
-            busy_nodes = {call.slot.node_id for call in inflight.values()} | lost_work_on
-            busy_nodes.update(n for k, n in where.items() if state.state[k] is TaskState.HELD)
+            busy = busy_nodes() | lost_work_on
             requested = self._requested()
             pools_before: dict[tuple[str, str], int] = {}
             for tags in alive_before.values():
@@ -451,7 +468,7 @@ class Dispatcher:
                 itype, market = pool_of(tags)
                 deadline = pool.draining.get(node_id)
                 cause = departure_cause(NodeExit(
-                    node_id, itype, market, busy=node_id in busy_nodes,
+                    node_id, itype, market, busy=node_id in busy,
                     notice=deadline is not None and math.isfinite(deadline),
                     draining=deadline is not None,
                     requested=None if requested is None else requested.get((itype, market), 0),
@@ -474,6 +491,7 @@ class Dispatcher:
             for node_id, deadline_s in pool.newly_draining.items():
                 hand_back(node_id, deadline_s)
             pool.retire_draining()
+            let_go()
             dead = pool.dead_nodes
             for k in [k for k, n in where.items() if n in dead]:
                 if state.state[k] is TaskState.HELD:
@@ -671,7 +689,7 @@ class Dispatcher:
                            recomputed, state.peak_bytes_in_flight, wall_s, dict(state.runs),
                            cpu_s, pool.cpus,
                            ended_at_s if math.isinf(first_task_at_s) else first_task_at_s,
-                           ended_at_s, busy_s)
+                           ended_at_s, busy_s, tuple(self.departures))
         # the report rides on the record (``run_report``) for whoever measures a whole command
         log.info("dispatched %d task runs on %g actor CPUs in %.2f s: %.2f CPU-s in tasks, "
                  "%.0f %% of the actors' CPU time since the first task started",

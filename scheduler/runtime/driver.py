@@ -12,26 +12,18 @@ from typing import TYPE_CHECKING, Any, Protocol
 from scheduler.runtime.dispatch import Dispatcher, DispatchOptions, Progress, RunReport, run_serial
 from scheduler.runtime.errors import FlowError
 from scheduler.runtime.lease import LEASE_TTL_S
-from scheduler.runtime.state import Task, TaskGraph
+from scheduler.runtime.state import TaskGraph
 from scheduler.runtime.survey import SURVEY_THREADS, SURVEY_TIMEOUT_S, set_network_timeouts
 
 if TYPE_CHECKING:
     from scheduler.metrics import CampaignMetrics
     from scheduler.runtime.flow import Flow
 
-__all__ = ["Driver", "Replanner", "StageQueue", "check_reachable", "task_stage", "worker_env"]
-
-
-def task_stage(task: Task) -> str:
-    """The plan stage of a task (``stereo``, ``dsm``, ``ortho``): its operation's stage."""
-    from scheduler.cost_report import stage_of
-    from scheduler.metrics import op_name
-
-    return stage_of(op_name(task.fn))
+__all__ = ["Driver", "Replanner", "StageQueue", "check_reachable", "worker_env"]
 
 
 class StageQueue:
-    """Tasks left per plan stage of one dispatch, each task counted done once."""
+    """Tasks left per plan stage (``Task.stage``) of one dispatch, each counted done once."""
 
     def __init__(self, stage_of: Mapping[str, str]) -> None:
         """``stage_of`` maps each task key to its stage."""
@@ -43,7 +35,7 @@ class StageQueue:
 
     @classmethod
     def of(cls, graph: TaskGraph) -> StageQueue:
-        return cls({key: task_stage(task) for key, task in graph.tasks.items()})
+        return cls({key: task.stage for key, task in graph.tasks.items()})
 
     def done(self, key: str) -> str | None:
         """Count ``key`` as done; its stage, or ``None`` when it was counted already."""

@@ -68,6 +68,8 @@ class ActorPool:
         self.newly_draining: dict[str, float] = {}
         #: nodes alive at the last :meth:`sync`
         self.alive: set[str] = set()
+        #: nodes the run lets go (its request shrank): no new task or actor, idle actors ended
+        self.released: set[str] = set()
         #: CPUs of the largest pool so far
         self.cpus = 0.0
 
@@ -98,7 +100,8 @@ class ActorPool:
                 and not k.startswith("accelerator_type:")
             )
             self.tags_of[node_id] = tags
-            if self._quarantine.get(node_id, 0.0) > now or node_id in self.draining:
+            if self._quarantine.get(node_id, 0.0) > now or node_id in self.draining \
+                    or node_id in self.released:
                 continue
             want = int(res.get("CPU", 0.0) // self.options.cpus_per_actor)
             have = sum(1 for s in self.slots if s.node_id == node_id)
@@ -132,18 +135,29 @@ class ActorPool:
         self._quarantine[slot.node_id] = time.monotonic() + QUARANTINE_S
 
     def free(self, calls_per_actor: int) -> list[_Slot]:
-        return [s for s in self.slots if s.running < calls_per_actor
-                and s.node_id not in self.draining]
+        return [s for s in self.usable() if s.running < calls_per_actor]
 
     def usable(self) -> list[_Slot]:
-        """Actors that may get new tasks (not on a draining node)."""
-        return [s for s in self.slots if s.node_id not in self.draining]
+        """Actors that may get new tasks (not on a draining node, nor one let go)."""
+        return [s for s in self.slots
+                if s.node_id not in self.draining and s.node_id not in self.released]
+
+    def release(self, nodes: set[str]) -> None:
+        """Let ``nodes`` go (the run's request no longer wants them): they get no new task,
+        and their actors end once idle, so the autoscaler can remove them. A node no longer
+        in ``nodes`` gets actors again at the next :meth:`sync`."""
+        self.released = set(nodes)
+        self._end_idle(self.released)
 
     def retire_draining(self) -> None:
         """Kill the actors of draining nodes that run nothing kept, so those nodes can leave."""
+        self._end_idle(set(self.draining))
+
+    def _end_idle(self, nodes: set[str]) -> None:
+        """Kill the actors of ``nodes`` that run nothing."""
         from ray.exceptions import RayError
 
-        for slot in [s for s in self.slots if s.node_id in self.draining and s.running == 0]:
+        for slot in [s for s in self.slots if s.node_id in nodes and s.running == 0]:
             self.slots.remove(slot)
             try:
                 self._ray.kill(slot.handle)

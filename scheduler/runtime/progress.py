@@ -3,8 +3,9 @@
 The bar counts tiles done of the campaign's total (tqdm adds the rate and
 the ETA) and shows products done and the cost so far. The summary lists
 products written, already done (manifest) and failed, the tasks' effort
-(runs, retries, recomputations, peak bytes in flight), each failure with its
-scene and reason, and the cost.
+(runs, retries, recomputations, peak bytes in flight), the nodes that left
+by cause (interruption, scale-down, drain, failure: :mod:`scheduler.runtime.departures`),
+each failure with its scene and reason, and the cost.
 
 The cost is the run's ledger (:meth:`scheduler.metrics.CampaignMetrics.ledger`:
 node-seconds of the nodes that ran x their price), the figure the metrics
@@ -60,6 +61,12 @@ def summary(report: FlowReport, cost_usd: float | None) -> str:
             f"tasks: {d.task_runs} runs, {d.retries} retried, {d.recomputed} recomputed, "
             f"peak {d.peak_bytes_in_flight / 2**20:.1f} MiB in flight, {report.wall_s:.1f} s"
         )
+        if d.departures:
+            causes: dict[str, int] = {}
+            for dep in d.departures:
+                causes[dep.cause.value] = causes.get(dep.cause.value, 0) + 1
+            lines.append("nodes left: " + ", ".join(
+                f"{n} {cause}" for cause, n in sorted(causes.items())))
     if report.by_other_run:
         lines.append(f"computed by another run on the same output: "
                      f"{', '.join(report.by_other_run)}")

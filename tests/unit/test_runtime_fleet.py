@@ -10,13 +10,14 @@ from planner.catalog import load_catalog
 from planner.errors import PlanError
 from scheduler.cloud.errors import ClusterConfigError
 from scheduler.cloud.fallback import FallbackDecision, FallbackPolicy
-from scheduler.runtime.driver import StageQueue, task_stage
+from scheduler.runtime.driver import StageQueue
 from scheduler.runtime.fleet import (
     FleetRequest,
     SpotLosses,
     fleet_bundles,
     fleet_request,
     plan_region,
+    surplus_nodes,
 )
 
 pytestmark = pytest.mark.unit
@@ -170,16 +171,6 @@ def test_the_stage_queue_counts_tasks_left_per_stage() -> None:
     assert queue.left == {"stereo": 1, "dsm": 1, "ortho": 1}
 
 
-def test_a_task_s_stage_is_its_operation_s() -> None:
-    from scheduler.runtime.state import Task
-
-    class OrthoTileTask:
-        def __call__(self, ctx: object) -> int:
-            return 1
-
-    assert task_stage(Task("k", OrthoTileTask())) == "ortho"
-
-
 def test_a_live_replan_becomes_the_request_with_substitutions_applied() -> None:
     plan = _staged_plan()
     issued: list[list[dict[str, float]]] = []
@@ -194,3 +185,14 @@ def test_a_live_replan_becomes_the_request_with_substitutions_applied() -> None:
     assert issued[-1] == []
     with pytest.raises(ClusterConfigError, match=r"re-plan: -1 nodes of m7g\.xlarge"):
         fleet_request(plan, {"dsm": 1.0}, replanned={("m7g.xlarge", "spot"): -1})
+
+
+def test_idle_nodes_beyond_the_request_are_let_go_busy_ones_and_untyped_kept() -> None:
+    pools = {"a": ("c7g.xlarge", "spot"), "b": ("c7g.xlarge", "spot"),
+             "c": ("c7g.xlarge", "spot"), "d": ("m7g.xlarge", "on-demand"), "head": ("", "")}
+    # c7g: 3 alive, 1 asked, "a" busy: two idle ones go; m7g no longer asked: it goes too
+    assert surplus_nodes(pools, {("c7g.xlarge", "spot"): 1}, {"a"}) == {"b", "c", "d"}
+    # all busy: none goes yet (they go once idle, at a later re-read)
+    assert surplus_nodes(pools, {}, {"a", "b", "c", "d"}) == set()
+    assert surplus_nodes(pools, {("c7g.xlarge", "spot"): 3, ("m7g.xlarge", "on-demand"): 1},
+                         set()) == set()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from scheduler.cmd_run import plan_resources, summary
+from planner.plan_document import plan_document_from_dict
+from scheduler.cmd_run import plan_placement, summary
+from scheduler.runtime.departures import Departure, DepartureCause
 from scheduler.runtime.dispatch import Dispatcher, RunReport, _Slot
 from scheduler.runtime.flow import FlowReport
 from scheduler.runtime.placement import Choice, Placement, candidates, choose
@@ -86,25 +88,36 @@ def test_a_fallback_pool_takes_over_the_stages_of_the_pool_it_replaces() -> None
     assert not placement.allows(ORTHO, on_demand)
 
 
-def test_plan_helpers_read_the_fleet() -> None:
-    plan = {"fleet": [
+def test_the_plan_places_each_stage_on_the_types_of_its_fleet_entries() -> None:
+    plan = plan_document_from_dict({"format": "eochain-plan/1", "fleet": [
+        {"instance_type": "m7g.2xlarge", "market": "spot", "instances": 2,
+         "tasks": {"stereo": 10, "dsm": 0}},
         {"instance_type": "c7g.2xlarge", "market": "spot", "instances": 3,
-         "price_usd_per_h": 0.1, "tasks": {"ortho": 10}},
+         "tasks": {"dsm": 10, "ortho": 2}},
         {"instance_type": "r7i.large", "market": "on-demand", "instances": 1,
-         "price_usd_per_h": 0.2, "tasks": {"dsm": 4}},
-    ]}
-    assert plan_resources(plan, "ortho") == ("c7g.2xlarge:spot",)
-    assert plan_resources({}, "ortho") == ()
+         "tasks": {"ortho": 4}},
+        {"instance_type": "r7i.large", "market": "spot", "instances": 0, "tasks": {"ortho": 4}},
+        {"instance_type": "c6g.large", "market": "spot", "instances": 1},
+    ]})
+    assert plan_placement(plan) == {"stereo": ("m7g.2xlarge:spot",),
+                                    "dsm": ("c7g.2xlarge:spot",),
+                                    "ortho": ("c7g.2xlarge:spot", "r7i.large:on-demand")}
+    assert plan_placement(plan_document_from_dict({"format": "eochain-plan/1",
+                                                   "fleet": []})) == {}
 
 
 def test_summary_names_failed_scenes_and_cost() -> None:
-    dispatch = RunReport({}, (), 10, 1, 2, 2**20, 3.0)
+    left = (Departure("n1", "c7g.xlarge", "spot", DepartureCause.SCALE_DOWN, 1.0),
+            Departure("n2", "m7g.xlarge", "spot", DepartureCause.SCALE_DOWN, 2.0),
+            Departure("n3", "m7g.xlarge", "spot", DepartureCause.INTERRUPTION, 3.0))
+    dispatch = RunReport({}, (), 10, 1, 2, 2**20, 3.0, departures=left)
     report = FlowReport((), ("ortho/a.tif",), (Failure("b/survey", "b", "b.tif: bad TIFF"),),
                         2, dispatch, 3.0)
     text = summary(report, 0.0123)
     assert "0 written, 1 already done, 1 failed, of 2" in text
     assert "FAILED b: b.tif: bad TIFF" in text
     assert "1 retried, 2 recomputed" in text and "$0.0123" in text
+    assert "nodes left: 1 interruption, 2 scale-down" in text
 
 
 def test_system_failures_are_told_from_deterministic_errors() -> None:
