@@ -19,6 +19,10 @@ input windows:
   include the plan's share and the COG write), the profile's base memory;
   a writer reads every tile of its product.
 
+Products whose grids are known exactly (surveyed from the RPCs and the DEM by
+the runtime, as ``eochain plan`` does for scenes given by file) are declared
+by :func:`surveyed_dag` with the same generators, on those grids.
+
 ``fusion`` tiles, the day a campaign fuses views, are costed with the
 ``dsm`` profile (gridding-like work per output cell) until the calibration
 measures them.
@@ -27,7 +31,7 @@ measures them.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -167,24 +171,17 @@ class CampaignOperations:
 
     def _dsm(self) -> Iterator[TaskDeclaration]:
         """Each pair's tasks as :func:`planner.stages.dsm_tasks` lays them out."""
-        get = self.costs.get
         for geo in self.pairs:
             grid = geo.dsm_grid
-            rows, cols = _grid_spans(grid)
-            px = [[(r1 - r0) * (c1 - c0) for _, _, c0, c1 in cols] for _, _, r0, r1 in rows]
-            out: dict[TaskKey, int] = {}
-            for key, inputs, kind in dsm_tasks(geo.pair.id, *grid.shape):
-                stage = stage_of(key.op)
-                ext: tuple[InputWindow, ...] = ()
-                cost = get(stage, px[key.row][key.col] if kind == "tile" else 0)
-                if stage == "stereo" and kind == "tile" and self.with_external:
-                    bbox = self._geo_bbox(grid.tile_geobox(TileIndex(key.row, key.col),
-                                                           padded=True))
-                    ext = tuple(InputWindow(self.scenes[s].uri or s,
-                                            _raw_window(self.scenes[s], bbox, 0))
-                                for s in (geo.pair.left, geo.pair.right))
-                out[key] = cost.output_bytes
-                yield TaskDeclaration(key, [(k, out[k]) for k in inputs], cost, ext)
+            views = (self.scenes[geo.pair.left], self.scenes[geo.pair.right])
+
+            def windows(idx: TileIndex, grid: TileGrid = grid,
+                        views: tuple[Scene, Scene] = views) -> tuple[InputWindow, ...]:
+                bbox = self._geo_bbox(grid.tile_geobox(idx, padded=True))
+                return tuple(InputWindow(v.uri or v.id, _raw_window(v, bbox, 0)) for v in views)
+
+            yield from dsm_declarations(geo.pair.id, grid, self.costs,
+                                        windows=windows if self.with_external else None)
 
     def _ortho(self) -> Iterator[TaskDeclaration]:
         """Each scene's tasks as :func:`planner.stages.ortho_tasks` lays them out (on the DEM)."""
@@ -192,25 +189,97 @@ class CampaignOperations:
         if ortho is None:
             return
         t = self.campaign.tiling
-        get = self.costs.get
         for scene in self.campaign.scenes:
             geo = self.scene_pair.get(scene.id)
             x0, y0, x1, y1 = scene.footprint
             crs = geo.crs if geo else utm_crs(0.5 * (x0 + x1), 0.5 * (y0 + y1))
             grid = TileGrid(footprint_geobox(scene.footprint, crs, ortho.gsd_m),
                             t.tile_px, t.tile_px, t.margin_px)
-            rows, cols = _grid_spans(grid)
-            px = [[(r1 - r0) * (c1 - c0) for _, _, c0, c1 in cols] for _, _, r0, r1 in rows]
-            out: dict[TaskKey, int] = {}
-            for key, inputs, kind in ortho_tasks(scene.id, *grid.shape):
-                ext: tuple[InputWindow, ...] = ()
-                cost = get("ortho", px[key.row][key.col] if kind == "tile" else 0)
-                if kind == "tile" and self.with_external:
-                    bbox = self._geo_bbox(grid.tile_geobox(TileIndex(key.row, key.col),
-                                                           padded=True))
-                    ext = (InputWindow(scene.uri or scene.id, _raw_window(scene, bbox, 0)),)
-                out[key] = cost.output_bytes
-                yield TaskDeclaration(key, [(k, out[k]) for k in inputs], cost, ext)
+
+            def windows(idx: TileIndex, grid: TileGrid = grid,
+                        scene: Scene = scene) -> tuple[InputWindow, ...]:
+                bbox = self._geo_bbox(grid.tile_geobox(idx, padded=True))
+                return (InputWindow(scene.uri or scene.id, _raw_window(scene, bbox, 0)),)
+
+            yield from ortho_declarations(scene.id, grid, self.costs,
+                                          windows=windows if self.with_external else None)
+
+
+#: A tile's raw input windows (stereo: both views; ortho: its scene), None: not declared.
+TileWindows = Callable[[TileIndex], tuple[InputWindow, ...]] | None
+
+
+def _padded_px(grid: TileGrid) -> list[list[int]]:
+    rows, cols = _grid_spans(grid)
+    return [[(r1 - r0) * (c1 - c0) for _, _, c0, c1 in cols] for _, _, r0, r1 in rows]
+
+
+def dsm_declarations(item: str, grid: TileGrid, costs: _CostTable, pairs: Sequence[str] = (),
+                     *, windows: TileWindows = None) -> Iterator[TaskDeclaration]:
+    """A DSM product's declarations on ``grid`` (costs by the tiles' padded pixels)."""
+    px = _padded_px(grid)
+    get = costs.get
+    out: dict[TaskKey, int] = {}
+    for key, inputs, kind in dsm_tasks(item, *grid.shape, pairs):
+        stage = stage_of(key.op)
+        cost = get(stage, px[key.row][key.col] if kind == "tile" else 0)
+        ext: tuple[InputWindow, ...] = ()
+        if windows is not None and kind == "tile" and stage == "stereo":
+            ext = windows(TileIndex(key.row, key.col))
+        out[key] = cost.output_bytes
+        yield TaskDeclaration(key, [(k, out[k]) for k in inputs], cost, ext)
+
+
+def ortho_declarations(scene: str, grid: TileGrid, costs: _CostTable, *,
+                       windows: TileWindows = None) -> Iterator[TaskDeclaration]:
+    """A scene's ortho declarations on ``grid`` (costs by the tiles' padded pixels)."""
+    px = _padded_px(grid)
+    get = costs.get
+    out: dict[TaskKey, int] = {}
+    for key, inputs, kind in ortho_tasks(scene, *grid.shape):
+        cost = get("ortho", px[key.row][key.col] if kind == "tile" else 0)
+        ext: tuple[InputWindow, ...] = ()
+        if windows is not None and kind == "tile":
+            ext = windows(TileIndex(key.row, key.col))
+        out[key] = cost.output_bytes
+        yield TaskDeclaration(key, [(k, out[k]) for k in inputs], cost, ext)
+
+
+@dataclass(frozen=True, slots=True)
+class SurveyedProduct:
+    """A product on the grid the runtime surveyed for it (RPCs, DEM): what it will run.
+
+    ``kind`` is ``"dsm"`` or ``"ortho"``; ``item`` the product's pair, views or
+    scene id; ``pairs`` the pairs a fused DSM fuses (empty for one pair).
+    """
+
+    kind: str
+    item: str
+    grid: TileGrid
+    pairs: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("dsm", "ortho"):
+            raise CampaignError(f"surveyed product {self.item}: kind {self.kind!r}; expected "
+                                "'dsm' or 'ortho'")
+
+
+def surveyed_dag(products: Sequence[SurveyedProduct], calibration: Calibration,
+                 families: tuple[str, ...]) -> nx.DiGraph:
+    """The task DAG of products on their surveyed grids (the run's DAG, costed)."""
+    costs = _CostTable(calibration, families)
+
+    def dsm() -> Iterator[TaskDeclaration]:
+        for p in products:
+            if p.kind == "dsm":
+                yield from dsm_declarations(p.item, p.grid, costs, p.pairs)
+
+    def ortho() -> Iterator[TaskDeclaration]:
+        for p in products:
+            if p.kind == "ortho":
+                yield from ortho_declarations(p.item, p.grid, costs)
+
+    return build_dag([_EstimatedOp("dsm", dsm), _EstimatedOp("ortho", ortho)])
 
 
 @dataclass(frozen=True, slots=True)

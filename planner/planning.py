@@ -155,8 +155,14 @@ def plan_campaign(
     max_candidates: int = 12,
     n_points: int = 12,
     time_budget_s: float | None = PLAN_BUDGET_S,
+    graph: nx.DiGraph | None = None,
 ) -> CampaignPlan:
-    """Plan ``campaign`` (see the module docstring); ``deadline_h``/``budget_usd`` override it."""
+    """Plan ``campaign`` (see the module docstring); ``deadline_h``/``budget_usd`` override it.
+
+    ``graph``: the campaign's task DAG when known exactly (the products as the
+    runtime surveyed them, :func:`planner.estimate.surveyed_dag`); by default
+    it is estimated from the footprints (:func:`planner.estimate.campaign_dag`).
+    """
     if time_budget_s is not None and not time_budget_s > 0:
         raise CampaignError(f"time_budget_s {time_budget_s!r}, expected a number > 0 or None")
     start = time.perf_counter()
@@ -173,7 +179,7 @@ def plan_campaign(
     try:
         return _plan(campaign, catalog, calibration, deadline, budget, simulate_runs, seed,
                      target_hit_rate, runtime_error, max_candidates, n_points, time_budget_s,
-                     start, collecting)
+                     start, collecting, graph)
     finally:
         gc.unfreeze()
         if collecting:
@@ -183,10 +189,12 @@ def plan_campaign(
 def _plan(campaign: Campaign, catalog: PriceCatalog, calibration: Calibration,
           deadline: float, budget: float | None, simulate_runs: int, seed: int,
           target_hit_rate: float, runtime_error: float, max_candidates: int, n_points: int,
-          time_budget_s: float | None, start: float, collecting: bool) -> CampaignPlan:
+          time_budget_s: float | None, start: float, collecting: bool,
+          graph: nx.DiGraph | None) -> CampaignPlan:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    graph: nx.DiGraph = campaign_dag(campaign, calibration, catalog.families)
+    if graph is None:
+        graph = campaign_dag(campaign, calibration, catalog.families)
     timings["dag"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     order = depth_first_order(graph)
@@ -389,7 +397,7 @@ def plan_to_dict(cp: CampaignPlan) -> dict[str, Any]:
                 "mean_interruptions": sim.mean_interruptions}
         total = sim.mean_cost_usd
         makespan = sim.p95_makespan_s
-        breakdown = {k: round(v, 4) for k, v in sim.mean_breakdown_usd().items()}
+        breakdown = {k: round(v, 6) for k, v in sim.mean_breakdown_usd().items()}
         frontier = [_plan_summary(q, s) for q, s in simulated_frontier(cp)]
     else:
         total = p.cost_usd

@@ -200,11 +200,19 @@ class Flow:
     def plan(self, store: LocalStore | S3Store | None = None,
              ) -> tuple[list[ProductPlan], list[Failure]]:
         """Survey the scenes in parallel and build each product's tasks (on the driver)."""
-        if self.ortho_step is None and self.dsm_step is None:
-            raise FlowError("the flow has no operation; call .ortho(...) or .dsm(...) first")
         if self.dest is None:
             raise FlowError("the flow has no destination; call .write(dest) before .run()")
-        store = store if store is not None else open_store(self.dest)
+        return self._survey(store if store is not None else open_store(self.dest))
+
+    def survey(self) -> tuple[list[ProductPlan], list[Failure]]:
+        """The products' tasks as :meth:`run` would build them, writing nothing: what
+        ``eochain plan`` costs (:func:`planner.estimate.surveyed_dag`)."""
+        return self._survey(None)
+
+    def _survey(self, store: LocalStore | S3Store | None
+                ) -> tuple[list[ProductPlan], list[Failure]]:
+        if self.ortho_step is None and self.dsm_step is None:
+            raise FlowError("the flow has no operation; call .ortho(...) or .dsm(...) first")
         jobs: list[SurveyJob] = []
         if self.dsm_step is not None:
             by_id = {s.id: s for s in self.scenes}

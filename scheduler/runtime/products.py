@@ -51,6 +51,7 @@ from ops.ortho import HeightModel, default_geobox, default_nodata
 from ops.raster_io import raster_info
 from ops.rpc import RpcModel
 from ops.rpc_io import find_rpc
+from planner.estimate import SurveyedProduct
 from planner.grid import TileGrid, TileIndex
 from planner.stages import LaidTask, dsm_tasks, ortho_tasks, stage_of
 from scheduler.runtime.errors import FlowError
@@ -140,12 +141,17 @@ class DsmStep:
 
 @dataclass(frozen=True, slots=True)
 class ProductPlan:
-    """A product's tasks and identity."""
+    """A product's tasks and identity, and the surveyed grid they were laid out on.
+
+    ``surveyed`` is what the planner needs to declare the same tasks
+    (:func:`planner.estimate.surveyed_dag`): the plan of a run is its DAG.
+    """
 
     key: str
     object_key: str
     label: str
     tasks: tuple[Task, ...]
+    surveyed: SurveyedProduct
 
     @property
     def sink(self) -> str:
@@ -211,7 +217,7 @@ def plan_ortho_product(
         return writer, 1024
 
     tasks = _lay_out(ortho_tasks(scene.id, *grid.shape), make, scene.id, key, placement)
-    return ProductPlan(key, object_key, scene.id, tasks)
+    return ProductPlan(key, object_key, scene.id, tasks, SurveyedProduct("ortho", scene.id, grid))
 
 
 def _lay_out(layout: Iterable[LaidTask], make: Callable[[LaidTask], tuple[Callable[..., object], int]],
@@ -356,4 +362,5 @@ def plan_views_dsm_product(
 
     tasks = _lay_out(dsm_tasks(product_id, *grid.shape, pair_names), make, product_id, key,
                      placement)
-    return ProductPlan(key, object_key, product_id, tasks)
+    return ProductPlan(key, object_key, product_id, tasks,
+                       SurveyedProduct("dsm", product_id, grid, pair_names))
