@@ -26,8 +26,7 @@ no fleet within the limits (instances per type, quotas) for the horizon left,
 the horizon is stretched by ``STRETCH`` until one fits (at most
 ``STRETCHES`` times): the fastest fleet the limits allow, said in the reason.
 The result is a plan the runtime enacts without stopping (its autoscaler
-request changes: :func:`fleet_counts`); prices the runtime read replace the
-catalog's (:func:`observed_offers`). The runtime's side (measurements kept,
+request changes: :func:`fleet_counts`). The runtime's side (measurements kept,
 re-plans rate-limited) is ``scheduler.runtime.replanning.LiveReplanner``.
 """
 
@@ -61,7 +60,6 @@ class RunProgress:
     calibrated_task_s: Mapping[str, float]        # stage -> calibrated seconds, same family
     interruptions: Mapping[str, int] = field(default_factory=dict)   # offer key -> count
     instance_h: Mapping[str, float] = field(default_factory=dict)    # offer key -> exposure
-    prices_usd_per_h: Mapping[str, float] = field(default_factory=dict)  # offer key -> price
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.elapsed_s) and self.elapsed_s >= 0):
@@ -69,9 +67,6 @@ class RunProgress:
         for name, n in self.tasks_left.items():
             if n < 0:
                 raise PlannerError(f"tasks_left[{name!r}] = {n}, expected >= 0")
-        for key, usd in self.prices_usd_per_h.items():
-            if not (math.isfinite(usd) and usd >= 0):
-                raise PlannerError(f"prices_usd_per_h[{key!r}] = {usd!r}, expected a price >= 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,17 +93,12 @@ def slowdowns(progress: RunProgress, stages: tuple[Stage, ...]) -> dict[str, flo
     return {s.name: measured.get(s.name, mean) for s in stages}
 
 
-def observed_offers(offers: tuple[Offer, ...], progress: RunProgress) -> tuple[Offer, ...]:
-    """The offers at the prices read and with the spot hazards seen (module docstring)."""
-    out = []
-    for o in offers:
-        if o.market == "spot":
-            o = replace(o, interruptions_per_h=(
-                progress.interruptions.get(o.key, 0) + o.interruptions_per_h * PRIOR_INSTANCE_H)
-                / (progress.instance_h.get(o.key, 0.0) + PRIOR_INSTANCE_H))
-        price = progress.prices_usd_per_h.get(o.key)
-        out.append(o if price is None else replace(o, price_usd_per_h=price))
-    return tuple(out)
+def observed_hazards(offers: tuple[Offer, ...], progress: RunProgress) -> tuple[Offer, ...]:
+    """Spot hazards updated with the interruptions seen (see the module docstring)."""
+    return tuple(replace(o, interruptions_per_h=(
+        progress.interruptions.get(o.key, 0) + o.interruptions_per_h * PRIOR_INSTANCE_H)
+        / (progress.instance_h.get(o.key, 0.0) + PRIOR_INSTANCE_H))
+        if o.market == "spot" else o for o in offers)
 
 
 def planned_task_s(problem: PlacementProblem,
@@ -156,7 +146,7 @@ def replan(problem: PlacementProblem, progress: RunProgress, deadline_s: float, 
     horizon_s = deadline_s - progress.elapsed_s
     if not any(s.n_tasks for s in stages):
         return Replan(None, max(horizon_s, 0) / 3600, slow, False, "nothing left to run")
-    offers = observed_offers(problem.offers, progress)
+    offers = observed_hazards(problem.offers, progress)
     worst = max(slow.values())
     critical_s = problem.critical_path_s * worst
     longest_task_s = max((min(s.cpu_s.values()) / s.threads for s in stages if s.n_tasks),

@@ -1,9 +1,9 @@
 """Re-planning while a run goes on: the runtime's measurements in, the fleet for the rest out.
 
 A :class:`LiveReplanner` sits beside a run. The runtime tells it each
-finished task's plan stage and wall seconds (:meth:`~LiveReplanner.on_task_done`),
-each spot interruption (:meth:`~LiveReplanner.on_interruption`) and each
-price it reads (:meth:`~LiveReplanner.on_price`); from its progress loop it
+finished task's plan stage and wall seconds (:meth:`~LiveReplanner.on_task_done`)
+and each spot interruption (:meth:`~LiveReplanner.on_interruption`); from its
+progress loop it
 asks :meth:`~LiveReplanner.fleet_for` with the work left and the time elapsed,
 and applies the nodes per (instance type, market) it gets back to its
 autoscaler request (``None``: keep the current request). The decision is
@@ -111,7 +111,6 @@ class LiveReplanner:
         self._interrupted = False
         self._interruptions: dict[str, int] = {}
         self._instance_h: dict[str, float] = {}
-        self._prices: dict[str, float] = {}
         self._totals: dict[str, int] = {}
         self._last_call_s: float | None = None
         self._last_replan_s: float | None = None
@@ -125,7 +124,8 @@ class LiveReplanner:
         """The re-planner of a run of ``campaign`` with ``plan`` (``plan.json``).
 
         The campaign's DAG and placement problem are built again (once, at
-        the run's start), with the offers of the plan's region only; the
+        the run's start), with the offers of the plan's region only, at the
+        prices of ``catalog`` (the run's, maybe newer than the plan's); the
         deadline is the plan's, else the campaign's.
         """
         from planner.estimate import campaign_dag
@@ -167,13 +167,6 @@ class LiveReplanner:
         self._interruptions[key] = self._interruptions.get(key, 0) + 1
         self._interrupted = True
 
-    def on_price(self, instance_type: str, market: str, price_usd_per_h: float) -> None:
-        """Record the price now of (``instance_type``, ``market``) in the cluster's region."""
-        if not (math.isfinite(price_usd_per_h) and price_usd_per_h >= 0):
-            raise FlowError(f"price of {instance_type} ({market}) = {price_usd_per_h!r} USD/h, "
-                               "expected a price >= 0")
-        self._prices[self._key((instance_type, market))] = price_usd_per_h
-
     def measured_task_s(self) -> dict[str, float]:
         """Per stage measured so far, the mean wall seconds of its last ``window`` tasks."""
         return {s: sum(t) / len(t) for s, t in self._times.items() if t}
@@ -192,7 +185,7 @@ class LiveReplanner:
             total = self._totals[stage] = max(self._totals.get(stage, 0), now)
             left[stage] = math.ceil(n * now / total) if total else 0
         return RunProgress(elapsed_s, left, self.measured_task_s(), self.calibrated_task_s,
-                           dict(self._interruptions), dict(self._instance_h), dict(self._prices))
+                           dict(self._interruptions), dict(self._instance_h))
 
     def fleet_for(self, remaining_tasks_by_stage: Mapping[str, int],
                   elapsed_s: float) -> Mapping[Pool, int] | None:

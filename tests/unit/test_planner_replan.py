@@ -26,7 +26,7 @@ from planner.placement import PlacementProblem, Stage, solve_placement
 from planner.replan import (
     RunProgress,
     fleet_counts,
-    observed_offers,
+    observed_hazards,
     planned_task_s,
     replan,
     slowdowns,
@@ -98,14 +98,11 @@ def test_interruptions_seen_raise_the_hazard_and_nothing_left_is_no_plan() -> No
     seen = RunProgress(0.0, {"stereo": 10, "dsm": 10}, {}, {}, interruptions={"t/r/spot": 6},
                        instance_h={"t/r/spot": 4.0})
     assert slowdowns(seen, problem.stages) == {"stereo": 1.0, "dsm": 1.0}
-    spot, on_demand = observed_offers(problem.offers, seen)
+    spot, on_demand = observed_hazards(problem.offers, seen)
     assert spot.interruptions_per_h == pytest.approx(6 / (4.0 + 24.0))
     assert on_demand.interruptions_per_h == 0.0
-    assert (spot.price_usd_per_h, on_demand.price_usd_per_h) == (0.1, 0.3)
-    priced = RunProgress(0.0, {}, {}, {}, prices_usd_per_h={"t/r/on-demand": 0.05})
-    assert [o.price_usd_per_h for o in observed_offers(problem.offers, priced)] == [0.1, 0.05]
-    with pytest.raises(PlannerError, match=r"prices_usd_per_h\['t/r/spot'\] = -1"):
-        RunProgress(0.0, {}, {}, {}, prices_usd_per_h={"t/r/spot": -1.0})
+    with pytest.raises(PlannerError, match=r"tasks_left\['dsm'\] = -1, expected >= 0"):
+        RunProgress(0.0, {"dsm": -1}, {}, {})
     done = replan(problem, RunProgress(100.0, {"stereo": 0, "dsm": 0}, {}, {}), 3600)
     assert done.plan is None and done.reason == "nothing left to run"
 
@@ -174,12 +171,10 @@ def test_live_replanner_counts_spot_exposure_and_interruptions() -> None:
     live.on_interruption("t", "on-demand")  # not a spot interruption: ignored
     assert live.fleet_for({"stereo": 60, "dsm": 60}, 1800.0) is None
     live.on_interruption("t", "spot")
-    live.on_price("t", "spot", 0.12)
     live.fleet_for({"stereo": 60, "dsm": 60}, 3600.0)  # due: an interruption
     progress = live.history[-1].progress
     assert progress.interruptions == {"t/r/spot": 1}
     assert progress.instance_h == {"t/r/spot": pytest.approx(spot_nodes * 1.0)}
-    assert progress.prices_usd_per_h == {"t/r/spot": 0.12}
 
 
 def test_live_replanner_goes_on_demand_when_the_slack_cannot_absorb_a_spot_loss() -> None:
@@ -219,8 +214,6 @@ def test_live_replanner_refuses_bad_input_naming_the_value() -> None:
         live.fleet_for({"stereo": -1}, 0.0)
     with pytest.raises(FlowError, match=r"elapsed_s = nan"):
         live.fleet_for({}, float("nan"))
-    with pytest.raises(FlowError, match=r"price of t \(spot\) = -2"):
-        live.on_price("t", "spot", -2)
 
 
 def _survey_campaign() -> Campaign:
@@ -250,9 +243,13 @@ def test_live_replanner_from_a_plan_document_and_its_campaign() -> None:
         for _ in range(5):
             live.on_task_done(stage, 3 * task_s)
     half = {k: n // 2 for k, n in everything.items()}
-    grown = live.fleet_for(half, 4 * 3600.0)  # two thirds of the time gone, half the work
-    assert grown is not None, live.history[-1].reason
-    assert sum(grown.values()) > 1
+    live.fleet_for(half, 4 * 3600.0)  # two thirds of the time gone, half the work
+    event = live.history[-1]
+    assert event.progress.tasks_left == half
+    assert event.decision is not None
+    assert event.decision.slowdown == {s: pytest.approx(3.0) for s in everything}
+    again = replan(live.problem, event.progress, live.deadline_s)
+    assert live.fleet == fleet_counts(again.plan)  # what the run now asks for
 
 
 def test_live_replanner_refuses_a_plan_of_another_region() -> None:
