@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -47,3 +48,25 @@ def test_recordings_do_not_nest() -> None:
     with (record_phases(), pytest.raises(RuntimeError, match="already being recorded"),
           record_phases()):
         pass
+
+
+def test_each_thread_has_its_own_phases_and_their_times_add_up() -> None:
+    """Two threads in overlapping phases: neither closes the other's, thread-seconds add."""
+    barrier = threading.Barrier(2)
+
+    def work(name: str) -> None:
+        with phase("tile"):
+            barrier.wait(timeout=30)  # both threads are inside "tile" now
+            with phase(name):
+                time.sleep(0.05)
+            barrier.wait(timeout=30)
+
+    with record_phases() as times:
+        threads = [threading.Thread(target=work, args=(n,)) for n in ("a", "b")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert times.calls == {"other": 1, "tile": 2, "a": 1, "b": 1}
+    assert times.wall_s["a"] >= 0.05 and times.wall_s["b"] >= 0.05
+    assert all(v >= 0.0 for v in (*times.wall_s.values(), *times.cpu_s.values()))
