@@ -98,8 +98,8 @@ class OrthoNap:
 def workload() -> TaskGraph:
     """``N_FAST`` tasks as calibrated, then ``N_SLOW`` ``SLOWDOWN`` times slower (in order)."""
     seconds = [CAL_S] * N_FAST + [CAL_S * SLOWDOWN] * N_SLOW
-    return TaskGraph.build([Task(f"nap/ortho/{i:04d}", OrthoNap(s)) for i, s in
-                            enumerate(seconds)])
+    return TaskGraph.build([Task(f"ortho:nap:0_{i}", OrthoNap(s), stage="ortho")
+                            for i, s in enumerate(seconds)])
 
 
 def problem() -> PlacementProblem:
