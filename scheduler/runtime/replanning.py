@@ -3,10 +3,12 @@
 A :class:`LiveReplanner` sits beside a run. The runtime tells it each
 finished task's plan stage and wall seconds (:meth:`~LiveReplanner.on_task_done`)
 and each spot interruption (:meth:`~LiveReplanner.on_interruption`); from its
-progress loop it
-asks :meth:`~LiveReplanner.fleet_for` with the work left and the time elapsed,
-and applies the nodes per (instance type, market) it gets back to its
-autoscaler request (``None``: keep the current request). The decision is
+progress loop it asks :meth:`~LiveReplanner.fleet_for` with the work left and
+the time elapsed, and applies the nodes per (instance type, market) it gets
+back to its autoscaler request (``None``: keep the current request). The
+first call should come at the run's start, with every task left (see the
+totals below; a later first call counts what is done by then as never
+there, and so over-estimates what is left). The decision is
 :func:`planner.replan.replan`, a pure function of a
 :class:`~planner.replan.RunProgress`; this object only keeps what it needs::
 
