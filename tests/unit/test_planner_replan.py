@@ -15,6 +15,8 @@ from pathlib import Path
 import networkx as nx
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from planner.calibration import load_calibration
 from planner.campaign import Campaign, parse_campaign
@@ -258,3 +260,23 @@ def test_live_replanner_refuses_a_plan_of_another_region() -> None:
          "instances": 1}]}
     with pytest.raises(FlowError, match=r"no offer in the plan's region 'us-east-1'"):
         LiveReplanner.from_plan(plan, _survey_campaign(), load_catalog(), load_calibration())
+
+
+@given(n=st.integers(1, 80), slow=st.floats(0.5, 5.0), done=st.floats(0.0, 0.95),
+       gone=st.floats(0.0, 1.2))
+def test_a_replan_places_every_task_left_once_within_the_limits(
+        n: int, slow: float, done: float, gone: float) -> None:
+    """Whatever the speed and the time gone, every task left is placed once, no offer has
+    more instances than the limit, and on-demand-only plans hold no spot node."""
+    problem = _problem(n, max_instances=6)
+    deadline_s = 3 * 3600.0
+    left = {"stereo": round(n * (1 - done)), "dsm": n}
+    progress = RunProgress(gone * deadline_s, left, {"stereo": TASK_S * slow},
+                           {"stereo": TASK_S})
+    re = replan(problem, progress, deadline_s)
+    assert re.plan is not None
+    for stage, k in left.items():
+        assert re.plan.tasks_of(stage) == k
+    assert all(e.instances <= 6 for e in re.plan.fleet)
+    if re.on_demand_only:
+        assert all(e.offer.market == "on-demand" for e in re.plan.fleet)
