@@ -21,7 +21,8 @@ Then the placement LP (:func:`planner.placement.solve_placement`) is solved
 for the remaining tasks at their measured cost within ``horizon`` (less a
 safety share). In the spirit of "Can't Be Late" (Wu et al., NSDI 2024), spot
 is used while the slack can absorb a lost instance (a start-up' plus the
-longest task); once it cannot, the rest runs on demand. When the LP finds
+longest task); once it cannot, the rest runs on demand (a campaign without
+on-demand offers stays on spot, and the reason says the risk). When the LP finds
 no fleet within the limits (instances per type, quotas) for the horizon left,
 the horizon is stretched by ``STRETCH`` until one fits (at most
 ``STRETCHES`` times): the fastest fleet the limits allow, said in the reason.
@@ -153,16 +154,14 @@ def replan(problem: PlacementProblem, progress: RunProgress, deadline_s: float, 
                          default=0.0)
     startup_s = problem.startup_s * STARTUP_MARGIN
     slack_s = horizon_s - startup_s - critical_s
-    on_demand_only = slack_s < startup_s + longest_task_s
+    short = slack_s < startup_s + longest_task_s
+    on_demand = tuple(o for o in offers if o.market == "on-demand")
+    on_demand_only = short and bool(on_demand)
     if on_demand_only:
-        offers = tuple(o for o in offers if o.market == "on-demand")
-        if not offers:
-            raise InfeasiblePlanError(
-                f"{slack_s / 3600:.2f} h of slack left cannot absorb a lost spot instance and "
-                "the campaign allows no on-demand offer; add 'on-demand' to compute.markets")
-    new = PlacementProblem(stages, offers, startup_s, critical_s,
-                           problem.max_instances_per_type, problem.vcpu_quota,
-                           problem.transfer_usd_per_gb, None)
+        offers = on_demand
+    # the budget bounded the whole campaign, not its rest: the plan is judged by its deadline
+    new = replace(problem, stages=stages, offers=offers, startup_s=startup_s,
+                  critical_path_s=critical_s, budget_usd=None)
     target_h = max(horizon_s * (1 - safety), 0) / 3600
     floor_h = (critical_s + startup_s) / 3600
     if target_h < floor_h:
@@ -180,6 +179,9 @@ def replan(problem: PlacementProblem, progress: RunProgress, deadline_s: float, 
         target_h = plan.makespan_limit_h
     if on_demand_only:
         reason += "; slack too short for a spot loss: on demand"
+    elif short:
+        reason += ("; slack too short for a spot loss, and the campaign allows no on-demand "
+                   "offer (compute.markets): spot, at risk")
     return Replan(plan, target_h, slow, on_demand_only, reason)
 
 

@@ -10,6 +10,7 @@ instance type, spot and on demand, with two chained stages::
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import networkx as nx
@@ -190,17 +191,29 @@ def test_live_replanner_goes_on_demand_when_the_slack_cannot_absorb_a_spot_loss(
     assert live.history[-1].decision is not None and live.history[-1].decision.on_demand_only
 
 
-def test_live_replanner_keeps_the_fleet_and_says_why_when_no_fleet_fits() -> None:
-    """Spot only, and no slack for a spot loss: the re-plan finds nothing; the run goes on."""
+def test_spot_only_with_no_slack_for_a_spot_loss_stays_on_spot_and_says_the_risk() -> None:
     problem = _problem(40, markets=("spot",))
+    progress = RunProgress(3000.0, {"stereo": 0, "dsm": 40}, {"dsm": TASK_S}, {"dsm": TASK_S})
+    re = replan(problem, progress, 3600.0)
+    assert re.plan is not None and not re.on_demand_only
+    assert set(fleet_counts(re.plan)) == {("t", "spot")}
+    assert re.reason.endswith("the campaign allows no on-demand offer (compute.markets): "
+                              "spot, at risk")
+
+
+def test_live_replanner_keeps_the_fleet_and_says_why_when_no_fleet_fits() -> None:
+    """dsm tasks measured at 64 GiB fit no 16 GiB node: the re-plan finds nothing; the run
+    goes on with the fleet it has."""
+    base = _problem(40)
+    problem = replace(base, stages=(base.stages[0], replace(base.stages[1], peak_mem_gib=64.0)))
     said: list[str] = []
     live = LiveReplanner(problem, 3600.0, {("t", "spot"): 2}, {"stereo": TASK_S, "dsm": TASK_S},
                          min_tasks=1, say=said.append)
     live.on_task_done("dsm", TASK_S)
-    assert live.fleet_for({"stereo": 0, "dsm": 40}, 3000.0) is None
+    assert live.fleet_for({"stereo": 0, "dsm": 40}, 600.0) is None
     assert live.fleet == {("t", "spot"): 2}
     assert len(said) == 1 and "found no fleet, keeping the current one" in said[0]
-    assert "add 'on-demand' to compute.markets" in said[0]
+    assert live.history[-1].decision is None
     with pytest.raises(InfeasiblePlanError):
         replan(problem, live.history[-1].progress, 3600.0)
 
