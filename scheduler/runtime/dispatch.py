@@ -366,8 +366,9 @@ class Dispatcher:
 
             tm = DispatchMetrics(self.metrics, graph)
 
-        #: placement classes (a task's preferred resources) of the graph
+        #: placement classes (a task's preferred resources) of the graph, and the plan's pools
         classes = {task.resources for task in tasks.values()}
+        planned = self.fleet.placed if self.fleet is not None else frozenset()
         #: READY tasks taken from the queue that wait for an actor of their planned type
         parked: dict[tuple[str, ...], list[tuple[int, str]]] = {}
         parked_since: dict[tuple[str, ...], float] = {}
@@ -554,7 +555,8 @@ class Dispatcher:
                 free = pool.free(depth)
                 usable = pool.usable()
                 requested = list(self._requested() or {})
-                placement = Placement.of(classes, self.fleet.substitutions if self.fleet else None)
+                placement = Placement.of(classes, self.fleet.substitutions if self.fleet else None,
+                                         planned)
                 now_s = time.monotonic()
                 choice = _chooser(placement, free, usable, requested, parked_since, now_s,
                                   opts.no_worker_timeout_s)

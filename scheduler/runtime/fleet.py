@@ -204,6 +204,12 @@ class FleetRequest:
             self.history.append(bundles)
         return bundles
 
+    @property
+    def placed(self) -> frozenset[str]:
+        """The resources (``"type:market"``) of the pools the plan places tasks of a stage on."""
+        return frozenset(f"{e.instance_type}:{e.market}" for e in as_plan_document(self.plan).fleet
+                         if e.instances > 0 and any(n > 0 for n in e.tasks.values()))
+
     def replan(self, nodes_by_pool: Mapping[Pool, int]) -> list[dict[str, float]]:
         """Ask for a live re-plan's fleet (nodes per (type, market)) from now on."""
         self.replanned = dict(nodes_by_pool)

@@ -6,7 +6,8 @@ anywhere). A spot fallback moves a pool's stages to another pool: the
 substitutions (type, market) -> (type, market) of the run's
 :class:`~scheduler.runtime.fleet.FleetRequest` extend each task's types with
 their replacements (:meth:`Placement.accepted`). The run's *placed* resources
-are the union of its tasks' accepted ones. Then:
+are the union of its tasks' accepted ones and of the pools the plan places
+stages on (a stage already done, or not run this time, keeps its nodes). Then:
 
 =====================================  =============================================
 actor of a node that carries           runs
@@ -63,10 +64,13 @@ class Placement:
 
     @classmethod
     def of(cls, task_resources: Iterable[tuple[str, ...]],
-           substitutions: Mapping[Pool, Pool] | None = None) -> Placement:
+           substitutions: Mapping[Pool, Pool] | None = None,
+           planned: Iterable[str] = ()) -> Placement:
+        """The placement of tasks with ``task_resources``; ``planned``: the resources the plan
+        places stages on (placed too, whether or not this dispatch has tasks of them)."""
         subs = dict(substitutions or {})
         placed: set[str] = set()
-        for resources in set(task_resources):
+        for resources in {*task_resources, tuple(planned)}:
             placed |= _accepted(resources, subs)
         return cls(frozenset(placed), subs)
 

@@ -153,6 +153,11 @@ def test_a_fallback_replaces_the_flapping_pool_in_the_request() -> None:
     assert issued[-1] == [] and fleet.bundles == []
 
 
+def test_the_pools_the_plan_places_stages_on() -> None:
+    fleet = FleetRequest(_staged_plan(), issue=lambda b: None, say=lambda m: None)
+    assert fleet.placed == {"c7g.xlarge:spot", "m7g.xlarge:on-demand"}  # not c6g: no tasks
+
+
 def test_a_failed_fallback_changes_nothing() -> None:
     fleet = FleetRequest(_staged_plan(), issue=lambda b: None, say=lambda m: None)
     fleet.update({"dsm": 1.0})

@@ -88,6 +88,12 @@ def test_a_fallback_pool_takes_over_the_stages_of_the_pool_it_replaces() -> None
     assert not placement.allows(ORTHO, on_demand)
 
 
+def test_a_node_the_plan_places_a_stage_on_runs_no_other_stage_even_when_it_is_done() -> None:
+    only_ortho = Placement.of([ORTHO], planned=STEREO + DSM + ORTHO)
+    assert not only_ortho.allows(ORTHO, frozenset(STEREO))
+    assert Placement.of([ORTHO]).allows(ORTHO, frozenset(STEREO))  # without the plan's pools
+
+
 def test_the_plan_places_each_stage_on_the_types_of_its_fleet_entries() -> None:
     plan = plan_document_from_dict({"format": "eochain-plan/1", "fleet": [
         {"instance_type": "m7g.2xlarge", "market": "spot", "instances": 2,
