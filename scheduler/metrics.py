@@ -349,8 +349,9 @@ class CampaignMetrics:
                 self._interruptions.labels(self.campaign, instance_type).inc(0)
             self.tick()
 
-    def node_removed(self, node_id: str, *, interrupted: bool = False) -> None:
-        """A node left: released when its work was done, or ``interrupted`` (spot reclaim)."""
+    def node_removed(self, node_id: str) -> None:
+        """A node left (its cause, and an interruption's count, are the dispatcher's:
+        :meth:`interrupted`)."""
         with self._lock:
             node = self._nodes.get(node_id)
             if node is None:
@@ -361,8 +362,6 @@ class CampaignMetrics:
             self.tick()
             node.ended_s = self._now()
             self._nodes_g.labels(self.campaign, node.instance_type, node.market).dec()
-            if interrupted:
-                self._interruptions.labels(self.campaign, node.instance_type).inc()
             self.tick()
 
     def declare_fleet(self, nodes: Iterable[tuple[str, str]]) -> None:

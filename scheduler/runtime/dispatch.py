@@ -329,9 +329,11 @@ class Dispatcher:
         progress: ProgressFn | None = None,
         on_result: Callable[[str, object], None] | None = None,
         on_done: Callable[[str, float], None] | None = None,
+        on_interruption: Callable[[str, str], None] | None = None,
     ) -> RunReport:
         """Run ``graph``; ``on_result(key, value)`` for each sink's value, ``on_done(key,
-        runtime_s)`` for each task that finished well (sinks included)."""
+        runtime_s)`` for each task that finished well (sinks included),
+        ``on_interruption(instance_type, market)`` for each node interrupted."""
         import ray
         from ray.exceptions import RayActorError, RayError
 
@@ -478,6 +480,8 @@ class Dispatcher:
                 if tm is not None:
                     tm.departed(itype, cause)
                 if cause is DepartureCause.INTERRUPTION:
+                    if on_interruption is not None:
+                        on_interruption(itype, market)
                     for decision in self.spot.node_lost(
                             tags, now, state.completed / max(1, len(state.state))):
                         if tm is not None:

@@ -51,13 +51,16 @@ class StageQueue:
 class Replanner(Protocol):
     """A live re-planner (:mod:`scheduler.runtime.replanning`): task times in, a fleet out.
 
-    ``on_task_done`` gets each finished task's stage and run time;
+    ``on_task_done`` gets each finished task's stage and run time,
+    ``on_interruption`` each interrupted node's pool (type, market);
     ``fleet_for`` the tasks left per stage and the seconds since the dispatch
     began, and answers the nodes to ask for per (instance type, market), or
     ``None`` to keep the current request.
     """
 
     def on_task_done(self, stage: str, runtime_s: float) -> None: ...
+
+    def on_interruption(self, instance_type: str, market: str) -> None: ...
 
     def fleet_for(self, remaining_tasks_by_stage: Mapping[str, int],
                   elapsed_s: float) -> Mapping[tuple[str, str], int] | None: ...
@@ -79,7 +82,8 @@ class Driver:
     (:mod:`scheduler.runtime.fleet`). ``say`` is the run's output function
     for those messages (default: a logged warning).
     With a ``replanner`` as well (or one passed to :meth:`dispatch`), each
-    finished task's stage and run time go to it, and at each progress step its
+    finished task's stage and run time go to it, and each interrupted node's
+    pool, and at each progress step its
     ``fleet_for`` answer, when not ``None``, becomes the request
     (:meth:`~scheduler.runtime.fleet.FleetRequest.replan`).
     ``survey_threads``/``survey_timeout_s`` bound the survey (see :func:`survey`);
@@ -150,7 +154,8 @@ class Driver:
             fleet.update(queue.remaining_fraction())
             spot = SpotLosses(self.plan, say=self.say, act=fleet.substitute)
             return Dispatcher(self.options, self.metrics, spot, fleet).run(
-                graph, tick, on_result, done)
+                graph, tick, on_result, done,
+                None if replanner is None else replanner.on_interruption)
         finally:
             if ray.is_initialized():  # a failed run must not keep a fleet up either
                 fleet.release()

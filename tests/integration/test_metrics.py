@@ -156,7 +156,8 @@ def _run_campaign(metrics: CampaignMetrics, scene: tuple[list[Any], str], out: P
         metrics.observe_progress(p)
         if p.products_done >= 1 and not interrupted:
             interrupted = True
-            metrics.node_removed("spot-0", interrupted=True)
+            metrics.node_removed("spot-0")
+            metrics.interrupted(SPOT)
             metrics.fallback(SPOT, "spot", "on-demand")
             metrics.node_added("od-1", SPOT, "on-demand", 0.0725)
             metrics.task_started("ortho_tile", SPOT)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +94,50 @@ def test_run_requests_the_plans_fleet_and_releases_it(local_ray: None, tmp_path:
     assert report.ok, report.failures
     assert len(report.written) == 1
     assert during and all(b == FLEET for b in during), during
+    assert requested_bundles() == []
+
+
+class Recorder:
+    """A re-planner that records what it hears and, from the third task on, asks for one
+    on-demand c7g.xlarge only (the live re-planning hook of ``Driver.dispatch``)."""
+
+    def __init__(self) -> None:
+        self.done: list[tuple[str, float]] = []
+        self.asked: list[dict[str, int]] = []
+
+    def on_task_done(self, stage: str, runtime_s: float) -> None:
+        self.done.append((stage, runtime_s))
+
+    def on_interruption(self, instance_type: str, market: str) -> None:
+        raise AssertionError(f"no node is interrupted here ({instance_type} {market})")
+
+    def fleet_for(self, remaining_tasks_by_stage: Mapping[str, int],
+                  elapsed_s: float) -> dict[tuple[str, str], int] | None:
+        self.asked.append(dict(remaining_tasks_by_stage))
+        return {("c7g.xlarge", "on-demand"): 1} if len(self.done) >= 3 else None
+
+
+def test_a_replanner_hears_each_task_and_its_fleet_becomes_the_request(
+        local_ray: None, tmp_path: Path) -> None:
+    from ops.synthetic import SceneSpec, generate_scene
+
+    scene = generate_scene(SceneSpec(width=192, height=192, seed=3), tmp_path / "scene")
+    replanner = Recorder()
+    requests: list[list[dict[str, float]]] = []
+
+    def watch(p: Progress) -> None:
+        requests.append(requested_bundles())
+
+    driver = Driver(num_cpus=2, plan=PLAN, replanner=replanner)
+    report = (driver.get_flow([SceneInput("a", str(scene.out_dir / "view_0.tif"))])
+              .ortho(dem=str(scene.out_dir / "dem.tif"), tile_px=64)
+              .write(tmp_path / "out").run(watch))
+    assert report.ok, report.failures
+    tasks = report.dispatch.task_runs if report.dispatch else 0
+    assert [stage for stage, _ in replanner.done] == ["ortho"] * tasks
+    assert all(runtime_s >= 0 for _, runtime_s in replanner.done)
+    assert replanner.asked[0]["ortho"] < tasks  # tasks left, counted per stage
+    assert requests[0] == FLEET and [{"c7g.xlarge:on-demand": 1.0}] in requests
     assert requested_bundles() == []
 
 

@@ -65,7 +65,8 @@ def test_cost_accrues_per_node_second_and_stops_when_a_node_leaves(
     metrics.node_added("n1", "c7g.large", "spot", 3.6)        # 0.001 USD/s
     metrics.node_added("n2", "m7i.large", "on-demand", 7.2)   # 0.002 USD/s
     clock.now += 100
-    metrics.node_removed("n1", interrupted=True)
+    metrics.node_removed("n1")
+    metrics.interrupted("c7g.large")  # the dispatcher's call: it knows the cause
     clock.now += 50
     metrics.tick()
     acc = "eochain_cost_accrued_usd_total"
@@ -75,8 +76,8 @@ def test_cost_accrues_per_node_second_and_stops_when_a_node_leaves(
     assert _v(metrics, "eochain_fleet_burn_rate_usd_per_second") == pytest.approx(0.002)
     assert _v(metrics, "eochain_nodes", instance_type="c7g.large", market="spot") == 0
     assert _v(metrics, "eochain_spot_interruptions_total", instance_type="c7g.large") == 1
-    metrics.node_removed("n1", interrupted=True)  # seen twice (two observers): counted once
-    assert _v(metrics, "eochain_spot_interruptions_total", instance_type="c7g.large") == 1
+    metrics.node_removed("n1")  # seen twice (two observers): billed once
+    assert _v(metrics, "eochain_nodes", instance_type="c7g.large", market="spot") == 0
     ledger = metrics.ledger()
     assert [(n.instance_type, n.node_s, n.nodes) for n in ledger.nodes] == [
         ("c7g.large", 100.0, 1), ("m7i.large", 150.0, 1)]
