@@ -7,6 +7,13 @@ price catalog and the calibration, estimates the work
 (:mod:`planner.workload`, refused beyond its limits without
 ``--allow-large``), prints a table (or, with ``--json``, the plan document
 for machines), and writes ``plan.json`` and ``pareto.png`` into ``--out``.
+
+The plan of a run is its DAG: when every scene is a local file and ``--dem``
+is given, the products are surveyed as ``eochain run`` surveys them (the
+same flow, :func:`scheduler.cmd_run.campaign_flow`, RPCs and DEM, nothing
+written) and the planner costs exactly the tasks the run will dispatch
+(:func:`surveyed_graph`); otherwise it costs tasks on grids estimated from
+the footprints (:mod:`planner.estimate`), and says so.
 """
 
 from __future__ import annotations
@@ -17,15 +24,38 @@ from pathlib import Path
 from typing import cast
 
 import click
+import networkx as nx
 
-from planner.calibration import load_calibration
+from planner.calibration import Calibration, load_calibration
 from planner.campaign import DEFAULTS, Campaign
 from planner.catalog import load_catalog
 from planner.errors import PlannerError
+from planner.estimate import surveyed_dag
 from planner.plan_document import plan_document_from_dict, write_plan
 from planner.planning import CampaignPlan, plan_to_dict
 from scheduler.guards import NON_NEGATIVE_FINITE, POSITIVE_FINITE, allow_large_option
 from scheduler.scene_survey import load_surveyed_campaign
+
+
+def surveyed_graph(campaign: Campaign, campaign_file: Path, dem: str | None,
+                   geoid: str | None, calibration: Calibration, families: tuple[str, ...]
+                   ) -> nx.DiGraph | None:
+    """The run's own task DAG, costed, or None where the run's products cannot be surveyed
+    here (scenes not all local files, or no ``--dem``: the run needs one)."""
+    from scheduler.cmd_run import campaign_flow
+    from scheduler.runtime.driver import Driver
+
+    if dem is None or not campaign.scenes or any(
+            not s.uri or "://" in s.uri for s in campaign.scenes):
+        return None
+    flow = campaign_flow(campaign, campaign_file, Driver(address="serial"), dem=dem,
+                         geoid=geoid, tile_px=None, dest=None, placement={})
+    products, failures = flow.survey()
+    if failures:
+        raise click.ClickException(
+            "cannot survey the run's products: " + "; ".join(
+                f"{f.label}: {f.error}" for f in failures))
+    return surveyed_dag([p.surveyed for p in products], calibration, families)
 
 
 def check_out_dir(out_dir: Path) -> None:
@@ -159,9 +189,15 @@ def plan(campaign_file: Path, deadline_h: float | None, budget_usd: float | None
                                           allow_large=allow_large)
         if campaign.defaults_used:
             click.echo(f"defaults: {defaults_line(campaign)}", err=True)
-        cp = plan_campaign(campaign, load_catalog(catalog_path), load_calibration(calibration_path),
-                           deadline_h=deadline_h, budget_usd=budget_usd, simulate_runs=runs,
-                           seed=seed)
+        catalog, calibration = load_catalog(catalog_path), load_calibration(calibration_path)
+        graph = surveyed_graph(campaign, campaign_file, dem_path, geoid_path, calibration,
+                               catalog.families)
+        click.echo("tasks: " + ("the run's, on the products' surveyed grids" if graph is not None
+                                else "estimated from the footprints (pass --dem with scenes "
+                                     "given by local files to plan the run's exact tasks)"),
+                   err=True)
+        cp = plan_campaign(campaign, catalog, calibration, deadline_h=deadline_h,
+                           budget_usd=budget_usd, simulate_runs=runs, seed=seed, graph=graph)
     except PlannerError as exc:
         raise click.ClickException(str(exc)) from exc
     doc = plan_to_dict(cp)

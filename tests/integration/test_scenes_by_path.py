@@ -65,8 +65,10 @@ def test_plan_accepts_the_gizeh_pair_by_uri_only(gizeh: Path, tmp_path: Path) ->
     assert result.exit_code == 0, result.output
     doc = json.loads((out / "plan.json").read_text())
     tasks = {s["name"]: s["tasks"] for s in doc["stages"]}
-    # two 400 m crops: one ortho tile each, one DSM tile (stereo + dsm)
-    assert tasks == {"stereo": 1, "dsm": 1, "ortho": 2}
+    # two 400 m crops: one ortho tile each with its scene's plan and writer; one DSM tile
+    # (stereo.plan + stereo, dsm + dsm.write): the run's tasks, surveyed with --dem
+    assert tasks == {"stereo": 2, "dsm": 2, "ortho": 6}
+    assert "the run's, on the products' surveyed grids" in result.output
 
 
 def test_stated_values_are_checked_against_the_files(gizeh: Path, tmp_path: Path) -> None:
