@@ -15,7 +15,8 @@ A campaign file is YAML (or the same structure as a dict)::
       stac: items.json              # ... or a STAC ItemCollection ({href:, asset:})
     products:
       ortho: {gsd_m: 0.5}
-      dsm: {gsd_m: 1.0}
+      dsm: {gsd_m: 1.0}           # a DSM per pair; with views: [[s1, s2, s3]] also one
+                                    # DSM per group of 3+ views, its pairs fused per cell
     tiling: {tile_px: 4096, margin_px: 64}
     data: {region: eu-west-3, bucket: eo-raw}
     deadline_h: 24
@@ -52,7 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from planner.config_loader import load_yaml
+from planner.config_loader import load_yaml, short
 from planner.config_reader import MappingReader, Problems, suggest
 from planner.errors import CampaignError, ConfigError
 from planner.scene_inputs import (
@@ -138,6 +139,8 @@ class Campaign:
     source: str = "<dict>"
     #: Top-level keys absent from the file, taken from :data:`DEFAULTS`.
     defaults_used: tuple[str, ...] = ()
+    #: Groups of three or more scene ids, each one DSM fusing its pairs (``products.dsm.views``)
+    view_groups: tuple[tuple[str, ...], ...] = ()
 
     def product(self, kind: str) -> Product | None:
         return next((p for p in self.products if p.kind == kind), None)
@@ -169,15 +172,20 @@ def parse_campaign(data: object, source: str = "<dict>", base_dir: Path | None =
     pr = r.child("products")
     pr.check_keys(PRODUCT_KINDS)
     products = []
+    groups: tuple[tuple[str, ...], ...] = ()
     for kind in PRODUCT_KINDS:
         if pr.has(kind):
             p = pr.child(kind)
-            p.check_keys(("gsd_m",))
+            p.check_keys(("gsd_m", "views") if kind == "dsm" else ("gsd_m",))
             products.append(Product(kind, p.number("gsd_m")))
+            if kind == "dsm":
+                groups = _view_groups(p, {s.id for s in scenes}, bool(scenes))
     if not products and not pr.broken:
         pr.fail("", dict(pr.data), f"at least one of {', '.join(PRODUCT_KINDS)}")
-    if any(p.kind == "dsm" for p in products) and not pairs and (scenes or unread_ok):
-        problems.add("products.dsm needs stereo pairs but inputs lists none")
+    if any(p.kind == "dsm" for p in products) and not pairs and not groups and (
+            scenes or unread_ok):
+        problems.add("products.dsm needs stereo pairs (inputs.pairs) or views "
+                     "(products.dsm.views) but the file gives none")
     t = r.child("tiling", {})
     t.check_keys(("tile_px", "margin_px"))
     tiling = Tiling(t.integer("tile_px", 4096, minimum=MIN_TILE_PX),
@@ -221,7 +229,32 @@ def parse_campaign(data: object, source: str = "<dict>", base_dir: Path | None =
         quotas=quotas,
         source=source,
         defaults_used=defaults,
+        view_groups=groups,
     )
+
+
+def _view_groups(r: MappingReader, known: set[str], check_ids: bool
+                 ) -> tuple[tuple[str, ...], ...]:
+    """``products.dsm.views``: groups of three or more distinct scene ids."""
+    raw = r.get("views", [])
+    expected = "a list of groups of three or more scene ids, e.g. [[s1, s2, s3]]"
+    if not isinstance(raw, list):
+        r.fail("views", raw, expected)
+        return ()
+    groups = []
+    for n, g in enumerate(raw):
+        key = f"{r.key('views')}[{n}]"
+        if not (isinstance(g, list) and len(g) >= 3 and all(isinstance(v, str) for v in g)
+                and len(set(g)) == len(g)):
+            r.problems.add(f"{key} = {short(g)}, expected {expected} (each id once)")
+            continue
+        unknown = [v for v in g if v not in known]
+        if unknown and check_ids:
+            r.problems.add(f"{key} names scenes {unknown}, expected scene ids of inputs.scenes"
+                           f"{suggest(unknown[0], known)}")
+            continue
+        groups.append(tuple(g))
+    return tuple(groups)
 
 
 def load_campaign(path: str | Path, *, reader: SceneReader | None = None,

@@ -23,13 +23,17 @@ Products whose grids are known exactly (surveyed from the RPCs and the DEM by
 the runtime, as ``eochain plan`` does for scenes given by file) are declared
 by :func:`surveyed_dag` with the same generators, on those grids.
 
-``fusion`` tiles, the day a campaign fuses views, are costed with the
-``dsm`` profile (gridding-like work per output cell) until the calibration
-measures them.
+A group of three or more views (``products.dsm.views``) is one fused DSM on
+the union of its pairs' overlaps, planned with its first
+:data:`MAX_FUSED_PAIRS` overlapping pairs (the run keeps those of usable
+B/H: plan with ``--dem`` on local files to cost exactly those); its
+``fusion`` tiles are costed with the ``dsm`` profile (gridding-like work per
+output cell) until the calibration measures them.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -44,6 +48,10 @@ from planner.dag import GIB, TaskCost, TaskDeclaration, TaskKey, build_dag
 from planner.errors import CampaignError
 from planner.grid import GeoBox, InputWindow, TileGrid, TileIndex, Window, utm_crs
 from planner.stages import dsm_tasks, ortho_tasks, stage_of
+
+#: Pairs a fused DSM is planned with at most (:func:`ops.stereo_multiview.plan_multiview`'s
+#: ``max_pairs``; which pairs it keeps, by B/H, is known only once the RPCs are read).
+MAX_FUSED_PAIRS = 6
 
 
 @lru_cache(maxsize=64)
@@ -153,9 +161,31 @@ class CampaignOperations:
             self.pairs.append(geo)
             for sid in (pair.left, pair.right):
                 self.scene_pair.setdefault(sid, geo)
+        #: fused DSMs: (item, grid, pair names) per group of views
+        self.groups: list[tuple[str, TileGrid, tuple[str, ...]]] = []
+        for group in campaign.view_groups:
+            boxes: list[tuple[float, float, float, float]] = []
+            names: list[str] = []
+            for one, other in itertools.combinations(group, 2):
+                fa, fb = self.scenes[one].footprint, self.scenes[other].footprint
+                inter = (max(fa[0], fb[0]), max(fa[1], fb[1]), min(fa[2], fb[2]),
+                         min(fa[3], fb[3]))
+                if inter[0] < inter[2] and inter[1] < inter[3] and len(names) < MAX_FUSED_PAIRS:
+                    boxes.append(inter)
+                    names.append(f"{one}+{other}")
+            if not boxes:
+                raise CampaignError(f"{campaign.source}: views {list(group)}: no two footprints "
+                                    "overlap; expected views of one area")
+            union = (min(x[0] for x in boxes), min(x[1] for x in boxes),
+                     max(x[2] for x in boxes), max(x[3] for x in boxes))
+            crs = utm_crs(0.5 * (union[0] + union[2]), 0.5 * (union[1] + union[3]))
+            grid = TileGrid(footprint_geobox(union, crs, dsm.gsd_m if dsm else 1.0),
+                            t.tile_px, t.tile_px, t.margin_px)
+            self.groups.append(("+".join(group), grid, tuple(names)))
 
     def operations(self) -> list[_EstimatedOp]:
-        """One operation per product kind asked: ``dsm`` (its pairs) and ``ortho`` (its scenes)."""
+        """One operation per product kind asked: ``dsm`` (its pairs and groups of views) and
+        ``ortho`` (its scenes)."""
         ops: list[_EstimatedOp] = []
         if self.campaign.product("dsm") is not None:
             ops.append(_EstimatedOp("dsm", self._dsm))
@@ -182,6 +212,8 @@ class CampaignOperations:
 
             yield from dsm_declarations(geo.pair.id, grid, self.costs,
                                         windows=windows if self.with_external else None)
+        for item, grid, names in self.groups:
+            yield from dsm_declarations(item, grid, self.costs, names)
 
     def _ortho(self) -> Iterator[TaskDeclaration]:
         """Each scene's tasks as :func:`planner.stages.ortho_tasks` lays them out (on the DEM)."""

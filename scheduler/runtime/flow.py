@@ -62,6 +62,7 @@ from scheduler.runtime.products import (
     SceneInput,
     plan_dsm_product,
     plan_ortho_product,
+    plan_views_dsm_product,
 )
 from scheduler.runtime.stac import CampaignCollection, stac_key
 from scheduler.runtime.state import Failure, TaskGraph
@@ -156,22 +157,29 @@ class Flow:
         gsd_m: float | None = None, crs: str | None = None, geoid: str | Path | None = None,
         tile_px: int = 512, heights: str = "ellipsoid", max_days_apart: float = 60.0,
         dem_heights: str | None = None, dem_max_holes: float = MAX_HOLE_FRACTION,
+        views: Sequence[Sequence[str]] = (),
     ) -> Flow:
-        """A DSM per stereo pair, given as (left id, right id) of the flow's scenes.
+        """A DSM per stereo pair, given as (left id, right id) of the flow's scenes, and one
+        per group of three or more ``views`` (scene ids), its pairs fused per cell.
 
         ``heights``, ``max_days_apart``, ``dem_heights``, ``dem_max_holes``: as the
         ``eochain dsm`` options of those names (``heights="geoid"`` needs ``geoid``).
         """
         ids = {s.id for s in self.scenes}
-        unknown = sorted({i for pair in pairs for i in pair} - ids)
+        unknown = sorted({i for group in (*pairs, *views) for i in group} - ids)
         if unknown:
-            raise FlowError(f"dsm(pairs=...) names scenes {unknown} that the flow lacks; "
-                            f"its scenes are {sorted(ids)}")
+            raise FlowError(f"dsm(pairs=..., views=...) names scenes {unknown} that the flow "
+                            f"lacks; its scenes are {sorted(ids)}")
+        small = [list(g) for g in views if len(set(g)) < 3 or len(set(g)) != len(g)]
+        if small:
+            raise FlowError(f"dsm(views={small}): expected groups of three or more distinct "
+                            "scene ids (a pair goes in pairs)")
         if tile_px < 64:
             raise FlowError(f"dsm(tile_px={tile_px}): expected at least 64 pixels")
         step = DsmStep(tuple((a, b) for a, b in pairs), None if dem is None else str(dem),
                        gsd_m, crs, None if geoid is None else str(geoid), tile_px, heights,
-                       max_days_apart, dem_heights, dem_max_holes)
+                       max_days_apart, dem_heights, dem_max_holes,
+                       tuple(tuple(g) for g in views))
         return replace(self, dsm_step=step)
 
     def place(self, resources_by_stage: Mapping[str, Sequence[str]]) -> Flow:
@@ -223,6 +231,12 @@ class Flow:
                     f"{a}+{b}", f"{left.uri}, {right.uri}",
                     lambda left=left, right=right: plan_dsm_product(  # type: ignore[misc]
                         left, right, dsm, store, self.placement)))
+            for group in dsm.views:
+                views = [by_id[i] for i in group]
+                jobs.append(SurveyJob(
+                    "+".join(group), ", ".join(v.uri for v in views),
+                    lambda views=views: plan_views_dsm_product(  # type: ignore[misc]
+                        views, dsm, store, self.placement)))
         ortho = self.ortho_step
         if ortho is not None:
             for scene in self.scenes:

@@ -117,7 +117,7 @@ class OrthoStep:
 
 @dataclass(frozen=True, slots=True)
 class DsmStep:
-    """DSM parameters: the pairs (scene ids), initial DEM, grid (CRS, GSD), tiles."""
+    """DSM parameters: the pairs and groups of views (scene ids), initial DEM, grid, tiles."""
 
     pairs: tuple[tuple[str, str], ...]
     dem: str | None
@@ -131,6 +131,8 @@ class DsmStep:
     max_days_apart: float = 60.0
     dem_heights: str | None = None
     dem_max_holes: float = MAX_HOLE_FRACTION
+    #: groups of three or more scene ids, each one DSM of its pairs fused
+    views: tuple[tuple[str, ...], ...] = ()
 
     def __post_init__(self) -> None:
         if self.heights not in ("ellipsoid", "geoid"):
