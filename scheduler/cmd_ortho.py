@@ -8,8 +8,10 @@ footprint), ``--geoid`` turns geoid heights (SRTM) into ellipsoidal ones.
 The output grid is the footprint in its UTM zone at the sensor's GSD unless
 ``--crs``/``--gsd`` say otherwise. It is the campaign's ortho product of one
 scene (:func:`scheduler.runtime.products.plan_ortho_product`), run in this
-process tile by tile with a progress bar (:mod:`scheduler.runtime.one_product`):
-the file is the one ``eochain run`` writes for the same inputs and parameters.
+process with a progress bar, its tiles side by side on every core the process
+may use (``taskset`` limits them) while the COG writer compresses finished
+ones (:mod:`scheduler.runtime.one_product`): the file is the one
+``eochain run`` writes for the same inputs and parameters.
 The COG is published atomically: on any error nothing is left at ``-o``.
 An ``-o`` that is one of the inputs is refused, an existing file is replaced
 only with ``--overwrite``, and the output folder is checked writable before
