@@ -3,7 +3,8 @@
 The scenes come from the campaign file (each needs a ``uri``, relative paths
 are taken from the campaign file's folder); a DSM per ``inputs.pairs`` entry
 when ``products.dsm`` is asked, an ortho per scene when ``products.ortho``
-is, at their ``gsd_m``; ``--dem`` is the ortho's DEM and stereo's initial one.
+is, at their ``gsd_m``; ``--dem`` is the ortho's DEM and stereo's initial one;
+``--heights`` the DSMs' vertical reference (``geoid``: EGM96 heights, with ``--geoid``).
 Products go to ``--out`` (a folder or ``s3://bucket/prefix``). A progress bar shows tiles done/total, throughput,
 ETA and the cost so far (the run's ledger: node-seconds of the nodes that ran
 x their price, at the prices of ``--plan plan.json``; the metrics and the
@@ -119,7 +120,7 @@ def stop_on_sigterm() -> None:
 
 def campaign_flow(campaign: Campaign, campaign_path: Path, driver: Driver, *, dem: str,
                   geoid: str | None, tile_px: int | None, dest: str | None,
-                  placement: Mapping[str, tuple[str, ...]]) -> Flow:
+                  placement: Mapping[str, tuple[str, ...]], heights: str = "ellipsoid") -> Flow:
     """The flow of a campaign file: a DSM per stereo pair and an ortho per scene, as asked,
     each stage's tasks on the resources ``placement`` gives it (none: anywhere)."""
     missing = [s.id for s in campaign.scenes if not s.uri]
@@ -144,7 +145,7 @@ def campaign_flow(campaign: Campaign, campaign_path: Path, driver: Driver, *, de
     flow = driver.get_flow(scenes).place(placement)
     if dsm is not None and campaign.pairs:
         flow = flow.dsm([(p.left, p.right) for p in campaign.pairs], dem=dem, geoid=geoid,
-                        gsd_m=dsm.gsd_m, tile_px=max(tile, 64))
+                        gsd_m=dsm.gsd_m, tile_px=max(tile, 64), heights=heights)
     if ortho is not None:
         flow = flow.ortho(dem=dem, geoid=geoid, gsd_m=ortho.gsd_m, tile_px=tile)
     return flow.write(dest or f"{campaign.name}-output")
@@ -158,6 +159,9 @@ def campaign_flow(campaign: Campaign, campaign_path: Path, driver: Driver, *, de
 @click.option("--dem", required=True,
               help="DEM file or folder of tiles (the ortho's heights, stereo's initial DEM).")
 @click.option("--geoid", default=None, help="Geoid grid when DEM heights are above the geoid.")
+@click.option("--heights", type=click.Choice(["ellipsoid", "geoid"]), default="ellipsoid",
+              show_default=True,
+              help="Vertical reference of the DSMs' heights (geoid: EGM96, needs --geoid).")
 @click.option("--out", "dest", default=None,
               help="Output folder or s3://bucket/prefix (default: ./<campaign name>-output).")
 @click.option("--address", default=None, help="Ray cluster address (default: a local Ray).")
@@ -179,7 +183,8 @@ def campaign_flow(campaign: Campaign, campaign_path: Path, driver: Driver, *, de
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @allow_large_option
 def run(
-    campaign_path: Path, plan_path: Path | None, dem: str, geoid: str | None, dest: str | None,
+    campaign_path: Path, plan_path: Path | None, dem: str, geoid: str | None, heights: str,
+    dest: str | None,
     address: str | None, workers: int | None, tile_px: int | None, max_inflight_mib: int,
     metrics_port: int, survey_timeout_s: float, replan: bool, quiet: bool, allow_large: bool,
 ) -> None:
@@ -187,6 +192,8 @@ def run(
     use_loopback()
     check_input_exists(dem, "--dem")
     check_input_exists(geoid, "--geoid")
+    if heights == "geoid" and geoid is None:
+        raise click.BadParameter("--heights geoid needs --geoid", param_hint="--heights")
     if replan and plan_path is None:
         raise click.UsageError("--replan re-plans the run's plan: give it with --plan plan.json")
     placement: dict[str, tuple[str, ...]] = {}
@@ -207,7 +214,7 @@ def run(
     try:
         campaign = load_surveyed_campaign(campaign_path, allow_large=allow_large)
         flow = campaign_flow(campaign, campaign_path, driver, dem=dem, geoid=geoid,
-                             tile_px=tile_px, dest=dest, placement=placement)
+                             tile_px=tile_px, dest=dest, placement=placement, heights=heights)
         if replan and plan_doc is not None:
             driver.replanner = LiveReplanner.from_plan(
                 plan_doc, campaign, load_catalog(), load_calibration(), say=say_err)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from planner.plan_document import plan_document_from_dict
@@ -154,3 +156,33 @@ def test_lost_inputs_are_named_by_the_error() -> None:
     unknown = ObjectReconstructionFailedError("ff" * 28, None, "")
     assert lost_input_keys(unknown, {"a": a, "b": b}) == ["a", "b"]
     assert lost_input_keys(ActorDiedError(), {"a": a}) == []
+
+
+def test_run_heights_reach_the_dsm_and_geoid_heights_need_a_geoid(tmp_path: Path) -> None:
+    """``eochain run --heights``: the DSMs' vertical reference, refused without ``--geoid``."""
+    import json
+
+    import yaml
+    from click.testing import CliRunner
+
+    from ops.synthetic import SceneSpec, generate_scene
+    from scheduler.cmd_run import campaign_flow, run
+    from scheduler.runtime.driver import Driver
+    from scheduler.scene_survey import load_surveyed_campaign
+
+    scene = generate_scene(SceneSpec(width=64, height=64, seed=3), tmp_path / "scene")
+    lon0, lat0, lon1, lat1 = scene.footprint_lonlat
+    entry = {"footprint": [lon0, lat0, lon1, lat1], "rows": 64, "cols": 64}
+    path = tmp_path / "campaign.yaml"
+    path.write_text(yaml.safe_dump(json.loads(json.dumps({
+        "name": "heights",
+        "inputs": {"scenes": [{"id": "a", "uri": "scene/view_0.tif", **entry},
+                              {"id": "b", "uri": "scene/view_1.tif", **entry}],
+                   "pairs": [["a", "b"]]},
+        "products": {"dsm": {"gsd_m": 1.0}}}))))
+    dem = str(scene.out_dir / "dem.tif")
+    refused = CliRunner().invoke(run, [str(path), "--dem", dem, "--heights", "geoid"])
+    assert refused.exit_code == 2 and "--heights geoid needs --geoid" in refused.output
+    flow = campaign_flow(load_surveyed_campaign(path), path, Driver(address="serial"), dem=dem,
+                         geoid=dem, tile_px=None, dest=None, placement={}, heights="geoid")
+    assert flow.dsm_step is not None and flow.dsm_step.heights == "geoid"
