@@ -142,12 +142,12 @@ def test_a_group_of_views_is_planned_and_run_as_stereo_dsm_fusion(tmp_path: Path
     from planner.estimate import surveyed_dag
     from scheduler.runtime.flow import SceneInput
 
-    scene = generate_scene(SceneSpec(width=300, height=300, n_views=3, b_over_h=0.45, seed=21),
+    scene = generate_scene(SceneSpec(width=200, height=200, n_views=3, b_over_h=0.45, seed=21),
                            tmp_path / "triplet")
     views = [SceneInput(f"v{k}", str(scene.out_dir / f"view_{k}.tif")) for k in range(3)]
-    # no DEM: the initial heights come from the images (the scene's own DEM is cut to it)
+    dem = _wide_dem(scene.out_dir / "dem.tif", tmp_path / "wide-dem.tif")
     flow = (Driver(address="serial").get_flow(views).dsm([], views=[["v0", "v1", "v2"]],
-                                                           tile_px=128)
+                                                           dem=dem, tile_px=128)
             .write(tmp_path / "out"))
     products, failures = flow.survey()
     assert not failures
