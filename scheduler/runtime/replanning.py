@@ -25,7 +25,11 @@ there, and so over-estimates what is left). The decision is
                                the last re-plan, and elapsed - last re-plan >= min_interval_s
 
 and the fleet it last asked for (the plan's at first). A re-plan whose fleet
-equals the current one returns ``None``; one the limits cannot satisfy is
+equals the current one returns ``None``. One that adds nodes to a pool (the
+deadline is at stake) is asked for at once; one that only removes nodes
+waits until the next re-plan removes some too, so that the noise of the
+measured speed does not let nodes go that the re-plan after would start
+again (each paying a start-up). One the limits cannot satisfy is
 said (``say``) and keeps the current fleet. Every re-plan is kept in
 :attr:`LiveReplanner.history`.
 """
@@ -116,6 +120,7 @@ class LiveReplanner:
         self._totals: dict[str, int] = {}
         self._last_call_s: float | None = None
         self._last_replan_s: float | None = None
+        self._shrinking = False  # the last re-plan asked for fewer nodes only
         self.fleet: dict[Pool, int] = {p: n for p, n in fleet.items() if n > 0}
         self.history: list[ReplanEvent] = []
 
@@ -220,8 +225,14 @@ class LiveReplanner:
             self.history.append(ReplanEvent(elapsed_s, progress, decision, None, decision.reason))
             return None
         fleet = fleet_counts(decision.plan)
-        if fleet == self.fleet:
-            self.history.append(ReplanEvent(elapsed_s, progress, decision, None, decision.reason))
+        grows = any(n > self.fleet.get(pool, 0) for pool, n in fleet.items())
+        confirmed = self._shrinking
+        self._shrinking = not grows and fleet != self.fleet
+        if fleet == self.fleet or not (grows or confirmed):
+            reason = decision.reason if fleet == self.fleet else (
+                f"{decision.reason}; fewer nodes ({_describe(fleet)}) once the next re-plan "
+                "agrees")
+            self.history.append(ReplanEvent(elapsed_s, progress, decision, None, reason))
             return None
         before = _describe(self.fleet)
         self.fleet = fleet

@@ -293,3 +293,24 @@ def test_a_replan_places_every_task_left_once_within_the_limits(
     assert all(e.instances <= 6 for e in re.plan.fleet)
     if re.on_demand_only:
         assert all(e.offer.market == "on-demand" for e in re.plan.fleet)
+
+
+def test_live_replanner_adds_nodes_at_once_and_removes_them_when_two_replans_agree() -> None:
+    """The fleet first grows (tasks 1.3x slower); then tasks measured as calibrated ask for
+    fewer nodes: the first such re-plan only notes it, the second lets them go."""
+    live = _live()
+    live.fleet_for({"stereo": 120, "dsm": 120}, 0.0)
+    for _ in range(5):
+        live.on_task_done("stereo", TASK_S * 1.3)
+    grown = live.fleet_for({"stereo": 110, "dsm": 120}, 60.0)
+    assert grown is not None  # more nodes: asked for at once
+    for _ in range(20):
+        live.on_task_done("stereo", TASK_S * 0.5)
+    assert live.fleet_for({"stereo": 100, "dsm": 120}, 120.0) is None
+    assert live.fleet == grown
+    assert "fewer nodes" in live.history[-1].reason and "once the next re-plan agrees" in \
+        live.history[-1].reason
+    for _ in range(5):
+        live.on_task_done("stereo", TASK_S * 0.5)
+    shrunk = live.fleet_for({"stereo": 95, "dsm": 120}, 180.0)
+    assert shrunk is not None and sum(shrunk.values()) < sum(grown.values())
