@@ -12,10 +12,15 @@ with their height (slopes facing away from a view stretch its samples),
 some cells get no point although their neighbours do. As CARS does with its
 rasterisation radius of one cell, such an empty cell takes the mean of the
 points of its 3 x 3 neighbourhood when at least ``MIN_NEIGHBOURS`` of its
-8 neighbours hold points, and its count is theirs: the count band holds the
-points *supporting* a cell, 0 only for interpolated cells; unless the
-neighbours span more than ``max_fill_spread_m`` (a gap beside a roof edge
-is not averaged between roof and ground). Larger holes stay nodata here.
+8 neighbours hold points, two of them on opposite sides of it (interpolation,
+not extrapolation: a cell with points on one side only, beside a roof edge
+whose own points are missing, took the ground's height and made a ring of
+blunders around buildings: on synthetic urban pairs the share beyond 3 m
+went 4.75 -> 3.98 %, std 4.70 -> 4.05 m with this rule), and its count is
+theirs: the count band holds the points *supporting* a cell, 0 only for
+interpolated cells; unless the neighbours span more than
+``max_fill_spread_m`` (a gap beside a roof edge is not averaged between
+roof and ground). Larger holes stay nodata here.
 
 Blunders left by matching are removed on the raster, as a point-cloud
 pipeline removes them from its cloud: :func:`remove_outliers` (statistical:
@@ -94,7 +99,7 @@ def rasterize_points(
     # 3 x 3 neighbourhood sums (zero padding: outside the grid holds no point).
     n3 = _box3(count2)
     occupied3 = _box3((count2 > 0).astype(np.float64))
-    fill = (count2 == 0) & (occupied3 >= MIN_NEIGHBOURS)
+    fill = (count2 == 0) & (occupied3 >= MIN_NEIGHBOURS) & _between_points(count2 > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         height = np.where(count2 > 0, total2 / count2, np.nan)
     if math.isfinite(max_fill_spread_m):
@@ -111,6 +116,24 @@ def rasterize_points(
         np.minimum(support, np.iinfo(np.uint16).max).astype(np.uint16),
         mean_conf.astype(np.float32),
     )
+
+
+def _between_points(occupied: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """Cells with occupied neighbours on opposite sides (N-S, E-W or a diagonal pair).
+
+    Filling such a cell interpolates; a cell with neighbours on one side
+    only (beside a roof edge whose own points are missing) would extend
+    the surface beyond where it was measured.
+    """
+    p = np.pad(occupied, 1)
+    h, w = occupied.shape
+
+    def at(dr: int, dc: int) -> NDArray[np.bool_]:
+        return p[1 + dr : 1 + dr + h, 1 + dc : 1 + dc + w]
+
+    out: NDArray[np.bool_] = ((at(-1, 0) & at(1, 0)) | (at(0, -1) & at(0, 1))
+                              | (at(-1, -1) & at(1, 1)) | (at(-1, 1) & at(1, -1)))
+    return out
 
 
 def _box3(a: FloatArray) -> FloatArray:

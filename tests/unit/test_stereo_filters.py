@@ -218,6 +218,19 @@ def test_outliers_go_step_edges_stay() -> None:
     assert np.isfinite(np.delete(h.ravel(), 7 * 30 + 5)).all()
 
 
+def test_a_gap_is_filled_between_points_not_beside_them() -> None:
+    # row 2 is empty: its cells have points above and below and are filled;
+    # cells of column 3, beside a block of points on their left only, stay empty
+    box = GeoBox("EPSG:32631", (1.0, 0.0, 0.0, 0.0, -1.0, 7.0), 7, 7)
+    rows, cols = np.mgrid[0:7, 0:7]
+    keep = (rows != 2) & (cols < 3)
+    x, y = box.xy(rows[keep], cols[keep])
+    out = rasterize_points(box, x, y, np.full(x.size, 5.0), np.ones(x.size))
+    assert np.isfinite(out.height_m[2, 0:2]).all()
+    assert out.height_m[2, 1] == pytest.approx(5.0)
+    assert np.isnan(out.height_m[:, 3]).all()
+
+
 def test_holes_are_filled_only_where_their_rim_lies_on_a_plane() -> None:
     rows, cols = np.mgrid[0:40, 0:40]
     h = (0.5 * rows + 0.25 * cols).astype(np.float32)
