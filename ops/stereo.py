@@ -605,11 +605,17 @@ def read_window_band(path: str, window: Window) -> NDArray[np.generic]:
 
 
 def run_stereo_tile(
-    plan: StereoPlan, tile: GeoBox, dem: Terrain, geoid: Undulation | None = None
+    plan: StereoPlan, tile: GeoBox, dem: Terrain, geoid: Undulation | None = None,
+    inputs: StereoTileInputs | None = None,
 ) -> TilePoints:
-    """Declare, read, match and triangulate one tile (a campaign's ``stereo`` task)."""
-    with phase("tile inputs"):
-        inputs = declare_stereo_inputs(plan, tile, dem)
+    """Declare, read, match and triangulate one tile (a campaign's ``stereo`` task).
+
+    ``inputs``: the tile's windows when declared already (a campaign declares
+    them while surveying, :func:`declare_stereo_inputs`, so the plan knows them).
+    """
+    if inputs is None:
+        with phase("tile inputs"):
+            inputs = declare_stereo_inputs(plan, tile, dem)
     if inputs.left_window is None or inputs.right_window is None:
         return _no_points("the tile is outside one of the images")
     left_pixels = read_window_band(plan.left.path, inputs.left_window)

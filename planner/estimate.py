@@ -35,8 +35,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import networkx as nx
@@ -205,9 +205,10 @@ class CampaignOperations:
             grid = geo.dsm_grid
             views = (self.scenes[geo.pair.left], self.scenes[geo.pair.right])
 
-            def windows(idx: TileIndex, grid: TileGrid = grid,
+            def windows(key: TaskKey, grid: TileGrid = grid,
                         views: tuple[Scene, Scene] = views) -> tuple[InputWindow, ...]:
-                bbox = self._geo_bbox(grid.tile_geobox(idx, padded=True))
+                bbox = self._geo_bbox(grid.tile_geobox(TileIndex(key.row, key.col),
+                                                       padded=True))
                 return tuple(InputWindow(v.uri or v.id, _raw_window(v, bbox, 0)) for v in views)
 
             yield from dsm_declarations(geo.pair.id, grid, self.costs,
@@ -228,9 +229,10 @@ class CampaignOperations:
             grid = TileGrid(footprint_geobox(scene.footprint, crs, ortho.gsd_m),
                             t.tile_px, t.tile_px, t.margin_px)
 
-            def windows(idx: TileIndex, grid: TileGrid = grid,
+            def windows(key: TaskKey, grid: TileGrid = grid,
                         scene: Scene = scene) -> tuple[InputWindow, ...]:
-                bbox = self._geo_bbox(grid.tile_geobox(idx, padded=True))
+                bbox = self._geo_bbox(grid.tile_geobox(TileIndex(key.row, key.col),
+                                                       padded=True))
                 return (InputWindow(scene.uri or scene.id, _raw_window(scene, bbox, 0)),)
 
             yield from ortho_declarations(scene.id, grid, self.costs,
@@ -238,7 +240,7 @@ class CampaignOperations:
 
 
 #: A tile's raw input windows (stereo: both views; ortho: its scene), None: not declared.
-TileWindows = Callable[[TileIndex], tuple[InputWindow, ...]] | None
+TileWindows = Callable[[TaskKey], tuple[InputWindow, ...]] | None
 
 
 def _padded_px(grid: TileGrid) -> list[list[int]]:
@@ -257,7 +259,7 @@ def dsm_declarations(item: str, grid: TileGrid, costs: _CostTable, pairs: Sequen
         cost = get(stage, px[key.row][key.col] if kind == "tile" else 0)
         ext: tuple[InputWindow, ...] = ()
         if windows is not None and kind == "tile" and stage == "stereo":
-            ext = windows(TileIndex(key.row, key.col))
+            ext = windows(key)
         out[key] = cost.output_bytes
         yield TaskDeclaration(key, [(k, out[k]) for k in inputs], cost, ext)
 
@@ -272,7 +274,7 @@ def ortho_declarations(scene: str, grid: TileGrid, costs: _CostTable, *,
         cost = get("ortho", px[key.row][key.col] if kind == "tile" else 0)
         ext: tuple[InputWindow, ...] = ()
         if windows is not None and kind == "tile":
-            ext = windows(TileIndex(key.row, key.col))
+            ext = windows(key)
         out[key] = cost.output_bytes
         yield TaskDeclaration(key, [(k, out[k]) for k in inputs], cost, ext)
 
@@ -289,6 +291,8 @@ class SurveyedProduct:
     item: str
     grid: TileGrid
     pairs: tuple[str, ...] = ()
+    #: raw-image windows each stereo tile reads, as the runtime declared them
+    windows: Mapping[TaskKey, tuple[InputWindow, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.kind not in ("dsm", "ortho"):
@@ -297,21 +301,26 @@ class SurveyedProduct:
 
 
 def surveyed_dag(products: Sequence[SurveyedProduct], calibration: Calibration,
-                 families: tuple[str, ...]) -> nx.DiGraph:
-    """The task DAG of products on their surveyed grids (the run's DAG, costed)."""
+                 families: tuple[str, ...], *, with_external: bool = False) -> nx.DiGraph:
+    """The task DAG of products on their surveyed grids (the run's DAG, costed).
+
+    ``with_external`` keeps each stereo tile's raw windows on its node (``external``).
+    """
     costs = _CostTable(calibration, families)
 
     def dsm() -> Iterator[TaskDeclaration]:
         for p in products:
             if p.kind == "dsm":
-                yield from dsm_declarations(p.item, p.grid, costs, p.pairs)
+                yield from dsm_declarations(p.item, p.grid, costs, p.pairs,
+                                            windows=p.windows.__getitem__ if p.windows else None)
 
     def ortho() -> Iterator[TaskDeclaration]:
         for p in products:
             if p.kind == "ortho":
                 yield from ortho_declarations(p.item, p.grid, costs)
 
-    return build_dag([_EstimatedOp("dsm", dsm), _EstimatedOp("ortho", ortho)])
+    return build_dag([_EstimatedOp("dsm", dsm), _EstimatedOp("ortho", ortho)],
+                     keep_external=with_external)
 
 
 @dataclass(frozen=True, slots=True)

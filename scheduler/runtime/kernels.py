@@ -54,6 +54,7 @@ from ops.rpc_io import find_rpc
 from ops.stereo import (
     DsmTile,
     StereoPlan,
+    StereoTileInputs,
     Terrain,
     TilePoints,
     Undulation,
@@ -210,15 +211,15 @@ class StereoPlanTask:
 
 @dataclass(frozen=True, slots=True)
 class StereoTileTask:
-    """One pair's stereo step of a DSM tile: declare the views' windows, read them, match,
+    """One pair's stereo step of a DSM tile: read the views' declared windows, match,
     triangulate (``pair``: its index in a fused product, None for a one-pair DSM)."""
 
-    tile: GeoBox
+    inputs: StereoTileInputs
     pair: int | None = None
 
     def __call__(self, ctx: TaskContext, planned: StereoPlanTask) -> TilePoints:
-        return run_stereo_tile(planned.pair_plan(self.pair), self.tile, planned.dem,
-                               planned.geoid)
+        return run_stereo_tile(planned.pair_plan(self.pair), self.inputs.tile, planned.dem,
+                               planned.geoid, self.inputs)
 
 
 @dataclass(frozen=True, slots=True)

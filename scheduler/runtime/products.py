@@ -52,8 +52,8 @@ from ops.raster_io import raster_info
 from ops.rpc import RpcModel
 from ops.rpc_io import find_rpc
 from planner.estimate import SurveyedProduct
-from planner.grid import TileGrid, TileIndex
-from planner.stages import LaidTask, dsm_tasks, ortho_tasks, stage_of
+from planner.grid import InputWindow, TileGrid, TileIndex
+from planner.stages import LaidTask, TaskKey, dsm_tasks, ortho_tasks, stage_of
 from scheduler.runtime.errors import FlowError
 from scheduler.runtime.kernels import (
     DSM_BANDS,
@@ -292,7 +292,14 @@ def plan_views_dsm_product(
     from ops.dem import Dem
     from ops.geoid import Geoid
     from ops.initial_terrain import estimate_terrain
-    from ops.stereo import StereoConfig, Terrain, open_view, plan_stereo
+    from ops.stereo import (
+        StereoConfig,
+        Terrain,
+        declare_stereo_inputs,
+        input_windows,
+        open_view,
+        plan_stereo,
+    )
     from ops.stereo_multiview import plan_multiview
 
     if len(views) < 2:
@@ -347,17 +354,23 @@ def plan_views_dsm_product(
                           datetime_iso=processing_time().isoformat(), meta=meta)
     tile_cells = step.tile_px * step.tile_px
     pair_of = {f"{product_id}/{name}": k for k, name in enumerate(pair_names)}
+    planned = StereoPlanTask(plan, dem, out_geoid)
+    windows: dict[TaskKey, tuple[InputWindow, ...]] = {}
 
     def make(laid: LaidTask) -> tuple[Callable[..., object], int]:
         k = laid.key
         if laid.kind == "plan":
-            return StereoPlanTask(plan, dem, out_geoid), dem_bytes
+            return planned, dem_bytes
         if laid.kind == "write":
             return writer, 1024
         tile = grid.tile_geobox(TileIndex(k.row, k.col))
         pair = pair_of.get(k.item)
         if k.op == "stereo":
-            return StereoTileTask(tile, pair), POINT_BYTES_PER_CELL * tile_cells
+            # declared here, so that the plan knows what each stereo tile reads
+            pair_plan = planned.pair_plan(pair)
+            inputs = declare_stereo_inputs(pair_plan, tile, dem)
+            windows[k] = input_windows(pair_plan, inputs)
+            return StereoTileTask(inputs, pair), POINT_BYTES_PER_CELL * tile_cells
         if k.op == "dsm":
             return DsmTileTask(tile, pair), 3 * 4 * tile_cells
         return FusionTileTask(tile), 3 * 4 * tile_cells
@@ -365,4 +378,4 @@ def plan_views_dsm_product(
     tasks = _lay_out(dsm_tasks(product_id, *grid.shape, pair_names), make, product_id, key,
                      placement)
     return ProductPlan(key, object_key, product_id, tasks,
-                       SurveyedProduct("dsm", product_id, grid, pair_names))
+                       SurveyedProduct("dsm", product_id, grid, pair_names, windows))

@@ -25,14 +25,18 @@ import rasterio
 from affine import Affine
 from click.testing import CliRunner
 
+from ops.stereo import input_windows
 from ops.synthetic import SceneSpec, generate_scene
 from planner.calibration import load_calibration
 from planner.catalog import load_catalog
+from planner.estimate import surveyed_dag
 from planner.stages import parse_key, stage_of
 from scheduler.cmd_plan import plan, surveyed_graph
 from scheduler.cmd_run import campaign_flow
 from scheduler.metrics import op_name
 from scheduler.runtime.driver import Driver
+from scheduler.runtime.kernels import StereoPlanTask, StereoTileTask
+from scheduler.runtime.products import ProductPlan
 from scheduler.runtime.state import TaskGraph
 from scheduler.scene_survey import load_surveyed_campaign
 
@@ -67,7 +71,26 @@ def _planned_and_run(campaign_file: Path, dem: Path, geoid: Path | None
                          geoid=geoid_s, tile_px=None, dest=None, placement={})
     products, failures = flow.survey()
     assert not failures
+    _assert_same_windows(products)
     return planned, TaskGraph.build([t for p in products for t in p.tasks])
+
+
+def _assert_same_windows(products: list[ProductPlan]) -> None:
+    """Each stereo tile reads what the plan declares it reads: both views' raw windows,
+    declared once, while surveying (the task carries them)."""
+    planned = surveyed_dag([p.surveyed for p in products], load_calibration(), ("c7g",),
+                           with_external=True)
+    seen = 0
+    for product in products:
+        plan_task = product.tasks[0].fn
+        assert isinstance(plan_task, StereoPlanTask) or product.surveyed.kind == "ortho"
+        for task in product.tasks:
+            if isinstance(task.fn, StereoTileTask):
+                assert isinstance(plan_task, StereoPlanTask)
+                expected = input_windows(plan_task.pair_plan(task.fn.pair), task.fn.inputs)
+                assert planned.nodes[parse_key(task.key)]["external"] == expected
+                seen += len(expected) == 2 and all(w.window.size > 0 for w in expected)
+    assert seen > 0
 
 
 def _assert_same(planned: nx.DiGraph, run: TaskGraph) -> None:
@@ -139,7 +162,6 @@ def test_a_group_of_views_is_planned_and_run_as_stereo_dsm_fusion(tmp_path: Path
         stereo.plan:G ──> stereo:G/a+b:r_c ──> dsm:G/a+b:r_c ──┐
                       ──> stereo:G/b+c:r_c ──> dsm:G/b+c:r_c ──┴──> fusion:G:r_c ──> dsm.write:G
     """
-    from planner.estimate import surveyed_dag
     from scheduler.runtime.flow import SceneInput
 
     scene = generate_scene(SceneSpec(width=200, height=200, n_views=3, b_over_h=0.45, seed=21),
@@ -151,6 +173,7 @@ def test_a_group_of_views_is_planned_and_run_as_stereo_dsm_fusion(tmp_path: Path
             .write(tmp_path / "out"))
     products, failures = flow.survey()
     assert not failures
+    _assert_same_windows(products)
     (product,) = products
     run = TaskGraph.build(product.tasks)
     planned = surveyed_dag([product.surveyed], load_calibration(), ("c7g",))
