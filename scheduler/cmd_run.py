@@ -226,12 +226,15 @@ def run(
         open_store(out).check_writable()  # before Ray starts and any scene is read
         report_dir = Path(".") if "://" in out else Path(out)
         stop_on_sigterm()
-        driver.connect()  # before the metrics: the fleet watcher reads Ray's nodes
+        driver.warm()  # before the metrics (the fleet watcher reads Ray's nodes); actors start
         with observe_campaign(name, metrics_plan(plan_doc), port=metrics_port,
                               report_dir=report_dir, echo=click.echo) as obs:
             click.echo(f"metrics: {obs.exporter.url}", err=True)
             driver.metrics = obs.metrics
-            report = run_with_progress(flow, obs.metrics, quiet)
+            try:
+                report = run_with_progress(flow, obs.metrics, quiet)
+            finally:
+                driver.cool()
     except (RuntimeFailure, MetricsError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     if not report.ok:

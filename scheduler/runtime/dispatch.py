@@ -312,10 +312,12 @@ class Dispatcher:
     def __init__(self, options: DispatchOptions | None = None,
                  metrics: CampaignMetrics | None = None,
                  spot: SpotLosses | None = None,
-                 fleet: FleetRequest | None = None) -> None:
+                 fleet: FleetRequest | None = None, pool: ActorPool | None = None) -> None:
         self.options = options or DispatchOptions()
         self.metrics = metrics
         self.spot = spot if spot is not None else SpotLosses()
+        #: actors started ahead of the run (:meth:`Driver.warm`), used by the next :meth:`run`
+        self._pool = pool
         #: the run's autoscaler request: tells its own scale-downs from other departures
         self.fleet = fleet
         #: the draining nodes the last :meth:`run` saw, in order
@@ -339,7 +341,7 @@ class Dispatcher:
 
         opts = self.options
         state = DispatchState(graph, opts.max_bytes_in_flight)
-        pool = ActorPool(opts)
+        pool, self._pool = self._pool or ActorPool(opts), None
         pool.sync()
         sinks = frozenset(graph.sinks())
         tasks = graph.tasks
@@ -379,6 +381,8 @@ class Dispatcher:
             """The most urgent parked task that need not wait any more, if any."""
             best: tuple[int, str] | None = None
             for resources, heap in parked.items():
+                while heap and state.state[heap[0][1]] is not TaskState.READY:
+                    heapq.heappop(heap)  # reset since (an input lost): the queue has it again
                 if heap and (best is None or heap[0] < best) and state.fits(heap[0][1]) \
                         and choice(resources) is not Choice.WAIT:
                     best = heap[0]

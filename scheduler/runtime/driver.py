@@ -18,6 +18,7 @@ from scheduler.runtime.survey import SURVEY_THREADS, SURVEY_TIMEOUT_S, set_netwo
 if TYPE_CHECKING:
     from scheduler.metrics import CampaignMetrics
     from scheduler.runtime.flow import Flow
+    from scheduler.runtime.pool import ActorPool
 
 __all__ = ["Driver", "Replanner", "StageQueue", "check_reachable", "worker_env"]
 
@@ -103,6 +104,7 @@ class Driver:
     lease_ttl_s: float = LEASE_TTL_S
     lease_poll_s: float = 1.0
     replanner: Replanner | None = None
+    _pool: ActorPool | None = field(default=None, init=False, repr=False, compare=False)
 
     def get_flow(self, scenes: Sequence[object]) -> Flow:
         from scheduler.runtime.flow import Flow, flow_scenes
@@ -125,12 +127,13 @@ class Driver:
             return report
         from scheduler.runtime.fleet import FleetRequest, SpotLosses
 
+        pool, self._pool = self._pool, None
         if self.plan is None:
             if replanner is not None:
                 raise FlowError("a replanner needs the plan it re-plans: Driver(plan=...)")
             self.connect()
-            return Dispatcher(self.options, self.metrics, SpotLosses(None, say=self.say)).run(
-                graph, progress, on_result)
+            return Dispatcher(self.options, self.metrics, SpotLosses(None, say=self.say),
+                              pool=pool).run(graph, progress, on_result)
         fleet = FleetRequest(self.plan, say=self.say)
         queue = StageQueue.of(graph)
         self.connect()
@@ -153,12 +156,29 @@ class Driver:
         try:
             fleet.update(queue.remaining_fraction())
             spot = SpotLosses(self.plan, say=self.say, act=fleet.substitute)
-            return Dispatcher(self.options, self.metrics, spot, fleet).run(
+            return Dispatcher(self.options, self.metrics, spot, fleet, pool).run(
                 graph, tick, on_result, done,
                 None if replanner is None else replanner.on_interruption)
         finally:
             if ray.is_initialized():  # a failed run must not keep a fleet up either
                 fleet.release()
+
+    def warm(self) -> None:
+        """Connect, and start the next Ray dispatch's actors now: their worker processes
+        start while the scenes are surveyed, not after. A no-op when serial or warm."""
+        if self.address == "serial" or self._pool is not None:
+            return
+        self.connect()
+        from scheduler.runtime.pool import ActorPool
+
+        self._pool = ActorPool(self.options)
+        self._pool.sync()
+
+    def cool(self) -> None:
+        """End the warm actors no dispatch took (a run that found nothing to compute)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
     def connect(self) -> None:
         """Connect to Ray (start the local instance) now; a no-op when serial or connected."""

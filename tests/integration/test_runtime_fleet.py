@@ -248,3 +248,21 @@ def test_an_idle_node_the_request_let_go_is_a_scale_down_not_an_interruption(
 def _nap_after(ctx: object, previous: int) -> int:
     time.sleep(0.25)
     return previous + 1
+
+
+def test_warm_actors_start_before_the_run_and_cool_ends_those_no_run_took(
+        local_ray: None) -> None:
+    import ray
+
+    from tests.conftest import poll_until
+
+    driver = Driver(num_cpus=2)
+    driver.warm()  # one actor per CPU, started now
+    poll_until("the warm actors hold both CPUs",
+               lambda: ray.available_resources().get("CPU", 0.0) == 0.0)
+    driver.cool()
+    poll_until("the CPUs are free again", lambda: ray.available_resources().get("CPU") == 2.0)
+    driver.warm()
+    report = driver.dispatch(TaskGraph.build([Task("t", _nap)]), None, lambda k, v: None)
+    assert report.ok and report.results == {"t": 1}
+    poll_until("the run ended its actors", lambda: ray.available_resources().get("CPU") == 2.0)
