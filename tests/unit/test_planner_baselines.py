@@ -77,3 +77,21 @@ def test_list_scheduler_places_every_task_and_rents_for_the_deadline() -> None:
         assert plan.tasks_of("stereo") == 8 and plan.tasks_of("dsm") == 8
     assert sum(e.instances for e in tight.fleet) == 4  # 2 for stereo, 2 for dsm, 4 slots each
     assert sum(e.instances for e in loose.fleet) == 2  # one per stage: each holds 8 h of work
+
+
+def test_baselines_take_the_larger_of_equally_priced_types() -> None:
+    """Same price per vCPU, the larger size a shade riskier: a user takes the larger one."""
+    from planner.placement import ClusterCosts
+    from tests.unit.test_planner_placement import _offer
+
+    small = _offer("f0.xlarge", "f0", 4, 16.0, 0.04, lam=0.001)
+    large = _offer("f0.16xlarge", "f0", 64, 256.0, 0.64, lam=0.003)
+    stage = Stage("ortho", 640, {"f0": 600.0}, 1, 1.0, 0.0)
+    p = PlacementProblem((stage,), (small, large), 180.0, 600.0, 100, {"spot": 10_000}, {},
+                         cluster=ClusterCosts(node_usd_per_h=0.011, launch_usd=0.045))
+    for plan in (greedy_per_task(p, 4.0), all_spot_cheapest(p, 4.0, "r1")):
+        assert [e.offer.instance.name for e in plan.fleet] == ["f0.16xlarge"]
+        # costed with every item, though chosen by instance price
+        assert plan.overheads_usd == pytest.approx(
+            0.011 * (plan.fleet[0].busy_h + plan.fleet[0].instances * 180 / 3600)
+            + 0.045 * plan.fleet[0].instances)
