@@ -252,7 +252,8 @@ def test_recorded_phases_cover_the_dsm_path_and_change_nothing(
     expected = {"read", "rectification", "SGBM", "match filters", "triangulation",
                 "rasterisation", "raster filters", "tile inputs"}
     assert expected <= set(times.wall_s), sorted(times.wall_s)
-    assert times.calls["SGBM"] == 2  # the pair and the half-pixel-shifted right view
+    # the pair, the half-pixel-shifted right view, the right-against-left check
+    assert times.calls["SGBM"] == 3
     assert times.calls["read"] == 2 and times.calls["rectification"] == 1
     assert all(v >= 0.0 for v in times.wall_s.values())
     np.testing.assert_array_equal(recorded.height_m, whole_tile.height_m)
