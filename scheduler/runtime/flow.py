@@ -196,10 +196,6 @@ class Flow:
         return replace(self, placement={stage: tuple(r) for stage, r in
                                         resources_by_stage.items() if r})
 
-    def on(self, *resources: str) -> Flow:
-        """Every stage on nodes with one of these Ray resources (:meth:`place` for all)."""
-        return self.place({stage: resources for stage in STAGES})
-
     def write(self, dest: str | Path) -> Flow:
         """Publish products under ``dest`` (a folder or ``s3://bucket/prefix``)."""
         return replace(self, dest=str(dest))
