@@ -23,7 +23,8 @@ Algorithms:
 
 * Projection evaluates the 20 monomials once per point and the four
   polynomials from them, in a numba kernel parallel over points (no
-  temporaries of size 20 x N).
+  temporaries of size 20 x N). The kernels release the GIL, so tiles
+  computed on several threads project and localise side by side.
 * Localisation solves ``project(lon, lat, h) = (row, col)`` for (lon, lat)
   at the given h by Newton's method in normalised (L, P) with the analytic
   2 x 2 Jacobian of the two rational functions. The start point comes from
@@ -105,7 +106,7 @@ def _poly_dp(c: Any, k: int, L: float, P: float, H: float) -> float:
     )
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def _project_kernel(lon: Any, lat: Any, h: Any, p: Any, c: Any, row: Any, col: Any) -> None:
     """p = (lon_off, lon_scale, lat_off, lat_scale, h_off, h_scale,
     line_off, line_scale, samp_off, samp_scale); a vanishing denominator gives inf."""
@@ -123,7 +124,7 @@ def _project_kernel(lon: Any, lat: Any, h: Any, p: Any, c: Any, row: Any, col: A
             col[i] = _poly(c, 2, L, P, H) / sd * p[9] + p[8]
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def _localize_kernel(
     row: Any, col: Any, h: Any, p: Any, c: Any, a: Any, tol: float, max_iter: int,
     lon: Any, lat: Any,
