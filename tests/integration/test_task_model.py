@@ -35,6 +35,7 @@ from scheduler.cmd_plan import plan, surveyed_graph
 from scheduler.cmd_run import campaign_flow
 from scheduler.metrics import op_name
 from scheduler.runtime.driver import Driver
+from scheduler.runtime.errors import FlowError
 from scheduler.runtime.kernels import StereoPlanTask, StereoTileTask
 from scheduler.runtime.products import ProductPlan
 from scheduler.runtime.state import TaskGraph
@@ -67,11 +68,15 @@ def _planned_and_run(campaign_file: Path, dem: Path, geoid: Path | None
     planned = surveyed_graph(campaign, campaign_file, str(dem), geoid_s, load_calibration(),
                              catalog.families)
     assert planned is not None
+    placement = {"stereo": ("c7g.xlarge:spot",), "dsm": ("r7g.xlarge:spot",),
+                 "ortho": ("m7g.large:on-demand",)}
     flow = campaign_flow(campaign, campaign_file, Driver(address="serial"), dem=str(dem),
-                         geoid=geoid_s, tile_px=None, dest=None, placement={})
+                         geoid=geoid_s, tile_px=None, dest=None, placement=placement)
     products, failures = flow.survey()
     assert not failures
     _assert_same_windows(products)
+    # each stage's tasks, its plan and write tasks included, on the types placed for it
+    assert all(t.resources == placement[t.stage] for p in products for t in p.tasks)
     return planned, TaskGraph.build([t for p in products for t in p.tasks])
 
 
@@ -175,6 +180,8 @@ def test_a_group_of_views_is_planned_and_run_as_stereo_dsm_fusion(tmp_path: Path
     assert not failures
     _assert_same_windows(products)
     (product,) = products
+    with pytest.raises(FlowError, match=r"stages \['write'\] are not stages"):
+        flow.place({"write": ("c7g.large:spot",)})
     run = TaskGraph.build(product.tasks)
     planned = surveyed_dag([product.surveyed], load_calibration(), ("c7g",))
     _assert_same(planned, run)
