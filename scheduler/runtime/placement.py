@@ -31,6 +31,7 @@ actor may run (:func:`choose`):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -60,7 +61,8 @@ class Placement:
     """The run's placed resources (with ``substitutions`` applied); see the module docstring."""
 
     placed: frozenset[str]
-    substitutions: Mapping[Pool, Pool]
+    #: (flapping pool, its fallback) pairs, sorted
+    substitutions: tuple[tuple[Pool, Pool], ...]
 
     @classmethod
     def of(cls, task_resources: Iterable[tuple[str, ...]],
@@ -68,9 +70,9 @@ class Placement:
            planned: Iterable[str] = ()) -> Placement:
         """The placement of tasks with ``task_resources``; ``planned``: the resources the plan
         places stages on (placed too, whether or not this dispatch has tasks of them)."""
-        subs = dict(substitutions or {})
+        subs = tuple(sorted((substitutions or {}).items()))
         placed: set[str] = set()
-        for resources in {*task_resources, tuple(planned)}:
+        for resources in {*task_resources, tuple(sorted(planned))}:
             placed |= _accepted(resources, subs)
         return cls(frozenset(placed), subs)
 
@@ -85,7 +87,11 @@ class Placement:
         return not slot.isdisjoint(self.accepted(resources))
 
 
-def _accepted(resources: tuple[str, ...], subs: Mapping[Pool, Pool]) -> frozenset[str]:
+@functools.lru_cache(maxsize=1024)
+def _accepted(resources: tuple[str, ...], substitutions: tuple[tuple[Pool, Pool], ...]
+              ) -> frozenset[str]:
+    """(Cached: the dispatcher asks for every task it places.)"""
+    subs = dict(substitutions)
     out = set(resources)
     for tag in resources:
         itype, _, market = tag.rpartition(":")
@@ -102,12 +108,11 @@ def candidates(placement: Placement, resources: tuple[str, ...],
                free: Sequence[S]) -> list[S]:
     """The free actors a task goes to: those of its own types when any is free, else those
     the placement allows (of nodes the plan placed nothing on)."""
-    if resources:
-        accepted = placement.accepted(resources)
-        own = [s for s in free if not s.resources.isdisjoint(accepted)]
-        if own:
-            return own
-    return [s for s in free if placement.allows(resources, s.resources)]
+    if not resources:
+        return list(free)
+    accepted = placement.accepted(resources)
+    own = [s for s in free if not s.resources.isdisjoint(accepted)]
+    return own or [s for s in free if placement.allows(resources, s.resources)]
 
 
 def choose(placement: Placement, resources: tuple[str, ...], free: Sequence[SlotLike],
