@@ -12,7 +12,9 @@
   pixel footprint is a parallelogram; its area-equivalent side is what keeps
   the ortho's pixel count equal to the raw image's.
 * :func:`lonlat_transformer` caches pyproj transformers (always x/y, i.e.
-  lon/lat order) since building one costs milliseconds.
+  lon/lat order) since building one costs milliseconds; every module of
+  ``ops`` that maps to or from lon/lat goes through it, and through
+  :func:`is_wgs84_lonlat` (cached too) to tell a lon/lat grid.
 """
 
 from __future__ import annotations
@@ -60,6 +62,12 @@ def check_crs(crs: str) -> str:
     if not parsed.is_projected:
         raise GeometryError(f"--crs {crs!r} is neither projected nor geographic")
     return crs
+
+
+@lru_cache(maxsize=64)
+def is_wgs84_lonlat(crs: str) -> bool:
+    """Whether a CRS (any PROJ string or WKT) is WGS84 longitude/latitude, either axis order."""
+    return bool(CRS.from_user_input(crs).equals(CRS.from_epsg(4326), ignore_axis_order=True))
 
 
 @lru_cache(maxsize=64)

@@ -50,7 +50,6 @@ edge nodes held constant over the outer half pixel.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -63,7 +62,7 @@ from numpy.typing import ArrayLike, NDArray
 from rasterio.crs import CRS
 
 from ops import vertical
-from ops.crs import lonlat_transformer
+from ops.crs import is_wgs84_lonlat, lonlat_transformer
 from ops.dem_fill import MAX_HOLE_FRACTION as MAX_HOLE_FRACTION  # noqa: PLC0414 (re-export)
 from ops.dem_fill import check_hole_share, fill_holes_laplace
 from ops.dem_tiles import Transform6, list_sources, probe, read_nodes
@@ -82,7 +81,6 @@ from ops.geoid import (
 #: Extra nodes read around a requested box, so that bilinear stencils and
 #: hole filling near the box's edge have their neighbours.
 MARGIN_NODES = 2
-_WGS84 = pyproj.CRS.from_epsg(4326)
 _ROWS_PER_CHUNK = 512
 
 LonLatBox = tuple[float, float, float, float]
@@ -99,12 +97,7 @@ def _native_box(crs: CRS, box: LonLatBox) -> tuple[float, float, float, float]:
 
 
 def _is_wgs84(crs: CRS | str) -> bool:
-    return _is_wgs84_text(crs if isinstance(crs, str) else crs.to_wkt())
-
-
-@functools.lru_cache(maxsize=64)
-def _is_wgs84_text(crs: str) -> bool:
-    return bool(pyproj.CRS.from_user_input(crs).equals(_WGS84, ignore_axis_order=True))
+    return is_wgs84_lonlat(crs if isinstance(crs, str) else crs.to_wkt())
 
 
 def _check_box(box: Sequence[float], what: str) -> LonLatBox:

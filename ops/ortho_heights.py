@@ -24,7 +24,7 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from ops.crs import lonlat_transformer
+from ops.crs import is_wgs84_lonlat, lonlat_transformer
 from ops.errors import DemCoverageError, GeometryError
 from ops.geoid import EDGE_EPS_PX, sample_bilinear
 
@@ -88,7 +88,7 @@ class HeightModel:
 
     def node_coords(self, lon: FloatArray, lat: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Fractional DEM node (col j, row i) of lon/lat points."""
-        if self.crs.upper() in ("EPSG:4326", "OGC:CRS84"):
+        if is_wgs84_lonlat(self.crs):
             x, y = np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64)
         else:
             tx, ty = lonlat_transformer(self.crs, inverse=True).transform(lon, lat)
