@@ -55,6 +55,11 @@ def surveyed_graph(campaign: Campaign, campaign_file: Path, dem: str | None,
         raise click.ClickException(
             "cannot survey the run's products: " + "; ".join(
                 f"{f.label}: {f.error}" for f in failures))
+    missing = sorted({"+".join(g) for g in campaign.view_groups} - {p.label for p in products})
+    if missing:
+        raise click.ClickException(
+            f"{campaign_file}: products.dsm.views {missing} are not among the run's products "
+            f"({', '.join(p.label for p in products)}); expected `eochain run` to make them")
     return surveyed_dag([p.surveyed for p in products], calibration, families)
 
 
