@@ -1,6 +1,6 @@
 """The planner's CPU-seconds per megapixel, measured: each stage's CPU time counted once.
 
-Run: ``python -m benchmarks.planner_calibration [--runs 5] [--cpu 0] [--write]``.
+Run: ``python -m benchmarks.planner_calibration [--runs 5] [--write]``.
 Writes ``benchmarks/results/planner_calibration.json``; with ``--write`` it
 also rebuilds ``planner/data/calibration.json`` from the medians
 (:func:`planner.calibration.rebuild_calibration`).
@@ -8,8 +8,7 @@ also rebuilds ``planner/data/calibration.json`` from the medians
 - ``stereo`` and ``dsm``: ``--runs`` runs of the real ``eochain dsm`` on the
   Gizeh Pléiades pair (SRTM + EGM96, 0.6 m, as ``benchmarks.dsm_profile``
   runs it, whose per-phase CPU recording this reuses), each in a fresh
-  process pinned to one core (``--cpu``; the children inherit the
-  affinity). The command's phases are split between the planner's stages:
+  process pinned to one core with one numba thread. The command's phases are split between the planner's stages:
   ``dsm`` is rasterisation, raster filters and the write; ``stereo`` is every
   other phase of the product's work (reading, rectification, pointing
   correction, matching and its filters, triangulation, opening the inputs).
@@ -62,7 +61,7 @@ def measure_dsm(runs: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         argv = case_args("gizeh", Path(tmp), Path(tmp) / "gizeh.tif")
         for _ in range(runs):
-            run = profile_once(argv)
+            run = profile_once(argv, one_core=True)
             m = _CELLS.search(run["summary"])
             if m is None:
                 raise SystemExit(f"eochain dsm summary without 'N x M cells': {run['summary']!r}")
@@ -91,18 +90,16 @@ def measure_ortho() -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--cpu", type=int, default=0)
     ap.add_argument("--write", action="store_true",
                     help="rebuild planner/data/calibration.json from the medians")
     args = ap.parse_args(argv)
-    os.sched_setaffinity(0, {args.cpu})
     load_before = os.getloadavg()
     dsm = measure_dsm(args.runs)
     load_after = os.getloadavg()
     ortho = measure_ortho()
     med = {"stereo": dsm["stereo_cpu_s_per_mpx"], "dsm": dsm["dsm_cpu_s_per_mpx"],
            "ortho": ortho["cpu_s_per_mpx"]}
-    print(f"planner_calibration: {platform.machine()}, pinned to CPU {args.cpu}, load average "
+    print(f"planner_calibration: {platform.machine()}, one core, load average "
           f"{load_before[0]:.1f} -> {load_after[0]:.1f}; {args.runs} runs of eochain dsm (Gizeh, "
           f"{dsm['mpx']:.3f} Mpx)")
     for op, s in med.items():
@@ -113,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{s['median']:.3f} ({s['median'] / base.profile(op).cpu_s_per_mpx:.2f}x)")
     doc = {"state": {"machine": platform.machine(), "cpu_count": os.cpu_count(),
                      "python": sys.version.split()[0], "platform": platform.platform(),
-                     "pinned_cpu": args.cpu, "load_avg_1min": [load_before[0], load_after[0]],
+                     "load_avg_1min": [load_before[0], load_after[0]],
                      "command": f"python -m benchmarks.planner_calibration --runs {args.runs}"},
            "dsm": dsm, "ortho": ortho,
            "cpu_s_per_mpx": med}
