@@ -1,7 +1,7 @@
 """eochain's plan vs fair reference placements, all judged by the same campaign simulator.
 
 Run: ``python -m benchmarks.planner_baselines`` (``--runs 20``). Writes the
-same tables to ``benchmarks/results/planner_baselines.json``.
+same tables to ``benchmarks/results/planner_baselines.json`` (or ``--output``).
 
 Campaigns: the example campaign (``examples/campaign.yaml``: Pléiades pairs,
 ortho 0.5 m + DSM 1 m, data in eu-west-3, spot and on-demand in eu-west-3
@@ -190,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hazard-scales", type=float, nargs="+", default=[1.0])
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--output", type=Path,
+                    default=REPO / "benchmarks" / "results" / "planner_baselines.json")
     args = ap.parse_args(argv)
     results = []
     print(f"planner_baselines: {platform.machine()} x{os.cpu_count()}, Python "
@@ -231,9 +233,9 @@ def main(argv: list[str] | None = None) -> int:
                                "catalog (prices as of its date) and provisional calibration",
                      "runs": args.runs, "seed": args.seed},
            "campaigns": results}
-    out = REPO / "benchmarks" / "results" / "planner_baselines.json"
+    out = args.output.resolve()
     out.write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"\nwrote {out.relative_to(REPO)}")
+    print(f"\nwrote {out}")
     return 0
 
 
