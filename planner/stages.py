@@ -46,13 +46,10 @@ from typing import NamedTuple
 
 from planner.errors import DagError
 
-__all__ = ["KINDS", "STAGES", "LaidTask", "TaskKey", "dsm_tasks", "ortho_tasks", "parse_key", "stage_of",
-           "stage_of_key"]
+__all__ = ["STAGES", "LaidTask", "TaskKey", "dsm_tasks", "ortho_tasks", "parse_key", "stage_of"]
 
 #: The stages, in DAG order: every task of a plan and of a run belongs to one.
 STAGES = ("stereo", "dsm", "fusion", "ortho")
-#: What a task is within its product: "plan" (shared by the tiles), "tile", "write".
-KINDS = ("plan", "tile", "write")
 
 
 class TaskKey(NamedTuple):
@@ -90,13 +87,9 @@ def parse_key(key: str) -> TaskKey:
     return TaskKey(op, item, int(row), int(col))
 
 
-def stage_of_key(key: str) -> str:
-    """The stage of a task key written as a string (``"ortho:s1:1_2"`` -> ``"ortho"``)."""
-    return stage_of(parse_key(key).op)
-
-
 class LaidTask(NamedTuple):
-    """One task of a product's layout: its key, the keys it reads (argument order), its kind."""
+    """One task of a product's layout: its key, the keys it reads (argument order), its kind:
+    "plan" (shared by the tiles), "tile" or "write"."""
 
     key: TaskKey
     inputs: tuple[TaskKey, ...]

@@ -39,7 +39,8 @@ from enum import Enum
 
 import networkx as nx
 
-from planner.stages import STAGES
+from planner.errors import DagError
+from planner.stages import parse_key, stage_of
 from scheduler.runtime.errors import GraphError
 
 
@@ -83,9 +84,14 @@ class Task:
     stage: str = ""
 
     def __post_init__(self) -> None:
-        if self.stage and self.stage not in STAGES:
-            raise GraphError(f"task {self.key}: stage {self.stage!r}; expected one of "
-                             f"{', '.join(STAGES)} (or empty)")
+        if self.stage:
+            try:
+                key_stage = stage_of(parse_key(self.key).op)
+            except DagError as exc:
+                raise GraphError(f"task {self.key} has a stage ({self.stage!r}): {exc}") from exc
+            if key_stage != self.stage:
+                raise GraphError(f"task {self.key}: stage {self.stage!r}; expected its key's "
+                                 f"stage {key_stage!r}")
         if not self.key:
             raise GraphError("Task.key is empty; expected a unique, non-empty task key")
         if self.out_bytes < 0:

@@ -132,7 +132,7 @@ def test_layouts_by_hand() -> None:
         stereo.plan -> stereo(0,0) -> dsm(0,0) ┐     stereo.plan -> stereo(g/a+b) -> dsm(g/a+b) ┐
                     -> stereo(0,1) -> dsm(0,1) ┴> dsm.write   \\--> stereo(g/a+c) -> dsm(g/a+c) ┴> fusion -> dsm.write
     """
-    from planner.stages import dsm_tasks, ortho_tasks, stage_of, stage_of_key
+    from planner.stages import dsm_tasks, ortho_tasks, parse_key, stage_of
 
     pair = list(dsm_tasks("a+b", 1, 2))
     assert [str(t.key) for t in pair] == [
@@ -146,11 +146,11 @@ def test_layouts_by_hand() -> None:
     assert [t.kind for t in ortho_tasks("s", 1, 1)] == ["plan", "tile", "write"]
     assert [stage_of(op) for op in ("stereo.plan", "dsm.write", "fusion", "ortho.write")] == [
         "stereo", "dsm", "fusion", "ortho"]
-    assert stage_of_key("ortho:s1:1_2") == "ortho"
+    assert parse_key("ortho.write:a+b/c:1_2") == TaskKey("ortho.write", "a+b/c", 1, 2)
     with pytest.raises(DagError, match="belongs to no stage"):
         stage_of("write")
     with pytest.raises(DagError, match="not op:item:row_col"):
-        stage_of_key("s1/ortho/0001_0002")
+        parse_key("s1/ortho/0001_0002")
     with pytest.raises(DagError, match="holds ':'"):
         list(ortho_tasks("a:b", 1, 1))
 

@@ -149,6 +149,12 @@ def test_graph_errors_name_the_task() -> None:
         TaskGraph.build([Task("a", total, ("b",)), Task("b", total, ("a",))])
     with pytest.raises(GraphError, match="twice"):
         TaskGraph.build([Task("a", total), Task("a", total)])
+    # a task with a stage has a key of the stage vocabulary, of that stage
+    assert Task("dsm.write:a+b:0_0", total, stage="dsm").stage == "dsm"
+    with pytest.raises(GraphError, match="expected its key's stage 'stereo'"):
+        Task("stereo.plan:a+b:0_0", total, stage="dsm")
+    with pytest.raises(GraphError, match="not op:item:row_col"):
+        Task("a/dsm/0001_0002", total, stage="dsm")
 
 
 def test_from_networkx_takes_inputs_in_key_order() -> None:
