@@ -27,7 +27,14 @@ times less than a measured one.
    ``tolerance`` is ``max(min_tolerance_m, 3 x NMAD)`` of the de-biased
    heights around their cell's median, over the tile. A cell where two or
    more pairs measured but fewer than two agree has no majority and stays
-   nodata; a cell only one pair saw keeps that pair's height.
+   nodata; a cell only one pair saw keeps that pair's height if that pair
+   is the most precise one (the largest weight) and measured the cell
+   (support count > 0). On the synthetic triplet of
+   ``tests/integration/test_stereo_multiview.py``, lone heights of any pair
+   were 18 % blunders (|error - median| > 3 m) against 0.4 % where all three
+   pairs agreed; keeping only the best pair's measured ones took the fused
+   blunder share from 1.79 % to 0.90 % (best pair alone 1.64 %), NMAD 0.125
+   -> 0.119 m, coverage 60.1 -> 56.8 % of the grid.
 
 Bands of the result (a :class:`~ops.stereo.DsmTile`): height, supporting
 points (the sum over the inlier pairs; 0 = interpolated by every inlier) and
@@ -149,7 +156,12 @@ def fuse_tiles(
     inlier = np.isfinite(values) & (dev <= tolerance)
     n_valid = np.isfinite(values).sum(axis=0)
     n_in = inlier.sum(axis=0)
-    keep = (n_in >= 2) | ((n_valid == 1) & (n_in == 1))
+    # a cell only one pair saw: kept where that pair is the most precise one
+    # and measured it (the others' lone heights were 18 % blunders)
+    best = np.asarray(pair_weights, np.float64) >= max(pair_weights)
+    measured = np.stack([t.count > 0 for t in tiles])
+    alone = (n_valid == 1) & np.any(inlier & measured & best[:, None, None], axis=0)
+    keep = (n_in >= 2) | alone
     w_in = np.where(inlier, weights, 0.0)
     w_sum = w_in.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
