@@ -70,12 +70,19 @@ def is_wgs84_lonlat(crs: str) -> bool:
     return bool(CRS.from_user_input(crs).equals(CRS.from_epsg(4326), ignore_axis_order=True))
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=128)
+def transformer(src_crs: str, dst_crs: str) -> Transformer:
+    """The one cached transformer from ``src_crs`` to ``dst_crs``, x/y (lon/lat) order.
+
+    Every transformer in ``ops`` comes from here: PROJ builds one in milliseconds,
+    and tiles ask for the same few pairs of CRS thousands of times.
+    """
+    return Transformer.from_crs(src_crs, dst_crs, always_xy=True)
+
+
 def lonlat_transformer(crs: str, *, inverse: bool = False) -> Transformer:
     """Transformer from ``crs`` to WGS84 lon/lat (or back with ``inverse``), x/y order."""
-    if inverse:
-        return Transformer.from_crs("EPSG:4326", crs, always_xy=True)
-    return Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    return transformer("EPSG:4326", crs) if inverse else transformer(crs, "EPSG:4326")
 
 
 def metres_per_degree(lat: float) -> tuple[float, float]:

@@ -47,9 +47,8 @@ from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
-from pyproj import Transformer
 
-from ops.crs import utm_crs
+from ops.crs import lonlat_transformer, transformer, utm_crs
 from ops.errors import GeometryError, RasterReadError
 from ops.pushbroom import LocalFrame, PushbroomCamera, make_camera
 from ops.rpc import RpcModel
@@ -293,7 +292,7 @@ def generate_scene(spec: SceneSpec, out_dir: str | Path) -> SyntheticScene:
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     crs = utm_crs_for(spec.centre_lon, spec.centre_lat)
-    to_utm = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    to_utm = lonlat_transformer(crs, inverse=True)
     terrain, texture, rng = make_fields(
         spec.seed, base_height_m=spec.base_height_m, relief_m=spec.relief_m,
         texture_cell_m=spec.texture_cell,
@@ -398,7 +397,7 @@ def _geobox_utm(scene: SyntheticScene, geobox: GeoBoxLike) -> tuple[FloatArray, 
     x = (a * cols + b * rows + c).ravel()
     y = (d * cols + e * rows + f).ravel()
     if geobox.crs != scene.crs:
-        tr = Transformer.from_crs(geobox.crs, scene.crs, always_xy=True)
+        tr = transformer(geobox.crs, scene.crs)
         x, y = tr.transform(x, y)
     return np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
 
@@ -434,7 +433,7 @@ def truth_visibility(scene: SyntheticScene, view: int, geobox: GeoBoxLike) -> ND
         raise GeometryError(f"view {view} is not one of the scene's {len(scene.rpcs)} views")
     x, y = _geobox_utm(scene, geobox)
     seen = np.zeros(x.shape, dtype=bool)
-    to_lonlat = Transformer.from_crs(scene.crs, "EPSG:4326", always_xy=True)
+    to_lonlat = lonlat_transformer(scene.crs)
     chunk = 1 << 20
     for start in range(0, x.size, chunk):
         xs, ys = x[start:start + chunk], y[start:start + chunk]

@@ -34,6 +34,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window as RioWindow
 from scipy.ndimage import maximum_filter, minimum_filter
 
+from ops.crs import lonlat_transformer
 from ops.errors import GeometryError, RasterReadError
 from ops.rpc import RpcModel
 from ops.rpc_fit import localize_rpc
@@ -259,7 +260,7 @@ def intersect_rays_utm(
     key = (tile_r - tile_r.min()) * (int(tile_c.max() - tile_c.min()) + 1) + (tile_c - tile_c.min())
     order = np.argsort(key, kind="stable")
     bounds = np.flatnonzero(np.diff(key[order])) + 1
-    to_utm = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    to_utm = lonlat_transformer(crs, inverse=True)
     with rasterio.open(dem_path) as dem:
         for group in np.split(keep[order], bounds):
             r, c = rows[group], cols[group]
@@ -276,7 +277,7 @@ def render_view(
 ) -> int:
     """Render one view through its RPC into a tiled GeoTIFF; return the unresolved pixels."""
     height, width = shape
-    to_utm = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    to_utm = lonlat_transformer(crs, inverse=True)
     profile = {
         "driver": "GTiff", "width": width, "height": height, "count": 1, "dtype": dtype,
         "tiled": True, "blockxsize": 256, "blockysize": 256, "interleave": "band",
