@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -250,19 +250,86 @@ def _nap_after(ctx: object, previous: int) -> int:
     return previous + 1
 
 
-def test_warm_actors_start_before_the_run_and_cool_ends_those_no_run_took(
-        local_ray: None) -> None:
+def _free_cpus() -> float:
     import ray
 
+    return float(ray.available_resources().get("CPU", 0.0))  # type: ignore[no-untyped-call]
+
+
+def test_warm_actors_start_before_the_run_and_cool_ends_those_no_run_took(
+        local_ray: None) -> None:
     from tests.conftest import poll_until
 
     driver = Driver(num_cpus=2)
     driver.warm()  # one actor per CPU, started now
-    poll_until("the warm actors hold both CPUs",
-               lambda: ray.available_resources().get("CPU", 0.0) == 0.0)
+    poll_until("the warm actors hold both CPUs", lambda: _free_cpus() == 0.0)
     driver.cool()
-    poll_until("the CPUs are free again", lambda: ray.available_resources().get("CPU") == 2.0)
+    poll_until("the CPUs are free again", lambda: _free_cpus() == 2.0)
     driver.warm()
     report = driver.dispatch(TaskGraph.build([Task("t", _nap)]), None, lambda k, v: None)
     assert report.ok and report.results == {"t": 1}
-    poll_until("the run ended its actors", lambda: ray.available_resources().get("CPU") == 2.0)
+    poll_until("the run ended its actors", lambda: _free_cpus() == 2.0)
+
+
+class StereoNap:
+    """A task of the stereo stage (its operation, ``stereo_nap``, names it) that naps."""
+
+    def __call__(self, ctx: object) -> int:
+        time.sleep(0.2)
+        return 1
+
+
+class OrthoNap(StereoNap):
+    """The same, of the ortho stage."""
+
+
+#: stereo on a spot c7g, ortho on a spot r7g; the catalog's fallback for c7g.xlarge spot
+#: in eu-west-3 is c6g.2xlarge spot (the cheapest same-architecture spot offer)
+PLACED_PLAN: dict[str, Any] = {"format": "eochain-plan/1", "budget_usd": 10.0, "fleet": [
+    {"instance_type": "c7g.xlarge", "region": "eu-west-3", "market": "spot", "instances": 1,
+     "vcpus": 4, "busy_instance_h": 0.01, "tasks": {"stereo": 30}},
+    {"instance_type": "r7g.xlarge", "region": "eu-west-3", "market": "spot", "instances": 1,
+     "vcpus": 4, "busy_instance_h": 0.01, "tasks": {"ortho": 30}}]}
+
+
+def test_the_fallback_pool_takes_over_the_stage_of_the_pool_it_replaces() -> None:
+    """The stereo node is interrupted; the fallback pool's node, asked for instead, runs the
+    rest of stereo, and the ortho node runs ortho only, before and after."""
+    metrics = CampaignMetrics("fallback-test")
+    stereo, ortho = ("c7g.xlarge:spot",), ("r7g.xlarge:spot",)
+    tasks = [Task(f"stereo:p:0_{i}", StereoNap(), resources=stereo, stage="stereo")
+             for i in range(30)]
+    tasks += [Task(f"ortho:a:0_{i}", OrthoNap(), resources=ortho, stage="ortho")
+              for i in range(30)]
+    nodes = [NodeSpec(1, resources={"c7g.xlarge:spot": 1.0}),
+             NodeSpec(1, resources={"r7g.xlarge:spot": 1.0})]
+    joined: list[str] = []
+    with LocalCluster(nodes) as cluster:
+        victim = cluster.nodes[0]
+
+        def autoscaler(bundles: Sequence[Mapping[str, float]]) -> None:
+            """Brings up the nodes of pools newly asked for (here: the fallback's)."""
+            for pool in {k for b in bundles for k in b} - set(stereo + ortho) - set(joined):
+                joined.append(pool)
+                cluster.add_node(NodeSpec(1, resources={pool: 1.0}))
+
+        fleet = FleetRequest(PLACED_PLAN, issue=autoscaler, say=lambda message: None)
+        fleet.update({"stereo": 1.0, "ortho": 1.0})
+        spot = SpotLosses(PLACED_PLAN, policy=FallbackPolicy(max_interruptions=1),
+                          say=lambda message: None, act=fleet.substitute)
+
+        def interrupt(p: Progress) -> None:
+            if p.tasks_done >= 6 and victim in cluster.nodes:
+                cluster.remove_node(victim)
+
+        dispatcher = Dispatcher(DispatchOptions(), metrics=metrics, spot=spot, fleet=fleet)
+        report = dispatcher.run(TaskGraph.build(tasks), interrupt)
+    assert report.ok, report.failures
+    assert fleet.substitutions == {("c7g.xlarge", "spot"): ("c6g.2xlarge", "spot")}
+    assert joined == ["c6g.2xlarge:spot"]
+    assert [(d.instance_type, d.cause) for d in dispatcher.departures] == [
+        ("c7g.xlarge", DepartureCause.INTERRUPTION)]
+    ran = {(s.stage, s.instance_type): s.tasks for s in metrics.ledger().stages}
+    assert set(ran) == {("stereo", "c7g.xlarge"), ("stereo", "c6g.2xlarge"),
+                        ("ortho", "r7g.xlarge")}, ran
+    assert ran[("ortho", "r7g.xlarge")] == 30
