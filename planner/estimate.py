@@ -35,8 +35,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 
 import networkx as nx
@@ -47,7 +47,7 @@ from planner.campaign import Campaign, Pair, Scene
 from planner.dag import GIB, TaskCost, TaskDeclaration, TaskKey, build_dag
 from planner.errors import CampaignError
 from planner.grid import GeoBox, InputWindow, TileGrid, TileIndex, Window, utm_crs
-from planner.stages import dsm_tasks, ortho_tasks, stage_of
+from planner.stages import SurveyedProduct, dsm_tasks, ortho_tasks, stage_of
 
 #: Pairs a fused DSM is planned with at most (:func:`ops.stereo_multiview.plan_multiview`'s
 #: ``max_pairs``; which pairs it keeps, by B/H, is known only once the RPCs are read).
@@ -277,27 +277,6 @@ def ortho_declarations(scene: str, grid: TileGrid, costs: _CostTable, *,
             ext = windows(key)
         out[key] = cost.output_bytes
         yield TaskDeclaration(key, [(k, out[k]) for k in inputs], cost, ext)
-
-
-@dataclass(frozen=True, slots=True)
-class SurveyedProduct:
-    """A product on the grid the runtime surveyed for it (RPCs, DEM): what it will run.
-
-    ``kind`` is ``"dsm"`` or ``"ortho"``; ``item`` the product's pair, views or
-    scene id; ``pairs`` the pairs a fused DSM fuses (empty for one pair).
-    """
-
-    kind: str
-    item: str
-    grid: TileGrid
-    pairs: tuple[str, ...] = ()
-    #: raw-image windows each stereo tile reads, as the runtime declared them
-    windows: Mapping[TaskKey, tuple[InputWindow, ...]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("dsm", "ortho"):
-            raise CampaignError(f"surveyed product {self.item}: kind {self.kind!r}; expected "
-                                "'dsm' or 'ortho'")
 
 
 def surveyed_dag(products: Sequence[SurveyedProduct], calibration: Calibration,

@@ -41,12 +41,14 @@ into the product's COG.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from planner.errors import DagError
+from planner.errors import CampaignError, DagError
+from planner.grid import InputWindow, TileGrid
 
-__all__ = ["STAGES", "LaidTask", "TaskKey", "dsm_tasks", "ortho_tasks", "parse_key", "stage_of"]
+__all__ = ["STAGES", "LaidTask", "SurveyedProduct", "TaskKey", "dsm_tasks", "ortho_tasks", "parse_key", "stage_of"]
 
 #: The stages, in DAG order: every task of a plan and of a run belongs to one.
 STAGES = ("stereo", "dsm", "fusion", "ortho")
@@ -150,3 +152,24 @@ def _check_grid(item: str, n_rows: int, n_cols: int) -> None:
     if ":" in item:
         raise DagError(f"item {item!r} holds ':', which separates a task key's parts; "
                        "expected a scene or pair id without ':'")
+
+
+@dataclass(frozen=True, slots=True)
+class SurveyedProduct:
+    """A product on the grid the runtime surveyed for it (RPCs, DEM): what it will run.
+
+    ``kind`` is ``"dsm"`` or ``"ortho"``; ``item`` the product's pair, views or
+    scene id; ``pairs`` the pairs a fused DSM fuses (empty for one pair).
+    """
+
+    kind: str
+    item: str
+    grid: TileGrid
+    pairs: tuple[str, ...] = ()
+    #: raw-image windows each stereo tile reads, as the runtime declared them
+    windows: Mapping[TaskKey, tuple[InputWindow, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("dsm", "ortho"):
+            raise CampaignError(f"surveyed product {self.item}: kind {self.kind!r}; expected "
+                                "'dsm' or 'ortho'")

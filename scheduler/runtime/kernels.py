@@ -38,7 +38,7 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import rasterio
@@ -51,17 +51,6 @@ from ops.dem import MAX_HOLE_FRACTION, Dem
 from ops.ortho import HeightModel, OrthoPlan, declare_tile_input, ortho_tile, plan_ortho
 from ops.raster_io import CogWriter, raster_info, read_window
 from ops.rpc_io import find_rpc
-from ops.stereo import (
-    DsmTile,
-    StereoPlan,
-    StereoTileInputs,
-    Terrain,
-    TilePoints,
-    Undulation,
-    grid_tile_points,
-    run_stereo_tile,
-)
-from ops.stereo_multiview import MultiViewPlan, fuse_pair_tiles
 from planner.grid import GeoBox, Window
 from scheduler.runtime.actors import TaskContext
 from scheduler.runtime.errors import FlowError
@@ -69,6 +58,12 @@ from scheduler.runtime.manifest import Manifest, ProductRecord
 from scheduler.runtime.provenance import ProductMetadata
 from scheduler.runtime.stac import item_bytes, item_links, make_item, stac_key
 from scheduler.runtime.store import STALE_TEMP_S, LocalStore, S3Store, sha256_file
+
+if TYPE_CHECKING:
+    # The stereo kernels (and scipy.ndimage under them) load when a DSM task first runs:
+    # `eochain ortho` and ortho workers never pay for them.
+    from ops.stereo import DsmTile, StereoPlan, StereoTileInputs, Terrain, TilePoints, Undulation
+    from ops.stereo_multiview import MultiViewPlan
 
 #: Degrees read around an ortho footprint where the DEM has them (~200 m); only the
 #: footprint itself must be covered.
@@ -198,6 +193,8 @@ class StereoPlanTask:
 
     def pair_plan(self, pair: int | None) -> StereoPlan:
         """The stereo plan of pair ``pair`` of a fused product, or of the product's one pair."""
+        from ops.stereo_multiview import MultiViewPlan
+
         plan = self.plan
         if isinstance(plan, MultiViewPlan):
             if pair is None or not 0 <= pair < len(plan.plans):
@@ -218,6 +215,8 @@ class StereoTileTask:
     pair: int | None = None
 
     def __call__(self, ctx: TaskContext, planned: StereoPlanTask) -> TilePoints:
+        from ops.stereo import run_stereo_tile
+
         return run_stereo_tile(planned.pair_plan(self.pair), self.inputs.tile, planned.dem,
                                planned.geoid, self.inputs)
 
@@ -235,6 +234,8 @@ class DsmTileTask:
 
     def __call__(self, ctx: TaskContext, planned: StereoPlanTask, points: TilePoints
                  ) -> NDArray[np.float32] | DsmTile:
+        from ops.stereo import grid_tile_points
+
         t = grid_tile_points(planned.pair_plan(self.pair), self.tile, points, planned.dem)
         return t if self.pair is not None else dsm_bands(ctx, t)
 
@@ -247,6 +248,8 @@ class FusionTileTask:
 
     def __call__(self, ctx: TaskContext, planned: StereoPlanTask, *pair_tiles: DsmTile
                  ) -> NDArray[np.float32]:
+        from ops.stereo_multiview import MultiViewPlan, fuse_pair_tiles
+
         if not isinstance(planned.plan, MultiViewPlan):
             raise FlowError("a fusion tile of a one-pair DSM; expected a fused product's plan")
         fused, _ = fuse_pair_tiles(planned.plan, pair_tiles)

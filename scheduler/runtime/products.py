@@ -51,9 +51,8 @@ from ops.ortho import HeightModel, default_geobox, default_nodata
 from ops.raster_io import raster_info
 from ops.rpc import RpcModel
 from ops.rpc_io import find_rpc
-from planner.estimate import SurveyedProduct
 from planner.grid import InputWindow, TileGrid, TileIndex
-from planner.stages import LaidTask, TaskKey, dsm_tasks, ortho_tasks, stage_of
+from planner.stages import LaidTask, SurveyedProduct, TaskKey, dsm_tasks, ortho_tasks, stage_of
 from scheduler.runtime.errors import FlowError
 from scheduler.runtime.kernels import (
     DSM_BANDS,
