@@ -27,8 +27,8 @@ The plan's rows: per (instance type, stage), its tasks, cost and makespan
                + instances_e x startup_s / 3600) x tasks_e[s] / sum_s' tasks_e[s']
     makespan = max over entries e of type i: busy_instance_h_e / instances_e + startup_s
 
-The stage vocabulary is :data:`PLAN_STAGES`; a runtime reports its tasks
-under these names (``scheduler.cost_report.stage_of``).
+Stages are named in :data:`planner.stages.STAGES`, the one vocabulary of
+plans, runs, metrics and cost reports.
 """
 
 from __future__ import annotations
@@ -43,12 +43,10 @@ from typing import Any
 from planner.config_loader import parse_json, read_text, short
 from planner.errors import ConfigError, PlanError
 
-__all__ = ["MARKETS", "PLAN_FORMAT", "PLAN_STAGES", "FleetEntry", "PlanDocument", "PlanStage",
+__all__ = ["MARKETS", "PLAN_FORMAT", "FleetEntry", "PlanDocument", "PlanStage",
            "StageRow", "as_plan_document", "plan_document_from_dict", "read_plan", "write_plan"]
 
 PLAN_FORMAT = "eochain-plan/1"
-#: The planner's stages, in DAG order: every task of a plan and of a run is one of these.
-PLAN_STAGES = ("stereo", "dsm", "ortho")
 MARKETS = ("spot", "on-demand")
 #: Where a plan comes from when the caller does not say (error messages).
 DEFAULT_SOURCE = "plan.json"
