@@ -12,7 +12,8 @@ source, so the JSON imports anywhere), ``campaign`` and ``instance_type``
   bytes in flight;
 * cost: planned vs accrued vs projected, projected/planned ratio, cost by instance type,
   per product and per km^2, burn rate;
-* fleet: nodes by type and market, spot interruptions, market fallbacks, lost runs,
+* fleet: nodes by type and market, spot interruptions, node departures by cause
+  (interruption, scale-down, drain, failure), market fallbacks, lost runs,
   retries and recomputations;
 * kernels: throughput (tasks and pixels per second), latency quantiles, mean latency,
   peak memory quantiles;
@@ -96,6 +97,9 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
         ("timeseries", "Spot interruptions by instance type", [
             (f"sum by (instance_type) (eochain_spot_interruptions_total{{{CI}}})",
              "{{instance_type}}")], "none"),
+        ("timeseries", "Node departures by cause", [
+            (f"sum by (instance_type, cause) (eochain_node_departures_total{{{CI}}})",
+             "{{instance_type}} {{cause}}")], "none"),
         ("timeseries", "Market fallbacks", [
             ((f"sum by (instance_type, from_market, to_market) "
              f"(eochain_market_fallbacks_total{{{CI}}})"),

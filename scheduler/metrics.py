@@ -10,8 +10,9 @@ plan loaded                  ``set_plan(PlanTargets.from_plan(plan_document))``
 graph built                  ``tasks_planned(op, n)`` per operation (``op_name(task.fn)``)
 node joins / leaves          ``node_added(node_id, instance_type, market, price_usd_per_h)``,
                              ``node_removed(node_id)``
-spot node interrupted        ``interrupted(instance_type)`` (the dispatcher's departure
-                             cause, :mod:`scheduler.runtime.departures`)
+node left, with its cause     ``node_departed(instance_type, cause)`` (the dispatcher's,
+                             :mod:`scheduler.runtime.departures`)
+spot node interrupted        ``interrupted(instance_type)`` (a departure of that cause)
 planned fleet known          ``declare_fleet(pairs)``: spot series at zero
 spot capacity gone           ``fallback(instance_type, "spot", "on-demand")``
 task submitted               ``task_started(op, instance_type)``
@@ -68,6 +69,7 @@ from prometheus_client.registry import Collector
 
 from planner.plan_document import PlanDocument, as_plan_document
 from scheduler.cost_report import NodeUsage, RunLedger, StageUsage, stage_of
+from scheduler.runtime.departures import DepartureCause
 
 __all__ = ["LOOPBACK", "CampaignMetrics", "MetricsError", "MetricsExporter", "PlanTargets",
            "Projection", "node_type", "op_name", "project"]
@@ -261,6 +263,9 @@ class CampaignMetrics:
                               "market.", cim, registry=reg)
         self._interruptions = Counter("eochain_spot_interruptions", "Spot nodes lost while "
                                       "the campaign ran.", ci, registry=reg)
+        self._departures = Counter("eochain_node_departures", "Worker nodes that left, by "
+                                   "cause (interruption, scale-down, drain, failure).",
+                                   ["campaign", "instance_type", "cause"], registry=reg)
         self._fallbacks = Counter("eochain_market_fallbacks", "Capacity requests moved to "
                                   "another market (spot -> on-demand).",
                                   ["campaign", "instance_type", "from_market", "to_market"],
@@ -365,7 +370,8 @@ class CampaignMetrics:
             self.tick()
 
     def declare_fleet(self, nodes: Iterable[tuple[str, str]]) -> None:
-        """Create the planned fleet's spot series at zero: interruptions and spot fallbacks.
+        """Create the planned fleet's series at zero: departures by cause, and for spot pools
+        interruptions and spot fallbacks.
 
         ``nodes`` are (instance type, market) pairs. Without this, the spot and
         fallback panels stay empty until the first event, and ``increase()``
@@ -373,6 +379,8 @@ class CampaignMetrics:
         """
         with self._lock:
             for instance_type, market in nodes:
+                for cause in DepartureCause:
+                    self._departures.labels(self.campaign, instance_type, cause.value).inc(0)
                 if market == "spot":
                     self._interruptions.labels(self.campaign, instance_type).inc(0)
                     self._fallbacks.labels(self.campaign, instance_type, "spot",
@@ -381,6 +389,11 @@ class CampaignMetrics:
     def interrupted(self, instance_type: str) -> None:
         """A spot node of ``instance_type`` was interrupted (the runtime decides the cause)."""
         self._interruptions.labels(self.campaign, instance_type).inc()
+
+    def node_departed(self, instance_type: str, cause: str) -> None:
+        """A node of ``instance_type`` left for ``cause`` (the dispatcher's, one of
+        :class:`scheduler.runtime.departures.DepartureCause`'s values)."""
+        self._departures.labels(self.campaign, instance_type, cause).inc()
 
     def fallback(self, instance_type: str, from_market: str, to_market: str) -> None:
         self._fallbacks.labels(self.campaign, instance_type, from_market, to_market).inc()

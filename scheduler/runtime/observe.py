@@ -16,8 +16,9 @@ task failed (final)             ``task_finished(..., ok=False)``; its skipped
                                 descendants ``tasks_skipped(op, n)``
 held or released result lost    ``recomputed(op)`` per task that must run again
 product record returned         ``product_written(op, area_m2)``
-node departed, interruption     ``interrupted(instance_type)`` (the other causes of
-                                :mod:`scheduler.runtime.departures` count nothing)
+node departed                   ``node_departed(instance_type, cause)``; an interruption
+                                also ``interrupted(instance_type)`` (no other cause of
+                                :mod:`scheduler.runtime.departures` counts as one)
 spot fallback found             ``fallback(from_type, from_market, to_market)``
 progress snapshot               ``observe_progress(progress)`` (bytes in flight)
 ==============================  =====================================================
@@ -97,7 +98,8 @@ class DispatchMetrics:
             self.metrics.product_written(str(getattr(fn, "op", self.op_of[key])), area_m2(fn))
 
     def departed(self, instance_type: str, cause: DepartureCause) -> None:
-        """A node left; only an interruption is counted (as one of its instance type)."""
+        """A node left, counted by cause; only an interruption counts as one of its type."""
+        self.metrics.node_departed(instance_type or "local", cause.value)
         if cause is DepartureCause.INTERRUPTION:
             self.metrics.interrupted(instance_type or "local")
 

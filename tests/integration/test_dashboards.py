@@ -101,7 +101,7 @@ def test_dashboards_cover_what_the_issue_asks() -> None:
                    "eochain_product_area_square_meters_total"):
         assert metric in cost, metric
     for metric in ("eochain_nodes", "eochain_spot_interruptions_total",
-                   "eochain_market_fallbacks_total"):
+                   "eochain_node_departures_total", "eochain_market_fallbacks_total"):
         assert metric in fleet, metric
     assert "histogram_quantile(0.95" in kernels and "eochain_task_duration_seconds_bucket" in (
         kernels)

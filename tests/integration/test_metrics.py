@@ -157,6 +157,7 @@ def _run_campaign(metrics: CampaignMetrics, scene: tuple[list[Any], str], out: P
         if p.products_done >= 1 and not interrupted:
             interrupted = True
             metrics.node_removed("spot-0")
+            metrics.node_departed(SPOT, "interruption")  # the dispatcher's calls
             metrics.interrupted(SPOT)
             metrics.fallback(SPOT, "spot", "on-demand")
             metrics.node_added("od-1", SPOT, "on-demand", 0.0725)

@@ -243,6 +243,9 @@ def test_an_idle_node_the_request_let_go_is_a_scale_down_not_an_interruption(
     assert metrics.registry.get_sample_value(
         "eochain_spot_interruptions_total",
         {"campaign": "scale-test", "instance_type": "c7g.xlarge"}) in (None, 0.0)
+    assert metrics.registry.get_sample_value(
+        "eochain_node_departures_total",
+        {"campaign": "scale-test", "instance_type": "c7g.xlarge", "cause": cause.value}) == 1.0
 
 
 def _nap_after(ctx: object, previous: int) -> int:
