@@ -83,10 +83,12 @@ class Driver:
     (:mod:`scheduler.runtime.fleet`). ``say`` is the run's output function
     for those messages (default: a logged warning).
     With a ``replanner`` as well (or one passed to :meth:`dispatch`), each
-    finished task's stage and run time go to it, and each interrupted node's
-    pool, and at each progress step its
-    ``fleet_for`` answer, when not ``None``, becomes the request
-    (:meth:`~scheduler.runtime.fleet.FleetRequest.replan`).
+    finished task's stage and run time and each interrupted node's pool go to
+    it, and at each progress step its ``fleet_for`` answer, when not ``None``,
+    becomes the request (:meth:`~scheduler.runtime.fleet.FleetRequest.replan`).
+    :meth:`warm` starts the next dispatch's actors ahead of it (``eochain run``
+    calls it before the scenes are surveyed); :meth:`cool` ends them if no
+    dispatch took them.
     ``survey_threads``/``survey_timeout_s`` bound the survey (see :func:`survey`);
     ``lease_ttl_s``/``lease_poll_s``: how long this driver's product leases last
     unrenewed, and how often it looks for products another driver holds.
