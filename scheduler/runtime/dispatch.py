@@ -52,7 +52,7 @@ produced are kept and, once it is gone, recomputed as for any lost node.
 
 A node whose pool the run's ``fleet`` request asks fewer of than are alive
 (a stage placed there is done) is let go once idle
-(:func:`~scheduler.runtime.fleet.surplus_nodes`): no new task, its actors
+(:func:`~scheduler.runtime.placement.surplus_nodes`): no new task, its actors
 ended, so the autoscaler can remove it.
 
 Every node that leaves gets a cause (:mod:`scheduler.runtime.departures`:
@@ -88,13 +88,13 @@ from scheduler.runtime.departures import (
     requested_per_pool,
 )
 from scheduler.runtime.errors import GraphError, RuntimeFailure
-from scheduler.runtime.fleet import FleetRequest, SpotLosses, surplus_nodes
-from scheduler.runtime.placement import Choice, Placement, candidates, choose
+from scheduler.runtime.placement import Choice, Placement, candidates, choose, surplus_nodes
 from scheduler.runtime.pool import RESYNC_S, ActorPool, _Slot
 from scheduler.runtime.state import DispatchState, Failure, Task, TaskGraph, TaskState
 
 if TYPE_CHECKING:
     from scheduler.metrics import CampaignMetrics
+    from scheduler.runtime.fleet import FleetRequest, SpotLosses
 
 log = logging.getLogger(__name__)
 
@@ -315,7 +315,11 @@ class Dispatcher:
                  fleet: FleetRequest | None = None, pool: ActorPool | None = None) -> None:
         self.options = options or DispatchOptions()
         self.metrics = metrics
-        self.spot = spot if spot is not None else SpotLosses()
+        if spot is None:
+            from scheduler.runtime.fleet import SpotLosses
+
+            spot = SpotLosses()
+        self.spot = spot
         #: actors started ahead of the run (:meth:`Driver.warm`), used by the next :meth:`run`
         self._pool = pool
         #: the run's autoscaler request: tells its own scale-downs from other departures

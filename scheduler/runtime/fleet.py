@@ -24,7 +24,7 @@ from the plan's fleet entry of that pool; ``act`` (a run's
 :meth:`FleetRequest.substitute`) then enacts it.
 
 Letting go. A node of a pool whose request fell below the nodes alive is let
-go once idle (:func:`surplus_nodes`): the dispatcher ends its actors, so the
+go once idle (:func:`scheduler.runtime.placement.surplus_nodes`): the dispatcher ends its actors, so the
 autoscaler sees it idle and removes it; its departure is then a scale-down
 (:mod:`scheduler.runtime.departures`), never an interruption.
 
@@ -64,8 +64,7 @@ from scheduler.cloud.fallback import (
 )
 from scheduler.cluster_config import fleet_from_plan, resource_request
 
-__all__ = ["FleetRequest", "SpotLosses", "fleet_bundles", "fleet_request", "plan_region",
-           "surplus_nodes"]
+__all__ = ["FleetRequest", "SpotLosses", "fleet_bundles", "fleet_request", "plan_region"]
 
 log = logging.getLogger(__name__)
 
@@ -147,27 +146,6 @@ def fleet_request(plan: Mapping[str, Any], remaining_fraction: Mapping[str, floa
     if not any(e["instances"] for e in entries):
         return []
     return fleet_bundles({**plan, "fleet": entries}, catalog, source)
-
-
-def surplus_nodes(pool_of_node: Mapping[str, Pool], requested: Mapping[Pool, int],
-                  busy: Iterable[str]) -> set[str]:
-    """The nodes to let go (pure): of each pool with more nodes alive than the request asks,
-    that many idle ones (``busy``: running a task or holding a result still needed).
-
-    Their actors are ended so the autoscaler sees them idle and removes them:
-    the run's own scale-down. Nodes of no pool (``("", "")``) are never let go.
-    """
-    busy = set(busy)
-    by_pool: dict[Pool, list[str]] = {}
-    for node, pool in pool_of_node.items():
-        if pool != ("", ""):
-            by_pool.setdefault(pool, []).append(node)
-    out: set[str] = set()
-    for pool, nodes in by_pool.items():
-        extra = len(nodes) - requested.get(pool, 0)
-        if extra > 0:
-            out.update(sorted(n for n in nodes if n not in busy)[:extra])
-    return out
 
 
 class FleetRequest:

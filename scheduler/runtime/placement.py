@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol, TypeVar
 
-__all__ = ["Choice", "Placement", "candidates", "choose"]
+__all__ = ["Choice", "Placement", "candidates", "choose", "surplus_nodes"]
 
 Pool = tuple[str, str]
 
@@ -127,3 +127,24 @@ def choose(placement: Placement, resources: tuple[str, ...], free: Sequence[Slot
     if waited_s < wait_s and not coming.isdisjoint(placement.accepted(resources)):
         return Choice.WAIT
     return Choice.ANY
+
+
+def surplus_nodes(pool_of_node: Mapping[str, Pool], requested: Mapping[Pool, int],
+                  busy: Iterable[str]) -> set[str]:
+    """The nodes to let go (pure): of each pool with more nodes alive than the request asks,
+    that many idle ones (``busy``: running a task or holding a result still needed).
+
+    Their actors are ended so the autoscaler sees them idle and removes them:
+    the run's own scale-down. Nodes of no pool (``("", "")``) are never let go.
+    """
+    busy = set(busy)
+    by_pool: dict[Pool, list[str]] = {}
+    for node, pool in pool_of_node.items():
+        if pool != ("", ""):
+            by_pool.setdefault(pool, []).append(node)
+    out: set[str] = set()
+    for pool, nodes in by_pool.items():
+        extra = len(nodes) - requested.get(pool, 0)
+        if extra > 0:
+            out.update(sorted(n for n in nodes if n not in busy)[:extra])
+    return out

@@ -17,8 +17,8 @@ from scheduler.runtime.fleet import (
     fleet_bundles,
     fleet_request,
     plan_region,
-    surplus_nodes,
 )
+from scheduler.runtime.placement import surplus_nodes
 
 pytestmark = pytest.mark.unit
 
