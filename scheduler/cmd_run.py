@@ -155,7 +155,9 @@ def campaign_flow(campaign: Campaign, campaign_path: Path, driver: Driver, *, de
 @click.argument("campaign_path", metavar="CAMPAIGN", type=click.Path(exists=True, dir_okay=False,
                                                                      path_type=Path))
 @click.option("--plan", "plan_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=None, help="plan.json from `eochain plan` (fleet prices for the cost).")
+              default=None, help="plan.json from `eochain plan`: each stage runs on the types it "
+                                "places it on, its fleet is asked of the autoscaler, its prices "
+                                "cost the run.")
 @click.option("--dem", required=True,
               help="DEM file or folder of tiles (the ortho's heights, stereo's initial DEM).")
 @click.option("--geoid", default=None, help="Geoid grid when DEM heights are above the geoid.")
