@@ -68,11 +68,13 @@ def test_coverage_and_pyramid(gizeh: tuple[StereoPlan, Dem, Geoid], dsm: DsmTile
     plan, dem, geoid = gizeh
     seen = overlap_mask(plan, dem)
     h = dsm.height_m
-    # covered and measured: 87.8 % and 80.2 % (CARS 97.8 %, filling every
-    # hole); unsupported matches are filtered out, and holes are filled only
-    # where their surroundings lie on a plane
-    assert (np.isfinite(h) & seen).sum() / seen.sum() >= 0.85
-    assert ((dsm.count > 0) & seen).sum() / seen.sum() >= 0.77
+    # covered and measured: 84.3 % and 76.1 % (CARS 97.8 %, filling every
+    # hole); unsupported matches are filtered out (a true left-right check,
+    # NCC >= 0.3: 87.8 / 80.2 % before them, with 4.1 % of cells beyond 3 m
+    # of CARS against 3.8 % now), and holes are filled only where their
+    # surroundings lie on a plane
+    assert (np.isfinite(h) & seen).sum() / seen.sum() >= 0.82
+    assert ((dsm.count > 0) & seen).sum() / seen.sum() >= 0.74
     plateau = float(np.nanmedian(h))
     apex = float(ndi.median_filter(np.nan_to_num(h, nan=-1e4), 9).max())
     assert 120.0 <= apex - plateau <= 160.0

@@ -92,7 +92,7 @@ def _fourier_shifted_pair(d_true: np.ndarray, noise: float,
 
 def test_default_sub_pixel_refinement_removes_the_half_shift_bias() -> None:
     # measured, bias of the worst tenth-of-a-pixel band / NMAD (px): SGBM
-    # 0.212 / 0.148, half-pixel shift 0.087 / 0.065, default 0.009 / 0.043
+    # 0.175 / 0.148, half-pixel shift 0.056 / 0.065, default 0.010 / 0.044
     d_true = np.repeat(3.0 + np.arange(10) / 10.0, 20)
     left, valid_l, right, valid_r = _fourier_shifted_pair(d_true, 0.004, seed=2)
 
@@ -106,8 +106,8 @@ def test_default_sub_pixel_refinement_removes_the_half_shift_bias() -> None:
     assert MatchingConfig().subpixel == "halfshift+ncc"
     bias_hs, nmad_hs = bias_and_nmad("halfshift")
     bias, nmad = bias_and_nmad("halfshift+ncc")
-    assert bias_hs > 0.06
-    assert bias < 0.03
+    assert bias_hs > 0.04
+    assert bias < 0.025
     assert nmad < 0.8 * nmad_hs
 
 
