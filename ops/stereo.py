@@ -18,16 +18,17 @@ Method (the choice and why)
    that row offset once per pair; the right image is then sampled that many
    rows further (s2p's pointing correction, de Franchis et al. 2014).
 3. **Semi-global matching** (:mod:`ops.matching`): OpenCV's ``StereoSGBM``
-   (Hirschmüller 2008, 8 paths) over the tile's disparity range, derived
-   from the DEM's minimum and maximum around the tile plus
-   ``height_margin_*_m``; uniqueness, left-right consistency, speckle
-   filtering, a texture mask and an NCC confidence. SGM is the matcher of
-   CARS, s2p and most production pipelines; OpenCV's is fast on 2 cores.
-   Its sub-pixel parabola is biased towards whole pixels; a second pass on
-   the right view shifted half a pixel cancels most of that bias
-   (:func:`ops.matching.match`, measured on synthetic pairs with known
-   disparities: 0.12 px RMSE down to 0.07 px). Matches far from the median
-   of their 3 x 3 neighbourhood are dropped.
+   (Hirschmüller 2008, 5 paths in one pass: a row of costs in memory, not
+   the cost volume) over the tile's disparity range, derived from the
+   DEM's minimum and maximum around the tile plus ``height_margin_*_m``;
+   uniqueness, a true left-right check (a second pass, right against left),
+   speckle filtering, a texture mask and an NCC confidence (matches below
+   0.3 dropped). SGM is the matcher of CARS, s2p and most production
+   pipelines. Sub-pixel: the NCC peak's correction, averaged over 9 x 9
+   pixels, removes the SGBM parabola's bias towards whole pixels without
+   the NCC peak's pixel noise (:func:`ops.matching.match`, measured on
+   exactly shifted real textures). Matches far from the median of their
+   3 x 3 neighbourhood are dropped.
 4. **Triangulation** (:mod:`ops.triangulation`): each match goes back to
    its exact raw-image coordinates (kept from step 1) and the two RPC lines
    of sight are intersected in the least-squares sense; the ray distance

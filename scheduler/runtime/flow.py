@@ -369,12 +369,17 @@ def _rewrite_item(store: LocalStore | S3Store, product: ProductPlan, record: Pro
 
 
 def merge_reports(a: RunReport, b: RunReport) -> RunReport:
-    """One report for two dispatch rounds of a run (sums, the larger peak)."""
+    """One report for two dispatch rounds of a run: sums, the larger peak and pool, the
+    first start and last end, the departures of both."""
     runs = dict(a.runs_by_key)
     for k, n in b.runs_by_key.items():
         runs[k] = runs.get(k, 0) + n
+    starts = [r.first_task_at_s for r in (a, b) if r.first_task_at_s]
     return RunReport({**a.results, **b.results}, a.failures + b.failures,
                      a.task_runs + b.task_runs, a.retries + b.retries,
                      a.recomputed + b.recomputed,
                      max(a.peak_bytes_in_flight, b.peak_bytes_in_flight), a.wall_s + b.wall_s,
-                     runs)
+                     runs, cpu_s=a.cpu_s + b.cpu_s, actor_cpus=max(a.actor_cpus, b.actor_cpus),
+                     first_task_at_s=min(starts, default=0.0),
+                     ended_at_s=max(a.ended_at_s, b.ended_at_s), busy_s=a.busy_s + b.busy_s,
+                     departures=a.departures + b.departures)

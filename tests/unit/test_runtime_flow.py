@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from scheduler.runtime.departures import Departure, DepartureCause
+from scheduler.runtime.dispatch import RunReport
 from scheduler.runtime.driver import Driver, worker_env
 from scheduler.runtime.errors import FlowError
-from scheduler.runtime.flow import SceneInput
+from scheduler.runtime.flow import SceneInput, merge_reports
 
 pytestmark = pytest.mark.unit
 
@@ -57,3 +59,16 @@ def test_worker_env_passes_settings_not_credentials(monkeypatch: pytest.MonkeyPa
     env = worker_env()
     assert env["AWS_S3_ENDPOINT"] == "127.0.0.1:9000" and env["GDAL_HTTP_MAX_RETRY"] == "3"
     assert "AWS_SECRET_ACCESS_KEY" not in env and "AWS_ACCESS_KEY_ID" not in env
+
+
+def test_merged_rounds_keep_departures_cpu_and_span() -> None:
+    gone = Departure("n1", "c7g.large", "spot", DepartureCause.SCALE_DOWN, 3.0)
+    a = RunReport({"a": 1}, (), 2, 0, 0, 10, 1.0, {"a": 1}, cpu_s=1.5, actor_cpus=2,
+                  first_task_at_s=100.0, ended_at_s=101.0, busy_s=1.4, departures=(gone,))
+    b = RunReport({"b": 2}, (), 3, 1, 0, 30, 2.0, {"a": 1}, cpu_s=2.5, actor_cpus=4,
+                  first_task_at_s=105.0, ended_at_s=107.0, busy_s=2.4)
+    m = merge_reports(a, b)
+    assert m.departures == (gone,)
+    assert (m.cpu_s, m.actor_cpus, m.busy_s) == (4.0, 4, pytest.approx(3.8))
+    assert (m.first_task_at_s, m.ended_at_s) == (100.0, 107.0)
+    assert m.runs_by_key == {"a": 2} and m.peak_bytes_in_flight == 30 and m.task_runs == 5
