@@ -5,7 +5,7 @@ Run: ``python -m benchmarks.campaign_efficiency [--seeds 4] [--size 1024] [--til
 
 State machine and inputs:
 
-1. ``--seeds`` synthetic scenes (:func:`ops.synthetic.generate_scene`, 0.5 m,
+1. ``--seeds`` synthetic scenes (:func:`ops.synthetic.scene.generate_scene`, 0.5 m,
    float32, seeds 0..N-1, all at the same place); each scene's two views are
    two scenes of the campaign (8 by default), orthorectified at 0.5 m in
    tiles of ``--tile`` px (>= 200 tiles in all), with the DEM of seed 0.
@@ -54,7 +54,7 @@ from typing import Any
 
 import yaml
 
-from scheduler.runtime.cluster import use_loopback
+from scheduler.ray_private import use_loopback
 from scheduler.runtime.dispatch import RunReport
 
 RESULTS = Path(__file__).resolve().parent / "results" / "campaign_efficiency.json"
@@ -147,7 +147,7 @@ class _ReportCatcher(logging.Handler):
 
 def write_campaign(root: Path, seeds: int, size: int, tile_px: int) -> tuple[Path, Path]:
     """Scenes and the campaign file listing them: (campaign file, DEM)."""
-    from ops.synthetic import SceneSpec, generate_scene
+    from ops.synthetic.scene import SceneSpec, generate_scene
 
     entries: list[dict[str, Any]] = []
     dem: Path | None = None
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     use_loopback()
     import ray
 
-    from scheduler.cmd_run import run
+    from scheduler.cli.run import run
 
     root = Path(tempfile.mkdtemp(prefix="eochain-eff-"))
     catcher = _ReportCatcher()

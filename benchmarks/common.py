@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from scheduler.runtime.flow import SceneInput
+    from scheduler.products.flow import SceneInput
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,8 +26,8 @@ def shared_data() -> Path:
 
 def synthetic_scenes(root: Path, n: int, size: int) -> list[SceneInput]:
     """``n`` synthetic stereo scenes of ``size`` px (seeds 0..n-1), both views each, own DEM."""
-    from ops.synthetic import SceneSpec, generate_scene
-    from scheduler.runtime.flow import SceneInput
+    from ops.synthetic.scene import SceneSpec, generate_scene
+    from scheduler.products.flow import SceneInput
 
     out: list[SceneInput] = []
     for seed in range(n):

@@ -35,8 +35,8 @@ import pyproj
 from scipy.interpolate import RegularGridInterpolator
 
 from benchmarks.common import shared_data
-from ops.dem import Dem
-from ops.geoid import Geoid
+from ops.terrain.dem import Dem
+from ops.terrain.geoid import Geoid
 
 RESULTS = Path(__file__).resolve().parent / "results" / "dem_sampling.json"
 

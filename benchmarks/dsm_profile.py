@@ -3,13 +3,13 @@
 Run: ``python -m benchmarks.dsm_profile [--runs N] [--cases gizeh synthetic_2000]
 [--output benchmarks/results/dsm_profile.json]``.
 
-Each case runs the real command (``scheduler.cmd_dsm``) in a fresh process
+Each case runs the real command (``scheduler.cli.dsm``) in a fresh process
 (``nice``d, as the machine is shared), best of ``--runs`` by wall time,
 pinned to one core (``taskset -c 0``, one numba thread: the tiles run one
 after the other, so the phases add up to the wall time), and then on every
 core (the tiles side by side on one thread per core: the whole command's
 wall and CPU). The
-process records its phases with :func:`ops.phase_times.record_phases`
+process records its phases with :func:`ops.stereo.phase_times.record_phases`
 (the kernels mark them; nothing is recorded in a normal run) and this
 script adds the command's imports and the COG writer's ``write`` and
 ``close`` (overviews, layout, rename) as phases from outside. Phases are
@@ -63,13 +63,13 @@ ORDER = ("read", "rectification", "SGBM", "match filters", "triangulation", "ras
 
 def child(result_path: Path, argv: list[str]) -> None:
     """Run ``eochain dsm ARGV`` in this process with its phases recorded."""
-    from ops.phase_times import phase, record_phases
+    from ops.stereo.phase_times import phase, record_phases
 
     interpreter_s = _process_age_s()
     with record_phases("other") as times:
         with phase("imports"):
-            from ops.raster_io import CogWriter
-            from scheduler.cmd_dsm import dsm
+            from ops.raster.raster_io import CogWriter
+            from scheduler.cli.dsm import dsm
         _time_writer(CogWriter, phase)
         dsm.main(argv, standalone_mode=False)
     wall = {**times.wall_s, "interpreter": interpreter_s}
@@ -112,7 +112,7 @@ def case_args(name: str, work: Path, out: Path) -> list[str]:
         scene_dir = work / name
         if not (scene_dir / "coarse_dem.tif").exists():
             synthetic_case(name, work, n_views=2, defects=False, size_px=2000)
-        from ops.synthetic import SyntheticScene
+        from ops.synthetic.scene import SyntheticScene
 
         views = SyntheticScene.load(scene_dir).view_paths[:2]
         return [*(str(v) for v in views), "--dem", str(scene_dir / "coarse_dem.tif"),

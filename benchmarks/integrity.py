@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import synthetic_scenes
-from scheduler.runtime.driver import Driver
-from scheduler.runtime.flow import FlowReport, SceneInput
+from scheduler.products.driver import Driver
+from scheduler.products.flow import FlowReport, SceneInput
 
 RESULTS = Path(__file__).resolve().parent / "results" / "integrity.json"
 REPO = Path(__file__).resolve().parents[1]
@@ -43,8 +43,8 @@ TILE_PX = 128
 
 DRIVER = """
 import json, sys
-from scheduler.runtime.flow import SceneInput
-from scheduler.runtime.driver import Driver
+from scheduler.products.flow import SceneInput
+from scheduler.products.driver import Driver
 scenes, out = json.loads(sys.argv[1]), sys.argv[2]
 r = (Driver(address="serial", lease_poll_s=0.2).get_flow([SceneInput(*s) for s in scenes])
      .ortho(tile_px=TILE).write(out).run())

@@ -11,7 +11,7 @@ candidate codec) and ``kernel`` (below). Writes the tables to
 The rest of this docstring describes the KERNEL comparison, which leaves
 out Python start-up, the DEM, planning and the output file.
 
-Inputs: a synthetic Pléiades-like scene from :mod:`ops.synthetic` (uint16
+Inputs: a synthetic Pléiades-like scene from :mod:`ops.synthetic.scene` (uint16
 raw view, 0.5 m GSD, RPC fitted to a pushbroom camera), generated once into
 ``$TMPDIR/eochain-bench/ortho-<size>`` and reused; its DEM (UTM, 1 m,
 ellipsoidal heights, fractal terrain with buildings). Output grid: the
@@ -23,7 +23,7 @@ bilinear, resampling=bilinear, num_threads=1)`` with gdalwarp's default
 approximation error 0.125 px, reading the raw view from disk into memory
 and warping into a memory array: what ``gdalwarp -rpc -to RPC_DEM=... -r
 bilinear -wo NUM_THREADS=1`` does minus the output write.
-eochain: :func:`ops.ortho.orthorectify_array`, tile by tile: declare the
+eochain: :func:`ops.ortho.orthorectify.orthorectify_array`, tile by tile: declare the
 input window, read it from disk, map + resample (numba), into a memory
 array; with 1 numba thread and with every core. Both exclude writing
 the output (the COG write is timed separately for eochain).
@@ -38,7 +38,7 @@ thread with precomputed float32 maps of the whole output, i.e. no mapping
 cost at all) and eochain's mapping alone (sparse grid + per-pixel DEM).
 Accuracy in the same run: shift of eochain's ortho vs GDAL's on a central
 2048 px block and vs the generator's truth ortho (block RMS over 256 px
-blocks), by phase correlation + least squares (:mod:`ops.ortho_quality`).
+blocks), by phase correlation + least squares (:mod:`ops.evaluation.ortho_quality`).
 Memory: tracemalloc peak while one 2048 px tile is read and computed,
 divided by (input window bytes + output tile bytes).
 Ratio = eochain Mpx/s / GDAL Mpx/s (higher is better), from wall time, and
@@ -70,8 +70,9 @@ from rasterio.enums import Resampling
 from rasterio.warp import calculate_default_transform, reproject
 
 from benchmarks.ortho_command import codecs, print_codecs, print_whole, whole_command
-from ops.dem import Dem
-from ops.ortho import (
+from ops.evaluation.gdal_ortho import gdal_ortho
+from ops.evaluation.ortho_quality import image_shift_px, largest_valid_block
+from ops.ortho.orthorectify import (
     HeightModel,
     OrthoPlan,
     declare_tile_input,
@@ -83,11 +84,10 @@ from ops.ortho import (
     plan_ortho,
     tile_jobs,
 )
-from ops.ortho_gdal import gdal_ortho
-from ops.ortho_quality import image_shift_px, largest_valid_block
-from ops.raster_io import raster_info, read_window
-from ops.synthetic import SceneSpec, SyntheticScene, generate_scene, truth_ortho
-from planner.grid import Window
+from ops.raster.raster_io import raster_info, read_window
+from ops.synthetic.scene import SceneSpec, SyntheticScene, generate_scene, truth_ortho
+from ops.terrain.dem import Dem
+from planner.geometry.grid import Window
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ortho.json"
 
@@ -181,7 +181,7 @@ def _srtm_like_dem(scene: SyntheticScene, root: Path) -> Path:
 
     Heights stay ellipsoidal (no geoid involved), so both tools use it as is.
     """
-    # Not named srtm*: ops.vertical reads such names as EGM96 heights; these are ellipsoidal.
+    # Not named srtm*: ops.terrain.vertical reads such names as EGM96 heights; these are ellipsoidal.
     dest = root / f"arcsec_crop_{scene.spec.width}.tif"
     if dest.exists():
         return dest

@@ -43,11 +43,11 @@ from rasterio.enums import Resampling
 from rasterio.io import MemoryFile
 from rasterio.warp import calculate_default_transform, reproject
 
-from ops.cog_blocks import predict
-from ops.dem import Dem
-from ops.ortho import HeightModel, default_geobox
-from ops.raster_io import raster_info
-from ops.synthetic import SyntheticScene
+from ops.ortho.orthorectify import HeightModel, default_geobox
+from ops.raster.cog_blocks import predict
+from ops.raster.raster_io import raster_info
+from ops.synthetic.scene import SyntheticScene
+from ops.terrain.dem import Dem
 
 
 def ensure_gdalwarp() -> str:

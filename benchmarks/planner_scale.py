@@ -85,7 +85,7 @@ def _campaign_doc(pairs: int) -> dict[str, Any]:
 
 def _eochain() -> list[str]:
     exe = Path(sys.executable).parent / "eochain"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "scheduler.cli"]
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "scheduler.cli.main"]
 
 
 def time_command(doc: dict[str, Any]) -> tuple[float, float, dict[str, Any], str]:

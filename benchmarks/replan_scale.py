@@ -12,7 +12,7 @@ calibration.
 Measured, in this process:
 
 1. the run's start: the DAG and placement problem a
-   :class:`~scheduler.runtime.replanning.LiveReplanner` is built from
+   :class:`~scheduler.fleet.replanning.LiveReplanner` is built from
    (``LiveReplanner.from_plan`` does this once per run), wall clock;
 2. baseline: the static plan's placement MILP of the whole campaign at its
    deadline, on the offers of the data region (what ``eochain plan`` solves
@@ -54,7 +54,7 @@ from planner.estimate import campaign_dag
 from planner.frontier import build_problem
 from planner.placement import PlacementProblem, solve_placement
 from planner.replan import fleet_counts, planned_task_s
-from scheduler.runtime.replanning import WINDOW_TASKS, LiveReplanner
+from scheduler.fleet.replanning import WINDOW_TASKS, LiveReplanner
 
 REPO = Path(__file__).resolve().parents[1]
 REPLAN_TARGET_S = 10.0

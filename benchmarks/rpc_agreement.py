@@ -48,8 +48,8 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.transform import RPCTransformer
 
 from benchmarks.common import shared_data
-from ops.rpc import RpcModel
-from ops.rpc_io import find_rpc, read_rpc
+from ops.sensor.rpc import RpcModel
+from ops.sensor.rpc_io import find_rpc, read_rpc
 
 RESULTS = Path(__file__).resolve().parent / "results" / "rpc_agreement.json"
 TOLERANCE_PX = 1e-3

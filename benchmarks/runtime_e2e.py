@@ -3,7 +3,7 @@
 Run: ``python -m benchmarks.runtime_e2e [--scenes S] [--size PX] [--tile PX] [--workers 1,2]``.
 Writes the table to ``benchmarks/results/runtime_e2e.json``.
 
-State machine and inputs: S synthetic scenes (:func:`ops.synthetic.generate_scene`,
+State machine and inputs: S synthetic scenes (:func:`ops.synthetic.scene.generate_scene`,
 ``--size`` pixels square, 0.5 m, float32, seeds 0..S-1, generated once into a
 temporary folder; each scene's two views are two products, sharing the
 scene's DEM). For each worker count W: a fresh local Ray instance
@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import synthetic_scenes
-from scheduler.runtime.cluster import use_loopback
-from scheduler.runtime.driver import Driver
-from scheduler.runtime.flow import FlowReport, SceneInput
+from scheduler.products.driver import Driver
+from scheduler.products.flow import FlowReport, SceneInput
+from scheduler.ray_private import use_loopback
 
 RESULTS = Path(__file__).resolve().parent / "results" / "runtime_e2e.json"
 

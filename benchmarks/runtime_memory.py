@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from scheduler.ray_private import use_loopback
 from scheduler.runtime.actors import TaskContext
-from scheduler.runtime.cluster import use_loopback
 from scheduler.runtime.dispatch import Dispatcher, DispatchOptions, Progress, RunReport
 from scheduler.runtime.state import Task, TaskGraph
 
@@ -74,11 +74,10 @@ PLASMA = re.compile(r"Plasma memory usage (\d+) MiB")
 def plasma_mib() -> int:
     """Object-store bytes in use across the cluster, as Ray reports them (MiB)."""
     import ray
-    from ray._private.internal_api import memory_summary
 
-    text = memory_summary(  # type: ignore[no-untyped-call]
-        ray.get_runtime_context().gcs_address, stats_only=True
-    )
+    from scheduler.ray_private import memory_summary
+
+    text = memory_summary(ray.get_runtime_context().gcs_address, stats_only=True)
     match = PLASMA.search(text)
     return int(match.group(1)) if match else 0
 

@@ -35,8 +35,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from scheduler.ray_private import use_loopback
 from scheduler.runtime.actors import TaskContext
-from scheduler.runtime.cluster import use_loopback
 from scheduler.runtime.dispatch import Dispatcher, DispatchOptions
 from scheduler.runtime.state import Task, TaskGraph
 

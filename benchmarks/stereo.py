@@ -22,14 +22,14 @@ same machine; wall time and the peak RSS of the largest process, from
   (0.25 to 0.75 px, as a real DEM's error puts the disparities anywhere),
   the parabola gave 0.21 / 0.46 / 0.24 / 0.21 m and the half-pixel shift
   0.17 / 0.27 / 0.17 / 0.18 m. The half-pixel shift leaves a periodic bias
-  of +/-0.09 px that the default refinement removes (``ops.matching``):
+  of +/-0.09 px that the default refinement removes (``ops.stereo.matching``):
   0.270 -> 0.242 m on this case at 500 px, 0.266 -> 0.220 m with the DEM
   raised 1 m. What remains (0.11 px on flat ground against 0.03-0.06 px for
   real textures shifted in Fourier space) comes from the synthetic views
   themselves: their texture is point-sampled up to the Nyquist frequency
   (no optics blur), so the two resampled views differ by more than a shift.
 * ``synthetic_defects``: the same scene with every defect of
-  :mod:`ops.synthetic_defects` (pointing errors of about a pixel,
+  :mod:`ops.synthetic.defects` (pointing errors of about a pixel,
   radiometric differences, shadows, water, vegetation-like texture;
   buildings occlude). CARS gets no DEM on synthetic scenes and writes
   ellipsoidal heights, as the truth is.
@@ -104,7 +104,7 @@ class Case:
 
 def eochain_cmd(case: Case, images: tuple[Path, ...], out: Path, tile_px: int,
                 with_dem: bool = True) -> list[str]:
-    cmd = [sys.executable, "-c", "from scheduler.cmd_dsm import dsm; dsm()",
+    cmd = [sys.executable, "-c", "from scheduler.cli.dsm import dsm; dsm()",
            *(str(p) for p in images), "--heights", case.heights,
            "--tile-size", str(tile_px), "-q", "--overwrite", "-o", str(out)]
     if with_dem:
@@ -156,7 +156,7 @@ def horizontal_crs(crs: Any) -> str:
 
 
 def grid_of(path: Path) -> Any:
-    from planner.grid import GeoBox
+    from planner.geometry.grid import GeoBox
 
     with rasterio.open(path) as ref:
         return GeoBox(horizontal_crs(ref.crs), tuple(ref.transform)[:6], ref.height, ref.width)
@@ -164,9 +164,9 @@ def grid_of(path: Path) -> Any:
 
 def seen_by_both(case: Case, like: Path) -> np.ndarray:
     """Cells of ``like``'s grid whose ground (on the DEM) the case's first two views see."""
-    from ops.dem import Dem
-    from ops.geoid import Geoid
-    from ops.stereo import StereoConfig, open_view, overlap_mask, plan_stereo
+    from ops.stereo.pair import StereoConfig, open_view, overlap_mask, plan_stereo
+    from ops.terrain.dem import Dem
+    from ops.terrain.geoid import Geoid
 
     geoid = Geoid.open(case.geoid) if case.geoid is not None else None
     dem = Dem.open(case.dem, geoid=geoid)
@@ -177,7 +177,7 @@ def seen_by_both(case: Case, like: Path) -> np.ndarray:
 
 def errors_stats(diff: np.ndarray) -> dict[str, float]:
     """Median, NMAD, std and blunder shares of the finite differences."""
-    from ops.stereo_eval import nmad
+    from ops.evaluation.stereo_eval import nmad
 
     d = diff[np.isfinite(diff)].astype(np.float64)
     if d.size == 0:
@@ -191,7 +191,7 @@ def errors_stats(diff: np.ndarray) -> dict[str, float]:
 
 
 def truth_on(case: Case, like: Path) -> np.ndarray:
-    from ops.synthetic import SyntheticScene, truth_heights
+    from ops.synthetic.scene import SyntheticScene, truth_heights
 
     assert case.scene_dir is not None
     return truth_heights(SyntheticScene.load(case.scene_dir), grid_of(like))
@@ -255,9 +255,9 @@ def synthetic_case(name: str, work: Path, *, n_views: int, defects: bool,
     B/H 0.45, the setting where the issue's held-out triplet showed blunders
     (std 4-12 m).
     """
-    from ops.synthetic import SceneSpec, generate_scene, truth_heights
-    from ops.synthetic_defects import DefectSpec, apply_defects
-    from planner.grid import GeoBox
+    from ops.synthetic.defects import DefectSpec, apply_defects
+    from ops.synthetic.scene import SceneSpec, generate_scene, truth_heights
+    from planner.geometry.grid import GeoBox
 
     scene_dir = work / name
     b_over_h = 0.25 if n_views == 2 and not urban else 0.45
@@ -299,10 +299,10 @@ def real_cases(data: Path) -> dict[str, Case]:
 TILE_PROBE = """
 import sys
 import numpy as np
-from ops.dem import Dem
-from ops.stereo import open_view, plan_stereo, run_dsm_tile
-from ops.synthetic import SyntheticScene, truth_heights
-from planner.grid import GeoBox, TileGrid
+from ops.terrain.dem import Dem
+from ops.stereo.pair import open_view, plan_stereo, run_dsm_tile
+from ops.synthetic.scene import SyntheticScene, truth_heights
+from planner.geometry.grid import GeoBox, TileGrid
 
 scene = SyntheticScene.load(sys.argv[1])
 x0, y0, x1, y1 = scene.footprint_utm
@@ -333,11 +333,11 @@ def tile_peak_mib(scene_dir: Path, tile_px: int) -> tuple[float, float]:
 
 def throughput(sizes_px: list[int], work: Path, tile_px: int = 512) -> list[dict[str, Any]]:
     """Throughput (whole run) and one tile's memory, for scenes of growing size."""
-    from ops.dem import Dem
-    from ops.stereo import assemble_dsm, open_view, plan_stereo
-    from ops.stereo_eval import nmad
-    from ops.synthetic import SceneSpec, generate_scene, truth_heights
-    from planner.grid import GeoBox
+    from ops.evaluation.stereo_eval import nmad
+    from ops.stereo.pair import assemble_dsm, open_view, plan_stereo
+    from ops.synthetic.scene import SceneSpec, generate_scene, truth_heights
+    from ops.terrain.dem import Dem
+    from planner.geometry.grid import GeoBox
 
     rows = []
     for size_px in sizes_px:

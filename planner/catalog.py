@@ -2,7 +2,7 @@
 
 Prices are data, not code (SkyPilot's catalog split): ``planner/data/aws_catalog.json``
 is shipped with the package and states its date and sources; an adapter
-(``scheduler.aws_catalog``, boto3) fetches fresh figures and
+(``scheduler.cloud.aws_catalog``, boto3) fetches fresh figures and
 :func:`refresh_catalog` merges them here, so this module never calls a cloud.
 
 Spot risk comes from the Spot Instance Advisor's frequency-of-interruption
@@ -265,7 +265,7 @@ class TypeInfo:
 
 
 class CatalogSource(Protocol):
-    """A cloud's pricing APIs (the boto3 implementation lives in ``scheduler.aws_catalog``)."""
+    """A cloud's pricing APIs (the boto3 implementation lives in ``scheduler.cloud.aws_catalog``)."""
 
     def instance_types(self, region: str, names: Sequence[str]) -> list[TypeInfo]: ...
 

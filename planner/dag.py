@@ -3,7 +3,7 @@
 Edges are never written by hand. Each :class:`Operation` lists its tasks and,
 for each, *declares* what it needs (:class:`TaskDeclaration`): the upstream
 tasks whose output it reads, with the bytes read from each, and the windows
-of raw rasters (:class:`planner.grid.InputWindow`). :func:`build_dag` turns
+of raw rasters (:class:`planner.geometry.grid.InputWindow`). :func:`build_dag` turns
 the declarations into a ``networkx.DiGraph``::
 
         stereo.plan(p)              an edge u -> v means "v reads u's output";
@@ -35,7 +35,7 @@ from typing import Any, Protocol
 import networkx as nx
 
 from planner.errors import DagError
-from planner.grid import InputWindow
+from planner.geometry.grid import InputWindow
 from planner.stages import STAGES, TaskKey, stage_of
 
 __all__ = ["GIB", "Operation", "TaskCost", "TaskDeclaration", "TaskKey", "build_dag",

@@ -7,10 +7,6 @@ class PlannerError(Exception):
     """Root of every error raised by the planner package."""
 
 
-class GridError(PlannerError, ValueError):
-    """A geobox, tile grid or window is invalid."""
-
-
 class ConfigError(PlannerError, ValueError):
     """A configuration file cannot be read strictly: size, encoding, duplicate key, alias, depth."""
 

@@ -46,10 +46,10 @@ from planner.calibration import Calibration
 from planner.campaign import Campaign, Pair, Scene
 from planner.dag import GIB, TaskCost, TaskDeclaration, TaskKey, build_dag
 from planner.errors import CampaignError
-from planner.grid import GeoBox, InputWindow, TileGrid, TileIndex, Window, utm_crs
+from planner.geometry.grid import GeoBox, InputWindow, TileGrid, TileIndex, Window, utm_crs
 from planner.stages import SurveyedProduct, dsm_tasks, ortho_tasks, stage_of
 
-#: Pairs a fused DSM is planned with at most (:func:`ops.stereo_multiview.plan_multiview`'s
+#: Pairs a fused DSM is planned with at most (:func:`ops.stereo.multiview.plan_multiview`'s
 #: ``max_pairs``; which pairs it keeps, by B/H, is known only once the RPCs are read).
 MAX_FUSED_PAIRS = 6
 

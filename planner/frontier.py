@@ -27,7 +27,7 @@ import networkx as nx
 import pulp
 
 from planner.campaign import Campaign
-from planner.catalog import Offer, PriceCatalog
+from planner.catalog import PriceCatalog
 from planner.dag import TaskCost
 from planner.errors import CampaignError, InfeasiblePlanError
 from planner.placement import (
@@ -298,7 +298,3 @@ def choose_plan(frontier: Frontier, objective: str, deadline_h: float,
             f"budget {budget_usd:.2f} USD is below the cheapest plan within the deadline "
             f"of {deadline_h:.2f} h, {choice.cost_usd:.2f} USD")
     return choice
-
-
-def offer_label(offer: Offer) -> str:
-    return f"{offer.instance.name} {offer.market} {offer.region}"

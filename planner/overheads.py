@@ -64,11 +64,6 @@ class OverheadCost:
     storage_usd: float
     inter_az_usd: float
 
-    @property
-    def total_usd(self) -> float:
-        return (self.head_usd + self.network_usd + self.volumes_usd + self.requests_usd
-                + self.storage_usd + self.inter_az_usd)
-
     def as_dict(self) -> dict[str, float]:
         return {"head": self.head_usd, "network": self.network_usd,
                 "volumes": self.volumes_usd, "requests": self.requests_usd,

@@ -190,13 +190,6 @@ class PlacementPlan:
     expected_interruptions: float = 0.0
     overheads_usd: float = 0.0  # volumes, set-up downloads, and the fixed hourly costs over T
 
-    @property
-    def rounding_gap(self) -> float:
-        """(integer cost - LP-relaxation cost) / relaxation: bounds the cost of rounding."""
-        if self.relaxed_cost_usd <= 0:
-            return 0.0
-        return max(0.0, self.cost_usd - self.relaxed_cost_usd) / self.relaxed_cost_usd
-
     def tasks_of(self, stage: str) -> int:
         return sum(e.tasks.get(stage, 0) for e in self.fleet)
 
@@ -453,16 +446,3 @@ def price_fleet(problem: PlacementProblem, makespan_limit_h: float,
         expected_interruptions=interruptions,
         overheads_usd=overheads,
     )
-
-
-def stage_offer_costs(problem: PlacementProblem) -> dict[str, list[tuple[float, Offer]]]:
-    """Per stage, (USD per task, offer) sorted cheapest first (offers that fit only)."""
-    out: dict[str, list[tuple[float, Offer]]] = {}
-    for s in problem.stages:
-        rows = [(coefficients(s, o, problem).usd_per_task, o) for o in problem.offers]
-        out[s.name] = sorted((r for r in rows if math.isfinite(r[0])), key=lambda r: r[0])
-    return out
-
-
-def offers_by_key(offers: Sequence[Offer]) -> dict[str, Offer]:
-    return {o.key: o for o in offers}

@@ -28,7 +28,7 @@ the horizon is stretched by ``STRETCH`` until one fits (at most
 ``STRETCHES`` times): the fastest fleet the limits allow, said in the reason.
 The result is a plan the runtime enacts without stopping (its autoscaler
 request changes: :func:`fleet_counts`). The runtime's side (measurements kept,
-re-plans rate-limited) is ``scheduler.runtime.replanning.LiveReplanner``.
+re-plans rate-limited) is ``scheduler.fleet.replanning.LiveReplanner``.
 """
 
 from __future__ import annotations

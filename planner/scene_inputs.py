@@ -4,7 +4,7 @@
 name's stem, and the size (``rows``, ``cols``), ``footprint``, ``sensor`` and
 ``acquired`` time are read from the image at plan time by a
 :class:`SceneReader` that the caller passes in (the planner reads no files:
-``scheduler.scene_survey`` reads them, in parallel with a timeout per
+``scheduler.cli.scene_survey`` reads them, in parallel with a timeout per
 scene). A value stated anyway is checked against the file; a contradiction
 names both. Scenes whose ``uri`` is local are always read when a reader is
 given (a cheap header read); remote scenes with every fact stated are taken

@@ -8,7 +8,7 @@ a product's plan and writer tasks are row 0, column 0.
 
 The task layout of each product, laid out here once, is what the planner
 costs (:mod:`planner.estimate`, grids estimated from footprints) and what the
-runtime dispatches (:mod:`scheduler.runtime.products`, grids surveyed from
+runtime dispatches (:mod:`scheduler.products.product`, grids surveyed from
 the RPCs); only the grid sizes differ. An edge ``u -> v`` means "v reads
 u's result"; a task's inputs are listed in the order its function takes them::
 
@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from planner.errors import CampaignError, DagError
-from planner.grid import InputWindow, TileGrid
+from planner.geometry.grid import InputWindow, TileGrid
 
 __all__ = ["STAGES", "LaidTask", "SurveyedProduct", "TaskKey", "dsm_tasks", "ortho_tasks", "parse_key", "stage_of"]
 

@@ -1,1 +1,1 @@
-"""Cloud adapters (EC2, S3, instance metadata) behind Protocols, and the spot fallback policy."""
+"""Cloud adapters behind Protocols: EC2, instance metadata, Ray jobs, the price catalog, the wheel nodes install."""

@@ -5,7 +5,7 @@ itself (``eochain cluster-config`` checks the plan's types against the
 region); :class:`Ec2InstanceProvider` implements it with boto3 (tests point it
 at moto's server over HTTP through ``endpoint_url``). Instances are launched
 by Ray's own AWS node provider from the cluster config, spot prices come from
-:mod:`scheduler.aws_catalog`, and the two-minute notice is read by
+:mod:`scheduler.cloud.aws_catalog`, and the two-minute notice is read by
 :mod:`scheduler.cloud.imds`. Every failure is a :class:`CloudApiError` naming
 the call, the region and the resources involved; no credential ever appears
 in a message: boto3 reads them from its usual chain.

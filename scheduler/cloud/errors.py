@@ -5,8 +5,10 @@ A message names the file, key or address, the bad value and what was expected.
 
 from __future__ import annotations
 
+from scheduler.errors import SchedulerError
 
-class CloudError(Exception):
+
+class CloudError(SchedulerError):
     """Root of every error raised by ``scheduler.cloud``, cluster config and job commands."""
 
 

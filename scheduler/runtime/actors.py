@@ -9,7 +9,7 @@ exception of the function becomes a failed :class:`TaskStatus` (an
 driver is a *system* failure (a lost node or worker) and is retried.
 
 :class:`TileWorker` is the Ray actor; it adds nothing but the Ray plumbing
-and its own Prometheus metrics (:mod:`scheduler.runtime.actor_metrics`, via
+and its own Prometheus metrics (:mod:`scheduler.observe.actor_metrics`, via
 Ray's metrics API: tasks, durations and peak memory as the actor saw them),
 so everything here is testable without Ray (``execute(fn, TaskContext(), ...)``).
 
@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from scheduler.runtime.actor_metrics import ActorMetrics
+from scheduler.observe.actor_metrics import ActorMetrics
 
 #: Results up to this size travel back inline with the status (Ray's own inline limit).
 INLINE_BYTES = 100 * 1024

@@ -40,7 +40,7 @@ that must wait is parked beside the priority queue and taken back first,
 in priority order, once an actor may run it.
 
 A node that Ray is *draining* (a spot interruption notice: its watcher's
-:class:`~scheduler.cloud.drain.RayNodeDrainer` asked the GCS, which keeps
+:class:`~scheduler.fleet.drain.RayNodeDrainer` asked the GCS, which keeps
 the deadline) is read with every re-read of the cluster: it gets no new
 task and no new actor, and :func:`~scheduler.cloud.imds.plan_drain` splits
 what runs there: tasks expected to finish before the deadline (less
@@ -55,10 +55,10 @@ A node whose pool the run's ``fleet`` request asks fewer of than are alive
 (:func:`~scheduler.runtime.placement.surplus_nodes`): no new task, its actors
 ended, so the autoscaler can remove it.
 
-Every node that leaves gets a cause (:mod:`scheduler.runtime.departures`:
+Every node that leaves gets a cause (:mod:`scheduler.fleet.departures`:
 interruption, scale-down by the run's own ``fleet`` request, drain,
 failure), kept in :attr:`Dispatcher.departures`. Only an interruption is
-reported to the :class:`~scheduler.runtime.fleet.SpotLosses` (which says
+reported to the :class:`~scheduler.fleet.autoscaling.SpotLosses` (which says
 once per flapping pool where the plan's fallback moves its work) and to the
 metrics (the interruption counter, and the fallback counter when a fallback
 is found).
@@ -78,8 +78,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from scheduler.cloud.imds import InFlightTask, plan_drain
-from scheduler.runtime.actors import BatchCall, TaskContext, execute
-from scheduler.runtime.departures import (
+from scheduler.fleet.departures import (
     Departure,
     DepartureCause,
     NodeExit,
@@ -87,14 +86,15 @@ from scheduler.runtime.departures import (
     pool_of,
     requested_per_pool,
 )
+from scheduler.runtime.actors import BatchCall, TaskContext, execute
 from scheduler.runtime.errors import GraphError, RuntimeFailure
 from scheduler.runtime.placement import Choice, Placement, candidates, choose, surplus_nodes
 from scheduler.runtime.pool import RESYNC_S, ActorPool, _Slot
 from scheduler.runtime.state import DispatchState, Failure, Task, TaskGraph, TaskState
 
 if TYPE_CHECKING:
-    from scheduler.metrics import CampaignMetrics
-    from scheduler.runtime.fleet import FleetRequest, SpotLosses
+    from scheduler.fleet.autoscaling import FleetRequest, SpotLosses
+    from scheduler.observe.metrics import CampaignMetrics
 
 log = logging.getLogger(__name__)
 
@@ -306,7 +306,7 @@ class Dispatcher:
     """Runs a :class:`TaskGraph` on the connected Ray cluster (see the module docstring).
 
     With ``metrics`` every task event is reported to it (see
-    :mod:`scheduler.runtime.observe`); ``None`` reports nothing.
+    :mod:`scheduler.observe.dispatch_metrics`); ``None`` reports nothing.
     """
 
     def __init__(self, options: DispatchOptions | None = None,
@@ -316,7 +316,7 @@ class Dispatcher:
         self.options = options or DispatchOptions()
         self.metrics = metrics
         if spot is None:
-            from scheduler.runtime.fleet import SpotLosses
+            from scheduler.fleet.autoscaling import SpotLosses
 
             spot = SpotLosses()
         self.spot = spot
@@ -370,7 +370,7 @@ class Dispatcher:
         no_worker_since: float | None = None
         tm = None
         if self.metrics is not None:
-            from scheduler.runtime.observe import DispatchMetrics
+            from scheduler.observe.dispatch_metrics import DispatchMetrics
 
             tm = DispatchMetrics(self.metrics, graph)
 

@@ -5,8 +5,10 @@ A message names the task, product or store key, the bad value and what was expec
 
 from __future__ import annotations
 
+from scheduler.errors import SchedulerError
 
-class RuntimeFailure(Exception):
+
+class RuntimeFailure(SchedulerError):
     """Root of every error raised by ``scheduler.runtime``."""
 
 
@@ -14,18 +16,5 @@ class GraphError(RuntimeFailure, ValueError):
     """A task graph handed to the dispatcher is inconsistent (unknown input, cycle)."""
 
 
-class StoreError(RuntimeFailure, OSError):
-    """An object store cannot read, write or commit the named key."""
-
-
-class ManifestError(RuntimeFailure, ValueError):
-    """A manifest entry is malformed or does not match its product."""
-
-
 class FlowError(RuntimeFailure, ValueError):
     """A flow is built wrongly (no scenes, a write before any operation, a bad option)."""
-
-
-
-class MetadataError(RuntimeFailure, ValueError):
-    """A product's CRS or provenance cannot be stated as asked (unknown CRS, height reference)."""

@@ -4,7 +4,7 @@ A task names the Ray resources of the node types its stage is placed on
 (``Task.resources``: ``"c7g.xlarge:spot"``..., from ``plan.json``; empty:
 anywhere). A spot fallback moves a pool's stages to another pool: the
 substitutions (type, market) -> (type, market) of the run's
-:class:`~scheduler.runtime.fleet.FleetRequest` extend each task's types with
+:class:`~scheduler.fleet.autoscaling.FleetRequest` extend each task's types with
 their replacements (:meth:`Placement.accepted`). The run's *placed* resources
 are the union of its tasks' accepted ones and of the pools the plan places
 stages on (a stage already done, or not run this time, keeps its nodes). Then:

@@ -4,7 +4,7 @@ every alive node, re-read from the cluster, quarantined when they die, retired w
 Each actor is pinned to its node (hard node affinity, no Ray restarts: the
 dispatcher does its own recovery); a node's custom resources
 (``"c7g.large:spot"``) tag its actors, so a task preferring a type finds them.
-Nodes Ray is draining (:func:`~scheduler.cloud.drain.draining_nodes`) get no
+Nodes Ray is draining (:func:`~scheduler.fleet.drain.draining_nodes`) get no
 new actor. See :mod:`scheduler.runtime.dispatch` for how tasks reach them.
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from scheduler.cloud.drain import draining_nodes
+from scheduler.fleet.drain import draining_nodes
 from scheduler.runtime.actors import TileWorker
 
 if TYPE_CHECKING:

@@ -137,43 +137,6 @@ class TaskGraph:
             raise GraphError(f"no priority for tasks {missing[:5]} ({len(missing)} in all)")
         return cls(by_key, dict(priority), {k: tuple(v) for k, v in consumers.items()})
 
-    @classmethod
-    def from_networkx(
-        cls,
-        graph: nx.DiGraph,
-        fns: Mapping[Hashable, Callable[..., object]],
-        priority: Mapping[Hashable, int] | None = None,
-        out_bytes: Mapping[Hashable, int] | None = None,
-        labels: Mapping[Hashable, str] | None = None,
-    ) -> TaskGraph:
-        """Tasks from a DAG of task keys; a task's inputs are its predecessors in key order."""
-        name = {node: str(node) for node in graph}
-        tasks = [
-            Task(
-                key=name[node],
-                fn=fns[node],
-                deps=tuple(name[p] for p in sorted(graph.predecessors(node), key=str)),
-                out_bytes=int((out_bytes or {}).get(node, 0)),
-                label=(labels or {}).get(node, ""),
-            )
-            for node in graph
-        ]
-        prio = None if priority is None else {name[k]: int(v) for k, v in priority.items()}
-        return cls.build(tasks, prio)
-
-    def restricted_to(self, sinks: Iterable[str]) -> TaskGraph:
-        """The tasks the given sinks need (the rest is done or not wanted)."""
-        keep: set[str] = set()
-        stack = [k for k in sinks if k in self.tasks]
-        while stack:
-            k = stack.pop()
-            if k not in keep:
-                keep.add(k)
-                stack.extend(self.tasks[k].deps)
-        tasks = {k: t for k, t in self.tasks.items() if k in keep}
-        consumers = {k: tuple(c for c in self.consumers[k] if c in keep) for k in tasks}
-        return TaskGraph(tasks, {k: self.priority[k] for k in tasks}, consumers)
-
     def sinks(self) -> list[str]:
         return sorted(k for k, c in self.consumers.items() if not c)
 
@@ -248,10 +211,6 @@ class DispatchState:
 
     def count(self, *states: TaskState) -> int:
         return sum(1 for s in self.state.values() if s in states)
-
-    def has_ready(self) -> bool:
-        self._drop_stale()
-        return bool(self._ready)
 
     def peek_ready(self) -> str | None:
         self._drop_stale()

@@ -16,7 +16,8 @@ import pytest
 
 from planner.catalog import load_catalog
 from planner.errors import CatalogError
-from scheduler.aws_catalog import AwsCatalogSource, SpotAndTypesOnly, refresh
+from scheduler.cloud.aws_catalog import AwsCatalogSource, refresh
+from scheduler.testing.catalog import SpotAndTypesOnly
 
 pytestmark = pytest.mark.integration
 

@@ -47,7 +47,7 @@ def test_cluster_config_checks_offerings_against_ec2(moto_endpoint: str,
                                                      tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from scheduler.cmd_cluster import cluster_config
+    from scheduler.cli.cluster import cluster_config
 
     outputs = {k: {"value": v} for k, v in {
         "region": REGION, "cluster_name": "eochain-test", "private_subnet_ids": ["subnet-a"],

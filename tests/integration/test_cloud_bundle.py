@@ -23,7 +23,7 @@ def test_wheel_of_the_checkout_holds_the_packages_and_data(tmp_path: Path) -> No
         REPO / "constraints.txt").read_text()
     with zipfile.ZipFile(bundle.folder / bundle.wheel_name) as wheel:
         names = set(wheel.namelist())
-    for needed in ("scheduler/cloud/drain.py", "scheduler/cli.py", "planner/data/aws_catalog.json",
+    for needed in ("scheduler/fleet/drain.py", "scheduler/cli/main.py", "planner/data/aws_catalog.json",
                    "ops/__init__.py"):
         assert needed in names, needed
     assert not any(n.startswith(("tests/", ".venv/")) or "__pycache__" in n for n in names)

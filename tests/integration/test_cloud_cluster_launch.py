@@ -22,8 +22,8 @@ import yaml
 from click.testing import CliRunner
 
 from planner.catalog import load_catalog
-from scheduler.cluster_config import ARCHS
-from scheduler.cmd_cluster import cluster_config
+from scheduler.cli.cluster import cluster_config
+from scheduler.fleet.cluster_config import ARCHS
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ from scheduler.cloud.imds import (
     parse_instance_action,
     plan_drain,
 )
-from scheduler.cloud.imds_server import MetadataServer
+from scheduler.testing.imds_server import MetadataServer
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""ops.dem and ops.geoid on the real sample data, against independent references.
+"""ops.terrain.dem and ops.terrain.geoid on the real sample data, against independent references.
 
 * EGM96: NGA's published test points (the EGM96 readme's interpolated values
   and the spherical-harmonic program F477's values), within the 15' grid's
@@ -22,9 +22,9 @@ import scipy.ndimage
 from numpy.typing import NDArray
 from scipy.interpolate import RegularGridInterpolator
 
-from ops.dem import Dem
 from ops.errors import DemCoverageError, DemError
-from ops.geoid import Geoid
+from ops.terrain.dem import Dem
+from ops.terrain.geoid import Geoid
 
 pytestmark = pytest.mark.integration
 

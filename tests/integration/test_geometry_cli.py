@@ -17,7 +17,7 @@ import rasterio
 from click.testing import CliRunner
 from rasterio.errors import NotGeoreferencedWarning
 
-from scheduler.cmd_ortho import ortho
+from scheduler.cli.ortho import ortho
 
 pytestmark = pytest.mark.integration
 

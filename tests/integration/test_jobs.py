@@ -57,7 +57,7 @@ def head() -> Iterator[Head]:
 
 def _eochain(command: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     name = f"eochain jobs {command}" if command == "list" else f"eochain {command}"
-    code = f"from scheduler.cmd_jobs import {command}_cmd as c; c(prog_name={name!r})"
+    code = f"from scheduler.cli.jobs import {command}_cmd as c; c(prog_name={name!r})"
     return subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=180, check=False)
 
@@ -97,7 +97,7 @@ def _wait_status(head: Head, job_id: str, wanted: set[str], timeout_s: float = 1
 
 def test_submit_status_logs(head: Head, campaign: Path) -> None:
     env = head.env(AWS_SECRET_ACCESS_KEY=AWS_SECRET, AWS_ACCESS_KEY_ID=AWS_KEY_ID)
-    probe = ("python -c \"import planner.catalog, ops, scheduler.jobs; "
+    probe = ("python -c \"import planner.catalog, ops, scheduler.cloud.jobs; "
              "print('eochain-job-ok', open('campaign.yaml').read().count('job-test'), "
              "open('stac/items.json').read().count('s3://raw/s1.tif'))\"")
     result = _eochain("submit", str(campaign), "--address", head.address, "--entrypoint",
@@ -129,7 +129,7 @@ def test_default_entrypoint_runs_eochain_run(head: Head, campaign: Path) -> None
                     env=head.env())
     assert "--plan" in logs.stdout and "--dem" in logs.stdout  # `eochain run --help` ran
     info = json.loads(_job_json(head, "eochain-run-help"))
-    assert info["entrypoint"].startswith("python -m scheduler.cli run campaign.yaml --address auto")
+    assert info["entrypoint"].startswith("python -m scheduler.cli.main run campaign.yaml --address auto")
 
 
 def test_stop_a_running_job(head: Head, campaign: Path) -> None:

@@ -85,19 +85,19 @@ def test_a_job_installs_eochain_where_the_workers_lack_it(bare_head: tuple[str, 
         "name": "bare-worker", "inputs": {"stac": "stac/items.json"},
         "products": {"ortho": {"gsd_m": 0.5}}, "data": {"region": "eu-west-3"},
         "compute": {"regions": ["eu-west-3"], "families": ["c7g"]}}))
-    probe = ("python -m scheduler.cli plan campaign.yaml --runs 0 --out planned && "
+    probe = ("python -m scheduler.cli.main plan campaign.yaml --runs 0 --out planned && "
              "python -c \"import json, scheduler, prometheus_client; "
              "print('eochain-from', scheduler.__file__); "
              "p = json.load(open('planned/plan.json')); "
              "print('planned', p['campaign'], p['dag']['tasks'] > 0)\"")
     env = _env(token)
-    code = "from scheduler.cmd_jobs import submit_cmd as c; c(prog_name='eochain submit')"
+    code = "from scheduler.cli.jobs import submit_cmd as c; c(prog_name='eochain submit')"
     submitted = subprocess.run(
         [sys.executable, "-c", code, str(campaign), "--address", address, "--install",
          "wheel", "--entrypoint", probe, "--job-id", "bare-1", "--wait", "--timeout", "120"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500, check=False)
     logs = subprocess.run(
-        [sys.executable, "-c", "from scheduler.cmd_jobs import logs_cmd as c; c()", "bare-1",
+        [sys.executable, "-c", "from scheduler.cli.jobs import logs_cmd as c; c()", "bare-1",
          "--address", address], cwd=REPO, env=env, capture_output=True, text=True,
         timeout=120, check=False).stdout
     assert submitted.returncode == 0, submitted.stderr[-3000:] + logs[-3000:]

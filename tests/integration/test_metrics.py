@@ -9,7 +9,7 @@ in the folder the running server's config names.
 
 The campaign is real work: the ortho of two views of a synthetic scene
 (64 px tiles, 54 tasks), run in-process by the runtime's serial executor with
-every task function wrapped by :class:`scheduler.metrics.InstrumentedTask`,
+every task function wrapped by :class:`scheduler.observe.metrics.InstrumentedTask`,
 so task counts, durations, pixels, memory, products, area and progress come
 from the run. The fleet around it is simulated by the test, since an
 in-process run has no nodes: a spot ``c7g.large`` and an on-demand
@@ -39,7 +39,7 @@ from typing import Any
 import pytest
 import yaml
 
-from scheduler.metrics import LOOPBACK, CampaignMetrics, MetricsExporter, PlanTargets
+from scheduler.observe.metrics import LOOPBACK, CampaignMetrics, MetricsExporter, PlanTargets
 from tests.conftest import PrometheusApi, poll_until
 
 pytestmark = pytest.mark.integration
@@ -118,8 +118,8 @@ SPOT, ON_DEMAND = "c7g.large", "m7i.large"
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Any], str]:
     """Two views of one synthetic scene (256 x 256 px) and its DEM."""
-    from ops.synthetic import SceneSpec, generate_scene
-    from scheduler.runtime.flow import SceneInput
+    from ops.synthetic.scene import SceneSpec, generate_scene
+    from scheduler.products.flow import SceneInput
 
     out = generate_scene(SceneSpec(width=256, height=256, seed=1),
                          tmp_path_factory.mktemp("scene"))
@@ -133,9 +133,9 @@ def _run_campaign(metrics: CampaignMetrics, scene: tuple[list[Any], str], out: P
 
     ``declared()`` returns once Prometheus has scraped the task series at zero.
     """
-    from scheduler.metrics_hooks import instrument_graph
+    from scheduler.observe.metrics_hooks import instrument_graph
+    from scheduler.products.driver import Driver
     from scheduler.runtime.dispatch import DispatchOptions, Progress, run_serial
-    from scheduler.runtime.driver import Driver
     from scheduler.runtime.state import TaskGraph
 
     inputs, dem = scene
@@ -313,10 +313,10 @@ def test_ray_campaign_reports_its_fleet_progress_and_cost(
     progress callback are the sources here: nodes, the interruption, cost
     and tiles remaining must come out right, and reach Prometheus.
     """
-    from scheduler.metrics_hooks import RayFleetWatcher
-    from scheduler.runtime.cluster import LocalCluster, NodeSpec
+    from scheduler.observe.metrics_hooks import RayFleetWatcher
+    from scheduler.products.driver import Driver
     from scheduler.runtime.dispatch import DispatchOptions, Progress
-    from scheduler.runtime.driver import Driver
+    from scheduler.testing.cluster import LocalCluster, NodeSpec
 
     inputs, dem = scene
     name = f"ray_{uuid.uuid4().hex[:8]}"

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from scheduler.metrics_hooks import observe_campaign
+from scheduler.observe.metrics_hooks import observe_campaign
 from tests.conftest import PrometheusApi, poll_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -91,7 +91,7 @@ def test_a_run_is_found_scraped_and_forgotten(prom: Prom, targets_dir: Path,
 
 def test_a_killed_driver_raises_driver_gone(prom: Prom, targets_dir: Path) -> None:
     name = f"killed_{uuid.uuid4().hex[:8]}"
-    code = ("import time\nfrom scheduler.metrics_hooks import observe_campaign\n"
+    code = ("import time\nfrom scheduler.observe.metrics_hooks import observe_campaign\n"
             f"with observe_campaign({name!r}, on_ray=False):\n"
             "    print('listening', flush=True)\n    time.sleep(600)\n")
     env = {**os.environ, "EOCHAIN_PROMETHEUS_TARGETS": str(targets_dir)}

@@ -1,7 +1,7 @@
 """``eochain ortho``/``dsm`` write the campaign's product: the same bytes, pixels and metadata.
 
-The commands run the campaign's product (:mod:`scheduler.runtime.products`)
-in their own process (:mod:`scheduler.runtime.one_product`); a campaign (the
+The commands run the campaign's product (:mod:`scheduler.products.product`)
+in their own process (:mod:`scheduler.products.one_product`); a campaign (the
 Flow API on the in-process executor) writes the same file for the same
 scene(s), DEM and parameters. Real data: the Gizeh crops and their SRTM
 tiles; a synthetic triplet for the fused multi-view DSM.
@@ -16,15 +16,15 @@ import pytest
 import rasterio
 from click.testing import CliRunner
 
-from ops.synthetic import SceneSpec, generate_scene
-from scheduler.cmd_dsm import dsm
-from scheduler.cmd_ortho import ortho
+from ops.synthetic.scene import SceneSpec, generate_scene
+from scheduler.cli.dsm import dsm
+from scheduler.cli.ortho import ortho
+from scheduler.products.driver import Driver
+from scheduler.products.flow import SceneInput
+from scheduler.products.product import DsmStep, plan_views_dsm_product
+from scheduler.products.store import open_store
 from scheduler.runtime.dispatch import run_serial
-from scheduler.runtime.driver import Driver
-from scheduler.runtime.flow import SceneInput
-from scheduler.runtime.products import DsmStep, plan_views_dsm_product
 from scheduler.runtime.state import TaskGraph
-from scheduler.runtime.store import open_store
 
 pytestmark = pytest.mark.integration
 

@@ -20,14 +20,14 @@ import pytest
 import rasterio
 import scipy.ndimage
 
-from ops.dem import Dem
-from ops.ortho import HeightModel, OrthoPlan, default_geobox, orthorectify, plan_ortho
-from ops.ortho_gdal import gdal_ortho, write_dem_geotiff
-from ops.ortho_quality import image_shift_px, ncc
-from ops.raster_io import raster_info
-from ops.rpc_io import find_rpc
-from ops.synthetic import SceneSpec, SyntheticScene, generate_scene, truth_ortho
-from planner.grid import GeoBox
+from ops.evaluation.gdal_ortho import gdal_ortho, write_dem_geotiff
+from ops.evaluation.ortho_quality import image_shift_px, ncc
+from ops.ortho.orthorectify import HeightModel, OrthoPlan, default_geobox, orthorectify, plan_ortho
+from ops.raster.raster_io import raster_info
+from ops.sensor.rpc_io import find_rpc
+from ops.synthetic.scene import SceneSpec, SyntheticScene, generate_scene, truth_ortho
+from ops.terrain.dem import Dem
+from planner.geometry.grid import GeoBox
 
 pytestmark = pytest.mark.integration
 

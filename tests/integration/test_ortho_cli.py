@@ -13,14 +13,14 @@ import rasterio
 from click.testing import CliRunner
 from rio_cogeo.cogeo import cog_validate
 
-from ops.dem import Dem
 from ops.errors import GeometryError
-from ops.ortho import HeightModel, default_geobox, orthorectify, plan_ortho, tile_jobs
-from ops.raster_io import COG_BLOCK_PX, overview_shapes
-from ops.rpc_io import find_rpc
-from planner.grid import GeoBox
-from scheduler.cmd_dsm import dsm
-from scheduler.cmd_ortho import ortho
+from ops.ortho.orthorectify import HeightModel, default_geobox, orthorectify, plan_ortho, tile_jobs
+from ops.raster.raster_io import COG_BLOCK_PX, overview_shapes
+from ops.sensor.rpc_io import find_rpc
+from ops.terrain.dem import Dem
+from planner.geometry.grid import GeoBox
+from scheduler.cli.dsm import dsm
+from scheduler.cli.ortho import ortho
 
 pytestmark = pytest.mark.integration
 

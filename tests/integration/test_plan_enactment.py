@@ -7,7 +7,7 @@ so the plan's fleet is rewritten through :mod:`planner.plan_document` to put
 stereo, dsm and ortho on three types (one node each, the plan's task counts
 per stage, the catalog's prices), as a plan for a larger campaign would. A
 ``fake_multinode`` Ray head is started with that fleet's twin
-(:func:`~scheduler.cluster_config.render_fake_multinode_config`: 1-CPU nodes
+(:func:`~scheduler.fleet.cluster_config.render_fake_multinode_config`: 1-CPU nodes
 of the three types, none up at first), and ``eochain run --plan`` runs the
 campaign on it. Then:
 
@@ -38,8 +38,8 @@ import yaml
 
 from planner.catalog import load_catalog
 from planner.plan_document import FleetEntry, read_plan, write_plan
-from scheduler.cluster_config import fleet_from_plan, render_fake_multinode_config
-from scheduler.cost_report import RunLedger, build_cost_report
+from scheduler.fleet.cluster_config import fleet_from_plan, render_fake_multinode_config
+from scheduler.observe.cost_report import RunLedger, build_cost_report
 from tests.integration.test_spot_autoscaling import RAY, _free_port, _stop_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -58,8 +58,8 @@ def _campaign(root: Path) -> tuple[Path, Path]:
     orthos, at a fine GSD, outlast stereo and dsm by some seconds (about 1,250 small tiles
     on one 1-CPU node), so their nodes leave while the run goes on.
     """
-    from ops.synthetic import SceneSpec, generate_scene
-    from scheduler.runtime.demo import write_coarse_dem
+    from ops.synthetic.scene import SceneSpec, generate_scene
+    from scheduler.cli.demo_campaign import write_coarse_dem
 
     size = 160
     scene = generate_scene(SceneSpec(width=size, height=size, seed=3), root / "scene")
@@ -117,7 +117,7 @@ def test_the_run_enacts_the_plan_and_measures_its_cost(tmp_path: Path) -> None:
     env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_FAKE_CLUSTER="1",
                AUTOSCALER_UPDATE_INTERVAL_S="1", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    planned = _python("-m", "scheduler.cli", "plan", str(campaign), "--dem", str(dem),
+    planned = _python("-m", "scheduler.cli.main", "plan", str(campaign), "--dem", str(dem),
                       "--runs", "0", "--out", str(tmp_path / "planned"), env=env, timeout_s=120)
     assert planned.returncode == 0, planned.stdout + planned.stderr[-3000:]
     plan_path = _three_type_plan(tmp_path / "planned" / "plan.json", tmp_path / "plan.json")
@@ -139,7 +139,7 @@ def test_the_run_enacts_the_plan_and_measures_its_cost(tmp_path: Path) -> None:
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     out = tmp_path / "out"
     try:
-        run = _python("-c", "from scheduler.cmd_run import run; run()", str(campaign),
+        run = _python("-c", "from scheduler.cli.run import run; run()", str(campaign),
                       "--plan", str(plan_path), "--dem", str(dem), "--address", address,
                       "--out", str(out), "--no-replan", "-q", env=env, timeout_s=300)
     finally:

@@ -19,7 +19,7 @@ simulator is given.)
 
 The cluster is Ray's ``fake_multinode`` provider, its head without CPU and
 one node type, ``c7g.xlarge`` spot, of 1 CPU, up to ``CAP`` nodes
-(:func:`~scheduler.cluster_config.render_fake_multinode_config`); the
+(:func:`~scheduler.fleet.cluster_config.render_fake_multinode_config`); the
 placement problem states that type with the 1 vCPU its nodes have. The
 driver (a subprocess, as ``eochain run`` is) first waits for the plan's node
 to be up, so how long this machine takes to start the first node is not
@@ -64,8 +64,8 @@ from planner.order import depth_first_order
 from planner.placement import PlacementPlan, PlacementProblem, Stage, solve_placement
 from planner.replan import RunProgress, fleet_counts, replan
 from planner.simulator import CampaignSimulator, SimulationSummary
-from scheduler.cluster_config import fleet_from_plan, render_fake_multinode_config
-from scheduler.runtime.replanning import LiveReplanner
+from scheduler.fleet.cluster_config import fleet_from_plan, render_fake_multinode_config
+from scheduler.fleet.replanning import LiveReplanner
 from scheduler.runtime.state import Task, TaskGraph
 from tests.conftest import free_port
 from tests.integration.test_spot_autoscaling import RAY, _stop_group
@@ -133,7 +133,7 @@ import json, sys, time
 import ray
 from ray.autoscaler.sdk import request_resources
 from scheduler.runtime.dispatch import DispatchOptions
-from scheduler.runtime.driver import Driver
+from scheduler.products.driver import Driver
 from tests.integration.test_replan_live import RESOURCE, plan_document, replanner, workload
 
 said = []

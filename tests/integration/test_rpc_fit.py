@@ -25,8 +25,8 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.transform import Affine
 
 from ops.errors import RpcConflictError, RpcFitError
-from ops.rpc_check import rpc_disagreement_px
-from ops.rpc_io import find_rpc, read_rpc, write_rpc_tags
+from ops.sensor.rpc_check import rpc_disagreement_px
+from ops.sensor.rpc_io import find_rpc, read_rpc, write_rpc_tags
 
 pytestmark = pytest.mark.integration
 

@@ -28,8 +28,8 @@ from benchmarks.rpc_agreement import (
     grid_points,
 )
 from ops.errors import RpcFormatError
-from ops.rpc import RpcModel
-from ops.rpc_io import find_rpc, read_rpc, write_geom, write_rpb, write_rpc_tags
+from ops.sensor.rpc import RpcModel
+from ops.sensor.rpc_io import find_rpc, read_rpc, write_geom, write_rpb, write_rpc_tags
 
 pytestmark = pytest.mark.integration
 

@@ -30,8 +30,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from scheduler.metrics_hooks import observe_campaign, publish_campaign_name
-from scheduler.runtime.cluster import use_loopback
+from scheduler.observe.metrics_hooks import observe_campaign, publish_campaign_name
+from scheduler.ray_private import use_loopback
 from scheduler.runtime.dispatch import Dispatcher, DispatchOptions
 from scheduler.runtime.state import Task, TaskGraph
 

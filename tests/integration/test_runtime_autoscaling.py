@@ -1,14 +1,14 @@
 """A run with a plan scales the ``fake_multinode`` cluster up for the plan's type, then down.
 
 The head (``RAY_FAKE_CLUSTER=1``, no CPU of its own) is started with
-:func:`~scheduler.cluster_config.render_fake_multinode_config` for a plan of
+:func:`~scheduler.fleet.cluster_config.render_fake_multinode_config` for a plan of
 one spot ``c7g.xlarge``; a driver subprocess runs a tiny ortho campaign
 through ``Driver(plan=...)``. The tasks can only run
 on a node the autoscaler launches for the runtime's request, so the run
 finishing shows the node came up; after the run the request is withdrawn and
 the idle node must leave (polled with a deadline). The run reports to
 campaign metrics as ``eochain run`` does (the dispatcher, and a
-:class:`~scheduler.metrics_hooks.RayFleetWatcher` kept until the node has
+:class:`~scheduler.observe.metrics_hooks.RayFleetWatcher` kept until the node has
 left): the run's own scale-down of a spot node is not an interruption.
 """
 
@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from planner.catalog import load_catalog
-from scheduler.cluster_config import fleet_from_plan, render_fake_multinode_config
+from scheduler.fleet.cluster_config import fleet_from_plan, render_fake_multinode_config
 from tests.integration.test_spot_autoscaling import RAY, _free_port, _stop_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -40,12 +40,12 @@ DRIVER = r"""
 import json, sys, time
 from pathlib import Path
 import ray
-from ops.synthetic import SceneSpec, generate_scene
-from scheduler.metrics import CampaignMetrics
-from scheduler.metrics_hooks import RayFleetWatcher
+from ops.synthetic.scene import SceneSpec, generate_scene
+from scheduler.observe.metrics import CampaignMetrics
+from scheduler.observe.metrics_hooks import RayFleetWatcher
 from scheduler.runtime.dispatch import DispatchOptions
-from scheduler.runtime.flow import SceneInput
-from scheduler.runtime.driver import Driver
+from scheduler.products.flow import SceneInput
+from scheduler.products.driver import Driver
 
 address, plan, out = sys.argv[1], json.loads(sys.argv[2]), Path(sys.argv[3])
 scene = generate_scene(SceneSpec(width=128, height=128, seed=3), out / "scene")

@@ -29,14 +29,14 @@ REPO = Path(__file__).resolve().parents[2]
 def _eochain_run(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
     return subprocess.run(
-        [sys.executable, "-c", "from scheduler.cmd_run import run; run()", *args],
+        [sys.executable, "-c", "from scheduler.cli.run import run; run()", *args],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
     )
 
 
 def _campaign(tmp_path: Path, size: int = 200, tile_px: int = 128) -> tuple[Path, Path]:
     """A campaign of the two views of a synthetic scene: (campaign file, DEM)."""
-    from ops.synthetic import SceneSpec, generate_scene
+    from ops.synthetic.scene import SceneSpec, generate_scene
 
     scene = generate_scene(SceneSpec(width=size, height=size, seed=3), tmp_path / "scene")
     lon0, lat0, lon1, lat1 = scene.footprint_lonlat
@@ -115,7 +115,7 @@ def test_stopping_the_command_stops_the_ray_processes_it_started(
     campaign, dem = _campaign(tmp_path, size=512, tile_px=64)
     env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from scheduler.cmd_run import run; run()", str(campaign),
+        [sys.executable, "-c", "from scheduler.cli.run import run; run()", str(campaign),
          "--dem", str(dem), "--out", str(tmp_path / "out"), "--workers", "1", "-q"],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:

@@ -3,7 +3,7 @@
 Two ``python`` processes run the same flow (four synthetic scenes, in-process
 executor) on the same destination at the same time, a local folder and then
 an ``s3://`` prefix on moto's S3 server. They coordinate through product
-leases (:mod:`scheduler.runtime.lease`; S3 conditional writes). Every
+leases (:mod:`scheduler.products.lease`; S3 conditional writes). Every
 product is written by exactly one of them; the other reports it as computed
 by another run (or already done). Afterwards the output holds one manifest
 record per product, no lease and no temporary.
@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from scheduler.runtime.lease import LEASE_DIR
-from scheduler.runtime.manifest import MANIFEST_DIR
-from scheduler.runtime.store import S3_TMP_DIR, S3Store, open_store
+from scheduler.products.lease import LEASE_DIR
+from scheduler.products.manifest import MANIFEST_DIR
+from scheduler.products.store import S3_TMP_DIR, S3Store, open_store
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -32,8 +32,8 @@ PRODUCTS = [f"ortho/{s}.tif" for s in ("a0", "a1", "b0", "b1")]
 
 SCRIPT = """
 import json, sys
-from scheduler.runtime.flow import SceneInput
-from scheduler.runtime.driver import Driver
+from scheduler.products.flow import SceneInput
+from scheduler.products.driver import Driver
 scenes, dem, out = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
 report = (Driver(address="serial", lease_poll_s=0.2)
           .get_flow([SceneInput(i, u) for i, u in scenes]).ortho(dem=dem, tile_px=64)
@@ -46,7 +46,7 @@ print(json.dumps({"written": [r.object_key for r in report.written],
 
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[list[str]], str]:
-    from ops.synthetic import SceneSpec, generate_scene
+    from ops.synthetic.scene import SceneSpec, generate_scene
 
     root = tmp_path_factory.mktemp("scenes")
     a = generate_scene(SceneSpec(width=256, height=256, seed=1), root / "a")

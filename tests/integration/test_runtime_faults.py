@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.runtime.cluster import LocalCluster, NodeSpec
-from scheduler.runtime.demo import write_coarse_dem
+from scheduler.cli.demo_campaign import write_coarse_dem
+from scheduler.products.driver import Driver
+from scheduler.products.flow import FlowReport, SceneInput
+from scheduler.products.manifest import MANIFEST_DIR
+from scheduler.products.store import TMP_PREFIX
 from scheduler.runtime.dispatch import DispatchOptions, Progress
-from scheduler.runtime.driver import Driver
-from scheduler.runtime.flow import FlowReport, SceneInput
-from scheduler.runtime.manifest import MANIFEST_DIR
-from scheduler.runtime.store import TMP_PREFIX
+from scheduler.testing.cluster import LocalCluster, NodeSpec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[SceneInput], str]:
-    from ops.synthetic import SceneSpec, generate_scene
+    from ops.synthetic.scene import SceneSpec, generate_scene
 
     root = tmp_path_factory.mktemp("scenes")
     a = generate_scene(SceneSpec(width=256, height=256, seed=1), root / "a")
@@ -146,8 +146,8 @@ def test_corrupt_and_rpc_less_scenes_are_reported_and_the_rest_completes(
 
 DRIVER_SCRIPT = """
 import sys
-from scheduler.runtime.flow import SceneInput
-from scheduler.runtime.driver import Driver
+from scheduler.products.flow import SceneInput
+from scheduler.products.driver import Driver
 address, dem, out, *pairs = sys.argv[1:]
 inputs = [SceneInput(*p.split("=", 1)) for p in pairs]
 report = Driver(address=address).get_flow(inputs).ortho(dem=dem, tile_px={tile}).write(out).run()

@@ -1,7 +1,7 @@
 """A run with a plan asks Ray's autoscaler for the plan's fleet and withdraws it at the end.
 
 The campaign (ortho of one small synthetic scene, 64-px tiles) runs through
-the :class:`~scheduler.runtime.driver.Driver` on a real local Ray. The
+the :class:`~scheduler.products.driver.Driver` on a real local Ray. The
 autoscaler's pending request is read from the GCS, where
 ``ray.autoscaler.sdk.request_resources`` leaves it (the internal KV key of
 autoscaler v1, the cluster constraint of v2): while tasks complete it holds
@@ -26,15 +26,15 @@ from typing import Any
 
 import pytest
 
-from scheduler.cloud.fallback import FallbackPolicy
-from scheduler.metrics import CampaignMetrics
-from scheduler.runtime.cluster import LocalCluster, NodeSpec
-from scheduler.runtime.departures import DepartureCause
+from scheduler.fleet.autoscaling import FleetRequest, SpotLosses
+from scheduler.fleet.departures import DepartureCause
+from scheduler.fleet.fallback import FallbackPolicy
+from scheduler.observe.metrics import CampaignMetrics
+from scheduler.products.driver import Driver
+from scheduler.products.flow import SceneInput
 from scheduler.runtime.dispatch import Dispatcher, DispatchOptions, Progress
-from scheduler.runtime.driver import Driver
-from scheduler.runtime.fleet import FleetRequest, SpotLosses
-from scheduler.runtime.flow import SceneInput
 from scheduler.runtime.state import Task, TaskGraph
+from scheduler.testing.cluster import LocalCluster, NodeSpec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -78,7 +78,7 @@ def local_ray() -> Iterator[None]:
 
 
 def test_run_requests_the_plans_fleet_and_releases_it(local_ray: None, tmp_path: Path) -> None:
-    from ops.synthetic import SceneSpec, generate_scene
+    from ops.synthetic.scene import SceneSpec, generate_scene
 
     scene = generate_scene(SceneSpec(width=192, height=192, seed=3), tmp_path / "scene")
     during: list[list[dict[str, float]]] = []
@@ -119,7 +119,7 @@ class Recorder:
 
 def test_a_replanner_hears_each_task_and_its_fleet_becomes_the_request(
         local_ray: None, tmp_path: Path) -> None:
-    from ops.synthetic import SceneSpec, generate_scene
+    from ops.synthetic.scene import SceneSpec, generate_scene
 
     scene = generate_scene(SceneSpec(width=192, height=192, seed=3), tmp_path / "scene")
     replanner = Recorder()

@@ -2,7 +2,7 @@
 
 A local Ray instance whose node names its instance type (``c7g.large:spot``)
 runs the ortho of two synthetic views through the dispatcher with a
-:class:`~scheduler.metrics.CampaignMetrics`; the exporter's ``/metrics``,
+:class:`~scheduler.observe.metrics.CampaignMetrics`; the exporter's ``/metrics``,
 scraped over HTTP at the end, must count every task of every operation as
 done, run once, timed and measured on ``c7g.large``, and no tile remaining.
 During the run the tiles-remaining gauge must equal the dispatcher's own
@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from scheduler.metrics import CampaignMetrics, MetricsExporter, op_name
-from scheduler.runtime.cluster import use_loopback
+from scheduler.observe.metrics import CampaignMetrics, MetricsExporter, op_name
+from scheduler.products.driver import Driver
+from scheduler.products.flow import SceneInput
+from scheduler.ray_private import use_loopback
 from scheduler.runtime.dispatch import Dispatcher, DispatchOptions, Progress
-from scheduler.runtime.driver import Driver
-from scheduler.runtime.flow import SceneInput
 from scheduler.runtime.state import Task, TaskGraph
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -61,7 +61,7 @@ def _get(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str
 
 
 def test_ray_campaign_exports_task_metrics(ray_local: None, tmp_path: Path) -> None:
-    from ops.synthetic import SceneSpec, generate_scene
+    from ops.synthetic.scene import SceneSpec, generate_scene
 
     scene = generate_scene(SceneSpec(width=192, height=192, seed=4), tmp_path / "scene")
     inputs = [SceneInput(f"v{k}", str(scene.out_dir / f"view_{k}.tif")) for k in (0, 1)]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.runtime.driver import Driver
+from scheduler.products.driver import Driver
 from scheduler.runtime.errors import FlowError
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -62,8 +62,8 @@ def black_hole() -> Iterator[int]:
 
 SCRIPT = """
 import json, sys
-from scheduler.runtime.flow import SceneInput
-from scheduler.runtime.driver import Driver
+from scheduler.products.flow import SceneInput
+from scheduler.products.driver import Driver
 scenes, dem, out = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
 driver = Driver(address="serial", survey_timeout_s=float(sys.argv[4]))
 report = (driver.get_flow([SceneInput(i, u) for i, u in scenes]).ortho(dem=dem, tile_px=128)
@@ -75,7 +75,7 @@ print(json.dumps({"written": [r.object_key for r in report.written],
 
 def test_a_black_holed_scene_is_reported_while_the_good_ones_finish(black_hole: int,
                                                                     tmp_path: Path) -> None:
-    from ops.synthetic import SceneSpec, generate_scene
+    from ops.synthetic.scene import SceneSpec, generate_scene
 
     scene = generate_scene(SceneSpec(width=200, height=200, seed=4), tmp_path / "scene")
     scenes = [["good0", str(scene.out_dir / "view_0.tif")],
@@ -114,7 +114,7 @@ def test_eochain_run_reports_a_black_holed_scene_and_writes_the_others(black_hol
     (bounded at 120 s, Ray's start included)."""
     import yaml
 
-    from ops.synthetic import SceneSpec, generate_scene
+    from ops.synthetic.scene import SceneSpec, generate_scene
 
     scene = generate_scene(SceneSpec(width=200, height=200, seed=4), tmp_path / "scene")
     lon0, lat0, lon1, lat1 = scene.footprint_lonlat
@@ -135,7 +135,7 @@ def test_eochain_run_reports_a_black_holed_scene_and_writes_the_others(black_hol
     env.pop("AWS_PROFILE", None)
     out = tmp_path / "out"
     done = subprocess.run(
-        [sys.executable, "-c", "from scheduler.cmd_run import run; run()", str(campaign),
+        [sys.executable, "-c", "from scheduler.cli.run import run; run()", str(campaign),
          "--dem", str(scene.out_dir / "dem.tif"), "--out", str(out), "--workers", "1",
          "--survey-timeout", "10", "-q"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=2 * RUN_LIMIT_S, check=False)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.runtime.driver import Driver
-from scheduler.runtime.flow import FlowReport, SceneInput
-from scheduler.runtime.manifest import Manifest
-from scheduler.runtime.store import LocalStore
+from scheduler.products.driver import Driver
+from scheduler.products.flow import FlowReport, SceneInput
+from scheduler.products.manifest import Manifest
+from scheduler.products.store import LocalStore
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.runtime.driver import Driver
-from scheduler.runtime.flow import SceneInput
-from scheduler.runtime.store import S3_TMP_DIR, S3Store, open_store
+from scheduler.products.driver import Driver
+from scheduler.products.flow import SceneInput
+from scheduler.products.store import S3_TMP_DIR, S3Store, open_store
 from tests.conftest import aws_environment
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -92,7 +92,7 @@ def test_s3_temporaries_of_a_live_run_survive_another_runs_sweep(s3_endpoint: st
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    from ops.synthetic import SceneSpec, generate_scene
+    from ops.synthetic.scene import SceneSpec, generate_scene
 
     return generate_scene(SceneSpec(width=1536, height=1536, seed=5),
                           tmp_path_factory.mktemp("scene"))
@@ -169,11 +169,11 @@ def test_s3_input_tiles_fetch_about_their_declared_window(s3_endpoint: str, scen
     import rasterio
     import rasterio.shutil
 
-    from ops.raster_io import raster_info
-    from ops.rpc_io import find_rpc
+    from ops.raster.raster_io import raster_info
+    from ops.sensor.rpc_io import find_rpc
+    from scheduler.products.kernels import OrthoPlanTask, OrthoTileTask
+    from scheduler.products.product import OrthoStep, plan_ortho_product
     from scheduler.runtime.actors import TaskContext
-    from scheduler.runtime.kernels import OrthoPlanTask, OrthoTileTask
-    from scheduler.runtime.products import OrthoStep, plan_ortho_product
 
     # the raw image as a tiled GeoTIFF with small blocks, uploaded to S3
     tiled = tmp_path / "view_0.tif"
@@ -194,7 +194,7 @@ def test_s3_input_tiles_fetch_about_their_declared_window(s3_endpoint: str, scen
     plan = plan_task(TaskContext())
     counter = _Counter()
     server = _proxy(int(s3_endpoint.rsplit(":", 1)[1]), counter)
-    from ops.ortho import declare_tile_input
+    from ops.ortho.orthorectify import declare_tile_input
 
     ratios = []
     try:
@@ -245,7 +245,7 @@ def test_ray_workers_publish_to_s3(s3_endpoint: str, scene, tmp_path: Path) -> N
     """Actors on a local Ray (its workers inherit the S3 settings) write products to s3://."""
     import ray
 
-    from scheduler.runtime.cluster import use_loopback
+    from scheduler.ray_private import use_loopback
 
     use_loopback()
     if ray.is_initialized():

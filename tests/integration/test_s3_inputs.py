@@ -31,10 +31,10 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.transform import Affine
 
-from ops.dem import Dem
 from ops.errors import DemError, RpcFitError, RpcFormatError
-from ops.rpc_check import rpc_disagreement_px
-from ops.rpc_io import find_rpc, read_rpc, write_rpb
+from ops.sensor.rpc_check import rpc_disagreement_px
+from ops.sensor.rpc_io import find_rpc, read_rpc, write_rpb
+from ops.terrain.dem import Dem
 from tests.conftest import aws_environment
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -71,7 +71,7 @@ def _raster(path: Path, height: int, width: int, transform: Affine | None = None
 
 
 def _same(remote: object, local: object) -> None:
-    from ops.rpc import RpcModel
+    from ops.sensor.rpc import RpcModel
 
     assert isinstance(remote, RpcModel) and isinstance(local, RpcModel)
     assert (remote.row_origin, remote.col_origin) == (local.row_origin, local.col_origin)
@@ -163,9 +163,9 @@ def test_a_campaign_orthorectifies_a_scene_on_s3_with_its_sidecar(
     s3: object, tmp_path: Path
 ) -> None:
     """Issue 13: scenes on S3 with sidecar RPCs failed with "no RPC found"."""
-    from ops.synthetic import SceneSpec, generate_scene
-    from scheduler.runtime.driver import Driver
-    from scheduler.runtime.flow import SceneInput
+    from ops.synthetic.scene import SceneSpec, generate_scene
+    from scheduler.products.driver import Driver
+    from scheduler.products.flow import SceneInput
 
     scene = generate_scene(SceneSpec(width=384, height=384, seed=11),
                            tmp_path / "scene")
@@ -195,7 +195,7 @@ def test_a_black_holed_endpoint_fails_the_read_instead_of_hanging(
     import socket
     import threading
 
-    from ops import vsi
+    from ops.raster import vsi
 
     server = socket.socket()
     server.bind(("127.0.0.1", 0))

@@ -21,8 +21,8 @@ from click.testing import CliRunner
 from planner.campaign import load_campaign
 from planner.errors import CampaignError
 from planner.scene_inputs import SceneFacts
-from scheduler.cli import cli
-from scheduler.scene_survey import SceneSurvey, read_scene_facts
+from scheduler.cli.main import cli
+from scheduler.cli.scene_survey import SceneSurvey, read_scene_facts
 
 pytestmark = pytest.mark.integration
 
@@ -125,7 +125,7 @@ def test_the_local_example_names_its_scenes_by_path(shared_data: Path) -> None:
 
 def _eochain(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
-    return subprocess.run([sys.executable, "-m", "scheduler.cli", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "scheduler.cli.main", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=400, check=False)
 
 

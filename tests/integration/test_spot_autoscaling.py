@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from planner.catalog import load_catalog
-from scheduler.cluster_config import (
+from scheduler.fleet.cluster_config import (
     fleet_from_plan,
     render_fake_multinode_config,
     resource_request,

@@ -29,9 +29,9 @@ SCRIPT = r"""
 import json, threading, time
 import ray
 from ray.cluster_utils import Cluster
-from scheduler.cloud.drain import RayNodeDrainer
+from scheduler.fleet.drain import RayNodeDrainer
 from scheduler.cloud.imds import ImdsClient, InterruptionWatcher
-from scheduler.cloud.imds_server import MetadataServer
+from scheduler.testing.imds_server import MetadataServer
 
 MIB = 1024 * 1024
 c = Cluster(initialize_head=True, head_node_args={

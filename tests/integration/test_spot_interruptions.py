@@ -25,12 +25,6 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from planner.catalog import load_catalog
-from scheduler.cloud.fallback import (
-    FallbackDecision,
-    FallbackPolicy,
-    InterruptionTracker,
-    choose_fallback,
-)
 from scheduler.cloud.imds import (
     ImdsClient,
     InFlightTask,
@@ -38,7 +32,13 @@ from scheduler.cloud.imds import (
     InterruptionWatcher,
     plan_drain,
 )
-from scheduler.cloud.imds_server import MetadataServer
+from scheduler.fleet.fallback import (
+    FallbackDecision,
+    FallbackPolicy,
+    InterruptionTracker,
+    choose_fallback,
+)
+from scheduler.testing.imds_server import MetadataServer
 
 pytestmark = pytest.mark.integration
 

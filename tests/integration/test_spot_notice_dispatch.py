@@ -4,7 +4,7 @@ A local Ray cluster of two 1-CPU spot nodes runs a campaign of tile -> write
 pairs through the real :class:`~scheduler.runtime.dispatch.Dispatcher`. Node
 A's :class:`~scheduler.cloud.imds.InterruptionWatcher` polls the project's
 IMDSv2 server on 127.0.0.1; after a few tasks the test issues the two-minute
-notice there and A's :class:`~scheduler.cloud.drain.RayNodeDrainer` asks the
+notice there and A's :class:`~scheduler.fleet.drain.RayNodeDrainer` asks the
 GCS to drain A. The dispatcher reads the drain at its next re-read of the
 cluster. With a margin as long as the notice, nothing running on A can
 finish in time, so every task running there is handed back.
@@ -25,13 +25,13 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.cloud.drain import RayNodeDrainer
 from scheduler.cloud.imds import ImdsClient, InterruptionWatcher
-from scheduler.cloud.imds_server import MetadataServer
+from scheduler.fleet.drain import RayNodeDrainer
 from scheduler.runtime.actors import TaskContext
-from scheduler.runtime.cluster import LocalCluster, NodeSpec
 from scheduler.runtime.dispatch import Dispatcher, DispatchOptions, Progress
 from scheduler.runtime.state import Task, TaskGraph
+from scheduler.testing.cluster import LocalCluster, NodeSpec
+from scheduler.testing.imds_server import MetadataServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -31,10 +31,10 @@ import rasterio
 from click.testing import CliRunner
 from pyproj import CRS
 
-from scheduler.runtime.demo import write_coarse_dem
-from scheduler.runtime.driver import Driver
-from scheduler.runtime.flow import FlowReport, SceneInput
-from scheduler.runtime.store import S3Store, open_store
+from scheduler.cli.demo_campaign import write_coarse_dem
+from scheduler.products.driver import Driver
+from scheduler.products.flow import FlowReport, SceneInput
+from scheduler.products.store import S3Store, open_store
 from tests.conftest import aws_environment
 from tests.stac_validation import validate_stac
 
@@ -51,7 +51,7 @@ def _utc(text: str) -> dt.datetime:
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ops.synthetic import SceneSpec, generate_scene
+    from ops.synthetic.scene import SceneSpec, generate_scene
 
     root = tmp_path_factory.mktemp("stac") / "scene"
     generate_scene(SceneSpec(width=256, height=256, seed=1), root)
@@ -174,7 +174,7 @@ def test_rerun_keeps_the_collection(campaign: tuple[Path, FlowReport], scene: Pa
 def test_dsm_cli_ellipsoid_and_geoid_outputs_differ_in_vertical_crs(
     scene: Path, shared_data: Path, tmp_path: Path,
 ) -> None:
-    from scheduler.cmd_dsm import dsm
+    from scheduler.cli.dsm import dsm
 
     geoid = shared_data / "ventoux" / "geoid" / "egm96_15.gtx"
     crs: dict[str, CRS] = {}
@@ -230,7 +230,7 @@ def test_collection_is_kept_on_s3_through_the_store(scene: Path, s3_env: str) ->
 
 
 def test_ortho_cli_records_provenance_and_acquisition(scene: Path, tmp_path: Path) -> None:
-    from scheduler.cmd_ortho import ortho
+    from scheduler.cli.ortho import ortho
 
     out = tmp_path / "left.tif"
     result = CliRunner().invoke(ortho, [str(scene / "view_0.tif"), "--dem", str(scene / "dem.tif"),

@@ -1,7 +1,7 @@
 """Three views fused into one DSM beat the best of their pairs, on a synthetic triplet with defects.
 
 Scene: 400 x 400 px at 0.5 m, three views (B/H 0.225, 0.225 and 0.45),
-buildings, noise, and every defect of :mod:`ops.synthetic_defects`: each
+buildings, noise, and every defect of :mod:`ops.synthetic.defects`: each
 view has its own pointing error (so each pair its own height bias), its
 own radiometry; shadows, water and vegetation regions. The initial DEM is
 the truth every 30 m.
@@ -17,13 +17,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ops.dem import Dem
-from ops.stereo import open_view, run_dsm_tile
-from ops.stereo_eval import nmad
-from ops.stereo_multiview import MultiViewPlan, assemble_fused, plan_multiview
-from ops.synthetic import SceneSpec, SyntheticScene, generate_scene, truth_heights
-from ops.synthetic_defects import DefectSpec, apply_defects
-from planner.grid import GeoBox
+from ops.evaluation.stereo_eval import nmad
+from ops.stereo.multiview import MultiViewPlan, assemble_fused, plan_multiview
+from ops.stereo.pair import open_view, run_dsm_tile
+from ops.synthetic.defects import DefectSpec, apply_defects
+from ops.synthetic.scene import SceneSpec, SyntheticScene, generate_scene, truth_heights
+from ops.terrain.dem import Dem
+from planner.geometry.grid import GeoBox
 
 pytestmark = pytest.mark.integration
 

@@ -30,12 +30,12 @@ import rasterio
 import scipy.ndimage as ndi
 from click.testing import CliRunner
 
-from ops.crs import lonlat_transformer
-from ops.dem import Dem
-from ops.geoid import Geoid
-from ops.stereo import DsmTile, StereoPlan, assemble_dsm, open_view, overlap_mask, plan_stereo
-from ops.stereo_eval import agreement, block_mean, nmad, self_consistency_ncc
-from planner.grid import GeoBox
+from ops.evaluation.stereo_eval import agreement, block_mean, nmad, self_consistency_ncc
+from ops.raster.crs import lonlat_transformer
+from ops.stereo.pair import DsmTile, StereoPlan, assemble_dsm, open_view, overlap_mask, plan_stereo
+from ops.terrain.dem import Dem
+from ops.terrain.geoid import Geoid
+from planner.geometry.grid import GeoBox
 
 pytestmark = pytest.mark.integration
 
@@ -114,7 +114,7 @@ def test_self_consistency_beats_srtm(
 
 
 def test_dsm_command_writes_a_cog(shared_data: Path, tmp_path: Path) -> None:
-    from scheduler.cmd_dsm import dsm as dsm_command
+    from scheduler.cli.dsm import dsm as dsm_command
 
     g = shared_data / "gizeh"
     out = tmp_path / "dsm.tif"
@@ -136,7 +136,7 @@ def test_dsm_command_writes_a_cog(shared_data: Path, tmp_path: Path) -> None:
 
 
 def test_dsm_command_refuses_a_non_overlapping_pair(shared_data: Path, tmp_path: Path) -> None:
-    from scheduler.cmd_dsm import dsm as dsm_command
+    from scheduler.cli.dsm import dsm as dsm_command
 
     g, v = shared_data / "gizeh", shared_data / "ventoux"
     out = tmp_path / "dsm.tif"
@@ -179,7 +179,7 @@ def test_ventoux_pair_in_its_overlap(shared_data: Path) -> None:
 
 def test_dsm_command_needs_no_dem(shared_data: Path, tmp_path: Path) -> None:
     """Without --dem, the initial heights come from the RPCs and tie points: same surface."""
-    from scheduler.cmd_dsm import dsm as dsm_command
+    from scheduler.cli.dsm import dsm as dsm_command
 
     g = shared_data / "gizeh"
     geoid = shared_data / "ventoux" / "geoid" / "egm96_15.gtx"

@@ -20,11 +20,10 @@ import numpy as np
 import pytest
 import rasterio
 
-from ops.dem import Dem
-from ops.epipolar import sensor_maps
 from ops.errors import StereoError
-from ops.phase_times import record_phases
-from ops.stereo import (
+from ops.evaluation.stereo_eval import nmad
+from ops.stereo.epipolar import sensor_maps
+from ops.stereo.pair import (
     DsmTile,
     RectifiedPair,
     StereoPlan,
@@ -36,9 +35,10 @@ from ops.stereo import (
     plan_stereo,
     rectify,
 )
-from ops.stereo_eval import nmad
-from ops.synthetic import SceneSpec, SyntheticScene, generate_scene, truth_heights
-from planner.grid import GeoBox, TileGrid, Window
+from ops.stereo.phase_times import record_phases
+from ops.synthetic.scene import SceneSpec, SyntheticScene, generate_scene, truth_heights
+from ops.terrain.dem import Dem
+from planner.geometry.grid import GeoBox, TileGrid, Window
 
 pytestmark = pytest.mark.integration
 
@@ -115,7 +115,7 @@ def test_accuracy_and_coverage_against_the_true_dem(
 
 
 def _dem_on(dem: Dem, box: GeoBox) -> np.ndarray:
-    from ops.crs import lonlat_transformer
+    from ops.raster.crs import lonlat_transformer
 
     rows, cols = np.mgrid[0 : box.height, 0 : box.width]
     x, y = box.xy(rows, cols)
@@ -163,8 +163,8 @@ def test_declared_windows_hold_every_pixel_a_tile_reads(
 
 def test_rectified_views_agree(plan: StereoPlan, coarse_dem: Dem) -> None:
     """On the rectified grid the views differ by column disparities only: rows line up."""
-    from ops.matching import estimate_row_shift
-    from ops.stereo import read_window_band
+    from ops.stereo.matching import estimate_row_shift
+    from ops.stereo.pair import read_window_band
 
     inputs = declare_stereo_inputs(plan, plan.geobox, coarse_dem)
     assert inputs.left_window is not None and inputs.right_window is not None
@@ -200,7 +200,7 @@ def test_uniform_image_is_refused(scene: SyntheticScene, tmp_path: Path) -> None
 def test_a_tile_without_texture_is_empty_with_its_reason(
     plan: StereoPlan, coarse_dem: Dem
 ) -> None:
-    from ops.stereo import compute_tile_points, grid_tile_points, read_window_band
+    from ops.stereo.pair import compute_tile_points, grid_tile_points, read_window_band
 
     grid = TileGrid(plan.geobox, 200, 200)
     inputs = declare_stereo_inputs(plan, grid.tile_geobox(next(grid.tiles())), coarse_dem)
@@ -220,7 +220,7 @@ def test_a_geographic_output_crs_is_refused(plan: StereoPlan, coarse_dem: Dem) -
 
 
 def test_a_tile_rectifies_bit_identically_to_the_whole(plan: StereoPlan, coarse_dem: Dem) -> None:
-    from ops.stereo import read_window_band
+    from ops.stereo.pair import read_window_band
 
     def rectified(tile: GeoBox) -> tuple[Window, RectifiedPair]:
         inputs = declare_stereo_inputs(plan, tile, coarse_dem)
@@ -264,7 +264,7 @@ def test_tiles_shown_wholly_seen_are_seen_cell_by_cell(
     plan: StereoPlan, coarse_dem: Dem
 ) -> None:
     """The interior-tile shortcut of the edge filling never skips a cell the views miss."""
-    from ops.stereo import _wholly_seen
+    from ops.stereo.pair import _wholly_seen
 
     grid = TileGrid(plan.geobox, 96, 96)
     shown = []

@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SCRIPT = textwrap.dedent(
     """
     import json, resource, sys
-    from ops.synthetic import SceneSpec, generate_scene
+    from ops.synthetic.scene import SceneSpec, generate_scene
 
     def peak_mib():
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

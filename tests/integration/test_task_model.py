@@ -2,7 +2,7 @@
 
 For a campaign whose scenes are files, ``eochain plan --dem`` surveys the
 products as ``eochain run`` does and hands the planner their grids
-(:func:`scheduler.cmd_plan.surveyed_graph`); the planner's DAG must then be
+(:func:`scheduler.cli.plan.surveyed_graph`); the planner's DAG must then be
 the runtime's :class:`~scheduler.runtime.state.TaskGraph` of the same
 campaign::
 
@@ -25,21 +25,21 @@ import rasterio
 from affine import Affine
 from click.testing import CliRunner
 
-from ops.stereo import input_windows
-from ops.synthetic import SceneSpec, generate_scene
+from ops.stereo.pair import input_windows
+from ops.synthetic.scene import SceneSpec, generate_scene
 from planner.calibration import load_calibration
 from planner.catalog import load_catalog
 from planner.estimate import surveyed_dag
 from planner.stages import parse_key, stage_of
-from scheduler.cmd_plan import plan, surveyed_graph
-from scheduler.cmd_run import campaign_flow
-from scheduler.metrics import op_name
-from scheduler.runtime.driver import Driver
+from scheduler.cli.plan import plan, surveyed_graph
+from scheduler.cli.run import campaign_flow
+from scheduler.cli.scene_survey import load_surveyed_campaign
+from scheduler.observe.metrics import op_name
+from scheduler.products.driver import Driver
+from scheduler.products.kernels import StereoPlanTask, StereoTileTask
+from scheduler.products.product import ProductPlan
 from scheduler.runtime.errors import FlowError
-from scheduler.runtime.kernels import StereoPlanTask, StereoTileTask
-from scheduler.runtime.products import ProductPlan
 from scheduler.runtime.state import TaskGraph
-from scheduler.scene_survey import load_surveyed_campaign
 
 pytestmark = pytest.mark.integration
 
@@ -167,7 +167,7 @@ def test_a_group_of_views_is_planned_and_run_as_stereo_dsm_fusion(tmp_path: Path
         stereo.plan:G ──> stereo:G/a+b:r_c ──> dsm:G/a+b:r_c ──┐
                       ──> stereo:G/b+c:r_c ──> dsm:G/b+c:r_c ──┴──> fusion:G:r_c ──> dsm.write:G
     """
-    from scheduler.runtime.flow import SceneInput
+    from scheduler.products.flow import SceneInput
 
     scene = generate_scene(SceneSpec(width=200, height=200, n_views=3, b_over_h=0.45, seed=21),
                            tmp_path / "triplet")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from scheduler.cli import COMMANDS, INTERNAL_EXIT, cli
+from scheduler.cli.main import COMMANDS, INTERNAL_EXIT, cli
 
 pytestmark = pytest.mark.unit
 
@@ -56,8 +56,8 @@ def test_console_script_reports_a_user_error_without_traceback(tmp_path: Path) -
 def test_console_script_internal_error_goes_to_a_log(tmp_path: Path) -> None:
     """An exception no user input explains: the message says where the traceback went."""
     env = {**os.environ, "EOCHAIN_LOG_DIR": str(tmp_path / "logs")}
-    code = ("import sys; from scheduler.cli import cli, COMMANDS; "
-            "COMMANDS['boom'] = 'scheduler.cli:_user_error_types'; "
+    code = ("import sys; from scheduler.cli.main import cli, COMMANDS; "
+            "COMMANDS['boom'] = 'scheduler.cli.main:_user_error_types'; "
             "sys.argv = ['eochain', 'boom']; cli(prog_name='eochain')")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env=env, check=False)

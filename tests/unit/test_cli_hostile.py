@@ -23,7 +23,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scheduler.cli import COMMANDS, INTERNAL_EXIT, classify, cli
+from scheduler.cli.main import COMMANDS, INTERNAL_EXIT, classify, cli
 
 pytestmark = pytest.mark.unit
 

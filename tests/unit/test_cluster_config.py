@@ -14,9 +14,11 @@ from ray.autoscaler._private.util import validate_config
 
 from planner.catalog import load_catalog
 from planner.errors import PlanError
+from scheduler.cli.cluster import cluster_config
+from scheduler.cli.plan import plan as plan_command
 from scheduler.cloud.bundle import Bundle
 from scheduler.cloud.errors import ClusterConfigError, TerraformOutputsError
-from scheduler.cluster_config import (
+from scheduler.fleet.cluster_config import (
     REQUIRED_OUTPUTS,
     ClusterOptions,
     fleet_from_plan,
@@ -25,8 +27,6 @@ from scheduler.cluster_config import (
     resource_request,
     terraform_outputs_from_dict,
 )
-from scheduler.cmd_cluster import cluster_config
-from scheduler.cmd_plan import plan as plan_command
 
 pytestmark = pytest.mark.unit
 
@@ -86,7 +86,7 @@ def test_renders_one_node_type_per_type_and_market(tmp_path: Path) -> None:
     assert doc["file_mounts"] == {"/tmp/eochain-dist": str(tmp_path / "dist")}
     assert sorted(p.name for p in (tmp_path / "dist").iterdir()) == [
         "constraints.txt", "eochain-0.1.0-py3-none-any.whl"]
-    assert any("scheduler.cloud.drain" in c for c in doc["worker_start_ray_commands"])
+    assert any("scheduler.fleet.drain" in c for c in doc["worker_start_ray_commands"])
     types = doc["available_node_types"]
     assert set(types) == {"ray.head.default", "c7g.4xlarge-spot", "c7g.4xlarge-on-demand",
                           "r7g.2xlarge-spot"}
@@ -272,7 +272,7 @@ def test_setup_installs_this_wheel_with_its_pins_and_the_clients_ray() -> None:
     assert "python3.12 -m venv $HOME/eochain-venv" in setup
     assert "--force-reinstall /tmp/eochain-dist/eochain-0.1.0-py3-none-any.whl" in setup
     workers = doc["worker_start_ray_commands"]
-    assert any("$HOME/eochain-venv/bin/python -m scheduler.cloud.drain" in c for c in workers)
+    assert any("$HOME/eochain-venv/bin/python -m scheduler.fleet.drain" in c for c in workers)
     assert all("$HOME/eochain-venv/bin/ray" in c for c in doc["head_start_ray_commands"])
     # every command is valid shell (bash parses it without running it)
     for command in (*doc["setup_commands"], *doc["head_start_ray_commands"], *workers):

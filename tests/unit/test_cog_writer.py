@@ -18,11 +18,11 @@ import rasterio
 import rasterio.shutil
 from rio_cogeo.cogeo import cog_validate
 
-from ops import raster_io
-from ops.cog_layout import GHOST_HEADER_BODY
 from ops.errors import RasterWriteError
-from ops.raster_io import CogWriter, overview_shapes
-from planner.grid import GeoBox, Window
+from ops.raster import raster_io
+from ops.raster.cog_layout import GHOST_HEADER_BODY
+from ops.raster.raster_io import CogWriter, overview_shapes
+from planner.geometry.grid import GeoBox, Window
 
 pytestmark = pytest.mark.unit
 

@@ -15,23 +15,17 @@ from prometheus_client import CollectorRegistry
 
 from planner.errors import PlanError
 from planner.plan_document import PLAN_FORMAT, plan_document_from_dict
-from scheduler.cost_report import OTHER, build_cost_report, format_cost_report
-from scheduler.metrics import (
-    CampaignMetrics,
-    MetricsError,
-    PlanTargets,
-    node_type,
-    op_name,
-    project,
-)
-from scheduler.metrics_hooks import (
+from scheduler.cli.progress import run_with_progress
+from scheduler.observe.cost_report import OTHER, build_cost_report, format_cost_report
+from scheduler.observe.errors import MetricsError
+from scheduler.observe.metrics import CampaignMetrics, PlanTargets, node_type, op_name, project
+from scheduler.observe.metrics_hooks import (
     InstrumentedTask,
     node_type_of,
     observe_campaign,
     prices_from_plan,
 )
-from scheduler.runtime.driver import Driver
-from scheduler.runtime.progress import run_with_progress
+from scheduler.products.driver import Driver
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""Unit tests for ops.dem and ops.geoid on small synthetic grids written to tmp_path.
+"""Unit tests for ops.terrain.dem and ops.terrain.geoid on small synthetic grids written to tmp_path.
 
 Bilinear sampling is checked against scipy's RegularGridInterpolator on the
 same nodes; mosaics against analytic planes (bilinear reproduces planes
@@ -22,9 +22,9 @@ from hypothesis import strategies as st
 from numpy.typing import NDArray
 from scipy.interpolate import RegularGridInterpolator
 
-from ops.dem import Dem, fill_holes_laplace
 from ops.errors import DemCoverageError, DemError, RasterReadError
-from ops.geoid import Geoid
+from ops.terrain.dem import Dem, fill_holes_laplace
+from ops.terrain.geoid import Geoid
 
 pytestmark = pytest.mark.unit
 

@@ -15,9 +15,9 @@ import rasterio
 from numpy.typing import NDArray
 from rasterio.crs import CRS
 
-from ops.dem import MAX_HOLE_FRACTION, Dem
 from ops.errors import DemError
-from ops.geoid import Geoid
+from ops.terrain.dem import MAX_HOLE_FRACTION, Dem
+from ops.terrain.geoid import Geoid
 
 pytestmark = pytest.mark.unit
 

@@ -16,12 +16,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ops.crs import lonlat_transformer, utm_crs
 from ops.errors import GeometryError
-from ops.footprint import declare_input_window, tile_samples
-from ops.rpc import RpcModel
-from ops.rpc_io import find_rpc
-from planner.grid import GeoBox
+from ops.raster.crs import lonlat_transformer, utm_crs
+from ops.sensor.footprint import declare_input_window, tile_samples
+from ops.sensor.rpc import RpcModel
+from ops.sensor.rpc_io import find_rpc
+from planner.geometry.grid import GeoBox
 
 pytestmark = pytest.mark.unit
 

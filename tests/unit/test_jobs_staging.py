@@ -23,10 +23,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from scheduler.cli.jobs import jobs_group, status_cmd
 from scheduler.cloud.bundle import Bundle
 from scheduler.cloud.errors import JobSubmissionError
-from scheduler.cmd_jobs import jobs_group, status_cmd
-from scheduler.jobs import (
+from scheduler.cloud.jobs import (
     DEFAULT_ADDRESS,
     build_job,
     connect,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.metrics_targets import (
+from scheduler.observe.targets import (
     DEFAULT_TARGETS_DIR,
     registered_target,
     sweep_stale,

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
+from scheduler.products.one_product import TILES_AHEAD_PER_WORKER, run_graph
 from scheduler.runtime.actors import TaskContext
 from scheduler.runtime.errors import FlowError
-from scheduler.runtime.one_product import TILES_AHEAD_PER_WORKER, run_graph
 from scheduler.runtime.state import Task
 
 pytestmark = pytest.mark.unit

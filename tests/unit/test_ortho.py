@@ -14,10 +14,9 @@ import numpy as np
 import pytest
 import scipy.ndimage
 
-from ops.crs import lonlat_transformer
-from ops.dem import Dem
 from ops.errors import DemCoverageError, GeometryError
-from ops.ortho import (
+from ops.ortho.kernel import CUBIC_A
+from ops.ortho.orthorectify import (
     HeightModel,
     OrthoPlan,
     declare_tile_input,
@@ -29,10 +28,11 @@ from ops.ortho import (
     plan_ortho,
     tile_input_windows,
 )
-from ops.ortho_kernel import CUBIC_A
-from ops.rpc import RpcModel
-from ops.rpc_io import find_rpc
-from planner.grid import TileGrid, Window
+from ops.raster.crs import lonlat_transformer
+from ops.sensor.rpc import RpcModel
+from ops.sensor.rpc_io import find_rpc
+from ops.terrain.dem import Dem
+from planner.geometry.grid import TileGrid, Window
 
 pytestmark = pytest.mark.unit
 

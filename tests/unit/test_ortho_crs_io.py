@@ -9,11 +9,11 @@ import pytest
 import rasterio
 from rio_cogeo.cogeo import cog_validate
 
-from ops.crs import check_crs, round_gsd_m, sensor_gsd_m, utm_crs, utm_zone
 from ops.errors import GeometryError, RasterReadError, RasterWriteError
-from ops.raster_io import CogWriter, raster_info, read_window, write_cog
-from ops.rpc_io import find_rpc
-from planner.grid import GeoBox, Window
+from ops.raster.crs import check_crs, round_gsd_m, sensor_gsd_m, utm_crs, utm_zone
+from ops.raster.raster_io import CogWriter, raster_info, read_window, write_cog
+from ops.sensor.rpc_io import find_rpc
+from planner.geometry.grid import GeoBox, Window
 
 pytestmark = pytest.mark.unit
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from ops.phase_times import phase, record_phases
+from ops.stereo.phase_times import phase, record_phases
 
 pytestmark = pytest.mark.unit
 

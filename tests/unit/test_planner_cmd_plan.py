@@ -10,7 +10,7 @@ import yaml
 from click.testing import CliRunner
 
 from planner.campaign import load_campaign
-from scheduler.cmd_plan import plan
+from scheduler.cli.plan import plan
 
 pytestmark = pytest.mark.unit
 

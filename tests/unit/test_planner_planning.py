@@ -90,7 +90,7 @@ def test_a_short_time_budget_makes_fewer_runs_and_says_so() -> None:
     assert doc["simulation"]["pairs_screened"] == 1 and doc["simulation"]["final_runs"] == 0
     # the headline then rests on the one screening run made, and plan.json counts it
     assert doc["risk"]["runs"] == 1 and doc["figures"] == "simulated"
-    from scheduler.cmd_plan import format_table
+    from scheduler.cli.plan import format_table
 
     assert "note      fewer runs to keep the 0.001 s planning budget" in format_table(doc, tight)
     assert "fewer runs" not in format_table(plan_to_dict(roomy), roomy)

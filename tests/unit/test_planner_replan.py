@@ -1,7 +1,7 @@
 """Re-planning mid-run: measured slowness re-sizes the fleet; no slack left means on demand.
 
 The pure decision (:func:`planner.replan.replan`) and the runtime's side of
-it (:class:`scheduler.runtime.replanning.LiveReplanner`: measurements kept,
+it (:class:`scheduler.fleet.replanning.LiveReplanner`: measurements kept,
 remaining work scaled, re-plans rate-limited) on small problems of one
 instance type, spot and on demand, with two chained stages::
 
@@ -35,8 +35,8 @@ from planner.replan import (
     slowdowns,
 )
 from planner.simulator import CampaignSimulator
+from scheduler.fleet.replanning import LiveReplanner
 from scheduler.runtime.errors import FlowError
-from scheduler.runtime.replanning import LiveReplanner
 
 pytestmark = pytest.mark.unit
 

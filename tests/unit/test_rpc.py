@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ops.errors import RpcDomainError, RpcFormatError
-from ops.rpc import RpcModel, rpc00b_terms
-from ops.rpc_io import (
+from ops.sensor.rpc import RpcModel, rpc00b_terms
+from ops.sensor.rpc_io import (
     parse_geom,
     parse_json,
     parse_rpc_txt,
@@ -405,7 +405,7 @@ def test_writers_round_trip_any_model_exactly(
 def test_disagreement_of_two_models_is_their_largest_pixel_gap() -> None:
     from dataclasses import replace
 
-    from ops.rpc_check import rpc_disagreement_px
+    from ops.sensor.rpc_check import rpc_disagreement_px
 
     assert rpc_disagreement_px(MODEL, MODEL) == 0.0
     assert rpc_disagreement_px(MODEL, replace(MODEL, line_off=MODEL.line_off + 0.5)) == (

@@ -1,6 +1,6 @@
 """Every node departure gets one cause, and only interruptions reach the spot fallback (pure).
 
-One test per cause of :func:`~scheduler.runtime.departures.departure_cause`,
+One test per cause of :func:`~scheduler.fleet.departures.departure_cause`,
 plus the rule order where two could apply, and the request counted per pool.
 """
 
@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import pytest
 
-from scheduler.runtime.departures import (
+from scheduler.fleet.departures import (
     UNTYPED,
     DepartureCause,
     NodeExit,

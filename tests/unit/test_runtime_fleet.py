@@ -9,15 +9,15 @@ import pytest
 from planner.catalog import load_catalog
 from planner.errors import PlanError
 from scheduler.cloud.errors import ClusterConfigError
-from scheduler.cloud.fallback import FallbackDecision, FallbackPolicy
-from scheduler.runtime.driver import StageQueue
-from scheduler.runtime.fleet import (
+from scheduler.fleet.autoscaling import (
     FleetRequest,
     SpotLosses,
     fleet_bundles,
     fleet_request,
     plan_region,
 )
+from scheduler.fleet.fallback import FallbackDecision, FallbackPolicy
+from scheduler.products.driver import StageQueue
 from scheduler.runtime.placement import surplus_nodes
 
 pytestmark = pytest.mark.unit

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.runtime.departures import Departure, DepartureCause
+from scheduler.fleet.departures import Departure, DepartureCause
+from scheduler.products.driver import Driver, worker_env
+from scheduler.products.flow import SceneInput, merge_reports
 from scheduler.runtime.dispatch import RunReport
-from scheduler.runtime.driver import Driver, worker_env
 from scheduler.runtime.errors import FlowError
-from scheduler.runtime.flow import SceneInput, merge_reports
 
 pytestmark = pytest.mark.unit
 

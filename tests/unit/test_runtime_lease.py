@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.runtime.lease import Lease, LeaseBook, dead_runs, heartbeat_key, lease_key
-from scheduler.runtime.store import TMP_PREFIX, LocalStore
+from scheduler.products.lease import Lease, LeaseBook, dead_runs, heartbeat_key, lease_key
+from scheduler.products.store import TMP_PREFIX, LocalStore
 
 pytestmark = pytest.mark.unit
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from planner.plan_document import plan_document_from_dict
-from scheduler.cmd_run import plan_placement, summary
-from scheduler.runtime.departures import Departure, DepartureCause
+from scheduler.cli.run import plan_placement, summary
+from scheduler.fleet.departures import Departure, DepartureCause
+from scheduler.products.flow import FlowReport
 from scheduler.runtime.dispatch import Dispatcher, RunReport, _Slot
-from scheduler.runtime.flow import FlowReport
 from scheduler.runtime.placement import Choice, Placement, candidates, choose
 from scheduler.runtime.state import DispatchState, Failure, Task, TaskGraph
 
@@ -165,10 +165,10 @@ def test_run_heights_reach_the_dsm_and_geoid_heights_need_a_geoid(tmp_path: Path
     import yaml
     from click.testing import CliRunner
 
-    from ops.synthetic import SceneSpec, generate_scene
-    from scheduler.cmd_run import campaign_flow, run
-    from scheduler.runtime.driver import Driver
-    from scheduler.scene_survey import load_surveyed_campaign
+    from ops.synthetic.scene import SceneSpec, generate_scene
+    from scheduler.cli.run import campaign_flow, run
+    from scheduler.cli.scene_survey import load_surveyed_campaign
+    from scheduler.products.driver import Driver
 
     scene = generate_scene(SceneSpec(width=64, height=64, seed=3), tmp_path / "scene")
     lon0, lat0, lon1, lat1 = scene.footprint_lonlat

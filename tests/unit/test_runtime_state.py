@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import networkx as nx
 import numpy as np
 import pytest
 from hypothesis import given
@@ -155,13 +154,6 @@ def test_graph_errors_name_the_task() -> None:
         Task("stereo.plan:a+b:0_0", total, stage="dsm")
     with pytest.raises(GraphError, match="not op:item:row_col"):
         Task("a/dsm/0001_0002", total, stage="dsm")
-
-
-def test_from_networkx_takes_inputs_in_key_order() -> None:
-    g = nx.DiGraph([("t1", "w"), ("t0", "w")])
-    graph = TaskGraph.from_networkx(g, {"t0": Ramp(0), "t1": Ramp(1), "w": total})
-    assert graph.tasks["w"].deps == ("t0", "t1")
-    assert run_serial(graph).results == {"w": expected_sum(0, 2)}
 
 
 def test_execute_turns_exceptions_into_failed_status() -> None:

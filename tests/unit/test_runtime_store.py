@@ -14,11 +14,11 @@ from typing import BinaryIO
 
 import pytest
 
-from planner.grid import GeoBox
-from scheduler.runtime.errors import ManifestError, StoreError
-from scheduler.runtime.manifest import Manifest, ProductRecord, product_key, rpc_identity
-from scheduler.runtime.stac import make_item, stac_key
-from scheduler.runtime.store import STALE_TEMP_S, TMP_PREFIX, LocalStore, ObjectStore, open_store
+from planner.geometry.grid import GeoBox
+from scheduler.products.errors import ManifestError, StoreError
+from scheduler.products.manifest import Manifest, ProductRecord, product_key, rpc_identity
+from scheduler.products.stac import make_item, stac_key
+from scheduler.products.store import STALE_TEMP_S, TMP_PREFIX, LocalStore, ObjectStore, open_store
 
 pytestmark = pytest.mark.unit
 
@@ -121,7 +121,7 @@ def test_product_key_changes_with_params_inputs_rpc_and_dem_tiles(tmp_path: Path
 
 
 def test_rpc_identity_ignores_where_the_model_was_read() -> None:
-    from ops.rpc import RpcModel
+    from ops.sensor.rpc import RpcModel
 
     ones = tuple([1.0] + [0.0] * 19)
     rpc = RpcModel(0, 0, 43, 1, 100, 10, 10, 0.1, 0.1, 50, ones, ones, ones, ones)
@@ -201,7 +201,7 @@ def test_stac_item_has_projection_and_raster_fields() -> None:
 
 
 def test_scratch_cogs_of_lost_workers_are_swept_once_stale(tmp_path: Path) -> None:
-    from scheduler.runtime.kernels import sweep_stale_scratch
+    from scheduler.products.kernels import sweep_stale_scratch
 
     dead, live, mine = (tmp_path / f"eochain-worker-{n}" for n in ("dead", "live", "mine"))
     for folder in (dead, live, mine):

@@ -22,13 +22,13 @@ import rasterio
 from pyproj import CRS
 from pystac.validation.stac_validator import GetSchemaError
 
-from ops.acquisition import Acquisition, read_acquisition, span
 from ops.errors import AcquisitionError
-from ops.raster_io import CogWriter
-from planner.grid import GeoBox, Window
-from scheduler.runtime.errors import MetadataError
-from scheduler.runtime.manifest import MANIFEST_DIR, ProductRecord
-from scheduler.runtime.provenance import (
+from ops.raster.raster_io import CogWriter
+from ops.sensor.acquisition import Acquisition, read_acquisition, span
+from planner.geometry.grid import GeoBox, Window
+from scheduler.products.errors import MetadataError
+from scheduler.products.manifest import MANIFEST_DIR, ProductRecord
+from scheduler.products.provenance import (
     DIMENSIONLESS,
     METRE,
     ProductMetadata,
@@ -36,7 +36,7 @@ from scheduler.runtime.provenance import (
     height_crs,
     ortho_metadata,
 )
-from scheduler.runtime.stac import (
+from scheduler.products.stac import (
     COLLECTION_KEY,
     CampaignCollection,
     footprint_lonlat,
@@ -44,7 +44,7 @@ from scheduler.runtime.stac import (
     item_links,
     make_item,
 )
-from scheduler.runtime.store import LocalStore
+from scheduler.products.store import LocalStore
 from tests.stac_validation import validate_stac
 
 pytestmark = pytest.mark.unit

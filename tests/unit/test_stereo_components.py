@@ -13,15 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ops.epipolar import build_frame
 from ops.errors import StereoError
-from ops.matching import MatchingConfig, estimate_row_shift, match, to_grey_levels
-from ops.rasterize import fill_small_holes, rasterize_points
-from ops.stereo import StereoConfig, StereoView, check_pair
-from ops.stereo_eval import agreement, nmad
-from ops.synthetic import SceneSpec, SyntheticScene, generate_scene
-from ops.triangulation import triangulate
-from planner.grid import GeoBox
+from ops.evaluation.stereo_eval import agreement, nmad
+from ops.stereo.epipolar import build_frame
+from ops.stereo.matching import MatchingConfig, estimate_row_shift, match, to_grey_levels
+from ops.stereo.pair import StereoConfig, StereoView, check_pair
+from ops.stereo.rasterize import fill_small_holes, rasterize_points
+from ops.stereo.triangulation import triangulate
+from ops.synthetic.scene import SceneSpec, SyntheticScene, generate_scene
+from planner.geometry.grid import GeoBox
 
 pytestmark = pytest.mark.unit
 

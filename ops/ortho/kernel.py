@@ -1,0 +1,325 @@
+"""The compiled per-pixel loop of the ortho: sparse-grid mapping, DEM height, resampling.
+
+Inputs for one output tile (see :mod:`ops.ortho.orthorectify` for how they are built):
+
+* ``U, V`` of shape (nk, nl): at the global sparse-grid nodes (row
+  ``(k0 + k) * step``, col ``(l0 + l) * step`` of the output geobox), the
+  DEM's fractional node coordinates (column, row; integer = DEM node).
+* ``R, C`` of shape (levels, nk, nl): the exact sensor (row, col) of each node
+  projected at the global height levels ``h0 + j * dh``.
+* ``dem``: the DEM node heights the ``U, V`` refer to.
+
+For an output pixel at global (gr, gc) the loop computes
+
+1. its sparse-grid cell's values, bilinear but separable: once per output
+   row the two node rows around it are blended (``_prep_row``), then each
+   pixel blends two adjacent node columns with the fraction
+   ``(gc mod step) / step`` (step a power of two: a shift, a mask and an
+   exact multiplication, no branch). Every number depends on the
+   global (gr, gc) only, never on the tile, so tiles assembled equal the
+   image processed at once, bit for bit (no fastmath: no reassociation or
+   FMA contraction that could differ between loop bodies);
+2. ``h = bilinear(dem, u, v)`` (ellipsoidal: :class:`ops.terrain.dem.Dem` has the
+   geoid folded in) by the one sampling rule of DEMs and geoids,
+   :func:`ops.terrain.geoid.node_bilinear` (outside the DEM's footprint: no height,
+   the output nodata), with u, v interpolated in the cell: the DEM is sampled
+   exactly at every pixel (its cell edges and building steps are not
+   smoothed by the sparse grid; only the smooth map projection is);
+3. the sensor point: the cell-interpolated (row, col) at the two levels
+   around ``h``, blended linearly in ``h`` (the RPC is nearly linear in
+   height; the levels are spaced so that the error stays far below 0.01 px);
+4. the resampled value: bilinear (2x2) or bicubic (4x4 Keys, a = -0.5, as
+   GDAL's ``cubic``). Taps beyond the image edge are clamped to it; a point
+   outside the image's extent (-0.5 .. size - 0.5) or touching a source
+   nodata value gives the output nodata. Integer products are rounded
+   half-up and clipped to the dtype's range.
+
+A tap with non-zero weight inside the image but outside the window that was
+read would mean the input-window declaration was wrong: the loop reports it
+through ``flag`` instead of reading garbage, and the caller raises. Taps are
+checked for NaN / source nodata only when the source is float or has a
+nodata value (``check_taps``); integer sources without nodata take the
+plain weighted sum.
+
+Speed: each output row is mapped first into a row buffer (the mapping loop
+stays small and tight), then resampled; bilinear on an integer source
+without nodata has its own straight-line loop, band by band. On a 2048 px
+tile this is 1.5x faster than one fused loop (same results, bit for bit).
+Two height levels (the usual plan) have their own mapping loop with fixed
+level rows: the general loop's data-dependent row choice (level from the
+DEM height) cost as much as the DEM sampling; splitting it off took one
+thread from 30 to 17 ns per output pixel over an SRTM-like DEM (identical
+output).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numba
+import numpy as np
+
+from ops.terrain.geoid import node_bilinear
+
+CUBIC_A = -0.5
+
+
+@numba.njit(cache=True, inline="always")
+def _keys(t: float) -> float:
+    t = abs(t)
+    if t < 1.0:
+        return ((CUBIC_A + 2.0) * t - (CUBIC_A + 3.0)) * t * t + 1.0
+    if t < 2.0:
+        return ((CUBIC_A * t - 5.0 * CUBIC_A) * t + 8.0 * CUBIC_A) * t - 4.0 * CUBIC_A
+    return 0.0
+
+
+@numba.njit(cache=True, inline="always")
+def _prep_row(gr: int, step: int, k0: int, U: Any, V: Any, R: Any, C: Any, rb: Any) -> None:
+    """Blend the two node rows around global output row ``gr`` into ``rb``.
+
+    ``rb`` rows: 0 = U, 1 = V, 2 + L = R[L], 2 + levels + L = C[L]; columns = nodes.
+    Each value depends on (gr, node column) only, never on the tile.
+    """
+    kk = gr // step
+    fr = (gr - kk * step) / step
+    k = kk - k0
+    n_levels = R.shape[0]
+    for m in range(U.shape[1]):
+        rb[0, m] = (1.0 - fr) * U[k, m] + fr * U[k + 1, m]
+        rb[1, m] = (1.0 - fr) * V[k, m] + fr * V[k + 1, m]
+        for lev in range(n_levels):
+            rb[2 + lev, m] = (1.0 - fr) * R[lev, k, m] + fr * R[lev, k + 1, m]
+            rb[2 + n_levels + lev, m] = (1.0 - fr) * C[lev, k, m] + fr * C[lev, k + 1, m]
+
+
+@numba.njit(cache=True, inline="always")
+def _dem_height(u: float, v: float, dem: Any, guarded: bool) -> float:
+    """DEM height at fractional node (col u, row v): :func:`ops.terrain.geoid.node_bilinear`'s rule.
+
+    NaN outside the DEM's footprint, so that pixel gets the output nodata.
+    """
+    h: float = node_bilinear(dem, v, u, guarded)
+    return h
+
+
+@numba.njit(cache=True, inline="always")
+def _sensor_point(
+    m: int, f: float, rb: Any, n_levels: int, dem: Any, guarded: bool, h0: float, inv_dh: float,
+) -> tuple[float, float]:
+    """Sensor (row, col) at fraction ``f`` between node columns m and m+1 of a prepared row."""
+    g = 1.0 - f
+    t = (_dem_height(g * rb[0, m] + f * rb[0, m + 1], g * rb[1, m] + f * rb[1, m + 1], dem,
+                     guarded) - h0) * inv_dh
+    # Branch-free level choice (a NaN height gives a NaN point through s).
+    tc = 0.0 if math.isnan(t) else t
+    a = int(min(max(tc, 0.0), n_levels - 2.0))
+    s = t - a
+    ra = 2 + a
+    ca = 2 + n_levels + a
+    r_a = g * rb[ra, m] + f * rb[ra, m + 1]
+    r_b = g * rb[ra + 1, m] + f * rb[ra + 1, m + 1]
+    c_a = g * rb[ca, m] + f * rb[ca, m + 1]
+    c_b = g * rb[ca + 1, m] + f * rb[ca + 1, m + 1]
+    return r_a + s * (r_b - r_a), c_a + s * (c_b - c_a)
+
+
+@numba.njit(cache=True, inline="always")
+def _sensor_point_2(
+    m: int, f: float, rb: Any, dem: Any, guarded: bool, h0: float, inv_dh: float,
+) -> tuple[float, float]:
+    """:func:`_sensor_point` for two levels (a = 0 always): the same numbers, fixed rows.
+
+    The data-dependent row index of the general case costs as much as the
+    DEM sampling itself; two levels is the usual plan (the RPC is nearly
+    linear in height).
+    """
+    g = 1.0 - f
+    s = (_dem_height(g * rb[0, m] + f * rb[0, m + 1], g * rb[1, m] + f * rb[1, m + 1], dem,
+                     guarded) - h0) * inv_dh
+    r_a = g * rb[2, m] + f * rb[2, m + 1]
+    r_b = g * rb[3, m] + f * rb[3, m + 1]
+    c_a = g * rb[4, m] + f * rb[4, m + 1]
+    c_b = g * rb[5, m] + f * rb[5, m + 1]
+    return r_a + s * (r_b - r_a), c_a + s * (c_b - c_a)
+
+
+@numba.njit(cache=True, inline="always")
+def _map_row(
+    ys: Any, xs: Any, win_c0: int, shift: int, l0: int, rb: Any, n_levels: int, dem: Any,
+    guarded: bool, h0: float, inv_dh: float,
+) -> None:
+    """Sensor (row, col) of every pixel of a prepared output row (step = 2**shift)."""
+    mask = (1 << shift) - 1
+    inv_step = 1.0 / (1 << shift)
+    if n_levels == 2:
+        for j in range(ys.shape[0]):
+            gc = win_c0 + j
+            ys[j], xs[j] = _sensor_point_2(
+                (gc >> shift) - l0, (gc & mask) * inv_step, rb, dem, guarded, h0, inv_dh
+            )
+    else:
+        for j in range(ys.shape[0]):
+            gc = win_c0 + j
+            ys[j], xs[j] = _sensor_point(
+                (gc >> shift) - l0, (gc & mask) * inv_step, rb, n_levels, dem, guarded, h0,
+                inv_dh,
+            )
+
+
+@numba.njit(cache=True, inline="always")
+def _bilinear_row(
+    o: Any, s: Any, ys: Any, xs: Any, src_r0: int, src_c0: int, img_h: int, img_w: int,
+    out_nodata: float, is_int: bool, lo: float, hi: float,
+) -> bool:
+    """Bilinear resampling of one output row from one band without nodata.
+
+    ``o`` the output row, ``s`` the band's window read (origin ``src_r0,
+    src_c0`` in the image). Returns True when a tap fell outside the window.
+    """
+    src_h, src_w = s.shape
+    y_max = img_h - 0.5
+    x_max = img_w - 0.5
+    outside = False
+    for j in range(o.shape[0]):
+        y = ys[j]
+        x = xs[j]
+        if not (-0.5 <= y <= y_max and -0.5 <= x <= x_max):
+            o[j] = out_nodata
+            continue
+        y0 = math.floor(y)
+        x0 = math.floor(x)
+        fy = y - y0
+        fx = x - x0
+        ty0 = min(max(y0, 0), img_h - 1) - src_r0
+        ty1 = min(y0 + 1, img_h - 1) - src_r0
+        tx0 = min(max(x0, 0), img_w - 1) - src_c0
+        tx1 = min(x0 + 1, img_w - 1) - src_c0
+        if ty0 < 0 or ty1 >= src_h or tx0 < 0 or tx1 >= src_w:
+            outside = True
+            o[j] = out_nodata
+            continue
+        top = (1.0 - fx) * s[ty0, tx0] + fx * s[ty0, tx1]
+        bottom = (1.0 - fx) * s[ty1, tx0] + fx * s[ty1, tx1]
+        acc = (1.0 - fy) * top + fy * bottom
+        if is_int:
+            o[j] = min(max(math.floor(acc + 0.5), lo), hi)
+        else:
+            o[j] = acc
+    return outside
+
+
+@numba.njit(cache=True, parallel=True)
+def sensor_loop(
+    rows_out: Any, cols_out: Any, win_r0: int, win_c0: int, shift: int, k0: int, l0: int,
+    U: Any, V: Any, R: Any, C: Any, dem: Any, guarded: bool, h0: float, dh: float,
+) -> None:
+    """The mapping alone: sensor (row, col) of every pixel of a window (step = 2**shift)."""
+    n_levels = R.shape[0]
+    inv_dh = 1.0 / dh
+    for i in numba.prange(rows_out.shape[0]):
+        rb = np.empty((2 + 2 * n_levels, U.shape[1]))
+        _prep_row(win_r0 + i, 1 << shift, k0, U, V, R, C, rb)
+        _map_row(rows_out[i], cols_out[i], win_c0, shift, l0, rb, n_levels, dem, guarded, h0,
+                 inv_dh)
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def ortho_loop(
+    out: Any, src: Any, src_r0: int, src_c0: int, img_h: int, img_w: int,
+    win_r0: int, win_c0: int, shift: int, k0: int, l0: int,
+    U: Any, V: Any, R: Any, C: Any, dem: Any, guarded: bool, h0: float, dh: float,
+    radius: int, src_nodata: float, has_src_nodata: bool, src_may_nan: bool, out_nodata: float,
+    is_int: bool, lo: float, hi: float, flag: Any,
+) -> None:
+    """Mapping and resampling of every pixel of a window into ``out`` (bands, rows, cols)."""
+    n_bands, out_h, out_w = out.shape
+    src_h, src_w = src.shape[1], src.shape[2]
+    first = 0 if radius == 1 else -1
+    taps = 2 * radius
+    n_levels = R.shape[0]
+    step = 1 << shift
+    inv_dh = 1.0 / dh
+    check_taps = has_src_nodata or src_may_nan
+    for i in numba.prange(out_h):
+        wy = np.empty(4)
+        wx = np.empty(4)
+        tys = np.empty(4, dtype=np.int64)
+        txs = np.empty(4, dtype=np.int64)
+        rb = np.empty((2 + 2 * n_levels, U.shape[1]))
+        ys = np.empty(out_w)
+        xs = np.empty(out_w)
+        _prep_row(win_r0 + i, step, k0, U, V, R, C, rb)
+        _map_row(ys, xs, win_c0, shift, l0, rb, n_levels, dem, guarded, h0, inv_dh)
+        if radius == 1 and not check_taps:
+            for b in range(n_bands):
+                if _bilinear_row(out[b, i], src[b], ys, xs, src_r0, src_c0, img_h, img_w,
+                                 out_nodata, is_int, lo, hi):
+                    flag[0] = 1
+            continue
+        for j in range(out_w):
+            y = ys[j]
+            x = xs[j]
+            if not (-0.5 <= y <= img_h - 0.5 and -0.5 <= x <= img_w - 0.5):
+                for b in range(n_bands):
+                    out[b, i, j] = out_nodata
+                continue
+            y0 = math.floor(y)
+            x0 = math.floor(x)
+            fy = y - y0
+            fx = x - x0
+            if radius == 1:
+                wy[0] = 1.0 - fy
+                wy[1] = fy
+                wx[0] = 1.0 - fx
+                wx[1] = fx
+            else:
+                for d in range(4):
+                    wy[d] = _keys(fy - (d - 1))
+                    wx[d] = _keys(fx - (d - 1))
+            # Tap indices, clamped to the image, then made local to the window read.
+            outside = False
+            for d in range(taps):
+                ty = min(max(y0 + first + d, 0), img_h - 1) - src_r0
+                tx = min(max(x0 + first + d, 0), img_w - 1) - src_c0
+                if (wy[d] != 0.0 and (ty < 0 or ty >= src_h)) or (
+                    wx[d] != 0.0 and (tx < 0 or tx >= src_w)
+                ):
+                    outside = True
+                tys[d] = min(max(ty, 0), src_h - 1)  # zero-weight taps: any valid index
+                txs[d] = min(max(tx, 0), src_w - 1)
+            if outside:
+                flag[0] = 1
+                for b in range(n_bands):
+                    out[b, i, j] = out_nodata
+                continue
+            for b in range(n_bands):
+                acc = 0.0
+                bad = False
+                if check_taps:
+                    # Skip zero weights: a NaN or nodata there must not leak in.
+                    for dy in range(taps):
+                        if wy[dy] == 0.0:
+                            continue
+                        row_acc = 0.0
+                        for dx in range(taps):
+                            if wx[dx] == 0.0:
+                                continue
+                            val = float(src[b, tys[dy], txs[dx]])
+                            if math.isnan(val) or (has_src_nodata and val == src_nodata):
+                                bad = True
+                            row_acc += wx[dx] * val
+                        acc += wy[dy] * row_acc
+                else:
+                    for dy in range(taps):
+                        row_acc = 0.0
+                        for dx in range(taps):
+                            row_acc += wx[dx] * src[b, tys[dy], txs[dx]]
+                        acc += wy[dy] * row_acc
+                if bad:
+                    out[b, i, j] = out_nodata
+                elif is_int:
+                    out[b, i, j] = min(max(math.floor(acc + 0.5), lo), hi)
+                else:
+                    out[b, i, j] = acc

@@ -1,0 +1,1 @@
+"""Sensor models: RPCs (evaluation, fitting, formats, sidecars, checks), acquisition metadata and footprints."""

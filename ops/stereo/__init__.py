@@ -1,0 +1,1 @@
+"""Stereo: epipolar rectification, matching, triangulation, rasterization and DSM fusion."""

@@ -1,0 +1,1 @@
+"""Synthetic pushbroom scenes with exact ground truth: terrain, rendering, defects."""

@@ -1,0 +1,1 @@
+"""Terrain: DEM access and filling, the geoid and vertical references."""

@@ -1,0 +1,1 @@
+"""The ``eochain`` command line (click lives here only)."""

@@ -1,0 +1,68 @@
+"""Every private Ray API eochain uses, in one place: what to check when Ray is upgraded.
+
+Ray 2.x offers no public API for these; each wrapper names what it reaches
+into. Nothing else in planner, ops or scheduler names ``ray._private``,
+``ray._raylet``, ``ray.experimental``, ``ray.autoscaler._private`` or
+``ray.core.generated`` (tests/unit/test_architecture.py keeps it so).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any
+
+
+def internal_kv_put(key: str, value: bytes, *, overwrite: bool = True) -> None:
+    """Put ``key`` in the cluster's internal KV (``ray.experimental.internal_kv``)."""
+    kv: Any = importlib.import_module("ray.experimental.internal_kv")
+    kv._internal_kv_put(key, value, overwrite=overwrite)
+
+
+def internal_kv_get(key: str) -> bytes | None:
+    """The value of ``key`` in the cluster's internal KV, or None."""
+    kv: Any = importlib.import_module("ray.experimental.internal_kv")
+    value = kv._internal_kv_get(key)
+    return bytes(value) if value is not None else None
+
+
+def drain_node(gcs_address: str, node_id: str, message: str, deadline_ms: int
+               ) -> tuple[bool, str]:
+    """Ask the GCS to drain ``node_id`` for a preemption by ``deadline_ms``: (accepted, rejection).
+
+    ``ray._raylet.GcsClient.drain_node`` with ``DRAIN_NODE_REASON_PREEMPTION``.
+    """
+    raylet: Any = importlib.import_module("ray._raylet")
+    autoscaler_pb2: Any = importlib.import_module("ray.core.generated.autoscaler_pb2")
+    client = raylet.GcsClient(address=gcs_address)
+    accepted, rejection = client.drain_node(
+        node_id, autoscaler_pb2.DrainNodeReason.Value("DRAIN_NODE_REASON_PREEMPTION"),
+        message, deadline_ms)
+    return bool(accepted), str(rejection)
+
+
+def draining_nodes_ms() -> dict[str, int]:
+    """Nodes the GCS is draining: node id -> deadline (epoch ms, 0 when none); ``ray._private.state``."""
+    state: Any = importlib.import_module("ray._private.state").state
+    return {str(node): int(ms or 0) for node, ms in state.get_draining_nodes().items()}
+
+
+def memory_summary(gcs_address: str, *, stats_only: bool = True) -> str:
+    """Ray's object-store usage report (``ray._private.internal_api.memory_summary``)."""
+    internal_api: Any = importlib.import_module("ray._private.internal_api")
+    return str(internal_api.memory_summary(gcs_address, stats_only=stats_only))
+
+
+def use_loopback() -> None:
+    """Keep Ray on 127.0.0.1, for this process and the Ray processes it starts.
+
+    Ray reads the variable once, when ``ray._private.ray_constants`` is
+    imported; if something imported Ray earlier (another test module, a
+    library), the constant it read is overridden too, so the result does
+    not depend on import order.
+    """
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None and os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0":
+        setattr(constants, "ENABLE_RAY_CLUSTER", False)  # noqa: B010 - a module constant
