@@ -122,7 +122,8 @@ def stop_on_sigterm() -> None:
 def campaign_flow(campaign: Campaign, campaign_path: Path, driver: Driver, *, dem: str,
                   geoid: str | None, tile_px: int | None, dest: str | None,
                   placement: Mapping[str, tuple[str, ...]], heights: str = "ellipsoid") -> Flow:
-    """The flow of a campaign file: a DSM per stereo pair and an ortho per scene, as asked,
+    """The flow of a campaign file: a DSM per stereo pair and per group of three or more
+    views (``products.dsm.views``), and an ortho per scene, as asked,
     each stage's tasks on the resources ``placement`` gives it (none: anywhere)."""
     missing = [s.id for s in campaign.scenes if not s.uri]
     if missing:
@@ -131,10 +132,11 @@ def campaign_flow(campaign: Campaign, campaign_path: Path, driver: Driver, *, de
             "image of every scene (inputs.scenes[].uri)"
         )
     ortho, dsm = campaign.product("ortho"), campaign.product("dsm")
-    if ortho is None and (dsm is None or not campaign.pairs):
+    stereo = bool(campaign.pairs or campaign.view_groups)
+    if ortho is None and (dsm is None or not stereo):
         raise click.ClickException(
             f"{campaign_path}: nothing to run; expected products.ortho, or products.dsm with "
-            "inputs.pairs"
+            "inputs.pairs or products.dsm.views"
         )
     base = campaign_path.parent
     scenes = [
@@ -144,9 +146,10 @@ def campaign_flow(campaign: Campaign, campaign_path: Path, driver: Driver, *, de
     ]
     tile = tile_px or campaign.tiling.tile_px
     flow = driver.get_flow(scenes).place(placement)
-    if dsm is not None and campaign.pairs:
+    if dsm is not None and stereo:
         flow = flow.dsm([(p.left, p.right) for p in campaign.pairs], dem=dem, geoid=geoid,
-                        gsd_m=dsm.gsd_m, tile_px=max(tile, 64), heights=heights)
+                        gsd_m=dsm.gsd_m, tile_px=max(tile, 64), heights=heights,
+                        views=campaign.view_groups)
     if ortho is not None:
         flow = flow.ortho(dem=dem, geoid=geoid, gsd_m=ortho.gsd_m, tile_px=tile)
     return flow.write(dest or f"{campaign.name}-output")

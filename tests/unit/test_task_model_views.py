@@ -53,3 +53,19 @@ def test_bad_groups_are_refused_by_key() -> None:
     assert "products.dsm.views[2] names scenes ['sX']" in text
     with pytest.raises(CampaignError, match="needs stereo pairs .* or views"):
         _campaign([])
+
+
+def test_eochain_run_makes_the_campaigns_view_groups(tmp_path: Any) -> None:
+    """The run's flow asks for every group (the plan refuses a run that would drop one)."""
+    from scheduler.cli.run import campaign_flow
+    from scheduler.products.driver import Driver
+
+    c = parse_campaign({
+        "name": "views", "inputs": {"scenes": [
+            {"id": f"s{k}", "uri": str(tmp_path / f"s{k}.tif"), "footprint": [5.0, 44.0, 5.02, 44.015],
+             "rows": 3000, "cols": 3000} for k in range(3)]},
+        "products": {"dsm": {"gsd_m": 1.0, "views": [["s0", "s1", "s2"]]}}})
+    flow = campaign_flow(c, tmp_path / "c.yaml", Driver(address="serial"), dem="dem.tif",
+                         geoid=None, tile_px=None, dest=str(tmp_path / "out"), placement={})
+    assert flow.dsm_step is not None
+    assert flow.dsm_step.views == (("s0", "s1", "s2"),) and flow.dsm_step.pairs == ()
