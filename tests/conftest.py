@@ -104,19 +104,29 @@ def free_port() -> int:
     return _free_port()
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free TCP ports on 127.0.0.1: all are held open until all are chosen,
+    so the kernel cannot hand one out twice (one-at-a-time choices can collide, and a Ray
+    head whose agent and metrics exporter got the same port dies)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+
+
 @contextlib.contextmanager
 def job_server_head(ray_cli: Path, env: dict[str, str], token: str, *,
                     timeout_s: float = 90.0) -> Iterator[str]:
     """A one-CPU Ray head started with ``ray_cli`` on free loopback ports; yields its job
     server address once it answers, then stops the whole process group (TERM, then KILL)."""
-    dash = free_port()
+    dash, gcs, agent, agent_grpc, runtime_env, metrics = free_ports(6)
     temp = tempfile.mkdtemp(prefix="eoj")  # short: Ray's socket paths must stay < 108 chars
     cmd = [str(ray_cli), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-           f"--port={free_port()}", "--num-cpus=1", "--object-store-memory=80000000",
+           f"--port={gcs}", "--num-cpus=1", "--object-store-memory=80000000",
            "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-           f"--dashboard-agent-listen-port={free_port()}",
-           f"--dashboard-agent-grpc-port={free_port()}",
-           f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
+           f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
+           f"--runtime-env-agent-port={runtime_env}", f"--metrics-export-port={metrics}",
            f"--temp-dir={temp}", "--disable-usage-stats"]
     address = f"http://127.0.0.1:{dash}"
     log = (Path(temp) / "head.log").open("w")
@@ -137,16 +147,66 @@ def job_server_head(ray_cli: Path, env: dict[str, str], token: str, *,
                 time.sleep(0.5)
         yield address
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # Ray's daemons left in the group
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=10)
+        stop_group(proc)
+        log.close()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """TERM, then KILL, the process group of a `ray start` a test launched (Ray's daemons
+    stay in the group)."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=10)
+
+
+#: The `ray` command of this venv (the fake_multinode heads are started with it).
+RAY_CLI = Path(sys.executable).with_name("ray")
+
+
+def fake_cluster_env() -> dict[str, str]:
+    """Environment of a fake_multinode head and its drivers: no token auth, the fake
+    provider, a 1 s autoscaler loop, this checkout importable by the simulated nodes."""
+    return dict(os.environ, RAY_AUTH_MODE="disabled", RAY_FAKE_CLUSTER="1",
+                AUTOSCALER_UPDATE_INTERVAL_S="1", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO),
+                                                         os.environ.get("PYTHONPATH")])))
+
+
+@contextlib.contextmanager
+def fake_multinode_head(fleet: Any, prefix: str, env: dict[str, str],
+                        **config: Any) -> Iterator[tuple[str, Path]]:
+    """A Ray head with no CPU of its own whose autoscaler launches ``fleet``'s node types
+    as simulated nodes (Ray's fake_multinode provider; ``config``: options of
+    :func:`~scheduler.fleet.cluster_config.render_fake_multinode_config`), on free
+    loopback ports. Yields its address and a scratch folder; stops the process group."""
+    from scheduler.fleet.cluster_config import render_fake_multinode_config
+
+    if not RAY_CLI.exists():
+        pytest.skip(f"ray CLI not found at {RAY_CLI}")
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    temp = Path(tempfile.mkdtemp(prefix=prefix))  # short: Ray's socket paths stay < 108 chars
+    autoscaler = temp / "autoscaler.json"
+    autoscaler.write_text(json.dumps(render_fake_multinode_config(fleet, address, **config)))
+    log = (temp / "head.log").open("w")
+    head = subprocess.Popen(
+        [str(RAY_CLI), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+         f"--port={port}", "--num-cpus=0", "--object-store-memory=80000000",
+         "--include-dashboard=false", f"--autoscaling-config={autoscaler}",
+         f"--temp-dir={temp / 't'}", "--disable-usage-stats"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield address, temp
+    finally:
+        stop_group(head)
         log.close()
         shutil.rmtree(temp, ignore_errors=True)
 

@@ -25,11 +25,8 @@ campaign on it. Then:
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -38,9 +35,9 @@ import yaml
 
 from planner.catalog import load_catalog
 from planner.plan_document import FleetEntry, read_plan, write_plan
-from scheduler.fleet.cluster_config import fleet_from_plan, render_fake_multinode_config
+from scheduler.fleet.cluster_config import fleet_from_plan
 from scheduler.observe.cost_report import RunLedger, build_cost_report
-from tests.integration.test_spot_autoscaling import RAY, _free_port, _stop_group
+from tests.conftest import fake_cluster_env, fake_multinode_head
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -55,7 +52,7 @@ def _campaign(root: Path) -> tuple[Path, Path]:
     """A stereo pair of 160 px, its DSM and both views' orthos on 64-px tiles: (file, DEM).
 
     The DEM is the scene's true heights on a coarse grid around it (as the demo's). The
-    orthos, at a fine GSD, outlast stereo and dsm by some seconds (about 1,250 small tiles
+    orthos, at a fine GSD, outlast stereo and dsm by 10 s or more (about 5,000 small tiles
     on one 1-CPU node), so their nodes leave while the run goes on.
     """
     from ops.synthetic.scene import SceneSpec, generate_scene
@@ -70,7 +67,7 @@ def _campaign(root: Path) -> tuple[Path, Path]:
         "inputs": {"scenes": [{"id": "left", "uri": "scene/view_0.tif", **entry},
                               {"id": "right", "uri": "scene/view_1.tif", **entry}],
                    "pairs": [["left", "right"]]},
-        "products": {"ortho": {"gsd_m": 0.0625}, "dsm": {"gsd_m": 1.0}},
+        "products": {"ortho": {"gsd_m": 0.03125}, "dsm": {"gsd_m": 1.0}},
         "tiling": {"tile_px": 64, "margin_px": 0},
         "data": {"region": REGION, "bucket": "unused"},
         "deadline_h": 1,
@@ -111,41 +108,21 @@ def _three_type_plan(planned: Path, out: Path) -> Path:
 
 
 def test_the_run_enacts_the_plan_and_measures_its_cost(tmp_path: Path) -> None:
-    if not RAY.exists():
-        pytest.skip(f"ray CLI not found at {RAY}")
     campaign, dem = _campaign(tmp_path)
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_FAKE_CLUSTER="1",
-               AUTOSCALER_UPDATE_INTERVAL_S="1", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    env = fake_cluster_env()
     planned = _python("-m", "scheduler.cli.main", "plan", str(campaign), "--dem", str(dem),
                       "--runs", "0", "--out", str(tmp_path / "planned"), env=env, timeout_s=120)
     assert planned.returncode == 0, planned.stdout + planned.stderr[-3000:]
     plan_path = _three_type_plan(tmp_path / "planned" / "plan.json", tmp_path / "plan.json")
     plan = read_plan(plan_path)
 
-    port = _free_port()
-    address = f"127.0.0.1:{port}"
-    temp = Path(tempfile.mkdtemp(prefix="eop"))  # short: Ray's socket paths stay < 108 chars
-    config = temp / "autoscaler.json"
     fleet = fleet_from_plan(plan, REGION, load_catalog())
-    # idle nodes leave after 2 s: the stereo and dsm nodes go while the orthos still run
-    config.write_text(json.dumps(render_fake_multinode_config(fleet, address,
-                                                              idle_timeout_minutes=2 / 60)))
-    log = (temp / "head.log").open("w")
-    head = subprocess.Popen(
-        [str(RAY), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
-         "--num-cpus=0", "--object-store-memory=80000000", "--include-dashboard=false",
-         f"--autoscaling-config={config}", f"--temp-dir={temp / 't'}", "--disable-usage-stats"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     out = tmp_path / "out"
-    try:
+    # idle nodes leave after 2 s: the stereo and dsm nodes go while the orthos still run
+    with fake_multinode_head(fleet, "eop", env, idle_timeout_minutes=2 / 60) as (address, _):
         run = _python("-c", "from scheduler.cli.run import run; run()", str(campaign),
                       "--plan", str(plan_path), "--dem", str(dem), "--address", address,
                       "--out", str(out), "--no-replan", "-q", env=env, timeout_s=300)
-    finally:
-        _stop_group(head)
-        log.close()
-        shutil.rmtree(temp, ignore_errors=True)
     assert run.returncode == 0, run.stdout + run.stderr[-3000:]
 
     ledger = RunLedger.from_dict(json.loads((out / "cost-ledger.json").read_text()))

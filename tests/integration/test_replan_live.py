@@ -46,11 +46,8 @@ The run's wall times are printed, not asserted (timing lives in benchmarks/).
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -64,11 +61,10 @@ from planner.order import depth_first_order
 from planner.placement import PlacementPlan, PlacementProblem, Stage, solve_placement
 from planner.replan import RunProgress, fleet_counts, replan
 from planner.simulator import CampaignSimulator, SimulationSummary
-from scheduler.fleet.cluster_config import fleet_from_plan, render_fake_multinode_config
+from scheduler.fleet.cluster_config import fleet_from_plan
 from scheduler.fleet.replanning import LiveReplanner
 from scheduler.runtime.state import Task, TaskGraph
-from tests.conftest import free_port
-from tests.integration.test_spot_autoscaling import RAY, _stop_group
+from tests.conftest import fake_cluster_env, fake_multinode_head
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -183,34 +179,15 @@ def _simulate(plan: PlacementPlan, task_s: list[float], deadline_s: float) -> Si
 
 
 def test_tasks_slower_than_calibrated_grow_the_fleet_and_the_replan_keeps_the_deadline() -> None:
-    if not RAY.exists():
-        pytest.skip(f"ray CLI not found at {RAY}")
     static = static_plan()
     assert fleet_counts(static) == {(TYPE, MARKET): 1}  # the calibration: one node suffices
     fleet = fleet_from_plan({"format": "eochain-plan/1", "fleet": [
         {"instance_type": TYPE, "region": REGION, "market": MARKET, "instances": CAP}]},
         REGION, load_catalog())
-    port = free_port()
-    address = f"127.0.0.1:{port}"
-    temp = Path(tempfile.mkdtemp(prefix="eol"))  # short: Ray's socket paths stay < 108 chars
-    config = temp / "autoscaler.json"
-    config.write_text(json.dumps(render_fake_multinode_config(fleet, address)))
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_FAKE_CLUSTER="1",
-               AUTOSCALER_UPDATE_INTERVAL_S="1", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    log = (temp / "head.log").open("w")
-    head = subprocess.Popen(
-        [str(RAY), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
-         "--num-cpus=0", "--object-store-memory=80000000", "--include-dashboard=false",
-         f"--autoscaling-config={config}", f"--temp-dir={temp / 't'}", "--disable-usage-stats"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
+    env = fake_cluster_env()
+    with fake_multinode_head(fleet, "eol", env) as (address, _):
         driver = subprocess.run([sys.executable, "-c", DRIVER, address], env=env, cwd=ROOT,
                                 capture_output=True, text=True, timeout=300, check=False)
-    finally:
-        _stop_group(head)
-        log.close()
-        shutil.rmtree(temp, ignore_errors=True)
     assert driver.returncode == 0, driver.stdout[-3000:] + driver.stderr[-3000:]
     run = json.loads(next(line[4:] for line in driver.stdout.splitlines()
                           if line.startswith("RUN ")))

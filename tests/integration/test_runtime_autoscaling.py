@@ -15,18 +15,15 @@ left): the run's own scale-down of a spot node is not an interruption.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from planner.catalog import load_catalog
-from scheduler.fleet.cluster_config import fleet_from_plan, render_fake_multinode_config
-from tests.integration.test_spot_autoscaling import RAY, _free_port, _stop_group
+from scheduler.fleet.cluster_config import fleet_from_plan
+from tests.conftest import fake_cluster_env, fake_multinode_head
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -86,24 +83,9 @@ print("METRICS", json.dumps({
 
 
 def test_a_run_with_a_plan_brings_up_its_type_and_lets_it_go() -> None:
-    if not RAY.exists():
-        pytest.skip(f"ray CLI not found at {RAY}")
     fleet = fleet_from_plan(PLAN, "eu-west-3", load_catalog())
-    port = _free_port()
-    address = f"127.0.0.1:{port}"
-    temp = Path(tempfile.mkdtemp(prefix="eor"))  # short: Ray's socket paths stay < 108 chars
-    config = temp / "autoscaler.json"
-    config.write_text(json.dumps(render_fake_multinode_config(fleet, address)))
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_FAKE_CLUSTER="1",
-               AUTOSCALER_UPDATE_INTERVAL_S="1", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    log = (temp / "head.log").open("w")
-    head = subprocess.Popen(
-        [str(RAY), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
-         "--num-cpus=0", "--object-store-memory=80000000", "--include-dashboard=false",
-         f"--autoscaling-config={config}", f"--temp-dir={temp / 't'}", "--disable-usage-stats"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
+    env = fake_cluster_env()
+    with fake_multinode_head(fleet, "eor", env) as (address, temp):
         driver = subprocess.run([sys.executable, "-c", DRIVER, address, json.dumps(PLAN),
                                  str(temp / "run")], env=env, cwd=ROOT, capture_output=True,
                                 text=True, timeout=240, check=False)
@@ -118,7 +100,3 @@ def test_a_run_with_a_plan_brings_up_its_type_and_lets_it_go() -> None:
         # the watcher saw the spot node come and go; its leaving, idle after the run
         # withdrew its request, is the run's own scale-down, not an interruption
         assert json.loads(lines["METRICS"]) == {"spot_nodes": 0.0, "interruptions": 0.0}
-    finally:
-        _stop_group(head)
-        log.close()
-        shutil.rmtree(temp, ignore_errors=True)

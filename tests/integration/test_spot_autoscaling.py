@@ -11,27 +11,16 @@ would, so this test process never connects to Ray.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
 import pytest
 
 from planner.catalog import load_catalog
-from scheduler.fleet.cluster_config import (
-    fleet_from_plan,
-    render_fake_multinode_config,
-    resource_request,
-)
+from scheduler.fleet.cluster_config import fleet_from_plan, resource_request
+from tests.conftest import fake_cluster_env, fake_multinode_head
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-RAY = Path(sys.executable).with_name("ray")
 
 DRIVER = r"""
 import json, sys, time
@@ -60,50 +49,16 @@ print("DOWN", json.dumps({k: ray.cluster_resources().get(k, 0) for k in wanted})
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _stop_group(proc: subprocess.Popen[bytes]) -> None:
-    """TERM, then KILL, the process group of the `ray start` this test launched."""
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=10)
-
-
 def test_fleet_scales_up_on_request_and_down_when_idle() -> None:
-    if not RAY.exists():
-        pytest.skip(f"ray CLI not found at {RAY}")
     plan = {"format": "eochain-plan/1", "fleet": [
         {"instance_type": "c7g.xlarge", "region": "eu-west-3", "market": "spot", "instances": 2},
         {"instance_type": "m7g.xlarge", "region": "eu-west-3", "market": "on-demand",
          "instances": 1}]}
     fleet = fleet_from_plan(plan, "eu-west-3", load_catalog())
-    port = _free_port()
-    address = f"127.0.0.1:{port}"
-    temp = Path(tempfile.mkdtemp(prefix="eoa"))  # short: Ray's socket paths stay < 108 chars
-    config = temp / "autoscaler.json"
-    config.write_text(json.dumps(render_fake_multinode_config(fleet, address)))
     bundles = resource_request(fleet)  # one per node: the fake nodes' 1 CPU fits
     wanted = {"c7g.xlarge:spot": 2, "m7g.xlarge:on-demand": 1}
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_FAKE_CLUSTER="1",
-               AUTOSCALER_UPDATE_INTERVAL_S="1", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
-    log = (temp / "head.log").open("w")
-    head = subprocess.Popen(
-        [str(RAY), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
-         "--num-cpus=0", "--object-store-memory=80000000", "--include-dashboard=false",
-         f"--autoscaling-config={config}", f"--temp-dir={temp / 't'}", "--disable-usage-stats"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
+    env = fake_cluster_env()
+    with fake_multinode_head(fleet, "eoa", env) as (address, _):
         driver = subprocess.run([sys.executable, "-c", DRIVER, address, json.dumps(bundles),
                                  json.dumps(wanted)], env=env, capture_output=True, text=True,
                                 timeout=400, check=False)
@@ -114,7 +69,3 @@ def test_fleet_scales_up_on_request_and_down_when_idle() -> None:
         assert json.loads(have) == {k: float(v) for k, v in wanted.items()}
         assert int(alive) == 1 + 3  # the head and one node per bundle
         assert json.loads(lines["DOWN"]) == {k: 0 for k in wanted}
-    finally:
-        _stop_group(head)
-        log.close()
-        shutil.rmtree(temp, ignore_errors=True)
