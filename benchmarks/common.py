@@ -1,7 +1,9 @@
-"""What several benchmarks share: where the real sample data is, synthetic scenes."""
+"""What several benchmarks share: where the real sample data is, synthetic scenes, where
+results go."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -10,6 +12,15 @@ if TYPE_CHECKING:
     from scheduler.products.flow import SceneInput
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def write_result(name: str, result: object) -> Path:
+    """Write a benchmark's result as ``benchmarks/results/NAME.json`` and say where."""
+    out = REPO / "benchmarks" / "results" / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {out.relative_to(REPO)}")
+    return out
 
 
 def shared_data() -> Path:

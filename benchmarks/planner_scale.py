@@ -50,6 +50,7 @@ from typing import Any
 
 import yaml
 
+from benchmarks.common import REPO, write_result
 from planner.calibration import load_calibration
 from planner.campaign import parse_campaign
 from planner.catalog import load_catalog
@@ -58,7 +59,6 @@ from planner.frontier import build_problem
 from planner.order import breadth_first_order, depth_first_order, live_bytes_profile
 from planner.replan import RunProgress, replan
 
-REPO = Path(__file__).resolve().parents[1]
 TASKS_PER_PAIR_GUESS = 294  # stereo 25 + dsm 25 + ortho 2 x ~122 at 4096 px tiles
 COMMAND_TARGET_S = 60.0
 REPLAN_TARGET_S = 10.0
@@ -213,9 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         "table": [{"measure": n, "eochain": v, "target": b, "ratio": v / b}
                   for n, v, b in rows],
     }
-    out = REPO / "benchmarks" / "results" / "planner_scale.json"
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {out.relative_to(REPO)}")
+    write_result("planner_scale", result)
     return 0
 
 

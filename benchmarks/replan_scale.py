@@ -37,15 +37,14 @@ MILP (ratio = re-plan / static solve).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
+from benchmarks.common import write_result
 from benchmarks.planner_scale import TASKS_PER_PAIR_GUESS, _campaign_doc
 from planner.calibration import load_calibration
 from planner.campaign import parse_campaign
@@ -56,7 +55,6 @@ from planner.placement import PlacementProblem, solve_placement
 from planner.replan import fleet_counts, planned_task_s
 from scheduler.fleet.replanning import WINDOW_TASKS, LiveReplanner
 
-REPO = Path(__file__).resolve().parents[1]
 REPLAN_TARGET_S = 10.0
 MEASURED_SLOWDOWN = 1.3
 
@@ -159,9 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         "static_fleet": {f"{t}/{m}": n for (t, m), n in sorted(fleet.items())},
         "replans": rows,
     }
-    out = REPO / "benchmarks" / "results" / "replan_scale.json"
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {out.relative_to(REPO)}")
+    write_result("replan_scale", result)
     return 0
 
 
