@@ -30,7 +30,7 @@ test: $(STAMP)
 	$(PY) tests/services/terraform_fmt.py
 	PYTHON=$(PYTHON) bash tests/services/checkov.sh > /dev/null
 	tests/services/prometheus.sh start
-	EOCHAIN_PROMETHEUS_URL=$$(tests/services/prometheus.sh url) $(PY) -m pytest tests; \
+	EOCHAIN_PROMETHEUS_URL=$$(tests/services/prometheus.sh url) $(PY) -m pytest --durations=25 tests; \
 	  rc=$$?; tests/services/prometheus.sh stop; exit $$rc
 
 unit: $(STAMP)
