@@ -3,18 +3,22 @@
 Counted per simulated run (:mod:`planner.simulator`) from what the run did::
 
     head      = price(head type, on demand) * makespan
-    network   = (NAT gateway + interface endpoints) * makespan
+    network   = (NAT gateway + interface endpoints * their zones) * makespan
                 + NAT per-GB * setup GB * instances launched
-    volumes   = EBS per GiB-month / 730 * GiB per node * node-hours
+    volumes   = EBS per GiB-month / 730 * GiB per node * (worker node-hours + makespan)
     requests  = S3 GET * tasks run (inputs) + S3 PUT * output tasks
     storage   = S3 per GB-month / 730 * bytes kept * makespan / 2
-    inter_az  = inter-AZ per GB * bytes the DAG moves between tasks
-                * share of edges whose ends sit in different zones
+    inter_az  = inter-AZ per GB * bytes that tasks read from a node in another zone
 
-The share crossing zones is 0 for a single-zone cluster (the default: every
-dependent task stays in one AZ) and ``1 - 1/k`` when the fleet is spread
-evenly over ``k`` zones. S3 traffic goes through the free gateway endpoint,
-so only the nodes' setup downloads cross the NAT.
+The bytes crossing zones are what the run moved: the simulator adds an
+edge's bytes each time a task starts on a node in another zone than the node
+holding that input (a redone task reads its inputs again). They are 0 for a
+single-zone cluster (the default: every node, head included, is pinned to one
+subnet by ``eochain cluster-config``). An interface endpoint is billed per
+zone it has an interface in (terraform/ puts the SSM endpoints in every
+private subnet: ``interface_endpoint_zones``), and the head node has a volume
+too. S3 traffic goes through the free gateway endpoint, so only the nodes'
+setup downloads cross the NAT.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class Overheads:
     nat_usd_per_gb: float = 0.045
     setup_gb_through_nat_per_node: float = 1.0
     interface_endpoints: float = 3.0
+    interface_endpoint_zones: float = 3.0
     interface_endpoint_usd_per_h: float = 0.01
     s3_put_usd_per_1000: float = 0.005
     s3_get_usd_per_1000: float = 0.0004
@@ -51,8 +56,8 @@ class Overheads:
     @property
     def cluster_usd_per_h(self) -> float:
         """What runs for the whole campaign whatever the fleet: NAT and endpoints."""
-        return (self.nat_gateway_usd_per_h
-                + self.interface_endpoints * self.interface_endpoint_usd_per_h)
+        return (self.nat_gateway_usd_per_h + self.interface_endpoints
+                * self.interface_endpoint_zones * self.interface_endpoint_usd_per_h)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,23 +86,23 @@ class DagTraffic:
 
 
 def overhead_cost(o: Overheads, traffic: DagTraffic, *, makespan_s: float, node_s: float,
-                  instances: int, head_usd_per_h: float, zones: int = 1,
+                  instances: int, head_usd_per_h: float, inter_az_bytes: float = 0.0,
                   tasks_run: int | None = None) -> OverheadCost:
     """The items of the module docstring for one run."""
-    if zones < 1:
-        raise CatalogError(f"zones = {zones}, expected >= 1")
+    if inter_az_bytes < 0:
+        raise CatalogError(f"inter_az_bytes = {inter_az_bytes}, expected >= 0")
     hours = makespan_s / 3600
     runs = traffic.tasks if tasks_run is None else tasks_run
     return OverheadCost(
         head_usd=head_usd_per_h * hours,
         network_usd=o.cluster_usd_per_h * hours
         + o.nat_usd_per_gb * o.setup_gb_through_nat_per_node * instances,
-        volumes_usd=o.ebs_usd_per_node_h * node_s / 3600,
+        volumes_usd=o.ebs_usd_per_node_h * (node_s / 3600 + hours),
         requests_usd=o.s3_get_usd_per_1000 * runs / 1000
         + o.s3_put_usd_per_1000 * traffic.output_tasks / 1000,
         storage_usd=o.s3_storage_usd_per_gb_month / HOURS_PER_MONTH
         * traffic.output_bytes / 1e9 * hours / 2,
-        inter_az_usd=o.inter_az_usd_per_gb * traffic.edge_bytes / 1e9 * (1 - 1 / zones),
+        inter_az_usd=o.inter_az_usd_per_gb * inter_az_bytes / 1e9,
     )
 
 

@@ -15,7 +15,11 @@ machine are studied. One run:
   ``runtime_sigma``; a first attempt's factors are drawn for all tasks at once
   with numpy, a redone task draws a fresh one);
 - spot capacity comes in pools, one per (fleet entry, zone); instances of
-  an entry are spread round-robin over ``zones``. A pool sees reclaim events
+  an entry are spread round-robin over ``zones`` (as ``eochain
+  cluster-config`` pins them: one node type per zone and subnet). Tasks go
+  to any node that serves their stage, whatever its zone (Ray's scheduler
+  knows no zones): each input read from a node in another zone is counted
+  as inter-zone bytes; A pool sees reclaim events
   at its hazard over the reclaim share (:mod:`planner.spot`); an event takes
   each running instance of the pool with that share's probability, and
   leaves the pool without capacity for an exponential outage;
@@ -30,7 +34,7 @@ machine are studied. One run:
 - an instance leaves as soon as it is idle and no unstarted task of its
   stages remains; it is billed per second from launch to leaving, its
   volume too; the cluster's other costs (head node, NAT, endpoints, S3
-  requests and storage, inter-zone traffic) come from
+  requests and storage, the inter-zone bytes counted) come from
   :func:`planner.overheads.overhead_cost`.
 
 ``simulate`` repeats this ``runs`` times with seeds ``seed .. seed+runs-1``
@@ -71,6 +75,7 @@ class RunResult:
     transfer_usd: float = 0.0
     node_s: float = 0.0
     overheads_usd: dict[str, float] = field(default_factory=dict)
+    inter_az_bytes: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +184,17 @@ class CampaignSimulator:
             cost_index.append(k)
         self._cost_index = np.array(cost_index, dtype=np.int64)
         self._runtime_s: dict[str, np.ndarray] = {}
+        self._graph = graph
+        self._order = order
+        self._pred_bytes: list[list[float]] | None = None
+
+    def _input_bytes(self) -> list[list[float]]:
+        """Per task, the bytes of each input (aligned with ``pred``), read once when zones > 1."""
+        if self._pred_bytes is None:
+            pred = self._graph._pred
+            self._pred_bytes = [[float(d.get("bytes", 0)) for d in pred[k].values()]
+                                for k in self._order]
+        return self._pred_bytes
 
     def _family_runtime_s(self, family: str) -> np.ndarray:
         """Each task's wall time on ``family`` (cached: a simulator runs many plans)."""
@@ -217,6 +233,8 @@ class CampaignSimulator:
         entry_first_s = [first_s[e.offer.instance.family] for e in fleet]
         entry_base_s = [base_s[e.offer.instance.family] for e in fleet]
         tried = [False] * self.n
+        input_bytes = self._input_bytes() if zones > 1 else []
+        inter_az_bytes = 0.0
         threads = self.threads
         mem = self.mem
         pred = self.pred
@@ -304,6 +322,7 @@ class CampaignSimulator:
                 heapq.heappush(ready[self.stage[t]], t)
 
         def dispatch(i: int, now: float) -> None:
+            nonlocal inter_az_bytes
             f = inst_entry[i]
             sv = serves[f]
             pl = planned[f]
@@ -339,6 +358,11 @@ class CampaignSimulator:
                 started[best] = True
                 for p in pred[best]:
                     consumers_left[p] -= 1
+                if input_bytes:  # inputs held by nodes of another zone cross zones
+                    zone = inst_pool[i] % zones
+                    for p, b in zip(pred[best], input_bytes[best], strict=True):
+                        if inst_pool[where[p]] % zones != zone:
+                            inter_az_bytes += b
                 pl[best_stage] -= 1
                 unstarted[best_stage] -= 1
                 free_cpu -= threads[best]
@@ -493,10 +517,12 @@ class CampaignSimulator:
             extra = overhead_cost(self.overheads, self.traffic, makespan_s=finish,
                                   node_s=node_s, instances=len(inst_entry),
                                   head_usd_per_h=self.head_usd_per_h.get(
-                                      fleet[0].offer.region if fleet else "", 0.0), zones=zones,
+                                      fleet[0].offer.region if fleet else "", 0.0),
+                                  inter_az_bytes=inter_az_bytes,
                                   tasks_run=self.n + redone).as_dict()
         return RunResult(compute + transfer + sum(extra.values()), finish, interruptions,
-                         redone, len(inst_entry), compute, transfer, node_s, extra)
+                         redone, len(inst_entry), compute, transfer, node_s, extra,
+                         inter_az_bytes)
 
     def simulate(self, plan: PlacementPlan, runs: int, *, seed: int = 0,
                  deadline_s: float | None = None, runtime_sigma: float = 0.1,

@@ -178,9 +178,51 @@ def test_overheads_are_counted_per_item() -> None:
     three = sim.run(plan, seed=0, runtime_sigma=0.0, zones=3)
     h = one.makespan_s / 3600
     assert one.overheads_usd["head"] == pytest.approx(0.2 * h)
-    assert one.overheads_usd["volumes"] == pytest.approx(o.ebs_usd_per_node_h * one.node_s / 3600)
-    assert one.overheads_usd["inter_az"] == 0.0
-    # 10 edges of 10 bytes, 2/3 of them cross zones when spread over three
-    assert three.overheads_usd["inter_az"] == pytest.approx(o.inter_az_usd_per_gb * 100e-9 * 2 / 3)
+    # the workers' volumes and the head's, for the makespan
+    assert one.overheads_usd["volumes"] == pytest.approx(
+        o.ebs_usd_per_node_h * (one.node_s / 3600 + h))
+    assert one.overheads_usd["network"] == pytest.approx(
+        (o.nat_gateway_usd_per_h + 3 * 3 * o.interface_endpoint_usd_per_h) * h
+        + o.nat_usd_per_gb * o.setup_gb_through_nat_per_node * one.instances_launched)
+    assert one.overheads_usd["inter_az"] == 0.0 and one.inter_az_bytes == 0.0
+    # the bytes that crossed zones, priced (which ones crossed: the next test)
+    assert three.inter_az_bytes % 10 == 0 and three.inter_az_bytes <= 100
+    assert three.overheads_usd["inter_az"] == pytest.approx(
+        o.inter_az_usd_per_gb * three.inter_az_bytes / 1e9)
     assert one.cost_usd == pytest.approx(one.compute_usd + one.transfer_usd
                                          + sum(one.overheads_usd.values()))
+
+
+def test_inter_zone_bytes_are_the_inputs_read_from_another_zone() -> None:
+    r"""Two nodes in two zones run four stereo tiles; the dsm task reads two across zones.
+
+        a0  a1  a2  a3     10 bytes each; node 0 (zone 0) runs a0 a1, node 1 (zone 1) a2 a3
+          \  \  /  /
+             d             runs on one of them: 20 bytes cross zones
+    """
+    from planner.overheads import Overheads
+
+    g = nx.DiGraph()
+    sink = ("dsm", "x", 0, 0)
+    g.add_node(sink, cost=COST)
+    for i in range(4):
+        g.add_node(("stereo", "x", 0, i), cost=COST)
+        g.add_edge(("stereo", "x", 0, i), sink, bytes=10)
+    g.graph["operations"] = ("stereo", "dsm")
+    stages = (Stage("stereo", 4, {"f0": 600.0}, 1, 1.0, 0.0),
+              Stage("dsm", 1, {"f0": 600.0}, 1, 1.0, 0.0))
+    offer = _offer(0.0)
+    problem = PlacementProblem(stages, (offer,), 60.0, 1200.0, 10, {"spot": 100}, {})
+
+    def plan(instances: int) -> PlacementPlan:
+        return PlacementPlan(1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, (
+            FleetEntry(offer, instances, {"stereo": 4, "dsm": 1}, 1.0),), "test")
+
+    o = Overheads()
+    sim = CampaignSimulator(g, depth_first_order(g), problem, overheads=o)
+    spread = sim.run(plan(2), seed=0, runtime_sigma=0.0, zones=3)
+    assert spread.inter_az_bytes == 20
+    assert spread.overheads_usd["inter_az"] == pytest.approx(o.inter_az_usd_per_gb * 20e-9)
+    # one zone, or one node however many zones: nothing crosses
+    assert sim.run(plan(2), seed=0, runtime_sigma=0.0, zones=1).inter_az_bytes == 0
+    assert sim.run(plan(1), seed=0, runtime_sigma=0.0, zones=3).inter_az_bytes == 0
