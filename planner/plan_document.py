@@ -15,7 +15,10 @@ The document, as ``eochain plan`` writes it::
     campaign, deadline_s, budget_usd, data_region, total_cost_usd, makespan_s,
     figures, cost_breakdown_usd {part: usd}, startup_s, stages[] {name, tasks, threads,
     peak_mem_gib, transfer_bytes_per_task}                    optional (checked when given)
-    anything else       (risk, frontier, lp, zones, dag...)   kept as is, for readers to come
+    zones               availability zones the fleet is spread over, round-robin
+                        (default 1: every node in one zone; ``eochain cluster-config``
+                        pins each node type to its zone's subnet)
+    anything else       (risk, frontier, lp, dag...)          kept as is, for readers to come
 
 A figure a reader needs but the plan lacks (a partial plan typed by hand)
 is asked for with :meth:`PlanDocument.require`, which names the key.
@@ -119,6 +122,7 @@ class PlanDocument:
     cost_breakdown_usd: Mapping[str, float] = field(default_factory=dict)
     startup_s: float = 0.0
     stages: tuple[PlanStage, ...] = ()
+    zones: int = 1
     extra: Mapping[str, Any] = field(default_factory=dict)
     origin: str = field(default=DEFAULT_SOURCE, compare=False)
 
@@ -174,7 +178,7 @@ class PlanDocument:
                           "cost_breakdown_usd": dict(self.cost_breakdown_usd),
                           "fleet": [e.to_dict() for e in self.fleet],
                           "stages": [s.to_dict() for s in self.stages],
-                          "startup_s": self.startup_s}), **self.extra}
+                          "startup_s": self.startup_s, "zones": self.zones}), **self.extra}
 
 
 def _given(fields: dict[str, Any]) -> dict[str, Any]:
@@ -254,7 +258,8 @@ def _usd(value: Mapping[str, Any], where: str) -> dict[str, float]:
 _ENTRY_KEYS = ("instance_type", "region", "market", "instances", "vcpus", "mem_gib",
                "price_usd_per_h", "interruption_band", "tasks", "busy_instance_h")
 _TOP_KEYS = ("format", "campaign", "deadline_s", "budget_usd", "data_region", "total_cost_usd",
-             "makespan_s", "figures", "cost_breakdown_usd", "fleet", "stages", "startup_s")
+             "makespan_s", "figures", "cost_breakdown_usd", "fleet", "stages", "startup_s",
+             "zones")
 
 
 def _entry(raw: Any, i: int, source: str) -> FleetEntry:
@@ -309,6 +314,9 @@ def plan_document_from_dict(doc: Any, source: str = DEFAULT_SOURCE) -> PlanDocum
     r = _Reader(doc, source)
     campaign = doc.get("campaign", "")
     figures = doc.get("figures")
+    zones = r.count("zones")
+    if zones == 0:
+        raise r.fail("zones", "a whole number >= 1 (the zones the fleet is spread over)")
     return PlanDocument(
         fleet=tuple(_entry(e, i, source) for i, e in enumerate(fleet)),
         campaign=campaign if isinstance(campaign, str) else str(campaign),
@@ -319,7 +327,7 @@ def plan_document_from_dict(doc: Any, source: str = DEFAULT_SOURCE) -> PlanDocum
         cost_breakdown_usd=_usd(r.mapping("cost_breakdown_usd"), f"{source}: cost_breakdown_usd"),
         startup_s=r.number("startup_s", default=0.0) or 0.0,
         stages=tuple(_stage(s, i, source) for i, s in enumerate(stages)),
-        extra={k: v for k, v in doc.items() if k not in _TOP_KEYS}, origin=source)
+        zones=1 if zones is None else zones, extra={k: v for k, v in doc.items() if k not in _TOP_KEYS}, origin=source)
 
 
 def as_plan_document(plan: PlanDocument | Mapping[str, Any],

@@ -124,7 +124,7 @@ def cluster_config(plan_path: Path, tf_path: Path, out_path: Path | None,
                                  dashboard_host=dashboard_host,
                                  idle_timeout_minutes=idle_timeout_minutes, python=python,
                                  ssh_through_ssm=not no_ssm_ssh)
-        doc = render_cluster_config(fleet, tf, options, catalog)
+        doc = render_cluster_config(fleet, tf, options, catalog, zones=plan.zones)
         if check_offerings:
             from scheduler.cloud.ec2 import Ec2InstanceProvider, check_offered
 

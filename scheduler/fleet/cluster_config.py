@@ -7,7 +7,7 @@ instance types, markets and counts; a malformed plan is the reader's
 ``available_node_types``:
 
 - ``node_config``: the instance type, spot via ``InstanceMarketOptions``, the
-  private subnets, security group and worker instance profile from Terraform,
+  private subnet of its zone, security group and worker instance profile from Terraform,
   the worker launch template (IMDSv2, encrypted root volume), and IMDSv2
   options repeated on the request so they hold even without the template;
 - ``min_workers`` 0 and ``max_workers`` the plan's count: the runtime asks for
@@ -15,6 +15,23 @@ instance types, markets and counts; a malformed plan is the reader's
   and the autoscaler lets idle nodes go;
 - ``resources``: the vCPUs and a custom resource ``"TYPE:MARKET": 1`` that
   the runtime's actor pools use to place work on that kind of node.
+
+Zones: the plan decides them (``zones`` in ``plan.json``, the simulator's
+round-robin spread) and the config enforces them. Each node type names one
+subnet: with one zone, the head and every worker are in the first private
+subnet (Terraform's first zone, where its NAT gateway is), so no
+intermediate crosses zones; a fleet spread over ``k`` zones becomes one node
+type per (type, market, zone), ``TYPE-MARKET-zN`` in the N-th subnet with
+its round-robin share as ``max_workers`` (:func:`zone_shares`), all with the
+same ``"TYPE:MARKET"`` resource, so the runtime's request is unchanged and
+the per-type caps make the autoscaler spread it. Listing several subnets
+instead would not spread: Ray's AWS launcher puts every node in the first
+and tries the next only when a launch fails (ray-project/ray#19051), which
+would leave a spread plan in one zone, and a one-zone plan partly elsewhere
+after a capacity error, paying inter-zone traffic the plan did not count.
+A node type pinned to its subnet waits for its zone's capacity instead, as
+the simulator's pools do (and the spot fallback of
+:mod:`scheduler.fleet.fallback` replaces a pool that keeps failing).
 
 Every node type gets an AMI of its own architecture (the catalog's ``arch``
 of its instance type, head included): ``--image-id ARCH=AMI`` first, then
@@ -73,7 +90,8 @@ from scheduler.cloud.terraform_outputs import (
 __all__ = ["ARCHS", "OPTIONAL_OUTPUTS", "REQUIRED_OUTPUTS", "ClusterOptions", "FleetNode",
            "TerraformOutputs", "fleet_from_plan", "load_terraform_outputs", "plan_regions",
            "render_cluster_config", "render_fake_multinode_config", "resolve_image_ids",
-           "resource_request", "ssm_proxy_command", "terraform_outputs_from_dict"]
+           "resource_request", "ssm_proxy_command", "terraform_outputs_from_dict",
+           "zone_shares"]
 
 
 #: Public SSM parameters of Canonical's Ubuntu 24.04 AMIs (Python 3.12), per architecture.
@@ -246,6 +264,31 @@ def fleet_from_plan(plan: PlanDocument | Mapping[str, Any], region: str, catalog
     return sorted(merged.values(), key=lambda n: (n.instance_type, n.market))
 
 
+def zone_shares(instances: int, zones: int) -> list[int]:
+    """Instances per zone when ``instances`` are spread round-robin over ``zones``.
+
+    The simulator (:mod:`planner.simulator`) spreads a fleet entry so; the
+    cluster config caps each zone's node type at its share.
+    """
+    if zones < 1:
+        raise ClusterConfigError(f"zones {zones!r}, expected a whole number >= 1")
+    return [len(range(z, instances, zones)) for z in range(zones)]
+
+
+def _zoned_node_types(fleet: Sequence[FleetNode], zones: int
+                      ) -> list[tuple[str, FleetNode, int, int]]:
+    """(node type name, node, max_workers, zone index) of each worker node type."""
+    out = []
+    for node in fleet:
+        if zones == 1:
+            out.append((node.node_type, node, node.instances, 0))
+            continue
+        for z, share in enumerate(zone_shares(node.instances, zones)):
+            if share:
+                out.append((f"{node.node_type}-z{z}", node, share, z))
+    return out
+
+
 def resource_request(fleet: Sequence[FleetNode]) -> list[dict[str, float]]:
     """Bundles for ``ray.autoscaler.sdk.request_resources(bundles=...)``: one per planned node.
 
@@ -293,12 +336,20 @@ def ssm_proxy_command(region: str) -> str:
 
 def render_cluster_config(fleet: Sequence[FleetNode], tf: TerraformOutputs,
                           options: ClusterOptions, catalog: PriceCatalog,
-                          ray_version: str | None = None) -> dict[str, Any]:
+                          ray_version: str | None = None, *, zones: int = 1) -> dict[str, Any]:
     """The Ray cluster launcher config (a dict ready for YAML); see the module docstring.
 
-    ``ray_version`` is the Ray the nodes install, by default the client's.
+    ``ray_version`` is the Ray the nodes install, by default the client's;
+    ``zones`` is the plan's (``PlanDocument.zones``).
     """
     check_instance_type(options.head_instance_type, tf.region, catalog, "--head-instance-type")
+    subnets = list(tf.private_subnet_ids)
+    if not 1 <= zones <= len(subnets):
+        raise ClusterConfigError(
+            f"the plan spreads its fleet over {zones} zone(s), the Terraform outputs have "
+            f"{len(subnets)} private subnet(s) ({', '.join(subnets)}); expected 1 to "
+            f"{len(subnets)}: apply terraform/ with at least {zones} availability_zone_suffixes, "
+            "or re-plan")
     if ray_version is None:
         import ray
 
@@ -311,7 +362,6 @@ def render_cluster_config(fleet: Sequence[FleetNode], tf: TerraformOutputs,
             f"Terraform output worker_launch_template_ids has no template for {missing} "
             f"(has {sorted(tf.worker_launch_template_ids)}); apply the current terraform/")
     common: dict[str, Any] = {
-        "SubnetIds": list(tf.private_subnet_ids),
         "SecurityGroupIds": [tf.security_group_id],
         "MetadataOptions": dict(IMDSV2),
     }
@@ -320,18 +370,20 @@ def render_cluster_config(fleet: Sequence[FleetNode], tf: TerraformOutputs,
         "ImageId": images[head_arch],
         "IamInstanceProfile": {"Arn": tf.head_instance_profile_arn},
         "LaunchTemplate": {"LaunchTemplateId": tf.head_launch_template_id, "Version": "$Latest"},
+        "SubnetIds": subnets[:1],
         **common,
     }
     node_types: dict[str, Any] = {
         "ray.head.default": {"node_config": head_config, "resources": {"CPU": 0}},
     }
-    for node in fleet:
+    for name, node, max_workers, zone in _zoned_node_types(fleet, zones):
         config: dict[str, Any] = {
             "InstanceType": node.instance_type,
             "ImageId": images[node.arch],
             "IamInstanceProfile": {"Arn": tf.worker_instance_profile_arn},
             "LaunchTemplate": {"LaunchTemplateId": tf.worker_launch_template_ids[node.arch],
                                "Version": "$Latest"},
+            "SubnetIds": [subnets[zone]],
             **common,
         }
         if node.market == "spot":
@@ -340,9 +392,9 @@ def render_cluster_config(fleet: Sequence[FleetNode], tf: TerraformOutputs,
                 "SpotOptions": {"SpotInstanceType": "one-time",
                                 "InstanceInterruptionBehavior": "terminate"},
             }
-        node_types[node.node_type] = {
+        node_types[name] = {
             "min_workers": 0,
-            "max_workers": node.instances,
+            "max_workers": max_workers,
             "node_config": config,
             # ~70% of memory for Ray's heap, as Ray itself reserves by default
             "resources": {"CPU": node.vcpus, "memory": int(node.mem_gib * 0.7 * 2**30),
@@ -386,10 +438,11 @@ def render_cluster_config(fleet: Sequence[FleetNode], tf: TerraformOutputs,
 def render_fake_multinode_config(fleet: Sequence[FleetNode], gcs_address: str, *,
                                  cpus_per_node: int = 1,
                                  object_store_bytes: int = 80 * 1024 * 1024,
-                                 idle_timeout_minutes: float = 0.1) -> dict[str, Any]:
+                                 idle_timeout_minutes: float = 0.1,
+                                 zones: int = 1) -> dict[str, Any]:
     """The local twin of :func:`render_cluster_config` on Ray's ``fake_multinode`` provider.
 
-    Same node type names, same custom resources and ``max_workers``, with
+    Same node type names (per zone too), custom resources and ``max_workers``, with
     every node shrunk to ``cpus_per_node`` so the plan's fleet can scale up
     and down on one machine (``RAY_FAKE_CLUSTER=1 ray start --head
     --autoscaling-config=...``).
@@ -401,13 +454,13 @@ def render_fake_multinode_config(fleet: Sequence[FleetNode], gcs_address: str, *
     types: dict[str, Any] = {
         "ray.head.default": {"resources": {"CPU": 0}, "node_config": {}, "max_workers": 0},
     }
-    for node in fleet:
-        types[node.node_type] = {
+    for name, node, max_workers, _ in _zoned_node_types(fleet, zones):
+        types[name] = {
             "resources": {"CPU": cpus_per_node, node.resource: 1,
                           "object_store_memory": object_store_bytes},
             "node_config": {},
             "min_workers": 0,
-            "max_workers": node.instances,
+            "max_workers": max_workers,
         }
     return {
         "cluster_name": "eochain-local",

@@ -1,10 +1,11 @@
 """``eochain cluster-config`` output launched by Ray's own AWS node provider on moto's EC2 server.
 
 The network, roles, images and launch templates are made on the server as
-terraform/ makes them (private subnet, one security group, head and worker
+terraform/ makes them (a private subnet in each of two zones, one security group, head and worker
 instance profiles, one worker launch template per architecture with the
 Ubuntu root device ``/dev/sda1``); the plan mixes arm64 (c7g) spot workers
-and x86_64 (m7i) on-demand workers under an x86_64 head. The rendered YAML
+and x86_64 (m7i) on-demand workers under an x86_64 head, spread over the two
+zones: each node must land in the subnet of the zone the plan gave it. The rendered YAML
 goes through Ray's ``bootstrap_aws`` (what ``ray up`` runs) and
 ``AWSNodeProvider.create_node`` over HTTP, and the launched instances are
 read back with ``describe_instances``.
@@ -42,8 +43,9 @@ def _image(ec2: Any, arch: str) -> str:
 def _terraform_like(ec2: Any, iam: Any) -> dict[str, Any]:
     """What `terraform apply` leaves, as `terraform output -json` shows it."""
     vpc = ec2.create_vpc(CidrBlock="10.42.0.0/16")["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.42.0.0/20",
-                               AvailabilityZone=f"{REGION}a")["Subnet"]["SubnetId"]
+    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.42.{16 * k}.0/20",
+                                 AvailabilityZone=f"{REGION}{zone}")["Subnet"]["SubnetId"]
+               for k, zone in enumerate("ab")]
     sg = ec2.create_security_group(GroupName=f"{CLUSTER}-nodes", Description="nodes",
                                    VpcId=vpc)["GroupId"]
     profiles = {}
@@ -68,7 +70,7 @@ def _terraform_like(ec2: Any, iam: Any) -> dict[str, Any]:
         })["LaunchTemplate"]["LaunchTemplateId"])
 
     outputs = {
-        "region": REGION, "cluster_name": CLUSTER, "vpc_id": vpc, "private_subnet_ids": [subnet],
+        "region": REGION, "cluster_name": CLUSTER, "vpc_id": vpc, "private_subnet_ids": subnets,
         "security_group_id": sg, "head_instance_profile_arn": profiles["head"],
         "worker_instance_profile_arn": profiles["worker"],
         "head_launch_template_id": template(f"{CLUSTER}-head", amis["x86_64"], "head"),
@@ -93,7 +95,7 @@ def test_rendered_config_launches_head_and_workers(moto_endpoint: str, tmp_path:
     ec2 = boto3.client("ec2", region_name=REGION)
     tf = _terraform_like(ec2, boto3.client("iam", region_name=REGION))
     (tmp_path / "tf.json").write_text(json.dumps(tf))
-    (tmp_path / "plan.json").write_text(json.dumps({"format": "eochain-plan/1", "fleet": [
+    (tmp_path / "plan.json").write_text(json.dumps({"format": "eochain-plan/1", "zones": 2, "fleet": [
         {"instance_type": "c7g.xlarge", "region": REGION, "market": "spot", "instances": 2},
         {"instance_type": "m7i.xlarge", "region": REGION, "market": "on-demand", "instances": 1},
     ]}))
@@ -106,7 +108,8 @@ def test_rendered_config_launches_head_and_workers(moto_endpoint: str, tmp_path:
     config = bootstrap_aws(yaml.safe_load((tmp_path / "cluster.yaml").read_text()))
 
     provider = AWSNodeProvider(config["provider"], config["cluster_name"])
-    counts = {"ray.head.default": 1, "c7g.xlarge-spot": 2, "m7i.xlarge-on-demand": 1}
+    counts = {"ray.head.default": 1, "c7g.xlarge-spot-z0": 1, "c7g.xlarge-spot-z1": 1,
+              "m7i.xlarge-on-demand-z0": 1}
     for node_type, count in counts.items():
         kind = "head" if node_type == "ray.head.default" else "worker"
         # one node per call: Ray asks MinCount=1, MaxCount=count and moto launches MinCount
@@ -129,12 +132,14 @@ def test_rendered_config_launches_head_and_workers(moto_endpoint: str, tmp_path:
         image = ec2.describe_images(ImageIds=[inst["ImageId"]])["Images"][0]
         assert inst["ImageId"] == values["ami_ids"][arch], node_type
         assert image["Architecture"] == arch, (node_type, inst["InstanceType"])
-        assert inst["SubnetId"] in values["private_subnet_ids"], node_type
+        zone = 1 if node_type.endswith("-z1") else 0  # the head is in the first zone
+        assert inst["SubnetId"] == values["private_subnet_ids"][zone], node_type
+        assert inst["Placement"]["AvailabilityZone"] == f"{REGION}{'ab'[zone]}", node_type
         assert [g["GroupId"] for g in inst["SecurityGroups"]] == [values["security_group_id"]]
         role = "head" if node_type == "ray.head.default" else "worker"
         assert inst["IamInstanceProfile"]["Arn"] == values[f"{role}_instance_profile_arn"]
         assert tags["ray-cluster-name"] == CLUSTER and tags[TAG_RAY_NODE_KIND] == role
         assert inst["MetadataOptions"]["HttpTokens"] == "required", node_type
-        assert (inst.get("InstanceLifecycle") == "spot") == node_type.endswith("-spot"), node_type
+        assert (inst.get("InstanceLifecycle") == "spot") == ("-spot" in node_type), node_type
     assert launched == counts
     assert {arch_of[i["InstanceType"]] for i in instances} == {"x86_64", "arm64"}

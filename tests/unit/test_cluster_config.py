@@ -26,6 +26,7 @@ from scheduler.fleet.cluster_config import (
     render_fake_multinode_config,
     resource_request,
     terraform_outputs_from_dict,
+    zone_shares,
 )
 
 pytestmark = pytest.mark.unit
@@ -98,7 +99,9 @@ def test_renders_one_node_type_per_type_and_market(tmp_path: Path) -> None:
     assert doc["max_workers"] == 10
     for name, nt in types.items():
         cfg = nt["node_config"]
-        assert cfg["SubnetIds"] == ["subnet-a", "subnet-b"], name
+        # one zone (the plan's default): head and workers in the first subnet only; Ray's
+        # launcher would put them there too, but spill into the next after a failed launch
+        assert cfg["SubnetIds"] == ["subnet-a"], name
         assert cfg["SecurityGroupIds"] == ["sg-0abc"], name
         assert cfg["MetadataOptions"]["HttpTokens"] == "required", name
     head = types["ray.head.default"]
@@ -112,6 +115,53 @@ def test_renders_one_node_type_per_type_and_market(tmp_path: Path) -> None:
     start = " ".join(doc["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in start and "--port=6379" in start
     assert "--dashboard-host=127.0.0.1" in " ".join(doc["worker_start_ray_commands"])
+
+
+def test_a_spread_plan_pins_each_zone_share_to_its_subnet(tmp_path: Path) -> None:
+    """zones: 2 in plan.json: 5 spot nodes round-robin over two zones, 3 + 2, one type each."""
+    plan = {**_plan(("c7g.4xlarge", "spot", 5), ("m7g.2xlarge", "on-demand", 1)), "zones": 2}
+    p, t = _write(tmp_path, plan, _tf_json(TF_VALUES))
+    out = tmp_path / "cluster.yaml"
+    result = CliRunner().invoke(cluster_config, [str(p), "--terraform-outputs", str(t),
+                                                 "-o", str(out), *_wheel_args(tmp_path)])
+    assert result.exit_code == 0, result.output
+    doc = yaml.safe_load(out.read_text())
+    validate_config(doc)
+    types = doc["available_node_types"]
+    workers = {name: (nt["max_workers"], nt["node_config"]["SubnetIds"],
+                      {k: v for k, v in nt["resources"].items() if ":" in k})
+               for name, nt in types.items() if name != "ray.head.default"}
+    assert workers == {
+        "c7g.4xlarge-spot-z0": (3, ["subnet-a"], {"c7g.4xlarge:spot": 1}),
+        "c7g.4xlarge-spot-z1": (2, ["subnet-b"], {"c7g.4xlarge:spot": 1}),
+        "m7g.2xlarge-on-demand-z0": (1, ["subnet-a"], {"m7g.2xlarge:on-demand": 1}),
+    }
+    assert types["ray.head.default"]["node_config"]["SubnetIds"] == ["subnet-a"]
+    assert doc["max_workers"] == 6
+    # the local twin has the same node types and caps
+    fleet = fleet_from_plan(plan, REGION, load_catalog())
+    twin = render_fake_multinode_config(fleet, "127.0.0.1:6379", zones=2)["available_node_types"]
+    assert {n: nt["max_workers"] for n, nt in twin.items() if n != "ray.head.default"} == {
+        n: w[0] for n, w in workers.items()}
+
+
+def test_more_zones_than_subnets_is_refused(tmp_path: Path) -> None:
+    plan = {**_plan(("c7g.4xlarge", "spot", 3)), "zones": 3}
+    p, t = _write(tmp_path, plan, _tf_json(TF_VALUES))
+    result = CliRunner().invoke(cluster_config, [str(p), "--terraform-outputs", str(t),
+                                                 *_wheel_args(tmp_path)])
+    assert result.exit_code != 0
+    assert "3 zone(s)" in result.output and "2 private subnet(s)" in result.output
+    bad = {**_plan(("c7g.4xlarge", "spot", 3)), "zones": 0}
+    with pytest.raises(PlanError, match="zones 0, expected a whole number >= 1"):
+        fleet_from_plan(bad, REGION, load_catalog())
+
+
+@pytest.mark.parametrize(("instances", "zones", "shares"), [
+    (5, 2, [3, 2]), (1, 3, [1, 0, 0]), (6, 3, [2, 2, 2]), (0, 2, [0, 0]), (4, 1, [4])])
+def test_zone_shares_are_the_simulators_round_robin(instances: int, zones: int,
+                                                      shares: list[int]) -> None:
+    assert zone_shares(instances, zones) == shares
 
 
 def test_resource_request_matches_fleet() -> None:

@@ -31,7 +31,7 @@ def _plan() -> dict[str, Any]:
         "deadline_s": 86400.0, "budget_usd": None, "data_region": "eu-west-3",
         "total_cost_usd": 1.25, "makespan_s": 5400.0, "figures": "simulated",
         "cost_breakdown_usd": {"compute": 1.0, "transfer": 0.05, "head": 0.2},
-        "zones": ["eu-west-3a"], "lp": {"cost_usd": 1.1, "makespan_s": 5000.0},
+        "zones": 2, "lp": {"cost_usd": 1.1, "makespan_s": 5000.0},
         "fleet": [
             {"instance_type": "m7g.2xlarge", "region": "eu-west-3", "market": "spot",
              "instances": 2, "vcpus": 8, "mem_gib": 32.0, "price_usd_per_h": 0.12,
@@ -59,7 +59,8 @@ def test_a_plan_round_trips_through_the_document_and_the_file(tmp_path: Path) ->
     assert doc.fleet[0] == FleetEntry("m7g.2xlarge", "spot", 2, "eu-west-3", 0.12, 8, 32.0,
                                       "<5%", {"stereo": 40}, 1.5)
     assert [s.name for s in doc.stages] == ["stereo", "dsm", "ortho"]
-    # every key with a value survives, typed ones and kept ones (risk, lp, zones...); a
+    assert doc.zones == 2 and plan_document_from_dict({**_plan(), "zones": None}).zones == 1
+    # every key with a value survives, typed ones and kept ones (risk, lp...); a
     # null is an absent key (readers of the dict get None from .get either way)
     given = _plan()
     del given["budget_usd"], given["fleet"][1]["interruption_band"]
