@@ -129,6 +129,7 @@ def cluster_costs(catalog: PriceCatalog, regions: Sequence[str]) -> ClusterCosts
     return ClusterCosts(
         node_usd_per_h=o.ebs_usd_per_node_h,
         launch_usd=o.nat_usd_per_gb * o.setup_gb_through_nat_per_node,
+        idle_s=o.idle_timeout_s,
         # the head node, its volume, NAT and endpoints, for the whole makespan
         fixed_usd_per_h={r: catalog.head_usd_per_h(r) + o.ebs_usd_per_node_h + o.cluster_usd_per_h
                          for r in regions})

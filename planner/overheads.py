@@ -6,6 +6,7 @@ Counted per simulated run (:mod:`planner.simulator`) from what the run did::
     network   = (NAT gateway + interface endpoints * their zones) * makespan
                 + NAT per-GB * setup GB * instances launched
     volumes   = EBS per GiB-month / 730 * GiB per node * (worker node-hours + makespan)
+                (worker node-hours include each node's idle timeout before termination)
     requests  = S3 GET * tasks run (inputs) + S3 PUT * output tasks
     storage   = S3 per GB-month / 730 * bytes kept * makespan / 2
     inter_az  = inter-AZ per GB * bytes that tasks read from a node in another zone
@@ -48,6 +49,11 @@ class Overheads:
     s3_get_usd_per_1000: float = 0.0004
     s3_storage_usd_per_gb_month: float = 0.023
     inter_az_usd_per_gb: float = 0.02
+    #: Seconds an idle worker is kept before the autoscaler terminates it: eochain's
+    #: clusters (``eochain cluster-config --idle-timeout-minutes``, default from here).
+    #: The runtime shrinks its request as each stage's work runs out, so only nodes it
+    #: let go sit idle; Ray's own default is 5 minutes.
+    idle_timeout_s: float = 60.0
 
     @property
     def ebs_usd_per_node_h(self) -> float:

@@ -16,11 +16,12 @@ Derived coefficients, for each stage and offer::
                                                                 half a task, waits a start-up
     h_so = e_so / (3600 k_so)                                   instance-hours per task
     c_so = (p_o + q) h_so + b_s * transfer(data region <-> region(o))   USD per task
-    u_o  = (p_o + q) d / 3600 + l                                USD per instance launched
+    u_o  = (p_o + q) (d + i) / 3600 + l                          USD per instance launched
 
 The cluster around the workers (:mod:`planner.overheads`, :class:`ClusterCosts`)
 is priced in: ``q`` per worker-hour (its EBS volume), ``l`` per worker
-launched (its set-up download through the NAT gateway) and ``f_r`` per hour
+launched (its set-up download through the NAT gateway), ``i`` seconds billed
+per worker after its work (the autoscaler's idle timeout) and ``f_r`` per hour
 of makespan in region ``r`` (head node, NAT gateway, interface endpoints).
 So a fleet of few large instances, which pays fewer volumes and downloads,
 wins over many small ones of the same price per vCPU, and the frontier's
@@ -104,14 +105,16 @@ class ClusterCosts:
     node_usd_per_h: float = 0.0
     launch_usd: float = 0.0
     fixed_usd_per_h: Mapping[str, float] = field(default_factory=dict)  # region -> USD/h
+    idle_s: float = 0.0
 
     def __post_init__(self) -> None:
-        values = [self.node_usd_per_h, self.launch_usd, *self.fixed_usd_per_h.values()]
+        values = [self.node_usd_per_h, self.launch_usd, self.idle_s,
+                  *self.fixed_usd_per_h.values()]
         if not all(math.isfinite(v) and v >= 0 for v in values):
             raise InfeasiblePlanError(
                 f"cluster costs node_usd_per_h={self.node_usd_per_h!r}, launch_usd="
-                f"{self.launch_usd!r}, fixed_usd_per_h={dict(self.fixed_usd_per_h)!r}; "
-                "expected numbers >= 0")
+                f"{self.launch_usd!r}, idle_s={self.idle_s!r}, "
+                f"fixed_usd_per_h={dict(self.fixed_usd_per_h)!r}; expected numbers >= 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,8 +167,8 @@ def coefficients(stage: Stage, offer: Offer, problem: PlacementProblem) -> Coeff
 
 def launch_usd(offer: Offer, problem: PlacementProblem) -> float:
     """``u_o``: what one more instance of ``offer`` costs whatever its work (start-up, set-up)."""
-    return ((offer.price_usd_per_h + problem.cluster.node_usd_per_h) * problem.startup_s / 3600
-            + problem.cluster.launch_usd)
+    return ((offer.price_usd_per_h + problem.cluster.node_usd_per_h)
+            * (problem.startup_s + problem.cluster.idle_s) / 3600 + problem.cluster.launch_usd)
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,6 +414,7 @@ def price_fleet(problem: PlacementProblem, makespan_limit_h: float,
     over it.
     """
     startup_h = problem.startup_s / 3600
+    idle_h = problem.cluster.idle_s / 3600
     by_name = {s.name: s for s in problem.stages}
     fleet = []
     compute = transfer = startup = interruptions = node_h = finish_h = launches = 0.0
@@ -423,8 +427,8 @@ def price_fleet(problem: PlacementProblem, makespan_limit_h: float,
                              * (offer.price_usd_per_h + problem.cluster.node_usd_per_h))
         compute += busy * offer.price_usd_per_h
         fleet.append(FleetEntry(offer, count, dict(tasks), busy))
-        startup += count * startup_h * offer.price_usd_per_h
-        node_h += busy + count * startup_h
+        startup += count * (startup_h + idle_h) * offer.price_usd_per_h
+        node_h += busy + count * (startup_h + idle_h)
         launches += count
         interruptions += offer.interruptions_per_h * busy
         finish_h = max(finish_h, busy / max(count, 1) + startup_h)

@@ -32,8 +32,10 @@ machine are studied. One run:
   ``runtime_sigma``) times one factor per run drawn uniformly in
   ``1 +/- runtime_error`` (the calibration itself may be off);
 - an instance leaves as soon as it is idle and no unstarted task of its
-  stages remains; it is billed per second from launch to leaving, its
-  volume too; the cluster's other costs (head node, NAT, endpoints, S3
+  stages remains; it is billed per second from launch to leaving, plus the
+  autoscaler's idle timeout (``idle_timeout_s``: a node the runtime lets go
+  is terminated once it has sat idle that long; a reclaimed node is not
+  billed after its reclaim), its volume too; the cluster's other costs (head node, NAT, endpoints, S3
   requests and storage, the inter-zone bytes counted) come from
   :func:`planner.overheads.overhead_cost`.
 
@@ -76,6 +78,7 @@ class RunResult:
     node_s: float = 0.0
     overheads_usd: dict[str, float] = field(default_factory=dict)
     inter_az_bytes: float = 0.0
+    idle_usd: float = 0.0          # nodes billed through the idle timeout after their work
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +128,7 @@ class SimulationSummary:
         """Mean cost per item over the runs: compute, transfer and each overhead."""
         n = len(self.runs)
         out = {"compute": sum(r.compute_usd for r in self.runs) / n,
+               "idle": sum(r.idle_usd for r in self.runs) / n,
                "transfer": sum(r.transfer_usd for r in self.runs) / n}
         for r in self.runs:
             for k, v in r.overheads_usd.items():
@@ -205,12 +209,18 @@ class CampaignSimulator:
         return out
 
     def run(self, plan: PlacementPlan, seed: int, *, runtime_sigma: float = 0.1,
-            runtime_error: float = 0.0, zones: int = 1,
+            runtime_error: float = 0.0, zones: int = 1, idle_timeout_s: float | None = None,
             max_events: int = 50_000_000) -> RunResult:
-        """One seeded run of ``plan`` (see the module docstring)."""
-        if not 0 <= runtime_error < 1 or zones < 1:
-            raise PlannerError(f"runtime_error={runtime_error!r}, zones={zones!r}; expected "
-                               "0 <= runtime_error < 1 and zones >= 1")
+        """One seeded run of ``plan`` (see the module docstring).
+
+        ``idle_timeout_s``: by default the overheads' (eochain's clusters), else 0.
+        """
+        idle_s = (idle_timeout_s if idle_timeout_s is not None
+                  else self.overheads.idle_timeout_s if self.overheads is not None else 0.0)
+        if not 0 <= runtime_error < 1 or zones < 1 or not idle_s >= 0:
+            raise PlannerError(f"runtime_error={runtime_error!r}, zones={zones!r}, "
+                               f"idle_timeout_s={idle_s!r}; expected 0 <= runtime_error < 1, "
+                               "zones >= 1 and idle_timeout_s >= 0")
         rng = random.Random(seed)
         speed = rng.uniform(1 - runtime_error, 1 + runtime_error) if runtime_error else 1.0
         prob = self.problem
@@ -276,7 +286,7 @@ class CampaignSimulator:
         events: list[tuple[float, int, int, int, int]] = []
         counter = itertools.count()
         hungry: set[int] = set()  # ready instances with free vCPUs after their last dispatch
-        compute = 0.0
+        compute = idle_usd = 0.0
         node_s = 0.0
         interruptions = redone = 0
         done_count = 0
@@ -309,12 +319,14 @@ class CampaignSimulator:
             push(now + prob.startup_s * rng.uniform(0.75, 1.5), _READY, i, 0)
             arm(pool, now)
 
-        def release(i: int, now: float) -> None:
-            nonlocal compute, node_s
+        def release(i: int, now: float, tail_s: float) -> None:
+            nonlocal compute, idle_usd, node_s
             inst_alive[i] = False
             hungry.discard(i)
-            node_s += now - inst_launch[i]
-            compute += (now - inst_launch[i]) / 3600.0 * fleet[inst_entry[i]].offer.price_usd_per_h
+            node_s += now - inst_launch[i] + tail_s
+            price = fleet[inst_entry[i]].offer.price_usd_per_h
+            compute += (now - inst_launch[i]) / 3600.0 * price
+            idle_usd += tail_s / 3600.0 * price
 
         def enqueue(t: int) -> None:
             if not queued[t]:
@@ -385,7 +397,7 @@ class CampaignSimulator:
         def maybe_release(i: int, now: float) -> None:
             if inst_alive[i] and inst_ready[i] and not inst_running[i] and all(
                     unstarted[s] == 0 for s in serves[inst_entry[i]]):
-                release(i, now)
+                release(i, now, idle_s)
 
         def unstart(t: int, f: int) -> None:
             """``t`` must run again: back to the unstarted count, its inputs needed again."""
@@ -454,7 +466,7 @@ class CampaignSimulator:
                         if missing[t] == 0:
                             enqueue(t)
                     inst_running[j].clear()
-                    release(j, now)
+                    release(j, now, 0.0)
                     lost_outputs.extend(inst_outputs[j])
                     reclaimed.append(f)
                 lose_outputs(lost_outputs)
@@ -510,7 +522,7 @@ class CampaignSimulator:
                                "undone: no instance of the fleet can run them")
         for i in range(len(inst_entry)):
             if inst_alive[i]:
-                release(i, max(finish, inst_launch[i]))
+                release(i, max(finish, inst_launch[i]), idle_s)
         transfer = plan.transfer_usd
         extra: dict[str, float] = {}
         if self.overheads is not None:
@@ -520,16 +532,18 @@ class CampaignSimulator:
                                       fleet[0].offer.region if fleet else "", 0.0),
                                   inter_az_bytes=inter_az_bytes,
                                   tasks_run=self.n + redone).as_dict()
-        return RunResult(compute + transfer + sum(extra.values()), finish, interruptions,
-                         redone, len(inst_entry), compute, transfer, node_s, extra,
-                         inter_az_bytes)
+        return RunResult(compute + idle_usd + transfer + sum(extra.values()), finish,
+                         interruptions, redone, len(inst_entry), compute, transfer, node_s,
+                         extra, inter_az_bytes, idle_usd)
 
     def simulate(self, plan: PlacementPlan, runs: int, *, seed: int = 0,
                  deadline_s: float | None = None, runtime_sigma: float = 0.1,
-                 runtime_error: float = 0.0, zones: int = 1) -> SimulationSummary:
+                 runtime_error: float = 0.0, zones: int = 1,
+                 idle_timeout_s: float | None = None) -> SimulationSummary:
         if runs < 1:
             raise PlannerError(f"runs = {runs}, expected >= 1")
         return SimulationSummary(
             tuple(self.run(plan, seed + k, runtime_sigma=runtime_sigma,
-                           runtime_error=runtime_error, zones=zones) for k in range(runs)),
+                           runtime_error=runtime_error, zones=zones,
+                           idle_timeout_s=idle_timeout_s) for k in range(runs)),
             deadline_s)

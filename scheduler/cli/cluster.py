@@ -76,7 +76,10 @@ def _region(plan: PlanDocument, tf_region: str, region: str | None) -> None:
 @click.option("--ssh-user", default="ubuntu", show_default=True)
 @click.option("--dashboard-host", default="127.0.0.1", show_default=True,
               help="Address the head's dashboard and job server bind to.")
-@click.option("--idle-timeout-minutes", default=5.0, show_default=True, type=float)
+@click.option("--idle-timeout-minutes", default=None, type=float,
+              help="Minutes an idle worker is kept (default: the catalog's "
+              "overheads.idle_timeout_s, 1 minute, which plans are costed with; the run "
+              "shrinks its request as stages finish, so only nodes it lets go sit idle).")
 @click.option("--project-dir", default=None, type=click.Path(file_okay=False, path_type=Path),
               help="eochain checkout whose wheel the nodes install (default: this one).")
 @click.option("--wheel", "wheel_path", default=None,
@@ -97,7 +100,7 @@ def _region(plan: PlanDocument, tf_region: str, region: str | None) -> None:
               help="Price catalog JSON (default: the shipped one).")
 def cluster_config(plan_path: Path, tf_path: Path, out_path: Path | None,
                    head_instance_type: str, image_ids: tuple[str, ...], region: str | None,
-                   ssh_user: str, dashboard_host: str, idle_timeout_minutes: float,
+                   ssh_user: str, dashboard_host: str, idle_timeout_minutes: float | None,
                    project_dir: Path | None, wheel_path: Path | None, bundle_dir: Path | None,
                    python: str, no_ssm_ssh: bool, check_offerings: bool,
                    catalog_path: Path | None) -> None:
@@ -122,7 +125,10 @@ def cluster_config(plan_path: Path, tf_path: Path, out_path: Path | None,
         options = ClusterOptions(bundle=bundle, head_instance_type=head_instance_type,
                                  image_ids=_image_ids(image_ids), ssh_user=ssh_user,
                                  dashboard_host=dashboard_host,
-                                 idle_timeout_minutes=idle_timeout_minutes, python=python,
+                                 idle_timeout_minutes=(
+                                     catalog.overheads.idle_timeout_s / 60
+                                     if idle_timeout_minutes is None else idle_timeout_minutes),
+                                 python=python,
                                  ssh_through_ssm=not no_ssm_ssh)
         doc = render_cluster_config(fleet, tf, options, catalog, zones=plan.zones)
         if check_offerings:

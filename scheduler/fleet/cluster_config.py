@@ -157,7 +157,7 @@ class ClusterOptions:
     image_ids: Mapping[str, str] = field(default_factory=dict)
     ssh_user: str = "ubuntu"
     dashboard_host: str = "127.0.0.1"
-    idle_timeout_minutes: float = 5.0
+    idle_timeout_minutes: float = 1.0    # the catalog's overheads.idle_timeout_s
     python: str = "python3.12"
     ssh_through_ssm: bool = True
 

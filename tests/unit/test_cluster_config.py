@@ -97,6 +97,8 @@ def test_renders_one_node_type_per_type_and_market(tmp_path: Path) -> None:
     assert "InstanceMarketOptions" not in types["c7g.4xlarge-on-demand"]["node_config"]
     assert spot["resources"]["c7g.4xlarge:spot"] == 1 and spot["resources"]["CPU"] == 16
     assert doc["max_workers"] == 10
+    # the idle timeout that plans are costed with (catalog overheads.idle_timeout_s)
+    assert doc["idle_timeout_minutes"] == load_catalog().overheads.idle_timeout_s / 60 == 1.0
     for name, nt in types.items():
         cfg = nt["node_config"]
         # one zone (the plan's default): head and workers in the first subnet only; Ray's

@@ -189,7 +189,11 @@ def test_overheads_are_counted_per_item() -> None:
     assert three.inter_az_bytes % 10 == 0 and three.inter_az_bytes <= 100
     assert three.overheads_usd["inter_az"] == pytest.approx(
         o.inter_az_usd_per_gb * three.inter_az_bytes / 1e9)
-    assert one.cost_usd == pytest.approx(one.compute_usd + one.transfer_usd
+    # each node is billed through the idle timeout after it leaves (none was reclaimed)
+    assert one.idle_usd == pytest.approx(
+        one.instances_launched * o.idle_timeout_s / 3600 * offer.price_usd_per_h)
+    assert sim.run(plan, seed=0, runtime_sigma=0.0, idle_timeout_s=0.0).idle_usd == 0.0
+    assert one.cost_usd == pytest.approx(one.compute_usd + one.idle_usd + one.transfer_usd
                                          + sum(one.overheads_usd.values()))
 
 
