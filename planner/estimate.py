@@ -47,11 +47,7 @@ from planner.campaign import Campaign, Pair, Scene
 from planner.dag import GIB, TaskCost, TaskDeclaration, TaskKey, build_dag
 from planner.errors import CampaignError
 from planner.geometry.grid import GeoBox, InputWindow, TileGrid, TileIndex, Window, utm_crs
-from planner.stages import SurveyedProduct, dsm_tasks, ortho_tasks, stage_of
-
-#: Pairs a fused DSM is planned with at most (:func:`ops.stereo.multiview.plan_multiview`'s
-#: ``max_pairs``; which pairs it keeps, by B/H, is known only once the RPCs are read).
-MAX_FUSED_PAIRS = 6
+from planner.stages import MAX_FUSED_PAIRS, SurveyedProduct, dsm_tasks, ortho_tasks, stage_of
 
 
 @lru_cache(maxsize=64)

@@ -48,10 +48,15 @@ from typing import NamedTuple
 from planner.errors import CampaignError, DagError
 from planner.geometry.grid import InputWindow, TileGrid
 
-__all__ = ["STAGES", "LaidTask", "SurveyedProduct", "TaskKey", "dsm_tasks", "ortho_tasks", "parse_key", "stage_of"]
+__all__ = ["MAX_FUSED_PAIRS", "PRODUCT_TASKS", "STAGES", "LaidTask", "SurveyedProduct", "TaskKey", "dsm_tasks", "ortho_tasks", "parse_key", "stage_of"]
 
 #: The stages, in DAG order: every task of a plan and of a run belongs to one.
 STAGES = ("stereo", "dsm", "fusion", "ortho")
+#: Tasks of a product beside its tiles: its plan task and its writer.
+PRODUCT_TASKS = 2
+#: Pairs a fused DSM is planned with at most (:func:`ops.stereo.multiview.plan_multiview`'s
+#: ``max_pairs``; which pairs it keeps, by B/H, is known only once the RPCs are read).
+MAX_FUSED_PAIRS = 6
 
 
 class TaskKey(NamedTuple):

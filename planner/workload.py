@@ -7,9 +7,13 @@ and refuse beyond stated limits, naming the estimate, unless the user passes
 
 - an ortho per scene: the footprint's extent in metres (equirectangular at
   its centre latitude) over ``gsd_m``, in tiles of ``tile_px``; one task a
-  tile;
+  tile, and the product's plan and writer tasks (:mod:`planner.stages`);
 - a DSM per pair: the same over the two footprints' intersection at the DSM
-  ``gsd_m``, two tasks a tile (stereo and dsm);
+  ``gsd_m``, two tasks a tile (stereo and dsm), plus plan and writer;
+- a fused DSM per group of views: the same over the union of its first
+  :data:`~planner.stages.MAX_FUSED_PAIRS` overlapping pairs, ``2 k + 1``
+  tasks a tile for ``k`` pairs (stereo and dsm per pair, fusion), plus plan
+  and writer;
 - output bytes: :data:`BYTES_PER_PX` a pixel (float32), an upper bound;
 - planner memory: :data:`PLANNER_BYTES_PER_TASK` a task (the DAG of a
   1,003,946-task campaign took 1.50 GiB in ``benchmarks/planner_scale``).
@@ -23,6 +27,7 @@ from dataclasses import dataclass
 
 from planner.campaign import M_PER_DEG_LAT, M_PER_DEG_LON_EQUATOR, Campaign
 from planner.errors import SizeLimitError
+from planner.stages import MAX_FUSED_PAIRS, PRODUCT_TASKS
 
 #: Bytes a product pixel takes (float32); uint16 products take half.
 BYTES_PER_PX = 4
@@ -74,7 +79,8 @@ def grid_workload(what: str, rows: float, cols: float, tile_px: int,
                   tasks_per_tile: int = 1) -> Workload:
     """A product of ``rows`` x ``cols`` output pixels, cut into ``tile_px`` tiles."""
     tiles = math.ceil(rows / tile_px) * math.ceil(cols / tile_px)
-    return Workload(what, float(tiles * tasks_per_tile), float(rows) * float(cols))
+    return Workload(what, float(tiles * tasks_per_tile + PRODUCT_TASKS),
+                    float(rows) * float(cols))
 
 
 def bbox_workload(what: str, bbox: tuple[float, float, float, float], gsd_m: float,
@@ -110,6 +116,19 @@ def campaign_workload(campaign: Campaign) -> Workload:
             box = (max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3]))
             if box[0] < box[2] and box[1] < box[3]:
                 parts.append(bbox_workload(pair.id, box, dsm.gsd_m, tile, tasks_per_tile=2))
+        for group in campaign.view_groups:
+            boxes: list[tuple[float, float, float, float]] = []
+            for i, one in enumerate(group):
+                for other in group[i + 1:]:
+                    a, b = by_id[one].footprint, by_id[other].footprint
+                    box = (max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3]))
+                    if box[0] < box[2] and box[1] < box[3] and len(boxes) < MAX_FUSED_PAIRS:
+                        boxes.append(box)
+            if boxes:
+                union = (min(x[0] for x in boxes), min(x[1] for x in boxes),
+                         max(x[2] for x in boxes), max(x[3] for x in boxes))
+                parts.append(bbox_workload("+".join(group), union, dsm.gsd_m, tile,
+                                           tasks_per_tile=2 * len(boxes) + 1))
     return total(f"campaign {campaign.name!r}", parts)
 
 
