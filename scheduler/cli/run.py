@@ -232,7 +232,9 @@ def run(
         open_store(out).check_writable()  # before Ray starts and any scene is read
         report_dir = Path(".") if "://" in out else Path(out)
         stop_on_sigterm()
-        driver.warm()  # before the metrics (the fleet watcher reads Ray's nodes); actors start
+        # before the metrics (the fleet watcher reads Ray's nodes): actors start and import
+        # the kernels while the products are surveyed
+        driver.warm(flow.worker_imports())
         with observe_campaign(name, metrics_plan(plan_doc), port=metrics_port,
                               report_dir=report_dir, echo=click.echo) as obs:
             click.echo(f"metrics: {obs.exporter.url}", err=True)

@@ -241,36 +241,86 @@ def format_cost_report(report: CostReport) -> str:
     return "\n".join(out)
 
 
+#: Colours of the plot's bars (planned, actual), axes and text.
+PLANNED_RGB = (0x9A, 0xA5, 0xB1)
+ACTUAL_RGB = (0x2F, 0x6F, 0xB0)
+INK_RGB = (0x22, 0x22, 0x22)
+
+
+def nice_ticks(top: float, n: int = 5) -> list[float]:
+    """Axis ticks from 0 to at least ``top``: about ``n`` steps of 1, 2 or 5 x 10^k (pure)."""
+    if not top > 0 or not math.isfinite(top):
+        return [0.0, 1.0]
+    raw = top / n
+    base = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * base for m in (1.0, 2.0, 5.0, 10.0) if m * base >= raw)
+    count = math.ceil(top / step - 1e-9)
+    return [i * step for i in range(count + 1)]
+
+
+def _tick_label(v: float, step: float) -> str:
+    decimals = max(0, -math.floor(math.log10(step))) if step > 0 else 0
+    return f"{v:.{min(decimals, 6)}f}"
+
+
 def plot_cost_report(report: CostReport, path: str | Path) -> Path:
-    """Grouped bars, planned vs actual: cost (left) and makespan (right) per line; a PNG."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    """Grouped bars, planned vs actual: cost (left) and makespan (right) per line; a PNG.
+
+    Drawn with Pillow (a few milliseconds to import) rather than matplotlib (half
+    a second of imports at the end of every run, on the command's critical path).
+    """
+    from PIL import Image, ImageDraw, ImageFont
 
     path = Path(path)
-    labels = [f"{ln.instance_type}\n{ln.stage}" if ln.instance_type else ln.stage
-              for ln in report.lines] + ["total"]
-    cost_p = [ln.planned_cost_usd for ln in report.lines] + [report.planned_cost_usd]
-    cost_a = [ln.actual_cost_usd for ln in report.lines] + [report.actual_cost_usd]
-    span_p = [ln.planned_makespan_s / 3600 for ln in report.lines] + [
-        report.planned_makespan_s / 3600]
-    span_a = [ln.actual_makespan_s / 3600 for ln in report.lines] + [
-        report.actual_makespan_s / 3600]
-    fig = Figure(figsize=(max(8.0, 1.6 * len(labels)), 4.5), layout="constrained")
-    FigureCanvasAgg(fig)
-    xs = list(range(len(labels)))
-    for ax, planned, actual, unit in ((fig.add_subplot(1, 2, 1), cost_p, cost_a, "USD"),
-                                      (fig.add_subplot(1, 2, 2), span_p, span_a, "hours")):
-        ax.bar([x - 0.2 for x in xs], [0.0 if math.isnan(v) else v for v in planned], 0.4,
-               label="planned", color="#9aa5b1")
-        ax.bar([x + 0.2 for x in xs], [0.0 if math.isnan(v) else v for v in actual], 0.4,
-               label="actual", color="#2f6fb0")
-        ax.set_xticks(xs, labels, fontsize=8)
-        ax.set_ylabel(unit)
-        ax.legend()
-    fig.axes[0].set_title(f"cost, {report.campaign}")
-    fig.axes[1].set_title("makespan")
+    labels = [(ln.instance_type, ln.stage) if ln.instance_type else (ln.stage,)
+              for ln in report.lines] + [("total",)]
+    panels = (
+        (f"cost, {report.campaign}", "USD",
+         [ln.planned_cost_usd for ln in report.lines] + [report.planned_cost_usd],
+         [ln.actual_cost_usd for ln in report.lines] + [report.actual_cost_usd]),
+        ("makespan", "hours",
+         [ln.planned_makespan_s / 3600 for ln in report.lines] + [report.planned_makespan_s / 3600],
+         [ln.actual_makespan_s / 3600 for ln in report.lines] + [report.actual_makespan_s / 3600]),
+    )
+    panel_w = max(400, 80 * len(labels) + 90)
+    width, height = 2 * panel_w, 450
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=12)
+    small = ImageFont.load_default(size=10)
+    for p, (title, unit, planned, actual) in enumerate(panels):
+        x0, x1 = p * panel_w + 70, (p + 1) * panel_w - 20  # plot area
+        y0, y1 = 40, height - 60
+        values = [v for v in (*planned, *actual) if math.isfinite(v)]
+        ticks = nice_ticks(max(values, default=0.0))
+        top = ticks[-1]
+        step = ticks[1] - ticks[0]
+
+        def y_of(v: float, y0: int = y0, y1: int = y1, top: float = top) -> float:
+            return y1 - (y1 - y0) * (v / top)
+
+        draw.text(((x0 + x1) / 2, 12), title, fill=INK_RGB, font=font, anchor="mt")
+        for t in ticks:
+            y = y_of(t)
+            draw.line([(x0, y), (x1, y)], fill=(0xE4, 0xE4, 0xE4))
+            draw.text((x0 - 6, y), _tick_label(t, step), fill=INK_RGB, font=small, anchor="rm")
+        draw.text((p * panel_w + 8, (y0 + y1) / 2), unit, fill=INK_RGB, font=small, anchor="lm")
+        slot = (x1 - x0) / len(labels)
+        bar = slot * 0.35
+        for i, name in enumerate(labels):
+            cx = x0 + slot * (i + 0.5)
+            for v, dx, rgb in ((planned[i], -bar, PLANNED_RGB), (actual[i], 0.0, ACTUAL_RGB)):
+                if math.isfinite(v) and v > 0:
+                    draw.rectangle([cx + dx, y_of(v), cx + dx + bar, y1], fill=rgb)
+            draw.multiline_text((cx, y1 + 6), "\n".join(name), fill=INK_RGB, font=small,
+                                anchor="ma", align="center")
+        draw.line([(x0, y0), (x0, y1), (x1, y1)], fill=INK_RGB)
+        for k, (name, rgb) in enumerate((("planned", PLANNED_RGB), ("actual", ACTUAL_RGB))):
+            lx = x1 - 140 + 70 * k  # above the plot area, right of the title
+            draw.rectangle([lx, 8, lx + 12, 18], fill=rgb)
+            draw.text((lx + 16, 13), name, fill=INK_RGB, font=small, anchor="lm")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    image.save(path, format="PNG")
     return path
 
 

@@ -165,15 +165,17 @@ class Driver:
             if ray.is_initialized():  # a failed run must not keep a fleet up either
                 fleet.release()
 
-    def warm(self) -> None:
+    def warm(self, preload: tuple[str, ...] = ()) -> None:
         """Connect, and start the next Ray dispatch's actors now: their worker processes
-        start while the scenes are surveyed, not after. A no-op when serial or warm."""
+        start, and import the ``preload`` modules (the flow's task functions and kernels,
+        :meth:`~scheduler.products.flow.Flow.worker_imports`), while the scenes are surveyed,
+        not after. A no-op when serial or warm."""
         if self.address == "serial" or self._pool is not None:
             return
         self.connect()
         from scheduler.runtime.pool import ActorPool
 
-        self._pool = ActorPool(self.options)
+        self._pool = ActorPool(self.options, preload)
         self._pool.sync()
 
     def cool(self) -> None:

@@ -200,6 +200,14 @@ class Flow:
         """Publish products under ``dest`` (a folder or ``s3://bucket/prefix``)."""
         return replace(self, dest=str(dest))
 
+    def worker_imports(self) -> tuple[str, ...]:
+        """The modules this flow's tasks load on a worker (task functions, their kernels): a
+        warm worker imports them before its first task (:meth:`Driver.warm`)."""
+        modules = ["scheduler.products.kernels"]  # the ortho kernels come with it
+        if self.dsm_step is not None:
+            modules += ["ops.stereo.pair", "ops.stereo.multiview"]
+        return tuple(modules)
+
     # -- planning ---------------------------------------------------------------------------
     def plan(self, store: LocalStore | S3Store | None = None,
              ) -> tuple[list[ProductPlan], list[Failure]]:

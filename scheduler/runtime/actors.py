@@ -164,6 +164,23 @@ class TileWorker:
     def node_id(self) -> str:
         return self.ctx.node_id
 
+    def preload(self, modules: tuple[str, ...]) -> list[str]:
+        """Import the task functions' modules (and the kernels they load) ahead of the first
+        task, so that a worker started while the driver surveys is ready when tasks come.
+
+        Returns the imports that failed, with their error: nobody waits for this call,
+        and a module that cannot load fails its tasks again, each naming the error.
+        """
+        import importlib
+
+        failed = []
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except ImportError as exc:
+                failed.append(f"{name}: {exc}")
+        return failed
+
     def run_batch(self, calls: tuple[BatchCall, ...], *inputs: object) -> object:
         """Run a batch (:func:`execute_batch`); Ray's returns: the statuses, then each kept value.
 

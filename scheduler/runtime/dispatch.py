@@ -3,7 +3,9 @@
 The loop, around a :class:`~scheduler.runtime.state.DispatchState`:
 
 1. While an actor has a free slot (``tasks_per_actor`` calls queued on it)
-   and the bytes-in-flight bound allows, take the next READY task in
+   and the bytes-in-flight bound allows (``max_bytes_in_flight``, and at most
+   :data:`OBJECT_STORE_SHARE` of the alive nodes' object stores, beyond which
+   Ray would spill results to disk), take the next READY task in
    priority order and call ``actor.run_batch(calls, *input_refs)``: a small
    :class:`~scheduler.runtime.actors.TaskStatus` per task comes back to the
    driver (with a sink's value), and each other task's value stays in the
@@ -161,6 +163,19 @@ def batch_size(mean_runtime_s: float | None, options: DispatchOptions) -> int:
         return 1
     fit = options.batch_target_s / max(mean_runtime_s, 1e-9)
     return max(1, min(options.max_batch, int(fit)))
+
+
+#: Share of the cluster's object store that results in flight may fill: beyond it Ray
+#: spills them to disk (and reads them back), which costs more than waiting.
+OBJECT_STORE_SHARE = 0.7
+
+
+def in_flight_bound(max_bytes_in_flight: int, object_store_bytes: int) -> int:
+    """The bytes-in-flight bound of a run (pure): the option, or less when the object
+    stores of the nodes alive hold less (``0``: unknown, the option)."""
+    if object_store_bytes <= 0:
+        return max_bytes_in_flight
+    return max(1, min(max_bytes_in_flight, int(OBJECT_STORE_SHARE * object_store_bytes)))
 
 
 def queue_depth(batch: int, options: DispatchOptions) -> int:
@@ -344,9 +359,10 @@ class Dispatcher:
         from ray.exceptions import RayActorError, RayError
 
         opts = self.options
-        state = DispatchState(graph, opts.max_bytes_in_flight)
         pool, self._pool = self._pool or ActorPool(opts), None
         pool.sync()
+        state = DispatchState(graph, in_flight_bound(opts.max_bytes_in_flight,
+                                                     pool.object_store_bytes))
         sinks = frozenset(graph.sinks())
         tasks = graph.tasks
         held: dict[str, Any] = {}
@@ -499,6 +515,8 @@ class Dispatcher:
             nonlocal recomputed
             alive_before = {n: pool.tags_of.get(n, frozenset()) for n in pool.alive}
             gone = pool.sync()
+            state.max_bytes_in_flight = in_flight_bound(opts.max_bytes_in_flight,
+                                                        pool.object_store_bytes)
             if gone:
                 depart(gone, alive_before)
             for node_id, deadline_s in pool.newly_draining.items():

@@ -48,7 +48,9 @@ class _Slot:
 class ActorPool:
     """One :class:`TileWorker` per ``cpus_per_actor`` CPUs on each alive node."""
 
-    def __init__(self, options: DispatchOptions) -> None:
+    def __init__(self, options: DispatchOptions, preload: tuple[str, ...] = ()) -> None:
+        """``preload``: modules every actor imports as soon as it starts
+        (:meth:`~scheduler.runtime.actors.TileWorker.preload`), before its first task."""
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -72,6 +74,9 @@ class ActorPool:
         self.released: set[str] = set()
         #: CPUs of the largest pool so far
         self.cpus = 0.0
+        #: object store bytes of the nodes alive at the last :meth:`sync`
+        self.object_store_bytes = 0
+        self.preload = preload
 
     def sync(self) -> set[str]:
         """Re-read the cluster: drop actors of dead nodes, top up actors on alive ones.
@@ -111,9 +116,14 @@ class ActorPool:
                     max_restarts=0,
                     scheduling_strategy=self._affinity(node_id=node_id, soft=False),
                 ).remote(self.options.scratch_root)
+                if self.preload:
+                    # queued ahead of any task on this actor (its calls run in order)
+                    handle.preload.remote(self.preload)
                 self.slots.append(_Slot(handle, node_id, tags))
         self.synced_at = now
         self.alive = set(alive)
+        self.object_store_bytes = int(sum(res.get("object_store_memory", 0.0)
+                                          for res in alive.values()))
         self.cpus = max(self.cpus, len(self.slots) * self.options.cpus_per_actor)
         return newly_dead
 

@@ -19,6 +19,7 @@ reaches the spot tracker or the metrics).
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -259,7 +260,7 @@ def _free_cpus() -> float:
     return float(ray.available_resources().get("CPU", 0.0))  # type: ignore[no-untyped-call]
 
 
-def test_warm_actors_start_before_the_run_and_cool_ends_those_no_run_took(
+def test_warm_actors_start_and_preload_before_the_run_and_cool_ends_those_no_run_took(
         local_ray: None) -> None:
     from tests.conftest import poll_until
 
@@ -268,10 +269,19 @@ def test_warm_actors_start_before_the_run_and_cool_ends_those_no_run_took(
     poll_until("the warm actors hold both CPUs", lambda: _free_cpus() == 0.0)
     driver.cool()
     poll_until("the CPUs are free again", lambda: _free_cpus() == 2.0)
-    driver.warm()
-    report = driver.dispatch(TaskGraph.build([Task("t", _nap)]), None, lambda k, v: None)
-    assert report.ok and report.results == {"t": 1}
+    driver.warm(("tabnanny",))  # the actors import it before their first task
+    report = driver.dispatch(TaskGraph.build([Task("t", _imported_tabnanny)]), None,
+                             lambda k, v: None)
+    assert report.ok and report.results == {"t": True}
     poll_until("the run ended its actors", lambda: _free_cpus() == 2.0)
+    # actors of a run that was not warmed have not imported it
+    report = driver.dispatch(TaskGraph.build([Task("t", _imported_tabnanny)]), None,
+                             lambda k, v: None)
+    assert report.ok and report.results == {"t": False}
+
+
+def _imported_tabnanny(ctx: object) -> bool:
+    return "tabnanny" in sys.modules
 
 
 class StereoNap:

@@ -21,6 +21,7 @@ from scheduler.observe.cost_report import (
     StageUsage,
     build_cost_report,
     format_cost_report,
+    nice_ticks,
     plot_cost_report,
     stage_of,
     write_cost_report,
@@ -170,3 +171,11 @@ def test_every_runtime_operation_has_a_plan_stage() -> None:
     assert stage_of("dsm") == "dsm"  # an operation named after its stage
     assert {stage_of(f"{s}_tile") for s in STAGES} == set(STAGES)
     assert stage_of("write") == stage_of("_nap") == OTHER  # no "write" stage
+
+
+def test_nice_ticks_reach_the_top_in_round_steps() -> None:
+    assert nice_ticks(0.6) == pytest.approx([0.0, 0.2, 0.4, 0.6])
+    assert nice_ticks(1.39) == pytest.approx([0.0, 0.5, 1.0, 1.5])
+    assert nice_ticks(730.0) == pytest.approx([0.0, 200.0, 400.0, 600.0, 800.0])
+    assert nice_ticks(0.0) == [0.0, 1.0]  # nothing to show: still an axis
+    assert nice_ticks(float("nan")) == [0.0, 1.0]

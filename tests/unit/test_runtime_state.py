@@ -21,7 +21,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from scheduler.runtime.actors import TaskContext, execute
-from scheduler.runtime.dispatch import DispatchOptions, Progress, run_serial
+from scheduler.runtime.dispatch import (
+    OBJECT_STORE_SHARE,
+    DispatchOptions,
+    Progress,
+    in_flight_bound,
+    run_serial,
+)
 from scheduler.runtime.errors import GraphError
 from scheduler.runtime.state import DispatchState, Task, TaskGraph, TaskState
 
@@ -273,3 +279,9 @@ def test_actors_queue_more_calls_only_while_tasks_are_batched() -> None:
     assert queue_depth(1, opts) == 2
     assert queue_depth(64, opts) == 8
     assert queue_depth(64, DispatchOptions(tasks_per_actor=16, small_task_calls=8)) == 16
+
+
+def test_in_flight_bound_keeps_results_within_the_object_stores() -> None:
+    assert in_flight_bound(1 << 30, 0) == 1 << 30  # unknown stores: the option
+    assert in_flight_bound(1 << 30, 256 << 20) == int(OBJECT_STORE_SHARE * (256 << 20))
+    assert in_flight_bound(64 << 20, 1 << 30) == 64 << 20  # the option when smaller
