@@ -35,7 +35,11 @@ ring from the hole's rim inwards, the mean of its valid 8-neighbours. Holes
 touching the raster's border are left alone: they may continue beyond it.
 Then :func:`fill_edges` grows the surface by a few rings into cells both
 views see (the first pixels along the epipolar lines at the edges of the
-overlap cannot be matched).
+overlap cannot be matched), from smooth surfaces only (cells whose 9 x 9
+neighbourhood spans at most a few metres): grown from any cell, the ground
+beside a building ran into the roofs of the border band (the synthetic
+urban pair of ``benchmarks.stereo`` had 2.89 % blunders and a std of 3.44 m
+with that fill, 2.17 % and 2.70 m without it).
 Callers rasterise onto the tile grown by ``FILL_MARGIN_CELLS`` and keep the
 core, so a tile fills exactly the cells the whole product would (up to holes
 longer than the margin that cross a tile edge).
@@ -60,6 +64,9 @@ Float32Array = NDArray[np.float32]
 MIN_NEIGHBOURS = 3
 #: Cells added around a tile before rasterising, so that hole filling sees beyond its edge.
 FILL_MARGIN_CELLS = 16
+#: Side (cells) of the neighbourhood whose height spread decides whether a cell may grow
+#: into the overlap's border band (:func:`fill_edges`).
+EDGE_SOURCE_WINDOW_CELLS = 9
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,15 +239,28 @@ def _drop_unsupported(height: Float32Array, labels: NDArray[np.int32],
     small &= (n >= 3) & (rms <= max_rim_residual_m)
 
 
-def fill_edges(height: Float32Array, allowed: NDArray[np.bool_], rings: int) -> NDArray[np.bool_]:
+def fill_edges(height: Float32Array, allowed: NDArray[np.bool_], rings: int,
+               max_source_spread_m: float = math.inf) -> NDArray[np.bool_]:
     """Grow the valid cells into ``allowed`` NaN cells by up to ``rings`` rings (in place).
 
     Each ring takes the mean of its valid 8-neighbours (GDAL FillNodata's
-    search distance, without smoothing). Returns the mask of filled cells.
+    search distance, without smoothing). Only a smooth surface is grown:
+    a measured cell is a source when the valid cells of its
+    ``EDGE_SOURCE_WINDOW_CELLS``² neighbourhood span at most
+    ``max_source_spread_m`` (beside a roof edge, ground grown into the
+    border band covered the next roofs with ground heights). Returns the
+    mask of filled cells.
     """
-    values = np.where(np.isfinite(height), height, 0.0).astype(np.float64)
-    known = np.isfinite(height).astype(np.float64)
-    todo = allowed & ~np.isfinite(height)
+    valid = np.isfinite(height)
+    values = np.where(valid, height, 0.0).astype(np.float64)
+    source = valid
+    if math.isfinite(max_source_spread_m):
+        w = EDGE_SOURCE_WINDOW_CELLS
+        top = ndi.maximum_filter(np.where(valid, height, -np.inf), size=w)
+        bottom = ndi.minimum_filter(np.where(valid, height, np.inf), size=w)
+        source = valid & (top - bottom <= max_source_spread_m)
+    known = source.astype(np.float64)
+    todo = allowed & ~valid
     filled = np.zeros(height.shape, dtype=bool)
     for _ in range(max(0, rings)):
         total, count = _box3(values * known), _box3(known)

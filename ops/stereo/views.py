@@ -59,11 +59,12 @@ class StereoConfig:
     max_days_apart: float = 60.0
     max_hole_area_m2: float = 100.0
     edge_fill_cells: int = 8
+    edge_fill_source_spread_m: float = 3.0
     gap_fill_spread_m: float = 2.0
     fill_rim_residual_m: float = 1.0
     outlier_window_cells: int = 5
     outlier_max_m: float = 3.0
-    cluster_min_cells: int = 50
+    cluster_min_cells: int = 100
     cluster_step_m: float = 1.5
     matching: MatchingConfig = field(default_factory=MatchingConfig)
 
@@ -73,7 +74,7 @@ class StereoConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise StereoError(f"stereo {name} = {value!r}, expected a finite value >= 0")
-        for name in ("gap_fill_spread_m", "fill_rim_residual_m"):
+        for name in ("gap_fill_spread_m", "fill_rim_residual_m", "edge_fill_source_spread_m"):
             value = getattr(self, name)
             if math.isnan(value) or value < 0:
                 raise StereoError(f"stereo {name} = {value!r}, expected >= 0 (inf: no check)")

@@ -4,9 +4,9 @@ Gizeh (2013-02-08, two views 8 s apart, B/H about 0.085) with its SRTM 1"
 DEM (heights above EGM96, turned ellipsoidal with the EGM96 grid of the
 Ventoux folder). Checks, at 0.6 m as CARS's reference run:
 
-* coverage: >= 97 % of the cells both views see get a height (CARS run
-  by ``benchmarks.stereo``: 97.8 % of the same cells), >= 85 % measured
-  rather than interpolated;
+* coverage: >= 80 % of the cells both views see get a height (CARS run
+  by ``benchmarks.stereo``: 97.8 % of the same cells, every hole filled),
+  >= 74 % measured rather than interpolated;
 * the Great Pyramid: its apex (9 x 9 median) stands 140 m +- 20 m above
   the plateau (median of the DSM);
 * agreement with SRTM after averaging into its 30 m cells: median
@@ -68,12 +68,13 @@ def test_coverage_and_pyramid(gizeh: tuple[StereoPlan, Dem, Geoid], dsm: DsmTile
     plan, dem, geoid = gizeh
     seen = overlap_mask(plan, dem)
     h = dsm.height_m
-    # covered and measured: 84.3 % and 76.1 % (CARS 97.8 %, filling every
+    # covered and measured: 81.7 % and 74.6 % (CARS 97.8 %, filling every
     # hole); unsupported matches are filtered out (a true left-right check,
-    # NCC >= 0.3: 87.8 / 80.2 % before them, with 4.1 % of cells beyond 3 m
-    # of CARS against 3.8 % now), and holes are filled only where their
-    # surroundings lie on a plane
-    assert (np.isfinite(h) & seen).sum() / seen.sum() >= 0.82
+    # NCC >= 0.4, 100-cell clusters: 87.8 / 80.2 % before them, with 4.1 %
+    # of cells beyond 3 m of CARS against 3.4 % now), holes are filled only
+    # where their surroundings lie on a plane and the border band only from
+    # smooth surfaces
+    assert (np.isfinite(h) & seen).sum() / seen.sum() >= 0.80
     assert ((dsm.count > 0) & seen).sum() / seen.sum() >= 0.74
     plateau = float(np.nanmedian(h))
     apex = float(ndi.median_filter(np.nan_to_num(h, nan=-1e4), 9).max())
