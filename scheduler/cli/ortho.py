@@ -20,6 +20,7 @@ any compute (:mod:`scheduler.cli.output_path`).
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 from typing import cast
@@ -72,6 +73,11 @@ def ortho(
     # the first parallel kernel): spinning beside the COG writer's encoding threads
     # cost 1.5 s of CPU on 2 cores (benchmarks.ortho, whole command).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # No cyclic garbage collection in this command: what it allocates is numba's
+    # (loaded on the first calls, kept to the end) or tiles and blocks, freed by
+    # reference counting. A run leaves 750 unreachable objects whatever its size
+    # (the same for 100 and 1,444 tiles); collections cost 0.12 s of 3 s.
+    gc.disable()
     check_input_exists(dem_path, "--dem")
     check_input_exists(geoid, "--geoid")
     try:
