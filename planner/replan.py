@@ -19,7 +19,12 @@ interruptions seen per offer and the instance-hours they were seen over);
 
 Then the placement LP (:func:`planner.placement.solve_placement`) is solved
 for the remaining tasks at their measured cost within ``horizon`` (less a
-safety share). In the spirit of "Can't Be Late" (Wu et al., NSDI 2024), spot
+safety share), and at :data:`HORIZONS` shorter horizons down to 1.2 times the
+critical path and a start-up; the cheapest by the LP's cost is kept. The
+cluster's hourly costs (head node, NAT, endpoints) run for the horizon, so
+the longest horizon is rarely the cheapest: planned at the time left alone,
+a campaign planned to finish in half an hour against a day's deadline
+would be re-planned onto one small node running for a day. In the spirit of "Can't Be Late" (Wu et al., NSDI 2024), spot
 is used while the slack can absorb a lost instance (a start-up' plus the
 longest task); once it cannot, the rest runs on demand (a campaign without
 on-demand offers stays on spot, and the reason says the risk). When the LP finds
@@ -49,6 +54,8 @@ STARTUP_MARGIN = 1.5
 #: Late: the horizon is stretched by this factor until a fleet within the limits fits it.
 STRETCH = 1.25
 STRETCHES = 12
+#: Horizons tried between 1.2 x (critical path + start-up) and the time left.
+HORIZONS = 6
 
 Pool = tuple[str, str]  # (instance type, market)
 
@@ -173,6 +180,8 @@ def replan(problem: PlacementProblem, progress: RunProgress, deadline_s: float, 
         reason = (f"{sum(s.n_tasks for s in stages)} tasks left in {horizon_s / 3600:.2f} h, "
                   f"measured speed x{worst:.2f} of the calibration at worst")
     plan = _fastest_within_limits(new, target_h)
+    if plan.makespan_limit_h <= target_h * (1 + 1e-9):
+        plan = _cheapest_horizon(new, plan, 1.2 * floor_h, target_h)
     if plan.makespan_limit_h > target_h * (1 + 1e-9):
         reason += (f"; no fleet within the limits finishes in {target_h:.2f} h: the fastest "
                    f"that does finishes in {plan.makespan_limit_h:.2f} h")
@@ -183,6 +192,22 @@ def replan(problem: PlacementProblem, progress: RunProgress, deadline_s: float, 
         reason += ("; slack too short for a spot loss, and the campaign allows no on-demand "
                    "offer (compute.markets): spot, at risk")
     return Replan(plan, target_h, slow, on_demand_only, reason)
+
+
+def _cheapest_horizon(problem: PlacementProblem, best: PlacementPlan, low_h: float,
+                      high_h: float) -> PlacementPlan:
+    """``best`` (planned for ``high_h``) or a plan for a shorter horizon that costs less."""
+    if not low_h < high_h:
+        return best
+    for k in range(HORIZONS - 1):
+        h = low_h * (high_h / low_h) ** (k / (HORIZONS - 1))
+        try:
+            plan = solve_placement(problem, h)
+        except InfeasiblePlanError:
+            continue
+        if plan.cost_usd < best.cost_usd * (1 - 1e-9):
+            best = plan
+    return best
 
 
 def _fastest_within_limits(problem: PlacementProblem, target_h: float) -> PlacementPlan:

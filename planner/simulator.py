@@ -39,6 +39,16 @@ machine are studied. One run:
   requests and storage, the inter-zone bytes counted) come from
   :func:`planner.overheads.overhead_cost`.
 
+Re-planning (``replanner``, every ``replan_every_s``): the run hands a
+:class:`planner.replan.RunProgress` (tasks left per stage, task seconds
+measured against calibrated so far, interruptions and spot instance-hours
+per offer) to the replanner and enacts the fleet it returns at once, as the
+runtime's autoscaler request does: an offer's missing nodes are launched
+(start-up included), its surplus nodes take no new task and leave once idle
+(booting or idle ones first), and each offer serves the stages the new plan
+gives it. ``slowdown`` makes every task that many times slower than
+calibrated (on top of ``runtime_error``): a run that surprises its plan.
+
 ``simulate`` repeats this ``runs`` times with seeds ``seed .. seed+runs-1``
 and returns the cost and makespan distributions.
 """
@@ -49,7 +59,7 @@ import heapq
 import itertools
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,10 +70,14 @@ from planner.dag import TaskCost
 from planner.errors import PlannerError
 from planner.overheads import DagTraffic, Overheads, overhead_cost
 from planner.placement import FleetEntry, PlacementPlan, PlacementProblem
+from planner.replan import RunProgress
 from planner.spot import SpotModel
 from planner.stages import stage_of as stage_of_op
 
-_READY, _DONE, _RECLAIM = 0, 1, 2
+_READY, _DONE, _RECLAIM, _REPLAN = 0, 1, 2, 3
+
+#: What a run asks while it goes: the plan for the rest (None: keep the fleet as it is).
+Replanner = Callable[[RunProgress], PlacementPlan | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +93,7 @@ class RunResult:
     overheads_usd: dict[str, float] = field(default_factory=dict)
     inter_az_bytes: float = 0.0
     idle_usd: float = 0.0          # nodes billed through the idle timeout after their work
+    replans: int = 0               # fleet changes enacted
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,11 +225,15 @@ class CampaignSimulator:
 
     def run(self, plan: PlacementPlan, seed: int, *, runtime_sigma: float = 0.1,
             runtime_error: float = 0.0, zones: int = 1, idle_timeout_s: float | None = None,
-            max_events: int = 50_000_000) -> RunResult:
+            slowdown: float = 1.0, replanner: Replanner | None = None,
+            replan_every_s: float = 600.0, max_events: int = 50_000_000) -> RunResult:
         """One seeded run of ``plan`` (see the module docstring).
 
         ``idle_timeout_s``: by default the overheads' (eochain's clusters), else 0.
         """
+        if not (slowdown > 0 and replan_every_s > 0):
+            raise PlannerError(f"slowdown={slowdown!r}, replan_every_s={replan_every_s!r}; "
+                               "expected numbers > 0")
         idle_s = (idle_timeout_s if idle_timeout_s is not None
                   else self.overheads.idle_timeout_s if self.overheads is not None else 0.0)
         if not 0 <= runtime_error < 1 or zones < 1 or not idle_s >= 0:
@@ -222,7 +241,8 @@ class CampaignSimulator:
                                f"idle_timeout_s={idle_s!r}; expected 0 <= runtime_error < 1, "
                                "zones >= 1 and idle_timeout_s >= 0")
         rng = random.Random(seed)
-        speed = rng.uniform(1 - runtime_error, 1 + runtime_error) if runtime_error else 1.0
+        speed = (rng.uniform(1 - runtime_error, 1 + runtime_error) if runtime_error
+                 else 1.0) * slowdown
         prob = self.problem
         spot = self.spot
         n_stages = len(prob.stages)
@@ -237,11 +257,26 @@ class CampaignSimulator:
         # seed); a redone task draws a fresh factor from ``rng``.
         factors = (np.random.default_rng(seed).lognormal(0.0, runtime_sigma, self.n) * speed
                    if runtime_sigma > 0 else np.full(self.n, speed))
-        first_s = {fam: (self._family_runtime_s(fam) * factors).tolist()
-                   for fam in {e.offer.instance.family for e in fleet}}
-        base_s = {fam: self._family_runtime_s(fam).tolist() for fam in first_s}
-        entry_first_s = [first_s[e.offer.instance.family] for e in fleet]
-        entry_base_s = [base_s[e.offer.instance.family] for e in fleet]
+        first_s: dict[str, list[float]] = {}
+        base_s: dict[str, list[float]] = {}
+
+        def family_times(fam: str) -> tuple[list[float], list[float]]:
+            if fam not in first_s:
+                first_s[fam] = (self._family_runtime_s(fam) * factors).tolist()
+                base_s[fam] = self._family_runtime_s(fam).tolist()
+            return first_s[fam], base_s[fam]
+
+        entry_first_s = [family_times(e.offer.instance.family)[0] for e in fleet]
+        entry_base_s = [family_times(e.offer.instance.family)[1] for e in fleet]
+        target = [e.instances for e in fleet]     # nodes wanted per entry (a re-plan moves it)
+        # measured for re-planning: per task its drawn duration, per stage seconds measured
+        # and calibrated of the tasks done, per entry interruptions
+        task_dur = [0.0] * self.n if replanner is not None else []
+        measured_s = [0.0] * n_stages
+        calibrated_s = [0.0] * n_stages
+        measured_n = [0] * n_stages
+        entry_interruptions = [0] * len(fleet)
+        replans = 0
         tried = [False] * self.n
         input_bytes = self._input_bytes() if zones > 1 else []
         inter_az_bytes = 0.0
@@ -267,6 +302,8 @@ class CampaignSimulator:
         unstarted = [0] * n_stages
         for t in range(self.n):
             unstarted[self.stage[t]] += 1
+        stage_total = list(unstarted)
+        stage_done = [0] * n_stages
         # pools: (fleet entry, zone)
         n_pools = len(fleet) * zones
         pool_armed = [False] * n_pools
@@ -280,9 +317,11 @@ class CampaignSimulator:
         inst_running: list[dict[int, int]] = []  # task -> attempt id
         inst_outputs: list[list[int]] = []
         inst_launch: list[float] = []
+        inst_end: list[float] = []       # when a released node left (its launch until then)
         inst_alive: list[bool] = []
         inst_ready: list[bool] = []
         inst_lost: list[bool] = []  # reclaimed: its object store went with it
+        inst_retiring: list[bool] = []  # surplus after a re-plan: takes no new task
         events: list[tuple[float, int, int, int, int]] = []
         counter = itertools.count()
         hungry: set[int] = set()  # ready instances with free vCPUs after their last dispatch
@@ -312,9 +351,11 @@ class CampaignSimulator:
             inst_running.append({})
             inst_outputs.append([])
             inst_launch.append(now)
+            inst_end.append(now)
             inst_alive.append(True)
             inst_ready.append(False)
             inst_lost.append(False)
+            inst_retiring.append(False)
             pool_members[pool].append(i)
             push(now + prob.startup_s * rng.uniform(0.75, 1.5), _READY, i, 0)
             arm(pool, now)
@@ -322,6 +363,7 @@ class CampaignSimulator:
         def release(i: int, now: float, tail_s: float) -> None:
             nonlocal compute, idle_usd, node_s
             inst_alive[i] = False
+            inst_end[i] = now
             hungry.discard(i)
             node_s += now - inst_launch[i] + tail_s
             price = fleet[inst_entry[i]].offer.price_usd_per_h
@@ -335,6 +377,9 @@ class CampaignSimulator:
 
         def dispatch(i: int, now: float) -> None:
             nonlocal inter_az_bytes
+            if inst_retiring[i]:
+                hungry.discard(i)
+                return
             f = inst_entry[i]
             sv = serves[f]
             pl = planned[f]
@@ -384,6 +429,8 @@ class CampaignSimulator:
                 else:
                     tried[best] = True
                     dur = first[best]
+                if task_dur:
+                    task_dur[best] = dur
                 k = next(counter)
                 running[best] = k
                 heappush(events, (now + dur, k, _DONE, i, best))
@@ -395,9 +442,73 @@ class CampaignSimulator:
                 hungry.discard(i)
 
         def maybe_release(i: int, now: float) -> None:
-            if inst_alive[i] and inst_ready[i] and not inst_running[i] and all(
-                    unstarted[s] == 0 for s in serves[inst_entry[i]]):
+            if inst_alive[i] and inst_ready[i] and not inst_running[i] and (
+                    inst_retiring[i] or all(unstarted[s] == 0 for s in serves[inst_entry[i]])):
                 release(i, now, idle_s)
+
+        def progress(now: float) -> RunProgress:
+            left = {prob.stages[s].name: stage_total[s] - stage_done[s] for s in range(n_stages)}
+            keys = {fleet[f].offer.key for f in range(len(fleet))}
+            exposure = dict.fromkeys(keys, 0.0)
+            seen = dict.fromkeys(keys, 0)
+            for f in range(len(fleet)):
+                seen[fleet[f].offer.key] += entry_interruptions[f]
+            for j in range(len(inst_entry)):
+                offer = fleet[inst_entry[j]].offer
+                if offer.market == "spot":
+                    end = now if inst_alive[j] else inst_end[j]
+                    exposure[offer.key] += (end - inst_launch[j]) / 3600
+            names = [st.name for st in prob.stages]
+            return RunProgress(
+                now, left,
+                {names[s]: measured_s[s] / measured_n[s] for s in range(n_stages) if measured_n[s]},
+                {names[s]: calibrated_s[s] / measured_n[s] for s in range(n_stages)
+                 if measured_n[s]},
+                seen, exposure)
+
+        def enact(new: PlacementPlan, now: float) -> None:
+            """Launch, retire and re-task nodes to match ``new`` (module docstring)."""
+            nonlocal replans
+            replans += 1
+            index = {fleet[f].offer.key: f for f in range(len(fleet))}
+            wanted = dict.fromkeys(range(len(fleet)), 0)
+            for e in new.fleet:
+                f = index.get(e.offer.key)
+                if f is None:  # a new offer: its own entry and pools
+                    f = index[e.offer.key] = len(fleet)
+                    fleet.append(e)
+                    first, base = family_times(e.offer.instance.family)
+                    entry_first_s.append(first)
+                    entry_base_s.append(base)
+                    serves.append([])
+                    planned.append([0] * n_stages)
+                    serve_mask.append(0)
+                    target.append(0)
+                    entry_interruptions.append(0)
+                    pool_armed.extend([False] * zones)
+                    pool_outage_end.extend([0.0] * zones)
+                    pool_members.extend([] for _ in range(zones))
+                wanted[f] = wanted.get(f, 0) + e.instances
+                planned[f] = [e.tasks.get(st.name, 0) for st in prob.stages]
+                serves[f] = [s for s in range(n_stages) if planned[f][s]]
+                serve_mask[f] = sum(1 << s for s in serves[f])
+            for f, n in wanted.items():
+                target[f] = n
+                mine = [j for j in range(len(inst_entry))
+                        if inst_entry[j] == f and inst_alive[j] and not inst_retiring[j]]
+                for k in range(len(mine), n):
+                    launch(f, now, f * zones + k % zones)
+                # surplus: booting or idle nodes first, then the least busy
+                surplus = sorted(mine, key=lambda j: (inst_ready[j] and bool(inst_running[j]),
+                                                      len(inst_running[j])))[:max(0, len(mine) - n)]
+                for j in surplus:
+                    inst_retiring[j] = True
+                    hungry.discard(j)
+                    if not inst_ready[j] or not inst_running[j]:
+                        release(j, now, idle_s)
+            for j in range(len(inst_entry)):
+                if inst_alive[j] and inst_ready[j]:
+                    dispatch(j, now)
 
         def unstart(t: int, f: int) -> None:
             """``t`` must run again: back to the unstarted count, its inputs needed again."""
@@ -419,6 +530,7 @@ class CampaignSimulator:
                     continue
                 done[t] = False
                 done_count -= 1
+                stage_done[self.stage[t]] -= 1
                 unstart(t, inst_entry[where[t]])
                 for s in self.succ[t]:
                     if not started[s]:
@@ -434,6 +546,8 @@ class CampaignSimulator:
         for f, entry in enumerate(fleet):
             for k in range(entry.instances):
                 launch(f, 0.0, f * zones + k % zones)
+        if replanner is not None:
+            push(replan_every_s, _REPLAN, 0, 0)
         n_events = 0
         while events and done_count < self.n:
             now, ev_seq, kind, i, task = heapq.heappop(events)
@@ -441,6 +555,12 @@ class CampaignSimulator:
             if n_events > max_events:
                 raise PlannerError(f"simulation exceeded {max_events} events; the plan's fleet "
                                    "cannot finish the campaign")
+            if kind == _REPLAN:
+                new = None if replanner is None else replanner(progress(now))
+                if new is not None:
+                    enact(new, now)
+                push(now + replan_every_s, _REPLAN, 0, 0)
+                continue
             if kind == _RECLAIM:
                 p = i
                 pool_armed[p] = False
@@ -458,6 +578,7 @@ class CampaignSimulator:
                     interruptions += 1
                     inst_lost[j] = True
                     f = inst_entry[j]
+                    entry_interruptions[f] += 1
                     for t in inst_running[j]:
                         unstart(t, f)
                         lost_outputs.extend(q for q in self.pred[t]
@@ -471,11 +592,12 @@ class CampaignSimulator:
                     reclaimed.append(f)
                 lose_outputs(lost_outputs)
                 for f in reclaimed:  # replacements, once the lost work is known
-                    if any(unstarted[s] > 0 for s in serves[f]):
+                    if target[f] > 0 and any(unstarted[s] > 0 for s in serves[f]):
                         launch(f, max(now, pool_outage_end[p]), p)
                 alive_entries = {inst_entry[j] for j in range(len(inst_entry)) if inst_alive[j]}
                 for f in range(len(fleet)):  # lost inputs of an entry that had left
-                    if f not in alive_entries and any(unstarted[s] > 0 for s in serves[f]):
+                    if (f not in alive_entries and target[f] > 0
+                            and any(unstarted[s] > 0 for s in serves[f])):
                         launch(f, now, f * zones)
                 arm(p, now)
                 for j in range(len(inst_entry)):
@@ -496,6 +618,12 @@ class CampaignSimulator:
                 inst_free_mem[i] += self.mem[task]
                 done[task] = True
                 where[task] = i
+                stage_done[stage_of[task]] += 1
+                if task_dur:
+                    st = stage_of[task]
+                    measured_s[st] += task_dur[task]
+                    calibrated_s[st] += entry_base_s[inst_entry[i]][task]
+                    measured_n[st] += 1
                 if self.succ[task]:
                     inst_outputs[i].append(task)
                 done_count += 1
@@ -534,16 +662,20 @@ class CampaignSimulator:
                                   tasks_run=self.n + redone).as_dict()
         return RunResult(compute + idle_usd + transfer + sum(extra.values()), finish,
                          interruptions, redone, len(inst_entry), compute, transfer, node_s,
-                         extra, inter_az_bytes, idle_usd)
+                         extra, inter_az_bytes, idle_usd, replans)
 
     def simulate(self, plan: PlacementPlan, runs: int, *, seed: int = 0,
                  deadline_s: float | None = None, runtime_sigma: float = 0.1,
                  runtime_error: float = 0.0, zones: int = 1,
-                 idle_timeout_s: float | None = None) -> SimulationSummary:
+                 idle_timeout_s: float | None = None, slowdown: float = 1.0,
+                 replanner: Replanner | None = None,
+                 replan_every_s: float = 600.0) -> SimulationSummary:
         if runs < 1:
             raise PlannerError(f"runs = {runs}, expected >= 1")
         return SimulationSummary(
             tuple(self.run(plan, seed + k, runtime_sigma=runtime_sigma,
                            runtime_error=runtime_error, zones=zones,
-                           idle_timeout_s=idle_timeout_s) for k in range(runs)),
+                           idle_timeout_s=idle_timeout_s, slowdown=slowdown,
+                           replanner=replanner, replan_every_s=replan_every_s)
+                  for k in range(runs)),
             deadline_s)

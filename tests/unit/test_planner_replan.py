@@ -87,6 +87,22 @@ def test_measured_slowness_resizes_the_fleet_and_keeps_the_deadline() -> None:
     assert kept.deadline_hit_rate == 1.0
 
 
+def test_hourly_cluster_costs_make_a_replan_take_a_shorter_horizon_than_the_time_left() -> None:
+    """A day left for 80 tasks of 600 s: with a head and NAT at 2 USD/h, finishing in a few
+    hours on more nodes is cheaper than one node for the whole day."""
+    from planner.placement import ClusterCosts
+
+    problem = replace(_problem(40), cluster=ClusterCosts(fixed_usd_per_h={"r": 2.0}))
+    progress = RunProgress(0.0, {"stereo": 40, "dsm": 40}, {}, {})
+    re = replan(problem, progress, deadline_s=24 * 3600.0)
+    longest = solve_placement(replace(problem, budget_usd=None), re.horizon_h)
+    assert re.plan is not None and re.plan.makespan_limit_h < 0.5 * re.horizon_h
+    assert re.plan.cost_usd < longest.cost_usd
+    # without hourly costs the longest horizon is the cheapest (fewest start-ups)
+    free = replan(_problem(40), progress, deadline_s=24 * 3600.0)
+    assert free.plan is not None and free.plan.makespan_limit_h == pytest.approx(free.horizon_h)
+
+
 def test_no_slack_for_a_spot_loss_means_on_demand() -> None:
     problem = _problem(40)
     progress = RunProgress(elapsed_s=2.5 * 3600, tasks_left={"stereo": 0, "dsm": 40},

@@ -230,3 +230,49 @@ def test_inter_zone_bytes_are_the_inputs_read_from_another_zone() -> None:
     # one zone, or one node however many zones: nothing crosses
     assert sim.run(plan(2), seed=0, runtime_sigma=0.0, zones=1).inter_az_bytes == 0
     assert sim.run(plan(1), seed=0, runtime_sigma=0.0, zones=3).inter_az_bytes == 0
+
+
+def _one_node(sim: CampaignSimulator, n: int, instances: int) -> PlacementPlan:
+    offer = sim.problem.offers[0]
+    return PlacementPlan(2.0, 2.0, 1.0, 1.0, 0.0, 0.0, 1.0, (
+        FleetEntry(offer, instances, {"stereo": n, "dsm": n}, 3.0),), "test")
+
+
+def test_a_replanned_run_adds_nodes_and_keeps_the_deadline_the_static_plan_misses() -> None:
+    """80 tasks of 600 s, twice slower than calibrated, on one 2-vCPU node: 13.3 h > 8 h."""
+    from planner.replan import RunProgress, replan
+
+    sim, _ = _setup(0.0, n=40)
+    plan = _one_node(sim, 40, 1)
+    deadline_s = 8 * 3600
+    static = sim.run(plan, seed=0, runtime_sigma=0.0, slowdown=2.0)
+    assert static.makespan_s > deadline_s and static.replans == 0
+    seen: list[RunProgress] = []
+
+    def replanner(progress: RunProgress) -> PlacementPlan | None:
+        seen.append(progress)
+        return replan(sim.problem, progress, deadline_s).plan
+
+    live = sim.run(plan, seed=0, runtime_sigma=0.0, slowdown=2.0, replanner=replanner,
+                   replan_every_s=1800)
+    assert live.makespan_s <= deadline_s < static.makespan_s
+    assert live.replans >= 1 and live.instances_launched > 1
+    first = seen[0]
+    assert first.elapsed_s == 1800
+    # what the run measured: tasks twice as long as calibrated, the tasks not done yet
+    assert first.measured_task_s["stereo"] == pytest.approx(2 * first.calibrated_task_s["stereo"])
+    assert 0 < sum(first.tasks_left.values()) < 80
+    assert sum(seen[-1].tasks_left.values()) < sum(first.tasks_left.values())
+
+
+def test_a_replan_to_fewer_nodes_retires_the_surplus() -> None:
+    """Three nodes, then a re-plan to one at 30 min: the run ends later and costs less."""
+    sim, _ = _setup(0.0, n=40)
+    three, one = _one_node(sim, 40, 3), _one_node(sim, 40, 1)
+    kept = sim.run(three, seed=0, runtime_sigma=0.0)
+    shrunk = sim.run(three, seed=0, runtime_sigma=0.0, replanner=lambda progress: one,
+                     replan_every_s=1800)
+    assert shrunk.replans >= 1 and shrunk.instances_launched == 3
+    assert shrunk.makespan_s > kept.makespan_s
+    # two nodes stop after ~30 min instead of running to the end
+    assert shrunk.node_s < kept.node_s
