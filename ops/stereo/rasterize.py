@@ -1,11 +1,20 @@
 """Rasterisation of triangulated points onto a map grid (the DSM's cells).
 
-Each point falls in the cell whose footprint holds its (x, y). A cell's
-height is the **mean** of its points' heights (matching already removed the
-outliers; with the matching step close to the cell size a cell holds 0 to 3
-points, where a median would add nothing but cost), weighted equally; the
+Each point falls in the cell whose footprint holds its (x, y); the
 **count** band holds how many points it got and the **confidence** band
-their mean matching confidence (NCC).
+their mean matching confidence (NCC). A cell's height is the
+Gaussian-weighted mean (sigma one cell, by the distance to the cell's
+centre) of the points of its 3 x 3 neighbourhood that lie within
+``max_fill_spread_m`` of the mean of its own points, as CARS rasterises
+(radius 1, sigma one cell): with 0 to 3 points per cell, the mean of a
+cell's own points carries the matcher's whole noise. The spread limit
+keeps a roof's edge from being averaged with the ground beside it.
+Measured on ``python -m benchmarks.stereo``'s cases, NMAD against the
+truth, a cell's own points -> this: synthetic 0.239 -> 0.218 m, with
+defects 0.231 -> 0.210 m, urban 0.382 -> 0.358 m; against CARS, Gizeh
+1.107 -> 1.060 m, Ventoux 0.728 -> 0.704 m; std from -0.04 m (Ventoux) to
++0.07 m (urban), blunder shares within 0.07 points, Gizeh's coverage
+81.7 -> 83.2 %.
 
 Because the matching grid is rotated against the map grid and points move
 with their height (slopes facing away from a view stretch its samples),
@@ -62,6 +71,8 @@ Float32Array = NDArray[np.float32]
 
 #: Valid 8-neighbours needed to fill an empty cell.
 MIN_NEIGHBOURS = 3
+#: Sigma (cells) of the Gaussian weights of a cell's height (CARS's rasterisation: 1 cell).
+GAUSSIAN_SIGMA_CELLS = 1.0
 #: Cells added around a tile before rasterising, so that hole filling sees beyond its edge.
 FILL_MARGIN_CELLS = 16
 #: Side (cells) of the neighbourhood whose height spread decides whether a cell may grow
@@ -82,9 +93,10 @@ def rasterize_points(
     geobox: GeoBox, x: ArrayLike, y: ArrayLike, h_m: ArrayLike, confidence: ArrayLike,
     max_fill_spread_m: float = math.inf,
 ) -> DsmRaster:
-    """Mean height, supporting count and mean confidence of the points in each cell.
+    """Height, supporting count and mean confidence of the points in each cell.
 
-    An empty cell is filled from its neighbours only if their heights span
+    The height is the Gaussian-weighted mean of the nearby points within
+    ``max_fill_spread_m`` of the cell's own (module docstring). An empty cell is filled from its neighbours only if their heights span
     at most ``max_fill_spread_m`` (next to a roof edge, a mean of roof and
     ground would be a height that exists nowhere).
     """
@@ -108,10 +120,11 @@ def rasterize_points(
     occupied3 = _box3((count2 > 0).astype(np.float64))
     fill = (count2 == 0) & (occupied3 >= MIN_NEIGHBOURS) & _between_points(count2 > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        height = np.where(count2 > 0, total2 / count2, np.nan)
+        own = np.where(count2 > 0, total2 / count2, np.nan)
+    height = _gaussian_mean(own, rows[keep], cols[keep], h[keep], max_fill_spread_m)
     if math.isfinite(max_fill_spread_m):
-        top = ndi.maximum_filter(np.where(count2 > 0, height, -np.inf), size=3)
-        bottom = ndi.minimum_filter(np.where(count2 > 0, height, np.inf), size=3)
+        top = ndi.maximum_filter(np.where(count2 > 0, own, -np.inf), size=3)
+        bottom = ndi.minimum_filter(np.where(count2 > 0, own, np.inf), size=3)
         fill &= top - bottom <= max_fill_spread_m
     with np.errstate(divide="ignore", invalid="ignore"):
         mean_conf = np.where(count2 > 0, conf2 / count2, np.nan)
@@ -123,6 +136,37 @@ def rasterize_points(
         np.minimum(support, np.iinfo(np.uint16).max).astype(np.uint16),
         mean_conf.astype(np.float32),
     )
+
+
+def _gaussian_mean(own: FloatArray, rows: FloatArray, cols: FloatArray, h: FloatArray,
+                   max_spread_m: float) -> FloatArray:
+    """Per cell with points: the Gaussian-weighted mean of the nearby points (module docstring).
+
+    ``own``: the mean of each cell's own points (NaN without); ``rows``,
+    ``cols``: the points' fractional grid coordinates, ``h`` their heights.
+    """
+    n_rows, n_cols = own.shape
+    near_r = np.floor(rows + 0.5).astype(np.int64)
+    near_c = np.floor(cols + 0.5).astype(np.int64)
+    num = np.zeros(own.size)
+    den = np.zeros(own.size)
+    flat = own.ravel()
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            r, c = near_r + dr, near_c + dc
+            inside = (r >= 0) & (r < n_rows) & (c >= 0) & (c < n_cols)
+            cell = (r * n_cols + c)[inside]
+            ref = flat[cell]
+            with np.errstate(invalid="ignore"):
+                near = np.abs(h[inside] - ref) <= max_spread_m
+            dist2 = (rows[inside] - r[inside]) ** 2 + (cols[inside] - c[inside]) ** 2
+            weight = np.exp(-0.5 * dist2 / GAUSSIAN_SIGMA_CELLS**2)[near]
+            num += np.bincount(cell[near], weights=weight * h[inside][near], minlength=own.size)
+            den += np.bincount(cell[near], weights=weight, minlength=own.size)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out: FloatArray = np.where(np.isfinite(flat) & (den > 0), num / den, flat).reshape(
+            own.shape)
+    return out
 
 
 def _between_points(occupied: NDArray[np.bool_]) -> NDArray[np.bool_]:

@@ -95,19 +95,37 @@ def test_rasterize_means_counts_and_fills_single_gaps() -> None:
     rows, cols = np.mgrid[0:5, 0:5]
     keep = ~((rows == 2) & (cols == 2))  # an empty centre cell
     x, y = box.xy(rows[keep], cols[keep])
-    h = (rows + cols)[keep].astype(float)
-    # a second point in cell (0, 0), 2 m higher: the cell holds their mean
-    x = np.append(x, 0.4)
-    y = np.append(y, 4.6)
-    h = np.append(h, 2.0)
+    h = np.full(x.size, 5.0)
+    h[0] = 4.0
+    # a second point at cell (0, 0)'s first one, 2 m higher: the cell holds
+    # two points and their mean (same place, same weight; neighbours at 5 m)
+    x = np.append(x, x[0])
+    y = np.append(y, y[0])
+    h = np.append(h, 6.0)
     conf = np.ones_like(h)
     out = rasterize_points(box, x, y, h, conf)
-    assert out.count[0, 0] == 2 and out.height_m[0, 0] == pytest.approx(1.0)
-    # filled from its 3 x 3 neighbourhood (mean of r + c over the 8 neighbours = 4),
-    # supported by their 8 points
+    assert out.count[0, 0] == 2 and out.height_m[0, 0] == pytest.approx(5.0)
+    # filled from its 3 x 3 neighbourhood, supported by their 8 points
     assert out.count[2, 2] == 8
-    assert out.height_m[2, 2] == pytest.approx(4.0)
+    assert out.height_m[2, 2] == pytest.approx(5.0)
     assert np.isfinite(out.height_m).all()
+
+
+def test_rasterize_averages_noise_but_keeps_steps_sharp() -> None:
+    """Heights are Gaussian means of the points nearby, within the spread of the cell's own."""
+    n = 40
+    box = GeoBox("EPSG:32631", (1.0, 0.0, 0.0, 0.0, -1.0, float(n)), n, n)
+    rows, cols = np.mgrid[0:n, 0:n]
+    x, y = box.xy(rows.ravel(), cols.ravel())
+    step = np.where(cols.ravel() < n // 2, 0.0, 10.0)  # a 10 m roof edge
+    noise = np.random.default_rng(3).normal(0.0, 0.3, x.size)
+    out = rasterize_points(box, x, y, step + noise, np.ones(x.size), max_fill_spread_m=2.0)
+    err = out.height_m - step.reshape(n, n)
+    # every cell on its own side of the edge (the spread keeps roof and ground apart)
+    assert np.abs(err).max() < 1.5
+    # the noise of a cell's single point, averaged with its neighbours'
+    inner = (slice(1, -1), slice(1, n // 2 - 1))
+    assert float(np.std(err[inner])) < 0.6 * float(np.std(noise))
 
 
 def test_rasterize_leaves_large_holes_empty() -> None:
