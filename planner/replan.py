@@ -17,7 +17,12 @@ interruptions seen per offer and the instance-hours they were seen over);
     horizon      = deadline - elapsed
     slack        = horizon - start-up' - critical path * max slowdown
 
-Then the placement LP (:func:`planner.placement.solve_placement`) is solved
+When the progress names the fleet running now (``current``) and that fleet
+finishes the tasks left at the measured speed within the horizon (less the
+safety share), its fluid finish times :data:`ON_TRACK_MARGIN` (the fluid model
+ignores idle time and precedence), it is kept: the result is ``current``
+itself, and nothing changes (no nodes started or stopped for a saving the
+churn would eat). Otherwise the placement LP (:func:`planner.placement.solve_placement`) is solved
 for the remaining tasks at their measured cost within ``horizon`` (less a
 safety share), and at :data:`HORIZONS` shorter horizons down to 1.2 times the
 critical path and a start-up; the cheapest by the LP's cost is kept. The
@@ -44,7 +49,13 @@ from dataclasses import dataclass, field, replace
 
 from planner.catalog import Offer
 from planner.errors import InfeasiblePlanError, PlannerError
-from planner.placement import PlacementPlan, PlacementProblem, Stage, solve_placement
+from planner.placement import (
+    PlacementPlan,
+    PlacementProblem,
+    Stage,
+    coefficients,
+    solve_placement,
+)
 
 #: Prior weight of the catalog's hazard, in instance-hours.
 PRIOR_INSTANCE_H = 24.0
@@ -56,6 +67,8 @@ STRETCH = 1.25
 STRETCHES = 12
 #: Horizons tried between 1.2 x (critical path + start-up) and the time left.
 HORIZONS = 6
+#: The fleet running is kept while its fluid finish times this fits the horizon.
+ON_TRACK_MARGIN = 1.25
 
 Pool = tuple[str, str]  # (instance type, market)
 
@@ -68,6 +81,7 @@ class RunProgress:
     calibrated_task_s: Mapping[str, float]        # stage -> calibrated seconds, same family
     interruptions: Mapping[str, int] = field(default_factory=dict)   # offer key -> count
     instance_h: Mapping[str, float] = field(default_factory=dict)    # offer key -> exposure
+    current: PlacementPlan | None = None          # the fleet running now, if known
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.elapsed_s) and self.elapsed_s >= 0):
@@ -171,6 +185,14 @@ def replan(problem: PlacementProblem, progress: RunProgress, deadline_s: float, 
                   critical_path_s=critical_s, budget_usd=None)
     target_h = max(horizon_s * (1 - safety), 0) / 3600
     floor_h = (critical_s + startup_s) / 3600
+    current = progress.current
+    if current is not None and not on_demand_only:
+        finish_h = fluid_finish_h(replace(problem, stages=stages, offers=offers), current)
+        if finish_h * ON_TRACK_MARGIN <= target_h:
+            return Replan(current, target_h, slow, False,
+                          f"on track: the fleet running finishes the "
+                          f"{sum(s.n_tasks for s in stages)} tasks left in about "
+                          f"{finish_h:.2f} h of {horizon_s / 3600:.2f} h left; kept")
     if target_h < floor_h:
         # Late already: the fastest fleet the limits allow, on demand.
         target_h = max(floor_h, horizon_s / 3600)
@@ -192,6 +214,31 @@ def replan(problem: PlacementProblem, progress: RunProgress, deadline_s: float, 
         reason += ("; slack too short for a spot loss, and the campaign allows no on-demand "
                    "offer (compute.markets): spot, at risk")
     return Replan(plan, target_h, slow, on_demand_only, reason)
+
+
+def fluid_finish_h(problem: PlacementProblem, fleet: PlacementPlan) -> float:
+    """Hours ``fleet`` needs for ``problem``'s tasks, each stage shared as the fleet planned it.
+
+    A stage's tasks go to the entries planned for it, in proportion to their
+    planned tasks; the busiest entry's instance-hours per instance is the
+    finish (inf when a stage with tasks left has no entry).
+    """
+    busy = [0.0] * len(fleet.fleet)
+    for stage in problem.stages:
+        if not stage.n_tasks:
+            continue
+        shares = [(k, e.tasks.get(stage.name, 0)) for k, e in enumerate(fleet.fleet)
+                  if e.instances > 0 and e.tasks.get(stage.name, 0) > 0]
+        total = sum(n for _, n in shares)
+        if not total:
+            return math.inf
+        for k, n in shares:
+            c = coefficients(stage, fleet.fleet[k].offer, problem)
+            if c.slots <= 0:
+                return math.inf
+            busy[k] += stage.n_tasks * n / total * c.inst_h_per_task
+    return max((b / e.instances for b, e in zip(busy, fleet.fleet, strict=True)
+                if e.instances > 0), default=0.0)
 
 
 def _cheapest_horizon(problem: PlacementProblem, best: PlacementPlan, low_h: float,

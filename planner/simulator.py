@@ -42,7 +42,8 @@ machine are studied. One run:
 Re-planning (``replanner``, every ``replan_every_s``): the run hands a
 :class:`planner.replan.RunProgress` (tasks left per stage, task seconds
 measured against calibrated so far, interruptions and spot instance-hours
-per offer) to the replanner and enacts the fleet it returns at once, as the
+per offer, the plan running now) to the replanner and enacts the fleet it
+returns at once (the plan running, or None, changes nothing), as the
 runtime's autoscaler request does: an offer's missing nodes are launched
 (start-up included), its surplus nodes take no new task and leave once idle
 (booting or idle ones first), and each offer serves the stages the new plan
@@ -277,6 +278,7 @@ class CampaignSimulator:
         measured_n = [0] * n_stages
         entry_interruptions = [0] * len(fleet)
         replans = 0
+        running_plan = plan
         tried = [False] * self.n
         input_bytes = self._input_bytes() if zones > 1 else []
         inter_az_bytes = 0.0
@@ -464,12 +466,13 @@ class CampaignSimulator:
                 {names[s]: measured_s[s] / measured_n[s] for s in range(n_stages) if measured_n[s]},
                 {names[s]: calibrated_s[s] / measured_n[s] for s in range(n_stages)
                  if measured_n[s]},
-                seen, exposure)
+                seen, exposure, running_plan)
 
         def enact(new: PlacementPlan, now: float) -> None:
             """Launch, retire and re-task nodes to match ``new`` (module docstring)."""
-            nonlocal replans
+            nonlocal replans, running_plan
             replans += 1
+            running_plan = new
             index = {fleet[f].offer.key: f for f in range(len(fleet))}
             wanted = dict.fromkeys(range(len(fleet)), 0)
             for e in new.fleet:
@@ -557,7 +560,7 @@ class CampaignSimulator:
                                    "cannot finish the campaign")
             if kind == _REPLAN:
                 new = None if replanner is None else replanner(progress(now))
-                if new is not None:
+                if new is not None and new is not running_plan:
                     enact(new, now)
                 push(now + replan_every_s, _REPLAN, 0, 0)
                 continue

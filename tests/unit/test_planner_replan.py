@@ -103,6 +103,22 @@ def test_hourly_cluster_costs_make_a_replan_take_a_shorter_horizon_than_the_time
     assert free.plan is not None and free.plan.makespan_limit_h == pytest.approx(free.horizon_h)
 
 
+def test_a_fleet_on_track_is_kept_and_a_late_one_is_not() -> None:
+    """The plan running finishes in time at the measured speed: kept as it is (no churn);
+    1.5x slower than calibrated, it no longer does: a new fleet."""
+    n, deadline_s = 120, 6 * 3600.0
+    problem = _problem(n)
+    running = solve_placement(problem, 3.0)
+    calm = RunProgress(600.0, {"stereo": n, "dsm": n}, {"stereo": TASK_S}, {"stereo": TASK_S},
+                       current=running)
+    kept = replan(problem, calm, deadline_s)
+    assert kept.plan is running and kept.reason.startswith("on track")
+    slow = replace(calm, measured_task_s={"stereo": 4 * TASK_S})
+    moved = replan(problem, slow, deadline_s)
+    assert moved.plan is not running and moved.plan is not None
+    assert sum(e.instances for e in moved.plan.fleet) > sum(e.instances for e in running.fleet)
+
+
 def test_no_slack_for_a_spot_loss_means_on_demand() -> None:
     problem = _problem(40)
     progress = RunProgress(elapsed_s=2.5 * 3600, tasks_left={"stereo": 0, "dsm": 40},
