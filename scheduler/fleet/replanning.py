@@ -24,7 +24,11 @@ there, and so over-estimates what is left). The decision is
     re-plan when               new measurements >= min_tasks, or an interruption since
                                the last re-plan, and elapsed - last re-plan >= min_interval_s
 
-and the fleet it last asked for (the plan's at first). A re-plan whose fleet
+and the fleet it last asked for (the plan's at first), with the stages each
+pool serves when known (:meth:`LiveReplanner.from_plan`: the plan's; then
+each re-plan's): given that, :func:`~planner.replan.replan` keeps the fleet
+while it is on track to finish in time at the measured speed, so the
+request changes only when the deadline is at stake. A re-plan whose fleet
 equals the current one returns ``None``. One that adds nodes to a pool (the
 deadline is at stake) is asked for at once; one that only removes nodes
 waits until the next re-plan removes some too, so that the noise of the
@@ -52,7 +56,7 @@ if TYPE_CHECKING:
     from planner.calibration import Calibration
     from planner.campaign import Campaign
     from planner.catalog import PriceCatalog
-    from planner.placement import PlacementProblem
+    from planner.placement import PlacementPlan, PlacementProblem
 
 __all__ = ["LiveReplanner", "ReplanEvent"]
 
@@ -92,7 +96,8 @@ class LiveReplanner:
                  fleet: Mapping[Pool, int], calibrated_task_s: Mapping[str, float], *,
                  window: int = WINDOW_TASKS, min_tasks: int = MIN_TASKS,
                  min_interval_s: float = MIN_INTERVAL_S, safety: float = 0.1,
-                 say: Callable[[str], None] | None = None) -> None:
+                 say: Callable[[str], None] | None = None,
+                 current: PlacementPlan | None = None) -> None:
         if not (math.isfinite(deadline_s) and deadline_s > 0):
             raise FlowError(f"deadline_s = {deadline_s!r}, expected a number of seconds > 0")
         if window < 1 or min_tasks < 1 or not min_interval_s >= 0:
@@ -122,6 +127,8 @@ class LiveReplanner:
         self._last_replan_s: float | None = None
         self._shrinking = False  # the last re-plan asked for fewer nodes only
         self.fleet: dict[Pool, int] = {p: n for p, n in fleet.items() if n > 0}
+        #: the plan of the fleet asked for, with its stages per pool (None: not known)
+        self.current = current
         self.history: list[ReplanEvent] = []
 
     @classmethod
@@ -137,6 +144,7 @@ class LiveReplanner:
         """
         from planner.estimate import campaign_dag
         from planner.frontier import build_problem
+        from planner.placement import price_fleet
 
         doc = as_plan_document(plan)
         graph = campaign_dag(campaign, calibration, catalog.families)
@@ -149,13 +157,23 @@ class LiveReplanner:
         problem = replace(problem, offers=offers)
         fleet: dict[Pool, int] = {}
         tasks: dict[str, dict[str, int]] = {}
+        pool_tasks: dict[Pool, dict[str, int]] = {}
         for e in doc.fleet:
             pool = (e.instance_type, e.market)
             fleet[pool] = fleet.get(pool, 0) + e.instances
             for stage, n in e.tasks.items():
                 by_type = tasks.setdefault(e.instance_type, {})
                 by_type[stage] = by_type.get(stage, 0) + n
+                by_pool = pool_tasks.setdefault(pool, {})
+                by_pool[stage] = by_pool.get(stage, 0) + n
         deadline_s = doc.deadline_s if doc.deadline_s else campaign.deadline_h * 3600
+        # the plan's fleet with its stages per pool, for replan() to tell whether it is on track
+        offer_of = {(o.instance.name, o.market): o for o in offers}
+        current = None
+        if pool_tasks and all(p in offer_of for p in fleet):
+            current = price_fleet(problem, deadline_s / 3600, [
+                (offer_of[p], n, pool_tasks.get(p, {})) for p, n in fleet.items()], "plan")
+        options.setdefault("current", current)
         return cls(problem, deadline_s, fleet, planned_task_s(problem, tasks), **options)
 
     def on_task_done(self, stage: str, runtime_s: float) -> None:
@@ -192,7 +210,7 @@ class LiveReplanner:
             total = self._totals[stage] = max(self._totals.get(stage, 0), now)
             left[stage] = math.ceil(n * now / total) if total else 0
         return RunProgress(elapsed_s, left, self.measured_task_s(), self.calibrated_task_s,
-                           dict(self._interruptions), dict(self._instance_h))
+                           dict(self._interruptions), dict(self._instance_h), self.current)
 
     def fleet_for(self, remaining_tasks_by_stage: Mapping[str, int],
                   elapsed_s: float) -> Mapping[Pool, int] | None:
@@ -236,6 +254,7 @@ class LiveReplanner:
             return None
         before = _describe(self.fleet)
         self.fleet = fleet
+        self.current = decision.plan
         self.history.append(ReplanEvent(elapsed_s, progress, decision, fleet, decision.reason))
         self._say(f"re-plan at {elapsed_s:.0f} s: {decision.reason}; fleet {before} -> "
                   f"{_describe(fleet)}")

@@ -286,8 +286,15 @@ def test_live_replanner_from_a_plan_document_and_its_campaign() -> None:
         assert live.calibrated_task_s[stage] == pytest.approx(s.cpu_s["m7g"] / s.threads)
     everything = {s.name: s.n_tasks for s in live.problem.stages}
     assert live.fleet_for(everything, 0.0) is None  # the run's start: nothing measured
+    # the plan's own fleet, its stages per pool: at the calibrated speed it is on track, kept
+    assert live.current is not None and fleet_counts(live.current) == live.fleet
+    assert live.current.fleet[0].tasks == {"stereo": 52, "dsm": 52, "ortho": 448}
     for stage, task_s in live.calibrated_task_s.items():
-        for _ in range(5):
+        live.on_task_done(stage, task_s)
+    assert live.fleet_for(everything, 60.0) is None
+    assert live.history[-1].reason.startswith("on track")
+    for stage, task_s in live.calibrated_task_s.items():
+        for _ in range(20):  # a window of slow tasks only
             live.on_task_done(stage, 3 * task_s)
     half = {k: n // 2 for k, n in everything.items()}
     live.fleet_for(half, 4 * 3600.0)  # two thirds of the time gone, half the work
@@ -328,21 +335,28 @@ def test_a_replan_places_every_task_left_once_within_the_limits(
 
 
 def test_live_replanner_adds_nodes_at_once_and_removes_them_when_two_replans_agree() -> None:
-    """The fleet first grows (tasks 1.3x slower); then tasks measured as calibrated ask for
-    fewer nodes: the first such re-plan only notes it, the second lets them go."""
+    """The fleet first grows (tasks 1.3x slower); then tasks measured faster: the grown fleet
+    is on track and kept. Re-planned without the running plan (current unknown), fewer
+    nodes are asked: the first such re-plan only notes it, the second lets them go."""
     live = _live()
     live.fleet_for({"stereo": 120, "dsm": 120}, 0.0)
     for _ in range(5):
         live.on_task_done("stereo", TASK_S * 1.3)
     grown = live.fleet_for({"stereo": 110, "dsm": 120}, 60.0)
     assert grown is not None  # more nodes: asked for at once
+    assert live.current is not None and fleet_counts(live.current) == grown
     for _ in range(20):
         live.on_task_done("stereo", TASK_S * 0.5)
-    assert live.fleet_for({"stereo": 100, "dsm": 120}, 120.0) is None
+    assert live.fleet_for({"stereo": 105, "dsm": 120}, 120.0) is None
+    assert live.history[-1].reason.startswith("on track") and live.fleet == grown
+    live.current = None
+    for _ in range(5):
+        live.on_task_done("stereo", TASK_S * 0.5)
+    assert live.fleet_for({"stereo": 100, "dsm": 120}, 180.0) is None
     assert live.fleet == grown
     assert "fewer nodes" in live.history[-1].reason and "once the next re-plan agrees" in \
         live.history[-1].reason
     for _ in range(5):
         live.on_task_done("stereo", TASK_S * 0.5)
-    shrunk = live.fleet_for({"stereo": 95, "dsm": 120}, 180.0)
+    shrunk = live.fleet_for({"stereo": 95, "dsm": 120}, 240.0)
     assert shrunk is not None and sum(shrunk.values()) < sum(grown.values())
