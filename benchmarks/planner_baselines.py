@@ -250,7 +250,13 @@ def main(argv: list[str] | None = None) -> int:
           f"{sys.version.split()[0]}; {args.runs} simulated runs per strategy, seed {args.seed}")
     settings = [(p, d, h) for p in args.pairs for d in args.deadlines for h in args.hazard_scales]
     for pairs, deadline, hazard in settings:
-        res = run_campaign(pairs, deadline, args.runs, args.seed, hazard, args.slowdown)
+        try:
+            res = run_campaign(pairs, deadline, args.runs, args.seed, hazard, args.slowdown)
+        except InfeasiblePlanError as exc:  # eochain plan refuses: said, and the next setting
+            print(f"\n{pairs} pairs, deadline {deadline:g} h: eochain plan refuses: {exc}")
+            results.append({"pairs": pairs, "deadline_h": deadline, "hazard_scale": hazard,
+                            "slowdown": args.slowdown, "refused": str(exc)})
+            continue
         results.append(res)
         print(f"\ncampaign {res['campaign']}: {res['tasks']} tasks, deadline {deadline:g} h, "
               f"task times +/- {100 * res['runtime_error']:.0f} %, x{args.slowdown:g} slower "
@@ -280,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
                  "timeout"))
     print("\nsummary: eochain's mean cost / the best fair baseline's (on time in >= 95 % of runs)")
     for res in results:
+        if "refused" in res:
+            print(f"  {res['pairs']} pairs, {res['deadline_h']:g} h: eochain plan refuses")
+            continue
         ratio = res["ratio_to_best_fair_baseline"]
         eo = next(r for r in res["rows"] if r["strategy"] == EOCHAIN)
         re_row = next(r for r in res["rows"] if r["strategy"] == EOCHAIN_REPLANNED)
