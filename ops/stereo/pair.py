@@ -23,7 +23,7 @@ Method (the choice and why)
    DEM's minimum and maximum around the tile plus ``height_margin_*_m``;
    uniqueness, a true left-right check (a second pass, right against left),
    speckle filtering, a texture mask and an NCC confidence (matches below
-   0.4 dropped). SGM is the matcher of CARS, s2p and most production
+   0.5 dropped). SGM is the matcher of CARS, s2p and most production
    pipelines. Sub-pixel: the NCC peak's correction, averaged over 9 x 9
    pixels, removes the SGBM parabola's bias towards whole pixels without
    the NCC peak's pixel noise (:func:`ops.stereo.matching.match`, measured on
