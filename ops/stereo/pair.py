@@ -24,7 +24,7 @@ Method (the choice and why)
    uniqueness, a true left-right check (a second pass, right against left),
    speckle filtering, a texture mask and an NCC confidence (matches below
    0.5 dropped). SGM is the matcher of CARS, s2p and most production
-   pipelines. Sub-pixel: the NCC peak's correction, averaged over 9 x 9
+   pipelines. Sub-pixel: the NCC peak's correction, averaged over 15 x 15
    pixels, removes the SGBM parabola's bias towards whole pixels without
    the NCC peak's pixel noise (:func:`ops.stereo.matching.match`, measured on
    exactly shifted real textures). Matches far from the median of their
