@@ -1,16 +1,20 @@
 """Campaign CPU efficiency: the kernels' CPU-seconds over cores x wall of ``eochain run``.
 
-Run: ``python -m benchmarks.campaign_efficiency [--seeds 4] [--size 4096] [--tile 1024]
-[--cpus C] [--repeat 3] [--scenes DIR]``. Writes ``benchmarks/results/campaign_efficiency.json``.
+Run: ``python -m benchmarks.campaign_efficiency [--seeds 4] [--size 8192] [--tile 1024]
+[--dem-spacing 30] [--cpus C] [--repeat 3] [--scenes DIR]``. Writes
+``benchmarks/results/campaign_efficiency.json``.
 
 State machine and inputs:
 
 1. ``--seeds`` synthetic scenes (:func:`ops.synthetic.scene.generate_scene`, 0.5 m,
-   float32, seeds 0..N-1, all at the same place); each scene's two views are
-   two scenes of the campaign (8 by default), orthorectified at 0.5 m in
-   tiles of ``--tile`` px (1024, ``eochain ortho``'s default: 4096 px scenes
-   make 25 tiles each, 200 in all), with the DEM of seed 0. ``--scenes DIR``
-   keeps them between invocations (generating them takes a minute).
+   uint16 as Pléiades primary products, seeds 0..N-1, all at the same place);
+   each scene's two views are two scenes of the campaign (8 by default),
+   orthorectified at 0.5 m in tiles of ``--tile`` px (1024, ``eochain
+   ortho``'s default: 8192 px scenes make 100 tiles each, 800 in all), with
+   the DEM of seed 0 averaged to ``--dem-spacing`` metres (30: the spacing of
+   the 1 arc-second DEMs campaigns use; the scenes' own 1 m DEM makes the
+   survey and every ortho plan read 100 MB). ``--scenes DIR`` keeps the scenes
+   between invocations (generating them takes minutes).
 2. A campaign file listing the views by ``uri`` (with their footprint and
    size), written next to them.
 3. A local Ray with all ``--cpus`` (default: every core, a 1 GiB object
@@ -68,6 +72,8 @@ from scheduler.runtime.dispatch import RunReport
 
 RESULTS = Path(__file__).resolve().parent / "results" / "campaign_efficiency.json"
 GOAL = 0.9
+#: The scenes' pixels: 12-bit counts in 16 bits, as Pléiades primary products.
+DTYPE = "uint16"
 
 
 def machine_busy_cpu_s() -> float:
@@ -103,8 +109,23 @@ def tree_cpu(root_pid: int) -> dict[int, float]:
     return mine
 
 
+def process_kind(pid: int) -> str:
+    """``driver`` (this process), ``workers`` (Ray workers: the run's actors), ``ray`` (raylet,
+    GCS, Ray's agents and other helpers of this tree)."""
+    if pid == os.getpid():
+        return "driver"
+    try:
+        name = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+    except OSError:
+        return "ray"
+    worker = name.startswith("ray::") and not name.startswith(("ray::IDLE_", "ray::Dashboard",
+                                                                 "ray::RuntimeEnv"))
+    return "workers" if worker else "ray"
+
+
 class TreeCpu:
-    """CPU seconds this process tree used between :meth:`start` and :meth:`stop`.
+    """CPU seconds this process tree used between :meth:`start` and :meth:`stop`, by kind
+    of process (:func:`process_kind`).
 
     Sampled every ``interval_s`` in a thread, keeping each process's last
     reading, so processes that end meanwhile (the run's actors) still count
@@ -115,6 +136,7 @@ class TreeCpu:
         self.interval_s = interval_s
         self._first: dict[int, float] = {}
         self._last: dict[int, float] = {}
+        self._kind: dict[int, str] = {}
         self._baseline_taken = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -124,6 +146,8 @@ class TreeCpu:
             # a process already there counts from now, a new one from its start
             self._first.setdefault(pid, 0.0 if self._baseline_taken else seconds)
             self._last[pid] = seconds
+            if self._kind.get(pid) != "workers":  # a worker is named once it runs an actor
+                self._kind[pid] = process_kind(pid)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -134,11 +158,14 @@ class TreeCpu:
         self._baseline_taken = True
         self._thread.start()
 
-    def stop(self) -> float:
+    def stop(self) -> dict[str, float]:
         self._stop.set()
         self._thread.join()
         self._sample()
-        return sum(self._last[p] - self._first.get(p, 0.0) for p in self._last)
+        by_kind = {"driver": 0.0, "workers": 0.0, "ray": 0.0}
+        for p in self._last:
+            by_kind[self._kind[p]] += self._last[p] - self._first.get(p, 0.0)
+        return by_kind
 
 
 class _ReportCatcher(logging.Handler):
@@ -154,6 +181,32 @@ class _ReportCatcher(logging.Handler):
             self.reports.append(report)
 
 
+def coarse_dem(src: Path, spacing_m: float) -> Path:
+    """``src`` (a synthetic scene's 1 m DEM) averaged to ``spacing_m``, next to it: the
+    spacing of the DEMs campaigns use (Copernicus/SRTM 1 arc-second, ~30 m). Made once."""
+    import math
+
+    import rasterio
+    from rasterio.warp import Resampling, reproject
+
+    dst = src.with_name(f"dem_{spacing_m:g}m.tif")
+    if dst.exists():
+        return dst
+    with rasterio.open(src) as ds:
+        left, bottom, right, top = ds.bounds
+        width = math.ceil((right - left) / spacing_m)
+        height = math.ceil((top - bottom) / spacing_m)
+        transform = rasterio.Affine(spacing_m, 0.0, left, 0.0, -spacing_m, top)
+        profile = {**ds.profile, "width": width, "height": height, "transform": transform,
+                   "tiled": False}
+        profile.pop("blockxsize", None)
+        profile.pop("blockysize", None)
+        with rasterio.open(dst, "w", **profile) as out:
+            reproject(rasterio.band(ds, 1), rasterio.band(out, 1),
+                      resampling=Resampling.average)
+    return dst
+
+
 def write_campaign(root: Path, seeds: int, size: int, tile_px: int) -> tuple[Path, Path]:
     """Scenes and the campaign file listing them: (campaign file, DEM)."""
     from ops.synthetic.scene import SceneSpec, generate_scene
@@ -161,7 +214,7 @@ def write_campaign(root: Path, seeds: int, size: int, tile_px: int) -> tuple[Pat
     entries: list[dict[str, Any]] = []
     dem: Path | None = None
     for seed in range(seeds):
-        scene = generate_scene(SceneSpec(width=size, height=size, seed=seed),
+        scene = generate_scene(SceneSpec(width=size, height=size, seed=seed, dtype=DTYPE),
                                root / f"s{seed}")
         dem = dem or scene.out_dir / "dem.tif"
         lon0, lat0, lon1, lat1 = (float(v) for v in scene.footprint_lonlat)
@@ -218,7 +271,8 @@ def run_once(campaign: Path, dem: Path, out: Path) -> dict[str, Any]:
                 raise SystemExit(f"eochain run failed (exit {exc.code})") from exc
         command_s = time.perf_counter() - t1
         ended_at = time.time()
-        ours_s = ours.stop()
+        by_kind = ours.stop()
+        ours_s = sum(by_kind.values())
         others_s = max(0.0, machine_busy_cpu_s() - machine0 - ours_s)
     finally:
         dispatch_log.removeHandler(catcher)
@@ -243,7 +297,9 @@ def run_once(campaign: Path, dem: Path, out: Path) -> dict[str, Any]:
         "share_tasks": round(report.cpu_share, 3),
         "occupancy": round(report.busy_s / (cores * command_s), 3),
         "cpu_per_busy": round(report.cpu_s / max(report.busy_s, 1e-9), 3),
-        "ours_cpu_s": round(ours_s, 2), "others_cpu_s": round(others_s, 2),
+        "ours_cpu_s": round(ours_s, 2), "driver_cpu_s": round(by_kind["driver"], 2),
+        "workers_outside_tasks_cpu_s": round(by_kind["workers"] - report.cpu_s, 2),
+        "ray_daemons_cpu_s": round(by_kind["ray"], 2), "others_cpu_s": round(others_s, 2),
         "share_left": round(report.cpu_s / max(1e-9, cores * command_s - others_s), 3),
         "load_average_1min": round(os.getloadavg()[0], 2),
     }
@@ -252,11 +308,13 @@ def run_once(campaign: Path, dem: Path, out: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=4, help="scenes of two views each")
-    parser.add_argument("--size", type=int, default=4096, help="scene side, pixels")
+    parser.add_argument("--size", type=int, default=8192, help="scene side, pixels")
     parser.add_argument("--tile", type=int, default=1024,
                         help="output tile side, pixels (eochain ortho's default)")
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--repeat", type=int, default=3, help="runs; the median is reported")
+    parser.add_argument("--dem-spacing", type=float, default=30.0,
+                        help="metres between the DEM's nodes (1: the scenes' own 1 m DEM)")
     parser.add_argument("--scenes", type=Path, default=None,
                         help="folder keeping the generated scenes between invocations "
                              "(default: a temporary one)")
@@ -265,7 +323,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import ray
 
     keep = args.scenes is not None
-    root = (args.scenes / f"{args.seeds}x{args.size}-{args.tile}" if keep
+    root = (args.scenes / f"{args.seeds}x{args.size}-{args.tile}-{DTYPE}" if keep
             else Path(tempfile.mkdtemp(prefix="eochain-eff-")))
     runs: list[dict[str, Any]] = []
     try:
@@ -273,6 +331,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             campaign, dem = root / "campaign.yaml", root / "s0" / "dem.tif"
         else:
             campaign, dem = write_campaign(root, args.seeds, args.size, args.tile)
+        if args.dem_spacing > 1:
+            dem = coarse_dem(dem, args.dem_spacing)
         t0 = time.perf_counter()
         ray.init(address="local", num_cpus=args.cpus, include_dashboard=False,
                  log_to_driver=False, object_store_memory=1 << 30)
@@ -293,7 +353,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     doc = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "ray": ray.__version__, "scenes": 2 * args.seeds, "size_px": args.size,
-        "tile_px": args.tile, "ray_start_s": round(ray_start_s, 2),
+        "tile_px": args.tile, "dem_spacing_m": args.dem_spacing,
+        "ray_start_s": round(ray_start_s, 2),
         "ray_settle_s": round(settle_s, 2), "goal": GOAL, "repeat": args.repeat,
         "share_median": statistics.median(shares), "share_min": min(shares),
         "share_max": max(shares), "median_run": best, "runs": runs,
@@ -317,8 +378,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"occupancy = task wall-s / (cores x command wall) = {r['occupancy']:.3f}; "
           f"CPU-s per task wall-s = {r['cpu_per_busy']:.3f}; load average "
           f"{r['load_average_1min']:.1f}")
-    print(f"CPU-s during the command: tasks {r['task_cpu_s']:.2f}, driver + Ray daemons "
-          f"{r['ours_cpu_s'] - r['task_cpu_s']:.2f}, other users' processes "
+    print(f"CPU-s during the command: tasks {r['task_cpu_s']:.2f}; driver "
+          f"{r['driver_cpu_s']:.2f} (campaign, survey, dispatch); actors outside their tasks "
+          f"{r['workers_outside_tasks_cpu_s']:.2f} (start-up, imports, Ray's calls and objects); "
+          f"Ray's daemons {r['ray_daemons_cpu_s']:.2f}; other users' processes "
           f"{r['others_cpu_s']:.2f}; share of the CPU left to the run = {r['share_left']:.3f}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(doc, indent=2) + "\n")

@@ -580,7 +580,7 @@ class _TickingCollector(Collector):
 
 
 #: Seconds between the exporter's checks for shutdown.
-SERVER_POLL_S = 0.02
+SERVER_POLL_S = 0.1
 
 
 class MetricsExporter:
