@@ -30,11 +30,10 @@ in 95 % of runs is kept (or the one with the best hit rate when none does).
 - (a) all on-demand on the cheapest adequate type (:func:`planner.baselines.all_on_demand`),
   one zone;
 - (b) the cheapest memory-fitting single spot type per vCPU-hour
-  (``all_spot_cheapest``) in one zone: what a SkyPilot or Ray user gets. A
-  SkyPilot cluster lives in one zone; Ray's AWS launcher, given several
-  subnets, launches every node in the first and tries the next only when a
-  launch fails (ray-project/ray#19051, Ray >= 1.8: "Stop Round Robining
-  AZs", to avoid cross-AZ traffic costs);
+  (``all_spot_cheapest``) in one zone: what a Ray user gets. Ray's AWS
+  launcher, given several subnets, launches every node in the first and
+  tries the next only when a launch fails (ray-project/ray#19051, Ray >=
+  1.8: "Stop Round Robining AZs", to avoid cross-AZ traffic costs);
 - (b') the same type spread round-robin over three subnets (Ray before 1.8,
   or a user spreading for spot resilience): its pools are independent, and
   every input a task reads from a node in another zone is paid;
