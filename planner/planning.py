@@ -15,7 +15,10 @@
    budget by their *mean simulated* cost, the objective's best by simulated
    figures is chosen (mean cost, p95 makespan, or the weighted sum), on one
    zone or spread over ``SPREAD_ZONES`` zones, whichever scores better (the
-   spread pays inter-zone traffic and gets independent spot pools). When
+   spread pays inter-zone traffic and gets independent spot pools), and in
+   one zone over two spot pools (:func:`spread_over_pools`: half of a
+   multi-node spot entry moved to another size of its family, a pool of
+   its own, at the same price per vCPU) when the fleet allows. When
    none qualifies the planner refuses, naming the closest plan: a plan never
    exceeds its budget or misses its deadline silently. The chosen plan is
    then simulated ``simulate_runs`` times on fresh seeds for the report.
@@ -56,7 +59,7 @@ from planner.errors import CampaignError, InfeasiblePlanError
 from planner.estimate import campaign_dag
 from planner.frontier import Frontier, build_problem, choose_plan, pareto_frontier
 from planner.order import depth_first_order
-from planner.placement import PlacementPlan, PlacementProblem
+from planner.placement import PlacementPlan, PlacementProblem, price_fleet
 from planner.plan_document import PLAN_FORMAT, plan_document_from_dict
 from planner.simulator import CampaignSimulator, RunResult, SimulationSummary
 
@@ -223,6 +226,7 @@ def _plan(campaign: Campaign, catalog: PriceCatalog, calibration: Calibration,
             gc.enable()  # simulation runs make short-lived cycles (their closures)
         pairs = [(p, z) for p in pool for z in (1, SPREAD_ZONES)
                  if z == 1 or any(e.offer.market == "spot" for e in p.fleet)]
+        pairs += [(v, 1) for p in pool if (v := spread_over_pools(problem, p)) is not None]
         # The first screening run, timed: the allocation below is based on it.
         t1 = time.perf_counter()
         first = sim.run(pool[0], seed + 10_000, runtime_error=runtime_error)
@@ -253,6 +257,46 @@ def _plan(campaign: Campaign, catalog: PriceCatalog, calibration: Calibration,
     return CampaignPlan(campaign, deadline, budget, problem, frontier, chosen, summary, timings,
                         graph.number_of_nodes(), graph.number_of_edges(), catalog.date,
                         calibration.status, zones, runtime_error, tuple(screened), effort)
+
+
+#: Sizes of one family whose prices per vCPU differ by less than this count as one price.
+POOL_PRICE_TIE = 0.02
+
+
+def spread_over_pools(problem: PlacementProblem, plan: PlacementPlan) -> PlacementPlan | None:
+    """``plan`` with its largest multi-node spot entry split over two spot pools of one zone.
+
+    Half of the entry's nodes (rounded down) become nodes of another size of
+    the same family and region, as many vCPUs, at a price per vCPU within
+    :data:`POOL_PRICE_TIE`: a (type, zone) pool of their own, so one reclaim
+    event no longer takes the whole entry. Tasks go with the vCPUs. None when
+    no entry has two spot nodes or its family has no such size.
+    """
+    spot = [e for e in plan.fleet if e.offer.market == "spot" and e.instances >= 2]
+    if not spot:
+        return None
+    entry = max(spot, key=lambda e: e.instances * e.offer.instance.vcpus)
+    it = entry.offer.instance
+    per_vcpu = entry.offer.price_usd_per_h / it.vcpus
+    moved = entry.instances // 2
+    others = [o for o in problem.offers
+              if o.market == "spot" and o.region == entry.offer.region
+              and o.instance.family == it.family and o.instance.name != it.name
+              and (moved * it.vcpus) % o.instance.vcpus == 0
+              and abs(o.price_usd_per_h / o.instance.vcpus - per_vcpu) <= POOL_PRICE_TIE * per_vcpu]
+    if not others:
+        return None
+    other = max(others, key=lambda o: o.instance.vcpus)  # fewest nodes
+    share = moved / entry.instances
+    moved_tasks = {s: round(n * share) for s, n in entry.tasks.items()}
+    entries = []
+    for e in plan.fleet:
+        if e is not entry:
+            entries.append((e.offer, e.instances, dict(e.tasks)))
+    entries.append((entry.offer, entry.instances - moved,
+                    {s: n - moved_tasks[s] for s, n in entry.tasks.items()}))
+    entries.append((other, moved * it.vcpus // other.instance.vcpus, moved_tasks))
+    return price_fleet(problem, plan.makespan_limit_h, entries, f"{plan.solver}, two pools")
 
 
 def allocate_runs(final_runs: int, screening_runs: int, pairs: int, first_run_s: float,

@@ -113,3 +113,33 @@ def test_the_timed_first_run_is_the_first_screening_run() -> None:
     again = sim.simulate(plan, len(screened.runs), seed=10_000, deadline_s=cp.deadline_h * 3600,
                          runtime_error=cp.runtime_error)
     assert again.runs == screened.runs
+
+
+def test_a_spot_entry_spreads_over_two_pools_of_its_family_at_the_same_price() -> None:
+    """3 x 64-vCPU spot nodes -> 2 of them and 2 x 32-vCPU nodes (a pool of their own, same
+    price per vCPU), tasks moved with the vCPUs; one node, or no such size: no variant."""
+    from planner.catalog import InstanceType, Offer
+    from planner.placement import FleetEntry, PlacementPlan, PlacementProblem, Stage
+    from planner.planning import spread_over_pools
+
+    big = Offer(InstanceType("m7g.16xlarge", "m7g", 64, 256.0, "arm64", "general"), "r",
+                "spot", 1.28, 0.01, "<5%")
+    half = Offer(InstanceType("m7g.8xlarge", "m7g", 32, 128.0, "arm64", "general"), "r",
+                 "spot", 0.64, 0.01, "<5%")
+    other_family = Offer(InstanceType("c7g.8xlarge", "c7g", 32, 64.0, "arm64", "compute"),
+                         "r", "spot", 0.60, 0.01, "<5%")
+    stages = (Stage("stereo", 90, {"m7g": 60.0, "c7g": 60.0}, 1, 1.0, 0.0),)
+    problem = PlacementProblem(stages, (big, half, other_family), 60.0, 60.0, 10,
+                               {"spot": 1000}, {})
+
+    def plan(offer: Offer, n: int) -> PlacementPlan:
+        return PlacementPlan(1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0,
+                             (FleetEntry(offer, n, {"stereo": 90}, 1.0),), "lp")
+
+    two = spread_over_pools(problem, plan(big, 3))
+    assert two is not None and two.solver == "lp, two pools"
+    assert [(e.offer.instance.name, e.instances, dict(e.tasks)) for e in two.fleet] == [
+        ("m7g.16xlarge", 2, {"stereo": 60}), ("m7g.8xlarge", 2, {"stereo": 30})]
+    assert sum(e.instances * e.offer.instance.vcpus for e in two.fleet) == 3 * 64
+    assert spread_over_pools(problem, plan(big, 1)) is None
+    assert spread_over_pools(problem, plan(other_family, 4)) is None  # no other c7g size
