@@ -49,7 +49,9 @@ Two height levels (the usual plan) have their own mapping loop with fixed
 level rows: the general loop's data-dependent row choice (level from the
 DEM height) cost as much as the DEM sampling; splitting it off took one
 thread from 30 to 17 ns per output pixel over an SRTM-like DEM (identical
-output).
+output); mapping it in three passes per node column pair (vectorised cell
+and fractions, the DEM's loads, vectorised sensor point) took the whole
+bilinear kernel on the 8000 px scene from 0.93 to 0.65 s (identical output).
 """
 
 from __future__ import annotations
@@ -167,17 +169,71 @@ def _segment_off_image(rb: Any, m: int, n_levels: int, img_h: int, img_w: int) -
 
 
 @numba.njit(cache=True, inline="always")
+def _segment_2_unguarded(
+    ys: Any, xs: Any, j0: int, j1: int, win_c0: int, mask: int, inv_step: float, rb: Any,
+    m: int, dem: Any, dem_flat: Any, h0: float, inv_dh: float, cell: Any, frac_r: Any,
+    frac_c: Any,
+) -> None:
+    """:func:`_sensor_point_2` (unguarded DEM, >= 2 x 2 nodes) for pixels j0..j1-1 of a row.
+
+    The same numbers in three passes over the node column pair: each pixel's
+    DEM cell and fractions (``cell``, ``frac_r``, ``frac_c``; no data-dependent load, so the
+    compiler vectorises it), the DEM's bilinear blend (the loads), then the
+    sensor point (vectorised again). The fused loop's data-dependent loads
+    kept the compiler from vectorising any of it: 30 % of the kernel's time.
+    """
+    n_rows, n_cols = dem.shape
+    u0, u1, v0, v1 = rb[0, m], rb[0, m + 1], rb[1, m], rb[1, m + 1]
+    ra0, ra1, rb0, rb1 = rb[2, m], rb[2, m + 1], rb[3, m], rb[3, m + 1]
+    ca0, ca1, cb0, cb1 = rb[4, m], rb[4, m + 1], rb[5, m], rb[5, m + 1]
+    r_max = n_rows - 1.0
+    c_max = n_cols - 1.0
+    for j in range(j0, j1):
+        f = ((win_c0 + j) & mask) * inv_step
+        g = 1.0 - f
+        # node_bilinear's rule (unguarded): clamp to the nodes, then the cell below
+        r = min(max(g * v0 + f * v1, 0.0), r_max)
+        c = min(max(g * u0 + f * u1, 0.0), c_max)
+        i = max(min(int(r), n_rows - 2), 0)
+        k = max(min(int(c), n_cols - 2), 0)
+        frac_r[j] = r - i
+        frac_c[j] = c - k
+        cell[j] = i * n_cols + k
+    for j in range(j0, j1):
+        at = np.uint64(cell[j])
+        fr = frac_r[j]
+        fc = frac_c[j]
+        h = ((1.0 - fr) * ((1.0 - fc) * dem_flat[at] + fc * dem_flat[at + 1])
+             + fr * ((1.0 - fc) * dem_flat[at + n_cols] + fc * dem_flat[at + n_cols + 1]))
+        frac_r[j] = (h - h0) * inv_dh
+    for j in range(j0, j1):
+        f = ((win_c0 + j) & mask) * inv_step
+        g = 1.0 - f
+        s = frac_r[j]
+        r_a = g * ra0 + f * ra1
+        r_b = g * rb0 + f * rb1
+        c_a = g * ca0 + f * ca1
+        c_b = g * cb0 + f * cb1
+        ys[j] = r_a + s * (r_b - r_a)
+        xs[j] = c_a + s * (c_b - c_a)
+
+
+@numba.njit(cache=True, inline="always")
 def _map_row(
     ys: Any, xs: Any, win_c0: int, shift: int, l0: int, rb: Any, n_levels: int, dem: Any,
-    guarded: bool, h0: float, inv_dh: float, img_h: int, img_w: int,
+    guarded: bool, h0: float, inv_dh: float, img_h: int, img_w: int, cell: Any, frac_r: Any,
+    frac_c: Any,
 ) -> None:
     """Sensor (row, col) of every pixel of a prepared output row (step = 2**shift).
 
     Node column by node column. With ``img_h > 0`` the pixels of a column
     pair that maps wholly off the image get NaN without sampling the DEM:
     their output is nodata either way (8 % of the pixels of the 8000 px
-    scene's tiles that see the image, 10 % of the kernel's time).
+    scene's tiles that see the image, 10 % of the kernel's time). ``cell``,
+    ``frac_r`` and ``frac_c`` are scratch rows (see :func:`_segment_2_unguarded`).
     """
+    split = n_levels == 2 and not guarded and dem.shape[0] > 1 and dem.shape[1] > 1
+    dem_flat = dem.ravel()
     step = 1 << shift
     mask = step - 1
     inv_step = 1.0 / step
@@ -191,6 +247,9 @@ def _map_row(
             for jj in range(j, end):
                 ys[jj] = math.nan
                 xs[jj] = math.nan
+        elif split:
+            _segment_2_unguarded(ys, xs, j, end, win_c0, mask, inv_step, rb, m, dem, dem_flat,
+                                 h0, inv_dh, cell, frac_r, frac_c)
         elif n_levels == 2:
             for jj in range(j, end):
                 ys[jj], xs[jj] = _sensor_point_2(
@@ -259,9 +318,12 @@ def sensor_loop(
     inv_dh = 1.0 / dh
     for i in numba.prange(rows_out.shape[0]):
         rb = np.empty((2 + 2 * n_levels, U.shape[1]))
+        cell = np.empty(rows_out.shape[1], dtype=np.int64)
+        frac_r = np.empty(rows_out.shape[1])
+        frac_c = np.empty(rows_out.shape[1])
         _prep_row(win_r0 + i, 1 << shift, k0, U, V, R, C, rb)
         _map_row(rows_out[i], cols_out[i], win_c0, shift, l0, rb, n_levels, dem, guarded, h0,
-                 inv_dh, 0, 0)
+                 inv_dh, 0, 0, cell, frac_r, frac_c)
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
@@ -289,8 +351,12 @@ def ortho_loop(
         rb = np.empty((2 + 2 * n_levels, U.shape[1]))
         ys = np.empty(out_w)
         xs = np.empty(out_w)
+        cell = np.empty(out_w, dtype=np.int64)
+        frac_r = np.empty(out_w)
+        frac_c = np.empty(out_w)
         _prep_row(win_r0 + i, step, k0, U, V, R, C, rb)
-        _map_row(ys, xs, win_c0, shift, l0, rb, n_levels, dem, guarded, h0, inv_dh, img_h, img_w)
+        _map_row(ys, xs, win_c0, shift, l0, rb, n_levels, dem, guarded, h0, inv_dh, img_h, img_w,
+                 cell, frac_r, frac_c)
         if radius == 1 and not check_taps:
             for b in range(n_bands):
                 if _bilinear_row(out[b, i], src[b], ys, xs, src_r0, src_c0, img_h, img_w,
