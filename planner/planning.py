@@ -46,6 +46,7 @@ result converts to the ``plan.json`` document the runtime reads.
 from __future__ import annotations
 
 import gc
+import math
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -61,7 +62,14 @@ from planner.frontier import Frontier, build_problem, choose_plan, pareto_fronti
 from planner.order import depth_first_order
 from planner.placement import PlacementPlan, PlacementProblem, price_fleet
 from planner.plan_document import PLAN_FORMAT, plan_document_from_dict
-from planner.simulator import CampaignSimulator, RunResult, SimulationSummary
+from planner.simulator import (
+    CampaignSimulator,
+    RunJob,
+    RunPool,
+    RunResult,
+    SimulationSummary,
+    available_cores,
+)
 
 #: Zones a spread fleet uses (one subnet per zone in terraform/).
 SPREAD_ZONES = 3
@@ -84,6 +92,7 @@ class SimulationEffort:
     pairs_screened: int
     budget_s: float | None
     first_run_s: float              # measured: what the allocation was based on
+    workers: int = 1                # processes that made the runs after the first
 
     @property
     def limited(self) -> bool:
@@ -93,7 +102,7 @@ class SimulationEffort:
 
     def as_dict(self) -> dict[str, Any]:
         return {"limited_by_time_budget": self.limited, "budget_s": self.budget_s,
-                "first_run_s": round(self.first_run_s, 3),
+                "first_run_s": round(self.first_run_s, 3), "workers": self.workers,
                 "final_runs": self.final_runs, "requested_final_runs": self.requested_final_runs,
                 "screening_runs_per_pair": self.screening_runs,
                 "requested_screening_runs_per_pair": self.requested_screening_runs,
@@ -159,12 +168,16 @@ def plan_campaign(
     n_points: int = 12,
     time_budget_s: float | None = PLAN_BUDGET_S,
     graph: nx.DiGraph | None = None,
+    workers: int | None = None,
 ) -> CampaignPlan:
     """Plan ``campaign`` (see the module docstring); ``deadline_h``/``budget_usd`` override it.
 
     ``graph``: the campaign's task DAG when known exactly (the products as the
     runtime surveyed them, :func:`planner.estimate.surveyed_dag`); by default
     it is estimated from the footprints (:func:`planner.estimate.campaign_dag`).
+    ``workers``: processes that simulate at once (:class:`planner.simulator.RunPool`;
+    by default the cores this process may use); the runs made, not their results,
+    depend on it when the time budget is short.
     """
     if time_budget_s is not None and not time_budget_s > 0:
         raise CampaignError(f"time_budget_s {time_budget_s!r}, expected a number > 0 or None")
@@ -182,7 +195,7 @@ def plan_campaign(
     try:
         return _plan(campaign, catalog, calibration, deadline, budget, simulate_runs, seed,
                      target_hit_rate, runtime_error, max_candidates, n_points, time_budget_s,
-                     start, collecting, graph)
+                     start, collecting, graph, available_cores() if workers is None else workers)
     finally:
         gc.unfreeze()
         if collecting:
@@ -193,7 +206,7 @@ def _plan(campaign: Campaign, catalog: PriceCatalog, calibration: Calibration,
           deadline: float, budget: float | None, simulate_runs: int, seed: int,
           target_hit_rate: float, runtime_error: float, max_candidates: int, n_points: int,
           time_budget_s: float | None, start: float, collecting: bool,
-          graph: nx.DiGraph | None) -> CampaignPlan:
+          graph: nx.DiGraph | None, workers: int) -> CampaignPlan:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     if graph is None:
@@ -231,21 +244,19 @@ def _plan(campaign: Campaign, catalog: PriceCatalog, calibration: Calibration,
         t1 = time.perf_counter()
         first = sim.run(pool[0], seed + 10_000, runtime_error=runtime_error)
         first_s = time.perf_counter() - t1
-        left_s = (None if time_budget_s is None
-                  else time_budget_s - (time.perf_counter() - start))
-        effort = allocate_runs(simulate_runs, max(2, simulate_runs // 5), len(pairs),
-                               first_s, left_s, time_budget_s)
-        clock = _RunClock(None if time_budget_s is None else start + time_budget_s, first_s)
-        chosen, zones, screened, by_pair, n_pairs = _screen(
-            sim, pairs[:effort.pairs_screened], first, campaign.objective,
-            campaign.weight_usd_per_h, deadline, budget, effort.screening_runs, seed,
-            target_hit_rate, runtime_error, clock, effort.final_runs)
-        final: list[RunResult] = []
-        for r in range(effort.final_runs):
-            if not clock.fits(1):
-                break
-            final.append(clock.run(sim, chosen, seed + r, runtime_error=runtime_error,
-                                   zones=zones))
+        with RunPool(sim, workers) as runner:
+            left_s = (None if time_budget_s is None
+                      else time_budget_s - (time.perf_counter() - start))
+            effort = allocate_runs(simulate_runs, max(2, simulate_runs // 5), len(pairs),
+                                   first_s, left_s, time_budget_s, runner.workers)
+            clock = _RunClock(None if time_budget_s is None else start + time_budget_s,
+                              first_s, runner.workers)
+            chosen, zones, screened, by_pair, n_pairs = _screen(
+                runner, pairs[:effort.pairs_screened], first, campaign.objective,
+                campaign.weight_usd_per_h, deadline, budget, effort.screening_runs, seed,
+                target_hit_rate, runtime_error, clock, effort.final_runs)
+            final = clock.run(runner, [RunJob(chosen, seed + r, runtime_error, zones)
+                                       for r in range(clock.fitting(effort.final_runs))])
         summary = (SimulationSummary(tuple(final), deadline * 3600) if final
                    else by_pair[(id(chosen), zones)])
         # What was made: later runs may be slower than the first, so the clock had the
@@ -300,40 +311,55 @@ def spread_over_pools(problem: PlacementProblem, plan: PlacementPlan) -> Placeme
 
 
 def allocate_runs(final_runs: int, screening_runs: int, pairs: int, first_run_s: float,
-                  left_s: float | None, budget_s: float | None) -> SimulationEffort:
-    """Runs that fit in ``left_s`` after the first one (see the module docstring)."""
+                  left_s: float | None, budget_s: float | None,
+                  workers: int = 1) -> SimulationEffort:
+    """Runs that fit in ``left_s`` after the first one on ``workers`` processes (module docstring)."""
     wanted = final_runs + screening_runs * pairs - 1
-    if left_s is None or wanted * first_run_s <= left_s:
+    if left_s is None or math.ceil(wanted / workers) * first_run_s <= left_s:
         return SimulationEffort(final_runs, final_runs, screening_runs, screening_runs, pairs,
-                                pairs, budget_s, first_run_s)
-    fit = max(0, int(left_s / max(first_run_s, 1e-9)))
+                                pairs, budget_s, first_run_s, workers)
+    fit = max(0, int(left_s / max(first_run_s, 1e-9)) * workers)
     final = min(final_runs, fit // 2)
     screen = fit - final + 1            # the first run is one of them
     per_pair = min(screening_runs, max(1, screen // pairs))
     n_pairs = min(pairs, max(1, screen // per_pair))
     return SimulationEffort(final_runs, final, screening_runs, per_pair, pairs, n_pairs,
-                            budget_s, first_run_s)
+                            budget_s, first_run_s, workers)
 
 
 @dataclass(slots=True)
 class _RunClock:
-    """The end of the time budget and the slowest run seen: does one more run fit?"""
+    """The end of the time budget and the slowest run seen: do more runs fit?
+
+    Runs go ``workers`` at a time, so ``runs`` take ``ceil(runs / workers)``
+    times the slowest run (a batch's wall time over its waves).
+    """
 
     end: float | None
     slowest_s: float
+    workers: int = 1
 
     def fits(self, runs: int) -> bool:
-        return self.end is None or time.perf_counter() + runs * self.slowest_s <= self.end
+        return self.end is None or (
+            time.perf_counter() + math.ceil(runs / self.workers) * self.slowest_s <= self.end)
 
-    def run(self, sim: CampaignSimulator, plan: PlacementPlan, seed: int, *,
-            runtime_error: float, zones: int) -> RunResult:
+    def fitting(self, runs: int) -> int:
+        """The most of ``runs`` runs that fit."""
+        while runs > 0 and not self.fits(runs):
+            runs -= 1
+        return runs
+
+    def run(self, runner: RunPool, jobs: list[RunJob]) -> list[RunResult]:
+        if not jobs:
+            return []
         t = time.perf_counter()
-        out = sim.run(plan, seed, runtime_error=runtime_error, zones=zones)
-        self.slowest_s = max(self.slowest_s, time.perf_counter() - t)
+        out = runner.map(jobs)
+        waves = math.ceil(len(jobs) / self.workers)
+        self.slowest_s = max(self.slowest_s, (time.perf_counter() - t) / waves)
         return out
 
 
-def _screen(sim: CampaignSimulator, pairs: list[tuple[PlacementPlan, int]], first: RunResult,
+def _screen(runner: RunPool, pairs: list[tuple[PlacementPlan, int]], first: RunResult,
             objective: str, weight_usd_per_h: float, deadline_h: float,
             budget_usd: float | None, runs: int, seed: int, target_hit_rate: float,
             runtime_error: float, clock: _RunClock, reserved_runs: int
@@ -344,33 +370,51 @@ def _screen(sim: CampaignSimulator, pairs: list[tuple[PlacementPlan, int]], firs
     ``first`` is the run of the first pair with the first screening seed, made already.
     A pair is screened only while its runs still fit in the time budget beside
     ``reserved_runs`` (the chosen plan's); the last value returned is how many
-    pairs were considered.
+    pairs were considered. Pairs go in batches that fill the runner's workers;
+    a batch's pair that the pairs before it rule out is dropped after the fact,
+    so the outcome is the one-by-one screening's.
     """
     deadline_s = deadline_h * 3600
     screened: list[tuple[PlacementPlan, SimulationSummary]] = []
     by_pair: dict[tuple[int, int], SimulationSummary] = {}
     best: tuple[float, PlacementPlan, int] | None = None
     considered = 0
-    for k, (p, zones) in enumerate(pairs):
-        if k > 0 and not clock.fits(runs + reserved_runs):
-            break
-        considered += 1
+
+    def ruled_out(p: PlacementPlan) -> bool:
         # Idle time only adds to the fluid cost: a plan planned above the best simulated
         # cost so far (with a 2 % allowance for luck) cannot win "cheapest".
-        if objective == "cheapest" and best is not None and p.cost_usd > best[0] * 1.02:
-            continue
-        made = [first] if k == 0 else []
-        made += [clock.run(sim, p, seed + 10_000 + r, runtime_error=runtime_error, zones=zones)
-                 for r in range(len(made), runs)]
-        s = SimulationSummary(tuple(made), deadline_s)
-        by_pair[(id(p), zones)] = s
-        if zones == 1:
-            screened.append((p, s))
-        if s.deadline_hit_rate >= target_hit_rate and (
-                budget_usd is None or s.mean_cost_usd <= budget_usd):
-            score = _simulated_score(objective, weight_usd_per_h, s)
-            if best is None or score < best[0]:
-                best = (score, p, zones)
+        return objective == "cheapest" and best is not None and p.cost_usd > best[0] * 1.02
+
+    k = 0
+    while k < len(pairs):
+        if k > 0 and not clock.fits(runs + reserved_runs):
+            break
+        n = 1
+        while (n * runs < clock.workers and k + n < len(pairs)
+               and clock.fits((n + 1) * runs + reserved_runs)):
+            n += 1
+        batch = [j for j in range(k, k + n) if not ruled_out(pairs[j][0])]
+        made_all = clock.run(runner, [
+            RunJob(pairs[j][0], seed + 10_000 + r, runtime_error, pairs[j][1])
+            for j in batch for r in range(1 if j == 0 else 0, runs)])
+        for j in range(k, k + n):
+            considered += 1
+            p, zones = pairs[j]
+            if j not in batch or ruled_out(p):
+                continue
+            made = [first] if j == 0 else []
+            offset = sum(runs - (1 if i == 0 else 0) for i in batch[:batch.index(j)])
+            made += made_all[offset:offset + runs - len(made)]
+            s = SimulationSummary(tuple(made), deadline_s)
+            by_pair[(id(p), zones)] = s
+            if zones == 1:
+                screened.append((p, s))
+            if s.deadline_hit_rate >= target_hit_rate and (
+                    budget_usd is None or s.mean_cost_usd <= budget_usd):
+                score = _simulated_score(objective, weight_usd_per_h, s)
+                if best is None or score < best[0]:
+                    best = (score, p, zones)
+        k += n
     if best is None:
         closest = max(screened, key=lambda ps: (ps[1].deadline_hit_rate, -ps[1].mean_cost_usd))
         p, s = closest

@@ -59,10 +59,13 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import multiprocessing
+import multiprocessing.pool
+import os
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import networkx as nx
 import numpy as np
@@ -191,6 +194,7 @@ class CampaignSimulator:
         self.pred = [[index[s] for s in graph._pred[k]] for k in order]
         self.threads = [c.threads for c in self.cost]
         self.mem = [c.peak_mem_gib for c in self.cost]
+        self.min_threads = min(self.threads, default=1)
         # Tasks share TaskCost objects (one per operation and tile size): runtimes per
         # family are computed per distinct cost, then spread with an index array.
         distinct: dict[int, int] = {}
@@ -313,7 +317,7 @@ class CampaignSimulator:
         pool_members: list[list[int]] = [[] for _ in range(n_pools)]
         # instance state
         inst_entry: list[int] = []
-        inst_pool: list[int] = []
+        inst_zone: list[int] = []
         inst_free_cpu: list[int] = []
         inst_free_mem: list[float] = []
         inst_running: list[dict[int, int]] = []  # task -> attempt id
@@ -326,6 +330,8 @@ class CampaignSimulator:
         inst_retiring: list[bool] = []  # surplus after a re-plan: takes no new task
         events: list[tuple[float, int, int, int, int]] = []
         counter = itertools.count()
+        next_seq = counter.__next__
+        min_threads = self.min_threads
         hungry: set[int] = set()  # ready instances with free vCPUs after their last dispatch
         compute = idle_usd = 0.0
         node_s = 0.0
@@ -347,7 +353,7 @@ class CampaignSimulator:
             i = len(inst_entry)
             it = fleet[f].offer.instance
             inst_entry.append(f)
-            inst_pool.append(pool)
+            inst_zone.append(pool % zones)
             inst_free_cpu.append(it.vcpus)
             inst_free_mem.append(it.mem_gib * 0.9)
             inst_running.append({})
@@ -389,27 +395,36 @@ class CampaignSimulator:
             running = inst_running[i]
             free_cpu = inst_free_cpu[i]
             free_mem = inst_free_mem[i]
-            while True:
+            while free_cpu >= min_threads:  # below it no task fits: nothing to scan
                 best = -1
                 best_stage = -1
                 skipped = False
-                for pass_planned in (True, False):
-                    if not pass_planned and not skipped:
-                        break  # the first pass saw every stage already
+                # stages with planned tasks left first; the others (work stealing) only
+                # when none of those has a task that fits
+                for s in sv:
+                    if pl[s] <= 0:
+                        skipped = True
+                        continue
+                    q = ready[s]
+                    while q and missing[q[0]] > 0:  # an input was lost after it was queued
+                        queued[heappop(q)] = False
+                    if q:
+                        t = q[0]
+                        if threads[t] <= free_cpu and mem[t] <= free_mem and (
+                                best < 0 or t < best):
+                            best, best_stage = t, s
+                if best < 0 and skipped:
                     for s in sv:
-                        if pass_planned and pl[s] <= 0:
-                            skipped = True
+                        if pl[s] > 0:
                             continue
                         q = ready[s]
-                        while q and missing[q[0]] > 0:  # an input was lost after it was queued
+                        while q and missing[q[0]] > 0:
                             queued[heappop(q)] = False
                         if q:
                             t = q[0]
                             if threads[t] <= free_cpu and mem[t] <= free_mem and (
                                     best < 0 or t < best):
                                 best, best_stage = t, s
-                    if best >= 0:
-                        break
                 if best < 0:
                     break
                 heappop(ready[best_stage])
@@ -418,9 +433,9 @@ class CampaignSimulator:
                 for p in pred[best]:
                     consumers_left[p] -= 1
                 if input_bytes:  # inputs held by nodes of another zone cross zones
-                    zone = inst_pool[i] % zones
+                    zone = inst_zone[i]
                     for p, b in zip(pred[best], input_bytes[best], strict=True):
-                        if inst_pool[where[p]] % zones != zone:
+                        if inst_zone[where[p]] != zone:
                             inter_az_bytes += b
                 pl[best_stage] -= 1
                 unstarted[best_stage] -= 1
@@ -433,7 +448,7 @@ class CampaignSimulator:
                     dur = first[best]
                 if task_dur:
                     task_dur[best] = dur
-                k = next(counter)
+                k = next_seq()
                 running[best] = k
                 heappush(events, (now + dur, k, _DONE, i, best))
             inst_free_cpu[i] = free_cpu
@@ -552,12 +567,55 @@ class CampaignSimulator:
         if replanner is not None:
             push(replan_every_s, _REPLAN, 0, 0)
         n_events = 0
-        while events and done_count < self.n:
-            now, ev_seq, kind, i, task = heapq.heappop(events)
+        n_tasks = self.n
+        done_kind = _DONE
+        while events and done_count < n_tasks:
+            now, ev_seq, kind, i, task = heappop(events)
             n_events += 1
             if n_events > max_events:
                 raise PlannerError(f"simulation exceeded {max_events} events; the plan's fleet "
                                    "cannot finish the campaign")
+            if kind == done_kind:  # most events: a task is done
+                if not inst_alive[i]:
+                    continue
+                running = inst_running[i]
+                if running.get(task) != ev_seq:
+                    continue
+                del running[task]
+                inst_free_cpu[i] += threads[task]
+                inst_free_mem[i] += mem[task]
+                done[task] = True
+                where[task] = i
+                st = stage_of[task]
+                stage_done[st] += 1
+                if task_dur:
+                    measured_s[st] += task_dur[task]
+                    calibrated_s[st] += entry_base_s[inst_entry[i]][task]
+                    measured_n[st] += 1
+                consumers = succ[task]
+                if consumers:
+                    inst_outputs[i].append(task)
+                done_count += 1
+                finish = now
+                newly = 0
+                for s in consumers:
+                    if started[s]:
+                        continue
+                    missing[s] -= 1
+                    if missing[s] == 0:
+                        if not queued[s]:
+                            queued[s] = True
+                            heappush(ready[stage_of[s]], s)
+                        newly |= 1 << stage_of[s]
+                dispatch(i, now)
+                if newly and hungry:
+                    # Wake idle instances (of any offer) that serve the new tasks' stages.
+                    for j in sorted(hungry):
+                        if j != i and serve_mask[inst_entry[j]] & newly:
+                            dispatch(j, now)
+                if not running:
+                    maybe_release(i, now)
+                continue
             if kind == _REPLAN:
                 new = None if replanner is None else replanner(progress(now))
                 if new is not None and new is not running_plan:
@@ -609,45 +667,9 @@ class CampaignSimulator:
                 continue
             if not inst_alive[i]:
                 continue
-            if kind == _READY:
-                inst_ready[i] = True
-                dispatch(i, now)
-                maybe_release(i, now)
-            else:  # a task is done
-                if inst_running[i].get(task) != ev_seq:
-                    continue
-                del inst_running[i][task]
-                inst_free_cpu[i] += self.threads[task]
-                inst_free_mem[i] += self.mem[task]
-                done[task] = True
-                where[task] = i
-                stage_done[stage_of[task]] += 1
-                if task_dur:
-                    st = stage_of[task]
-                    measured_s[st] += task_dur[task]
-                    calibrated_s[st] += entry_base_s[inst_entry[i]][task]
-                    measured_n[st] += 1
-                if self.succ[task]:
-                    inst_outputs[i].append(task)
-                done_count += 1
-                finish = now
-                newly = 0
-                for s in succ[task]:
-                    if started[s]:
-                        continue
-                    missing[s] -= 1
-                    if missing[s] == 0:
-                        if not queued[s]:
-                            queued[s] = True
-                            heappush(ready[stage_of[s]], s)
-                        newly |= 1 << stage_of[s]
-                dispatch(i, now)
-                if newly and hungry:
-                    # Wake idle instances (of any offer) that serve the new tasks' stages.
-                    for j in sorted(hungry):
-                        if j != i and serve_mask[inst_entry[j]] & newly:
-                            dispatch(j, now)
-                maybe_release(i, now)
+            inst_ready[i] = True  # the only kind left: an instance is ready
+            dispatch(i, now)
+            maybe_release(i, now)
         if done_count < self.n:
             raise PlannerError(f"simulation stalled with {self.n - done_count} of {self.n} tasks "
                                "undone: no instance of the fleet can run them")
@@ -672,9 +694,18 @@ class CampaignSimulator:
                  runtime_error: float = 0.0, zones: int = 1,
                  idle_timeout_s: float | None = None, slowdown: float = 1.0,
                  replanner: Replanner | None = None,
-                 replan_every_s: float = 600.0) -> SimulationSummary:
+                 replan_every_s: float = 600.0, workers: int = 1) -> SimulationSummary:
+        """``runs`` seeded runs; ``workers`` > 1 runs them in forked processes (same results).
+
+        A run with a ``replanner`` (a closure of the caller's) stays in this process.
+        """
         if runs < 1:
             raise PlannerError(f"runs = {runs}, expected >= 1")
+        if replanner is None:
+            with RunPool(self, workers) as pool:
+                made = pool.map([RunJob(plan, seed + k, runtime_error, zones, runtime_sigma,
+                                        idle_timeout_s, slowdown) for k in range(runs)])
+            return SimulationSummary(tuple(made), deadline_s)
         return SimulationSummary(
             tuple(self.run(plan, seed + k, runtime_sigma=runtime_sigma,
                            runtime_error=runtime_error, zones=zones,
@@ -682,3 +713,86 @@ class CampaignSimulator:
                            replanner=replanner, replan_every_s=replan_every_s)
                   for k in range(runs)),
             deadline_s)
+
+
+@dataclass(frozen=True, slots=True)
+class RunJob:
+    """One seeded run of ``plan`` (:meth:`CampaignSimulator.run`'s arguments) for a :class:`RunPool`."""
+
+    plan: PlacementPlan
+    seed: int
+    runtime_error: float = 0.0
+    zones: int = 1
+    runtime_sigma: float = 0.1
+    idle_timeout_s: float | None = None
+    slowdown: float = 1.0
+
+    def run(self, sim: CampaignSimulator) -> RunResult:
+        return sim.run(self.plan, self.seed, runtime_sigma=self.runtime_sigma,
+                       runtime_error=self.runtime_error, zones=self.zones,
+                       idle_timeout_s=self.idle_timeout_s, slowdown=self.slowdown)
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+# The simulator that forked workers run: set in the parent while its pool lives, so each
+# child inherits the flattened DAG copy-on-write instead of receiving it pickled.
+_FORKED: CampaignSimulator | None = None
+
+
+def _run_forked(job: RunJob) -> RunResult:
+    if _FORKED is None:
+        raise PlannerError("a RunPool worker started without its simulator; expected the "
+                           "fork start method")
+    return job.run(_FORKED)
+
+
+class RunPool:
+    """Seeded runs of one simulator, spread over ``workers`` forked processes.
+
+    Runs are independent (each seeds its own generators), so a job's result
+    does not depend on the process that ran it: results come back in job order,
+    equal to running the jobs one after another here. One worker, or a platform
+    without ``fork``, runs them in this process. Use as a context manager; one
+    pool at a time per process.
+    """
+
+    def __init__(self, sim: CampaignSimulator, workers: int) -> None:
+        if workers < 1:
+            raise PlannerError(f"workers = {workers}, expected >= 1")
+        self.sim = sim
+        self.workers = workers if "fork" in multiprocessing.get_all_start_methods() else 1
+        self._pool: multiprocessing.pool.Pool | None = None
+
+    def __enter__(self) -> Self:
+        global _FORKED
+        if self.workers > 1:
+            if _FORKED is not None:
+                raise PlannerError("a RunPool is open already; expected one at a time")
+            # What runs would compute lazily is computed once, before the children share it.
+            for offer in self.sim.problem.offers:
+                self.sim._family_runtime_s(offer.instance.family)
+            self.sim._input_bytes()
+            _FORKED = self.sim
+            self._pool = multiprocessing.get_context("fork").Pool(self.workers)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        global _FORKED
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+            _FORKED = None
+
+    def map(self, jobs: Sequence[RunJob]) -> list[RunResult]:
+        """Each job's result, in job order."""
+        if self._pool is None or len(jobs) < 2:
+            return [job.run(self.sim) for job in jobs]
+        out: list[RunResult] = self._pool.map(_run_forked, jobs, chunksize=1)
+        return out
