@@ -65,7 +65,7 @@ once per flapping pool where the plan's fallback moves its work) and to the
 metrics (the interruption counter, and the fallback counter when a fallback
 is found).
 
-:func:`run_serial` drives the same state in-process without Ray, for tests
+:func:`~scheduler.runtime.serial.run_serial` drives the same state in-process without Ray, for tests
 and tiny runs.
 """
 
@@ -76,7 +76,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from scheduler.cloud.imds import InFlightTask, plan_drain
@@ -88,111 +88,32 @@ from scheduler.fleet.departures import (
     pool_of,
     requested_per_pool,
 )
-from scheduler.runtime.actors import BatchCall, TaskContext, execute
+from scheduler.runtime.actors import BatchCall
 from scheduler.runtime.errors import GraphError, RuntimeFailure
+from scheduler.runtime.options import (
+    OBJECT_STORE_SHARE,
+    DispatchOptions,
+    batch_size,
+    in_flight_bound,
+    queue_depth,
+)
 from scheduler.runtime.placement import Choice, Placement, candidates, choose, surplus_nodes
 from scheduler.runtime.pool import RESYNC_S, ActorPool, _Slot
-from scheduler.runtime.state import DispatchState, Failure, Task, TaskGraph, TaskState
+from scheduler.runtime.report import NodeDrain, Progress, ProgressFn, RunReport, progress_of
+from scheduler.runtime.serial import run_serial
+from scheduler.runtime.state import DispatchState, Task, TaskGraph, TaskState
 
 if TYPE_CHECKING:
     from scheduler.fleet.autoscaling import FleetRequest, SpotLosses
     from scheduler.observe.metrics import CampaignMetrics
 
+# the run's options, reports and in-process executor live in their own modules; callers
+# import them from here, with the dispatcher
+__all__ = ["OBJECT_STORE_SHARE", "DispatchOptions", "Dispatcher", "NodeDrain", "Progress",
+           "ProgressFn", "RunReport", "batch_size", "in_flight_bound", "is_system_failure",
+           "lost_input_keys", "queue_depth", "run_serial"]
+
 log = logging.getLogger(__name__)
-
-@dataclass(frozen=True, slots=True)
-class Progress:
-    """A snapshot for progress bars: tasks, tiles and products done, elapsed time."""
-
-    tasks_done: int
-    tasks_total: int
-    tiles_done: int
-    tiles_total: int
-    products_done: int
-    products_total: int
-    elapsed_s: float
-    bytes_in_flight: int
-    retries: int
-
-
-@dataclass(frozen=True, slots=True)
-class DispatchOptions:
-    """Bounds and policies of one dispatch run."""
-
-    max_bytes_in_flight: int = 1 << 30
-    tasks_per_actor: int = 2
-    cpus_per_actor: float = 1.0
-    max_attempts: int = 6
-    no_worker_timeout_s: float = 120.0
-    scratch_root: str | None = None
-    #: Seconds before a draining node's deadline by which kept tasks must be done.
-    drain_margin_s: float = 15.0
-    #: Most tasks one actor call carries (see :func:`batch_size`).
-    max_batch: int = 64
-    #: Seconds of expected work one actor call carries at most, at the mean task runtime
-    #: (a call costs its actor ~5-10 ms of Ray's work between tasks; on 2 cores, 50 ms tasks
-    #: with 2 MiB results kept the cores 0.91 busy in tasks at 0.3 s, 0.89 at 0.1 s, 0.85
-    #: one task per call).
-    batch_target_s: float = 0.3
-    #: Calls queued per actor while tasks are small enough to batch (see :func:`queue_depth`).
-    small_task_calls: int = 4
-
-    def __post_init__(self) -> None:
-        if self.tasks_per_actor < 1:
-            raise GraphError(f"tasks_per_actor = {self.tasks_per_actor}, expected >= 1")
-        if self.cpus_per_actor <= 0:
-            raise GraphError(f"cpus_per_actor = {self.cpus_per_actor}, expected > 0")
-        if self.max_attempts < 1:
-            raise GraphError(f"max_attempts = {self.max_attempts}, expected >= 1")
-        if not self.drain_margin_s >= 0:
-            raise GraphError(f"drain_margin_s = {self.drain_margin_s}, expected >= 0")
-        if self.max_batch < 1:
-            raise GraphError(f"max_batch = {self.max_batch}, expected >= 1")
-        if not self.batch_target_s >= 0:
-            raise GraphError(f"batch_target_s = {self.batch_target_s}, expected >= 0")
-        if self.small_task_calls < 1:
-            raise GraphError(f"small_task_calls = {self.small_task_calls}, expected >= 1")
-
-
-def batch_size(mean_runtime_s: float | None, options: DispatchOptions) -> int:
-    """How many tasks the next actor call carries (pure).
-
-    One until a runtime has been seen, then as many as fit in
-    ``batch_target_s`` at the mean runtime, between 1 and ``max_batch``: no-op
-    tiles share one call's cost, a tile of a second goes alone (a batch
-    delays its first result by the others' time, and a lost call loses them all).
-    """
-    if mean_runtime_s is None:
-        return 1
-    fit = options.batch_target_s / max(mean_runtime_s, 1e-9)
-    return max(1, min(options.max_batch, int(fit)))
-
-
-#: Share of the cluster's object store that results in flight may fill: beyond it Ray
-#: spills them to disk (and reads them back), which costs more than waiting.
-OBJECT_STORE_SHARE = 0.7
-
-
-def in_flight_bound(max_bytes_in_flight: int, object_store_bytes: int) -> int:
-    """The bytes-in-flight bound of a run (pure): the option, or less when the object
-    stores of the nodes alive hold less (``0``: unknown, the option)."""
-    if object_store_bytes <= 0:
-        return max_bytes_in_flight
-    return max(1, min(max_bytes_in_flight, int(OBJECT_STORE_SHARE * object_store_bytes)))
-
-
-def queue_depth(batch: int, options: DispatchOptions) -> int:
-    """Calls queued per actor (pure): ``tasks_per_actor``, deeper while tasks are batched.
-
-    A batch of small tasks takes less time than the round trip of its status
-    to the driver and of the next call back, so with two calls queued an
-    actor would idle between them; ``small_task_calls`` keeps it fed. The
-    bytes-in-flight bound and the priority order hold either way.
-    """
-    if batch <= 1:
-        return options.tasks_per_actor
-    return max(options.tasks_per_actor, options.small_task_calls)
-
 
 def _joins(task: Task, resources: tuple[str, ...], node_id: str,
            where: Mapping[str, str]) -> bool:
@@ -211,103 +132,6 @@ def _chooser(placement: Placement, free: list[_Slot], usable: list[_Slot],
         return choose(placement, resources, free, usable, requested, waited_s, wait_s)
 
     return choice
-
-
-@dataclass(frozen=True, slots=True)
-class NodeDrain:
-    """What the dispatcher did when it saw a node draining (``seen_at_s``: epoch seconds)."""
-
-    node_id: str
-    seen_at_s: float
-    seconds_left: float
-    kept: tuple[str, ...]
-    handed_back: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class RunReport:
-    """What a dispatch run did: results of sink tasks, failures, effort and memory."""
-
-    results: Mapping[str, object]
-    failures: tuple[Failure, ...]
-    task_runs: int
-    retries: int
-    recomputed: int
-    peak_bytes_in_flight: int
-    wall_s: float
-    runs_by_key: Mapping[str, int] = field(default_factory=dict)
-    #: CPU seconds the task functions used in the actors (process CPU time per task)
-    cpu_s: float = 0.0
-    #: CPUs of the largest actor pool of the run (0 for the serial executor)
-    actor_cpus: float = 0.0
-    #: When the first task started in an actor and when the last result was read, epoch s
-    first_task_at_s: float = 0.0
-    ended_at_s: float = 0.0
-    #: Seconds the task functions ran in the actors (wall, summed over tasks)
-    busy_s: float = 0.0
-    #: The nodes that left during the run, with their causes
-    departures: tuple[Departure, ...] = ()
-
-    @property
-    def cpu_share(self) -> float:
-        """CPU seconds of the tasks over the actors' CPUs x the time since the first task."""
-        busy_s = self.ended_at_s - self.first_task_at_s
-        if self.actor_cpus <= 0 or busy_s <= 0:
-            return 0.0
-        return self.cpu_s / (self.actor_cpus * busy_s)
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures
-
-
-ProgressFn = Callable[[Progress], None]
-
-
-def _progress(state: DispatchState, products_total: int, products_done: int, start: float,
-              retries: int) -> Progress:
-    return Progress(state.completed, len(state.state), state.tiles_completed, state.tiles_total,
-                    products_done, products_total,
-                    time.perf_counter() - start, state.bytes_in_flight, retries)
-
-
-def run_serial(
-    graph: TaskGraph,
-    options: DispatchOptions | None = None,
-    progress: ProgressFn | None = None,
-    ctx: TaskContext | None = None,
-) -> RunReport:
-    """Run the graph in this process, in priority order, with the same bookkeeping."""
-    options = options or DispatchOptions()
-    ctx = ctx or TaskContext(node_id="local")
-    state = DispatchState(graph, options.max_bytes_in_flight)
-    values: dict[str, object] = {}
-    results: dict[str, object] = {}
-    start = time.perf_counter()
-    sinks = set(graph.sinks())
-    while not state.finished:
-        key = state.take()
-        if key is None:
-            raise GraphError("no task is ready but the graph is not finished (inconsistent state)")
-        task = graph.tasks[key]
-        state.start(key)
-        status, value = execute(task.fn, ctx, *(values[d] for d in task.deps))
-        if status.ok:
-            if key in sinks:
-                results[key] = value
-            else:
-                values[key] = value
-            state.complete(key, status.nbytes)
-        else:
-            state.fail(key, status.error)
-        for k in state.dropped:
-            values.pop(k, None)
-        state.dropped.clear()
-        if progress is not None:
-            progress(_progress(state, len(sinks), len(results), start, 0))
-    runs = sum(state.runs.values())
-    return RunReport(results, tuple(state.failures), runs, 0, 0, state.peak_bytes_in_flight,
-                     time.perf_counter() - start, dict(state.runs))
 
 
 @dataclass(slots=True)
@@ -705,7 +529,7 @@ class Dispatcher:
                 if pool.draining:
                     pool.retire_draining()  # after their results were read
                 if progress is not None or tm is not None:
-                    snapshot = _progress(state, len(sinks), len(results), start, retries)
+                    snapshot = progress_of(state, len(sinks), len(results), start, retries)
                     if tm is not None:
                         tm.progress(snapshot)
                     if progress is not None:

@@ -19,7 +19,7 @@ from scheduler.fleet.drain import draining_nodes
 from scheduler.runtime.actors import TileWorker
 
 if TYPE_CHECKING:
-    from scheduler.runtime.dispatch import DispatchOptions
+    from scheduler.runtime.options import DispatchOptions
 
 STANDARD_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
 #: Seconds a node where an actor died gets no new actor (it may be going down).
