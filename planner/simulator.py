@@ -51,7 +51,9 @@ gives it. ``slowdown`` makes every task that many times slower than
 calibrated (on top of ``runtime_error``): a run that surprises its plan.
 
 ``simulate`` repeats this ``runs`` times with seeds ``seed .. seed+runs-1``
-and returns the cost and makespan distributions.
+and returns the cost and makespan distributions; with ``workers`` > 1 the runs
+go to forked processes (:class:`RunPool`: the flattened DAG shared
+copy-on-write), with the same results, as each run seeds its own generators.
 """
 
 from __future__ import annotations
@@ -195,6 +197,17 @@ class CampaignSimulator:
         self.threads = [c.threads for c in self.cost]
         self.mem = [c.peak_mem_gib for c in self.cost]
         self.min_threads = min(self.threads, default=1)
+        # A run's starting state, copied by each run: tasks without inputs queued per
+        # stage (ascending, so each list is a heap already), outputs' consumers, tasks
+        # per stage.
+        self._ready0: list[list[int]] = [[] for _ in problem.stages]
+        self._stage_tasks = [0] * len(problem.stages)
+        for t in range(self.n):
+            if self.n_deps[t] == 0:
+                self._ready0[self.stage[t]].append(t)
+            self._stage_tasks[self.stage[t]] += 1
+        self._queued0 = [d == 0 for d in self.n_deps]
+        self._consumers0 = [len(s) for s in self.succ]
         # Tasks share TaskCost objects (one per operation and tile size): runtimes per
         # family are computed per distinct cost, then spread with an index array.
         distinct: dict[int, int] = {}
@@ -295,19 +308,11 @@ class CampaignSimulator:
         missing = list(self.n_deps)
         done = [False] * self.n
         started = [False] * self.n
-        queued = [False] * self.n
+        queued = list(self._queued0)
         where = [-1] * self.n                 # instance holding a done task's output
-        consumers_left = [len(s) for s in self.succ]
-        ready: list[list[int]] = [[] for _ in range(n_stages)]
-        for t in range(self.n):
-            if missing[t] == 0:
-                ready[self.stage[t]].append(t)
-                queued[t] = True
-        for q in ready:
-            heapq.heapify(q)
-        unstarted = [0] * n_stages
-        for t in range(self.n):
-            unstarted[self.stage[t]] += 1
+        consumers_left = list(self._consumers0)
+        ready = [list(q) for q in self._ready0]
+        unstarted = list(self._stage_tasks)
         stage_total = list(unstarted)
         stage_done = [0] * n_stages
         # pools: (fleet entry, zone)
