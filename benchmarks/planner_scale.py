@@ -14,8 +14,9 @@ Measured:
 
 1. the whole command, as a user runs it: ``eochain plan CAMPAIGN --out DIR``
    in a subprocess (interpreter start, campaign loading, DAG, order,
-   problem, frontier MILPs, simulation in the loop with its default runs and
-   time budget, ``plan.json`` and ``pareto.png``), wall clock and CPU
+   problem, frontier MILPs, simulation in the loop with its default runs,
+   time budget and worker processes (one per core), ``plan.json`` and
+   ``pareto.png``), wall clock and CPU
    seconds (``os.wait4``: the machine is shared), ``--runs`` times (median and
    spread); its stage times and the simulation effort
    (runs requested and made) are read back from each run's ``plan.json``;
@@ -181,8 +182,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{sim.get('requested_final_runs')}), {sim.get('screening_runs_per_pair')} screening "
           f"runs on each of {sim.get('pairs_screened')} of {sim.get('pairs_available')} "
           f"(candidate, zones) pairs (requested {sim.get('requested_screening_runs_per_pair')}); "
-          f"first run {sim.get('first_run_s')} s; limited by the time budget: "
-          f"{sim.get('limited_by_time_budget')}")
+          f"first run {sim.get('first_run_s')} s, the others on {sim.get('workers')} "
+          f"worker process(es); limited by the time budget: {sim.get('limited_by_time_budget')}")
     print("the command's own lines: " + " | ".join(
         line.strip() for line in stdout.splitlines() if line.startswith(("cost", "risk"))))
     print(f"plan: {plan['total_cost_usd']:.2f} USD simulated mean, p95 makespan "
