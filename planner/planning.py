@@ -260,8 +260,13 @@ def _plan(campaign: Campaign, catalog: PriceCatalog, calibration: Calibration,
                 runner, pairs[:effort.pairs_screened], first, campaign.objective,
                 campaign.weight_usd_per_h, deadline, budget, effort.screening_runs, seed,
                 target_hit_rate, runtime_error, clock, effort.final_runs)
-            final = clock.run(runner, [RunJob(chosen, seed + r, runtime_error, zones)
-                                       for r in range(clock.fitting(effort.final_runs))])
+            final: list[RunResult] = []
+            while len(final) < effort.final_runs:  # a wave of the workers while one fits
+                n = min(runner.workers, effort.final_runs - len(final))
+                if not clock.fits(n):
+                    break
+                final += clock.run(runner, [RunJob(chosen, seed + r, runtime_error, zones)
+                                            for r in range(len(final), len(final) + n)])
         summary = (SimulationSummary(tuple(final), deadline * 3600) if final
                    else by_pair[(id(chosen), zones)])
         # What was made: later runs may be slower than the first, so the clock had the
@@ -347,12 +352,6 @@ class _RunClock:
     def fits(self, runs: int) -> bool:
         return self.end is None or (
             time.perf_counter() + math.ceil(runs / self.workers) * self.slowest_s <= self.end)
-
-    def fitting(self, runs: int) -> int:
-        """The most of ``runs`` runs that fit."""
-        while runs > 0 and not self.fits(runs):
-            runs -= 1
-        return runs
 
     def run(self, runner: RunPool, jobs: list[RunJob]) -> list[RunResult]:
         if not jobs:
