@@ -163,7 +163,7 @@ class LazyGroup(click.Group):
             return None
         module_name, attr = target.split(":")
         # The import's objects (numba, rasterio, ...) live as long as the process: no
-        # cyclic collection walks them while they load, none afterwards (frozen).
+        # cyclic collection walks them while they load.
         gc.disable()
         try:
             module = importlib.import_module(module_name)
@@ -172,7 +172,6 @@ class LazyGroup(click.Group):
                 raise
             return _unavailable(cmd_name)
         finally:
-            gc.freeze()
             gc.enable()
         command = getattr(module, attr)
         if not isinstance(command, click.Command):
