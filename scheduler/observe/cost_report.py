@@ -315,10 +315,10 @@ def plot_cost_report(report: CostReport, path: str | Path) -> Path:
             draw.multiline_text((cx, y1 + 6), "\n".join(name), fill=INK_RGB, font=small,
                                 anchor="ma", align="center")
         draw.line([(x0, y0), (x0, y1), (x1, y1)], fill=INK_RGB)
-        for k, (name, rgb) in enumerate((("planned", PLANNED_RGB), ("actual", ACTUAL_RGB))):
+        for k, (series, rgb) in enumerate((("planned", PLANNED_RGB), ("actual", ACTUAL_RGB))):
             lx = x1 - 140 + 70 * k  # above the plot area, right of the title
             draw.rectangle([lx, 8, lx + 12, 18], fill=rgb)
-            draw.text((lx + 16, 13), name, fill=INK_RGB, font=small, anchor="lm")
+            draw.text((lx + 16, 13), series, fill=INK_RGB, font=small, anchor="lm")
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path, format="PNG")
     return path

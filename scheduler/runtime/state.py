@@ -36,12 +36,14 @@ import heapq
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-
-import networkx as nx
+from typing import TYPE_CHECKING
 
 from planner.errors import DagError
 from planner.stages import parse_key, stage_of
 from scheduler.runtime.errors import GraphError
+
+if TYPE_CHECKING:  # networkx (0.06 s) is imported where a graph is built: eochain ortho needs only Task
+    import networkx as nx
 
 
 class TaskState(Enum):
@@ -111,6 +113,8 @@ class TaskGraph:
     @classmethod
     def build(cls, tasks: Iterable[Task], priority: Mapping[str, int] | None = None) -> TaskGraph:
         """Check the tasks form a DAG; without priorities, use a depth-first order."""
+        import networkx as nx
+
         by_key: dict[str, Task] = {}
         for task in tasks:
             if task.key in by_key:
@@ -142,6 +146,8 @@ class TaskGraph:
 
     def breadth_first_priority(self) -> dict[str, int]:
         """Topological generations, in key order within one: the reference for memory."""
+        import networkx as nx
+
         graph = nx.DiGraph()
         graph.add_nodes_from(self.tasks)
         graph.add_edges_from((d, t.key) for t in self.tasks.values() for d in t.deps)
