@@ -223,15 +223,17 @@ class CampaignSimulator:
         self._runtime_s: dict[str, np.ndarray] = {}
         self._graph = graph
         self._order = order
-        self._pred_bytes: list[list[float]] | None = None
+        self._inputs: list[tuple[tuple[int, float], ...]] | None = None
 
-    def _input_bytes(self) -> list[list[float]]:
-        """Per task, the bytes of each input (aligned with ``pred``), read once when zones > 1."""
-        if self._pred_bytes is None:
+    def _input_bytes(self) -> list[tuple[tuple[int, float], ...]]:
+        """Per task, (input task, its bytes) for each input, built once when zones > 1."""
+        if self._inputs is None:
             pred = self._graph._pred
-            self._pred_bytes = [[float(d.get("bytes", 0)) for d in pred[k].values()]
-                                for k in self._order]
-        return self._pred_bytes
+            self._inputs = [
+                tuple(zip(self.pred[t], [float(d.get("bytes", 0)) for d in pred[k].values()],
+                          strict=True))
+                for t, k in enumerate(self._order)]
+        return self._inputs
 
     def _family_runtime_s(self, family: str) -> np.ndarray:
         """Each task's wall time on ``family`` (cached: a simulator runs many plans)."""
@@ -439,7 +441,7 @@ class CampaignSimulator:
                     consumers_left[p] -= 1
                 if input_bytes:  # inputs held by nodes of another zone cross zones
                     zone = inst_zone[i]
-                    for p, b in zip(pred[best], input_bytes[best], strict=True):
+                    for p, b in input_bytes[best]:
                         if inst_zone[where[p]] != zone:
                             inter_az_bytes += b
                 pl[best_stage] -= 1
