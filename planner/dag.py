@@ -16,8 +16,12 @@ the declarations into a ``networkx.DiGraph``::
 
 Task keys, stages and each product's layout come from :mod:`planner.stages`;
 the graph records the stages present (``graph.graph["stages"]``, in
-:data:`~planner.stages.STAGES` order) and the bytes read from other tasks per
-consumer stage (``graph.graph["edge_bytes_by_stage"]``).
+:data:`~planner.stages.STAGES` order), the bytes read from other tasks per
+consumer stage (``graph.graph["edge_bytes_by_stage"]``) and what tasks read
+from and write to the object store, which the S3 requests follow from
+(:func:`planner.overheads.store_requests`): the raw windows read, counted by
+their rows (``graph.graph["window_rows"]``), and the bytes of each product
+published (``graph.graph["published_bytes"]``).
 
 At plan time the declarations come from a cheap footprint estimate
 (:mod:`planner.estimate`); the runtime plugs in exact ones by passing its own
@@ -75,6 +79,11 @@ class TaskDeclaration:
     inputs: Sequence[tuple[TaskKey, int]]
     cost: TaskCost
     external: tuple[InputWindow, ...] = ()
+    #: rows of each raw raster window it reads from the object store (0: the header only,
+    #: as a plan task reads its views' RPCs); declared even when ``external`` is not kept
+    window_rows: tuple[int, ...] = ()
+    #: bytes of the product it publishes to the object store (a writer), else 0
+    published_bytes: int = 0
 
 
 class Operation(Protocol):
@@ -109,6 +118,8 @@ def build_dag(operations: Iterable[Operation], *, keep_external: bool = False) -
     pred = graph._pred
     ops = []
     clash: list[TaskKey] = []
+    window_rows: dict[int, int] = {}
+    published: list[int] = []
     for op in operations:
         ops.append(op.name)
         for decl in op.declarations():
@@ -116,6 +127,10 @@ def build_dag(operations: Iterable[Operation], *, keep_external: bool = False) -
             if key in node:
                 clash.append(key)
                 continue
+            for rows in decl.window_rows:
+                window_rows[rows] = window_rows.get(rows, 0) + 1
+            if decl.published_bytes:
+                published.append(decl.published_bytes)
             node[key] = ({"cost": decl.cost, "external": decl.external} if keep_external
                          else {"cost": decl.cost})
             succ[key] = {}
@@ -151,6 +166,8 @@ def build_dag(operations: Iterable[Operation], *, keep_external: bool = False) -
     graph.graph["operations"] = tuple(ops)
     graph.graph["stages"] = tuple(s for s in STAGES if s in stage_by_op.values())
     graph.graph["edge_bytes_by_stage"] = in_bytes  # bytes read from other tasks, per consumer
+    graph.graph["window_rows"] = window_rows  # raw windows read from the store: rows -> count
+    graph.graph["published_bytes"] = tuple(published)  # one entry per product published
     return graph
 
 

@@ -47,6 +47,7 @@ from planner.campaign import Campaign, Pair, Scene
 from planner.dag import GIB, TaskCost, TaskDeclaration, TaskKey, build_dag
 from planner.errors import CampaignError
 from planner.geometry.grid import GeoBox, InputWindow, TileGrid, TileIndex, Window, utm_crs
+from planner.scene_inputs import M_PER_DEG_LAT, PLEIADES_GSD_M
 from planner.stages import MAX_FUSED_PAIRS, SurveyedProduct, dsm_tasks, ortho_tasks, stage_of
 
 
@@ -116,6 +117,11 @@ class _CostTable:
             )
             self.cache[key] = cost
         return cost
+
+
+def _raw_gsd_m(scene: Scene) -> float:
+    """The scene's ground sample distance along its rows, from its footprint and size."""
+    return (scene.footprint[3] - scene.footprint[1]) * M_PER_DEG_LAT / scene.rows
 
 
 def _raw_window(scene: Scene, bbox: tuple[float, float, float, float], margin_px: int
@@ -208,9 +214,12 @@ class CampaignOperations:
                 return tuple(InputWindow(v.uri or v.id, _raw_window(v, bbox, 0)) for v in views)
 
             yield from dsm_declarations(geo.pair.id, grid, self.costs,
-                                        windows=windows if self.with_external else None)
+                                        windows=windows if self.with_external else None,
+                                        raw_gsd_m=min(map(_raw_gsd_m, views)))
         for item, grid, names in self.groups:
-            yield from dsm_declarations(item, grid, self.costs, names)
+            views_gsd = (_raw_gsd_m(self.scenes[v]) for n in names for v in n.split("+"))
+            yield from dsm_declarations(item, grid, self.costs, names,
+                                        raw_gsd_m=min(views_gsd))
 
     def _ortho(self) -> Iterator[TaskDeclaration]:
         """Each scene's tasks as :func:`planner.stages.ortho_tasks` lays them out (on the DEM)."""
@@ -232,7 +241,8 @@ class CampaignOperations:
                 return (InputWindow(scene.uri or scene.id, _raw_window(scene, bbox, 0)),)
 
             yield from ortho_declarations(scene.id, grid, self.costs,
-                                          windows=windows if self.with_external else None)
+                                          windows=windows if self.with_external else None,
+                                          raw_gsd_m=_raw_gsd_m(scene))
 
 
 #: A tile's raw input windows (stereo: both views; ortho: its scene), None: not declared.
@@ -244,35 +254,79 @@ def _padded_px(grid: TileGrid) -> list[list[int]]:
     return [[(r1 - r0) * (c1 - c0) for _, _, c0, c1 in cols] for _, _, r0, r1 in rows]
 
 
+def _raw_rows(grid: TileGrid, raw_gsd_m: float) -> list[int]:
+    """Rows of the raw window a tile of each grid row reads (its padded rows at the raw GSD)."""
+    rows, _ = _grid_spans(grid)
+    scale = abs(grid.geobox.transform[4]) / raw_gsd_m
+    return [math.ceil((r1 - r0) * scale - 1e-6) for _, _, r0, r1 in rows]
+
+
+def _store_reads(key: TaskKey, ext: tuple[InputWindow, ...], views: int,
+                 raw_rows: list[int]) -> tuple[int, ...]:
+    """Rows of the raw windows a tile reads from the store: its declared windows, else the
+    estimate for each of its ``views``, and one block row of the DEM (module
+    :mod:`planner.overheads`)."""
+    if ext:
+        return (*(w.window.height for w in ext), 1)
+    return (raw_rows[key.row],) * views + (1,)
+
+
 def dsm_declarations(item: str, grid: TileGrid, costs: _CostTable, pairs: Sequence[str] = (),
-                     *, windows: TileWindows = None) -> Iterator[TaskDeclaration]:
-    """A DSM product's declarations on ``grid`` (costs by the tiles' padded pixels)."""
+                     *, windows: TileWindows = None,
+                     raw_gsd_m: float = PLEIADES_GSD_M) -> Iterator[TaskDeclaration]:
+    """A DSM product's declarations on ``grid`` (costs by the tiles' padded pixels).
+
+    Each stereo tile reads a window of both views of its pair (``windows``
+    when given, else estimated at ``raw_gsd_m``); the plan task reads the
+    headers (RPCs) of the product's views; the writer publishes the tiles' bytes.
+    """
     px = _padded_px(grid)
+    raw_rows = _raw_rows(grid, raw_gsd_m)
     get = costs.get
     out: dict[TaskKey, int] = {}
+    headers = (0,) * (len({v for p in pairs for v in p.split("+")}) or 2)
     for key, inputs, kind in dsm_tasks(item, *grid.shape, pairs):
         stage = stage_of(key.op)
         cost = get(stage, px[key.row][key.col] if kind == "tile" else 0)
         ext: tuple[InputWindow, ...] = ()
-        if windows is not None and kind == "tile" and stage == "stereo":
-            ext = windows(key)
+        reads: tuple[int, ...] = ()
+        if kind == "tile" and stage == "stereo":
+            if windows is not None:
+                ext = windows(key)
+            reads = _store_reads(key, ext, 2, raw_rows)
+        elif kind == "plan":
+            reads = headers
         out[key] = cost.output_bytes
-        yield TaskDeclaration(key, [(k, out[k]) for k in inputs], cost, ext)
+        yield TaskDeclaration(key, [(k, out[k]) for k in inputs], cost, ext, reads,
+                              sum(out[k] for k in inputs) if kind == "write" else 0)
 
 
 def ortho_declarations(scene: str, grid: TileGrid, costs: _CostTable, *,
-                       windows: TileWindows = None) -> Iterator[TaskDeclaration]:
-    """A scene's ortho declarations on ``grid`` (costs by the tiles' padded pixels)."""
+                       windows: TileWindows = None,
+                       raw_gsd_m: float = PLEIADES_GSD_M) -> Iterator[TaskDeclaration]:
+    """A scene's ortho declarations on ``grid`` (costs by the tiles' padded pixels).
+
+    Each tile reads a window of the scene (``windows`` when given, else
+    estimated at ``raw_gsd_m``); the plan task reads its header (RPCs); the
+    writer publishes the tiles' bytes.
+    """
     px = _padded_px(grid)
+    raw_rows = _raw_rows(grid, raw_gsd_m)
     get = costs.get
     out: dict[TaskKey, int] = {}
     for key, inputs, kind in ortho_tasks(scene, *grid.shape):
         cost = get("ortho", px[key.row][key.col] if kind == "tile" else 0)
         ext: tuple[InputWindow, ...] = ()
-        if windows is not None and kind == "tile":
-            ext = windows(key)
+        reads: tuple[int, ...] = ()
+        if kind == "tile":
+            if windows is not None:
+                ext = windows(key)
+            reads = _store_reads(key, ext, 1, raw_rows)
+        elif kind == "plan":
+            reads = (0,)
         out[key] = cost.output_bytes
-        yield TaskDeclaration(key, [(k, out[k]) for k in inputs], cost, ext)
+        yield TaskDeclaration(key, [(k, out[k]) for k in inputs], cost, ext, reads,
+                              sum(out[k] for k in inputs) if kind == "write" else 0)
 
 
 def surveyed_dag(products: Sequence[SurveyedProduct], calibration: Calibration,

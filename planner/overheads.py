@@ -7,7 +7,7 @@ Counted per simulated run (:mod:`planner.simulator`) from what the run did::
                 + NAT per-GB * setup GB * instances launched
     volumes   = EBS per GiB-month / 730 * GiB per node * (worker node-hours + makespan)
                 (worker node-hours include each node's idle timeout before termination)
-    requests  = S3 GET * tasks run (inputs) + S3 PUT * output tasks
+    requests  = S3 GET * GETs * tasks run / tasks + S3 PUT * PUTs   (:func:`store_requests`)
     storage   = S3 per GB-month / 730 * bytes kept * makespan / 2
     inter_az  = inter-AZ per GB * bytes that tasks read from a node in another zone
 
@@ -20,13 +20,36 @@ zone it has an interface in (terraform/ puts the SSM endpoints in every
 private subnet: ``interface_endpoint_zones``), and the head node has a volume
 too. S3 traffic goes through the free gateway endpoint, so only the nodes'
 setup downloads cross the NAT.
+
+S3 requests follow from what the DAG declares it reads from and writes to
+the object store (:func:`store_requests`); intermediates travel through
+Ray's object store, not S3::
+
+    GETs = sum over raw windows read: 1 (the file's header, opened per task)
+               + (rows - 1) / block_rows + 1   (block rows the window spans on
+                 average over its offset: GDAL's /vsis3/ merges the adjacent
+                 blocks of one block row into one ranged GET; 0 for a header read)
+         + per product published: 1 (the server-side copy's HEAD) + PRODUCT_GETS
+    PUTs = per product published: 2 x publish(bytes) + PRODUCT_PUTS
+    publish(b) = 1 if b <= part_bytes else ceil(b / part_bytes) + 2
+
+``publish`` is one upload (boto3's ``upload_file``: multipart beyond its 8 MiB
+part, with a create and a complete call) and once more for the server-side
+copy onto the key (``scheduler/products/store.py``). ``PRODUCT_GETS`` and
+``PRODUCT_PUTS`` are a product's bookkeeping: the lease taken and released
+(a read and a conditional write each, ``scheduler/products/lease.py``), the
+manifest record and the STAC item (each a small publish), the record check
+before and the stat after. A task redone after a loss reads its windows
+again, so GETs scale with the tasks run. Raw rasters are taken as tiled
+(GeoTIFF/COG) with ``raw_block_rows`` rows per block; the DEM is read as one
+window of one block row per tile.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from planner.errors import CatalogError
@@ -49,6 +72,10 @@ class Overheads:
     s3_get_usd_per_1000: float = 0.0004
     s3_storage_usd_per_gb_month: float = 0.023
     inter_az_usd_per_gb: float = 0.02
+    #: Rows of a raw raster's block (a tiled GeoTIFF or COG; GDAL's COG default is 512).
+    raw_block_rows: float = 512.0
+    #: boto3's multipart threshold and part size (``TransferConfig``: 8 MiB).
+    multipart_part_bytes: float = 8.0 * 2**20
     #: Seconds an idle worker is kept before the autoscaler terminates it: eochain's
     #: clusters (``eochain cluster-config --idle-timeout-minutes``, default from here).
     #: The runtime shrinks its request as each stage's work runs out, so only nodes it
@@ -89,6 +116,43 @@ class DagTraffic:
     output_bytes: float        # bytes written by tasks nothing downstream reads (products)
     tasks: int
     output_tasks: int
+    #: raw windows read from the object store, rows -> windows (``graph.graph["window_rows"]``)
+    window_rows: Mapping[int, int] = field(default_factory=dict)
+    #: bytes of each product published (``graph.graph["published_bytes"]``)
+    published_bytes: tuple[int, ...] = ()
+
+
+#: A product's bookkeeping requests beside its COG (module docstring): lease read x2,
+#: record check, stat after publishing, the copy HEADs of the record and the STAC item.
+PRODUCT_GETS = 6
+#: Lease conditional writes x2, record and STAC item published (upload and copy each).
+PRODUCT_PUTS = 6
+
+
+@dataclass(frozen=True, slots=True)
+class StoreRequests:
+    """S3 requests of one pass over the DAG: GETs (reads) and PUT-class requests (writes)."""
+
+    window_gets: float         # raw windows read by tasks (again when a task is redone)
+    product_gets: float        # products' copies and bookkeeping
+    puts: float
+
+
+def publish_puts(nbytes: float, part_bytes: float) -> int:
+    """PUT-class requests of one upload of ``nbytes`` (module docstring's ``publish``)."""
+    return 1 if nbytes <= part_bytes else math.ceil(nbytes / part_bytes) + 2
+
+
+def store_requests(o: Overheads, traffic: DagTraffic) -> StoreRequests:
+    """The S3 requests of the module docstring, from the DAG's declared reads and writes."""
+    block = o.raw_block_rows
+    window_gets = 0.0
+    for rows, windows in traffic.window_rows.items():
+        spanned = (rows - 1) / block + 1 if rows > 0 else 0.0
+        window_gets += windows * (1 + spanned)
+    products = len(traffic.published_bytes)
+    puts = sum(2 * publish_puts(b, o.multipart_part_bytes) for b in traffic.published_bytes)
+    return StoreRequests(window_gets, products * (1 + PRODUCT_GETS), puts + products * PRODUCT_PUTS)
 
 
 def overhead_cost(o: Overheads, traffic: DagTraffic, *, makespan_s: float, node_s: float,
@@ -99,13 +163,15 @@ def overhead_cost(o: Overheads, traffic: DagTraffic, *, makespan_s: float, node_
         raise CatalogError(f"inter_az_bytes = {inter_az_bytes}, expected >= 0")
     hours = makespan_s / 3600
     runs = traffic.tasks if tasks_run is None else tasks_run
+    s3 = store_requests(o, traffic)
+    reread = runs / traffic.tasks if traffic.tasks else 1.0
     return OverheadCost(
         head_usd=head_usd_per_h * hours,
         network_usd=o.cluster_usd_per_h * hours
         + o.nat_usd_per_gb * o.setup_gb_through_nat_per_node * instances,
         volumes_usd=o.ebs_usd_per_node_h * (node_s / 3600 + hours),
-        requests_usd=o.s3_get_usd_per_1000 * runs / 1000
-        + o.s3_put_usd_per_1000 * traffic.output_tasks / 1000,
+        requests_usd=o.s3_get_usd_per_1000 * (s3.window_gets * reread + s3.product_gets) / 1000
+        + o.s3_put_usd_per_1000 * s3.puts / 1000,
         storage_usd=o.s3_storage_usd_per_gb_month / HOURS_PER_MONTH
         * traffic.output_bytes / 1e9 * hours / 2,
         inter_az_usd=o.inter_az_usd_per_gb * inter_az_bytes / 1e9,

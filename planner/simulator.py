@@ -168,7 +168,8 @@ def dag_traffic(graph: nx.DiGraph) -> DagTraffic:
     products = [key for key, out_edges in graph._succ.items() if not out_edges]
     out = float(sum(node[key]["cost"].output_bytes for key in products))
     n_out = len(products)
-    return DagTraffic(edge, out, graph.number_of_nodes(), n_out)
+    return DagTraffic(edge, out, graph.number_of_nodes(), n_out,
+                      graph.graph.get("window_rows", {}), graph.graph.get("published_bytes", ()))
 
 
 class CampaignSimulator:

@@ -177,3 +177,42 @@ def test_stage_summary_by_hand() -> None:
         assert sa.transfer_bytes == 105.0  # raw input + own output
         assert (sb.n_tasks, sb.threads, sb.peak_mem_gib) == (1, 2, 3.0)
         assert sb.transfer_bytes == 100 + 7 + 9
+
+
+def test_store_reads_and_writes_declared() -> None:
+    """What tasks read from and write to the object store, which S3 requests follow from:
+
+        stereo.plan -> the headers of the pair's 2 views      ortho.plan -> its scene's header
+        stereo tile -> a window of each view + a DEM row      ortho tile -> a window + a DEM row
+        dsm.write   -> publishes its tiles' bytes             ortho.write -> likewise
+    """
+    from planner.overheads import DagTraffic, Overheads, overhead_cost, store_requests
+
+    c = _campaign(1)
+    for with_external in (True, False):  # declared windows, else estimated from the footprint
+        g = campaign_dag(c, load_calibration(), ("c7g",), with_external=with_external)  # type: ignore[arg-type]
+        rows = g.graph["window_rows"]
+        n = {op: sum(1 for k in g if k.op == op) for op in ("stereo", "ortho", "ortho.plan")}
+        # headers: 2 views, 1 per scene (and windows that the estimate clips to nothing)
+        assert rows[0] >= 2 + n["ortho.plan"]
+        assert rows[1] >= n["stereo"] + n["ortho"]  # one DEM block row per tile
+        assert sum(rows.values()) == 2 + n["ortho.plan"] + 3 * n["stereo"] + 2 * n["ortho"]
+        if not with_external:
+            # an interior tile of 2048 + 2 x 64 px reads that many rows of 0.5 m views: as
+            # many for a 0.5 m ortho tile, twice as many for each view of a 1 m DSM tile
+            assert rows[2048 + 2 * 64] > 0 and rows[2 * (2048 + 2 * 64)] > 0
+        writers = [k for k in g if k.op.endswith(".write")]
+        assert sorted(g.graph["published_bytes"]) == sorted(
+            sum(g.edges[p, w]["bytes"] for p in g.predecessors(w)) for w in writers)
+    # by hand: a 513-row window spans 1 + 512/512 block rows on average, plus its header
+    traffic = DagTraffic(0.0, 0.0, 4, 1, {0: 1, 513: 2}, (20 * 2**20,))
+    o = Overheads(raw_block_rows=512, multipart_part_bytes=8 * 2**20)
+    req = store_requests(o, traffic)
+    assert req.window_gets == 1 + 2 * 3
+    assert req.puts == 2 * (3 + 2) + 6  # upload and copy of 3 parts each, and bookkeeping
+    assert req.product_gets == 1 + 6
+    once = overhead_cost(o, traffic, makespan_s=0.0, node_s=0.0, instances=0,
+                         head_usd_per_h=0.0).requests_usd
+    twice = overhead_cost(o, traffic, makespan_s=0.0, node_s=0.0, instances=0,
+                          head_usd_per_h=0.0, tasks_run=8).requests_usd
+    assert twice - once == pytest.approx(o.s3_get_usd_per_1000 * req.window_gets / 1000)
