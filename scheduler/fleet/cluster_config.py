@@ -33,6 +33,16 @@ A node type pinned to its subnet waits for its zone's capacity instead, as
 the simulator's pools do (and the spot fallback of
 :mod:`scheduler.fleet.fallback` replaces a pool that keeps failing).
 
+Fallbacks. The runtime may move a flapping spot pool's work to one of its
+:func:`~scheduler.fleet.fallback.fallback_pools`, asking for as many nodes of
+it as the pool had; a fallback pool may flap in turn and pass its work on.
+:func:`fallback_nodes` follows those chains from every spot pool of the fleet
+and renders each pool reached as a node type too (``min_workers`` 0: nothing
+is launched unless the runtime asks), capped at the nodes of the fleet's spot
+pools that can reach it; a pool that is also in the fleet gets the sum. So a
+plan that falls back runs on the config as rendered. The cluster's
+``max_workers`` stays the fleet's: a fallback replaces nodes, it adds none.
+
 Every node type gets an AMI of its own architecture (the catalog's ``arch``
 of its instance type, head included): ``--image-id ARCH=AMI`` first, then
 the Terraform output ``ami_ids`` (Ubuntu 24.04 from the public SSM parameter,
@@ -85,10 +95,11 @@ from scheduler.cloud.terraform_outputs import (
     short,
     terraform_outputs_from_dict,
 )
+from scheduler.fleet.fallback import fallback_pools
 
 # The Terraform side is re-exported: callers read outputs and render from one module.
 __all__ = ["ARCHS", "OPTIONAL_OUTPUTS", "REQUIRED_OUTPUTS", "ClusterOptions", "FleetNode",
-           "TerraformOutputs", "fleet_from_plan", "load_terraform_outputs", "plan_regions",
+           "TerraformOutputs", "fallback_nodes", "fleet_from_plan", "load_terraform_outputs", "plan_regions",
            "render_cluster_config", "render_fake_multinode_config", "resolve_image_ids",
            "resource_request", "ssm_proxy_command", "terraform_outputs_from_dict",
            "zone_shares"]
@@ -264,6 +275,49 @@ def fleet_from_plan(plan: PlanDocument | Mapping[str, Any], region: str, catalog
     return sorted(merged.values(), key=lambda n: (n.instance_type, n.market))
 
 
+def fallback_nodes(fleet: Sequence[FleetNode], region: str, catalog: PriceCatalog
+                   ) -> list[FleetNode]:
+    """The fallback pools the fleet's spot pools may move to, and theirs (module docstring).
+
+    Each is a :class:`FleetNode` whose ``instances`` is the most the runtime
+    may ask of it: the nodes of the fleet's spot pools whose fallback chains
+    reach it. Pools of the fleet itself are not repeated unless reached.
+    """
+    sources: dict[tuple[str, str], set[tuple[str, str]]] = {}
+    for node in fleet:
+        if node.market != "spot":
+            continue
+        start = (node.instance_type, node.market)
+        seen = {start}
+        frontier = [start]
+        while frontier:
+            itype, market = frontier.pop()
+            for pool in fallback_pools(itype, market, region, catalog):
+                sources.setdefault(pool, set()).add(start)
+                if pool not in seen and pool[1] == "spot":
+                    seen.add(pool)
+                    frontier.append(pool)
+    count = {(n.instance_type, n.market): n.instances for n in fleet}
+    out = []
+    for (itype, market), starts in sorted(sources.items()):
+        info = catalog.instance_types[itype]
+        instances = min(MAX_INSTANCES_PER_TYPE, sum(count[s] for s in starts))
+        out.append(FleetNode(itype, market, instances, info.vcpus, info.mem_gib, info.arch))
+    return out
+
+
+def _launchable(fleet: Sequence[FleetNode], fallbacks: Sequence[FleetNode]) -> list[FleetNode]:
+    """The fleet's nodes and its fallbacks', merged per (type, market): each node type's cap."""
+    merged: dict[tuple[str, str], FleetNode] = {}
+    for node in (*fleet, *fallbacks):
+        key = (node.instance_type, node.market)
+        prev = merged.get(key)
+        total = min(MAX_INSTANCES_PER_TYPE, node.instances + (prev.instances if prev else 0))
+        merged[key] = FleetNode(node.instance_type, node.market, total, node.vcpus,
+                                node.mem_gib, node.arch)
+    return sorted(merged.values(), key=lambda n: (n.instance_type, n.market))
+
+
 def zone_shares(instances: int, zones: int) -> list[int]:
     """Instances per zone when ``instances`` are spread round-robin over ``zones``.
 
@@ -355,8 +409,9 @@ def render_cluster_config(fleet: Sequence[FleetNode], tf: TerraformOutputs,
 
         ray_version = ray.__version__
     head_arch = catalog.instance_types[options.head_instance_type].arch
-    images = resolve_image_ids([head_arch, *(n.arch for n in fleet)], tf, options.image_ids)
-    missing = sorted({n.arch for n in fleet} - set(tf.worker_launch_template_ids))
+    nodes = _launchable(fleet, fallback_nodes(fleet, tf.region, catalog))
+    images = resolve_image_ids([head_arch, *(n.arch for n in nodes)], tf, options.image_ids)
+    missing = sorted({n.arch for n in nodes} - set(tf.worker_launch_template_ids))
     if missing:
         raise TerraformOutputsError(
             f"Terraform output worker_launch_template_ids has no template for {missing} "
@@ -376,7 +431,7 @@ def render_cluster_config(fleet: Sequence[FleetNode], tf: TerraformOutputs,
     node_types: dict[str, Any] = {
         "ray.head.default": {"node_config": head_config, "resources": {"CPU": 0}},
     }
-    for name, node, max_workers, zone in _zoned_node_types(fleet, zones):
+    for name, node, max_workers, zone in _zoned_node_types(nodes, zones):
         config: dict[str, Any] = {
             "InstanceType": node.instance_type,
             "ImageId": images[node.arch],
@@ -407,6 +462,7 @@ def render_cluster_config(fleet: Sequence[FleetNode], tf: TerraformOutputs,
         auth["ssh_proxy_command"] = ssm_proxy_command(tf.region)
     doc: dict[str, Any] = {
         "cluster_name": tf.cluster_name,
+        # a fallback replaces nodes, never adds any: the cluster's cap stays the fleet's
         "max_workers": sum(n.instances for n in fleet),
         "upscaling_speed": 1.0,
         "idle_timeout_minutes": options.idle_timeout_minutes,
@@ -439,13 +495,14 @@ def render_fake_multinode_config(fleet: Sequence[FleetNode], gcs_address: str, *
                                  cpus_per_node: int = 1,
                                  object_store_bytes: int = 80 * 1024 * 1024,
                                  idle_timeout_minutes: float = 0.1,
-                                 zones: int = 1) -> dict[str, Any]:
+                                 zones: int = 1,
+                                 fallbacks: Sequence[FleetNode] = ()) -> dict[str, Any]:
     """The local twin of :func:`render_cluster_config` on Ray's ``fake_multinode`` provider.
 
-    Same node type names (per zone too), custom resources and ``max_workers``, with
-    every node shrunk to ``cpus_per_node`` so the plan's fleet can scale up
-    and down on one machine (``RAY_FAKE_CLUSTER=1 ray start --head
-    --autoscaling-config=...``).
+    Same node type names (per zone too), custom resources and ``max_workers``
+    (with ``fallbacks``, e.g. :func:`fallback_nodes`), with every node shrunk
+    to ``cpus_per_node`` so the plan's fleet can scale up and down on one
+    machine (``RAY_FAKE_CLUSTER=1 ray start --head --autoscaling-config=...``).
     """
     if cpus_per_node < 1 or object_store_bytes < 78 * 1024 * 1024:
         raise ClusterConfigError(
@@ -454,7 +511,8 @@ def render_fake_multinode_config(fleet: Sequence[FleetNode], gcs_address: str, *
     types: dict[str, Any] = {
         "ray.head.default": {"resources": {"CPU": 0}, "node_config": {}, "max_workers": 0},
     }
-    for name, node, max_workers, _ in _zoned_node_types(fleet, zones):
+    nodes = _launchable(fleet, fallbacks)
+    for name, node, max_workers, _ in _zoned_node_types(nodes, zones):
         types[name] = {
             "resources": {"CPU": cpus_per_node, node.resource: 1,
                           "object_store_memory": object_store_bytes},

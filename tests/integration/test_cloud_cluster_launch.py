@@ -5,7 +5,9 @@ terraform/ makes them (a private subnet in each of two zones, one security group
 instance profiles, one worker launch template per architecture with the
 Ubuntu root device ``/dev/sda1``); the plan mixes arm64 (c7g) spot workers
 and x86_64 (m7i) on-demand workers under an x86_64 head, spread over the two
-zones: each node must land in the subnet of the zone the plan gave it. The rendered YAML
+zones: each node must land in the subnet of the zone the plan gave it, the
+spot fallback's node too (the runtime's choice when the spot c7g keeps
+being interrupted: its node type is in the config as rendered). The rendered YAML
 goes through Ray's ``bootstrap_aws`` (what ``ray up`` runs) and
 ``AWSNodeProvider.create_node`` over HTTP, and the launched instances are
 read back with ``describe_instances``.
@@ -25,6 +27,7 @@ from click.testing import CliRunner
 from planner.catalog import load_catalog
 from scheduler.cli.cluster import cluster_config
 from scheduler.fleet.cluster_config import ARCHS
+from scheduler.fleet.fallback import choose_fallback
 
 pytestmark = pytest.mark.integration
 
@@ -108,8 +111,11 @@ def test_rendered_config_launches_head_and_workers(moto_endpoint: str, tmp_path:
     config = bootstrap_aws(yaml.safe_load((tmp_path / "cluster.yaml").read_text()))
 
     provider = AWSNodeProvider(config["provider"], config["cluster_name"])
+    # the spot c7g keeps being interrupted: the node the runtime then asks for instead
+    fallback = choose_fallback("c7g.xlarge", "spot", REGION, load_catalog(), 1.0, 100.0)
+    assert fallback.found, fallback.reason
     counts = {"ray.head.default": 1, "c7g.xlarge-spot-z0": 1, "c7g.xlarge-spot-z1": 1,
-              "m7i.xlarge-on-demand-z0": 1}
+              "m7i.xlarge-on-demand-z0": 1, f"{fallback.to_type}-{fallback.to_market}-z1": 1}
     for node_type, count in counts.items():
         kind = "head" if node_type == "ray.head.default" else "worker"
         # one node per call: Ray asks MinCount=1, MaxCount=count and moto launches MinCount

@@ -21,6 +21,7 @@ from scheduler.cloud.errors import ClusterConfigError, TerraformOutputsError
 from scheduler.fleet.cluster_config import (
     REQUIRED_OUTPUTS,
     ClusterOptions,
+    fallback_nodes,
     fleet_from_plan,
     render_cluster_config,
     render_fake_multinode_config,
@@ -28,6 +29,7 @@ from scheduler.fleet.cluster_config import (
     terraform_outputs_from_dict,
     zone_shares,
 )
+from scheduler.fleet.fallback import choose_fallback, fallback_pools
 
 pytestmark = pytest.mark.unit
 
@@ -89,8 +91,10 @@ def test_renders_one_node_type_per_type_and_market(tmp_path: Path) -> None:
         "constraints.txt", "eochain-0.1.0-py3-none-any.whl"]
     assert any("scheduler.fleet.drain" in c for c in doc["worker_start_ray_commands"])
     types = doc["available_node_types"]
+    fallbacks = fallback_nodes(fleet_from_plan(plan, REGION, load_catalog()), REGION,
+                               load_catalog())
     assert set(types) == {"ray.head.default", "c7g.4xlarge-spot", "c7g.4xlarge-on-demand",
-                          "r7g.2xlarge-spot"}
+                          "r7g.2xlarge-spot"} | {n.node_type for n in fallbacks}
     spot = types["c7g.4xlarge-spot"]
     assert spot["max_workers"] == 7 and spot["min_workers"] == 0  # merged 6 + 1
     assert spot["node_config"]["InstanceMarketOptions"]["MarketType"] == "spot"
@@ -130,9 +134,12 @@ def test_a_spread_plan_pins_each_zone_share_to_its_subnet(tmp_path: Path) -> Non
     doc = yaml.safe_load(out.read_text())
     validate_config(doc)
     types = doc["available_node_types"]
+    fleet = fleet_from_plan(plan, REGION, load_catalog())
+    fallback_types = {n.node_type for n in fallback_nodes(fleet, REGION, load_catalog())}
     workers = {name: (nt["max_workers"], nt["node_config"]["SubnetIds"],
                       {k: v for k, v in nt["resources"].items() if ":" in k})
-               for name, nt in types.items() if name != "ray.head.default"}
+               for name, nt in types.items() if name != "ray.head.default"
+               and name.rpartition("-z")[0] not in fallback_types}
     assert workers == {
         "c7g.4xlarge-spot-z0": (3, ["subnet-a"], {"c7g.4xlarge:spot": 1}),
         "c7g.4xlarge-spot-z1": (2, ["subnet-b"], {"c7g.4xlarge:spot": 1}),
@@ -140,11 +147,12 @@ def test_a_spread_plan_pins_each_zone_share_to_its_subnet(tmp_path: Path) -> Non
     }
     assert types["ray.head.default"]["node_config"]["SubnetIds"] == ["subnet-a"]
     assert doc["max_workers"] == 6
-    # the local twin has the same node types and caps
-    fleet = fleet_from_plan(plan, REGION, load_catalog())
-    twin = render_fake_multinode_config(fleet, "127.0.0.1:6379", zones=2)["available_node_types"]
-    assert {n: nt["max_workers"] for n, nt in twin.items() if n != "ray.head.default"} == {
-        n: w[0] for n, w in workers.items()}
+    # the local twin has the same node types and caps, given the same fallbacks
+    twin = render_fake_multinode_config(fleet, "127.0.0.1:6379", zones=2, fallbacks=fallback_nodes(
+        fleet, REGION, load_catalog()))["available_node_types"]
+    assert {n: nt["max_workers"] for n, nt in twin.items()} == {
+        n: nt["max_workers"] for n, nt in types.items() if n != "ray.head.default"} | {
+        "ray.head.default": 0}
 
 
 def test_more_zones_than_subnets_is_refused(tmp_path: Path) -> None:
@@ -283,7 +291,7 @@ def _render(plan: dict[str, Any], *, tf_values: dict[str, Any] | None = None,
     tf = terraform_outputs_from_dict(tf_values or TF_VALUES)
     fleet = fleet_from_plan(plan, REGION, catalog)
     return render_cluster_config(fleet, tf, ClusterOptions(BUNDLE, **options), catalog,
-                                 ray_version="2.60.0")
+                                 ray_version="2.60.0", zones=int(plan.get("zones", 1)))
 
 
 def _images(doc: dict[str, Any]) -> dict[str, str]:
@@ -293,20 +301,29 @@ def _images(doc: dict[str, Any]) -> dict[str, str]:
 def test_every_node_type_gets_an_ami_of_its_architecture() -> None:
     plan = _plan(("c7g.xlarge", "spot", 2), ("m7i.xlarge", "on-demand", 1))
     ssm = "resolve:ssm:/aws/service/canonical/ubuntu/server/24.04/stable/current/{}/hvm/ebs-gp3/ami-id"
-    assert _images(_render(plan)) == {"ray.head.default": ssm.format("amd64"),
-                                      "c7g.xlarge-spot": ssm.format("arm64"),
-                                      "m7i.xlarge-on-demand": ssm.format("amd64")}
+    plain = _images(_render(plan))
+    # the rest are the spot c7g's fallbacks, and theirs: Graviton too
+    arm_fallbacks = set(plain) - {"ray.head.default", "c7g.xlarge-spot", "m7i.xlarge-on-demand"}
+    assert arm_fallbacks
+    assert {k: v for k, v in plain.items() if k not in arm_fallbacks} == {
+        "ray.head.default": ssm.format("amd64"), "c7g.xlarge-spot": ssm.format("arm64"),
+        "m7i.xlarge-on-demand": ssm.format("amd64")}
+    assert {plain[k] for k in arm_fallbacks} == {ssm.format("arm64")}  # Graviton, as c7g
     tf_amis = {**TF_VALUES, "ami_ids": {"arm64": "ami-0aaaaaaaaaaaaaaa1",
                                         "x86_64": "ami-0bbbbbbbbbbbbbbb2"}}
     doc = _render(plan, tf_values=tf_amis, image_ids={"arm64": "ami-0ccccccccccccccc3"},
                   head_instance_type="m7g.xlarge")
     assert _images(doc) == {"ray.head.default": "ami-0ccccccccccccccc3",
                             "c7g.xlarge-spot": "ami-0ccccccccccccccc3",
-                            "m7i.xlarge-on-demand": "ami-0bbbbbbbbbbbbbbb2"}
+                            "m7i.xlarge-on-demand": "ami-0bbbbbbbbbbbbbbb2"} | {
+        k: "ami-0ccccccccccccccc3" for k in plain if k not in (
+            "ray.head.default", "c7g.xlarge-spot", "m7i.xlarge-on-demand")}
     templates = {k: v["node_config"]["LaunchTemplate"]["LaunchTemplateId"]
                  for k, v in doc["available_node_types"].items()}
     assert templates == {"ray.head.default": "lt-head", "c7g.xlarge-spot": "lt-worker-arm",
-                         "m7i.xlarge-on-demand": "lt-worker-x86"}
+                         "m7i.xlarge-on-demand": "lt-worker-x86"} | {
+        k: "lt-worker-arm" for k in plain if k not in (
+            "ray.head.default", "c7g.xlarge-spot", "m7i.xlarge-on-demand")}
     with pytest.raises(ClusterConfigError, match="--image-id arm64='ami-nope'"):
         ClusterOptions(BUNDLE, image_ids={"arm64": "ami-nope"})
     no_arm = {**TF_VALUES, "worker_launch_template_ids": {"x86_64": "lt-x"}}
@@ -413,3 +430,44 @@ def test_cluster_config_reads_the_plan_through_the_plan_reader(tmp_path: Path) -
                                                      *_wheel_args(tmp_path)])
         assert result.exit_code == 1 and "Traceback" not in result.output, result.output
         assert str(p) in result.output and expected in result.output, (text, result.output)
+
+
+def test_every_fallback_the_runtime_may_choose_has_a_node_type() -> None:
+    """A spot pool that keeps being interrupted moves to one of its fallback pools, and that
+    pool to one of its own: each is a node type of the config as rendered (``min_workers``
+    0, capped at the nodes it may replace), so a plan that falls back can be deployed."""
+    catalog = load_catalog()
+    plan = {**_plan(("c7g.xlarge", "spot", 3), ("m7g.2xlarge", "spot", 2),
+                    ("m7i.xlarge", "on-demand", 1)), "zones": 2}
+    doc = _render(plan)
+    validate_config(doc)
+    types = doc["available_node_types"]
+    caps: dict[str, int] = {}
+    for name, nt in types.items():
+        for key in nt["resources"]:
+            if ":" in key:
+                caps[key] = caps.get(key, 0) + nt["max_workers"]
+    planned = {"c7g.xlarge:spot": 3, "m7g.2xlarge:spot": 2}
+    for start, nodes in planned.items():
+        itype, _, market = start.partition(":")
+        chain = [(itype, market)]
+        # follow the choice the runtime makes, each pool flapping in turn, until on demand
+        while chain[-1][1] == "spot":
+            pool = chain[-1]
+            decision = choose_fallback(*pool, REGION, catalog, 10.0, 1000.0, exclude=chain)
+            assert decision.found, decision.reason
+            chain.append((str(decision.to_type), str(decision.to_market)))
+            key = f"{decision.to_type}:{decision.to_market}"
+            assert caps.get(key, 0) >= nodes, (start, key, caps)
+            for z in (0, 1):  # spread over the plan's zones like the fleet
+                name = f"{decision.to_type}-{decision.to_market}-z{z}"
+                assert types[name]["min_workers"] == 0
+                assert types[name]["node_config"]["SubnetIds"] == [TF_VALUES[
+                    "private_subnet_ids"][z]]
+        assert len(chain) >= 2
+    # fallbacks replace nodes: the cluster never holds more than the fleet
+    assert doc["max_workers"] == 6
+    # a fallback keeps the architecture, the vCPUs and the memory per vCPU of what it replaces
+    for itype, market in fallback_pools("m7g.2xlarge", "spot", REGION, catalog):
+        info = catalog.instance_types[itype]
+        assert info.arch == "arm64" and info.vcpus >= 8 and info.mem_gib / info.vcpus >= 4
