@@ -16,9 +16,9 @@ edge's bytes each time a task starts on a node in another zone than the node
 holding that input (a redone task reads its inputs again). They are 0 for a
 single-zone cluster (the default: every node, head included, is pinned to one
 subnet by ``eochain cluster-config``). An interface endpoint is billed per
-zone it has an interface in (terraform/ puts the SSM endpoints in every
-private subnet: ``interface_endpoint_zones``), and the head node has a volume
-too. S3 traffic goes through the free gateway endpoint, so only the nodes'
+zone it has an interface in (terraform/ puts the three SSM endpoints in the
+first private subnet only, the head's: ``interface_endpoint_zones`` 1), and
+the head node has a volume too. S3 traffic goes through the free gateway endpoint, so only the nodes'
 setup downloads cross the NAT.
 
 S3 requests follow from what the DAG declares it reads from and writes to
@@ -66,7 +66,7 @@ class Overheads:
     nat_usd_per_gb: float = 0.045
     setup_gb_through_nat_per_node: float = 1.0
     interface_endpoints: float = 3.0
-    interface_endpoint_zones: float = 3.0
+    interface_endpoint_zones: float = 1.0
     interface_endpoint_usd_per_h: float = 0.01
     s3_put_usd_per_1000: float = 0.005
     s3_get_usd_per_1000: float = 0.0004

@@ -181,6 +181,11 @@ resource "aws_iam_role_policy" "flow_logs" {
 # even with enable_nat_gateway = false. Operators then forward the dashboard
 # and job server (port 8265) with AWS-StartPortForwardingSession, and `ray up`
 # reaches the head by SSH inside an AWS-StartSSHSession (terraform/README.md).
+# The endpoints sit in the first private subnet only, the head's zone (where
+# the NAT gateway is too): an interface endpoint is billed per zone it has an
+# interface in ($0.01/h each), and nodes of the other zones reach it across the
+# VPC (a few kB per session). Three endpoints in three zones cost $0.09/h, in
+# one $0.03/h; if that zone is down, so is the head the sessions are for.
 locals {
   ssm_endpoints = toset(["ssm", "ssmmessages", "ec2messages"])
 }
@@ -209,7 +214,7 @@ resource "aws_vpc_endpoint" "ssm" {
   vpc_id              = aws_vpc.this.id
   service_name        = "com.amazonaws.${var.region}.${each.key}"
   vpc_endpoint_type   = "Interface"
-  subnet_ids          = aws_subnet.private[*].id
+  subnet_ids          = [aws_subnet.private[0].id]
   security_group_ids  = [aws_security_group.endpoints.id]
   private_dns_enabled = true
 
