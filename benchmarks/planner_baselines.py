@@ -80,7 +80,7 @@ from planner.catalog import load_catalog
 from planner.errors import InfeasiblePlanError
 from planner.estimate import campaign_dag
 from planner.order import depth_first_order
-from planner.placement import PlacementPlan
+from planner.placement import PlacementPlan, PlacementProblem, coefficients
 from planner.planning import SPREAD_ZONES, plan_campaign
 from planner.replan import RunProgress, replan
 from planner.simulator import CampaignSimulator
@@ -219,6 +219,12 @@ def run_campaign(pairs: int, deadline_h: float, runs: int, seed: int,
             row["eochain_cost_ratio"] = eo["mean_cost_usd"] / row["mean_cost_usd"]
     best = min(fair, key=lambda r: r["mean_cost_usd"]) if fair else None
     best_same = min(fair, key=lambda r: r["mean_cost_same_idle_usd"]) if fair else None
+    floor = compute_floor_usd(cp.problem, region)
+    items: dict[str, Any] | None = None
+    if best is not None and eo is not None:
+        mine, theirs = eo["cost_breakdown_usd"], best["cost_breakdown_usd"]
+        items = {k: {"eochain": mine.get(k, 0.0), "baseline": theirs.get(k, 0.0)}
+                 for k in sorted(set(mine) | set(theirs))}
     return {"campaign": campaign.name, "pairs": pairs, "deadline_h": deadline_h,
             "hazard_scale": hazard_scale, "slowdown": slowdown,
             "tasks": cp.n_tasks, "plan_s": plan_s, "horizons_h": horizons,
@@ -229,7 +235,28 @@ def run_campaign(pairs: int, deadline_h: float, runs: int, seed: int,
             "ratio_same_idle": (None if best_same is None or eo is None else
                                 eo["mean_cost_usd"] / best_same["mean_cost_same_idle_usd"]),
             "ratio_replanned": (None if best is None or replanned is None else
-                                replanned["mean_cost_usd"] / best["mean_cost_usd"])}
+                                replanned["mean_cost_usd"] / best["mean_cost_usd"]),
+            "breakdown_vs_best_usd": items, "compute_floor_usd": floor,
+            "ratio_floor": (None if best is None or eo is None else
+                            (floor + sum(eo["cost_breakdown_usd"].get(k, 0.0) for k in COMMON))
+                            / best["mean_cost_usd"])}
+
+
+#: Cost items every strategy pays alike: the products' own reads and writes.
+COMMON = ("requests", "storage")
+
+
+def compute_floor_usd(problem: PlacementProblem, region: str) -> float:
+    """The least any schedule pays for the work's compute: each stage's tasks at the lowest
+    price per task among the region's offers (memory-fitting slots, expected rework),
+    with no start-up, idle node, head, network or request."""
+    total = 0.0
+    offers = [o for o in problem.offers if o.region == region]
+    for stage in problem.stages:
+        per_task = [o.price_usd_per_h * c.inst_h_per_task for o in offers
+                    if (c := coefficients(stage, o, problem)).slots > 0]
+        total += stage.n_tasks * min(per_task)
+    return total
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -279,6 +306,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {row['strategy']}: {row['fleet']}")
         ratio = res["ratio_to_best_fair_baseline"]
         same = res["ratio_same_idle"]
+        items = res["breakdown_vs_best_usd"]
+        if items is not None:
+            print(f"cost items, eochain vs {res['best_fair_baseline']} (USD, mean of runs): "
+                  + ", ".join(f"{k} {v['eochain']:.3f} vs {v['baseline']:.3f}"
+                              for k, v in items.items() if v["eochain"] or v["baseline"]))
+            print(f"compute floor (every task at the region's lowest price per task, nothing "
+                  f"else): {res['compute_floor_usd']:.3f} USD; with the items every strategy "
+                  f"pays alike ({', '.join(COMMON)}), the lowest ratio any schedule could "
+                  f"reach: {res['ratio_floor']:.3f}")
         print(f"eochain vs the best fair baseline on time ({res['best_fair_baseline']}): "
               + ("n/a" if ratio is None else f"{ratio:.3f} ({100 * (1 - ratio):.1f} % cheaper)")
               + ("" if same is None else f"; {same:.3f} with the baselines at eochain's idle "

@@ -30,12 +30,13 @@ Ray's object store, not S3::
                  average over its offset: GDAL's /vsis3/ merges the adjacent
                  blocks of one block row into one ranged GET; 0 for a header read)
          + per product published: 1 (the server-side copy's HEAD) + PRODUCT_GETS
-    PUTs = per product published: 2 x publish(bytes) + PRODUCT_PUTS
+    PUTs = per product published: transfers x publish(bytes) + PRODUCT_PUTS
     publish(b) = 1 if b <= part_bytes else ceil(b / part_bytes) + 2
 
 ``publish`` is one upload (boto3's ``upload_file``: multipart beyond its 8 MiB
-part, with a create and a complete call) and once more for the server-side
-copy onto the key (``scheduler/products/store.py``). ``PRODUCT_GETS`` and
+part, with a create and a complete call); ``transfers`` is 2
+(``transfers_per_publish``): the store uploads to a temporary key, then
+copies it server-side onto the key, part by part (``scheduler/products/store.py``). ``PRODUCT_GETS`` and
 ``PRODUCT_PUTS`` are a product's bookkeeping: the lease taken and released
 (a read and a conditional write each, ``scheduler/products/lease.py``), the
 manifest record and the STAC item (each a small publish), the record check
@@ -76,6 +77,8 @@ class Overheads:
     raw_block_rows: float = 512.0
     #: boto3's multipart threshold and part size (``TransferConfig``: 8 MiB).
     multipart_part_bytes: float = 8.0 * 2**20
+    #: Multipart transfers per product published: the upload, then the server-side copy.
+    transfers_per_publish: float = 2.0
     #: Seconds an idle worker is kept before the autoscaler terminates it: eochain's
     #: clusters (``eochain cluster-config --idle-timeout-minutes``, default from here).
     #: The runtime shrinks its request as each stage's work runs out, so only nodes it
@@ -151,7 +154,8 @@ def store_requests(o: Overheads, traffic: DagTraffic) -> StoreRequests:
         spanned = (rows - 1) / block + 1 if rows > 0 else 0.0
         window_gets += windows * (1 + spanned)
     products = len(traffic.published_bytes)
-    puts = sum(2 * publish_puts(b, o.multipart_part_bytes) for b in traffic.published_bytes)
+    puts = o.transfers_per_publish * sum(publish_puts(b, o.multipart_part_bytes)
+                                         for b in traffic.published_bytes)
     return StoreRequests(window_gets, products * (1 + PRODUCT_GETS), puts + products * PRODUCT_PUTS)
 
 
