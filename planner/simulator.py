@@ -77,10 +77,15 @@ from planner.errors import PlannerError
 from planner.overheads import DagTraffic, Overheads, overhead_cost
 from planner.placement import FleetEntry, PlacementPlan, PlacementProblem
 from planner.replan import RunProgress
+from planner.run_kernel import NO_ROOM, TOO_MANY_EVENTS, run_kernel
 from planner.spot import SpotModel
 from planner.stages import stage_of as stage_of_op
 
 _READY, _DONE, _RECLAIM, _REPLAN = 0, 1, 2, 3
+
+#: The DAG as :func:`planner.run_kernel.run_kernel` takes it (its first ten arguments).
+KernelArrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                     np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 #: What a run asks while it goes: the plan for the rest (None: keep the fleet as it is).
 Replanner = Callable[[RunProgress], PlacementPlan | None]
@@ -225,6 +230,7 @@ class CampaignSimulator:
         self._graph = graph
         self._order = order
         self._inputs: list[tuple[tuple[int, float], ...]] | None = None
+        self._arrays: KernelArrays | None = None
 
     def _input_bytes(self) -> list[tuple[tuple[int, float], ...]]:
         """Per task, (input task, its bytes) for each input, built once when zones > 1."""
@@ -278,6 +284,9 @@ class CampaignSimulator:
         # seed); a redone task draws a fresh factor from ``rng``.
         factors = (np.random.default_rng(seed).lognormal(0.0, runtime_sigma, self.n) * speed
                    if runtime_sigma > 0 else np.full(self.n, speed))
+        if replanner is None:
+            return self._run_compiled(plan, rng, speed, factors, runtime_sigma, zones, idle_s,
+                                      max_events)
         first_s: dict[str, list[float]] = {}
         base_s: dict[str, list[float]] = {}
 
@@ -684,18 +693,94 @@ class CampaignSimulator:
         for i in range(len(inst_entry)):
             if inst_alive[i]:
                 release(i, max(finish, inst_launch[i]), idle_s)
+        return self._priced(plan, finish, compute, idle_usd, node_s, inter_az_bytes,
+                            interruptions, redone, len(inst_entry), replans)
+
+    def _priced(self, plan: PlacementPlan, finish: float, compute: float, idle_usd: float,
+                node_s: float, inter_az_bytes: float, interruptions: int, redone: int,
+                instances: int, replans: int) -> RunResult:
+        """A run's result: its totals with the transfer and the cluster's overheads priced."""
         transfer = plan.transfer_usd
         extra: dict[str, float] = {}
         if self.overheads is not None:
             extra = overhead_cost(self.overheads, self.traffic, makespan_s=finish,
-                                  node_s=node_s, instances=len(inst_entry),
+                                  node_s=node_s, instances=instances,
                                   head_usd_per_h=self.head_usd_per_h.get(
-                                      fleet[0].offer.region if fleet else "", 0.0),
+                                      plan.fleet[0].offer.region if plan.fleet else "", 0.0),
                                   inter_az_bytes=inter_az_bytes,
                                   tasks_run=self.n + redone).as_dict()
         return RunResult(compute + idle_usd + transfer + sum(extra.values()), finish,
-                         interruptions, redone, len(inst_entry), compute, transfer, node_s,
+                         interruptions, redone, instances, compute, transfer, node_s,
                          extra, inter_az_bytes, idle_usd, replans)
+
+    def _kernel_arrays(self) -> KernelArrays:
+        """The DAG as the compiled run reads it (built once): per task stage, threads, memory
+        and input count, successors and inputs as CSR, input bytes, tasks per stage."""
+        if self._arrays is None:
+            def csr(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+                ptr = np.zeros(len(lists) + 1, dtype=np.int64)
+                np.cumsum([len(x) for x in lists], out=ptr[1:])
+                idx = np.fromiter(itertools.chain.from_iterable(lists), np.int64, int(ptr[-1]))
+                return ptr, idx
+
+            succ_ptr, succ_idx = csr(self.succ)
+            pred_ptr, pred_idx = csr(self.pred)
+            # inputs' bytes in the order of self.pred (the graph's own order)
+            pred = self._graph._pred
+            pred_bytes = np.fromiter(
+                (float(d.get("bytes", 0)) for k in self._order for d in pred[k].values()),
+                float, len(pred_idx))
+            self._arrays = (
+                np.array(self.stage, dtype=np.int64), np.array(self.threads, dtype=np.int64),
+                np.array(self.mem, dtype=float), np.array(self.n_deps, dtype=np.int64),
+                succ_ptr, succ_idx, pred_ptr, pred_idx, pred_bytes,
+                np.array(self._stage_tasks, dtype=np.int64))
+        return self._arrays
+
+    def _run_compiled(self, plan: PlacementPlan, rng: random.Random, speed: float,
+                      factors: np.ndarray, runtime_sigma: float, zones: int, idle_s: float,
+                      max_events: int) -> RunResult:
+        """:meth:`run` without a replanner, in :func:`planner.run_kernel.run_kernel`."""
+        fleet = plan.fleet
+        stages = self.problem.stages
+        families = list(dict.fromkeys(e.offer.instance.family for e in fleet))
+        base = (np.stack([self._family_runtime_s(fam) for fam in families]) if families
+                else np.zeros((0, self.n)))
+        rate = [self.spot.pool_event_rate_per_h(e.offer.interruptions_per_h) / 3600.0
+                if e.offer.interruptions_per_h > 0 else 0.0 for e in fleet]
+        arrays = self._kernel_arrays()
+        first = base * factors
+        entries = (
+            np.array([families.index(e.offer.instance.family) for e in fleet], dtype=np.int64),
+            np.array([e.offer.instance.vcpus for e in fleet], dtype=np.int64),
+            np.array([e.offer.instance.mem_gib * 0.9 for e in fleet], dtype=float),
+            np.array([e.offer.price_usd_per_h for e in fleet], dtype=float),
+            np.array(rate, dtype=float),
+            np.array([e.instances for e in fleet], dtype=np.int64))
+        planned = np.array([[e.tasks.get(st.name, 0) for st in stages] for e in fleet],
+                           dtype=np.int64).reshape(len(fleet), len(stages))
+        state = np.array(rng.getstate()[1], dtype=np.int64)
+        # room for every node twice over and a task start on each of their vCPUs, plus
+        # stale completions of reclaimed tasks; a run that needs more is made again
+        inst_cap = 2 * sum(e.instances for e in fleet) + len(fleet) + 16
+        ev_cap = 2 * sum(e.instances * e.offer.instance.vcpus for e in fleet) + 4 * inst_cap
+        while True:
+            status, finish, interruptions, redone, instances, n_done, totals = run_kernel(
+                *arrays, first, base, *entries, planned.copy(), state.copy(), speed,
+                runtime_sigma, zones, idle_s, self.problem.startup_s, self.spot.reclaim_share,
+                self.spot.capacity_outage_mean_s, max_events, inst_cap, ev_cap)
+            if status != NO_ROOM:
+                break
+            inst_cap, ev_cap = 2 * inst_cap, 2 * ev_cap
+        if status == TOO_MANY_EVENTS:
+            raise PlannerError(f"simulation exceeded {max_events} events; the plan's fleet "
+                               "cannot finish the campaign")
+        if n_done < self.n:
+            raise PlannerError(f"simulation stalled with {self.n - n_done} of {self.n} tasks "
+                               "undone: no instance of the fleet can run them")
+        compute, idle_usd, node_s, inter_az_bytes = (float(v) for v in totals)
+        return self._priced(plan, finish, compute, idle_usd, node_s, inter_az_bytes,
+                            interruptions, redone, instances, 0)
 
     def simulate(self, plan: PlacementPlan, runs: int, *, seed: int = 0,
                  deadline_s: float | None = None, runtime_sigma: float = 0.1,
@@ -785,7 +870,7 @@ class RunPool:
             # What runs would compute lazily is computed once, before the children share it.
             for offer in self.sim.problem.offers:
                 self.sim._family_runtime_s(offer.instance.family)
-            self.sim._input_bytes()
+            self.sim._kernel_arrays()
             _FORKED = self.sim
             self._pool = multiprocessing.get_context("fork").Pool(self.workers)
         return self

@@ -182,7 +182,8 @@ def test_overheads_are_counted_per_item() -> None:
     assert one.overheads_usd["volumes"] == pytest.approx(
         o.ebs_usd_per_node_h * (one.node_s / 3600 + h))
     assert one.overheads_usd["network"] == pytest.approx(
-        (o.nat_gateway_usd_per_h + 3 * 3 * o.interface_endpoint_usd_per_h) * h
+        (o.nat_gateway_usd_per_h
+         + o.interface_endpoints * o.interface_endpoint_zones * o.interface_endpoint_usd_per_h) * h
         + o.nat_usd_per_gb * o.setup_gb_through_nat_per_node * one.instances_launched)
     assert one.overheads_usd["inter_az"] == 0.0 and one.inter_az_bytes == 0.0
     # the bytes that crossed zones, priced (which ones crossed: the next test)
@@ -296,3 +297,58 @@ def test_runs_in_forked_workers_equal_runs_in_this_process() -> None:
     assert sum(r.interruptions for r in here.runs) > 0
     with pytest.raises(PlannerError, match="workers = 0"):
         sim.simulate(plan, 2, workers=0)
+
+
+def test_the_compiled_run_equals_the_python_loop_to_the_last_digit() -> None:
+    """A run without a replanner goes to the numba kernel (:mod:`planner.run_kernel`); one
+    with a replanner that never changes the plan stays in the Python loop. On stormy spot
+    pools (reclaims, lost outputs redone, replacements past the kernel's first room for
+    nodes), over one and three zones, both give the same result, field for field."""
+    import dataclasses
+
+    from planner.calibration import load_calibration
+    from planner.campaign import parse_campaign
+    from planner.catalog import load_catalog
+    from planner.estimate import campaign_dag
+    from planner.frontier import build_problem
+    from planner.placement import price_fleet, solve_placement
+    from planner.spot import SpotModel
+
+    catalog = load_catalog()
+    campaign = parse_campaign({
+        "name": "storm",
+        "inputs": {"survey": {"pairs": 2, "bbox": [4.6, 43.4, 6.6, 44.6], "scene_km": 8}},
+        "products": {"ortho": {"gsd_m": 0.5}, "dsm": {"gsd_m": 1.0}},
+        "tiling": {"tile_px": 2048, "margin_px": 64},
+        "data": {"region": "eu-west-3", "bucket": "b"}, "deadline_h": 3,
+        "compute": {"regions": ["eu-west-3"], "families": ["m7g", "c7g"]}})
+    g = campaign_dag(campaign, load_calibration(), catalog.families)
+    problem = build_problem(g, campaign, catalog)
+    spot = sorted((o for o in problem.offers if o.market == "spot"),
+                  key=lambda o: (o.instance.family, o.instance.vcpus))
+    c7g = [o for o in spot if o.instance.family == "c7g"]
+    m7g = [o for o in spot if o.instance.family == "m7g"]
+    two = price_fleet(problem, 1.0, [(c7g[0], 3, {"stereo": 20, "dsm": 10, "ortho": 100}),
+                                     (m7g[1], 2, {"stereo": 14, "dsm": 24, "ortho": 196})], "test")
+
+    def stormy(plan: PlacementPlan, per_h: float) -> PlacementPlan:
+        return dataclasses.replace(plan, fleet=tuple(
+            dataclasses.replace(e, offer=dataclasses.replace(e.offer, interruptions_per_h=per_h))
+            for e in plan.fleet))
+
+    sim = CampaignSimulator(g, depth_first_order(g), problem, overheads=catalog.overheads,
+                            spot=SpotModel(reclaim_share=0.7, capacity_outage_mean_s=120.0))
+    runs = []
+    for plan in (stormy(solve_placement(problem, 0.2), 30.0), stormy(two, 20.0)):
+        for seed in range(6):
+            for zones in (1, 3):
+                compiled = sim.run(plan, seed, runtime_error=0.3, zones=zones)
+                looped = sim.run(plan, seed, runtime_error=0.3, zones=zones,
+                                 replanner=lambda _: None)
+                assert compiled == looped, (seed, zones)
+                runs.append((plan, compiled))
+    assert sum(r.redone_tasks for _, r in runs) > 0
+    assert any(r.inter_az_bytes > 0 for _, r in runs)
+    # more nodes than the kernel first makes room for (2 per planned node + 16): run again
+    assert any(r.instances_launched > 2 * sum(e.instances for e in p.fleet) + len(p.fleet) + 16
+               for p, r in runs)
