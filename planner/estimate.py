@@ -19,6 +19,12 @@ input windows:
   include the plan's share and the COG write), the profile's base memory;
   a writer reads every tile of its product.
 
+What each task reads from and writes to the object store is declared too,
+for the S3 requests (:func:`planner.overheads.store_requests`): a tile's raw
+windows by their rows (the declared windows, else its padded rows at the
+scene's ground sample distance from its footprint) and one DEM block row; a
+plan task the headers of its views; a writer the bytes it publishes.
+
 Products whose grids are known exactly (surveyed from the RPCs and the DEM by
 the runtime, as ``eochain plan`` does for scenes given by file) are declared
 by :func:`surveyed_dag` with the same generators, on those grids.

@@ -16,7 +16,7 @@ from scheduler.fleet.autoscaling import (
     fleet_request,
     plan_region,
 )
-from scheduler.fleet.fallback import FallbackDecision, FallbackPolicy
+from scheduler.fleet.fallback import FallbackDecision, FallbackPolicy, fallback_pools
 from scheduler.products.driver import StageQueue
 from scheduler.runtime.placement import surplus_nodes
 
@@ -73,6 +73,9 @@ def test_a_flapping_spot_pool_gets_the_fallback_said_once() -> None:
     decision = losses.decisions[0]
     assert (decision.from_type, decision.from_market) == ("c7g.xlarge", "spot")
     assert decision.found and (decision.to_type, decision.to_market) != ("c7g.xlarge", "spot")
+    # among the pools the rendered cluster config has node types for
+    assert (decision.to_type, decision.to_market) in fallback_pools(
+        "c7g.xlarge", "spot", REGION, load_catalog())
     assert said[0] == decision.reason
     # 2 busy instance-hours x 4 vCPUs, half of the work done
     assert "4.0 vCPU-h" in decision.reason
