@@ -27,10 +27,11 @@ Time budget: simulation is most of the work at scale (a run of a million
 tasks takes seconds), so ``plan_campaign`` aims to finish within
 ``time_budget_s`` (default :data:`PLAN_BUDGET_S`). After the other stages it
 times the first screening run and, if every requested run would not fit in
-what is left, makes fewer: half of the runs left go to the chosen plan
-(at most ``simulate_runs``), the rest to screening, spread evenly over the
+what is left, makes fewer: the chosen plan's ``simulate_runs`` come first
+(they are what the plan states: its headline cost, makespan and on-time
+share), the runs left after them go to screening, spread evenly over the
 (candidate, zones) pairs in the order the objective favours (fewer runs
-each before fewer pairs). Later runs can be slower than the first (another
+each before fewer pairs; the first pair's first run is always made). Later runs can be slower than the first (another
 plan, another fleet), so a pair is screened and a final run made only while
 it fits by the slowest run seen so far. Runs after the first go ``workers``
 at a time in forked processes (:class:`planner.simulator.RunPool`; by default
@@ -329,7 +330,7 @@ def allocate_runs(final_runs: int, screening_runs: int, pairs: int, first_run_s:
         return SimulationEffort(final_runs, final_runs, screening_runs, screening_runs, pairs,
                                 pairs, budget_s, first_run_s, workers)
     fit = max(0, int(left_s / max(first_run_s, 1e-9)) * workers)
-    final = min(final_runs, fit // 2)
+    final = min(final_runs, fit)        # the chosen plan's runs first: the plan states them
     screen = fit - final + 1            # the first run is one of them
     per_pair = min(screening_runs, max(1, screen // pairs))
     n_pairs = min(pairs, max(1, screen // per_pair))

@@ -54,6 +54,11 @@ calibrated (on top of ``runtime_error``): a run that surprises its plan.
 and returns the cost and makespan distributions; with ``workers`` > 1 the runs
 go to forked processes (:class:`RunPool`: the flattened DAG shared
 copy-on-write), with the same results, as each run seeds its own generators.
+
+A run without a replanner is made by the numba kernel of :mod:`planner.run_kernel`
+(the same model and draws, the same results to the last digit, several times
+faster); a re-planning run stays in this module's Python loop, which calls the
+replanner and enacts its fleets.
 """
 
 from __future__ import annotations
@@ -230,7 +235,7 @@ class CampaignSimulator:
         self._graph = graph
         self._order = order
         self._inputs: list[tuple[tuple[int, float], ...]] | None = None
-        self._arrays: KernelArrays | None = None
+        self._arrays = self._kernel_arrays()
 
     def _input_bytes(self) -> list[tuple[tuple[int, float], ...]]:
         """Per task, (input task, its bytes) for each input, built once when zones > 1."""
@@ -714,28 +719,25 @@ class CampaignSimulator:
                          extra, inter_az_bytes, idle_usd, replans)
 
     def _kernel_arrays(self) -> KernelArrays:
-        """The DAG as the compiled run reads it (built once): per task stage, threads, memory
-        and input count, successors and inputs as CSR, input bytes, tasks per stage."""
-        if self._arrays is None:
-            def csr(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-                ptr = np.zeros(len(lists) + 1, dtype=np.int64)
-                np.cumsum([len(x) for x in lists], out=ptr[1:])
-                idx = np.fromiter(itertools.chain.from_iterable(lists), np.int64, int(ptr[-1]))
-                return ptr, idx
+        """The DAG as the compiled run reads it: per task stage, threads, memory and input
+        count, successors and inputs as CSR, input bytes, tasks per stage."""
+        def csr(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+            ptr = np.zeros(len(lists) + 1, dtype=np.int64)
+            np.cumsum([len(x) for x in lists], out=ptr[1:])
+            idx = np.fromiter(itertools.chain.from_iterable(lists), np.int64, int(ptr[-1]))
+            return ptr, idx
 
-            succ_ptr, succ_idx = csr(self.succ)
-            pred_ptr, pred_idx = csr(self.pred)
-            # inputs' bytes in the order of self.pred (the graph's own order)
-            pred = self._graph._pred
-            pred_bytes = np.fromiter(
-                (float(d.get("bytes", 0)) for k in self._order for d in pred[k].values()),
-                float, len(pred_idx))
-            self._arrays = (
-                np.array(self.stage, dtype=np.int64), np.array(self.threads, dtype=np.int64),
+        succ_ptr, succ_idx = csr(self.succ)
+        pred_ptr, pred_idx = csr(self.pred)
+        # inputs' bytes in the order of self.pred (the graph's own order)
+        pred = self._graph._pred
+        pred_bytes = np.fromiter(
+            (float(d.get("bytes", 0)) for k in self._order for d in pred[k].values()),
+            float, len(pred_idx))
+        return (np.array(self.stage, dtype=np.int64), np.array(self.threads, dtype=np.int64),
                 np.array(self.mem, dtype=float), np.array(self.n_deps, dtype=np.int64),
                 succ_ptr, succ_idx, pred_ptr, pred_idx, pred_bytes,
                 np.array(self._stage_tasks, dtype=np.int64))
-        return self._arrays
 
     def _run_compiled(self, plan: PlacementPlan, rng: random.Random, speed: float,
                       factors: np.ndarray, runtime_sigma: float, zones: int, idle_s: float,
@@ -748,7 +750,7 @@ class CampaignSimulator:
                 else np.zeros((0, self.n)))
         rate = [self.spot.pool_event_rate_per_h(e.offer.interruptions_per_h) / 3600.0
                 if e.offer.interruptions_per_h > 0 else 0.0 for e in fleet]
-        arrays = self._kernel_arrays()
+        arrays = self._arrays
         first = base * factors
         entries = (
             np.array([families.index(e.offer.instance.family) for e in fleet], dtype=np.int64),
@@ -870,7 +872,6 @@ class RunPool:
             # What runs would compute lazily is computed once, before the children share it.
             for offer in self.sim.problem.offers:
                 self.sim._family_runtime_s(offer.instance.family)
-            self.sim._kernel_arrays()
             _FORKED = self.sim
             self._pool = multiprocessing.get_context("fork").Pool(self.workers)
         return self

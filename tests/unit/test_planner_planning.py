@@ -66,12 +66,21 @@ def test_allocation_keeps_every_run_when_they_fit_and_states_fewer_when_not() ->
     assert full.pairs_screened == 24
     unbounded = allocate_runs(20, 4, 24, first_run_s=100.0, left_s=None, budget_s=None)
     assert not unbounded.limited and unbounded.final_runs == 20
-    # 10 s left at 1 s a run: 10 more runs, half to the chosen plan, the rest to screening
+    # 10 s left at 1 s a run: 10 more runs, all to the chosen plan (its runs come first),
+    # screening keeps only the first run
     short = allocate_runs(20, 4, 24, first_run_s=1.0, left_s=10.0, budget_s=40.0)
-    assert short.limited and short.final_runs == 5
-    made = short.final_runs + short.screening_runs * short.pairs_screened - 1
-    assert made <= 10
+    assert short.limited and short.final_runs == 10
+    assert (short.screening_runs, short.pairs_screened) == (1, 1)
     assert short.as_dict()["limited_by_time_budget"] is True
+    # 30 s left: the 20 final runs, and 11 screening runs (the first among them) spread
+    # one per pair over the first 11 pairs
+    wider = allocate_runs(20, 4, 24, first_run_s=1.0, left_s=30.0, budget_s=40.0)
+    assert (wider.final_runs, wider.screening_runs, wider.pairs_screened) == (20, 1, 11)
+    made = wider.final_runs + wider.screening_runs * wider.pairs_screened - 1
+    assert made <= 30
+    # two workers make twice the runs in the same time
+    two = allocate_runs(20, 4, 24, first_run_s=1.0, left_s=30.0, budget_s=40.0, workers=2)
+    assert (two.final_runs, two.screening_runs, two.pairs_screened) == (20, 1, 24)
     # nothing left: only the run already made
     none_left = allocate_runs(20, 4, 24, first_run_s=5.0, left_s=-3.0, budget_s=40.0)
     assert (none_left.final_runs, none_left.screening_runs, none_left.pairs_screened) == (0, 1, 1)
