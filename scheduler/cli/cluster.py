@@ -147,6 +147,11 @@ def cluster_config(plan_path: Path, tf_path: Path, out_path: Path | None,
             out_path.write_text(text)
         except OSError as exc:
             raise click.ClickException(f"-o {str(out_path)!r} cannot be written: {exc}") from exc
+        planned = {n.node_type for n in fleet}
+        spares = sum(1 for name in doc["available_node_types"]
+                     if name != "ray.head.default" and name.rpartition("-z")[0] not in planned
+                     and name not in planned)
         click.echo(f"wrote {out_path} and {bundle.folder}/: "
-                   f"{len(doc['available_node_types']) - 1} worker node types, "
+                   f"{len(doc['available_node_types']) - 1} worker node types ({spares} for spot "
+                   f"fallbacks, launched only if the run moves a pool's work there), "
                    f"up to {doc['max_workers']} workers", err=True)

@@ -95,6 +95,9 @@ def test_renders_one_node_type_per_type_and_market(tmp_path: Path) -> None:
                                load_catalog())
     assert set(types) == {"ray.head.default", "c7g.4xlarge-spot", "c7g.4xlarge-on-demand",
                           "r7g.2xlarge-spot"} | {n.node_type for n in fallbacks}
+    spares = len(set(types) - {"ray.head.default", "c7g.4xlarge-spot", "c7g.4xlarge-on-demand",
+                               "r7g.2xlarge-spot"})
+    assert f"{len(types) - 1} worker node types ({spares} for spot fallbacks" in result.output
     spot = types["c7g.4xlarge-spot"]
     assert spot["max_workers"] == 7 and spot["min_workers"] == 0  # merged 6 + 1
     assert spot["node_config"]["InstanceMarketOptions"]["MarketType"] == "spot"
