@@ -7,7 +7,8 @@ frontier sweeps makespans geometrically between
   relaxation's feasibility, from the critical path up), and
 - ``T_flat``: the shortest makespan already as cheap as the deadline's plan
   (bisection on the relaxation's cost less the cluster's fixed hourly cost,
-  which only grows with ``T``): beyond it cost no longer falls,
+  which only grows with ``T``, and its S3 requests, which no ``T`` changes):
+  beyond it cost no longer falls,
 
 and keeps the non-dominated integer plans. The campaign's objective then picks
 one: ``cheapest`` (least cost within the deadline, the faster on a 0.1 % tie),
@@ -30,6 +31,7 @@ from planner.campaign import Campaign
 from planner.catalog import PriceCatalog
 from planner.dag import TaskCost
 from planner.errors import CampaignError, InfeasiblePlanError
+from planner.overheads import DagTraffic, requests_usd
 from planner.placement import (
     ClusterCosts,
     PlacementPlan,
@@ -120,19 +122,24 @@ def build_problem(graph: nx.DiGraph, campaign: Campaign, catalog: PriceCatalog,
                              for r in cc.regions},
                             budget_usd)
     cp = critical_path_by_op(graph, fastest_family(base), order)
-    return replace(base, critical_path_s=cp, cluster=cluster_costs(catalog, cc.regions))
+    return replace(base, critical_path_s=cp, cluster=cluster_costs(catalog, cc.regions, graph))
 
 
-def cluster_costs(catalog: PriceCatalog, regions: Sequence[str]) -> ClusterCosts:
-    """The catalog's overheads (:mod:`planner.overheads`) as the LP prices them."""
+def cluster_costs(catalog: PriceCatalog, regions: Sequence[str],
+                  graph: nx.DiGraph) -> ClusterCosts:
+    """The catalog's overheads (:mod:`planner.overheads`) as the LP prices them, with the
+    S3 requests of what ``graph``'s tasks declare they read and publish."""
     o = catalog.overheads
+    traffic = DagTraffic(0.0, 0.0, graph.number_of_nodes(), 0,
+                         graph.graph.get("window_rows", {}), graph.graph.get("published_bytes", ()))
     return ClusterCosts(
         node_usd_per_h=o.ebs_usd_per_node_h,
         launch_usd=o.nat_usd_per_gb * o.setup_gb_through_nat_per_node,
         idle_s=o.idle_timeout_s,
         # the head node, its volume, NAT and endpoints, for the whole makespan
         fixed_usd_per_h={r: catalog.head_usd_per_h(r) + o.ebs_usd_per_node_h + o.cluster_usd_per_h
-                         for r in regions})
+                         for r in regions},
+        store_usd=requests_usd(o, traffic))
 
 
 def fastest_family(problem: PlacementProblem) -> dict[str, str]:
@@ -211,8 +218,10 @@ def pareto_frontier(problem: PlacementProblem, deadline_h: float, *, n_points: i
                     ) -> Frontier:
     """Non-dominated (cost, makespan) integer plans between T_min and T_flat (module doc)."""
     t_min = shortest_makespan_h(problem, deadline_h)
-    # T_flat on the cost without the fixed hourly term, which only grows with T.
-    variable = replace(problem, cluster=replace(problem.cluster, fixed_usd_per_h={}))
+    # T_flat on the cost without the fixed hourly term, which only grows with T, and the
+    # requests, which no T changes (they would blunt the relative tolerance below).
+    variable = replace(problem, cluster=replace(problem.cluster, fixed_usd_per_h={},
+                                                store_usd=0.0))
     cheapest = _relaxed(variable, deadline_h)
     if cheapest is None:  # pragma: no cover - shortest_makespan_h raised already
         raise InfeasiblePlanError(f"no plan within {deadline_h:.2f} h")

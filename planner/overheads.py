@@ -159,6 +159,13 @@ def store_requests(o: Overheads, traffic: DagTraffic) -> StoreRequests:
     return StoreRequests(window_gets, products * (1 + PRODUCT_GETS), puts + products * PRODUCT_PUTS)
 
 
+def requests_usd(o: Overheads, traffic: DagTraffic, reread: float = 1.0) -> float:
+    """What the S3 requests of :func:`store_requests` cost, windows read ``reread`` times."""
+    s3 = store_requests(o, traffic)
+    return (o.s3_get_usd_per_1000 * (s3.window_gets * reread + s3.product_gets)
+            + o.s3_put_usd_per_1000 * s3.puts) / 1000
+
+
 def overhead_cost(o: Overheads, traffic: DagTraffic, *, makespan_s: float, node_s: float,
                   instances: int, head_usd_per_h: float, inter_az_bytes: float = 0.0,
                   tasks_run: int | None = None) -> OverheadCost:
@@ -167,15 +174,13 @@ def overhead_cost(o: Overheads, traffic: DagTraffic, *, makespan_s: float, node_
         raise CatalogError(f"inter_az_bytes = {inter_az_bytes}, expected >= 0")
     hours = makespan_s / 3600
     runs = traffic.tasks if tasks_run is None else tasks_run
-    s3 = store_requests(o, traffic)
     reread = runs / traffic.tasks if traffic.tasks else 1.0
     return OverheadCost(
         head_usd=head_usd_per_h * hours,
         network_usd=o.cluster_usd_per_h * hours
         + o.nat_usd_per_gb * o.setup_gb_through_nat_per_node * instances,
         volumes_usd=o.ebs_usd_per_node_h * (node_s / 3600 + hours),
-        requests_usd=o.s3_get_usd_per_1000 * (s3.window_gets * reread + s3.product_gets) / 1000
-        + o.s3_put_usd_per_1000 * s3.puts / 1000,
+        requests_usd=requests_usd(o, traffic, reread),
         storage_usd=o.s3_storage_usd_per_gb_month / HOURS_PER_MONTH
         * traffic.output_bytes / 1e9 * hours / 2,
         inter_az_usd=o.inter_az_usd_per_gb * inter_az_bytes / 1e9,

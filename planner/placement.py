@@ -21,8 +21,10 @@ Derived coefficients, for each stage and offer::
 The cluster around the workers (:mod:`planner.overheads`, :class:`ClusterCosts`)
 is priced in: ``q`` per worker-hour (its EBS volume), ``l`` per worker
 launched (its set-up download through the NAT gateway), ``i`` seconds billed
-per worker after its work (the autoscaler's idle timeout) and ``f_r`` per hour
-of makespan in region ``r`` (head node, NAT gateway, interface endpoints).
+per worker after its work (the autoscaler's idle timeout), ``f_r`` per hour
+of makespan in region ``r`` (head node, NAT gateway, interface endpoints) and
+``S``, the campaign's S3 requests (what its tasks read and publish, whatever
+the fleet: it moves no decision, but the budget and the plan's cost count it).
 So a fleet of few large instances, which pays fewer volumes and downloads,
 wins over many small ones of the same price per vCPU, and the frontier's
 cost is not monotone in ``T``: the fixed hourly cost makes long horizons dear.
@@ -32,7 +34,7 @@ sweeps ``T``, which keeps the model linear)::
 
     variables   y_so >= 0 integer     tasks of stage s run on offer o
                 N_o  >= 0 integer     instances of offer o
-    minimise    sum_so c_so y_so + sum_o u_o N_o + T sum_r f_r z_r
+    minimise    sum_so c_so y_so + sum_o u_o N_o + T sum_r f_r z_r + S
     subject to  sum_o y_so = n_s                          every task placed once
                 sum_s h_so y_so <= (T - d/3600) N_o       capacity of offer o
                 y_so = 0 if k_so = 0 or e_so > T - d      memory; a task fits the window
@@ -106,14 +108,15 @@ class ClusterCosts:
     launch_usd: float = 0.0
     fixed_usd_per_h: Mapping[str, float] = field(default_factory=dict)  # region -> USD/h
     idle_s: float = 0.0
+    store_usd: float = 0.0  # S3 requests of the campaign's reads and writes (``S``)
 
     def __post_init__(self) -> None:
-        values = [self.node_usd_per_h, self.launch_usd, self.idle_s,
+        values = [self.node_usd_per_h, self.launch_usd, self.idle_s, self.store_usd,
                   *self.fixed_usd_per_h.values()]
         if not all(math.isfinite(v) and v >= 0 for v in values):
             raise InfeasiblePlanError(
                 f"cluster costs node_usd_per_h={self.node_usd_per_h!r}, launch_usd="
-                f"{self.launch_usd!r}, idle_s={self.idle_s!r}, "
+                f"{self.launch_usd!r}, idle_s={self.idle_s!r}, store_usd={self.store_usd!r}, "
                 f"fixed_usd_per_h={dict(self.fixed_usd_per_h)!r}; expected numbers >= 0")
 
 
@@ -263,6 +266,7 @@ def _build(problem: PlacementProblem, makespan_h: float, *, integer: bool,
         cost += pulp.lpSum(fixed.get(r, 0.0) * makespan_h * z[r] for r in regions)
     else:
         cost += fixed.get(regions[0], 0.0) * makespan_h
+    cost += problem.cluster.store_usd
     prob += cost
     if z:
         prob += pulp.lpSum(z.values()) == 1, "one_region"
@@ -435,7 +439,8 @@ def price_fleet(problem: PlacementProblem, makespan_limit_h: float,
     makespan = max(finish_h, (problem.critical_path_s + problem.startup_s) / 3600)
     region = fleet[0].offer.region if fleet else ""
     overheads = (problem.cluster.node_usd_per_h * node_h + problem.cluster.launch_usd * launches
-                 + problem.cluster.fixed_usd_per_h.get(region, 0.0) * makespan)
+                 + problem.cluster.fixed_usd_per_h.get(region, 0.0) * makespan
+                 + problem.cluster.store_usd)
     total = compute + transfer + startup + overheads
     return PlacementPlan(
         makespan_limit_h=makespan_limit_h,

@@ -131,8 +131,8 @@ def format_table(doc: dict[str, object], cp: CampaignPlan) -> str:
             (f"risk      {100 * sim.deadline_hit_rate:9.0f} % of {len(sim.runs)} simulated runs "
              f"meet the deadline with task times +/- {100 * cp.runtime_error:.0f} %; "
              f"{sim.mean_interruptions:.1f} spot interruptions per run"),
-            (f"lp        {p.cost_usd:10.2f} USD, {p.makespan_h:.2f} h (fluid model, no idle "
-             "time, workers only)"),
+            (f"lp        {p.cost_usd:10.2f} USD, {p.makespan_h:.2f} h (fluid model: no "
+             "idle time, no dependency; cluster and requests priced)"),
         ]
         effort = cp.effort
         if effort is not None and effort.limited:

@@ -199,3 +199,22 @@ def test_cluster_costs_favour_few_large_instances_and_are_counted() -> None:
     # one node-hour of volume, one launch, and the fixed cost over the plan's 1 h
     assert plan.overheads_usd == pytest.approx(0.01 * 1.0 + 0.05 + 0.3 * plan.makespan_h)
     assert plan.cost_usd == pytest.approx(0.40 + plan.overheads_usd)
+
+
+def test_the_campaigns_requests_are_counted_and_bound_by_the_budget() -> None:
+    """The S3 requests (``S``) move no decision, but the plan's cost and its budget count them:
+    8 vCPU-hours on one 8-vCPU node for $0.40, plus $2 of requests."""
+    from planner.placement import ClusterCosts
+
+    stage = Stage("ortho", 8, {"f0": 3600.0}, 1, 0.5, 0.0)
+    large = _offer("large", "f0", 8, 32.0, 0.40)
+
+    def problem(budget_usd: float | None) -> PlacementProblem:
+        return PlacementProblem((stage,), (large,), 0.0, 0.0, 100, {"spot": 1000}, {},
+                                budget_usd, cluster=ClusterCosts(store_usd=2.0))
+
+    plan = solve_placement(problem(None), 2.0)
+    assert plan.cost_usd == pytest.approx(0.40 + 2.0) and plan.overheads_usd == pytest.approx(2.0)
+    assert solve_placement(problem(2.5), 2.0).fleet == plan.fleet
+    with pytest.raises(InfeasiblePlanError, match="budget"):
+        solve_placement(problem(1.0), 2.0)  # the workers alone would fit $1
