@@ -23,7 +23,9 @@ Method (the choice and why)
    DEM's minimum and maximum around the tile plus ``height_margin_*_m``;
    uniqueness, a true left-right check (a second pass, right against left),
    speckle filtering, a texture mask and an NCC confidence (matches below
-   0.5 dropped). SGM is the matcher of CARS, s2p and most production
+   0.5 dropped) and a support check (a match whose 9 x 9 neighbourhood
+   lost over 30 % of its matches to these filters is dropped too). SGM is
+   the matcher of CARS, s2p and most production
    pipelines. Sub-pixel: the NCC peak's correction, averaged over 15 x 15
    pixels, removes the SGBM parabola's bias towards whole pixels without
    the NCC peak's pixel noise (:func:`ops.stereo.matching.match`, measured on
@@ -44,7 +46,8 @@ Method (the choice and why)
    ``gap_fill_spread_m``, holes up to ``max_hole_area_m2`` whose rim lies
    on a plane (``fill_rim_residual_m``), and ``edge_fill_cells`` rings
    along the overlap's border (the first pixels of the epipolar lines
-   cannot be matched), grown from smooth surfaces only (a 9 x 9
+   cannot be matched), grown across that band only (never along it), from
+   smooth surfaces only (a 9 x 9
    neighbourhood spanning at most ``edge_fill_source_spread_m``); count 0
    marks interpolated cells. Heights are above
    the WGS84 ellipsoid, or above a geoid on request.
@@ -547,8 +550,8 @@ def grid_tile_points(plan: StereoPlan, tile: GeoBox, points: TilePoints, dem: Te
             seen = overlap_mask(plan, dem, grown)
             # only near the overlap's border, where the epipolar lines start
             inner = ndi.binary_erosion(seen, iterations=2 * cfg.edge_fill_cells, border_value=1)
-            fill_edges(raster.height_m, seen & ~inner, cfg.edge_fill_cells,
-                       cfg.edge_fill_source_spread_m)
+            fill_edges(raster.height_m, seen & ~inner, ndi.distance_transform_edt(seen),
+                       cfg.edge_fill_cells, cfg.edge_fill_source_spread_m)
     core = (slice(m, tile.height + m), slice(m, tile.width + m))
     height = raster.height_m[core]
     measured = np.isfinite(height)

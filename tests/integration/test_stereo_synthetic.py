@@ -92,21 +92,24 @@ def test_accuracy_and_coverage_against_the_true_dem(
     seen = overlap_mask(plan, coarse_dem)
     assert seen.sum() > 0.5 * seen.size
     whole = whole_tile.height_m
-    # measured (count > 0), not interpolated: >= 85 % of the ground both views
-    # see (89.7 % measured; blunder filters drop unsupported matches)
+    # measured (count > 0), not interpolated: >= 84 % of the ground both views
+    # see (86.1 % measured, 89.7 % before session 5's support check; blunder
+    # filters drop unsupported matches)
     measured = (whole_tile.count > 0) & seen
-    assert measured.sum() / seen.sum() >= 0.85
+    assert measured.sum() / seen.sum() >= 0.84
     err = (whole - truth)[measured]
     assert nmad(err) <= 0.5
     assert abs(float(np.median(err))) < 0.2
     # interpolated cells are filled only where their surroundings lie on a
     # plane (not across an occlusion beside a building), so they are as good
-    # as measured ones; few blunders anywhere (0.7 % measured)
+    # as measured ones; few blunders anywhere (0.15 % measured, 0.7 % before
+    # session 5); 92.3 % covered (95 % before: the border band is filled
+    # across, no longer along)
     filled = np.isfinite(whole) & (whole_tile.count == 0) & seen
-    assert np.isfinite(whole[seen]).mean() >= 0.95
+    assert np.isfinite(whole[seen]).mean() >= 0.90
     assert nmad((whole - truth)[filled]) <= 0.5
     valid = np.isfinite(whole) & seen
-    assert (np.abs(whole - truth)[valid] > 3.0).mean() <= 0.015
+    assert (np.abs(whole - truth)[valid] > 3.0).mean() <= 0.005
     # the buildings, absent from the initial DEM, are measured
     coarse = _dem_on(coarse_dem, plan.geobox)
     buildings = measured & (truth - coarse > 3.0)

@@ -25,6 +25,7 @@ from ops.stereo.matching import (
 )
 from ops.stereo.pair import DsmTile
 from ops.stereo.rasterize import (
+    fill_edges,
     fill_small_holes,
     rasterize_points,
     remove_outliers,
@@ -166,6 +167,59 @@ def test_cross_check_drops_occluded_matches_and_keeps_visible_ones() -> None:
     assert checked.valid[~occluded].mean() > 0.98 * alone.valid[~occluded].mean()
     wrong = np.abs(checked.disparity_px - truth) > 1.0
     assert wrong[checked.valid & ~occluded].mean() < 0.01
+
+
+def test_support_check_drops_matches_where_the_neighbours_failed() -> None:
+    left_f, right_f, d_true = _pair_with_varying_disparity()
+    # a patch of the right view that shows something else: whatever matches
+    # there matches by chance, among neighbours that did not
+    noise = cv2.GaussianBlur(np.random.default_rng(7).random(left_f.shape).astype(np.float32),
+                             (0, 0), 1.0)
+    patch = np.zeros(left_f.shape, bool)
+    patch[60:180, 100:220] = True
+    right_f = np.where(patch, noise, right_f).astype(np.float32)
+    lo, hi = float(left_f.min()), float(left_f.max())
+    left, valid_l = to_grey_levels(left_f, lo, hi)
+    right, valid_r = to_grey_levels(right_f, lo, hi)
+    inside = np.zeros(patch.shape, bool)
+    inside[70:170, 115:205] = True
+    outside = np.ones(patch.shape, bool)
+    outside[50:190, 90:230] = False
+    outside[:10] = outside[-10:] = outside[:, :20] = outside[:, -20:] = False
+    # measured: 30 % of the patch's pixels keep a (chance) match without the
+    # check, 3 % with it; every pixel away from the patch keeps its match
+    alone, checked = (match(left, right, valid_l, valid_r, -2, 10,
+                            MatchingConfig(support_window_px=px)) for px in (0, 9))
+    assert checked.valid[inside].mean() < 0.25 * alone.valid[inside].mean()
+    assert checked.valid[outside].mean() > 0.99
+    wrong = np.abs(checked.disparity_px - d_true) > 1.0
+    assert wrong[checked.valid].mean() < 0.02
+
+
+def test_matching_config_refuses_an_even_support_window() -> None:
+    with pytest.raises(StereoError, match="support_window_px"):
+        MatchingConfig(support_window_px=8)
+    with pytest.raises(StereoError, match="min_support"):
+        MatchingConfig(min_support=1.5)
+
+
+def test_border_fill_grows_across_the_band_not_along_it() -> None:
+    """Ground beside a building that the overlap's border cuts, its roof unmatched.
+
+    The band is the 8 rows along the top border; the building covers
+    columns 20-29 from the border down to row 20, with no height. The
+    ground fills the band above itself; above the building it must not.
+    """
+    h = np.zeros((40, 50), np.float32)
+    h[:8] = np.nan
+    h[:20, 20:30] = np.nan
+    allowed = np.zeros(h.shape, bool)
+    allowed[:8] = True
+    depth = np.arange(1.0, 41.0)[:, None] * np.ones((1, 50))
+    filled = fill_edges(h, allowed, depth, rings=8)
+    assert filled[:8, :20].all() and filled[:8, 30:].all()
+    assert not filled[:, 20:30].any()
+    assert np.all(h[:8, :20] == 0.0)
 
 
 def test_matching_config_refuses_a_negative_cross_check() -> None:
