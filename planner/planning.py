@@ -53,7 +53,7 @@ from __future__ import annotations
 import gc
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import networkx as nx
@@ -257,6 +257,7 @@ def _plan(campaign: Campaign, catalog: PriceCatalog, calibration: Calibration,
                                    first_s, left_s, time_budget_s, runner.workers)
             clock = _RunClock(None if time_budget_s is None else start + time_budget_s,
                               first_s, runner.workers)
+            clock.timed((id(pool[0]), 1), first_s)
             chosen, zones, screened, by_pair, n_pairs = _screen(
                 runner, pairs[:effort.pairs_screened], first, campaign.objective,
                 campaign.weight_usd_per_h, deadline, budget, effort.screening_runs, seed,
@@ -264,7 +265,7 @@ def _plan(campaign: Campaign, catalog: PriceCatalog, calibration: Calibration,
             final: list[RunResult] = []
             while len(final) < effort.final_runs:  # a wave of the workers while one fits
                 n = min(runner.workers, effort.final_runs - len(final))
-                if not clock.fits(n):
+                if not clock.fits(0, n, (id(chosen), zones)):
                     break
                 final += clock.run(runner, [RunJob(chosen, seed + r, runtime_error, zones)
                                             for r in range(len(final), len(final) + n)])
@@ -340,28 +341,40 @@ def allocate_runs(final_runs: int, screening_runs: int, pairs: int, first_run_s:
 
 @dataclass(slots=True)
 class _RunClock:
-    """The end of the time budget and the slowest run seen: do more runs fit?
+    """The end of the time budget and the runs timed so far: do more runs fit?
 
     Runs go ``workers`` at a time, so ``runs`` take ``ceil(runs / workers)``
-    times the slowest run (a batch's wall time over its waves).
+    times a run: the slowest seen (a batch's wall time over its waves) for runs
+    of plans not known yet, a (plan, zones) pair's own slowest run for more of
+    its runs (the chosen plan's final runs).
     """
 
     end: float | None
     slowest_s: float
     workers: int = 1
+    pair_s: dict[tuple[int, int], float] = field(default_factory=dict)
 
-    def fits(self, runs: int) -> bool:
-        return self.end is None or (
-            time.perf_counter() + math.ceil(runs / self.workers) * self.slowest_s <= self.end)
+    def fits(self, runs: int, reserved: int = 0,
+             reserved_pair: tuple[int, int] | None = None) -> bool:
+        """``runs`` of unknown plans and ``reserved`` of ``reserved_pair`` fit in the budget."""
+        per_s = self.pair_s.get(reserved_pair, self.slowest_s) if reserved_pair else self.slowest_s
+        need_s = (math.ceil(runs / self.workers) * self.slowest_s
+                  + math.ceil(reserved / self.workers) * per_s)
+        return self.end is None or time.perf_counter() + need_s <= self.end
+
+    def timed(self, pair: tuple[int, int], run_s: float) -> None:
+        self.pair_s[pair] = max(self.pair_s.get(pair, 0.0), run_s)
 
     def run(self, runner: RunPool, jobs: list[RunJob]) -> list[RunResult]:
         if not jobs:
             return []
         t = time.perf_counter()
-        out = runner.map(jobs)
+        made = runner.map_timed(jobs)
         waves = math.ceil(len(jobs) / self.workers)
         self.slowest_s = max(self.slowest_s, (time.perf_counter() - t) / waves)
-        return out
+        for job, (_, run_s) in zip(jobs, made, strict=True):
+            self.timed((id(job.plan), job.zones), run_s)
+        return [r for r, _ in made]
 
 
 def _screen(runner: RunPool, pairs: list[tuple[PlacementPlan, int]], first: RunResult,
@@ -392,11 +405,13 @@ def _screen(runner: RunPool, pairs: list[tuple[PlacementPlan, int]], first: RunR
 
     k = 0
     while k < len(pairs):
-        if k > 0 and not clock.fits(runs + reserved_runs):
+        # the chosen plan's runs are reserved at the pace of the best pair so far
+        best_pair = None if best is None else (id(best[1]), best[2])
+        if k > 0 and not clock.fits(runs, reserved_runs, best_pair):
             break
         n = 1
         while (n * runs < clock.workers and k + n < len(pairs)
-               and clock.fits((n + 1) * runs + reserved_runs)):
+               and clock.fits((n + 1) * runs, reserved_runs, best_pair)):
             n += 1
         batch = [j for j in range(k, k + n) if not ruled_out(pairs[j][0])]
         made_all = clock.run(runner, [

@@ -70,6 +70,7 @@ import multiprocessing
 import multiprocessing.pool
 import os
 import random
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -840,11 +841,17 @@ def available_cores() -> int:
 _FORKED: CampaignSimulator | None = None
 
 
-def _run_forked(job: RunJob) -> RunResult:
+def _run_timed(job: RunJob, sim: CampaignSimulator) -> tuple[RunResult, float]:
+    t = time.perf_counter()
+    out = job.run(sim)
+    return out, time.perf_counter() - t
+
+
+def _run_forked(job: RunJob) -> tuple[RunResult, float]:
     if _FORKED is None:
         raise PlannerError("a RunPool worker started without its simulator; expected the "
                            "fork start method")
-    return job.run(_FORKED)
+    return _run_timed(job, _FORKED)
 
 
 class RunPool:
@@ -886,7 +893,11 @@ class RunPool:
 
     def map(self, jobs: Sequence[RunJob]) -> list[RunResult]:
         """Each job's result, in job order."""
+        return [r for r, _ in self.map_timed(jobs)]
+
+    def map_timed(self, jobs: Sequence[RunJob]) -> list[tuple[RunResult, float]]:
+        """Each job's result and the seconds its run took, in job order."""
         if self._pool is None or len(jobs) < 2:
-            return [job.run(self.sim) for job in jobs]
-        out: list[RunResult] = self._pool.map(_run_forked, jobs, chunksize=1)
+            return [_run_timed(job, self.sim) for job in jobs]
+        out: list[tuple[RunResult, float]] = self._pool.map(_run_forked, jobs, chunksize=1)
         return out
