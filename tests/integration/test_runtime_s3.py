@@ -267,3 +267,27 @@ def test_ray_workers_publish_to_s3(s3_endpoint: str, scene, tmp_path: Path) -> N
               .ortho(dem=scene.out_dir / "dem.tif", tile_px=512).write(tmp_path).run())
     assert serial.ok
     assert store.get_bytes("ortho/v1.tif") == (tmp_path / "ortho/v1.tif").read_bytes()
+
+
+def test_s3_store_parts_are_what_the_planner_prices(s3_endpoint: str, tmp_path: Path) -> None:
+    """A product one byte over a part goes up (and is copied) in two parts, and the planner's
+    request model, with the shipped catalog, counts the PUTs that took."""
+    from planner.catalog import load_catalog
+    from planner.overheads import publish_puts
+    from scheduler.products.store import S3_PART_BYTES
+
+    store = open_store(f"s3://{BUCKET}/parts")
+    assert isinstance(store, S3Store)
+    src = tmp_path / "big.tif"
+    nbytes = S3_PART_BYTES + 1
+    with open(src, "wb") as f:
+        f.truncate(nbytes)
+    store.put_file("dsm/big.tif", src)
+    head = store.client.head_object(Bucket=BUCKET, Key="parts/dsm/big.tif")
+    assert head["ContentLength"] == nbytes
+    parts = int(head["ETag"].strip('"').rsplit("-", 1)[1])  # a multipart object's ETag: md5-N
+    assert parts == 2
+    overheads = load_catalog().overheads
+    # one upload: create, the parts, complete; the copy the same (transfers_per_publish)
+    assert publish_puts(nbytes, overheads.multipart_part_bytes) == parts + 2
+    assert overheads.transfers_per_publish == 2
