@@ -89,7 +89,7 @@ def fleet_bundles(plan: Mapping[str, Any], catalog: PriceCatalog | None = None,
     """The autoscaler request for the plan's fleet: one bundle per planned node (pure)."""
     catalog = catalog or load_catalog()
     fleet = fleet_from_plan(plan, plan_region(plan, source), catalog, source)
-    return resource_request(fleet)
+    return resource_request(fleet, as_plan_document(plan, source).zones)
 
 
 Pool = tuple[str, str]

@@ -23,8 +23,11 @@ subnet (Terraform's first zone, where its NAT gateway is), so no
 intermediate crosses zones; a fleet spread over ``k`` zones becomes one node
 type per (type, market, zone), ``TYPE-MARKET-zN`` in the N-th subnet with
 its round-robin share as ``max_workers`` (:func:`zone_shares`), all with the
-same ``"TYPE:MARKET"`` resource, so the runtime's request is unchanged and
-the per-type caps make the autoscaler spread it. Listing several subnets
+same ``"TYPE:MARKET"`` resource and each with its zone's
+(``eochain-zone-N``, :func:`zone_resource`): the runtime asks for each zone's
+share by both (:func:`resource_request`), so the autoscaler launches the
+zones the plan priced even when the request shrinks, and the runtime can
+tell a node's zone from its resources. Listing several subnets
 instead would not spread: Ray's AWS launcher puts every node in the first
 and tries the next only when a launch fails (ray-project/ray#19051), which
 would leave a spread plan in one zone, and a one-zone plan partly elsewhere
@@ -102,7 +105,7 @@ __all__ = ["ARCHS", "OPTIONAL_OUTPUTS", "REQUIRED_OUTPUTS", "ClusterOptions", "F
            "TerraformOutputs", "fallback_nodes", "fleet_from_plan", "load_terraform_outputs", "plan_regions",
            "render_cluster_config", "render_fake_multinode_config", "resolve_image_ids",
            "resource_request", "ssm_proxy_command", "terraform_outputs_from_dict",
-           "zone_shares"]
+           "zone_resource", "zone_shares"]
 
 
 #: Public SSM parameters of Canonical's Ubuntu 24.04 AMIs (Python 3.12), per architecture.
@@ -329,6 +332,11 @@ def zone_shares(instances: int, zones: int) -> list[int]:
     return [len(range(z, instances, zones)) for z in range(zones)]
 
 
+def _zone_tag(zone: int, zones: int) -> dict[str, int]:
+    """A spread plan's node type carries its zone's resource; a one-zone plan's none."""
+    return {zone_resource(zone): 1} if zones > 1 else {}
+
+
 def _zoned_node_types(fleet: Sequence[FleetNode], zones: int
                       ) -> list[tuple[str, FleetNode, int, int]]:
     """(node type name, node, max_workers, zone index) of each worker node type."""
@@ -343,15 +351,26 @@ def _zoned_node_types(fleet: Sequence[FleetNode], zones: int
     return out
 
 
-def resource_request(fleet: Sequence[FleetNode]) -> list[dict[str, float]]:
+def zone_resource(zone: int) -> str:
+    """The custom resource of a spread plan's node types in the ``zone``-th subnet."""
+    return f"eochain-zone-{zone}"
+
+
+def resource_request(fleet: Sequence[FleetNode], zones: int = 1) -> list[dict[str, float]]:
     """Bundles for ``ray.autoscaler.sdk.request_resources(bundles=...)``: one per planned node.
 
     A bundle is one unit of the node's ``"TYPE:MARKET"`` resource, of which
     every node of that type carries exactly one: the request counts nodes,
     whatever their CPUs, so it fits the real types and the shrunk nodes of
-    :func:`render_fake_multinode_config` alike.
+    :func:`render_fake_multinode_config` alike. A plan spread over ``zones``
+    asks for each zone's share (:func:`zone_shares`) with that zone's
+    resource too (:func:`zone_resource`), so the autoscaler launches the
+    zones the plan priced, also when the request shrinks.
     """
-    return [{n.resource: 1.0} for n in fleet for _ in range(n.instances)]
+    if zones == 1:
+        return [{n.resource: 1.0} for n in fleet for _ in range(n.instances)]
+    return [{n.resource: 1.0, zone_resource(z): 1.0} for n in fleet
+            for z, share in enumerate(zone_shares(n.instances, zones)) for _ in range(share)]
 
 
 def _launcher_defaults() -> dict[str, Any]:
@@ -453,7 +472,7 @@ def render_cluster_config(fleet: Sequence[FleetNode], tf: TerraformOutputs,
             "node_config": config,
             # ~70% of memory for Ray's heap, as Ray itself reserves by default
             "resources": {"CPU": node.vcpus, "memory": int(node.mem_gib * 0.7 * 2**30),
-                          node.resource: 1},
+                          node.resource: 1, **_zone_tag(zone, zones)},
         }
     flags = _start_flags(options.dashboard_host)
     ray_exe = f"{VENV}/bin/ray"
@@ -512,10 +531,10 @@ def render_fake_multinode_config(fleet: Sequence[FleetNode], gcs_address: str, *
         "ray.head.default": {"resources": {"CPU": 0}, "node_config": {}, "max_workers": 0},
     }
     nodes = _launchable(fleet, fallbacks)
-    for name, node, max_workers, _ in _zoned_node_types(nodes, zones):
+    for name, node, max_workers, zone in _zoned_node_types(nodes, zones):
         types[name] = {
             "resources": {"CPU": cpus_per_node, node.resource: 1,
-                          "object_store_memory": object_store_bytes},
+                          "object_store_memory": object_store_bytes, **_zone_tag(zone, zones)},
             "node_config": {},
             "min_workers": 0,
             "max_workers": max_workers,

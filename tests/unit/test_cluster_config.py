@@ -18,6 +18,7 @@ from scheduler.cli.cluster import cluster_config
 from scheduler.cli.plan import plan as plan_command
 from scheduler.cloud.bundle import Bundle
 from scheduler.cloud.errors import ClusterConfigError, TerraformOutputsError
+from scheduler.fleet.autoscaling import fleet_bundles
 from scheduler.fleet.cluster_config import (
     REQUIRED_OUTPUTS,
     ClusterOptions,
@@ -27,6 +28,7 @@ from scheduler.fleet.cluster_config import (
     render_fake_multinode_config,
     resource_request,
     terraform_outputs_from_dict,
+    zone_resource,
     zone_shares,
 )
 from scheduler.fleet.fallback import choose_fallback, fallback_pools
@@ -106,6 +108,8 @@ def test_renders_one_node_type_per_type_and_market(tmp_path: Path) -> None:
     assert doc["max_workers"] == 10
     # the idle timeout that plans are costed with (catalog overheads.idle_timeout_s)
     assert doc["idle_timeout_minutes"] == load_catalog().overheads.idle_timeout_s / 60 == 1.0
+    # one zone: no zone resource to ask for
+    assert not any(k.startswith("eochain-zone") for nt in types.values() for k in nt["resources"])
     for name, nt in types.items():
         cfg = nt["node_config"]
         # one zone (the plan's default): head and workers in the first subnet only; Ray's
@@ -150,12 +154,23 @@ def test_a_spread_plan_pins_each_zone_share_to_its_subnet(tmp_path: Path) -> Non
     }
     assert types["ray.head.default"]["node_config"]["SubnetIds"] == ["subnet-a"]
     assert doc["max_workers"] == 6
+    # each zone's node types carry its resource; the run asks for each zone's share by it
+    assert {n: nt["resources"].get(zone_resource(1)) for n, nt in types.items()
+            if n.startswith("c7g.4xlarge-spot")} == {"c7g.4xlarge-spot-z0": None,
+                                                     "c7g.4xlarge-spot-z1": 1}
+    bundles = resource_request(fleet, zones=2)
+    assert sorted(map(sorted, (b.items() for b in bundles))) == sorted(
+        [[("c7g.4xlarge:spot", 1.0), (zone_resource(0), 1.0)]] * 3
+        + [[("c7g.4xlarge:spot", 1.0), (zone_resource(1), 1.0)]] * 2
+        + [[(zone_resource(0), 1.0), ("m7g.2xlarge:on-demand", 1.0)]])
+    assert fleet_bundles(plan) == bundles  # what the run asks for, from plan.json's zones
     # the local twin has the same node types and caps, given the same fallbacks
     twin = render_fake_multinode_config(fleet, "127.0.0.1:6379", zones=2, fallbacks=fallback_nodes(
         fleet, REGION, load_catalog()))["available_node_types"]
     assert {n: nt["max_workers"] for n, nt in twin.items()} == {
         n: nt["max_workers"] for n, nt in types.items() if n != "ray.head.default"} | {
         "ray.head.default": 0}
+    assert twin["c7g.4xlarge-spot-z1"]["resources"][zone_resource(1)] == 1
 
 
 def test_more_zones_than_subnets_is_refused(tmp_path: Path) -> None:
