@@ -152,3 +152,31 @@ def test_a_spot_entry_spreads_over_two_pools_of_its_family_at_the_same_price() -
     assert sum(e.instances * e.offer.instance.vcpus for e in two.fleet) == 3 * 64
     assert spread_over_pools(problem, plan(big, 1)) is None
     assert spread_over_pools(problem, plan(other_family, 4)) is None  # no other c7g size
+
+
+def test_a_candidate_stops_being_screened_once_the_deadline_target_is_out_of_reach() -> None:
+    """At 95 % over 4 screening runs one miss rules a candidate out: its other runs are not
+    made (one worker: runs go one at a time), and those it made are the first of its full
+    screening, which would not qualify either."""
+    catalog, calibration = load_catalog(), load_calibration()
+    campaign = parse_campaign(DOC)
+    floor = plan_campaign(campaign, catalog, calibration, simulate_runs=0)
+    deadline_h = (floor.problem.critical_path_s + floor.problem.startup_s) / 3600 * 1.4
+    cp = plan_campaign(campaign, catalog, calibration, deadline_h=deadline_h, simulate_runs=20,
+                       time_budget_s=None, workers=1)
+    deadline_s = deadline_h * 3600
+    short = [(p, s) for p, s in cp.screened if len(s.runs) < 4]
+    assert short, "expected a candidate that misses this deadline in some runs"
+    for _, s in short:
+        assert [m > deadline_s for m in s.makespans_s] == [False] * (len(s.runs) - 1) + [True]
+    regions = sorted({o.region for o in cp.problem.offers})
+    from planner.estimate import campaign_dag
+    from planner.order import depth_first_order
+
+    graph = campaign_dag(cp.campaign, calibration, catalog.families)
+    sim = CampaignSimulator(graph, depth_first_order(graph), cp.problem,
+                            spot=catalog.spot_model, overheads=catalog.overheads,
+                            head_usd_per_h={r: catalog.head_usd_per_h(r) for r in regions})
+    p, s = short[0]
+    full = sim.simulate(p, 4, seed=10_000, deadline_s=deadline_s, runtime_error=cp.runtime_error)
+    assert full.runs[:len(s.runs)] == s.runs and full.deadline_hit_rate < 0.95
