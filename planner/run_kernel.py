@@ -522,18 +522,18 @@ def _event_loop(stage: np.ndarray, threads: np.ndarray, succ_ptr: np.ndarray,
                       pred_bytes, first_s, base_s, ent_fam, serves, n_serves, planned, missing,
                       started, queued, tried, where, cons_left, run_seq, run_prev, run_next, heap,
                       off, size, unstarted, mt, cnt, acc, speed, sigma, zones, min_threads)
-            if newly and cnt[C_HUNGRY] > 0:
+            if newly and cnt[C_HUNGRY] > 0 and size.sum() > 0:
                 # Wake idle instances (of any offer) that serve the new tasks' stages; once
                 # no task is queued anywhere, the others would find nothing to start.
                 for j in range(cnt[C_INST]):
-                    if size.sum() == 0:
-                        break
                     if inst_i[j, I_HUNGRY] and j != i and serve_mask[inst_i[j, I_ENTRY]] & newly:
                         _dispatch(j, now, inst_i, inst_f, ev_t, ev_d, threads, mem, pred_ptr,
                                   pred_idx, pred_bytes, first_s, base_s, ent_fam, serves, n_serves,
                                   planned, missing, started, queued, tried, where, cons_left,
                                   run_seq, run_prev, run_next, heap, off, size, unstarted, mt, cnt,
                                   acc, speed, sigma, zones, min_threads)
+                        if size.sum() == 0:
+                            break
             if inst_i[i, I_NRUN] == 0:
                 _maybe_release(i, now, idle_s, inst_i, inst_f, ent_price, serves, n_serves,
                                unstarted, cnt, acc)
