@@ -44,7 +44,10 @@ listed: the machine is shared); CARS, 15 to 60 times longer, once.
 
 Per case: coverage (share of the cells both views see on eochain's grid
 that hold a height; the other tool's DSM is resampled onto that grid by
-nearest neighbour), then against the truth where there is one (synthetic),
+nearest neighbour) and, for eochain, the share of those cells measured
+(``measured``, column ``meas``: supporting points > 0, i.e. without the
+cells its hole and border fills interpolated, which the DSM's second band
+marks with 0), then against the truth where there is one (synthetic),
 else against the other tool (real data): the median, NMAD, standard
 deviation and 99th percentile of |difference - median| of the differences
 and the blunder share (|difference - median|
@@ -134,14 +137,14 @@ def run_eochain(case: Case, images: tuple[Path, ...], out: Path, tile_px: int = 
             "max_rss_gib": max(rss), "summary": summary}
 
 
-def read_on(path: Path, like: Path) -> np.ndarray:
-    """Band 1 of ``path`` resampled (nearest) onto the grid of ``like``; NaN = nodata."""
+def read_on(path: Path, like: Path, band: int = 1) -> np.ndarray:
+    """Band ``band`` of ``path`` resampled (nearest) onto the grid of ``like``; NaN = nodata."""
     with rasterio.open(like) as ref, rasterio.open(path) as src:
         out = np.full((ref.height, ref.width), np.nan, np.float32)
-        band = src.read(1).astype(np.float32)
+        values = src.read(band).astype(np.float32)
         if src.nodata is not None:
-            band[band == src.nodata] = np.nan
-        reproject(band, out, src_transform=src.transform, src_crs=horizontal_crs(src.crs),
+            values[values == src.nodata] = np.nan
+        reproject(values, out, src_transform=src.transform, src_crs=horizontal_crs(src.crs),
                   dst_transform=ref.transform, dst_crs=horizontal_crs(ref.crs),
                   resampling=Resampling.nearest, src_nodata=np.nan, dst_nodata=np.nan)
     return out
@@ -197,6 +200,15 @@ def truth_on(case: Case, like: Path) -> np.ndarray:
     return truth_heights(SyntheticScene.load(case.scene_dir), grid_of(like))
 
 
+def coverage_shares(path: Path, like: Path, seen: np.ndarray) -> dict[str, float]:
+    """Shares of the ``seen`` cells of ``like``'s grid where eochain's DSM ``path`` has a
+    height (``coverage``) and a measured one (``measured``: band 2, supporting points, > 0)."""
+    h = read_on(path, like)
+    support = read_on(path, like, band=2)
+    return {"coverage": float((np.isfinite(h) & seen).sum() / seen.sum()),
+            "measured": float((np.isfinite(h) & (support > 0) & seen).sum() / seen.sum())}
+
+
 def measure_case(case: Case, work: Path, with_cars: bool) -> dict[str, Any]:
     """Both tools on one case, then coverage and errors."""
     out: dict[str, Any] = {}
@@ -204,10 +216,7 @@ def measure_case(case: Case, work: Path, with_cars: bool) -> dict[str, Any]:
     ours = run_eochain(case, case.images, ours_path)
     seen = seen_by_both(case, ours_path)
     h_ours = read_on(ours_path, ours_path)
-    with rasterio.open(ours_path) as src:
-        support = src.read(2)
-    ours["coverage"] = float((np.isfinite(h_ours) & seen).sum() / seen.sum())
-    ours["measured"] = float(((support > 0) & np.isfinite(h_ours) & seen).sum() / seen.sum())
+    ours.update(coverage_shares(ours_path, ours_path, seen))
     if case.scene_dir is not None:
         ours["vs_truth"] = errors_stats(h_ours - truth_on(case, ours_path))
     out["eochain"] = ours
@@ -215,14 +224,13 @@ def measure_case(case: Case, work: Path, with_cars: bool) -> dict[str, Any]:
         pair_path = work / f"{case.name}_pair{i}{j}.tif"
         alone = run_eochain(case, (case.images[i], case.images[j]), pair_path, runs=1)
         h = read_on(pair_path, ours_path)
-        alone["coverage"] = float((np.isfinite(h) & seen).sum() / seen.sum())
+        alone.update(coverage_shares(pair_path, ours_path, seen))
         alone["vs_truth"] = errors_stats(h - truth_on(case, ours_path))
         out[f"eochain_pair_{i}{j}"] = alone
     nodem_path = work / f"{case.name}_eochain_nodem.tif"
     if case.scene_dir is None:  # real data: also without the DEM (initial heights from ties)
         nodem = run_eochain(case, case.images, nodem_path, runs=1, with_dem=False)
-        nodem["coverage"] = float((np.isfinite(read_on(nodem_path, ours_path)) & seen).sum()
-                                  / seen.sum())
+        nodem.update(coverage_shares(nodem_path, ours_path, seen))
         out["eochain_no_dem"] = nodem
     if with_cars and case.cars is not None:
         try:
@@ -373,7 +381,7 @@ def _fmt(value: Any, spec: str) -> str:
 
 
 def print_table(results: dict[str, Any]) -> None:
-    head = (f"{'case':<19}{'tool':<16}{'wall s':>7}{'peak GiB':>9}{'cover':>7}{'vs':>7}"
+    head = (f"{'case':<19}{'tool':<16}{'wall s':>7}{'peak GiB':>9}{'cover':>7}{'meas':>7}{'vs':>7}"
             f"{'median':>8}{'NMAD':>7}{'std':>7}{'p99':>7}{'blund%':>8}{'raw%':>7}  wall runs")
     print(head)
     for name, case in results["cases"].items():
@@ -389,6 +397,7 @@ def print_table(results: dict[str, Any]) -> None:
 
             print(f"{name:<19}{tool:<16}{_fmt(r.get('wall_s'), '7.1f')}"
                   f"{_fmt(r.get('max_rss_gib'), '9.2f')}{_fmt(r.get('coverage'), '7.1%')}"
+                  f"{_fmt(r.get('measured'), '7.1%')}"
                   f"{vs:>7}{_fmt(err.get('median_m'), '+8.2f')}{_fmt(err.get('nmad_m'), '7.2f')}"
                   f"{_fmt(err.get('std_m'), '7.2f')}{_fmt(err.get('p99_abs_m'), '7.2f')}"
                   f"{_fmt(100 * err['blunder_share'] if 'blunder_share' in err else None, '8.2f')}"
