@@ -16,9 +16,9 @@ removed what the pairs disagree on, seed 21's best pair kept only blunders
 all three pairs share (roof-edge cells every pair rasterises alike: 100 of
 100), which no fusion can remove; there the fused NMAD ties the best
 pair's (0.0695 against 0.0691 m). On seed 11 the pairs still disagree
-where fusion can tell (NMAD 0.0734 against 0.0746 m, blunders 0.035 %
+where fusion can tell (NMAD 0.0733 against 0.0746 m, blunders 0.035 %
 against 0.055 %, whole grid, 256-cell tiles). Session 5: without NCC
-weights seed 21 gives 0.0684 against 0.0691 m but still 0.086 against
+weights seed 21 gives 0.0683 against 0.0688 m but still 0.086 against
 0.085 % blunders, so it stays out. The NMAD gain is small by nature: the
 pairs of a triplet share views and with them most of their errors
 (:mod:`ops.stereo.dsm_fusion`, "why fusing a triplet gains little").
