@@ -33,8 +33,8 @@ Ray's object store, not S3::
     PUTs = per product published: transfers x publish(bytes) + PRODUCT_PUTS
     publish(b) = 1 if b <= part_bytes else ceil(b / part_bytes) + 2
 
-``publish`` is one upload (boto3's ``upload_file``: multipart beyond its 8 MiB
-part, with a create and a complete call); ``transfers`` is 2
+``publish`` is one upload (boto3's ``upload_file``: multipart beyond a part of
+``part_bytes``, the store's 64 MiB, with a create and a complete call); ``transfers`` is 2
 (``transfers_per_publish``): the store uploads to a temporary key, then
 copies it server-side onto the key, part by part (``scheduler/products/store.py``). ``PRODUCT_GETS`` and
 ``PRODUCT_PUTS`` are a product's bookkeeping: the lease taken and released
@@ -75,8 +75,9 @@ class Overheads:
     inter_az_usd_per_gb: float = 0.02
     #: Rows of a raw raster's block (a tiled GeoTIFF or COG; GDAL's COG default is 512).
     raw_block_rows: float = 512.0
-    #: boto3's multipart threshold and part size (``TransferConfig``: 8 MiB).
-    multipart_part_bytes: float = 8.0 * 2**20
+    #: Multipart threshold and part size of the store's uploads and copies
+    #: (``S3_PART_BYTES`` in ``scheduler/products/store.py``; boto3's default is 8 MiB).
+    multipart_part_bytes: float = 64.0 * 2**20
     #: Multipart transfers per product published: the upload, then the server-side copy.
     transfers_per_publish: float = 2.0
     #: Seconds an idle worker is kept before the autoscaler terminates it: eochain's
