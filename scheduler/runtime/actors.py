@@ -15,10 +15,22 @@ so everything here is testable without Ray (``execute(fn, TaskContext(), ...)``)
 
 Small tasks travel in batches: :meth:`TileWorker.run_batch` runs several
 tasks in one actor call (:func:`execute_batch`), so Ray's per-call cost
-(submission, scheduling, one status object) is paid once per batch. A task
-whose value has consumers gets its own return object (its consumers take it
-by ObjectRef, and dropping that ref frees it alone); a sink's value comes
-back inline with the statuses, since the driver fetches it anyway.
+(submission, scheduling, one status object) is paid once per batch. The
+values of a call's tasks that have the same consumers share one return
+object, a tuple (a batch of tiles of one product: one object); each
+consumer's call names the item it takes (``picks``). Ray's cost per object
+(allocation and seal in the object store, pinning, the owner's bookkeeping,
+the free) is paid once per group (``python -m benchmarks.campaign_efficiency``).
+A sink's value comes back inline with the statuses, since the driver fetches
+it anyway.
+
+A kept array larger than :data:`PART_BYTES` travels as :class:`ArrayParts`
+and is joined again on the actor that consumes it: Ray copies every buffer
+over 1 MiB into the object store with six threads it starts for that copy
+(``parallel_memcopy``), which on a node whose cores all run tasks wait for a
+core and take it from a task; 1 MiB pieces are copied by one ``memcpy``
+(``python -m benchmarks.campaign_efficiency``: 2 MiB tiles cost their actor
+about 1 ms less each).
 """
 
 from __future__ import annotations
@@ -39,6 +51,36 @@ from scheduler.observe.actor_metrics import ActorMetrics
 
 #: Results up to this size travel back inline with the status (Ray's own inline limit).
 INLINE_BYTES = 100 * 1024
+#: Largest buffer Ray copies into its object store without starting threads for it
+#: (``kMemcopyDefaultThreshold`` of its serializer): kept arrays travel in pieces this size.
+PART_BYTES = 1 << 20
+
+
+class ArrayParts(NamedTuple):
+    """An array in contiguous pieces of at most :data:`PART_BYTES` (views, not copies)."""
+
+    shape: tuple[int, ...]
+    parts: tuple[np.ndarray, ...]
+
+    @classmethod
+    def of(cls, value: object) -> object:
+        """``value`` in pieces when it is a C-contiguous array over :data:`PART_BYTES`,
+        else ``value`` itself."""
+        if not isinstance(value, np.ndarray) or value.nbytes <= PART_BYTES \
+                or not value.flags.c_contiguous:
+            return value
+        flat = value.reshape(-1)
+        step = max(1, PART_BYTES // value.itemsize)
+        return cls(value.shape, tuple(flat[i:i + step] for i in range(0, flat.size, step)))
+
+    def join(self) -> np.ndarray:
+        """The array again (one copy)."""
+        return np.concatenate(self.parts).reshape(self.shape)
+
+
+def joined(value: object) -> object:
+    """An input as its producer returned it (:class:`ArrayParts` joined)."""
+    return value.join() if isinstance(value, ArrayParts) else value
 
 
 @dataclass(slots=True)
@@ -115,34 +157,37 @@ def execute(fn: Callable[..., object], ctx: TaskContext, *inputs: object) -> tup
                       started_at_s=started_at_s), value
 
 
-#: One task of a batch: its function, how many of the batch's inputs are its own, and
-#: whether its value gets a return object of its own (it has consumers).
-BatchCall = tuple[Callable[..., object], int, bool]
+#: One task of a batch: its function, how many of the batch's inputs are its own, and the
+#: group of kept values its value joins (its consumers' return object), or -1 for a sink
+#: (its value comes back inline with the statuses).
+BatchCall = tuple[Callable[..., object], int, int]
 
 
 def execute_batch(calls: tuple[BatchCall, ...], ctx: TaskContext, *inputs: object,
                   record: Callable[[Callable[..., object], TaskStatus], None] | None = None,
-                  ) -> tuple[list[tuple[TaskStatus, object]], list[object]]:
+                  ) -> tuple[list[tuple[TaskStatus, object]], list[list[object]]]:
     """Run ``calls`` in order over the flat ``inputs``; never raises (see :func:`execute`).
 
-    Returns ``(statuses, kept)``: per call its status and, for a sink, its
-    value (``None`` for a kept one); ``kept`` holds the values of the calls
-    marked to keep, in order (``None`` where the task failed).
+    Returns ``(statuses, groups)``: per call its status and, for a sink, its
+    value (``None`` for a kept one); ``groups[g]`` holds the values of the
+    calls of group ``g``, in order (``None`` where the task failed).
     """
     statuses: list[tuple[TaskStatus, object]] = []
-    kept: list[object] = []
+    groups: list[list[object]] = []
     i = 0
-    for fn, arity, keep in calls:
+    for fn, arity, group in calls:
         status, value = execute(fn, ctx, *inputs[i:i + arity])
         i += arity
         if record is not None:
             record(fn, status)
-        if keep:
-            kept.append(value)
-            statuses.append((status, None))
-        else:
+        if group < 0:
             statuses.append((status, value))
-    return statuses, kept
+            continue
+        while len(groups) <= group:
+            groups.append([])
+        groups[group].append(value)
+        statuses.append((status, None))
+    return statuses, groups
 
 
 def peak_rss_bytes() -> int:
@@ -181,14 +226,20 @@ class TileWorker:
                 failed.append(f"{name}: {exc}")
         return failed
 
-    def run_batch(self, calls: tuple[BatchCall, ...], *inputs: object) -> object:
-        """Run a batch (:func:`execute_batch`); Ray's returns: the statuses, then each kept value.
+    def run_batch(self, calls: tuple[BatchCall, ...], picks: tuple[tuple[int, int], ...],
+                  *groups: tuple[object, ...]) -> object:
+        """Run a batch (:func:`execute_batch`); Ray's returns: the statuses, then each group.
 
-        Called with ``num_returns = 1 + kept``; with nothing kept the one
+        The tasks' inputs, in order, are ``groups[g][item]`` for each ``(g, item)``
+        of ``picks`` (each group, another call's return object, is passed once).
+        Called with ``num_returns = 1 + groups made``; with nothing kept the one
         return is the list of (status, sink value).
         """
-        statuses, kept = execute_batch(calls, self.ctx, *inputs, record=self._record)
-        return (statuses, *kept) if kept else statuses
+        inputs = [joined(groups[g][item]) for g, item in picks]
+        statuses, made = execute_batch(calls, self.ctx, *inputs, record=self._record)
+        if not made:
+            return statuses
+        return (statuses, *(tuple(map(ArrayParts.of, values)) for values in made))
 
     def _record(self, fn: Callable[..., object], status: TaskStatus) -> None:
         if self.metrics is not None:

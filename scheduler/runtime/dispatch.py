@@ -6,15 +6,21 @@ The loop, around a :class:`~scheduler.runtime.state.DispatchState`:
    and the bytes-in-flight bound allows (``max_bytes_in_flight``, and at most
    :data:`OBJECT_STORE_SHARE` of the alive nodes' object stores, beyond which
    Ray would spill results to disk), take the next READY task in
-   priority order and call ``actor.run_batch(calls, *input_refs)``: a small
-   :class:`~scheduler.runtime.actors.TaskStatus` per task comes back to the
-   driver (with a sink's value), and each other task's value stays in the
-   object store as an ObjectRef of its own for its consumers. Locality: the
+   priority order (the graph's, with the work of its last sinks interleaved,
+   one per actor: :meth:`~scheduler.runtime.state.TaskGraph.finishing_together`)
+   and call ``actor.run_batch(calls, picks, *input_refs)``: a
+   small :class:`~scheduler.runtime.actors.TaskStatus` per task comes back to
+   the driver (with a sink's value), and the other tasks' values stay in the
+   object store, one return object per group of values with the same
+   consumers (a batch of tiles of one product is one object), each value
+   known as (ObjectRef, item) to its consumers. Locality: the
    actor chosen is the free one on the node that holds the most bytes of the
-   task's inputs (ties: the least busy). Small tasks share a call: the next
-   READY tasks in priority order join it while they prefer the same node
-   types and all their inputs are on that node, up to :func:`batch_size`
-   (about ``batch_target_s`` of work at the mean runtime seen so far).
+   task's inputs (ties: the one with the fewest seconds of work queued).
+   Small tasks share a call: the next READY tasks in priority order join it
+   while they are of the same kind (tile, plan, write), prefer the same node
+   types and have all their inputs on that node, up to :func:`batch_size`
+   (about ``batch_target_s`` of work at the mean runtime of that kind so
+   far: two COG writes never share a call for being few among many tiles).
 2. Wait for any status. ``ok`` -> the result is HELD (its ObjectRef kept) or,
    for a task without consumers, fetched as the run's result. Inputs whose
    last consumer finished are RELEASED: their ObjectRefs are dropped and Ray
@@ -115,10 +121,10 @@ __all__ = ["OBJECT_STORE_SHARE", "DispatchOptions", "Dispatcher", "NodeDrain", "
 
 log = logging.getLogger(__name__)
 
-def _joins(task: Task, resources: tuple[str, ...], node_id: str,
-           where: Mapping[str, str]) -> bool:
-    """Whether ``task`` may join a batch for ``node_id``: same preference, inputs all there."""
-    if task.resources != resources:
+def _joins(task: Task, first: Task, node_id: str, where: Mapping[str, str]) -> bool:
+    """Whether ``task`` may join the batch of ``first`` for ``node_id``: same kind (a batch
+    is sized by its kind's runtime), same preference, inputs all there."""
+    if task.kind != first.kind or task.resources != first.resources:
         return False
     return all(where.get(d) == node_id for d in task.deps)
 
@@ -136,12 +142,15 @@ def _chooser(placement: Placement, free: list[_Slot], usable: list[_Slot],
 
 @dataclass(slots=True)
 class _Call:
-    """One actor call in flight: its tasks in order, their kept values' refs, when sent."""
+    """One actor call in flight: its tasks in order, where their kept values will be
+    (return object, item), when sent."""
 
     keys: tuple[str, ...]
     slot: _Slot
-    kept: dict[str, Any]
+    kept: dict[str, tuple[Any, int]]
     started_s: float
+    #: seconds of work expected (the tasks' kinds' mean runtimes so far)
+    expected_s: float = 0.0
 
 
 class Dispatcher:
@@ -188,11 +197,14 @@ class Dispatcher:
         opts = self.options
         pool, self._pool = self._pool or ActorPool(opts), None
         pool.sync()
+        # the last products finish side by side, one per actor, not the last one alone
+        graph = graph.finishing_together(len(pool.usable()))
         state = DispatchState(graph, in_flight_bound(opts.max_bytes_in_flight,
                                                      pool.object_store_bytes))
         sinks = frozenset(graph.sinks())
         tasks = graph.tasks
-        held: dict[str, Any] = {}
+        #: HELD results: (the return object holding the value, its item there)
+        held: dict[str, tuple[Any, int]] = {}
         where: dict[str, str] = {}
         results: dict[str, object] = {}
         inflight: dict[Any, _Call] = {}
@@ -202,6 +214,12 @@ class Dispatcher:
         lost_work_on: set[str] = set()
         runtime_sum_s = 0.0
         runtime_n = 0
+        #: task kind -> [runtime seconds summed, tasks]: batches are sized by their kind
+        runtime_of: dict[str, list[float]] = {}
+
+        def mean_of(kind: str) -> float | None:
+            seen = runtime_of.get(kind)
+            return seen[0] / seen[1] if seen else None
         cpu_s = 0.0
         busy_s = 0.0
         first_task_at_s = math.inf
@@ -247,24 +265,37 @@ class Dispatcher:
         def submit(slot: _Slot, keys: list[str]) -> None:
             calls: list[BatchCall] = []
             args: list[Any] = []
-            kept: list[str] = []
+            picks: list[tuple[int, int]] = []
+            position: dict[Any, int] = {}
+            #: kept values grouped by their consumers: one return object per group
+            group_of: dict[tuple[str, ...], int] = {}
+            groups: list[list[str]] = []
             for key in keys:
                 task = tasks[key]
-                keep = key not in sinks
-                calls.append((task.fn, len(task.deps), keep))
+                group = -1
+                if key not in sinks:
+                    group = group_of.setdefault(graph.consumers[key], len(groups))
+                    if group == len(groups):
+                        groups.append([])
+                    groups[group].append(key)
+                calls.append((task.fn, len(task.deps), group))
                 for d in task.deps:
-                    args.append(held[d])
-                if keep:
-                    kept.append(key)
+                    ref, item = held[d]
+                    if ref not in position:
+                        position[ref] = len(args)
+                        args.append(ref)
+                    picks.append((position[ref], item))
                 if tm is not None:
                     tm.started(key, slot.resources)
-            refs = slot.method(1 + len(kept) if kept else 1).remote(tuple(calls), *args)
-            if kept:
-                inflight[refs[0]] = _Call(tuple(keys), slot, dict(zip(kept, refs[1:])),
-                                          time.monotonic())
-            else:
-                inflight[refs] = _Call(tuple(keys), slot, {}, time.monotonic())
+            refs = slot.method(1 + len(groups) if groups else 1).remote(
+                tuple(calls), tuple(picks), *args)
+            expected_s = sum(mean_of(tasks[key].kind) or 0.0 for key in keys)
+            kept = {key: (refs[1 + g], item) for g, members in enumerate(groups)
+                    for item, key in enumerate(members)}
+            inflight[refs[0] if groups else refs] = _Call(tuple(keys), slot, kept,
+                                                          time.monotonic(), expected_s)
             slot.running += 1
+            slot.queued_s += expected_s
 
         def hand_back(node_id: str, deadline_s: float) -> None:
             """A node is draining: re-queue what it runs that cannot finish in time."""
@@ -284,6 +315,7 @@ class Dispatcher:
                     continue
                 del inflight[ref]
                 call.slot.running -= 1
+                call.slot.queued_s -= call.expected_s
                 handed.extend(call.keys)
                 for key in call.keys:
                     state.lose(key)
@@ -362,7 +394,7 @@ class Dispatcher:
         def system_failure(call: _Call, exc: RayError) -> None:
             """A call ended in a Ray error: requeue its tasks (or fail them) and recover."""
             nonlocal retries, recomputed
-            for value_ref in call.kept.values():
+            for value_ref in {ref for ref, _ in call.kept.values()}:
                 _discard(value_ref)
             slot = call.slot
             if not is_system_failure(exc):
@@ -383,7 +415,7 @@ class Dispatcher:
             if isinstance(exc, RayActorError):
                 pool.replace(slot)
             # inputs gone with their node, before Ray reports the node dead
-            lost_inputs = lost_input_keys(exc, {d: held[d] for key in call.keys
+            lost_inputs = lost_input_keys(exc, {d: held[d][0] for key in call.keys
                                                 for d in tasks[key].deps if d in held})
             for key in call.keys:
                 if state.runs[key] >= opts.max_attempts:
@@ -407,8 +439,7 @@ class Dispatcher:
         try:
             while not state.finished:
                 mean_s = runtime_sum_s / runtime_n if runtime_n else None
-                size = batch_size(mean_s, opts)
-                depth = queue_depth(size, opts)
+                depth = queue_depth(batch_size(mean_s, opts), opts)
                 free = pool.free(depth)
                 usable = pool.usable()
                 requested = list(self._requested() or {})
@@ -440,10 +471,11 @@ class Dispatcher:
                     state.start(key)
                     keys = [key]
                     if key not in solo:
-                        while len(keys) < size:
+                        own_size = batch_size(mean_of(task.kind), opts)
+                        while len(keys) < own_size:
                             nxt = state.peek_ready()
                             if nxt is None or nxt in solo or not _joins(
-                                    tasks[nxt], task.resources, slot.node_id, where):
+                                    tasks[nxt], task, slot.node_id, where):
                                 break
                             if state.take() is None:
                                 break  # over the bytes-in-flight bound
@@ -491,6 +523,7 @@ class Dispatcher:
                     if call is None:
                         continue  # handed back while this batch was read
                     call.slot.running -= 1
+                    call.slot.queued_s -= call.expected_s
                     try:
                         outcome = outcomes[i] if outcomes is not None else ray.get(ref)
                     except RayError as exc:
@@ -502,6 +535,9 @@ class Dispatcher:
                         if status.ok:
                             runtime_sum_s += status.runtime_s
                             runtime_n += 1
+                            seen = runtime_of.setdefault(tasks[key].kind, [0.0, 0])
+                            seen[0] += status.runtime_s
+                            seen[1] += 1
                         cpu_s += status.cpu_s
                         busy_s += status.runtime_s
                         first_task_at_s = min(first_task_at_s, status.started_at_s)
@@ -566,15 +602,15 @@ class Dispatcher:
     def _pick(deps: tuple[str, ...], candidates: list[_Slot], where: Mapping[str, str],
               state: DispatchState) -> _Slot:
         """The actor among ``candidates`` that holds most of the task's input bytes (ties: the
-        least busy); without inputs, the least busy."""
+        least busy, by the seconds of work queued on it); without inputs, the least busy."""
         if not deps:
-            return min(candidates, key=lambda s: s.running)
+            return min(candidates, key=lambda s: (s.queued_s, s.running))
         local: dict[str, int] = {}
         for d in deps:
             node = where.get(d)
             if node is not None:
                 local[node] = local.get(node, 0) + state.bytes_of.get(d, 0)
-        return max(candidates, key=lambda s: (local.get(s.node_id, 0), -s.running))
+        return max(candidates, key=lambda s: (local.get(s.node_id, 0), -s.queued_s, -s.running))
 
 
 def is_system_failure(exc: BaseException) -> bool:

@@ -34,6 +34,8 @@ class _Slot:
     node_id: str
     resources: frozenset[str]
     running: int = 0
+    #: expected seconds of the calls queued on it (their tasks' mean runtimes so far)
+    queued_s: float = 0.0
     _methods: dict[int, Any] = field(default_factory=dict)
 
     def method(self, num_returns: int) -> Any:

@@ -157,6 +157,50 @@ class TaskGraph:
     def with_priority(self, priority: Mapping[str, int]) -> TaskGraph:
         return TaskGraph(self.tasks, dict(priority), self.consumers)
 
+    def finishing_together(self, k: int) -> TaskGraph:
+        """The graph with the work of its last ``k`` sinks interleaved, so that they finish
+        side by side (pure).
+
+        In depth-first order the last product is computed and then written alone:
+        its sink (a COG write) runs while the other ``k - 1`` actors have nothing
+        left. Here the tasks that feed only one of the last ``k`` sinks (in
+        priority order) take turns, each sink's share in proportion to its tasks,
+        from where the first of them stood; the sinks then become ready, and
+        run, at about the same time::
+
+            depth first:  a1 a2 a3 A  b1 b2 b3 B      (B alone at the end)
+            k = 2:        a1 b1 a2 b2 a3 b3 A  B      (A and B side by side)
+
+        Tasks shared with other sinks keep their place; priority is a preference
+        among READY tasks, so the order stays valid whatever it interleaves.
+        """
+        sinks = sorted(self.sinks(), key=self.priority.__getitem__)
+        if k < 2 or len(sinks) < 2:
+            return self
+        last = sinks[-k:]
+        lane_of: dict[str, int] = {}
+        lanes: list[list[str]] = []
+        for lane, sink in enumerate(last):
+            members = [sink]
+            lane_of[sink] = lane
+            stack = list(self.tasks[sink].deps)
+            while stack:
+                key = stack.pop()
+                if key in lane_of or any(lane_of.get(c) != lane for c in self.consumers[key]):
+                    continue  # seen, or it feeds another sink (it may come back by that one)
+                lane_of[key] = lane
+                members.append(key)
+                stack.extend(self.tasks[key].deps)
+            members.sort(key=self.priority.__getitem__)
+            lanes.append(members)
+        first = min(self.priority[m[0]] for m in lanes)
+        merged = sorted(((i + 1) / len(m), lane, key) for lane, m in enumerate(lanes)
+                        for i, key in enumerate(m))
+        priority = dict(self.priority)
+        for j, (_, _, key) in enumerate(merged):
+            priority[key] = first + j
+        return TaskGraph(self.tasks, priority, self.consumers)
+
 
 def depth_first(graph: nx.DiGraph) -> list[Hashable]:
     """The planner's depth-first order (finish one branch before opening the next)."""

@@ -254,7 +254,7 @@ def test_batch_size_follows_the_mean_runtime() -> None:
         DispatchOptions(max_batch=0)
 
 
-def test_a_batch_runs_in_order_keeps_consumed_values_apart_and_isolates_failures() -> None:
+def test_a_batch_runs_in_order_groups_consumed_values_and_isolates_failures() -> None:
     from scheduler.runtime.actors import execute_batch
 
     def add(ctx: TaskContext, a: int, b: int) -> int:
@@ -263,20 +263,62 @@ def test_a_batch_runs_in_order_keeps_consumed_values_apart_and_isolates_failures
     def boom(ctx: TaskContext) -> int:
         raise ValueError("tile 3 is corrupt")
 
-    calls = ((add, 2, True), (boom, 0, False), (add, 2, False))
-    statuses, kept = execute_batch(calls, TaskContext(), 1, 2, 10, 20)
-    assert [s.ok for s, _ in statuses] == [True, False, True]
-    assert kept == [3]  # the consumed value travels on its own
-    assert statuses[0][1] is None and statuses[2][1] == 30  # a sink's value rides inline
+    calls = ((add, 2, 0), (boom, 0, -1), (add, 2, 1), (add, 2, 0), (add, 2, -1))
+    statuses, groups = execute_batch(calls, TaskContext(), 1, 2, 10, 20, 5, 6, 7, 8)
+    assert [s.ok for s, _ in statuses] == [True, False, True, True, True]
+    assert groups == [[3, 11], [30]]  # consumed values travel in their consumers' groups
+    assert [v for _, v in statuses] == [None, None, None, None, 15]  # a sink's rides inline
     assert statuses[1][0].error == "ValueError: tile 3 is corrupt"
     assert all(s.cpu_s >= 0.0 and s.started_at_s > 0.0 for s, _ in statuses)
 
 
-def test_actors_queue_more_calls_only_while_tasks_are_batched() -> None:
+def test_the_last_sinks_work_is_interleaved_so_they_finish_side_by_side() -> None:
+    """Three products p (plan) -> t0, t1 (tiles) -> w (write), depth first::
+
+        a.p a.t0 a.t1 a.w  b.p b.t0 b.t1 b.w  c.p c.t0 c.t1 c.w
+
+    with two actors b and c take turns from where b.p stood; a keeps its place.
+    """
+    tasks = []
+    for name in "abc":
+        tasks.append(Task(f"{name}.p", lambda ctx: 0))
+        tasks += [Task(f"{name}.t{i}", lambda ctx, p: 0, (f"{name}.p",)) for i in range(2)]
+        tasks.append(Task(f"{name}.w", lambda ctx, *t: 0, (f"{name}.t0", f"{name}.t1")))
+    order = [t.key for t in tasks]
+    graph = TaskGraph.build(tasks, {k: i for i, k in enumerate(order)})
+    staggered = graph.finishing_together(2)
+    assert sorted(order, key=staggered.priority.__getitem__) == [
+        "a.p", "a.t0", "a.t1", "a.w",
+        "b.p", "c.p", "b.t0", "c.t0", "b.t1", "c.t1", "b.w", "c.w"]
+    assert graph.finishing_together(1) is graph  # one actor: nothing to overlap
+    assert sorted(order, key=graph.finishing_together(5).priority.__getitem__) == [
+        f"{n}.{step}" for step in ("p", "t0", "t1", "w") for n in "abc"]  # more actors: all
+
+
+def test_large_arrays_travel_in_pieces_ray_copies_without_threads() -> None:
+    from scheduler.runtime.actors import PART_BYTES, ArrayParts, joined
+
+    tile = np.arange(3 * 700 * 1000, dtype=np.uint16).reshape(3, 700, 1000)  # 4.2 MB
+    parts = ArrayParts.of(tile)
+    assert isinstance(parts, ArrayParts)
+    assert len(parts.parts) == 5 and all(p.nbytes <= PART_BYTES for p in parts.parts)
+    assert all(np.shares_memory(p, tile) for p in parts.parts)  # views: no copy made
+    back = joined(parts)
+    assert isinstance(back, np.ndarray) and back.dtype == tile.dtype
+    np.testing.assert_array_equal(back, tile)
+    small = np.zeros((1, 512, 1024), np.uint16)  # exactly 1 MiB: one memcpy already
+    assert ArrayParts.of(small) is small and joined(small) is small
+    strided = tile[:, ::2]
+    assert ArrayParts.of(strided) is strided  # not contiguous: Ray copies it in-band
+    assert ArrayParts.of("record") == "record"
+
+
+def test_actors_queue_more_calls_only_while_full_batches_are_short() -> None:
     from scheduler.runtime.dispatch import queue_depth
 
     opts = DispatchOptions(tasks_per_actor=2, small_task_calls=8)
     assert queue_depth(1, opts) == 2
+    assert queue_depth(6, opts) == 2  # a batch cut at batch_target_s: two calls keep it fed
     assert queue_depth(64, opts) == 8
     assert queue_depth(64, DispatchOptions(tasks_per_actor=16, small_task_calls=8)) == 16
 
