@@ -76,7 +76,7 @@ average out. Measured covariances (m², seed 11): the two narrow pairs
 -0.0062 (a shared view entering with opposite signs), wide with narrow
 +0.0046 and +0.0060; solved for per-view and per-pair parts, 65 % of the
 wide pair's error variance is per view; its own part (0.0029) and the
-narrow pairs' (0.0122, 0.0125: 4.2 times more, B/H squared) are what
+narrow pairs' (0.0122, 0.0125: 4.2 times more, as (B/H)² weights assume) are what
 fusion averages, a bound of about 6 % in std. ``NMAD(e02 - (e01 + e12) /
 2)`` is 0.080 m where independent errors would give 0.133 m. Fused NMAD /
 blunder share (whole grid; best pair 0.0746 m 0.055 %, 0.0691 m 0.085 %,
@@ -84,8 +84,9 @@ blunder share (whole grid; best pair 0.0746 m 0.055 %, 0.0691 m 0.085 %,
 0.0738 m 0.029 %, 0.0689 m 0.086 %, 0.0742 m 0.031 %; without NCC and at
 0.5 (now), 0.0730 m 0.030 %, 0.0684 m 0.086 %, 0.0739 m 0.031 %, coverage
 unchanged (interpolated at 1.0: 0.0729, 0.0683, 0.0739 m; at 0.1: 0.0735,
-0.0687, 0.0740 m). The
-inlier tolerance at 0.5 m instead of 1 m gave 0.0725 m but cost 0.6 % of
+0.0687, 0.0740 m); after the rim-plane hole fill
+(:mod:`ops.stereo.rasterize`), best pair / fused 0.0746 / 0.0730 m,
+0.0688 / 0.0683 m, 0.0825 / 0.0739 m. The inlier tolerance at 0.5 m instead of 1 m gave 0.0725 m but cost 0.6 % of
 the grid: not kept (real pairs are noisier). What fusion does buy is the
 removal of a pair's bias and blunders, which the pairs do not share.
 
