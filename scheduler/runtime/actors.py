@@ -49,8 +49,6 @@ import numpy as np
 
 from scheduler.observe.actor_metrics import ActorMetrics
 
-#: Results up to this size travel back inline with the status (Ray's own inline limit).
-INLINE_BYTES = 100 * 1024
 #: Largest buffer Ray copies into its object store without starting threads for it
 #: (``kMemcopyDefaultThreshold`` of its serializer): kept arrays travel in pieces this size.
 PART_BYTES = 1 << 20
