@@ -70,6 +70,7 @@ import multiprocessing
 import multiprocessing.pool
 import os
 import random
+import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -854,6 +855,14 @@ def _run_forked(job: RunJob) -> tuple[RunResult, float]:
     return _run_timed(job, _FORKED)
 
 
+def _worker_signals() -> None:
+    """A forked worker dies on SIGTERM (:meth:`RunPool.__exit__` terminates the pool) by
+    the default action, whatever handler its parent had installed: ``eochain run``'s
+    raises SystemExit, which would run the parent's exit code in the child, and a handler
+    that returns would leave the worker alive and the pool's join waiting for ever."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 class RunPool:
     """Seeded runs of one simulator, spread over ``workers`` forked processes.
 
@@ -880,7 +889,8 @@ class RunPool:
             for offer in self.sim.problem.offers:
                 self.sim._family_runtime_s(offer.instance.family)
             _FORKED = self.sim
-            self._pool = multiprocessing.get_context("fork").Pool(self.workers)
+            self._pool = multiprocessing.get_context("fork").Pool(
+                self.workers, initializer=_worker_signals)
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import signal
+
 import networkx as nx
 import pytest
 
@@ -10,7 +13,7 @@ from planner.dag import TaskCost
 from planner.errors import PlannerError
 from planner.order import depth_first_order
 from planner.placement import FleetEntry, PlacementPlan, PlacementProblem, Stage
-from planner.simulator import CampaignSimulator
+from planner.simulator import CampaignSimulator, RunJob, RunPool
 
 pytestmark = pytest.mark.unit
 
@@ -297,6 +300,29 @@ def test_runs_in_forked_workers_equal_runs_in_this_process() -> None:
     assert sum(r.interruptions for r in here.runs) > 0
     with pytest.raises(PlannerError, match="workers = 0"):
         sim.simulate(plan, 2, workers=0)
+
+
+
+def _ignore(signum: int, frame: object) -> None:
+    """A SIGTERM handler that returns."""
+
+
+def test_a_pool_s_workers_die_on_sigterm_whatever_handler_their_parent_has() -> None:
+    """Terminating the pool kills its workers by SIGTERM's default action even where this
+    process handles SIGTERM (``eochain run`` raises SystemExit, which in a busy worker would
+    run the parent's exit code; a handler that returns would leave it alive)."""
+    sim, plan = _setup(0.5)
+    before = signal.signal(signal.SIGTERM, _ignore)
+    try:
+        with RunPool(sim, 2) as pool:
+            assert pool._pool is not None
+            in_worker = pool._pool.apply(signal.getsignal, (signal.SIGTERM,))
+            assert pool.map([RunJob(plan, 1), RunJob(plan, 2)]) == [
+                sim.run(plan, 1), sim.run(plan, 2)]
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert in_worker == signal.SIG_DFL
+    assert not multiprocessing.active_children()
 
 
 def test_the_compiled_run_equals_the_python_loop_to_the_last_digit() -> None:
