@@ -24,13 +24,15 @@ demo: $(STAMP)
 # The services the tests use: a real Prometheus on 127.0.0.1 (Debian package,
 # installed on first use); moto's S3/EC2 server and local Ray clusters are
 # started by the test fixtures themselves, on loopback. checkov gets its own
-# venv (.services/checkov-venv): it pins old networkx/boto3.
+# venv (.services/checkov-venv): it pins old networkx/boto3. A crash of the test
+# process (even at its exit, after pytest's own handler is gone) prints every
+# thread's stack (PYTHONFAULTHANDLER).
 test: $(STAMP)
 	$(VENV)/bin/lint-imports
 	$(PY) tests/services/terraform_fmt.py
 	PYTHON=$(PYTHON) bash tests/services/checkov.sh > /dev/null
 	tests/services/prometheus.sh start
-	EOCHAIN_PROMETHEUS_URL=$$(tests/services/prometheus.sh url) $(PY) -m pytest --durations=25 tests; \
+	PYTHONFAULTHANDLER=1 EOCHAIN_PROMETHEUS_URL=$$(tests/services/prometheus.sh url) $(PY) -m pytest --durations=25 tests; \
 	  rc=$$?; tests/services/prometheus.sh stop; exit $$rc
 
 unit: $(STAMP)
