@@ -2,6 +2,8 @@
 
 * :class:`S3Store` publishes through a temporary key and a server-side copy,
   leaves no temporary object, and sweeps the ones a killed writer left.
+* A product over one part goes up and is copied in the store's parts, as many
+  as the planner's request model prices.
 * A flow writes its COGs, STAC items and manifest to ``s3://``; the bytes
   equal those of a local run; a rerun recomputes nothing.
 * Reading inputs from ``s3://``: an ortho tile reads only the window it
@@ -21,9 +23,11 @@ from pathlib import Path
 
 import pytest
 
+from planner.catalog import load_catalog
+from planner.overheads import publish_puts
 from scheduler.products.driver import Driver
 from scheduler.products.flow import SceneInput
-from scheduler.products.store import S3_TMP_DIR, S3Store, open_store
+from scheduler.products.store import S3_PART_BYTES, S3_TMP_DIR, S3Store, open_store
 from tests.conftest import aws_environment
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -272,10 +276,6 @@ def test_ray_workers_publish_to_s3(s3_endpoint: str, scene, tmp_path: Path) -> N
 def test_s3_store_parts_are_what_the_planner_prices(s3_endpoint: str, tmp_path: Path) -> None:
     """A product one byte over a part goes up (and is copied) in two parts, and the planner's
     request model, with the shipped catalog, counts the PUTs that took."""
-    from planner.catalog import load_catalog
-    from planner.overheads import publish_puts
-    from scheduler.products.store import S3_PART_BYTES
-
     store = open_store(f"s3://{BUCKET}/parts")
     assert isinstance(store, S3Store)
     src = tmp_path / "big.tif"
