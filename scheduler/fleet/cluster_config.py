@@ -98,6 +98,7 @@ from scheduler.cloud.terraform_outputs import (
     short,
     terraform_outputs_from_dict,
 )
+from scheduler.fleet.departures import ZONE_RESOURCE_PREFIX
 from scheduler.fleet.fallback import fallback_pools
 
 # The Terraform side is re-exported: callers read outputs and render from one module.
@@ -353,7 +354,7 @@ def _zoned_node_types(fleet: Sequence[FleetNode], zones: int
 
 def zone_resource(zone: int) -> str:
     """The custom resource of a spread plan's node types in the ``zone``-th subnet."""
-    return f"eochain-zone-{zone}"
+    return f"{ZONE_RESOURCE_PREFIX}{zone}"
 
 
 def resource_request(fleet: Sequence[FleetNode], zones: int = 1) -> list[dict[str, float]]:

@@ -103,6 +103,19 @@ def pool_of(resources: Iterable[str]) -> tuple[str, str]:
     return UNTYPED
 
 
+#: The custom resource naming a spread plan's zone (``eochain-zone-0``...), carried by the node
+#: types that ``eochain cluster-config`` renders in that zone's subnet.
+ZONE_RESOURCE_PREFIX = "eochain-zone-"
+
+
+def zone_of(resources: Iterable[str]) -> str | None:
+    """The zone resource (``"eochain-zone-1"``) among a node's custom resources; None: none."""
+    for tag in resources:
+        if tag.startswith(ZONE_RESOURCE_PREFIX):
+            return tag
+    return None
+
+
 def requested_per_pool(bundles: Iterable[Mapping[str, float]]) -> dict[tuple[str, str], int]:
     """Nodes asked per pool by an autoscaler request (one bundle per node, see autoscaling.py)."""
     counts: dict[tuple[str, str], int] = {}

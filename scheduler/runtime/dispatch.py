@@ -43,7 +43,9 @@ name its instance type and market; which actors may run which task is
 :mod:`scheduler.runtime.placement`: a node of a type the plan placed stages
 on runs only those stages' tasks, a task waits while an actor of its types
 is busy or its node is coming up, and runs anywhere when its types are
-neither there nor coming (a missing type never stalls the campaign). A task
+neither there nor coming (a missing type never stalls the campaign); in a
+cluster spread over zones a task stays in the zone holding its inputs while
+that zone has a node for it (moves out are counted: ``cross_zone_tasks``). A task
 that must wait is parked beside the priority queue and taken back first,
 in priority order, once an actor may run it.
 
@@ -93,6 +95,7 @@ from scheduler.fleet.departures import (
     departure_cause,
     pool_of,
     requested_per_pool,
+    zone_of,
 )
 from scheduler.runtime.actors import BatchCall
 from scheduler.runtime.errors import GraphError, RuntimeFailure
@@ -103,7 +106,16 @@ from scheduler.runtime.options import (
     in_flight_bound,
     queue_depth,
 )
-from scheduler.runtime.placement import Choice, Placement, candidates, choose, surplus_nodes
+from scheduler.runtime.placement import (
+    Choice,
+    Placement,
+    bytes_across,
+    candidates,
+    choose,
+    input_bytes_by_zone,
+    input_zone,
+    surplus_nodes,
+)
 from scheduler.runtime.pool import RESYNC_S, ActorPool, _Slot
 from scheduler.runtime.report import NodeDrain, Progress, ProgressFn, RunReport, progress_of
 from scheduler.runtime.serial import run_serial
@@ -129,13 +141,17 @@ def _joins(task: Task, first: Task, node_id: str, where: Mapping[str, str]) -> b
     return all(where.get(d) == node_id for d in task.deps)
 
 
+#: what a ready task waits for: its preferred resources and its zone (placement.py)
+_Class = tuple[tuple[str, ...], str | None]
+
+
 def _chooser(placement: Placement, free: list[_Slot], usable: list[_Slot],
-             requested: list[tuple[str, str]], parked_since: Mapping[tuple[str, ...], float],
-             now_s: float, wait_s: float) -> Callable[[tuple[str, ...]], Choice]:
+             requested: list[tuple[str, str]], parked_since: Mapping[_Class, float],
+             now_s: float, wait_s: float) -> Callable[[_Class], Choice]:
     """:func:`~scheduler.runtime.placement.choose` for one fill round of the dispatch loop."""
-    def choice(resources: tuple[str, ...]) -> Choice:
-        waited_s = now_s - parked_since.get(resources, now_s)
-        return choose(placement, resources, free, usable, requested, waited_s, wait_s)
+    def choice(klass: _Class) -> Choice:
+        waited_s = now_s - parked_since.get(klass, now_s)
+        return choose(placement, klass[0], free, usable, requested, waited_s, wait_s, klass[1])
 
     return choice
 
@@ -179,6 +195,10 @@ class Dispatcher:
         self.drains: list[NodeDrain] = []
         #: the nodes that left during the last :meth:`run`, with their causes
         self.departures: list[Departure] = []
+        #: tasks of the last :meth:`run` that ran outside their inputs' zone (it had no live
+        #: node for them), and the input bytes all tasks read across zones
+        self.cross_zone_tasks = 0
+        self.cross_zone_bytes = 0
 
     def run(
         self,
@@ -225,6 +245,10 @@ class Dispatcher:
         first_task_at_s = math.inf
         self.drains = []
         self.departures = []
+        self.cross_zone_tasks = 0
+        self.cross_zone_bytes = 0
+        #: zones whose tasks had to run elsewhere (said once each)
+        zones_left: set[str] = set()
         retries = 0
         recomputed = 0
         start = time.perf_counter()
@@ -238,22 +262,24 @@ class Dispatcher:
         #: placement classes (a task's preferred resources) of the graph, and the plan's pools
         classes = {task.resources for task in tasks.values()}
         planned = self.fleet.placed if self.fleet is not None else frozenset()
-        #: READY tasks taken from the queue that wait for an actor of their planned type
-        parked: dict[tuple[str, ...], list[tuple[int, str]]] = {}
-        parked_since: dict[tuple[str, ...], float] = {}
+        #: READY tasks taken from the queue that wait for an actor of their planned type, or
+        #: of their zone
+        parked: dict[_Class, list[tuple[int, str]]] = {}
+        parked_since: dict[_Class, float] = {}
 
-        def unpark(choice: Callable[[tuple[str, ...]], Choice]) -> str | None:
+        def unpark(choice: Callable[[_Class], Choice]) -> str | None:
             """The most urgent parked task that need not wait any more, if any."""
             best: tuple[int, str] | None = None
-            for resources, heap in parked.items():
+            best_class: _Class | None = None
+            for klass, heap in parked.items():
                 while heap and state.state[heap[0][1]] is not TaskState.READY:
                     heapq.heappop(heap)  # reset since (an input lost): the queue has it again
                 if heap and (best is None or heap[0] < best) and state.fits(heap[0][1]) \
-                        and choice(resources) is not Choice.WAIT:
-                    best = heap[0]
-            if best is None:
+                        and choice(klass) is not Choice.WAIT:
+                    best, best_class = heap[0], klass
+            if best is None or best_class is None:
                 return None
-            heapq.heappop(parked[tasks[best[1]].resources])
+            heapq.heappop(parked[best_class])
             return best[1]
 
         def forget_dropped() -> None:
@@ -456,18 +482,30 @@ class Dispatcher:
                         if key is None:
                             break
                     task = tasks[key]
-                    decided = choice(task.resources)
+                    by_zone = input_bytes_by_zone(task.deps, where, state.bytes_of,
+                                                  pool.tags_of)
+                    klass = (task.resources, input_zone(by_zone))
+                    decided = choice(klass)
                     if decided is Choice.WAIT:
-                        heapq.heappush(parked.setdefault(task.resources, []),
+                        heapq.heappush(parked.setdefault(klass, []),
                                        (graph.priority[key], key))
-                        parked_since.setdefault(task.resources, now_s)
+                        parked_since.setdefault(klass, now_s)
                         continue
                     if decided is Choice.OWN:
-                        parked_since.pop(task.resources, None)
-                        allowed = candidates(placement, task.resources, free)
+                        parked_since.pop(klass, None)
+                        allowed = candidates(placement, task.resources, free, klass[1])
                     else:
                         allowed = free
                     slot = self._pick(task.deps, allowed, where, state)
+                    slot_zone = zone_of(slot.resources)
+                    self.cross_zone_bytes += bytes_across(by_zone, slot_zone)
+                    if klass[1] is not None and slot_zone != klass[1]:
+                        self.cross_zone_tasks += 1
+                        if klass[1] not in zones_left:
+                            zones_left.add(klass[1])
+                            log.warning("%s holds the inputs of %s but has no live node that "
+                                        "may run it: it runs in %s, reading them across zones",
+                                        klass[1], key, slot_zone)
                     state.start(key)
                     keys = [key]
                     if key not in solo:
@@ -585,6 +623,10 @@ class Dispatcher:
                            cpu_s, pool.cpus,
                            ended_at_s if math.isinf(first_task_at_s) else first_task_at_s,
                            ended_at_s, busy_s, tuple(self.departures))
+        if self.cross_zone_tasks:
+            log.warning("%d tasks ran outside the zone holding their inputs (%s had no live "
+                        "node for them); %d input bytes crossed zones", self.cross_zone_tasks,
+                        ", ".join(sorted(zones_left)), self.cross_zone_bytes)
         # the report rides on the record (``run_report``) for whoever measures a whole command
         log.info("dispatched %d task runs on %g actor CPUs in %.2f s: %.2f CPU-s in tasks, "
                  "%.0f %% of the actors' CPU time since the first task started",

@@ -27,6 +27,19 @@ actor may run (:func:`choose`):
 * else runs on any free actor: a type that is neither there nor coming never
   stalls the campaign (a local cluster without the plan's types runs the
   whole plan on what it has).
+
+Zones. A plan spread over zones renders one node type per zone, each node
+carrying its zone's resource (``eochain-zone-N``,
+:func:`~scheduler.fleet.departures.zone_of`). A task's zone is the one
+holding most of its input bytes (:func:`input_zone`; a task without inputs,
+a product's plan, has none and goes anywhere), so a product's tasks follow
+its plan's zone and the bytes its DAG moves stay in one AZ. While its zone
+has a live actor the placement allows, a task runs only there (it waits
+while they are busy, rather than read its inputs across zones); when its
+zone has none left (a spot zone lost, its nodes draining or gone, or none of
+the task's types there) it falls back to the rules above, in any zone, and
+the dispatcher counts the move and the bytes it reads across zones
+(:func:`input_bytes_by_zone`).
 """
 
 from __future__ import annotations
@@ -37,7 +50,10 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol, TypeVar
 
-__all__ = ["Choice", "Placement", "candidates", "choose", "surplus_nodes"]
+from scheduler.fleet.departures import zone_of
+
+__all__ = ["Choice", "Placement", "bytes_across", "candidates", "choose", "input_bytes_by_zone",
+           "input_zone", "surplus_nodes"]
 
 Pool = tuple[str, str]
 
@@ -104,10 +120,50 @@ def _accepted(resources: tuple[str, ...], substitutions: tuple[tuple[Pool, Pool]
     return frozenset(out)
 
 
+def input_bytes_by_zone(deps: Iterable[str], where: Mapping[str, str],
+                        bytes_of: Mapping[str, int], tags_of: Mapping[str, frozenset[str]]
+                        ) -> dict[str | None, int]:
+    """Bytes of a task's held inputs per zone of the node holding them (None: a node of no
+    zone); ``where``: input -> node, ``tags_of``: node -> its custom resources."""
+    out: dict[str | None, int] = {}
+    for d in deps:
+        node = where.get(d)
+        if node is not None:
+            zone = zone_of(tags_of.get(node, ()))
+            out[zone] = out.get(zone, 0) + bytes_of.get(d, 0)
+    return out
+
+
+def input_zone(by_zone: Mapping[str | None, int]) -> str | None:
+    """The zone a task belongs to: the one holding most of its input bytes (ties: the first
+    by name); None when no input is held in a zone (a product's plan task)."""
+    zones = sorted(z for z in by_zone if z is not None)
+    return max(zones, key=lambda z: by_zone[z]) if zones else None
+
+
+def bytes_across(by_zone: Mapping[str | None, int], zone: str | None) -> int:
+    """The input bytes (:func:`input_bytes_by_zone`) a node in ``zone`` reads from nodes of
+    other zones (0 where either zone is unknown: a cluster without zone resources)."""
+    if zone is None:
+        return 0
+    return sum(b for z, b in by_zone.items() if z is not None and z != zone)
+
+
+def _home(placement: Placement, resources: tuple[str, ...], slots: Sequence[S],
+          zone: str | None) -> list[S]:
+    """The actors of ``slots`` in ``zone`` that the placement allows to run the task."""
+    if zone is None:
+        return []
+    return [s for s in slots
+            if zone_of(s.resources) == zone and placement.allows(resources, s.resources)]
+
+
 def candidates(placement: Placement, resources: tuple[str, ...],
-               free: Sequence[S]) -> list[S]:
-    """The free actors a task goes to: those of its own types when any is free, else those
-    the placement allows (of nodes the plan placed nothing on)."""
+               free: Sequence[S], zone: str | None = None) -> list[S]:
+    """The free actors a task goes to: those of its zone when it has any (module docstring),
+    among them those of its own types when any is free, else those the placement allows
+    (of nodes the plan placed nothing on)."""
+    free = _home(placement, resources, free, zone) or free
     if not resources:
         return list(free)
     accepted = placement.accepted(resources)
@@ -117,8 +173,11 @@ def candidates(placement: Placement, resources: tuple[str, ...],
 
 def choose(placement: Placement, resources: tuple[str, ...], free: Sequence[SlotLike],
            usable: Sequence[SlotLike], requested: Iterable[Pool], waited_s: float,
-           wait_s: float) -> Choice:
-    """What to do with a ready task now (module docstring); ``free`` is non-empty."""
+           wait_s: float, zone: str | None = None) -> Choice:
+    """What to do with a ready task of ``zone`` now (module docstring); ``free`` is
+    non-empty."""
+    if _home(placement, resources, usable, zone):
+        return Choice.OWN if _home(placement, resources, free, zone) else Choice.WAIT
     if any(placement.allows(resources, s.resources) for s in free):
         return Choice.OWN
     if any(placement.allows(resources, s.resources) for s in usable):

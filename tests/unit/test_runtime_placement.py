@@ -1,4 +1,4 @@
-"""Actor choice (locality, node-type preference) and the ``eochain run`` helpers, without Ray."""
+"""Actor choice (locality, zones, node-type preference) and `eochain run`'s helpers, no Ray."""
 
 from __future__ import annotations
 
@@ -8,10 +8,19 @@ import pytest
 
 from planner.plan_document import plan_document_from_dict
 from scheduler.cli.run import plan_placement, summary
+from scheduler.fleet.cluster_config import zone_resource
 from scheduler.fleet.departures import Departure, DepartureCause
 from scheduler.products.flow import FlowReport
 from scheduler.runtime.dispatch import Dispatcher, RunReport, _Slot
-from scheduler.runtime.placement import Choice, Placement, candidates, choose
+from scheduler.runtime.placement import (
+    Choice,
+    Placement,
+    bytes_across,
+    candidates,
+    choose,
+    input_bytes_by_zone,
+    input_zone,
+)
 from scheduler.runtime.state import DispatchState, Failure, Task, TaskGraph
 
 pytestmark = pytest.mark.unit
@@ -77,6 +86,52 @@ def test_a_task_waits_for_its_type_while_it_is_busy_or_coming_then_runs_anywhere
     assert choose(PLACEMENT, ORTHO, [stereo], usable, coming, 60.0, 60.0) is Choice.ANY
     # ... and at once when it is neither there nor coming: never stall
     assert choose(PLACEMENT, ORTHO, [stereo], usable, [], 0.0, 60.0) is Choice.ANY
+
+
+Z0, Z1 = zone_resource(0), zone_resource(1)
+
+
+def test_a_tasks_zone_is_the_one_holding_most_of_its_input_bytes() -> None:
+    tags_of = {"n0": frozenset({*STEREO, Z0}), "n1": frozenset({*STEREO, Z1}),
+               "bare": frozenset(STEREO)}
+    where = {"plan": "n1", "a": "n0", "b": "n0", "c": "bare"}
+    by_zone = input_bytes_by_zone(("plan", "a", "b", "c"), where,
+                                  {"plan": 100, "a": 30, "b": 30, "c": 7}, tags_of)
+    assert by_zone == {Z1: 100, Z0: 60, None: 7}
+    assert input_zone(by_zone) == Z1
+    assert input_zone({Z1: 5, Z0: 5}) == Z0  # a tie: the first by name, whatever the order
+    # a product's plan task (no input), or a cluster without zones: no zone
+    assert input_zone({}) is None and input_zone({None: 7}) is None
+    # what a node of each zone would read across zones (unknown zones count nothing)
+    assert bytes_across(by_zone, Z0) == 100 and bytes_across(by_zone, Z1) == 60
+    assert bytes_across(by_zone, None) == 0
+
+
+def test_a_task_stays_in_its_zone_while_the_zone_has_a_node_for_it() -> None:
+    here, there = _slot("n1", *STEREO, Z1), _slot("n0", *STEREO, Z0)
+    busy_here = _slot("n1", *STEREO, Z1, running=2)
+    # its zone's actor is free: only it
+    assert choose(PLACEMENT, STEREO, [there, here], [there, here], [], 0.0, 60.0, Z1) \
+        is Choice.OWN
+    assert candidates(PLACEMENT, STEREO, [there, here], Z1) == [here]
+    assert candidates(PLACEMENT, (), [there, here], Z1) == [here]  # a task of no type too
+    # busy: wait for it, rather than read the inputs across zones
+    assert choose(PLACEMENT, STEREO, [there], [there, busy_here], [], 0.0, 60.0, Z1) \
+        is Choice.WAIT
+    # without a zone (a plan task, a cluster without zones): any free actor of its types
+    assert choose(PLACEMENT, STEREO, [there], [there, busy_here], [], 0.0, 60.0) is Choice.OWN
+
+
+def test_a_task_leaves_its_zone_only_when_the_zone_has_no_node_for_it() -> None:
+    there = _slot("n0", *STEREO, Z0)
+    # its zone lost (nodes gone or draining: not usable): another zone's node of its type
+    assert choose(PLACEMENT, STEREO, [there], [there], [], 0.0, 60.0, Z1) is Choice.OWN
+    assert candidates(PLACEMENT, STEREO, [there], Z1) == [there]
+    # its zone has nodes, but only of another stage's type: the same
+    dsm_here = _slot("n1", *DSM, Z1)
+    assert choose(PLACEMENT, STEREO, [there, dsm_here], [there, dsm_here], [], 0.0, 60.0, Z1) \
+        is Choice.OWN
+    assert candidates(PLACEMENT, STEREO, [there, dsm_here], Z1) == [there]
 
 
 def test_a_fallback_pool_takes_over_the_stages_of_the_pool_it_replaces() -> None:
