@@ -192,7 +192,7 @@ class _Level:
         self.block_rows = -(-height // COG_BLOCK_PX)
         self.block_cols = -(-width // COG_BLOCK_PX)
         self.buffers: dict[int, NDArray[Any]] = {}
-        self.received: dict[int, int] = {}  # pixels (full resolution) or children done
+        self.received: dict[int, int] = {}  # band-pixels (full resolution) or children done
         self.submitted: set[int] = set()
         self.encoded: dict[int, bytes] = {}
         self.next_block = 0
@@ -298,11 +298,22 @@ class CogWriter:
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="cog")
         return self
 
-    def write(self, window: Window, data: NDArray[np.generic]) -> None:
-        """Write a (bands, rows, cols) tile at ``window`` of the geobox."""
+    def write(self, window: Window, data: NDArray[np.generic], band: int | None = None) -> None:
+        """Write a (bands, rows, cols) tile at ``window`` of the geobox; with ``band``, a
+        (1, rows, cols) tile of that band alone (0-based; a block is complete once
+        every band of its pixels has arrived).
+
+        A tile may arrive in pieces, each written once: a tile that travelled
+        between processes in row bands is written band by band, without first
+        joining it into one array.
+        """
         if self._pool is None:
             raise RasterWriteError(f"{self.dest}: write() outside the writer's `with` block")
-        expected = (self.count, window.height, window.width)
+        if band is not None and not 0 <= band < self.count:
+            raise GeometryError(
+                f"{self.dest}: band {band} written, expected 0 to {self.count - 1}")
+        bands = self.count if band is None else 1
+        expected = (bands, window.height, window.width)
         if data.shape != expected:
             raise GeometryError(
                 f"{self.dest}: tile of shape {data.shape} for window {window}, expected {expected}"
@@ -326,10 +337,15 @@ class CogWriter:
                 part = data[:, r0 - window.row_off:r1 - window.row_off,
                             c0 - window.col_off:c1 - window.col_off]
                 block = self._buffer(level, flat)
-                block[r0 - br * b:r1 - br * b, c0 - bc * b:c1 - bc * b] = np.moveaxis(part, 0, -1)
-                level.received[flat] = level.received.get(flat, 0) + (r1 - r0) * (c1 - c0)
+                target = block[r0 - br * b:r1 - br * b, c0 - bc * b:c1 - bc * b]
+                if band is None:
+                    target[...] = np.moveaxis(part, 0, -1)
+                else:
+                    target[..., band] = part[0]
+                # band-pixels: each band of each pixel written once
+                level.received[flat] = level.received.get(flat, 0) + (r1 - r0) * (c1 - c0) * bands
                 rows, cols = level.valid_shape(flat)
-                if level.received[flat] >= rows * cols:
+                if level.received[flat] >= rows * cols * self.count:
                     self._submit(level, flat)
         # Back-pressure: a few blocks per worker in flight bound the memory.
         self._collect(wait=False)

@@ -38,7 +38,7 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, ClassVar, cast
 
 import numpy as np
 import rasterio
@@ -62,7 +62,7 @@ from scheduler.products.manifest import Manifest, ProductRecord
 from scheduler.products.provenance import ProductMetadata
 from scheduler.products.stac import item_bytes, item_links, make_item, stac_key
 from scheduler.products.store import STALE_TEMP_S, LocalStore, S3Store, sha256_file
-from scheduler.runtime.actors import TaskContext
+from scheduler.runtime.actors import ArrayParts, TaskContext
 from scheduler.runtime.errors import FlowError
 
 if TYPE_CHECKING:
@@ -324,8 +324,11 @@ class WriteCogTask:
     datetime_iso: str = "1970-01-01T00:00:00+00:00"
     #: CRS with heights, band units, acquisition and provenance (file tags and STAC item)
     meta: ProductMetadata | None = None
+    #: the tiles may come as :class:`ArrayParts`: written piece by piece, never joined
+    takes_array_parts: ClassVar[bool] = True
 
-    def __call__(self, ctx: TaskContext, *tiles: NDArray[np.generic]) -> ProductRecord:
+    def __call__(self, ctx: TaskContext, *tiles: NDArray[np.generic] | ArrayParts
+                 ) -> ProductRecord:
         if self.store is None:
             raise FlowError(f"{self.label}: this {self.op} product goes to a file, not a store; "
                             "expected it run by scheduler.products.one_product")
@@ -335,16 +338,18 @@ class WriteCogTask:
             self.write_file(scratch, tiles)
             digest = sha256_file(scratch)
             nbytes = scratch.stat().st_size
-            self.store.put_file(self.object_key, scratch)
+            self.store.move_file(self.object_key, scratch)
         finally:
             scratch.unlink(missing_ok=True)
         return self.publish_record(digest, nbytes)
 
-    def write_file(self, path: Path, tiles: Iterable[NDArray[np.generic]]) -> None:
+    def write_file(self, path: Path, tiles: Iterable[NDArray[np.generic] | ArrayParts]) -> None:
         """The product's COG at ``path`` (atomically), from its tiles in window order.
 
         ``tiles`` may be a generator: a one-product run streams them in as they are
-        computed (:mod:`scheduler.products.one_product`).
+        computed (:mod:`scheduler.products.one_product`). A tile in
+        :class:`ArrayParts` (from another actor, through Ray's object store) is
+        written band by band from its pieces, where they lie.
         """
         meta = self.meta
         with CogWriter(path, self.geobox, count=self.count, dtype=self.dtype,
@@ -353,7 +358,12 @@ class WriteCogTask:
                        units=None if meta is None else meta.band_units,
                        tags=None if meta is None else meta.tags()) as out:
             for window, tile in zip(self.windows, tiles, strict=True):
-                out.write(window, tile)
+                if not isinstance(tile, ArrayParts):
+                    out.write(window, tile)
+                    continue
+                for band, row, rows in tile.band_rows():
+                    out.write(Window(window.row_off + row, window.col_off, rows.shape[1],
+                                     window.width), rows, band=band)
 
     def publish_record(self, digest: str, nbytes: int) -> ProductRecord:
         """Publish the STAC item and the manifest record of the product just published.

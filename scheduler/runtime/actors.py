@@ -25,7 +25,9 @@ A sink's value comes back inline with the statuses, since the driver fetches
 it anyway.
 
 A kept array larger than :data:`PART_BYTES` travels as :class:`ArrayParts`
-and is joined again on the actor that consumes it: Ray copies every buffer
+and is joined again on the actor that consumes it, unless its consumer takes
+the pieces (the product writer writes them where they lie, sparing a copy of
+every tile of the product): Ray copies every buffer
 over 1 MiB into the object store with six threads it starts for that copy
 (``parallel_memcopy``), which on a node whose cores all run tasks wait for a
 core and take it from a task; 1 MiB pieces are copied by one ``memcpy``
@@ -41,7 +43,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -55,7 +57,14 @@ PART_BYTES = 1 << 20
 
 
 class ArrayParts(NamedTuple):
-    """An array in contiguous pieces of at most :data:`PART_BYTES` (views, not copies)."""
+    """An array in contiguous pieces of at most :data:`PART_BYTES` (views, not copies).
+
+    The pieces are row bands of each plane (``value[..., r0:r1, :]`` for each
+    index of the leading axes), in C order: a consumer that can take a tile
+    by bands (:meth:`band_rows`, :meth:`~ops.raster.raster_io.CogWriter.write`
+    with ``band``) uses them where they lie in the object store, without the
+    copy of :meth:`join`.
+    """
 
     shape: tuple[int, ...]
     parts: tuple[np.ndarray, ...]
@@ -67,13 +76,28 @@ class ArrayParts(NamedTuple):
         if not isinstance(value, np.ndarray) or value.nbytes <= PART_BYTES \
                 or not value.flags.c_contiguous:
             return value
-        flat = value.reshape(-1)
-        step = max(1, PART_BYTES // value.itemsize)
-        return cls(value.shape, tuple(flat[i:i + step] for i in range(0, flat.size, step)))
+        planes = (value.reshape(-1, *value.shape[-2:]) if value.ndim >= 2
+                  else value.reshape(1, -1, 1))
+        step = max(1, PART_BYTES // (planes.shape[2] * value.itemsize))
+        return cls(value.shape, tuple(plane[r:r + step] for plane in planes
+                                      for r in range(0, plane.shape[0], step)))
 
     def join(self) -> np.ndarray:
         """The array again (one copy)."""
         return np.concatenate(self.parts).reshape(self.shape)
+
+    def band_rows(self) -> Iterator[tuple[int, int, np.ndarray]]:
+        """``(band, first row, (1, rows, cols) view)`` per piece of a (bands, rows, cols)
+        array."""
+        if len(self.shape) != 3:
+            raise TypeError(f"band_rows of an array of shape {self.shape}, expected "
+                            "(bands, rows, cols)")
+        row = band = 0
+        for part in self.parts:
+            yield band, row, part[np.newaxis]
+            row += part.shape[0]
+            if row == self.shape[1]:
+                band, row = band + 1, 0
 
 
 def joined(value: object) -> object:
@@ -168,13 +192,18 @@ def execute_batch(calls: tuple[BatchCall, ...], ctx: TaskContext, *inputs: objec
 
     Returns ``(statuses, groups)``: per call its status and, for a sink, its
     value (``None`` for a kept one); ``groups[g]`` holds the values of the
-    calls of group ``g``, in order (``None`` where the task failed).
+    calls of group ``g``, in order (``None`` where the task failed). Inputs
+    that travelled as :class:`ArrayParts` are joined first, unless the
+    function says it takes them in pieces (``takes_array_parts = True``).
     """
     statuses: list[tuple[TaskStatus, object]] = []
     groups: list[list[object]] = []
     i = 0
     for fn, arity, group in calls:
-        status, value = execute(fn, ctx, *inputs[i:i + arity])
+        args = inputs[i:i + arity]
+        if not getattr(fn, "takes_array_parts", False):
+            args = tuple(map(joined, args))
+        status, value = execute(fn, ctx, *args)
         i += arity
         if record is not None:
             record(fn, status)
@@ -233,7 +262,7 @@ class TileWorker:
         Called with ``num_returns = 1 + groups made``; with nothing kept the one
         return is the list of (status, sink value).
         """
-        inputs = [joined(groups[g][item]) for g, item in picks]
+        inputs = [groups[g][item] for g, item in picks]
         statuses, made = execute_batch(calls, self.ctx, *inputs, record=self._record)
         if not made:
             return statuses

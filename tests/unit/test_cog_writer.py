@@ -18,7 +18,7 @@ import rasterio
 import rasterio.shutil
 from rio_cogeo.cogeo import cog_validate
 
-from ops.errors import RasterWriteError
+from ops.errors import GeometryError, RasterWriteError
 from ops.raster import raster_io
 from ops.raster.cog_layout import GHOST_HEADER_BODY
 from ops.raster.raster_io import CogWriter, overview_shapes
@@ -132,6 +132,23 @@ def test_tile_order_does_not_change_a_byte(tmp_path: Path) -> None:
     _ours(data, geobox, 0, tmp_path / "rows.tif", tile=(1024, 1024))
     _ours(data, geobox, 0, tmp_path / "shuffled.tif", tile=(200, 333), shuffle=True, workers=3)
     assert (tmp_path / "rows.tif").read_bytes() == (tmp_path / "shuffled.tif").read_bytes()
+
+
+def test_tiles_written_band_by_band_in_row_pieces_make_the_same_bytes(tmp_path: Path) -> None:
+    """As a tile that travelled in :class:`~scheduler.runtime.actors.ArrayParts` is written."""
+    geobox = GeoBox("EPSG:32631", UTM, 600, 700)
+    data = _image(3, 600, 700, "float32", -9999.0)
+    _ours(data, geobox, -9999.0, tmp_path / "whole.tif", tile=(600, 700))
+    pieces = [(b, r) for b in range(3) for r in range(0, 600, 130)]
+    random.Random(5).shuffle(pieces)
+    with CogWriter(tmp_path / "pieces.tif", geobox, count=3, dtype="float32",
+                   nodata=-9999.0) as out:
+        for b, r in pieces:
+            rows = min(130, 600 - r)
+            out.write(Window(r, 0, rows, 700), data[b:b + 1, r:r + rows], band=b)
+        with pytest.raises(GeometryError, match="band 3 written, expected 0 to 2"):
+            out.write(Window(0, 0, 1, 700), data[:1, :1], band=3)
+    assert (tmp_path / "whole.tif").read_bytes() == (tmp_path / "pieces.tif").read_bytes()
 
 
 def test_layout_is_gdals(tmp_path: Path) -> None:

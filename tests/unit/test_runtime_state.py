@@ -272,6 +272,24 @@ def test_a_batch_runs_in_order_groups_consumed_values_and_isolates_failures() ->
     assert all(s.cpu_s >= 0.0 and s.started_at_s > 0.0 for s, _ in statuses)
 
 
+def test_arrays_in_pieces_are_joined_unless_the_function_takes_the_pieces() -> None:
+    from scheduler.runtime.actors import ArrayParts, execute_batch
+
+    class TakesPieces:
+        takes_array_parts = True
+
+        def __call__(self, ctx: TaskContext, tile: object) -> str:
+            return type(tile).__name__
+
+    def kind(ctx: TaskContext, tile: object) -> str:
+        return type(tile).__name__
+
+    parts = ArrayParts.of(np.zeros((1, 1024, 1024), np.uint16))
+    statuses, _ = execute_batch(((kind, 1, -1), (TakesPieces(), 1, -1)), TaskContext(),
+                                parts, parts)
+    assert [v for _, v in statuses] == ["ndarray", "ArrayParts"]
+
+
 def test_the_last_sinks_work_is_interleaved_so_they_finish_side_by_side() -> None:
     """Three products p (plan) -> t0, t1 (tiles) -> w (write), depth first::
 
@@ -301,11 +319,19 @@ def test_large_arrays_travel_in_pieces_ray_copies_without_threads() -> None:
     tile = np.arange(3 * 700 * 1000, dtype=np.uint16).reshape(3, 700, 1000)  # 4.2 MB
     parts = ArrayParts.of(tile)
     assert isinstance(parts, ArrayParts)
-    assert len(parts.parts) == 5 and all(p.nbytes <= PART_BYTES for p in parts.parts)
+    # row bands of each band: 524 rows of 2000 bytes, then the band's last 176
+    assert [p.shape for p in parts.parts] == [(524, 1000), (176, 1000)] * 3
+    assert all(p.nbytes <= PART_BYTES for p in parts.parts)
     assert all(np.shares_memory(p, tile) for p in parts.parts)  # views: no copy made
     back = joined(parts)
     assert isinstance(back, np.ndarray) and back.dtype == tile.dtype
     np.testing.assert_array_equal(back, tile)
+    for band, row, rows in parts.band_rows():  # where a writer puts each piece
+        np.testing.assert_array_equal(rows, tile[band:band + 1, row:row + rows.shape[1]])
+    assert [(b, r) for b, r, _ in parts.band_rows()] == [(b, r) for b in range(3)
+                                                        for r in (0, 524)]
+    flat = np.arange(600_000, dtype=np.float64)  # 4.8 MB in one dimension
+    assert np.array_equal(joined(ArrayParts.of(flat)), flat)
     small = np.zeros((1, 512, 1024), np.uint16)  # exactly 1 MiB: one memcpy already
     assert ArrayParts.of(small) is small and joined(small) is small
     strided = tile[:, ::2]
