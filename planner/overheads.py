@@ -29,18 +29,22 @@ Ray's object store, not S3::
                + (rows - 1) / block_rows + 1   (block rows the window spans on
                  average over its offset: GDAL's /vsis3/ merges the adjacent
                  blocks of one block row into one ranged GET; 0 for a header read)
-         + per product published: 1 (the server-side copy's HEAD) + PRODUCT_GETS
-    PUTs = per product published: transfers x publish(bytes) + PRODUCT_PUTS
+         + per product published: PRODUCT_GETS
+    PUTs = per product published: publish(bytes) + PRODUCT_PUTS
     publish(b) = 1 if b <= part_bytes else ceil(b / part_bytes) + 2
 
 ``publish`` is one upload (boto3's ``upload_file``: multipart beyond a part of
-``part_bytes``, the store's 64 MiB, with a create and a complete call); ``transfers`` is 2
-(``transfers_per_publish``): the store uploads to a temporary key, then
-copies it server-side onto the key, part by part (``scheduler/products/store.py``). ``PRODUCT_GETS`` and
-``PRODUCT_PUTS`` are a product's bookkeeping: the lease taken and released
-(a read and a conditional write each, ``scheduler/products/lease.py``), the
-manifest record and the STAC item (each a small publish), the record check
-before and the stat after. A task redone after a loss reads its windows
+``part_bytes``, the store's 64 MiB, with a create and a complete call), straight
+to the product's key: a multipart upload is visible only once complete, so the
+store needs no temporary key and server-side copy (``scheduler/products/store.py``;
+the copy doubled the PUTs). ``PRODUCT_GETS`` and ``PRODUCT_PUTS`` are a
+product's bookkeeping, as counted on an S3 server (``tests/integration/test_runtime_s3.py``):
+the lease taken (a read and a conditional write, ``scheduler/products/lease.py``;
+its release is a DELETE, free), the manifest record and the STAC item (one
+PUT each), the record check before, the stat after, and the STAC item read
+into the campaign's collection. The campaign's own requests (listings,
+heartbeats and lease renewals, collection publishes) do not grow with its
+products and are left out. A task redone after a loss reads its windows
 again, so GETs scale with the tasks run. Raw rasters are taken as tiled
 (GeoTIFF/COG) with ``raw_block_rows`` rows per block; the DEM is read as one
 window of one block row per tile.
@@ -75,11 +79,9 @@ class Overheads:
     inter_az_usd_per_gb: float = 0.02
     #: Rows of a raw raster's block (a tiled GeoTIFF or COG; GDAL's COG default is 512).
     raw_block_rows: float = 512.0
-    #: Multipart threshold and part size of the store's uploads and copies
+    #: Multipart threshold and part size of the store's uploads
     #: (``S3_PART_BYTES`` in ``scheduler/products/store.py``; boto3's default is 8 MiB).
     multipart_part_bytes: float = 64.0 * 2**20
-    #: Multipart transfers per product published: the upload, then the server-side copy.
-    transfers_per_publish: float = 2.0
     #: Seconds an idle worker is kept before the autoscaler terminates it: eochain's
     #: clusters (``eochain cluster-config --idle-timeout-minutes``, default from here).
     #: The runtime shrinks its request as each stage's work runs out, so only nodes it
@@ -126,11 +128,11 @@ class DagTraffic:
     published_bytes: tuple[int, ...] = ()
 
 
-#: A product's bookkeeping requests beside its COG (module docstring): lease read x2,
-#: record check, stat after publishing, the copy HEADs of the record and the STAC item.
-PRODUCT_GETS = 6
-#: Lease conditional writes x2, record and STAC item published (upload and copy each).
-PRODUCT_PUTS = 6
+#: A product's bookkeeping requests beside its COG (module docstring): lease read,
+#: record check, stat after publishing, STAC item read into the collection.
+PRODUCT_GETS = 4
+#: Lease conditional write, record and STAC item published (one PUT each).
+PRODUCT_PUTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +140,7 @@ class StoreRequests:
     """S3 requests of one pass over the DAG: GETs (reads) and PUT-class requests (writes)."""
 
     window_gets: float         # raw windows read by tasks (again when a task is redone)
-    product_gets: float        # products' copies and bookkeeping
+    product_gets: float        # products' bookkeeping
     puts: float
 
 
@@ -155,9 +157,8 @@ def store_requests(o: Overheads, traffic: DagTraffic) -> StoreRequests:
         spanned = (rows - 1) / block + 1 if rows > 0 else 0.0
         window_gets += windows * (1 + spanned)
     products = len(traffic.published_bytes)
-    puts = o.transfers_per_publish * sum(publish_puts(b, o.multipart_part_bytes)
-                                         for b in traffic.published_bytes)
-    return StoreRequests(window_gets, products * (1 + PRODUCT_GETS), puts + products * PRODUCT_PUTS)
+    puts = sum(publish_puts(b, o.multipart_part_bytes) for b in traffic.published_bytes)
+    return StoreRequests(window_gets, products * PRODUCT_GETS, puts + products * PRODUCT_PUTS)
 
 
 def requests_usd(o: Overheads, traffic: DagTraffic, reread: float = 1.0) -> float:

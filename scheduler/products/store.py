@@ -1,23 +1,32 @@
 """Where products go: an :class:`ObjectStore` Protocol with a local and an S3 implementation.
 
-A product is visible only when complete. Both stores publish in two steps:
+A product is visible only when complete:
 
 * local: the bytes go to a hidden temporary file beside the destination
   (``.eochain-tmp-<run id>.<uuid>-<name>``), are flushed and fsynced, then
-  ``os.replace`` renames it onto the key (atomic on POSIX);
-* S3: the bytes are uploaded under ``<prefix>/_eochain_tmp/<run id>/<uuid>/<key>``,
-  then copied server-side onto the key (the object appears whole or not at
-  all) and the temporary object is deleted.
+  ``os.replace`` renames it onto the key (atomic on POSIX). A finished file
+  (the COG a worker assembled in its scratch folder) is published by
+  :meth:`~LocalStore.move_file`: fsynced and renamed onto the key when it is
+  on the store's filesystem, not copied;
+* S3: the bytes are uploaded straight to the key, in one PUT or, beyond
+  :data:`S3_PART_BYTES`, in a multipart upload, which S3 makes visible only
+  at its CompleteMultipartUpload, atomically: the object appears whole or not
+  at all, and a re-upload (a task redone after a lost node) replaces it
+  whole. No temporary key and server-side copy: that would double the PUTs.
 
 Each store value carries the id of the run that made it (:func:`new_run_id`,
-pickled with the store to every worker), and every temporary name carries
-that id. A writer killed between the two steps (a lost node, a killed
-driver) leaves a temporary file/object and no partial product;
-:meth:`ObjectStore.sweep_temps`, which the runtime calls when a campaign
-ends, removes the temporaries of its own run, of runs known dead (their
-heartbeat expired, :func:`scheduler.products.lease.dead_runs`) and those of
-other runs older than :data:`STALE_TEMP_S` (one hour: a temporary lives for
-the seconds of one upload), never a temporary another live run is publishing.
+pickled with the store to every worker), and every local temporary name
+carries that id. A writer killed midway (a lost node, a killed driver)
+leaves no partial product: a local temporary file, or an S3 incomplete
+multipart upload (invisible; its parts are billed until aborted; boto3
+aborts the uploads that fail in its hands). :meth:`ObjectStore.sweep_temps`,
+which the runtime calls when a campaign ends, removes local temporaries of
+its own run, of runs known dead (their heartbeat expired,
+:func:`scheduler.products.lease.dead_runs`) and those of other runs older
+than :data:`STALE_TEMP_S` (one hour: a temporary lives for the seconds of
+one upload), never a temporary another live run is publishing. An S3
+upload names no run, so only uploads older than :data:`STALE_TEMP_S` are
+aborted (and, in the Terraform bucket, any a day old: its lifecycle rule).
 
 Two more primitives serve coordination between drivers
 (:mod:`scheduler.products.lease`): :meth:`read_versioned` and
@@ -35,12 +44,13 @@ usual boto3 chain, never from the store's fields).
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import fcntl
 import hashlib
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, runtime_checkable
@@ -59,11 +69,10 @@ STALE_TEMP_S = 3600.0
 S3_CONNECT_TIMEOUT_S = 10.0
 S3_READ_TIMEOUT_S = 60.0
 S3_MAX_ATTEMPTS = 3
-#: Part size (and multipart threshold) of uploads and server-side copies. boto3's
-#: default, 8 MiB, makes a 3.5 GB DSM 420 parts twice over (upload, then copy): at
-#: $0.005 per 1,000 PUTs the requests cost more than the compute that made the
-#: product. 64 MiB parts cut them 8x; 4 parts in flight bound the upload's
-#: buffers to 256 MiB. The planner prices requests with the same size
+#: Part size (and multipart threshold) of uploads. boto3's default, 8 MiB, makes a
+#: 3.5 GB DSM 420 parts: at $0.005 per 1,000 PUTs the requests cost more than the
+#: compute that made the product. 64 MiB parts cut them 8x; 4 parts in flight
+#: bound the upload's buffers to 256 MiB. The planner prices requests with the same size
 #: (``multipart_part_bytes`` in ``planner/data/aws_catalog.json``).
 S3_PART_BYTES = 64 * 2**20
 S3_PARTS_IN_FLIGHT = 4
@@ -101,6 +110,8 @@ class ObjectStore(Protocol):
     def put_bytes(self, key: str, data: bytes) -> None: ...
 
     def put_file(self, key: str, path: Path) -> None: ...
+
+    def move_file(self, key: str, path: Path) -> None: ...
 
     def read_versioned(self, key: str) -> tuple[bytes, str] | None: ...
 
@@ -195,6 +206,21 @@ class LocalStore:
                 f.writelines(iter(lambda: src.read(1 << 20), b""))
 
         self._publish(key, copy)
+
+    def move_file(self, key: str, path: Path) -> None:
+        """Publish the finished file ``path`` under ``key``, consuming it: renamed onto the
+        key (after an fsync) when it is on the store's filesystem, else copied."""
+        dest = self._path(key)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(path, dest)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise StoreError(f"{self.uri(key)}: cannot move {path} there ({exc})") from exc
+            self.put_file(key, path)  # another filesystem: copied (atomically), then removed
+            path.unlink(missing_ok=True)
 
     def read_versioned(self, key: str) -> tuple[bytes, str] | None:
         """The bytes of ``key`` and their version (their SHA-256), or None when absent."""
@@ -306,9 +332,11 @@ def _transfer_config() -> Any:
 
 
 def _s3_errors() -> tuple[type[Exception], ...]:
+    from boto3.exceptions import Boto3Error
     from botocore.exceptions import BotoCoreError, ClientError
 
-    return (ClientError, BotoCoreError)
+    # boto3's managed transfers wrap a failed request as S3UploadFailedError, a Boto3Error
+    return (ClientError, BotoCoreError, Boto3Error)
 
 
 def _error_code(exc: Exception) -> str:
@@ -365,30 +393,25 @@ class S3Store:
             raise self._fail(key, "read", exc) from exc
         return digest.hexdigest()
 
-    def _commit(self, key: str, upload: Callable[[str], object]) -> None:
-        tmp = self._key(f"{S3_TMP_DIR}/{self.run_id}/{uuid.uuid4().hex[:12]}/{key}")
-        try:
-            upload(tmp)
-            self.client.copy(
-                {"Bucket": self.bucket, "Key": tmp}, self.bucket, self._key(key),
-                Config=_transfer_config(),
-            )
-        except (*_s3_errors(), OSError) as exc:  # type: ignore[misc]
-            raise self._fail(key, "write", exc) from exc
-        finally:
-            try:
-                self.client.delete_object(Bucket=self.bucket, Key=tmp)
-            except _s3_errors():
-                pass  # a leftover temporary object is swept at the end of the run
-
     def put_bytes(self, key: str, data: bytes) -> None:
-        self._commit(
-            key, lambda tmp: self.client.put_object(Bucket=self.bucket, Key=tmp, Body=data)
-        )
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        except _s3_errors() as exc:
+            raise self._fail(key, "write", exc) from exc
 
     def put_file(self, key: str, path: Path) -> None:
-        self._commit(key, lambda tmp: self.client.upload_file(
-            str(path), self.bucket, tmp, Config=_transfer_config()))
+        """Upload ``path`` to the key: one PUT, or a multipart upload visible only once
+        complete (module docstring)."""
+        try:
+            self.client.upload_file(str(path), self.bucket, self._key(key),
+                                    Config=_transfer_config())
+        except (*_s3_errors(), OSError) as exc:  # type: ignore[misc]
+            raise self._fail(key, "write", exc) from exc
+
+    def move_file(self, key: str, path: Path) -> None:
+        """:meth:`put_file`, then remove ``path``."""
+        self.put_file(key, path)
+        path.unlink(missing_ok=True)
 
     def read_versioned(self, key: str) -> tuple[bytes, str] | None:
         """The bytes of ``key`` and their ETag, or None when absent."""
@@ -426,6 +449,23 @@ class S3Store:
             raise StoreError(f"s3://{self.bucket}/{prefix}: cannot list ({exc})") from exc
         return objects
 
+    def _abort_uploads(self, prefix: str, cutoff: dt.datetime) -> list[str]:
+        """Abort the multipart uploads under ``prefix`` initiated before ``cutoff``: their
+        keys."""
+        aborted = []
+        try:
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=prefix)
+            for page in pages:
+                for upload in stale_uploads(page.get("Uploads", []), cutoff):
+                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"],
+                                                       UploadId=upload["UploadId"])
+                    aborted.append(str(upload["Key"]))
+        except _s3_errors() as exc:
+            raise StoreError(f"s3://{self.bucket}/{prefix}: cannot abort incomplete uploads "
+                             f"({exc})") from exc
+        return aborted
+
     def list_keys(self, prefix: str = "") -> list[str]:
         base = self.prefix.strip("/")
         full = f"{base}/{prefix}" if base else prefix
@@ -457,13 +497,15 @@ class S3Store:
 
     def sweep_temps(self, max_age_s: float = STALE_TEMP_S,
                     dead_runs: frozenset[str] = frozenset()) -> list[str]:
-        """Delete the temporary objects of this run and of ``dead_runs``, and others' older
+        """Abort the incomplete uploads under the prefix older than ``max_age_s`` (a killed
+        writer's; an upload names no run), and delete the temporary objects
+        (:meth:`check_writable`'s probe) of this run and of ``dead_runs``, and others' older
         than ``max_age_s``."""
         base = self.prefix.strip("/")
         tmp_root = f"{base}/{S3_TMP_DIR}/" if base else f"{S3_TMP_DIR}/"
         gone = dead_runs | {self.run_id}
         cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=max_age_s)
-        swept = []
+        swept = self._abort_uploads(f"{base}/" if base else "", cutoff)
         for obj in self._list_raw(tmp_root):
             k = str(obj["Key"])
             if k[len(tmp_root):].split("/", 1)[0] not in gone and obj["LastModified"] > cutoff:
@@ -474,6 +516,13 @@ class S3Store:
                 raise StoreError(f"s3://{self.bucket}/{k}: cannot delete ({exc})") from exc
             swept.append(k)
         return swept
+
+
+def stale_uploads(uploads: Iterable[Mapping[str, Any]], cutoff: dt.datetime
+                  ) -> list[Mapping[str, Any]]:
+    """The uploads (``ListMultipartUploads`` entries) initiated before ``cutoff``: a killed
+    writer's; a younger one may be a live writer's."""
+    return [u for u in uploads if u["Initiated"] <= cutoff]
 
 
 def s3_endpoint_from_env() -> str | None:

@@ -1,11 +1,12 @@
 """The S3 side of the runtime against moto's S3 server over real HTTP.
 
-* :class:`S3Store` publishes through a temporary key and a server-side copy,
-  leaves no temporary object, and sweeps the ones a killed writer left.
-* A product over one part goes up and is copied in the store's parts, as many
-  as the planner's request model prices.
+* :class:`S3Store` uploads straight to the key, leaves no temporary object,
+  and aborts the incomplete upload a killed writer left once it is stale.
+* A product over one part goes up in the store's parts, as many as the
+  planner's request model prices.
 * A flow writes its COGs, STAC items and manifest to ``s3://``; the bytes
-  equal those of a local run; a rerun recomputes nothing.
+  equal those of a local run, and the requests a product took are those the
+  planner prices; a rerun recomputes nothing.
 * Reading inputs from ``s3://``: an ortho tile reads only the window it
   declared. GDAL (``/vsis3/``) goes through a small counting proxy in front
   of the server, which sums the body bytes of every GET: per tile, the
@@ -14,6 +15,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import http.client
 import os
 import threading
@@ -24,15 +26,25 @@ from pathlib import Path
 import pytest
 
 from planner.catalog import load_catalog
-from planner.overheads import publish_puts
+from planner.overheads import DagTraffic, publish_puts, store_requests
 from scheduler.products.driver import Driver
 from scheduler.products.flow import SceneInput
-from scheduler.products.store import S3_PART_BYTES, S3_TMP_DIR, S3Store, open_store
+from scheduler.products.store import (
+    S3_PART_BYTES,
+    S3_TMP_DIR,
+    STALE_TEMP_S,
+    S3Store,
+    open_store,
+    stale_uploads,
+)
 from tests.conftest import aws_environment
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 BUCKET = "eochain-products"
+#: S3's PUT-class requests (LIST too, but a product lists nothing); DELETE is free
+PUT_CLASS = ("PutObject", "CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload",
+             "CopyObject", "UploadPartCopy")
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +62,13 @@ def _all_keys(store: S3Store) -> list[str]:
     return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
 
 
-def test_s3_store_commits_atomically_and_sweeps(s3_endpoint: str, tmp_path: Path) -> None:
+def _uploads(store: S3Store) -> list[str]:
+    return [u["Key"] for u in store.client.list_multipart_uploads(Bucket=BUCKET).get(
+        "Uploads", [])]
+
+
+def test_s3_store_publishes_whole_objects_and_sweeps_killed_uploads(
+        s3_endpoint: str, tmp_path: Path) -> None:
     store = open_store(f"s3://{BUCKET}/unit")
     assert isinstance(store, S3Store)
     src = tmp_path / "a.bin"
@@ -60,38 +78,30 @@ def test_s3_store_commits_atomically_and_sweeps(s3_endpoint: str, tmp_path: Path
     assert store.get_bytes("ortho/a.tif") == src.read_bytes()
     assert store.list_keys() == ["ortho/a.json", "ortho/a.tif"]
     assert store.exists("ortho/a.tif") and not store.exists("ortho/b.tif")
-    assert not [k for k in _all_keys(store) if S3_TMP_DIR in k]
-    # a writer killed after its upload, before the copy: only a temporary object remains; this
-    # run's own is swept at once, another run's only once older than STALE_TEMP_S (it may be
-    # publishing right now)
-    own = f"unit/{S3_TMP_DIR}/{store.run_id}/x/ortho/c.tif"
-    other = f"unit/{S3_TMP_DIR}/other-run/y/ortho/b.tif"
-    for key in (own, other):
-        store.client.put_object(Bucket=BUCKET, Key=key, Body=b"x")
-    assert store.list_keys() == ["ortho/a.json", "ortho/a.tif"]
-    assert store.sweep_temps() == [own]
-    assert [k for k in _all_keys(store) if S3_TMP_DIR in k] == [other]
+    assert not [k for k in _all_keys(store) if S3_TMP_DIR in k] and not _uploads(store)
+    # move_file consumes its file
+    store.move_file("ortho/m.tif", src)
+    assert not src.exists() and store.exists("ortho/m.tif")
+    # a writer killed mid-upload: an incomplete multipart upload, invisible, aborted by the
+    # sweep once older than STALE_TEMP_S (moto dates every upload 2010-11-10: old)
+    started = store.client.create_multipart_upload(Bucket=BUCKET, Key="unit/ortho/c.tif")
+    store.client.upload_part(Bucket=BUCKET, Key="unit/ortho/c.tif", PartNumber=1,
+                             UploadId=started["UploadId"], Body=b"x" * 1000)
+    assert store.list_keys() == ["ortho/a.json", "ortho/a.tif", "ortho/m.tif"]
+    assert _uploads(store) == ["unit/ortho/c.tif"]
+    assert store.sweep_temps() == ["unit/ortho/c.tif"] and not _uploads(store)
+    # a younger upload may be a live writer's: left alone
+    now = dt.datetime.now(dt.UTC)
+    young, old = {"Initiated": now}, {"Initiated": now - dt.timedelta(seconds=STALE_TEMP_S + 1)}
+    assert stale_uploads([young, old], now - dt.timedelta(seconds=STALE_TEMP_S)) == [old]
+    # check_writable's probe: a temporary object of the run, deleted; one a killed probe
+    # left is swept at once when the run's own, else once its run is dead
+    store.check_writable()
+    other = f"unit/{S3_TMP_DIR}/other-run/probe"
+    store.client.put_object(Bucket=BUCKET, Key=other, Body=b"")
+    assert store.sweep_temps() == []
     assert store.sweep_temps(dead_runs=frozenset({"other-run"})) == [other]  # its driver died
     assert not [k for k in _all_keys(store) if S3_TMP_DIR in k]
-    store.check_writable()
-    assert not [k for k in _all_keys(store) if S3_TMP_DIR in k]
-
-
-def test_s3_temporaries_of_a_live_run_survive_another_runs_sweep(s3_endpoint: str) -> None:
-    a = open_store(f"s3://{BUCKET}/shared")
-    b = open_store(f"s3://{BUCKET}/shared")
-    assert isinstance(a, S3Store) and isinstance(b, S3Store) and a.run_id != b.run_id
-    swept: list[list[str]] = []
-    real_copy = b.client.copy
-
-    def copy_after_a_sweeps(*args: object, **kwargs: object) -> object:
-        swept.append(a.sweep_temps())  # run a ends while b's object waits for its copy
-        return real_copy(*args, **kwargs)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(b.client, "copy", copy_after_a_sweeps)
-        b.put_bytes("ortho/s.tif", b"b's product")
-    assert swept == [[]] and b.get_bytes("ortho/s.tif") == b"b's product"
 
 
 @pytest.fixture(scope="module")
@@ -113,10 +123,32 @@ def test_flow_writes_products_to_s3_like_a_local_run(s3_endpoint: str, scene,  #
         return Driver(address="serial").get_flow(inputs).ortho(dem=dem, tile_px=512).write(dest)
 
     local = flow(str(tmp_path / "local")).run()
-    remote = flow(f"s3://{BUCKET}/campaign").run()
-    assert local.ok and remote.ok
     store = open_store(f"s3://{BUCKET}/campaign")
     assert isinstance(store, S3Store)
+    calls: list[tuple[str, str]] = []
+
+    def count(event_name: str, params: dict[str, object], **kwargs: object) -> None:
+        calls.append((event_name.rsplit(".", 1)[1], str(params.get("Key", ""))))
+
+    # the serial run's store shares this process's client
+    store.client.meta.events.register("before-parameter-build.s3", count)
+    try:
+        remote = flow(f"s3://{BUCKET}/campaign").run()
+    finally:
+        store.client.meta.events.unregister("before-parameter-build.s3", count)
+    assert local.ok and remote.ok
+    # the product's requests (its COG, STAC item, manifest record and lease; not the
+    # campaign's listings, probe, heartbeat and collection) are those the planner prices
+    (record,) = store.list_keys("_manifest/")
+    product_key = record.rsplit("/", 1)[1].removesuffix(".json")
+    mine = [op for op, key in calls
+            if product_key in key or key.endswith(("/ortho/v0.tif", "/ortho/v0.json"))]
+    nbytes = len(store.get_bytes("ortho/v0.tif"))
+    priced = store_requests(load_catalog().overheads,
+                            DagTraffic(0.0, nbytes, tasks=1, output_tasks=1,
+                                       published_bytes=(nbytes,)))
+    assert sum(op in PUT_CLASS for op in mine) == priced.puts, mine
+    assert sum(op in ("GetObject", "HeadObject") for op in mine) == priced.product_gets, mine
     keys = store.list_keys()
     assert "ortho/v0.tif" in keys and "ortho/v0.json" in keys
     assert len([k for k in keys if k.startswith("_manifest/")]) == 1
@@ -274,20 +306,29 @@ def test_ray_workers_publish_to_s3(s3_endpoint: str, scene, tmp_path: Path) -> N
 
 
 def test_s3_store_parts_are_what_the_planner_prices(s3_endpoint: str, tmp_path: Path) -> None:
-    """A product one byte over a part goes up (and is copied) in two parts, and the planner's
-    request model, with the shipped catalog, counts the PUTs that took."""
+    """A product one byte over a part goes up in two parts, straight to its key, and the
+    planner's request model, with the shipped catalog, counts the PUTs that took."""
     store = open_store(f"s3://{BUCKET}/parts")
     assert isinstance(store, S3Store)
     src = tmp_path / "big.tif"
     nbytes = S3_PART_BYTES + 1
     with open(src, "wb") as f:
         f.truncate(nbytes)
-    store.put_file("dsm/big.tif", src)
+    calls: list[str] = []
+
+    def count(event_name: str, **kwargs: object) -> None:
+        calls.append(event_name.rsplit(".", 1)[1])
+
+    store.client.meta.events.register("before-parameter-build.s3", count)
+    try:
+        store.put_file("dsm/big.tif", src)
+    finally:
+        store.client.meta.events.unregister("before-parameter-build.s3", count)
     head = store.client.head_object(Bucket=BUCKET, Key="parts/dsm/big.tif")
     assert head["ContentLength"] == nbytes
     parts = int(head["ETag"].strip('"').rsplit("-", 1)[1])  # a multipart object's ETag: md5-N
     assert parts == 2
-    overheads = load_catalog().overheads
-    # one upload: create, the parts, complete; the copy the same (transfers_per_publish)
-    assert publish_puts(nbytes, overheads.multipart_part_bytes) == parts + 2
-    assert overheads.transfers_per_publish == 2
+    # one upload: create, the parts, complete; no copy
+    assert publish_puts(nbytes, load_catalog().overheads.multipart_part_bytes) == parts + 2
+    assert sorted(calls) == ["CompleteMultipartUpload", "CreateMultipartUpload", "UploadPart",
+                             "UploadPart"]

@@ -209,8 +209,8 @@ def test_store_reads_and_writes_declared() -> None:
     o = Overheads(raw_block_rows=512, multipart_part_bytes=8 * 2**20)
     req = store_requests(o, traffic)
     assert req.window_gets == 1 + 2 * 3
-    assert req.puts == 2 * (3 + 2) + 6  # upload and copy of 3 parts each, and bookkeeping
-    assert req.product_gets == 1 + 6
+    assert req.puts == (3 + 2) + 3  # one upload of 3 parts, straight to the key; bookkeeping
+    assert req.product_gets == 4
     once = overhead_cost(o, traffic, makespan_s=0.0, node_s=0.0, instances=0,
                          head_usd_per_h=0.0).requests_usd
     twice = overhead_cost(o, traffic, makespan_s=0.0, node_s=0.0, instances=0,
