@@ -17,10 +17,15 @@ State machine and inputs:
    between invocations (generating them takes minutes).
 2. A campaign file listing the views by ``uri`` (with their footprint and
    size), written next to them.
-3. A local Ray with all ``--cpus`` (default: every core, a 1 GiB object
-   store) is started in this process; its start-up, and the time until its
-   processes are quiet (its agents go on importing after ``ray.init``), are
-   stated on their own.
+3. Before each run a local Ray with all ``--cpus`` (default: every core, a
+   1 GiB object store) is started in this process, as ``eochain run`` without
+   ``--address`` starts its own; its start-up, and the time until its
+   processes are quiet (its agents and the worker processes Ray starts ahead
+   of tasks go on importing after ``ray.init``), are stated on their own, and
+   Ray is shut down after the run. The run's actors take those worker
+   processes, as in the command. ``--reuse-ray`` starts Ray once for all runs
+   instead: each run's actors then start new worker processes (Ray started
+   its own for the first run only), as on a cluster that ran jobs before.
 4. ``--repeat`` times, ``eochain run CAMPAIGN --dem DEM --out OUT -q`` runs in
    this process (the click command itself, as the console script calls it);
    it finds Ray connected and uses it. The dispatcher's report (the
@@ -318,6 +323,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--scenes", type=Path, default=None,
                         help="folder keeping the generated scenes between invocations "
                              "(default: a temporary one)")
+    parser.add_argument("--reuse-ray", action="store_true",
+                        help="one Ray for all runs (default: a new one before each run, as "
+                             "`eochain run` starts its own)")
     args = parser.parse_args(argv)
     use_loopback()
     import ray
@@ -333,27 +341,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             campaign, dem = write_campaign(root, args.seeds, args.size, args.tile)
         if args.dem_spacing > 1:
             dem = coarse_dem(dem, args.dem_spacing)
-        t0 = time.perf_counter()
-        ray.init(address="local", num_cpus=args.cpus, include_dashboard=False,
-                 log_to_driver=False, object_store_memory=1 << 30)
-        ray_start_s = time.perf_counter() - t0
-        try:
-            settle_s = ray_settle()
-            for k in range(args.repeat):
+        starts: list[tuple[float, float]] = []
+        for k in range(args.repeat):
+            if not ray.is_initialized():
+                t0 = time.perf_counter()
+                ray.init(address="local", num_cpus=args.cpus, include_dashboard=False,
+                         log_to_driver=False, object_store_memory=1 << 30)
+                starts.append((time.perf_counter() - t0, ray_settle()))
+            try:
                 runs.append(run_once(campaign, dem, root / f"out{k}"))
-                print(f"run {k + 1}: share {runs[-1]['share']:.3f}, command "
-                      f"{runs[-1]['command_s']:.2f} s, load {runs[-1]['load_average_1min']}")
-        finally:
-            ray.shutdown()
+            finally:
+                if not args.reuse_ray or k == args.repeat - 1:
+                    ray.shutdown()
+            print(f"run {k + 1}: share {runs[-1]['share']:.3f}, command "
+                  f"{runs[-1]['command_s']:.2f} s, load {runs[-1]['load_average_1min']}")
     finally:
+        if ray.is_initialized():
+            ray.shutdown()
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
     shares = [r["share"] for r in runs]
     best = sorted(runs, key=lambda r: r["share"])[len(runs) // 2]  # the median run
+    ray_start_s = statistics.median(s for s, _ in starts)
+    settle_s = statistics.median(s for _, s in starts)
     doc = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "ray": ray.__version__, "scenes": 2 * args.seeds, "size_px": args.size,
         "tile_px": args.tile, "dem_spacing_m": args.dem_spacing,
+        "ray_per_run": not args.reuse_ray, "ray_starts": len(starts),
         "ray_start_s": round(ray_start_s, 2),
         "ray_settle_s": round(settle_s, 2), "goal": GOAL, "repeat": args.repeat,
         "share_median": statistics.median(shares), "share_min": min(shares),
@@ -364,8 +379,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     r = best
     print(f"machine: {doc['machine']}; Ray {ray.__version__}; {doc['scenes']} scenes of "
           f"{args.size} px, {r['tiles']} ortho tiles of {args.tile} px, {r['task_runs']} tasks")
-    print(f"start-up (not in the share): ray.init {ray_start_s:.2f} s, Ray's agents quiet "
-          f"{settle_s:.2f} s later")
+    print(f"start-up (not in the share): ray.init {ray_start_s:.2f} s, Ray's agents and "
+          f"workers quiet {settle_s:.2f} s later (median of {len(starts)}: "
+          f"{'a new Ray before each run' if not args.reuse_ray else 'one Ray for all runs'})")
     print(f"median of {args.repeat} runs: eochain run {r['command_s']:.2f} s wall on "
           f"{r['cores']:g} cores, {r['task_cpu_s']:.2f} CPU-s in tasks; command start -> first "
           f"task {r['to_first_task_s']:.2f} s (campaign, survey, actors), tasks "
