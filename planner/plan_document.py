@@ -18,6 +18,12 @@ The document, as ``eochain plan`` writes it::
     zones               availability zones the fleet is spread over, round-robin
                         (default 1: every node in one zone; ``eochain cluster-config``
                         pins each node type to its zone's subnet)
+    replan              pools[] {instance_type, market, max_instances}, max_instances:
+                        what a live re-plan (``eochain run --replan``) may ask for in
+                        the fleet's region, within the campaign's limits (instances
+                        per type, vCPU quota per market), so that ``eochain
+                        cluster-config`` renders it (optional: without it, the fleet's
+                        own pools only)
     anything else       (risk, frontier, lp, dag...)          kept as is, for readers to come
 
 A figure a reader needs but the plan lacks (a partial plan typed by hand)
@@ -46,8 +52,9 @@ from typing import Any
 from planner.config_loader import parse_json, read_text, short
 from planner.errors import ConfigError, PlanError
 
-__all__ = ["MARKETS", "PLAN_FORMAT", "FleetEntry", "PlanDocument", "PlanStage",
-           "StageRow", "as_plan_document", "plan_document_from_dict", "read_plan", "write_plan"]
+__all__ = ["MARKETS", "PLAN_FORMAT", "FleetEntry", "PlanDocument", "PlanStage", "ReplanLimits",
+           "ReplanPool", "StageRow", "as_plan_document", "plan_document_from_dict", "read_plan",
+           "write_plan"]
 
 PLAN_FORMAT = "eochain-plan/1"
 MARKETS = ("spot", "on-demand")
@@ -96,6 +103,30 @@ class PlanStage:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplanPool:
+    """A pool a live re-plan may ask for, and the most nodes of it the limits allow."""
+
+    instance_type: str
+    market: str
+    max_instances: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"instance_type": self.instance_type, "market": self.market,
+                "max_instances": self.max_instances}
+
+
+@dataclass(frozen=True, slots=True)
+class ReplanLimits:
+    """What live re-plans may ask for: pools, each capped, and nodes in all at most."""
+
+    pools: tuple[ReplanPool, ...]
+    max_instances: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pools": [p.to_dict() for p in self.pools], "max_instances": self.max_instances}
+
+
+@dataclass(frozen=True, slots=True)
 class StageRow:
     """The plan's line for one (instance type, stage): tasks, cost and makespan."""
 
@@ -123,6 +154,7 @@ class PlanDocument:
     startup_s: float = 0.0
     stages: tuple[PlanStage, ...] = ()
     zones: int = 1
+    replan: ReplanLimits | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
     origin: str = field(default=DEFAULT_SOURCE, compare=False)
 
@@ -178,7 +210,9 @@ class PlanDocument:
                           "cost_breakdown_usd": dict(self.cost_breakdown_usd),
                           "fleet": [e.to_dict() for e in self.fleet],
                           "stages": [s.to_dict() for s in self.stages],
-                          "startup_s": self.startup_s, "zones": self.zones}), **self.extra}
+                          "startup_s": self.startup_s, "zones": self.zones,
+                          "replan": None if self.replan is None else self.replan.to_dict()}),
+                **self.extra}
 
 
 def _given(fields: dict[str, Any]) -> dict[str, Any]:
@@ -259,7 +293,7 @@ _ENTRY_KEYS = ("instance_type", "region", "market", "instances", "vcpus", "mem_g
                "price_usd_per_h", "interruption_band", "tasks", "busy_instance_h")
 _TOP_KEYS = ("format", "campaign", "deadline_s", "budget_usd", "data_region", "total_cost_usd",
              "makespan_s", "figures", "cost_breakdown_usd", "fleet", "stages", "startup_s",
-             "zones")
+             "zones", "replan")
 
 
 def _entry(raw: Any, i: int, source: str) -> FleetEntry:
@@ -291,6 +325,29 @@ def _stage(raw: Any, i: int, source: str) -> PlanStage:
                      int(r.count("tasks", required=True) or 0),
                      r.count("threads"), r.number("peak_mem_gib"),
                      r.number("transfer_bytes_per_task"))
+
+
+def _replan(raw: Any, source: str) -> ReplanLimits | None:
+    if raw is None:
+        return None
+    where = f"{source}: replan"
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("pools"), list):
+        raise PlanError(f"{where} {short(raw)}, expected an object with pools (a list) and "
+                        "max_instances")
+    pools = []
+    for i, p in enumerate(raw["pools"]):
+        if not isinstance(p, Mapping):
+            raise PlanError(f"{where}.pools[{i}] {short(p)}, expected an object with "
+                            "instance_type, market and max_instances")
+        r = _Reader(p, f"{where}.pools[{i}]")
+        market = r.required("market")
+        if market not in MARKETS:
+            raise PlanError(f"{where}.pools[{i}]: market {short(market)}, expected one of "
+                            f"{MARKETS}")
+        pools.append(ReplanPool(str(r.text("instance_type", required=True)), market,
+                                int(r.count("max_instances", required=True) or 0)))
+    total = _Reader(raw, where).count("max_instances", required=True)
+    return ReplanLimits(tuple(pools), int(total or 0))
 
 
 def plan_document_from_dict(doc: Any, source: str = DEFAULT_SOURCE) -> PlanDocument:
@@ -327,7 +384,8 @@ def plan_document_from_dict(doc: Any, source: str = DEFAULT_SOURCE) -> PlanDocum
         cost_breakdown_usd=_usd(r.mapping("cost_breakdown_usd"), f"{source}: cost_breakdown_usd"),
         startup_s=r.number("startup_s", default=0.0) or 0.0,
         stages=tuple(_stage(s, i, source) for i, s in enumerate(stages)),
-        zones=1 if zones is None else zones, extra={k: v for k, v in doc.items() if k not in _TOP_KEYS}, origin=source)
+        zones=1 if zones is None else zones, replan=_replan(doc.get("replan"), source),
+        extra={k: v for k, v in doc.items() if k not in _TOP_KEYS}, origin=source)
 
 
 def as_plan_document(plan: PlanDocument | Mapping[str, Any],

@@ -69,6 +69,7 @@ from planner.frontier import Frontier, build_problem, choose_plan, pareto_fronti
 from planner.order import depth_first_order
 from planner.placement import PlacementPlan, PlacementProblem, price_fleet
 from planner.plan_document import PLAN_FORMAT, plan_document_from_dict
+from planner.replan import replan_limits
 from planner.simulator import (
     CampaignSimulator,
     RunJob,
@@ -491,6 +492,8 @@ def plan_to_dict(cp: CampaignPlan) -> dict[str, Any]:
     figures are under ``lp``.
     """
     p = cp.chosen
+    # the cluster's region, where a live re-plan chooses (scheduler.fleet.replanning)
+    region = next((e.offer.region for e in p.fleet), cp.campaign.data_region)
     fleet = [{
         "instance_type": e.offer.instance.name,
         "region": e.offer.region,
@@ -537,6 +540,8 @@ def plan_to_dict(cp: CampaignPlan) -> dict[str, Any]:
         "figures": "simulated" if sim is not None else "lp",
         "cost_breakdown_usd": breakdown,
         "zones": cp.zones,
+        "replan": replan_limits(replace(cp.problem, offers=tuple(
+            o for o in cp.problem.offers if o.region == region))).to_dict(),
         "lp": {"cost_usd": round(p.cost_usd, 4), "makespan_s": round(p.makespan_h * 3600, 1),
                "cost_breakdown_usd": lp_breakdown,
                "relaxed_cost_usd": round(p.relaxed_cost_usd, 4), "solver": p.solver},

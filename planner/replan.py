@@ -37,7 +37,20 @@ no fleet within the limits (instances per type, quotas) for the horizon left,
 the horizon is stretched by ``STRETCH`` until one fits (at most
 ``STRETCHES`` times): the fastest fleet the limits allow, said in the reason.
 The result is a plan the runtime enacts without stopping (its autoscaler
-request changes: :func:`fleet_counts`). The runtime's side (measurements kept,
+request changes: :func:`fleet_counts`). It can only be enacted on node types
+the cluster has: :func:`replan_limits` lists every pool a re-plan may choose
+(an offer of the region on which some stage fits), each with the most nodes
+the limits allow it, and the nodes in all::
+
+    max_instances(pool)   = min(max_instances_per_type, vcpu_quota[market] // vcpus)
+    max_instances         = sum over markets of min(sum of its pools' max_instances,
+                                                    vcpu_quota[market] // smallest vcpus)
+
+``eochain plan`` writes them into ``plan.json`` (``replan``) and ``eochain
+cluster-config`` renders a node type for each (``min_workers`` 0). The
+budget caps no pool: a re-plan is judged by the deadline (the budget bounded
+the whole campaign, not its rest: see :func:`replan`), so a cap by budget
+would leave a re-plan the config cannot launch. The runtime's side (measurements kept,
 re-plans rate-limited) is ``scheduler.fleet.replanning.LiveReplanner``.
 """
 
@@ -56,6 +69,7 @@ from planner.placement import (
     coefficients,
     solve_placement,
 )
+from planner.plan_document import ReplanLimits, ReplanPool
 
 #: Prior weight of the catalog's hazard, in instance-hours.
 PRIOR_INSTANCE_H = 24.0
@@ -153,6 +167,30 @@ def fleet_counts(plan: PlacementPlan | None) -> dict[Pool, int]:
             pool = (e.offer.instance.name, e.offer.market)
             out[pool] = out.get(pool, 0) + e.instances
     return out
+
+
+def replan_limits(problem: PlacementProblem) -> ReplanLimits:
+    """The pools a re-plan of ``problem`` may choose and their caps (module docstring);
+    ``problem``'s offers should be those of the cluster's region."""
+    caps: dict[Pool, int] = {}
+    smallest: dict[str, int] = {}
+    for offer in problem.offers:
+        if not any(coefficients(s, offer, problem).slots > 0 for s in problem.stages):
+            continue  # no stage fits it: never chosen
+        vcpus = offer.instance.vcpus
+        quota = problem.vcpu_quota.get(offer.market)
+        cap = min(problem.max_instances_per_type,
+                  quota // vcpus if quota is not None else problem.max_instances_per_type)
+        if cap > 0:
+            pool = (offer.instance.name, offer.market)
+            caps[pool] = max(caps.get(pool, 0), cap)
+            smallest[offer.market] = min(smallest.get(offer.market, vcpus), vcpus)
+    total = 0
+    for market, least in smallest.items():
+        in_market = sum(n for (_, m), n in caps.items() if m == market)
+        quota = problem.vcpu_quota.get(market)
+        total += in_market if quota is None else min(in_market, quota // least)
+    return ReplanLimits(tuple(ReplanPool(t, m, n) for (t, m), n in sorted(caps.items())), total)
 
 
 def replan(problem: PlacementProblem, progress: RunProgress, deadline_s: float, *,

@@ -27,6 +27,7 @@ from scheduler.fleet.cluster_config import (
     load_terraform_outputs,
     plan_regions,
     render_cluster_config,
+    replan_nodes,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -130,11 +131,13 @@ def cluster_config(plan_path: Path, tf_path: Path, out_path: Path | None,
                                      if idle_timeout_minutes is None else idle_timeout_minutes),
                                  python=python,
                                  ssh_through_ssm=not no_ssm_ssh)
-        doc = render_cluster_config(fleet, tf, options, catalog, zones=plan.zones)
+        replan, replan_max = replan_nodes(plan, tf.region, catalog)
+        doc = render_cluster_config(fleet, tf, options, catalog, zones=plan.zones,
+                                    replan=replan, replan_max_instances=replan_max)
         if check_offerings:
             from scheduler.cloud.ec2 import Ec2InstanceProvider, check_offered
 
-            names = sorted({n.instance_type for n in fleet} | {head_instance_type})
+            names = sorted({n.instance_type for n in (*fleet, *replan)} | {head_instance_type})
             check_offered(Ec2InstanceProvider(tf.region), names, tf.region)
     except (CloudError, PlannerError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -153,5 +156,5 @@ def cluster_config(plan_path: Path, tf_path: Path, out_path: Path | None,
                      and name not in planned)
         click.echo(f"wrote {out_path} and {bundle.folder}/: "
                    f"{len(doc['available_node_types']) - 1} worker node types ({spares} for spot "
-                   f"fallbacks, launched only if the run moves a pool's work there), "
+                   f"fallbacks and live re-plans, launched only if the run asks for them), "
                    f"up to {doc['max_workers']} workers", err=True)

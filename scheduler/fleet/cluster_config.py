@@ -46,6 +46,15 @@ pools that can reach it; a pool that is also in the fleet gets the sum. So a
 plan that falls back runs on the config as rendered. The cluster's
 ``max_workers`` stays the fleet's: a fallback replaces nodes, it adds none.
 
+Live re-plans. ``eochain run --replan`` may ask for any pool of the plan's
+``replan`` section (:func:`planner.replan.replan_limits`: the offers of the
+region a stage fits, each capped by the campaign's instances per type and
+vCPU quota). :func:`replan_nodes` renders each of them too (``min_workers``
+0, ``max_workers`` its cap, with the fallbacks of its spot pools), a pool
+already rendered keeping the larger cap, and the cluster's ``max_workers``
+becomes the larger of the fleet's and the re-plans' (the quota's), so any
+re-plan deploys on the config as rendered.
+
 Every node type gets an AMI of its own architecture (the catalog's ``arch``
 of its instance type, head included): ``--image-id ARCH=AMI`` first, then
 the Terraform output ``ami_ids`` (Ubuntu 24.04 from the public SSM parameter,
@@ -104,9 +113,9 @@ from scheduler.fleet.fallback import fallback_pools
 # The Terraform side is re-exported: callers read outputs and render from one module.
 __all__ = ["ARCHS", "OPTIONAL_OUTPUTS", "REQUIRED_OUTPUTS", "ClusterOptions", "FleetNode",
            "TerraformOutputs", "fallback_nodes", "fleet_from_plan", "load_terraform_outputs", "plan_regions",
-           "render_cluster_config", "render_fake_multinode_config", "resolve_image_ids",
-           "resource_request", "ssm_proxy_command", "terraform_outputs_from_dict",
-           "zone_resource", "zone_shares"]
+           "render_cluster_config", "render_fake_multinode_config", "replan_nodes",
+           "resolve_image_ids", "resource_request", "ssm_proxy_command",
+           "terraform_outputs_from_dict", "zone_resource", "zone_shares"]
 
 
 #: Public SSM parameters of Canonical's Ubuntu 24.04 AMIs (Python 3.12), per architecture.
@@ -310,6 +319,36 @@ def fallback_nodes(fleet: Sequence[FleetNode], region: str, catalog: PriceCatalo
     return out
 
 
+def replan_nodes(plan: PlanDocument | Mapping[str, Any], region: str, catalog: PriceCatalog,
+                 source: str = DEFAULT_SOURCE) -> tuple[list[FleetNode], int]:
+    """The pools of the plan's ``replan`` section (module docstring), checked against the
+    catalog, each with its cap; and the most nodes a re-plan may hold in all. A plan without
+    the section (older, or typed by hand): none, 0."""
+    doc = as_plan_document(plan, source)
+    if doc.replan is None:
+        return [], 0
+    out = []
+    for i, pool in enumerate(doc.replan.pools):
+        where = f"{doc.origin}: replan.pools[{i}]"
+        check_instance_type(pool.instance_type, region, catalog, where)
+        _check_instances(pool.max_instances, where)
+        if pool.max_instances:
+            info = catalog.instance_types[pool.instance_type]
+            out.append(FleetNode(pool.instance_type, pool.market, pool.max_instances,
+                                 info.vcpus, info.mem_gib, info.arch))
+    return out, doc.replan.max_instances
+
+
+def _widest(*groups: Sequence[FleetNode]) -> list[FleetNode]:
+    """Per (type, market), the node with the largest cap among ``groups``."""
+    merged: dict[tuple[str, str], FleetNode] = {}
+    for node in (n for group in groups for n in group):
+        key = (node.instance_type, node.market)
+        if key not in merged or node.instances > merged[key].instances:
+            merged[key] = node
+    return sorted(merged.values(), key=lambda n: (n.instance_type, n.market))
+
+
 def _launchable(fleet: Sequence[FleetNode], fallbacks: Sequence[FleetNode]) -> list[FleetNode]:
     """The fleet's nodes and its fallbacks', merged per (type, market): each node type's cap."""
     merged: dict[tuple[str, str], FleetNode] = {}
@@ -410,11 +449,14 @@ def ssm_proxy_command(region: str) -> str:
 
 def render_cluster_config(fleet: Sequence[FleetNode], tf: TerraformOutputs,
                           options: ClusterOptions, catalog: PriceCatalog,
-                          ray_version: str | None = None, *, zones: int = 1) -> dict[str, Any]:
+                          ray_version: str | None = None, *, zones: int = 1,
+                          replan: Sequence[FleetNode] = (), replan_max_instances: int = 0
+                          ) -> dict[str, Any]:
     """The Ray cluster launcher config (a dict ready for YAML); see the module docstring.
 
     ``ray_version`` is the Ray the nodes install, by default the client's;
-    ``zones`` is the plan's (``PlanDocument.zones``).
+    ``zones`` is the plan's (``PlanDocument.zones``); ``replan`` and
+    ``replan_max_instances`` what live re-plans may ask for (:func:`replan_nodes`).
     """
     check_instance_type(options.head_instance_type, tf.region, catalog, "--head-instance-type")
     subnets = list(tf.private_subnet_ids)
@@ -429,7 +471,8 @@ def render_cluster_config(fleet: Sequence[FleetNode], tf: TerraformOutputs,
 
         ray_version = ray.__version__
     head_arch = catalog.instance_types[options.head_instance_type].arch
-    nodes = _launchable(fleet, fallback_nodes(fleet, tf.region, catalog))
+    nodes = _widest(_launchable(fleet, fallback_nodes(fleet, tf.region, catalog)),
+                    _launchable(replan, fallback_nodes(replan, tf.region, catalog)))
     images = resolve_image_ids([head_arch, *(n.arch for n in nodes)], tf, options.image_ids)
     missing = sorted({n.arch for n in nodes} - set(tf.worker_launch_template_ids))
     if missing:
@@ -482,8 +525,8 @@ def render_cluster_config(fleet: Sequence[FleetNode], tf: TerraformOutputs,
         auth["ssh_proxy_command"] = ssm_proxy_command(tf.region)
     doc: dict[str, Any] = {
         "cluster_name": tf.cluster_name,
-        # a fallback replaces nodes, never adds any: the cluster's cap stays the fleet's
-        "max_workers": sum(n.instances for n in fleet),
+        # a fallback replaces nodes, never adds any; a live re-plan may hold up to its limits
+        "max_workers": max(sum(n.instances for n in fleet), replan_max_instances),
         "upscaling_speed": 1.0,
         "idle_timeout_minutes": options.idle_timeout_minutes,
         "provider": {"type": "aws", "region": tf.region, "use_internal_ips": True,

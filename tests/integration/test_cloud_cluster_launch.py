@@ -7,7 +7,8 @@ Ubuntu root device ``/dev/sda1``); the plan mixes arm64 (c7g) spot workers
 and x86_64 (m7i) on-demand workers under an x86_64 head, spread over the two
 zones: each node must land in the subnet of the zone the plan gave it, the
 spot fallback's node too (the runtime's choice when the spot c7g keeps
-being interrupted: its node type is in the config as rendered). The rendered YAML
+being interrupted: its node type is in the config as rendered), and the node
+of a pool only a live re-plan may ask for (the plan's ``replan`` section). The rendered YAML
 goes through Ray's ``bootstrap_aws`` (what ``ray up`` runs) and
 ``AWSNodeProvider.create_node`` over HTTP, and the launched instances are
 read back with ``describe_instances``.
@@ -101,7 +102,8 @@ def test_rendered_config_launches_head_and_workers(moto_endpoint: str, tmp_path:
     (tmp_path / "plan.json").write_text(json.dumps({"format": "eochain-plan/1", "zones": 2, "fleet": [
         {"instance_type": "c7g.xlarge", "region": REGION, "market": "spot", "instances": 2},
         {"instance_type": "m7i.xlarge", "region": REGION, "market": "on-demand", "instances": 1},
-    ]}))
+    ], "replan": {"pools": [{"instance_type": "r7g.2xlarge", "market": "on-demand",
+                             "max_instances": 2}], "max_instances": 3}}))
     wheel = tmp_path / "eochain-0.1.0-py3-none-any.whl"
     wheel.write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip: launching does not open it
     result = CliRunner().invoke(cluster_config, [
@@ -115,7 +117,8 @@ def test_rendered_config_launches_head_and_workers(moto_endpoint: str, tmp_path:
     fallback = choose_fallback("c7g.xlarge", "spot", REGION, load_catalog(), 1.0, 100.0)
     assert fallback.found, fallback.reason
     counts = {"ray.head.default": 1, "c7g.xlarge-spot-z0": 1, "c7g.xlarge-spot-z1": 1,
-              "m7i.xlarge-on-demand-z0": 1, f"{fallback.to_type}-{fallback.to_market}-z1": 1}
+              "m7i.xlarge-on-demand-z0": 1, f"{fallback.to_type}-{fallback.to_market}-z1": 1,
+              "r7g.2xlarge-on-demand-z1": 1}
     for node_type, count in counts.items():
         kind = "head" if node_type == "ray.head.default" else "worker"
         # one node per call: Ray asks MinCount=1, MaxCount=count and moto launches MinCount

@@ -12,8 +12,11 @@ import yaml
 from click.testing import CliRunner
 from ray.autoscaler._private.util import validate_config
 
+from planner.calibration import load_calibration
+from planner.campaign import parse_campaign
 from planner.catalog import load_catalog
 from planner.errors import PlanError
+from planner.replan import RunProgress, fleet_counts, replan
 from scheduler.cli.cluster import cluster_config
 from scheduler.cli.plan import plan as plan_command
 from scheduler.cloud.bundle import Bundle
@@ -32,6 +35,7 @@ from scheduler.fleet.cluster_config import (
     zone_shares,
 )
 from scheduler.fleet.fallback import choose_fallback, fallback_pools
+from scheduler.fleet.replanning import LiveReplanner
 
 pytestmark = pytest.mark.unit
 
@@ -280,10 +284,25 @@ def test_real_plan_from_eochain_plan(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     doc = yaml.safe_load(result.output)
     planned = sum(e["instances"] for e in plan["fleet"])
-    assert doc["max_workers"] == planned > 0
+    assert 0 < planned <= doc["max_workers"] == plan["replan"]["max_instances"]
     keys = {f"{e['instance_type']}:{e['market']}" for e in plan["fleet"] if e["instances"]}
     resources = {k for nt in doc["available_node_types"].values() for k in nt["resources"]}
     assert keys <= resources
+    # a live re-plan of the run (its tasks three times slower than calibrated, 98 % of the
+    # time gone with all the work left) asks for pools the config renders, within their caps
+    caps = {f"{t}:{m}": nt["max_workers"] for nt in doc["available_node_types"].values()
+            for t, m in [k.rsplit(":", 1) for k in nt["resources"] if ":" in k]}
+    live = LiveReplanner.from_plan(plan, parse_campaign(campaign, str(cfile)), load_catalog(),
+                                   load_calibration())
+    everything = {st.name: st.n_tasks for st in live.problem.stages}
+    slow = replan(live.problem, RunProgress(
+        0.98 * live.deadline_s, everything, {st: 3 * t for st, t in live.calibrated_task_s.items()},
+        live.calibrated_task_s), live.deadline_s)
+    asked = fleet_counts(slow.plan)
+    assert asked and set(asked) != set(live.fleet)  # not the plan's fleet
+    assert all(caps.get(f"{t}:{m}", 0) >= n for (t, m), n in asked.items()), (asked, caps)
+    assert sum(asked.values()) <= doc["max_workers"]
+    validate_config(doc)
 
 
 def test_fake_multinode_twin_keeps_types_and_resources() -> None:

@@ -14,6 +14,8 @@ from planner.plan_document import (
     PLAN_FORMAT,
     FleetEntry,
     PlanDocument,
+    ReplanLimits,
+    ReplanPool,
     StageRow,
     as_plan_document,
     plan_document_from_dict,
@@ -51,6 +53,10 @@ def _plan() -> dict[str, Any]:
                    {"name": "ortho", "tasks": 40, "threads": 1, "peak_mem_gib": 0.4,
                     "transfer_bytes_per_task": 500}],
         "startup_s": 180.0, "risk": {"runs": 10}, "frontier": [], "catalog_date": "2025-11-01",
+        "replan": {"pools": [{"instance_type": "m7g.2xlarge", "market": "spot",
+                              "max_instances": 8},
+                             {"instance_type": "c7g.8xlarge", "market": "on-demand",
+                              "max_instances": 4}], "max_instances": 12},
     }
 
 
@@ -60,6 +66,9 @@ def test_a_plan_round_trips_through_the_document_and_the_file(tmp_path: Path) ->
                                       "<5%", {"stereo": 40}, 1.5)
     assert [s.name for s in doc.stages] == ["stereo", "dsm", "ortho"]
     assert doc.zones == 2 and plan_document_from_dict({**_plan(), "zones": None}).zones == 1
+    assert doc.replan == ReplanLimits((ReplanPool("m7g.2xlarge", "spot", 8),
+                                       ReplanPool("c7g.8xlarge", "on-demand", 4)), 12)
+    assert plan_document_from_dict({**_plan(), "replan": None}).replan is None
     # every key with a value survives, typed ones and kept ones (risk, lp...); a
     # null is an absent key (readers of the dict get None from .get either way)
     given = _plan()
@@ -125,6 +134,10 @@ def _with(value: Any, key: str, entry: int | None = None) -> dict[str, Any]:
     (_with({"ortho": 1.5}, "tasks", 2), r"fleet\[2\].tasks\['ortho'\] 1.5, expected a whole"),
     (_with({"compute": math.nan}, "cost_breakdown_usd"), r"cost_breakdown_usd\['compute'\] nan"),
     (_with([{"tasks": 3}], "stages"), r"stages\[0\]: name is missing"),
+    (_with({"pools": {}}, "replan"), r"replan \{'pools': \{\}\}, expected an object with pools"),
+    (_with({"pools": [{"instance_type": "t", "market": "spot", "max_instances": -1}],
+            "max_instances": 1}, "replan"), r"replan.pools\[0\]: max_instances -1, expected"),
+    (_with({"pools": []}, "replan"), r"replan: max_instances is missing"),
 ])
 def test_a_bad_plan_is_a_plan_error_naming_the_key(doc: Any, message: str) -> None:
     with pytest.raises(PlanError, match=message) as caught:

@@ -32,6 +32,7 @@ from planner.replan import (
     observed_hazards,
     planned_task_s,
     replan,
+    replan_limits,
     slowdowns,
 )
 from planner.simulator import CampaignSimulator
@@ -319,8 +320,9 @@ def test_live_replanner_refuses_a_plan_of_another_region() -> None:
 def test_a_replan_places_every_task_left_once_within_the_limits(
         n: int, slow: float, done: float, gone: float) -> None:
     """Whatever the speed and the time gone, every task left is placed once, no offer has
-    more instances than the limit, and on-demand-only plans hold no spot node."""
-    problem = _problem(n, max_instances=6)
+    more instances than the limit, nor more than the cluster config renders for re-plans
+    (:func:`replan_limits`), and on-demand-only plans hold no spot node."""
+    problem = replace(_problem(n, max_instances=6), vcpu_quota={"spot": 20, "on-demand": 1000})
     deadline_s = 3 * 3600.0
     left = {"stereo": round(n * (1 - done)), "dsm": n}
     progress = RunProgress(gone * deadline_s, left, {"stereo": TASK_S * slow},
@@ -330,8 +332,26 @@ def test_a_replan_places_every_task_left_once_within_the_limits(
     for stage, k in left.items():
         assert re.plan.tasks_of(stage) == k
     assert all(e.instances <= 6 for e in re.plan.fleet)
+    limits = replan_limits(problem)
+    caps = {(p.instance_type, p.market): p.max_instances for p in limits.pools}
+    asked = fleet_counts(re.plan)
+    assert all(k <= caps[pool] for pool, k in asked.items())
+    assert sum(asked.values()) <= limits.max_instances
     if re.on_demand_only:
         assert all(e.offer.market == "on-demand" for e in re.plan.fleet)
+
+
+def test_replan_limits_cap_each_pool_by_instances_per_type_and_quota() -> None:
+    """4-vCPU offers: on demand capped by the 6 instances per type, spot by its 20-vCPU quota
+    (5 nodes); a type no stage fits (1 GiB for tasks of 1 GiB, at 90 % usable) is left out."""
+    problem = replace(_problem(10, max_instances=6), vcpu_quota={"spot": 20, "on-demand": 1000})
+    tiny = InstanceType("tiny", "f0", 4, 1.0, "x86_64", "general")
+    problem = replace(problem, offers=(*problem.offers, Offer(tiny, "r", "spot", 0.01, 0.0,
+                                                             "<5%")))
+    limits = replan_limits(problem)
+    assert [(p.instance_type, p.market, p.max_instances) for p in limits.pools] == [
+        ("t", "on-demand", 6), ("t", "spot", 5)]
+    assert limits.max_instances == 11
 
 
 def test_live_replanner_adds_nodes_at_once_and_removes_them_when_two_replans_agree() -> None:
