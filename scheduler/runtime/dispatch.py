@@ -509,7 +509,8 @@ class Dispatcher:
                     state.start(key)
                     keys = [key]
                     if key not in solo:
-                        own_size = batch_size(mean_of(task.kind), opts)
+                        own_size = batch_size(mean_of(task.kind), opts, state.not_started + 1,
+                                              len(usable) * depth)
                         while len(keys) < own_size:
                             nxt = state.peek_ready()
                             if nxt is None or nxt in solo or not _joins(

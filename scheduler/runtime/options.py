@@ -55,18 +55,27 @@ class DispatchOptions:
             raise GraphError(f"small_task_calls = {self.small_task_calls}, expected >= 1")
 
 
-def batch_size(mean_runtime_s: float | None, options: DispatchOptions) -> int:
+def batch_size(mean_runtime_s: float | None, options: DispatchOptions,
+               tasks_left: int | None = None, calls_open: int = 1) -> int:
     """How many tasks the next actor call carries (pure).
 
     One until a runtime has been seen, then as many as fit in
     ``batch_target_s`` at the mean runtime, between 1 and ``max_batch``: no-op
     tiles share one call's cost, a tile of a second goes alone (a batch
     delays its first result by the others' time, and a lost call loses them all).
+    Near the end of a run no more than an even share of the ``tasks_left``
+    (not yet started) over the ``calls_open`` calls the actors may queue: the
+    last batches shrink and the actors finish together, where full batches
+    would leave one actor a batch behind while the others idle (and the last
+    product's write waiting for it).
     """
     if mean_runtime_s is None:
         return 1
     fit = options.batch_target_s / max(mean_runtime_s, 1e-9)
-    return max(1, min(options.max_batch, int(fit)))
+    size = max(1, min(options.max_batch, int(fit)))
+    if tasks_left is not None:
+        size = min(size, max(1, -(-tasks_left // max(1, calls_open))))
+    return size
 
 
 #: Share of the cluster's object store that results in flight may fill: beyond it Ray

@@ -243,6 +243,8 @@ class DispatchState:
         self.tiles_total = sum(1 for t in graph.tasks.values() if t.kind == "tile")
         self.peak_bytes_in_flight = 0
         self.failures: list[Failure] = []
+        #: tasks FAILED or SKIPPED
+        self.given_up = 0
         #: keys whose results the runtime must forget (released or lost); drained by the runtime
         self.dropped: list[str] = []
         self.runs: dict[str, int] = {k: 0 for k in graph.tasks}
@@ -261,6 +263,11 @@ class DispatchState:
 
     def count(self, *states: TaskState) -> int:
         return sum(1 for s in self.state.values() if s in states)
+
+    @property
+    def not_started(self) -> int:
+        """Tasks WAITING or READY (counted in constant time)."""
+        return len(self.state) - self.completed - self.running - self.given_up
 
     def peek_ready(self) -> str | None:
         self._drop_stale()
@@ -322,6 +329,7 @@ class DispatchState:
                 stack.extend(self.graph.consumers[k])
         failure = Failure(key, self.graph.tasks[key].label, error, tuple(sorted(skipped)))
         self.failures.append(failure)
+        self.given_up += 1 + len(skipped)
         # inputs of a dead branch are no longer needed by it
         self._release_inputs_of([key, *skipped])
         return failure

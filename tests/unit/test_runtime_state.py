@@ -130,6 +130,11 @@ def test_application_failure_skips_descendants_and_the_rest_completes() -> None:
     (failure,) = report.failures
     assert failure.label == "s1" and "TIFF truncated" in failure.error
     assert failure.skipped == ("s1/write",)
+    state = DispatchState(campaign(2, 2), 1 << 20)
+    for key in iter(state.take, None):
+        state.start(key)
+    state.fail("s0/t0", "corrupt")  # and s0/write skipped
+    assert state.not_started == state.count(TaskState.WAITING, TaskState.READY) == 1
 
 
 def test_losing_a_released_input_recomputes_it() -> None:
@@ -188,6 +193,7 @@ def test_random_losses_never_lose_a_product(losses: list[tuple[int, int]], bound
     while not state.finished:
         step += 1
         assert step < 10_000, "no progress"
+        assert state.not_started == state.count(TaskState.WAITING, TaskState.READY)
         key = state.take()
         if key is not None:
             state.start(key)
@@ -249,6 +255,10 @@ def test_batch_size_follows_the_mean_runtime() -> None:
     assert batch_size(1e-6, opts) == 64  # no-op tiles: as many as allowed
     assert batch_size(0.005, opts) == 4
     assert batch_size(0.5, opts) == 1  # real tiles go alone
+    # the end of a run: the last 9 tasks shared over 4 open calls, then over what is left
+    assert batch_size(1e-6, opts, tasks_left=9, calls_open=4) == 3
+    assert batch_size(1e-6, opts, tasks_left=1, calls_open=4) == 1
+    assert batch_size(1e-6, opts, tasks_left=1000, calls_open=4) == 64
     assert batch_size(0.0, DispatchOptions(max_batch=1)) == 1
     with pytest.raises(GraphError, match="max_batch = 0"):
         DispatchOptions(max_batch=0)
