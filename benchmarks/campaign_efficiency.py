@@ -89,28 +89,49 @@ def machine_busy_cpu_s() -> float:
     return busy / os.sysconf("SC_CLK_TCK")
 
 
-def tree_cpu(root_pid: int) -> dict[int, float]:
-    """CPU seconds per process of ``root_pid`` and its live descendants (user + system)."""
-    parent: dict[int, int] = {}
-    cpu: dict[int, float] = {}
-    tick = os.sysconf("SC_CLK_TCK")
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue  # gone meanwhile
-        rest = stat[stat.rindex(")") + 2:].split()
-        parent[int(entry.name)] = int(rest[1])
-        cpu[int(entry.name)] = (int(rest[11]) + int(rest[12])) / tick
+def proc_stat(pid: int) -> tuple[int, float] | None:
+    """(parent pid, CPU seconds user + system) of a live process, ``None`` when gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    rest = stat[stat.rindex(")") + 2:].split()
+    return int(rest[1]), (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def descendants(root_pid: int, parent: dict[int, int]) -> set[int]:
+    """``root_pid`` and the pids whose chain of ``parent`` leads to it."""
+    mine = {root_pid}
+    for pid in parent:
+        chain, p = [], pid
+        while p > 1 and p not in mine and p in parent:
+            chain.append(p)
+            p = parent[p]
+        if p in mine:
+            mine.update(chain)
+    return mine
+
+
+def tree_cpu(root_pid: int, parent: dict[int, int] | None = None) -> dict[int, float]:
+    """CPU seconds per process of ``root_pid`` and its live descendants (user + system).
+
+    ``parent`` (pid -> parent pid, updated here) spares re-reading every other
+    process of the machine at each call: only new pids and the tree's own are read.
+    """
+    parent = {} if parent is None else parent
+    live = {int(n) for n in os.listdir("/proc") if n.isdigit()}
+    for pid in list(parent):
+        if pid not in live:
+            del parent[pid]
+    for pid in live - parent.keys():
+        stat = proc_stat(pid)
+        if stat is not None:
+            parent[pid] = stat[0]
     mine: dict[int, float] = {}
-    for pid, seconds in cpu.items():
-        p = pid
-        while p > 1 and p != root_pid:
-            p = parent.get(p, 0)
-        if p == root_pid:
-            mine[pid] = seconds
+    for pid in descendants(root_pid, parent) & live:
+        stat = proc_stat(pid)
+        if stat is not None:
+            mine[pid] = stat[1]
     return mine
 
 
@@ -142,12 +163,13 @@ class TreeCpu:
         self._first: dict[int, float] = {}
         self._last: dict[int, float] = {}
         self._kind: dict[int, str] = {}
+        self._parent: dict[int, int] = {}
         self._baseline_taken = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def _sample(self) -> None:
-        for pid, seconds in tree_cpu(os.getpid()).items():
+        for pid, seconds in tree_cpu(os.getpid(), self._parent).items():
             # a process already there counts from now, a new one from its start
             self._first.setdefault(pid, 0.0 if self._baseline_taken else seconds)
             self._last[pid] = seconds
