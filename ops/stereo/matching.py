@@ -163,6 +163,51 @@ smooths relief finer than 4.5 m, which no case here has a truth for. On
 the synthetic pair the matcher's error is noise, not bias: its points'
 NMAD is 0.10 px in every tenth of the disparity's fraction (bias within
 +/-0.015 px), from views point-sampled up to Nyquist (``benchmarks.stereo``).
+
+Local contrast before the 8-bit rounding (:func:`to_grey_levels`,
+``contrast_*``): SGBM takes 8-bit images, and the global stretch of a view
+(0.1-99.9 percentiles) leaves low-contrast ground a few grey levels of
+texture (the urban synthetic pair's ground: local standard deviation 5
+levels in 7 x 7, its median grey 227 of 255, the stretch set by shadows
+and bright roofs; dark lava or shadows in real views), so rounding, not
+the matcher, sets the precision there. CARS's census runs on the float
+image. A Wallis stretch that only raises contrast (gain 12 / local
+standard deviation over 31 x 31, clipped to [1, 2]) before rounding:
+sub-pixel error on real textures (Gizeh, Ventoux) warped by a known smooth
+disparity field (pixel integration, noise; ``python -m benchmarks.stereo
+--subpixel``), NMAD / share matched, contrast x0.15: 0.074 px / 17.8 % ->
+0.055 px / 55.0 % (Gizeh), 0.056 / 71.0 % -> 0.045 / 87.3 % (Ventoux);
+full contrast unchanged (0.049 / 0.044 px). DSM NMAD / std / blunder
+share / coverage against the truth or CARS, before -> after: urban 0.257 /
+0.59 m / 0.16 % / 67.5 % -> 0.120 / 0.72 m / 0.29 % / 72.1 % (roofs
+covered 34 -> 57 %, their NMAD 0.227 -> 0.120 m; the std rises with the
+roof edges now covered, 18 % of them blunders as before); with defects
+0.141 / 0.39 / 0.10 / 85.9 -> 0.140 / 0.39 / 0.10 / 86.1; synthetic 0.170 /
+0.41 m unchanged; Gizeh 0.898 / 1.11 / 1.67 / 78.7 -> 0.897 / 1.10 / 1.65
+/ 78.7; Ventoux unchanged. Its statistics are exact integer sums, so a
+tile's grey levels equal the whole product's where the window fits in it;
+where the gain is 1 the grey levels are those of the global stretch. The same gain applied after rounding (SGBM's
+input only) changed nothing (urban 0.272 m): the gain is in the rounding.
+A target of 20 levels raised the defects case's NMAD (0.153 m), a gain
+up to 4 (target 30) every case's. Rejected after measurement (same
+cases): a 1-D least-squares refinement (Lucas-Kanade along the rows, gain
+and offset free, 7 to 13 pixel windows) in place of the NCC correction:
+0.055-0.18 px on the textures above against 0.044-0.071 px (per pixel it
+loses SGM's regularisation; smoothed over 15 x 15 it equals the default);
+the NCC correction taken pixel by pixel (``refine_smooth_px`` 1, windows
+7 or 11): NMAD up in every real case (Gizeh 0.90 -> 0.96-1.03 m).
+
+Coverage: the support check's rejects are wrong, not good matches lost.
+Turning it off recovers cells that are 11 % (defects), 13 % (urban), 11 %
+(Gizeh, against CARS) and 1.5 % (Ventoux) beyond 3 m, NMAD 1.37 / 0.69 /
+1.51 / 1.07 m against 0.14 / 0.26 / 0.90 / 0.60 m for the kept ones, and
+no NCC band or distance to a kept cell separates good rejects (those
+next to a kept cell: 4.9 / 4.7 / 8.4 / 1.8 % blunders). What Gizeh lacks
+against CARS (13 % of the overlap) is mostly the Great Pyramid's shaded
+north face and the overlap's border: matches of NCC < 0.5 there (every
+filter off) are 27 % beyond 3 m of CARS (NMAD 2.4 m); Ventoux's fall
+(95.3 -> 86.9 %) came from the border fill growing inward only, and CARS
+covers 49.7 % of that overlap.
 """
 
 from __future__ import annotations
@@ -220,6 +265,9 @@ class MatchingConfig:
     cross_check_px: float = 1.0
     support_window_px: int = 9
     min_support: float = 0.7
+    contrast_window_px: int = 31
+    contrast_target_std: float = 12.0
+    contrast_max_gain: float = 2.0
 
     def __post_init__(self) -> None:
         if self.mode not in _MODES:
@@ -257,6 +305,18 @@ class MatchingConfig:
             )
         if not 0.0 <= self.min_support <= 1.0:
             raise StereoError(f"matching min_support {self.min_support}, expected in [0, 1]")
+        if self.contrast_window_px < 0 or (
+                self.contrast_window_px > 1 and self.contrast_window_px % 2 == 0):
+            raise StereoError(
+                f"matching contrast_window_px {self.contrast_window_px}, expected an odd size "
+                ">= 3 (0: global stretch only)"
+            )
+        if not (math.isfinite(self.contrast_target_std) and self.contrast_target_std > 0):
+            raise StereoError(f"matching contrast_target_std {self.contrast_target_std}, "
+                              "expected > 0 grey levels")
+        if not (math.isfinite(self.contrast_max_gain) and self.contrast_max_gain >= 1.0):
+            raise StereoError(f"matching contrast_max_gain {self.contrast_max_gain}, "
+                              "expected >= 1 (1: no local stretch)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,16 +332,53 @@ class DisparityMap:
 
 
 def to_grey_levels(
-    image: Float32Array, low: float, high: float
+    image: Float32Array, low: float, high: float, *, contrast_window_px: int = 0,
+    contrast_target_std: float = 20.0, contrast_max_gain: float = 1.0,
 ) -> tuple[NDArray[np.uint8], BoolArray]:
     """Map [low, high] to 0..255 (8-bit, as SGBM needs); NaN pixels give the mask.
 
     The square root (gamma 1/2) spreads the dark end: shadows keep enough
     grey levels to match, and photon noise becomes about uniform over the range.
+    With ``contrast_window_px`` > 1, each pixel's deviation from the mean of
+    its valid ``contrast_window_px``² neighbourhood is then multiplied by
+    ``contrast_target_std`` / the neighbourhood's standard deviation (in
+    grey levels), clipped to [1, ``contrast_max_gain``], before rounding: a
+    Wallis filter that only raises contrast, so that low-contrast ground
+    (dark lava, shadows, ground under a stretch set by bright roofs) is not
+    rounded to a few grey levels (CARS's census runs on the float image).
     """
     valid = np.isfinite(image)
     unit = np.clip((np.where(valid, image, low) - low) / max(high - low, 1e-12), 0.0, 1.0)
-    return np.rint(255.0 * np.sqrt(unit)).astype(np.uint8), valid
+    grey = 255.0 * np.sqrt(unit)
+    if contrast_window_px > 1 and contrast_max_gain > 1.0:
+        grey = _raise_local_contrast(grey, valid, contrast_window_px, contrast_target_std,
+                                     contrast_max_gain)
+    return np.rint(grey).astype(np.uint8), valid
+
+
+#: Fixed-point steps per grey level of the local statistics (exact sums: see below).
+_CONTRAST_STEPS = 16.0
+
+
+def _raise_local_contrast(grey: FloatArray, valid: BoolArray, window_px: int,
+                          target_std: float, max_gain: float) -> FloatArray:
+    """Deviations from the local mean times target / local std, clipped to [1, max_gain].
+
+    The statistics are sums of integers (grey levels in 1/16) in float64,
+    exact whatever the window's position in the array: a pixel whose whole
+    window lies inside a tile gets the bits it gets in the whole product.
+    """
+    k = (window_px, window_px)
+    v = valid.astype(np.float64)
+    g = np.rint(grey * _CONTRAST_STEPS) * v
+    n = np.maximum(cv2.boxFilter(v, -1, k, normalize=False, borderType=cv2.BORDER_CONSTANT), 1.0)
+    s1 = cv2.boxFilter(g, -1, k, normalize=False, borderType=cv2.BORDER_CONSTANT)
+    s2 = cv2.boxFilter(g * g, -1, k, normalize=False, borderType=cv2.BORDER_CONSTANT)
+    mean = s1 / n
+    std = np.sqrt(np.maximum(s2 / n - mean * mean, 1e-6)) / _CONTRAST_STEPS
+    gain = np.clip(target_std / std, 1.0, max_gain)
+    out: FloatArray = np.clip((mean + (g - mean) * gain) / _CONTRAST_STEPS, 0.0, 255.0)
+    return np.where(valid & (gain > 1.0), out, grey)
 
 
 def local_std(image: NDArray[np.uint8], window_px: int) -> Float32Array:

@@ -26,7 +26,9 @@ Method (the choice and why)
    0.5 dropped) and a support check (a match whose 9 x 9 neighbourhood
    lost over 30 % of its matches to these filters is dropped too). SGM is
    the matcher of CARS, s2p and most production
-   pipelines. Sub-pixel: the NCC peak's correction, averaged over 15 x 15
+   pipelines. Its 8-bit input is rounded after a local contrast stretch
+   (low-contrast ground keeps its texture). Sub-pixel: the NCC peak's
+   correction, averaged over 15 x 15
    pixels, removes the SGBM parabola's bias towards whole pixels without
    the NCC peak's pixel noise (:func:`ops.stereo.matching.match`, measured on
    exactly shifted real textures). Matches far from the median of their
@@ -69,9 +71,11 @@ steps, a campaign's ``stereo`` and ``dsm`` tasks (:mod:`planner.stages`):
 :func:`run_stereo_tile` (steps 1-4: the points landing on the tile grown by
 the hole-filling margin, :class:`TilePoints`) and :func:`grid_tile_points`
 (step 5: the DSM tile from those points alone); :func:`run_dsm_tile` runs both. A tile's rectified pixels
-are bit-identical to the whole product's; tiles differ from the whole only
-where SGM's aggregation paths, cut at the tile's context border, change a
-decision (the tests state and bound that difference).
+are bit-identical to the whole product's, and so are its grey levels
+except within half the local-contrast window of its frame window's border
+(matching context); tiles differ from the whole only where SGM's
+aggregation paths, cut at the tile's context border, change a decision
+(the tests state and bound that difference).
 
 Bad input is refused with the reason by :func:`ops.stereo.views.open_view`
 (a uniform, texture-free image), :func:`ops.stereo.views.check_pair` (views
@@ -106,7 +110,13 @@ from ops.raster.crs import lonlat_transformer, round_gsd_m, sensor_gsd_m, utm_cr
 from ops.raster.raster_io import read_window
 from ops.sensor.footprint import declare_input_window, geobox_lonlat, lonlat_bounds
 from ops.stereo.epipolar import MatchingFrame, SensorMaps, build_frame, resample_window, sensor_maps
-from ops.stereo.matching import DisparityMap, estimate_row_shift, match, to_grey_levels
+from ops.stereo.matching import (
+    DisparityMap,
+    MatchingConfig,
+    estimate_row_shift,
+    match,
+    to_grey_levels,
+)
 from ops.stereo.phase_times import phase
 from ops.stereo.rasterize import (
     FILL_MARGIN_CELLS,
@@ -469,9 +479,16 @@ def rectify(
         )
         rect_l = resample_window(left_pixels, inputs.left_window, maps.rows_l, maps.cols_l)
         rect_r = resample_window(right_pixels, inputs.right_window, maps.rows_r, maps.cols_r)
-        grey_l, valid_l = to_grey_levels(rect_l, *plan.left.grey_range)
-        grey_r, valid_r = to_grey_levels(rect_r, *plan.right.grey_range)
+        grey_l, valid_l = _grey_levels(rect_l, plan.left.grey_range, plan.config.matching)
+        grey_r, valid_r = _grey_levels(rect_r, plan.right.grey_range, plan.config.matching)
     return RectifiedPair(grey_l, grey_r, valid_l, valid_r, maps)
+
+
+def _grey_levels(rect: Float32Array, grey_range: tuple[float, float], m: MatchingConfig
+                 ) -> tuple[NDArray[np.uint8], NDArray[np.bool_]]:
+    return to_grey_levels(rect, *grey_range, contrast_window_px=m.contrast_window_px,
+                          contrast_target_std=m.contrast_target_std,
+                          contrast_max_gain=m.contrast_max_gain)
 
 
 def _hole_cells(config: StereoConfig, tile: GeoBox) -> int:
