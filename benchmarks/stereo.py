@@ -55,6 +55,14 @@ and the blunder share (|difference - median|
 the median left in is reported as ``blunder_share_raw``). ratio = CARS wall
 / eochain wall; memory ratio = eochain peak / CARS peak.
 
+Sub-pixel (``--subpixel``, alone, seconds): the matcher on real textures
+(Gizeh, Ventoux) warped by a known smooth disparity field
+(:mod:`ops.synthetic.warp`), at full contrast and at x0.15 (dark ground),
+with the global or the local contrast stretch before the 8-bit rounding,
+per sub-pixel method: NMAD and bias of the disparity error, share matched,
+bias per tenth of the fraction (pixel locking); written to
+``benchmarks/results/stereo_subpixel.json``.
+
 Throughput (``--synthetic-px``): generated pairs of growing size, DSM cells
 per second per core over the whole run (512-cell tiles) and, in a fresh
 process, the RSS before one 512-cell tile and its high-water mark while
@@ -374,6 +382,70 @@ def throughput(sizes_px: list[int], work: Path, tile_px: int = 512) -> list[dict
     return rows
 
 
+#: Sub-pixel cases: (texture, contrast factor, noise in grey levels before it).
+SUBPIXEL_TEXTURES = (("gizeh/img1.tif", 1.0, 1.0), ("gizeh/img1.tif", 0.15, 0.25),
+                     ("ventoux/left_image.tif", 1.0, 1.0), ("ventoux/left_image.tif", 0.15, 0.25))
+SUBPIXEL_METHODS = ("sgbm", "halfshift", "halfshift+ncc")
+
+
+def subpixel(data: Path, size_px: int = 460) -> list[dict[str, Any]]:
+    """The matcher's disparity error on real textures warped by a known field.
+
+    Per texture (``ops.synthetic.warp``), contrast (x0.15: dark ground whose
+    texture spans a few grey levels once stretched) and grey-level rounding
+    (global stretch, or with the local contrast stretch), per sub-pixel
+    method: NMAD and median of the error (px), share matched, and the
+    median error in each tenth of the true disparity's fraction (pixel
+    locking shows as a bias that changes sign across the pixel).
+    """
+    from ops.evaluation.stereo_eval import nmad
+    from ops.stereo.matching import MatchingConfig, match, to_grey_levels
+    from ops.synthetic.warp import warped_pair
+
+    rows = []
+    for name, contrast, noise in SUBPIXEL_TEXTURES:
+        with rasterio.open(data / name) as src:
+            raw = src.read(1).astype(np.float64)
+        lo, hi = np.percentile(raw, [0.5, 99.5])
+        texture = 255.0 * np.sqrt(np.clip((raw - lo) / (hi - lo), 0.0, 1.0))
+        pair = warped_pair(texture, size_px, noise_sigma=noise)
+        d_lo = float(np.floor(pair.disparity_px.min())) - 3
+        d_hi = float(np.ceil(pair.disparity_px.max())) + 3
+        for stretch in (False, True):
+            defaults = MatchingConfig()
+            kw = {"contrast_window_px": defaults.contrast_window_px,
+                  "contrast_target_std": defaults.contrast_target_std,
+                  "contrast_max_gain": defaults.contrast_max_gain} if stretch else {}
+            grey = []
+            for view in (pair.left, pair.right):
+                faint = np.clip(128.0 + contrast * (view - 128.0), 0.0, 255.0) / 255.0
+                grey.append(to_grey_levels((faint**2).astype(np.float32), 0.0, 1.0, **kw))
+            (left, valid_l), (right, valid_r) = grey
+            for method in SUBPIXEL_METHODS:
+                disp = match(left, right, valid_l, valid_r, d_lo, d_hi,
+                             MatchingConfig(subpixel=method))
+                ok = pair.inside & disp.valid
+                err = (disp.disparity_px - pair.disparity_px)[ok]
+                tenth = np.floor(10 * (pair.disparity_px[ok] % 1.0)).astype(int)
+                rows.append({
+                    "texture": name.split("/")[0], "contrast": contrast, "noise": noise,
+                    "local_stretch": stretch, "method": method,
+                    "matched": float(ok.sum() / pair.inside.sum()),
+                    "nmad_px": nmad(err), "median_px": float(np.median(err)),
+                    "median_by_tenth_px": [float(np.median(err[tenth == k])) for k in range(10)],
+                })
+    return rows
+
+
+def print_subpixel(rows: list[dict[str, Any]]) -> None:
+    print(f"{'sub-pixel':<10}{'contrast':>9}{'stretch':>8}{'method':>15}{'matched':>9}"
+          f"{'NMAD px':>9}{'median':>8}  median error by tenth of the fraction (px)")
+    for r in rows:
+        print(f"{r['texture']:<10}{r['contrast']:>9.2f}{'local' if r['local_stretch'] else 'global':>8}"
+              f"{r['method']:>15}{r['matched']:>9.1%}{r['nmad_px']:>9.3f}{r['median_px']:>+8.3f}  "
+              + " ".join(f"{b:+.3f}" for b in r["median_by_tenth_px"]))
+
+
 def _fmt(value: Any, spec: str) -> str:
     if isinstance(value, (int, float)):
         return format(value, spec)
@@ -423,8 +495,18 @@ def main() -> None:
     parser.add_argument("--synthetic-px", type=int, nargs="*", default=[1200],
                         help="scene sizes of the throughput runs (none: skip them)")
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--subpixel", action="store_true",
+                        help="only the matcher's sub-pixel error on warped real textures "
+                             "(written to stereo_subpixel.json beside the results)")
     args = parser.parse_args()
     data = shared_data()
+    if args.subpixel:
+        rows = subpixel(data)
+        print_subpixel(rows)
+        args.results.with_name("stereo_subpixel.json").write_text(
+            json.dumps({"load_avg_1min": os.getloadavg()[0], "rows": rows}, indent=1),
+            encoding="utf-8")
+        return
     state = {
         "machine": platform.machine(), "cpu_count": os.cpu_count(),
         "python": platform.python_version(), "platform": platform.platform(),

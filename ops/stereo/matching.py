@@ -175,9 +175,12 @@ image. A Wallis stretch that only raises contrast (gain 12 / local
 standard deviation over 31 x 31, clipped to [1, 2]) before rounding:
 sub-pixel error on real textures (Gizeh, Ventoux) warped by a known smooth
 disparity field (pixel integration, noise; ``python -m benchmarks.stereo
---subpixel``), NMAD / share matched, contrast x0.15: 0.074 px / 17.8 % ->
-0.055 px / 55.0 % (Gizeh), 0.056 / 71.0 % -> 0.045 / 87.3 % (Ventoux);
-full contrast unchanged (0.049 / 0.044 px). DSM NMAD / std / blunder
+--subpixel``), NMAD / share matched, contrast x0.15: 0.080 px / 17.5 % ->
+0.054 px / 55.8 % (Gizeh), 0.057 / 70.7 % -> 0.045 / 87.2 % (Ventoux);
+full contrast unchanged (0.050 / 0.044 px). The same run shows the pixel
+locking of SGBM's parabola (median error -0.09 to +0.15 px across the
+fraction), the half-pixel shift's remaining +0.03 px offset, and the
+default's bias within +/-0.01 px (+/-0.03 px at low contrast). DSM NMAD / std / blunder
 share / coverage against the truth or CARS, before -> after: urban 0.257 /
 0.59 m / 0.16 % / 67.5 % -> 0.120 / 0.72 m / 0.29 % / 72.1 % (roofs
 covered 34 -> 57 %, their NMAD 0.227 -> 0.120 m; the std rises with the

@@ -83,6 +83,25 @@ def test_low_contrast_ground_keeps_its_texture_through_the_8_bit_rounding() -> N
     assert np.array_equal(strong, plain)
 
 
+def test_a_warped_pair_holds_its_true_disparities() -> None:
+    from ops.errors import GeometryError
+    from ops.synthetic.warp import MARGIN_PX, warped_pair
+
+    texture = 255.0 * _texture((96, 96), seed=5).astype(np.float64)
+    pair = warped_pair(texture, 64, noise_sigma=0.0, amplitude_px=1.5, correlation_px=8.0)
+    rows, cols = np.indices(pair.left.shape, dtype=np.float32)
+    import cv2
+
+    # the right view read at j - d(j) gives the left view back (interpolation error only)
+    back = cv2.remap(pair.right, cols - pair.disparity_px, rows, cv2.INTER_CUBIC)
+    core = pair.inside & (cols > 4) & (cols < 59)
+    assert np.median(np.abs(back - pair.left)[core]) < 0.05 * np.std(pair.left)
+    assert np.median(np.abs(back - np.roll(pair.left, 1, axis=1))[core]) > 0.3 * np.std(
+        pair.left)  # and a pixel off does not
+    with pytest.raises(GeometryError, match=f"{MARGIN_PX} px of margin"):
+        warped_pair(texture, 90)
+
+
 def test_matching_config_refuses_a_gain_below_one() -> None:
     with pytest.raises(StereoError, match="contrast_max_gain"):
         MatchingConfig(contrast_max_gain=0.5)
