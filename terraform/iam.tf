@@ -23,8 +23,9 @@ data "aws_iam_policy_document" "ec2_assume" {
 
 data "aws_iam_policy_document" "bucket_access" {
   statement {
-    sid       = "ListProductBucket"
-    actions   = ["s3:ListBucket", "s3:GetBucketLocation"]
+    sid = "ListProductBucket"
+    # ListBucketMultipartUploads: the end-of-run sweep aborts a killed writer's upload
+    actions   = ["s3:ListBucket", "s3:GetBucketLocation", "s3:ListBucketMultipartUploads"]
     resources = [aws_s3_bucket.products.arn]
   }
 
