@@ -47,6 +47,7 @@ import datetime as dt
 import errno
 import fcntl
 import hashlib
+import logging
 import os
 import time
 import uuid
@@ -56,6 +57,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 from scheduler.products.errors import StoreError
+
+log = logging.getLogger(__name__)
 
 TMP_PREFIX = ".eochain-tmp-"
 S3_TMP_DIR = "_eochain_tmp"
@@ -462,6 +465,12 @@ class S3Store:
                                                        UploadId=upload["UploadId"])
                     aborted.append(str(upload["Key"]))
         except _s3_errors() as exc:
+            if _error_code(exc) in ("AccessDenied", "403", "NotImplemented", "501"):
+                # a role from before the sweep listed uploads, or a server without the call:
+                # the products are whole; the bucket's lifecycle rule aborts what is left
+                log.warning("s3://%s/%s: incomplete uploads not listed (%s); left to the "
+                            "bucket's lifecycle rule", self.bucket, prefix, _error_code(exc))
+                return aborted
             raise StoreError(f"s3://{self.bucket}/{prefix}: cannot abort incomplete uploads "
                              f"({exc})") from exc
         return aborted
