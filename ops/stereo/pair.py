@@ -27,8 +27,9 @@ Method (the choice and why)
    lost over 30 % of its matches to these filters is dropped too). SGM is
    the matcher of CARS, s2p and most production
    pipelines. Its 8-bit input is rounded after a local contrast stretch
-   (low-contrast ground keeps its texture). Sub-pixel: the NCC peak's
-   correction, averaged over 15 x 15
+   (low-contrast ground keeps its texture). Sub-pixel: SGBM's disparities
+   on the right view shifted by thirds of a pixel are averaged, then the
+   NCC peak's correction, averaged over 15 x 15
    pixels, removes the SGBM parabola's bias towards whole pixels without
    the NCC peak's pixel noise (:func:`ops.stereo.matching.match`, measured on
    exactly shifted real textures). Matches far from the median of their

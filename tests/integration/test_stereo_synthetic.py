@@ -262,8 +262,9 @@ def test_recorded_phases_cover_the_dsm_path_and_change_nothing(
     expected = {"read", "rectification", "SGBM", "match filters", "triangulation",
                 "rasterisation", "raster filters", "tile inputs"}
     assert expected <= set(times.wall_s), sorted(times.wall_s)
-    # the pair, the half-pixel-shifted right view, the right-against-left check
-    assert times.calls["SGBM"] == 3
+    # the pair, the right view shifted a third and two thirds of a pixel, the
+    # right-against-left check
+    assert times.calls["SGBM"] == 4
     assert times.calls["read"] == 2 and times.calls["rectification"] == 1
     assert all(v >= 0.0 for v in times.wall_s.values())
     np.testing.assert_array_equal(recorded.height_m, whole_tile.height_m)
