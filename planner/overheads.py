@@ -31,7 +31,7 @@ Ray's object store, not S3::
                  blocks of one block row into one ranged GET; 0 for a header read)
          + per product published: PRODUCT_GETS
     PUTs = per product published: publish(bytes) + PRODUCT_PUTS
-    publish(b) = 1 if b <= part_bytes else ceil(b / part_bytes) + 2
+    publish(b) = 1 if b < part_bytes else ceil(b / part_bytes) + 2
 
 ``publish`` is one upload (boto3's ``upload_file``: multipart beyond a part of
 ``part_bytes``, the store's 64 MiB, with a create and a complete call), straight
@@ -145,8 +145,9 @@ class StoreRequests:
 
 
 def publish_puts(nbytes: float, part_bytes: float) -> int:
-    """PUT-class requests of one upload of ``nbytes`` (module docstring's ``publish``)."""
-    return 1 if nbytes <= part_bytes else math.ceil(nbytes / part_bytes) + 2
+    """PUT-class requests of one upload of ``nbytes`` (module docstring's ``publish``;
+    s3transfer goes multipart from the threshold itself: ``size >= multipart_threshold``)."""
+    return 1 if nbytes < part_bytes else math.ceil(nbytes / part_bytes) + 2
 
 
 def store_requests(o: Overheads, traffic: DagTraffic) -> StoreRequests:

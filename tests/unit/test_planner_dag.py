@@ -186,7 +186,13 @@ def test_store_reads_and_writes_declared() -> None:
         stereo tile -> a window of each view + a DEM row      ortho tile -> a window + a DEM row
         dsm.write   -> publishes its tiles' bytes             ortho.write -> likewise
     """
-    from planner.overheads import DagTraffic, Overheads, overhead_cost, store_requests
+    from planner.overheads import (
+        DagTraffic,
+        Overheads,
+        overhead_cost,
+        publish_puts,
+        store_requests,
+    )
 
     c = _campaign(1)
     for with_external in (True, False):  # declared windows, else estimated from the footprint
@@ -211,6 +217,9 @@ def test_store_reads_and_writes_declared() -> None:
     assert req.window_gets == 1 + 2 * 3
     assert req.puts == (3 + 2) + 3  # one upload of 3 parts, straight to the key; bookkeeping
     assert req.product_gets == 4
+    # boto3 goes multipart from the threshold itself: a part's worth is create, part, complete
+    assert [publish_puts(b, 8 * 2**20) for b in (8 * 2**20 - 1, 8 * 2**20, 16 * 2**20 + 1)] \
+        == [1, 3, 5]
     once = overhead_cost(o, traffic, makespan_s=0.0, node_s=0.0, instances=0,
                          head_usd_per_h=0.0).requests_usd
     twice = overhead_cost(o, traffic, makespan_s=0.0, node_s=0.0, instances=0,
