@@ -213,7 +213,13 @@ std against the truth or CARS: synthetic 0.170 / 0.41 -> 0.114 / 0.40 m
 0.120 / 0.39, urban 0.120 / 0.72 -> 0.111 / 0.72, Gizeh 0.897 / 1.10 ->
 0.885 / 1.09, Ventoux 0.599 / 0.72 -> 0.596 / 0.72 m; coverage and blunder
 shares unchanged. Quarters (5 passes): 0.144 / 0.123 / 0.110 / 0.878 /
-0.597 m, no better but on Gizeh.
+0.597 m, no better but on Gizeh. Not kept: the correction averaged over
+21, 31 or 45 pixels (15 kept) lowered the DSM NMAD of the synthetic
+scenes, whose disparities hardly vary (synthetic 0.114 -> 0.105 / 0.099 /
+0.096 m, Ventoux against CARS 0.596 -> 0.586 / 0.576 / 0.565 m), but
+raised the sub-pixel error where the disparity varies (``--subpixel``:
+0.044 -> 0.045 / 0.046 px on Gizeh's texture, 0.038 -> 0.041 / 0.043 px on
+Ventoux's): the correction depends on the disparity's fraction.
 
 Coverage: the support check's rejects are wrong, not good matches lost.
 Turning it off recovers cells that are 11 % (defects), 13 % (urban), 11 %
