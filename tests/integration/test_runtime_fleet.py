@@ -78,7 +78,19 @@ def local_ray() -> Iterator[None]:
     ray.shutdown()
 
 
-def test_run_requests_the_plans_fleet_and_releases_it(local_ray: None, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def shared_ray() -> Iterator[None]:
+    """One local Ray for the runs that only read the request (each releases it at its end):
+    the first Driver starts it, the others connect to it (a Ray start is seconds)."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()  # a connection left by an earlier module
+    yield
+    ray.shutdown()
+
+
+def test_run_requests_the_plans_fleet_and_releases_it(shared_ray: None, tmp_path: Path) -> None:
     from ops.synthetic.scene import SceneSpec, generate_scene
 
     scene = generate_scene(SceneSpec(width=192, height=192, seed=3), tmp_path / "scene")
@@ -119,7 +131,7 @@ class Recorder:
 
 
 def test_a_replanner_hears_each_task_and_its_fleet_becomes_the_request(
-        local_ray: None, tmp_path: Path) -> None:
+        shared_ray: None, tmp_path: Path) -> None:
     from ops.synthetic.scene import SceneSpec, generate_scene
 
     scene = generate_scene(SceneSpec(width=192, height=192, seed=3), tmp_path / "scene")
@@ -142,7 +154,7 @@ def test_a_replanner_hears_each_task_and_its_fleet_becomes_the_request(
     assert requested_bundles() == []
 
 
-def test_a_failed_run_releases_the_fleet_too(local_ray: None, tmp_path: Path) -> None:
+def test_a_failed_run_releases_the_fleet_too(shared_ray: None, tmp_path: Path) -> None:
     driver = Driver(num_cpus=1, plan=PLAN)
     driver.connect()
 
