@@ -219,7 +219,10 @@ scenes, whose disparities hardly vary (synthetic 0.114 -> 0.105 / 0.099 /
 0.096 m, Ventoux against CARS 0.596 -> 0.586 / 0.576 / 0.565 m), but
 raised the sub-pixel error where the disparity varies (``--subpixel``:
 0.044 -> 0.045 / 0.046 px on Gizeh's texture, 0.038 -> 0.041 / 0.043 px on
-Ventoux's): the correction depends on the disparity's fraction.
+Ventoux's): the correction depends on the disparity's fraction. Nor the
+NCC correction on the stretched float images instead of the rounded ones:
+0.044 -> 0.044 px at full contrast, 0.047 -> 0.045 px (Gizeh) and 0.038
+-> 0.037 px (Ventoux) at x0.15, not worth carrying float views through.
 
 Coverage: the support check's rejects are wrong, not good matches lost.
 Turning it off recovers cells that are 11 % (defects), 13 % (urban), 11 %
