@@ -365,7 +365,7 @@ def test_the_compiled_run_equals_the_python_loop_to_the_last_digit() -> None:
     sim = CampaignSimulator(g, depth_first_order(g), problem, overheads=catalog.overheads,
                             spot=SpotModel(reclaim_share=0.7, capacity_outage_mean_s=120.0))
     runs = []
-    for plan in (stormy(solve_placement(problem, 0.2), 30.0), stormy(two, 20.0)):
+    for plan in (stormy(solve_placement(problem, 0.2), 40.0), stormy(two, 20.0)):
         for seed in range(6):
             for zones in (1, 3):
                 compiled = sim.run(plan, seed, runtime_error=0.3, zones=zones)
