@@ -50,6 +50,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from scheduler.observe.actor_metrics import ActorMetrics
+from scheduler.runtime.errors import FlowError
 
 #: Largest buffer Ray copies into its object store without starting threads for it
 #: (``kMemcopyDefaultThreshold`` of its serializer): kept arrays travel in pieces this size.
@@ -90,8 +91,8 @@ class ArrayParts(NamedTuple):
         """``(band, first row, (1, rows, cols) view)`` per piece of a (bands, rows, cols)
         array."""
         if len(self.shape) != 3:
-            raise TypeError(f"band_rows of an array of shape {self.shape}, expected "
-                            "(bands, rows, cols)")
+            raise FlowError(f"a tile of shape {self.shape} handed to a consumer of "
+                            "(bands, rows, cols) tiles; expected three dimensions")
         row = band = 0
         for part in self.parts:
             yield band, row, part[np.newaxis]

@@ -28,7 +28,7 @@ from scheduler.runtime.dispatch import (
     in_flight_bound,
     run_serial,
 )
-from scheduler.runtime.errors import GraphError
+from scheduler.runtime.errors import FlowError, GraphError
 from scheduler.runtime.state import DispatchState, Task, TaskGraph, TaskState
 
 pytestmark = pytest.mark.unit
@@ -341,7 +341,10 @@ def test_large_arrays_travel_in_pieces_ray_copies_without_threads() -> None:
     assert [(b, r) for b, r, _ in parts.band_rows()] == [(b, r) for b in range(3)
                                                         for r in (0, 524)]
     flat = np.arange(600_000, dtype=np.float64)  # 4.8 MB in one dimension
-    assert np.array_equal(joined(ArrayParts.of(flat)), flat)
+    pieces = ArrayParts.of(flat)
+    assert isinstance(pieces, ArrayParts) and np.array_equal(joined(pieces), flat)
+    with pytest.raises(FlowError, match=r"tile of shape \(600000,\).*three dimensions"):
+        next(pieces.band_rows())
     small = np.zeros((1, 512, 1024), np.uint16)  # exactly 1 MiB: one memcpy already
     assert ArrayParts.of(small) is small and joined(small) is small
     strided = tile[:, ::2]
