@@ -57,7 +57,7 @@ the median left in is reported as ``blunder_share_raw``). ratio = CARS wall
 
 Sub-pixel (``--subpixel``, alone, seconds): the matcher on real textures
 (Gizeh, Ventoux) warped by a known smooth disparity field
-(:mod:`ops.synthetic.warp`), at full contrast and at x0.15 (dark ground),
+(:mod:`ops.synthetic.warp`), at full contrast and at x0.15 (low-contrast ground),
 with the global or the local contrast stretch before the 8-bit rounding,
 per sub-pixel method: NMAD and bias of the disparity error, share matched,
 bias per tenth of the fraction (pixel locking); written to
@@ -398,8 +398,8 @@ SUBPIXEL_METHODS: tuple[tuple[str, dict[str, Any]], ...] = (
 def subpixel(data: Path, size_px: int = 460) -> list[dict[str, Any]]:
     """The matcher's disparity error on real textures warped by a known field.
 
-    Per texture (``ops.synthetic.warp``), contrast (x0.15: dark ground whose
-    texture spans a few grey levels once stretched) and grey-level rounding
+    Per texture (``ops.synthetic.warp``), contrast (x0.15 around mid-grey:
+    ground whose texture spans a few grey levels once stretched) and grey-level rounding
     (global stretch, or with the local contrast stretch), per sub-pixel
     method: NMAD and median of the error (px), share matched, and the
     median error in each tenth of the true disparity's fraction (pixel
