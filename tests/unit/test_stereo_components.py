@@ -212,6 +212,23 @@ def pair_scene(tmp_path_factory: pytest.TempPathFactory) -> SyntheticScene:
     return generate_scene(spec, tmp_path_factory.mktemp("tri"))
 
 
+def test_coregistration_finds_the_planimetric_shift_between_two_dsms() -> None:
+    import scipy.ndimage as ndi
+
+    from ops.evaluation.stereo_eval import coregistration_shift
+
+    rng = np.random.default_rng(3)
+    reference = 40.0 * ndi.gaussian_filter(rng.standard_normal((60, 60)), 4.0)  # hills
+    dsm = ndi.shift(reference, (0.5, -1.0), order=3, mode="nearest")
+    dsm = dsm + rng.normal(0.0, 0.05, dsm.shape)
+    reference[:5, :5] = np.nan
+    fit = coregistration_shift(dsm, reference)
+    assert abs(fit.row_cells - 0.5) <= 0.125 and abs(fit.col_cells + 1.0) <= 0.125
+    assert fit.nmad_m < 0.5 * fit.nmad_unshifted_m
+    with pytest.raises(StereoError, match="one grid"):
+        coregistration_shift(dsm[:10], reference)
+
+
 def test_triangulation_returns_the_ground_points(pair_scene: SyntheticScene) -> None:
     left, right = pair_scene.rpcs
     lon0, lat0, lon1, lat1 = pair_scene.footprint_lonlat
