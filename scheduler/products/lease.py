@@ -19,8 +19,15 @@ its leases expire after ``ttl_s`` and the waiting driver takes them over.
 While it holds its book open, a driver also keeps a heartbeat,
 ``_runs/<run id>.json`` (same expiry, renewed with the leases, deleted on
 exit). A heartbeat left expired names a dead run: :func:`dead_runs` lists
-them, and the end-of-run sweep removes those runs' temporaries at once
-instead of waiting for them to age (a driver killed mid-copy). A run
+them, and the end-of-run sweep (:meth:`~scheduler.products.store.ObjectStore.sweep_temps`)
+removes those runs' temporaries at once instead of waiting for them to age.
+Products go straight to their key, so a writer killed midway (a lost node,
+a killed driver) leaves no partial product, only: in a folder, the hidden
+temporary file of a write (a record, an item, a COG copied from another
+filesystem; ``LocalStore.move_file`` renames a COG on the same filesystem
+onto its key); on S3, an invisible incomplete multipart upload, which names
+no run and is aborted once older than
+:data:`~scheduler.products.store.STALE_TEMP_S`. A run
 stalled longer than the TTL counts as dead too; its interrupted write then
 fails and is reported, never published half-done.
 
