@@ -61,6 +61,10 @@ def summary(report: FlowReport, cost_usd: float | None) -> str:
             f"tasks: {d.task_runs} runs, {d.retries} retried, {d.recomputed} recomputed, "
             f"peak {d.peak_bytes_in_flight / 2**20:.1f} MiB in flight, {report.wall_s:.1f} s"
         )
+        if d.cross_zone_tasks or d.cross_zone_bytes:
+            lines.append(f"across zones: {d.cross_zone_tasks} tasks ran outside their inputs' "
+                         f"zone, {d.cross_zone_bytes / 2**20:.2f} MiB of inputs read from "
+                         "another zone")
         if d.departures:
             causes: dict[str, int] = {}
             for dep in d.departures:

@@ -16,6 +16,8 @@ task failed (final)             ``task_finished(..., ok=False)``; its skipped
                                 descendants ``tasks_skipped(op, n)``
 held or released result lost    ``recomputed(op)`` per task that must run again
 product record returned         ``product_written(op, area_m2)``
+task given inputs in another    ``cross_zone(nbytes)``: the bytes it reads across
+zone than its actor's           zones
 node departed                   ``node_departed(instance_type, cause)``; an interruption
                                 also ``interrupted(instance_type)`` (no other cause of
                                 :mod:`scheduler.fleet.departures` counts as one)
@@ -96,6 +98,10 @@ class DispatchMetrics:
         if hasattr(value, "uri"):
             fn = self.graph.tasks[key].fn
             self.metrics.product_written(str(getattr(fn, "op", self.op_of[key])), area_m2(fn))
+
+    def cross_zone(self, nbytes: int) -> None:
+        """A task was given ``nbytes`` of input held in another zone than its actor's."""
+        self.metrics.cross_zone(nbytes)
 
     def departed(self, instance_type: str, cause: DepartureCause) -> None:
         """A node left, counted by cause; only an interruption counts as one of its type."""

@@ -21,6 +21,8 @@ Ray error (system failure)   ``task_lost(op, instance_type)`` (counts a retry)
 input failed, task skipped   ``tasks_skipped(op, n)`` (counted failed)
 lost result recomputed       ``recomputed(op, n)``
 product committed            ``product_written(product, area_m2)``
+inputs read across zones     ``cross_zone(nbytes)`` (the input bytes a task reads from
+                             nodes of another zone, as the dispatcher counts them)
 progress callback            ``observe_progress(progress)`` (bytes in flight; task
                              counts too while no per-task event is reported)
 run ended                    ``finish()``: billing stops; the ledger is final
@@ -232,6 +234,7 @@ class CampaignMetrics:
         self._tiles_planned.labels(campaign).set(0)
         self._in_flight.labels(campaign).set(0)
         self._burn.labels(campaign).set(0)
+        self._cross_zone.labels(campaign).inc(0)
 
     def _define(self, reg: CollectorRegistry) -> None:
         c, ci, cio = ["campaign"], ["campaign", "instance_type"], ["campaign", "op"]
@@ -293,6 +296,9 @@ class CampaignMetrics:
                                  "output store.", ["campaign", "product"], registry=reg)
         self._area = Counter("eochain_product_area_square_meters", "Ground area covered by "
                              "committed products.", ["campaign", "product"], registry=reg)
+        self._cross_zone = Counter("eochain_cross_zone_input_bytes", "Input bytes tasks read "
+                                   "from nodes of another zone (billed as inter-AZ transfer).",
+                                   c, registry=reg)
 
     # -- plan and graph ----------------------------------------------------------------------
     def set_plan(self, plan: PlanTargets) -> None:
@@ -450,6 +456,12 @@ class CampaignMetrics:
                                "expected >= 0")
         self._products.labels(self.campaign, product).inc()
         self._area.labels(self.campaign, product).inc(area_m2)
+
+    def cross_zone(self, nbytes: int) -> None:
+        """A task was given ``nbytes`` of input held by nodes of another zone."""
+        if nbytes < 0:
+            raise MetricsError(f"cross_zone({nbytes}): expected nbytes >= 0")
+        self._cross_zone.labels(self.campaign).inc(nbytes)
 
     def observe_progress(self, progress: ProgressLike) -> None:
         """Use as (part of) the runtime's progress callback.

@@ -498,7 +498,10 @@ class Dispatcher:
                         allowed = free
                     slot = self._pick(task.deps, allowed, where, state)
                     slot_zone = zone_of(slot.resources)
-                    self.cross_zone_bytes += bytes_across(by_zone, slot_zone)
+                    across_bytes = bytes_across(by_zone, slot_zone)
+                    self.cross_zone_bytes += across_bytes
+                    if tm is not None and across_bytes:
+                        tm.cross_zone(across_bytes)
                     if klass[1] is not None and slot_zone != klass[1]:
                         self.cross_zone_tasks += 1
                         if klass[1] not in zones_left:
@@ -623,7 +626,8 @@ class Dispatcher:
                            recomputed, state.peak_bytes_in_flight, wall_s, dict(state.runs),
                            cpu_s, pool.cpus,
                            ended_at_s if math.isinf(first_task_at_s) else first_task_at_s,
-                           ended_at_s, busy_s, tuple(self.departures))
+                           ended_at_s, busy_s, tuple(self.departures),
+                           self.cross_zone_tasks, self.cross_zone_bytes)
         if self.cross_zone_tasks:
             log.warning("%d tasks ran outside the zone holding their inputs (%s had no live "
                         "node for them); %d input bytes crossed zones", self.cross_zone_tasks,

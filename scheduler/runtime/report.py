@@ -64,6 +64,11 @@ class RunReport:
     busy_s: float = 0.0
     #: The nodes that left during the run, with their causes
     departures: tuple[Departure, ...] = ()
+    #: Tasks that ran outside the zone holding their inputs (it had no live node that might
+    #: run them), and the input bytes all tasks read from nodes of another zone (both 0 for
+    #: the serial executor and for a cluster without zone resources)
+    cross_zone_tasks: int = 0
+    cross_zone_bytes: int = 0
 
     @property
     def cpu_share(self) -> float:

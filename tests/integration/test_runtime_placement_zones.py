@@ -13,7 +13,7 @@ one actor is busy and the other zone's is free. In the same run, a product
 whose zone has no node that may run its tiles (its plan placed on the spot
 node, its tiles on the on-demand one): they move to the other zone, and the
 dispatcher counts those moves, and only those, and the bytes read across
-zones.
+zones: in the run's report, its summary and the campaign's metrics.
 """
 
 from __future__ import annotations
@@ -21,9 +21,13 @@ from __future__ import annotations
 import time
 
 import pytest
+from prometheus_client import CollectorRegistry
 
+from scheduler.cli.progress import summary
 from scheduler.fleet.cluster_config import zone_resource
 from scheduler.fleet.departures import zone_of
+from scheduler.observe.metrics import CampaignMetrics
+from scheduler.products.flow import FlowReport
 from scheduler.runtime.dispatch import Dispatcher, DispatchOptions
 from scheduler.runtime.state import Task, TaskGraph
 from scheduler.testing.cluster import LocalCluster, NodeSpec
@@ -72,7 +76,8 @@ def test_a_products_tasks_run_in_its_plans_zone_and_leave_it_only_without_a_node
                             + _product("q", plan=(SPOT,), tile=(ON_DEMAND,)))
     with LocalCluster(nodes):
         zone = {n["NodeID"]: zone_of(n["Resources"]) for n in ray.nodes()}  # type: ignore[no-untyped-call]
-        dispatcher = Dispatcher(options)
+        metrics = CampaignMetrics("zones", registry=CollectorRegistry())
+        dispatcher = Dispatcher(options, metrics=metrics)
         report = dispatcher.run(graph)
     assert report.ok, report.failures
     ran_in = {p: [zone[n] for n in report.results[f"{p}.join"]] for p in products}  # type: ignore[union-attr]
@@ -83,3 +88,10 @@ def test_a_products_tasks_run_in_its_plans_zone_and_leave_it_only_without_a_node
     assert [zone[n] for n in nodes_of_q[:2]] == [zone_resource(1), zone_resource(0)]
     # q's tiles moved, nothing else (its join reads its tiles in their zone)
     assert dispatcher.cross_zone_tasks == TILES and dispatcher.cross_zone_bytes > 0
+    assert (report.cross_zone_tasks, report.cross_zone_bytes) == (
+        TILES, dispatcher.cross_zone_bytes)
+    assert metrics.registry.get_sample_value("eochain_cross_zone_input_bytes_total",
+                                             {"campaign": "zones"}) == report.cross_zone_bytes
+    text = summary(FlowReport((), (), (), 5, report, report.wall_s), None)
+    assert (f"across zones: {TILES} tasks ran outside their inputs' zone, "
+            f"{report.cross_zone_bytes / 2**20:.2f} MiB of inputs read") in text, text

@@ -133,6 +133,15 @@ def test_lost_runs_retries_and_recomputations(metrics: CampaignMetrics) -> None:
     assert _v(metrics, "eochain_tiles_planned") == 2
 
 
+def test_bytes_read_across_zones_count_from_zero(metrics: CampaignMetrics) -> None:
+    assert _v(metrics, "eochain_cross_zone_input_bytes_total") == 0  # before the first move
+    metrics.cross_zone(3 * 2**20)
+    metrics.cross_zone(2**20)
+    assert _v(metrics, "eochain_cross_zone_input_bytes_total") == 4 * 2**20
+    with pytest.raises(MetricsError, match=r"cross_zone\(-1\): expected nbytes >= 0"):
+        metrics.cross_zone(-1)
+
+
 def test_instrumented_task_reports_pixels_memory_products_and_failures(
         metrics: CampaignMetrics) -> None:
     import numpy as np
