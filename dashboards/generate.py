@@ -11,7 +11,7 @@ source, so the JSON imports anywhere), ``campaign`` and ``instance_type``
 * progress: tiles remaining and done, tasks by state, throughput, ETA, deadline slack,
   bytes in flight;
 * cost: planned vs accrued vs projected, projected/planned ratio, cost by instance type,
-  per product and per km^2, burn rate;
+  per product and per km^2, burn rate, input bytes read across zones;
 * fleet: nodes by type and market, spot interruptions, node departures by cause
   (interruption, scale-down, drain, failure), market fallbacks, lost runs,
   retries and recomputations;
@@ -86,6 +86,9 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
         ("timeseries", "Fleet burn rate (USD per hour)", [
             (f"3600 * eochain_fleet_burn_rate_usd_per_second{{{C}}}", "{{campaign}}")],
          "currencyUSD"),
+        ("timeseries", "Input bytes read across zones (billed as inter-AZ transfer)", [
+            (f"sum by (campaign) (eochain_cross_zone_input_bytes_total{{{C}}})",
+             "{{campaign}}")], "bytes"),
     ]),
     "fleet": ("eochain: fleet and spot", [
         ("timeseries", "Nodes by instance type and market", [
