@@ -9,6 +9,7 @@ The report is a table for the terminal and a PNG.
 One cost. The ledger is the run's only account of what it cost::
 
     actual cost = sum over the nodes that ran: node-seconds x price_usd_per_h / 3600
+                + input bytes read across zones x inter-AZ USD per GB     (transfer_usd)
 
 The progress bar, the end-of-run summary, the ``eochain_cost_accrued_usd``
 metric and this report's total all show that figure (read from the same
@@ -31,7 +32,8 @@ Attribution, for one instance type ``i`` and stage ``s``::
     actual makespan  = last task end - first task start of stage s on type i
 
 Node time of a type that ran no task at all shows as stage ``(idle)``. The
-plan's transfer cost has no instance type: it is its own ``(transfer)`` line.
+plan's transfer cost has no instance type: it is its own ``(transfer)`` line,
+against the input bytes the run's tasks read across zones (``RunLedger.transfer_usd``).
 The totals are the plan's ``total_cost_usd`` and ``makespan_s`` against the
 ledger's cost and wall time.
 """
@@ -99,14 +101,22 @@ class RunLedger:
     wall_s: float
     nodes: tuple[NodeUsage, ...]
     stages: tuple[StageUsage, ...]
+    #: Input bytes tasks read from nodes of another zone, priced at the inter-AZ rate
+    transfer_usd: float = 0.0
 
     @property
     def cost_usd(self) -> float:
-        """The run's actual cost: node-seconds x price, summed over its nodes."""
+        """The nodes' cost: node-seconds x price, summed over the run's nodes."""
         return sum(n.cost_usd for n in self.nodes)
+
+    @property
+    def total_usd(self) -> float:
+        """The run's actual cost: its nodes and the bytes it moved across zones."""
+        return self.cost_usd + self.transfer_usd
 
     def to_dict(self) -> dict[str, Any]:
         return {"campaign": self.campaign, "wall_s": self.wall_s, "cost_usd": self.cost_usd,
+                "transfer_usd": self.transfer_usd,
                 "nodes": [{**asdict(n), "cost_usd": n.cost_usd} for n in self.nodes],
                 "stages": [asdict(s) for s in self.stages]}
 
@@ -116,7 +126,8 @@ class RunLedger:
             return cls(str(doc["campaign"]), float(doc["wall_s"]),
                        tuple(NodeUsage(**{k: v for k, v in n.items() if k != "cost_usd"})
                              for n in doc["nodes"]),
-                       tuple(StageUsage(**s) for s in doc["stages"]))
+                       tuple(StageUsage(**s) for s in doc["stages"]),
+                       float(doc.get("transfer_usd", 0.0)))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CostReportError(f"ledger: {exc!r}; expected campaign, wall_s, nodes[], "
                                   "stages[] as written by RunLedger.to_dict") from exc
@@ -175,6 +186,8 @@ def _actual(ledger: RunLedger) -> dict[tuple[str, str], list[float]]:
     for itype, cost in cost_of.items():
         if itype not in busy_of:
             out[(itype, IDLE)] = [0, cost, math.nan]
+    if ledger.transfer_usd > 0:
+        out[("", TRANSFER)] = [0, ledger.transfer_usd, math.nan]
     return out
 
 
@@ -198,7 +211,7 @@ def build_cost_report(plan: PlanDocument | Mapping[str, Any] | None,
         planned_makespan = doc.require("makespan_s")
     else:
         planned_cost = planned_makespan = math.nan
-    return CostReport(ledger.campaign, tuple(lines), planned_cost, ledger.cost_usd,
+    return CostReport(ledger.campaign, tuple(lines), planned_cost, ledger.total_usd,
                       planned_makespan, ledger.wall_s)
 
 

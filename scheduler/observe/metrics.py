@@ -35,7 +35,9 @@ scrape) advances the ledger to now, or to the end of the run once
 account of its cost (node-seconds x price, a :class:`~scheduler.observe.cost_report.RunLedger`):
 ``accrued_usd``, the progress bar, the end-of-run summary and the cost report
 read it; ``eochain_cost_accrued_usd`` counts the same node-seconds as they
-pass. The projection extrapolates the campaign's own throughput::
+pass. Input bytes a task reads from a node of another zone (``cross_zone``)
+are billed at the catalog's inter-AZ rate (``inter_az_usd_per_gb``) on top:
+the ledger's ``transfer_usd``, in ``accrued_usd`` and the report's total. The projection extrapolates the campaign's own throughput::
 
     rate      = tasks done / elapsed                     (tasks per second so far)
     eta_s     = tasks remaining / rate                   (planned makespan - elapsed
@@ -70,6 +72,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import ThreadingWSGIServer, generate_latest, make_wsgi_app
 from prometheus_client.registry import Collector
 
+from planner.overheads import Overheads
 from planner.plan_document import PlanDocument, as_plan_document
 from scheduler.fleet.departures import DepartureCause
 from scheduler.observe.cost_report import NodeUsage, RunLedger, StageUsage, stage_of
@@ -209,10 +212,16 @@ class CampaignMetrics:
     """The metric families of one campaign and the ledger behind cost and projections."""
 
     def __init__(self, campaign: str, *, registry: CollectorRegistry | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 inter_az_usd_per_gb: float = Overheads().inter_az_usd_per_gb) -> None:
         if not campaign:
             raise MetricsError("campaign name is empty; expected the campaign's name")
+        if not inter_az_usd_per_gb >= 0:
+            raise MetricsError(f"inter_az_usd_per_gb = {inter_az_usd_per_gb}, expected >= 0 "
+                               "(the catalog's overheads.inter_az_usd_per_gb)")
         self.campaign = campaign
+        self.inter_az_usd_per_gb = inter_az_usd_per_gb
+        self._cross_zone_bytes = 0
         self.registry = registry if registry is not None else CollectorRegistry()
         self._clock = clock
         self._lock = threading.RLock()
@@ -461,6 +470,8 @@ class CampaignMetrics:
         """A task was given ``nbytes`` of input held by nodes of another zone."""
         if nbytes < 0:
             raise MetricsError(f"cross_zone({nbytes}): expected nbytes >= 0")
+        with self._lock:
+            self._cross_zone_bytes += nbytes
         self._cross_zone.labels(self.campaign).inc(nbytes)
 
     def observe_progress(self, progress: ProgressLike) -> None:
@@ -520,8 +531,9 @@ class CampaignMetrics:
 
     @property
     def accrued_usd(self) -> float:
-        """The run's cost so far: the ledger's node-seconds x price."""
-        return self.ledger().cost_usd
+        """The run's cost so far: the ledger's node-seconds x price and its bytes read
+        across zones."""
+        return self.ledger().total_usd
 
     def ledger(self) -> RunLedger:
         """What the run used so far (the one account of its cost), for the cost report."""
@@ -544,6 +556,7 @@ class CampaignMetrics:
                                         0.0 if math.isinf(st.first_start_s)
                                         else st.first_start_s, st.last_end_s)
                              for (stage, t), st in sorted(self._stages.items())),
+                transfer_usd=self._cross_zone_bytes / 1e9 * self.inter_az_usd_per_gb,
             )
 
     def exposition(self) -> bytes:

@@ -34,6 +34,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from planner.catalog import load_catalog
 from planner.plan_document import PlanDocument, as_plan_document
 from scheduler.observe.cost_report import build_cost_report, format_cost_report, write_cost_report
 from scheduler.observe.errors import MetricsError
@@ -275,7 +276,8 @@ def observe_campaign(
     table to ``echo`` (e.g. ``click.echo``).
     """
     plan = as_plan_document(plan) if plan is not None else None
-    metrics = CampaignMetrics(campaign)
+    metrics = CampaignMetrics(
+        campaign, inter_az_usd_per_gb=load_catalog().overheads.inter_az_usd_per_gb)
     if plan is not None:
         metrics.set_plan(PlanTargets.from_plan(plan))
     prices = prices_from_plan(plan) if plan is not None else {}

@@ -92,6 +92,9 @@ def test_a_products_tasks_run_in_its_plans_zone_and_leave_it_only_without_a_node
         TILES, dispatcher.cross_zone_bytes)
     assert metrics.registry.get_sample_value("eochain_cross_zone_input_bytes_total",
                                              {"campaign": "zones"}) == report.cross_zone_bytes
+    # billed at the inter-AZ rate in the run's ledger (the cost report's spent side)
+    assert metrics.ledger().transfer_usd == pytest.approx(
+        report.cross_zone_bytes / 1e9 * metrics.inter_az_usd_per_gb)
     text = summary(FlowReport((), (), (), 5, report, report.wall_s), None)
     assert (f"across zones: {TILES} tasks ran outside their inputs' zone, "
             f"{report.cross_zone_bytes / 2**20:.2f} MiB of inputs read") in text, text

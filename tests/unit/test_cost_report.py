@@ -145,6 +145,8 @@ def test_plot_and_files(tmp_path: Path) -> None:
 
 def test_ledger_round_trips_and_bad_input_names_the_keys() -> None:
     assert RunLedger.from_dict(LEDGER.to_dict()) == LEDGER
+    moved = RunLedger(LEDGER.campaign, LEDGER.wall_s, LEDGER.nodes, LEDGER.stages, 0.25)
+    assert RunLedger.from_dict(moved.to_dict()) == moved
     assert LEDGER.to_dict()["cost_usd"] == pytest.approx(LEDGER.cost_usd)
     with pytest.raises(CostReportError, match="wall_s"):
         RunLedger.from_dict({"campaign": "x", "nodes": [], "stages": []})

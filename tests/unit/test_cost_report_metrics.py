@@ -133,13 +133,27 @@ def test_lost_runs_retries_and_recomputations(metrics: CampaignMetrics) -> None:
     assert _v(metrics, "eochain_tiles_planned") == 2
 
 
-def test_bytes_read_across_zones_count_from_zero(metrics: CampaignMetrics) -> None:
+def test_bytes_read_across_zones_count_from_zero_and_are_billed(
+        metrics: CampaignMetrics) -> None:
     assert _v(metrics, "eochain_cross_zone_input_bytes_total") == 0  # before the first move
+    assert metrics.ledger().transfer_usd == 0
+    nodes_usd = metrics.ledger().cost_usd
     metrics.cross_zone(3 * 2**20)
     metrics.cross_zone(2**20)
     assert _v(metrics, "eochain_cross_zone_input_bytes_total") == 4 * 2**20
     with pytest.raises(MetricsError, match=r"cross_zone\(-1\): expected nbytes >= 0"):
         metrics.cross_zone(-1)
+    # the bytes at the inter-AZ rate, in the ledger, the accrued cost and the report's total
+    ledger = metrics.ledger()
+    assert ledger.transfer_usd == pytest.approx(4 * 2**20 / 1e9 * metrics.inter_az_usd_per_gb)
+    assert ledger.transfer_usd > 0 and ledger.cost_usd == nodes_usd
+    assert metrics.accrued_usd == pytest.approx(ledger.cost_usd + ledger.transfer_usd)
+    report = build_cost_report(None, ledger)
+    assert report.actual_cost_usd == pytest.approx(ledger.cost_usd + ledger.transfer_usd)
+    transfer = [ln for ln in report.lines if ln.stage == "(transfer)"]
+    assert [ln.actual_cost_usd for ln in transfer] == [pytest.approx(ledger.transfer_usd)]
+    with pytest.raises(MetricsError, match="inter_az_usd_per_gb = -1"):
+        CampaignMetrics("c", inter_az_usd_per_gb=-1)
 
 
 def test_instrumented_task_reports_pixels_memory_products_and_failures(
