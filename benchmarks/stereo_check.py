@@ -1,0 +1,320 @@
+"""Truth-free accuracy check of real DSMs with GDAL as the independent tool (issue 16).
+
+Run: ``python -m benchmarks.stereo_check [--cases gizeh ventoux synthetic] [--work DIR]``.
+Writes ``benchmarks/results/stereo_check.json`` and prints one table.
+
+On the real pairs there is no reference DSM; eochain and CARS 1.3.0
+disagree (Gizeh NMAD 0.89 m, Ventoux 0.60 m with a 0.2 / 0.8 m row / column
+offset) and nobody knows which is right. The check needs no truth: both views
+are orthorectified onto eochain's DSM grid *through a candidate surface* by
+GDAL's RPC transformer (``rasterio.warp.reproject`` with ``RPC_DEM`` = the
+surface in ellipsoidal heights, exact transformer, bilinear:
+:func:`ops.evaluation.gdal_ortho.gdal_ortho`), then the residual parallax
+between the two orthos is measured every 8 cells in 21-px windows (NCC +
+Lucas-Kanade, :func:`ops.evaluation.parallax.measure_parallax`) and turned
+into the surface's height error, with its sign, by the parallax per metre
+of height the RPCs give at each node
+(:func:`ops.evaluation.parallax.implied_height_error`). A right surface
+leaves no parallax. Per surface (eochain's DSM, CARS's, SRTM + EGM96 as the
+control), over the nodes both DSMs cover and those only one covers: median,
+NMAD and p90 of |implied error|, the across-base parallax (the RPCs'
+epipolar residual, the same for every surface) and the surface's vertical
+and planimetric offset against the RPCs' geometry
+(:func:`ops.evaluation.parallax.surface_offset`: dh = dz - s . grad h).
+
+``synthetic`` validates the check itself: a generated pair with known
+truth; the implied error of eochain's DSM and of the truth plus known smooth
+bumps (±2 m) against the true error (Pearson correlation, and the slope of
+implied on true error).
+
+DSMs: eochain's ``dsm`` with the options of ``benchmarks.stereo`` (one run)
+and CARS via ``benchmarks.cars_baseline`` (accuracy only: no timing here),
+kept in ``--work`` and reused when present (``--fresh`` reruns them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import scipy.ndimage as ndi
+from rasterio.warp import Resampling, reproject
+
+from benchmarks.cars_baseline import run_cars
+from benchmarks.common import shared_data
+from benchmarks.stereo import (
+    Case,
+    grid_of,
+    horizontal_crs,
+    real_cases,
+    run_eochain,
+    synthetic_case,
+    truth_on,
+)
+from ops.evaluation.gdal_ortho import gdal_ortho, write_dem_geotiff
+from ops.evaluation.parallax import (
+    ImpliedError,
+    implied_height_error,
+    line_of_sight_shift,
+    measure_parallax,
+    surface_offset,
+)
+from ops.evaluation.stereo_eval import nmad
+from ops.raster.crs import lonlat_transformer
+from ops.sensor.rpc_io import find_rpc
+from ops.terrain.dem import Dem
+from ops.terrain.geoid import Geoid
+from planner.geometry.grid import GeoBox
+
+RESULTS = Path(__file__).resolve().parent / "results" / "stereo_check.json"
+STEP_PX, WINDOW_PX, SEARCH_PX = 8, 21, 4
+
+
+@dataclass(frozen=True, slots=True)
+class Surface:
+    """A candidate surface on the check's grid, ellipsoidal heights (NaN = none);
+    what :func:`write_dem_geotiff` writes for GDAL's ``RPC_DEM``."""
+
+    heights_m: np.ndarray
+    transform: tuple[float, float, float, float, float, float]
+    crs: str
+    source: str
+
+
+def read_bilinear(path: Path, box: GeoBox, band: int = 1) -> np.ndarray:
+    """Band ``band`` of ``path`` on ``box`` (bilinear: no half-cell displacement, unlike
+    nearest; NaN = nodata)."""
+    with rasterio.open(path) as src:
+        values = src.read(band).astype(np.float32)
+        if src.nodata is not None:
+            values[values == src.nodata] = np.nan
+        out = np.full(box.shape, np.nan, np.float32)
+        reproject(values, out, src_transform=src.transform, src_crs=horizontal_crs(src.crs),
+                  dst_transform=rasterio.Affine(*box.transform), dst_crs=box.crs,
+                  resampling=Resampling.bilinear, src_nodata=np.nan, dst_nodata=np.nan)
+    return out
+
+
+def cell_lonlat(box: GeoBox) -> tuple[np.ndarray, np.ndarray]:
+    rows, cols = np.mgrid[0 : box.height, 0 : box.width]
+    x, y = box.xy(rows, cols)
+    lon, lat = lonlat_transformer(box.crs).transform(x, y)
+    return np.asarray(lon), np.asarray(lat)
+
+
+def orthos(case: Case, surface: Surface, box: GeoBox, work: Path) -> tuple[np.ndarray, ...]:
+    """GDAL's orthos of the case's first and last views on ``box`` through ``surface``."""
+    dem_tif = write_dem_geotiff(surface, work / f"{case.name}_{surface.source}_rpc_dem.tif")
+    out = []
+    for image in (case.images[0], case.images[-1]):
+        o = gdal_ortho(image, find_rpc(image), dem_tif, box, dst_nodata=0)[0].astype(np.float64)
+        out.append(np.where(o == 0, np.nan, o))
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeCheck:
+    """The check of one surface at the parallax nodes."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    error: ImpliedError
+    ncc: np.ndarray
+
+
+def check_surface(case: Case, surface: Surface, box: GeoBox, work: Path) -> NodeCheck:
+    left, right = orthos(case, surface, box, work)
+    pmap = measure_parallax(left, right, step_px=STEP_PX, window_px=WINDOW_PX,
+                            search_px=SEARCH_PX)
+    rows, cols = np.meshgrid(pmap.rows, pmap.cols, indexing="ij")
+    h = surface.heights_m[rows, cols].astype(np.float64)
+    h = np.where(np.isfinite(h), h, np.nanmedian(surface.heights_m))
+    left_rpc, right_rpc = find_rpc(case.images[0]), find_rpc(case.images[-1])
+    gl = line_of_sight_shift(left_rpc, box, rows.astype(float), cols.astype(float), h)
+    gr = line_of_sight_shift(right_rpc, box, rows.astype(float), cols.astype(float), h)
+    return NodeCheck(rows, cols, implied_height_error(pmap, gr[0] - gl[0], gr[1] - gl[1]),
+                     pmap.ncc)
+
+
+def stats(values: np.ndarray) -> dict[str, Any]:
+    v = values[np.isfinite(values)]
+    if v.size < 10:
+        return {"n_nodes": int(v.size)}
+    return {"n_nodes": int(v.size), "median_m": float(np.median(v)), "nmad_m": nmad(v),
+            "p90_abs_m": float(np.percentile(np.abs(v), 90))}
+
+
+def offsets(check: NodeCheck, surface: Surface, gsd_m: float) -> dict[str, Any]:
+    """The surface's vertical and planimetric offsets (m, + = east / north) from dh ~ slope."""
+    smooth = ndi.gaussian_filter(np.nan_to_num(surface.heights_m, nan=float(np.nanmean(
+        surface.heights_m))), 2.0)
+    g_row, g_col = np.gradient(smooth)
+    fit = surface_offset(check.error.dh_m, g_row[check.rows, check.cols],
+                         g_col[check.rows, check.cols])
+    return {"dz_m": fit.dz_m, "east_m": fit.col_cells * gsd_m, "north_m": -fit.row_cells * gsd_m,
+            "row_cells": fit.row_cells, "col_cells": fit.col_cells, "n_nodes": fit.n_nodes}
+
+
+def real_case(case: Case, work: Path, fresh: bool) -> dict[str, Any]:
+    """eochain's DSM, CARS's and SRTM checked on eochain's grid."""
+    ours_path = work / f"{case.name}_eochain.tif"
+    if fresh or not ours_path.exists():
+        run_eochain(case, case.images, ours_path, runs=1)
+    assert case.cars is not None
+    cars_path = work / f"{case.name}_cars" / "dsm" / "dsm.tif"
+    if fresh or not cars_path.exists():
+        cars_path = run_cars(case.cars, work / f"{case.name}_cars").dsm_path
+    box = grid_of(ours_path)
+    lon, lat = cell_lonlat(box)
+    assert case.geoid is not None
+    undulation = Geoid.open(case.geoid).undulation(lon, lat)
+    srtm = Dem.open(case.dem, geoid=Geoid.open(case.geoid)).heights(lon, lat, strict=False)
+    surfaces = {
+        "eochain": read_bilinear(ours_path, box) + undulation,
+        "cars": read_bilinear(cars_path, box) + undulation,
+        "srtm": srtm,
+    }
+    gsd_m = abs(box.transform[0])
+    checks = {name: check_surface(case, Surface(h.astype(np.float32), box.transform, box.crs,
+                                                name), box, work)
+              for name, h in surfaces.items()}
+    rows, cols = checks["eochain"].rows, checks["eochain"].cols
+    has = {name: np.isfinite(h[rows, cols]) for name, h in surfaces.items()}
+    regions = {"both": has["eochain"] & has["cars"], "cars_only": has["cars"] & ~has["eochain"],
+               "eochain_only": has["eochain"] & ~has["cars"]}
+    out: dict[str, Any] = {"grid": {"crs": box.crs, "transform": list(box.transform),
+                                    "shape": list(box.shape)}}
+    with rasterio.open(cars_path) as src:
+        out["cars_grid"] = {"transform": list(src.transform)[:6], "shape": [src.height, src.width]}
+    for name, check in checks.items():
+        dh = check.error.dh_m
+        res: dict[str, Any] = {
+            "measured_share": float(np.isfinite(dh[has[name]]).mean()),
+            "all": stats(dh[has[name]]),
+            "across_median_px": float(np.nanmedian(check.error.across_px)),
+            "across_nmad_px": nmad(check.error.across_px),
+            "px_per_m": float(np.nanmedian(check.error.px_per_m)),
+            "offset": offsets(check, Surface(surfaces[name], box.transform, box.crs, name),
+                              gsd_m),
+        }
+        for region, mask in regions.items():
+            res[region] = stats(dh[mask & has[name]])
+        out[name] = res
+    eo, ca = surfaces["eochain"][rows, cols], surfaces["cars"][rows, cols]
+    # who is right where they disagree: the implied errors of both vs their difference
+    d = eo - ca
+    both = regions["both"] & np.isfinite(checks["eochain"].error.dh_m) & np.isfinite(
+        checks["cars"].error.dh_m)
+    out["disagreement"] = {
+        "nmad_eochain_minus_cars_m": nmad(d[both]),
+        "corr_difference_vs_implied_eochain": float(np.corrcoef(
+            d[both], checks["eochain"].error.dh_m[both])[0, 1]),
+        "corr_difference_vs_implied_cars": float(np.corrcoef(
+            d[both], -checks["cars"].error.dh_m[both])[0, 1]),
+    }
+    return out
+
+
+def synthetic(work: Path, fresh: bool) -> dict[str, Any]:
+    """The check against a known truth (generated pair, no defects)."""
+    case = synthetic_case("synthetic", work, n_views=2, defects=False, size_px=500)
+    ours_path = work / "synthetic_eochain.tif"
+    if fresh or not ours_path.exists():
+        run_eochain(case, case.images, ours_path, runs=1)
+    box = grid_of(ours_path)
+    truth = truth_on(case, ours_path).astype(np.float64)
+    rows, cols = np.mgrid[0 : box.height, 0 : box.width]
+    bumps = 2.0 * np.sin(rows / 23.0) * np.cos(cols / 31.0)
+    out: dict[str, Any] = {}
+    for name, h in (("eochain", read_bilinear(ours_path, box).astype(np.float64)),
+                    ("truth_plus_bumps", truth + bumps)):
+        check = check_surface(case, Surface(h.astype(np.float32), box.transform, box.crs, name),
+                              box, work)
+        true_err = h - truth
+        # the check sees the error averaged over its window
+        win = np.isfinite(true_err)
+        mean_err = ndi.uniform_filter(np.where(win, true_err, 0.0), WINDOW_PX) / np.maximum(
+            ndi.uniform_filter(win.astype(float), WINDOW_PX), 1e-9)
+        at_node = mean_err[check.rows, check.cols]
+        implied = check.error.dh_m
+        ok = np.isfinite(implied) & np.isfinite(at_node) & win[check.rows, check.cols]
+        slope = np.polyfit(at_node[ok], implied[ok], 1)[0]
+        out[name] = {
+            "n_nodes": int(ok.sum()), "measured_share": float(ok.sum() / max(
+                (win[check.rows, check.cols]).sum(), 1)),
+            "corr_implied_vs_true": float(np.corrcoef(implied[ok], at_node[ok])[0, 1]),
+            "slope_implied_on_true": float(slope),
+            "nmad_true_m": nmad(at_node[ok]), "nmad_implied_m": nmad(implied[ok]),
+            "nmad_implied_minus_true_m": nmad(implied[ok] - at_node[ok]),
+            "median_true_m": float(np.median(at_node[ok])),
+            "median_implied_m": float(np.median(implied[ok])),
+        }
+    return out
+
+
+def print_table(results: dict[str, Any]) -> None:
+    print(f"{'case':<10}{'surface':<10}{'region':<14}{'nodes':>7}{'median':>8}{'NMAD':>7}"
+          f"{'p90|dh|':>8}   offset dz / east / north (m), across-base px")
+    for name, case in results["cases"].items():
+        if name == "synthetic":
+            for surf, r in case.items():
+                print(f"{name:<10}{surf:<18} corr(implied, true) {r['corr_implied_vs_true']:.2f}"
+                      f", slope {r['slope_implied_on_true']:.2f}, NMAD true "
+                      f"{r['nmad_true_m']:.2f} implied {r['nmad_implied_m']:.2f} m, "
+                      f"{r['n_nodes']} nodes")
+            continue
+        for surf in ("eochain", "cars", "srtm"):
+            r = case[surf]
+            off = r["offset"]
+            for region in ("all", "both", "cars_only", "eochain_only"):
+                s = r[region]
+                if "median_m" not in s:
+                    continue
+                tail = (f"   {off['dz_m']:+.2f} / {off['east_m']:+.2f} / {off['north_m']:+.2f}"
+                        f", {r['across_median_px']:+.3f}" if region == "all" else "")
+                print(f"{name:<10}{surf:<10}{region:<14}{s['n_nodes']:>7}{s['median_m']:>+8.2f}"
+                      f"{s['nmad_m']:>7.2f}{s['p90_abs_m']:>8.2f}{tail}")
+        d = case["disagreement"]
+        print(f"{name:<10}eochain-CARS NMAD {d['nmad_eochain_minus_cars_m']:.2f} m; corr with "
+              f"eochain's implied error {d['corr_difference_vs_implied_eochain']:.2f}, with "
+              f"CARS's {d['corr_difference_vs_implied_cars']:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cases", nargs="+", choices=("gizeh", "ventoux", "synthetic"),
+                        default=["gizeh", "ventoux", "synthetic"])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/eochain-stereo-check"))
+    parser.add_argument("--fresh", action="store_true", help="rerun eochain and CARS")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    data = shared_data()
+    state = {"machine": platform.machine(), "cpu_count": os.cpu_count(),
+             "python": platform.python_version(), "load_avg_1min": os.getloadavg()[0],
+             "parallax": {"step_px": STEP_PX, "window_px": WINDOW_PX, "search_px": SEARCH_PX}}
+    results: dict[str, Any] = {"state": state, "cases": {}}
+    cases = real_cases(data)
+    for name in args.cases:
+        if name == "synthetic":
+            results["cases"][name] = synthetic(args.work, args.fresh)
+        else:
+            results["cases"][name] = real_case(cases[name], args.work,
+                                               args.fresh)
+        print(f"{name}: done", file=sys.stderr)
+    print("state:", json.dumps(state))
+    print_table(results)
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(results, indent=1, default=float), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
