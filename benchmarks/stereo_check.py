@@ -62,6 +62,7 @@ from benchmarks.stereo import (
 from ops.evaluation.gdal_ortho import gdal_ortho, write_dem_geotiff
 from ops.evaluation.parallax import (
     ImpliedError,
+    global_parallax,
     implied_height_error,
     line_of_sight_shift,
     measure_parallax,
@@ -75,7 +76,7 @@ from ops.terrain.geoid import Geoid
 from planner.geometry.grid import GeoBox
 
 RESULTS = Path(__file__).resolve().parent / "results" / "stereo_check.json"
-STEP_PX, WINDOW_PX, SEARCH_PX = 8, 21, 4
+STEP_PX, WINDOW_PX, SEARCH_PX = 8, 21, 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +134,7 @@ class NodeCheck:
 def check_surface(case: Case, surface: Surface, box: GeoBox, work: Path) -> NodeCheck:
     left, right = orthos(case, surface, box, work)
     pmap = measure_parallax(left, right, step_px=STEP_PX, window_px=WINDOW_PX,
-                            search_px=SEARCH_PX)
+                            search_px=SEARCH_PX, centre_px=global_parallax(left, right))
     rows, cols = np.meshgrid(pmap.rows, pmap.cols, indexing="ij")
     h = surface.heights_m[rows, cols].astype(np.float64)
     h = np.where(np.isfinite(h), h, np.nanmedian(surface.heights_m))

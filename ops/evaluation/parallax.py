@@ -109,8 +109,14 @@ def measure_parallax(
     min_ncc: float = 0.5,
     min_valid: float = 0.8,
     iterations: int = 4,
+    centre_px: tuple[int, int] = (0, 0),
 ) -> ParallaxMap:
-    """The parallax map of two co-registered images (orthos on one grid; NaN = no data)."""
+    """The parallax map of two co-registered images (orthos on one grid; NaN = no data).
+
+    The integer search spans ``centre_px`` +/- ``search_px`` (rows, cols): a pair
+    whose RPCs leave a constant offset between the orthos (a pointing error)
+    is searched around it (:func:`global_parallax`).
+    """
     a_img = np.asarray(left, np.float64)
     b_img = np.asarray(right, np.float64)
     if a_img.shape != b_img.shape or a_img.ndim != 2:
@@ -125,7 +131,7 @@ def measure_parallax(
     node_cols = np.arange(half, a_img.shape[1] - half, step_px, dtype=np.int64)
     rr, cc = (g.ravel() for g in np.meshgrid(node_rows, node_cols, indexing="ij"))
     a = _patches(a_img, rr, cc, half)
-    b_wide = _patches(b_img, rr, cc, half + search_px + 1)
+    b_wide = _patches(b_img, rr + centre_px[0], cc + centre_px[1], half + search_px + 1)
     min_weight = min_valid * window_px**2
     span = 2 * search_px + 3
     scores = np.full((rr.size, span, span), np.nan)
@@ -139,8 +145,8 @@ def measure_parallax(
     bi, bj = best // (span - 2) + 1, best % (span - 2) + 1
     k = np.arange(rr.size)
     peak = scores[k, bi, bj]
-    d_row = bi - 1 - search_px + _vertex(scores[k, bi - 1, bj], peak, scores[k, bi + 1, bj])
-    d_col = bj - 1 - search_px + _vertex(scores[k, bi, bj - 1], peak, scores[k, bi, bj + 1])
+    d_row = bi - 1 - search_px + centre_px[0] + _vertex(scores[k, bi - 1, bj], peak, scores[k, bi + 1, bj])
+    d_col = bj - 1 - search_px + centre_px[1] + _vertex(scores[k, bi, bj - 1], peak, scores[k, bi, bj + 1])
     on_edge = (bi == 1) | (bi == span - 2) | (bj == 1) | (bj == span - 2)
     ok = np.isfinite(peak) & (peak >= min_ncc) & ~on_edge
     d_row, d_col = _refine(a_img, b_img, a, rr, cc, d_row, d_col, ok, iterations)
@@ -150,6 +156,18 @@ def measure_parallax(
                        np.where(keep, d_row, np.nan).reshape(shape),
                        np.where(keep, d_col, np.nan).reshape(shape),
                        np.where(np.isfinite(peak), peak, np.nan).reshape(shape))
+
+
+def global_parallax(left: NDArray[np.floating], right: NDArray[np.floating], *,
+                    search_px: int = 12) -> tuple[int, int]:
+    """The median parallax (rounded, px) of large windows: where to centre the fine search."""
+    pmap = measure_parallax(left, right, step_px=32, window_px=63, search_px=search_px,
+                            iterations=0)
+    if not pmap.measured.any():
+        raise StereoError(f"no parallax found within {search_px} px between the two images; "
+                          "expected orthos of the same ground on one grid")
+    return (round(float(np.nanmedian(pmap.d_row_px))),
+            round(float(np.nanmedian(pmap.d_col_px))))
 
 
 def _refine(a_img: FloatArray, b_img: FloatArray, a: FloatArray, rr: IntArray, cc: IntArray,

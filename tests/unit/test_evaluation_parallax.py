@@ -8,6 +8,7 @@ import scipy.ndimage as ndi
 
 from ops.errors import StereoError
 from ops.evaluation.parallax import (
+    global_parallax,
     implied_height_error,
     measure_parallax,
     surface_offset,
@@ -21,11 +22,13 @@ def _texture(shape: tuple[int, int], seed: int = 0) -> np.ndarray:
 
 def test_parallax_recovers_a_known_subpixel_shift_with_radiometric_change() -> None:
     base = _texture((140, 150))
-    shift = (0.37, -1.71)
+    shift = (0.37, -5.71)
     # right(x + p) = left(x): the right image is the left one moved by +p
     right = 3.0 * ndi.shift(base, shift, order=3, mode="nearest") + 10.0
     right[:, :6] = np.nan  # no data on a strip weighs nothing
-    pmap = measure_parallax(base, right, step_px=10, window_px=21, search_px=3)
+    centre = global_parallax(base, right)
+    assert centre == (0, -6)
+    pmap = measure_parallax(base, right, step_px=10, window_px=21, search_px=2, centre_px=centre)
     ok = pmap.measured
     assert ok.mean() > 0.8
     assert np.median(pmap.d_row_px[ok]) == pytest.approx(shift[0], abs=0.02)
