@@ -301,6 +301,9 @@ class MatchingConfig:
     cross_check_px: float = 1.0
     support_window_px: int = 9
     min_support: float = 0.7
+    edge_window_px: int = 5
+    edge_step_px: float = 2.0
+    edge_min_ncc: float = 0.7
     contrast_window_px: int = 31
     contrast_target_std: float = 12.0
     contrast_max_gain: float = 2.0
@@ -345,6 +348,15 @@ class MatchingConfig:
             )
         if not 0.0 <= self.min_support <= 1.0:
             raise StereoError(f"matching min_support {self.min_support}, expected in [0, 1]")
+        if self.edge_window_px < 0 or (self.edge_window_px > 0 and self.edge_window_px % 2 == 0):
+            raise StereoError(
+                f"matching edge_window_px {self.edge_window_px}, expected an odd size >= 3 "
+                "(0: no discontinuity check)"
+            )
+        if not (math.isfinite(self.edge_step_px) and self.edge_step_px > 0):
+            raise StereoError(f"matching edge_step_px {self.edge_step_px}, expected > 0 px")
+        if not -1.0 <= self.edge_min_ncc < 1.0:
+            raise StereoError(f"matching edge_min_ncc {self.edge_min_ncc}, expected in [-1, 1)")
         if self.contrast_window_px < 0 or (
                 self.contrast_window_px > 1 and self.contrast_window_px % 2 == 0):
             raise StereoError(
@@ -625,6 +637,10 @@ def _match(
     in_right = _erode(warped_valid > 0.999, config.ncc_window_px // 2)
     informative &= in_right
     ok &= in_right & (confidence >= config.min_ncc)
+    if config.edge_window_px > 0:
+        ok &= ~(_at_discontinuity(np.where(ok, disparity, np.nan).astype(np.float32),
+                                 config.edge_window_px, config.edge_step_px)
+                & (confidence < config.edge_min_ncc))
     disparity[~ok] = np.nan
     if config.min_component_px > 0:
         remove_small_components(disparity, config.min_component_px, config.speckle_range_px)
@@ -634,6 +650,23 @@ def _match(
         disparity[~ok] = np.nan
     confidence[~ok] = np.nan
     return DisparityMap(disparity, confidence)
+
+
+def _at_discontinuity(disparity: Float32Array, window_px: int, step_px: float) -> BoolArray:
+    """Where the valid disparities of the ``window_px``² neighbourhood span more than ``step_px``.
+
+    NaN = unmatched, no evidence either way. A pixel there has matching
+    windows that straddle two surfaces (a roof's edge and the ground).
+    """
+    ok = np.isfinite(disparity)
+    k = np.ones((window_px, window_px), np.uint8)
+    high = cv2.dilate(np.where(ok, disparity, -np.inf).astype(np.float32), k,
+                      borderType=cv2.BORDER_CONSTANT, borderValue=-np.inf)
+    low = cv2.erode(np.where(ok, disparity, np.inf).astype(np.float32), k,
+                    borderType=cv2.BORDER_CONSTANT, borderValue=np.inf)
+    with np.errstate(invalid="ignore"):
+        out: BoolArray = ok & (high - low > step_px)
+    return out
 
 
 def _supported(ok: BoolArray, informative: BoolArray, window_px: int,
