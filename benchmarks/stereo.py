@@ -60,6 +60,11 @@ and the blunder share (|difference - median|
 the median left in is reported as ``blunder_share_raw``). ratio = CARS wall
 / eochain wall; memory ratio = eochain peak / CARS peak.
 
+Gizeh's Great Pyramid has plane faces (51.8 degrees): a square pyramid fitted
+to CARS's south, east and west faces (:func:`pyramid_model`) is a truth for
+the north face, in the shade, where the tools disagree; per face and tool,
+coverage, NMAD and share beyond 3 m of the model (``pyramid_faces``).
+
 Sub-pixel (``--subpixel``, alone, seconds): the matcher on real textures
 (Gizeh, Ventoux) warped by a known smooth disparity field
 (:mod:`ops.synthetic.warp`), at full contrast and at x0.15 (low-contrast ground),
@@ -234,6 +239,70 @@ def coverage_shares(path: Path, like: Path, seen: np.ndarray) -> dict[str, float
             "measured": float((np.isfinite(h) & (support > 0) & seen).sum() / seen.sum())}
 
 
+#: The Great Pyramid's apex (WGS84 lon, lat), where the faces' model starts its fit.
+PYRAMID_APEX_LONLAT = (31.134358, 29.979175)
+#: Heights (above EGM96) of the faces' cells the model is fitted on and judged on: above
+#: the base's rubble and below the apex's platform.
+PYRAMID_FACE_M = (85.0, 180.0)
+
+
+def pyramid_model(h: np.ndarray, like: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A square pyramid ``A - s max(|u|, |v|)`` ((u, v): map metres from the apex, turned
+    by the angle of its base) fitted robustly to the south, east and west faces of ``h``
+    (a DSM on ``like``'s grid); its heights and each cell's face ('N', 'S', 'E', 'W', or ''
+    off the faces). The faces of the Great Pyramid are planes (51.8 degrees): the model is
+    a truth for Gizeh's north face, in the shade, that neither tool fitted it on."""
+    from scipy.optimize import least_squares
+
+    with rasterio.open(like) as ref:
+        transform, crs = ref.transform, horizontal_crs(ref.crs)
+    x_apex, y_apex = pyproj.Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(
+        *PYRAMID_APEX_LONLAT)
+    rows, cols = np.indices(h.shape)
+    x, y = transform * (cols + 0.5, rows + 0.5)
+
+    def turned(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        dx, dy = x - p[2], y - p[3]
+        return np.cos(p[4]) * dx + np.sin(p[4]) * dy, -np.sin(p[4]) * dx + np.cos(p[4]) * dy
+
+    def heights(p: np.ndarray) -> np.ndarray:
+        u, v = turned(p)
+        return np.asarray(p[0] - p[1] * np.maximum(np.abs(u), np.abs(v)))
+
+    def faces(p: np.ndarray) -> np.ndarray:
+        u, v = turned(p)
+        face = np.where(np.abs(v) >= np.abs(u), np.where(v > 0, "N", "S"),
+                        np.where(u > 0, "E", "W"))
+        lo, hi = PYRAMID_FACE_M
+        model = heights(p)
+        return np.where((model > lo) & (model < hi), face, "")
+
+    def fitted(p: np.ndarray, on: np.ndarray) -> np.ndarray:
+        return np.asarray(least_squares(lambda q: heights(q)[on] - h[on], p, loss="soft_l1",
+                                        f_scale=1.0).x)
+
+    near = (np.abs(x - x_apex) < 140) & (np.abs(y - y_apex) < 140) & np.isfinite(h)
+    # every face first, then the south, east and west faces of that fit only
+    p = fitted(np.array([205.0, 1.27, x_apex, y_apex, 0.0]),
+               near & (h > PYRAMID_FACE_M[0]) & (h < PYRAMID_FACE_M[1]))
+    p = fitted(p, near & np.isin(faces(p), ["S", "E", "W"]))
+    return heights(p), faces(p)
+
+
+def face_errors(h: np.ndarray, model: np.ndarray, faces: np.ndarray) -> dict[str, Any]:
+    """Per pyramid face: coverage, NMAD and share beyond ``BLUNDER_M`` of ``h`` - the model."""
+    from ops.evaluation.stereo_eval import nmad
+
+    out: dict[str, Any] = {}
+    for face in "NSEW":
+        on = faces == face
+        d = (h - model)[on & np.isfinite(h)]
+        out[face] = {"coverage": float(d.size / max(on.sum(), 1)),
+                     "nmad_m": nmad(d) if d.size else None,
+                     "beyond_3m": float(np.mean(np.abs(d) > BLUNDER_M)) if d.size else None}
+    return out
+
+
 def measure_case(case: Case, work: Path, with_cars: bool) -> dict[str, Any]:
     """Both tools on one case, then coverage and errors."""
     out: dict[str, Any] = {}
@@ -277,6 +346,10 @@ def measure_case(case: Case, work: Path, with_cars: bool) -> dict[str, Any]:
                                                         h_cars)
         if "eochain_no_dem" in out:
             out["eochain_no_dem"]["vs_cars"] = errors_stats(read_on(nodem_path, ours_path) - h_cars)
+        if case.name == "gizeh":
+            model, faces = pyramid_model(h_cars, ours_path)
+            out["pyramid_faces"] = {"eochain": face_errors(h_ours, model, faces),
+                                    "cars": face_errors(h_cars, model, faces)}
         out["speed_ratio_cars_over_eochain"] = cars.wall_s / ours["wall_s"]
         out["memory_ratio_eochain_over_cars"] = ours["max_rss_gib"] / cars.max_rss_gib
     return out
@@ -485,7 +558,7 @@ def print_table(results: dict[str, Any]) -> None:
     print(head)
     for name, case in results["cases"].items():
         for tool, r in case.items():
-            if not isinstance(r, dict) or tool == "eochain_minus_cars":
+            if not isinstance(r, dict) or tool in ("eochain_minus_cars", "pyramid_faces"):
                 continue
             if "failed" in r:
                 print(f"{name:<19}{tool:<16} failed: {r['failed'][-120:]!r}")
@@ -503,6 +576,11 @@ def print_table(results: dict[str, Any]) -> None:
                   f"{_fmt(100 * err['blunder_share'] if 'blunder_share' in err else None, '8.2f')}"
                   f"{_fmt(100 * err['blunder_share_raw'] if 'blunder_share_raw' in err else None, '7.2f')}"
                   f"  {' '.join(f'{w:.1f}' for w in r.get('wall_s_runs', []))}")
+        for tool, faces in case.get("pyramid_faces", {}).items():
+            print(f"{'':<19}pyramid faces vs planes fitted on CARS's S/E/W, {tool}: " + ", ".join(
+                f"{k} {f['coverage']:.0%} covered" + (
+                    f" NMAD {f['nmad_m']:.2f} m {f['beyond_3m']:.0%} > 3 m" if f['nmad_m'] else "")
+                for k, f in faces.items()))
         if "speed_ratio_cars_over_eochain" in case:
             print(f"{'':<19}ratio: CARS/eochain wall {case['speed_ratio_cars_over_eochain']:.1f}x,"
                   f" eochain/CARS peak memory {case['memory_ratio_eochain_over_cars']:.2f}")
