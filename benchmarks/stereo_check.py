@@ -77,6 +77,8 @@ from planner.geometry.grid import GeoBox
 
 RESULTS = Path(__file__).resolve().parent / "results" / "stereo_check.json"
 STEP_PX, WINDOW_PX, SEARCH_PX = 8, 21, 6
+#: Largest rms (m) of a surface about its window mean where its offset is fitted.
+PLANAR_M = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,20 +131,26 @@ class NodeCheck:
     cols: np.ndarray
     error: ImpliedError
     ncc: np.ndarray
+    right_share: float
+    centre_px: tuple[int, int]
 
 
 def check_surface(case: Case, surface: Surface, box: GeoBox, work: Path) -> NodeCheck:
     left, right = orthos(case, surface, box, work)
+    centre = global_parallax(left, right)
     pmap = measure_parallax(left, right, step_px=STEP_PX, window_px=WINDOW_PX,
-                            search_px=SEARCH_PX, centre_px=global_parallax(left, right))
+                            search_px=SEARCH_PX, centre_px=centre)
     rows, cols = np.meshgrid(pmap.rows, pmap.cols, indexing="ij")
     h = surface.heights_m[rows, cols].astype(np.float64)
     h = np.where(np.isfinite(h), h, np.nanmedian(surface.heights_m))
     left_rpc, right_rpc = find_rpc(case.images[0]), find_rpc(case.images[-1])
     gl = line_of_sight_shift(left_rpc, box, rows.astype(float), cols.astype(float), h)
     gr = line_of_sight_shift(right_rpc, box, rows.astype(float), cols.astype(float), h)
-    return NodeCheck(rows, cols, implied_height_error(pmap, gr[0] - gl[0], gr[1] - gl[1]),
-                     pmap.ncc)
+    v = (gr[0] - gl[0], gr[1] - gl[1])
+    # where the check's zero surface sits between the two views' rays when the RPCs
+    # leave an across-base offset b: at k b from the left ray (module docstring)
+    k = float(np.median((gr[0] * v[0] + gr[1] * v[1]) / (v[0] ** 2 + v[1] ** 2)))
+    return NodeCheck(rows, cols, implied_height_error(pmap, *v), pmap.ncc, k, centre)
 
 
 def stats(values: np.ndarray) -> dict[str, Any]:
@@ -153,15 +161,23 @@ def stats(values: np.ndarray) -> dict[str, Any]:
             "p90_abs_m": float(np.percentile(np.abs(v), 90))}
 
 
-def offsets(check: NodeCheck, surface: Surface, gsd_m: float) -> dict[str, Any]:
-    """The surface's vertical and planimetric offsets (m, + = east / north) from dh ~ slope."""
-    smooth = ndi.gaussian_filter(np.nan_to_num(surface.heights_m, nan=float(np.nanmean(
-        surface.heights_m))), 2.0)
+def offsets(dh_m: np.ndarray, check: NodeCheck, heights_m: np.ndarray, gsd_m: float
+            ) -> dict[str, Any]:
+    """A surface's vertical and planimetric offsets (m, + = east / north) from its height
+    errors ``dh_m`` at the check's nodes (dh ~ slope)."""
+    # slopes at the scale the parallax windows see (a wall within a window hardly moves it)
+    filled = np.nan_to_num(heights_m.astype(np.float64), nan=float(np.nanmean(heights_m)))
+    smooth = ndi.uniform_filter(filled, WINDOW_PX)
     g_row, g_col = np.gradient(smooth)
-    fit = surface_offset(check.error.dh_m, g_row[check.rows, check.cols],
-                         g_col[check.rows, check.cols])
+    # only where the surface is nearly planar over the window: there dh = -s . grad h
+    # holds; across a wall the windows' parallax follows the majority, not the mean
+    rough = np.sqrt(ndi.uniform_filter((filled - smooth) ** 2, WINDOW_PX))
+    planar = (rough < PLANAR_M)[check.rows, check.cols]
+    fit = surface_offset(np.where(planar, dh_m, np.nan),
+                         g_row[check.rows, check.cols], g_col[check.rows, check.cols])
     return {"dz_m": fit.dz_m, "east_m": fit.col_cells * gsd_m, "north_m": -fit.row_cells * gsd_m,
-            "row_cells": fit.row_cells, "col_cells": fit.col_cells, "n_nodes": fit.n_nodes}
+            "row_cells": fit.row_cells, "col_cells": fit.col_cells, "n_nodes": fit.n_nodes,
+            "row_se_cells": fit.row_se_cells, "col_se_cells": fit.col_se_cells}
 
 
 def real_case(case: Case, work: Path, fresh: bool) -> dict[str, Any]:
@@ -203,8 +219,9 @@ def real_case(case: Case, work: Path, fresh: bool) -> dict[str, Any]:
             "across_median_px": float(np.nanmedian(check.error.across_px)),
             "across_nmad_px": nmad(check.error.across_px),
             "px_per_m": float(np.nanmedian(check.error.px_per_m)),
-            "offset": offsets(check, Surface(surfaces[name], box.transform, box.crs, name),
-                              gsd_m),
+            "global_parallax_px": list(check.centre_px),
+            "reference_share_of_across_offset": check.right_share,
+            "offset": offsets(check.error.dh_m, check, surfaces[name], gsd_m),
         }
         for region, mask in regions.items():
             res[region] = stats(dh[mask & has[name]])
@@ -235,8 +252,11 @@ def synthetic(work: Path, fresh: bool) -> dict[str, Any]:
     rows, cols = np.mgrid[0 : box.height, 0 : box.width]
     bumps = 2.0 * np.sin(rows / 23.0) * np.cos(cols / 31.0)
     out: dict[str, Any] = {}
+    shifted = ndi.shift(np.nan_to_num(truth, nan=float(np.nanmean(truth))), (0.0, 3.0),
+                        order=3, mode="nearest")
     for name, h in (("eochain", read_bilinear(ours_path, box).astype(np.float64)),
-                    ("truth_plus_bumps", truth + bumps)):
+                    ("truth_plus_bumps", truth + bumps),
+                    ("truth_three_cells_east", np.where(np.isfinite(truth), shifted, np.nan))):
         check = check_surface(case, Surface(h.astype(np.float32), box.transform, box.crs, name),
                               box, work)
         true_err = h - truth
@@ -257,6 +277,9 @@ def synthetic(work: Path, fresh: bool) -> dict[str, Any]:
             "nmad_implied_minus_true_m": nmad(implied[ok] - at_node[ok]),
             "median_true_m": float(np.median(at_node[ok])),
             "median_implied_m": float(np.median(implied[ok])),
+            "offset": offsets(implied, check, h, abs(box.transform[0])),
+            "offset_true": offsets(true_err[check.rows, check.cols], check, h,
+                                   abs(box.transform[0])),
         }
     return out
 
@@ -270,7 +293,10 @@ def print_table(results: dict[str, Any]) -> None:
                 print(f"{name:<10}{surf:<18} corr(implied, true) {r['corr_implied_vs_true']:.2f}"
                       f", slope {r['slope_implied_on_true']:.2f}, NMAD true "
                       f"{r['nmad_true_m']:.2f} implied {r['nmad_implied_m']:.2f} m, "
-                      f"{r['n_nodes']} nodes")
+                      f"{r['n_nodes']} nodes; offset dz {r['offset']['dz_m']:+.2f} m, "
+                      f"rows {r['offset']['row_cells']:+.2f} cols {r['offset']['col_cells']:+.2f}"
+                      f" (true: rows {r['offset_true']['row_cells']:+.2f} cols "
+                      f"{r['offset_true']['col_cells']:+.2f})")
             continue
         for surf in ("eochain", "cars", "srtm"):
             r = case[surf]
@@ -279,7 +305,9 @@ def print_table(results: dict[str, Any]) -> None:
                 s = r[region]
                 if "median_m" not in s:
                     continue
+                gsd = abs(case["grid"]["transform"][0])
                 tail = (f"   {off['dz_m']:+.2f} / {off['east_m']:+.2f} / {off['north_m']:+.2f}"
+                        f" (se {off['col_se_cells'] * gsd:.2f} / {off['row_se_cells'] * gsd:.2f})"
                         f", {r['across_median_px']:+.3f}" if region == "all" else "")
                 print(f"{name:<10}{surf:<10}{region:<14}{s['n_nodes']:>7}{s['median_m']:>+8.2f}"
                       f"{s['nmad_m']:>7.2f}{s['p90_abs_m']:>8.2f}{tail}")

@@ -255,12 +255,15 @@ def implied_height_error(parallax: ParallaxMap, v_row_px_per_m: FloatArray,
 @dataclass(frozen=True, slots=True)
 class SurfaceOffset:
     """A surface's offsets against the RPCs' geometry: vertical (m) and planimetric (cells,
-    + = the surface sits towards higher rows / columns), over ``n_nodes``."""
+    + = the surface sits towards higher rows / columns), over ``n_nodes``, with the
+    standard errors of the planimetric ones (flat ground leaves them undetermined)."""
 
     dz_m: float
     row_cells: float
     col_cells: float
     n_nodes: int
+    row_se_cells: float
+    col_se_cells: float
 
 
 def surface_offset(dh_m: FloatArray, slope_row_m_per_cell: FloatArray,
@@ -282,4 +285,8 @@ def surface_offset(dh_m: FloatArray, slope_row_m_per_cell: FloatArray,
         spread = 1.4826 * np.median(np.abs(resid[keep] - centre))
         keep = ok & (np.abs(resid - centre) <= 3.0 * max(spread, 1e-9))
         coef = np.linalg.lstsq(design[keep], dh[keep], rcond=None)[0]
-    return SurfaceOffset(float(coef[0]), float(coef[1]), float(coef[2]), int(keep.sum()))
+    resid = (dh - design @ coef)[keep]
+    dof = max(int(keep.sum()) - 3, 1)
+    cov = np.linalg.pinv(design[keep].T @ design[keep]) * float(resid @ resid) / dof
+    return SurfaceOffset(float(coef[0]), float(coef[1]), float(coef[2]), int(keep.sum()),
+                         float(np.sqrt(cov[1, 1])), float(np.sqrt(cov[2, 2])))

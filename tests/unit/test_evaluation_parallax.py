@@ -59,3 +59,7 @@ def test_surface_offset_recovers_a_planimetric_shift_of_the_surface() -> None:
     dh[::17, ::13] += 25.0  # blunders
     fit = surface_offset(dh, gr, gc)
     assert (fit.dz_m, fit.row_cells, fit.col_cells) == pytest.approx((0.4, 0.5, 1.5), abs=1e-6)
+    assert fit.row_se_cells < 1e-6
+    noisy = surface_offset(dh + np.random.default_rng(2).normal(0.0, 0.2, dh.shape), gr, gc)
+    assert noisy.col_cells == pytest.approx(1.5, abs=4 * noisy.col_se_cells)
+    assert 0.0 < noisy.col_se_cells < 0.1
