@@ -302,8 +302,8 @@ class MatchingConfig:
     support_window_px: int = 9
     min_support: float = 0.7
     edge_window_px: int = 5
-    edge_step_px: float = 2.0
-    edge_min_ncc: float = 0.7
+    edge_step_px: float = 4.0
+    edge_min_ncc: float = 0.8
     contrast_window_px: int = 31
     contrast_target_std: float = 12.0
     contrast_max_gain: float = 2.0

@@ -178,12 +178,12 @@ def test_discontinuity_check_drops_weak_matches_at_the_edge_only() -> None:
     band = np.zeros(truth.shape, bool)  # the square's edges, +/- 10 px
     band[30:130, 90:170] = True
     band[50:110, 110:150] = False
-    # measured: 199 wrong matches (|error| > 1 px) without the check, 146
+    # measured: 199 wrong matches (|error| > 1 px) without the check, 121
     # with it; nothing changes away from the edges
     alone, checked = (match(left, right, valid_l, valid_r, 0, 16,
                             MatchingConfig(edge_window_px=px)) for px in (0, 5))
     wrong = [np.abs(d.disparity_px - truth) > 1.0 for d in (alone, checked)]
-    assert (wrong[1] & checked.valid).sum() < 0.8 * (wrong[0] & alone.valid).sum()
+    assert (wrong[1] & checked.valid).sum() < 0.7 * (wrong[0] & alone.valid).sum()
     np.testing.assert_array_equal(checked.valid[~band], alone.valid[~band])
 
 
