@@ -78,6 +78,11 @@ Post-processing, the first four inside OpenCV's implementation:
   ``ncc_window_px``² neighbourhoods the final disparity pairs up (1 is a
   perfect match), used as a quality band and to drop matches below
   ``min_ncc``;
+* a discontinuity check: where the valid disparities of a match's
+  ``edge_window_px``² neighbourhood span more than ``edge_step_px`` (a
+  roof's edge and the ground beside it, whose matching windows straddle
+  both surfaces), the match needs an NCC of ``edge_min_ncc`` instead of
+  ``min_ncc`` (measured below);
 * optionally (``min_component_px``), connected blobs of fewer pixels left
   after all of the above are dropped;
 * a support check: a match is kept only where at least ``min_support``
@@ -243,6 +248,53 @@ north face and the overlap's border: matches of NCC < 0.5 there (every
 filter off) are 27 % beyond 3 m of CARS (NMAD 2.4 m); Ventoux's fall
 (95.3 -> 86.9 %) came from the border fill growing inward only, and CARS
 covers 49.7 % of that overlap.
+
+Gizeh's gap is where CARS is wrong (session 7). The Great Pyramid's faces
+are planes (51.8 degrees): against a square pyramid fitted to CARS's south,
+east and west faces (``python -m benchmarks.stereo``, ``pyramid_faces``),
+CARS's north face (97 % covered) is at NMAD 4.73 m and 52 % beyond 3 m of
+its plane, against 1.09 / 1.20 / 0.56 m on the other faces; eochain covers 3
+% of it. The shaded face's signal supports no height at either scale tried:
+a second pass at half resolution (both 8-bit views ``pyrDown``-ed, the same
+matcher and filters with its own support check, its disparities doubled and
+interpolated bilinearly, filling the pixels the fine pass rejected where all
+four coarse neighbours matched) put 66 % of the cells it added on that face
+beyond 3 m of the plane (fitted to eochain's own S/E/W faces), and
+``min_support`` 0.5 45 %. Elsewhere that pass's cells were as wrong: against
+the truth, synthetic / with defects / urban 878 / 4932 / 8245 cells, 38 /
+9.5 / 10.1 % beyond 3 m (NMAD 3.08 / 1.16 / 0.83 m, the kept ones 0.1-0.3
+%), std 0.40 -> 0.62, 0.39 -> 0.67, 0.72 -> 1.02 m; Gizeh 78.8 -> 89.2 %
+covered, those cells 26.5 % beyond 3 m of CARS; with a coarse NCC >= 0.9
+only, 3.1 / 3.8 / 4.9 % (Gizeh 22 %); only where the fine pixel has no
+texture (local std under 1.5 or 3 levels), 0 to 1478 cells, urban 3.8 to
+5.5 % blunders. Not kept: a hole is the right answer there. Nor a weaker
+support check once the discontinuity check (below) removes what it let
+through at edges: ``min_support`` 0.6 / 0.5 (with 2 px, NCC 0.8 at edges)
+raised Gizeh's coverage 78.8 -> 81.9 / 83.5 % and its std against CARS
+1.09 -> 1.20 / 1.23 m (urban 0.59 / 0.82 m).
+
+The discontinuity check (5², 4 px, NCC 0.8), in process on
+``benchmarks.stereo``'s cases, std / blunder share / coverage against the
+truth (synthetic) or CARS (real), before -> after: urban 0.72 m / 0.29 % /
+72.1 % -> 0.41 m / 0.12 % / 70.5 % (cells at roof edges: beside the roof
+2.32 -> 0.79 m, on it 4.95 -> 3.88 m, where 14 % are still edges moved by
+a cell or two); synthetic 0.40 / 0.10 / 96.3 -> 0.18 / 0.03 / 95.9; with
+defects 0.39 / 0.10 / 86.1 -> 0.24 / 0.05 / 85.7; Ventoux 0.72 / 0.42 /
+86.9 -> 0.70 / 0.29 / 86.1; Gizeh unchanged (at its B/H of 0.085, 4 px is
+24 m of height); NMAD equal or lower. The cells it drops are 7.7 % (urban,
+5864 cells, NMAD 0.44 m), 17.9 % (synthetic), 13.3 % (defects) and 8.5 %
+(Ventoux, NMAD 1.17 m) beyond 3 m, against 0.0-0.3 % of those kept. Other
+settings (step px, NCC; urban std / coverage, Ventoux coverage): 2, 0.7:
+0.51 m / 70.4 % / 85.7 %; 1, 0.8: 0.37 / 67.7 / 79.2; 3, 0.8: 0.40 / 70.1
+/ 85.7; 4, 0.85: 0.36 / 70.1 / 85.8; 4, 0.9: 0.35 / 69.8 / 85.5; 6, 0.8:
+0.41 / 70.7 / 86.6 (Ventoux's std back to 0.72 m); a 7² window (3, 0.8):
+0.34 / 69.0 / 83.8; a 3² window (2, 0.7): 0.59 / 71.5 / 86.5. The same
+rule on the raster instead (cells whose 5 x 5 heights span over 3 m and
+whose mean NCC is below 0.8) lowered the urban std to 0.63 m only and
+dropped 6.5 % of Gizeh's cells, whose NCC is lower everywhere: a step in
+disparity, not in metres, is what makes windows straddle two surfaces.
+Rasterisation's Gaussian at 0.7 or 1.4 cells instead of 1 changed no
+NMAD by more than 0.002 m (Ventoux 0.591 / 0.590 m against 0.590 m).
 """
 
 from __future__ import annotations

@@ -24,7 +24,9 @@ Method (the choice and why)
    uniqueness, a true left-right check (a second pass, right against left),
    speckle filtering, a texture mask and an NCC confidence (matches below
    0.5 dropped) and a support check (a match whose 9 x 9 neighbourhood
-   lost over 30 % of its matches to these filters is dropped too). SGM is
+   lost over 30 % of its matches to these filters is dropped too); at a
+   disparity discontinuity (a 5 x 5 neighbourhood spanning over 4 px: a
+   roof's edge) a match needs an NCC of 0.8. SGM is
    the matcher of CARS, s2p and most production
    pipelines. Its 8-bit input is rounded after a local contrast stretch
    (low-contrast ground keeps its texture). Sub-pixel: SGBM's disparities
