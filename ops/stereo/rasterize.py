@@ -76,6 +76,17 @@ check, 0.68 m, see :mod:`ops.stereo.matching`).
 Callers rasterise onto the tile grown by ``FILL_MARGIN_CELLS`` and keep the
 core, so a tile fills exactly the cells the whole product would (up to holes
 longer than the margin that cross a tile edge).
+
+What limits the NMAD against CARS on real terrain is not the cells' noise
+(session 7, Ventoux, after the planimetric coregistration of 0.5 / 1.5
+cells, NMAD 0.43 m): both DSMs' roughness (height minus its Gaussian mean
+over 1.5 / 3 cells) is the same, NMAD 0.063 / 0.159 m for eochain and 0.064
+/ 0.135 m for CARS (Gizeh 0.122 / 0.306 against 0.156 / 0.314 m), and the
+difference between them smoothed over 1, 3, 6 and 12 cells keeps an NMAD of
+0.39, 0.32, 0.21 and 0.12 m: they disagree on relief 1.5 to 6 m across, the
+size of the matching windows (7 x 7 blocks, the 15 x 15 smoothing of the
+sub-pixel correction), not cell by cell. Accordingly the Gaussian's sigma
+at 0.7 or 1.4 cells instead of 1 changed no case's NMAD by more than 0.002 m.
 """
 
 from __future__ import annotations
