@@ -57,6 +57,23 @@ Method (the choice and why)
    marks interpolated cells. Heights are above
    the WGS84 ellipsoid, or above a geoid on request.
 
+The initial DEM's relief can hurt (session 7, measured in process, not
+acted on: the DEM reaches this kernel from its callers). SRTM sees the Great
+Pyramid as a bump of 125 m (its apex is at 204 m) on ground at 54 m;
+rectified on it, Gizeh's DSM covers 78.8 % (NMAD 0.885 m, 1.65 % beyond 3 m
+of CARS) and the pyramid's east / west faces 86 / 70 % (5.4 / 0.6 % beyond 3
+m of their planes, ``benchmarks.stereo``'s ``pyramid_faces``); rectified on a
+flat surface at 54 m instead, 82.2 % (0.863 m, 0.78 %), the faces 100 / 100 %
+(0.1 / 0.0 %), the south face 96 -> 99 % (3.2 -> 1.8 %); on SRTM smoothed
+by a Gaussian of 2 posts, 82.2 % (0.857 m, 1.11 %), faces 100 / 100 %; the
+north face stays empty (3-6 %) in every case. Ventoux (1 km of relief) on SRTM
+smoothed by 1 / 2 posts: against CARS (which starts from the raw SRTM there)
+NMAD 0.592 -> 0.689 / 0.712 m before and 0.428 -> 0.399 / 0.395 m after the
+planimetric coregistration, coverage 86.1 -> 84.4 / 85.1 %. A DEM that
+resolves part of a steep object, not all of it, leaves residual relief
+whose disparity bends sharply where SGM expects steps or ramps; smoothing
+the prior (or a flat one where the relief is small) is the lead to follow.
+
 Ground-geometry matching at several height hypotheses (orthos of both views
 compared plane by plane) was the alternative: it needs one resampling per
 hypothesis where rectification needs one per view, and its cost volume has
