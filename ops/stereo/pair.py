@@ -69,7 +69,10 @@ by a Gaussian of 2 posts, 82.2 % (0.857 m, 1.11 %), faces 100 / 100 %; the
 north face stays empty (3-6 %) in every case. Ventoux (1 km of relief) on SRTM
 smoothed by 1 / 2 posts: against CARS (which starts from the raw SRTM there)
 NMAD 0.592 -> 0.689 / 0.712 m before and 0.428 -> 0.399 / 0.395 m after the
-planimetric coregistration, coverage 86.1 -> 84.4 / 85.1 %. A DEM that
+planimetric coregistration, coverage 86.1 -> 84.4 / 85.1 %. The synthetic
+cases' 30 m DEM (the truth without buildings) smoothed by 2 posts: NMAD
+0.114 -> 0.133 m (clean), 0.119 -> 0.143 m (defects), 0.108 -> 0.079 m
+(urban, whose std rose 0.41 -> 0.56 m), coverage within 1.4 points. A DEM that
 resolves part of a steep object, not all of it, leaves residual relief
 whose disparity bends sharply where SGM expects steps or ramps; smoothing
 the prior (or a flat one where the relief is small) is the lead to follow.
