@@ -38,6 +38,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,8 +53,10 @@ from benchmarks.cars_baseline import run_cars
 from benchmarks.common import shared_data
 from benchmarks.stereo import (
     Case,
+    eochain_cmd,
     grid_of,
     horizontal_crs,
+    read_on,
     real_cases,
     run_eochain,
     synthetic_case,
@@ -68,7 +71,7 @@ from ops.evaluation.parallax import (
     measure_parallax,
     surface_offset,
 )
-from ops.evaluation.stereo_eval import nmad
+from ops.evaluation.stereo_eval import coregistration_shift, nmad
 from ops.raster.crs import lonlat_transformer
 from ops.sensor.rpc_io import find_rpc
 from ops.terrain.dem import Dem
@@ -133,6 +136,7 @@ class NodeCheck:
     ncc: np.ndarray
     right_share: float
     centre_px: tuple[int, int]
+    base_px_per_m: tuple[float, float]
 
 
 def check_surface(case: Case, surface: Surface, box: GeoBox, work: Path) -> NodeCheck:
@@ -150,7 +154,8 @@ def check_surface(case: Case, surface: Surface, box: GeoBox, work: Path) -> Node
     # where the check's zero surface sits between the two views' rays when the RPCs
     # leave an across-base offset b: at k b from the left ray (module docstring)
     k = float(np.median((gr[0] * v[0] + gr[1] * v[1]) / (v[0] ** 2 + v[1] ** 2)))
-    return NodeCheck(rows, cols, implied_height_error(pmap, *v), pmap.ncc, k, centre)
+    return NodeCheck(rows, cols, implied_height_error(pmap, *v), pmap.ncc, k, centre,
+                     (float(np.median(v[0])), float(np.median(v[1]))))
 
 
 def stats(values: np.ndarray) -> dict[str, Any]:
@@ -178,6 +183,70 @@ def offsets(dh_m: np.ndarray, check: NodeCheck, heights_m: np.ndarray, gsd_m: fl
     return {"dz_m": fit.dz_m, "east_m": fit.col_cells * gsd_m, "north_m": -fit.row_cells * gsd_m,
             "row_cells": fit.row_cells, "col_cells": fit.col_cells, "n_nodes": fit.n_nodes,
             "row_se_cells": fit.row_se_cells, "col_se_cells": fit.col_se_cells}
+
+
+def pointing(check: NodeCheck) -> dict[str, Any]:
+    """The across-base offset b the RPCs leave between the orthos and where it puts surfaces.
+
+    A surface on the left view's rays (eochain: the pointing correction is
+    charged to the right RPC) fits an offset of ``-k b`` in this check, one at
+    the mid-point of the two rays (intersecting the corrected right position
+    with the raw RPC) ``(1/2 - k) b``, one on the right view's rays
+    ``(1 - k) b`` (cells, + = rows / columns).
+    """
+    vr, vc = check.base_px_per_m
+    norm = float(np.hypot(vr, vc))
+    across = float(np.nanmedian(check.error.across_px))
+    b = (-vc / norm * across, vr / norm * across)
+    k = check.right_share
+    return {"across_px": across, "b_cells": list(b), "k": k,
+            "base_unit_rowcol": [vr / norm, vc / norm],
+            "expected_offset_cells": {
+                name: [(f - k) * b[0], (f - k) * b[1]]
+                for name, f in (("left_ray", 0.0), ("mid_point", 0.5), ("right_ray", 1.0))}}
+
+
+#: eochain's ``dsm`` with CARS's triangulation convention, in a child process: the right
+#: match taken where the right image was sampled (pointing correction included) and
+#: intersected through the raw right RPC (rays ~2.4 m apart at Ventoux, mid-point kept),
+#: instead of the right RPC's model position (rays meeting on the left view's ray).
+MID_POINT_DSM = """
+import dataclasses, sys
+import numpy as np
+import ops.stereo.pair as pair
+maps, tri = pair.sensor_maps, pair._triangulate
+def sampled_right(*a, **k):
+    m = maps(*a, **k)
+    return dataclasses.replace(m, rows_r_model=m.rows_r, cols_r_model=m.cols_r)
+def no_ray_limit(*a, **k):
+    lon, lat, h, ray = tri(*a, **k)
+    return lon, lat, h, np.zeros_like(ray)
+pair.sensor_maps, pair._triangulate = sampled_right, no_ray_limit
+sys.argv = ["eochain-dsm", *sys.argv[1:]]
+from scheduler.cli.dsm import dsm
+dsm()
+"""
+
+
+def convention_experiment(case: Case, ours_path: Path, cars_path: Path, work: Path
+                          ) -> dict[str, Any]:
+    """eochain's DSM, and eochain's with CARS's mid-point convention, against CARS's DSM:
+    NMAD before and after a planimetric coregistration, and the shift (cells)."""
+    mid_path = work / f"{case.name}_eochain_mid_point.tif"
+    cmd = eochain_cmd(case, case.images, mid_path, 1024)
+    subprocess.run([sys.executable, "-c", MID_POINT_DSM, *cmd[3:]], check=True,
+                   capture_output=True)
+    cars = read_on(cars_path, ours_path)
+    out: dict[str, Any] = {}
+    for name, path in (("eochain", ours_path), ("eochain_mid_point", mid_path)):
+        fit = coregistration_shift(read_on(path, ours_path), cars, max_shift_cells=3.0)
+        out[f"{name}_vs_cars"] = {"nmad_m": fit.nmad_unshifted_m,
+                                  "nmad_coregistered_m": fit.nmad_m,
+                                  "shift_cells": [fit.row_cells, fit.col_cells]}
+    fit = coregistration_shift(read_on(mid_path, ours_path), read_on(ours_path, ours_path),
+                               max_shift_cells=3.0)
+    out["mid_point_vs_eochain_shift_cells"] = [fit.row_cells, fit.col_cells]
+    return out
 
 
 def real_case(case: Case, work: Path, fresh: bool) -> dict[str, Any]:
@@ -226,6 +295,8 @@ def real_case(case: Case, work: Path, fresh: bool) -> dict[str, Any]:
         for region, mask in regions.items():
             res[region] = stats(dh[mask & has[name]])
         out[name] = res
+    out["pointing"] = pointing(checks["eochain"])
+    out["convention_experiment"] = convention_experiment(case, ours_path, cars_path, work)
     eo, ca = surfaces["eochain"][rows, cols], surfaces["cars"][rows, cols]
     # who is right where they disagree: the implied errors of both vs their difference
     d = eo - ca
@@ -311,6 +382,21 @@ def print_table(results: dict[str, Any]) -> None:
                         f", {r['across_median_px']:+.3f}" if region == "all" else "")
                 print(f"{name:<10}{surf:<10}{region:<14}{s['n_nodes']:>7}{s['median_m']:>+8.2f}"
                       f"{s['nmad_m']:>7.2f}{s['p90_abs_m']:>8.2f}{tail}")
+        pt = case["pointing"]
+        exp = pt["expected_offset_cells"]
+        print(f"{name:<10}across-base offset b = {pt['across_px']:+.2f} px -> rows/cols "
+              f"{pt['b_cells'][0]:+.2f}/{pt['b_cells'][1]:+.2f}, k {pt['k']:.2f}: expected "
+              f"offset (cells) on the left rays {exp['left_ray'][0]:+.2f}/{exp['left_ray'][1]:+.2f}"
+              f", at the mid-point {exp['mid_point'][0]:+.2f}/{exp['mid_point'][1]:+.2f}; fitted "
+              f"eochain {case['eochain']['offset']['row_cells']:+.2f}/"
+              f"{case['eochain']['offset']['col_cells']:+.2f}, CARS "
+              f"{case['cars']['offset']['row_cells']:+.2f}/{case['cars']['offset']['col_cells']:+.2f}")
+        ce = case["convention_experiment"]
+        for tool in ("eochain", "eochain_mid_point"):
+            r = ce[f"{tool}_vs_cars"]
+            print(f"{name:<10}{tool} vs CARS: NMAD {r['nmad_m']:.2f} m, "
+                  f"{r['nmad_coregistered_m']:.2f} m after shifting CARS by rows/cols "
+                  f"{r['shift_cells'][0]:+.2f}/{r['shift_cells'][1]:+.2f}")
         d = case["disagreement"]
         print(f"{name:<10}eochain-CARS NMAD {d['nmad_eochain_minus_cars_m']:.2f} m; corr with "
               f"eochain's implied error {d['corr_difference_vs_implied_eochain']:.2f}, with "
