@@ -27,6 +27,23 @@ truth; the implied error of eochain's DSM and of the truth plus known smooth
 bumps (±2 m) against the true error (Pearson correlation, and the slope of
 implied on true error).
 
+Found (load 3.2, ``benchmarks/results/stereo_check.json``): implied error
+NMAD / p90 |dh| on the cells both DSMs cover, eochain vs CARS: Gizeh 0.33 /
+0.74 m vs 0.65 / 1.14 m (CARS on the cells only it covers, the shaded pyramid
+face: 0.78 / 1.57 m, median +0.02 m: mostly right there), Ventoux 0.37 /
+0.60 m vs 0.26 / 0.51 m; SRTM (control) 6.0 / 19.0 m and 6.9 / 10.5 m, with
+half its nodes beyond the search. The check's floor: 0.025 px on the
+synthetic pair, i.e. 0.18 m at Gizeh (0.14 px/m, B/H 0.085) and 0.04 m at
+Ventoux (0.70 px/m). Ventoux's column offset between the two DSMs is the
+triangulation convention for the RPCs' 4.8 px across-base pointing offset
+(``convention_experiment``: eochain's points lie on the left view's rays,
+CARS's at the mid-point; eochain made to triangulate CARS's way is 0.40 m
+NMAD from CARS before coregistration instead of 0.60 m, best shift 0.5 / 0.5
+cells instead of 0.38 / 1.50, and moves by -0.50 / -2.25 cells where b/2
+predicts -0.52 / -2.34); the check's own fit of each surface's offset against
+the RPCs' geometry shows the same 1.6-cell column difference (eochain +1.27,
+CARS -0.37 cells).
+
 DSMs: eochain's ``dsm`` with the options of ``benchmarks.stereo`` (one run)
 and CARS via ``benchmarks.cars_baseline`` (accuracy only: no timing here),
 kept in ``--work`` and reused when present (``--fresh`` reruns them).
