@@ -193,7 +193,8 @@ def offsets(dh_m: np.ndarray, check: NodeCheck, heights_m: np.ndarray, gsd_m: fl
     g_row, g_col = np.gradient(smooth)
     # only where the surface is nearly planar over the window: there dh = -s . grad h
     # holds; across a wall the windows' parallax follows the majority, not the mean
-    rough = np.sqrt(ndi.uniform_filter((filled - smooth) ** 2, WINDOW_PX))
+    # (clipped: the filter's rounding leaves tiny negative means on planes)
+    rough = np.sqrt(np.maximum(ndi.uniform_filter((filled - smooth) ** 2, WINDOW_PX), 0.0))
     planar = (rough < PLANAR_M)[check.rows, check.cols]
     fit = surface_offset(np.where(planar, dh_m, np.nan),
                          g_row[check.rows, check.cols], g_col[check.rows, check.cols])
@@ -271,13 +272,13 @@ def real_case(case: Case, work: Path, fresh: bool) -> dict[str, Any]:
     ours_path = work / f"{case.name}_eochain.tif"
     if fresh or not ours_path.exists():
         run_eochain(case, case.images, ours_path, runs=1)
-    assert case.cars is not None
+    if case.cars is None or case.geoid is None:
+        raise SystemExit(f"case {case.name}: the check needs a CARS case and a geoid")
     cars_path = work / f"{case.name}_cars" / "dsm" / "dsm.tif"
     if fresh or not cars_path.exists():
         cars_path = run_cars(case.cars, work / f"{case.name}_cars").dsm_path
     box = grid_of(ours_path)
     lon, lat = cell_lonlat(box)
-    assert case.geoid is not None
     undulation = Geoid.open(case.geoid).undulation(lon, lat)
     srtm = Dem.open(case.dem, geoid=Geoid.open(case.geoid)).heights(lon, lat, strict=False)
     surfaces = {
