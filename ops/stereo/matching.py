@@ -310,6 +310,45 @@ dropped 6.5 % of Gizeh's cells, whose NCC is lower everywhere: a step in
 disparity, not in metres, is what makes windows straddle two surfaces.
 Rasterisation's Gaussian at 0.7 or 1.4 cells instead of 1 changed no
 NMAD by more than 0.002 m (Ventoux 0.591 / 0.590 m against 0.590 m).
+
+Judged by the truth-free check (session 7, ``benchmarks.stereo_check``'s
+functions in process: GDAL orthos of both views through the DSM, the
+residual parallax turned into a height error; NMAD / p90 of |implied error|
+on the nodes eochain and CARS both cover, Gizeh ~5000 nodes, Ventoux ~415,
+with the 95 % interval of the paired change in NMAD from 1000 bootstraps of
+the nodes; synthetic cases of ``benchmarks.stereo`` against the truth,
+NMAD / std m, coverage), from the defaults (Ventoux 0.377 / 0.58 m, Gizeh
+0.332 / 0.74 m; synthetic 0.114 / 0.18, with defects 0.119 / 0.24, urban
+0.108 / 0.41 m, 70.5 %), nothing was kept; each lead wins on one side only:
+
+* the half-pixel shifts alone (``"halfshift"``, no NCC correction): Ventoux
+  0.306 / 0.53 m (paired -0.09 to -0.05) but Gizeh 0.366 / 0.80 m, its
+  median +0.19 m (the locking bias back); synthetic 0.086, defects 0.115,
+  urban 0.116 m (worse). With ``p1_factor`` 16 on top: Ventoux 0.225 / 0.46
+  m (p1 32, p2 384: 0.193 m at 81.5 % of the nodes covered), urban 0.122 /
+  0.47 m, p99 of the clean case 0.45 -> 0.65 m;
+* ``p1_factor`` 16 (SGM's smoothness at one-pixel steps doubled): Ventoux
+  0.328 / 0.50 m (paired -0.06 to -0.02), synthetic NMAD down (0.104 /
+  0.106 / 0.101 m) but urban std 0.41 -> 0.46 m, coverage 70.5 -> 69.4 %,
+  Gizeh 0.332 -> 0.338 m (paired -0.001 to +0.014); 12: Ventoux 0.345 m;
+* the correction averaged over 61 pixels (15 kept): Ventoux 0.340 / 0.56 m
+  (paired -0.06 to -0.01), Gizeh 0.359 / 0.77 m; 31: 0.358 and 0.362 m;
+  synthetic (61) 0.093 / 0.116 / 0.109 m, std within 0.005 m;
+* NCC windows of 11 pixels for the correction (7 kept): Gizeh 0.310 / 0.72
+  m (paired -0.029 to -0.013), Ventoux 0.364 / 0.55 m (paired -0.017 to
+  +0.023: no change), synthetic 0.109 / 0.118 / 0.110 m, urban std 0.408 ->
+  0.415 m, p99 0.84 -> 0.87 m; 15 pixels: 0.306 / 0.373 m. The only lead
+  that does not lose on real data, but it does not win on terrain;
+* 5 x 5 / 9 x 9 / 11 x 11 blocks: Ventoux 0.383 / 0.351 / 0.348 m, coverage
+  of the nodes 87.8 / 85.1 / 83.5 % (86.8 % at 7 x 7); P1 and P2 halved
+  0.398 m; the 3 x 3 median check off, 0.377 m; one or four shift phases,
+  0.308 m without the NCC correction either way.
+
+Terrain (Ventoux, B/H 0.36) prefers less of the NCC correction, flat
+ground at low B/H (Gizeh, 0.085) more of it (a likely cause, not measured:
+the correction's 7 x 7 windows compare views whose perspectives differ on
+relief); a correction weighted by B/H or by the local disparity gradient is
+the lead left.
 """
 
 from __future__ import annotations
