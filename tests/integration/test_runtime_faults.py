@@ -155,14 +155,11 @@ print("written", len(report.written))
 """
 
 
-def test_killed_driver_then_rerun_recomputes_only_missing_products(
-    cluster: LocalCluster, scenes: tuple[list[SceneInput], str], tmp_path: Path
-) -> None:
-    inputs, dem = scenes
-    out = tmp_path / "out"
+def _kill_after_first_record(cluster: LocalCluster, inputs: list[SceneInput], dem: str,
+                             out: Path, env: dict[str, str], tmp_path: Path) -> int:
+    """Start a driver in its own process group, SIGKILL it at its first product record."""
     args = [sys.executable, "-c", DRIVER_SCRIPT.format(tile=TILE_PX), cluster.address, dem,
             str(out), *(f"{s.id}={s.uri}" for s in inputs)]
-    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
     log = tmp_path / "driver.log"
     with open(log, "wb") as sink:
         proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT,
@@ -175,11 +172,29 @@ def test_killed_driver_then_rerun_recomputes_only_missing_products(
                 pytest.fail(f"driver exited early: {log.read_text()[-2000:]}")
             if time.monotonic() > deadline:
                 pytest.fail("no product was recorded within 240 s")
-            time.sleep(0.05)
+            time.sleep(0.01)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    recorded = len(_records(records))
+    return len(_records(records))
+
+
+def test_killed_driver_then_rerun_recomputes_only_missing_products(
+    cluster: LocalCluster, scenes: tuple[list[SceneInput], str], tmp_path: Path
+) -> None:
+    inputs, dem = scenes
+    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+    # The products are small and run side by side: under load the poll can wake after
+    # the last of them is recorded. Such an attempt kills nothing mid-run; it is said and
+    # tried again on a fresh folder (three attempts, then the test fails).
+    for attempt in range(3):
+        out = tmp_path / f"out{attempt}"
+        records = out / MANIFEST_DIR
+        recorded = _kill_after_first_record(cluster, inputs, dem, out, env, tmp_path)
+        if recorded < len(inputs):
+            break
+        print(f"attempt {attempt}: all {recorded} products were recorded before the kill; "
+              "trying again")
     assert 1 <= recorded < len(inputs), "kill the driver mid-run, not after the end"
     report: FlowReport = _flow(Driver(address=cluster.address), inputs, dem, out).run()
     assert report.ok, report.failures
