@@ -17,9 +17,11 @@ State machine and inputs:
    between invocations (generating them takes minutes).
 2. A campaign file listing the views by ``uri`` (with their footprint and
    size), written next to them.
-3. Before each run a local Ray with all ``--cpus`` (default: every core, a
-   1 GiB object store) is started in this process, as ``eochain run`` without
-   ``--address`` starts its own; its start-up, and the time until its
+3. Before each run a local Ray with all ``--cpus`` (default: every core) is
+   started in this process by the :class:`~scheduler.products.driver.Driver`
+   that ``eochain run`` without ``--address`` starts its own with (its default
+   object store, :func:`~scheduler.runtime.options.local_object_store_bytes`,
+   stated in the results); its start-up, and the time until its
    processes are quiet (its agents and the worker processes Ray starts ahead
    of tasks go on importing after ``ray.init``), are stated on their own, and
    Ray is shut down after the run. The run's actors take those worker
@@ -72,6 +74,7 @@ from typing import Any
 
 import yaml
 
+from scheduler.products.driver import Driver
 from scheduler.ray_private import use_loopback
 from scheduler.runtime.dispatch import RunReport
 
@@ -367,8 +370,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for k in range(args.repeat):
             if not ray.is_initialized():
                 t0 = time.perf_counter()
-                ray.init(address="local", num_cpus=args.cpus, include_dashboard=False,
-                         log_to_driver=False, object_store_memory=1 << 30)
+                Driver(num_cpus=args.cpus).connect()  # as `eochain run` starts its Ray
                 starts.append((time.perf_counter() - t0, ray_settle()))
             try:
                 runs.append(run_once(campaign, dem, root / f"out{k}"))
@@ -391,6 +393,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "ray": ray.__version__, "scenes": 2 * args.seeds, "size_px": args.size,
         "tile_px": args.tile, "dem_spacing_m": args.dem_spacing,
         "ray_per_run": not args.reuse_ray, "ray_starts": len(starts),
+        "object_store_mib": round(Driver().local_object_store_bytes() / 2**20),
         "ray_start_s": round(ray_start_s, 2),
         "ray_settle_s": round(settle_s, 2), "goal": GOAL, "repeat": args.repeat,
         "share_median": statistics.median(shares), "share_min": min(shares),
@@ -403,7 +406,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"{args.size} px, {r['tiles']} ortho tiles of {args.tile} px, {r['task_runs']} tasks")
     print(f"start-up (not in the share): ray.init {ray_start_s:.2f} s, Ray's agents and "
           f"workers quiet {settle_s:.2f} s later (median of {len(starts)}: "
-          f"{'a new Ray before each run' if not args.reuse_ray else 'one Ray for all runs'})")
+          f"{'a new Ray before each run' if not args.reuse_ray else 'one Ray for all runs'}; "
+          f"object store {doc['object_store_mib']} MiB, `eochain run`'s default here)")
     print(f"median of {args.repeat} runs: eochain run {r['command_s']:.2f} s wall on "
           f"{r['cores']:g} cores, {r['task_cpu_s']:.2f} CPU-s in tasks; command start -> first "
           f"task {r['to_first_task_s']:.2f} s (campaign, survey, actors), tasks "

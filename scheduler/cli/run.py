@@ -177,6 +177,10 @@ def campaign_flow(campaign: Campaign, campaign_path: Path, driver: Driver, *, de
               help="Output tile size in pixels (default: the campaign's tiling.tile_px).")
 @click.option("--max-inflight-mib", type=click.IntRange(1, 1 << 20), default=1024,
               show_default=True, help="Bound on intermediate bytes in flight.")
+@click.option("--object-store-mib", type=click.IntRange(80, 1 << 30), default=None,
+              help="Object store of the local Ray this command starts (no --address); default: "
+                   "room for --max-inflight-mib (its share OBJECT_STORE_SHARE = 0.7 of the "
+                   "store), at most Ray's own default (0.3 of the memory).")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=0, show_default=True,
               help="Port of the Prometheus exporter on 127.0.0.1 (0: a free port).")
 @click.option("--survey-timeout", "survey_timeout_s", type=click.FloatRange(1, 86400),
@@ -192,6 +196,7 @@ def run(
     campaign_path: Path, plan_path: Path | None, dem: str, geoid: str | None, heights: str,
     dest: str | None,
     address: str | None, workers: int | None, tile_px: int | None, max_inflight_mib: int,
+    object_store_mib: int | None,
     metrics_port: int, survey_timeout_s: float, replan: bool, quiet: bool, allow_large: bool,
 ) -> None:
     """Run CAMPAIGN's DSM and ortho products tile by tile on Ray, resumably."""
@@ -215,8 +220,13 @@ def run(
         except (PlanError, ClusterConfigError) as exc:
             raise click.ClickException(str(exc)) from exc
     options = DispatchOptions(max_bytes_in_flight=max_inflight_mib * 2**20)
+    if object_store_mib is not None and address is not None:
+        raise click.UsageError("--object-store-mib sizes the local Ray this command starts: "
+                               "without --address (a cluster's nodes set their own stores)")
     driver = Driver(address=address, num_cpus=workers, options=options, plan=fleet_plan,
-                    say=say_err, survey_timeout_s=survey_timeout_s)
+                    say=say_err, survey_timeout_s=survey_timeout_s,
+                    object_store_bytes=None if object_store_mib is None
+                    else object_store_mib * 2**20)
     try:
         campaign = load_surveyed_campaign(campaign_path, allow_large=allow_large)
         flow = campaign_flow(campaign, campaign_path, driver, dem=dem, geoid=geoid,

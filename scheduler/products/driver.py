@@ -13,6 +13,7 @@ from scheduler.products.lease import LEASE_TTL_S
 from scheduler.products.survey import SURVEY_THREADS, SURVEY_TIMEOUT_S, set_network_timeouts
 from scheduler.runtime.dispatch import Dispatcher, DispatchOptions, Progress, RunReport, run_serial
 from scheduler.runtime.errors import FlowError
+from scheduler.runtime.options import local_object_store_bytes
 from scheduler.runtime.state import TaskGraph
 
 if TYPE_CHECKING:
@@ -71,7 +72,9 @@ class Replanner(Protocol):
 class Driver:
     """Where flows run: the Ray cluster at ``address``, a new local one, or in-process.
 
-    ``address=None`` starts (or reuses) a local Ray instance with ``num_cpus``;
+    ``address=None`` starts (or reuses) a local Ray instance with ``num_cpus`` and an
+    object store of ``object_store_bytes`` (``None``: :meth:`local_object_store_bytes`, what
+    the dispatch options hold in flight, within Ray's own default for this machine);
     ``address="serial"`` runs in this process without Ray (tests, tiny jobs).
     With ``metrics`` every task is reported to it (Ray: by the dispatcher;
     serial: by :func:`scheduler.observe.metrics_hooks.instrument_graph`).
@@ -97,7 +100,7 @@ class Driver:
     address: str | None = None
     num_cpus: int | None = None
     options: DispatchOptions = field(default_factory=DispatchOptions)
-    object_store_bytes: int = 256 * 1024 * 1024
+    object_store_bytes: int | None = None
     metrics: CampaignMetrics | None = None
     plan: Mapping[str, Any] | None = None
     say: Callable[[str], None] | None = None
@@ -184,6 +187,20 @@ class Driver:
             self._pool.shutdown()
             self._pool = None
 
+    def local_object_store_bytes(self) -> int:
+        """The object store of the local Ray this driver starts: ``object_store_bytes``, or
+        sized by :func:`~scheduler.runtime.options.local_object_store_bytes` from the
+        options' bytes in flight and this machine's memory and ``/dev/shm``."""
+        if self.object_store_bytes is not None:
+            return self.object_store_bytes
+        import os
+        import shutil
+
+        memory_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        shm_bytes = shutil.disk_usage("/dev/shm").free if os.path.isdir("/dev/shm") else None
+        return local_object_store_bytes(self.options.max_bytes_in_flight, memory_bytes,
+                                        shm_bytes)
+
     def connect(self) -> None:
         """Connect to Ray (start the local instance) now; a no-op when serial or connected."""
         if self.address == "serial":
@@ -199,8 +216,7 @@ class Driver:
         if self.address is None:
             # "local": a new instance of our own, never a cluster another process left running
             ray.init(address="local", num_cpus=self.num_cpus, include_dashboard=False,
-                     log_to_driver=False,
-                     object_store_memory=self.object_store_bytes)
+                     log_to_driver=False, object_store_memory=self.local_object_store_bytes())
         else:
             check_reachable(self.address)
             env = worker_env()

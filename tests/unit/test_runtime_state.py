@@ -29,6 +29,7 @@ from scheduler.runtime.dispatch import (
     run_serial,
 )
 from scheduler.runtime.errors import FlowError, GraphError
+from scheduler.runtime.options import MIN_OBJECT_STORE_BYTES, local_object_store_bytes
 from scheduler.runtime.state import DispatchState, Task, TaskGraph, TaskState
 
 pytestmark = pytest.mark.unit
@@ -366,3 +367,13 @@ def test_in_flight_bound_keeps_results_within_the_object_stores() -> None:
     assert in_flight_bound(1 << 30, 0) == 1 << 30  # unknown stores: the option
     assert in_flight_bound(1 << 30, 256 << 20) == int(OBJECT_STORE_SHARE * (256 << 20))
     assert in_flight_bound(64 << 20, 1 << 30) == 64 << 20  # the option when smaller
+
+
+def test_local_object_store_leaves_the_run_its_bytes_in_flight() -> None:
+    gib = 1 << 30
+    store = local_object_store_bytes(gib, 24 * gib, 24 * gib)
+    assert in_flight_bound(gib, store) == gib  # the store does not cut the option's bound
+    assert in_flight_bound(gib, store - 2) < gib  # and is the smallest that does not
+    assert local_object_store_bytes(gib, 2 * gib, None) == int(0.3 * 2 * gib)  # Ray's default
+    assert local_object_store_bytes(gib, 24 * gib, 1 * gib) == int(0.95 * gib)  # /dev/shm
+    assert local_object_store_bytes(1 << 20, 24 * gib, None) == MIN_OBJECT_STORE_BYTES
