@@ -115,12 +115,15 @@ def local_object_store_bytes(max_bytes_in_flight: int, memory_bytes: int,
     product's tiles (a 8192 px scene at 1024 px tiles holds 100 tiles of 2 MiB
     until its COG is written): Ray spills them to disk and reads them back, and
     past the bound the tasks start one at a time. ``python -m
-    benchmarks.campaign_efficiency`` (800 tiles of 2 MiB, 2 cores): with a
-    256 MiB store (the former default) one run spilled 288 MiB (91 objects),
-    restored 295 MiB at 67 MiB/s, held 370 MiB in flight against a 179 MiB
-    bound, and kept the cores 0.68 busy in tasks; CPU share 0.711 (2 runs),
-    512 MiB 0.871, 1 GiB 0.895 (median of 5). Ray maps the store lazily: a
-    larger one costs no memory until results fill it.
+    benchmarks.campaign_efficiency`` (800 tiles of 2 MiB, 2 cores, single runs
+    side by side, exclusive lock): a 256 MiB store (the former default) spilled
+    287 MiB (77 objects) and read them back, held 370 MiB in flight against its
+    179 MiB bound, kept the cores 0.66 busy in tasks: CPU share 0.726; the
+    179 MiB bound alone on a 1463 MiB store (no spill) 0.791, occupancy 0.65;
+    this default (1463 MiB for the 1 GiB bound) 0.899, occupancy 0.94, no
+    spill, 443 MiB peak in flight. Earlier: 256 MiB 0.711, 512 MiB 0.871 (2
+    runs each), 1 GiB 0.895 (median of 5). Ray maps the store lazily: a larger
+    one costs no memory until results fill it.
     """
     need = math.ceil(max_bytes_in_flight / OBJECT_STORE_SHARE)
     cap = int(RAY_MEMORY_SHARE * memory_bytes)
