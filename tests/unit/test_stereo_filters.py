@@ -133,6 +133,24 @@ def test_smoothed_refinement_quiets_neighbouring_disparities() -> None:
 def test_matching_config_refuses_an_even_smoothing_window() -> None:
     with pytest.raises(StereoError, match="refine_smooth_px"):
         MatchingConfig(refine_smooth_px=4)
+    with pytest.raises(StereoError, match="refine_ncc_power"):
+        MatchingConfig(refine_ncc_power=-1.0)
+
+
+def test_smoothed_refinement_keeps_less_where_the_windows_matched_poorly() -> None:
+    from ops.stereo.matching import _smoothed_refinement
+
+    disparity = np.full((40, 40), 2.0, np.float32)
+    disparity[0, 0] = np.nan
+    refined = disparity + np.float32(0.1)
+    ncc_first = np.full((40, 40), 0.95, np.float32)
+    ncc_first[:, 20:] = 0.5  # the right half's windows differ
+    plain = _smoothed_refinement(disparity, refined, ncc_first, 5, 0.0)
+    faded = _smoothed_refinement(disparity, refined, ncc_first, 5, 4.0)
+    assert np.isnan(plain[0, 0]) and np.isnan(faded[0, 0])
+    np.testing.assert_allclose(plain[10:30, 5:35], 2.1, atol=1e-6)
+    np.testing.assert_allclose(faded[20, 5:15], 2.0 + 0.1 * 0.95**4, atol=1e-6)
+    np.testing.assert_allclose(faded[20, 25:35], 2.0 + 0.1 * 0.5**4, atol=1e-6)
 
 
 def _occluding_square() -> tuple[np.ndarray, ...]:
