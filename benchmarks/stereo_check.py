@@ -85,7 +85,7 @@ from benchmarks.stereo import (
 )
 from ops.evaluation.gdal_ortho import gdal_ortho, write_dem_geotiff
 from ops.evaluation.parallax import (
-    ImpliedError,
+    ImpliedHeights,
     global_parallax,
     implied_height_error,
     line_of_sight_shift,
@@ -153,7 +153,7 @@ class NodeCheck:
 
     rows: np.ndarray
     cols: np.ndarray
-    error: ImpliedError
+    error: ImpliedHeights
     ncc: np.ndarray
     right_share: float
     centre_px: tuple[int, int]

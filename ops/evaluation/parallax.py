@@ -228,7 +228,7 @@ def line_of_sight_shift(rpc: RpcModel, geobox: GeoBox, rows: FloatArray, cols: F
 
 
 @dataclass(frozen=True, slots=True)
-class ImpliedError:
+class ImpliedHeights:
     """Per node: the surface's height error (m, + = too high) and the parallax across the
     epipolar direction (px), with the parallax per metre of height used (px/m)."""
 
@@ -238,7 +238,7 @@ class ImpliedError:
 
 
 def implied_height_error(parallax: ParallaxMap, v_row_px_per_m: FloatArray,
-                         v_col_px_per_m: FloatArray) -> ImpliedError:
+                         v_col_px_per_m: FloatArray) -> ImpliedHeights:
     """``dh = p.v / |v|^2`` and the across component ``p.v_perp / |v|`` (module model);
     ``v`` = right minus left line-of-sight shift at each node (same shape as the map)."""
     vr = np.asarray(v_row_px_per_m, np.float64)
@@ -249,7 +249,7 @@ def implied_height_error(parallax: ParallaxMap, v_row_px_per_m: FloatArray,
                           "are parallel); expected two views of different incidence")
     dh = (parallax.d_row_px * vr + parallax.d_col_px * vc) / norm**2
     across = (parallax.d_col_px * vr - parallax.d_row_px * vc) / norm
-    return ImpliedError(dh, across, norm)
+    return ImpliedHeights(dh, across, norm)
 
 
 @dataclass(frozen=True, slots=True)
