@@ -145,8 +145,10 @@ def measure_parallax(
     bi, bj = best // (span - 2) + 1, best % (span - 2) + 1
     k = np.arange(rr.size)
     peak = scores[k, bi, bj]
-    d_row = bi - 1 - search_px + centre_px[0] + _vertex(scores[k, bi - 1, bj], peak, scores[k, bi + 1, bj])
-    d_col = bj - 1 - search_px + centre_px[1] + _vertex(scores[k, bi, bj - 1], peak, scores[k, bi, bj + 1])
+    d_row = (bi - 1 - search_px + centre_px[0]
+             + _vertex(scores[k, bi - 1, bj], peak, scores[k, bi + 1, bj]))
+    d_col = (bj - 1 - search_px + centre_px[1]
+             + _vertex(scores[k, bi, bj - 1], peak, scores[k, bi, bj + 1]))
     on_edge = (bi == 1) | (bi == span - 2) | (bj == 1) | (bj == span - 2)
     ok = np.isfinite(peak) & (peak >= min_ncc) & ~on_edge
     d_row, d_col = _refine(a_img, b_img, a, rr, cc, d_row, d_col, ok, iterations)

@@ -384,9 +384,10 @@ weighting alone wins Gizeh (0.319 m, -0.019 to -0.005) and not Ventoux
 Gizeh (0.327 m, -0.014 to +0.006); at k = 4 the weighting alone: Ventoux
 0.373 m (-0.018 to +0.016), Gizeh 0.320 m (-0.017 to -0.005), synthetic
 0.113 / 0.180 / 0.437, 0.119 / 0.240 / 0.614, urban 0.107 / 0.400 / 0.839
-m / 70.40 %; the fade alone: urban p99 0.862 m. Kept at k = 4 (``refine_ncc_power``) by the lead: it lowers
-the implied error on both real pairs and the NMAD and std of every
-synthetic case, the figures the held-out cases are judged by (NMAD, std);
+m / 70.40 %; the fade alone: urban p99 0.862 m. Kept at k = 4
+(``refine_ncc_power``) by the lead: it lowers the implied error on both
+real pairs and the NMAD and std of every synthetic case, the figures the
+held-out cases are judged by (NMAD, std);
 its cost is the urban pair's p99 (0.843 -> 0.857 m) and 0.11 point of its
 coverage. Without the fade terrain does not gain. ``c`` taken at the corrected
 estimate instead changes nothing (Ventoux 0.352, Gizeh 0.314 m; urban
