@@ -1,4 +1,4 @@
-"""Initial heights without a DEM: the RPCs' height range, narrowed by tie points.
+"""Initial heights without a DEM: tie points, then a coarse pass of the pair itself.
 
 The stereo kernel needs an initial surface for two things: to rectify the
 views (resampling on it removes most of the terrain's parallax) and to bound
@@ -16,25 +16,74 @@ images give it, as CARS does with its low-resolution first pass:
    the whole range; each tie's column disparity is a height
    (``h = h_flat + d / (px per m)``). The 2nd and 98th percentiles of these
    heights, widened by ``TIE_MARGIN_M``, bound the surface; their median is
-   the flat surface the pair is then rectified on. The tiles' own margins
-   (``height_margin_*_m``) still add to that range.
-
-With fewer than ``MIN_TIES`` ties (an image without texture at its centre)
-the RPC range is kept: slower (a wider search), never wrong.
+   the flat surface. With fewer than ``MIN_TIES`` ties (an image without
+   texture at its centre) the RPC range is kept: slower, never wrong.
+3. **Coarse pass** (:func:`coarse_surface`): the whole overlap is matched by
+   the stereo kernel itself on the flat surface, at ``COARSE_FACTOR`` times
+   the pair's GSD (raw windows low-passed by a Gaussian of
+   ``sqrt(F^2 - 1) / 2`` px before the resampling, against aliasing), with
+   the pointing correction measured at full resolution (scaled: ties are too
+   few on the coarse frame of a small crop); each coarse tile is reduced at
+   once to the median of blocks of ``NODE_CELLS`` x ``NODE_CELLS`` cells
+   (memory: one tile's raw windows, ``(512 F)^2`` px, and the node grid).
+   Blocks with under a quarter of their cells measured are holes, filled
+   from coarser averages (pull-push), and the nodes are resampled onto a
+   lon/lat grid over both images' footprints (plus ``FOOTPRINT_PAD_M``;
+   edge heights held beyond the overlap): a :class:`~ops.terrain.dem.Dem`,
+   so rectification and each tile's disparity bounds (the nodes' minimum and
+   maximum around the tile, plus the tiles' ``height_margin_*_m``) use it as
+   they use a DEM.
+4. **Which surface.** The coarse surface replaces the flat one only where
+   the terrain tilts the disparity: its nodes' median slope, in disparity
+   pixels per image pixel (slope x px per m x GSD), at least
+   ``MIN_TILT_PX_PER_PX`` (the disparity changes by a pixel over 20 px, the
+   scale of the matcher's windows: 7-px SGBM blocks, 9-px support, 15-px
+   sub-pixel smoothing). On a tilted terrain the flat surface leaves that
+   tilt in windows that assume a constant disparity, and the heights come
+   out shifted along the slope. Below it the flat surface is kept, with the
+   reason in its ``source``: a surface prior then adds what it only partly
+   resolves (a pyramid, buildings) and residual disparities near zero, where
+   the sub-pixel estimate is least accurate. Measured (``eochain dsm``
+   without ``--dem``, this pass against the flat surface): Ventoux, tilt
+   0.14: against CARS NMAD 0.70 -> 0.48 m, std 0.75 -> 0.63 m, coverage
+   85.3 -> 87.8 %, the truth-free implied error (``benchmarks.stereo_check``'s
+   functions) NMAD 0.53 -> 0.23 m; below the threshold the surface lost:
+   a synthetic pair over 200 m of relief (tilt 0.031) 0.122 -> 0.134 m
+   against the truth, Gizeh (0.010) 0.83 -> 0.86 m against CARS, the
+   synthetic, defects and urban pairs (<= 0.011) by up to 0.07 m of std.
+   With fewer than ``MIN_SURFACE_NODES`` measured nodes the flat surface
+   is kept too.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
+import scipy.ndimage as ndi
 from numpy.typing import ArrayLike, NDArray
 
 from ops.errors import StereoError
+from ops.raster.crs import lonlat_transformer, metres_per_degree
 from ops.stereo.matching import tie_points
-from ops.stereo.pair import StereoConfig, StereoView, central_sample, overlap_lonlat, plan_stereo
+from ops.stereo.pair import (
+    StereoConfig,
+    StereoPlan,
+    StereoView,
+    central_sample,
+    compute_tile_points,
+    declare_stereo_inputs,
+    grid_tile_points,
+    overlap_lonlat,
+    plan_stereo,
+    read_window_band,
+)
 from ops.stereo.phase_times import phase
+from ops.terrain.dem import Dem
+from planner.geometry.grid import TileGrid
 
 FloatArray = NDArray[np.float64]
 
@@ -46,6 +95,18 @@ MIN_TIES = 30
 TIE_MARGIN_M = 30.0
 #: Percentiles of the tie heights taken as the surface's bounds (outlying ties dropped).
 TIE_PERCENTILES = (2.0, 98.0)
+#: The coarse pass's cell, in output cells (GSDs) of the pair.
+COARSE_FACTOR = 4
+#: Side of the coarse pass's tiles, in coarse cells (a multiple of ``NODE_CELLS``).
+COARSE_TILE_CELLS = 512
+#: Side of a node of the surface, in coarse cells (the median of its block).
+NODE_CELLS = 4
+#: Fewest measured nodes for the coarse surface to replace the flat one.
+MIN_SURFACE_NODES = 16
+#: Median terrain tilt (disparity px per image px) from which the coarse surface is used.
+MIN_TILT_PX_PER_PX = 0.05
+#: Metres of surface beyond both images' footprints (matching context, disparity reach).
+FOOTPRINT_PAD_M = 1000.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +135,30 @@ class ConstantTerrain:
         return self.low_m, self.high_m
 
 
+@dataclass(frozen=True, slots=True)
+class CoarseNodes:
+    """The coarse pass's surface: block medians (NaN: too few cells measured) on a map grid.
+
+    ``transform``: the nodes' corner transform (a, b, c, d, e, f) in ``crs``.
+    """
+
+    heights_m: FloatArray
+    transform: tuple[float, float, float, float, float, float]
+    crs: str
+
+    def __post_init__(self) -> None:
+        if self.heights_m.ndim != 2 or min(self.heights_m.shape) < 1:
+            raise StereoError(f"coarse nodes of shape {self.heights_m.shape}, expected 2-D")
+
+    @property
+    def step_m(self) -> float:
+        return self.transform[0]
+
+    @property
+    def n_measured(self) -> int:
+        return int(np.isfinite(self.heights_m).sum())
+
+
 def rpc_terrain(left: StereoView, right: StereoView) -> ConstantTerrain:
     """The flat prior from the two RPCs' height ranges (see the module docstring)."""
     ranges = [(v.rpc.height_off - v.rpc.height_scale, v.rpc.height_off + v.rpc.height_scale)
@@ -91,26 +176,175 @@ def rpc_terrain(left: StereoView, right: StereoView) -> ConstantTerrain:
 
 def estimate_terrain(
     left: StereoView, right: StereoView, config: StereoConfig | None = None
-) -> ConstantTerrain:
-    """The flat prior narrowed by the heights of tie points (see the module docstring)."""
+) -> ConstantTerrain | Dem:
+    """The initial surface from the images: the coarse pass's, or the flat one (see above)."""
+    cfg = StereoConfig() if config is None else config
     with phase("initial terrain"):
-        return _estimate_terrain(left, right, StereoConfig() if config is None else config)
+        flat, plan = tie_terrain(left, right, cfg)
+        nodes = coarse_surface(plan, flat)
+        if nodes.n_measured < MIN_SURFACE_NODES:
+            return dataclasses.replace(flat, source=(
+                f"{flat.source}; flat kept: the coarse pass measured {nodes.n_measured} "
+                f"nodes (< {MIN_SURFACE_NODES})"))
+        tilt = terrain_tilt_px_per_px(nodes, plan)
+        if not tilt >= MIN_TILT_PX_PER_PX:
+            return dataclasses.replace(flat, source=(
+                f"{flat.source}; flat kept: terrain tilt {tilt:.3f} disparity px per px "
+                f"(< {MIN_TILT_PX_PER_PX})"))
+        return surface_dem(nodes, _footprints_lonlat(plan, flat), source=(
+            f"coarse pass: {nodes.n_measured} nodes of {nodes.step_m:.3g} m, terrain tilt "
+            f"{tilt:.3f} disparity px per px"))
 
 
-def _estimate_terrain(left: StereoView, right: StereoView, cfg: StereoConfig) -> ConstantTerrain:
+def tie_terrain(left: StereoView, right: StereoView, cfg: StereoConfig
+                ) -> tuple[ConstantTerrain, StereoPlan]:
+    """The flat prior narrowed by tie points' heights, and the pair planned on the RPC range."""
     coarse = rpc_terrain(left, right)
     plan = plan_stereo(left, right, coarse, config=cfg)
     sample = central_sample(plan, coarse)
     if sample is None:
-        return coarse
+        return coarse, plan
     grey_l, grey_r, valid_l, valid_r, (d_lo, d_hi) = sample
     pts_l, pts_r = tie_points(grey_l, grey_r, d_lo, d_hi, valid_left=valid_l,
                               valid_right=valid_r)
     if len(pts_l) < MIN_TIES:
-        return coarse
+        return coarse, plan
     heights = coarse.height_m + (pts_l[:, 0] - pts_r[:, 0]) / plan.frame.disparity_px_per_m
     low, mid, high = np.percentile(heights, [TIE_PERCENTILES[0], 50.0, TIE_PERCENTILES[1]])
-    return dataclasses.replace(
+    flat = dataclasses.replace(
         coarse, height_m=float(mid), low_m=float(low) - TIE_MARGIN_M,
         high_m=float(high) + TIE_MARGIN_M, source=f"{len(pts_l)} tie points",
     )
+    return flat, plan
+
+
+def coarse_surface(plan: StereoPlan, flat: ConstantTerrain) -> CoarseNodes:
+    """The pair matched at ``COARSE_FACTOR`` x its GSD on ``flat``, as block medians.
+
+    ``plan``: the pair at full resolution (its GSD, CRS and pointing correction).
+    """
+    f = COARSE_FACTOR
+    coarse = plan_stereo(plan.left, plan.right, flat, crs=plan.geobox.crs,
+                         gsd_m=plan.geobox.resolution[0] * f, config=plan.config,
+                         right_row_shift_px=plan.right_row_shift_px / f)
+    box = coarse.geobox
+    b = NODE_CELLS
+    nodes = np.full((-(-box.height // b), -(-box.width // b)), np.nan)
+    grid = TileGrid(box, COARSE_TILE_CELLS, COARSE_TILE_CELLS)
+    sigma_px = 0.5 * math.sqrt(f * f - 1)
+    for idx in grid.tiles():
+        tile = grid.tile_geobox(idx)
+        inputs = declare_stereo_inputs(coarse, tile, flat)
+        if inputs.left_window is None or inputs.right_window is None:
+            continue
+        left_px, right_px = (
+            cv2.GaussianBlur(read_window_band(view.path, window).astype(np.float32), (0, 0),
+                             sigma_px)
+            for view, window in ((coarse.left, inputs.left_window),
+                                 (coarse.right, inputs.right_window))
+        )
+        points = compute_tile_points(coarse, inputs, left_px, right_px, flat)
+        heights = grid_tile_points(coarse, tile, points, flat).height_m
+        window = grid.window(idx)
+        r0, c0 = window.row_off // b, window.col_off // b
+        block = block_medians(heights.astype(np.float64), b)
+        nodes[r0:r0 + block.shape[0], c0:c0 + block.shape[1]] = block
+    a, _, x0, _, e, y1 = box.transform
+    return CoarseNodes(nodes, (a * b, 0.0, x0, 0.0, e * b, y1), box.crs)
+
+
+def block_medians(heights_m: FloatArray, block: int) -> FloatArray:
+    """Median of each ``block`` x ``block`` cells (the last ones partial); NaN where under a
+    quarter of the block's cells hold a height."""
+    rows, cols = -(-heights_m.shape[0] // block), -(-heights_m.shape[1] // block)
+    padded = np.full((rows * block, cols * block), np.nan)
+    padded[: heights_m.shape[0], : heights_m.shape[1]] = heights_m
+    cells = padded.reshape(rows, block, cols, block).transpose(0, 2, 1, 3).reshape(
+        rows, cols, block * block)
+    enough = np.isfinite(cells).sum(axis=2) >= max(1, block * block // 4)
+    out = np.full((rows, cols), np.nan)
+    out[enough] = np.nanmedian(cells[enough], axis=1)
+    return out
+
+
+def terrain_tilt_px_per_px(nodes: CoarseNodes, plan: StereoPlan) -> float:
+    """Median slope of the measured nodes as disparity pixels per image pixel of ``plan``."""
+    slope_row, slope_col = np.gradient(nodes.heights_m, nodes.step_m)
+    slope = np.hypot(slope_row, slope_col)
+    slope = slope[np.isfinite(slope)]
+    if slope.size == 0:
+        return 0.0
+    return float(np.median(slope)) * plan.frame.disparity_px_per_m * plan.geobox.resolution[0]
+
+
+def fill_holes(heights_m: FloatArray) -> FloatArray:
+    """NaN nodes filled from coarser averages (pull-push: halve the grid until a level has
+    no hole, then fill each level's holes from the one above, bilinearly)."""
+    known = np.isfinite(heights_m)
+    if known.all() or not known.any():
+        return heights_m.copy()
+    rows, cols = -(-heights_m.shape[0] // 2), -(-heights_m.shape[1] // 2)
+    total = np.zeros((rows * 2, cols * 2))
+    count = np.zeros((rows * 2, cols * 2))
+    total[: heights_m.shape[0], : heights_m.shape[1]] = np.where(known, heights_m, 0.0)
+    count[: heights_m.shape[0], : heights_m.shape[1]] = known
+    sums = total.reshape(rows, 2, cols, 2).sum(axis=(1, 3))
+    counts = count.reshape(rows, 2, cols, 2).sum(axis=(1, 3))
+    upper = fill_holes(np.where(counts > 0, sums / np.maximum(counts, 1), np.nan))
+    # node (i, j) of this level lies at (i - 0.5) / 2 on the level above
+    r = np.clip((np.arange(heights_m.shape[0]) - 0.5) / 2, 0, rows - 1)
+    c = np.clip((np.arange(heights_m.shape[1]) - 0.5) / 2, 0, cols - 1)
+    rr, cc = np.meshgrid(r, c, indexing="ij")
+    from_above = ndi.map_coordinates(upper, [rr, cc], order=1, mode="nearest")
+    return np.where(known, heights_m, from_above)
+
+
+def surface_dem(nodes: CoarseNodes, box_lonlat: tuple[float, float, float, float],
+                source: str) -> Dem:
+    """The nodes, holes filled, as a DEM on a lon/lat grid over ``box_lonlat``.
+
+    The grid's spacing is the nodes' in metres; beyond the nodes' extent the
+    edge heights are held (the matching context of the overlap's border).
+    """
+    filled = fill_holes(nodes.heights_m)
+    lon_min, lat_min, lon_max, lat_max = box_lonlat
+    m_lon, m_lat = metres_per_degree(0.5 * (lat_min + lat_max))
+    d_lon, d_lat = nodes.step_m / m_lon, nodes.step_m / m_lat
+    lon = lon_min + d_lon * np.arange(math.ceil((lon_max - lon_min) / d_lon) + 1)
+    lat = lat_max - d_lat * np.arange(math.ceil((lat_max - lat_min) / d_lat) + 1)
+    lon_grid, lat_grid = np.meshgrid(lon, lat)
+    x, y = lonlat_transformer(nodes.crs, inverse=True).transform(lon_grid, lat_grid)
+    a, _, x0, _, e, y1 = nodes.transform
+    rows = (np.asarray(y) - y1) / e - 0.5
+    cols = (np.asarray(x) - x0) / a - 0.5
+    grid = ndi.map_coordinates(filled, [rows, cols], order=1, mode="nearest")
+    transform = (d_lon, 0.0, lon_min - d_lon / 2, 0.0, -d_lat, lat_max + d_lat / 2)
+    return Dem.from_array(grid.astype(np.float32), transform, "EPSG:4326", source=source)
+
+
+def _footprints_lonlat(plan: StereoPlan, flat: ConstantTerrain
+                       ) -> tuple[float, float, float, float]:
+    """Lon/lat box of both images' corners localised at the ends of ``flat``'s range and
+    of the tiles' height margins, grown by ``FOOTPRINT_PAD_M``."""
+    cfg = plan.config
+    heights = (flat.low_m - cfg.height_margin_below_m, flat.high_m + cfg.height_margin_above_m)
+    lons, lats = [], []
+    for view in (plan.left, plan.right):
+        h, w = view.shape
+        rows = np.array([-0.5, -0.5, h - 0.5, h - 0.5])
+        cols = np.array([-0.5, w - 0.5, -0.5, w - 0.5])
+        for height in heights:
+            lon, lat = view.rpc.localize(rows, cols, np.full(4, height), check=False)
+            lons.append(lon)
+            lats.append(lat)
+    lon_all, lat_all = np.concatenate(lons), np.concatenate(lats)
+    ok = np.isfinite(lon_all) & np.isfinite(lat_all)
+    if not ok.any():
+        raise StereoError(f"{plan.left.path}, {plan.right.path}: the RPCs localise no image "
+                          "corner; expected RPCs that map the images' corners to the ground")
+    lat_mid = float(np.median(lat_all[ok]))
+    m_lon, m_lat = metres_per_degree(lat_mid)
+    pad_lon, pad_lat = FOOTPRINT_PAD_M / m_lon, FOOTPRINT_PAD_M / m_lat
+    return (float(lon_all[ok].min()) - pad_lon, float(lat_all[ok].min()) - pad_lat,
+            float(lon_all[ok].max()) + pad_lon, float(lat_all[ok].max()) + pad_lat)
+

@@ -1,0 +1,60 @@
+"""The initial surface without a DEM (:mod:`ops.stereo.initial_terrain`) on generated pairs.
+
+A pair over tilted relief gets the coarse pass's surface, close to the
+truth everywhere the views overlap and defined beyond it; a pair over flat
+ground keeps the flat surface and says why.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ops.raster.crs import lonlat_transformer
+from ops.stereo.initial_terrain import ConstantTerrain, estimate_terrain, tie_terrain
+from ops.stereo.pair import StereoConfig, open_view
+from ops.synthetic.scene import SceneSpec, generate_scene, truth_heights
+from ops.terrain.dem import Dem
+
+pytestmark = pytest.mark.unit
+
+
+def test_tilted_relief_gets_the_coarse_surface_and_flat_ground_keeps_the_flat_one(
+    tmp_path: Path,
+) -> None:
+    tilted = generate_scene(SceneSpec(width=256, height=256, relief_m=250.0, b_over_h=0.45,
+                                      building_fraction=0.0, noise_sigma=0.004, seed=3),
+                            tmp_path / "tilted")
+    left, right = (open_view(p) for p in tilted.view_paths)
+    prior = estimate_terrain(left, right)
+    assert isinstance(prior, Dem), prior.source
+    assert "coarse pass" in prior.source
+
+    flat, plan = tie_terrain(left, right, StereoConfig())
+    box = plan.geobox
+    rows, cols = np.mgrid[0 : box.height : 4, 0 : box.width : 4]
+    lon, lat = lonlat_transformer(box.crs).transform(*box.xy(rows, cols))
+    truth = truth_heights(tilted, box)[::4, ::4]
+    seen = np.isfinite(truth)
+    error_surface = np.abs(prior.heights(lon, lat) - truth)[seen]
+    error_flat = np.abs(flat.heights(lon, lat) - truth)[seen]
+    assert np.median(error_surface) < 1.5 < np.median(error_flat)
+    assert np.median(error_surface) < 0.25 * np.median(error_flat)
+    # defined over both images' footprints, beyond the overlap (the matching context)
+    corners_lon, corners_lat = left.rpc.localize(
+        np.array([-0.5, left.shape[0] - 0.5]), np.array([-0.5, left.shape[1] - 0.5]),
+        np.full(2, flat.height_m), check=False)
+    assert np.isfinite(prior.heights(corners_lon, corners_lat)).all()
+    low, high = prior.min_max(float(lon.min()), float(lat.min()), float(lon.max()),
+                              float(lat.max()))
+    assert np.nanmin(truth) - 10.0 < low < high < np.nanmax(truth) + 10.0
+
+    level = generate_scene(SceneSpec(width=160, height=160, relief_m=0.0,
+                                     building_fraction=0.0, noise_sigma=0.004, seed=3),
+                           tmp_path / "flat")
+    kept = estimate_terrain(*(open_view(p) for p in level.view_paths))
+    assert isinstance(kept, ConstantTerrain)
+    assert "flat kept: terrain tilt" in kept.source
+    assert kept.height_m == pytest.approx(200.0, abs=0.5)
