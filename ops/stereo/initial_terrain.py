@@ -28,11 +28,11 @@ images give it, as CARS does with its low-resolution first pass:
    (memory: one tile's raw windows, ``(512 F)^2`` px, and the node grid).
    Blocks with under a quarter of their cells measured are holes, filled
    from coarser averages (pull-push), and the nodes are resampled onto a
-   lon/lat grid over both images' footprints (plus ``FOOTPRINT_PAD_M``;
-   edge heights held beyond the overlap): a :class:`~ops.terrain.dem.Dem`,
-   so rectification and each tile's disparity bounds (the nodes' minimum and
-   maximum around the tile, plus the tiles' ``height_margin_*_m``) use it as
-   they use a DEM.
+   lon/lat :class:`~ops.terrain.dem.Dem` whose edge heights hold beyond it
+   (:class:`SurfaceTerrain`: the matching context past the overlap, other
+   views' pairs), so rectification and each tile's disparity bounds (the
+   nodes' minimum and maximum around the tile, plus the tiles'
+   ``height_margin_*_m``) use it as they use a DEM.
 4. **Which surface.** The coarse surface replaces the flat one only where
    the terrain tilts the disparity: its nodes' median slope, in disparity
    pixels per image pixel (slope x px per m x GSD), at least
@@ -45,11 +45,12 @@ images give it, as CARS does with its low-resolution first pass:
    resolves (a pyramid, buildings) and residual disparities near zero, where
    the sub-pixel estimate is least accurate. Measured (``eochain dsm``
    without ``--dem``, this pass against the flat surface): Ventoux, tilt
-   0.14: against CARS NMAD 0.70 -> 0.48 m, std 0.75 -> 0.62 m, coverage
-   85.3 -> 87.8 %, the truth-free implied error (``benchmarks.stereo_check``'s
-   functions) NMAD 0.54 -> 0.24 m; a synthetic pair over 250 m of relief at
-   B/H 0.45 (tilt 0.071) against the truth NMAD 0.079 -> 0.065 m, std 0.098
-   -> 0.086 m, coverage 95.6 -> 97.8 % (its true 30 m DEM: 0.072 m). Below
+   0.14: against CARS NMAD 0.70 -> 0.49 m, std 0.75 -> 0.63 m, coverage
+   85.3 -> 87.9 %, the truth-free implied error (``benchmarks.stereo_check``'s
+   functions; SRTM as the prior: 0.34 m) NMAD 0.54 -> 0.24 m, p90 0.67 -> 0.49
+   m; a synthetic pair over 250 m of relief at B/H 0.45 (tilt 0.071) against
+   the truth NMAD 0.079 -> 0.065 m, std 0.098 -> 0.087 m, coverage 95.6 ->
+   97.8 % (its true 30 m DEM as the prior: 0.072 m). Below
    the threshold the surface lost: a pair over 200 m of relief at B/H 0.25
    (tilt 0.031) 0.122 -> 0.136 m against the truth, Gizeh (0.010) 0.83 ->
    0.86 m against CARS, the synthetic, defects and urban pairs (<= 0.011)
@@ -109,8 +110,6 @@ NODE_CELLS = 4
 MIN_SURFACE_NODES = 16
 #: Median terrain tilt (disparity px per image px) from which the coarse surface is used.
 MIN_TILT_PX_PER_PX = 0.05
-#: Metres of surface beyond both images' footprints (matching context, disparity reach).
-FOOTPRINT_PAD_M = 1000.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +162,37 @@ class CoarseNodes:
         return int(np.isfinite(self.heights_m).sum())
 
 
+@dataclass(frozen=True, slots=True)
+class SurfaceTerrain:
+    """The coarse pass's surface: a lon/lat DEM whose edge heights hold beyond its grid."""
+
+    dem: Dem
+
+    def __post_init__(self) -> None:
+        if not self.dem.is_lonlat:
+            raise StereoError(f"surface DEM {self.dem.source} in {self.dem.crs}; expected lon/lat")
+
+    @property
+    def source(self) -> str:
+        return self.dem.source
+
+    def _held(self, lon: ArrayLike, lat: ArrayLike) -> tuple[FloatArray, FloatArray]:
+        """Points moved onto the grid's outermost nodes where they lie beyond them."""
+        a, _, c, _, e, f = self.dem.transform
+        n_rows, n_cols = self.dem.heights_m.shape
+        return (np.clip(np.asarray(lon, np.float64), c + a / 2, c + a * (n_cols - 0.5)),
+                np.clip(np.asarray(lat, np.float64), f + e * (n_rows - 0.5), f + e / 2))
+
+    def heights(self, lon: ArrayLike, lat: ArrayLike, *, strict: bool = True) -> FloatArray:
+        return self.dem.heights(*self._held(lon, lat), strict=strict)
+
+    def min_max(
+        self, lon_min: float, lat_min: float, lon_max: float, lat_max: float
+    ) -> tuple[float, float]:
+        (lo_0, lo_1), (la_0, la_1) = self._held([lon_min, lon_max], [lat_min, lat_max])
+        return self.dem.min_max(float(lo_0), float(la_0), float(lo_1), float(la_1))
+
+
 def rpc_terrain(left: StereoView, right: StereoView) -> ConstantTerrain:
     """The flat prior from the two RPCs' height ranges (see the module docstring)."""
     ranges = [(v.rpc.height_off - v.rpc.height_scale, v.rpc.height_off + v.rpc.height_scale)
@@ -180,7 +210,7 @@ def rpc_terrain(left: StereoView, right: StereoView) -> ConstantTerrain:
 
 def estimate_terrain(
     left: StereoView, right: StereoView, config: StereoConfig | None = None
-) -> ConstantTerrain | Dem:
+) -> ConstantTerrain | SurfaceTerrain:
     """The initial surface from the images: the coarse pass's, or the flat one (see above)."""
     cfg = StereoConfig() if config is None else config
     with phase("initial terrain"):
@@ -195,9 +225,9 @@ def estimate_terrain(
             return dataclasses.replace(flat, source=(
                 f"{flat.source}; flat kept: terrain tilt {tilt:.3f} disparity px per px "
                 f"(< {MIN_TILT_PX_PER_PX})"))
-        return surface_dem(nodes, _footprints_lonlat(plan, flat), source=(
+        return SurfaceTerrain(surface_dem(nodes, source=(
             f"coarse pass: {nodes.n_measured} nodes of {nodes.step_m:.3g} m, terrain tilt "
-            f"{tilt:.3f} disparity px per px"))
+            f"{tilt:.3f} disparity px per px")))
 
 
 def tie_terrain(left: StereoView, right: StereoView, cfg: StereoConfig
@@ -303,52 +333,23 @@ def fill_holes(heights_m: FloatArray) -> FloatArray:
     return np.where(known, heights_m, from_above)
 
 
-def surface_dem(nodes: CoarseNodes, box_lonlat: tuple[float, float, float, float],
-                source: str) -> Dem:
-    """The nodes, holes filled, as a DEM on a lon/lat grid over ``box_lonlat``.
-
-    The grid's spacing is the nodes' in metres; beyond the nodes' extent the
-    edge heights are held (the matching context of the overlap's border).
-    """
+def surface_dem(nodes: CoarseNodes, source: str) -> Dem:
+    """The nodes, holes filled, as a DEM on a lon/lat grid over their extent (the nodes'
+    spacing in metres; lon/lat nodes off the map grid take its edge heights)."""
     filled = fill_holes(nodes.heights_m)
-    lon_min, lat_min, lon_max, lat_max = box_lonlat
+    a, _, x0, _, e, y1 = nodes.transform
+    n_rows, n_cols = nodes.heights_m.shape
+    lon_min, lat_min, lon_max, lat_max = lonlat_transformer(nodes.crs).transform_bounds(
+        x0, y1 + e * n_rows, x0 + a * n_cols, y1, densify_pts=21)
     m_lon, m_lat = metres_per_degree(0.5 * (lat_min + lat_max))
     d_lon, d_lat = nodes.step_m / m_lon, nodes.step_m / m_lat
     lon = lon_min + d_lon * np.arange(math.ceil((lon_max - lon_min) / d_lon) + 1)
     lat = lat_max - d_lat * np.arange(math.ceil((lat_max - lat_min) / d_lat) + 1)
     lon_grid, lat_grid = np.meshgrid(lon, lat)
     x, y = lonlat_transformer(nodes.crs, inverse=True).transform(lon_grid, lat_grid)
-    a, _, x0, _, e, y1 = nodes.transform
     rows = (np.asarray(y) - y1) / e - 0.5
     cols = (np.asarray(x) - x0) / a - 0.5
     grid = ndi.map_coordinates(filled, [rows, cols], order=1, mode="nearest")
     transform = (d_lon, 0.0, lon_min - d_lon / 2, 0.0, -d_lat, lat_max + d_lat / 2)
     return Dem.from_array(grid.astype(np.float32), transform, "EPSG:4326", source=source)
-
-
-def _footprints_lonlat(plan: StereoPlan, flat: ConstantTerrain
-                       ) -> tuple[float, float, float, float]:
-    """Lon/lat box of both images' corners localised at the ends of ``flat``'s range and
-    of the tiles' height margins, grown by ``FOOTPRINT_PAD_M``."""
-    cfg = plan.config
-    heights = (flat.low_m - cfg.height_margin_below_m, flat.high_m + cfg.height_margin_above_m)
-    lons, lats = [], []
-    for view in (plan.left, plan.right):
-        h, w = view.shape
-        rows = np.array([-0.5, -0.5, h - 0.5, h - 0.5])
-        cols = np.array([-0.5, w - 0.5, -0.5, w - 0.5])
-        for height in heights:
-            lon, lat = view.rpc.localize(rows, cols, np.full(4, height), check=False)
-            lons.append(lon)
-            lats.append(lat)
-    lon_all, lat_all = np.concatenate(lons), np.concatenate(lats)
-    ok = np.isfinite(lon_all) & np.isfinite(lat_all)
-    if not ok.any():
-        raise StereoError(f"{plan.left.path}, {plan.right.path}: the RPCs localise no image "
-                          "corner; expected RPCs that map the images' corners to the ground")
-    lat_mid = float(np.median(lat_all[ok]))
-    m_lon, m_lat = metres_per_degree(lat_mid)
-    pad_lon, pad_lat = FOOTPRINT_PAD_M / m_lon, FOOTPRINT_PAD_M / m_lat
-    return (float(lon_all[ok].min()) - pad_lon, float(lat_all[ok].min()) - pad_lat,
-            float(lon_all[ok].max()) + pad_lon, float(lat_all[ok].max()) + pad_lat)
 

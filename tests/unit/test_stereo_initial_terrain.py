@@ -1,8 +1,8 @@
 """The initial surface without a DEM (:mod:`ops.stereo.initial_terrain`) on generated pairs.
 
 A pair over tilted relief gets the coarse pass's surface, close to the
-truth everywhere the views overlap and defined beyond it; a pair over flat
-ground keeps the flat surface and says why.
+truth everywhere the views overlap, defined beyond it and usable by the
+kernel as its DEM; a pair over flat ground keeps the flat surface and says why.
 """
 
 from __future__ import annotations
@@ -13,10 +13,14 @@ import numpy as np
 import pytest
 
 from ops.raster.crs import lonlat_transformer
-from ops.stereo.initial_terrain import ConstantTerrain, estimate_terrain, tie_terrain
-from ops.stereo.pair import StereoConfig, open_view
+from ops.stereo.initial_terrain import (
+    ConstantTerrain,
+    SurfaceTerrain,
+    estimate_terrain,
+    tie_terrain,
+)
+from ops.stereo.pair import StereoConfig, declare_stereo_inputs, open_view, plan_stereo
 from ops.synthetic.scene import SceneSpec, generate_scene, truth_heights
-from ops.terrain.dem import Dem
 
 pytestmark = pytest.mark.unit
 
@@ -29,7 +33,7 @@ def test_tilted_relief_gets_the_coarse_surface_and_flat_ground_keeps_the_flat_on
                             tmp_path / "tilted")
     left, right = (open_view(p) for p in tilted.view_paths)
     prior = estimate_terrain(left, right)
-    assert isinstance(prior, Dem), prior.source
+    assert isinstance(prior, SurfaceTerrain), prior.source
     assert "coarse pass" in prior.source
 
     flat, plan = tie_terrain(left, right, StereoConfig())
@@ -42,14 +46,20 @@ def test_tilted_relief_gets_the_coarse_surface_and_flat_ground_keeps_the_flat_on
     error_flat = np.abs(flat.heights(lon, lat) - truth)[seen]
     assert np.median(error_surface) < 1.5 < np.median(error_flat)
     assert np.median(error_surface) < 0.25 * np.median(error_flat)
-    # defined over both images' footprints, beyond the overlap (the matching context)
-    corners_lon, corners_lat = left.rpc.localize(
-        np.array([-0.5, left.shape[0] - 0.5]), np.array([-0.5, left.shape[1] - 0.5]),
-        np.full(2, flat.height_m), check=False)
-    assert np.isfinite(prior.heights(corners_lon, corners_lat)).all()
     low, high = prior.min_max(float(lon.min()), float(lat.min()), float(lon.max()),
                               float(lat.max()))
     assert np.nanmin(truth) - 10.0 < low < high < np.nanmax(truth) + 10.0
+    # beyond the overlap (matching context, other pairs) the edge heights hold
+    far_lon, far_lat = float(lon.max()) + 0.1, float(lat.min()) - 0.1
+    far = prior.heights(np.array([far_lon]), np.array([far_lat]))
+    assert low <= far[0] <= high
+    assert low <= prior.min_max(far_lon, far_lat, far_lon + 0.01, far_lat + 0.01)[0] <= high
+    # the kernel plans on it and bounds every tile with it
+    on_surface = plan_stereo(left, right, prior)
+    inputs = declare_stereo_inputs(on_surface, on_surface.geobox, prior)
+    assert not inputs.empty
+    assert inputs.height_range_m[0] < np.nanmin(truth) < np.nanmax(truth) < (
+        inputs.height_range_m[1])
 
     level = generate_scene(SceneSpec(width=160, height=160, relief_m=0.0,
                                      building_fraction=0.0, noise_sigma=0.004, seed=3),
