@@ -33,6 +33,11 @@ over 1 MiB into the object store with six threads it starts for that copy
 core and take it from a task; 1 MiB pieces are copied by one ``memcpy``
 (``python -m benchmarks.campaign_efficiency``: 2 MiB tiles cost their actor
 about 1 ms less each).
+
+An actor runs its kernels' parallel loops on as many threads as it has CPUs
+(:func:`limit_kernel_threads`): numba would start one per core of the node
+in every actor, and its OpenMP threads spin at each loop's end waiting for
+the others, which the node's other actors have taken the cores from.
 """
 
 from __future__ import annotations
@@ -250,6 +255,31 @@ def import_long_lived(modules: tuple[str, ...]) -> list[str]:
     return failed
 
 
+def kernel_threads(cpus: float) -> int:
+    """Threads of an actor's parallel loops for its CPU share: at least one."""
+    return max(1, int(cpus))
+
+
+def limit_kernel_threads(threads: int) -> None:
+    """Run numba's parallel loops (``prange``) on ``threads`` threads in this process, as Ray
+    does for OpenMP (``OMP_NUM_THREADS``, which numba ignores).
+
+    numba reads ``NUMBA_NUM_THREADS`` when first imported, so an actor calls
+    this before it loads the kernels; where numba is already loaded, the
+    calling thread (the actor's, which runs its tasks) uses ``threads``.
+    Why: by default every actor's loops take every core of the node, one
+    actor per core, and numba's OpenMP threads spin at each loop's end until
+    the slowest, descheduled by the other actors, catches up. ``python -m
+    benchmarks.campaign_efficiency`` (2 actors on 2 cores, 800 tiles):
+    CPU-seconds in tile tasks 33.4 -> 21.2 and the campaign 43.3 -> 27.9 s
+    with one thread each (a shared machine, load 4-5, single runs).
+    """
+    os.environ["NUMBA_NUM_THREADS"] = str(threads)
+    numba = sys.modules.get("numba")
+    if numba is not None:
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+
+
 def peak_rss_bytes() -> int:
     """Peak resident memory of this process so far (Linux reports ru_maxrss in KiB)."""
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
@@ -258,9 +288,12 @@ def peak_rss_bytes() -> int:
 class TileWorker:
     """The Ray actor class (wrapped with ``ray.remote`` by the pool)."""
 
-    def __init__(self, scratch_root: str | None = None) -> None:
+    def __init__(self, scratch_root: str | None, threads: int) -> None:
+        """``threads``: of the kernels' parallel loops (:func:`limit_kernel_threads`), the
+        actor's CPUs."""
         import ray
 
+        limit_kernel_threads(threads)
         node_id = ray.get_runtime_context().get_node_id()
         scratch = tempfile.mkdtemp(prefix="eochain-worker-", dir=scratch_root)
         self.ctx = TaskContext(node_id=node_id, scratch_dir=scratch)

@@ -464,8 +464,7 @@ class Dispatcher:
 
         try:
             while not state.finished:
-                mean_s = runtime_sum_s / runtime_n if runtime_n else None
-                depth = queue_depth(batch_size(mean_s, opts), opts)
+                depth = queue_depth(batch_size(runtime_sum_s, runtime_n, opts), opts)
                 free = pool.free(depth)
                 usable = pool.usable()
                 requested = list(self._requested() or {})
@@ -512,8 +511,9 @@ class Dispatcher:
                     state.start(key)
                     keys = [key]
                     if key not in solo:
-                        own_size = batch_size(mean_of(task.kind), opts, state.not_started + 1,
-                                              len(usable) * depth)
+                        own_sum_s, own_seen = runtime_of.get(task.kind, (0.0, 0))
+                        own_size = batch_size(own_sum_s, int(own_seen), opts,
+                                              state.not_started + 1, len(usable) * depth)
                         while len(keys) < own_size:
                             nxt = state.peek_ready()
                             if nxt is None or nxt in solo or not _joins(

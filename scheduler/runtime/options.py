@@ -58,24 +58,32 @@ class DispatchOptions:
             raise GraphError(f"small_task_calls = {self.small_task_calls}, expected >= 1")
 
 
-def batch_size(mean_runtime_s: float | None, options: DispatchOptions,
+def batch_size(runtime_sum_s: float, seen: int, options: DispatchOptions,
                tasks_left: int | None = None, calls_open: int = 1) -> int:
-    """How many tasks the next actor call carries (pure).
+    """How many tasks the next actor call carries (pure), from the ``seen`` tasks of its
+    kind whose runtimes came back (``runtime_sum_s`` in all).
 
     One until a runtime has been seen, then as many as fit in
     ``batch_target_s`` at the mean runtime, between 1 and ``max_batch``: no-op
     tiles share one call's cost, a tile of a second goes alone (a batch
     delays its first result by the others' time, and a lost call loses them all).
+    At most twice ``seen`` (a slow start): a mean of a few tasks may be far
+    off, and the first tiles of a scene are often its empty corners, done in a
+    millisecond. Sized by such a mean, the first calls of ``python -m
+    benchmarks.campaign_efficiency`` carried ``max_batch`` tiles of 50 ms
+    each (3 s of work): their results came back seconds late, holding two
+    scenes' tiles in the object store where depth-first order holds one,
+    and the first COG write waited for them.
     Near the end of a run no more than an even share of the ``tasks_left``
     (not yet started) over the ``calls_open`` calls the actors may queue: the
     last batches shrink and the actors finish together, where full batches
     would leave one actor a batch behind while the others idle (and the last
     product's write waiting for it).
     """
-    if mean_runtime_s is None:
+    if seen < 1:
         return 1
-    fit = options.batch_target_s / max(mean_runtime_s, 1e-9)
-    size = max(1, min(options.max_batch, int(fit)))
+    fit = options.batch_target_s / max(runtime_sum_s / seen, 1e-9)
+    size = max(1, min(options.max_batch, int(fit), 2 * seen))
     if tasks_left is not None:
         size = min(size, max(1, -(-tasks_left // max(1, calls_open))))
     return size

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from scheduler.fleet.drain import draining_nodes
-from scheduler.runtime.actors import TileWorker
+from scheduler.runtime.actors import TileWorker, kernel_threads
 
 if TYPE_CHECKING:
     from scheduler.runtime.options import DispatchOptions
@@ -117,7 +117,8 @@ class ActorPool:
                     num_cpus=self.options.cpus_per_actor,
                     max_restarts=0,
                     scheduling_strategy=self._affinity(node_id=node_id, soft=False),
-                ).remote(self.options.scratch_root)
+                ).remote(self.options.scratch_root,
+                         kernel_threads(self.options.cpus_per_actor))
                 if self.preload:
                     # queued ahead of any task on this actor (its calls run in order)
                     handle.preload.remote(self.preload)

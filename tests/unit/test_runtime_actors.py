@@ -1,13 +1,16 @@
-"""An actor's preload: imports with the collector paused, then the process frozen."""
+"""An actor's preload: imports with the collector paused, then the process frozen; its
+kernels' threads."""
 
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
 
-from scheduler.runtime.actors import import_long_lived
+from scheduler.runtime.actors import import_long_lived, kernel_threads
 
 
 @pytest.fixture
@@ -30,3 +33,19 @@ def test_a_collector_the_process_disabled_stays_disabled(unfrozen: None) -> None
     gc.disable()
     import_long_lived(("colorsys",))
     assert not gc.isenabled()
+
+
+def test_kernel_threads_follow_the_actor_cpus() -> None:
+    assert [kernel_threads(c) for c in (0.25, 1.0, 1.5, 4.0)] == [1, 1, 1, 4]
+
+
+@pytest.mark.parametrize("numba_first", [False, True])
+def test_an_actor_limits_numba_threads_before_or_after_numba_loads(numba_first: bool) -> None:
+    """In a fresh process (numba reads its thread count once): two threads on a machine of
+    any size, whether numba was loaded before the limit (this thread) or after it (all)."""
+    code = ("import numba; " if numba_first else "") + (
+        "from scheduler.runtime.actors import limit_kernel_threads; limit_kernel_threads(2); "
+        "import numba; print(numba.get_num_threads())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={"NUMBA_NUM_THREADS": "3", "PATH": ""})
+    assert out.stdout.split() == ["2"]

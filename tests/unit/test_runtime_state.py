@@ -252,15 +252,19 @@ def test_batch_size_follows_the_mean_runtime() -> None:
     from scheduler.runtime.dispatch import batch_size
 
     opts = DispatchOptions(max_batch=64, batch_target_s=0.02)
-    assert batch_size(None, opts) == 1  # nothing seen yet: one task per call
-    assert batch_size(1e-6, opts) == 64  # no-op tiles: as many as allowed
-    assert batch_size(0.005, opts) == 4
-    assert batch_size(0.5, opts) == 1  # real tiles go alone
+    many = 1000  # runtimes seen: past the slow start
+    assert batch_size(0.0, 0, opts) == 1  # nothing seen yet: one task per call
+    assert batch_size(many * 1e-6, many, opts) == 64  # no-op tiles: as many as allowed
+    assert batch_size(many * 0.005, many, opts) == 4
+    assert batch_size(many * 0.5, many, opts) == 1  # real tiles go alone
+    # slow start: at most twice the runtimes seen, whatever their mean (an empty tile first)
+    assert [batch_size(n * 1e-6, n, opts) for n in (1, 3, 20, 40)] == [2, 6, 40, 64]
+    assert batch_size(0.5 + 2 * 1e-6, 3, opts) == 1  # a slow one among them: its mean rules
     # the end of a run: the last 9 tasks shared over 4 open calls, then over what is left
-    assert batch_size(1e-6, opts, tasks_left=9, calls_open=4) == 3
-    assert batch_size(1e-6, opts, tasks_left=1, calls_open=4) == 1
-    assert batch_size(1e-6, opts, tasks_left=1000, calls_open=4) == 64
-    assert batch_size(0.0, DispatchOptions(max_batch=1)) == 1
+    assert batch_size(many * 1e-6, many, opts, tasks_left=9, calls_open=4) == 3
+    assert batch_size(many * 1e-6, many, opts, tasks_left=1, calls_open=4) == 1
+    assert batch_size(many * 1e-6, many, opts, tasks_left=1000, calls_open=4) == 64
+    assert batch_size(0.0, many, DispatchOptions(max_batch=1)) == 1
     with pytest.raises(GraphError, match="max_batch = 0"):
         DispatchOptions(max_batch=0)
 
