@@ -260,8 +260,10 @@ def test_batch_size_follows_the_mean_runtime() -> None:
     # slow start: at most twice the runtimes seen, whatever their mean (an empty tile first)
     assert [batch_size(n * 1e-6, n, opts) for n in (1, 3, 20, 40)] == [2, 6, 40, 64]
     assert batch_size(0.5 + 2 * 1e-6, 3, opts) == 1  # a slow one among them: its mean rules
-    # the end of a run: the last 9 tasks shared over 4 open calls, then over what is left
-    assert batch_size(many * 1e-6, many, opts, tasks_left=9, calls_open=4) == 3
+    # the end of a run: half an even share of the last 17 tasks over 4 open calls, then of
+    # what is left
+    assert batch_size(many * 1e-6, many, opts, tasks_left=17, calls_open=4) == 3
+    assert batch_size(many * 1e-6, many, opts, tasks_left=9, calls_open=4) == 2
     assert batch_size(many * 1e-6, many, opts, tasks_left=1, calls_open=4) == 1
     assert batch_size(many * 1e-6, many, opts, tasks_left=1000, calls_open=4) == 64
     assert batch_size(0.0, many, DispatchOptions(max_batch=1)) == 1
