@@ -36,6 +36,11 @@ same machine; wall time and the peak RSS of the largest process, from
 * ``urban_defects``: dense, tall buildings (8 to 45 m) at B/H 0.45 with the
   same defects: the setting of the issue's held-out urban triplet, whose
   pairs showed std 4-12 m (blunders) where CARS had 1 m.
+* ``terrain``: a generated pair (500 px) of bare fractal relief, 250 m, at
+  B/H 0.45, run with its 30 m DEM and without it (``eochain_no_dem``: the
+  terrain tilts enough that the initial surface comes from a coarse pass of
+  the pair), both against the truth: the one case with a truth for the
+  no-DEM surface.
 * ``triplet``: a synthetic three-view scene with defects, eochain's
   ``dsm`` on all three views (pairs fused) and on each pair alone.
 
@@ -105,7 +110,8 @@ from benchmarks.common import shared_data
 RESULTS = Path(__file__).resolve().parent / "results" / "stereo.json"
 #: |error - median| above this is a blunder (the issue's definition, after coregistration).
 BLUNDER_M = 3.0
-CASES = ("gizeh", "ventoux", "synthetic", "synthetic_defects", "urban_defects", "triplet")
+CASES = ("gizeh", "ventoux", "synthetic", "synthetic_defects", "urban_defects", "terrain",
+         "triplet")
 
 
 @dataclass(frozen=True)
@@ -121,6 +127,8 @@ class Case:
     cars: CarsCase | None
     scene_dir: Path | None = None
     pairs_alone: tuple[tuple[int, int], ...] = field(default=())
+    #: also run without the DEM (initial heights from the images): real cases, tilted terrain
+    without_dem: bool = False
 
 
 def eochain_cmd(case: Case, images: tuple[Path, ...], out: Path, tile_px: int,
@@ -323,9 +331,12 @@ def measure_case(case: Case, work: Path, with_cars: bool) -> dict[str, Any]:
         alone["vs_truth"] = errors_stats(h - truth_on(case, ours_path))
         out[f"eochain_pair_{i}{j}"] = alone
     nodem_path = work / f"{case.name}_eochain_nodem.tif"
-    if case.scene_dir is None:  # real data: also without the DEM (initial heights from ties)
+    if case.without_dem:
         nodem = run_eochain(case, case.images, nodem_path, runs=1, with_dem=False)
         nodem.update(coverage_shares(nodem_path, ours_path, seen))
+        if case.scene_dir is not None:
+            h = read_on(nodem_path, ours_path)
+            nodem["vs_truth"] = errors_stats(h - truth_on(case, ours_path))
         out["eochain_no_dem"] = nodem
     if with_cars and case.cars is not None:
         try:
@@ -356,24 +367,30 @@ def measure_case(case: Case, work: Path, with_cars: bool) -> dict[str, Any]:
 
 
 def synthetic_case(name: str, work: Path, *, n_views: int, defects: bool,
-                   size_px: int = 600, urban: bool = False) -> Case:
+                   size_px: int = 600, urban: bool = False, terrain: bool = False) -> Case:
     """Generate a scene (and its defective views), write its 30 m DEM; the case.
 
     ``urban``: dense, tall buildings (70 % of 40 m cells, 8 to 45 m high) at
     B/H 0.45, the setting where the issue's held-out triplet showed blunders
-    (std 4-12 m).
+    (std 4-12 m). ``terrain``: no buildings, 250 m of fractal relief at B/H 0.45
+    (tilted enough that ``eochain dsm`` without a DEM takes its initial surface from
+    a coarse pass of the pair, :mod:`ops.stereo.initial_terrain`), also run without
+    its DEM.
     """
     from ops.synthetic.defects import DefectSpec, apply_defects
     from ops.synthetic.scene import SceneSpec, generate_scene, truth_heights
     from planner.geometry.grid import GeoBox
 
     scene_dir = work / name
-    b_over_h = 0.25 if n_views == 2 and not urban else 0.45
-    city = {"building_fraction": 0.7, "building_cell_m": 40.0,
-            "building_height_m": (8.0, 45.0)} if urban else {}
+    b_over_h = 0.25 if n_views == 2 and not (urban or terrain) else 0.45
+    city: dict[str, Any] = {"building_fraction": 0.7, "building_cell_m": 40.0,
+                            "building_height_m": (8.0, 45.0)} if urban else {}
+    if terrain:
+        city = {"building_fraction": 0.0, "relief_m": 250.0}
     scene = generate_scene(SceneSpec(width=size_px, height=size_px, noise_sigma=0.004,
                                      n_views=n_views, b_over_h=b_over_h,
-                                     seed=22 if urban else 11, **city), scene_dir)
+                                     seed=22 if urban else 3 if terrain else 11, **city),
+                           scene_dir)
     views = scene.view_paths
     if defects:
         views = apply_defects(scene, DefectSpec.realistic(n_views, seed=5))
@@ -387,7 +404,8 @@ def synthetic_case(name: str, work: Path, *, n_views: int, defects: bool,
         dst.write(np.where(np.isfinite(h), h, np.nanmean(h)).astype(np.float32), 1)
     cars = CarsCase((views[0], views[-1]), heights_above_geoid=False) if n_views == 2 else None
     pairs = ((0, 1), (1, 2), (0, 2)) if n_views == 3 else ()
-    return Case(name, tuple(views), dem_path, None, None, "ellipsoid", cars, scene_dir, pairs)
+    return Case(name, tuple(views), dem_path, None, None, "ellipsoid", cars, scene_dir, pairs,
+                without_dem=terrain)
 
 
 def real_cases(data: Path) -> dict[str, Case]:
@@ -395,12 +413,13 @@ def real_cases(data: Path) -> dict[str, Case]:
     geoid = v / "geoid" / "egm96_15.gtx"
     return {
         "gizeh": Case("gizeh", (g / "img1.tif", g / "img2.tif"), g / "srtm_dir", geoid, 0.6,
-                      "geoid", CarsCase((g / "img1.tif", g / "img2.tif"))),
+                      "geoid", CarsCase((g / "img1.tif", g / "img2.tif")), without_dem=True),
         "ventoux": Case(
             "ventoux", (v / "left_image.tif", v / "right_image.tif"), v / "srtm", geoid, None,
             "geoid", CarsCase((v / "left_image.tif", v / "right_image.tif"),
                               dem=v / "srtm" / "N44E005.hgt", geoid=geoid,
-                              single_resolution=True)),
+                              single_resolution=True),
+            without_dem=True),
     }
 
 
@@ -618,7 +637,7 @@ def main() -> None:
         "python": platform.python_version(), "platform": platform.platform(),
         "load_avg_1min": os.getloadavg()[0],
         "inputs": "gizeh, ventoux (SRTM + EGM96); synthetic 600 px seed 11, defects seed 5; "
-                  "urban 600 px seed 22",
+                  "urban 600 px seed 22; terrain 500 px seed 3, 250 m relief, B/H 0.45",
     }
     results: dict[str, Any] = {"state": state, "cases": {}}
     with tempfile.TemporaryDirectory() as tmp:
@@ -631,6 +650,9 @@ def main() -> None:
                 case = synthetic_case(name, work, n_views=2, defects=True)
             elif name == "urban_defects":
                 case = synthetic_case(name, work, n_views=2, defects=True, urban=True)
+            elif name == "terrain":
+                case = synthetic_case(name, work, n_views=2, defects=False, size_px=500,
+                                      terrain=True)
             elif name == "triplet":
                 case = synthetic_case(name, work, n_views=3, defects=True)
             else:
