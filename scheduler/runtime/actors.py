@@ -270,9 +270,10 @@ def limit_kernel_threads(threads: int) -> None:
     Why: by default every actor's loops take every core of the node, one
     actor per core, and numba's OpenMP threads spin at each loop's end until
     the slowest, descheduled by the other actors, catches up. ``python -m
-    benchmarks.campaign_efficiency`` (2 actors on 2 cores, 800 tiles):
-    CPU-seconds in tile tasks 33.4 -> 21.2 and the campaign 43.3 -> 27.9 s
-    with one thread each (a shared machine, load 4-5, single runs).
+    benchmarks.campaign_efficiency --repeat 5`` (2 actors on 2 cores, 800
+    tiles, medians, exclusive lock): ``eochain run`` 20.2 -> 15.5 s, CPU-seconds
+    in tasks 36.3 -> 27.4, in the actors outside them 2.1 -> 1.5 (single runs
+    on a shared machine, tile tasks alone: 33.4 -> 21.2 CPU-s).
     """
     os.environ["NUMBA_NUM_THREADS"] = str(threads)
     numba = sys.modules.get("numba")
