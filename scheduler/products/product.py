@@ -21,6 +21,12 @@ keys (``ortho:S:0_1``), stages and edges, on the grids surveyed here.
 * dsm of three or more views (:func:`plan_views_dsm_product`): per tile,
   each pair's stereo and dsm tasks, then a ``fusion`` task.
 
+A DSM's plan task counts the bytes of its initial heights' grid (what the
+runtime holds in flight while the tiles use it): the DEM's, or without one
+the coarse surface's (:class:`~ops.stereo.initial_terrain.SurfaceTerrain`);
+a flat surface is a few numbers. The product records what they were
+(``initial_heights``, :mod:`scheduler.products.provenance`).
+
 The commands ``eochain ortho`` and ``eochain dsm`` build the same products
 (``store=None``) and run them in their process into one file
 (:mod:`scheduler.products.one_product`): one path per product, one file for
@@ -73,12 +79,14 @@ from scheduler.runtime.state import Task
 
 if TYPE_CHECKING:
     from ops.stereo.multiview import MultiViewPlan
-    from ops.stereo.pair import StereoPlan
+    from ops.stereo.pair import StereoPlan, Terrain
 
 #: Degrees added around a pair's footprints when reading the DEM (matching context).
 DSM_DEM_PAD_DEG = 0.004
 #: Estimated bytes of a stereo tile's points per output cell (x, y, height, confidence).
 POINT_BYTES_PER_CELL = 28
+#: Bytes counted for a task result of a few numbers (a flat surface, a write's record).
+SMALL_RESULT_BYTES = 1024
 #: Ray resources (``"c7g.large:spot"``) of the node types each stage runs on, by stage.
 Placement = Mapping[str, tuple[str, ...]]
 
@@ -215,7 +223,7 @@ def plan_ortho_product(
         if laid.kind == "tile":
             return (OrthoTileTask(scene.uri, grid.window(TileIndex(laid.key.row, laid.key.col))),
                     tile_bytes)
-        return writer, 1024
+        return writer, SMALL_RESULT_BYTES
 
     tasks = _lay_out(ortho_tasks(scene.id, *grid.shape), make, scene.id, key, placement)
     return ProductPlan(key, object_key, scene.id, tasks, SurveyedProduct("ortho", scene.id, grid))
@@ -268,6 +276,30 @@ def _inputs(*paths: str | None) -> list[str]:
             for p in paths if p]
 
 
+def _terrain_bytes(terrain: Terrain) -> int:
+    """Bytes of a DSM's initial heights as its plan task hands them to the tiles: the
+    grid of a DEM or of the images' coarse surface; a flat surface is a few numbers."""
+    from ops.stereo.initial_terrain import SurfaceTerrain
+    from ops.terrain.dem import Dem
+
+    grid = terrain.dem if isinstance(terrain, SurfaceTerrain) else terrain
+    return int(grid.heights_m.nbytes) if isinstance(grid, Dem) else SMALL_RESULT_BYTES
+
+
+def _initial_heights(terrain: Terrain) -> str:
+    """What a DSM's initial heights were, as its provenance states it: the DEM (its path is
+    the provenance's ``dem``), or the surface the images gave and why (the flat surface:
+    its height and search range, in metres above the ellipsoid)."""
+    from ops.stereo.initial_terrain import ConstantTerrain, SurfaceTerrain
+
+    if isinstance(terrain, SurfaceTerrain):
+        return f"from the images, {terrain.source}"
+    if isinstance(terrain, ConstantTerrain):
+        return (f"from the images, flat at {terrain.height_m:.1f} m, search {terrain.low_m:.1f}"
+                f" to {terrain.high_m:.1f} m: {terrain.source}")
+    return "DEM"
+
+
 def plan_dsm_product(
     left: SceneInput, right: SceneInput, step: DsmStep, store: LocalStore | S3Store | None,
     placement: Placement | None = None,
@@ -292,7 +324,6 @@ def plan_views_dsm_product(
     from ops.stereo.multiview import plan_multiview
     from ops.stereo.pair import (
         StereoConfig,
-        Terrain,
         declare_stereo_inputs,
         input_windows,
         open_view,
@@ -339,11 +370,12 @@ def plan_views_dsm_product(
     object_key = f"dsm/{product_id}.tif"
     grid = TileGrid(geobox, step.tile_px, step.tile_px)
     out_geoid = geoid if step.heights == "geoid" else None
-    dem_bytes = int(dem.heights_m.nbytes) if isinstance(dem, Dem) else 1024
+    dem_bytes = _terrain_bytes(dem)
     meta = dsm_metadata(horizontal_crs=geobox.crs, heights=step.heights,
                         band_descriptions=DSM_BANDS, images=[_location(v.uri) for v in views],
                         rpc_sources=[_location(v.rpc.source) for v in opened],
                         dem=None if dem_path is None else _location(dem_path),
+                        initial_heights=_initial_heights(dem),
                         geoid=None if step.geoid is None else _location(step.geoid),
                         parameters=params,
                         acquired=span([read_acquisition(v.uri) for v in views]))
@@ -361,7 +393,7 @@ def plan_views_dsm_product(
         if laid.kind == "plan":
             return planned, dem_bytes
         if laid.kind == "write":
-            return writer, 1024
+            return writer, SMALL_RESULT_BYTES
         tile = grid.tile_geobox(TileIndex(k.row, k.col))
         pair = pair_of.get(k.item)
         if k.op == "stereo":

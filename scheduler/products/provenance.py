@@ -24,9 +24,11 @@ for heights, ``1`` for counts and scores: without one GDAL would report the
 vertical CRS's metre for every band).
 
 Provenance: eochain's version, the operation, its inputs (images, the RPC
-file each model came from, DEM, geoid), the height reference and the
-parameters; in the file as ``EOCHAIN_<KEY>`` tags (lists and mappings as
-JSON) and in the STAC item as ``eochain:<key>`` properties.
+file each model came from, DEM, geoid), the height reference, the
+parameters and, for a DSM, what its initial heights were (``initial_heights``:
+the DEM, or the surface the images gave without one and why); in the file
+as ``EOCHAIN_<KEY>`` tags (lists and mappings as JSON) and in the STAC item
+as ``eochain:<key>`` properties.
 """
 
 from __future__ import annotations
@@ -154,10 +156,10 @@ class ProductMetadata:
 
 def _provenance(op: str, images: Sequence[str], rpc_sources: Sequence[str], dem: str | None,
                 geoid: str | None, heights: str | None,
-                parameters: Mapping[str, object]) -> str:
+                parameters: Mapping[str, object], **extra: str) -> str:
     doc = {"version": eochain_version(), "op": op, "inputs": list(images),
            "rpc": list(rpc_sources), "dem": dem, "geoid": geoid, "heights": heights,
-           "parameters": dict(parameters)}
+           "parameters": dict(parameters), **extra}
     try:
         return json.dumps(doc, sort_keys=True)
     except TypeError as exc:
@@ -167,16 +169,16 @@ def _provenance(op: str, images: Sequence[str], rpc_sources: Sequence[str], dem:
 def dsm_metadata(
     *, horizontal_crs: str, heights: str, band_descriptions: Sequence[str | None],
     images: Sequence[str], rpc_sources: Sequence[str], dem: str | None, geoid: str | None,
-    acquired: Acquisition | None, parameters: Mapping[str, object],
+    acquired: Acquisition | None, parameters: Mapping[str, object], initial_heights: str,
 ) -> ProductMetadata:
     """A DSM's metadata: band 1 holds heights (metres) above ``heights``; the others are
-    counts and scores (unit ``1``)."""
+    counts and scores (unit ``1``). ``initial_heights``: what the matching started from."""
     units = tuple(METRE if i == 0 else DIMENSIONLESS for i in range(len(band_descriptions)))
     crs = height_crs(horizontal_crs, heights)
     file_crs = crs if heights == "geoid" else horizontal_crs
     return ProductMetadata(crs, file_crs, tuple(band_descriptions), units, acquired,
                            _provenance("dsm", images, rpc_sources, dem, geoid, heights,
-                                       parameters))
+                                       parameters, initial_heights=initial_heights))
 
 
 def ortho_metadata(

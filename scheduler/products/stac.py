@@ -151,6 +151,8 @@ def make_item(
             f"eochain {provenance['op']} of {', '.join(provenance['inputs'])} "
             f"(RPC: {', '.join(provenance['rpc'])}; DEM: {provenance['dem']}"
             + (f"; geoid: {provenance['geoid']}" if provenance.get("geoid") else "")
+            + (f"; initial heights: {provenance['initial_heights']}"
+               if provenance.get("initial_heights") else "")
             + (f"; heights above the {provenance['heights']}" if provenance.get("heights") else "")
             + ")")
     acquired = meta.acquired

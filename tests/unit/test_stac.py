@@ -68,11 +68,18 @@ def _signed_area(ring: Sequence[Sequence[float]]) -> float:
     return 0.5 * sum(a[0] * b[1] - b[0] * a[1] for a, b in pairwise(ring))
 
 
-def _dsm_meta(heights: str, acquired: Acquisition | None = None) -> ProductMetadata:
+#: What a DSM made without a DEM records of its initial heights (``plan_views_dsm_product``).
+FLAT_PRIOR = ("from the images, flat at 41.2 m, search 10.9 to 78.5 m: 1514 tie points; flat "
+              "kept: terrain tilt 0.003 disparity px per px (< 0.05)")
+
+
+def _dsm_meta(heights: str, acquired: Acquisition | None = None,
+              dem: str | None = "/d/srtm") -> ProductMetadata:
     return dsm_metadata(horizontal_crs="EPSG:32631", heights=heights, band_descriptions=DSM_BANDS,
                         images=["/d/l.tif", "/d/r.tif"], rpc_sources=["/d/l.geom", "/d/r.geom"],
-                        dem="/d/srtm", geoid="/d/egm96.gtx", acquired=acquired,
-                        parameters={"gsd_m": 0.5, "tile_px": 512})
+                        dem=dem, geoid="/d/egm96.gtx", acquired=acquired,
+                        parameters={"gsd_m": 0.5, "tile_px": 512},
+                        initial_heights="DEM" if dem else FLAT_PRIOR)
 
 
 # -- acquisition -------------------------------------------------------------------------------
@@ -169,7 +176,11 @@ def test_dsm_metadata_states_units_crs_and_provenance_as_tags() -> None:
     assert json.loads(tags["EOCHAIN_INPUTS"]) == ["/d/l.tif", "/d/r.tif"]
     assert json.loads(tags["EOCHAIN_RPC"]) == ["/d/l.geom", "/d/r.geom"]
     assert tags["EOCHAIN_DEM"] == "/d/srtm" and tags["EOCHAIN_GEOID"] == "/d/egm96.gtx"
+    assert tags["EOCHAIN_INITIAL_HEIGHTS"] == "DEM"
     assert json.loads(tags["EOCHAIN_PARAMETERS"]) == {"gsd_m": 0.5, "tile_px": 512}
+    # without a DEM: no DEM named, the images' surface and why it was kept
+    no_dem = _dsm_meta("ellipsoid", dem=None).tags()
+    assert "EOCHAIN_DEM" not in no_dem and no_dem["EOCHAIN_INITIAL_HEIGHTS"] == FLAT_PRIOR
     assert tags["EOCHAIN_VERSION"]
     assert tags["EOCHAIN_ACQUISITION_START"] == "2013-08-05T10:42:19+00:00"
     assert _dsm_meta("geoid").file_crs == _dsm_meta("geoid").crs
@@ -254,6 +265,15 @@ def test_dsm_item_states_its_3d_crs_span_and_height_unit(heights: str) -> None:
     assert [b.get("unit") for b in bands] == ["m", "1", "1"]
     assert [b["name"] for b in item["assets"]["data"]["bands"]] == [
         "height", "points_per_cell", "matching_confidence"]
+    assert props["eochain:initial_heights"] == "DEM"
+
+    no_dem = make_item("l+r", "l+r.tif", GEOBOX, dtype="float32", nodata=-32768.0,
+                       meta=_dsm_meta(heights, acquired, dem=None))
+    validate_stac(no_dem)
+    props = no_dem["properties"]
+    assert "eochain:dem" not in props and props["eochain:initial_heights"] == FLAT_PRIOR
+    assert "DEM: None; " in props["processing:lineage"]
+    assert f"initial heights: {FLAT_PRIOR}" in props["processing:lineage"]
 
 
 def test_item_without_acquisition_is_dated_by_processing_and_says_so() -> None:
