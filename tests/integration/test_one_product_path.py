@@ -9,6 +9,7 @@ tiles; a synthetic triplet for the fused multi-view DSM.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +22,12 @@ from scheduler.cli.dsm import dsm
 from scheduler.cli.ortho import ortho
 from scheduler.products.driver import Driver
 from scheduler.products.flow import SceneInput
-from scheduler.products.product import DsmStep, plan_views_dsm_product
+from scheduler.products.product import SMALL_RESULT_BYTES, DsmStep, plan_views_dsm_product
+from scheduler.products.stac import stac_key
 from scheduler.products.store import open_store
 from scheduler.runtime.dispatch import run_serial
 from scheduler.runtime.state import TaskGraph
+from tests.stac_validation import validate_stac
 
 pytestmark = pytest.mark.integration
 
@@ -135,9 +138,22 @@ def test_multiview_dsm_command_equals_its_product_on_the_serial_executor(
     product = plan_views_dsm_product(
         [SceneInput(p.stem, str(p)) for p in views], DsmStep((), None, tile_px=128), store,
         view_pairs=[(0, 1), (1, 2)])
+    # the images keep the flat surface here (little tilt): a few numbers in flight, and the
+    # product says so where a DEM would be named
+    plan_task = product.tasks[0]
+    assert plan_task.kind == "plan" and plan_task.out_bytes == SMALL_RESULT_BYTES
+    meta = product.writer.meta
+    assert meta is not None
+    provenance = meta.provenance
+    assert provenance["dem"] is None
+    assert provenance["initial_heights"].startswith("from the images, flat at ")
+    assert "flat kept: terrain tilt" in provenance["initial_heights"]
     report = run_serial(TaskGraph.build(list(product.tasks)))
     assert report.ok, report.failures
     campaign_out = tmp_path / "campaign" / product.object_key
+    item = json.loads((tmp_path / "campaign" / stac_key(product.object_key)).read_text())
+    validate_stac(item)
+    assert item["properties"]["eochain:initial_heights"] == provenance["initial_heights"]
 
     assert _profile(cli_out) == _profile(campaign_out)
     with rasterio.open(cli_out) as a:

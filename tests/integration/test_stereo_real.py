@@ -188,13 +188,22 @@ def test_dsm_command_needs_no_dem(shared_data: Path, tmp_path: Path) -> None:
     geoid = shared_data / "ventoux" / "geoid" / "egm96_15.gtx"
     common = [str(g / "img1.tif"), str(g / "img2.tif"), "--geoid", str(geoid), "--heights",
               "geoid", "--gsd", "0.6", "--crs", "EPSG:32636", "-q"]
-    heights = []
+    heights, tags = [], []
     for name, extra in (("dem", ["--dem", str(g / "srtm_dir")]), ("nodem", [])):
         out = tmp_path / f"{name}.tif"
         result = CliRunner().invoke(dsm_command, [*common, *extra, "-o", str(out)])
         assert result.exit_code == 0, result.output
         with rasterio.open(out) as src:
             heights.append((src.transform, src.read(1, masked=True)))
+            tags.append(src.tags())
+    # the file says what the heights started from: the DEM, or the images' flat surface
+    # (Gizeh tilts the disparity too little for the coarse surface) and why
+    (dem_tags, nodem_tags) = tags
+    assert dem_tags["EOCHAIN_INITIAL_HEIGHTS"] == "DEM"
+    assert dem_tags["EOCHAIN_DEM"] == str((g / "srtm_dir").resolve())
+    assert "EOCHAIN_DEM" not in nodem_tags
+    assert nodem_tags["EOCHAIN_INITIAL_HEIGHTS"].startswith("from the images, flat at ")
+    assert "flat kept: terrain tilt" in nodem_tags["EOCHAIN_INITIAL_HEIGHTS"]
     (t_dem, h_dem), (t_nodem, h_nodem) = heights
     # both grids cover the overlap on one lattice; compare where both have heights
     dx = round((t_nodem.c - t_dem.c) / 0.6)

@@ -3,6 +3,9 @@
 A pair over tilted relief gets the coarse pass's surface, close to the
 truth everywhere the views overlap, defined beyond it and usable by the
 kernel as its DEM; a pair over flat ground keeps the flat surface and says why.
+The tilted pair is planned as the DSM product without a DEM (the surface is
+estimated there, once): its plan task counts the surface's grid as it would
+a DEM's, and the product records where its initial heights came from.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from ops.stereo.initial_terrain import (
     estimate_terrain,
     tie_terrain,
 )
-from ops.stereo.pair import StereoConfig, declare_stereo_inputs, open_view, plan_stereo
+from ops.stereo.pair import StereoConfig, StereoPlan, declare_stereo_inputs, open_view
 from ops.synthetic.scene import SceneSpec, generate_scene, truth_heights
+from scheduler.products.kernels import StereoPlanTask
+from scheduler.products.product import SMALL_RESULT_BYTES, DsmStep, SceneInput, plan_dsm_product
 
 pytestmark = pytest.mark.unit
 
@@ -32,9 +37,17 @@ def test_tilted_relief_gets_the_coarse_surface_and_flat_ground_keeps_the_flat_on
                                       building_fraction=0.0, noise_sigma=0.004, seed=3),
                             tmp_path / "tilted")
     left, right = (open_view(p) for p in tilted.view_paths)
-    prior = estimate_terrain(left, right)
-    assert isinstance(prior, SurfaceTerrain), prior.source
+    product = plan_dsm_product(*(SceneInput(p.stem, str(p)) for p in tilted.view_paths),
+                               DsmStep((), None), store=None)
+    planned = product.tasks[0]
+    assert isinstance(planned.fn, StereoPlanTask) and isinstance(planned.fn.plan, StereoPlan)
+    prior = planned.fn.dem
+    assert isinstance(prior, SurfaceTerrain), getattr(prior, "source", prior)
     assert "coarse pass" in prior.source
+    assert planned.out_bytes == prior.dem.heights_m.nbytes > SMALL_RESULT_BYTES
+    meta = product.writer.meta
+    assert meta is not None and meta.provenance["dem"] is None
+    assert meta.provenance["initial_heights"] == f"from the images, {prior.source}"
 
     flat, plan = tie_terrain(left, right, StereoConfig())
     box = plan.geobox
@@ -55,7 +68,7 @@ def test_tilted_relief_gets_the_coarse_surface_and_flat_ground_keeps_the_flat_on
     assert low <= far[0] <= high
     assert low <= prior.min_max(far_lon, far_lat, far_lon + 0.01, far_lat + 0.01)[0] <= high
     # the kernel plans on it and bounds every tile with it
-    on_surface = plan_stereo(left, right, prior)
+    on_surface = planned.fn.plan
     inputs = declare_stereo_inputs(on_surface, on_surface.geobox, prior)
     assert not inputs.empty
     assert inputs.height_range_m[0] < np.nanmin(truth) < np.nanmax(truth) < (
