@@ -154,6 +154,7 @@ def test_dsm_states_its_heights_units_and_provenance(
     assert json.loads(tags["EOCHAIN_INPUTS"]) == [str(scene / "view_0.tif"),
                                                   str(scene / "view_1.tif")]
     assert tags["EOCHAIN_DEM"] == str(scene / "coarse_dem.tif")
+    assert tags["EOCHAIN_INITIAL_HEIGHTS"] == "DEM"  # (without one: the images' surface)
     assert len(json.loads(tags["EOCHAIN_RPC"])) == 2
     assert json.loads(tags["EOCHAIN_PARAMETERS"])["tile_px"] == 128
     item = _json(out / "dsm" / "left+right.json")
@@ -161,6 +162,7 @@ def test_dsm_states_its_heights_units_and_provenance(
     assert CRS.from_wkt(item["properties"]["proj:wkt2"]) == stated
     assert item["assets"]["data"]["raster:bands"][0]["unit"] == "m"
     assert item["properties"]["eochain:inputs"] == json.loads(tags["EOCHAIN_INPUTS"])
+    assert item["properties"]["eochain:initial_heights"] == "DEM"
 
 
 def test_rerun_keeps_the_collection(campaign: tuple[Path, FlowReport], scene: Path) -> None:
