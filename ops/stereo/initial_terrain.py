@@ -78,6 +78,7 @@ from ops.stereo.pair import (
     StereoConfig,
     StereoPlan,
     StereoView,
+    Terrain,
     central_sample,
     compute_tile_points,
     declare_stereo_inputs,
@@ -209,25 +210,33 @@ def rpc_terrain(left: StereoView, right: StereoView) -> ConstantTerrain:
 
 
 def estimate_terrain(
-    left: StereoView, right: StereoView, config: StereoConfig | None = None
-) -> ConstantTerrain | SurfaceTerrain:
-    """The initial surface from the images: the coarse pass's, or the flat one (see above)."""
+    left: StereoView, right: StereoView, config: StereoConfig | None = None,
+    dem: Dem | None = None,
+) -> ConstantTerrain | SurfaceTerrain | Dem:
+    """The initial surface: the coarse pass's on the prior (``dem``, else the flat tie
+    surface), or that prior with the reason in its ``source`` (see above)."""
     cfg = StereoConfig() if config is None else config
     with phase("initial terrain"):
-        flat, plan = tie_terrain(left, right, cfg)
-        nodes = coarse_surface(plan, flat)
+        prior: ConstantTerrain | Dem
+        if dem is None:
+            prior, plan = tie_terrain(left, right, cfg)
+        else:
+            prior, plan = dem, plan_stereo(left, right, dem, config=cfg)
+        kept = "flat" if dem is None else "DEM"
+        nodes = coarse_surface(plan, prior)
         if nodes.n_measured < MIN_SURFACE_NODES:
-            return dataclasses.replace(flat, source=(
-                f"{flat.source}; flat kept: the coarse pass measured {nodes.n_measured} "
+            return dataclasses.replace(prior, source=(
+                f"{prior.source}; {kept} kept: the coarse pass measured {nodes.n_measured} "
                 f"nodes (< {MIN_SURFACE_NODES})"))
         tilt = terrain_tilt_px_per_px(nodes, plan)
         if not tilt >= MIN_TILT_PX_PER_PX:
-            return dataclasses.replace(flat, source=(
-                f"{flat.source}; flat kept: terrain tilt {tilt:.3f} disparity px per px "
+            return dataclasses.replace(prior, source=(
+                f"{prior.source}; {kept} kept: terrain tilt {tilt:.3f} disparity px per px "
                 f"(< {MIN_TILT_PX_PER_PX})"))
+        on_dem = "" if dem is None else f" on {dem.source}"
         return SurfaceTerrain(surface_dem(nodes, source=(
-            f"coarse pass: {nodes.n_measured} nodes of {nodes.step_m:.3g} m, terrain tilt "
-            f"{tilt:.3f} disparity px per px")))
+            f"coarse pass{on_dem}: {nodes.n_measured} nodes of {nodes.step_m:.3g} m, terrain "
+            f"tilt {tilt:.3f} disparity px per px")))
 
 
 def tie_terrain(left: StereoView, right: StereoView, cfg: StereoConfig
@@ -252,13 +261,13 @@ def tie_terrain(left: StereoView, right: StereoView, cfg: StereoConfig
     return flat, plan
 
 
-def coarse_surface(plan: StereoPlan, flat: ConstantTerrain) -> CoarseNodes:
-    """The pair matched at ``COARSE_FACTOR`` x its GSD on ``flat``, as block medians.
+def coarse_surface(plan: StereoPlan, prior: Terrain) -> CoarseNodes:
+    """The pair matched at ``COARSE_FACTOR`` x its GSD on ``prior``, as block medians.
 
     ``plan``: the pair at full resolution (its GSD, CRS and pointing correction).
     """
     f = COARSE_FACTOR
-    coarse = plan_stereo(plan.left, plan.right, flat, crs=plan.geobox.crs,
+    coarse = plan_stereo(plan.left, plan.right, prior, crs=plan.geobox.crs,
                          gsd_m=plan.geobox.resolution[0] * f, config=plan.config,
                          right_row_shift_px=plan.right_row_shift_px / f)
     box = coarse.geobox
@@ -268,7 +277,7 @@ def coarse_surface(plan: StereoPlan, flat: ConstantTerrain) -> CoarseNodes:
     sigma_px = 0.5 * math.sqrt(f * f - 1)
     for idx in grid.tiles():
         tile = grid.tile_geobox(idx)
-        inputs = declare_stereo_inputs(coarse, tile, flat)
+        inputs = declare_stereo_inputs(coarse, tile, prior)
         if inputs.left_window is None or inputs.right_window is None:
             continue
         left_px, right_px = (
@@ -277,8 +286,8 @@ def coarse_surface(plan: StereoPlan, flat: ConstantTerrain) -> CoarseNodes:
             for view, window in ((coarse.left, inputs.left_window),
                                  (coarse.right, inputs.right_window))
         )
-        points = compute_tile_points(coarse, inputs, left_px, right_px, flat)
-        heights = grid_tile_points(coarse, tile, points, flat).height_m
+        points = compute_tile_points(coarse, inputs, left_px, right_px, prior)
+        heights = grid_tile_points(coarse, tile, points, prior).height_m
         window = grid.window(idx)
         r0, c0 = window.row_off // b, window.col_off // b
         block = block_medians(heights.astype(np.float64), b)
