@@ -316,8 +316,9 @@ def plan_views_dsm_product(
 
     Two views without ``view_pairs``: the pair's DSM. Otherwise the pairs
     ``view_pairs`` (indices into ``views``; default: every usable pair) fused
-    per cell (:mod:`ops.stereo.multiview`). Without a DEM, the initial heights
-    come from the first two views (:mod:`ops.stereo.initial_terrain`). ``store=None``:
+    per cell (:mod:`ops.stereo.multiview`). The initial heights come from a coarse pass
+    of the first two views on the DEM (without one, on a flat surface) where the terrain
+    tilts, else from that prior (:mod:`ops.stereo.initial_terrain`). ``store=None``:
     a one-product run into a file (``eochain dsm``).
     """
     from ops.stereo.initial_terrain import estimate_terrain
@@ -339,16 +340,15 @@ def plan_views_dsm_product(
     opened = [open_view(v.uri) for v in views]
     geoid = Geoid.open(step.geoid) if step.geoid is not None else None
     config = StereoConfig(max_days_apart=step.max_days_apart)
-    dem: Terrain
-    if dem_path is None:
-        dem = estimate_terrain(opened[0], opened[1], config)
-    else:
+    given: Dem | None = None
+    if dem_path is not None:
         boxes = [footprint_box(v.rpc, v.shape) for v in opened]
         box = (min(b[0] for b in boxes), min(b[1] for b in boxes),
                max(b[2] for b in boxes), max(b[3] for b in boxes))
-        dem = Dem.open(dem_path, geoid=geoid, bounds_lonlat=box, pad_deg=DSM_DEM_PAD_DEG,
-                       require_bounds=False, vertical_datum=step.dem_heights,
-                       max_hole_fraction=step.dem_max_holes)
+        given = Dem.open(dem_path, geoid=geoid, bounds_lonlat=box, pad_deg=DSM_DEM_PAD_DEG,
+                         require_bounds=False, vertical_datum=step.dem_heights,
+                         max_hole_fraction=step.dem_max_holes)
+    dem: Terrain = estimate_terrain(opened[0], opened[1], config, given)
     plan: StereoPlan | MultiViewPlan
     pair_names: tuple[str, ...] = ()
     if len(opened) == 2 and view_pairs is None:
