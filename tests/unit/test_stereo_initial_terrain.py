@@ -8,7 +8,8 @@ estimated there, once): its plan task counts the surface's grid as it would
 a DEM's, and the product records where its initial heights came from.
 With a DEM (30 m posts, SRTM-like errors) the coarse pass runs on it: the
 tilted pair's product takes the surface, closer to the truth than the DEM;
-the flat pair keeps the DEM and says why.
+the flat pair keeps the DEM and says why, as it does when the DEM does not
+cover the coarse pass.
 """
 
 from __future__ import annotations
@@ -51,11 +52,12 @@ def level(tmp_path_factory: pytest.TempPathFactory) -> SyntheticScene:
                           tmp_path_factory.mktemp("flat"))
 
 
-def write_srtm_like_dem(scene: SyntheticScene, path: Path) -> Path:
-    """The scene's heights on 30 m posts (their mean beyond the scene) plus errors of 5 m
-    std correlated over ~60 m."""
+def write_srtm_like_dem(scene: SyntheticScene, path: Path, margin_m: float = 300.0) -> Path:
+    """The scene's heights on 30 m posts ``margin_m`` beyond its footprint (their mean
+    beyond the scene) plus errors of 5 m std correlated over ~60 m."""
     x0, y0, x1, y1 = scene.footprint_utm
-    box = GeoBox.from_bounds(scene.crs, x0 - 300, y0 - 300, x1 + 300, y1 + 300, 30.0)
+    box = GeoBox.from_bounds(scene.crs, x0 - margin_m, y0 - margin_m, x1 + margin_m,
+                             y1 + margin_m, 30.0)
     error_m = ndi.gaussian_filter(
         np.random.default_rng(0).normal(size=(box.height, box.width)), 2.0)
     error_m *= 5.0 / error_m.std()
@@ -143,3 +145,8 @@ def test_with_a_dem_tilted_relief_gets_the_coarse_surface_on_it_and_flat_ground_
                             level_dem)
     assert isinstance(kept, Dem)
     assert kept.source.startswith(f"{level_dem.source}; DEM kept: terrain tilt")
+    # a DEM that covers the full-resolution pass but not the coarse one's 4x wider context
+    tight = Dem.open(write_srtm_like_dem(level, tmp_path / "tight_dem.tif", margin_m=120.0))
+    kept = estimate_terrain(*(open_view(p) for p in level.view_paths), StereoConfig(), tight)
+    assert isinstance(kept, Dem)
+    assert kept.source.startswith(f"{tight.source}; DEM kept: the coarse pass reaches beyond")
