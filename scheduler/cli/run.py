@@ -67,6 +67,7 @@ from scheduler.fleet.replanning import LiveReplanner
 from scheduler.observe.errors import MetricsError
 from scheduler.observe.metrics import PlanTargets
 from scheduler.observe.metrics_hooks import observe_campaign, prices_from_plan
+from scheduler.products import kernels
 from scheduler.products.driver import Driver
 from scheduler.products.flow import Flow, SceneInput
 from scheduler.products.store import open_store
@@ -228,23 +229,26 @@ def run(
                     object_store_bytes=None if object_store_mib is None
                     else object_store_mib * 2**20)
     try:
-        campaign = load_surveyed_campaign(campaign_path, allow_large=allow_large)
-        flow = campaign_flow(campaign, campaign_path, driver, dem=dem, geoid=geoid,
-                             tile_px=tile_px, dest=dest, placement=placement, heights=heights)
-        if replan and plan_doc is not None:
-            driver.replanner = LiveReplanner.from_plan(
-                plan_doc, campaign, load_catalog(), load_calibration(), say=say_err)
-    except (PlannerError, SchedulerError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    try:
         name = campaign_name(campaign_path)
         out = dest or f"{name}-output"
         open_store(out).check_writable()  # before Ray starts and any scene is read
         report_dir = Path(".") if "://" in out else Path(out)
         stop_on_sigterm()
-        # before the metrics (the fleet watcher reads Ray's nodes): actors start and import
-        # the kernels while the products are surveyed
-        driver.warm(flow.worker_imports())
+        # Ray and the actors start now: the actors import the kernels (every flow's tasks)
+        # while this process reads the scenes (its first RPC call sets up numba's typing)
+        # and surveys the products, before the metrics (the fleet watcher reads Ray's nodes)
+        driver.warm((kernels.__name__,))
+        campaign = load_surveyed_campaign(campaign_path, allow_large=allow_large)
+        flow = campaign_flow(campaign, campaign_path, driver, dem=dem, geoid=geoid,
+                             tile_px=tile_px, dest=dest, placement=placement, heights=heights)
+        driver.warm(flow.worker_imports())  # what the flow's tasks load besides (stereo)
+        if replan and plan_doc is not None:
+            driver.replanner = LiveReplanner.from_plan(
+                plan_doc, campaign, load_catalog(), load_calibration(), say=say_err)
+    except (PlannerError, SchedulerError, OSError) as exc:
+        driver.cool()
+        raise click.ClickException(str(exc)) from exc
+    try:
         with observe_campaign(name, metrics_plan(plan_doc), port=metrics_port,
                               report_dir=report_dir, echo=click.echo) as obs:
             click.echo(f"metrics: {obs.exporter.url}", err=True)

@@ -90,7 +90,7 @@ class Driver:
     it, and at each progress step its ``fleet_for`` answer, when not ``None``,
     becomes the request (:meth:`~scheduler.fleet.autoscaling.FleetRequest.replan`).
     :meth:`warm` starts the next dispatch's actors ahead of it (``eochain run``
-    calls it before the scenes are surveyed); :meth:`cool` ends them if no
+    calls it before it reads the campaign's scenes); :meth:`cool` ends them if no
     dispatch took them.
     ``survey_threads``/``survey_timeout_s`` bound the survey (see :func:`survey`);
     ``lease_ttl_s``/``lease_poll_s``: how long this driver's product leases last
@@ -172,8 +172,12 @@ class Driver:
         """Connect, and start the next Ray dispatch's actors now: their worker processes
         start, and import the ``preload`` modules (the flow's task functions and kernels,
         :meth:`~scheduler.products.flow.Flow.worker_imports`), while the scenes are surveyed,
-        not after. A no-op when serial or warm."""
-        if self.address == "serial" or self._pool is not None:
+        not after. Warm already: the actors import the ``preload`` modules they have not.
+        A no-op when serial."""
+        if self.address == "serial":
+            return
+        if self._pool is not None:
+            self._pool.add_preload(preload)
             return
         self.connect()
         from scheduler.runtime.pool import ActorPool

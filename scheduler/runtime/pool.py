@@ -130,6 +130,15 @@ class ActorPool:
         self.cpus = max(self.cpus, len(self.slots) * self.options.cpus_per_actor)
         return newly_dead
 
+    def add_preload(self, modules: tuple[str, ...]) -> None:
+        """Have every actor, started or to come, import ``modules`` too (those it has not)."""
+        new = tuple(m for m in modules if m not in self.preload)
+        if not new:
+            return
+        self.preload += new
+        for slot in self.slots:
+            slot.handle.preload.remote(new)  # queued ahead of any task, as the first preload
+
     def replace(self, slot: _Slot) -> None:
         """An actor died: stop using its node for ``QUARANTINE_S``, then :meth:`sync` refills it.
 
