@@ -335,7 +335,7 @@ class WriteCogTask:
         sweep_stale_scratch(Path(ctx.scratch_dir))
         scratch = Path(ctx.scratch_dir) / f"{self.store.run_id}.{uuid.uuid4().hex[:12]}.tif"
         try:
-            self.write_file(scratch, tiles)
+            self.write_file(scratch, tiles, ctx.threads)
             digest = sha256_file(scratch)
             nbytes = scratch.stat().st_size
             self.store.move_file(self.object_key, scratch)
@@ -343,8 +343,14 @@ class WriteCogTask:
             scratch.unlink(missing_ok=True)
         return self.publish_record(digest, nbytes)
 
-    def write_file(self, path: Path, tiles: Iterable[NDArray[np.generic] | ArrayParts]) -> None:
-        """The product's COG at ``path`` (atomically), from its tiles in window order.
+    def write_file(self, path: Path, tiles: Iterable[NDArray[np.generic] | ArrayParts],
+                   threads: int | None = None) -> None:
+        """The product's COG at ``path`` (atomically), from its tiles in window order,
+        its blocks encoded on ``threads`` threads (None: one per core of this process).
+
+        An actor passes its CPUs (:attr:`TaskContext.threads`): the node's other actors
+        hold the other cores, and a pool per core in each of them would run 16 encoders
+        per write on a 16-core node.
 
         ``tiles`` may be a generator: a one-product run streams them in as they are
         computed (:mod:`scheduler.products.one_product`). A tile in
@@ -356,7 +362,7 @@ class WriteCogTask:
                        nodata=self.nodata, descriptions=self.descriptions,
                        crs=None if meta is None else meta.file_crs,
                        units=None if meta is None else meta.band_units,
-                       tags=None if meta is None else meta.tags()) as out:
+                       tags=None if meta is None else meta.tags(), workers=threads) as out:
             for window, tile in zip(self.windows, tiles, strict=True):
                 if not isinstance(tile, ArrayParts):
                     out.write(window, tile)

@@ -118,6 +118,8 @@ class TaskContext:
     node_id: str = ""
     cache: dict[str, object] = field(default_factory=dict)
     scratch_dir: str = field(default_factory=tempfile.gettempdir)
+    #: threads a task may run its own work on (an actor's CPUs); None: this process's cores
+    threads: int | None = None
 
     def cached(self, key: str, factory: Callable[[], Any]) -> Any:
         """The cached value for ``key``, built by ``factory()`` on first use."""
@@ -297,7 +299,7 @@ class TileWorker:
         limit_kernel_threads(threads)
         node_id = ray.get_runtime_context().get_node_id()
         scratch = tempfile.mkdtemp(prefix="eochain-worker-", dir=scratch_root)
-        self.ctx = TaskContext(node_id=node_id, scratch_dir=scratch)
+        self.ctx = TaskContext(node_id=node_id, scratch_dir=scratch, threads=threads)
         self.metrics = ActorMetrics.create(node_id)
 
     def node_id(self) -> str:

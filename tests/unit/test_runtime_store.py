@@ -10,7 +10,7 @@ import os
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Self
 
 import pytest
 
@@ -212,3 +212,33 @@ def test_scratch_cogs_of_lost_workers_are_swept_once_stale(tmp_path: Path) -> No
     (live / "run-2.b.tif").write_bytes(b"being assembled")
     assert sweep_stale_scratch(mine) == [dead / "run-1.a.tif"]
     assert (live / "run-2.b.tif").exists() and not (dead / "run-1.a.tif").exists()
+
+
+def test_a_workers_cog_write_encodes_on_its_own_cpus(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """An actor's write task encodes on the actor's CPUs (its context's threads), a file
+    written outside an actor on every core of the process."""
+    import numpy as np
+
+    from ops.raster.raster_io import CogWriter
+    from planner.geometry.grid import Window
+    from scheduler.products import kernels
+    from scheduler.runtime.actors import TaskContext
+
+    pools: list[int] = []
+
+    class Counted(CogWriter):
+        def __enter__(self) -> Self:
+            pools.append(self.workers)
+            return super().__enter__()
+
+    monkeypatch.setattr(kernels, "CogWriter", Counted)
+    geobox = GeoBox("EPSG:32631", (0.5, 0.0, 500000.0, 0.0, -0.5, 4800000.0), 64, 64)
+    task = kernels.WriteCogTask(LocalStore(str(tmp_path / "out")), "p.tif", "key", "ortho",
+                                "s0", geobox, (Window(0, 0, 64, 64),), 1, "uint16", 0)
+    tile = np.ones((1, 64, 64), np.uint16)
+    (tmp_path / "scratch").mkdir()
+    record = task(TaskContext(scratch_dir=str(tmp_path / "scratch"), threads=1), tile)
+    task.write_file(tmp_path / "alone.tif", [tile])
+    assert pools == [1, len(os.sched_getaffinity(0))]
+    assert record.nbytes == (tmp_path / "out" / "p.tif").stat().st_size
