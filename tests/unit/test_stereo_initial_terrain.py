@@ -70,6 +70,14 @@ def write_srtm_like_dem(scene: SyntheticScene, path: Path, margin_m: float = 300
     return path
 
 
+def every_4th_cell(scene: SyntheticScene, box: GeoBox
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Longitudes, latitudes and true heights of every 4th cell of ``box``."""
+    rows, cols = np.mgrid[0 : box.height : 4, 0 : box.width : 4]
+    lon, lat = lonlat_transformer(box.crs).transform(*box.xy(rows, cols))
+    return lon, lat, truth_heights(scene, box)[::4, ::4]
+
+
 def test_tilted_relief_gets_the_coarse_surface_and_flat_ground_keeps_the_flat_one(
     tilted: SyntheticScene, level: SyntheticScene,
 ) -> None:
@@ -87,10 +95,7 @@ def test_tilted_relief_gets_the_coarse_surface_and_flat_ground_keeps_the_flat_on
     assert meta.provenance["initial_heights"] == f"from the images, {prior.source}"
 
     flat, plan = tie_terrain(left, right, StereoConfig())
-    box = plan.geobox
-    rows, cols = np.mgrid[0 : box.height : 4, 0 : box.width : 4]
-    lon, lat = lonlat_transformer(box.crs).transform(*box.xy(rows, cols))
-    truth = truth_heights(tilted, box)[::4, ::4]
+    lon, lat, truth = every_4th_cell(tilted, plan.geobox)
     seen = np.isfinite(truth)
     error_surface = np.abs(prior.heights(lon, lat) - truth)[seen]
     error_flat = np.abs(flat.heights(lon, lat) - truth)[seen]
@@ -129,14 +134,10 @@ def test_with_a_dem_tilted_relief_gets_the_coarse_surface_on_it_and_flat_ground_
     assert isinstance(prior, SurfaceTerrain), getattr(prior, "source", prior)
     assert f"coarse pass on {dem_path}" in prior.source
 
-    dem = Dem.open(dem_path)
-    box = planned.fn.plan.geobox
-    rows, cols = np.mgrid[0 : box.height : 4, 0 : box.width : 4]
-    lon, lat = lonlat_transformer(box.crs).transform(*box.xy(rows, cols))
-    truth = truth_heights(tilted, box)[::4, ::4]
+    lon, lat, truth = every_4th_cell(tilted, planned.fn.plan.geobox)
     seen = np.isfinite(truth)
     error_surface = np.abs(prior.heights(lon, lat) - truth)[seen]
-    error_dem = np.abs(dem.heights(lon, lat) - truth)[seen]
+    error_dem = np.abs(Dem.open(dem_path).heights(lon, lat) - truth)[seen]
     assert np.median(error_surface) < 1.5 < np.median(error_dem)
     assert np.median(error_surface) < 0.5 * np.median(error_dem)
 
