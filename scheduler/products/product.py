@@ -22,8 +22,9 @@ keys (``ortho:S:0_1``), stages and edges, on the grids surveyed here.
   each pair's stereo and dsm tasks, then a ``fusion`` task.
 
 A DSM's plan task counts the bytes of its initial heights' grid (what the
-runtime holds in flight while the tiles use it): the DEM's, or without one
-the coarse surface's (:class:`~ops.stereo.initial_terrain.SurfaceTerrain`);
+runtime holds in flight while the tiles use it): the DEM's, or the coarse
+surface's where the terrain tilts (:class:`~ops.stereo.initial_terrain.SurfaceTerrain`,
+made on the DEM or, without one, on a flat surface);
 a flat surface is a few numbers. The product records what they were
 (``initial_heights``, :mod:`scheduler.products.provenance`).
 

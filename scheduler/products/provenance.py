@@ -26,9 +26,9 @@ vertical CRS's metre for every band).
 Provenance: eochain's version, the operation, its inputs (images, the RPC
 file each model came from, DEM, geoid), the height reference, the
 parameters and, for a DSM, what its initial heights were (``initial_heights``:
-the DEM, or the surface the images gave without one and why); in the file
-as ``EOCHAIN_<KEY>`` tags (lists and mappings as JSON) and in the STAC item
-as ``eochain:<key>`` properties.
+the DEM, or the surface the images gave, on the DEM or without one, and
+why); in the file as ``EOCHAIN_<KEY>`` tags (lists and mappings as JSON) and
+in the STAC item as ``eochain:<key>`` properties.
 """
 
 from __future__ import annotations
