@@ -1,8 +1,11 @@
 """Campaign CPU efficiency: the kernels' CPU-seconds over cores x wall of ``eochain run``.
 
 Run: ``python -m benchmarks.campaign_efficiency [--seeds 4] [--size 8192] [--tile 1024]
-[--dem-spacing 30] [--cpus C] [--repeat 3] [--scenes DIR]``. Writes
-``benchmarks/results/campaign_efficiency.json``.
+[--dem-spacing 30] [--cpus C] [--repeat 3] [--scenes DIR] [--first N]``. Writes
+``benchmarks/results/campaign_efficiency.json`` (``campaign_efficiency_firstN.json``
+with ``--first N``: the campaign cut to its first N scenes, a small campaign whose
+last COG write ends the run alone, the case the dispatcher lends idle actors'
+CPUs to).
 
 State machine and inputs:
 
@@ -270,6 +273,19 @@ def write_campaign(root: Path, seeds: int, size: int, tile_px: int) -> tuple[Pat
     return path, dem
 
 
+def first_scenes(campaign: Path, n: int) -> Path:
+    """A campaign file beside ``campaign`` listing only its first ``n`` scenes."""
+    doc = yaml.safe_load(campaign.read_text())
+    scenes = doc["inputs"]["scenes"]
+    if not 1 <= n <= len(scenes):
+        raise SystemExit(f"--first {n}: the campaign has {len(scenes)} scenes; expected 1 to "
+                         f"{len(scenes)}")
+    doc["inputs"]["scenes"] = scenes[:n]
+    path = campaign.with_name(f"campaign-first{n}.yaml")
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
 def ray_settle(limit_s: float = 30.0, window_s: float = 0.5, idle_cores: float = 0.05) -> float:
     """Seconds until Ray's processes (this process's descendants) are quiet: ``ray.init``
     returns while its agents still import; their start-up belongs to Ray's, not the run's."""
@@ -352,6 +368,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--scenes", type=Path, default=None,
                         help="folder keeping the generated scenes between invocations "
                              "(default: a temporary one)")
+    parser.add_argument("--first", type=int, default=None,
+                        help="run only the campaign's first N scenes (results in "
+                             "campaign_efficiency_firstN.json)")
     parser.add_argument("--reuse-ray", action="store_true",
                         help="one Ray for all runs (default: a new one before each run, as "
                              "`eochain run` starts its own)")
@@ -370,6 +389,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             campaign, dem = write_campaign(root, args.seeds, args.size, args.tile)
         if args.dem_spacing > 1:
             dem = coarse_dem(dem, args.dem_spacing)
+        if args.first is not None:
+            campaign = first_scenes(campaign, args.first)
         starts: list[tuple[float, float]] = []
         for k in range(args.repeat):
             if not ray.is_initialized():
@@ -394,7 +415,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     settle_s = statistics.median(s for _, s in starts)
     doc = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "ray": ray.__version__, "scenes": 2 * args.seeds, "size_px": args.size,
+        "ray": ray.__version__, "scenes": len(yaml.safe_load(campaign.read_text())["inputs"]["scenes"]),
+        "size_px": args.size,
         "tile_px": args.tile, "dem_spacing_m": args.dem_spacing,
         "ray_per_run": not args.reuse_ray, "ray_starts": len(starts),
         "object_store_mib": round(Driver().local_object_store_bytes() / 2**20),
@@ -434,8 +456,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"{r['workers_outside_tasks_cpu_s']:.2f} (start-up, imports, Ray's calls and objects); "
           f"Ray's daemons {r['ray_daemons_cpu_s']:.2f}; other users' processes "
           f"{r['others_cpu_s']:.2f}; share of the CPU left to the run = {r['share_left']:.3f}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(doc, indent=2) + "\n")
+    results = RESULTS if args.first is None else RESULTS.with_name(
+        f"campaign_efficiency_first{args.first}.json")
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(doc, indent=2) + "\n")
     return doc
 
 

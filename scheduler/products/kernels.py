@@ -350,7 +350,9 @@ class WriteCogTask:
 
         An actor passes its CPUs (:attr:`TaskContext.threads`): the node's other actors
         hold the other cores, and a pool per core in each of them would run 16 encoders
-        per write on a 16-core node.
+        per write on a 16-core node. A write that runs while nothing else waits (the
+        run's last) is lent the idle actors' CPUs too
+        (:func:`~scheduler.runtime.dispatch.lent_threads`).
 
         ``tiles`` may be a generator: a one-product run streams them in as they are
         computed (:mod:`scheduler.products.one_product`). A tile in

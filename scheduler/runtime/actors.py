@@ -118,7 +118,8 @@ class TaskContext:
     node_id: str = ""
     cache: dict[str, object] = field(default_factory=dict)
     scratch_dir: str = field(default_factory=tempfile.gettempdir)
-    #: threads a task may run its own work on (an actor's CPUs); None: this process's cores
+    #: threads a task may run its own work on (an actor's CPUs, and those lent to its
+    #: batch by the node's idle actors); None: this process's cores
     threads: int | None = None
 
     def cached(self, key: str, factory: Callable[[], Any]) -> Any:
@@ -316,16 +317,24 @@ class TileWorker:
         return import_long_lived(modules)
 
     def run_batch(self, calls: tuple[BatchCall, ...], picks: tuple[tuple[int, int], ...],
-                  *groups: tuple[object, ...]) -> object:
+                  lent: int, *groups: tuple[object, ...]) -> object:
         """Run a batch (:func:`execute_batch`); Ray's returns: the statuses, then each group.
 
         The tasks' inputs, in order, are ``groups[g][item]`` for each ``(g, item)``
         of ``picks`` (each group, another call's return object, is passed once).
+        ``lent``: threads of idle actors of this node the batch's tasks may also run
+        on (:attr:`TaskContext.threads`, :func:`~scheduler.runtime.dispatch.lent_threads`).
         Called with ``num_returns = 1 + groups made``; with nothing kept the one
         return is the list of (status, sink value).
         """
         inputs = [groups[g][item] for g, item in picks]
-        statuses, made = execute_batch(calls, self.ctx, *inputs, record=self._record)
+        own = self.ctx.threads
+        if lent > 0 and own is not None:
+            self.ctx.threads = own + lent
+        try:
+            statuses, made = execute_batch(calls, self.ctx, *inputs, record=self._record)
+        finally:
+            self.ctx.threads = own
         if not made:
             return statuses
         return (statuses, *(tuple(map(ArrayParts.of, values)) for values in made))

@@ -8,7 +8,7 @@ The loop, around a :class:`~scheduler.runtime.state.DispatchState`:
    Ray would spill results to disk), take the next READY task in
    priority order (the graph's, with the work of its last sinks interleaved,
    one per actor: :meth:`~scheduler.runtime.state.TaskGraph.finishing_together`)
-   and call ``actor.run_batch(calls, picks, *input_refs)``: a
+   and call ``actor.run_batch(calls, picks, lent, *input_refs)``: a
    small :class:`~scheduler.runtime.actors.TaskStatus` per task comes back to
    the driver (with a sink's value), and the other tasks' values stay in the
    object store, one return object per group of values with the same
@@ -21,6 +21,10 @@ The loop, around a :class:`~scheduler.runtime.state.DispatchState`:
    types and have all their inputs on that node, up to :func:`batch_size`
    (about ``batch_target_s`` of work at the mean runtime of that kind so
    far: two COG writes never share a call for being few among many tiles).
+   A call made while no other task waits (the run's last COG write, or a
+   wait on inputs) is lent the CPUs of its node's idle actors
+   (:func:`lent_threads`): the write encodes its blocks on them, where the
+   cores would otherwise idle until the run ends.
 2. Wait for any status. ``ok`` -> the result is HELD (its ObjectRef kept) or,
    for a task without consumers, fetched as the run's result. Inputs whose
    last consumer finished are RELEASED: their ObjectRefs are dropped and Ray
@@ -97,7 +101,7 @@ from scheduler.fleet.departures import (
     requested_per_pool,
     zone_of,
 )
-from scheduler.runtime.actors import BatchCall
+from scheduler.runtime.actors import BatchCall, kernel_threads
 from scheduler.runtime.errors import GraphError, RuntimeFailure
 from scheduler.runtime.options import (
     OBJECT_STORE_SHARE,
@@ -129,7 +133,7 @@ if TYPE_CHECKING:
 # import them from here, with the dispatcher
 __all__ = ["OBJECT_STORE_SHARE", "DispatchOptions", "Dispatcher", "NodeDrain", "Progress",
            "ProgressFn", "RunReport", "batch_size", "in_flight_bound", "is_system_failure",
-           "lost_input_keys", "queue_depth", "run_serial"]
+           "lent_threads", "lost_input_keys", "queue_depth", "run_serial"]
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +147,25 @@ def _joins(task: Task, first: Task, node_id: str, where: Mapping[str, str]) -> b
 
 #: what a ready task waits for: its preferred resources and its zone (placement.py)
 _Class = tuple[tuple[str, ...], str | None]
+
+
+def lent_threads(slot: _Slot, slots: list[_Slot], threads_per_actor: int,
+                 others_waiting: bool) -> int:
+    """Threads lent to a call on ``slot``: those of its node's actors with nothing queued,
+    when no other task waits (``others_waiting`` false), else none.
+
+    A task that runs its own threads (the COG writer's encoders,
+    :attr:`~scheduler.runtime.actors.TaskContext.threads`) then uses the cores
+    that would idle: the run's last write runs alone on a node, its actor's
+    one core encoding while the others wait for the run to end. A lent actor
+    that gets a task meanwhile shares its core with the borrower until that
+    call ends.
+    """
+    if others_waiting:
+        return 0
+    return threads_per_actor * sum(1 for s in slots
+                                   if s is not slot and s.node_id == slot.node_id
+                                   and s.running == 0)
 
 
 def _chooser(placement: Placement, free: list[_Slot], usable: list[_Slot],
@@ -313,8 +336,10 @@ class Dispatcher:
                     picks.append((position[ref], item))
                 if tm is not None:
                     tm.started(key, slot.resources)
+            lent = lent_threads(slot, pool.slots, kernel_threads(opts.cpus_per_actor),
+                                state.peek_ready() is not None or any(parked.values()))
             refs = slot.method(1 + len(groups) if groups else 1).remote(
-                tuple(calls), tuple(picks), *args)
+                tuple(calls), tuple(picks), lent, *args)
             expected_s = sum(mean_of(tasks[key].kind) or 0.0 for key in keys)
             kept = {key: (refs[1 + g], item) for g, members in enumerate(groups)
                     for item, key in enumerate(members)}

@@ -383,3 +383,17 @@ def test_local_object_store_leaves_the_run_its_bytes_in_flight() -> None:
     assert local_object_store_bytes(gib, 2 * gib, None) == int(0.3 * 2 * gib)  # Ray's default
     assert local_object_store_bytes(gib, 24 * gib, 1 * gib) == int(0.95 * gib)  # /dev/shm
     assert local_object_store_bytes(1 << 20, 24 * gib, None) == MIN_OBJECT_STORE_BYTES
+
+
+def test_idle_actors_of_the_node_lend_their_threads_only_when_nothing_waits() -> None:
+    from scheduler.runtime.dispatch import lent_threads
+    from scheduler.runtime.pool import _Slot
+
+    mine, idle, busy, elsewhere = (_Slot(None, "n1", frozenset()), _Slot(None, "n1", frozenset()),
+                                   _Slot(None, "n1", frozenset(), running=1),
+                                   _Slot(None, "n2", frozenset()))
+    slots = [mine, idle, busy, elsewhere]
+    assert lent_threads(mine, slots, 2, others_waiting=False) == 2  # the idle one on its node
+    assert lent_threads(mine, slots, 2, others_waiting=True) == 0  # a task will take it
+    idle.running = 1
+    assert lent_threads(mine, slots, 2, others_waiting=False) == 0
