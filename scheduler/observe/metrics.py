@@ -656,8 +656,16 @@ class MetricsExporter:
         return f"http://{self.host}:{self.port}/metrics"
 
     def close(self) -> None:
+        """Stop serving: the loop is woken by a connection of ours rather than left to notice
+        at its next poll (up to :data:`SERVER_POLL_S` more at the end of every run)."""
         if self._server is not None:
-            self._server.shutdown()
+            stopper = threading.Thread(target=self._server.shutdown, name="eochain-metrics-stop")
+            stopper.start()
+            try:
+                socket.create_connection((self.host, self.port), timeout=SERVER_POLL_S).close()
+            except OSError:
+                pass  # the poll ends the loop anyway
+            stopper.join()
             self._server.server_close()
             if self._thread is not None:
                 self._thread.join(timeout=5)
