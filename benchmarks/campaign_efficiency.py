@@ -415,7 +415,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     settle_s = statistics.median(s for _, s in starts)
     doc = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "ray": ray.__version__, "scenes": len(yaml.safe_load(campaign.read_text())["inputs"]["scenes"]),
+        "ray": ray.__version__,
+        "scenes": len(yaml.safe_load(campaign.read_text())["inputs"]["scenes"]),
         "size_px": args.size,
         "tile_px": args.tile, "dem_spacing_m": args.dem_spacing,
         "ray_per_run": not args.reuse_ray, "ray_starts": len(starts),
