@@ -15,14 +15,14 @@ labels (``WorkerId``, ``NodeAddress``, ``SessionName``, ...)::
 
 ``campaign`` is the name the driver published for its Ray job
 (:func:`scheduler.observe.metrics_hooks.publish_campaign_name`, read once per actor
-with :func:`scheduler.observe.metrics_hooks.published_campaign_name`; empty when the
+with :func:`scheduler.observe.labels.published_campaign_name`; empty when the
 driver published none).
 
-``op`` is :func:`~scheduler.observe.metrics.op_name` of the task's function,
+``op`` is :func:`~scheduler.observe.labels.op_name` of the task's function,
 ``outcome`` is ``ok`` or ``failed`` (an application failure), and
 ``instance_type`` is the one the node's custom resources name
 (``"c7g.large:spot"`` -> ``c7g.large``; ``local`` without one). The duration
-buckets are the driver's (:data:`~scheduler.observe.metrics.DURATION_BUCKETS_S`).
+buckets are the driver's (:data:`~scheduler.observe.labels.DURATION_BUCKETS_S`).
 
 Cost per task: tag dictionaries cached per function name, one counter
 increment, one histogram observation, and a gauge set only when the worker's
@@ -40,8 +40,12 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from scheduler.observe.metrics import DURATION_BUCKETS_S, op_name
-from scheduler.observe.metrics_hooks import node_type_of, published_campaign_name
+from scheduler.observe.labels import (
+    DURATION_BUCKETS_S,
+    node_type_of,
+    op_name,
+    published_campaign_name,
+)
 
 #: Set to ``0`` (or ``false``/``no``/``off``) in the actors' environment to disable their metrics.
 ACTOR_METRICS_ENV = "EOCHAIN_ACTOR_METRICS"

@@ -59,7 +59,6 @@ tasks) are in :mod:`scheduler.observe.metrics_hooks`.
 from __future__ import annotations
 
 import math
-import re
 import socket
 import threading
 import time
@@ -77,43 +76,17 @@ from planner.plan_document import PlanDocument, as_plan_document
 from scheduler.fleet.departures import DepartureCause
 from scheduler.observe.cost_report import NodeUsage, RunLedger, StageUsage, stage_of
 from scheduler.observe.errors import MetricsError
+from scheduler.observe.labels import DURATION_BUCKETS_S, node_type, op_name
 
 __all__ = ["LOOPBACK", "CampaignMetrics", "MetricsExporter", "PlanTargets",
            "Projection", "node_type", "op_name", "project"]
 
 LOOPBACK = "127.0.0.1"
 
-#: Task duration buckets: 10 ms to ~1 h, roughly x2.5 apart.
-DURATION_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 60.0,
-                      150.0, 300.0, 600.0, 1800.0, 3600.0, math.inf)
 #: Peak task memory buckets: 16 MiB to 64 GiB, x2 apart.
 MEMORY_BUCKETS_BYTES = tuple(float(16 * 2**20 * 2**k) for k in range(13)) + (math.inf,)
 
 TASK_STATES = ("pending", "running", "done", "failed")
-
-
-def op_name(fn: object) -> str:
-    """The operation a task function performs: ``OrthoTileTask()`` -> ``ortho_tile``.
-
-    A product writer (a ``Write...`` task whose ``op`` names its product) is
-    ``PRODUCT_write``: ``ortho_write``, ``dsm_write``.
-    """
-    name = getattr(fn, "__name__", None) or type(fn).__name__
-    name = re.sub(r"Task$", "", name)
-    product = getattr(fn, "op", None)
-    if name.startswith("Write") and isinstance(product, str) and product:
-        return f"{product}_write"
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower() or "task"
-
-
-def node_type(resource: str) -> tuple[str, str]:
-    """``"c7g.large:spot"`` (a node's custom Ray resource) -> ``("c7g.large", "spot")``."""
-    instance_type, sep, market = resource.rpartition(":")
-    if not sep or not instance_type or market not in ("spot", "on-demand"):
-        raise MetricsError(
-            f"node resource {resource!r}: expected 'INSTANCE_TYPE:MARKET' with market "
-            "'spot' or 'on-demand'")
-    return instance_type, market
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,17 +38,18 @@ from planner.catalog import load_catalog
 from planner.plan_document import PlanDocument, as_plan_document
 from scheduler.observe.cost_report import build_cost_report, format_cost_report, write_cost_report
 from scheduler.observe.errors import MetricsError
+from scheduler.observe.labels import (
+    CAMPAIGN_KEY,
+    node_type_of,
+)
 from scheduler.observe.metrics import (
     LOOPBACK,
     CampaignMetrics,
     MetricsExporter,
     PlanTargets,
-    node_type,
     op_name,
 )
 from scheduler.observe.targets import registered_target
-
-DEFAULT_NODE_TYPE = ("local", "on-demand")
 
 
 def peak_rss_bytes() -> int:
@@ -64,9 +65,6 @@ def prices_from_plan(plan: PlanDocument | Mapping[str, Any]) -> dict[tuple[str, 
 
 
 #: Ray internal KV key under which a driver publishes its campaign's name, per Ray job.
-CAMPAIGN_KEY = "eochain:campaign:{job_id}"
-
-
 def publish_campaign_name(campaign: str) -> None:
     """Publish ``campaign`` for the actors of this Ray job (their metrics' ``campaign`` label).
 
@@ -82,32 +80,6 @@ def publish_campaign_name(campaign: str) -> None:
     job_id = ray.get_runtime_context().get_job_id()
     internal_kv_put(CAMPAIGN_KEY.format(job_id=job_id), campaign.encode(),
                                  overwrite=True)
-
-
-def published_campaign_name() -> str:
-    """The campaign name the driver of this Ray job published, or "" when none."""
-    import ray
-
-    from scheduler.ray_private import internal_kv_get
-
-    try:
-        job_id = ray.get_runtime_context().get_job_id()
-        value = internal_kv_get(CAMPAIGN_KEY.format(job_id=job_id))
-    except Exception:  # noqa: BLE001 - the label is optional: metrics go on without it
-        return ""
-    return value.decode(errors="replace") if value else ""
-
-
-def node_type_of(resources: Mapping[str, float] | set[str] | frozenset[str]
-                 ) -> tuple[str, str]:
-    """A node's (instance type, market) from its Ray resources, or ``DEFAULT_NODE_TYPE``."""
-    for name in sorted(resources):
-        if ":" in name and not name.startswith("node:"):
-            try:
-                return node_type(name)
-            except MetricsError:
-                continue
-    return DEFAULT_NODE_TYPE
 
 
 class RayFleetWatcher:
