@@ -38,17 +38,8 @@ from planner.catalog import load_catalog
 from planner.plan_document import PlanDocument, as_plan_document
 from scheduler.observe.cost_report import build_cost_report, format_cost_report, write_cost_report
 from scheduler.observe.errors import MetricsError
-from scheduler.observe.labels import (
-    CAMPAIGN_KEY,
-    node_type_of,
-)
-from scheduler.observe.metrics import (
-    LOOPBACK,
-    CampaignMetrics,
-    MetricsExporter,
-    PlanTargets,
-    op_name,
-)
+from scheduler.observe.labels import CAMPAIGN_KEY, node_type_of, op_name
+from scheduler.observe.metrics import LOOPBACK, CampaignMetrics, MetricsExporter, PlanTargets
 from scheduler.observe.targets import registered_target
 
 
@@ -64,7 +55,6 @@ def prices_from_plan(plan: PlanDocument | Mapping[str, Any]) -> dict[tuple[str, 
     return as_plan_document(plan).prices()
 
 
-#: Ray internal KV key under which a driver publishes its campaign's name, per Ray job.
 def publish_campaign_name(campaign: str) -> None:
     """Publish ``campaign`` for the actors of this Ray job (their metrics' ``campaign`` label).
 
