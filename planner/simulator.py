@@ -855,12 +855,26 @@ def _run_forked(job: RunJob) -> tuple[RunResult, float]:
     return _run_timed(job, _FORKED)
 
 
+#: Signals held back from a worker from its fork until :func:`_worker_signals` has run.
+_FORK_BLOCKED = frozenset({signal.SIGTERM, signal.SIGINT})
+
+
 def _worker_signals() -> None:
     """A forked worker dies on SIGTERM (:meth:`RunPool.__exit__` terminates the pool) by
     the default action, whatever handler its parent had installed: ``eochain run``'s
     raises SystemExit, which would run the parent's exit code in the child, and a handler
-    that returns would leave the worker alive and the pool's join waiting for ever."""
+    that returns would leave the worker alive and the pool's join waiting for ever.
+
+    The worker is forked with SIGTERM and SIGINT blocked (:meth:`RunPool.__enter__`) and
+    unblocks them here, once inside the pool's worker loop: a signal that came earlier
+    waits until then. Delivered between the fork and that loop, the parent's handler
+    raised in ``multiprocessing``'s fork code, whose ``finally: os._exit(code)`` then
+    failed (``code`` unset), and the child went on up its parent's stack: a pool
+    terminated at once (a planning budget already spent) left a child running the
+    parent's caller, a second pytest session, while the parent waited to join it.
+    """
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORK_BLOCKED)
 
 
 class RunPool:
@@ -889,8 +903,14 @@ class RunPool:
             for offer in self.sim.problem.offers:
                 self.sim._family_runtime_s(offer.instance.family)
             _FORKED = self.sim
-            self._pool = multiprocessing.get_context("fork").Pool(
-                self.workers, initializer=_worker_signals)
+            # the workers, and the pool's threads that fork their replacements, inherit the
+            # mask (see _worker_signals)
+            held = signal.pthread_sigmask(signal.SIG_BLOCK, _FORK_BLOCKED)
+            try:
+                self._pool = multiprocessing.get_context("fork").Pool(
+                    self.workers, initializer=_worker_signals)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
+from pathlib import Path
 
 import networkx as nx
 import pytest
@@ -322,6 +324,36 @@ def test_a_pool_s_workers_die_on_sigterm_whatever_handler_their_parent_has() -> 
     finally:
         signal.signal(signal.SIGTERM, before)
     assert in_worker == signal.SIG_DFL
+    assert not multiprocessing.active_children()
+
+
+def _exit(signum: int, frame: object) -> None:
+    """A SIGTERM handler that raises, as ``eochain run``'s and Ray's drivers' do."""
+    raise SystemExit(128 + signum)
+
+
+def test_a_pool_terminated_as_it_forks_leaves_no_worker_running_its_parent_s_code(
+        tmp_path: Path) -> None:
+    """A pool closed at once (a planning budget already spent) signals workers that may not
+    have reached their worker loop yet: each dies, none runs on in its parent's stack (the
+    parent's SIGTERM handler raised in ``multiprocessing``'s fork code, whose ``finally``
+    failed, and the child went on running its parent's caller: here, this test)."""
+    sim, _ = _setup(0.5)
+    parent = os.getpid()
+    escaped = tmp_path / "escaped"
+    before = signal.signal(signal.SIGTERM, _exit)
+    try:
+        for _ in range(40):
+            try:
+                with RunPool(sim, 2):
+                    pass  # terminated as soon as made
+            finally:
+                if os.getpid() != parent:  # a worker got here: say so, and stop it now
+                    escaped.write_text(str(os.getpid()))
+                    os._exit(0)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert not escaped.exists(), "a pool worker ran on in its parent's code"
     assert not multiprocessing.active_children()
 
 
