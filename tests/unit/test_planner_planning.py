@@ -26,9 +26,13 @@ DOC = {
 
 
 def test_plan_figures_agree_with_fresh_simulations() -> None:
-    """The headline cost and makespan are the simulator's: fresh seeds agree within 5 %."""
+    """The headline cost and makespan are the simulator's: fresh seeds agree within 5 %.
+
+    Without a time budget: on a loaded machine the default one allotted fewer runs (from
+    the timed first run), and the headline of fewer runs missed by 5.5 %."""
     catalog, calibration = load_catalog(), load_calibration()
-    cp = plan_campaign(parse_campaign(DOC), catalog, calibration, simulate_runs=20, seed=0)
+    cp = plan_campaign(parse_campaign(DOC), catalog, calibration, simulate_runs=20, seed=0,
+                       time_budget_s=None)
     doc = plan_to_dict(cp)
     assert cp.simulation is not None and doc["figures"] == "simulated"
     assert len({e["region"] for e in doc["fleet"]}) == 1
