@@ -209,7 +209,7 @@ class Driver:
         """Connect to Ray (start the local instance) now; a no-op when serial or connected."""
         if self.address == "serial":
             return
-        from scheduler.ray_private import use_loopback
+        from scheduler.ray_private import local_daemon_env, use_loopback
 
         use_loopback()
         set_network_timeouts()
@@ -219,8 +219,10 @@ class Driver:
             return
         if self.address is None:
             # "local": a new instance of our own, never a cluster another process left running
-            ray.init(address="local", num_cpus=self.num_cpus, include_dashboard=False,
-                     log_to_driver=False, object_store_memory=self.local_object_store_bytes())
+            with local_daemon_env():
+                ray.init(address="local", num_cpus=self.num_cpus, include_dashboard=False,
+                         log_to_driver=False,
+                         object_store_memory=self.local_object_store_bytes())
         else:
             check_reachable(self.address)
             env = worker_env()

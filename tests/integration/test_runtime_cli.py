@@ -5,7 +5,8 @@ campaign of two synthetic views: a campaign naming a corrupt file is refused
 when loaded, naming it; the good campaign writes both products and the rerun
 finds them in the manifest and recomputes nothing. Unusable outputs, a
 missing DEM and a dead ``--address`` are refused before any work; SIGTERM and
-SIGINT stop the Ray processes the command started.
+SIGINT stop the Ray processes the command started, whose log monitor and
+dashboard agent poll as ``scheduler.ray_private.LOCAL_DAEMON_ENV`` says.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from scheduler.ray_private import LOCAL_DAEMON_ENV
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -100,6 +103,23 @@ def _descendants(pid: int) -> set[int]:
     return found
 
 
+def _environ(pid: int) -> dict[str, str]:
+    """The environment ``pid`` started with ({} when it is gone)."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0")
+                if "=" in item)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -125,6 +145,15 @@ def test_stopping_the_command_stops_the_ray_processes_it_started(
                 break
         ray_processes = _descendants(proc.pid)
         assert ray_processes, "eochain run started no process"
+        # the local Ray's daemons poll less than Ray's defaults (the test's own environment
+        # sets none of the variables)
+        daemons = {p: _cmdline(p) for p in ray_processes}
+        slowed = [p for p, cmd in daemons.items()
+                  if "log_monitor.py" in cmd or "DashboardAgent" in cmd]
+        assert len(slowed) == 2, daemons
+        for pid in slowed:
+            env = _environ(pid)
+            assert {k: env.get(k) for k in LOCAL_DAEMON_ENV} == LOCAL_DAEMON_ENV, daemons[pid]
         proc.send_signal(sig)
         proc.communicate(timeout=120)
         deadline = time.monotonic() + 60
