@@ -332,18 +332,41 @@ def _exit(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def test_a_pool_terminated_as_it_forks_leaves_no_worker_running_its_parent_s_code(
+def _hung(signum: int, frame: object) -> None:
+    raise AssertionError("pools made and closed took over 60 s: a pool's join hung")
+
+
+#: While true, every process this one forks sends itself SIGTERM as it starts.
+_TERM_AT_FORK = [False]
+
+
+def _term_at_fork() -> None:
+    if _TERM_AT_FORK[0]:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+os.register_at_fork(after_in_child=_term_at_fork)
+
+
+def test_a_pool_worker_signalled_as_it_forks_dies_and_never_runs_its_parent_s_code(
         tmp_path: Path) -> None:
     """A pool closed at once (a planning budget already spent) signals workers that may not
-    have reached their worker loop yet: each dies, none runs on in its parent's stack (the
-    parent's SIGTERM handler raised in ``multiprocessing``'s fork code, whose ``finally``
-    failed, and the child went on running its parent's caller: here, this test)."""
+    have reached their worker loop yet. Each such worker dies; none runs on in its parent's
+    stack. Before the fix, the parent's SIGTERM handler raised in ``multiprocessing``'s
+    fork code, whose ``finally`` then failed, and the child went on running its parent's
+    caller (here, this test). The signal is sent by each child to itself as it is
+    forked, the earliest it can come."""
     sim, _ = _setup(0.5)
     parent = os.getpid()
     escaped = tmp_path / "escaped"
     before = signal.signal(signal.SIGTERM, _exit)
+    # an escaped worker leaves its parent joining it for good: fail instead (a fork does
+    # not inherit the alarm)
+    alarm_before = signal.signal(signal.SIGALRM, _hung)
+    signal.alarm(60)
+    _TERM_AT_FORK[0] = True
     try:
-        for _ in range(40):
+        for _ in range(10):
             try:
                 with RunPool(sim, 2):
                     pass  # terminated as soon as made
@@ -352,6 +375,9 @@ def test_a_pool_terminated_as_it_forks_leaves_no_worker_running_its_parent_s_cod
                     escaped.write_text(str(os.getpid()))
                     os._exit(0)
     finally:
+        _TERM_AT_FORK[0] = False
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, alarm_before)
         signal.signal(signal.SIGTERM, before)
     assert not escaped.exists(), "a pool worker ran on in its parent's code"
     assert not multiprocessing.active_children()
