@@ -159,15 +159,16 @@ def test_resampling_matches_a_numpy_reference(
 
 
 def test_integer_output_is_rounded_and_saturated(rpc: RpcModel, heights: HeightModel) -> None:
-    checker = ((np.indices(SHAPE).sum(axis=0) // 3) % 2 * 255).astype(np.uint8)[None]
+    # uint16, the product's usual type (each pixel type compiles a kernel of its own)
+    checker = ((np.indices(SHAPE).sum(axis=0) // 3) % 2 * 65535).astype(np.uint16)[None]
     as_float = _whole(_plan(rpc, heights, dtype="float64", resampling="bicubic"),
                       checker.astype(np.float64))
-    as_uint8 = _whole(_plan(rpc, heights, dtype="uint8", resampling="bicubic", nodata=0),
-                      checker)
+    as_uint16 = _whole(_plan(rpc, heights, dtype="uint16", resampling="bicubic", nodata=0),
+                       checker)
     valid = np.isfinite(as_float)
-    assert as_float[valid].max() > 255.5 and as_float[valid].min() < -0.5  # cubic overshoots
-    expected = np.clip(np.floor(as_float[valid] + 0.5), 0, 255)
-    np.testing.assert_array_equal(as_uint8[valid], expected)
+    assert as_float[valid].max() > 65535.5 and as_float[valid].min() < -0.5  # cubic overshoots
+    expected = np.clip(np.floor(as_float[valid] + 0.5), 0, 65535)
+    np.testing.assert_array_equal(as_uint16[valid], expected)
 
 
 def test_source_nodata_propagates(rpc: RpcModel, heights: HeightModel) -> None:
@@ -259,7 +260,7 @@ def test_integer_fast_path_equals_the_general_path(rpc: RpcModel, heights: Heigh
 
 def test_more_height_levels_take_the_general_path(rpc: RpcModel, heights: HeightModel) -> None:
     """Two levels have their own mapping loop; more levels (the level chosen per pixel) agree."""
-    plan2 = _plan(rpc, heights)
+    plan2 = _plan(rpc, heights, dtype="uint16")  # the image's type: no kernel of its own
     assert plan2.n_levels == 2
     plan5 = dataclasses.replace(plan2, n_levels=5, dh_m=plan2.dh_m / 4)
     window = Window(plan2.geobox.height // 2 - 60, plan2.geobox.width // 2 - 60, 120, 120)
