@@ -444,6 +444,12 @@ def run_kernel(stage: np.ndarray, threads: np.ndarray, mem: np.ndarray, n_deps: 
             acc)
 
 
+
+def kernel_loaded() -> bool:
+    """Whether this process has loaded (from numba's cache) or compiled :func:`run_kernel`."""
+    return bool(run_kernel.signatures)
+
+
 @_compiled
 def _event_loop(stage: np.ndarray, threads: np.ndarray, succ_ptr: np.ndarray,
                 succ_idx: np.ndarray, pred_ptr: np.ndarray, pred_idx: np.ndarray,
