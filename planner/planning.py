@@ -28,7 +28,9 @@
 Time budget: simulation is most of the work at scale (a run of a million
 tasks takes about half a second), so ``plan_campaign`` aims to finish within
 ``time_budget_s`` (default :data:`PLAN_BUDGET_S`). After the other stages it
-times the first screening run and, if every requested run would not fit in
+times the first screening run (in a process that has not loaded numba's run
+kernel yet, after an untimed one: loading it takes far longer than a run of a
+small campaign) and, if every requested run would not fit in
 what is left, makes fewer: the chosen plan's ``simulate_runs`` come first
 (they are what the plan states: its headline cost, makespan and on-time
 share), the runs left after them go to screening, spread evenly over the

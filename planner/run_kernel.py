@@ -444,7 +444,6 @@ def run_kernel(stage: np.ndarray, threads: np.ndarray, mem: np.ndarray, n_deps: 
             acc)
 
 
-
 def kernel_loaded() -> bool:
     """Whether this process has loaded (from numba's cache) or compiled :func:`run_kernel`."""
     return bool(run_kernel.signatures)
