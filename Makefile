@@ -27,7 +27,12 @@ demo: $(STAMP)
 # venv (.services/checkov-venv): it pins old networkx/boto3. A crash of the test
 # process (even at its exit, after pytest's own handler is gone) prints every
 # thread's stack (PYTHONFAULTHANDLER).
+# eochain's own bytecode, as pip compiles a wheel's modules at install: every process
+# the tests start (Ray workers, command-line runs) loads it instead of compiling its
+# modules from source, which it does on each start where PYTHONDONTWRITEBYTECODE is
+# set (as on CI machines). Only files changed since the last run are compiled again.
 test: $(STAMP)
+	$(PY) -m compileall -q planner ops scheduler
 	$(VENV)/bin/lint-imports
 	$(PY) tests/services/terraform_fmt.py
 	PYTHON=$(PYTHON) bash tests/services/checkov.sh > /dev/null

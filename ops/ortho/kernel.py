@@ -53,7 +53,10 @@ thread from 30 to 17 ns per output pixel over an SRTM-like DEM (identical
 output); mapping it in three passes per node column pair (vectorised cell
 and fractions, the DEM's loads, vectorised sensor point) took the whole
 bilinear kernel on the 8000 px scene from 0.93 to 0.65 s, the two-pass
-bilinear resampling to 0.51 s (identical output).
+bilinear resampling to 0.51 s (identical output). Loading a DEM cell's four
+nodes once per run of pixels in it, instead of a gather per pixel, took the
+mapping and the kernel 10 % less (paired runs of the same 20 tiles of that
+scene, one thread; identical output).
 """
 
 from __future__ import annotations
@@ -204,12 +207,21 @@ def _segment_2_unguarded(
         frac_r[j] = r - i
         frac_c[j] = c - k
         cell[j] = i * n_cols + k
+    # A DEM cell spans many output pixels (60 for a 1" DEM under a 0.5 m ortho): its four
+    # nodes are loaded once per run of pixels in it, not gathered per pixel.
+    last = -1
+    d00 = d01 = d10 = d11 = 0.0
     for j in range(j0, j1):
-        at = np.uint64(cell[j])
+        if cell[j] != last:
+            last = cell[j]
+            at = np.uint64(last)
+            d00 = dem_flat[at]
+            d01 = dem_flat[at + 1]
+            d10 = dem_flat[at + n_cols]
+            d11 = dem_flat[at + n_cols + 1]
         fr = frac_r[j]
         fc = frac_c[j]
-        h = ((1.0 - fr) * ((1.0 - fc) * dem_flat[at] + fc * dem_flat[at + 1])
-             + fr * ((1.0 - fc) * dem_flat[at + n_cols] + fc * dem_flat[at + n_cols + 1]))
+        h = (1.0 - fr) * ((1.0 - fc) * d00 + fc * d01) + fr * ((1.0 - fc) * d10 + fc * d11)
         frac_r[j] = (h - h0) * inv_dh
     for j in range(j0, j1):
         f = ((win_c0 + j) & mask) * inv_step
