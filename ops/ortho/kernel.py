@@ -207,7 +207,7 @@ def _segment_2_unguarded(
         frac_r[j] = r - i
         frac_c[j] = c - k
         cell[j] = i * n_cols + k
-    # A DEM cell spans many output pixels (60 for a 1" DEM under a 0.5 m ortho): its four
+    # A DEM cell spans many output pixels (about 50 for a 1" DEM under a 0.5 m ortho): its four
     # nodes are loaded once per run of pixels in it, not gathered per pixel.
     last = -1
     d00 = d01 = d10 = d11 = 0.0
