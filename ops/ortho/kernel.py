@@ -56,7 +56,8 @@ bilinear kernel on the 8000 px scene from 0.93 to 0.65 s, the two-pass
 bilinear resampling to 0.51 s (identical output). Loading a DEM cell's four
 nodes once per run of pixels in it, instead of a gather per pixel, took the
 mapping and the kernel 10 % less (paired runs of the same 20 tiles of that
-scene, one thread; identical output).
+scene, one thread; identical output); that loop is :func:`_dem_levels`, not
+inlined: inlined, it added 7 s to the kernel's compile for each pixel type.
 """
 
 from __future__ import annotations
@@ -176,6 +177,32 @@ def _segment_off_image(rb: Any, m: int, n_levels: int, img_h: int, img_w: int) -
     return r_hi < -1.5 or r_lo > img_h + 0.5 or c_hi < -1.5 or c_lo > img_w + 0.5
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _dem_levels(frac_r: Any, frac_c: Any, cell: Any, j0: int, j1: int, dem_flat: Any,
+                n_cols: int, h0: float, inv_dh: float) -> None:
+    """The DEM's bilinear height of pixels j0..j1-1 from their cells and fractions, as a
+    fraction of the height levels' spacing (in ``frac_r``).
+
+    A DEM cell spans many output pixels (about 50 for a 1" DEM under a 0.5 m ortho): its
+    four nodes are loaded once per run of pixels in it, not gathered per pixel. Not
+    inlined: compiled once, not in each pixel type's kernel.
+    """
+    last = -1
+    d00 = d01 = d10 = d11 = 0.0
+    for j in range(j0, j1):
+        if cell[j] != last:
+            last = cell[j]
+            at = np.uint64(last)
+            d00 = dem_flat[at]
+            d01 = dem_flat[at + 1]
+            d10 = dem_flat[at + n_cols]
+            d11 = dem_flat[at + n_cols + 1]
+        fr = frac_r[j]
+        fc = frac_c[j]
+        h = (1.0 - fr) * ((1.0 - fc) * d00 + fc * d01) + fr * ((1.0 - fc) * d10 + fc * d11)
+        frac_r[j] = (h - h0) * inv_dh
+
+
 @numba.njit(cache=True, inline="always")
 def _segment_2_unguarded(
     ys: Any, xs: Any, j0: int, j1: int, win_c0: int, mask: int, inv_step: float, rb: Any,
@@ -207,22 +234,7 @@ def _segment_2_unguarded(
         frac_r[j] = r - i
         frac_c[j] = c - k
         cell[j] = i * n_cols + k
-    # A DEM cell spans many output pixels (about 50 for a 1" DEM under a 0.5 m ortho): its four
-    # nodes are loaded once per run of pixels in it, not gathered per pixel.
-    last = -1
-    d00 = d01 = d10 = d11 = 0.0
-    for j in range(j0, j1):
-        if cell[j] != last:
-            last = cell[j]
-            at = np.uint64(last)
-            d00 = dem_flat[at]
-            d01 = dem_flat[at + 1]
-            d10 = dem_flat[at + n_cols]
-            d11 = dem_flat[at + n_cols + 1]
-        fr = frac_r[j]
-        fc = frac_c[j]
-        h = (1.0 - fr) * ((1.0 - fc) * d00 + fc * d01) + fr * ((1.0 - fc) * d10 + fc * d11)
-        frac_r[j] = (h - h0) * inv_dh
+    _dem_levels(frac_r, frac_c, cell, j0, j1, dem_flat, n_cols, h0, inv_dh)
     for j in range(j0, j1):
         f = ((win_c0 + j) & mask) * inv_step
         g = 1.0 - f
