@@ -27,10 +27,11 @@ demo: $(STAMP)
 # venv (.services/checkov-venv): it pins old networkx/boto3. A crash of the test
 # process (even at its exit, after pytest's own handler is gone) prints every
 # thread's stack (PYTHONFAULTHANDLER).
-# eochain's own bytecode, as pip compiles a wheel's modules at install: every process
-# the tests start (Ray workers, command-line runs) loads it instead of compiling its
-# modules from source, which it does on each start where PYTHONDONTWRITEBYTECODE is
-# set (as on CI machines). Only files changed since the last run are compiled again.
+#
+# First, eochain's own bytecode, as pip compiles a wheel's modules at install: every
+# process the tests start (Ray workers, command-line runs) loads it instead of compiling
+# the modules from source, which it does on each start where PYTHONDONTWRITEBYTECODE is
+# set (it is in this project's development shells). Only changed files are compiled again.
 test: $(STAMP)
 	$(PY) -m compileall -q planner ops scheduler
 	$(VENV)/bin/lint-imports

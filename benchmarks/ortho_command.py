@@ -77,7 +77,7 @@ def compile_bytecode() -> None:
 
     pip compiles a wheel's modules when it installs it, and an editable install
     writes a module's bytecode on its first import, unless PYTHONDONTWRITEBYTECODE
-    is set (as on this project's CI machines): there every run of the command would
+    is set (it is in this project's development shells): there every run would
     compile its ~60 eochain modules from source (0.16 s, timed in process) where
     gdalwarp is a compiled program. ``compileall`` writes the files whatever that
     variable says, as pip does.
