@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -77,7 +78,7 @@ RESAMPLING_RADIUS = {"bilinear": 1, "bicubic": 2}
 WINDOW_SAFETY_PX = 1.0
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(frozen=True, slots=True, eq=False, weakref_slot=True)
 class OrthoPlan:
     """Everything scene-wide that an output pixel's value depends on.
 
@@ -194,12 +195,25 @@ def interpolated_sensor_coords(
     return rows, cols
 
 
+#: Each live plan's declared input windows, by output window: a tile's window is asked for by
+#: its task and again by a report on the run (``eochain ortho``'s summary: 0.07 s of its 4 s on
+#: the 8000 px scene, one core, to project 100 tiles' ground again). Dropped with the plan.
+_DECLARED: weakref.WeakKeyDictionary[OrthoPlan, dict[Window, Window | None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def declare_tile_input(plan: OrthoPlan, window: Window) -> Window | None:
     """The raw image window an output tile needs (None: the tile sees nothing of it)."""
-    return declare_input_window(
-        plan.rpc, plan.heights, plan.geobox.window_geobox(window), plan.image_shape,
-        margin_px=plan.radius + WINDOW_SAFETY_PX,
-    )
+    declared = _DECLARED.get(plan)
+    if declared is None:
+        declared = _DECLARED.setdefault(plan, {})
+    if window not in declared:
+        declared[window] = declare_input_window(
+            plan.rpc, plan.heights, plan.geobox.window_geobox(window), plan.image_shape,
+            margin_px=plan.radius + WINDOW_SAFETY_PX,
+        )
+    return declared[window]
 
 
 def tile_input_windows(plan: OrthoPlan, image: str | Path, window: Window
