@@ -375,7 +375,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=4000,
                         help="raw image side in pixels (the issue's scene: 8000)")
     parser.add_argument("--tile", type=int, default=2048, help="output tile side in pixels")
-    parser.add_argument("--runs", type=int, default=3, help="whole-command runs per tool")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="whole-command rounds: one gdalwarp run each")
+    parser.add_argument("--eochain-runs", type=int, default=5,
+                        help="eochain runs per round on each core count (about gdalwarp's "
+                             "time: its run is a tenth of gdalwarp's)")
     parser.add_argument("--parts", default="whole,codecs,kernel",
                         help="comma-separated: whole (eochain vs gdalwarp processes), codecs, "
                              "kernel (map + resample only)")
@@ -407,7 +411,8 @@ def main() -> None:
         args.scene_root.mkdir(parents=True, exist_ok=True)
         scene = _scene(args.size, args.scene_root)
         if "whole" in parts:
-            res["whole_command"] = whole_command(scene, args.scene_root, args.runs)
+            res["whole_command"] = whole_command(scene, args.scene_root, args.runs,
+                                                 args.eochain_runs)
             print_whole(res["whole_command"])
             save()
         if "codecs" in parts:

@@ -7,12 +7,18 @@ COG layout, rename; Python start-up and imports included) against
 core with ``taskset -c 0`` (eochain with ``NUMBA_NUM_THREADS=1``), on the
 same output grid (gdalwarp gets eochain's ``-te``/``-ts``/``-t_srs``) over
 a 1 arc-second lon/lat DEM covering the scene (the scene's DEM resampled,
-edges extended). Runs alternate between the tools, after one untimed
-eochain run (numba's cache) and with eochain's bytecode compiled, as an
-install leaves it (:func:`compile_bytecode`). Per run: wall time, the child's CPU time
-(user + sys, from ``os.wait4``, which other load on a shared machine moves
-less than wall time) and peak RSS. Reported: median, min and max of each,
-and the ratios of medians. Then eochain on two cores (``taskset -c 0,1``).
+edges extended). After one untimed eochain run (numba's cache), with eochain's
+bytecode compiled as an install leaves it (:func:`compile_bytecode`), the runs
+go in rounds: eochain ``per_round`` times on one core, half before and half
+after one gdalwarp run, then eochain ``per_round`` times on two cores
+(``taskset -c 0,1``). eochain's run is a tenth of gdalwarp's, so one run of it
+is a sample of a few seconds of a shared machine's load where gdalwarp's
+averages over forty: each tool gets about the same wall time of samples, and
+the sandwich cancels a drift of the load over a round. Per run: wall time,
+the child's CPU time (user + sys, from ``os.wait4``) and peak RSS. Reported:
+median, min and max of each over all runs, the ratios of medians, and each
+round's ratio (gdalwarp's run over the median of eochain's runs around it)
+with their median and spread.
 ``gdal-bin`` is installed with apt-get when ``gdalwarp`` is missing.
 
 Codecs: the eochain output's full 512 px blocks encoded one thread at a
@@ -138,8 +144,12 @@ def _stats(runs: list[dict[str, float]]) -> dict[str, Any]:
     return out
 
 
-def whole_command(scene: SyntheticScene, root: Path, runs: int) -> dict[str, Any]:
-    """eochain ortho vs gdalwarp, whole processes, one core each; eochain on two cores."""
+def whole_command(scene: SyntheticScene, root: Path, runs: int, per_round: int
+                  ) -> dict[str, Any]:
+    """eochain ortho vs gdalwarp, whole processes, one core each; eochain on two cores.
+
+    ``runs`` rounds of one gdalwarp run and ``per_round`` runs of eochain each (see the
+    module docstring)."""
     gdalwarp = ensure_gdalwarp()
     gdal_version = subprocess.run([gdalwarp, "--version"], capture_output=True, text=True,
                                   check=True).stdout.strip()
@@ -161,19 +171,30 @@ def whole_command(scene: SyntheticScene, root: Path, runs: int) -> dict[str, Any
             "-co", "TILED=YES", "-co", "COMPRESS=DEFLATE", str(image), str(gd_out)]
     one = {**os.environ, "NUMBA_NUM_THREADS": "1", "GDAL_NUM_THREADS": "1"}
     two = {**os.environ, "NUMBA_NUM_THREADS": "2"}
-    print(f"whole command, {runs} runs each, alternating:\n  {' '.join(eochain)}\n"
+    print(f"whole command, {runs} rounds of 1 gdalwarp run between {per_round} eochain runs, "
+          f"then {per_round} eochain runs on 2 cores:\n  {' '.join(eochain)}\n"
           f"  {' '.join(warp)}")
     compile_bytecode()
     warmup = _run(["taskset", "-c", "0", *eochain], one)
     print(f"  eochain warm-up (numba cache): {warmup['wall_s']:.2f} s")
-    ours, theirs, ours2 = [], [], []
+    ours: list[dict[str, float]] = []
+    theirs: list[dict[str, float]] = []
+    ours2: list[dict[str, float]] = []
+    round_ratios = []
     for k in range(runs):
-        ours.append(_run(["taskset", "-c", "0", *eochain], one))
+        before = [_run(["taskset", "-c", "0", *eochain], one) for _ in range(per_round // 2)]
         theirs.append(_run(["taskset", "-c", "0", *warp], one))
-        ours2.append(_run(["taskset", "-c", "0,1", *eochain], two))
-        print(f"  run {k + 1}: eochain {ours[-1]['wall_s']:.2f} s "
-              f"(cpu {ours[-1]['cpu_s']:.2f}), gdalwarp {theirs[-1]['wall_s']:.2f} s "
-              f"(cpu {theirs[-1]['cpu_s']:.2f}), eochain 2 cores {ours2[-1]['wall_s']:.2f} s")
+        after = [_run(["taskset", "-c", "0", *eochain], one)
+                 for _ in range(per_round - per_round // 2)]
+        ours += before + after
+        ours2 += [_run(["taskset", "-c", "0,1", *eochain], two) for _ in range(per_round)]
+        round_walls = " ".join(f"{r['wall_s']:.2f}" for r in before + after)
+        round_ratios.append(theirs[-1]["wall_s"]
+                            / statistics.median(r["wall_s"] for r in before + after))
+        walls2 = " ".join(f"{r['wall_s']:.2f}" for r in ours2[-per_round:])
+        print(f"  round {k + 1}: eochain {round_walls} s, gdalwarp {theirs[-1]['wall_s']:.2f} s "
+              f"(cpu {theirs[-1]['cpu_s']:.2f}): {round_ratios[-1]:.1f}x; eochain 2 cores "
+              f"{walls2} s")
     e1, g1, e2 = _stats(ours), _stats(theirs), _stats(ours2)
     with rasterio.open(eo_out) as eo, rasterio.open(gd_out) as gd:
         a, b = eo.read(1), gd.read(1)
@@ -197,6 +218,10 @@ def whole_command(scene: SyntheticScene, root: Path, runs: int) -> dict[str, Any
         "eochain_1core": e1, "gdalwarp_1core": g1, "eochain_2cores": e2,
         "ratio_1core_wall": g1["wall_s"]["median"] / e1["wall_s"]["median"],
         "ratio_1core_cpu": g1["cpu_s"]["median"] / e1["cpu_s"]["median"],
+        "eochain_runs_per_round": per_round,
+        "ratio_1core_wall_by_round": {"rounds": round_ratios,
+                                      "median": statistics.median(round_ratios),
+                                      "min": min(round_ratios), "max": max(round_ratios)},
         "ratio_eochain_2cores_vs_gdalwarp_1core_wall":
             g1["wall_s"]["median"] / e2["wall_s"]["median"],
         "loadavg_end": os.getloadavg(), "outputs": outputs,
@@ -261,7 +286,8 @@ def codecs(cog: Path) -> dict[str, Any]:
 def print_whole(res: dict[str, Any]) -> None:
     e1, g1, e2 = res["eochain_1core"], res["gdalwarp_1core"], res["eochain_2cores"]
     print(f"WHOLE COMMAND ({res['output_mpx']:.1f} Mpx output, {res['gdalwarp_version']}), "
-          f"median [min, max] of {len(e1['runs'])} runs:")
+          f"median [min, max] of {len(g1['runs'])} gdalwarp and {len(e1['runs'])} eochain runs "
+          "on each core count:")
     for name, s in (("eochain ortho, 1 core", e1), ("gdalwarp, 1 core", g1),
                     ("eochain ortho, 2 cores", e2)):
         w, c, m = s["wall_s"], s["cpu_s"], s["peak_rss_mib"]
@@ -271,6 +297,9 @@ def print_whole(res: dict[str, Any]) -> None:
     print(f"  ratio gdalwarp / eochain, 1 core: {res['ratio_1core_wall']:.1f}x wall, "
           f"{res['ratio_1core_cpu']:.1f}x CPU; eochain 2 cores vs gdalwarp 1 core: "
           f"{res['ratio_eochain_2cores_vs_gdalwarp_1core_wall']:.1f}x wall")
+    by_round = res["ratio_1core_wall_by_round"]
+    print(f"  ratio by round (gdalwarp's run / median of the eochain runs around it), 1 core: "
+          f"median {by_round['median']:.1f}x [{by_round['min']:.1f}, {by_round['max']:.1f}]")
     out = res["outputs"]
     print(f"  outputs: eochain {out['eochain']['bytes'] / 1e6:.1f} MB (COG layout "
           f"{out['eochain']['layout']}, overviews {out['eochain']['overviews']}), gdalwarp "
