@@ -8,6 +8,7 @@ must not smooth), and a random smooth texture as the raw image.
 from __future__ import annotations
 
 import dataclasses
+import gc
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import pytest
 import scipy.ndimage
 
 from ops.errors import DemCoverageError, GeometryError
+from ops.ortho import orthorectify
 from ops.ortho.kernel import CUBIC_A
 from ops.ortho.orthorectify import (
     HeightModel,
@@ -29,6 +31,7 @@ from ops.ortho.orthorectify import (
     tile_input_windows,
 )
 from ops.raster.crs import lonlat_transformer
+from ops.sensor.footprint import declare_input_window
 from ops.sensor.rpc import RpcModel
 from ops.sensor.rpc_io import find_rpc
 from ops.terrain.dem import Dem
@@ -101,6 +104,31 @@ def test_tiles_assemble_to_the_whole_image_exactly(
         assembled[(slice(None), *window.slices())] = ortho_tile(plan, window, block, src_window)
     np.testing.assert_array_equal(assembled, whole)
     assert np.isfinite(whole).mean() > 0.3 if dtype == "float32" else (whole != 0).mean() > 0.3
+
+
+def test_declared_windows_are_memoised_per_plan_and_dropped_with_it(
+    rpc: RpcModel, heights: HeightModel
+) -> None:
+    plan = _plan(rpc, heights)
+    margin = plan.radius + orthorectify.WINDOW_SAFETY_PX
+    grid = TileGrid(plan.geobox, 128, 128)
+    windows = [grid.window(idx) for idx in grid.tiles()]
+    first = [declare_tile_input(plan, w) for w in windows]
+    assert any(w is not None for w in first)
+    for window, declared in zip(windows, first, strict=True):
+        fresh = declare_input_window(plan.rpc, plan.heights, plan.geobox.window_geobox(window),
+                                     plan.image_shape, margin_px=margin)
+        assert declared == fresh
+        assert declare_tile_input(plan, window) is declared  # asked again: the memo's answer
+    # another plan of the same scene with a wider kernel gets its own windows
+    bicubic = _plan(rpc, heights, resampling="bicubic")
+    wider = [declare_tile_input(bicubic, w) for w in windows]
+    assert any(a is not None and b is not None and b.height > a.height
+               for a, b in zip(first, wider, strict=True))
+    held = len(orthorectify._DECLARED)
+    del plan, bicubic
+    gc.collect()
+    assert len(orthorectify._DECLARED) == held - 2
 
 
 def test_mapping_meets_the_tolerance_over_building_steps(
