@@ -22,9 +22,11 @@ yet complete plus encoded blocks waiting for their turn, which for tiles
 written row by row (as :func:`ops.ortho.orthorectify.orthorectify` does) is about one
 row of tiles.
 
-Codec, measured by ``python -m benchmarks.ortho --size 8000`` (``codecs`` in
-``benchmarks/results/ortho.json``: the 324 full blocks of a 92.7 Mpx uint16
-ortho, one thread): DEFLATE with the horizontal predictor (2; the
+Codec, measured by ``python -m benchmarks.ortho --size 8000 --parts codecs``
+(``codecs`` in ``benchmarks/results/ortho.json``: the 324 full blocks of a
+92.7 Mpx uint16 ortho, one thread; the figures below from session 8's machine,
+where the file now holds those of a slower one: ISA-L level 1 at 319 MB/s,
+GDAL's DEFLATE at 61 MB/s, the same sizes): DEFLATE with the horizontal predictor (2; the
 floating-point predictor 3 for floats), encoded by ISA-L at level 1, 575
 MB/s for 81.7 MB (its level 2 makes 79.8 MB, 2.4 % less, at 480 MB/s: the
 whole ``eochain ortho`` spends 0.1 s more of its ~2.3 s on one core for it;
