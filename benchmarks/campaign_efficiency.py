@@ -435,7 +435,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"workers quiet {settle_s:.2f} s later (median of {len(starts)}: "
           f"{'a new Ray before each run' if not args.reuse_ray else 'one Ray for all runs'}; "
           f"object store {doc['object_store_mib']} MiB, `eochain run`'s default here)")
-    print(f"median of {args.repeat} runs: eochain run {r['command_s']:.2f} s wall on "
+    print(f"the median run by share of {args.repeat}: eochain run {r['command_s']:.2f} s wall on "
           f"{r['cores']:g} cores, {r['task_cpu_s']:.2f} CPU-s in tasks; command start -> first "
           f"task {r['to_first_task_s']:.2f} s (campaign, survey, actors), tasks "
           f"{r['tasks_span_s']:.2f} s, after the last task {r['after_last_task_s']:.2f} s "

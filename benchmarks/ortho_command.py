@@ -56,6 +56,7 @@ from ops.raster.cog_blocks import predict
 from ops.raster.raster_io import raster_info
 from ops.synthetic.scene import SyntheticScene
 from ops.terrain.dem import Dem
+from scheduler.cloud.bundle import PACKAGES
 
 
 def ensure_gdalwarp() -> str:
@@ -89,7 +90,7 @@ def compile_bytecode() -> None:
     variable says, as pip does.
     """
     root = Path(__file__).resolve().parents[1]
-    for package in ("planner", "ops", "scheduler"):
+    for package in PACKAGES:
         if not compileall.compile_dir(root / package, quiet=1):
             raise SystemExit(f"cannot compile the bytecode of {root / package}")
 
@@ -186,11 +187,12 @@ def whole_command(scene: SyntheticScene, root: Path, runs: int, per_round: int
         theirs.append(_run(["taskset", "-c", "0", *warp], one))
         after = [_run(["taskset", "-c", "0", *eochain], one)
                  for _ in range(per_round - per_round // 2)]
-        ours += before + after
+        sandwich = before + after
+        ours += sandwich
         ours2 += [_run(["taskset", "-c", "0,1", *eochain], two) for _ in range(per_round)]
-        round_walls = " ".join(f"{r['wall_s']:.2f}" for r in before + after)
+        round_walls = " ".join(f"{r['wall_s']:.2f}" for r in sandwich)
         round_ratios.append(theirs[-1]["wall_s"]
-                            / statistics.median(r["wall_s"] for r in before + after))
+                            / statistics.median(r["wall_s"] for r in sandwich))
         walls2 = " ".join(f"{r['wall_s']:.2f}" for r in ours2[-per_round:])
         print(f"  round {k + 1}: eochain {round_walls} s, gdalwarp {theirs[-1]['wall_s']:.2f} s "
               f"(cpu {theirs[-1]['cpu_s']:.2f}): {round_ratios[-1]:.1f}x; eochain 2 cores "
