@@ -625,37 +625,81 @@ def to_grey_levels(
     rounded to a few grey levels (CARS's census runs on the float image).
     """
     valid = np.isfinite(image)
-    unit = np.clip((np.where(valid, image, low) - low) / max(high - low, 1e-12), 0.0, 1.0)
-    grey = 255.0 * np.sqrt(unit)
+    # numpy's arithmetic on the image's own float type (float32 for SGBM's inputs)
+    kind = image.dtype.type if image.dtype in (np.float32, np.float64) else np.float64
+    grey = np.empty(image.shape, kind)
+    _to_grey(np.ascontiguousarray(image, kind), kind(low), kind(max(high - low, 1e-12)), grey)
     if contrast_window_px > 1 and contrast_max_gain > 1.0:
-        grey = _raise_local_contrast(grey, valid, contrast_window_px, contrast_target_std,
-                                     contrast_max_gain)
+        return _raise_local_contrast(grey, valid, contrast_window_px, contrast_target_std,
+                                     contrast_max_gain), valid
     return np.rint(grey).astype(np.uint8), valid
+
+
+@numba.njit(cache=True, nogil=True)
+def _to_grey(image: Any, low: Any, span: Any, grey: Any) -> None:  # pragma: no cover
+    """255 * sqrt of the image clipped to [low, low + span] over span (NaN: 0), per pixel.
+
+    ``low`` and ``span`` have the image's float type: the arithmetic is
+    numpy's on that type (the same bits as its ufuncs).
+    """
+    zero, one, full = image.dtype.type(0.0), image.dtype.type(1.0), image.dtype.type(255.0)
+    flat_in, flat_out = image.ravel(), grey.ravel()
+    for i in range(flat_in.size):
+        v = flat_in[i]
+        unit = (v - low) / span if np.isfinite(v) else zero
+        flat_out[i] = full * np.sqrt(min(max(unit, zero), one))
 
 
 #: Fixed-point steps per grey level of the local statistics (exact sums: see below).
 _CONTRAST_STEPS = 16.0
 
 
-def _raise_local_contrast(grey: FloatArray, valid: BoolArray, window_px: int,
-                          target_std: float, max_gain: float) -> FloatArray:
+def _raise_local_contrast(grey: Any, valid: BoolArray, window_px: int,
+                          target_std: float, max_gain: float) -> NDArray[np.uint8]:
     """Deviations from the local mean times target / local std, clipped to [1, max_gain].
 
     The statistics are sums of integers (grey levels in 1/16) in float64,
     exact whatever the window's position in the array: a pixel whose whole
     window lies inside a tile gets the bits it gets in the whole product.
+    Returns the grey levels rounded to 8 bits.
     """
     k = (window_px, window_px)
-    v = valid.astype(np.float64)
-    g = np.rint(grey * _CONTRAST_STEPS) * v
-    n = np.maximum(cv2.boxFilter(v, -1, k, normalize=False, borderType=cv2.BORDER_CONSTANT), 1.0)
+    v, g, g2 = (np.empty(grey.shape) for _ in range(3))
+    _fixed_point(grey, valid, grey.dtype.type(_CONTRAST_STEPS), v, g, g2)
+    n = cv2.boxFilter(v, -1, k, normalize=False, borderType=cv2.BORDER_CONSTANT)
     s1 = cv2.boxFilter(g, -1, k, normalize=False, borderType=cv2.BORDER_CONSTANT)
-    s2 = cv2.boxFilter(g * g, -1, k, normalize=False, borderType=cv2.BORDER_CONSTANT)
-    mean = s1 / n
-    std = np.sqrt(np.maximum(s2 / n - mean * mean, 1e-6)) / _CONTRAST_STEPS
-    gain = np.clip(target_std / std, 1.0, max_gain)
-    out: FloatArray = np.clip((mean + (g - mean) * gain) / _CONTRAST_STEPS, 0.0, 255.0)
-    return np.where(valid & (gain > 1.0), out, grey)
+    s2 = cv2.boxFilter(g2, -1, k, normalize=False, borderType=cv2.BORDER_CONSTANT)
+    out = np.empty(grey.shape, np.uint8)
+    _contrast_gain(grey, valid, g, n, s1, s2, float(target_std), float(max_gain), out)
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _fixed_point(grey: Any, valid: Any, steps: Any, v: Any, g: Any, g2: Any
+                 ) -> None:  # pragma: no cover - compiled
+    """Per pixel: validity (1 or 0), the grey level in 1/``steps`` (0 where invalid), its square."""
+    for i in range(grey.shape[0]):
+        for j in range(grey.shape[1]):
+            v[i, j] = 1.0 if valid[i, j] else 0.0
+            g[i, j] = float(np.rint(grey[i, j] * steps)) * v[i, j]
+            g2[i, j] = g[i, j] * g[i, j]
+
+
+@numba.njit(cache=True, nogil=True)
+def _contrast_gain(grey: Any, valid: Any, g: Any, n: Any, s1: Any, s2: Any,
+                   target_std: float, max_gain: float, out: Any) -> None:  # pragma: no cover
+    """Per pixel: the Wallis gain from the window sums, applied where it raises contrast."""
+    steps = _CONTRAST_STEPS
+    for i in range(grey.shape[0]):
+        for j in range(grey.shape[1]):
+            count = max(n[i, j], 1.0)
+            mean = s1[i, j] / count
+            std = np.sqrt(max(s2[i, j] / count - mean * mean, 1e-6)) / steps
+            gain = min(max(target_std / std, 1.0), max_gain)
+            value = float(grey[i, j])
+            if valid[i, j] and gain > 1.0:
+                value = min(max((mean + (g[i, j] - mean) * gain) / steps, 0.0), 255.0)
+            out[i, j] = np.uint8(np.rint(value))
 
 
 def local_std(image: NDArray[np.uint8], window_px: int) -> Float32Array:

@@ -208,6 +208,8 @@ OVERLAP_ITERATIONS = 4
 #: Image pixels between a tile's projected samples and the image border for the
 #: tile to count as wholly seen (covers the RPC's curvature between samples, < 0.01 px).
 SEEN_MARGIN_PX = 4.0
+#: Side (cells) of the blocks :func:`overlap_mask` shows wholly seen from their samples.
+SEEN_BLOCK_CELLS = 128
 #: Side (output cells) of the central sample the pointing correction is measured on.
 POINTING_SAMPLE_PX = 512
 
@@ -355,10 +357,31 @@ def central_sample(
 def overlap_mask(plan: StereoPlan, dem: Terrain, geobox: GeoBox | None = None) -> NDArray[np.bool_]:
     """Cells of the output grid (or ``geobox``) whose ground, on the DEM, both views see.
 
-    Cells off the DEM count as unseen.
+    Cells off the DEM count as unseen. Blocks of ``SEEN_BLOCK_CELLS``² that
+    :func:`_wholly_seen` shows seen from their samples are set whole; the
+    cells of the other blocks (along the overlap's border, or outside it)
+    are evaluated one by one (:func:`_seen_cells`).
     """
     box = plan.geobox if geobox is None else geobox
-    rows, cols = np.mgrid[0 : box.height, 0 : box.width]
+    seen = np.zeros(box.shape, dtype=bool)
+    exact = np.zeros(box.shape, dtype=bool)
+    for r0 in range(0, box.height, SEEN_BLOCK_CELLS):
+        for c0 in range(0, box.width, SEEN_BLOCK_CELLS):
+            window = Window(r0, c0, min(SEEN_BLOCK_CELLS, box.height - r0),
+                            min(SEEN_BLOCK_CELLS, box.width - c0))
+            block = (slice(r0, r0 + window.height), slice(c0, c0 + window.width))
+            if _wholly_seen(plan, dem, box.window_geobox(window)):
+                seen[block] = True
+            else:
+                exact[block] = True
+    rows, cols = np.nonzero(exact)
+    seen[rows, cols] = _seen_cells(plan, dem, box, rows, cols)
+    return seen
+
+
+def _seen_cells(plan: StereoPlan, dem: Terrain, box: GeoBox, rows: NDArray[np.intp],
+                cols: NDArray[np.intp]) -> NDArray[np.bool_]:
+    """Whether both views see the ground, on the DEM, of each of ``box``'s cells (rows, cols)."""
     x, y = box.xy(rows, cols)
     lon, lat = lonlat_transformer(box.crs).transform(x, y)
     h = np.asarray(dem.heights(lon, lat, strict=False), dtype=np.float64)

@@ -93,8 +93,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
+import numba
 import numpy as np
 import scipy.ndimage as ndi
 from numpy.typing import ArrayLike, NDArray
@@ -180,28 +182,51 @@ def _gaussian_mean(own: FloatArray, rows: FloatArray, cols: FloatArray, h: Float
     ``own``: the mean of each cell's own points (NaN without); ``rows``,
     ``cols``: the points' fractional grid coordinates, ``h`` their heights.
     """
-    n_rows, n_cols = own.shape
-    near_r = np.floor(rows + 0.5).astype(np.int64)
-    near_c = np.floor(cols + 0.5).astype(np.int64)
-    num = np.zeros(own.size)
-    den = np.zeros(own.size)
-    flat = own.ravel()
-    for dr in (-1, 0, 1):
-        for dc in (-1, 0, 1):
-            r, c = near_r + dr, near_c + dc
-            inside = (r >= 0) & (r < n_rows) & (c >= 0) & (c < n_cols)
-            cell = (r * n_cols + c)[inside]
-            ref = flat[cell]
-            with np.errstate(invalid="ignore"):
-                near = np.abs(h[inside] - ref) <= max_spread_m
-            dist2 = (rows[inside] - r[inside]) ** 2 + (cols[inside] - c[inside]) ** 2
-            weight = np.exp(-0.5 * dist2 / GAUSSIAN_SIGMA_CELLS**2)[near]
-            num += np.bincount(cell[near], weights=weight * h[inside][near], minlength=own.size)
-            den += np.bincount(cell[near], weights=weight, minlength=own.size)
+    flat = np.ascontiguousarray(own, dtype=np.float64).ravel()
+    num = np.zeros(flat.size)
+    den = np.zeros(flat.size)
+    _gaussian_sums(flat, own.shape[1], np.ascontiguousarray(rows, dtype=np.float64),
+                   np.ascontiguousarray(cols, dtype=np.float64),
+                   np.ascontiguousarray(h, dtype=np.float64), float(max_spread_m),
+                   GAUSSIAN_SIGMA_CELLS**2, num, den)
     with np.errstate(divide="ignore", invalid="ignore"):
         out: FloatArray = np.where(np.isfinite(flat) & (den > 0), num / den, flat).reshape(
             own.shape)
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _gaussian_sums(own: FloatArray, n_cols: int, rows: FloatArray, cols: FloatArray,
+                   h: FloatArray, max_spread_m: float, sigma2: float, num: FloatArray,
+                   den: FloatArray) -> None:  # pragma: no cover - compiled
+    """Add each point's weight and weighted height to the cells of its 3 x 3 neighbourhood.
+
+    One pass per neighbour offset, each summed apart and then added, in the
+    order numpy's per-offset ``bincount`` sums (the same floating-point
+    sums). A point counts for a cell only within ``max_spread_m`` of the
+    mean of the cell's own points (``own``; NaN: none).
+    """
+    n_rows = own.size // n_cols
+    pass_num = np.empty(own.size)
+    pass_den = np.empty(own.size)
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            pass_num[:] = 0.0
+            pass_den[:] = 0.0
+            for k in range(rows.size):
+                r = np.int64(np.floor(rows[k] + 0.5)) + dr
+                c = np.int64(np.floor(cols[k] + 0.5)) + dc
+                if r < 0 or r >= n_rows or c < 0 or c >= n_cols:
+                    continue
+                cell = r * n_cols + c
+                if not abs(h[k] - own[cell]) <= max_spread_m:
+                    continue
+                dist2 = (rows[k] - r) ** 2 + (cols[k] - c) ** 2
+                weight = np.exp(-0.5 * dist2 / sigma2)
+                pass_num[cell] += weight * h[k]
+                pass_den[cell] += weight
+            num += pass_num
+            den += pass_den
 
 
 def _between_points(occupied: NDArray[np.bool_]) -> NDArray[np.bool_]:
@@ -344,41 +369,52 @@ def fill_edges(height: Float32Array, allowed: NDArray[np.bool_], depth: FloatArr
         top = ndi.maximum_filter(np.where(valid, height, -np.inf), size=w)
         bottom = ndi.minimum_filter(np.where(valid, height, np.inf), size=w)
         source = valid & (top - bottom <= max_source_spread_m)
-    known = source.astype(np.float64)
-    todo = allowed & ~valid
-    filled = np.zeros(height.shape, dtype=bool)
+    # The rings only reach cells of ``allowed``: work on those, by flat index
+    # into the arrays padded by one cell (each cell then has four neighbours).
+    width = height.shape[1] + 2
+    pv = np.pad(values, 1).ravel()
+    pk = np.pad(source.astype(np.float64), 1).ravel()
+    pd = np.pad(depth, 1, constant_values=-np.inf).ravel()
+    todo = np.flatnonzero(np.pad(allowed & ~valid, 1))
+    filled = np.zeros(pv.size, dtype=bool)
     for _ in range(max(0, rings)):
-        total, count = _inward_sums(values * known, known, depth)
-        ring = todo & (count > 0)
+        total, count = _inward_sums(pv, pk, pd, todo, (-width, width, -1, 1))
+        ring = count > 0
         if not ring.any():
             break
-        values[ring] = total[ring] / count[ring]
-        known[ring] = 1.0
-        todo &= ~ring
-        filled |= ring
-    height[filled] = values[filled].astype(np.float32)
-    return filled
+        cells = todo[ring]
+        pv[cells] = total[ring] / count[ring]
+        pk[cells] = 1.0
+        filled[cells] = True
+        todo = todo[~ring]
+    inside = (slice(1, -1), slice(1, -1))
+    grown: NDArray[np.bool_] = filled.reshape(-1, width)[inside]
+    height[grown] = pv.reshape(-1, width)[inside][grown].astype(np.float32)
+    return grown
 
 
-def _inward_sums(weighted: FloatArray, weight: FloatArray, depth: FloatArray
+def _inward_sums(values: FloatArray, known: FloatArray, depth: FloatArray,
+                 cells: NDArray[np.intp], steps: tuple[int, ...]
                  ) -> tuple[FloatArray, FloatArray]:
-    """Sums of ``weighted`` and ``weight`` over each cell's inward 4-neighbours.
+    """Sums of ``values * known`` and ``known`` over each of ``cells``' inward 4-neighbours.
+
+    The arrays are flat; ``cells`` index them and ``steps`` are the flat
+    offsets of the four neighbours.
 
     Inward: at least half a cell deeper than the cell. Across a straight
     border that is the one neighbour towards the inside; across a diagonal
     one, the two (0.7 cells deeper). Diagonal neighbours would let the
     surface creep along the band by a cell per ring.
     """
-    h, w = depth.shape
-    pw, pk = np.pad(weighted, 1), np.pad(weight, 1)
-    pd = np.pad(depth, 1, constant_values=-np.inf)
-    total = np.zeros((h, w))
-    count = np.zeros((h, w))
-    for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1)):
-        sl = (slice(1 + dr, 1 + dr + h), slice(1 + dc, 1 + dc + w))
-        inward = pd[sl] >= depth + 0.5
-        total += np.where(inward, pw[sl], 0.0)
-        count += np.where(inward, pk[sl], 0.0)
+    total = np.zeros(cells.size)
+    count = np.zeros(cells.size)
+    deeper = depth[cells] + 0.5
+    for step in steps:
+        near = cells + step
+        inward = depth[near] >= deeper
+        weight = known[near]
+        total += np.where(inward, values[near] * weight, 0.0)
+        count += np.where(inward, weight, 0.0)
     return total, count
 
 
@@ -415,19 +451,74 @@ def remove_outliers(height: Float32Array, window_cells: int, max_deviation_m: fl
     cluster filter). A step edge keeps its cells: on either side of it, the
     majority of a centred window lies on the cell's own side.
     """
-    ok = np.isfinite(height)
-    if window_cells < 3 or not ok.any():
+    if window_cells < 3 or not np.isfinite(height).any():
         return 0
-    r = window_cells // 2
-    p = np.pad(height, r, constant_values=np.nan)
-    h, w = height.shape
-    stack = np.stack([p[i : i + h, j : j + w] for i in range(window_cells)
-                      for j in range(window_cells)], axis=-1)
-    stack.sort(axis=-1)
-    n = np.isfinite(stack).sum(axis=-1)
-    lo = np.take_along_axis(stack, np.maximum((n - 1) // 2, 0)[..., None], axis=-1)[..., 0]
-    hi = np.take_along_axis(stack, np.maximum(n // 2, 0)[..., None], axis=-1)[..., 0]
-    with np.errstate(invalid="ignore"):
-        bad = ok & (n > min_neighbours) & (np.abs(height - 0.5 * (lo + hi)) > max_deviation_m)
+    bad = np.zeros(height.shape, np.bool_)
+    n_bad = _median_outliers(np.ascontiguousarray(height), window_cells // 2,
+                             height.dtype.type(max_deviation_m), float(max_deviation_m),
+                             min_neighbours, bad)
     height[bad] = np.nan
-    return int(bad.sum())
+    return int(n_bad)
+
+
+#: Relative margin (of |height| + deviation) inside which a cell's median is
+#: computed exactly: far more than float32's rounding of the median and the
+#: difference (a few 1e-7 of the values).
+_CLEAR_MARGIN = 4e-6
+
+
+@numba.njit(cache=True, nogil=True)
+def _median_outliers(height: Float32Array, r: int, max_dev: Any, max_dev_m: float,
+                     min_neighbours: int, bad: NDArray[np.bool_]) -> int:  # pragma: no cover
+    """Mark the cells farther than ``max_dev`` from the median of their window; return how many.
+
+    The median of the ``(2r + 1)``² window's non-NaN values is the mean of
+    the two middle values in sorted order (the middle of the *finite*
+    count, as numpy's sort of the window would give it). Most
+    cells are decided by counting: when no more values than the median's
+    rank lie below the cell's height minus the deviation (less a margin),
+    and likewise above, both middle values lie within it and the cell
+    stays. Only the others sort their window.
+    """
+    h, w = height.shape
+    buf = np.empty((2 * r + 1) ** 2, dtype=height.dtype)
+    half = np.float32(0.5)
+    count = 0
+    for i in range(h):
+        i0, i1 = max(i - r, 0), min(i + r + 1, h)
+        for j in range(w):
+            c = height[i, j]
+            if not np.isfinite(c):
+                continue
+            j0, j1 = max(j - r, 0), min(j + r + 1, w)
+            inner = max_dev_m - _CLEAR_MARGIN * (abs(float(c)) + max_dev_m)
+            low, high = float(c) - inner, float(c) + inner
+            m = n = below = above = 0
+            for ii in range(i0, i1):
+                for jj in range(j0, j1):
+                    v = height[ii, jj]
+                    m += not np.isnan(v)
+                    n += np.isfinite(v)
+                    below += v < low
+                    above += v > high
+            if n <= min_neighbours:
+                continue
+            k1, k2 = max((n - 1) // 2, 0), max(n // 2, 0)
+            if below <= k1 and above <= m - 1 - k2:
+                continue
+            m = 0  # insertion sort of the window's non-NaN values (-inf first, inf last)
+            for ii in range(i0, i1):
+                for jj in range(j0, j1):
+                    v = height[ii, jj]
+                    if np.isnan(v):
+                        continue
+                    k = m
+                    while k > 0 and buf[k - 1] > v:
+                        buf[k] = buf[k - 1]
+                        k -= 1
+                    buf[k] = v
+                    m += 1
+            if abs(c - half * (buf[k1] + buf[k2])) > max_dev:
+                bad[i, j] = True
+                count += 1
+    return count

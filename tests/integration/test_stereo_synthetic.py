@@ -271,10 +271,17 @@ def test_recorded_phases_cover_the_dsm_path_and_change_nothing(
     np.testing.assert_array_equal(recorded.count, whole_tile.count)
 
 
+def _cell_by_cell(plan: StereoPlan, dem: Dem, box: GeoBox) -> np.ndarray:
+    from ops.stereo.pair import _seen_cells
+
+    rows, cols = np.mgrid[0 : box.height, 0 : box.width]
+    return _seen_cells(plan, dem, box, rows.ravel(), cols.ravel()).reshape(box.shape)
+
+
 def test_tiles_shown_wholly_seen_are_seen_cell_by_cell(
     plan: StereoPlan, coarse_dem: Dem
 ) -> None:
-    """The interior-tile shortcut of the edge filling never skips a cell the views miss."""
+    """The shortcut of the edge filling and the overlap mask never skips a cell the views miss."""
     from ops.stereo.pair import _wholly_seen
 
     grid = TileGrid(plan.geobox, 96, 96)
@@ -284,5 +291,15 @@ def test_tiles_shown_wholly_seen_are_seen_cell_by_cell(
         wholly = _wholly_seen(plan, coarse_dem, box)
         shown.append(wholly)
         if wholly:
-            assert overlap_mask(plan, coarse_dem, box).all(), idx
+            assert _cell_by_cell(plan, coarse_dem, box).all(), idx
     assert any(shown) and not all(shown), shown
+
+
+def test_overlap_mask_by_blocks_is_the_cell_by_cell_mask(
+    plan: StereoPlan, coarse_dem: Dem
+) -> None:
+    """Blocks shown wholly seen and the cells evaluated one by one make the exact mask."""
+    whole = overlap_mask(plan, coarse_dem)
+    exact = _cell_by_cell(plan, coarse_dem, plan.geobox)
+    assert 0.3 < exact.mean() < 0.99, exact.mean()  # the grid holds both
+    np.testing.assert_array_equal(whole, exact)
