@@ -712,26 +712,80 @@ def local_std(image: NDArray[np.uint8], window_px: int) -> Float32Array:
     return out
 
 
+#: Standard deviation (grey levels) below which a window's NCC is undefined (set to 0).
+NCC_MIN_STD = 0.5
+
+
 def ncc(
-    left: Float32Array, right: Float32Array, window_px: int, min_std: float = 0.5
+    left: Float32Array, right: Float32Array, window_px: int, min_std: float = NCC_MIN_STD
 ) -> Float32Array:
     """Normalised cross-correlation of co-located ``window_px``² neighbourhoods.
 
     Where either neighbourhood's standard deviation is below ``min_std`` the
     correlation is undefined (rounding noise would decide it) and set to 0.
     """
-    k = (window_px, window_px)
+    return _ncc_against(_WindowStats.of(left, window_px), right, min_std)
 
-    def box(a: Float32Array) -> Float32Array:
-        return np.asarray(cv2.boxFilter(a, -1, k, borderType=cv2.BORDER_REFLECT), np.float32)
 
-    ml, mr = box(left), box(right)
-    cov = box(left * right) - ml * mr
-    var_l = box(left * left) - ml * ml
-    var_r = box(right * right) - mr * mr
-    flat = (var_l < min_std * min_std) | (var_r < min_std * min_std)
-    denom = np.sqrt(np.maximum(var_l * var_r, 1e-12))
-    return np.asarray(np.where(flat, 0.0, np.clip(cov / denom, -1.0, 1.0)), np.float32)
+@dataclass(frozen=True, slots=True)
+class _WindowStats:
+    """An image with the means of its values and squares over ``window_px``² windows."""
+
+    image: Float32Array
+    window_px: int
+    mean: Float32Array
+    mean_sq: Float32Array
+
+    @classmethod
+    def of(cls, image: Float32Array, window_px: int) -> _WindowStats:
+        image = np.ascontiguousarray(image, np.float32)
+        return cls(image, window_px, _box_mean(image, window_px),
+                   _box_mean(image * image, window_px))
+
+
+def _box_mean(a: Float32Array, window_px: int) -> Float32Array:
+    return np.asarray(cv2.boxFilter(a, -1, (window_px, window_px),
+                                    borderType=cv2.BORDER_REFLECT), np.float32)
+
+
+def _ncc_against(left: _WindowStats, right: Float32Array, min_std: float) -> Float32Array:
+    """:func:`ncc` of an image whose window statistics are known (the same float32 sums)."""
+    right = np.ascontiguousarray(right, np.float32)
+    cross = np.empty_like(right)
+    square = np.empty_like(right)
+    _products(left.image, right, cross, square)
+    out = np.empty_like(right)
+    _ncc_kernel(left.mean, left.mean_sq, _box_mean(right, left.window_px),
+                _box_mean(square, left.window_px), _box_mean(cross, left.window_px),
+                np.float32(min_std * min_std), out)
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _products(left: Any, right: Any, cross: Any, square: Any) -> None:  # pragma: no cover
+    """left * right and right * right, per pixel (float32)."""
+    for i in range(left.shape[0]):
+        for j in range(left.shape[1]):
+            cross[i, j] = left[i, j] * right[i, j]
+            square[i, j] = right[i, j] * right[i, j]
+
+
+@numba.njit(cache=True, nogil=True)
+def _ncc_kernel(mean_l: Any, mean_ll: Any, mean_r: Any, mean_rr: Any, mean_lr: Any,
+                min_var: Any, out: Any) -> None:  # pragma: no cover - compiled
+    """Per pixel, in float32 as numpy's ufuncs compute it: covariance over the root of the
+    product of the variances, clipped to [-1, 1]; 0 where a variance is below ``min_var``."""
+    tiny, one = np.float32(1e-12), np.float32(1.0)
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            cov = mean_lr[i, j] - mean_l[i, j] * mean_r[i, j]
+            var_l = mean_ll[i, j] - mean_l[i, j] * mean_l[i, j]
+            var_r = mean_rr[i, j] - mean_r[i, j] * mean_r[i, j]
+            if var_l < min_var or var_r < min_var:
+                out[i, j] = 0.0
+            else:
+                c = cov / np.sqrt(max(var_l * var_r, tiny))
+                out[i, j] = min(max(c, -one), one)
 
 
 #: Keypoints closer than this to an invalid pixel are ignored.
@@ -1010,9 +1064,11 @@ def refine_subpixel(
     grid = np.indices(left.shape, dtype=np.float32)
     rows, cols = np.ascontiguousarray(grid[0]), np.ascontiguousarray(grid[1])
     first: Float32Array | None = None
+    stats = _WindowStats.of(left, window_px)
     for step in steps_px:
         c_m, c_0, c_p = (
-            ncc(left, _warp_columns(right, rows, cols, d + np.float32(o)), window_px)
+            _ncc_against(stats, _warp_columns(right, rows, cols, d + np.float32(o)),
+                         NCC_MIN_STD)
             for o in (-step, 0.0, step)
         )
         if first is None:
