@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo-output
+# pytest workers of `make test` (each runs whole test files: their fixtures stay together)
+TEST_WORKERS ?= 2
 
 .PHONY: demo test unit integration lint venv clean
 
@@ -38,7 +40,7 @@ test: $(STAMP)
 	$(PY) tests/services/terraform_fmt.py
 	PYTHON=$(PYTHON) bash tests/services/checkov.sh > /dev/null
 	tests/services/prometheus.sh start
-	PYTHONFAULTHANDLER=1 EOCHAIN_PROMETHEUS_URL=$$(tests/services/prometheus.sh url) $(PY) -m pytest --durations=25 tests; \
+	PYTHONFAULTHANDLER=1 EOCHAIN_PROMETHEUS_URL=$$(tests/services/prometheus.sh url) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=25 tests; \
 	  rc=$$?; tests/services/prometheus.sh stop; exit $$rc
 
 unit: $(STAMP)
