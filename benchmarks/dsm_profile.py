@@ -28,13 +28,15 @@ RPCs and tie points) and
 under ``--work`` between runs (same seed, same scene).
 
 Results: ``benchmarks/results/dsm_profile.json``;
-``dsm_profile_before.json`` is the same run (``--runs 1``, without the
-``gizeh_no_dem`` case) before the non-matcher work of issue 15 item 2
-(numba line-of-sight intersection and one localisation call per view, 3 x 3
-median, remap maps and map interpolation in numba, interior tiles skipping
-the cell-by-cell overlap mask), whose DSMs are bit-identical on both cases
-(gizeh, synthetic_2000; all three bands). The machine
-is shared: compare CPU seconds, which load disturbs less than wall time.
+``dsm_profile_before.json`` is the same run, same sitting, of the code
+before session 14's non-matcher work (commit 4eace92, run from a worktree
+of it: ``cd <worktree> && python -m benchmarks.dsm_profile --output ...``):
+the Gaussian rasterisation, the grey levels' local contrast, the median
+outlier filter and the NCC's arithmetic in numba, the border fill on its
+band's cells only, the overlap mask by blocks shown wholly seen. The DSMs
+are bit-identical on both cases (gizeh, synthetic_2000; all three bands).
+The machine is shared: compare CPU seconds, which load disturbs less than
+wall time.
 """
 
 from __future__ import annotations

@@ -126,6 +126,7 @@ in ``stereo_baseline.json``).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -320,8 +321,26 @@ def _pointing_correction(plan: StereoPlan, dem: Terrain) -> tuple[float, int]:
         return 0.0, 0
     grey_l, grey_r, valid_l, valid_r, (d_lo, d_hi) = sample
     with phase("pointing correction"):
-        return estimate_row_shift(grey_l, grey_r, d_lo, d_hi, valid_left=valid_l,
-                                  valid_right=valid_r)
+        # The initial terrain's plan and the product's measure the same sample when the
+        # prior is kept and the grid is the default one: SIFT runs once for it.
+        key = hashlib.blake2b(b"".join(
+            [np.array([d_lo, d_hi], np.float64).tobytes(), np.array(grey_l.shape, np.int64).tobytes(),
+             *(np.ascontiguousarray(a).tobytes() for a in (grey_l, grey_r, valid_l, valid_r))]
+        )).digest()
+        known = _ROW_SHIFTS.get(key)
+        if known is None:
+            known = estimate_row_shift(grey_l, grey_r, d_lo, d_hi, valid_left=valid_l,
+                                       valid_right=valid_r)
+            while len(_ROW_SHIFTS) >= _ROW_SHIFTS_KEPT:
+                _ROW_SHIFTS.pop(next(iter(_ROW_SHIFTS)))
+            _ROW_SHIFTS[key] = known
+        return known
+
+
+#: Pointing corrections measured in this process, by the digest of their sample (bytes of
+#: both views' grey levels and validity, the disparity range): a few, oldest out first.
+_ROW_SHIFTS: dict[bytes, tuple[float, int]] = {}
+_ROW_SHIFTS_KEPT = 8
 
 
 def central_sample(

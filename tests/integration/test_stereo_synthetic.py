@@ -303,3 +303,30 @@ def test_overlap_mask_by_blocks_is_the_cell_by_cell_mask(
     exact = _cell_by_cell(plan, coarse_dem, plan.geobox)
     assert 0.3 < exact.mean() < 0.99, exact.mean()  # the grid holds both
     np.testing.assert_array_equal(whole, exact)
+
+
+def test_the_pointing_correction_of_a_sample_is_measured_once(
+    scene: SyntheticScene, coarse_dem: Dem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Planning the pair again on the same grid reuses its SIFT measurement; another grid
+    (another sample) measures its own."""
+    from ops.stereo import pair
+
+    measured: list[tuple[float, int]] = []
+    measure = pair.estimate_row_shift
+
+    def counted(*args: object, **kwargs: object) -> tuple[float, int]:
+        measured.append(measure(*args, **kwargs))  # type: ignore[arg-type]
+        return measured[-1]
+
+    monkeypatch.setattr(pair, "_ROW_SHIFTS", {})
+    monkeypatch.setattr(pair, "estimate_row_shift", counted, raising=True)
+    left, right = (open_view(p) for p in scene.view_paths)
+    first = plan_stereo(left, right, coarse_dem)
+    again = plan_stereo(open_view(scene.view_paths[0]), open_view(scene.view_paths[1]),
+                        dataclasses.replace(coarse_dem, source="the same heights"))
+    assert len(measured) == 1 and first.n_tie_points > 0
+    assert (again.right_row_shift_px, again.n_tie_points) == (first.right_row_shift_px,
+                                                              first.n_tie_points)
+    coarser = plan_stereo(left, right, coarse_dem, gsd_m=2.0 * first.geobox.resolution[0])
+    assert len(measured) == 2 and coarser.n_tie_points != first.n_tie_points
