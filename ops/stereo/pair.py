@@ -128,6 +128,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -327,13 +328,15 @@ def _pointing_correction(plan: StereoPlan, dem: Terrain) -> tuple[float, int]:
             [np.array([d_lo, d_hi], np.float64).tobytes(), np.array(grey_l.shape, np.int64).tobytes(),
              *(np.ascontiguousarray(a).tobytes() for a in (grey_l, grey_r, valid_l, valid_r))]
         )).digest()
-        known = _ROW_SHIFTS.get(key)
+        with _ROW_SHIFTS_LOCK:
+            known = _ROW_SHIFTS.get(key)
         if known is None:
             known = estimate_row_shift(grey_l, grey_r, d_lo, d_hi, valid_left=valid_l,
                                        valid_right=valid_r)
-            while len(_ROW_SHIFTS) >= _ROW_SHIFTS_KEPT:
-                _ROW_SHIFTS.pop(next(iter(_ROW_SHIFTS)))
-            _ROW_SHIFTS[key] = known
+            with _ROW_SHIFTS_LOCK:  # plan tasks may run on several threads
+                while len(_ROW_SHIFTS) >= _ROW_SHIFTS_KEPT:
+                    _ROW_SHIFTS.pop(next(iter(_ROW_SHIFTS)))
+                _ROW_SHIFTS[key] = known
         return known
 
 
@@ -341,6 +344,7 @@ def _pointing_correction(plan: StereoPlan, dem: Terrain) -> tuple[float, int]:
 #: both views' grey levels and validity, the disparity range): a few, oldest out first.
 _ROW_SHIFTS: dict[bytes, tuple[float, int]] = {}
 _ROW_SHIFTS_KEPT = 8
+_ROW_SHIFTS_LOCK = threading.Lock()
 
 
 def central_sample(
