@@ -457,8 +457,7 @@ def remove_outliers(height: Float32Array, window_cells: int, max_deviation_m: fl
         return 0
     bad = np.zeros(height.shape, np.bool_)
     n_bad = _median_outliers(np.ascontiguousarray(height), window_cells // 2,
-                             height.dtype.type(max_deviation_m), float(max_deviation_m),
-                             min_neighbours, bad)
+                             height.dtype.type(max_deviation_m), min_neighbours, bad)
     height[bad] = np.nan
     return int(n_bad)
 
@@ -470,8 +469,8 @@ _CLEAR_MARGIN = 4e-6
 
 
 @numba.njit(cache=True, nogil=True)
-def _median_outliers(height: Float32Array, r: int, max_dev: Any, max_dev_m: float,
-                     min_neighbours: int, bad: NDArray[np.bool_]) -> int:  # pragma: no cover
+def _median_outliers(height: Float32Array, r: int, max_dev: Any, min_neighbours: int,
+                     bad: NDArray[np.bool_]) -> int:  # pragma: no cover - compiled
     """Mark the cells farther than ``max_dev`` from the median of their window; return how many.
 
     The median of the ``(2r + 1)``² window's non-NaN values is the mean of
@@ -480,11 +479,13 @@ def _median_outliers(height: Float32Array, r: int, max_dev: Any, max_dev_m: floa
     cells are decided by counting: when no more values than the median's
     rank lie below the cell's height minus the deviation (less a margin),
     and likewise above, both middle values lie within it and the cell
-    stays. Only the others sort their window.
+    stays. Only the others sort their window. ``max_dev`` has the raster's
+    float type: the arithmetic is numpy's on it.
     """
     h, w = height.shape
     buf = np.empty((2 * r + 1) ** 2, dtype=height.dtype)
-    half = np.float32(0.5)
+    half = height.dtype.type(0.5)
+    dev = float(max_dev)
     count = 0
     for i in range(h):
         i0, i1 = max(i - r, 0), min(i + r + 1, h)
@@ -493,7 +494,7 @@ def _median_outliers(height: Float32Array, r: int, max_dev: Any, max_dev_m: floa
             if not np.isfinite(c):
                 continue
             j0, j1 = max(j - r, 0), min(j + r + 1, w)
-            inner = max_dev_m - _CLEAR_MARGIN * (abs(float(c)) + max_dev_m)
+            inner = dev - _CLEAR_MARGIN * (abs(float(c)) + dev)
             low, high = float(c) - inner, float(c) + inner
             m = n = below = above = 0
             for ii in range(i0, i1):
