@@ -6,10 +6,10 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo-output
-# pytest workers of `make test`: 1 (the default) runs the suite in one process; N > 1 runs it on
-# N pytest-xdist workers, each taking whole test files (their fixtures stay together): faster,
-# but a timing-sensitive fleet test failed once in four such runs under the other worker's load.
-TEST_WORKERS ?= 1
+# pytest workers of `make test`: N > 1 (2, the default) runs the suite on N pytest-xdist workers,
+# each taking whole test files (their fixtures, a Ray cluster or moto's server, stay together);
+# 1 runs it in one process.
+TEST_WORKERS ?= 2
 
 .PHONY: demo test unit integration lint venv clean
 

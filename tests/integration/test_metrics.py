@@ -339,18 +339,20 @@ def test_ray_campaign_reports_its_fleet_progress_and_cost(
         assert sorted(watcher.alive.values()) == [(SPOT, "spot"), (ON_DEMAND, "on-demand")]
         spot_node = cluster.nodes[0]
 
-        def spot_tiles_done() -> float:
-            return sum(sm.value for m in metrics.registry.collect() for sm in m.samples
-                       if sm.name == "eochain_task_runs_total"
+        def spot_given_tiles() -> bool:
+            """Whether the spot node was given a tile (its series exist from the call on)."""
+            return any(sm.name == "eochain_task_runs_total"
                        and sm.labels.get("instance_type") == SPOT
                        and sm.labels.get("op") == "ortho_tile"
-                       and sm.labels.get("outcome") == "ok")
+                       for m in metrics.registry.collect() for sm in m.samples)
 
         def progress(p: Progress) -> None:
             metrics.observe_progress(p)
-            # once the spot node holds finished tiles (its outputs wait for their product's
-            # write): a spot node lost while busy is an interruption, an idle one a failure
-            if not killed and p.tasks_done >= 4 and spot_tiles_done() >= 1 \
+            # once the spot node has work: a tile running there, or finished there and held
+            # for its product's write. A spot node lost while busy is an interruption, an
+            # idle one a failure. (Not "once it finished a tile": under load its actor may
+            # still be starting when the other node has done every tile.)
+            if not killed and p.tasks_done >= 4 and spot_given_tiles() \
                     and p.tasks_done < p.tasks_total - 2:
                 cluster.remove_node(spot_node)  # a spot interruption: no warning
                 killed.append(p.tasks_done)
