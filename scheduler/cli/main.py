@@ -24,7 +24,6 @@ import re
 import sys
 import tempfile
 import traceback
-from importlib import metadata
 from pathlib import Path
 
 import click
@@ -67,10 +66,21 @@ HELP = {
 
 
 def _version() -> str:
+    # imported here: importlib.metadata is 10-20 ms of every command's start, and only
+    # --version and an internal error's log need it
+    from importlib import metadata
+
     try:
         return metadata.version("eochain")
     except metadata.PackageNotFoundError:
         return "0+unknown"
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """``--version``: click's version_option, with the version looked up only when asked."""
+    if value and not ctx.resilient_parsing:
+        click.echo(f"eochain, version {_version()}")
+        ctx.exit()
 
 
 def log_dir() -> Path:
@@ -193,7 +203,8 @@ def _unavailable(name: str) -> click.Command:
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(_version(), prog_name="eochain")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=_print_version, help="Show the version and exit.")
 def cli() -> None:
     """eochain: cost-aware batch processing of Earth-observation imagery.
 
