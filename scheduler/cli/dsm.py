@@ -30,7 +30,6 @@ from typing import cast
 import click
 import numpy as np
 from numpy.typing import NDArray
-from tqdm import tqdm
 
 from ops.errors import OpsError
 from ops.raster.crs import check_crs
@@ -41,6 +40,7 @@ from planner.errors import PlannerError
 from scheduler.cli.geometry_options import dem_reference_options
 from scheduler.cli.guards import POSITIVE_FINITE, allow_large_option, check_product_box
 from scheduler.cli.output_path import check_input_exists, check_output_file
+from scheduler.cli.tile_bar import tile_bar
 from scheduler.errors import SchedulerError
 from scheduler.products.kernels import DSM_BANDS, DSM_NODATA, EMPTY_TILE_REASONS, StereoPlanTask
 from scheduler.products.one_product import run_to_file
@@ -139,7 +139,7 @@ def dsm(
             n_supported += int((valid & (tile[1] > 0)).sum())
 
         ctx = TaskContext(node_id="local")
-        with tqdm(total=n_tiles, unit="tile", desc="dsm", disable=quiet) as bar:
+        with tile_bar(n_tiles, "dsm", quiet) as bar:
             run_to_file(product, output, progress=bar.update, ctx=ctx, on_tile=count)
         reasons = cast("set[str]", ctx.cache.get(EMPTY_TILE_REASONS, set()))
     except (OpsError, PlannerError, SchedulerError) as exc:

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import cast
 
 import click
-from tqdm import tqdm
 
 from ops.errors import OpsError
 from ops.ortho.orthorectify import OrthoPlan, declare_tile_input
@@ -37,6 +36,7 @@ from planner.errors import PlannerError
 from scheduler.cli.geometry_options import dem_reference_options, rpc_source_options
 from scheduler.cli.guards import POSITIVE_FINITE, allow_large_option, check_product_grid
 from scheduler.cli.output_path import check_input_exists, check_output_file
+from scheduler.cli.tile_bar import tile_bar
 from scheduler.errors import SchedulerError
 from scheduler.products.one_product import run_to_file
 from scheduler.products.product import OrthoStep, SceneInput, plan_ortho_product
@@ -108,7 +108,7 @@ def _ortho(
         geobox = writer.geobox
         check_product_grid(f"ortho of {image}", geobox.height, geobox.width, tile_px,
                            bands=writer.count, allow_large=allow_large)
-        with tqdm(total=len(writer.windows), unit="tile", desc="ortho", disable=quiet) as bar:
+        with tile_bar(len(writer.windows), "ortho", quiet) as bar:
             run = run_to_file(product, output, progress=bar.update)
         plan = cast(OrthoPlan, run.shared[product.tasks[0].key])
         tiles_read = sum(1 for w in writer.windows if declare_tile_input(plan, w) is not None)
