@@ -3,7 +3,11 @@
 A block is a (rows, cols, bands) array: pixel-interleaved, the order of a
 TIFF tile's bytes. Everything here runs outside the GIL (numba ``nogil``,
 numpy's array arithmetic, ISA-L's deflate), so the writer's threads encode
-blocks in parallel while the caller computes the next tile.
+blocks in parallel while the caller computes the next tile. ISA-L does not
+promise one stream per input (a tile of a Ray-written product was once
+encoded otherwise than in every other process, the same samples either way:
+``tests/cog_compare.py``), so two writes of a product hold the same pixels,
+not always the same bytes.
 
 Overview averaging (GDAL's AVERAGE for a factor of 2): an overview pixel is
 the mean of the valid pixels among the (up to) 2 x 2 pixels below it that lie

@@ -37,6 +37,7 @@ from scheduler.products.store import (
     open_store,
     stale_uploads,
 )
+from tests.cog_compare import assert_same_cog
 from tests.conftest import aws_environment
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -153,7 +154,7 @@ def test_flow_writes_products_to_s3_like_a_local_run(s3_endpoint: str, scene,  #
     assert "ortho/v0.tif" in keys and "ortho/v0.json" in keys
     assert len([k for k in keys if k.startswith("_manifest/")]) == 1
     assert not [k for k in _all_keys(store) if S3_TMP_DIR in k]
-    assert store.get_bytes("ortho/v0.tif") == (tmp_path / "local/ortho/v0.tif").read_bytes()
+    assert_same_cog(store.get_bytes("ortho/v0.tif"), tmp_path / "local/ortho/v0.tif")
     with rasterio.open(store.gdal_path("ortho/v0.tif")) as src:
         assert src.crs.to_string().startswith("EPSG:326") and src.count == 1
     again = flow(f"s3://{BUCKET}/campaign").run()
@@ -302,7 +303,7 @@ def test_ray_workers_publish_to_s3(s3_endpoint: str, scene, tmp_path: Path) -> N
     serial = (Driver(address="serial").get_flow(inputs)
               .ortho(dem=scene.out_dir / "dem.tif", tile_px=512).write(tmp_path).run())
     assert serial.ok
-    assert store.get_bytes("ortho/v1.tif") == (tmp_path / "ortho/v1.tif").read_bytes()
+    assert_same_cog(store.get_bytes("ortho/v1.tif"), tmp_path / "ortho/v1.tif")
 
 
 def test_s3_store_parts_are_what_the_planner_prices(s3_endpoint: str, tmp_path: Path) -> None:

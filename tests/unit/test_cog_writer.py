@@ -23,6 +23,7 @@ from ops.raster import raster_io
 from ops.raster.cog_layout import GHOST_HEADER_BODY
 from ops.raster.raster_io import CogWriter, overview_shapes
 from planner.geometry.grid import GeoBox, Window
+from tests.cog_compare import assert_same_cog
 
 pytestmark = pytest.mark.unit
 
@@ -220,3 +221,17 @@ def test_bigtiff_layout_reads_back(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     for mine, theirs in zip(_levels(tmp_path / "big.tif"), _levels(tmp_path / "gdal.tif"),
                             strict=True):
         np.testing.assert_array_equal(mine, theirs)
+
+
+def test_the_same_product_comparison_tells_pixels_from_deflate_streams(tmp_path: Path) -> None:
+    """tests/cog_compare.py: other deflate streams of the same pixels pass, one pixel fails."""
+    geobox = GeoBox("EPSG:32631", UTM, 700, 900)
+    data = _image(1, 700, 900, "uint16", 0)
+    _ours(data, geobox, 0, tmp_path / "level1.tif")
+    _ours(data, geobox, 0, tmp_path / "level2.tif", deflate_level=2)
+    assert (tmp_path / "level1.tif").read_bytes() != (tmp_path / "level2.tif").read_bytes()
+    assert_same_cog(tmp_path / "level1.tif", tmp_path / "level2.tif")
+    data[0, 650, 850] += 1  # in the last full-resolution tile
+    _ours(data, geobox, 0, tmp_path / "other.tif")
+    with pytest.raises(AssertionError, match="IFD 0 tile 3: different pixels"):
+        assert_same_cog(tmp_path / "level1.tif", tmp_path / "other.tif")

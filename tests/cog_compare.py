@@ -1,0 +1,99 @@
+"""Two COGs are the same product: same TIFF structure, tags and GDAL header, same pixels tile
+by tile, in the same order in the file; only their deflate streams may differ.
+
+Why not the bytes: ISA-L, which encodes the tiles (:mod:`ops.raster.cog_blocks`), once wrote
+another valid stream for the same tile. A two-worker ``make test`` run
+(``test_ray_workers_publish_to_s3``, session 15) found one tile of a Ray-written ortho 17,978
+bytes long against 18,338 from the serial run: both decompress to the same 1 MiB of predicted
+samples, and the serial bytes are what ISA-L writes for them in any other process here. The
+same comparison of 22 Ray runs under load found it once; the tile re-encoded thousands of
+times, on threads, after other data, with the heap (MALLOC_PERTURB_) or the stack filled with
+garbage, never differed. ISA-L does not promise identical streams (intel/isa-l issue 140), so
+a product written by another process is compared by what it holds.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+#: TIFF field types: (struct code, size)
+_TYPES = {1: ("B", 1), 2: ("s", 1), 3: ("H", 2), 4: ("I", 4), 5: ("II", 8), 6: ("b", 1),
+          7: ("B", 1), 8: ("h", 2), 9: ("i", 4), 10: ("ii", 8), 11: ("f", 4), 12: ("d", 8),
+          16: ("Q", 8), 17: ("q", 8), 18: ("Q", 8)}
+TILE_OFFSETS, TILE_BYTE_COUNTS = 324, 325
+
+
+@dataclass(frozen=True)
+class _Ifd:
+    tags: dict[int, tuple[int, int, bytes]]  # tag: (type, count, value bytes)
+    offsets: tuple[int, ...]
+    counts: tuple[int, ...]
+
+
+def _ints(field: tuple[int, int, bytes]) -> tuple[int, ...]:
+    typ, count, raw = field
+    values: tuple[int, ...] = struct.unpack(f"<{count}{_TYPES[typ][0]}", raw)
+    return values
+
+
+def _ifds(data: bytes, name: str) -> tuple[bytes, list[_Ifd]]:
+    """The header bytes before the first IFD (GDAL's ghost header) and the IFDs."""
+    if data[:2] != b"II":
+        raise AssertionError(f"{name}: not a little-endian TIFF")
+    big = struct.unpack_from("<H", data, 2)[0] == 43
+    if big:
+        off, n_fmt, entry, ptr = struct.unpack_from("<Q", data, 8)[0], "<Q", 20, "<Q"
+    else:
+        off, n_fmt, entry, ptr = struct.unpack_from("<I", data, 4)[0], "<H", 12, "<I"
+    head = data[:off]
+    ifds = []
+    while off:
+        n = struct.unpack_from(n_fmt, data, off)[0]
+        start = off + struct.calcsize(n_fmt)
+        tags: dict[int, tuple[int, int, bytes]] = {}
+        for i in range(n):
+            at = start + i * entry
+            tag, typ = struct.unpack_from("<HH", data, at)
+            count = struct.unpack_from("<Q" if big else "<I", data, at + 4)[0]
+            size = _TYPES[typ][1] * count
+            inline = 8 if big else 4
+            value_at = at + (12 if big else 8)
+            if size > inline:
+                value_at = struct.unpack_from("<Q" if big else "<I", data, value_at)[0]
+            tags[tag] = (typ, count, data[value_at:value_at + size])
+        ifds.append(_Ifd(tags, _ints(tags[TILE_OFFSETS]), _ints(tags[TILE_BYTE_COUNTS])))
+        off = struct.unpack_from(ptr, data, start + n * entry)[0]
+    return head, ifds
+
+
+def assert_same_cog(a: bytes | Path, b: bytes | Path) -> None:
+    """Fail, naming the first difference, unless ``a`` and ``b`` are the same product."""
+    da = a.read_bytes() if isinstance(a, Path) else a
+    db = b.read_bytes() if isinstance(b, Path) else b
+    na, nb = (str(a) if isinstance(a, Path) else "first",
+              str(b) if isinstance(b, Path) else "second")
+    head_a, ifds_a = _ifds(da, na)
+    head_b, ifds_b = _ifds(db, nb)
+    assert head_a == head_b, f"{na} and {nb}: different headers before the first IFD"
+    assert len(ifds_a) == len(ifds_b), f"{na}: {len(ifds_a)} IFDs, {nb}: {len(ifds_b)}"
+    order_a = sorted((o, k, t) for k, ifd in enumerate(ifds_a) for t, o in enumerate(ifd.offsets))
+    order_b = sorted((o, k, t) for k, ifd in enumerate(ifds_b) for t, o in enumerate(ifd.offsets))
+    assert [kt[1:] for kt in order_a] == [kt[1:] for kt in order_b], \
+        f"{na} and {nb}: tiles in another order in the file"
+    for k, (x, y) in enumerate(zip(ifds_a, ifds_b, strict=True)):
+        fixed_x = {t: v for t, v in x.tags.items() if t not in (TILE_OFFSETS, TILE_BYTE_COUNTS)}
+        fixed_y = {t: v for t, v in y.tags.items() if t not in (TILE_OFFSETS, TILE_BYTE_COUNTS)}
+        for tag in sorted(fixed_x.keys() | fixed_y.keys()):
+            assert fixed_x.get(tag) == fixed_y.get(tag), f"IFD {k}: tag {tag} differs"
+        for t, (oa, ca, ob, cb) in enumerate(zip(x.offsets, x.counts, y.offsets, y.counts,
+                                                 strict=True)):
+            # GDAL's COG block leader (the size, before the tile) in both
+            for data, o, c, name in ((da, oa, ca, na), (db, ob, cb, nb)):
+                if c:
+                    assert struct.unpack_from("<I", data, o - 4)[0] == c, \
+                        f"{name}: IFD {k} tile {t} without its size before it"
+            assert zlib.decompress(da[oa:oa + ca]) == zlib.decompress(db[ob:ob + cb]), \
+                f"IFD {k} tile {t}: different pixels"
