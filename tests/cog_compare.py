@@ -6,7 +6,8 @@ another valid stream for the same tile. A two-worker ``make test`` run
 (``test_ray_workers_publish_to_s3``, session 15) found one tile of a Ray-written ortho 17,978
 bytes long against 18,338 from the serial run: both decompress to the same 1 MiB of predicted
 samples, and the serial bytes are what ISA-L writes for them in any other process here. The
-same comparison of 22 Ray runs under load found it once; the tile re-encoded thousands of
+same comparison of 27 Ray runs beside busy loops found it once (and 4 on a quiet machine
+never); the tile re-encoded thousands of
 times, on threads, after other data, with the heap (MALLOC_PERTURB_) or the stack filled with
 garbage, never differed. ISA-L does not promise identical streams (intel/isa-l issue 140), so
 a product written by another process is compared by what it holds.
