@@ -1,16 +1,16 @@
 """Two COGs are the same product: same TIFF structure, tags and GDAL header, same pixels tile
 by tile, in the same order in the file; only their deflate streams may differ.
 
-Why not the bytes: ISA-L, which encodes the tiles (:mod:`ops.raster.cog_blocks`), once wrote
+Why not the bytes: ISA-L, which encodes the tiles (:mod:`ops.raster.cog_blocks`), has written
 another valid stream for the same tile. A two-worker ``make test`` run
-(``test_ray_workers_publish_to_s3``, session 15) found one tile of a Ray-written ortho 17,978
-bytes long against 18,338 from the serial run: both decompress to the same 1 MiB of predicted
-samples, and the serial bytes are what ISA-L writes for them in any other process here. The
-same comparison of 27 Ray runs beside busy loops found it once (and 4 on a quiet machine
-never); the tile re-encoded thousands of
-times, on threads, after other data, with the heap (MALLOC_PERTURB_) or the stack filled with
-garbage, never differed. ISA-L does not promise identical streams (intel/isa-l issue 140), so
-a product written by another process is compared by what it holds.
+(``test_ray_workers_publish_to_s3``, session 15) found the last tile of a Ray-written ortho
+18,344 bytes long against 18,338 from the serial run; rerunning that comparison 27 times
+beside busy loops found it once more (17,978 bytes), 4 times on a quiet machine never. Both
+streams decompress to the same 1 MiB of predicted samples, and the serial bytes are what
+ISA-L writes for them in any other process here: re-encoded thousands of times, on threads,
+after other data, with the heap (MALLOC_PERTURB_) or the stack filled with garbage, the tile
+never differed. ISA-L does not promise identical streams (intel/isa-l issue 140), so a
+product written by another run is compared by what it holds.
 """
 
 from __future__ import annotations
