@@ -5,8 +5,8 @@ Why not the bytes: ISA-L, which encodes the tiles (:mod:`ops.raster.cog_blocks`)
 another valid stream for the same tile. A two-worker ``make test`` run
 (``test_ray_workers_publish_to_s3``, session 15) found the last tile of a Ray-written ortho
 18,344 bytes long against 18,338 from the serial run; rerunning that comparison 27 times
-beside busy loops found it once more (17,978 bytes), 4 times on a quiet machine never. Both
-streams decompress to the same 1 MiB of predicted samples, and the serial bytes are what
+beside busy loops found it once more (17,978 bytes), 4 times on a quiet machine never. That
+pair's streams decompress to the same 1 MiB of predicted samples, and the serial bytes are what
 ISA-L writes for them in any other process here: re-encoded thousands of times, on threads,
 after other data, with the heap (MALLOC_PERTURB_) or the stack filled with garbage, the tile
 never differed. ISA-L does not promise identical streams (intel/isa-l issue 140), so a
