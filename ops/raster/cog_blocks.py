@@ -4,10 +4,10 @@ A block is a (rows, cols, bands) array: pixel-interleaved, the order of a
 TIFF tile's bytes. Everything here runs outside the GIL (numba ``nogil``,
 numpy's array arithmetic, ISA-L's deflate), so the writer's threads encode
 blocks in parallel while the caller computes the next tile. ISA-L does not
-promise one stream per input (a tile of a Ray-written product was once
-encoded otherwise than in every other process, the same samples either way:
-``tests/cog_compare.py``), so two writes of a product hold the same pixels,
-not always the same bytes.
+promise one stream per input (a tile has been encoded otherwise in a Ray
+worker and in one ``eochain ortho`` run than in every other run, the same
+samples either way: ``tests/cog_compare.py``), so two writes of a product
+hold the same pixels, not always the same bytes.
 
 Overview averaging (GDAL's AVERAGE for a factor of 2): an overview pixel is
 the mean of the valid pixels among the (up to) 2 x 2 pixels below it that lie
@@ -69,13 +69,14 @@ def _average_2x2_int(child: Any, rows: int, cols: int, parent: Any, r0: int, c0:
 
 @numba.njit(cache=True, nogil=True)
 def _average_2x2_int_even(child: Any, parent: Any, r0: int, c0: int, nodata: int) -> None:
-    """:func:`_average_2x2_int` with nodata over a whole block of even sides, branch-free.
+    """:func:`_average_2x2_int` with nodata over a whole block of even sides.
 
-    Every 2x2 lies inside; the mean of the valid pixels is floor((2 s + n) / 2 n),
-    computed in float64 (exact for samples of up to 32 bits: |2 s + n| < 2**35,
-    and a non-integer quotient is at least 1/8 from an integer), which the
-    compiler vectorises where the integer division of the general loop stays
-    scalar: 0.16 instead of 0.24 ms for a 512 px block.
+    Every 2x2 lies inside; the mean of the valid pixels is floor((2 s + n) / 2 n):
+    (s + 2) >> 2 for four valid pixels (an arithmetic shift floors, negative sums
+    too), else computed in float64 (exact for samples of up to 32 bits:
+    |2 s + n| < 2**35, and a non-integer quotient is at least 1/8 from an
+    integer). 0.53 -> 0.35 ms for a 512 px block against the float64 division
+    for every pixel (same results; 0.16 ms on session 8's faster machine).
     """
     rows, cols, bands = child.shape
     for b in range(bands):
@@ -91,8 +92,44 @@ def _average_2x2_int_even(child: Any, parent: Any, r0: int, c0: int, nodata: int
                 w3 = np.int64(v3 != nodata)
                 n = w0 + w1 + w2 + w3
                 total = v0 * w0 + v1 * w1 + v2 * w2 + v3 * w3
-                mean = math.floor((2.0 * total + n) / (2.0 * max(int(n), 1)))
-                parent[r0 + i // 2, c0 + jj, b] = nodata if n == 0 else mean
+                if n == 4:
+                    parent[r0 + i // 2, c0 + jj, b] = (total + 2) >> 2
+                elif n == 0:
+                    parent[r0 + i // 2, c0 + jj, b] = nodata
+                else:
+                    parent[r0 + i // 2, c0 + jj, b] = math.floor((2.0 * total + n) / (2.0 * n))
+
+
+@numba.njit(cache=True, nogil=True)
+def _average_2x2_int_even_band(child: Any, parent: Any, r0: int, c0: int, nodata: int) -> None:
+    """:func:`_average_2x2_int_even` for a one-band block as (rows, cols) arrays.
+
+    The rows are contiguous (the 3-D block's rows are strided by its band
+    count, known only at run time): 0.31 -> 0.16 ms for a block of the 8000 px
+    benchmark's ortho, the same results.
+    """
+    rows, cols = child.shape
+    for i in range(0, rows, 2):
+        top = child[i]
+        bottom = child[i + 1]
+        out = parent[r0 + i // 2]
+        for jj in range(cols // 2):
+            v0 = np.int64(top[2 * jj])
+            v1 = np.int64(top[2 * jj + 1])
+            v2 = np.int64(bottom[2 * jj])
+            v3 = np.int64(bottom[2 * jj + 1])
+            w0 = np.int64(v0 != nodata)
+            w1 = np.int64(v1 != nodata)
+            w2 = np.int64(v2 != nodata)
+            w3 = np.int64(v3 != nodata)
+            n = w0 + w1 + w2 + w3
+            total = v0 * w0 + v1 * w1 + v2 * w2 + v3 * w3
+            if n == 4:
+                out[c0 + jj] = (total + 2) >> 2
+            elif n == 0:
+                out[c0 + jj] = nodata
+            else:
+                out[c0 + jj] = math.floor((2.0 * total + n) / (2.0 * n))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -123,7 +160,10 @@ def average_into(child: NDArray[Any], rows: int, cols: int, parent: NDArray[Any]
         fill = 0 if nodata is None else int(nodata)
         if (nodata is not None and child.dtype.itemsize <= 4 and (rows, cols) == child.shape[:2]
                 and rows % 2 == cols % 2 == 0):
-            _average_2x2_int_even(child, parent, r0, c0, fill)
+            if child.shape[2] == 1:
+                _average_2x2_int_even_band(child[:, :, 0], parent[:, :, 0], r0, c0, fill)
+            else:
+                _average_2x2_int_even(child, parent, r0, c0, fill)
         else:
             _average_2x2_int(child, rows, cols, parent, r0, c0, fill, nodata is not None)
     else:
