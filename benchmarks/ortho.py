@@ -396,6 +396,8 @@ def main() -> None:
                          "whole, codecs and/or kernel")
     results = args.results or (RESULTS if args.size == 8000
                                else RESULTS.with_name(f"ortho-{args.size}.json"))
+    if results.is_dir():
+        raise SystemExit(f"--results {results}: a folder, expected the path of a JSON file")
     # A run of some parts updates those parts of an earlier run's results.
     res: dict[str, Any] = (json.loads(results.read_text(encoding="utf-8"))
                            if results.exists() else {})
