@@ -69,44 +69,17 @@ def _average_2x2_int(child: Any, rows: int, cols: int, parent: Any, r0: int, c0:
 
 @numba.njit(cache=True, nogil=True)
 def _average_2x2_int_even(child: Any, parent: Any, r0: int, c0: int, nodata: int) -> None:
-    """:func:`_average_2x2_int` with nodata over a whole block of even sides.
+    """:func:`_average_2x2_int` with nodata over one band of a whole block of even sides,
+    as (rows, cols) arrays.
 
     Every 2x2 lies inside; the mean of the valid pixels is floor((2 s + n) / 2 n):
     (s + 2) >> 2 for four valid pixels (an arithmetic shift floors, negative sums
     too), else computed in float64 (exact for samples of up to 32 bits:
     |2 s + n| < 2**35, and a non-integer quotient is at least 1/8 from an
-    integer). 0.53 -> 0.35 ms for a 512 px block against the float64 division
-    for every pixel (same results; 0.16 ms on session 8's faster machine).
-    """
-    rows, cols, bands = child.shape
-    for b in range(bands):
-        for i in range(0, rows, 2):
-            for jj in range(cols // 2):
-                v0 = np.int64(child[i, 2 * jj, b])
-                v1 = np.int64(child[i, 2 * jj + 1, b])
-                v2 = np.int64(child[i + 1, 2 * jj, b])
-                v3 = np.int64(child[i + 1, 2 * jj + 1, b])
-                w0 = np.int64(v0 != nodata)
-                w1 = np.int64(v1 != nodata)
-                w2 = np.int64(v2 != nodata)
-                w3 = np.int64(v3 != nodata)
-                n = w0 + w1 + w2 + w3
-                total = v0 * w0 + v1 * w1 + v2 * w2 + v3 * w3
-                if n == 4:
-                    parent[r0 + i // 2, c0 + jj, b] = (total + 2) >> 2
-                elif n == 0:
-                    parent[r0 + i // 2, c0 + jj, b] = nodata
-                else:
-                    parent[r0 + i // 2, c0 + jj, b] = math.floor((2.0 * total + n) / (2.0 * n))
-
-
-@numba.njit(cache=True, nogil=True)
-def _average_2x2_int_even_band(child: Any, parent: Any, r0: int, c0: int, nodata: int) -> None:
-    """:func:`_average_2x2_int_even` for a one-band block as (rows, cols) arrays.
-
-    The rows are contiguous (the 3-D block's rows are strided by its band
-    count, known only at run time): 0.31 -> 0.16 ms for a block of the 8000 px
-    benchmark's ortho, the same results.
+    integer). A band at a time, so that a one-band block's rows are contiguous
+    (a (rows, cols, bands) block's are strided by a band count known only at
+    run time): 0.31 -> 0.16 ms for a block of the 8000 px benchmark's ortho
+    against the float64 division for every pixel of the 3-D block (same results).
     """
     rows, cols = child.shape
     for i in range(0, rows, 2):
@@ -160,10 +133,8 @@ def average_into(child: NDArray[Any], rows: int, cols: int, parent: NDArray[Any]
         fill = 0 if nodata is None else int(nodata)
         if (nodata is not None and child.dtype.itemsize <= 4 and (rows, cols) == child.shape[:2]
                 and rows % 2 == cols % 2 == 0):
-            if child.shape[2] == 1:
-                _average_2x2_int_even_band(child[:, :, 0], parent[:, :, 0], r0, c0, fill)
-            else:
-                _average_2x2_int_even(child, parent, r0, c0, fill)
+            for b in range(child.shape[2]):
+                _average_2x2_int_even(child[:, :, b], parent[:, :, b], r0, c0, fill)
         else:
             _average_2x2_int(child, rows, cols, parent, r0, c0, fill, nodata is not None)
     else:
