@@ -4,10 +4,9 @@ The command line runs a campaign's product (:mod:`scheduler.products.product`,
 built with ``store=None``), not a product of its own: the same plan task,
 the same tile tasks and the same COG layout, tags and metadata, so the file
 is the campaign's file: the same pixels in the same tiles and layout, with the
-same tags (its deflate streams are ISA-L's, which once encoded a tile of the
-same samples otherwise in another process: ``tests/cog_compare.py``). Only
-the executor differs, the way CARS runs its applications on a sequential
-cluster:
+same tags (its deflate streams are ISA-L's, which does not promise one stream
+per input: ``tests/cog_compare.py``). Only the executor differs, the way CARS
+runs its applications on a sequential cluster:
 
 * the product's task graph (any: a plan, tiles, tasks between them) runs
   here on ``workers`` threads, by default one per core this process may
