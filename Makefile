@@ -6,11 +6,10 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo-output
-# pytest workers of `make test`: 1 (the default) runs the suite in one process; N > 1 runs it on
-# N pytest-xdist workers, each taking whole test files (their fixtures, a Ray cluster or moto's
-# server, stay together): faster, but each of three red two-worker runs met a test that did
-# not hold under the other worker's load (each mended; README, Tests).
-TEST_WORKERS ?= 1
+# pytest workers of `make test`: N > 1 (2, the default) runs the suite on N pytest-xdist workers,
+# each taking whole test files (their fixtures, a Ray cluster or moto's server, stay together);
+# 1 runs it in one process (README, Tests: the red runs of both and what was mended).
+TEST_WORKERS ?= 2
 
 .PHONY: demo test unit integration lint venv clean
 
