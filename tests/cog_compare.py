@@ -23,53 +23,37 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-#: TIFF field types: (struct code, size)
-_TYPES = {1: ("B", 1), 2: ("s", 1), 3: ("H", 2), 4: ("I", 4), 5: ("II", 8), 6: ("b", 1),
-          7: ("B", 1), 8: ("h", 2), 9: ("i", 4), 10: ("ii", 8), 11: ("f", 4), 12: ("d", 8),
-          16: ("Q", 8), 17: ("q", 8), 18: ("Q", 8)}
+from ops.raster.cog_layout import Tag, read_ifd
+
 TILE_OFFSETS, TILE_BYTE_COUNTS = 324, 325
+_INTS = {3: "H", 4: "I", 16: "Q"}  # SHORT, LONG, LONG8: the types tile offsets and sizes take
 
 
 @dataclass(frozen=True)
 class _Ifd:
-    tags: dict[int, tuple[int, int, bytes]]  # tag: (type, count, value bytes)
+    tags: dict[int, Tag]
     offsets: tuple[int, ...]
     counts: tuple[int, ...]
 
 
-def _ints(field: tuple[int, int, bytes]) -> tuple[int, ...]:
-    typ, count, raw = field
-    values: tuple[int, ...] = struct.unpack(f"<{count}{_TYPES[typ][0]}", raw)
+def _ints(tag: Tag) -> tuple[int, ...]:
+    values: tuple[int, ...] = struct.unpack(f"<{tag.count}{_INTS[tag.type]}", tag.value)
     return values
 
 
 def _ifds(data: bytes, name: str) -> tuple[bytes, list[_Ifd]]:
     """The header bytes before the first IFD (GDAL's ghost header) and the IFDs."""
-    if data[:2] != b"II":
-        raise AssertionError(f"{name}: not a little-endian TIFF")
-    big = struct.unpack_from("<H", data, 2)[0] == 43
-    if big:
-        off, n_fmt, entry, ptr = struct.unpack_from("<Q", data, 8)[0], "<Q", 20, "<Q"
-    else:
-        off, n_fmt, entry, ptr = struct.unpack_from("<I", data, 4)[0], "<H", 12, "<I"
+    if data[:4] != b"II*\x00":
+        raise AssertionError(f"{name}: not a little-endian classic TIFF "
+                             f"(starts {data[:4]!r}; the products compared here are)")
+    off = struct.unpack_from("<I", data, 4)[0]
     head = data[:off]
     ifds = []
     while off:
-        n = struct.unpack_from(n_fmt, data, off)[0]
-        start = off + struct.calcsize(n_fmt)
-        tags: dict[int, tuple[int, int, bytes]] = {}
-        for i in range(n):
-            at = start + i * entry
-            tag, typ = struct.unpack_from("<HH", data, at)
-            count = struct.unpack_from("<Q" if big else "<I", data, at + 4)[0]
-            size = _TYPES[typ][1] * count
-            inline = 8 if big else 4
-            value_at = at + (12 if big else 8)
-            if size > inline:
-                value_at = struct.unpack_from("<Q" if big else "<I", data, value_at)[0]
-            tags[tag] = (typ, count, data[value_at:value_at + size])
+        fields = read_ifd(data, off)
+        tags = {tag.code: tag for tag in fields}
         ifds.append(_Ifd(tags, _ints(tags[TILE_OFFSETS]), _ints(tags[TILE_BYTE_COUNTS])))
-        off = struct.unpack_from(ptr, data, start + n * entry)[0]
+        off = struct.unpack_from("<I", data, off + 2 + 12 * len(fields))[0]
     return head, ifds
 
 
