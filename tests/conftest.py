@@ -180,6 +180,29 @@ def fake_cluster_env() -> dict[str, str]:
                                                          os.environ.get("PYTHONPATH")])))
 
 
+def _wait_for_gcs(head: subprocess.Popen[bytes], port: int, log: Path,
+                  timeout_s: float = 60.0) -> None:
+    """Return once the head's GCS accepts connections on ``port``; fail if it exits or times out.
+
+    ``ray start --block`` returns nothing when the head is up, and a driver started at once
+    may find the port still closed (the CLI's reachability check then fails at once, as it
+    should for a user's wrong address).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if head.poll() is not None:
+            pytest.fail(f"ray start exited with {head.returncode}: "
+                        f"{log.read_text(errors='replace')[-3000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                pytest.fail(f"the Ray head's GCS did not listen on 127.0.0.1:{port} within "
+                            f"{timeout_s:g} s: {log.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.2)
+
+
 @contextlib.contextmanager
 def fake_multinode_head(fleet: Any, prefix: str, env: dict[str, str],
                         **config: Any) -> Iterator[tuple[str, Path]]:
@@ -204,6 +227,7 @@ def fake_multinode_head(fleet: Any, prefix: str, env: dict[str, str],
          f"--temp-dir={temp / 't'}", "--disable-usage-stats"],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
+        _wait_for_gcs(head, port, temp / "head.log")
         yield address, temp
     finally:
         stop_group(head)
