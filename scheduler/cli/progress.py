@@ -71,6 +71,11 @@ def summary(report: FlowReport, cost_usd: float | None) -> str:
                 causes[dep.cause.value] = causes.get(dep.cause.value, 0) + 1
             lines.append("nodes left: " + ", ".join(
                 f"{n} {cause}" for cause, n in sorted(causes.items())))
+            for dep in d.departures:
+                if dep.held:  # why a lost node counted as busy (an interruption, if spot)
+                    lines.append(f"  {dep.instance_type or 'untyped'} {dep.market} node "
+                                 f"{dep.node_id[:12]} left ({dep.cause.value}) with "
+                                 f"{dep.held}")
     if report.by_other_run:
         lines.append(f"computed by another run on the same output: "
                      f"{', '.join(report.by_other_run)}")

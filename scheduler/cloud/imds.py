@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import threading
 import time
 import urllib.error
@@ -61,14 +62,36 @@ class DrainDecision:
 
 def plan_drain(tasks: Sequence[InFlightTask], seconds_left: float, now_s: float,
                margin_s: float = 15.0) -> DrainDecision:
-    """Which in-flight tasks can finish in ``seconds_left - margin_s``; the rest go back."""
+    """Which in-flight tasks can finish in ``seconds_left - margin_s``; the rest go back.
+
+    A task's remaining time is its expected runtime less the time it has run, and never
+    below zero: one that has overrun its estimate ends no sooner than now, so with no time
+    left beyond the margin it goes back rather than being bet on.
+    """
     budget = seconds_left - margin_s
     keep: list[str] = []
     back: list[str] = []
     for t in tasks:
-        remaining = t.expected_runtime_s - (now_s - t.started_s)
+        remaining = max(0.0, t.expected_runtime_s - (now_s - t.started_s))
         (keep if remaining <= budget else back).append(t.key)
     return DrainDecision(tuple(keep), tuple(back), seconds_left)
+
+
+def queued_on_one_worker(calls: Sequence[tuple[str, float, float]],
+                         now_s: float) -> list[InFlightTask]:
+    """The calls sent to one worker that runs them one at a time, as :class:`InFlightTask`.
+
+    ``calls``: (key, sent at, expected runtime), in the order sent. A call starts when the
+    one before it ends (expected: its start plus its runtime, and not before ``now_s``), not
+    when it was sent: the time a call waits in the worker's queue is not time it has run.
+    """
+    tasks: list[InFlightTask] = []
+    free_at = -math.inf
+    for key, sent_s, expected_s in calls:
+        start = max(sent_s, free_at)
+        tasks.append(InFlightTask(key, start, expected_s))
+        free_at = max(now_s, start + expected_s)
+    return tasks
 
 
 def parse_instance_action(body: str) -> InterruptionNotice:

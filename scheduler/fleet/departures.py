@@ -72,13 +72,18 @@ class NodeExit:
 
 @dataclass(frozen=True, slots=True)
 class Departure:
-    """A node that left, its pool, its cause and when it was seen gone (monotonic seconds)."""
+    """A node that left, its pool, its cause and when it was seen gone (monotonic seconds).
+
+    ``held``: what the run had on it then ("2 calls running, 1 result still needed, a call
+    lost there"; empty when idle), which makes a lost spot node an interruption.
+    """
 
     node_id: str
     instance_type: str
     market: str
     cause: DepartureCause
     seen_at_s: float
+    held: str = ""
 
 
 def departure_cause(node: NodeExit) -> DepartureCause:

@@ -91,7 +91,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from scheduler.cloud.imds import InFlightTask, plan_drain
+from scheduler.cloud.imds import plan_drain, queued_on_one_worker
 from scheduler.fleet.departures import (
     Departure,
     DepartureCause,
@@ -353,10 +353,15 @@ class Dispatcher:
             mine = {ref: call for ref, call in inflight.items() if call.slot.node_id == node_id}
             expected_s = runtime_sum_s / runtime_n if runtime_n else math.inf
             seconds_left = deadline_s - time.time()
+            now_s = time.monotonic()
+            by_actor: dict[int, list[_Call]] = {}
+            for call in mine.values():  # an actor runs its calls one at a time, in order sent
+                by_actor.setdefault(id(call.slot), []).append(call)
             decision = plan_drain(
-                [InFlightTask(call.keys[0], call.started_s, expected_s * len(call.keys))
-                 for call in mine.values()],
-                seconds_left, time.monotonic(), opts.drain_margin_s)
+                [task for calls in by_actor.values() for task in queued_on_one_worker(
+                    [(c.keys[0], c.started_s, expected_s * len(c.keys))
+                     for c in sorted(calls, key=lambda c: c.started_s)], now_s)],
+                seconds_left, now_s, opts.drain_margin_s)
             back = set(decision.hand_back)
             kept: list[str] = []
             handed: list[str] = []
@@ -381,6 +386,16 @@ class Dispatcher:
             busy = {call.slot.node_id for call in inflight.values()}
             busy.update(n for k, n in where.items() if state.state[k] is TaskState.HELD)
             return busy
+
+        def held_on(node_id: str) -> str:
+            """What the run has on a node: calls running, results still needed, calls lost."""
+            running = sum(1 for call in inflight.values() if call.slot.node_id == node_id)
+            needed = sum(1 for k, n in where.items()
+                         if n == node_id and state.state[k] is TaskState.HELD)
+            parts = [f"{running} call{'s' * (running != 1)} running" if running else "",
+                     f"{needed} result{'s' * (needed != 1)} still needed" if needed else "",
+                     "a call lost there" if node_id in lost_work_on else ""]
+            return ", ".join(p for p in parts if p)
 
         def let_go() -> None:
             """End the actors of idle nodes the run's request no longer wants (scale-down)."""
@@ -410,7 +425,8 @@ class Dispatcher:
                     draining=deadline is not None,
                     requested=None if requested is None else requested.get((itype, market), 0),
                     alive_before=max(1, pools_before.get((itype, market), 0))))
-                self.departures.append(Departure(node_id, itype, market, cause, now))
+                self.departures.append(Departure(node_id, itype, market, cause, now,
+                                                 held_on(node_id)))
                 if tm is not None:
                     tm.departed(itype, cause)
                 if cause is DepartureCause.INTERRUPTION:

@@ -19,6 +19,7 @@ from scheduler.cloud.imds import (
     InterruptionWatcher,
     parse_instance_action,
     plan_drain,
+    queued_on_one_worker,
 )
 from scheduler.testing.imds_server import MetadataServer
 
@@ -130,6 +131,25 @@ def test_plan_drain_keeps_what_finishes_in_time() -> None:
     tight = plan_drain(tasks, seconds_left=120.0, now_s=150.0, margin_s=15.0)
     assert tight.keep == ("a",) and set(tight.hand_back) == {"b", "c"}
     assert plan_drain([], 120.0, 0.0).keep == ()
+
+
+def test_plan_drain_does_not_bet_on_a_task_past_its_estimate() -> None:
+    # running 5 s where 1 s was expected: it ends no sooner than now, not "4 s ago"
+    late = [InFlightTask("late", started_s=95.0, expected_runtime_s=1.0)]
+    assert plan_drain(late, seconds_left=119.5, now_s=100.0, margin_s=120.0).hand_back == ("late",)
+    assert plan_drain(late, seconds_left=120.0, now_s=100.0, margin_s=120.0).keep == ("late",)
+
+
+def test_calls_queued_on_one_worker_start_when_the_one_before_ends() -> None:
+    # three calls of 10 s sent at once at t=100; at t=105 the first has run 5 s, the others 0
+    tasks = queued_on_one_worker([("a", 100.0, 10.0), ("b", 100.0, 10.0), ("c", 100.0, 10.0)],
+                                 now_s=105.0)
+    assert [(t.key, t.started_s) for t in tasks] == [("a", 100.0), ("b", 110.0), ("c", 120.0)]
+    decision = plan_drain(tasks, seconds_left=30.0, now_s=105.0, margin_s=10.0)
+    assert decision.keep == ("a", "b") and decision.hand_back == ("c",)  # ends 5, 15, 25 s on
+    # a first call past its estimate holds the next one back from now on, not from its estimate
+    late = queued_on_one_worker([("a", 100.0, 2.0), ("b", 100.0, 2.0)], now_s=105.0)
+    assert [t.started_s for t in late] == [100.0, 105.0]
 
 
 def test_instance_action_parsing() -> None:

@@ -148,5 +148,5 @@ def test_the_run_enacts_the_plan_and_measures_its_cost(tmp_path: Path) -> None:
 
     # the stereo and dsm nodes left once their stages were done: the run's own scale-down
     left = next(line for line in run.stdout.splitlines() if line.startswith("nodes left:"))
-    assert "scale-down" in left and "interruption" not in left, left
+    assert "scale-down" in left and "interruption" not in left, run.stdout
     assert "keeps being interrupted" not in run.stderr

@@ -205,6 +205,7 @@ def test_a_lost_spot_node_is_recorded_and_its_flapping_pool_gets_a_fallback() ->
     assert [(d.from_type, d.from_market) for d in spot.decisions] == [("c7g.xlarge", "spot")]
     assert [(d.instance_type, d.cause) for d in dispatcher.departures] == [
         ("c7g.xlarge", DepartureCause.INTERRUPTION)]
+    assert dispatcher.departures[0].held  # what it was running (or lost) when it went
     labels = {"campaign": "fleet-test", "instance_type": "c7g.xlarge"}
     assert metrics.registry.get_sample_value("eochain_spot_interruptions_total", labels) == 1.0
     to = spot.decisions[0]
@@ -250,8 +251,8 @@ def test_an_idle_node_the_request_let_go_is_a_scale_down_not_an_interruption(
         report = dispatcher.run(TaskGraph.build(chain), scale_down)
     assert report.ok, report.failures
     assert report.retries == 0  # nothing ran on the node that left
-    assert [(d.instance_type, d.cause) for d in dispatcher.departures] == [
-        ("c7g.xlarge", cause)]
+    assert [(d.instance_type, d.cause, d.held) for d in dispatcher.departures] == [
+        ("c7g.xlarge", cause, "")]
     assert said == [] and spot.tracker.count("c7g.xlarge", "spot", time.monotonic()) == 0
     assert metrics.registry.get_sample_value(
         "eochain_spot_interruptions_total",

@@ -172,7 +172,8 @@ def test_the_plan_places_each_stage_on_the_types_of_its_fleet_entries() -> None:
 def test_summary_names_failed_scenes_and_cost() -> None:
     left = (Departure("n1", "c7g.xlarge", "spot", DepartureCause.SCALE_DOWN, 1.0),
             Departure("n2", "m7g.xlarge", "spot", DepartureCause.SCALE_DOWN, 2.0),
-            Departure("n3", "m7g.xlarge", "spot", DepartureCause.INTERRUPTION, 3.0))
+            Departure("n3abcdefghijklmn", "m7g.xlarge", "spot", DepartureCause.INTERRUPTION,
+                      3.0, "1 call running, a call lost there"))
     dispatch = RunReport({}, (), 10, 1, 2, 2**20, 3.0, departures=left)
     report = FlowReport((), ("ortho/a.tif",), (Failure("b/survey", "b", "b.tif: bad TIFF"),),
                         2, dispatch, 3.0)
@@ -181,6 +182,10 @@ def test_summary_names_failed_scenes_and_cost() -> None:
     assert "FAILED b: b.tif: bad TIFF" in text
     assert "1 retried, 2 recomputed" in text and "$0.0123" in text
     assert "nodes left: 1 interruption, 2 scale-down" in text
+    # what made the lost node busy, for it alone (the idle ones left with nothing)
+    assert "m7g.xlarge spot node n3abcdefghij left (interruption) with 1 call running, " \
+        "a call lost there" in text
+    assert text.count(" left (") == 1
 
 
 def test_system_failures_are_told_from_deterministic_errors() -> None:
