@@ -13,8 +13,9 @@ cause              when                                                         
                    fewer nodes of its pool (type, market) than were alive
 ``drain``          it was draining without a deadline (an operator's or the         nothing
                    autoscaler's drain)
-``interruption``   a spot node lost while busy (running a task of the run or        as above
-                   holding a result a task still needs)
+``interruption``   a spot node lost while busy (running a task of the run,          as above
+                   holding a result a task still needs, or where a call was lost
+                   just before: :class:`LostWork`)
 ``failure``        anything else: an on-demand node lost, an idle spot node lost    nothing
                    while the request still wanted it
 =================  ===============================================================  =========
@@ -26,6 +27,7 @@ scale-downs never push a pool towards the fallback.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -84,6 +86,44 @@ class Departure:
     cause: DepartureCause
     seen_at_s: float
     held: str = ""
+
+
+#: A node where a call was lost but that is still alive this long after is not going: Ray's
+#: GCS declares a lost node dead after several failed health checks (seconds to a minute),
+#: and only a node that went counts as busy for what was lost there before it was declared
+#: dead (its departure's cause).
+LOST_WORK_FORGOTTEN_S = 120.0
+
+
+class LostWork:
+    """Nodes where a call was lost (an actor or an input gone): busy, should they leave.
+
+    A node's calls fail before Ray declares the node dead, so when it is seen gone they
+    are no longer running; this remembers them. A crash on a node that lives on is not
+    that node going, so its mark is forgotten once a call sent after it comes back from
+    the node, or once the node is still alive ``forget_after_s`` later.
+    """
+
+    def __init__(self, forget_after_s: float = LOST_WORK_FORGOTTEN_S) -> None:
+        self.forget_after_s = forget_after_s
+        self._lost_at: dict[str, float] = {}
+
+    def lost(self, node_id: str, now_s: float) -> None:
+        self._lost_at[node_id] = now_s
+
+    def came_back(self, node_id: str, sent_s: float) -> None:
+        """A call sent at ``sent_s`` returned from ``node_id``."""
+        if self._lost_at.get(node_id, math.inf) < sent_s:
+            del self._lost_at[node_id]
+
+    def still_alive(self, alive: Iterable[str], now_s: float) -> None:
+        """``alive`` are alive at ``now_s``: forget their marks older than the delay."""
+        for node_id in [n for n in alive if now_s - self._lost_at.get(n, now_s)
+                        > self.forget_after_s]:
+            del self._lost_at[node_id]
+
+    def nodes(self) -> set[str]:
+        return set(self._lost_at)
 
 
 def departure_cause(node: NodeExit) -> DepartureCause:

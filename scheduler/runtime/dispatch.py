@@ -95,6 +95,7 @@ from scheduler.cloud.imds import plan_drain, queued_on_one_worker
 from scheduler.fleet.departures import (
     Departure,
     DepartureCause,
+    LostWork,
     NodeExit,
     departure_cause,
     pool_of,
@@ -254,7 +255,7 @@ class Dispatcher:
         #: tasks whose batch failed outside their functions: they run alone from now on
         solo: set[str] = set()
         #: nodes where a call was lost (Ray noticed before it declared the node dead)
-        lost_work_on: set[str] = set()
+        lost_work = LostWork()
         runtime_sum_s = 0.0
         runtime_n = 0
         #: task kind -> [runtime seconds summed, tasks]: batches are sized by their kind
@@ -394,7 +395,7 @@ class Dispatcher:
                          if n == node_id and state.state[k] is TaskState.HELD)
             parts = [f"{running} call{'s' * (running != 1)} running" if running else "",
                      f"{needed} result{'s' * (needed != 1)} still needed" if needed else "",
-                     "a call lost there" if node_id in lost_work_on else ""]
+                     "a call lost there" if node_id in lost_work.nodes() else ""]
             return ", ".join(p for p in parts if p)
 
         def let_go() -> None:
@@ -408,7 +409,7 @@ class Dispatcher:
 
         def depart(gone: set[str], alive_before: Mapping[str, frozenset[str]]) -> None:
             """Give each node gone since the last re-read its cause; interruptions go on."""
-            busy = busy_nodes() | lost_work_on
+            busy = busy_nodes() | lost_work.nodes()
             requested = self._requested()
             pools_before: dict[tuple[str, str], int] = {}
             for tags in alive_before.values():
@@ -441,6 +442,7 @@ class Dispatcher:
             nonlocal recomputed
             alive_before = {n: pool.tags_of.get(n, frozenset()) for n in pool.alive}
             gone = pool.sync()
+            lost_work.still_alive(pool.alive, time.monotonic())
             state.max_bytes_in_flight = in_flight_bound(opts.max_bytes_in_flight,
                                                         pool.object_store_bytes)
             if gone:
@@ -478,7 +480,7 @@ class Dispatcher:
                 forget_dropped()
                 return
             retries += len(call.keys)
-            lost_work_on.add(slot.node_id)
+            lost_work.lost(slot.node_id, time.monotonic())
             if isinstance(exc, RayActorError):
                 pool.replace(slot)
             # inputs gone with their node, before Ray reports the node dead
@@ -613,6 +615,7 @@ class Dispatcher:
                         system_failure(call, exc)
                         continue
                     statuses = outcome[0] if isinstance(outcome, tuple) else outcome
+                    lost_work.came_back(call.slot.node_id, call.started_s)
                     resources = call.slot.resources
                     for key, (status, value) in zip(call.keys, statuses, strict=True):
                         if status.ok:

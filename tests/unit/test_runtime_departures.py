@@ -1,7 +1,8 @@
 """Every node departure gets one cause, and only interruptions reach the spot fallback (pure).
 
 One test per cause of :func:`~scheduler.fleet.departures.departure_cause`,
-plus the rule order where two could apply, and the request counted per pool.
+plus the rule order where two could apply, the request counted per pool, and how long
+work lost on a node makes it busy.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import pytest
 from scheduler.fleet.departures import (
     UNTYPED,
     DepartureCause,
+    LostWork,
     NodeExit,
     departure_cause,
     pool_of,
@@ -79,3 +81,19 @@ def test_pools_and_requested_nodes_per_pool() -> None:
                {"CPU": 2.0, "m7g.large:on-demand": 1.0}, {"CPU": 1.0}]
     assert requested_per_pool(bundles) == {("c7g.xlarge", "spot"): 2,
                                            ("m7g.large", "on-demand"): 1}
+
+
+def test_work_lost_on_a_node_that_lives_on_is_forgotten() -> None:
+    lost = LostWork(forget_after_s=120.0)
+    lost.lost("a", now_s=100.0)
+    lost.lost("b", now_s=100.0)
+    lost.came_back("a", sent_s=99.0)  # sent before the loss: says nothing of the node since
+    assert lost.nodes() == {"a", "b"}
+    lost.came_back("a", sent_s=101.0)  # a call sent after the loss came back: "a" works
+    assert lost.nodes() == {"b"}
+    lost.still_alive({"b"}, now_s=219.0)  # alive, but not yet long enough to tell
+    assert lost.nodes() == {"b"}
+    lost.still_alive({"a"}, now_s=300.0)  # "b" not seen alive: a node going keeps its mark
+    assert lost.nodes() == {"b"}
+    lost.still_alive({"b"}, now_s=221.0)
+    assert lost.nodes() == set()
