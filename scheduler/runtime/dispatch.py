@@ -409,7 +409,6 @@ class Dispatcher:
 
         def depart(gone: set[str], alive_before: Mapping[str, frozenset[str]]) -> None:
             """Give each node gone since the last re-read its cause; interruptions go on."""
-            busy = busy_nodes() | lost_work.nodes()
             requested = self._requested()
             pools_before: dict[tuple[str, str], int] = {}
             for tags in alive_before.values():
@@ -420,14 +419,14 @@ class Dispatcher:
                 tags = pool.tags_of.get(node_id, frozenset())
                 itype, market = pool_of(tags)
                 deadline = pool.draining.get(node_id)
+                held = held_on(node_id)  # busy: running, holding or lately losing work
                 cause = departure_cause(NodeExit(
-                    node_id, itype, market, busy=node_id in busy,
+                    node_id, itype, market, busy=bool(held),
                     notice=deadline is not None and math.isfinite(deadline),
                     draining=deadline is not None,
                     requested=None if requested is None else requested.get((itype, market), 0),
                     alive_before=max(1, pools_before.get((itype, market), 0))))
-                self.departures.append(Departure(node_id, itype, market, cause, now,
-                                                 held_on(node_id)))
+                self.departures.append(Departure(node_id, itype, market, cause, now, held))
                 if tm is not None:
                     tm.departed(itype, cause)
                 if cause is DepartureCause.INTERRUPTION:
